@@ -1,0 +1,136 @@
+//! The contract between the command handler and a domain: what an aggregate,
+//! its commands, events and errors must provide. A domain implements these
+//! traits in its own module (see [`crate::domain`]) and never touches the
+//! handler.
+//!
+//! Business rules live in [`Aggregate::handle`], which only decides; state
+//! changes live in [`Aggregate::apply`], which never refuses an event: an
+//! event is a fact that was already accepted, possibly by older code.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// A consistency boundary: the state rebuilt from one stream's events, and
+/// the rules every command on it must pass.
+///
+/// The state must be serializable: the handler keeps snapshots of it (as
+/// JSON) so that loading stays flat as streams grow.
+pub trait Aggregate:
+    Default + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug + 'static
+{
+    /// Prefix of this aggregate's streams: instance `id` lives in the stream
+    /// `<TYPE>-<id>` (e.g. `customer-7c9e…`). Letters, digits and `-` only.
+    const TYPE: &'static str;
+
+    /// Version of the serialized state. Bump it whenever the state's shape
+    /// changes: snapshots written under another version are then ignored
+    /// and the state is rebuilt from the events.
+    const SNAPSHOT_SCHEMA: u32;
+
+    type Command: AggregateCommand;
+    type Event: DomainEvent;
+    type Error: DomainError;
+
+    /// Decides what happens: the events that record the command's effect
+    /// (possibly none, when the command changes nothing), or the rule it
+    /// breaks. Pure: no I/O, no clock, no randomness.
+    fn handle(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state. Pure and infallible.
+    fn apply(&mut self, event: &Self::Event);
+}
+
+/// What the handler needs to know about a command before running it.
+pub trait AggregateCommand: Send + Sync + std::fmt::Debug + 'static {
+    /// The aggregate instance the command is addressed to.
+    fn aggregate_id(&self) -> Uuid;
+
+    /// True for commands that bring a new instance into existence. Any other
+    /// command sent to an instance without events is answered "not found"
+    /// without running [`Aggregate::handle`].
+    fn creates_aggregate(&self) -> bool;
+
+    /// A short name for logs (e.g. `ReserveCredit`).
+    fn name(&self) -> &'static str;
+}
+
+/// A domain event: a type name and a JSON body, as stored in the event store.
+pub trait DomainEvent: Send + Sync + std::fmt::Debug + Sized + 'static {
+    /// The stored event type (e.g. `CreditReserved`).
+    fn event_type(&self) -> &'static str;
+
+    /// Version of the data's shape, stored with the event so that later code
+    /// can upcast old versions when reading.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// The event's data as JSON.
+    fn encode(&self) -> serde_json::Result<Vec<u8>>;
+
+    /// Rebuilds an event from what the store holds.
+    fn decode(event_type: &str, schema_version: u32, data: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// A stored event this code cannot read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    #[error("{event_type} has schema version {found}; this build reads up to {supported}")]
+    UnsupportedSchema {
+        event_type: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{event_type} data does not decode: {source}")]
+    Data {
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Decodes the JSON data of a schema-1 event; a helper for [`DomainEvent::decode`].
+pub fn decode_data<T: DeserializeOwned>(
+    event_type: &str,
+    schema_version: u32,
+    data: &[u8],
+) -> Result<T, DecodeError> {
+    if schema_version != 1 {
+        return Err(DecodeError::UnsupportedSchema {
+            event_type: event_type.to_owned(),
+            found: schema_version,
+            supported: 1,
+        });
+    }
+    serde_json::from_slice(data).map_err(|source| DecodeError::Data {
+        event_type: event_type.to_owned(),
+        source,
+    })
+}
+
+/// A business rule a command broke.
+pub trait DomainError: std::error::Error + Send + Sync + 'static {
+    /// A stable, kebab-case name of the rule (e.g. `credit-limit-exceeded`),
+    /// for clients to branch on.
+    fn rule(&self) -> &'static str;
+
+    /// Facts that explain the refusal (e.g. the limit and what is reserved),
+    /// added to the error response.
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+}
+
+/// The state after `events`, starting from nothing. What the handler does
+/// after loading, and the "given" of aggregate tests.
+pub fn replay<'a, A: Aggregate>(events: impl IntoIterator<Item = &'a A::Event>) -> A {
+    let mut state = A::default();
+    for event in events {
+        state.apply(event);
+    }
+    state
+}

@@ -1,0 +1,916 @@
+//! The customer aggregate: registration and a credit line that orders
+//! reserve against.
+//!
+//! Invariant: the credit reserved by open reservations never exceeds the
+//! credit limit, so the limit cannot be lowered below what is reserved.
+//!
+//! The state deliberately holds no personal data: no rule needs the name
+//! or the e-mail address, so snapshots never contain them and erasing a
+//! customer's personal data (crypto-shredding the event fields) has nothing
+//! else to reach.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::{
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+};
+use crate::domain::money::{Currency, Money};
+
+/// A customer's display name: trimmed, 1 to [`CustomerName::CHARS_MAX`]
+/// characters, no control characters.
+///
+/// [`CustomerName::parse`] checks input; reading a stored event does not:
+/// a stored event is a fact, rules may have changed since, and a forgotten
+/// customer's name reads as [`event_store::ERASED`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredText", into = "String")]
+pub struct CustomerName(String);
+
+impl CustomerName {
+    pub const CHARS_MAX: usize = 200;
+
+    pub fn parse(raw: &str) -> Result<CustomerName, String> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err("the name must not be empty".into());
+        }
+        let chars = name.chars().count();
+        if chars > Self::CHARS_MAX {
+            return Err(format!(
+                "the name is {chars} characters long; the maximum is {}",
+                Self::CHARS_MAX
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err("the name must not contain control characters".into());
+        }
+        Ok(CustomerName(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<StoredText> for CustomerName {
+    fn from(s: StoredText) -> Self {
+        CustomerName(s.0)
+    }
+}
+
+impl From<CustomerName> for String {
+    fn from(n: CustomerName) -> String {
+        n.0
+    }
+}
+
+impl std::fmt::Debug for CustomerName {
+    // Personal data stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CustomerName(..)")
+    }
+}
+
+/// An e-mail address in the common `local@domain.tld` form (RFC 5321
+/// lengths; dot-atom local part; no quoted local parts, comments or IP
+/// literals, which real sign-up forms do not see). The domain is stored in
+/// lower case. Like [`CustomerName`], checked when parsed, not when read
+/// back from a stored event.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredText", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    pub const BYTES_MAX: usize = 254;
+    const LOCAL_BYTES_MAX: usize = 64;
+    const LABEL_BYTES_MAX: usize = 63;
+
+    pub fn parse(raw: &str) -> Result<Email, String> {
+        let email = raw.trim();
+        if email.is_empty() {
+            return Err("the e-mail address must not be empty".into());
+        }
+        if email.len() > Self::BYTES_MAX {
+            return Err(format!(
+                "the e-mail address is {} bytes long; the maximum is {}",
+                email.len(),
+                Self::BYTES_MAX
+            ));
+        }
+        let Some((local, domain)) = email.rsplit_once('@') else {
+            return Err("the e-mail address must contain an @".into());
+        };
+        let local_ok = !local.is_empty()
+            && local.len() <= Self::LOCAL_BYTES_MAX
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && local
+                .chars()
+                .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        if !local_ok {
+            return Err(format!(
+                "{local:?} is not a valid mailbox name (the part before the @)"
+            ));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|l| {
+                !l.is_empty()
+                    && l.len() <= Self::LABEL_BYTES_MAX
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+            && labels
+                .last()
+                .is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()));
+        if !domain_ok {
+            return Err(format!(
+                "{domain:?} is not a valid domain (the part after the @ needs a dot, \
+                 e.g. example.com)"
+            ));
+        }
+        Ok(Email(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<StoredText> for Email {
+    fn from(s: StoredText) -> Self {
+        Email(s.0)
+    }
+}
+
+impl From<Email> for String {
+    fn from(e: Email) -> String {
+        e.0
+    }
+}
+
+impl std::fmt::Debug for Email {
+    // Personal data stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Email(..)")
+    }
+}
+
+/// Text as a stored event holds it. Private, so that the only public way to
+/// a [`CustomerName`] or [`Email`] is through their parsers.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct StoredText(String);
+
+/// Everything personal about a customer, kept together so that it can be
+/// encrypted per customer (and erased by destroying the key) as one unit.
+/// Serialized flat into the event (`"name"`, `"email"`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct PersonalData {
+    pub name: CustomerName,
+    pub email: Email,
+}
+
+impl PersonalData {
+    /// The event fields holding personal data, by event type.
+    pub const FIELDS: &'static [(&'static str, &'static [&'static str])] =
+        &[("CustomerRegistered", &["name", "email"])];
+
+    /// True once the customer was forgotten and the fields read as erased.
+    pub fn is_erased(&self) -> bool {
+        self.name.0 == event_store::ERASED || self.email.0 == event_store::ERASED
+    }
+}
+
+/// What the event store's crypto-shredding layer must encrypt: each
+/// customer stream is one data subject, and [`PersonalData::FIELDS`] are
+/// its personal fields. Wrap the store with
+/// `event_store::Shredding::new(store, keys, customer::shredding_policy())`.
+pub fn shredding_policy() -> event_store::PersonalData {
+    PersonalData::FIELDS.iter().fold(
+        event_store::PersonalData::new().subject_streams(format!("{}-", Customer::TYPE)),
+        |policy, (event_type, fields)| policy.fields(*event_type, fields.iter().copied()),
+    )
+}
+
+/// What can be asked of a customer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerCommand {
+    Register {
+        customer_id: Uuid,
+        personal: PersonalData,
+        credit_limit: Money,
+    },
+    ChangeCreditLimit {
+        customer_id: Uuid,
+        credit_limit: Money,
+    },
+    /// Holds `amount` of the credit line for an order.
+    ReserveCredit {
+        customer_id: Uuid,
+        order_id: Uuid,
+        amount: Money,
+    },
+    /// Frees what was reserved for an order.
+    ReleaseCredit { customer_id: Uuid, order_id: Uuid },
+}
+
+impl AggregateCommand for CustomerCommand {
+    fn aggregate_id(&self) -> Uuid {
+        match self {
+            CustomerCommand::Register { customer_id, .. }
+            | CustomerCommand::ChangeCreditLimit { customer_id, .. }
+            | CustomerCommand::ReserveCredit { customer_id, .. }
+            | CustomerCommand::ReleaseCredit { customer_id, .. } => *customer_id,
+        }
+    }
+
+    fn creates_aggregate(&self) -> bool {
+        matches!(self, CustomerCommand::Register { .. })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            CustomerCommand::Register { .. } => "RegisterCustomer",
+            CustomerCommand::ChangeCreditLimit { .. } => "ChangeCreditLimit",
+            CustomerCommand::ReserveCredit { .. } => "ReserveCredit",
+            CustomerCommand::ReleaseCredit { .. } => "ReleaseCredit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerRegistered {
+    pub customer_id: Uuid,
+    #[serde(flatten)]
+    pub personal: PersonalData,
+    pub credit_limit: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditLimitChanged {
+    pub customer_id: Uuid,
+    pub credit_limit: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditReserved {
+    pub customer_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreditReleased {
+    pub customer_id: Uuid,
+    pub order_id: Uuid,
+    pub amount: Money,
+}
+
+/// The customer's events, with the type names and data of the reference
+/// domain event contract (ARCHITECTURE.md).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerEvent {
+    Registered(CustomerRegistered),
+    CreditLimitChanged(CreditLimitChanged),
+    CreditReserved(CreditReserved),
+    CreditReleased(CreditReleased),
+}
+
+impl DomainEvent for CustomerEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            CustomerEvent::Registered(_) => "CustomerRegistered",
+            CustomerEvent::CreditLimitChanged(_) => "CreditLimitChanged",
+            CustomerEvent::CreditReserved(_) => "CreditReserved",
+            CustomerEvent::CreditReleased(_) => "CreditReleased",
+        }
+    }
+
+    fn encode(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            CustomerEvent::Registered(e) => serde_json::to_vec(e),
+            CustomerEvent::CreditLimitChanged(e) => serde_json::to_vec(e),
+            CustomerEvent::CreditReserved(e) => serde_json::to_vec(e),
+            CustomerEvent::CreditReleased(e) => serde_json::to_vec(e),
+        }
+    }
+
+    fn decode(event_type: &str, schema: u32, data: &[u8]) -> Result<Self, DecodeError> {
+        Ok(match event_type {
+            "CustomerRegistered" => {
+                CustomerEvent::Registered(decode_data(event_type, schema, data)?)
+            }
+            "CreditLimitChanged" => {
+                CustomerEvent::CreditLimitChanged(decode_data(event_type, schema, data)?)
+            }
+            "CreditReserved" => {
+                CustomerEvent::CreditReserved(decode_data(event_type, schema, data)?)
+            }
+            "CreditReleased" => {
+                CustomerEvent::CreditReleased(decode_data(event_type, schema, data)?)
+            }
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+/// The rules a customer command can break.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CustomerError {
+    #[error("customer {0} is already registered")]
+    AlreadyRegistered(Uuid),
+    #[error("customer {0} is not registered")]
+    NotRegistered(Uuid),
+    #[error("the customer's credit line is in {expected}; {given} was given")]
+    CurrencyMismatch { expected: Currency, given: Currency },
+    #[error("a reservation must be greater than zero")]
+    AmountNotPositive,
+    #[error(
+        "reserving {requested} would exceed the credit limit of {limit} ({reserved} already reserved)"
+    )]
+    CreditLimitExceeded {
+        limit: Money,
+        reserved: Money,
+        requested: Money,
+    },
+    #[error("the credit limit cannot be lowered to {requested}: {reserved} is reserved")]
+    LimitBelowReserved { requested: Money, reserved: Money },
+    #[error("credit is already reserved for order {0}")]
+    AlreadyReserved(Uuid),
+    #[error("no credit is reserved for order {0}")]
+    NoReservation(Uuid),
+}
+
+fn money_json(m: Money) -> serde_json::Value {
+    serde_json::json!({"amount": m.amount(), "currency": m.currency().code()})
+}
+
+impl DomainError for CustomerError {
+    fn rule(&self) -> &'static str {
+        match self {
+            CustomerError::AlreadyRegistered(_) => "customer-already-registered",
+            CustomerError::NotRegistered(_) => "customer-not-registered",
+            CustomerError::CurrencyMismatch { .. } => "currency-mismatch",
+            CustomerError::AmountNotPositive => "amount-not-positive",
+            CustomerError::CreditLimitExceeded { .. } => "credit-limit-exceeded",
+            CustomerError::LimitBelowReserved { .. } => "credit-limit-below-reserved",
+            CustomerError::AlreadyReserved(_) => "credit-already-reserved",
+            CustomerError::NoReservation(_) => "no-credit-reserved",
+        }
+    }
+
+    fn details(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        match self {
+            CustomerError::CreditLimitExceeded {
+                limit,
+                reserved,
+                requested,
+            } => {
+                m.insert("credit_limit".into(), money_json(*limit));
+                m.insert("reserved".into(), money_json(*reserved));
+                m.insert("requested".into(), money_json(*requested));
+            }
+            CustomerError::LimitBelowReserved {
+                requested,
+                reserved,
+            } => {
+                m.insert("requested".into(), money_json(*requested));
+                m.insert("reserved".into(), money_json(*reserved));
+            }
+            CustomerError::CurrencyMismatch { expected, given } => {
+                m.insert("expected_currency".into(), expected.code().into());
+                m.insert("given_currency".into(), given.code().into());
+            }
+            CustomerError::AlreadyReserved(order) | CustomerError::NoReservation(order) => {
+                m.insert("order_id".into(), order.to_string().into());
+            }
+            CustomerError::AlreadyRegistered(_)
+            | CustomerError::NotRegistered(_)
+            | CustomerError::AmountNotPositive => {}
+        }
+        m
+    }
+}
+
+/// A customer as the command side needs it: the credit line and what is
+/// reserved on it, per order.
+///
+/// Unknown fields are refused so that a snapshot of another shape fails to
+/// decode (and is ignored) instead of reading as an unregistered customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    registered: Option<CreditLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditLine {
+    customer_id: Uuid,
+    limit: Money,
+    /// Open reservations by order. Kept sorted so that snapshots of equal
+    /// states are equal bytes.
+    reservations: BTreeMap<Uuid, Money>,
+    /// The sum of `reservations`, kept so that a reservation is O(log n).
+    reserved: Money,
+}
+
+impl Customer {
+    pub fn is_registered(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    pub fn credit_limit(&self) -> Option<Money> {
+        self.registered.as_ref().map(|c| c.limit)
+    }
+
+    /// Credit held by open reservations.
+    pub fn reserved(&self) -> Option<Money> {
+        self.registered.as_ref().map(|c| c.reserved)
+    }
+
+    pub fn reservation(&self, order_id: Uuid) -> Option<Money> {
+        self.registered
+            .as_ref()
+            .and_then(|c| c.reservations.get(&order_id).copied())
+    }
+
+    fn line(&self, customer_id: Uuid) -> Result<&CreditLine, CustomerError> {
+        self.registered
+            .as_ref()
+            .ok_or(CustomerError::NotRegistered(customer_id))
+    }
+}
+
+fn same_currency(line: &CreditLine, given: Money) -> Result<(), CustomerError> {
+    if given.currency() != line.limit.currency() {
+        return Err(CustomerError::CurrencyMismatch {
+            expected: line.limit.currency(),
+            given: given.currency(),
+        });
+    }
+    Ok(())
+}
+
+impl Aggregate for Customer {
+    const TYPE: &'static str = "customer";
+    const SNAPSHOT_SCHEMA: u32 = 1;
+    type Command = CustomerCommand;
+    type Event = CustomerEvent;
+    type Error = CustomerError;
+
+    fn handle(&self, command: &CustomerCommand) -> Result<Vec<CustomerEvent>, CustomerError> {
+        match command {
+            CustomerCommand::Register {
+                customer_id,
+                personal,
+                credit_limit,
+            } => {
+                if self.registered.is_some() {
+                    return Err(CustomerError::AlreadyRegistered(*customer_id));
+                }
+                Ok(vec![CustomerEvent::Registered(CustomerRegistered {
+                    customer_id: *customer_id,
+                    personal: personal.clone(),
+                    credit_limit: *credit_limit,
+                })])
+            }
+            CustomerCommand::ChangeCreditLimit {
+                customer_id,
+                credit_limit,
+            } => {
+                let line = self.line(*customer_id)?;
+                same_currency(line, *credit_limit)?;
+                if credit_limit.amount() < line.reserved.amount() {
+                    return Err(CustomerError::LimitBelowReserved {
+                        requested: *credit_limit,
+                        reserved: line.reserved,
+                    });
+                }
+                if *credit_limit == line.limit {
+                    // Already so: nothing to record.
+                    return Ok(Vec::new());
+                }
+                Ok(vec![CustomerEvent::CreditLimitChanged(
+                    CreditLimitChanged {
+                        customer_id: *customer_id,
+                        credit_limit: *credit_limit,
+                    },
+                )])
+            }
+            CustomerCommand::ReserveCredit {
+                customer_id,
+                order_id,
+                amount,
+            } => {
+                let line = self.line(*customer_id)?;
+                same_currency(line, *amount)?;
+                if amount.amount() <= 0 {
+                    return Err(CustomerError::AmountNotPositive);
+                }
+                if line.reservations.contains_key(order_id) {
+                    return Err(CustomerError::AlreadyReserved(*order_id));
+                }
+                // Both are at most AMOUNT_MAX, so the sum fits in an i64.
+                if line.reserved.amount() + amount.amount() > line.limit.amount() {
+                    return Err(CustomerError::CreditLimitExceeded {
+                        limit: line.limit,
+                        reserved: line.reserved,
+                        requested: *amount,
+                    });
+                }
+                Ok(vec![CustomerEvent::CreditReserved(CreditReserved {
+                    customer_id: *customer_id,
+                    order_id: *order_id,
+                    amount: *amount,
+                })])
+            }
+            CustomerCommand::ReleaseCredit {
+                customer_id,
+                order_id,
+            } => {
+                let line = self.line(*customer_id)?;
+                let amount = line
+                    .reservations
+                    .get(order_id)
+                    .copied()
+                    .ok_or(CustomerError::NoReservation(*order_id))?;
+                Ok(vec![CustomerEvent::CreditReleased(CreditReleased {
+                    customer_id: *customer_id,
+                    order_id: *order_id,
+                    amount,
+                })])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &CustomerEvent) {
+        match event {
+            CustomerEvent::Registered(e) => {
+                self.registered = Some(CreditLine {
+                    customer_id: e.customer_id,
+                    limit: e.credit_limit,
+                    reservations: BTreeMap::new(),
+                    reserved: Money::zero(e.credit_limit.currency()),
+                });
+            }
+            CustomerEvent::CreditLimitChanged(e) => {
+                if let Some(line) = &mut self.registered {
+                    line.limit = e.credit_limit;
+                }
+            }
+            CustomerEvent::CreditReserved(e) => {
+                if let Some(line) = &mut self.registered {
+                    line.reservations.insert(e.order_id, e.amount);
+                    line.reserved = line.reserved.checked_add(e.amount).unwrap_or(line.reserved);
+                }
+            }
+            CustomerEvent::CreditReleased(e) => {
+                if let Some(line) = &mut self.registered
+                    && let Some(held) = line.reservations.remove(&e.order_id)
+                {
+                    line.reserved = line.reserved.checked_sub(held).unwrap_or(line.reserved);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Given the customer's past events, when a command arrives, then these
+    //! events (or this refusal).
+
+    use super::*;
+    use crate::aggregate::replay;
+
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("EUR").unwrap()).unwrap()
+    }
+
+    fn usd(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("USD").unwrap()).unwrap()
+    }
+
+    const C: Uuid = Uuid::from_u128(0xc);
+    const O1: Uuid = Uuid::from_u128(0x01);
+    const O2: Uuid = Uuid::from_u128(0x02);
+
+    fn personal() -> PersonalData {
+        PersonalData {
+            name: CustomerName::parse("Ada Lovelace").unwrap(),
+            email: Email::parse("ada@example.com").unwrap(),
+        }
+    }
+
+    fn registered(limit: i64) -> CustomerEvent {
+        CustomerEvent::Registered(CustomerRegistered {
+            customer_id: C,
+            personal: personal(),
+            credit_limit: eur(limit),
+        })
+    }
+
+    fn reserved(order_id: Uuid, amount: i64) -> CustomerEvent {
+        CustomerEvent::CreditReserved(CreditReserved {
+            customer_id: C,
+            order_id,
+            amount: eur(amount),
+        })
+    }
+
+    fn released(order_id: Uuid, amount: i64) -> CustomerEvent {
+        CustomerEvent::CreditReleased(CreditReleased {
+            customer_id: C,
+            order_id,
+            amount: eur(amount),
+        })
+    }
+
+    fn limit_changed(amount: i64) -> CustomerEvent {
+        CustomerEvent::CreditLimitChanged(CreditLimitChanged {
+            customer_id: C,
+            credit_limit: eur(amount),
+        })
+    }
+
+    fn given(events: &[CustomerEvent]) -> Customer {
+        replay::<Customer>(events)
+    }
+
+    fn reserve(order_id: Uuid, amount: Money) -> CustomerCommand {
+        CustomerCommand::ReserveCredit {
+            customer_id: C,
+            order_id,
+            amount,
+        }
+    }
+
+    #[test]
+    fn registering_a_new_customer_records_it() {
+        let command = CustomerCommand::Register {
+            customer_id: C,
+            personal: personal(),
+            credit_limit: eur(0),
+        };
+        assert_eq!(given(&[]).handle(&command), Ok(vec![registered(0)]));
+    }
+
+    #[test]
+    fn a_customer_registers_once() {
+        let command = CustomerCommand::Register {
+            customer_id: C,
+            personal: personal(),
+            credit_limit: eur(10),
+        };
+        assert_eq!(
+            given(&[registered(10)]).handle(&command),
+            Err(CustomerError::AlreadyRegistered(C))
+        );
+    }
+
+    #[test]
+    fn commands_on_an_unregistered_customer_are_refused() {
+        for command in [
+            reserve(O1, eur(1)),
+            CustomerCommand::ReleaseCredit {
+                customer_id: C,
+                order_id: O1,
+            },
+            CustomerCommand::ChangeCreditLimit {
+                customer_id: C,
+                credit_limit: eur(5),
+            },
+        ] {
+            assert_eq!(
+                given(&[]).handle(&command),
+                Err(CustomerError::NotRegistered(C))
+            );
+        }
+    }
+
+    #[test]
+    fn credit_can_be_reserved_up_to_the_limit_exactly() {
+        let state = given(&[registered(100), reserved(O1, 60)]);
+        assert_eq!(
+            state.handle(&reserve(O2, eur(40))),
+            Ok(vec![reserved(O2, 40)])
+        );
+    }
+
+    #[test]
+    fn a_reservation_over_the_limit_is_refused_with_the_figures() {
+        let state = given(&[registered(100), reserved(O1, 60)]);
+        let err = state.handle(&reserve(O2, eur(41))).unwrap_err();
+        assert_eq!(
+            err,
+            CustomerError::CreditLimitExceeded {
+                limit: eur(100),
+                reserved: eur(60),
+                requested: eur(41)
+            }
+        );
+        assert_eq!(err.rule(), "credit-limit-exceeded");
+        assert_eq!(err.details()["reserved"]["amount"], 60);
+    }
+
+    #[test]
+    fn released_credit_can_be_reserved_again() {
+        let state = given(&[registered(100), reserved(O1, 100), released(O1, 100)]);
+        assert_eq!(state.reserved(), Some(eur(0)));
+        assert_eq!(
+            state.handle(&reserve(O2, eur(100))),
+            Ok(vec![reserved(O2, 100)])
+        );
+    }
+
+    #[test]
+    fn an_order_reserves_once() {
+        let state = given(&[registered(100), reserved(O1, 10)]);
+        assert_eq!(
+            state.handle(&reserve(O1, eur(10))),
+            Err(CustomerError::AlreadyReserved(O1))
+        );
+    }
+
+    #[test]
+    fn reservations_must_be_positive_and_in_the_customers_currency() {
+        let state = given(&[registered(100)]);
+        assert_eq!(
+            state.handle(&reserve(O1, eur(0))),
+            Err(CustomerError::AmountNotPositive)
+        );
+        assert!(matches!(
+            state.handle(&reserve(O1, usd(5))),
+            Err(CustomerError::CurrencyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn releasing_returns_exactly_what_was_reserved() {
+        let state = given(&[registered(100), reserved(O1, 30)]);
+        let release = CustomerCommand::ReleaseCredit {
+            customer_id: C,
+            order_id: O1,
+        };
+        assert_eq!(state.handle(&release), Ok(vec![released(O1, 30)]));
+        let after = given(&[registered(100), reserved(O1, 30), released(O1, 30)]);
+        assert_eq!(
+            after.handle(&release),
+            Err(CustomerError::NoReservation(O1))
+        );
+    }
+
+    #[test]
+    fn the_limit_cannot_go_below_what_is_reserved() {
+        let state = given(&[registered(100), reserved(O1, 70)]);
+        let lower = |amount| CustomerCommand::ChangeCreditLimit {
+            customer_id: C,
+            credit_limit: eur(amount),
+        };
+        assert_eq!(
+            state.handle(&lower(69)),
+            Err(CustomerError::LimitBelowReserved {
+                requested: eur(69),
+                reserved: eur(70)
+            })
+        );
+        assert_eq!(state.handle(&lower(70)), Ok(vec![limit_changed(70)]));
+        assert_eq!(state.handle(&lower(500)), Ok(vec![limit_changed(500)]));
+    }
+
+    #[test]
+    fn setting_the_current_limit_again_records_nothing() {
+        let state = given(&[registered(100)]);
+        let same = CustomerCommand::ChangeCreditLimit {
+            customer_id: C,
+            credit_limit: eur(100),
+        };
+        assert_eq!(state.handle(&same), Ok(vec![]));
+    }
+
+    #[test]
+    fn the_limit_keeps_its_currency() {
+        let state = given(&[registered(100)]);
+        let change = CustomerCommand::ChangeCreditLimit {
+            customer_id: C,
+            credit_limit: usd(100),
+        };
+        assert!(matches!(
+            state.handle(&change),
+            Err(CustomerError::CurrencyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn events_have_the_contract_json_shape_and_round_trip() {
+        let event = registered(2500);
+        assert_eq!(event.event_type(), "CustomerRegistered");
+        let json: serde_json::Value = serde_json::from_slice(&event.encode().unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "customer_id": C.to_string(),
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "credit_limit": {"amount": 2500, "currency": "EUR"}
+            })
+        );
+        for event in [
+            registered(1),
+            limit_changed(2),
+            reserved(O1, 3),
+            released(O1, 3),
+        ] {
+            let data = event.encode().unwrap();
+            let back = CustomerEvent::decode(event.event_type(), 1, &data).unwrap();
+            assert_eq!(back, event);
+        }
+        let reserved_json: serde_json::Value =
+            serde_json::from_slice(&reserved(O1, 3).encode().unwrap()).unwrap();
+        assert_eq!(
+            reserved_json,
+            serde_json::json!({"customer_id": C.to_string(), "order_id": O1.to_string(),
+                "amount": {"amount": 3, "currency": "EUR"}})
+        );
+        assert!(matches!(
+            CustomerEvent::decode("CustomerDeleted", 1, b"{}"),
+            Err(DecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            CustomerEvent::decode("CreditReserved", 2, b"{}"),
+            Err(DecodeError::UnsupportedSchema { .. })
+        ));
+    }
+
+    #[test]
+    fn a_forgotten_customer_still_loads() {
+        let erased = format!(
+            r#"{{"customer_id":"{C}","name":"{e}","email":"{e}",
+                "credit_limit":{{"amount":100,"currency":"EUR"}}}}"#,
+            e = event_store::ERASED
+        );
+        let event = CustomerEvent::decode("CustomerRegistered", 1, erased.as_bytes()).unwrap();
+        let CustomerEvent::Registered(registered) = &event else {
+            panic!("{event:?}")
+        };
+        assert!(registered.personal.is_erased());
+        assert!(!personal().is_erased());
+        let state = given(&[event]);
+        assert_eq!(
+            state.handle(&reserve(O1, eur(100))),
+            Ok(vec![reserved(O1, 100)])
+        );
+    }
+
+    #[test]
+    fn the_state_round_trips_through_a_snapshot_without_personal_data() {
+        let state = given(&[registered(100), reserved(O1, 30), reserved(O2, 20)]);
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(!json.contains("Ada") && !json.contains("example.com"));
+        let back: Customer = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(back.reserved(), Some(eur(50)));
+    }
+
+    #[test]
+    fn names_and_emails_are_validated() {
+        assert_eq!(CustomerName::parse("  Ada ").unwrap().as_str(), "Ada");
+        assert!(CustomerName::parse("   ").is_err());
+        assert!(CustomerName::parse(&"x".repeat(201)).is_err());
+        assert!(CustomerName::parse(&"é".repeat(200)).is_ok());
+        assert!(CustomerName::parse("Ada\u{0}").is_err());
+        assert_eq!(
+            Email::parse("Ada.L+news@Example.COM").unwrap().as_str(),
+            "Ada.L+news@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "ada@@example.com",
+            "ada@exa mple.com",
+            ".ada@example.com",
+            "a..da@example.com",
+            "ada@-example.com",
+            "ada@example.123",
+            "ada @example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert!(Email::parse(&long_local).is_err());
+        let long = format!("a@{}.com", "b".repeat(250));
+        assert!(Email::parse(&long).is_err());
+    }
+}

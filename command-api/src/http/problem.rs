@@ -1,0 +1,233 @@
+//! Error responses: RFC 9457 problem documents (`application/problem+json`).
+//!
+//! Every problem has a `type` URI `urn:annals:problem:<slug>` naming the
+//! kind of error (clients branch on it), a `title` fixed per type, the
+//! HTTP `status`, a `detail` about this occurrence, and extension members
+//! with the facts a client needs (the rule broken, the versions compared,
+//! the fields at fault). Internal failures are logged here, once, and the
+//! response says only that nothing was written.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+
+use crate::aggregate::DomainError;
+use crate::error::CommandError;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// The problem `type` slugs this API uses.
+pub mod kind {
+    pub const MALFORMED_REQUEST: &str = "malformed-request";
+    pub const INVALID_FIELDS: &str = "invalid-fields";
+    pub const INVALID_HEADER: &str = "invalid-header";
+    pub const INVALID_ID: &str = "invalid-id";
+    pub const BODY_TOO_LARGE: &str = "body-too-large";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported-media-type";
+    pub const NOT_FOUND: &str = "not-found";
+    pub const ROUTE_NOT_FOUND: &str = "route-not-found";
+    pub const METHOD_NOT_ALLOWED: &str = "method-not-allowed";
+    pub const BUSINESS_RULE_VIOLATED: &str = "business-rule-violated";
+    pub const PRECONDITION_FAILED: &str = "precondition-failed";
+    pub const CONCURRENCY_CONFLICT: &str = "concurrency-conflict";
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency-key-reused";
+    pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str = "idempotency-key-in-flight";
+    pub const STORE_UNAVAILABLE: &str = "store-unavailable";
+    pub const OVERLOADED: &str = "overloaded";
+    pub const TIMEOUT: &str = "timeout";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// One problem document, ready to render.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    slug: &'static str,
+    title: &'static str,
+    status: StatusCode,
+    detail: String,
+    extensions: Map<String, Value>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            slug,
+            title,
+            status,
+            detail: detail.into(),
+            extensions: Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(name.to_owned(), value.into());
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The full `type` URI.
+    pub fn type_uri(&self) -> String {
+        format!("urn:annals:problem:{}", self.slug)
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        let title = match slug {
+            kind::INVALID_FIELDS => "Invalid fields",
+            kind::INVALID_HEADER => "Invalid header",
+            kind::INVALID_ID => "Invalid id",
+            _ => "Malformed request",
+        };
+        Self::new(StatusCode::BAD_REQUEST, slug, title, detail)
+    }
+
+    /// A failure of the server itself, logged with its cause; the client
+    /// learns only that nothing was written.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "command failed on an internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            kind::INTERNAL,
+            "Internal error",
+            "the server could not complete the command; nothing was written",
+        )
+    }
+
+    fn body(&self) -> Value {
+        let mut body = Map::with_capacity(4 + self.extensions.len());
+        body.insert("type".into(), self.type_uri().into());
+        body.insert("title".into(), self.title.into());
+        body.insert("status".into(), self.status.as_u16().into());
+        body.insert("detail".into(), self.detail.clone().into());
+        for (k, v) in &self.extensions {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+fn retry_after(seconds: u32) -> (HeaderName, HeaderValue) {
+    (header::RETRY_AFTER, HeaderValue::from(seconds))
+}
+
+/// The entity tag of a stream version, as sent in `ETag` and expected in
+/// `If-Match`.
+pub fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+impl<E: DomainError> From<CommandError<E>> for Problem {
+    fn from(err: CommandError<E>) -> Problem {
+        match err {
+            CommandError::Rejected(e) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    kind::BUSINESS_RULE_VIOLATED,
+                    "Business rule violated",
+                    e.to_string(),
+                )
+                .with("rule", e.rule());
+                for (k, v) in e.details() {
+                    p = p.with(&k, v);
+                }
+                p
+            }
+            CommandError::NotFound { stream } => Problem::new(
+                StatusCode::NOT_FOUND,
+                kind::NOT_FOUND,
+                "Not found",
+                format!("{stream} does not exist"),
+            ),
+            CommandError::VersionMismatch {
+                stream,
+                expected,
+                current,
+            } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                kind::PRECONDITION_FAILED,
+                "Precondition failed",
+                format!(
+                    "If-Match expected version {expected} of {stream}, which is at version \
+                     {current}; reload it and decide again"
+                ),
+            )
+            .with("expected_version", expected)
+            .with("current_version", current)
+            .with_header(header::ETAG, etag(current)),
+            CommandError::Conflict { stream, attempts } => Problem::new(
+                StatusCode::CONFLICT,
+                kind::CONCURRENCY_CONFLICT,
+                "Concurrency conflict",
+                format!(
+                    "{stream} was changed concurrently on each of {attempts} attempts; \
+                     nothing was written, the command can be retried"
+                ),
+            )
+            .with("attempts", attempts)
+            .with_header(retry_after(1).0, retry_after(1).1),
+            CommandError::IdempotencyKeyReused { key } => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                kind::IDEMPOTENCY_KEY_REUSED,
+                "Idempotency key reused",
+                "this Idempotency-Key was already used for a different request \
+                 (another method, path or body); use a new key for a new request",
+            )
+            .with("idempotency_key", key),
+            CommandError::IdempotencyKeyInFlight { key } => Problem::new(
+                StatusCode::CONFLICT,
+                kind::IDEMPOTENCY_KEY_IN_FLIGHT,
+                "Request in progress",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )
+            .with("idempotency_key", key)
+            .with_header(retry_after(1).0, retry_after(1).1),
+            CommandError::Store(e) if e.is_store_failure() => {
+                tracing::error!(error = %e, "command failed: the store is unavailable");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    kind::STORE_UNAVAILABLE,
+                    "Store unavailable",
+                    "the event store cannot take commands right now; nothing was written",
+                )
+                .with_header(retry_after(1).0, retry_after(1).1)
+            }
+            other => Problem::internal(&other),
+        }
+    }
+}

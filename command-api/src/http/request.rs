@@ -1,0 +1,283 @@
+//! Turning an HTTP request into a command context: the body (size, content
+//! type, JSON), the conditional and idempotency headers, the ids in the
+//! path. Every refusal is a [`Problem`].
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::http::problem::{Problem, kind};
+use crate::idempotency::{Fingerprint, Idempotency, IdempotencyKey};
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const CORRELATION_ID: &str = "x-correlation-id";
+pub const COMMAND_ID: &str = "x-command-id";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A command request with its body read (within the body limit).
+#[derive(Debug)]
+pub struct CommandRequest {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for CommandRequest {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Problem::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        kind::BODY_TOO_LARGE,
+                        "Body too large",
+                        "the request body is over the size limit",
+                    )
+                } else {
+                    Problem::bad_request(
+                        kind::MALFORMED_REQUEST,
+                        format!("the request body could not be read: {rejection}"),
+                    )
+                }
+            })?;
+        Ok(CommandRequest {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Whether an endpoint needs a body, or takes an empty one as `{}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRule {
+    Required,
+    Optional,
+}
+
+impl CommandRequest {
+    /// The JSON body as `T`: `415` for a body that is not declared JSON,
+    /// `400` for one that does not parse into `T`.
+    pub fn json<T: DeserializeOwned>(&self, rule: BodyRule) -> Result<T, Problem> {
+        let content_type = self.headers.get(header::CONTENT_TYPE);
+        if self.body.is_empty() && content_type.is_none() {
+            return match rule {
+                BodyRule::Optional => parse_json(b"{}"),
+                BodyRule::Required => Err(Problem::bad_request(
+                    kind::MALFORMED_REQUEST,
+                    "the request needs a JSON body",
+                )),
+            };
+        }
+        let is_json = content_type
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                kind::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+                "the request body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        if self.body.is_empty() && rule == BodyRule::Optional {
+            return parse_json(b"{}");
+        }
+        parse_json(&self.body)
+    }
+
+    /// The fingerprint an idempotency record keeps: method, path and body.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(&[
+            self.method.as_str().as_bytes(),
+            self.path.as_bytes(),
+            &self.body,
+        ])
+    }
+
+    /// `Idempotency-Key`, when present.
+    pub fn idempotency(&self) -> Result<Option<Idempotency>, Problem> {
+        let Some(value) = self.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(None);
+        };
+        let key = value
+            .to_str()
+            .map_err(|_| invalid_header("Idempotency-Key", "it is not visible ASCII".into()))
+            .and_then(|v| {
+                IdempotencyKey::parse(v)
+                    .map_err(|e| invalid_header("Idempotency-Key", e.to_string()))
+            })?;
+        Ok(Some(Idempotency {
+            key,
+            fingerprint: self.fingerprint(),
+        }))
+    }
+
+    /// `If-Match: "<version>"`, when present. Only one strong entity tag is
+    /// meaningful for a command: the version the client decided on.
+    pub fn if_match(&self) -> Result<Option<u64>, Problem> {
+        let Some(value) = self.headers.get(header::IF_MATCH) else {
+            return Ok(None);
+        };
+        let malformed = || {
+            invalid_header(
+                "If-Match",
+                "expected one entity tag with a version, as sent in ETag, e.g. \"3\"".into(),
+            )
+        };
+        let text = value.to_str().map_err(|_| malformed())?.trim();
+        let version = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|digits| digits.parse::<u64>().ok())
+            .ok_or_else(malformed)?;
+        Ok(Some(version))
+    }
+
+    /// `X-Correlation-Id`, when present (a UUID).
+    pub fn correlation_id(&self) -> Result<Option<Uuid>, Problem> {
+        let Some(value) = self.headers.get(CORRELATION_ID) else {
+            return Ok(None);
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|v| Uuid::parse_str(v.trim()).ok())
+            .map(Some)
+            .ok_or_else(|| invalid_header("X-Correlation-Id", "it must be a UUID".into()))
+    }
+}
+
+fn invalid_header(name: &'static str, why: String) -> Problem {
+    Problem::bad_request(
+        kind::INVALID_HEADER,
+        format!("invalid {name} header: {why}"),
+    )
+    .with("header", name)
+}
+
+/// `application/json` or any `application/<x>+json`, with parameters.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("").trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || subtype.len() > 5
+                && subtype
+                    .get(subtype.len() - 5..)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        Problem::bad_request(
+            kind::MALFORMED_REQUEST,
+            format!("the body is not the expected JSON: {e}"),
+        )
+        .with("line", e.line())
+        .with("column", e.column())
+    })
+}
+
+/// A path segment that must be a UUID.
+pub fn path_id(name: &'static str, raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| {
+        Problem::bad_request(
+            kind::INVALID_ID,
+            format!("{name} {raw:?} in the path is not a UUID"),
+        )
+        .with("parameter", name)
+    })
+}
+
+/// Path parameters that did not even decode (e.g. bad percent-encoding).
+pub fn path_rejection(rejection: PathRejection) -> Problem {
+    Problem::bad_request(kind::INVALID_ID, format!("invalid path: {rejection}"))
+}
+
+/// Field-level validation errors, reported together with JSON pointers.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<(String, String)>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {
+        self.0.push((pointer.into(), detail.into()));
+    }
+
+    /// Keeps the value, or records the error under `pointer`.
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        pointer: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(pointer, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_problem(self) -> Problem {
+        let detail = match self.0.as_slice() {
+            [(pointer, detail)] => format!("{pointer}: {detail}"),
+            all => format!("{} fields are invalid", all.len()),
+        };
+        let errors: Vec<serde_json::Value> = self
+            .0
+            .into_iter()
+            .map(|(pointer, detail)| serde_json::json!({"pointer": pointer, "detail": detail}))
+            .collect();
+        Problem::bad_request(kind::INVALID_FIELDS, detail).with("errors", errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/xml",
+            "application/+json",
+            "json",
+            "",
+            "text/json",
+        ] {
+            assert!(!is_json_media_type(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The command side of annals (the write half of CQRS).
+//!
+//! Commands are decided against the aggregate's state replayed from the
+//! event store, never against a read model:
+//!
+//! - [`aggregate`]: the traits a domain implements ([`Aggregate`], its
+//!   commands, events and rule violations);
+//! - [`handler`]: [`CommandHandler`] loads an aggregate (snapshot + later
+//!   events), runs the command, appends the events with the loaded version as
+//!   the expected version, retries on conflict and snapshots every N events;
+//! - [`idempotency`]: idempotency records kept in the event store itself,
+//!   atomically with the command's events;
+//! - [`domain`]: the reference domain (customers with a credit line, orders);
+//! - [`http`]: the REST command API over the reference domain.
+
+pub mod aggregate;
+mod cache;
+pub mod domain;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod idempotency;
+
+pub use aggregate::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
+pub use error::CommandError;
+pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
+pub use http::{ApiConfig, ApiState, router, routes, serve, with_problem_fallbacks};
+pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};

@@ -1,0 +1,162 @@
+//! A store in front of the real one that meddles with appends the way the
+//! world does: another writer slipping an event in between a command's load
+//! and its append, a slow disk, a bug that panics. Everything it forwards
+//! goes to the real store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use event_store::{
+    AppendResult, Direction, EventFilter, EventStore, ExpectedVersion, NewEvent, Position,
+    ReadFrom, RecordedEvent, Result, Snapshot, Stats, Store, StreamAppend, StreamId, StreamSlice,
+    Subscription,
+};
+use parking_lot::Mutex;
+
+/// An event another writer appends to a stream just before the API's append.
+#[derive(Debug, Clone)]
+pub struct Intrusion {
+    pub stream: StreamId,
+    pub event_type: &'static str,
+    pub data: String,
+}
+
+#[derive(Debug)]
+pub struct Meddling {
+    pub inner: Store,
+    intrusion: Mutex<Option<Intrusion>>,
+    intrusions_left: AtomicU32,
+    append_delay_ms: AtomicU32,
+    panic_on_append: AtomicBool,
+    appends_started: AtomicU32,
+}
+
+impl Meddling {
+    pub fn new(inner: Store) -> Arc<Meddling> {
+        Arc::new(Meddling {
+            inner,
+            intrusion: Mutex::new(None),
+            intrusions_left: AtomicU32::new(0),
+            append_delay_ms: AtomicU32::new(0),
+            panic_on_append: AtomicBool::new(false),
+            appends_started: AtomicU32::new(0),
+        })
+    }
+
+    /// Before each of the next `times` appends touching the stream, another
+    /// writer appends `intrusion` to it.
+    pub fn intrude(&self, intrusion: Intrusion, times: u32) {
+        *self.intrusion.lock() = Some(intrusion);
+        self.intrusions_left.store(times, Ordering::SeqCst);
+    }
+
+    pub fn intrusions_left(&self) -> u32 {
+        self.intrusions_left.load(Ordering::SeqCst)
+    }
+
+    pub fn delay_appends(&self, delay: Duration) {
+        self.append_delay_ms
+            .store(delay.as_millis() as u32, Ordering::SeqCst);
+    }
+
+    pub fn panic_on_append(&self) {
+        self.panic_on_append.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` appends have reached this store (and are, with a
+    /// delay set, held up in it).
+    pub async fn appends_started(&self, n: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.appends_started.load(Ordering::SeqCst) < n {
+            assert!(std::time::Instant::now() < deadline, "no append arrived");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for Meddling {
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.appends_started.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.panic_on_append.load(Ordering::SeqCst),
+            "injected panic in append"
+        );
+        let intrusion = self.intrusion.lock().clone();
+        if let Some(intrusion) = intrusion
+            && appends.iter().any(|a| a.stream_id == intrusion.stream)
+            && self
+                .intrusions_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.inner
+                .append(
+                    &intrusion.stream,
+                    ExpectedVersion::StreamExists,
+                    vec![NewEvent::new(intrusion.event_type, intrusion.data.clone())],
+                )
+                .await?;
+        }
+        let delay = self.append_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
+        }
+        self.inner.append_many(appends).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        from: ReadFrom,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<StreamSlice> {
+        self.inner
+            .read_stream(stream_id, from, direction, max_count)
+            .await
+    }
+
+    async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        self.inner.read_all(from, max_count).await
+    }
+
+    async fn subscribe(&self, from: Position, filter: EventFilter) -> Result<Subscription> {
+        self.inner.subscribe(from, filter).await
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream_id: &StreamId,
+        version: u64,
+        schema_version: u32,
+        state: Bytes,
+    ) -> Result<()> {
+        self.inner
+            .save_snapshot(stream_id, version, schema_version, state)
+            .await
+    }
+
+    async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>> {
+        self.inner.load_snapshot(stream_id).await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        self.inner.stats().await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        self.inner.head().await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.inner.ready().await
+    }
+
+    fn read_page_max(&self) -> usize {
+        self.inner.read_page_max()
+    }
+}

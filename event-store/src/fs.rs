@@ -1,0 +1,377 @@
+//! The filesystem, behind a small trait so that tests can inject I/O errors
+//! and simulate power loss (unsynced writes dropped) without luck.
+//!
+//! The store only ever appends to files, writes whole new files under a
+//! temporary name and renames them, truncates a torn tail during recovery,
+//! and removes leftovers. That is all the trait offers.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// The operations the store performs on directories.
+pub trait Fs: Send + Sync + fmt::Debug + 'static {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Paths of the regular files in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Creates a new file for reading and writing; fails if it exists.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>>;
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FsFile>>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (created, renamed, removed files) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The operations the store performs on an open file.
+pub trait FsFile: Send + Sync + fmt::Debug {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: the written bytes (and the length) are durable.
+    fn sync_data(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The underlying file, for memory-mapping sealed files.
+    fn std_file(&self) -> &File;
+}
+
+/// The real filesystem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+#[derive(Debug)]
+struct RealFile(File);
+
+impl Fs for RealFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FsFile>> {
+        let file = OpenOptions::new().read(true).write(writable).open(path)?;
+        Ok(Arc::new(RealFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl FsFile for RealFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn std_file(&self) -> &File {
+        &self.0
+    }
+}
+
+/// A real filesystem that can fail on command and forget what was never
+/// synced, as a power cut would.
+///
+/// Every write, sync, create, rename and remove counts as one operation.
+/// After [`FaultyFs::fail_after`]`(n)`, the first `n` operations succeed and
+/// every later one fails with an I/O error until [`FaultyFs::heal`].
+/// [`FaultyFs::crash`] then cuts every file back to what its last `sync_data`
+/// made durable (keeping a chosen prefix of the rest, to produce torn
+/// writes) and removes files whose directory entry was never synced.
+#[derive(Debug, Clone, Default)]
+pub struct FaultyFs {
+    state: Arc<Mutex<FaultState>>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    ops_left: Option<u64>,
+    files: HashMap<PathBuf, Track>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Track {
+    written: u64,
+    synced: u64,
+    entry_synced: bool,
+}
+
+impl FaultyFs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets `ops` more operations succeed, then fails every one after.
+    pub fn fail_after(&self, ops: u64) {
+        self.state.lock().ops_left = Some(ops);
+    }
+
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.state.lock().ops_left = None;
+    }
+
+    /// Simulates a power cut. For every file written through this value,
+    /// bytes past the last sync are dropped except for the first
+    /// `keep(path, unsynced_len)` of them; files created or renamed since
+    /// their directory was last synced disappear. Call it once the store
+    /// using this filesystem is gone.
+    pub fn crash(&self, mut keep: impl FnMut(&Path, u64) -> u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        for (path, track) in state.files.drain() {
+            if !track.entry_synced {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let unsynced = track.written.saturating_sub(track.synced);
+            let kept = keep(&path, unsynced).min(unsynced);
+            if let Ok(file) = OpenOptions::new().write(true).open(&path)
+                && file.metadata()?.len() > track.synced + kept
+            {
+                file.set_len(track.synced + kept)?;
+            }
+        }
+        state.ops_left = None;
+        Ok(())
+    }
+
+    fn op(&self) -> io::Result<()> {
+        let mut state = self.state.lock();
+        match &mut state.ops_left {
+            Some(0) => Err(io::Error::other("injected I/O failure")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn track(&self, path: &Path, f: impl FnOnce(&mut Track)) {
+        let mut state = self.state.lock();
+        f(state.files.entry(path.to_path_buf()).or_insert(Track {
+            written: 0,
+            synced: 0,
+            entry_synced: true,
+        }));
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn FsFile>,
+    path: PathBuf,
+    fs: FaultyFs,
+}
+
+impl Fs for FaultyFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealFs.create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        RealFs.list(dir)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
+        self.op()?;
+        let inner = RealFs.create(path)?;
+        self.state.lock().files.insert(
+            path.to_path_buf(),
+            Track {
+                written: 0,
+                synced: 0,
+                entry_synced: false,
+            },
+        );
+        Ok(Arc::new(FaultyFile {
+            inner,
+            path: path.to_path_buf(),
+            fs: self.clone(),
+        }))
+    }
+
+    fn open(&self, path: &Path, writable: bool) -> io::Result<Arc<dyn FsFile>> {
+        let inner = RealFs.open(path, writable)?;
+        // A file first seen here is durable as it stands; one already tracked
+        // (opened again while being written) keeps its unsynced bytes.
+        let len = inner.len()?;
+        self.state
+            .lock()
+            .files
+            .entry(path.to_path_buf())
+            .or_insert(Track {
+                written: len,
+                synced: len,
+                entry_synced: true,
+            });
+        Ok(Arc::new(FaultyFile {
+            inner,
+            path: path.to_path_buf(),
+            fs: self.clone(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.op()?;
+        RealFs.rename(from, to)?;
+        let mut state = self.state.lock();
+        let mut track = state.files.remove(from).unwrap_or_default();
+        track.entry_synced = false;
+        state.files.insert(to.to_path_buf(), track);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.op()?;
+        RealFs.remove(path)?;
+        self.state.lock().files.remove(path);
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.op()?;
+        RealFs.sync_dir(dir)?;
+        let mut state = self.state.lock();
+        for (path, track) in state.files.iter_mut() {
+            if path.parent() == Some(dir) {
+                track.entry_synced = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FsFile for FaultyFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.fs.op()?;
+        self.inner.write_all_at(buf, offset)?;
+        let end = offset + buf.len() as u64;
+        self.fs
+            .track(&self.path, |t| t.written = t.written.max(end));
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.fs.op()?;
+        self.inner.sync_data()?;
+        self.fs.track(&self.path, |t| t.synced = t.written);
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fs.op()?;
+        self.inner.set_len(len)?;
+        self.fs.track(&self.path, |t| {
+            t.written = len;
+            t.synced = t.synced.min(len);
+        });
+        Ok(())
+    }
+
+    fn std_file(&self) -> &File {
+        self.inner.std_file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crash_drops_unsynced_bytes_and_unsynced_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let a = dir.path().join("a");
+        let f = fs.create(&a).unwrap();
+        f.write_all_at(b"hello", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        f.write_all_at(b" world", 5).unwrap();
+        let b = dir.path().join("b");
+        let g = fs.create(&b).unwrap();
+        g.write_all_at(b"gone", 0).unwrap();
+        g.sync_data().unwrap();
+        drop((f, g));
+        fs.crash(|_, unsynced| unsynced / 2).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"hello wo");
+        assert!(!b.exists());
+    }
+
+    #[test]
+    fn fail_after_counts_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let f = fs.create(&dir.path().join("a")).unwrap();
+        fs.fail_after(1);
+        f.write_all_at(b"x", 0).unwrap();
+        assert!(f.sync_data().is_err());
+        assert!(f.write_all_at(b"y", 1).is_err());
+        fs.heal();
+        f.sync_data().unwrap();
+    }
+}

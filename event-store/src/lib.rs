@@ -1,0 +1,55 @@
+//! The annals event store: an append-only, segmented event log.
+//!
+//! - Appends are batches to one or several streams, each with an
+//!   [`ExpectedVersion`]; a batch commits whole or not at all, and is
+//!   acknowledged only once it is durable (`fdatasync`), with concurrent
+//!   appends sharing one sync (group commit by a single writer thread).
+//! - Events are read per stream (through per-segment bloom filters and
+//!   indexes) or in global [`Position`] order, and pushed to subscribers as
+//!   they commit.
+//! - Snapshots live in their own files.
+//! - Every record carries a CRC; recovery truncates a torn tail and reports
+//!   damage instead of serving it. [`verify()`] checks a whole directory.
+//!
+//! The on-disk format is documented in the `format` module and in
+//! ARCHITECTURE.md at the repository root.
+
+mod api;
+mod error;
+pub mod format;
+pub mod fs;
+pub mod keys;
+mod lock;
+mod mmap;
+mod options;
+mod read;
+mod recovery;
+pub mod remote;
+mod scan;
+mod segment;
+pub mod shred;
+mod snapshots;
+mod state;
+mod store;
+mod subscription;
+mod types;
+pub mod upcast;
+mod verify;
+mod writer;
+
+pub use api::{EventStore, LoadedStream};
+pub use error::{Error, Result};
+pub use keys::KeyStore;
+pub use options::{Limits, StoreOptions};
+pub use recovery::RecoveryReport;
+pub use remote::{RemoteOptions, RemoteStore};
+pub use shred::{ERASED, PersonalData, Shredding};
+pub use store::{DATA_FORMAT_VERSION, Store};
+pub use subscription::Subscription;
+pub use types::{
+    AppendResult, Clock, Direction, EventFilter, ExpectedVersion, Metadata, NewEvent, Position,
+    ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats, StreamAppend, StreamId,
+    StreamSlice, SystemClock, Timestamp,
+};
+pub use upcast::{Upcasters, Upcasting};
+pub use verify::{Problem, VerifyReport, verify};

@@ -1,0 +1,363 @@
+//! The read paths: one stream (through bloom filters and indexes) and the
+//! whole log in position order. Both copy what they need from the shared
+//! state under a read lock, then decode from memory maps without any lock.
+//! Every decoded record is checksum-verified and checked against what the
+//! index promised; a mismatch is corruption, never a skipped event.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::options::check_limit;
+use crate::segment::{SealedSegment, decode_event_at};
+use crate::store::Inner;
+use crate::types::{Direction, Position, ReadFrom, RecordedEvent, StreamId, StreamSlice};
+
+/// The active segment's part of a read, copied out under the lock.
+struct ActivePart {
+    map: Bytes,
+    durable_len: usize,
+    path: PathBuf,
+    /// Version of the first offset in `offsets`.
+    first_version: u64,
+    offsets: Vec<u32>,
+}
+
+pub(crate) fn read_stream(
+    inner: &Inner,
+    stream_id: &StreamId,
+    from: ReadFrom,
+    direction: Direction,
+    max_count: usize,
+) -> Result<StreamSlice> {
+    if max_count == 0 {
+        return Err(Error::InvalidRead("max_count must be at least 1".into()));
+    }
+    check_limit(
+        "read_count_max",
+        max_count,
+        inner.options.limits.read_count_max,
+    )?;
+    let empty = |stream_version: u64| StreamSlice {
+        stream_id: stream_id.clone(),
+        events: Vec::new(),
+        stream_version,
+        is_end: true,
+    };
+
+    // Decide the versions to read and copy out what locates them.
+    let (lo, hi, version, active, segments) = {
+        let st = inner.state.read();
+        let Some(stream) = st.streams.get(stream_id.as_str()) else {
+            return match &st.damaged_tail {
+                Some(tail) => Err(tail.error()),
+                None => Ok(empty(0)),
+            };
+        };
+        let version = stream.version;
+        let span = max_count as u64 - 1;
+        let (lo, hi) = match direction {
+            Direction::Forward => {
+                let start = match from {
+                    ReadFrom::Start => 1,
+                    ReadFrom::End => version,
+                    ReadFrom::Version(v) => v.max(1),
+                };
+                if start > version {
+                    return Ok(empty(version));
+                }
+                (start, version.min(start.saturating_add(span)))
+            }
+            Direction::Backward => {
+                let start = match from {
+                    ReadFrom::Start | ReadFrom::End => version,
+                    ReadFrom::Version(v) => v.min(version),
+                };
+                if start == 0 {
+                    return Ok(empty(version));
+                }
+                (start.saturating_sub(span).max(1), start)
+            }
+        };
+        let damaged = st.read_only.is_some();
+        let reaches_end = match direction {
+            Direction::Forward => hi == version,
+            Direction::Backward => start_is_end(from, version),
+        };
+        if reaches_end && let Some(tail) = &st.damaged_tail {
+            return Err(tail.error());
+        }
+        let active = st.active.streams.get(stream_id.as_str()).and_then(|a| {
+            let first = lo.max(a.first_version);
+            // In a damaged segment versions may be missing, so offsets cannot
+            // be found by arithmetic: take them all and filter after decoding.
+            let (first_version, offsets) = if damaged {
+                (a.first_version, a.offsets.clone())
+            } else if first <= hi {
+                let range = (first - a.first_version) as usize..=(hi - a.first_version) as usize;
+                (first, a.offsets[range].to_vec())
+            } else {
+                return None;
+            };
+            Some(ActivePart {
+                map: st.active.map.clone(),
+                durable_len: st.active.durable_len as usize,
+                path: st.active.path.clone(),
+                first_version,
+                offsets,
+            })
+        });
+        let sealed_hi = active.as_ref().map_or(hi, |a| a.first_version - 1);
+        let segments: Vec<Arc<SealedSegment>> = if sealed_hi >= lo {
+            st.sealed
+                .iter()
+                .take_while(|s| s.base <= stream.last_position)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (lo, hi, version, active, segments)
+    };
+
+    let mut events = Vec::with_capacity((hi - lo + 1) as usize);
+    let sealed_hi = active.as_ref().map_or(hi, |a| a.first_version - 1);
+    if sealed_hi >= lo {
+        // Newest segment first: each one found covers the versions just
+        // below what the previous one covered, so the walk stops as soon as
+        // `lo` is reached (loading after a snapshot touches few segments).
+        let mut pieces: Vec<Vec<RecordedEvent>> = Vec::new();
+        let mut need_hi = sealed_hi;
+        for segment in segments.iter().rev() {
+            if need_hi < lo {
+                break;
+            }
+            if inner.options.use_bloom_filters && !segment.bloom.may_contain(stream_id.as_str()) {
+                inner.bloom_skips.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            inner.index_probes.fetch_add(1, Ordering::Relaxed);
+            let Some(entry) = segment.index.find(stream_id.as_str()) else {
+                continue;
+            };
+            if entry.first_version > need_hi {
+                continue;
+            }
+            let a = lo.max(entry.first_version);
+            let b = need_hi.min(entry.last_version());
+            let mut piece = Vec::with_capacity((b + 1).saturating_sub(a) as usize);
+            for v in a..=b {
+                let offset = segment
+                    .index
+                    .version_offset(&entry, (v - entry.first_version) as u32);
+                let (event, _) = decode_event_at(
+                    &segment.data,
+                    segment.data.len(),
+                    offset as usize,
+                    &segment.path,
+                )?;
+                if event.stream_id != *stream_id || event.version != v {
+                    return Err(Error::corruption(
+                        &segment.path,
+                        u64::from(offset),
+                        format!(
+                            "index promised {stream_id} version {v}, found {} version {}",
+                            event.stream_id, event.version
+                        ),
+                    ));
+                }
+                piece.push(event);
+            }
+            pieces.push(piece);
+            need_hi = entry.first_version.saturating_sub(1);
+        }
+        for piece in pieces.into_iter().rev() {
+            events.extend(piece);
+        }
+    }
+    if let Some(part) = active {
+        for offset in &part.offsets {
+            let (event, _) =
+                decode_event_at(&part.map, part.durable_len, *offset as usize, &part.path)?;
+            if event.stream_id != *stream_id {
+                return Err(Error::corruption(
+                    &part.path,
+                    u64::from(*offset),
+                    format!(
+                        "index promised an event of {stream_id}, found one of {}",
+                        event.stream_id
+                    ),
+                ));
+            }
+            if (lo..=hi).contains(&event.version) {
+                events.push(event);
+            }
+        }
+    }
+    // Every version from `lo` to `hi` must be there; a hole means records
+    // were lost to damage, which is reported where it is.
+    for i in 0..=(hi - lo) as usize {
+        let expected = lo + i as u64;
+        if events.get(i).map(|e| e.version) != Some(expected) {
+            let after = i
+                .checked_sub(1)
+                .map_or(Position::ZERO, |p| events[p].position);
+            let before = events.get(i).map(|e| e.position);
+            return Err(locate_damage(inner, stream_id, expected, after, before));
+        }
+    }
+
+    let is_end = match direction {
+        Direction::Forward => hi == version,
+        Direction::Backward => {
+            events.reverse();
+            lo == 1
+        }
+    };
+    Ok(StreamSlice {
+        stream_id: stream_id.clone(),
+        events,
+        stream_version: version,
+        is_end,
+    })
+}
+
+fn start_is_end(from: ReadFrom, version: u64) -> bool {
+    match from {
+        ReadFrom::Start | ReadFrom::End => true,
+        ReadFrom::Version(v) => v >= version,
+    }
+}
+
+/// The error for a version of a stream that no index leads to: reading the
+/// positions where it must have been surfaces the damaged record there.
+fn locate_damage(
+    inner: &Inner,
+    stream_id: &StreamId,
+    version: u64,
+    after: Position,
+    before: Option<Position>,
+) -> Error {
+    let end = before.map_or(u64::MAX, |p| p.0);
+    let mut next = after.0 + 1;
+    while next < end {
+        match read_all(inner, Position(next), inner.options.limits.read_count_max) {
+            Err(e) => return e,
+            Ok(page) => match page.last() {
+                Some(last) => next = last.position.0 + 1,
+                None => break,
+            },
+        }
+    }
+    Error::corruption(
+        inner.events_dir.clone(),
+        0,
+        format!("version {version} of stream {stream_id} is in no segment"),
+    )
+}
+
+/// Events from `from` (inclusive) in position order, at most `max_count`.
+pub(crate) fn read_all(
+    inner: &Inner,
+    from: Position,
+    max_count: usize,
+) -> Result<Vec<RecordedEvent>> {
+    if max_count == 0 {
+        return Err(Error::InvalidRead("max_count must be at least 1".into()));
+    }
+    check_limit(
+        "read_count_max",
+        max_count,
+        inner.options.limits.read_count_max,
+    )?;
+    let from = from.0.max(1);
+
+    let (head, segments, active_start) = {
+        let st = inner.state.read();
+        if from > st.head {
+            return match &st.damaged_tail {
+                Some(tail) => Err(tail.error()),
+                None => Ok(Vec::new()),
+            };
+        }
+        let first = st.sealed.partition_point(|s| s.last_position() < from);
+        let segments: Vec<Arc<SealedSegment>> = st.sealed[first..].to_vec();
+        let active = &st.active;
+        let start = from.max(active.base);
+        let active_start = (start <= st.head).then(|| {
+            (
+                active.map.clone(),
+                active.durable_len as usize,
+                active.path.clone(),
+                start,
+                active.positions[(start - active.base) as usize],
+            )
+        });
+        (st.head, segments, active_start)
+    };
+
+    let wanted = (head - from + 1).min(max_count as u64) as usize;
+    let mut out = Vec::with_capacity(wanted);
+    let mut next = from;
+    for segment in &segments {
+        if out.len() == wanted {
+            return Ok(out);
+        }
+        let Some(offset) = segment.index.position_offset(next - segment.base) else {
+            return Err(Error::corruption(
+                &segment.path,
+                0,
+                format!("position {next} is missing from the segment index"),
+            ));
+        };
+        let mut offset = offset as usize;
+        while next <= segment.last_position() && out.len() < wanted {
+            let (event, frame_len) =
+                decode_event_at(&segment.data, segment.data.len(), offset, &segment.path)?;
+            check_position(&event, next, &segment.path, offset)?;
+            out.push(event);
+            offset += frame_len;
+            next += 1;
+        }
+    }
+    if let Some((map, durable_len, path, start, offset)) = active_start {
+        if out.len() < wanted && next != start {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!("the log continues at position {start}, expected {next}"),
+            ));
+        }
+        let mut offset = offset as usize;
+        while out.len() < wanted {
+            let (event, frame_len) = decode_event_at(&map, durable_len, offset, &path)?;
+            check_position(&event, next, &path, offset)?;
+            out.push(event);
+            offset += frame_len;
+            next += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn check_position(
+    event: &RecordedEvent,
+    expected: u64,
+    path: &std::path::Path,
+    offset: usize,
+) -> Result<()> {
+    if event.position.0 != expected {
+        return Err(Error::corruption(
+            path,
+            offset as u64,
+            format!(
+                "record holds position {} where position {expected} belongs",
+                event.position.0
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! Opening the log: recognising sealed segments, rebuilding lost indexes and
+//! bloom filters, and recovering the active segment (torn tail truncated,
+//! damage reported).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::bloom::BloomFilter;
+use crate::format::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, HeaderError, SEGMENT_MAGIC};
+use crate::format::index::{self, IndexView, StreamInput};
+use crate::fs::{Fs, FsFile};
+use crate::mmap;
+use crate::options::StoreOptions;
+use crate::scan::{SegmentScan, scan_segment};
+use crate::segment::{
+    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, index_file_name, segment_file_name,
+};
+use crate::state::{DamagedTail, State, StreamState};
+use crate::types::StreamId;
+
+/// What opening the log found and did, for logs and `verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub sealed_segments: usize,
+    pub indexes_rebuilt: Vec<PathBuf>,
+    pub blooms_rebuilt: Vec<PathBuf>,
+    /// Bytes cut from the end of the active segment (an unacknowledged batch).
+    pub torn_bytes_dropped: u64,
+    pub torn_records_dropped: usize,
+    /// Set when damage was found in the active segment: the store then
+    /// serves reads but refuses appends.
+    pub read_only_reason: Option<String>,
+}
+
+pub(crate) struct Recovered {
+    pub state: State,
+    pub writer_file: Arc<dyn FsFile>,
+    pub report: RecoveryReport,
+}
+
+/// Writes a whole new file durably: temporary name, fsync, rename, fsync of
+/// the directory. Readers never see a partial file under the final name.
+pub(crate) fn write_file_durably(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    match fs.remove(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(ctx("removing a leftover temporary file for"), e)),
+    }
+    let file = fs.create(&tmp).map_err(|e| Error::io(ctx("creating"), e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io(ctx("writing"), e))?;
+    file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+    drop(file);
+    fs.rename(&tmp, &path)
+        .map_err(|e| Error::io(ctx("renaming into place"), e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io(ctx("syncing the directory of"), e))?;
+    Ok(())
+}
+
+/// Creates a new, empty segment file and makes it durable.
+pub(crate) fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    number: u64,
+    base: u64,
+    created: i64,
+) -> Result<(PathBuf, Arc<dyn FsFile>)> {
+    let path = dir.join(segment_file_name(number));
+    let ctx = |what: &str| format!("{what} segment {}", path.display());
+    let file = fs
+        .create(&path)
+        .map_err(|e| Error::io(ctx("creating"), e))?;
+    let header = FileHeader {
+        magic: SEGMENT_MAGIC,
+        format_version: FORMAT_VERSION,
+        number,
+        base_position: base,
+        created,
+    };
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io(ctx("writing the header of"), e))?;
+    file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io(ctx("syncing the directory of"), e))?;
+    Ok((path, file))
+}
+
+fn header_error(path: &Path, err: HeaderError) -> Error {
+    match err {
+        HeaderError::NewerFormat(found) => Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: u32::from(found),
+            supported: u32::from(FORMAT_VERSION),
+        },
+        HeaderError::Incomplete => Error::corruption(path, 0, "segment header is incomplete"),
+        HeaderError::Damaged(detail) => Error::corruption(path, 0, detail),
+    }
+}
+
+/// Lists the segment numbers in `dir`, removing leftover temporary files.
+fn segment_numbers(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
+    let files = fs
+        .list(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let mut numbers = Vec::new();
+    for path in files {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".tmp") {
+            fs.remove(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".seg") {
+            let number = stem.parse::<u64>().map_err(|_| {
+                Error::corruption(&path, 0, "segment file name is not a segment number")
+            })?;
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    for pair in numbers.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(Error::corruption(
+                dir.join(segment_file_name(pair[0] + 1)),
+                0,
+                "segment file is missing from the sequence",
+            ));
+        }
+    }
+    Ok(numbers)
+}
+
+pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
+    let fs = options.fs.as_ref();
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let numbers = segment_numbers(fs, dir)?;
+    let mut report = RecoveryReport::default();
+
+    let mut sealed = Vec::new();
+    let mut next_base = 1u64;
+    let mut streams: HashMap<StreamId, StreamState> = HashMap::new();
+    let mut sealed_bytes = 0u64;
+    let Some((&last, earlier)) = numbers.split_last() else {
+        let (path, file) = create_segment(fs, dir, 1, 1, options.clock.now().0)?;
+        let active = empty_active(1, 1, path, &file, options)?;
+        return Ok(Recovered {
+            state: State::new(Vec::new(), active, streams, 0, 0),
+            writer_file: file,
+            report,
+        });
+    };
+    for &number in earlier {
+        let segment = open_sealed(fs, dir, number, next_base, options, &mut report)?;
+        merge_sealed_streams(&segment, &mut streams)?;
+        next_base = segment.base + segment.count;
+        sealed_bytes += segment.data.len() as u64;
+        sealed.push(Arc::new(segment));
+    }
+    report.sealed_segments = sealed.len();
+
+    let (active, writer_file, read_only, damaged_tail) =
+        open_active(fs, dir, last, next_base, options, &mut streams, &mut report)?;
+    report.read_only_reason = read_only.clone();
+    let head = active.base + active.positions.len() as u64 - 1;
+    let mut state = State::new(sealed, active, streams, head, sealed_bytes);
+    state.read_only = read_only;
+    state.damaged_tail = damaged_tail;
+    Ok(Recovered {
+        state,
+        writer_file,
+        report,
+    })
+}
+
+fn empty_active(
+    number: u64,
+    base: u64,
+    path: PathBuf,
+    file: &Arc<dyn FsFile>,
+    options: &StoreOptions,
+) -> Result<ActiveSegment> {
+    let reserve = options.segment_bytes_max + options.limits.append_bytes_max as u64;
+    let map = mmap::map_growing_file(file.std_file(), reserve)
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    Ok(ActiveSegment {
+        number,
+        base,
+        path,
+        map,
+        durable_len: HEADER_LEN as u64,
+        positions: Vec::new(),
+        streams: HashMap::new(),
+    })
+}
+
+/// Adds a sealed segment's streams to the stream table, checking that each
+/// stream's versions continue where the previous segment left them.
+fn merge_sealed_streams(
+    segment: &SealedSegment,
+    streams: &mut HashMap<StreamId, StreamState>,
+) -> Result<()> {
+    for (name, entry) in segment.index.streams() {
+        let previous = streams.get(name).map_or(0, |s| s.version);
+        if entry.first_version != previous + 1 {
+            return Err(Error::corruption(
+                &segment.path,
+                0,
+                format!(
+                    "stream {name} continues at version {} after version {previous}",
+                    entry.first_version
+                ),
+            ));
+        }
+        let state = StreamState {
+            version: entry.last_version(),
+            last_position: segment.base + u64::from(entry.last_rel),
+        };
+        match streams.get_mut(name) {
+            Some(s) => *s = state,
+            None => {
+                streams.insert(StreamId::from_stored(name), state);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_sealed(
+    fs: &dyn Fs,
+    dir: &Path,
+    number: u64,
+    expected_base: u64,
+    options: &StoreOptions,
+    report: &mut RecoveryReport,
+) -> Result<SealedSegment> {
+    let path = dir.join(segment_file_name(number));
+    let file = fs
+        .open(&path, false)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let data = mmap::map_whole_file(file.std_file())
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    let header = FileHeader::decode(&data, SEGMENT_MAGIC).map_err(|e| header_error(&path, e))?;
+    if header.number != number || header.base_position != expected_base {
+        return Err(Error::corruption(
+            &path,
+            0,
+            format!(
+                "header says segment {} at position {}, expected segment {number} at position {expected_base}",
+                header.number, header.base_position
+            ),
+        ));
+    }
+
+    let index_path = dir.join(index_file_name(number));
+    let index = match load_index(fs, &index_path, number, expected_base, data.len() as u64) {
+        Ok(view) => view,
+        Err(why) => {
+            tracing::warn!(index = %index_path.display(), %why, "rebuilding segment index from the segment data");
+            let view = rebuild_index(fs, dir, &path, &data, number, expected_base)?;
+            report.indexes_rebuilt.push(index_path.clone());
+            // A bloom filter written beside an index we could not trust is not trusted either.
+            let _ = fs.remove(&dir.join(bloom_file_name(number)));
+            view
+        }
+    };
+    if index.meta().event_count == 0 {
+        return Err(Error::corruption(
+            &path,
+            0,
+            "a sealed segment holds no events",
+        ));
+    }
+
+    let bloom_path = dir.join(bloom_file_name(number));
+    let bloom = match load_bloom(fs, &bloom_path, number, index.meta().stream_count) {
+        Ok(bloom) => bloom,
+        Err(why) => {
+            tracing::warn!(bloom = %bloom_path.display(), %why, "rebuilding bloom filter from the segment index");
+            let mut bloom = BloomFilter::with_capacity(
+                index.meta().stream_count as usize,
+                options.bloom_bits_per_stream,
+            );
+            for (name, _) in index.streams() {
+                bloom.insert(name);
+            }
+            write_file_durably(fs, dir, &bloom_file_name(number), &bloom.encode(number))?;
+            report.blooms_rebuilt.push(bloom_path);
+            bloom
+        }
+    };
+
+    Ok(SealedSegment {
+        base: expected_base,
+        count: index.meta().event_count,
+        path,
+        data,
+        index,
+        bloom,
+    })
+}
+
+fn load_index(
+    fs: &dyn Fs,
+    path: &Path,
+    number: u64,
+    base: u64,
+    segment_len: u64,
+) -> std::result::Result<IndexView, String> {
+    let file = fs.open(path, false).map_err(|e| e.to_string())?;
+    let bytes = mmap::map_whole_file(file.std_file()).map_err(|e| e.to_string())?;
+    let view = IndexView::parse(bytes)?;
+    let meta = view.meta();
+    if meta.segment_number != number
+        || meta.base_position != base
+        || meta.segment_len != segment_len
+    {
+        return Err(format!(
+            "index describes segment {} at {} of {} bytes, not segment {number} at {base} of {segment_len} bytes",
+            meta.segment_number, meta.base_position, meta.segment_len
+        ));
+    }
+    Ok(view)
+}
+
+fn load_bloom(
+    fs: &dyn Fs,
+    path: &Path,
+    number: u64,
+    stream_count: u64,
+) -> std::result::Result<BloomFilter, String> {
+    let file = fs.open(path, false).map_err(|e| e.to_string())?;
+    let len = file.len().map_err(|e| e.to_string())?;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| e.to_string())?];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| e.to_string())?;
+    let (bloom, segment) = BloomFilter::decode(&bytes)?;
+    if segment != number || u64::from(bloom.items()) != stream_count {
+        return Err(format!(
+            "bloom filter belongs to segment {segment} with {} streams, not segment {number} with {stream_count}",
+            bloom.items()
+        ));
+    }
+    Ok(bloom)
+}
+
+/// Builds index bytes from scanned events.
+pub(crate) fn index_from_scan(
+    number: u64,
+    base: u64,
+    segment_len: u64,
+    scan: &SegmentScan,
+) -> Vec<u8> {
+    let positions: Vec<u32> = scan.events.iter().map(|e| e.offset).collect();
+    let mut per_stream: HashMap<&str, (u64, Vec<u32>, u32)> = HashMap::new();
+    for e in &scan.events {
+        let entry = per_stream
+            .entry(e.stream_id.as_str())
+            .or_insert_with(|| (e.version, Vec::new(), 0));
+        entry.1.push(e.offset);
+        entry.2 = (e.position - base) as u32;
+    }
+    let inputs: Vec<StreamInput<'_>> = per_stream
+        .iter()
+        .map(|(name, (first_version, offsets, last_rel))| StreamInput {
+            stream_id: name,
+            first_version: *first_version,
+            offsets,
+            last_rel: *last_rel,
+        })
+        .collect();
+    index::encode(number, base, segment_len, &positions, &inputs)
+}
+
+fn rebuild_index(
+    fs: &dyn Fs,
+    dir: &Path,
+    path: &Path,
+    data: &bytes::Bytes,
+    number: u64,
+    base: u64,
+) -> Result<IndexView> {
+    let scan = scan_segment(data, base);
+    if let Some(damage) = scan.damage.first() {
+        return Err(Error::corruption(
+            path,
+            damage.offset,
+            format!("{}; the segment's index cannot be rebuilt", damage.detail),
+        ));
+    }
+    if let Some(torn) = &scan.torn {
+        return Err(Error::corruption(
+            path,
+            torn.offset,
+            "a sealed segment ends inside a batch",
+        ));
+    }
+    check_stream_versions(path, &scan)?;
+    let bytes = index_from_scan(number, base, data.len() as u64, &scan);
+    write_file_durably(fs, dir, &index_file_name(number), &bytes)?;
+    IndexView::parse(bytes::Bytes::from(bytes))
+        .map_err(|detail| Error::corruption(dir.join(index_file_name(number)), 0, detail))
+}
+
+/// Within one segment, each stream's versions must be consecutive.
+fn check_stream_versions(path: &Path, scan: &SegmentScan) -> Result<()> {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for e in &scan.events {
+        if let Some(previous) = last.insert(e.stream_id.as_str(), e.version)
+            && e.version != previous + 1
+        {
+            return Err(Error::corruption(
+                path,
+                u64::from(e.offset),
+                format!(
+                    "stream {} has version {} after version {previous}",
+                    e.stream_id, e.version
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The active segment as recovery left it: its handle, its file, why the
+/// store must stay read-only (if it must) and damage at the end of the log.
+type OpenedActive = (
+    ActiveSegment,
+    Arc<dyn FsFile>,
+    Option<String>,
+    Option<DamagedTail>,
+);
+
+fn open_active(
+    fs: &dyn Fs,
+    dir: &Path,
+    number: u64,
+    expected_base: u64,
+    options: &StoreOptions,
+    streams: &mut HashMap<StreamId, StreamState>,
+    report: &mut RecoveryReport,
+) -> Result<OpenedActive> {
+    let path = dir.join(segment_file_name(number));
+    let file = fs
+        .open(&path, true)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .len()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+
+    let data = mmap::map_whole_file(file.std_file())
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    let header = match FileHeader::decode(&data, SEGMENT_MAGIC) {
+        Ok(header) => header,
+        Err(HeaderError::Incomplete) if data.iter().all(|b| *b == 0) || len < HEADER_LEN as u64 => {
+            // The crash came while this segment was being created: nothing
+            // was ever appended to it. Start it again.
+            drop(data);
+            tracing::warn!(segment = %path.display(), "re-creating a segment whose creation did not complete");
+            drop(file);
+            fs.remove(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            let (path, file) =
+                create_segment(fs, dir, number, expected_base, options.clock.now().0)?;
+            let active = empty_active(number, expected_base, path, &file, options)?;
+            return Ok((active, file, None, None));
+        }
+        Err(e) => return Err(header_error(&path, e)),
+    };
+    if header.number != number || header.base_position != expected_base {
+        return Err(Error::corruption(
+            &path,
+            0,
+            format!(
+                "header says segment {} at position {}, expected segment {number} at position {expected_base}",
+                header.number, header.base_position
+            ),
+        ));
+    }
+
+    let scan = scan_segment(&data, expected_base);
+    drop(data);
+
+    let mut read_only = None;
+    if let Some(first) = scan.damage.first() {
+        let reason = format!(
+            "corruption in {} at offset {}: {} ({} damaged region(s); run `annals verify`)",
+            path.display(),
+            first.offset,
+            first.detail,
+            scan.damage.len()
+        );
+        tracing::error!(%reason, "the store opens read-only");
+        read_only = Some(reason);
+    } else if let Some(torn) = &scan.torn {
+        tracing::warn!(
+            segment = %path.display(),
+            offset = torn.offset,
+            bytes = torn.bytes,
+            records = torn.records,
+            "truncating a torn tail: an append that was never acknowledged"
+        );
+        file.set_len(torn.offset)
+            .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+        file.sync_data()
+            .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+        report.torn_bytes_dropped = torn.bytes;
+        report.torn_records_dropped = torn.records;
+    }
+    // Damaged records hide versions, so gaps are expected there (and
+    // already reported); appends are refused, so nothing builds on them.
+    let damaged = read_only.is_some();
+    if !damaged {
+        check_stream_versions(&path, &scan)?;
+    }
+
+    // Rebuild the in-memory index; positions lost to damage point at the
+    // damaged record so that reading them reports the corruption.
+    let mut positions: Vec<u32> = Vec::with_capacity(scan.events.len());
+    let mut active_streams: HashMap<StreamId, ActiveStream> = HashMap::new();
+    let mut next_damage = 0;
+    let mut last_damage: Option<u32> = None;
+    for e in &scan.events {
+        while next_damage < scan.damage.len()
+            && scan.damage[next_damage].offset < u64::from(e.offset)
+        {
+            last_damage = Some(scan.damage[next_damage].offset as u32);
+            next_damage += 1;
+        }
+        while (positions.len() as u64) < e.position - expected_base {
+            positions.push(last_damage.unwrap_or(e.offset));
+        }
+        positions.push(e.offset);
+        let previous = streams.get(e.stream_id.as_str()).map_or(0, |s| s.version);
+        if e.version != previous + 1 && !damaged {
+            return Err(Error::corruption(
+                &path,
+                u64::from(e.offset),
+                format!(
+                    "stream {} continues at version {} after version {previous}",
+                    e.stream_id, e.version
+                ),
+            ));
+        }
+        let id = StreamId::from_stored(&e.stream_id);
+        let state = StreamState {
+            version: e.version,
+            last_position: e.position,
+        };
+        match streams.get_mut(e.stream_id.as_str()) {
+            Some(s) => *s = state,
+            None => {
+                streams.insert(id.clone(), state);
+            }
+        }
+        let stream = active_streams.entry(id).or_insert_with(|| ActiveStream {
+            first_version: e.version,
+            offsets: Vec::new(),
+            last_position: e.position,
+        });
+        stream.offsets.push(e.offset);
+        stream.last_position = e.position;
+    }
+
+    let durable_len = if read_only.is_some() {
+        scan.valid_end
+    } else {
+        scan.torn.as_ref().map_or(len, |t| t.offset)
+    };
+    let reserve =
+        (options.segment_bytes_max.max(durable_len)) + options.limits.append_bytes_max as u64;
+    let map = mmap::map_growing_file(file.std_file(), reserve)
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    let active = ActiveSegment {
+        number,
+        base: expected_base,
+        path,
+        map,
+        durable_len,
+        positions,
+        streams: active_streams,
+    };
+    let last_intact = scan.events.last().map_or(0, |e| u64::from(e.offset));
+    let damaged_tail = scan
+        .damage
+        .iter()
+        .find(|d| d.offset > last_intact)
+        .map(|d| DamagedTail {
+            file: active.path.clone(),
+            offset: d.offset,
+            detail: format!("{}; records after the last intact one are lost", d.detail),
+        });
+    Ok((active, file, read_only, damaged_tail))
+}

@@ -1,0 +1,550 @@
+//! [`RemoteStore`]: the [`EventStore`] trait over HTTP, talking to a store
+//! served by `annals store`. The command API and the projector run on it
+//! unchanged.
+//!
+//! A subscription follows the server's Server-Sent Events stream; when the
+//! connection drops it reconnects with `Last-Event-ID` set to the last
+//! position it delivered, so the consumer sees no gap and no duplicate.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use tokio::sync::mpsc;
+
+use super::wire::{
+    self, Problem, ServerInfo, WireEvents, WireHead, WireLoaded, WireResults, WireSlice,
+};
+use crate::api::{EventStore, LoadedStream};
+use crate::error::{Error, Result};
+use crate::subscription::Subscription;
+use crate::types::{
+    AppendResult, Direction, EventFilter, Position, ReadFrom, RecordedEvent, Snapshot, Stats,
+    StreamAppend, StreamId, StreamSlice,
+};
+
+/// How the client talks to the server.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+    /// Limit on each request (not on subscriptions, which stay open).
+    pub request_timeout: Duration,
+    /// How long a dropped subscription keeps trying to reconnect before it
+    /// ends with an error.
+    pub reconnect_for: Duration,
+    /// A subscription with no bytes (not even a keep-alive) for this long is
+    /// taken for dead and reconnected.
+    pub idle_timeout: Duration,
+    /// Events buffered per subscription.
+    pub subscription_buffer: usize,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            token: None,
+            request_timeout: Duration::from_secs(30),
+            reconnect_for: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(45),
+            subscription_buffer: 1024,
+        }
+    }
+}
+
+/// A store reached over HTTP.
+#[derive(Debug, Clone)]
+pub struct RemoteStore {
+    base: String,
+    http: reqwest::Client,
+    options: RemoteOptions,
+    info: ServerInfo,
+}
+
+impl RemoteStore {
+    /// Connects to the store at `url` (e.g. `http://127.0.0.1:2113`) and
+    /// reads its limits; fails with a clear error if it cannot be reached.
+    pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::InvalidOptions(format!(
+                "store URL {url:?} must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .build()
+            .map_err(|e| Error::Remote(format!("building the HTTP client: {e}")))?;
+        let mut store = Self {
+            base,
+            http,
+            options,
+            info: ServerInfo {
+                data_format_version: 0,
+                read_count_max: 1000,
+            },
+        };
+        store.info = store.get_json("/info").await?;
+        Ok(store)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(self.options.request_timeout);
+        match &self.options.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response> {
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| Error::Remote(format!("{}: {e}", self.base)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(self.error_from(response).await)
+    }
+
+    async fn error_from(&self, response: reqwest::Response) -> Error {
+        let status = response.status();
+        match response.json::<Problem>().await {
+            Ok(problem) => wire::error_of(problem),
+            Err(_) => Error::Remote(format!("{} answered {status}", self.base)),
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.decode(self.send(self.request(Method::GET, path)).await?)
+            .await
+    }
+
+    async fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        response
+            .json()
+            .await
+            .map_err(|e| Error::Remote(format!("{}: unreadable answer: {e}", self.base)))
+    }
+}
+
+#[async_trait]
+impl EventStore for RemoteStore {
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let body = wire::WireTransaction {
+            appends: appends
+                .iter()
+                .map(wire::append_to_wire)
+                .collect::<Result<_>>()?,
+        };
+        let response = self
+            .send(self.request(Method::POST, "/transactions").json(&body))
+            .await?;
+        let results: WireResults = self.decode(response).await?;
+        Ok(results.results)
+    }
+
+    async fn append(
+        &self,
+        stream_id: &StreamId,
+        expected: crate::types::ExpectedVersion,
+        events: Vec<crate::types::NewEvent>,
+    ) -> Result<AppendResult> {
+        let body = wire::WireAppend {
+            expected_version: wire::WireExpected(expected),
+            events: events
+                .iter()
+                .map(wire::new_event_to_wire)
+                .collect::<Result<_>>()?,
+        };
+        let response = self
+            .send(
+                self.request(Method::POST, &format!("/streams/{stream_id}"))
+                    .json(&body),
+            )
+            .await?;
+        self.decode(response).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        from: ReadFrom,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<StreamSlice> {
+        let from = match from {
+            ReadFrom::Start => "start".to_string(),
+            ReadFrom::End => "end".to_string(),
+            ReadFrom::Version(v) => v.to_string(),
+        };
+        let direction = match direction {
+            Direction::Forward => "forward",
+            Direction::Backward => "backward",
+        };
+        let request = self
+            .request(Method::GET, &format!("/streams/{stream_id}"))
+            .query(&[
+                ("from", from.as_str()),
+                ("direction", direction),
+                ("max_count", &max_count.to_string()),
+            ]);
+        let slice: WireSlice = self.decode(self.send(request).await?).await?;
+        wire::slice_from_wire(slice)
+    }
+
+    async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let request = self
+            .request(Method::GET, "/all")
+            .query(&[("from", from.0), ("max_count", max_count as u64)]);
+        let events: WireEvents = self.decode(self.send(request).await?).await?;
+        events
+            .events
+            .into_iter()
+            .map(wire::event_from_wire)
+            .collect()
+    }
+
+    async fn subscribe(&self, from: Position, filter: EventFilter) -> Result<Subscription> {
+        let (tx, mut rx) = mpsc::channel(self.options.subscription_buffer.max(1));
+        // Fail early if the server cannot be reached at all.
+        self.head().await?;
+        tokio::spawn(follow(self.clone(), from, filter, tx));
+        Ok(Subscription::from_stream(futures_util::stream::poll_fn(
+            move |cx| rx.poll_recv(cx),
+        )))
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream_id: &StreamId,
+        version: u64,
+        schema_version: u32,
+        state: Bytes,
+    ) -> Result<()> {
+        let request = self
+            .request(Method::PUT, &format!("/streams/{stream_id}/snapshot"))
+            .query(&[
+                ("version", version),
+                ("schema_version", u64::from(schema_version)),
+            ])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(state);
+        self.send(request).await?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>> {
+        let response = self
+            .request(Method::GET, &format!("/streams/{stream_id}/snapshot"))
+            .send()
+            .await
+            .map_err(|e| Error::Remote(format!("{}: {e}", self.base)))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(self.error_from(response).await);
+        }
+        let snapshot = self.decode(response).await?;
+        wire::snapshot_from_wire(stream_id, snapshot).map(Some)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        self.get_json("/stats").await
+    }
+
+    async fn head(&self) -> Result<Position> {
+        let head: WireHead = self.get_json("/head").await?;
+        Ok(Position(head.position))
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.send(self.request(Method::GET, "/health/ready"))
+            .await?;
+        Ok(())
+    }
+
+    /// One round trip instead of a snapshot request plus stream pages.
+    async fn load(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<LoadedStream> {
+        let mut request = self.request(Method::GET, &format!("/streams/{stream_id}/load"));
+        if let Some(schema) = snapshot_schema {
+            request = request.query(&[("snapshot_schema", schema)]);
+        }
+        let loaded: WireLoaded = self.decode(self.send(request).await?).await?;
+        Ok(LoadedStream {
+            snapshot: loaded
+                .snapshot
+                .map(|s| wire::snapshot_from_wire(stream_id, s))
+                .transpose()?,
+            events: loaded
+                .events
+                .into_iter()
+                .map(wire::event_from_wire)
+                .collect::<Result<_>>()?,
+            version: loaded.version,
+        })
+    }
+
+    fn read_page_max(&self) -> usize {
+        self.info.read_count_max
+    }
+}
+
+/// How one connection of a subscription ended.
+enum Ended {
+    /// The consumer went away.
+    Consumer,
+    /// The server reported an error; it is final.
+    Failed(Error),
+    /// The connection dropped or went silent: reconnect.
+    Dropped(String),
+}
+
+/// Follows the server's event stream across reconnections.
+async fn follow(
+    store: RemoteStore,
+    from: Position,
+    filter: EventFilter,
+    tx: mpsc::Sender<Result<RecordedEvent>>,
+) {
+    // The last position delivered (or before `from`): every connection
+    // resumes right after it.
+    let mut last = from.0.max(1) - 1;
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let ended = connect_once(&store, &filter, last, &tx).await;
+        match ended {
+            (Ended::Consumer, _) => return,
+            (Ended::Failed(err), _) => {
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+            (Ended::Dropped(why), delivered) => {
+                if let Some(position) = delivered {
+                    last = position;
+                    failing_since = None;
+                    backoff = Duration::from_millis(50);
+                }
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > store.options.reconnect_for {
+                    let _ = tx
+                        .send(Err(Error::Remote(format!(
+                            "subscription to {} lost and not restored within {:?}: {why}",
+                            store.base, store.options.reconnect_for
+                        ))))
+                        .await;
+                    return;
+                }
+                tracing::debug!(%why, "subscription connection dropped; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = tx.closed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One connection: returns how it ended and the last position delivered.
+async fn connect_once(
+    store: &RemoteStore,
+    filter: &EventFilter,
+    last: u64,
+    tx: &mpsc::Sender<Result<RecordedEvent>>,
+) -> (Ended, Option<u64>) {
+    let mut query: Vec<(&str, String)> = Vec::new();
+    query.extend(
+        filter
+            .stream_prefixes
+            .iter()
+            .map(|p| ("stream_prefix", p.clone())),
+    );
+    query.extend(filter.event_types.iter().map(|t| ("event_type", t.clone())));
+    let mut request = store
+        .http
+        .get(format!("{}/subscriptions", store.base))
+        .query(&query)
+        .header(reqwest::header::ACCEPT, "text/event-stream");
+    if last > 0 {
+        request = request.header("Last-Event-ID", last.to_string());
+    }
+    if let Some(token) = &store.options.token {
+        request = request.bearer_auth(token);
+    }
+    let response = tokio::select! {
+        r = request.send() => r,
+        () = tx.closed() => return (Ended::Consumer, None),
+    };
+    let response = match response {
+        Ok(r) if r.status().is_success() => r,
+        Ok(r) if r.status().is_client_error() => {
+            return (Ended::Failed(store.error_from(r).await), None);
+        }
+        Ok(r) => {
+            return (
+                Ended::Dropped(format!("server answered {}", r.status())),
+                None,
+            );
+        }
+        Err(e) => return (Ended::Dropped(e.to_string()), None),
+    };
+
+    let mut body = response.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut delivered = None;
+    loop {
+        let chunk = tokio::select! {
+            c = tokio::time::timeout(store.options.idle_timeout, body.next()) => c,
+            () = tx.closed() => return (Ended::Consumer, delivered),
+        };
+        let chunk = match chunk {
+            Err(_) => {
+                return (
+                    Ended::Dropped("no data or keep-alive in time".into()),
+                    delivered,
+                );
+            }
+            Ok(None) => {
+                return (
+                    Ended::Dropped("the server closed the stream".into()),
+                    delivered,
+                );
+            }
+            Ok(Some(Err(e))) => return (Ended::Dropped(e.to_string()), delivered),
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        for message in parser.push(&chunk) {
+            match message.event.as_str() {
+                "error" => {
+                    let err = serde_json::from_str::<Problem>(&message.data).map_or_else(
+                        |e| Error::Remote(format!("unreadable error event: {e}")),
+                        wire::error_of,
+                    );
+                    return (Ended::Failed(err), delivered);
+                }
+                _ => {
+                    let event = serde_json::from_str::<wire::WireEvent>(&message.data)
+                        .map_err(|e| Error::Remote(format!("unreadable event: {e}")))
+                        .and_then(wire::event_from_wire);
+                    let event = match event {
+                        Ok(event) => event,
+                        Err(err) => return (Ended::Failed(err), delivered),
+                    };
+                    // A reconnection never repeats an event already delivered.
+                    if event.position.0 <= last || delivered.is_some_and(|d| event.position.0 <= d)
+                    {
+                        continue;
+                    }
+                    let position = event.position.0;
+                    if tx.send(Ok(event)).await.is_err() {
+                        return (Ended::Consumer, delivered);
+                    }
+                    delivered = Some(position);
+                }
+            }
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Message {
+    event: String,
+    data: String,
+}
+
+/// An incremental parser of `text/event-stream` (the fields this API uses).
+#[derive(Debug, Default)]
+struct SseParser {
+    buffer: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<Message> {
+        self.buffer.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(newline) = self.buffer.iter().position(|b| *b == b'\n') {
+            let mut line: Vec<u8> = self.buffer.drain(..=newline).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    out.push(Message {
+                        event: std::mem::take(&mut self.event),
+                        data: self.data.join("\n"),
+                    });
+                    self.data.clear();
+                }
+                self.event.clear();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = match line.split_once(':') {
+                Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
+                None => (line, String::new()),
+            };
+            match field.as_str() {
+                "event" => self.event = value,
+                "data" => self.data.push(value),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_messages_split_across_chunks_are_reassembled() {
+        let text = ": keep-alive\n\nid: 5\nevent: event\ndata: {\"a\":\ndata: 1}\n\nevent: error\r\ndata: x\r\n\r\n";
+        for split in 0..text.len() {
+            let mut p = SseParser::default();
+            let mut got = p.push(&text.as_bytes()[..split]);
+            got.extend(p.push(&text.as_bytes()[split..]));
+            assert_eq!(
+                got,
+                vec![
+                    Message {
+                        event: "event".into(),
+                        data: "{\"a\":\n1}".into()
+                    },
+                    Message {
+                        event: "error".into(),
+                        data: "x".into()
+                    },
+                ],
+                "split at {split}"
+            );
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! The store over HTTP: the router `annals store` serves, for any
+//! [`EventStore`] (in practice the embedded one).
+//!
+//! | method and path | what |
+//! |---|---|
+//! | `GET /info` | format version and read page limit |
+//! | `POST /streams/{id}` | append to one stream (`{expected_version, events}`) |
+//! | `POST /transactions` | atomic append to several streams (`{appends: [...]}`) |
+//! | `GET /streams/{id}?from=&direction=&max_count=` | read a stream |
+//! | `GET /streams/{id}/load?snapshot_schema=` | latest snapshot + events after it |
+//! | `GET`/`PUT /streams/{id}/snapshot` | latest snapshot / save one (`?version=&schema_version=`, body = state bytes) |
+//! | `GET /all?from=&max_count=` | read the log in position order |
+//! | `GET /subscriptions?from=&stream_prefix=&event_type=` | push subscription, Server-Sent Events; resumes after `Last-Event-ID` |
+//! | `GET /stats`, `GET /head` | counters, head position |
+//! | `GET /health/live`, `GET /health/ready` | liveness; readiness (the store accepts appends) |
+//!
+//! Errors are RFC 9457 problem documents (`application/problem+json`).
+//! With a token configured, every route but `/health/*` needs
+//! `Authorization: Bearer <token>`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::{Stream, StreamExt};
+
+use super::wire::{self, Problem, ServerInfo, WireHead, WireLoaded, WireResults};
+use crate::api::EventStore;
+use crate::error::Error;
+use crate::store::DATA_FORMAT_VERSION;
+use crate::types::{Direction, EventFilter, Position, ReadFrom, StreamId};
+
+/// How the store server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// When set, requests other than health checks must carry it as a bearer token.
+    pub token: Option<String>,
+    /// Largest request body accepted.
+    pub body_bytes_max: usize,
+    /// Interval of keep-alive comments on idle subscriptions.
+    pub keep_alive: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            body_bytes_max: 32 << 20,
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn EventStore>,
+    config: Arc<ServerConfig>,
+}
+
+/// An error rendered as a problem document (boxed: problems are large and
+/// travel through every handler's `Result`).
+struct ApiError(Box<Problem>);
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        if err.is_store_failure() {
+            tracing::error!(error = %err, "store request failed");
+        }
+        ApiError(Box::new(wire::problem_of(&err)))
+    }
+}
+
+impl ApiError {
+    fn bad_request(detail: impl Into<String>) -> Self {
+        ApiError(Box::new(Problem {
+            problem_type: wire::problem::INVALID_REQUEST.into(),
+            title: "Invalid request".into(),
+            status: 400,
+            detail: detail.into(),
+            ..Problem::default()
+        }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        problem_response(&self.0)
+    }
+}
+
+fn problem_response(p: &Problem) -> Response {
+    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::to_vec(p).unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            ApiError::from(Error::Remote(format!("encoding the response: {e}"))).into_response()
+        }
+    }
+}
+
+/// The OpenAPI description of the store API, served at `/openapi.json`.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "annals store API",
+        description = "The event store over HTTP: appends with expected versions, reads, snapshots and push subscriptions."
+    ),
+    paths(
+        live,
+        ready,
+        info,
+        append,
+        transaction,
+        read_stream,
+        load,
+        get_snapshot,
+        put_snapshot,
+        read_all,
+        stats,
+        head,
+        subscribe
+    ),
+    components(schemas(wire::Problem, wire::WireEvent, wire::WireNewEvent))
+)]
+pub struct StoreApi;
+
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    json(StatusCode::OK, &StoreApi::openapi())
+}
+
+/// The store API router.
+pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+    };
+    let api = Router::new()
+        .route("/info", get(info))
+        .route("/streams/{stream}", post(append).get(read_stream))
+        .route("/streams/{stream}/load", get(load))
+        .route(
+            "/streams/{stream}/snapshot",
+            get(get_snapshot).put(put_snapshot),
+        )
+        .route("/transactions", post(transaction))
+        .route("/all", get(read_all))
+        .route("/subscriptions", get(subscribe))
+        .route("/stats", get(stats))
+        .route("/head", get(head))
+        .route("/subjects/{stream}", axum::routing::delete(forget_subject))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/openapi.json", get(openapi))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return problem_response(&Problem {
+                problem_type: wire::problem::UNAUTHORIZED.into(),
+                title: "Unauthorized".into(),
+                status: 401,
+                detail: "this store requires `Authorization: Bearer <token>`".into(),
+                ..Problem::default()
+            });
+        }
+    }
+    next.run(request).await
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process is up")))]
+async fn live() -> Response {
+    json(StatusCode::OK, &serde_json::json!({"status": "live"}))
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "The store accepts appends"), (status = 503, description = "It does not, and why", body = wire::Problem, content_type = "application/problem+json")))]
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ready().await {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            let mut p = wire::problem_of(&e);
+            p.status = 503;
+            problem_response(&p)
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/info", tag = "store", responses((status = 200, body = ServerInfo)))]
+async fn info(State(state): State<AppState>) -> Response {
+    json(
+        StatusCode::OK,
+        &ServerInfo {
+            data_format_version: DATA_FORMAT_VERSION,
+            read_count_max: state.store.read_page_max(),
+        },
+    )
+}
+
+fn stream_id(raw: &str) -> Result<StreamId, ApiError> {
+    StreamId::new(raw).map_err(ApiError::from)
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
+}
+
+/// Query pairs, allowing repeated keys (`stream_prefix=a&stream_prefix=b`).
+fn query_pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+fn param<T: std::str::FromStr>(
+    pairs: &[(String, String)],
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    match pairs.iter().rev().find(|(k, _)| k == name) {
+        None => Ok(None),
+        Some((_, v)) => v.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("query parameter {name}={v:?} is not valid"))
+        }),
+    }
+}
+
+#[utoipa::path(post, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), request_body = wire::WireAppend, responses((status = 200, description = "Committed (or already committed by an earlier identical append)", body = crate::types::AppendResult), (status = 400, body = wire::Problem, content_type = "application/problem+json"), (status = 409, description = "Wrong expected version; `current` holds the stream's version", body = wire::Problem, content_type = "application/problem+json")))]
+async fn append(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    let request: wire::WireAppend = parse_body(&body)?;
+    let events = request
+        .events
+        .into_iter()
+        .map(wire::new_event_from_wire)
+        .collect();
+    let result = state
+        .store
+        .append(&stream, request.expected_version.0, events)
+        .await?;
+    Ok(json(StatusCode::OK, &result))
+}
+
+#[utoipa::path(post, path = "/transactions", tag = "store", request_body = wire::WireTransaction, responses((status = 200, description = "Every stream's events committed together", body = WireResults), (status = 409, description = "One stream's expected version was wrong; nothing was written", body = wire::Problem, content_type = "application/problem+json")))]
+async fn transaction(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: wire::WireTransaction = parse_body(&body)?;
+    let appends = request
+        .appends
+        .into_iter()
+        .map(wire::append_from_wire)
+        .collect::<Result<Vec<_>, Error>>()?;
+    let results = state.store.append_many(appends).await?;
+    Ok(json(StatusCode::OK, &WireResults { results }))
+}
+
+#[utoipa::path(get, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("from" = Option<String>, Query, description = "start, end or a version (inclusive)"), ("direction" = Option<String>, Query, description = "forward (default) or backward"), ("max_count" = Option<usize>, Query, description = "At most this many events")), responses((status = 200, body = wire::WireSlice), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]
+async fn read_stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    let pairs = query_pairs(query)?;
+    let from = match pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "from")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("start") => ReadFrom::Start,
+        Some("end") => ReadFrom::End,
+        Some(v) => ReadFrom::Version(v.parse().map_err(|_| {
+            ApiError::bad_request(format!("from={v:?} is not start, end or a version"))
+        })?),
+    };
+    let direction = match pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "direction")
+        .map(|(_, v)| v.as_str())
+    {
+        None | Some("forward") => Direction::Forward,
+        Some("backward") => Direction::Backward,
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "direction={v:?} is not forward or backward"
+            )));
+        }
+    };
+    let max_count =
+        param::<usize>(&pairs, "max_count")?.unwrap_or(state.store.read_page_max().min(1000));
+    let slice = state
+        .store
+        .read_stream(&stream, from, direction, max_count)
+        .await?;
+    Ok(json(StatusCode::OK, &wire::slice_to_wire(&slice)?))
+}
+
+#[utoipa::path(get, path = "/streams/{stream}/load", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("snapshot_schema" = Option<u32>, Query, description = "Use the latest snapshot when it has this schema version")), responses((status = 200, description = "Latest snapshot and every event after it", body = WireLoaded)))]
+async fn load(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    let pairs = query_pairs(query)?;
+    let schema = param::<u32>(&pairs, "snapshot_schema")?;
+    let loaded = state.store.load(&stream, schema).await?;
+    let body = WireLoaded {
+        snapshot: loaded.snapshot.as_ref().map(wire::snapshot_to_wire),
+        events: loaded
+            .events
+            .iter()
+            .map(wire::event_to_wire)
+            .collect::<Result<_, Error>>()?,
+        version: loaded.version,
+    };
+    Ok(json(StatusCode::OK, &body))
+}
+
+#[utoipa::path(get, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), responses((status = 200, body = wire::WireSnapshot), (status = 404, description = "No snapshot", body = wire::Problem, content_type = "application/problem+json")))]
+async fn get_snapshot(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    match state.store.load_snapshot(&stream).await? {
+        Some(snapshot) => Ok(json(StatusCode::OK, &wire::snapshot_to_wire(&snapshot))),
+        None => Err(ApiError(Box::new(Problem {
+            problem_type: wire::problem::NOT_FOUND.into(),
+            title: "No snapshot".into(),
+            status: 404,
+            detail: format!("stream {stream} has no snapshot"),
+            ..Problem::default()
+        }))),
+    }
+}
+
+#[utoipa::path(put, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("version" = u64, Query, description = "The stream version the state reflects"), ("schema_version" = Option<u32>, Query, description = "Version of the state's encoding")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The state bytes"), responses((status = 204, description = "Saved durably")))]
+async fn put_snapshot(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    let pairs = query_pairs(query)?;
+    let version = param::<u64>(&pairs, "version")?
+        .ok_or_else(|| ApiError::bad_request("version is required"))?;
+    let schema = param::<u32>(&pairs, "schema_version")?.unwrap_or(1);
+    state
+        .store
+        .save_snapshot(&stream, version, schema, body)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/all", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("max_count" = Option<usize>, Query)), responses((status = 200, body = wire::WireEvents)))]
+async fn read_all(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(query)?;
+    let from = param::<u64>(&pairs, "from")?.unwrap_or(1);
+    let max_count =
+        param::<usize>(&pairs, "max_count")?.unwrap_or(state.store.read_page_max().min(1000));
+    let events = state.store.read_all(Position(from), max_count).await?;
+    let events = events
+        .iter()
+        .map(wire::event_to_wire)
+        .collect::<Result<_, Error>>()?;
+    Ok(json(StatusCode::OK, &wire::WireEvents { events }))
+}
+
+#[utoipa::path(get, path = "/stats", tag = "store", responses((status = 200, body = crate::types::Stats)))]
+async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
+    Ok(json(StatusCode::OK, &state.store.stats().await?))
+}
+
+#[utoipa::path(get, path = "/head", tag = "store", responses((status = 200, body = WireHead)))]
+async fn head(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let position = state.store.head().await?;
+    Ok(json(
+        StatusCode::OK,
+        &WireHead {
+            position: position.0,
+        },
+    ))
+}
+
+#[utoipa::path(delete, path = "/subjects/{stream}", tag = "store", params(("stream" = String, Path, description = "The data subject's stream")), responses((status = 204, description = "The subject's key is destroyed: its personal data reads as erased from now on"), (status = 501, description = "This store keeps no personal-data keys", body = wire::Problem, content_type = "application/problem+json")))]
+async fn forget_subject(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+) -> Result<Response, ApiError> {
+    let stream = stream_id(&stream)?;
+    state.store.forget_subject(&stream).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[utoipa::path(get, path = "/subscriptions", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("stream_prefix" = Option<Vec<String>>, Query, description = "Only streams starting with one of these (repeatable)"), ("event_type" = Option<Vec<String>>, Query, description = "Only these event types (repeatable)"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")), responses((status = 200, description = "text/event-stream: `event: event` messages whose `id` is the position and `data` a stored event; an `event: error` message carries a problem document and ends the stream", content_type = "text/event-stream")))]
+async fn subscribe(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let pairs = query_pairs(query)?;
+    // A reconnecting client names the last event it received.
+    let resume = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID is not a position"))
+        })
+        .transpose()?;
+    let from = match resume {
+        Some(last) => last + 1,
+        None => param::<u64>(&pairs, "from")?.unwrap_or(1),
+    };
+    let filter = EventFilter {
+        stream_prefixes: pairs
+            .iter()
+            .filter(|(k, _)| k == "stream_prefix")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        event_types: pairs
+            .iter()
+            .filter(|(k, _)| k == "event_type")
+            .map(|(_, v)| v.clone())
+            .collect(),
+    };
+    let subscription = state.store.subscribe(Position(from), filter).await?;
+    let events = futures_util::stream::unfold(Some(subscription), |subscription| async move {
+        let mut subscription = subscription?;
+        let next = subscription.next().await?;
+        let encoded = next.and_then(|e| {
+            let wire_event = wire::event_to_wire(&e)?;
+            serde_json::to_string(&wire_event)
+                .map(|data| {
+                    Event::default()
+                        .id(e.position.0.to_string())
+                        .event("event")
+                        .data(data)
+                })
+                .map_err(|err| Error::Remote(format!("encoding an event: {err}")))
+        });
+        match encoded {
+            Ok(event) => Some((Ok(event), Some(subscription))),
+            // The error ends the stream: the client reports it instead of reconnecting.
+            Err(err) => {
+                let problem = serde_json::to_string(&wire::problem_of(&err)).unwrap_or_default();
+                Some((Ok(Event::default().event("error").data(problem)), None))
+            }
+        }
+    });
+    Ok(Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(state.config.keep_alive)))
+}

@@ -1,0 +1,497 @@
+//! The embedded store: opening a data directory, and the [`EventStore`]
+//! operations on it.
+//!
+//! A data directory holds:
+//! - `LOCK`: locked (`flock`) by the process that has the store open;
+//! - `FORMAT`: `annals-data-format <n>`, the layout version of the directory;
+//! - `events/`: the segments (`.seg`) with their indexes (`.idx`) and bloom
+//!   filters (`.bloom`);
+//! - `snapshots/`: the snapshot files (`.snap`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::api::EventStore;
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::options::{StoreOptions, check_limit};
+use crate::read;
+use crate::recovery::{self, RecoveryReport, write_file_durably};
+use crate::snapshots::{SnapshotDamage, SnapshotStore};
+use crate::state::State;
+use crate::subscription::{self, Subscription};
+use crate::types::{
+    AppendResult, Direction, EventFilter, NewEvent, Position, ReadFrom, RecordedEvent, Snapshot,
+    Stats, StreamAppend, StreamId, StreamSlice,
+};
+use crate::writer::{AppendRequest, Writer, encoded_len};
+
+/// The layout version of a data directory this build reads and writes.
+pub const DATA_FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+
+/// What subscribers wait on: the durable head, and whether the store closed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeadSignal {
+    pub position: u64,
+    pub closed: bool,
+}
+
+/// State shared by the store handle, the writer thread and subscriptions.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub events_dir: PathBuf,
+    pub options: StoreOptions,
+    pub state: RwLock<State>,
+    pub head: watch::Sender<HeadSignal>,
+    /// Why the writer stopped, once it has.
+    pub failure: Mutex<Option<String>>,
+    pub snapshots: SnapshotStore,
+    pub bloom_skips: AtomicU64,
+    pub index_probes: AtomicU64,
+}
+
+/// An open event store. Cheap to clone; the last clone dropped (or
+/// [`Store::close`]) stops the writer and releases the directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    handle: Arc<Handle>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    inner: Arc<Inner>,
+    dir: PathBuf,
+    sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    report: RecoveryReport,
+    snapshot_damage: Vec<SnapshotDamage>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The writer finishes what is queued, then exits and releases the lock.
+        self.sender.lock().take();
+        self.inner.head.send_modify(|h| h.closed = true);
+    }
+}
+
+/// Runs blocking store work off the async runtime's worker threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::io("a store task failed", std::io::Error::other(e.to_string())))?
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, running recovery.
+    pub async fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        blocking(move || Store::open_blocking(&dir, options)).await
+    }
+
+    /// [`Store::open`] for callers outside an async context. A Tokio runtime
+    /// must still be running when the store is used.
+    pub fn open_blocking(dir: &Path, options: StoreOptions) -> Result<Store> {
+        options.validate()?;
+        let fs = options.fs.clone();
+        fs.create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating the data directory {}", dir.display()), e))?;
+        let lock = DirLock::acquire(dir)?;
+        check_format(fs.as_ref(), dir)?;
+
+        let events_dir = dir.join("events");
+        let recovered = recovery::recover(&events_dir, &options)?;
+        let now = options.clock.now().0;
+        let (snapshots, snapshot_damage) = SnapshotStore::open(
+            &dir.join("snapshots"),
+            fs.clone(),
+            options.snapshot_file_bytes_max,
+            now,
+        )?;
+        let report = recovered.report;
+        let head = recovered.state.head;
+        let (head_tx, _) = watch::channel(HeadSignal {
+            position: head,
+            closed: false,
+        });
+        let inner = Arc::new(Inner {
+            events_dir,
+            options,
+            state: RwLock::new(recovered.state),
+            head: head_tx,
+            failure: Mutex::new(None),
+            snapshots,
+            bloom_skips: AtomicU64::new(0),
+            index_probes: AtomicU64::new(0),
+        });
+        let (sender, receiver) = mpsc::channel(inner.options.writer_queue_max);
+        let writer = Writer::new(inner.clone(), recovered.writer_file, lock)
+            .spawn(receiver)
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+        tracing::info!(
+            dir = %dir.display(),
+            head,
+            sealed_segments = report.sealed_segments,
+            torn_bytes_dropped = report.torn_bytes_dropped,
+            "event store open"
+        );
+        Ok(Store {
+            handle: Arc::new(Handle {
+                inner,
+                dir: dir.to_path_buf(),
+                sender: Mutex::new(Some(sender)),
+                writer: Mutex::new(Some(writer)),
+                report,
+                snapshot_damage,
+            }),
+        })
+    }
+
+    /// What recovery found and did when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.handle.report
+    }
+
+    /// Damaged snapshots found when opening (they are ignored).
+    pub fn damaged_snapshots(&self) -> usize {
+        self.handle.snapshot_damage.len()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.handle.dir
+    }
+
+    /// `Ok` while the store accepts appends; otherwise why it does not.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        if let Some(reason) = self.handle.inner.failure.lock().clone() {
+            return Err(reason);
+        }
+        if let Some(reason) = self.handle.inner.state.read().read_only.clone() {
+            return Err(reason);
+        }
+        if self.handle.sender.lock().is_none() {
+            return Err("the store is closed".into());
+        }
+        Ok(())
+    }
+
+    /// Stops accepting appends, lets queued ones finish, stops the writer
+    /// and releases the data directory. Subscriptions end with
+    /// [`Error::Closed`]. Every clone of this store is closed.
+    pub async fn close(&self) -> Result<()> {
+        self.handle.sender.lock().take();
+        self.handle.inner.head.send_modify(|h| h.closed = true);
+        let writer = self.handle.writer.lock().take();
+        if let Some(writer) = writer {
+            blocking(move || {
+                writer
+                    .join()
+                    .map_err(|_| Error::Poisoned("the writer thread panicked".into()))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
+    }
+
+    /// Checks everything about an append that does not depend on the
+    /// stream's state, so the writer only has to check versions.
+    fn validate(&self, appends: &[StreamAppend]) -> Result<usize> {
+        let limits = &self.inner().options.limits;
+        if appends.is_empty() {
+            return Err(Error::InvalidAppend("no streams to append to".into()));
+        }
+        check_limit(
+            "streams_per_append_max",
+            appends.len(),
+            limits.streams_per_append_max,
+        )?;
+        let mut total = 0usize;
+        for (i, append) in appends.iter().enumerate() {
+            if appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
+                return Err(Error::InvalidAppend(format!(
+                    "stream {} appears twice in one append",
+                    append.stream_id
+                )));
+            }
+            check_limit(
+                "stream_id_bytes_max",
+                append.stream_id.as_str().len(),
+                limits.stream_id_bytes_max,
+            )?;
+            if append.events.is_empty() {
+                return Err(Error::InvalidAppend(format!(
+                    "no events for stream {}",
+                    append.stream_id
+                )));
+            }
+            total += append.events.len();
+            for event in &append.events {
+                validate_event(event, limits)?;
+            }
+        }
+        check_limit("events_per_append_max", total, limits.events_per_append_max)?;
+        let bytes = encoded_len(appends);
+        check_limit("append_bytes_max", bytes, limits.append_bytes_max)?;
+        Ok(bytes)
+    }
+}
+
+fn validate_event(event: &NewEvent, limits: &crate::options::Limits) -> Result<()> {
+    if event.event_type.is_empty() {
+        return Err(Error::InvalidAppend(
+            "an event type must not be empty".into(),
+        ));
+    }
+    check_limit(
+        "event_type_bytes_max",
+        event.event_type.len(),
+        limits.event_type_bytes_max,
+    )?;
+    if event.event_type.chars().any(char::is_control) {
+        return Err(Error::InvalidAppend(format!(
+            "event type {:?} contains control characters",
+            event.event_type
+        )));
+    }
+    check_limit(
+        "event_bytes_max",
+        event.data.len() + event.metadata.len(),
+        limits.event_bytes_max,
+    )?;
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).is_err() {
+        return Err(Error::InvalidAppend(format!(
+            "data of event {} ({}) is not valid JSON",
+            event.id, event.event_type
+        )));
+    }
+    if !event.metadata.is_empty()
+        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&event.metadata)
+            .is_err()
+    {
+        return Err(Error::InvalidAppend(format!(
+            "metadata of event {} ({}) is not a JSON object",
+            event.id, event.event_type
+        )));
+    }
+    Ok(())
+}
+
+fn check_format(fs: &dyn crate::fs::Fs, dir: &Path) -> Result<()> {
+    let path = dir.join(FORMAT_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .trim()
+                .strip_prefix("annals-data-format ")
+                .and_then(|v| v.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    Error::corruption(
+                        &path,
+                        0,
+                        format!("unrecognised format line {:?}", text.trim()),
+                    )
+                })?;
+            if found > DATA_FORMAT_VERSION {
+                return Err(Error::UnsupportedFormat {
+                    path,
+                    found,
+                    supported: DATA_FORMAT_VERSION,
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_file_durably(
+            fs,
+            dir,
+            FORMAT_FILE,
+            format!("annals-data-format {DATA_FORMAT_VERSION}\n").as_bytes(),
+        ),
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+#[async_trait]
+impl EventStore for Store {
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let encoded_len = self.validate(&appends)?;
+        if let Some(reason) = self.inner().failure.lock().clone() {
+            return Err(Error::Poisoned(reason));
+        }
+        let sender = self.handle.sender.lock().clone().ok_or(Error::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(AppendRequest {
+                appends,
+                encoded_len,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &StreamId,
+        from: ReadFrom,
+        direction: Direction,
+        max_count: usize,
+    ) -> Result<StreamSlice> {
+        let inner = self.inner().clone();
+        let stream_id = stream_id.clone();
+        blocking(move || read::read_stream(&inner, &stream_id, from, direction, max_count)).await
+    }
+
+    async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        let inner = self.inner().clone();
+        blocking(move || read::read_all(&inner, from, max_count)).await
+    }
+
+    async fn subscribe(&self, from: Position, filter: EventFilter) -> Result<Subscription> {
+        if self.handle.sender.lock().is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(subscription::spawn(self.inner().clone(), from, filter))
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream_id: &StreamId,
+        version: u64,
+        schema_version: u32,
+        state: Bytes,
+    ) -> Result<()> {
+        let limits = &self.inner().options.limits;
+        check_limit("snapshot_bytes_max", state.len(), limits.snapshot_bytes_max)?;
+        check_limit(
+            "stream_id_bytes_max",
+            stream_id.as_str().len(),
+            limits.stream_id_bytes_max,
+        )?;
+        let current = self.inner().state.read().stream_version(stream_id.as_str());
+        if version == 0 || version > current {
+            return Err(Error::InvalidAppend(format!(
+                "cannot snapshot stream {stream_id} at version {version}: it is at version {current}"
+            )));
+        }
+        if self.handle.sender.lock().is_none() {
+            return Err(Error::Closed);
+        }
+        let inner = self.inner().clone();
+        let stream_id = stream_id.clone();
+        blocking(move || {
+            let now = inner.options.clock.now().0;
+            inner
+                .snapshots
+                .save(&stream_id, version, schema_version, &state, now)
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>> {
+        let inner = self.inner().clone();
+        let stream_id = stream_id.clone();
+        blocking(move || inner.snapshots.load(&stream_id)).await
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let inner = self.inner();
+        let (snapshots, snapshot_bytes) = inner.snapshots.stats();
+        let st = inner.state.read();
+        let read_only_reason = inner
+            .failure
+            .lock()
+            .clone()
+            .or_else(|| st.read_only.clone());
+        Ok(Stats {
+            events: st.head,
+            streams: st.streams.len() as u64,
+            segments: st.sealed.len() as u64 + 1,
+            sealed_segments: st.sealed.len() as u64,
+            bytes: st.sealed_bytes + st.active.durable_len,
+            head: Position(st.head),
+            snapshots,
+            snapshot_bytes,
+            segments_skipped_by_bloom: inner.bloom_skips.load(Ordering::Relaxed),
+            segments_searched: inner.index_probes.load(Ordering::Relaxed),
+            read_only_reason,
+        })
+    }
+
+    async fn head(&self) -> Result<Position> {
+        Ok(Position(self.inner().state.read().head))
+    }
+
+    async fn ready(&self) -> Result<()> {
+        if let Some(reason) = self.inner().failure.lock().clone() {
+            return Err(Error::Poisoned(reason));
+        }
+        if let Some(reason) = self.inner().state.read().read_only.clone() {
+            return Err(Error::ReadOnly(reason));
+        }
+        if self.handle.sender.lock().is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Snapshot and events in one trip to a blocking thread, instead of one
+    /// per call: loading is on every command's path.
+    async fn load(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<crate::api::LoadedStream> {
+        let inner = self.inner().clone();
+        let stream_id = stream_id.clone();
+        blocking(move || {
+            let snapshot = match snapshot_schema {
+                Some(schema) => inner
+                    .snapshots
+                    .load(&stream_id)?
+                    .filter(|s| s.schema_version == schema),
+                None => None,
+            };
+            let mut next = snapshot.as_ref().map_or(1, |s| s.version + 1);
+            let page = inner.options.limits.read_count_max;
+            let mut events = Vec::new();
+            let version = loop {
+                let slice = read::read_stream(
+                    &inner,
+                    &stream_id,
+                    ReadFrom::Version(next),
+                    Direction::Forward,
+                    page,
+                )?;
+                next += slice.events.len() as u64;
+                events.extend(slice.events);
+                if slice.is_end {
+                    break slice.stream_version;
+                }
+            };
+            Ok(crate::api::LoadedStream {
+                snapshot,
+                events,
+                version,
+            })
+        })
+        .await
+    }
+
+    fn read_page_max(&self) -> usize {
+        self.inner().options.limits.read_count_max
+    }
+}

@@ -1,0 +1,350 @@
+//! `verify`: a read-only scan of every file of a data directory that reports
+//! every problem it finds, with file and offset, instead of stopping at the
+//! first one. It never writes: what it reports as "repaired on open" is left
+//! for the next open to repair.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::format::bloom::BloomFilter;
+use crate::format::header::{FileHeader, HeaderError, SEGMENT_MAGIC, SNAPSHOT_MAGIC};
+use crate::format::index::IndexView;
+use crate::recovery::index_from_scan;
+use crate::scan::scan_segment;
+use crate::segment::{bloom_file_name, index_file_name, segment_file_name};
+use crate::snapshots::scan_snapshots;
+use crate::store::DATA_FORMAT_VERSION;
+
+/// Damage: data that cannot be served as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub segments: u64,
+    pub events: u64,
+    pub streams: u64,
+    pub snapshot_files: u64,
+    pub snapshots: u64,
+    pub problems: Vec<Problem>,
+    /// Findings that lose nothing and that the next open repairs by itself
+    /// (a torn unacknowledged tail, a missing index).
+    pub notes: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn read_file(path: &Path) -> std::io::Result<bytes::Bytes> {
+    let file = std::fs::File::open(path)?;
+    crate::mmap::map_whole_file(&file)
+}
+
+fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(numbers),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        if let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Checks every segment, index, bloom filter and snapshot file in `dir`.
+pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let format_path = dir.join("FORMAT");
+    if let Ok(text) = std::fs::read_to_string(&format_path) {
+        match text
+            .trim()
+            .strip_prefix("annals-data-format ")
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            Some(v) if v > DATA_FORMAT_VERSION => {
+                return Err(Error::UnsupportedFormat {
+                    path: format_path,
+                    found: v,
+                    supported: DATA_FORMAT_VERSION,
+                });
+            }
+            Some(_) => {}
+            None => report.problems.push(Problem {
+                file: format_path,
+                offset: 0,
+                detail: format!("unrecognised format line {:?}", text.trim()),
+            }),
+        }
+    }
+
+    let events_dir = dir.join("events");
+    let numbers = numbered_files(&events_dir, ".seg")?;
+    let mut expected_base = 1u64;
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    for (i, &number) in numbers.iter().enumerate() {
+        let is_last = i + 1 == numbers.len();
+        let path = events_dir.join(segment_file_name(number));
+        if i > 0 && number != numbers[i - 1] + 1 {
+            report.problems.push(Problem {
+                file: events_dir.join(segment_file_name(numbers[i - 1] + 1)),
+                offset: 0,
+                detail: "segment file is missing from the sequence".into(),
+            });
+        }
+        report.segments += 1;
+        let data = match read_file(&path) {
+            Ok(data) => data,
+            Err(e) => {
+                report.problems.push(Problem {
+                    file: path,
+                    offset: 0,
+                    detail: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match FileHeader::decode(&data, SEGMENT_MAGIC) {
+            Ok(header) => {
+                if header.base_position != expected_base || header.number != number {
+                    report.problems.push(Problem {
+                        file: path.clone(),
+                        offset: 0,
+                        detail: format!(
+                            "header says segment {} at position {}, expected segment {number} at position {expected_base}",
+                            header.number, header.base_position
+                        ),
+                    });
+                    expected_base = header.base_position;
+                }
+            }
+            Err(HeaderError::Incomplete) if is_last => {
+                report.notes.push(format!(
+                    "{}: creation did not complete; it is re-created on open",
+                    path.display()
+                ));
+                continue;
+            }
+            Err(e) => {
+                report.problems.push(Problem {
+                    file: path,
+                    offset: 0,
+                    detail: format!("segment header: {e:?}"),
+                });
+                continue;
+            }
+        }
+
+        let scan = scan_segment(&data, expected_base);
+        for d in &scan.damage {
+            report.problems.push(Problem {
+                file: path.clone(),
+                offset: d.offset,
+                detail: d.detail.clone(),
+            });
+        }
+        if let Some(torn) = &scan.torn {
+            if is_last {
+                report.notes.push(format!(
+                    "{}: torn tail of {} bytes ({} records of an unacknowledged batch) at offset {}; dropped on open",
+                    path.display(),
+                    torn.bytes,
+                    torn.records,
+                    torn.offset
+                ));
+            } else {
+                report.problems.push(Problem {
+                    file: path.clone(),
+                    offset: torn.offset,
+                    detail: "a sealed segment ends inside a batch".into(),
+                });
+            }
+        }
+        for e in &scan.events {
+            let previous = versions.get(&e.stream_id).copied().unwrap_or(0);
+            if e.version != previous + 1 {
+                report.problems.push(Problem {
+                    file: path.clone(),
+                    offset: u64::from(e.offset),
+                    detail: format!(
+                        "stream {} has version {} after version {previous}",
+                        e.stream_id, e.version
+                    ),
+                });
+            }
+            versions.insert(e.stream_id.clone(), e.version);
+        }
+        report.events += scan.events.len() as u64;
+
+        let index_path = events_dir.join(index_file_name(number));
+        let bloom_path = events_dir.join(bloom_file_name(number));
+        if is_last {
+            if index_path.exists() || bloom_path.exists() {
+                report.notes.push(format!(
+                    "{}: index files beside the active segment are leftovers of an interrupted seal",
+                    path.display()
+                ));
+            }
+        } else {
+            verify_index(
+                &mut report,
+                &index_path,
+                &bloom_path,
+                number,
+                expected_base,
+                &data,
+                &scan,
+            );
+        }
+        expected_base = scan.next_position;
+    }
+    report.streams = versions.len() as u64;
+
+    let snapshot_dir = dir.join("snapshots");
+    let snapshot_numbers = numbered_files(&snapshot_dir, ".snap")?;
+    for (i, number) in snapshot_numbers.iter().enumerate() {
+        let path = snapshot_dir.join(crate::snapshots::snapshot_file_name(*number));
+        report.snapshot_files += 1;
+        let data = match read_file(&path) {
+            Ok(data) => data,
+            Err(e) => {
+                report.problems.push(Problem {
+                    file: path,
+                    offset: 0,
+                    detail: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        if let Err(e) = FileHeader::decode(&data, SNAPSHOT_MAGIC) {
+            report.problems.push(Problem {
+                file: path,
+                offset: 0,
+                detail: format!("snapshot file header: {e:?}"),
+            });
+            continue;
+        }
+        let (found, torn, damage) = scan_snapshots(&data, &path);
+        report.snapshots += found.len() as u64;
+        for d in damage {
+            report.problems.push(Problem {
+                file: d.file,
+                offset: d.offset,
+                detail: d.detail,
+            });
+        }
+        if let Some(offset) = torn {
+            if i + 1 == snapshot_numbers.len() {
+                report.notes.push(format!(
+                    "{}: torn snapshot write at offset {offset}; dropped on open",
+                    path.display()
+                ));
+            } else {
+                report.problems.push(Problem {
+                    file: path,
+                    offset,
+                    detail: "snapshot file ends inside a record".into(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn verify_index(
+    report: &mut VerifyReport,
+    index_path: &Path,
+    bloom_path: &Path,
+    number: u64,
+    base: u64,
+    data: &[u8],
+    scan: &crate::scan::SegmentScan,
+) {
+    match read_file(index_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.notes.push(format!(
+            "{}: missing; rebuilt from the segment on open",
+            index_path.display()
+        )),
+        Err(e) => report.problems.push(Problem {
+            file: index_path.to_path_buf(),
+            offset: 0,
+            detail: format!("cannot read: {e}"),
+        }),
+        Ok(bytes) => match IndexView::parse(bytes.clone()) {
+            Err(detail) => report.problems.push(Problem {
+                file: index_path.to_path_buf(),
+                offset: 0,
+                detail: format!("{detail}; rebuilt from the segment on open"),
+            }),
+            Ok(_) if scan.damage.is_empty() && scan.torn.is_none() => {
+                let expected = index_from_scan(number, base, data.len() as u64, scan);
+                if expected[..] != bytes[..] {
+                    report.problems.push(Problem {
+                        file: index_path.to_path_buf(),
+                        offset: 0,
+                        detail: "index does not match the segment's records".into(),
+                    });
+                }
+            }
+            Ok(_) => {}
+        },
+    }
+    match std::fs::read(bloom_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.notes.push(format!(
+            "{}: missing; rebuilt from the index on open",
+            bloom_path.display()
+        )),
+        Err(e) => report.problems.push(Problem {
+            file: bloom_path.to_path_buf(),
+            offset: 0,
+            detail: format!("cannot read: {e}"),
+        }),
+        Ok(bytes) => match BloomFilter::decode(&bytes) {
+            Err(detail) => report.problems.push(Problem {
+                file: bloom_path.to_path_buf(),
+                offset: 0,
+                detail: format!("{detail}; rebuilt on open"),
+            }),
+            Ok((bloom, segment)) => {
+                if segment != number {
+                    report.problems.push(Problem {
+                        file: bloom_path.to_path_buf(),
+                        offset: 0,
+                        detail: format!("bloom filter belongs to segment {segment}"),
+                    });
+                }
+                if let Some(missing) = scan
+                    .events
+                    .iter()
+                    .find(|e| !bloom.may_contain(&e.stream_id))
+                {
+                    report.problems.push(Problem {
+                        file: bloom_path.to_path_buf(),
+                        offset: 0,
+                        detail: format!("bloom filter misses stream {}", missing.stream_id),
+                    });
+                }
+            }
+        },
+    }
+}

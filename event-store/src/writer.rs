@@ -1,0 +1,569 @@
+//! The single writer: a dedicated thread that takes every queued append,
+//! checks expected versions, encodes all accepted batches into one buffer,
+//! writes it and makes it durable with one `fdatasync` (group commit), and
+//! only then publishes the events to readers and acknowledges the callers.
+//!
+//! A failed write or fsync poisons the writer: the bytes may or may not be on
+//! disk, so nothing of that group is acknowledged, and no later append is
+//! accepted until the store is reopened and recovery has decided what the
+//! file holds. A failed fsync is never retried as if the data were safe.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::format::bloom::BloomFilter;
+use crate::format::event::{EventRecord, FLAG_END_OF_BATCH};
+use crate::format::frame::{FRAME_HEADER_LEN, append_frame};
+use crate::format::header::HEADER_LEN;
+use crate::format::index::{self, IndexView, StreamInput};
+use crate::fs::FsFile;
+use crate::lock::DirLock;
+use crate::mmap;
+use crate::read;
+use crate::recovery::{create_segment, write_file_durably};
+use crate::segment::{
+    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, index_file_name,
+};
+use crate::state::StreamState;
+use crate::store::Inner;
+use crate::types::{
+    AppendResult, Direction, ExpectedVersion, Position, ReadFrom, StreamAppend, StreamId,
+};
+
+/// At most this many queued requests are committed by one fsync.
+const GROUP_REQUESTS_MAX: usize = 1024;
+
+pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
+
+pub(crate) struct AppendRequest {
+    pub appends: Vec<StreamAppend>,
+    /// Encoded size, computed by the caller when it validated the request.
+    pub encoded_len: usize,
+    pub reply: Reply,
+}
+
+pub(crate) struct Writer {
+    inner: Arc<Inner>,
+    file: Arc<dyn FsFile>,
+    number: u64,
+    path: PathBuf,
+    /// Durable length of the active segment file.
+    len: u64,
+    /// Held for as long as the writer runs; dropping it releases the data
+    /// directory to other processes only once no append can happen.
+    _lock: DirLock,
+}
+
+/// One group commit in the making.
+struct Group {
+    buf: Vec<u8>,
+    events: Vec<PendingEvent>,
+    /// Stream versions including this group's accepted appends.
+    versions: HashMap<StreamId, u64>,
+    next_position: u64,
+    waiting: Vec<(Reply, Vec<AppendResult>)>,
+}
+
+struct PendingEvent {
+    stream_id: StreamId,
+    version: u64,
+    position: u64,
+    offset: u32,
+    id: Uuid,
+}
+
+enum Plan {
+    Write,
+    /// Every event was committed before: answer with where they are.
+    AlreadyCommitted(Vec<AppendResult>),
+}
+
+impl Writer {
+    pub(crate) fn new(inner: Arc<Inner>, file: Arc<dyn FsFile>, lock: DirLock) -> Self {
+        let (number, path, len) = {
+            let st = inner.state.read();
+            (
+                st.active.number,
+                st.active.path.clone(),
+                st.active.durable_len,
+            )
+        };
+        Self {
+            inner,
+            file,
+            number,
+            path,
+            len,
+            _lock: lock,
+        }
+    }
+
+    pub(crate) fn spawn(
+        self,
+        rx: mpsc::Receiver<AppendRequest>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("annals-writer".into())
+            .spawn(move || self.run(rx))
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut requests = vec![first];
+            while requests.len() < GROUP_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.commit(requests);
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    fn refusal(&self) -> Option<Error> {
+        if let Some(reason) = self.inner.failure.lock().clone() {
+            return Some(Error::Poisoned(reason));
+        }
+        self.inner
+            .state
+            .read()
+            .read_only
+            .clone()
+            .map(Error::ReadOnly)
+    }
+
+    fn commit(&mut self, requests: Vec<AppendRequest>) {
+        let mut group = Group {
+            buf: Vec::new(),
+            events: Vec::new(),
+            versions: HashMap::new(),
+            next_position: self.inner.state.read().head + 1,
+            waiting: Vec::new(),
+        };
+        let timestamp = self.inner.options.clock.now().0;
+        for request in requests {
+            if let Some(err) = self.refusal() {
+                let _ = request.reply.send(Err(err));
+                continue;
+            }
+            match self.plan(&request.appends, &group) {
+                Err(err) => {
+                    let _ = request.reply.send(Err(err));
+                }
+                Ok(Plan::AlreadyCommitted(results)) => {
+                    // Its events may be in this very group: answer after the fsync.
+                    group.waiting.push((request.reply, results));
+                }
+                Ok(Plan::Write) => {
+                    let used = self.len + group.buf.len() as u64;
+                    if used > HEADER_LEN as u64
+                        && used + request.encoded_len as u64 > self.inner.options.segment_bytes_max
+                    {
+                        self.flush(&mut group);
+                        if let Err(err) = self.seal_and_start_next() {
+                            let _ = request.reply.send(Err(err));
+                            continue;
+                        }
+                        group.next_position = self.inner.state.read().head + 1;
+                    }
+                    let results = self.encode(&request.appends, &mut group, timestamp);
+                    group.waiting.push((request.reply, results));
+                }
+            }
+        }
+        self.flush(&mut group);
+    }
+
+    /// Checks every stream's expected version against the durable state plus
+    /// this group's earlier appends.
+    fn plan(&self, appends: &[StreamAppend], group: &Group) -> Result<Plan> {
+        let mut replays = Vec::new();
+        let mut conflict = None;
+        for append in appends {
+            let current = self.current_version(&append.stream_id, group);
+            let count = append.events.len() as u64;
+            let admitted = append.expected.admits(current);
+            let replay_from = match append.expected {
+                ExpectedVersion::Exact(v) if !admitted => Some(v),
+                ExpectedVersion::NoStream if !admitted => Some(0),
+                // With no version to anchor on, a retry is recognised when its
+                // events are the stream's latest.
+                ExpectedVersion::Any | ExpectedVersion::StreamExists if current >= count => {
+                    Some(current - count)
+                }
+                _ => None,
+            };
+            let replay = match replay_from {
+                Some(from) if current >= from + count => {
+                    self.find_committed(append, from, group)?
+                }
+                _ => None,
+            };
+            match (admitted, replay) {
+                (_, Some(result)) => replays.push(result),
+                (true, None) => {}
+                (false, None) => {
+                    conflict.get_or_insert(Error::WrongExpectedVersion {
+                        stream: append.stream_id.clone(),
+                        expected: append.expected,
+                        current,
+                    });
+                }
+            }
+        }
+        if let Some(conflict) = conflict {
+            return Err(conflict);
+        }
+        if replays.len() == appends.len() {
+            return Ok(Plan::AlreadyCommitted(replays));
+        }
+        if let Some(replayed) = replays.first()
+            && let Some(append) = appends.iter().find(|a| a.stream_id == replayed.stream_id)
+        {
+            // Part of a multi-stream append is already committed and part is
+            // not: this cannot be a retry of one atomic append, and writing it
+            // would duplicate the committed part.
+            return Err(Error::WrongExpectedVersion {
+                stream: append.stream_id.clone(),
+                expected: append.expected,
+                current: self.current_version(&append.stream_id, group),
+            });
+        }
+        Ok(Plan::Write)
+    }
+
+    fn current_version(&self, stream_id: &StreamId, group: &Group) -> u64 {
+        group
+            .versions
+            .get(stream_id)
+            .copied()
+            .unwrap_or_else(|| self.inner.state.read().stream_version(stream_id.as_str()))
+    }
+
+    /// If versions `from + 1 ..= from + n` of the stream carry exactly the
+    /// append's event ids, returns where they were committed.
+    fn find_committed(
+        &self,
+        append: &StreamAppend,
+        from: u64,
+        group: &Group,
+    ) -> Result<Option<AppendResult>> {
+        let count = append.events.len() as u64;
+        let durable_version = self
+            .inner
+            .state
+            .read()
+            .stream_version(append.stream_id.as_str());
+        let mut found: Vec<(Uuid, u64, u64)> = Vec::with_capacity(count as usize);
+        if from < durable_version {
+            let n = (durable_version - from).min(count) as usize;
+            let slice = read::read_stream(
+                &self.inner,
+                &append.stream_id,
+                ReadFrom::Version(from + 1),
+                Direction::Forward,
+                n,
+            )?;
+            found.extend(slice.events.iter().map(|e| (e.id, e.version, e.position.0)));
+        }
+        let next_version = from + 1 + found.len() as u64;
+        found.extend(
+            group
+                .events
+                .iter()
+                .filter(|e| {
+                    e.stream_id == append.stream_id
+                        && e.version >= next_version
+                        && e.version <= from + count
+                })
+                .map(|e| (e.id, e.version, e.position)),
+        );
+        let matches = found.len() == append.events.len()
+            && found
+                .iter()
+                .zip(&append.events)
+                .all(|((id, _, _), event)| *id == event.id);
+        if !matches {
+            return Ok(None);
+        }
+        let (first, last) = (found[0], found[found.len() - 1]);
+        Ok(Some(AppendResult {
+            stream_id: append.stream_id.clone(),
+            first_version: first.1,
+            last_version: last.1,
+            first_position: Position(first.2),
+            last_position: Position(last.2),
+            already_committed: true,
+        }))
+    }
+
+    fn encode(
+        &self,
+        appends: &[StreamAppend],
+        group: &mut Group,
+        timestamp: i64,
+    ) -> Vec<AppendResult> {
+        let total: usize = appends.iter().map(|a| a.events.len()).sum();
+        let mut written = 0usize;
+        let mut results = Vec::with_capacity(appends.len());
+        for append in appends {
+            let current = self.current_version(&append.stream_id, group);
+            let first_position = group.next_position;
+            for (i, event) in append.events.iter().enumerate() {
+                written += 1;
+                let offset = (self.len as usize + group.buf.len()) as u32;
+                let record = EventRecord {
+                    flags: if written == total {
+                        FLAG_END_OF_BATCH
+                    } else {
+                        0
+                    },
+                    schema_version: event.schema_version,
+                    position: group.next_position,
+                    version: current + 1 + i as u64,
+                    timestamp,
+                    id: *event.id.as_bytes(),
+                    stream_id: append.stream_id.as_str(),
+                    event_type: &event.event_type,
+                    data: &event.data,
+                    metadata: &event.metadata,
+                };
+                append_frame(&mut group.buf, |b| record.encode(b));
+                group.events.push(PendingEvent {
+                    stream_id: append.stream_id.clone(),
+                    version: record.version,
+                    position: record.position,
+                    offset,
+                    id: event.id,
+                });
+                group.next_position += 1;
+            }
+            let count = append.events.len() as u64;
+            group
+                .versions
+                .insert(append.stream_id.clone(), current + count);
+            results.push(AppendResult {
+                stream_id: append.stream_id.clone(),
+                first_version: current + 1,
+                last_version: current + count,
+                first_position: Position(first_position),
+                last_position: Position(first_position + count - 1),
+                already_committed: false,
+            });
+        }
+        results
+    }
+
+    /// Writes and fsyncs the group's bytes, publishes them, then answers.
+    fn flush(&mut self, group: &mut Group) {
+        if !group.buf.is_empty() {
+            let result = self
+                .file
+                .write_all_at(&group.buf, self.len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(e) = result {
+                let reason = format!(
+                    "writing {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
+                    group.buf.len(),
+                    self.path.display(),
+                    self.len
+                );
+                self.poison(reason.clone());
+                for (reply, _) in group.waiting.drain(..) {
+                    let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+                }
+                group.buf.clear();
+                group.events.clear();
+                group.versions.clear();
+                return;
+            }
+            self.len += group.buf.len() as u64;
+            self.publish(group);
+        }
+        for (reply, results) in group.waiting.drain(..) {
+            let _ = reply.send(Ok(results));
+        }
+        group.buf.clear();
+        group.events.clear();
+        group.versions.clear();
+    }
+
+    fn publish(&self, group: &Group) {
+        let Some(last) = group.events.last() else {
+            return;
+        };
+        let head = last.position;
+        {
+            let mut st = self.inner.state.write();
+            for e in &group.events {
+                st.active.positions.push(e.offset);
+                let stream = st
+                    .active
+                    .streams
+                    .entry(e.stream_id.clone())
+                    .or_insert_with(|| ActiveStream {
+                        first_version: e.version,
+                        offsets: Vec::new(),
+                        last_position: e.position,
+                    });
+                stream.offsets.push(e.offset);
+                stream.last_position = e.position;
+                let state = StreamState {
+                    version: e.version,
+                    last_position: e.position,
+                };
+                match st.streams.get_mut(e.stream_id.as_str()) {
+                    Some(s) => *s = state,
+                    None => {
+                        st.streams.insert(e.stream_id.clone(), state);
+                    }
+                }
+            }
+            st.head = head;
+            st.active.durable_len = self.len;
+        }
+        self.inner.head.send_modify(|h| h.position = head);
+    }
+
+    /// Seals the active segment and starts the next, unless the writer has
+    /// already stopped; a failure to do so stops it.
+    fn seal_and_start_next(&mut self) -> Result<()> {
+        if let Some(err) = self.refusal() {
+            return Err(err);
+        }
+        self.roll().map_err(|err| {
+            let reason = format!("sealing segment {} failed: {err}", self.number);
+            self.poison(reason.clone());
+            Error::Poisoned(reason)
+        })
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "the writer stopped accepting appends");
+        self.inner.failure.lock().get_or_insert(reason);
+    }
+
+    /// Seals the active segment (index and bloom filter written durably
+    /// beside it) and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        let dir = self.inner.events_dir.clone();
+        let fs = self.inner.options.fs.clone();
+        let (base, index_bytes, bloom) = {
+            let st = self.inner.state.read();
+            let active = &st.active;
+            let inputs: Vec<StreamInput<'_>> = active
+                .streams
+                .iter()
+                .map(|(id, s)| StreamInput {
+                    stream_id: id.as_str(),
+                    first_version: s.first_version,
+                    offsets: &s.offsets,
+                    last_rel: (s.last_position - active.base) as u32,
+                })
+                .collect();
+            let bytes = index::encode(
+                self.number,
+                active.base,
+                self.len,
+                &active.positions,
+                &inputs,
+            );
+            let mut bloom =
+                BloomFilter::with_capacity(inputs.len(), self.inner.options.bloom_bits_per_stream);
+            for input in &inputs {
+                bloom.insert(input.stream_id);
+            }
+            (active.base, bytes, bloom)
+        };
+        write_file_durably(
+            fs.as_ref(),
+            &dir,
+            &index_file_name(self.number),
+            &index_bytes,
+        )?;
+        write_file_durably(
+            fs.as_ref(),
+            &dir,
+            &bloom_file_name(self.number),
+            &bloom.encode(self.number),
+        )?;
+        let index_path = dir.join(index_file_name(self.number));
+        let index_file = fs
+            .open(&index_path, false)
+            .map_err(|e| Error::io(format!("opening {}", index_path.display()), e))?;
+        let index_map = mmap::map_whole_file(index_file.std_file())
+            .map_err(|e| Error::io(format!("mapping {}", index_path.display()), e))?;
+        let index = IndexView::parse(index_map)
+            .map_err(|detail| Error::corruption(&index_path, 0, detail))?;
+        let data = mmap::map_whole_file(self.file.std_file())
+            .map_err(|e| Error::io(format!("mapping {}", self.path.display()), e))?;
+        let sealed = SealedSegment {
+            base,
+            count: index.meta().event_count,
+            path: self.path.clone(),
+            data,
+            index,
+            bloom,
+        };
+
+        let next_base = base + sealed.count;
+        let next_number = self.number + 1;
+        let (path, file) = create_segment(
+            fs.as_ref(),
+            &dir,
+            next_number,
+            next_base,
+            self.inner.options.clock.now().0,
+        )?;
+        let reserve = self.inner.options.segment_bytes_max
+            + self.inner.options.limits.append_bytes_max as u64;
+        let map = mmap::map_growing_file(file.std_file(), reserve)
+            .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+        {
+            let mut st = self.inner.state.write();
+            st.sealed_bytes += sealed.data.len() as u64;
+            st.sealed.push(Arc::new(sealed));
+            st.active = ActiveSegment {
+                number: next_number,
+                base: next_base,
+                path: path.clone(),
+                map,
+                durable_len: HEADER_LEN as u64,
+                positions: Vec::new(),
+                streams: HashMap::new(),
+            };
+        }
+        tracing::debug!(segment = self.number, "sealed segment");
+        self.file = file;
+        self.number = next_number;
+        self.path = path;
+        self.len = HEADER_LEN as u64;
+        Ok(())
+    }
+}
+
+/// Bytes an append takes on disk.
+pub(crate) fn encoded_len(appends: &[StreamAppend]) -> usize {
+    appends
+        .iter()
+        .map(|a| {
+            a.events
+                .iter()
+                .map(|e| {
+                    FRAME_HEADER_LEN
+                        + crate::format::event::EVENT_FIXED_LEN
+                        + a.stream_id.as_str().len()
+                        + e.event_type.len()
+                        + e.data.len()
+                        + e.metadata.len()
+                })
+                .sum::<usize>()
+        })
+        .sum()
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the store tests.
+
+use std::path::Path;
+
+use event_store::{
+    EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Store, StoreOptions, StreamId,
+};
+
+/// Options with tiny segments so that tests roll over often.
+pub fn small_segments() -> StoreOptions {
+    StoreOptions {
+        segment_bytes_max: 4096,
+        ..StoreOptions::default()
+    }
+}
+
+pub fn sid(s: &str) -> StreamId {
+    StreamId::new(s).expect("valid stream id")
+}
+
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new(
+        "Happened",
+        format!(r#"{{"n":{n},"pad":"{}"}}"#, "x".repeat(40)),
+    )
+}
+
+pub async fn open(dir: &Path, options: StoreOptions) -> Store {
+    Store::open(dir, options).await.expect("open store")
+}
+
+/// Every event of the log.
+pub async fn read_everything(store: &Store) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    let mut next = Position::START;
+    loop {
+        let page = store.read_all(next, 1000).await.expect("read_all");
+        let Some(last) = page.last() else { break };
+        next = last.position.next();
+        out.extend(page);
+    }
+    out
+}
+
+/// Appends `batches` batches of `size` events to `stream`, one after another.
+pub async fn fill(store: &Store, stream: &str, batches: u64, size: u64) {
+    let id = sid(stream);
+    for b in 0..batches {
+        let events = (0..size).map(|i| event(b * size + i)).collect();
+        store
+            .append(&id, ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+}
+
+/// Copies a data directory (files only, two levels) for destructive tests.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Injected I/O failures: a failed write or fsync stops the writer for good
+//! (it is never retried as if the data were safe), nothing unacknowledged is
+//! reported as written, and reopening recovers every acknowledged event.
+
+use std::sync::Arc;
+
+use event_store::fs::FaultyFs;
+use event_store::{Error, EventStore, ExpectedVersion, Position, StoreOptions};
+
+use crate::common::{event, open, read_everything, sid};
+
+fn faulty(fs: &FaultyFs) -> StoreOptions {
+    StoreOptions {
+        segment_bytes_max: 4096,
+        fs: Arc::new(fs.clone()),
+        ..StoreOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fsync_poisons_the_writer_until_reopen() {
+    for ops_before_failure in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let store = open(dir.path(), faulty(&fs)).await;
+        let s = sid("acct");
+        for i in 0..20 {
+            store
+                .append(&s, ExpectedVersion::Exact(i), vec![event(i)])
+                .await
+                .unwrap();
+        }
+        let acked = read_everything(&store).await;
+
+        fs.fail_after(ops_before_failure);
+        let mut failed = 0;
+        for i in 20..40 {
+            match store.append(&s, ExpectedVersion::Any, vec![event(i)]).await {
+                Ok(_) => {}
+                Err(Error::Poisoned(reason)) => {
+                    assert!(reason.contains("injected I/O failure"), "{reason}");
+                    failed += 1;
+                    break;
+                }
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        assert_eq!(failed, 1, "the injected failure must surface");
+        // Healing the disk does not make the writer trust it again.
+        fs.heal();
+        assert!(matches!(
+            store
+                .append(&s, ExpectedVersion::Any, vec![event(99)])
+                .await,
+            Err(Error::Poisoned(_))
+        ));
+        assert!(store.health().is_err());
+        assert!(store.stats().await.unwrap().read_only_reason.is_some());
+        // What was acknowledged is still readable.
+        let now = read_everything(&store).await;
+        assert_eq!(now[..acked.len()], acked[..]);
+        let acked_now = now;
+        store.close().await.unwrap();
+        drop(store);
+
+        // Power cut: unsynced bytes vanish (half of them survive, torn).
+        fs.crash(|_, unsynced| unsynced / 2).unwrap();
+        let store = open(dir.path(), faulty(&fs)).await;
+        let recovered = read_everything(&store).await;
+        assert_eq!(
+            recovered, acked_now,
+            "ops before failure: {ops_before_failure}"
+        );
+        let r = store
+            .append(&s, ExpectedVersion::Any, vec![event(100)])
+            .await
+            .unwrap();
+        assert_eq!(r.first_position, Position(recovered.len() as u64 + 1));
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unacknowledged_batch_is_all_there_or_not_at_all_after_a_crash() {
+    for keep in [0u64, 1, 13, 200, u64::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let store = open(dir.path(), faulty(&fs)).await;
+        let s = sid("batchy");
+        store
+            .append(&s, ExpectedVersion::NoStream, vec![event(0)])
+            .await
+            .unwrap();
+        // The write succeeds, the fsync fails: the batch is not acknowledged.
+        fs.fail_after(1);
+        let batch: Vec<_> = (1..=5).map(event).collect();
+        let ids: Vec<_> = batch.iter().map(|e| e.id).collect();
+        assert!(
+            store
+                .append(&s, ExpectedVersion::Exact(1), batch)
+                .await
+                .is_err()
+        );
+        store.close().await.unwrap();
+        drop(store);
+        fs.crash(|_, unsynced| keep.min(unsynced)).unwrap();
+
+        let store = open(dir.path(), faulty(&fs)).await;
+        let log = read_everything(&store).await;
+        match log.len() {
+            1 => {}
+            6 => assert_eq!(log[1..].iter().map(|e| e.id).collect::<Vec<_>>(), ids),
+            n => panic!("keep {keep}: {n} events: a batch was partly recovered"),
+        }
+        store.close().await.unwrap();
+    }
+}

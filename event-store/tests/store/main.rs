@@ -1,0 +1,18 @@
+//! Integration tests of the embedded event store against the real filesystem.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
+mod basics;
+mod common;
+mod concurrency;
+mod crash;
+mod faults;
+mod model;
+mod personal;
+mod recovery;
+mod remote;
+mod subscriptions;

@@ -1,0 +1,336 @@
+//! The store over HTTP: the remote client against the real server on
+//! loopback behaves like the embedded store, and a subscription survives a
+//! dropped connection with no gap and no duplicate.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_store::remote::{ServerConfig, router};
+use event_store::{
+    Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, RemoteOptions,
+    RemoteStore, Store, StoreOptions, StreamAppend,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::common::{event, open, sid, small_segments};
+
+/// A store served over HTTP on an ephemeral loopback port.
+struct Served {
+    store: Store,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(options: StoreOptions, config: ServerConfig) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), options).await;
+    let app = router(Arc::new(store.clone()), config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Served {
+        store,
+        addr,
+        _dir: dir,
+    }
+}
+
+async fn client(addr: SocketAddr) -> RemoteStore {
+    RemoteStore::connect(&format!("http://{addr}"), RemoteOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_client_behaves_like_the_embedded_store() {
+    let served = serve(small_segments(), ServerConfig::default()).await;
+    let remote = client(served.addr).await;
+    let s = sid("order-1");
+
+    let first = remote
+        .append(&s, ExpectedVersion::NoStream, vec![event(1), event(2)])
+        .await
+        .unwrap();
+    assert_eq!((first.first_version, first.last_position), (1, Position(2)));
+    // Idempotent retry and a real conflict, with the current version.
+    let again = remote
+        .append(&s, ExpectedVersion::NoStream, vec![event(1)])
+        .await;
+    match again {
+        Err(Error::WrongExpectedVersion {
+            stream,
+            current,
+            expected,
+        }) => {
+            assert_eq!(
+                (stream, current, expected),
+                (s.clone(), 2, ExpectedVersion::NoStream)
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let batch = vec![event(3)];
+    remote
+        .append(&s, ExpectedVersion::Exact(2), batch.clone())
+        .await
+        .unwrap();
+    let replay = remote
+        .append(&s, ExpectedVersion::Exact(2), batch)
+        .await
+        .unwrap();
+    assert!(replay.already_committed);
+
+    // Multi-stream appends are atomic over the wire too.
+    let stale = remote
+        .append_many(vec![
+            StreamAppend::new(sid("a"), ExpectedVersion::NoStream, vec![event(1)]),
+            StreamAppend::new(s.clone(), ExpectedVersion::Exact(1), vec![event(1)]),
+        ])
+        .await;
+    assert!(matches!(stale, Err(Error::WrongExpectedVersion { .. })));
+    let ok = remote
+        .append_many(vec![
+            StreamAppend::new(sid("a"), ExpectedVersion::NoStream, vec![event(1)]),
+            StreamAppend::new(s.clone(), ExpectedVersion::Exact(3), vec![event(4)]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ok.len(), 2);
+
+    // Reads match the embedded store's, field for field.
+    let local = served
+        .store
+        .read_stream(&s, ReadFrom::End, Direction::Backward, 10)
+        .await
+        .unwrap();
+    let over_http = remote
+        .read_stream(&s, ReadFrom::End, Direction::Backward, 10)
+        .await
+        .unwrap();
+    assert_eq!(over_http, local);
+    assert_eq!(
+        remote.read_all(Position::START, 100).await.unwrap(),
+        served.store.read_all(Position::START, 100).await.unwrap()
+    );
+    assert_eq!(remote.head().await.unwrap(), Position(5));
+    assert_eq!(remote.stats().await.unwrap().events, 5);
+
+    // Snapshots and one-round-trip loads.
+    assert_eq!(remote.load_snapshot(&s).await.unwrap(), None);
+    remote
+        .save_snapshot(&s, 2, 7, Bytes::from_static(b"\x00binary\xffstate"))
+        .await
+        .unwrap();
+    let snap = remote.load_snapshot(&s).await.unwrap().unwrap();
+    assert_eq!(
+        (snap.version, snap.schema_version, &snap.state[..]),
+        (2, 7, &b"\x00binary\xffstate"[..])
+    );
+    let loaded = remote.load(&s, Some(7)).await.unwrap();
+    assert_eq!(loaded.snapshot.map(|s| s.version), Some(2));
+    assert_eq!(
+        loaded.events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(loaded.version, 4);
+
+    // Bad input comes back as the same errors.
+    assert!(matches!(
+        remote.read_all(Position::START, 1_000_000).await,
+        Err(Error::LimitExceeded {
+            limit: "read_count_max",
+            ..
+        })
+    ));
+    assert!(matches!(
+        remote
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                vec![event_store::NewEvent::new("T", "{bad")]
+            )
+            .await,
+        Err(Error::InvalidAppend(_))
+    ));
+    assert!(remote.ready().await.is_ok());
+}
+
+#[tokio::test]
+async fn a_token_protects_everything_but_health() {
+    let served = serve(
+        StoreOptions::default(),
+        ServerConfig {
+            token: Some("s3cret".into()),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let url = format!("http://{}", served.addr);
+    assert!(matches!(
+        RemoteStore::connect(&url, RemoteOptions::default()).await,
+        Err(Error::Remote(_))
+    ));
+    let http = reqwest::Client::new();
+    let live = http.get(format!("{url}/health/live")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let denied = http.get(format!("{url}/head")).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(
+        denied.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let remote = RemoteStore::connect(
+        &url,
+        RemoteOptions {
+            token: Some("s3cret".into()),
+            ..RemoteOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    remote
+        .append(&sid("x"), ExpectedVersion::Any, vec![event(1)])
+        .await
+        .unwrap();
+}
+
+/// A TCP proxy whose connections can be cut, to drop a subscription's
+/// connection without stopping the server.
+async fn cuttable_proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cuts) = watch::channel(0u64);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let mut cuts = cuts.clone();
+            cuts.borrow_and_update();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cuts.changed() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplicate() {
+    let served = serve(StoreOptions::default(), ServerConfig::default()).await;
+    let (proxy, cut) = cuttable_proxy(served.addr).await;
+    let remote = RemoteStore::connect(
+        &format!("http://{proxy}"),
+        RemoteOptions {
+            subscription_buffer: 8,
+            ..RemoteOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    for i in 0..100 {
+        served
+            .store
+            .append(
+                &sid(&format!("order-{}", i % 3)),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .await
+            .unwrap();
+    }
+    let mut sub = remote
+        .subscribe(Position(5), EventFilter::all())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 40 {
+        seen.push(sub.next().await.unwrap().unwrap().position.0);
+    }
+    // Drop every connection, twice, while more events are appended.
+    for round in 0..2u64 {
+        cut.send_replace(round + 1);
+        for i in 0..50 {
+            served
+                .store
+                .append(&sid("order-late"), ExpectedVersion::Any, vec![event(i)])
+                .await
+                .unwrap();
+        }
+        while seen.len() < 60 + 50 * round as usize {
+            let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+                .await
+                .expect("the subscription resumes")
+                .unwrap()
+                .unwrap();
+            seen.push(e.position.0);
+        }
+    }
+    while seen.len() < 196 {
+        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
+            .await
+            .expect("the subscription resumes")
+            .unwrap()
+            .unwrap();
+        seen.push(e.position.0);
+    }
+    assert_eq!(seen, (5..=200).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn remote_subscriptions_filter_on_the_server() {
+    let served = serve(StoreOptions::default(), ServerConfig::default()).await;
+    let remote = client(served.addr).await;
+    for i in 0..10 {
+        let stream = if i % 2 == 0 { "order-1" } else { "customer-1" };
+        remote
+            .append(&sid(stream), ExpectedVersion::Any, vec![event(i)])
+            .await
+            .unwrap();
+    }
+    let mut sub = remote
+        .subscribe(Position::START, EventFilter::stream_prefix("customer-"))
+        .await
+        .unwrap();
+    for expected in [2u64, 4, 6, 8, 10] {
+        assert_eq!(
+            sub.next().await.unwrap().unwrap().position,
+            Position(expected)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_api_is_described_at_openapi_json() {
+    let served = serve(StoreOptions::default(), ServerConfig::default()).await;
+    let doc: serde_json::Value = reqwest::get(format!("http://{}/openapi.json", served.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/streams/{stream}",
+        "/transactions",
+        "/all",
+        "/subscriptions",
+        "/health/ready",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from {}",
+            doc["paths"]
+        );
+    }
+    assert!(doc["components"]["schemas"].get("Problem").is_some());
+}

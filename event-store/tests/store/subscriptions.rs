@@ -1,0 +1,166 @@
+//! Subscriptions: catch-up then live with no gap or duplicate, filters, slow
+//! consumers that hold up nobody, and closing.
+
+use std::time::Duration;
+
+use event_store::{Error, EventFilter, EventStore, ExpectedVersion, Position, StoreOptions};
+
+use crate::common::{event, fill, open, sid, small_segments};
+
+#[tokio::test]
+async fn catch_up_then_live_without_gap_or_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_segments()).await;
+    fill(&store, "a", 30, 2).await;
+    let mut sub = store
+        .subscribe(Position(11), EventFilter::all())
+        .await
+        .unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                store
+                    .append(&sid("b"), ExpectedVersion::Any, vec![event(i)])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for expected in 11..=100u64 {
+        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("an event arrives")
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.position, Position(expected));
+    }
+    writer.await.unwrap();
+    // Nothing more is delivered until something is appended.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), sub.next())
+            .await
+            .is_err()
+    );
+    store
+        .append(&sid("c"), ExpectedVersion::Any, vec![event(0)])
+        .await
+        .unwrap();
+    let e = sub.next().await.unwrap().unwrap();
+    assert_eq!(e.position, Position(101));
+}
+
+#[tokio::test]
+async fn a_subscription_from_the_future_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    fill(&store, "a", 3, 1).await;
+    let mut sub = store
+        .subscribe(Position(6), EventFilter::all())
+        .await
+        .unwrap();
+    fill(&store, "a", 4, 1).await;
+    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(6));
+    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(7));
+}
+
+#[tokio::test]
+async fn filters_select_by_stream_prefix_and_event_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    for i in 0..10 {
+        let mut e = event(i);
+        e.event_type = if i % 2 == 0 {
+            "Placed".into()
+        } else {
+            "Cancelled".into()
+        };
+        let stream = if i % 3 == 0 { "order-1" } else { "customer-1" };
+        store
+            .append(&sid(stream), ExpectedVersion::Any, vec![e])
+            .await
+            .unwrap();
+    }
+    let mut orders = store
+        .subscribe(Position::START, EventFilter::stream_prefix("order-"))
+        .await
+        .unwrap();
+    for expected in [1u64, 4, 7, 10] {
+        assert_eq!(
+            orders.next().await.unwrap().unwrap().position,
+            Position(expected)
+        );
+    }
+    let mut placed = store
+        .subscribe(
+            Position::START,
+            EventFilter {
+                stream_prefixes: vec!["customer-".into()],
+                event_types: vec!["Placed".into()],
+            },
+        )
+        .await
+        .unwrap();
+    for expected in [3u64, 5, 9] {
+        assert_eq!(
+            placed.next().await.unwrap().unwrap().position,
+            Position(expected)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_holds_up_no_append_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            subscription_buffer: 4,
+            ..StoreOptions::default()
+        },
+    )
+    .await;
+    let mut stalled = store
+        .subscribe(Position::START, EventFilter::all())
+        .await
+        .unwrap();
+    // Nobody reads `stalled` while 2,000 events are appended.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for i in 0..200 {
+            let events = (0..10).map(|n| event(i * 10 + n)).collect();
+            store
+                .append(&sid("busy"), ExpectedVersion::Any, events)
+                .await
+                .unwrap();
+        }
+    })
+    .await
+    .expect("appends are not held up by a subscriber that does not read");
+    for expected in 1..=2000u64 {
+        assert_eq!(
+            stalled.next().await.unwrap().unwrap().position,
+            Position(expected)
+        );
+    }
+}
+
+#[tokio::test]
+async fn closing_the_store_ends_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    fill(&store, "a", 1, 1).await;
+    let mut sub = store
+        .subscribe(Position::START, EventFilter::all())
+        .await
+        .unwrap();
+    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(1));
+    store.close().await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("the subscription ends");
+    assert!(matches!(end, Some(Err(Error::Closed))), "{end:?}");
+    assert!(matches!(
+        store.subscribe(Position::START, EventFilter::all()).await,
+        Err(Error::Closed)
+    ));
+}

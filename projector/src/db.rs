@@ -1,0 +1,436 @@
+//! The view database: a SQLite file (WAL mode) or a PostgreSQL database,
+//! reached through sqlx's `Any` driver so that projections and queries are
+//! written once for both. Opening applies the schema in `migrations/` with
+//! sqlx's migrator, which records what it applied and is a no-op the second
+//! time.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::checkpoint::{self, Checkpoint, Track};
+use crate::error::{Error, Result};
+
+/// The file name of the SQLite view database inside a data directory.
+pub const SQLITE_FILE_NAME: &str = "views.sqlite";
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The SQL dialect of the view database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to open the view database.
+#[derive(Debug, Clone)]
+pub struct ViewDbOptions {
+    /// Connections in the pool.
+    pub max_connections: u32,
+    /// How long to wait for a free connection before failing the request.
+    pub acquire_timeout: Duration,
+    /// SQLite only: how long a writer waits for another process's write
+    /// transaction before giving up with "database is locked".
+    pub sqlite_busy_timeout: Duration,
+    /// PostgreSQL only: the schema that holds the views (created if
+    /// missing). `None` uses the server's search path.
+    pub postgres_schema: Option<String>,
+}
+
+impl Default for ViewDbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(10),
+            postgres_schema: None,
+        }
+    }
+}
+
+/// A handle on the view database: a connection pool plus what the projector
+/// needs to write safely. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ViewDb {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// SQLite admits one writer at a time. Writers of this process queue
+    /// here instead of polling the file lock, which would add sleeps of up
+    /// to 100 ms under contention; other processes are still kept apart by
+    /// SQLite's own lock and the busy timeout.
+    write_gate: Arc<Mutex<()>>,
+    description: String,
+}
+
+/// A write transaction on the view database. Dropping it without
+/// [`WriteTx::commit`] rolls it back.
+#[derive(Debug)]
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// The connection, for queries inside the transaction.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+impl ViewDb {
+    /// Opens `sqlite://<path>` (the file is created if missing) or
+    /// `postgres://...` / `postgresql://...`, then applies the schema.
+    pub async fn open(url: &str) -> Result<ViewDb> {
+        ViewDb::open_with(url, ViewDbOptions::default()).await
+    }
+
+    /// Opens the SQLite view database of a data directory.
+    pub async fn open_in_data_dir(data_dir: &Path) -> Result<ViewDb> {
+        ViewDb::open(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?).await
+    }
+
+    pub async fn open_with(url: &str, options: ViewDbOptions) -> Result<ViewDb> {
+        sqlx::any::install_default_drivers();
+        if options.max_connections == 0 {
+            return Err(Error::InvalidOptions(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        let (dialect, connect_url) = parse_url(url)?;
+        let description = redact(url);
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let busy_ms = options.sqlite_busy_timeout.as_millis();
+                // Per connection: WAL lets readers run beside the writer and
+                // see the last committed batch; NORMAL syncs at WAL
+                // checkpoints only, and a commit lost to a power cut takes
+                // its checkpoint row with it, so the batch is simply applied
+                // again. The pragma text is built from a number only.
+                let pragmas = format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {busy_ms};"
+                );
+                pool_options
+                    .after_connect(move |conn, _| {
+                        let pragmas = pragmas.clone();
+                        Box::pin(async move {
+                            conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&connect_url)
+                    .await?
+            }
+            Dialect::Postgres => {
+                let schema = match &options.postgres_schema {
+                    Some(schema) => Some(checked_identifier(schema)?),
+                    None => None,
+                };
+                if let Some(schema) = &schema {
+                    // The schema must exist before connections point their
+                    // search path at it.
+                    let mut conn =
+                        <AnyConnection as sqlx::Connection>::connect(&connect_url).await?;
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+                    )))
+                    .await?;
+                    sqlx::Connection::close(conn).await?;
+                }
+                pool_options
+                    .after_connect(move |conn, _| {
+                        let schema = schema.clone();
+                        Box::pin(async move {
+                            if let Some(schema) = schema {
+                                conn.execute(sqlx::AssertSqlSafe(format!(
+                                    "SET search_path TO \"{schema}\""
+                                )))
+                                .await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&connect_url)
+                    .await?
+            }
+        };
+        let migrator = match dialect {
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        tracing::debug!(database = %description, "view database open, schema up to date");
+        Ok(ViewDb {
+            inner: Arc::new(Inner {
+                pool,
+                dialect,
+                write_gate: Arc::new(Mutex::new(())),
+                description,
+            }),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.inner.dialect
+    }
+
+    /// The connection pool, for reads.
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    /// The URL the database was opened with, without its password.
+    pub fn description(&self) -> &str {
+        &self.inner.description
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes can
+    /// never fail halfway because another writer committed in between.
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        match self.inner.dialect {
+            Dialect::Sqlite => {
+                let gate = self.inner.write_gate.clone().lock_owned().await;
+                let tx = self.inner.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(WriteTx {
+                    tx,
+                    _gate: Some(gate),
+                })
+            }
+            Dialect::Postgres => Ok(WriteTx {
+                tx: self.inner.pool.begin().await?,
+                _gate: None,
+            }),
+        }
+    }
+
+    /// Starts a read-only transaction whose statements all see one snapshot
+    /// of the database: a page of rows and the checkpoint read beside it
+    /// describe the same moment.
+    pub async fn begin_read(&self) -> Result<Transaction<'static, Any>> {
+        Ok(match self.inner.dialect {
+            // A deferred SQLite transaction takes its WAL snapshot at the
+            // first read and keeps it to the end.
+            Dialect::Sqlite => self.inner.pool.begin_with("BEGIN").await?,
+            Dialect::Postgres => {
+                self.inner
+                    .pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?
+            }
+        })
+    }
+
+    /// A projection's checkpoint for one track.
+    pub async fn checkpoint(&self, projection: &str, track: Track) -> Result<Option<Checkpoint>> {
+        let mut conn = self.inner.pool.acquire().await?;
+        checkpoint::load(&mut conn, projection, track).await
+    }
+
+    /// Every checkpoint in the database.
+    pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>> {
+        let mut conn = self.inner.pool.acquire().await?;
+        checkpoint::load_all(&mut conn).await
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}
+
+/// The `sqlite://` URL of a file path, percent-encoding the characters a URL
+/// would otherwise take for its own.
+pub fn sqlite_url(path: &Path) -> Result<String> {
+    let text = path.to_str().ok_or_else(|| Error::InvalidUrl {
+        url: path.display().to_string(),
+        reason: "the path is not valid UTF-8".into(),
+    })?;
+    let mut encoded = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' | '?' | '#' | ' ' | '"' | '<' | '>' | '`' | '{' | '}' => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    encoded.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => encoded.push(c),
+        }
+    }
+    Ok(format!("sqlite://{encoded}"))
+}
+
+/// Splits a view database URL into its dialect and the URL to connect with.
+fn parse_url(url: &str) -> Result<(Dialect, String)> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: redact(url),
+        reason: reason.into(),
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Dialect::Postgres, url.to_owned()));
+    }
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Err(invalid(
+            "expected sqlite://<path> or postgres://<user>@<host>/<database>",
+        ));
+    };
+    let (path, params) = match rest.split_once('?') {
+        Some((path, params)) => (path, Some(params)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(invalid("the SQLite file path is empty"));
+    }
+    if path == ":memory:" || params.is_some_and(|p| p.contains("mode=memory")) {
+        // Each pooled connection would get a database of its own.
+        return Err(invalid(
+            "an in-memory database cannot be shared by the projector and the query API; use a file",
+        ));
+    }
+    let params = match params {
+        Some(p) if p.contains("mode=") => p.to_owned(),
+        Some(p) if !p.is_empty() => format!("{p}&mode=rwc"),
+        _ => "mode=rwc".to_owned(),
+    };
+    Ok((Dialect::Sqlite, format!("sqlite://{path}?{params}")))
+}
+
+/// A URL with its password replaced, for logs and status pages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Checks that a name can be put in SQL as a quoted identifier as is.
+pub(crate) fn checked_identifier(name: &str) -> Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::InvalidOptions(format!(
+            "{name:?} is not a valid identifier: use 1 to 63 lowercase ASCII letters, digits and _, not starting with a digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_get_create_mode_and_keep_parameters() {
+        assert_eq!(
+            parse_url("sqlite:///tmp/v.db").unwrap(),
+            (Dialect::Sqlite, "sqlite:///tmp/v.db?mode=rwc".to_owned())
+        );
+        assert_eq!(
+            parse_url("sqlite:rel/v.db?mode=ro").unwrap(),
+            (Dialect::Sqlite, "sqlite://rel/v.db?mode=ro".to_owned())
+        );
+        assert_eq!(
+            parse_url("sqlite://v.db?cache=private").unwrap().1,
+            "sqlite://v.db?cache=private&mode=rwc"
+        );
+    }
+
+    #[test]
+    fn postgres_urls_pass_through_and_others_are_refused() {
+        assert_eq!(
+            parse_url("postgresql://u@h/db").unwrap().0,
+            Dialect::Postgres
+        );
+        for bad in [
+            "mysql://x/y",
+            "views.db",
+            "sqlite://",
+            "sqlite::memory:",
+            "sqlite://x.db?mode=memory",
+        ] {
+            assert!(
+                matches!(parse_url(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://user:secret@host:5432/db"),
+            "postgres://user:***@host:5432/db"
+        );
+        assert_eq!(redact("postgres://user@host/db"), "postgres://user@host/db");
+        assert_eq!(redact("sqlite:///a/b"), "sqlite:///a/b");
+    }
+
+    #[test]
+    fn file_paths_become_urls_with_reserved_characters_encoded() {
+        assert_eq!(
+            sqlite_url(Path::new("/data dir/v#1?.db")).unwrap(),
+            "sqlite:///data%20dir/v%231%3F.db"
+        );
+    }
+
+    #[test]
+    fn identifiers_are_checked() {
+        assert!(checked_identifier("views_1").is_ok());
+        for bad in ["", "1abc", "Views", "a-b", "a\"b", &"x".repeat(64)] {
+            assert!(checked_identifier(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! RFC 9457 problem documents, shared by the admin and query APIs.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The problem `type` URIs of the read side, one per kind of error.
+pub mod problem_type {
+    pub const INVALID_REQUEST: &str = "urn:annals:problem:invalid-request";
+    pub const NOT_FOUND: &str = "urn:annals:problem:not-found";
+    pub const CONFLICT: &str = "urn:annals:problem:conflict";
+    pub const NOT_YET_VISIBLE: &str = "urn:annals:problem:position-not-yet-visible";
+    pub const PROJECTION_FAILED: &str = "urn:annals:problem:projection-failed";
+    pub const UNAVAILABLE: &str = "urn:annals:problem:unavailable";
+    pub const INTERNAL: &str = "urn:annals:problem:internal";
+}
+
+/// An RFC 9457 problem document: `type`, `title`, `status`, `detail` and
+/// extension members, sent as `application/problem+json`, with optional
+/// extra headers (e.g. `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub problem_type: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub extensions: Map<String, Value>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    problem_type: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(flatten)]
+    extensions: &'a Map<String, Value>,
+}
+
+impl Problem {
+    pub fn new(
+        status: StatusCode,
+        problem_type: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            problem_type,
+            title,
+            detail: detail.into(),
+            extensions: Map::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            problem_type::INVALID_REQUEST,
+            "Invalid request",
+            detail,
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            problem_type::NOT_FOUND,
+            "Not found",
+            detail,
+        )
+    }
+
+    /// A failure of the server, logged here once; the client learns only
+    /// that it happened.
+    pub fn internal(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            problem_type::INTERNAL,
+            "Internal error",
+            "the server could not answer; the error is in its log",
+        )
+    }
+
+    /// Adds an extension member.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extensions.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&Body {
+            problem_type: self.problem_type,
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            extensions: &self.extensions,
+        })
+        .unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        response
+    }
+}
+
+/// Answers every unknown route with a problem document instead of an empty
+/// 404.
+pub async fn no_route(uri: axum::http::Uri) -> Problem {
+    Problem::not_found(format!("no resource at {}", uri.path()))
+}
+
+/// Turns axum's rejections of a malformed path or query into problem
+/// documents.
+pub fn rejection(detail: impl std::fmt::Display) -> Problem {
+    Problem::bad_request(detail.to_string())
+}

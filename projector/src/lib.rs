@@ -1,0 +1,49 @@
+//! The read side of annals: projections fold the event log into SQL view
+//! tables, SQLite (embedded default) or PostgreSQL.
+//!
+//! - A [`Projection`] names the event types it wants and applies batches of
+//!   them to its tables inside a transaction it is given ([`ViewTx`]). Adding
+//!   one means implementing the trait and registering it with the
+//!   [`ProjectorBuilder`]; the projector itself does not change.
+//! - The [`Projector`] follows the store ([`event_store::EventStore`], local
+//!   or remote) from each projection's [`Checkpoint`] and writes the
+//!   checkpoint in the same transaction as the view rows of every batch:
+//!   delivery is at least once, the effect exactly once. Positions must be
+//!   contiguous; a gap is an error, never skipped over.
+//! - A handler that fails on an event (a poison event) stops its projection
+//!   only, with the position and error in its status, until an operator
+//!   resumes it or skips the event.
+//! - A rebuild replays the whole log into shadow tables while the live ones
+//!   keep serving, then swaps them in within one transaction. A projection
+//!   whose version changed is rebuilt at start.
+//! - [`ViewDb`] opens the view database and applies the schema in
+//!   `migrations/<backend>/` idempotently.
+//!
+//! The query API reads the tables; it never reads the event store.
+
+mod admin;
+mod checkpoint;
+mod db;
+mod error;
+pub mod generator;
+pub mod http;
+pub mod personal;
+mod projection;
+mod projector;
+mod rate;
+pub mod reference;
+mod runner;
+mod swap;
+mod tables;
+pub mod time;
+
+pub use admin::router as admin_router;
+pub use checkpoint::{Checkpoint, Track, TrackState};
+pub use db::{Dialect, ViewDb, ViewDbOptions, WriteTx};
+pub use error::{Error, Result, is_transient_sql};
+pub use projection::{ApplyError, Projection, ViewTx};
+pub use projector::{
+    ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions, RebuildPhase,
+    RebuildProgress, RebuildReport, RebuildStatus,
+};
+pub use tables::SHADOW_SUFFIX;

@@ -1,0 +1,324 @@
+//! The `customers` view: one row per registered customer with its credit
+//! position, kept so that "customers whose credit is used up" is the plain
+//! indexed query `WHERE available = 0`.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use event_store::RecordedEvent;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::events::{self, CreditLimitChanged, CreditMovement, CustomerRegistered, OrderRef};
+use super::sql;
+use crate::personal::PersonalData;
+use crate::projection::{ApplyError, Projection, ViewTx};
+
+/// Builds the `customers` table.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomersProjection;
+
+/// The columns of `customers`, in the order rows are read and written.
+pub const COLUMNS: [&str; 16] = [
+    "id",
+    "name",
+    "name_folded",
+    "email",
+    "currency",
+    "credit_limit",
+    "reserved",
+    "available",
+    "orders_placed",
+    "orders_approved",
+    "orders_rejected",
+    "orders_cancelled",
+    "version",
+    "registered_at",
+    "updated_at",
+    "position",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+struct Customer {
+    id: String,
+    personal: PersonalData,
+    currency: String,
+    credit_limit: i64,
+    reserved: i64,
+    placed: i64,
+    approved: i64,
+    rejected: i64,
+    cancelled: i64,
+    version: i64,
+    registered_at: i64,
+    updated_at: i64,
+    position: i64,
+}
+
+impl Customer {
+    /// Credit left: never below zero (a limit lowered under the
+    /// reservations leaves nothing to reserve, not a debt).
+    fn available(&self) -> i64 {
+        self.credit_limit.saturating_sub(self.reserved).max(0)
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        let name: String = row.try_get(1)?;
+        let name_folded: String = row.try_get(2)?;
+        let email: String = row.try_get(3)?;
+        Ok(Self {
+            id: row.try_get(0)?,
+            personal: PersonalData {
+                name,
+                name_folded,
+                email,
+            },
+            currency: row.try_get(4)?,
+            credit_limit: row.try_get(5)?,
+            reserved: row.try_get(6)?,
+            placed: row.try_get(8)?,
+            approved: row.try_get(9)?,
+            rejected: row.try_get(10)?,
+            cancelled: row.try_get(11)?,
+            version: row.try_get(12)?,
+            registered_at: row.try_get(13)?,
+            updated_at: row.try_get(14)?,
+            position: row.try_get(15)?,
+        })
+    }
+
+    /// Marks the row as changed by `event`.
+    fn touched_by(&mut self, event: &RecordedEvent) {
+        if event
+            .stream_id
+            .as_str()
+            .starts_with(events::CUSTOMER_STREAM_PREFIX)
+        {
+            self.version = event.version as i64;
+        }
+        self.updated_at = event.timestamp.0;
+        self.position = event.position.0 as i64;
+    }
+}
+
+/// A decoded event, reduced to what the view needs.
+enum Change {
+    Registered(CustomerRegistered),
+    LimitChanged(CreditLimitChanged),
+    Reserved(CreditMovement),
+    Released(CreditMovement),
+    Placed(OrderRef),
+    Approved(OrderRef),
+    Rejected(OrderRef),
+    Cancelled(OrderRef),
+}
+
+impl Change {
+    fn decode(event: &RecordedEvent) -> Result<Option<Self>, ApplyError> {
+        let bad = |e: serde_json::Error| {
+            ApplyError::event(event, format!("{} does not decode: {e}", event.event_type))
+        };
+        Ok(Some(match event.event_type.as_str() {
+            events::CUSTOMER_REGISTERED => Change::Registered(event.data_as().map_err(bad)?),
+            events::CREDIT_LIMIT_CHANGED => Change::LimitChanged(event.data_as().map_err(bad)?),
+            events::CREDIT_RESERVED => Change::Reserved(event.data_as().map_err(bad)?),
+            events::CREDIT_RELEASED => Change::Released(event.data_as().map_err(bad)?),
+            events::ORDER_PLACED => Change::Placed(event.data_as().map_err(bad)?),
+            events::ORDER_APPROVED => Change::Approved(event.data_as().map_err(bad)?),
+            events::ORDER_REJECTED => Change::Rejected(event.data_as().map_err(bad)?),
+            events::ORDER_CANCELLED => Change::Cancelled(event.data_as().map_err(bad)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    fn customer_id(&self) -> &str {
+        match self {
+            Change::Registered(e) => &e.customer_id,
+            Change::LimitChanged(e) => &e.customer_id,
+            Change::Reserved(e) | Change::Released(e) => &e.customer_id,
+            Change::Placed(e)
+            | Change::Approved(e)
+            | Change::Rejected(e)
+            | Change::Cancelled(e) => &e.customer_id,
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for CustomersProjection {
+    fn name(&self) -> &'static str {
+        "customers"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["customers"]
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            events::CUSTOMER_REGISTERED,
+            events::CREDIT_LIMIT_CHANGED,
+            events::CREDIT_RESERVED,
+            events::CREDIT_RELEASED,
+            events::ORDER_PLACED,
+            events::ORDER_APPROVED,
+            events::ORDER_REJECTED,
+            events::ORDER_CANCELLED,
+        ]
+    }
+
+    async fn apply(&self, tx: &mut ViewTx<'_>, batch: &[RecordedEvent]) -> Result<(), ApplyError> {
+        let table = tx.table("customers")?;
+        let mut changes = Vec::with_capacity(batch.len());
+        for event in batch {
+            if let Some(change) = Change::decode(event)? {
+                changes.push((event, change));
+            }
+        }
+        let mut ids: Vec<&str> = changes.iter().map(|(_, c)| c.customer_id()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut customers: HashMap<String, Customer> = HashMap::with_capacity(ids.len());
+        for row in sql::load_by_ids(tx.conn(), table, &COLUMNS, &ids).await? {
+            let customer = Customer::from_row(&row)?;
+            customers.insert(customer.id.clone(), customer);
+        }
+        let mut changed: Vec<String> = Vec::with_capacity(ids.len());
+        for (event, change) in changes {
+            changed.push(change.customer_id().to_owned());
+            fold(&mut customers, event, change)?;
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        write(tx, table, &changed, &customers).await?;
+        Ok(())
+    }
+}
+
+fn fold(
+    customers: &mut HashMap<String, Customer>,
+    event: &RecordedEvent,
+    change: Change,
+) -> Result<(), ApplyError> {
+    let unknown = |id: &str| {
+        ApplyError::event(
+            event,
+            format!(
+                "{} for customer {id}, who is not registered",
+                event.event_type
+            ),
+        )
+    };
+    if let Change::Registered(e) = change {
+        if customers.contains_key(&e.customer_id) {
+            return Err(ApplyError::event(
+                event,
+                format!("customer {} is already registered", e.customer_id),
+            ));
+        }
+        let mut customer = Customer {
+            id: e.customer_id.clone(),
+            personal: PersonalData::new(&e.name, &e.email),
+            currency: e.credit_limit.currency,
+            credit_limit: e.credit_limit.amount,
+            reserved: 0,
+            placed: 0,
+            approved: 0,
+            rejected: 0,
+            cancelled: 0,
+            version: 0,
+            registered_at: event.timestamp.0,
+            updated_at: 0,
+            position: 0,
+        };
+        customer.touched_by(event);
+        customers.insert(e.customer_id, customer);
+        return Ok(());
+    }
+    let id = change.customer_id().to_owned();
+    let customer = customers.get_mut(&id).ok_or_else(|| unknown(&id))?;
+    let same_currency = |customer: &Customer, currency: &str| {
+        if customer.currency == currency {
+            Ok(())
+        } else {
+            Err(ApplyError::event(
+                event,
+                format!(
+                    "{} in {currency} for customer {id}, whose credit is in {}",
+                    event.event_type, customer.currency
+                ),
+            ))
+        }
+    };
+    match change {
+        Change::Registered(_) => {}
+        Change::LimitChanged(e) => {
+            // A currency change only makes sense with nothing reserved in
+            // the old one.
+            if customer.reserved != 0 {
+                same_currency(customer, &e.credit_limit.currency)?;
+            }
+            customer.currency = e.credit_limit.currency;
+            customer.credit_limit = e.credit_limit.amount;
+        }
+        Change::Reserved(e) => {
+            same_currency(customer, &e.amount.currency)?;
+            customer.reserved = customer.reserved.saturating_add(e.amount.amount);
+        }
+        Change::Released(e) => {
+            same_currency(customer, &e.amount.currency)?;
+            customer.reserved = customer.reserved.saturating_sub(e.amount.amount);
+        }
+        Change::Placed(_) => customer.placed += 1,
+        Change::Approved(_) => customer.approved += 1,
+        Change::Rejected(_) => customer.rejected += 1,
+        Change::Cancelled(_) => customer.cancelled += 1,
+    }
+    customer.touched_by(event);
+    Ok(())
+}
+
+async fn write(
+    tx: &mut ViewTx<'_>,
+    table: &str,
+    changed: &[String],
+    customers: &HashMap<String, Customer>,
+) -> Result<(), ApplyError> {
+    let mut rest: &[String] = changed;
+    for size in sql::chunk_sizes(changed.len(), sql::ROWS_PER_STATEMENT_MAX) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let statement = sql::upsert(table, &COLUMNS, size);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+        for id in chunk {
+            // Every changed id went through `fold`, which created the row
+            // or failed.
+            let c = customers.get(id).ok_or_else(|| {
+                ApplyError::Handler(format!("customer {id} vanished from the batch"))
+            })?;
+            query = query
+                .bind(c.id.clone())
+                .bind(c.personal.name.clone())
+                .bind(c.personal.name_folded.clone())
+                .bind(c.personal.email.clone())
+                .bind(c.currency.clone())
+                .bind(c.credit_limit)
+                .bind(c.reserved)
+                .bind(c.available())
+                .bind(c.placed)
+                .bind(c.approved)
+                .bind(c.rejected)
+                .bind(c.cancelled)
+                .bind(c.version)
+                .bind(c.registered_at)
+                .bind(c.updated_at)
+                .bind(c.position);
+        }
+        query.execute(tx.conn()).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,757 @@
+//! Following the log for one projection track: subscribe from the
+//! checkpoint, gather batches, apply each in one transaction with its
+//! checkpoint, stop on poison events, retry what is transient.
+
+use std::collections::{BTreeSet, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use event_store::{EventFilter, Position, RecordedEvent, Subscription};
+use futures_util::FutureExt;
+use tokio::sync::{Notify, watch};
+
+use crate::checkpoint::{self, TrackState};
+use crate::error::{Error, Result, is_transient_sql};
+use crate::projection::{ApplyError, ViewTx};
+use crate::projector::{Registered, Shared};
+use crate::tables::TableNames;
+
+/// How long a catching-up batch waits for the next event before it commits
+/// what it has: long enough for the store to read its next page, short
+/// enough not to matter at the head.
+const LINGER: Duration = Duration::from_millis(50);
+
+/// Why [`follow`] returned.
+#[derive(Debug)]
+pub(crate) enum FollowEnd {
+    /// The stop signal fired; every started batch was committed or rolled back.
+    Stopped,
+    /// (`until_caught_up` only) the track reached the head of the log.
+    CaughtUp(Position),
+    /// (rebuild track only) the handler failed on an event.
+    Failed { position: Position, reason: String },
+}
+
+/// Progress after a committed batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchDone {
+    pub position: Position,
+    /// The newest head of the log the track knows of.
+    pub head: Position,
+}
+
+/// One projection track and what it needs to run.
+pub(crate) struct TrackRunner<'a> {
+    pub shared: &'a Shared,
+    pub reg: &'a Registered,
+    pub track: checkpoint::Track,
+}
+
+enum Attempt {
+    Committed,
+    /// The checkpoint had moved: reload it.
+    Conflict,
+    /// The handler blamed this event.
+    EventFault {
+        position: Position,
+        reason: String,
+    },
+    /// The handler failed without saying which event.
+    Unattributed(String),
+}
+
+enum Outcome {
+    Committed,
+    Conflict,
+    Failed,
+    Stopped,
+}
+
+impl TrackRunner<'_> {
+    fn tables(&self) -> &TableNames {
+        match self.track {
+            checkpoint::Track::Live => &self.reg.live,
+            checkpoint::Track::Rebuild => &self.reg.shadow,
+        }
+    }
+
+    fn wake(&self) -> &Notify {
+        match self.track {
+            checkpoint::Track::Live => &self.reg.wake_live,
+            checkpoint::Track::Rebuild => &self.reg.wake_rebuild,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        self.reg.name
+    }
+
+    /// Follows the log until stopped (or, with `until_caught_up`, until the
+    /// track reaches the head; or, for a rebuild, until it fails).
+    pub async fn follow(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        until_caught_up: bool,
+        on_batch: &mut (dyn FnMut(BatchDone) + Send),
+    ) -> Result<FollowEnd> {
+        let mut backoff = Backoff::new(self.shared);
+        'reload: loop {
+            if *stop.borrow() {
+                return Ok(FollowEnd::Stopped);
+            }
+            let loaded = self.load_checkpoint().await;
+            let cp = match loaded {
+                Ok(Some(cp)) => cp,
+                Ok(None) if self.track == checkpoint::Track::Rebuild => {
+                    return Err(Error::Conflict {
+                        projection: self.name().into(),
+                        detail: "the rebuild was finished or cancelled elsewhere".into(),
+                    });
+                }
+                Ok(None) => {
+                    let result = self.insert_live_checkpoint().await;
+                    if let Err(e) = result {
+                        self.note_transient(&e.to_string());
+                        if backoff.wait(stop).await {
+                            return Ok(FollowEnd::Stopped);
+                        }
+                    }
+                    continue 'reload;
+                }
+                Err(e) => {
+                    self.note_transient(&e.to_string());
+                    if backoff.wait(stop).await {
+                        return Ok(FollowEnd::Stopped);
+                    }
+                    continue 'reload;
+                }
+            };
+            if cp.state == TrackState::Failed {
+                if self.track == checkpoint::Track::Rebuild {
+                    return Ok(FollowEnd::Failed {
+                        position: cp.error_position.unwrap_or(cp.position.next()),
+                        reason: cp.last_error.unwrap_or_default(),
+                    });
+                }
+                if self.idle(stop).await {
+                    return Ok(FollowEnd::Stopped);
+                }
+                continue 'reload;
+            }
+            if cp.version != self.reg.version {
+                // The tables were built by other code: wait for the rebuild
+                // that replaces them (it wakes this track when it swaps).
+                if self.track == checkpoint::Track::Rebuild {
+                    return Err(Error::Conflict {
+                        projection: self.name().into(),
+                        detail: format!(
+                            "the rebuild in progress is for version {}, this code is version {}",
+                            cp.version, self.reg.version
+                        ),
+                    });
+                }
+                if self.idle(stop).await {
+                    return Ok(FollowEnd::Stopped);
+                }
+                continue 'reload;
+            }
+            let skipped = match self.skipped().await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.note_transient(&e.to_string());
+                    if backoff.wait(stop).await {
+                        return Ok(FollowEnd::Stopped);
+                    }
+                    continue 'reload;
+                }
+            };
+            let mut sub = match self
+                .shared
+                .store
+                .subscribe(cp.position.next(), EventFilter::all())
+                .await
+            {
+                Ok(sub) => sub,
+                Err(e) => {
+                    self.note_transient(&format!("subscribing to the event store: {e}"));
+                    if backoff.wait(stop).await {
+                        return Ok(FollowEnd::Stopped);
+                    }
+                    continue 'reload;
+                }
+            };
+            let mut position = cp.position;
+            let mut head = position;
+            loop {
+                if until_caught_up {
+                    match self.shared.store.head().await {
+                        Ok(h) => head = head.max(h),
+                        Err(e) => {
+                            self.note_transient(&format!("reading the head of the log: {e}"));
+                            if backoff.wait(stop).await {
+                                return Ok(FollowEnd::Stopped);
+                            }
+                            continue 'reload;
+                        }
+                    }
+                    if position >= head {
+                        return Ok(FollowEnd::CaughtUp(position));
+                    }
+                }
+                let batch = self.collect(&mut sub, &mut head, stop).await;
+                let (events, problem) = check_contiguous(position, batch.events);
+                if let Some(last) = events.last() {
+                    let to = last.position;
+                    let state = match (self.track, batch.drained && problem.is_none()) {
+                        (checkpoint::Track::Rebuild, _) => TrackState::Rebuilding,
+                        (checkpoint::Track::Live, true) => TrackState::Live,
+                        (checkpoint::Track::Live, false) => TrackState::CatchingUp,
+                    };
+                    match self.commit(position, events, state, &skipped, stop).await {
+                        Outcome::Committed => {
+                            backoff.reset();
+                            self.reg.record_progress(self.track, to.0 - position.0);
+                            position = to;
+                            on_batch(BatchDone {
+                                position,
+                                head: head.max(position),
+                            });
+                        }
+                        Outcome::Conflict => continue 'reload,
+                        Outcome::Failed => continue 'reload,
+                        Outcome::Stopped => return Ok(FollowEnd::Stopped),
+                    }
+                }
+                match (problem, batch.end) {
+                    (Some(gap), _) => {
+                        tracing::error!(projection = self.name(), track = self.track.as_str(), %gap, "gap in the event positions; resubscribing from the checkpoint");
+                        self.note_error(&gap.to_string()).await;
+                        if backoff.wait(stop).await {
+                            return Ok(FollowEnd::Stopped);
+                        }
+                        continue 'reload;
+                    }
+                    (None, Some(CollectEnd::Stop)) => return Ok(FollowEnd::Stopped),
+                    (None, Some(CollectEnd::Woken)) => continue 'reload,
+                    (None, Some(CollectEnd::Failed(e))) => {
+                        tracing::warn!(projection = self.name(), error = %e, "subscription ended; resubscribing");
+                        self.note_error(&format!("event store subscription: {e}"))
+                            .await;
+                        if backoff.wait(stop).await {
+                            return Ok(FollowEnd::Stopped);
+                        }
+                        continue 'reload;
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+    }
+
+    /// Waits for a wake-up (resume, skip, swap), a poll tick (the change may
+    /// come from another process) or the stop signal. True when stopped.
+    async fn idle(&self, stop: &mut watch::Receiver<bool>) -> bool {
+        let poll = self.shared.options.failed_poll_interval;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            () = self.wake().notified() => false,
+            () = tokio::time::sleep(poll) => false,
+        }
+    }
+
+    async fn load_checkpoint(&self) -> Result<Option<checkpoint::Checkpoint>> {
+        let mut conn = self.shared.db.pool().acquire().await?;
+        checkpoint::load(&mut conn, self.name(), self.track).await
+    }
+
+    async fn insert_live_checkpoint(&self) -> Result<()> {
+        let mut tx = self.shared.db.begin_write().await?;
+        checkpoint::insert_if_missing(
+            tx.conn(),
+            self.name(),
+            checkpoint::Track::Live,
+            self.reg.version,
+            TrackState::CatchingUp,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    async fn skipped(&self) -> Result<BTreeSet<u64>> {
+        let mut conn = self.shared.db.pool().acquire().await?;
+        checkpoint::skipped_positions(&mut conn, self.name(), self.reg.version).await
+    }
+
+    /// Remembers a transient problem for the status page.
+    fn note_transient(&self, error: &str) {
+        tracing::warn!(projection = self.name(), track = self.track.as_str(), %error, "retrying");
+        self.reg.note_problem(self.track, error);
+    }
+
+    /// Remembers a problem and also stores it in the checkpoint row, where
+    /// other processes see it.
+    async fn note_error(&self, error: &str) {
+        self.reg.note_problem(self.track, error);
+        let stored = async {
+            let mut tx = self.shared.db.begin_write().await?;
+            checkpoint::note_error(tx.conn(), self.name(), self.track, error).await?;
+            tx.commit().await
+        };
+        if let Err(e) = stored.await {
+            tracing::warn!(projection = self.name(), error = %e, "could not store the error in the status");
+        }
+    }
+
+    /// Gathers up to a batch of events: waits for the first, then takes
+    /// what follows without waiting once the known head is reached.
+    async fn collect(
+        &self,
+        sub: &mut Subscription,
+        head: &mut Position,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Collected {
+        let max = self.shared.options.batch_events_max;
+        let mut out = Collected {
+            events: Vec::new(),
+            drained: false,
+            end: None,
+        };
+        let first = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => {
+                out.end = Some(CollectEnd::Stop);
+                return out;
+            }
+            () = self.wake().notified() => {
+                out.end = Some(CollectEnd::Woken);
+                return out;
+            }
+            item = sub.next() => item,
+        };
+        let mut last;
+        match first {
+            Some(Ok(event)) => {
+                last = event.position;
+                out.events.push(event);
+            }
+            Some(Err(e)) => {
+                out.end = Some(CollectEnd::Failed(e.to_string()));
+                return out;
+            }
+            None => {
+                out.end = Some(CollectEnd::Failed("the subscription ended".into()));
+                return out;
+            }
+        }
+        while out.events.len() < max {
+            let next = match sub.next().now_or_never() {
+                Some(item) => item,
+                None => {
+                    if last >= *head {
+                        // Caught up with what we knew: is there more?
+                        match self.shared.store.head().await {
+                            Ok(h) => *head = h,
+                            Err(_) => {
+                                out.drained = true;
+                                break;
+                            }
+                        }
+                        if last >= *head {
+                            out.drained = true;
+                            break;
+                        }
+                    }
+                    match tokio::time::timeout(LINGER, sub.next()).await {
+                        Ok(item) => item,
+                        Err(_) => break,
+                    }
+                }
+            };
+            match next {
+                Some(Ok(event)) => {
+                    last = event.position;
+                    *head = (*head).max(last);
+                    out.events.push(event);
+                }
+                Some(Err(e)) => {
+                    out.end = Some(CollectEnd::Failed(e.to_string()));
+                    break;
+                }
+                None => {
+                    out.end = Some(CollectEnd::Failed("the subscription ended".into()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies a batch of contiguous events after `from`. A poison event
+    /// leaves the events before it committed and the track failed on it.
+    async fn commit(
+        &self,
+        from: Position,
+        events: Vec<RecordedEvent>,
+        state: TrackState,
+        skipped: &BTreeSet<u64>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let Some(to) = events.last().map(|e| e.position) else {
+            return Outcome::Committed;
+        };
+        let wanted: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| self.reg.wants(e) && !skipped.contains(&e.position.0))
+            .collect();
+        let fault = match self
+            .attempt_with_retry(from, to, &wanted, state, stop)
+            .await
+        {
+            None => return Outcome::Stopped,
+            Some(Attempt::Committed) => return Outcome::Committed,
+            Some(Attempt::Conflict) => return Outcome::Conflict,
+            Some(fault) => fault,
+        };
+        let blamed = match fault {
+            Attempt::EventFault { position, reason }
+                if position > from
+                    && position <= to
+                    && wanted.iter().any(|e| e.position == position) =>
+            {
+                Some((position, reason))
+            }
+            Attempt::EventFault { reason, .. } | Attempt::Unattributed(reason) => {
+                if wanted.len() == 1 {
+                    Some((wanted[0].position, reason))
+                } else {
+                    None
+                }
+            }
+            Attempt::Committed | Attempt::Conflict => None,
+        };
+        match blamed {
+            Some((position, reason)) => {
+                // Commit what comes before the poison event, then stop on it.
+                let prefix: Vec<RecordedEvent> = wanted
+                    .iter()
+                    .filter(|e| e.position < position)
+                    .cloned()
+                    .collect();
+                let before = Position(position.0 - 1);
+                if before > from {
+                    match self
+                        .attempt_with_retry(from, before, &prefix, state, stop)
+                        .await
+                    {
+                        None => return Outcome::Stopped,
+                        Some(Attempt::Committed) => {}
+                        Some(Attempt::Conflict) => return Outcome::Conflict,
+                        // The handler is not deterministic; find the event
+                        // one at a time.
+                        Some(_) => {
+                            return self.one_by_one(from, &prefix, before, state, stop).await;
+                        }
+                    }
+                }
+                self.fail(before, position, &reason, stop).await
+            }
+            None => self.one_by_one(from, &wanted, to, state, stop).await,
+        }
+    }
+
+    /// Applies the wanted events one transaction each, to find which one
+    /// fails; then moves through the ignored events up to `to`.
+    async fn one_by_one(
+        &self,
+        from: Position,
+        wanted: &[RecordedEvent],
+        to: Position,
+        state: TrackState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        let mut at = from;
+        for event in wanted {
+            match self
+                .attempt_with_retry(at, event.position, std::slice::from_ref(event), state, stop)
+                .await
+            {
+                None => return Outcome::Stopped,
+                Some(Attempt::Committed) => at = event.position,
+                Some(Attempt::Conflict) => return Outcome::Conflict,
+                Some(Attempt::EventFault { reason, .. } | Attempt::Unattributed(reason)) => {
+                    let before = Position(event.position.0 - 1);
+                    if before > at {
+                        // Ignored events between the last success and the
+                        // poison event.
+                        match self.attempt_with_retry(at, before, &[], state, stop).await {
+                            None => return Outcome::Stopped,
+                            Some(Attempt::Committed) => {}
+                            Some(_) => return Outcome::Conflict,
+                        }
+                    }
+                    return self.fail(before, event.position, &reason, stop).await;
+                }
+            }
+        }
+        if to > at {
+            match self.attempt_with_retry(at, to, &[], state, stop).await {
+                None => return Outcome::Stopped,
+                Some(Attempt::Committed) => {}
+                Some(_) => return Outcome::Conflict,
+            }
+        }
+        Outcome::Committed
+    }
+
+    /// Records that the event at `failed` stopped the track, whose
+    /// checkpoint is `at`.
+    async fn fail(
+        &self,
+        at: Position,
+        failed: Position,
+        reason: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        tracing::error!(
+            projection = self.name(),
+            track = self.track.as_str(),
+            position = failed.0,
+            error = reason,
+            "projection stopped on an event it cannot apply"
+        );
+        let mut backoff = Backoff::new(self.shared);
+        loop {
+            let recorded = async {
+                let mut tx = self.shared.db.begin_write().await?;
+                let done = checkpoint::record_failure(
+                    tx.conn(),
+                    self.name(),
+                    self.track,
+                    at,
+                    failed,
+                    reason,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<_, Error>(done)
+            };
+            match recorded.await {
+                Ok(true) => return Outcome::Failed,
+                Ok(false) => return Outcome::Conflict,
+                Err(e) => {
+                    self.note_transient(&e.to_string());
+                    if backoff.wait(stop).await {
+                        return Outcome::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction, retried while the failure is transient. `None`
+    /// when stopped while waiting to retry.
+    async fn attempt_with_retry(
+        &self,
+        from: Position,
+        to: Position,
+        wanted: &[RecordedEvent],
+        state: TrackState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Attempt> {
+        let mut backoff = Backoff::new(self.shared);
+        loop {
+            match self.attempt(from, to, wanted, state).await {
+                Ok(attempt) => return Some(attempt),
+                Err(e) => {
+                    self.note_transient(&e.to_string());
+                    if backoff.wait(stop).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One transaction: move the checkpoint from `from` to `to` and apply
+    /// `wanted`. `Err` means a failure of the infrastructure, worth a retry.
+    async fn attempt(
+        &self,
+        from: Position,
+        to: Position,
+        wanted: &[RecordedEvent],
+        state: TrackState,
+    ) -> Result<Attempt> {
+        let db = &self.shared.db;
+        let mut tx = db.begin_write().await?;
+        // The checkpoint first: it takes the row lock, and a writer that
+        // lost a race learns it before doing any work.
+        let moved = checkpoint::advance(
+            tx.conn(),
+            self.name(),
+            self.track,
+            self.reg.version,
+            from,
+            to,
+            state,
+        )
+        .await?;
+        if !moved {
+            tx.rollback().await?;
+            return Ok(Attempt::Conflict);
+        }
+        if !wanted.is_empty() {
+            let applied = {
+                let mut view = ViewTx::new(tx.conn(), db.dialect(), self.tables());
+                AssertUnwindSafe(self.reg.projection.apply(&mut view, wanted))
+                    .catch_unwind()
+                    .await
+            };
+            let fault = match applied {
+                Ok(Ok(())) => None,
+                Ok(Err(ApplyError::Database(e))) if is_transient_sql(&e) => {
+                    drop(tx);
+                    return Err(Error::Database(e));
+                }
+                Ok(Err(ApplyError::Event { position, reason })) => {
+                    Some(Attempt::EventFault { position, reason })
+                }
+                Ok(Err(e)) => Some(Attempt::Unattributed(e.to_string())),
+                Err(panic) => Some(Attempt::Unattributed(format!(
+                    "the handler panicked: {}",
+                    panic_message(panic.as_ref())
+                ))),
+            };
+            if let Some(fault) = fault {
+                // Dropping the transaction rolls it back; an explicit
+                // rollback could fail on a connection left in a bad state.
+                drop(tx);
+                return Ok(fault);
+            }
+        }
+        tx.commit().await?;
+        Ok(Attempt::Committed)
+    }
+}
+
+/// What [`TrackRunner::collect`] gathered.
+struct Collected {
+    events: Vec<RecordedEvent>,
+    /// The subscription had nothing more right away: the track is live.
+    drained: bool,
+    end: Option<CollectEnd>,
+}
+
+enum CollectEnd {
+    Stop,
+    Woken,
+    Failed(String),
+}
+
+/// Keeps the events that continue `position` without a hole; a hole is
+/// returned as an error after them.
+fn check_contiguous(
+    position: Position,
+    mut events: Vec<RecordedEvent>,
+) -> (Vec<RecordedEvent>, Option<Error>) {
+    let mut expected = position.next();
+    for (i, event) in events.iter().enumerate() {
+        if event.position != expected {
+            let gap = Error::Gap {
+                expected,
+                found: event.position,
+            };
+            events.truncate(i);
+            return (events, Some(gap));
+        }
+        expected = expected.next();
+    }
+    (events, None)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+/// Exponential backoff between retries, cut short by the stop signal.
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(shared: &Shared) -> Self {
+        Self {
+            next: shared.options.retry_backoff_min,
+            min: shared.options.retry_backoff_min,
+            max: shared.options.retry_backoff_max,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// Sleeps; true when the stop signal fired instead.
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            () = tokio::time::sleep(delay) => false,
+        }
+    }
+}
+
+/// The set of event types a projection wants.
+pub(crate) fn wanted_types(types: &[&'static str]) -> HashSet<&'static str> {
+    types.iter().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn event(position: u64) -> RecordedEvent {
+        RecordedEvent {
+            id: uuid::Uuid::nil(),
+            stream_id: event_store::StreamId::new("s").unwrap(),
+            version: position,
+            position: Position(position),
+            event_type: "E".into(),
+            schema_version: 1,
+            timestamp: event_store::Timestamp(0),
+            data: Bytes::from_static(b"{}"),
+            metadata: Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn contiguous_events_pass_and_a_hole_cuts_the_batch() {
+        let (ok, problem) = check_contiguous(Position(4), vec![event(5), event(6)]);
+        assert_eq!(ok.len(), 2);
+        assert!(problem.is_none());
+
+        let (ok, problem) = check_contiguous(Position(4), vec![event(5), event(7), event(8)]);
+        assert_eq!(ok.len(), 1);
+        assert!(matches!(
+            problem,
+            Some(Error::Gap {
+                expected: Position(6),
+                found: Position(7)
+            })
+        ));
+
+        // A duplicate is out of sequence too.
+        let (ok, problem) = check_contiguous(Position(4), vec![event(4)]);
+        assert!(ok.is_empty());
+        assert!(problem.is_some());
+    }
+}

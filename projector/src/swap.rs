@@ -1,0 +1,311 @@
+//! Rebuilds: replay the whole log into shadow tables while the live tables
+//! keep serving, then swap them in within one transaction.
+//!
+//! The rebuild track has its own checkpoint row, so an interrupted rebuild
+//! resumes where its last batch committed; a rebuild for another projection
+//! version starts over with fresh shadows. The swap runs once the shadows
+//! have caught up with the head of the log. It locks the live checkpoint
+//! (the live track cannot commit meanwhile), applies inside the same
+//! transaction whatever the live track got ahead by, drops the old tables,
+//! renames the shadows and moves the live checkpoint, so readers see either
+//! the old view or the new one, each with its own position, never a mix.
+
+use std::time::{Duration, Instant};
+
+use event_store::{Position, RecordedEvent};
+
+use crate::checkpoint::{self, Checkpoint, Track, TrackState};
+use crate::db::Dialect;
+use crate::error::{Error, Result};
+use crate::projection::ViewTx;
+use crate::projector::{RebuildPhase, RebuildProgress, RebuildReport, Registered, Shared};
+use crate::runner::{FollowEnd, TrackRunner};
+use crate::tables;
+
+/// Marks a projection as being rebuilt by this process for as long as it
+/// lives.
+pub(crate) struct RebuildGuard<'a> {
+    reg: &'a Registered,
+}
+
+impl<'a> RebuildGuard<'a> {
+    pub fn take(reg: &'a Registered) -> Result<Self> {
+        if reg
+            .rebuild_running
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Conflict {
+                projection: reg.name.into(),
+                detail: "a rebuild is already running".into(),
+            });
+        }
+        Ok(Self { reg })
+    }
+}
+
+impl Drop for RebuildGuard<'_> {
+    fn drop(&mut self) {
+        self.reg
+            .rebuild_running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs (or resumes) a rebuild to its swap.
+pub(crate) async fn rebuild(
+    shared: &Shared,
+    reg: &Registered,
+    progress: &mut (dyn FnMut(&RebuildProgress) + Send),
+) -> Result<RebuildReport> {
+    let _guard = RebuildGuard::take(reg)?;
+    let started = Instant::now();
+    let from = prepare(shared, reg).await?;
+    tracing::info!(
+        projection = reg.name,
+        version = reg.version,
+        from = from.0,
+        "rebuilding into shadow tables"
+    );
+    let mut stop = shared.stop.subscribe();
+    let runner = TrackRunner {
+        shared,
+        reg,
+        track: Track::Rebuild,
+    };
+    loop {
+        let mut on_batch = |done: crate::runner::BatchDone| {
+            let report = progress_of(reg, from, done.position, done.head, started);
+            reg.set_rebuild_progress(Some(report.clone()));
+            progress(&report);
+        };
+        let end = runner.follow(&mut stop, true, &mut on_batch).await?;
+        match end {
+            FollowEnd::Stopped => return Err(Error::ShutDown),
+            FollowEnd::Failed { position, reason } => {
+                return Err(Error::ProjectionFailed {
+                    projection: reg.name.into(),
+                    position,
+                    reason,
+                });
+            }
+            FollowEnd::CaughtUp(position) => {
+                let mut swapping = progress_of(reg, from, position, position, started);
+                swapping.phase = RebuildPhase::Swapping;
+                progress(&swapping);
+                if let Some(swapped) = swap(shared, reg, position).await? {
+                    reg.wake_live.notify_one();
+                    let mut done = progress_of(reg, from, swapped, swapped, started);
+                    done.phase = RebuildPhase::Done;
+                    reg.set_rebuild_progress(None);
+                    progress(&done);
+                    tracing::info!(
+                        projection = reg.name,
+                        position = swapped.0,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "rebuild swapped in"
+                    );
+                    return Ok(RebuildReport {
+                        projection: reg.name.to_owned(),
+                        version: reg.version,
+                        resumed_from: from,
+                        position: swapped,
+                        events: swapped.0 - from.0,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                // The shadows fell behind the live tables by more than the
+                // swap may apply; keep catching up.
+            }
+        }
+    }
+}
+
+fn progress_of(
+    reg: &Registered,
+    from: Position,
+    position: Position,
+    head: Position,
+    started: Instant,
+) -> RebuildProgress {
+    let rate = reg.rebuild_rate();
+    let remaining = head.0.saturating_sub(position.0);
+    let eta = (rate > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / rate));
+    RebuildProgress {
+        projection: reg.name.to_owned(),
+        phase: RebuildPhase::Replaying,
+        resumed_from: from,
+        position,
+        head,
+        events_per_second: rate,
+        eta,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Creates the rebuild checkpoint and shadow tables, or keeps those of an
+/// interrupted rebuild of the same version. Returns where replay starts.
+async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
+    let mut tx = shared.db.begin_write().await?;
+    let existing = checkpoint::load(tx.conn(), reg.name, Track::Rebuild).await?;
+    let from = match existing {
+        Some(cp) if cp.version == reg.version => {
+            if cp.state == TrackState::Failed {
+                // Asking again is how an operator retries a failed rebuild.
+                checkpoint::resume(tx.conn(), reg.name, Track::Rebuild, TrackState::Rebuilding)
+                    .await?;
+            }
+            cp.position
+        }
+        _ => {
+            tables::drop_shadows(tx.conn(), &reg.shadow).await?;
+            tables::create_shadows(tx.conn(), shared.db.dialect(), &reg.live, &reg.shadow).await?;
+            checkpoint::reset(
+                tx.conn(),
+                reg.name,
+                Track::Rebuild,
+                reg.version,
+                TrackState::Rebuilding,
+            )
+            .await?;
+            Position::ZERO
+        }
+    };
+    tx.commit().await?;
+    Ok(from)
+}
+
+/// Swaps the shadows in if the rebuild checkpoint is still at `expected`.
+/// `None` when the shadows must catch up more first.
+async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<Option<Position>> {
+    let lock = match shared.db.dialect() {
+        Dialect::Postgres => " FOR UPDATE",
+        Dialect::Sqlite => "",
+    };
+    let mut tx = shared.db.begin_write().await?;
+    let live = lock_checkpoint(tx.conn(), reg.name, Track::Live, lock).await?;
+    let rebuild = lock_checkpoint(tx.conn(), reg.name, Track::Rebuild, lock).await?;
+    let Some(rebuild) = rebuild else {
+        return Err(Error::Conflict {
+            projection: reg.name.into(),
+            detail: "the rebuild was finished or cancelled elsewhere".into(),
+        });
+    };
+    if rebuild.position != expected
+        || rebuild.version != reg.version
+        || rebuild.state == TrackState::Failed
+    {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    let live_position = live.as_ref().map_or(Position::ZERO, |cp| cp.position);
+    let mut position = rebuild.position;
+    if live_position > position {
+        let behind = live_position.0 - position.0;
+        if behind > shared.options.swap_catch_up_events_max as u64 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let skipped = checkpoint::skipped_positions(tx.conn(), reg.name, reg.version).await?;
+        let events = read_range(shared, position, live_position).await?;
+        let wanted: Vec<RecordedEvent> = events
+            .into_iter()
+            .filter(|e| reg.wants(e) && !skipped.contains(&e.position.0))
+            .collect();
+        if !wanted.is_empty() {
+            let mut view = ViewTx::new(tx.conn(), shared.db.dialect(), &reg.shadow);
+            if let Err(e) = reg.projection.apply(&mut view, &wanted).await {
+                // Let the rebuild track meet the event the normal way, which
+                // attributes and records the failure.
+                tracing::warn!(projection = reg.name, error = %e, "swap postponed");
+                drop(tx);
+                return Ok(None);
+            }
+        }
+        position = live_position;
+    }
+    tables::swap_in(tx.conn(), &reg.live, &reg.shadow).await?;
+    let now = event_store::Timestamp::now().0;
+    if live.is_some() {
+        sqlx::query(
+            "UPDATE projection_checkpoints \
+             SET position = $1, version = $2, state = 'live', last_error = NULL, \
+                 error_position = NULL, updated_at = $3 \
+             WHERE name = $4 AND track = 'live'",
+        )
+        .bind(checkpoint::to_sql(position)?)
+        .bind(i64::from(reg.version))
+        .bind(now)
+        .bind(reg.name)
+        .execute(tx.conn())
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints \
+             (name, track, version, position, state, started_at, updated_at) \
+             VALUES ($1, 'live', $2, $3, 'live', $4, $4)",
+        )
+        .bind(reg.name)
+        .bind(i64::from(reg.version))
+        .bind(checkpoint::to_sql(position)?)
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+    }
+    checkpoint::delete(tx.conn(), reg.name, Track::Rebuild).await?;
+    tx.commit().await?;
+    Ok(Some(position))
+}
+
+async fn lock_checkpoint(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    track: Track,
+    lock: &str,
+) -> Result<Option<Checkpoint>> {
+    // Reading through `load` and then locking would leave a window; the
+    // lock clause goes on the read itself.
+    if lock.is_empty() {
+        return checkpoint::load(conn, name, track).await;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT 1 FROM projection_checkpoints WHERE name = $1 AND track = $2{lock}"
+    )))
+    .bind(name)
+    .bind(track.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    checkpoint::load(conn, name, track).await
+}
+
+/// The events after `from` up to `to`, checked to be contiguous.
+async fn read_range(shared: &Shared, from: Position, to: Position) -> Result<Vec<RecordedEvent>> {
+    let page = shared.store.read_page_max().max(1);
+    let mut out = Vec::with_capacity((to.0 - from.0) as usize);
+    let mut next = from.next();
+    while next <= to {
+        let want = usize::try_from(to.0 - next.0 + 1)
+            .unwrap_or(usize::MAX)
+            .min(page);
+        let events = shared.store.read_all(next, want).await?;
+        if events.is_empty() {
+            return Err(Error::Gap {
+                expected: next,
+                found: Position::ZERO,
+            });
+        }
+        for event in events {
+            if event.position > to {
+                break;
+            }
+            if event.position != next {
+                return Err(Error::Gap {
+                    expected: next,
+                    found: event.position,
+                });
+            }
+            next = next.next();
+            out.push(event);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,319 @@
+//! Helpers shared by the projector tests: a real store in a temporary
+//! directory, view databases on SQLite files and in PostgreSQL schemas,
+//! running a projector to a position, and dumping tables for comparison.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use event_store::{EventStore, NewEvent, Position, Store, StoreOptions, StreamId};
+use projector::generator::{Generator, append_events};
+use projector::{Projector, ProjectorHandle, ProjectorOptions, ViewDb, ViewDbOptions};
+use sqlx::Row;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The PostgreSQL server the tests use; override with
+/// `ANNALS_TEST_DATABASE_URL`.
+pub fn postgres_url() -> String {
+    std::env::var("ANNALS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Options that make tests quick: small batches (many transactions), fast
+/// retries and polls.
+pub fn test_options() -> ProjectorOptions {
+    ProjectorOptions {
+        batch_events_max: 200,
+        retry_backoff_min: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(50),
+        failed_poll_interval: Duration::from_millis(50),
+        ..ProjectorOptions::default()
+    }
+}
+
+pub async fn open_store(dir: &Path) -> Store {
+    Store::open(dir.join("store"), StoreOptions::default())
+        .await
+        .expect("open store")
+}
+
+pub fn sid(s: &str) -> StreamId {
+    StreamId::new(s).unwrap()
+}
+
+/// Appends `events` generated events; returns the head.
+pub async fn generate(store: &Store, generator: &mut Generator, events: u64) -> Position {
+    append_events(store, generator, events).await.unwrap()
+}
+
+/// Appends one raw event to a stream (any version).
+pub async fn append_raw(store: &Store, stream: &str, event_type: &str, data: &str) -> Position {
+    store
+        .append(
+            &sid(stream),
+            event_store::ExpectedVersion::Any,
+            vec![NewEvent::new(event_type, data.to_owned())],
+        )
+        .await
+        .unwrap()
+        .last_position
+}
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A view database for one test: a SQLite file in its own directory, or a
+/// PostgreSQL schema of its own, dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    pub backend: Backend,
+    url: String,
+    options: ViewDbOptions,
+    _dir: Option<tempfile::TempDir>,
+    schema: Option<String>,
+}
+
+static SCHEMA_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = projector_sqlite_url(&dir.path().join("views.sqlite"));
+        TestDb {
+            backend: Backend::Sqlite,
+            url,
+            options: ViewDbOptions::default(),
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    /// A fresh schema on the test server; `None` (after a notice) when the
+    /// server is unreachable, except with `CI=true`, where that fails.
+    pub async fn postgres() -> Option<TestDb> {
+        let url = postgres_url();
+        sqlx::any::install_default_drivers();
+        let reachable = tokio::time::timeout(
+            Duration::from_secs(5),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&url),
+        )
+        .await;
+        match reachable {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("PostgreSQL at {url} is required with CI=true: {reason}");
+                }
+                eprintln!("notice: PostgreSQL at {url} unreachable ({reason}); skipping");
+                return None;
+            }
+        }
+        let schema = format!(
+            "annals_test_{}_{}_{}",
+            std::process::id(),
+            SCHEMA_SEQ.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        Some(TestDb {
+            backend: Backend::Postgres,
+            url,
+            options: ViewDbOptions {
+                postgres_schema: Some(schema.clone()),
+                max_connections: 6,
+                ..ViewDbOptions::default()
+            },
+            _dir: None,
+            schema: Some(schema),
+        })
+    }
+
+    /// Every backend available: SQLite always, PostgreSQL when reachable.
+    pub async fn all() -> Vec<TestDb> {
+        let mut dbs = vec![TestDb::sqlite()];
+        if let Some(pg) = TestDb::postgres().await {
+            dbs.push(pg);
+        }
+        dbs
+    }
+
+    /// Opens (or reopens) the database, applying the migrations.
+    pub async fn open(&self) -> ViewDb {
+        ViewDb::open_with(&self.url, self.options.clone())
+            .await
+            .expect("open view database")
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        let url = self.url.clone();
+        // Drop runs outside any runtime's reach: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await
+                {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn projector_sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// A projector running in a task, stopped on demand.
+pub struct Running {
+    pub handle: ProjectorHandle,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<projector::Result<()>>,
+}
+
+impl Running {
+    pub fn start(projector: Projector) -> Running {
+        let handle = projector.handle();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(projector.run(async move {
+            let _ = stopped.await;
+        }));
+        Running {
+            handle,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Waits until every projection's checkpoint reaches `position`.
+    pub async fn wait_for(&self, position: Position) {
+        wait_for_status(&self.handle, Duration::from_secs(120), |s| {
+            s.iter()
+                .all(|p| p.position >= position.0 && p.rebuild.is_none())
+        })
+        .await;
+    }
+
+    /// Stops gracefully and returns what `run` returned.
+    pub async fn stop(mut self) -> projector::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("projector task")
+    }
+
+    /// Kills the task where it is, as a crash would.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Polls the status until `done` holds; panics with the last status after
+/// `timeout`.
+pub async fn wait_for_status(
+    handle: &ProjectorHandle,
+    timeout: Duration,
+    done: impl Fn(&[projector::ProjectionStatus]) -> bool,
+) -> Vec<projector::ProjectionStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = handle.status().await.unwrap();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting; last status: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn reference_projector(store: &Store, db: &ViewDb, options: ProjectorOptions) -> Projector {
+    Projector::builder(Arc::new(store.clone()), db.clone())
+        .options(options)
+        .reference_projections()
+        .build()
+        .unwrap()
+}
+
+/// Projects the whole log into `db` with the reference projections and
+/// stops.
+pub async fn project_all(store: &Store, db: &ViewDb) {
+    let head = store.head().await.unwrap();
+    let running = Running::start(reference_projector(store, db, test_options()));
+    running.wait_for(head).await;
+    running.stop().await.unwrap();
+}
+
+/// Every row of a table, ordered by id, each value rendered as text.
+pub async fn dump(db: &ViewDb, table: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let sql = format!("SELECT {} FROM {table} ORDER BY id", columns.join(", "));
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| (0..columns.len()).map(|i| cell(row, i)).collect())
+        .collect()
+}
+
+fn cell(row: &sqlx::any::AnyRow, i: usize) -> String {
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return v.map_or_else(|| "NULL".into(), |v| v.to_string());
+    }
+    match row.try_get::<Option<String>, _>(i) {
+        Ok(v) => v.unwrap_or_else(|| "NULL".into()),
+        Err(e) => panic!("column {i}: {e}"),
+    }
+}
+
+/// Both reference views, dumped.
+pub async fn dump_views(db: &ViewDb) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    (
+        dump(db, "customers", &projector::reference::CUSTOMER_COLUMNS).await,
+        dump(db, "orders", &projector::reference::ORDER_COLUMNS).await,
+    )
+}
+
+/// The live checkpoint of a projection.
+pub async fn checkpoint(db: &ViewDb, name: &str) -> Option<projector::Checkpoint> {
+    db.checkpoint(name, projector::Track::Live).await.unwrap()
+}

@@ -1,0 +1,9 @@
+//! Cross-crate and end-to-end tests of the `annals` binary and its crates.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
+mod cli;
