@@ -319,7 +319,7 @@ impl Projector {
                     reg: &reg,
                     track: Track::Live,
                 };
-                match runner.follow(&mut stop, false, &mut |_| {}).await {
+                match runner.follow(&mut stop, None, &mut |_| {}).await {
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!(projection = reg.name, error = %e, "projection task ended")

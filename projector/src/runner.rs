@@ -26,7 +26,8 @@ const LINGER: Duration = Duration::from_millis(50);
 pub(crate) enum FollowEnd {
     /// The stop signal fired; every started batch was committed or rolled back.
     Stopped,
-    /// (`until_caught_up` only) the track reached the head of the log.
+    /// (`catch_up_within` only) the track came within that many events of
+    /// the head of the log.
     CaughtUp(Position),
     /// (rebuild track only) the handler failed on an event.
     Failed { position: Position, reason: String },
@@ -86,12 +87,17 @@ impl TrackRunner<'_> {
         self.reg.name
     }
 
-    /// Follows the log until stopped (or, with `until_caught_up`, until the
-    /// track reaches the head; or, for a rebuild, until it fails).
+    /// Follows the log until stopped (or, with `catch_up_within: Some(n)`,
+    /// until the track is at most `n` events behind the head; or, for a
+    /// rebuild, until it fails).
+    ///
+    /// A rebuild stops a little short of the head on purpose: the swap
+    /// applies the remainder under its lock, so a log that keeps growing
+    /// cannot keep the rebuild chasing an exact head for ever.
     pub async fn follow(
         &self,
         stop: &mut watch::Receiver<bool>,
-        until_caught_up: bool,
+        catch_up_within: Option<u64>,
         on_batch: &mut (dyn FnMut(BatchDone) + Send),
     ) -> Result<FollowEnd> {
         let mut backoff = Backoff::new(self.shared);
@@ -183,7 +189,7 @@ impl TrackRunner<'_> {
             let mut position = cp.position;
             let mut head = position;
             loop {
-                if until_caught_up {
+                if let Some(slack) = catch_up_within {
                     match self.shared.store.head().await {
                         Ok(h) => head = head.max(h),
                         Err(e) => {
@@ -194,7 +200,7 @@ impl TrackRunner<'_> {
                             continue 'reload;
                         }
                     }
-                    if position >= head {
+                    if head.0.saturating_sub(position.0) <= slack {
                         return Ok(FollowEnd::CaughtUp(position));
                     }
                 }

@@ -22,6 +22,10 @@ use crate::projector::{RebuildPhase, RebuildProgress, RebuildReport, Registered,
 use crate::runner::{FollowEnd, TrackRunner};
 use crate::tables;
 
+/// Swap attempts a rebuild makes before it gives up (each one follows the
+/// log again first); the rebuild checkpoint stays, so asking again resumes.
+const SWAP_ATTEMPTS_MAX: u32 = 1_000;
+
 /// Marks a projection as being rebuilt by this process for as long as it
 /// lives.
 pub(crate) struct RebuildGuard<'a> {
@@ -72,13 +76,21 @@ pub(crate) async fn rebuild(
         reg,
         track: Track::Rebuild,
     };
+    // Within one batch of the head is close enough to swap: the swap
+    // applies the rest inside its transaction.
+    let near = shared
+        .options
+        .batch_events_max
+        .min(shared.options.swap_catch_up_events_max / 2) as u64;
+    let mut slack = near;
+    let mut postponed = 0u32;
     loop {
         let mut on_batch = |done: crate::runner::BatchDone| {
             let report = progress_of(reg, from, done.position, done.head, started);
             reg.set_rebuild_progress(Some(report.clone()));
             progress(&report);
         };
-        let end = runner.follow(&mut stop, true, &mut on_batch).await?;
+        let end = runner.follow(&mut stop, Some(slack), &mut on_batch).await?;
         match end {
             FollowEnd::Stopped => return Err(Error::ShutDown),
             FollowEnd::Failed { position, reason } => {
@@ -114,7 +126,19 @@ pub(crate) async fn rebuild(
                     });
                 }
                 // The shadows fell behind the live tables by more than the
-                // swap may apply; keep catching up.
+                // swap may apply, or an event failed inside the swap: keep
+                // catching up, this time through the head, so a failing
+                // event meets the rebuild track and is recorded there.
+                postponed += 1;
+                if postponed >= SWAP_ATTEMPTS_MAX {
+                    return Err(Error::Conflict {
+                        projection: reg.name.into(),
+                        detail: format!(
+                            "the swap was postponed {postponed} times: the log grows faster than the rebuild applies it"
+                        ),
+                    });
+                }
+                slack = if postponed % 2 == 1 { 0 } else { near };
             }
         }
     }

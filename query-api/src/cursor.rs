@@ -92,10 +92,7 @@ mod tests {
 
     #[test]
     fn absent_and_empty_filters_differ() {
-        assert_ne!(
-            fingerprint(&[("a", None)]),
-            fingerprint(&[("a", Some(""))])
-        );
+        assert_ne!(fingerprint(&[("a", None)]), fingerprint(&[("a", Some(""))]));
         assert_ne!(
             fingerprint(&[("a", Some("b")), ("c", None)]),
             fingerprint(&[("a", None), ("c", Some("b"))])

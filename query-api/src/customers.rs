@@ -153,7 +153,11 @@ pub async fn list(
         ("name_prefix", prefix.as_deref()),
     ]);
     let after = match params.get("cursor") {
-        Some(raw) => Some(cursor::decode(raw, &fingerprint, if by_name { 2 } else { 1 })?),
+        Some(raw) => Some(cursor::decode(
+            raw,
+            &fingerprint,
+            if by_name { 2 } else { 1 },
+        )?),
         None => None,
     };
     if let Some(min) = consistency::requested(&params, &headers)? {
@@ -260,7 +264,10 @@ mod tests {
     fn the_upper_bound_of_a_prefix_covers_exactly_its_extensions() {
         assert_eq!(prefix_upper_bound("ab").as_deref(), Some("ac"));
         assert_eq!(prefix_upper_bound("zoë").as_deref(), Some("zoì"));
-        assert_eq!(prefix_upper_bound("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(
+            prefix_upper_bound("a\u{D7FF}").as_deref(),
+            Some("a\u{E000}")
+        );
         assert_eq!(
             prefix_upper_bound("a\u{10FFFF}").as_deref(),
             Some("b"),

@@ -114,8 +114,11 @@ mod tests {
 
     #[test]
     fn integers_are_checked_on_both_sides() {
-        let p = Params::parse(Some("n=0&m=11&k=x&big=99999999999999999999"), &["n", "m", "k", "big"])
-            .unwrap();
+        let p = Params::parse(
+            Some("n=0&m=11&k=x&big=99999999999999999999"),
+            &["n", "m", "k", "big"],
+        )
+        .unwrap();
         assert_eq!(p.integer("n", 0, 10).unwrap(), Some(0));
         assert!(p.integer("n", 1, 10).is_err());
         assert!(p.integer("m", 0, 10).is_err());

@@ -138,8 +138,7 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(mut conn) =
-                    <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await
+                if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await
                 {
                     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
@@ -270,7 +269,10 @@ pub fn assert_problem(answer: &Answer, status: StatusCode) {
     );
     assert_eq!(answer.body["status"], status.as_u16());
     for member in ["type", "title", "detail"] {
-        assert!(answer.body[member].is_string(), "{member} missing: {answer:?}");
+        assert!(
+            answer.body[member].is_string(),
+            "{member} missing: {answer:?}"
+        );
     }
 }
 

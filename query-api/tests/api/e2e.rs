@@ -185,7 +185,11 @@ async fn a_rebuild_under_http_load_fails_no_query() {
             );
             total += answered;
         }
-        assert!(total > 50, "{}: only {total} queries answered", test_db.name);
+        assert!(
+            total > 50,
+            "{}: only {total} queries answered",
+            test_db.name
+        );
 
         let final_head = store.head().await.unwrap();
         running.wait_for(final_head).await;

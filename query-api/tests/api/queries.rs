@@ -88,7 +88,11 @@ async fn items_lists_and_filters_on_every_backend() {
         // Every customer, page by page, in id order, each once.
         let everyone = all_pages(&app, "/customers?limit=7").await;
         let ids: Vec<&str> = everyone.iter().map(|c| c["id"].as_str().unwrap()).collect();
-        let mut expected: Vec<&str> = generator.customers().iter().map(|c| c.id.as_str()).collect();
+        let mut expected: Vec<&str> = generator
+            .customers()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         expected.sort();
         assert_eq!(ids, expected, "{backend}");
 
@@ -113,10 +117,7 @@ async fn items_lists_and_filters_on_every_backend() {
             .unwrap();
         let prefix: String = prefix_model.name.chars().take(3).collect();
         let upper = prefix.to_uppercase();
-        let uri = format!(
-            "/customers?name_prefix={}&limit=4",
-            urlencode(&upper)
-        );
+        let uri = format!("/customers?name_prefix={}&limit=4", urlencode(&upper));
         let named = all_pages(&app, &uri).await;
         let folded = prefix.to_lowercase();
         let mut want: Vec<(String, String)> = generator
@@ -156,7 +157,10 @@ async fn items_lists_and_filters_on_every_backend() {
         let approved = all_pages(&app, "/orders?status=approved&limit=50").await;
         assert_eq!(
             approved.len(),
-            generator.orders().filter(|o| o.status == "approved").count()
+            generator
+                .orders()
+                .filter(|o| o.status == "approved")
+                .count()
         );
         db.close().await;
     }
@@ -188,7 +192,10 @@ async fn bad_input_is_a_problem_document_with_status_400() {
 
     // Both sides of the page-size limit.
     assert_eq!(get(&app, "/customers?limit=1").await.status, StatusCode::OK);
-    assert_eq!(get(&app, "/customers?limit=50").await.status, StatusCode::OK);
+    assert_eq!(
+        get(&app, "/customers?limit=50").await.status,
+        StatusCode::OK
+    );
     for bad in [
         "/customers?limit=0",
         "/customers?limit=51",
@@ -209,7 +216,10 @@ async fn bad_input_is_a_problem_document_with_status_400() {
     ] {
         let answer = get(&app, bad).await;
         assert_problem(&answer, StatusCode::BAD_REQUEST);
-        assert_eq!(answer.body["type"], "urn:annals:problem:invalid-request", "{bad}");
+        assert_eq!(
+            answer.body["type"], "urn:annals:problem:invalid-request",
+            "{bad}"
+        );
     }
     let long_prefix = format!("/customers?name_prefix={}", "a".repeat(101));
     assert_problem(&get(&app, &long_prefix).await, StatusCode::BAD_REQUEST);
@@ -224,7 +234,12 @@ async fn bad_input_is_a_problem_document_with_status_400() {
     let cursor = first.body["next_cursor"].as_str().unwrap().to_owned();
     let other = get(&app, &format!("/customers?limit=1&cursor={cursor}")).await;
     assert_problem(&other, StatusCode::BAD_REQUEST);
-    assert!(other.body["detail"].as_str().unwrap().contains("other filters"));
+    assert!(
+        other.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("other filters")
+    );
     let same = get(
         &app,
         &format!("/customers?credit_available=0&limit=1&cursor={cursor}"),
