@@ -5,14 +5,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod health;
+mod processes;
+mod rebuild;
 mod run;
+mod serve;
 
 /// annals: an event store with the CQRS pieces around it.
 ///
-/// `annals serve` runs everything in one process on the embedded defaults.
-/// To scale out, run `annals store` once and point `annals command-api`,
-/// `annals projector` and `annals query-api` at it. Every flag can also be
-/// set through the environment variable shown with it.
+/// `annals serve` runs everything in one process on the embedded defaults
+/// (event log and SQLite views in ./data, one HTTP port). To scale out, run
+/// `annals store` once and point `annals command-api`, `annals projector`
+/// and `annals query-api` at it; the command and query APIs are stateless
+/// and can run as several replicas.
+///
+/// Every flag can also be set through the environment variable shown with
+/// it. Logs go to stderr; set ANNALS_LOG (e.g. `debug`, `annals=debug`) to
+/// change how much.
 #[derive(Debug, Parser)]
 #[command(name = "annals", version, about, long_about)]
 pub struct Cli {
@@ -22,16 +31,51 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the whole system in this process on the embedded defaults: data
-    /// in ./data, one HTTP port.
+    /// Run the whole system in this process: event store, command API,
+    /// projector and query API, on one HTTP port.
+    ///
+    /// Commands are POSTed (`POST /customers`, `POST /orders`, ...), queries
+    /// are GETs on the same paths (`GET /customers/{id}`, `GET /orders?...`),
+    /// projections are administered under `/projections`, and
+    /// `/health/live`, `/health/ready` and `/openapi.json` describe the
+    /// process. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: requests in
+    /// flight finish, the projector commits its batch, the store is synced
+    /// and closed and the data directory unlocked.
     Serve(ServeArgs),
     /// Run the event store and serve it over HTTP for command-API and
     /// projector processes (`--store http://HOST:PORT` on their side).
     ///
     /// Endpoints: append, read a stream, read all, snapshots, stats and a
     /// push subscription (Server-Sent Events, resumable with Last-Event-ID),
-    /// plus /health/live, /health/ready and /openapi.json.
+    /// plus /health/live, /health/ready and /openapi.json. Personal data of
+    /// the reference domain is encrypted here, with the keys kept in the
+    /// data directory.
     Store(StoreArgs),
+    /// Run the command API against a store served by `annals store`.
+    ///
+    /// Stateless: run as many replicas as you like; the store decides every
+    /// race (one winner per stream version).
+    CommandApi(CommandApiArgs),
+    /// Run the projector: follow a store served by `annals store` and keep
+    /// the view tables of a database (PostgreSQL for shared views) current.
+    ///
+    /// Serves the admin API (`/projections`, rebuild, skip, resume) and the
+    /// health endpoints. Run one projector per view database.
+    Projector(ProjectorArgs),
+    /// Run the query API over the view tables a projector keeps.
+    ///
+    /// Stateless: run as many replicas as you like. It never reads the event
+    /// store.
+    QueryApi(QueryApiArgs),
+    /// Rebuild a projection from the event log, showing progress.
+    ///
+    /// The log is replayed into fresh shadow tables while the current ones
+    /// keep serving queries; once caught up, the shadows are swapped in
+    /// within one transaction. By default this asks the running process at
+    /// --url to do it (its admin API) and follows the progress; with
+    /// --offline it runs here, on a data directory no process has open.
+    /// An interrupted rebuild resumes where it stopped when asked again.
+    Rebuild(RebuildArgs),
     /// Check every segment, index, bloom filter and snapshot file of a data
     /// directory and list each problem with its file and offset.
     ///
@@ -42,8 +86,8 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// Directory holding the event log and snapshots. Created if missing;
-    /// locked while the store runs.
+    /// Directory holding the event log, snapshots and personal-data keys.
+    /// Created if missing; locked while the store runs.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Address to listen on.
@@ -59,13 +103,154 @@ pub struct StoreArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Directory holding the event log, snapshots and views. Created if
+    /// Directory holding the event log, snapshots, personal-data keys and
+    /// (unless --database says otherwise) the SQLite views. Created if
     /// missing; locked while annals runs.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Address to listen on.
     #[arg(long, env = "ANNALS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Where the views live: `postgres://...` or `sqlite://...`. Default: the
+    /// SQLite file `views.sqlite` in the data directory.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Seal a segment once it would grow past this many bytes.
+    #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
+    pub segment_bytes_max: u64,
+    #[command(flatten)]
+    pub commands: CommandOptions,
+    #[command(flatten)]
+    pub projector: ProjectorOptions,
+    #[command(flatten)]
+    pub queries: QueryOptions,
+}
+
+/// How to reach a store served by `annals store`.
+#[derive(Debug, clap::Args)]
+pub struct RemoteStoreArgs {
+    /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090.
+    #[arg(long = "store", env = "ANNALS_STORE_URL", value_name = "URL")]
+    pub url: String,
+    /// Bearer token the store requires, if any.
+    #[arg(
+        long = "store-token",
+        env = "ANNALS_STORE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// How long to keep trying to reach the store at start before giving up.
+    #[arg(
+        long = "store-wait-seconds",
+        env = "ANNALS_STORE_WAIT_SECONDS",
+        default_value_t = 30
+    )]
+    pub wait_seconds: u64,
+}
+
+/// Limits of the command API.
+#[derive(Debug, clap::Args)]
+pub struct CommandOptions {
+    /// Largest command body accepted (413 above).
+    #[arg(long, env = "ANNALS_BODY_BYTES_MAX", default_value_t = 64 << 10)]
+    pub body_bytes_max: usize,
+    /// Commands handled at once; more are answered 503 at once.
+    #[arg(long, env = "ANNALS_IN_FLIGHT_REQUESTS_MAX", default_value_t = 1024)]
+    pub in_flight_requests_max: usize,
+    /// Snapshot an aggregate every this many events (0: never).
+    #[arg(long, env = "ANNALS_SNAPSHOT_EVERY_EVENTS", default_value_t = 100)]
+    pub snapshot_every_events: u64,
+}
+
+/// Tuning of the projector.
+#[derive(Debug, clap::Args)]
+pub struct ProjectorOptions {
+    /// Events applied in one view transaction at most (the checkpoint is
+    /// written in every one).
+    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX", default_value_t = 2_000)]
+    pub batch_events_max: usize,
+}
+
+/// Limits of the query API.
+#[derive(Debug, clap::Args)]
+pub struct QueryOptions {
+    /// The largest page a list query may ask for (`limit`).
+    #[arg(long, env = "ANNALS_PAGE_SIZE_MAX", default_value_t = 200)]
+    pub page_size_max: usize,
+    /// How long a query with `min_position` waits for the views to reach it
+    /// before answering 503 with Retry-After.
+    #[arg(long, env = "ANNALS_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
+    pub min_position_wait_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommandApiArgs {
+    #[command(flatten)]
+    pub store: RemoteStoreArgs,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ANNALS_COMMAND_API_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub commands: CommandOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectorArgs {
+    #[command(flatten)]
+    pub store: RemoteStoreArgs,
+    /// The view database: `postgres://...` (shared views) or `sqlite://...`.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: String,
+    /// Address of the admin API and health endpoints.
+    #[arg(
+        long,
+        env = "ANNALS_PROJECTOR_LISTEN",
+        default_value = "127.0.0.1:8083"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub projector: ProjectorOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QueryApiArgs {
+    /// The view database the projector writes: `postgres://...` or `sqlite://...`.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: String,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ANNALS_QUERY_API_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub queries: QueryOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildArgs {
+    /// The projection to rebuild (`customers`, `orders`).
+    pub projection: String,
+    /// The process whose projector does the rebuild: `annals serve`, or
+    /// `annals projector` (its --listen address).
+    #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Run the rebuild in this process instead, on --data-dir (which no
+    /// other process may have open).
+    #[arg(long)]
+    pub offline: bool,
+    /// With --offline: the data directory.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// With --offline: the view database (default: the SQLite views of the
+    /// data directory).
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,10 +269,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return run::usage_error(e),
     };
+    // Servers log what they do; one-shot commands print their own output
+    // and log only trouble.
+    let default_level = match cli.command {
+        Command::Rebuild(_) | Command::Verify(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();

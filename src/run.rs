@@ -1,12 +1,16 @@
 //! What each subcommand does.
 
+use std::num::NonZeroU64;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use event_store::{Store, StoreOptions};
+use event_store::{
+    EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions,
+};
 
-use crate::{Cli, Command, ServeArgs, StoreArgs, VerifyArgs};
+use crate::{Cli, Command, StoreArgs, VerifyArgs};
 
 /// Prints a command-line error as one line (help and version go out whole).
 pub fn usage_error(e: clap::Error) -> ExitCode {
@@ -38,8 +42,20 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Verify(args) => verify(args),
-        Command::Store(args) => runtime()?.block_on(store(args)),
-        Command::Serve(args) => runtime()?.block_on(serve(args)),
+        Command::Store(args) => runtime()?.block_on(store(args)).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => runtime()?
+            .block_on(crate::serve::serve(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::CommandApi(args) => runtime()?
+            .block_on(crate::processes::command_api(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Projector(args) => runtime()?
+            .block_on(crate::processes::projector(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::QueryApi(args) => runtime()?
+            .block_on(crate::processes::query_api(args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args)),
     }
 }
 
@@ -47,38 +63,152 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
 
-/// A future that resolves when the process is asked to stop (SIGINT or
-/// SIGTERM). The handlers are installed before this returns, so a signal
-/// that arrives before the future is first polled is not lost.
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+/// The process-wide request to stop: set by SIGINT or SIGTERM, or by a part
+/// of the process that cannot go on. Every server and task waits on it.
+#[derive(Debug, Clone)]
+pub struct Stop(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    /// Installs the signal handlers before returning, so a signal that
+    /// arrives early is not lost.
+    pub fn on_signals() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut terminate =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let stop = Self(Arc::new(tokio::sync::watch::channel(false).0));
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            tracing::info!("shutting down");
+            trigger.trigger();
+        });
+        Ok(stop)
+    }
+
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once stopping was asked for.
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut receiver = self.0.subscribe();
+        async move {
+            // An error means every sender is gone: nothing can ask to stop
+            // any more, so stopping now is the only sensible answer.
+            let _ = receiver.wait_for(|stop| *stop).await;
         }
-        tracing::info!("shutting down");
-    })
+    }
 }
 
-async fn open_store(data_dir: &std::path::Path, options: StoreOptions) -> anyhow::Result<Store> {
-    Store::open(data_dir, options)
+/// Opens the embedded store of a data directory, with the reference
+/// domain's personal data encrypted under keys kept beside the log.
+/// Returns the store (to close it) and the layered store to use.
+pub async fn open_embedded(
+    data_dir: &std::path::Path,
+    options: StoreOptions,
+) -> anyhow::Result<(Store, Arc<dyn EventStore>)> {
+    let store = Store::open(data_dir, options)
         .await
-        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    let keys = match KeyStore::open(data_dir.join("keys")) {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            let _ = store.close().await;
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open the key store of {}",
+                data_dir.display()
+            )));
+        }
+    };
+    let layered = Shredding::new(
+        store.clone(),
+        keys,
+        command_api::domain::customer::shredding_policy(),
+    );
+    Ok((store, Arc::new(layered)))
 }
 
-async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+/// Connects to `annals store`, retrying while it starts.
+pub async fn connect_store(
+    args: &crate::RemoteStoreArgs,
+    stop: &Stop,
+) -> anyhow::Result<Arc<dyn EventStore>> {
+    let options = RemoteOptions {
+        token: args.token.clone(),
+        ..RemoteOptions::default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_seconds);
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match RemoteStore::connect(&args.url, options.clone()).await {
+            Ok(store) => return Ok(Arc::new(store)),
+            // A malformed URL will not get better.
+            Err(e @ event_store::Error::InvalidOptions(_)) => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot use the store at {}", args.url))
+                );
+            }
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot reach the store at {} within {} s",
+                    args.url, args.wait_seconds
+                )));
+            }
+            Err(e) => {
+                tracing::info!(url = %args.url, error = %e, "waiting for the store");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.wait() => anyhow::bail!("stopped while waiting for the store"),
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-async fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
-    let shutdown = shutdown_signal()?;
-    let store = open_store(
+pub fn command_config(options: &crate::CommandOptions) -> command_api::ApiConfig {
+    let handler = command_api::HandlerConfig {
+        snapshot_every_events: NonZeroU64::new(options.snapshot_every_events),
+        ..command_api::HandlerConfig::default()
+    };
+    command_api::ApiConfig {
+        body_bytes_max: options.body_bytes_max,
+        in_flight_requests_max: options.in_flight_requests_max,
+        customers: handler.clone(),
+        orders: handler,
+        ..command_api::ApiConfig::default()
+    }
+}
+
+pub fn projector_options(options: &crate::ProjectorOptions) -> projector::ProjectorOptions {
+    projector::ProjectorOptions {
+        batch_events_max: options.batch_events_max,
+        ..projector::ProjectorOptions::default()
+    }
+}
+
+pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
+    query_api::QueryConfig {
+        page_size_max: options.page_size_max,
+        min_position_wait_max: Duration::from_millis(options.min_position_wait_ms),
+        ..query_api::QueryConfig::default()
+    }
+}
+
+async fn store(args: StoreArgs) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let (store, layered) = open_embedded(
         &args.data_dir,
         StoreOptions {
             segment_bytes_max: args.segment_bytes_max,
@@ -86,36 +216,30 @@ async fn store(args: StoreArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
-    let listener = bind(&args.listen).await?;
-    let app = event_store::remote::router(
-        Arc::new(store.clone()),
-        event_store::remote::ServerConfig {
-            token: args.token,
-            ..Default::default()
-        },
-    );
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
-    eprintln!("annals: store listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the store API")?;
-    store.close().await.context("closing the store")?;
+    let served = async {
+        let listener = bind(&args.listen).await?;
+        let app = event_store::remote::router(
+            layered,
+            event_store::remote::ServerConfig {
+                token: args.token.clone(),
+                ..Default::default()
+            },
+        );
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
+        eprintln!("annals: store listening on http://{addr}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.wait())
+            .await
+            .context("serving the store API")
+    }
+    .await;
+    let closed = store.close().await.context("closing the store");
+    served.and(closed)?;
     tracing::info!("store closed");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    store(StoreArgs {
-        data_dir: args.data_dir,
-        listen: args.listen,
-        token: None,
-        segment_bytes_max: StoreOptions::default().segment_bytes_max,
-    })
-    .await
+    Ok(())
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {

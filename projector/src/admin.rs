@@ -25,15 +25,21 @@ use crate::error::Error;
 use crate::http::{Problem, problem_type};
 use crate::projector::ProjectorHandle;
 
-/// The admin router over a running projector.
+/// The admin router over a running projector, answering unknown paths
+/// with problem documents.
 pub fn router(handle: ProjectorHandle) -> Router {
+    routes(handle).fallback(crate::http::no_route)
+}
+
+/// The admin routes without a fallback, to merge with other APIs in one
+/// process.
+pub fn routes(handle: ProjectorHandle) -> Router {
     Router::new()
         .route("/projections", get(list))
         .route("/projections/{name}", get(one))
         .route("/projections/{name}/rebuild", post(rebuild))
         .route("/projections/{name}/skip", post(skip))
         .route("/projections/{name}/resume", post(resume))
-        .fallback(crate::http::no_route)
         .with_state(handle)
 }
 

@@ -37,13 +37,13 @@ mod swap;
 mod tables;
 pub mod time;
 
-pub use admin::router as admin_router;
+pub use admin::{router as admin_router, routes as admin_routes};
 pub use checkpoint::{Checkpoint, Track, TrackState};
 pub use db::{Dialect, ViewDb, ViewDbOptions, WriteTx};
 pub use error::{Error, Result, is_transient_sql};
 pub use projection::{ApplyError, Projection, ViewTx};
 pub use projector::{
-    ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions, RebuildPhase,
-    RebuildProgress, RebuildReport, RebuildStatus,
+    LastRebuild, ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions,
+    RebuildPhase, RebuildProgress, RebuildReport, RebuildStatus,
 };
 pub use tables::SHADOW_SUFFIX;

@@ -131,6 +131,7 @@ struct Runtime {
     live_problem: Option<String>,
     rebuild_problem: Option<String>,
     rebuild_progress: Option<RebuildProgress>,
+    last_rebuild: Option<LastRebuild>,
 }
 
 impl Registered {
@@ -201,6 +202,18 @@ impl Registered {
 
     pub fn rebuild_rate(&self) -> f64 {
         self.runtime().rebuild_rate.per_second()
+    }
+
+    /// Records how a rebuild run by this process ended.
+    pub fn finish_rebuild(&self, outcome: &Result<RebuildReport>) {
+        let mut rt = self.runtime();
+        let number = rt.last_rebuild.as_ref().map_or(1, |l| l.number + 1);
+        rt.last_rebuild = Some(LastRebuild {
+            number,
+            finished_at: rfc3339(event_store::Timestamp::now()),
+            position: outcome.as_ref().ok().map(|r| r.position.0),
+            error: outcome.as_ref().err().map(ToString::to_string),
+        });
     }
 }
 
@@ -645,6 +658,7 @@ fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> Pr
         error_position: live.and_then(|c| c.error_position).map(|p| p.0),
         updated_at: live.map(|c| rfc3339(c.updated_at)),
         rebuild,
+        last_rebuild: rt.last_rebuild.clone(),
     }
 }
 
@@ -676,6 +690,21 @@ pub struct ProjectionStatus {
     pub error_position: Option<u64>,
     pub updated_at: Option<String>,
     pub rebuild: Option<RebuildStatus>,
+    /// How the last rebuild this process ran ended (none since it started:
+    /// absent). A client that started a rebuild waits for `number` to change.
+    pub last_rebuild: Option<LastRebuild>,
+}
+
+/// The end of a rebuild run by this process.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LastRebuild {
+    /// Counts the rebuilds of this projection this process finished, from 1.
+    pub number: u64,
+    pub finished_at: String,
+    /// Where the rebuilt tables were swapped in; absent when it failed.
+    pub position: Option<u64>,
+    /// Why it stopped without swapping (failed event, shutdown, ...).
+    pub error: Option<String>,
 }
 
 /// A rebuild in progress (or failed).

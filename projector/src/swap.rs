@@ -62,6 +62,16 @@ pub(crate) async fn rebuild(
     progress: &mut (dyn FnMut(&RebuildProgress) + Send),
 ) -> Result<RebuildReport> {
     let _guard = RebuildGuard::take(reg)?;
+    let outcome = run(shared, reg, progress).await;
+    reg.finish_rebuild(&outcome);
+    outcome
+}
+
+async fn run(
+    shared: &Shared,
+    reg: &Registered,
+    progress: &mut (dyn FnMut(&RebuildProgress) + Send),
+) -> Result<RebuildReport> {
     let started = Instant::now();
     let from = prepare(shared, reg).await?;
     tracing::info!(
@@ -138,7 +148,7 @@ pub(crate) async fn rebuild(
                         ),
                     });
                 }
-                slack = if postponed % 2 == 1 { 0 } else { near };
+                slack = if postponed.is_multiple_of(2) { near } else { 0 };
             }
         }
     }

@@ -103,14 +103,19 @@ impl QueryState {
     }
 }
 
-/// The query API router.
+/// The query API router, answering unknown paths with problem documents.
 pub fn router(state: QueryState) -> Router {
+    routes(state).fallback(projector::http::no_route)
+}
+
+/// The query routes without a fallback, to merge with other APIs in one
+/// process (`axum` refuses to merge two routers that both have one).
+pub fn routes(state: QueryState) -> Router {
     Router::new()
         .route("/customers", get(customers::list))
         .route("/customers/{id}", get(customers::one))
         .route("/orders", get(orders::list))
         .route("/orders/{id}", get(orders::one))
-        .fallback(projector::http::no_route)
         .with_state(state)
 }
 

@@ -1,0 +1,189 @@
+//! `/health/live`, `/health/ready` and `/openapi.json`, the same on every
+//! process, plus the problem-document fallbacks of a process's router.
+//!
+//! Readiness is the sum of what the process depends on: the store accepts
+//! appends (embedded, or reachable and ready when remote), the view
+//! database answers (its schema was migrated when it was opened), and the
+//! projector task is running. A process is live as long as it answers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use event_store::EventStore;
+use projector::ViewDb;
+use projector::http::{Problem, problem_type};
+use serde_json::{Map, Value, json};
+
+/// What a process checks before it says it is ready.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    pub store: Option<Arc<dyn EventStore>>,
+    pub views: Option<ViewDb>,
+    /// Set while the projector task runs.
+    pub projector: Option<Arc<AtomicBool>>,
+}
+
+impl Readiness {
+    /// Each dependency with `"ok"` or why it is not.
+    async fn check(&self) -> (bool, Map<String, Value>) {
+        let mut ready = true;
+        let mut checks = Map::new();
+        let mut note = |name: &str, outcome: Result<(), String>| {
+            let value = match outcome {
+                Ok(()) => Value::from("ok"),
+                Err(e) => {
+                    ready = false;
+                    Value::from(e)
+                }
+            };
+            checks.insert(name.to_owned(), value);
+        };
+        if let Some(store) = &self.store {
+            note("store", store.ready().await.map_err(|e| e.to_string()));
+        }
+        if let Some(views) = &self.views {
+            let ping = sqlx::query("SELECT 1").execute(views.pool()).await;
+            note(
+                "views",
+                ping.map(drop)
+                    .map_err(|e| format!("the view database does not answer: {e}")),
+            );
+        }
+        if let Some(running) = &self.projector {
+            note(
+                "projector",
+                if running.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err("the projector is not running".into())
+                },
+            );
+        }
+        (ready, checks)
+    }
+}
+
+/// The health and OpenAPI routes of a process.
+pub fn routes(readiness: Readiness, openapi: utoipa::openapi::OpenApi) -> Router {
+    let openapi = Arc::new(with_health_paths(openapi));
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(Arc::new(readiness))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi.as_ref().clone()).into_response() }
+            }),
+        )
+}
+
+/// Answers unknown paths and methods of a whole process with problem
+/// documents (the APIs it merges have none of their own).
+pub fn with_fallbacks(router: Router) -> Router {
+    router
+        .fallback(projector::http::no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed(uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "urn:annals:problem:method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{} does not accept this method (see /openapi.json)",
+            uri.path()
+        ),
+    )
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process is up")))]
+async fn live() -> Response {
+    axum::Json(json!({"status": "live"})).into_response()
+}
+
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Every dependency is ready: `checks` names each one with `ok`"),
+        (status = 503, description = "A dependency is not ready: `checks` says which and why",
+         content_type = "application/problem+json")))]
+async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
+    let (ok, checks) = readiness.check().await;
+    if ok {
+        axum::Json(json!({"status": "ready", "checks": checks})).into_response()
+    } else {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            problem_type::UNAVAILABLE,
+            "Not ready",
+            "a dependency of this process is not ready; see checks",
+        )
+        .with("checks", Value::Object(checks))
+        .into_response()
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(live, ready))]
+struct HealthApi;
+
+fn with_health_paths(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    openapi.merge(HealthApi::openapi());
+    openapi
+}
+
+/// One document for a process that serves several APIs.
+pub fn merged(
+    title: &str,
+    parts: impl IntoIterator<Item = utoipa::openapi::OpenApi>,
+) -> utoipa::openapi::OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title(title)
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build();
+    for part in parts {
+        doc.merge(part);
+    }
+    doc
+}
+
+/// The OpenAPI documents of the APIs a process can serve.
+pub mod docs {
+    use utoipa::openapi::OpenApi;
+
+    fn empty(title: &str) -> OpenApi {
+        utoipa::openapi::OpenApiBuilder::new()
+            .info(
+                utoipa::openapi::InfoBuilder::new()
+                    .title(title)
+                    .version(env!("CARGO_PKG_VERSION"))
+                    .build(),
+            )
+            .build()
+    }
+
+    pub fn commands() -> OpenApi {
+        empty("annals command API")
+    }
+
+    pub fn queries() -> OpenApi {
+        empty("annals query API")
+    }
+
+    pub fn admin() -> OpenApi {
+        empty("annals projector admin API")
+    }
+}

@@ -1,0 +1,111 @@
+//! The split processes around `annals store`: the command API, the
+//! projector and the query API, each with its health endpoints and OpenAPI
+//! document.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use projector::{Projector, ViewDb};
+
+use crate::health::{self, Readiness};
+use crate::run::{Stop, bind, command_config, connect_store, projector_options, query_config};
+use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
+
+/// Serves `app` on `listen` until the stop signal, announcing the address
+/// on stderr as "annals: <role> listening on http://...".
+async fn serve_http(
+    role: &str,
+    listen: &str,
+    app: axum::Router,
+    stop: &Stop,
+) -> anyhow::Result<()> {
+    let listener = bind(listen).await?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    tracing::info!(%addr, role, "serving");
+    eprintln!("annals: {role} listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.wait())
+        .await
+        .with_context(|| format!("serving the {role}"))
+}
+
+pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let store = connect_store(&args.store, &stop).await?;
+    let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let app = health::with_fallbacks(command_api::routes(state).merge(health::routes(
+        Readiness {
+            store: Some(store),
+            ..Readiness::default()
+        },
+        health::merged("annals command API", [health::docs::commands()]),
+    )));
+    serve_http("command API", &args.listen, app, &stop).await
+}
+
+pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let views = ViewDb::open(&args.database)
+        .await
+        .context("cannot open the view database")?;
+    let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
+    let app = health::with_fallbacks(query_api::routes(state).merge(health::routes(
+        Readiness {
+            views: Some(views.clone()),
+            ..Readiness::default()
+        },
+        health::merged("annals query API", [health::docs::queries()]),
+    )));
+    let served = serve_http("query API", &args.listen, app, &stop).await;
+    views.close().await;
+    served
+}
+
+pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let store = connect_store(&args.store, &stop).await?;
+    let views = ViewDb::open(&args.database)
+        .await
+        .context("cannot open the view database")?;
+    let projector = Projector::builder(store.clone(), views.clone())
+        .options(projector_options(&args.projector))
+        .reference_projections()
+        .build()
+        .context("cannot set up the projector")?;
+    let handle = projector.handle();
+    let running = Arc::new(AtomicBool::new(true));
+    let task = {
+        let running = running.clone();
+        let stopped = stop.wait();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = projector.run(stopped).await;
+            running.store(false, Ordering::SeqCst);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "the projector stopped");
+                stop.trigger();
+            }
+            result
+        })
+    };
+    let app = health::with_fallbacks(projector::admin_routes(handle).merge(health::routes(
+        Readiness {
+            store: Some(store),
+            views: Some(views.clone()),
+            projector: Some(running),
+        },
+        health::merged("annals projector admin API", [health::docs::admin()]),
+    )));
+    let served = serve_http("projector", &args.listen, app, &stop).await;
+    stop.trigger();
+    let projected = match task.await {
+        Ok(result) => result.context("the projector failed"),
+        Err(e) => Err(anyhow::anyhow!("the projector task ended abnormally: {e}")),
+    };
+    views.close().await;
+    served?;
+    projected
+}

@@ -1,0 +1,112 @@
+//! `annals serve`: the event store, command API, projector and query API in
+//! one process, on one port.
+//!
+//! Shutdown order: the signal stops the HTTP server from accepting, the
+//! requests in flight finish, the projector commits the batch it is on and
+//! returns, then the store is synced and closed (which releases the data
+//! directory's lock).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use event_store::{EventStore, StoreOptions};
+use projector::{Projector, ViewDb};
+
+use crate::ServeArgs;
+use crate::health::{self, Readiness};
+use crate::run::{Stop, bind, command_config, open_embedded, projector_options, query_config};
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let (store, shredded) = open_embedded(
+        &args.data_dir,
+        StoreOptions {
+            segment_bytes_max: args.segment_bytes_max,
+            ..StoreOptions::default()
+        },
+    )
+    .await?;
+    let result = run(&args, shredded, &stop).await;
+    // Whatever happened above, the store is closed cleanly.
+    let closed = store.close().await.context("closing the store");
+    result.and(closed)?;
+    tracing::info!("store closed");
+    Ok(())
+}
+
+async fn run(args: &ServeArgs, store: Arc<dyn EventStore>, stop: &Stop) -> anyhow::Result<()> {
+    let views = match &args.database {
+        Some(url) => ViewDb::open(url).await,
+        None => ViewDb::open_in_data_dir(&args.data_dir).await,
+    }
+    .context("cannot open the view database")?;
+    let projector = Projector::builder(store.clone(), views.clone())
+        .options(projector_options(&args.projector))
+        .reference_projections()
+        .build()
+        .context("cannot set up the projector")?;
+    let handle = projector.handle();
+    let listener = bind(&args.listen).await?;
+
+    let projector_running = Arc::new(AtomicBool::new(true));
+    let projector_task = {
+        let running = projector_running.clone();
+        let stopped = stop.wait();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = projector.run(stopped).await;
+            running.store(false, Ordering::SeqCst);
+            if let Err(e) = &result {
+                // Without its projector the process would serve stale views
+                // for ever; stop it so that a supervisor notices.
+                tracing::error!(error = %e, "the projector stopped");
+                stop.trigger();
+            }
+            result
+        })
+    };
+
+    let commands = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let queries = query_api::QueryState::new(views.clone(), query_config(&args.queries));
+    let openapi = health::merged(
+        "annals",
+        [
+            health::docs::commands(),
+            health::docs::queries(),
+            health::docs::admin(),
+        ],
+    );
+    let app = health::with_fallbacks(
+        command_api::routes(commands)
+            .merge(query_api::routes(queries))
+            .merge(projector::admin_routes(handle))
+            .merge(health::routes(
+                Readiness {
+                    store: Some(store.clone()),
+                    views: Some(views.clone()),
+                    projector: Some(projector_running),
+                },
+                openapi,
+            )),
+    );
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
+    eprintln!("annals: listening on http://{addr}");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.wait())
+        .await
+        .context("serving HTTP");
+    // The server may have ended on an error rather than the signal: stop
+    // the projector too.
+    stop.trigger();
+    let projected = match projector_task.await {
+        Ok(result) => result.context("the projector failed"),
+        Err(e) => Err(anyhow::anyhow!("the projector task ended abnormally: {e}")),
+    };
+    views.close().await;
+    served?;
+    projected
+}
