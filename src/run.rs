@@ -27,13 +27,24 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // clap spreads one error over several lines (the message, the
+            // arguments it names, a usage block); keep what comes before the
+            // usage, on one line.
             let rendered = e.render().to_string();
-            let first = rendered
+            let message = rendered
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("annals: {first} (see `annals --help`)");
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.trim_start_matches("error: ");
+            let message = if message.is_empty() {
+                "invalid arguments"
+            } else {
+                message
+            };
+            eprintln!("annals: {message} (see `annals --help`)");
             ExitCode::from(2)
         }
     }
@@ -208,6 +219,8 @@ pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
 
 async fn store(args: StoreArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    // The address first: a taken port fails before the data is touched.
+    let listener = bind(&args.listen).await?;
     let (store, layered) = open_embedded(
         &args.data_dir,
         StoreOptions {
@@ -217,7 +230,6 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
     )
     .await?;
     let served = async {
-        let listener = bind(&args.listen).await?;
         let app = event_store::remote::router(
             layered,
             event_store::remote::ServerConfig {

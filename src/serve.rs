@@ -19,6 +19,8 @@ use crate::run::{Stop, bind, command_config, open_embedded, projector_options, q
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    // The address first: a taken port fails before the data is touched.
+    let listener = bind(&args.listen).await?;
     let (store, shredded) = open_embedded(
         &args.data_dir,
         StoreOptions {
@@ -27,7 +29,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let result = run(&args, shredded, &stop).await;
+    let result = run(&args, listener, shredded, &stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
@@ -35,7 +37,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: &ServeArgs, store: Arc<dyn EventStore>, stop: &Stop) -> anyhow::Result<()> {
+async fn run(
+    args: &ServeArgs,
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn EventStore>,
+    stop: &Stop,
+) -> anyhow::Result<()> {
     let views = match &args.database {
         Some(url) => ViewDb::open(url).await,
         None => ViewDb::open_in_data_dir(&args.data_dir).await,
@@ -47,7 +54,6 @@ async fn run(args: &ServeArgs, store: Arc<dyn EventStore>, stop: &Stop) -> anyho
         .build()
         .context("cannot set up the projector")?;
     let handle = projector.handle();
-    let listener = bind(&args.listen).await?;
 
     let projector_running = Arc::new(AtomicBool::new(true));
     let projector_task = {

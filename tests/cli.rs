@@ -174,3 +174,165 @@ fn verify_reports_a_healthy_directory_and_damage() {
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(stdout.contains("DAMAGE"), "{stdout}");
 }
+
+#[test]
+fn every_subcommand_has_a_manual_page_naming_its_environment_variables() {
+    let out = annals().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (sub, env) in [
+        ("serve", "ANNALS_DATABASE_URL"),
+        ("command-api", "ANNALS_STORE_URL"),
+        ("projector", "ANNALS_BATCH_EVENTS_MAX"),
+        ("query-api", "ANNALS_MIN_POSITION_WAIT_MS"),
+        ("rebuild", "ANNALS_URL"),
+        ("verify", "ANNALS_DATA_DIR"),
+    ] {
+        assert!(help.contains(sub), "{help}");
+        let out = annals().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(page.contains(env), "{sub}: {page}");
+    }
+}
+
+#[test]
+fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
+    // No store given.
+    let out = annals().arg("command-api").output().unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("--store"), "{line}");
+    assert_eq!(out.status.code(), Some(2));
+
+    // A store that is not there: give up after the wait, and say where.
+    let out = annals()
+        .args([
+            "command-api",
+            "--store",
+            "http://127.0.0.1:9",
+            "--store-wait-seconds",
+            "0",
+        ])
+        .env("ANNALS_LOG", "off")
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(
+        line.contains("cannot reach the store at http://127.0.0.1:9"),
+        "{line}"
+    );
+
+    // A store URL that is no URL.
+    let out = annals()
+        .args([
+            "projector",
+            "--store",
+            "ftp://x",
+            "--database",
+            "sqlite::memory:",
+        ])
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("ftp://x"), "{line}");
+
+    // A database URL of no known kind.
+    let out = annals()
+        .args([
+            "query-api",
+            "--database",
+            "mysql://x/y",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("cannot open the view database"), "{line}");
+
+    // An address that is no address.
+    let dir = tempfile::tempdir().unwrap();
+    let out = annals()
+        .args(["serve", "--listen", "nowhere", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("cannot listen on nowhere"), "{line}");
+
+    // A rebuild with nobody to ask.
+    let out = annals()
+        .args(["rebuild", "customers", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("cannot rebuild customers"), "{line}");
+}
+
+#[test]
+fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, addr) = start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        dir.path(),
+        "listening on",
+    );
+    let out = annals()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("in use by another process"), "{line}");
+    // An offline rebuild is refused the same way while serve runs.
+    let out = annals()
+        .args(["rebuild", "customers", "--offline", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("in use by another process"), "{line}");
+
+    // The one process answers commands, queries, admin and health.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = crate::split::http();
+        crate::split::wait_ready(&http, &addr).await;
+        let (status, body) = crate::split::command(
+            &http,
+            &format!("{addr}/customers"),
+            &serde_json::json!({"name": "Ada", "email": "ada@example.org",
+                                "credit_limit": crate::split::eur(500)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["id"].as_str().unwrap();
+        let position = body["position"].as_u64().unwrap();
+        let seen = crate::split::query_at(&http, &format!("{addr}/customers/{id}"), position).await;
+        assert_eq!(seen["name"], "Ada");
+        let admin = http
+            .get(format!("{addr}/projections"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(admin.status(), 200);
+        let wrong = http
+            .delete(format!("{addr}/customers"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 405);
+        assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    });
+
+    let status = terminate(&mut first);
+    assert!(status.success(), "{status:?}");
+    // The lock went with the process; the offline rebuild runs now.
+    let out = annals()
+        .args(["rebuild", "customers", "--offline", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("swapped in at position 1"), "{stderr}");
+}

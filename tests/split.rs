@@ -1,0 +1,390 @@
+//! The split deployment as real processes on loopback: `annals store`, two
+//! `annals command-api` replicas, `annals projector` on PostgreSQL and
+//! `annals query-api`. Commands go to both replicas (including a race for
+//! one customer's credit); the query API shows the results. Then the
+//! projector is killed with SIGKILL while commands keep coming, restarted,
+//! and its views must equal what a rebuild from the log produces (the
+//! rebuild runs through `annals rebuild`, the CLI).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::pg::PgDatabase;
+
+/// A running `annals` process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub url: String,
+}
+
+impl Proc {
+    /// Starts `annals <args>` and waits for "<announce> http://..." on stderr.
+    pub fn start(args: &[&str], announce: &str) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(args)
+            .env("ANNALS_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let Some(line) = lines.next() else {
+                let status = child.wait();
+                panic!("annals {args:?} exited before announcing itself: {status:?}");
+            };
+            let line = line.unwrap();
+            if let Some(rest) = line.split(announce).nth(1) {
+                break rest.trim().to_string();
+            }
+            eprintln!("annals {}: {line}", args[0]);
+        };
+        let role = args[0].to_string();
+        // Keep draining stderr (and show it) so the child never blocks.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("annals {role}: {line}");
+            }
+        });
+        Proc { child, url }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then the exit status (a graceful stop succeeds).
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        panic!("annals did not stop within 20 s of SIGTERM");
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn eur(amount: i64) -> Value {
+    json!({"amount": amount, "currency": "EUR"})
+}
+
+/// POSTs a command; returns the status and the JSON body.
+pub async fn command(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let response = http.post(url).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Waits until `url/health/ready` answers 200.
+pub async fn wait_ready(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = http.get(format!("{url}/health/ready")).send().await;
+        if let Ok(response) = &answer
+            && response.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} is not ready: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GETs a query until the view has reached `position` (the query API
+/// answers 503 while it has not, after waiting a while itself).
+pub async fn query_at(http: &reqwest::Client, url: &str, position: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = http
+            .get(url)
+            .header("annals-min-position", position.to_string())
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let reflected: u64 = response.headers()["annals-position"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(reflected >= position, "{reflected} < {position}");
+            return response.json().await.unwrap();
+        }
+        assert_eq!(response.status(), 503, "{url}");
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not reach position {position}"
+        );
+    }
+}
+
+async fn store_head(http: &reqwest::Client, store: &str) -> u64 {
+    let head: Value = http
+        .get(format!("{store}/head"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    head["position"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_processes_serve_commands_and_queries_and_a_killed_projector_matches_a_rebuild() {
+    let Some(db) = PgDatabase::create("split").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let store = Proc::start(
+        &["store", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        "store listening on",
+    );
+    let replica = |_: usize| {
+        Proc::start(
+            &[
+                "command-api",
+                "--store",
+                &store.url,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "command API listening on",
+        )
+    };
+    let replicas = [replica(0), replica(1)];
+    let start_projector = || {
+        Proc::start(
+            &[
+                "projector",
+                "--store",
+                &store.url,
+                "--database",
+                &db.url,
+                "--listen",
+                "127.0.0.1:0",
+                "--batch-events-max",
+                "50",
+            ],
+            "projector listening on",
+        )
+    };
+    let mut projector = start_projector();
+    let query = Proc::start(
+        &[
+            "query-api",
+            "--database",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "query API listening on",
+    );
+    let http = http();
+    for p in [&store, &replicas[0], &replicas[1], &projector, &query] {
+        wait_ready(&http, &p.url).await;
+        let doc: Value = http
+            .get(format!("{}/openapi.json", p.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            doc["paths"]["/health/ready"].is_object(),
+            "{}: {doc}",
+            p.url
+        );
+    }
+
+    // Customers registered through both replicas.
+    let mut customers = Vec::new();
+    for i in 0..10 {
+        let url = format!("{}/customers", replicas[i % 2].url);
+        let (status, body) = command(
+            &http,
+            &url,
+            &json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.org"),
+                    "credit_limit": eur(1_000)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        customers.push(body["id"].as_str().unwrap().to_string());
+    }
+
+    // The race: 40 reservations of 100 for one customer whose limit fits 10,
+    // sent to both replicas at once. The store decides each version once.
+    let raced = customers[0].clone();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let http = http.clone();
+        let url = format!("{}/customers/{raced}/reservations", replicas[i % 2].url);
+        tasks.push(tokio::spawn(async move {
+            command(
+                &http,
+                &url,
+                &json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(100)}),
+            )
+            .await
+        }));
+    }
+    let mut accepted = 0;
+    let mut last_position = 0;
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => {
+                accepted += 1;
+                last_position = last_position.max(body["position"].as_u64().unwrap());
+            }
+            422 | 409 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        accepted, 10,
+        "exactly the reservations that fit are accepted"
+    );
+
+    // Orders through both replicas; the query API shows them once its view
+    // reaches the position the command returned.
+    let (status, order) = command(
+        &http,
+        &format!("{}/orders", replicas[1].url),
+        &json!({"customer_id": customers[1], "total": eur(250)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap();
+    let position = order["position"].as_u64().unwrap().max(last_position);
+    let seen = query_at(&http, &format!("{}/orders/{order_id}", query.url), position).await;
+    assert_eq!(seen["status"], "pending", "{seen}");
+    assert_eq!(seen["total"], eur(250));
+    let raced_view = query_at(&http, &format!("{}/customers/{raced}", query.url), position).await;
+    assert_eq!(raced_view["reserved"], eur(1_000), "{raced_view}");
+    assert_eq!(raced_view["available"], eur(0), "{raced_view}");
+    let used_up = query_at(
+        &http,
+        &format!("{}/customers?credit_available=0", query.url),
+        position,
+    )
+    .await;
+    let ids: Vec<&str> = used_up["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [raced.as_str()]);
+
+    // Commands keep coming while the projector is killed and restarted.
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let writer = {
+        let http = http.clone();
+        let urls: Vec<String> = replicas.iter().map(|r| r.url.clone()).collect();
+        let customers = customers.clone();
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for i in 0..300usize {
+                let customer = &customers[1 + i % (customers.len() - 1)];
+                let url = &urls[i % 2];
+                let order = uuid::Uuid::new_v4().to_string();
+                let (status, body) = command(
+                    &http,
+                    &format!("{url}/customers/{customer}/reservations"),
+                    &json!({"order_id": order, "amount": eur(7)}),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                if i % 3 == 0 {
+                    let (status, body) = command(
+                        &http,
+                        &format!("{url}/customers/{customer}/reservations/{order}/release"),
+                        &json!({}),
+                    )
+                    .await;
+                    assert_eq!(status, 200, "{body}");
+                }
+                if i % 5 == 0 {
+                    let (status, body) = command(
+                        &http,
+                        &format!("{url}/orders"),
+                        &json!({"customer_id": customer, "total": eur(3)}),
+                    )
+                    .await;
+                    assert_eq!(status, 201, "{body}");
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    while sent.load(Ordering::SeqCst) < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    projector.kill();
+    while sent.load(Ordering::SeqCst) < 120 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut projector = start_projector();
+    writer.await.unwrap();
+    let head = store_head(&http, &store.url).await;
+    let list = |path: &str| format!("{}/{path}?limit=200", query.url);
+    query_at(&http, &list("customers"), head).await;
+    query_at(&http, &list("orders"), head).await;
+    let before = db.dump(&["customers", "orders"]).await;
+    assert_eq!(before[0].len(), 10);
+
+    // Rebuild both views from the log with the CLI; nothing may change.
+    for projection in ["customers", "orders"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["rebuild", projection, "--url", &projector.url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("swapped in"), "{stderr}");
+    }
+    assert_eq!(store_head(&http, &store.url).await, head);
+    let after = db.dump(&["customers", "orders"]).await;
+    assert!(
+        before == after,
+        "the views after the kill differ from a rebuild:\n{before:?}\n{after:?}"
+    );
+
+    // Everything stops gracefully.
+    assert!(projector.terminate().success());
+    let mut query = query;
+    assert!(query.terminate().success());
+    let [mut a, mut b] = replicas;
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+    let mut store = store;
+    assert!(store.terminate().success());
+}
