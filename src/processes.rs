@@ -26,8 +26,7 @@ async fn serve_http(
         .context("reading the listening address")?;
     tracing::info!(%addr, role, "serving");
     eprintln!("annals: {role} listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.wait())
+    crate::run::serve_http(listener, app, stop)
         .await
         .with_context(|| format!("serving the {role}"))
 }

@@ -182,6 +182,25 @@ pub async fn connect_store(
     }
 }
 
+/// Serves `app` on `listener` until `stop`, with Nagle's algorithm off on
+/// every connection: requests and answers are small and latency-bound, and
+/// a delayed ACK meeting Nagle's wait costs tens of milliseconds.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: &Stop,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.wait())
+        .await
+}
+
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
@@ -242,8 +261,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
             .context("reading the listening address")?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
         eprintln!("annals: store listening on http://{addr}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.wait())
+        serve_http(listener, app, &stop)
             .await
             .context("serving the store API")
     }

@@ -15,7 +15,9 @@ use projector::{Projector, ViewDb};
 
 use crate::ServeArgs;
 use crate::health::{self, Readiness};
-use crate::run::{Stop, bind, command_config, open_embedded, projector_options, query_config};
+use crate::run::{
+    Stop, bind, command_config, open_embedded, projector_options, query_config, serve_http,
+};
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
@@ -101,8 +103,7 @@ async fn run(
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
     eprintln!("annals: listening on http://{addr}");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.wait())
+    let served = serve_http(listener, app, stop)
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop
