@@ -64,9 +64,14 @@ impl std::fmt::Debug for SubjectKey {
 pub struct KeyStore {
     dir: PathBuf,
     cache: RwLock<HashMap<String, SubjectKey>>,
-    /// Serialises creation and erasure so two callers never race on one file.
-    writes: Mutex<()>,
+    /// Serialise creation and erasure per subject (by stripe) so two
+    /// callers never race on one file, while keys of different subjects
+    /// are written, and their fsyncs overlap, in parallel.
+    writes: Vec<Mutex<()>>,
 }
+
+/// Lock stripes for key writes.
+const WRITE_STRIPES: usize = 64;
 
 fn file_stem(subject: &str) -> String {
     let digest = Sha256::digest(subject.as_bytes());
@@ -122,12 +127,25 @@ impl KeyStore {
         Ok(Self {
             dir,
             cache: RwLock::new(HashMap::new()),
-            writes: Mutex::new(()),
+            writes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn write_lock(&self, subject: &str) -> parking_lot::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(subject);
+        self.writes[(hash % WRITE_STRIPES as u64) as usize].lock()
+    }
+
+    /// Whether the subject's key or erasure is known without touching the
+    /// disk.
+    pub fn is_cached(&self, subject: &str) -> bool {
+        self.cache.read().contains_key(subject)
     }
 
     fn paths(&self, subject: &str) -> (PathBuf, PathBuf) {
@@ -192,7 +210,7 @@ impl KeyStore {
         if let Some(SubjectKey::Key(key)) = self.lookup(subject)? {
             return Ok(key);
         }
-        let _guard = self.writes.lock();
+        let _guard = self.write_lock(subject);
         match self.lookup(subject)? {
             Some(SubjectKey::Key(key)) => return Ok(key),
             Some(SubjectKey::Erased) => {
@@ -215,7 +233,7 @@ impl KeyStore {
 
     /// Destroys the subject's key. Idempotent.
     pub fn forget(&self, subject: &str) -> Result<()> {
-        let _guard = self.writes.lock();
+        let _guard = self.write_lock(subject);
         let (key_path, erased_path) = self.paths(subject);
         if !erased_path.exists() {
             self.write_durably(&erased_path, &encode(ERASED_MAGIC, &[0u8; 32], subject))?;

@@ -159,6 +159,31 @@ impl<S: EventStore> Shredding<S> {
 }
 
 impl Vault {
+    /// Whether encrypting `appends` may have to create a key on disk.
+    fn needs_new_key(&self, appends: &[StreamAppend]) -> bool {
+        appends.iter().any(|a| {
+            !self.keys.is_cached(a.stream_id.as_str())
+                && a.events.iter().any(|e| {
+                    self.policy
+                        .personal_fields(a.stream_id.as_str(), &e.event_type)
+                        .is_some()
+                })
+        })
+    }
+
+    fn encrypt_appends(&self, appends: Vec<StreamAppend>) -> Result<Vec<StreamAppend>> {
+        appends
+            .into_iter()
+            .map(|mut a| {
+                a.events = std::mem::take(&mut a.events)
+                    .into_iter()
+                    .map(|e| self.encrypt_event(&a.stream_id, e))
+                    .collect::<Result<_>>()?;
+                Ok(a)
+            })
+            .collect()
+    }
+
     fn encrypt_event(&self, stream_id: &StreamId, mut event: NewEvent) -> Result<NewEvent> {
         let Some(fields) = self
             .policy
@@ -298,16 +323,16 @@ impl Vault {
 #[async_trait]
 impl<S: EventStore> EventStore for Shredding<S> {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let appends = appends
-            .into_iter()
-            .map(|mut a| {
-                a.events = std::mem::take(&mut a.events)
-                    .into_iter()
-                    .map(|e| self.vault.encrypt_event(&a.stream_id, e))
-                    .collect::<Result<_>>()?;
-                Ok(a)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // A subject's first personal data creates its key file (written and
+        // fsynced): that blocking work must not hold up an async worker.
+        let appends = if self.vault.needs_new_key(&appends) {
+            let vault = self.vault.clone();
+            tokio::task::spawn_blocking(move || vault.encrypt_appends(appends))
+                .await
+                .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))??
+        } else {
+            self.vault.encrypt_appends(appends)?
+        };
         self.inner.append_many(appends).await
     }
 
@@ -424,7 +449,11 @@ impl<S: EventStore> EventStore for Shredding<S> {
                 "stream {stream_id} does not belong to a data subject"
             )));
         }
-        self.vault.keys.forget(stream_id.as_str())
+        let keys = self.vault.keys.clone();
+        let subject = stream_id.as_str().to_owned();
+        tokio::task::spawn_blocking(move || keys.forget(&subject))
+            .await
+            .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))?
     }
 
     fn read_page_max(&self) -> usize {
