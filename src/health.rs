@@ -164,26 +164,15 @@ pub fn merged(
 pub mod docs {
     use utoipa::openapi::OpenApi;
 
-    fn empty(title: &str) -> OpenApi {
-        utoipa::openapi::OpenApiBuilder::new()
-            .info(
-                utoipa::openapi::InfoBuilder::new()
-                    .title(title)
-                    .version(env!("CARGO_PKG_VERSION"))
-                    .build(),
-            )
-            .build()
-    }
-
     pub fn commands() -> OpenApi {
-        empty("annals command API")
+        command_api::openapi()
     }
 
     pub fn queries() -> OpenApi {
-        empty("annals query API")
+        query_api::openapi()
     }
 
     pub fn admin() -> OpenApi {
-        empty("annals projector admin API")
+        projector::admin_openapi()
     }
 }

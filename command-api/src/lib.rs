@@ -24,5 +24,5 @@ pub mod idempotency;
 pub use aggregate::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
-pub use http::{ApiConfig, ApiState, router, routes, serve, with_problem_fallbacks};
+pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};
 pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};

@@ -14,16 +14,17 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use event_store::Position;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::http::{Problem, problem_type};
-use crate::projector::ProjectorHandle;
+use crate::projector::{ProjectionStatus, ProjectorHandle};
 
 /// The admin router over a running projector, answering unknown paths
 /// with problem documents.
@@ -34,13 +35,51 @@ pub fn router(handle: ProjectorHandle) -> Router {
 /// The admin routes without a fallback, to merge with other APIs in one
 /// process.
 pub fn routes(handle: ProjectorHandle) -> Router {
-    Router::new()
-        .route("/projections", get(list))
-        .route("/projections/{name}", get(one))
-        .route("/projections/{name}/rebuild", post(rebuild))
-        .route("/projections/{name}/skip", post(skip))
-        .route("/projections/{name}/resume", post(resume))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .with_state(handle)
+}
+
+type Endpoint = (MethodFilter, &'static str, MethodRouter<ProjectorHandle>);
+
+/// Every admin endpoint. The router is built from this table, and a test
+/// holds the OpenAPI document to it.
+fn endpoints() -> [Endpoint; 5] {
+    fn endpoint<H: Handler<T, ProjectorHandle>, T: 'static>(
+        method: MethodFilter,
+        path: &'static str,
+        handler: H,
+    ) -> Endpoint {
+        (method, path, on(method, handler))
+    }
+    [
+        endpoint(MethodFilter::GET, "/projections", list),
+        endpoint(MethodFilter::GET, "/projections/{name}", one),
+        endpoint(MethodFilter::POST, "/projections/{name}/rebuild", rebuild),
+        endpoint(MethodFilter::POST, "/projections/{name}/skip", skip),
+        endpoint(MethodFilter::POST, "/projections/{name}/resume", resume),
+    ]
+}
+
+/// The OpenAPI description of the admin API.
+#[derive(Debug, utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "annals projector admin API",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "Status of the projections that maintain the read side's views, and the operator's levers: rebuild a projection, skip or retry the event a failed one stopped on."
+    ),
+    paths(list, one, rebuild, skip, resume),
+    components(schemas(Problem))
+)]
+struct AdminApi;
+
+/// The OpenAPI document of the admin API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <AdminApi as utoipa::OpenApi>::openapi()
 }
 
 fn problem(error: Error) -> Problem {
@@ -71,11 +110,43 @@ fn problem(error: Error) -> Problem {
     }
 }
 
-async fn list(State(handle): State<ProjectorHandle>) -> Result<Response, Problem> {
-    let status = handle.status().await.map_err(problem)?;
-    Ok(Json(serde_json::json!({ "projections": status })).into_response())
+/// The status of every projection.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ProjectionList {
+    projections: Vec<ProjectionStatus>,
 }
 
+/// Status of every projection
+#[utoipa::path(
+    get,
+    path = "/projections",
+    operation_id = "list_projections",
+    tag = "projections",
+    responses(
+        (status = 200, description = "Every registered projection", body = ProjectionList),
+        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list(State(handle): State<ProjectorHandle>) -> Result<Response, Problem> {
+    let projections = handle.status().await.map_err(problem)?;
+    Ok(Json(ProjectionList { projections }).into_response())
+}
+
+/// Status of one projection
+#[utoipa::path(
+    get,
+    path = "/projections/{name}",
+    operation_id = "get_projection",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    responses(
+        (status = 200, description = "The projection's status", body = ProjectionStatus),
+        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn one(
     State(handle): State<ProjectorHandle>,
     Path(name): Path<String>,
@@ -84,6 +155,25 @@ async fn one(
     Ok(Json(status).into_response())
 }
 
+/// Rebuild a projection
+///
+/// Replays the whole log into shadow tables while the live tables keep
+/// serving, then swaps them in. An interrupted rebuild resumes where it
+/// stopped. Progress shows in the status's `rebuild`.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/rebuild",
+    operation_id = "rebuild_projection",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    responses(
+        (status = 202, description = "The rebuild is running; the status as it started", body = ProjectionStatus),
+        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: a rebuild is already running", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn rebuild(
     State(handle): State<ProjectorHandle>,
     Path(name): Path<String>,
@@ -92,13 +182,34 @@ async fn rebuild(
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SkipParams {
-    /// The position the operator expects the projection to be failed at.
+    /// The position the operator expects the projection to be failed at:
+    /// nothing is skipped if it is failed elsewhere.
     position: Option<u64>,
 }
 
+/// Skip the event a failed projection stopped on
+///
+/// The skip is recorded and the projection goes on from the next event; a
+/// failed rebuild is skipped past the same way.
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/skip",
+    operation_id = "skip_failed_event",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", example = "customers"), SkipParams),
+    responses(
+        (status = 200, description = "Skipped; the projection's status", body = ProjectionStatus),
+        (status = 400, description = "`invalid-request`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the projection is not failed, is failed at another position than `position`, or moved meanwhile; nothing was skipped", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn skip(
     State(handle): State<ProjectorHandle>,
     Path(name): Path<String>,
@@ -112,10 +223,179 @@ async fn skip(
     Ok(Json(status).into_response())
 }
 
+/// Retry the event a failed projection stopped on
+///
+/// For after the cause is fixed (a handler deployed anew, a database
+/// repaired).
+#[utoipa::path(
+    post,
+    path = "/projections/{name}/resume",
+    operation_id = "resume_projection",
+    tag = "projections",
+    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    responses(
+        (status = 200, description = "Resumed; the projection's status", body = ProjectionStatus),
+        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`: the projection is not failed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn resume(
     State(handle): State<ProjectorHandle>,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
     let status = handle.resume(&name).await.map_err(problem)?;
     Ok(Json(status).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn method_name(method: MethodFilter) -> &'static str {
+        [
+            (MethodFilter::GET, "get"),
+            (MethodFilter::POST, "post"),
+            (MethodFilter::PUT, "put"),
+            (MethodFilter::DELETE, "delete"),
+            (MethodFilter::PATCH, "patch"),
+        ]
+        .into_iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, name)| name)
+        .expect("a method the table uses")
+    }
+
+    fn document() -> Value {
+        serde_json::to_value(openapi()).expect("the document serializes")
+    }
+
+    /// Every operation of the document, with its response statuses.
+    fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
+        const METHODS: [&str; 8] = [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ];
+        let mut operations = BTreeMap::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
+                let statuses = operation["responses"]
+                    .as_object()
+                    .expect("responses")
+                    .keys()
+                    .cloned()
+                    .collect();
+                operations.insert((method.clone(), path.clone()), statuses);
+            }
+        }
+        operations
+    }
+
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v) {
+                        ("$ref", Value::String(r)) => found.push(r),
+                        _ => refs(v, found),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_document_describes_exactly_the_routes_served() {
+        let served: BTreeSet<(String, String)> = endpoints()
+            .iter()
+            .map(|(method, path, _)| (method_name(*method).to_owned(), (*path).to_owned()))
+            .collect();
+        let documented: BTreeSet<_> = operations(&document()).into_keys().collect();
+        assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn every_operation_lists_its_statuses_with_problem_documents() {
+        let expected: [(&str, &str, &[&str]); 5] = [
+            ("get", "/projections", &["200", "500", "503"]),
+            ("get", "/projections/{name}", &["200", "404", "500", "503"]),
+            (
+                "post",
+                "/projections/{name}/rebuild",
+                &["202", "404", "409", "500", "503"],
+            ),
+            (
+                "post",
+                "/projections/{name}/skip",
+                &["200", "400", "404", "409", "500", "503"],
+            ),
+            (
+                "post",
+                "/projections/{name}/resume",
+                &["200", "404", "409", "500", "503"],
+            ),
+        ];
+        let doc = document();
+        let operations = operations(&doc);
+        for (method, path, statuses) in expected {
+            let listed = &operations[&(method.to_owned(), path.to_owned())];
+            let statuses: BTreeSet<String> = statuses.iter().map(|s| (*s).to_owned()).collect();
+            assert_eq!(listed, &statuses, "{method} {path}");
+            for status in statuses.iter().filter(|s| !s.starts_with('2')) {
+                let response = &doc["paths"][path][method]["responses"][status];
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_operation_has_a_summary_and_its_own_id() {
+        let doc = document();
+        let mut ids = BTreeSet::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("a path item").values() {
+                assert!(operation["summary"].is_string(), "{operation}");
+                let id = operation["operationId"].as_str().expect("an operation id");
+                assert!(ids.insert(id.to_owned()), "{id} is used twice");
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_referenced_is_defined() {
+        let doc = document();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .expect("component schemas");
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r} is not a component schema"));
+            assert!(schemas.contains_key(name), "{r} is not defined");
+        }
+        for name in ["ProjectionStatus", "RebuildStatus", "TrackState", "Problem"] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_document_names_the_api_and_its_version() {
+        let doc = document();
+        assert_eq!(doc["info"]["title"], "annals projector admin API");
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
 }

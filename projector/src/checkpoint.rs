@@ -33,8 +33,11 @@ impl Track {
     }
 }
 
-/// What a track is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What a projection (or its rebuild) is doing: `catching_up` (behind the
+/// head of the log), `live` (at the head), `rebuilding` (being rebuilt into
+/// shadow tables) or `failed` (stopped on an event it could not apply, until
+/// an operator resumes it or skips the event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrackState {
     /// Behind the head of the log, applying full batches.

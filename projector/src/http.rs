@@ -4,6 +4,14 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{Ref, RefOr};
+
+/// The media type of problem documents.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// The problem `type` URIs of the read side, one per kind of error.
 pub mod problem_type {
@@ -113,7 +121,7 @@ impl IntoResponse for Problem {
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
         for (name, value) in self.headers {
             headers.insert(name, value);
@@ -132,4 +140,75 @@ pub async fn no_route(uri: axum::http::Uri) -> Problem {
 /// documents.
 pub fn rejection(detail: impl std::fmt::Display) -> Problem {
     Problem::bad_request(detail.to_string())
+}
+
+/// The schema of the body [`Problem`] renders. The command API describes its
+/// problems with the same schema under the same name, so that a document
+/// merging both APIs stays consistent whichever definition it keeps.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        fn text(description: &str) -> ObjectBuilder {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        }
+        ObjectBuilder::new()
+            .description(Some(
+                "An RFC 9457 problem document. Clients branch on `type`; \
+                 the extension members next to the standard ones carry the facts \
+                 of the occurrence (the parameter, position or projection at fault).",
+            ))
+            .property(
+                "type",
+                text("The kind of error: `urn:annals:problem:<slug>`.")
+                    .format(Some(SchemaFormat::Custom("uri".into()))),
+            )
+            .required("type")
+            .property("title", text("A short summary, fixed for each `type`."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status code of the response.")),
+            )
+            .required("status")
+            .property("detail", text("What went wrong in this occurrence."))
+            .required("detail")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Problem")
+    }
+}
+
+/// An OpenAPI response whose body is a [`Problem`] document; headers can
+/// be added before it is built.
+pub fn problem_response(description: &str) -> ResponseBuilder {
+    use utoipa::ToSchema;
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(Problem::name())))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content(PROBLEM_CONTENT_TYPE, content)
+}
+
+/// The `Retry-After` header of a `503`, for OpenAPI documents.
+pub fn retry_after_header() -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0)),
+        )
+        .description(Some("Seconds to wait before trying again."))
+        .build()
 }

@@ -37,7 +37,7 @@ mod swap;
 mod tables;
 pub mod time;
 
-pub use admin::{router as admin_router, routes as admin_routes};
+pub use admin::{openapi as admin_openapi, router as admin_router, routes as admin_routes};
 pub use checkpoint::{Checkpoint, Track, TrackState};
 pub use db::{Dialect, ViewDb, ViewDbOptions, WriteTx};
 pub use error::{Error, Result, is_transient_sql};

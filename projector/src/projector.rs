@@ -667,8 +667,10 @@ fn round(x: f64) -> f64 {
 }
 
 /// A projection's status, as the admin API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ProjectionStatus {
+    /// The projection's name, as used in the admin paths.
+    #[schema(example = "customers")]
     pub name: String,
     /// The version of the running code.
     pub version: u32,
@@ -685,10 +687,19 @@ pub struct ProjectionStatus {
     /// Log positions applied per second over the last seconds, by this
     /// process.
     pub events_per_second: f64,
+    /// The error that stopped the projection, or a passing one (store or
+    /// database unreachable) until the next batch goes through.
+    #[schema(required)]
     pub last_error: Option<String>,
     /// The event the projection stopped on, while failed.
+    #[schema(required)]
     pub error_position: Option<u64>,
+    /// When the live checkpoint last changed (RFC 3339); null before the
+    /// first batch.
+    #[schema(format = DateTime, required)]
     pub updated_at: Option<String>,
+    /// The rebuild in progress (or failed), if any.
+    #[schema(required)]
     pub rebuild: Option<RebuildStatus>,
     /// How the last rebuild this process ran ended (none since it started:
     /// absent). A client that started a rebuild waits for `number` to change.
@@ -696,7 +707,7 @@ pub struct ProjectionStatus {
 }
 
 /// The end of a rebuild run by this process.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LastRebuild {
     /// Counts the rebuilds of this projection this process finished, from 1.
     pub number: u64,
@@ -708,18 +719,32 @@ pub struct LastRebuild {
 }
 
 /// A rebuild in progress (or failed).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RebuildStatus {
     /// `rebuilding` or `failed`.
     pub state: TrackState,
+    /// The version of the code filling the shadow tables.
     pub version: u32,
     /// Last log position applied to the shadow tables.
     pub position: u64,
+    /// Events the shadow tables are behind the head.
     pub lag: u64,
+    /// Log positions applied to the shadow tables per second, by this
+    /// process.
     pub events_per_second: f64,
+    /// Estimated seconds until the shadow tables catch up; null while
+    /// unknown or failed.
+    #[schema(required)]
     pub eta_seconds: Option<f64>,
+    /// The error that stopped the rebuild, or a passing one until its next
+    /// batch goes through.
+    #[schema(required)]
     pub last_error: Option<String>,
+    /// The event the rebuild stopped on, while failed.
+    #[schema(required)]
     pub error_position: Option<u64>,
+    /// When the rebuild started (RFC 3339).
+    #[schema(format = DateTime)]
     pub started_at: String,
     /// Whether this process is running it (otherwise it waits to be resumed,
     /// or another process runs it).

@@ -8,7 +8,9 @@ use projector::http::Problem;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
+use crate::api_doc::{self, MinPosition, PageParams, PathId, ReadProblems};
 use crate::params::{Params, check_id};
 use crate::{
     Money, QueryState, consistency, cursor, database_problem, json_answer, not_found, time,
@@ -17,7 +19,7 @@ use crate::{
 const PROJECTION: &str = "customers";
 /// The largest credit amount a filter accepts (the domain's bound on
 /// amounts, in minor units).
-const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
+pub(crate) const AMOUNT_MAX: i64 = 1_000_000_000_000_000;
 /// The longest name prefix accepted, in characters.
 const NAME_PREFIX_CHARS_MAX: usize = 100;
 
@@ -25,27 +27,36 @@ const COLUMNS: &str = "c.id, c.name, c.email, c.currency, c.credit_limit, c.rese
      c.orders_placed, c.orders_approved, c.orders_rejected, c.orders_cancelled, c.version, \
      c.registered_at, c.updated_at, c.position, c.name_folded";
 
-#[derive(Debug, Serialize)]
-struct OrderCounts {
+/// How many of the customer's orders reached each stage.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OrderCounts {
     placed: i64,
     approved: i64,
     rejected: i64,
     cancelled: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct Customer {
+/// A customer and their credit line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Customer {
+    #[schema(format = Uuid)]
     id: String,
+    /// `[erased]` once the customer's personal data was erased.
     name: String,
+    /// `[erased]` once the customer's personal data was erased.
     email: String,
+    /// The credit the customer may reserve.
     credit_limit: Money,
+    /// Credit reserved by orders.
     reserved: Money,
     /// Credit left to reserve; 0 when used up.
     available: Money,
     orders: OrderCounts,
     /// Version of the customer's stream: what to send as `If-Match`.
     version: i64,
+    #[schema(format = DateTime)]
     registered_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
     /// Log position of the last event that changed the customer.
     position: i64,
@@ -81,6 +92,28 @@ fn decode(row: &AnyRow, first: usize) -> Result<Customer, sqlx::Error> {
     })
 }
 
+/// One customer
+///
+/// A customer the view does not hold is `404`. A client that has just
+/// registered one sends the command's `position` as `min_position`, to be
+/// answered once the view reflects it.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}",
+    operation_id = "get_customer",
+    tag = "customers",
+    params(PathId, MinPosition),
+    responses(
+        (status = 200, description = "The customer", body = Customer, headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+            ("ETag" = String, description = "The version of the customer's stream, quoted (`\"3\"`): send it as `If-Match` to a command"),
+        )),
+        (status = 404, description = "`not-found`: no customer with this id in the view at the position in `Annals-Position`", body = Problem, content_type = "application/problem+json", headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+        )),
+        ReadProblems,
+    )
+)]
 pub async fn one(
     State(state): State<QueryState>,
     path: Result<Path<String>, PathRejection>,
@@ -117,15 +150,55 @@ pub async fn one(
     Ok(json_answer(position, Some(customer.version), &customer))
 }
 
-#[derive(Debug, Serialize)]
-struct Page {
+/// A page of customers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CustomerPage {
     items: Vec<Customer>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required)]
     next_cursor: Option<String>,
     /// The log position the page reflects (also in `Annals-Position`).
     position: i64,
 }
 
+/// The filters of `GET /customers`, as [`list`] checks them.
+pub(crate) struct CustomerFilters;
+
+impl utoipa::IntoParams for CustomerFilters {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            api_doc::query_param(
+                "credit_available",
+                api_doc::integer(0, AMOUNT_MAX),
+                "Only customers with exactly this much credit available, in minor units \
+                 (`0`: credit used up).",
+            ),
+            api_doc::query_param(
+                "name_prefix",
+                api_doc::text(NAME_PREFIX_CHARS_MAX),
+                "Only customers whose name starts with this, ignoring case; the page is \
+                 then ordered by name.",
+            ),
+        ]
+    }
+}
+
+/// A page of customers
+///
+/// Ordered by id, or by name then id with `name_prefix`. Filters combine.
+#[utoipa::path(
+    get,
+    path = "/customers",
+    operation_id = "list_customers",
+    tag = "customers",
+    params(CustomerFilters, PageParams, MinPosition),
+    responses(
+        (status = 200, description = "A page of customers", body = CustomerPage, headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+        )),
+        ReadProblems,
+    )
+)]
 pub async fn list(
     State(state): State<QueryState>,
     RawQuery(raw): RawQuery,
@@ -224,7 +297,7 @@ pub async fn list(
     Ok(json_answer(
         position,
         None,
-        &Page {
+        &CustomerPage {
             items,
             next_cursor,
             position,

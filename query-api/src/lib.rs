@@ -28,6 +28,7 @@
 //! **Errors** are RFC 9457 problem documents: invalid parameters, cursors
 //! or positions `400`, unknown ids `404`, view not there yet `503`.
 
+mod api_doc;
 mod consistency;
 mod cursor;
 mod customers;
@@ -38,10 +39,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::HeaderName;
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use projector::ViewDb;
 use projector::http::Problem;
+
+pub use api_doc::openapi;
 
 /// Response header: the log position the answer reflects.
 pub const POSITION_HEADER: HeaderName = HeaderName::from_static("annals-position");
@@ -111,12 +115,32 @@ pub fn router(state: QueryState) -> Router {
 /// The query routes without a fallback, to merge with other APIs in one
 /// process (`axum` refuses to merge two routers that both have one).
 pub fn routes(state: QueryState) -> Router {
-    Router::new()
-        .route("/customers", get(customers::list))
-        .route("/customers/{id}", get(customers::one))
-        .route("/orders", get(orders::list))
-        .route("/orders/{id}", get(orders::one))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .with_state(state)
+}
+
+type Endpoint = (MethodFilter, &'static str, MethodRouter<QueryState>);
+
+/// Every query endpoint. The router is built from this table, and a test
+/// holds the OpenAPI document to it.
+fn endpoints() -> [Endpoint; 4] {
+    fn endpoint<H: Handler<T, QueryState>, T: 'static>(
+        method: MethodFilter,
+        path: &'static str,
+        handler: H,
+    ) -> Endpoint {
+        (method, path, on(method, handler))
+    }
+    [
+        endpoint(MethodFilter::GET, "/customers", customers::list),
+        endpoint(MethodFilter::GET, "/customers/{id}", customers::one),
+        endpoint(MethodFilter::GET, "/orders", orders::list),
+        endpoint(MethodFilter::GET, "/orders/{id}", orders::one),
+    ]
 }
 
 /// A database error as an answer: `503` when it may pass (connection lost,
@@ -170,10 +194,19 @@ pub(crate) fn not_found(kind: &str, id: &str, position: i64) -> Problem {
     .with_header(POSITION_HEADER, axum::http::HeaderValue::from(position))
 }
 
-/// Money as the API shows it.
-#[derive(Debug, serde::Serialize)]
+/// An amount of money: an integer number of minor units (cents for EUR)
+/// and an ISO 4217 currency code. `{"amount": 1250, "currency": "EUR"}` is
+/// 12.50 EUR.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+// Only for the schema (`additionalProperties: false`): the command API's
+// `Money` says the same, and a document merging both keeps one of them.
+#[serde(deny_unknown_fields)]
 pub(crate) struct Money {
+    /// Minor units of the currency, never fractional.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 1250)]
     pub amount: i64,
+    /// ISO 4217 currency code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
 }
 

@@ -9,7 +9,10 @@ use projector::reference::ORDER_STATUSES;
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
+use crate::api_doc::{self, MinPosition, PageParams, PathId, ReadProblems};
 use crate::customers::Bind;
 use crate::params::{ID_BYTES_MAX, Params, check_id};
 use crate::{
@@ -21,22 +24,37 @@ const PROJECTION: &str = "orders";
 const COLUMNS: &str = "o.id, o.customer_id, o.currency, o.total, o.line_count, o.status, \
      o.reason, o.placed_at, o.updated_at, o.version, o.position";
 
-#[derive(Debug, Serialize)]
-struct Order {
+/// An order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Order {
+    #[schema(format = Uuid)]
     id: String,
+    #[schema(format = Uuid)]
     customer_id: String,
     total: Money,
+    /// Order lines; 0 for an order placed with a total only.
     line_count: i64,
     /// `pending`, `approved`, `rejected` or `cancelled`.
+    #[schema(schema_with = status_schema)]
     status: String,
     /// Why it was rejected or cancelled, when given.
+    #[schema(required)]
     reason: Option<String>,
+    #[schema(format = DateTime)]
     placed_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
     /// Version of the order's stream: what to send as `If-Match`.
     version: i64,
     /// Log position of the last event that changed the order.
     position: i64,
+}
+
+fn status_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(ORDER_STATUSES))
+        .description(Some("Where the order is in its life."))
 }
 
 fn decode(row: &AnyRow, first: usize) -> Result<Order, sqlx::Error> {
@@ -57,6 +75,28 @@ fn decode(row: &AnyRow, first: usize) -> Result<Order, sqlx::Error> {
     })
 }
 
+/// One order
+///
+/// An order the view does not hold is `404`. A client that has just placed
+/// one sends the command's `position` as `min_position`, to be answered once
+/// the view reflects it.
+#[utoipa::path(
+    get,
+    path = "/orders/{id}",
+    operation_id = "get_order",
+    tag = "orders",
+    params(PathId, MinPosition),
+    responses(
+        (status = 200, description = "The order", body = Order, headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+            ("ETag" = String, description = "The version of the order's stream, quoted (`\"3\"`): send it as `If-Match` to a command"),
+        )),
+        (status = 404, description = "`not-found`: no order with this id in the view at the position in `Annals-Position`", body = Problem, content_type = "application/problem+json", headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+        )),
+        ReadProblems,
+    )
+)]
 pub async fn one(
     State(state): State<QueryState>,
     path: Result<Path<String>, PathRejection>,
@@ -91,13 +131,53 @@ pub async fn one(
     Ok(json_answer(position, Some(order.version), &order))
 }
 
-#[derive(Debug, Serialize)]
-struct Page {
+/// A page of orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct OrderPage {
     items: Vec<Order>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    #[schema(required)]
     next_cursor: Option<String>,
+    /// The log position the page reflects (also in `Annals-Position`).
     position: i64,
 }
 
+/// The filters of `GET /orders`, as [`list`] checks them.
+pub(crate) struct OrderFilters;
+
+impl utoipa::IntoParams for OrderFilters {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            api_doc::query_param(
+                "customer_id",
+                api_doc::text(ID_BYTES_MAX),
+                "Only the orders of this customer.",
+            ),
+            api_doc::query_param(
+                "status",
+                status_schema(),
+                "Only the orders with this status.",
+            ),
+        ]
+    }
+}
+
+/// A page of orders
+///
+/// Ordered by id. Filters combine.
+#[utoipa::path(
+    get,
+    path = "/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    params(OrderFilters, PageParams, MinPosition),
+    responses(
+        (status = 200, description = "A page of orders", body = OrderPage, headers(
+            ("Annals-Position" = u64, description = "The log position the view reflects"),
+        )),
+        ReadProblems,
+    )
+)]
 pub async fn list(
     State(state): State<QueryState>,
     RawQuery(raw): RawQuery,
@@ -162,7 +242,7 @@ pub async fn list(
     Ok(json_answer(
         position,
         None,
-        &Page {
+        &OrderPage {
             items,
             next_cursor,
             position,

@@ -26,6 +26,7 @@
 //! Errors are RFC 9457 problem documents ([`Problem`]), `type`
 //! `urn:annals:problem:<slug>` with the slugs in [`kind`].
 
+mod api_doc;
 mod problem;
 mod request;
 mod routes;
@@ -36,10 +37,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use event_store::EventStore;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -48,6 +50,7 @@ use crate::domain::customer::Customer;
 use crate::domain::order::Order;
 use crate::handler::{CommandHandler, HandlerConfig};
 
+pub use api_doc::openapi;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, etag, kind};
 pub use request::{COMMAND_ID, CORRELATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
@@ -123,25 +126,63 @@ pub fn router(state: ApiState) -> Router {
 /// [`with_problem_fallbacks`] once to the merged router.
 pub fn routes(state: ApiState) -> Router {
     let guard = middleware::from_fn_with_state(state.clone(), guard);
-    Router::new()
-        .route("/customers", post(routes::register_customer))
-        .route(
-            "/customers/{id}/credit-limit",
-            post(routes::change_credit_limit),
-        )
-        .route("/customers/{id}/reservations", post(routes::reserve_credit))
-        .route(
-            "/customers/{id}/reservations/{order_id}/release",
-            post(routes::release_credit),
-        )
-        .route("/orders", post(routes::place_order))
-        .route("/orders/{id}/approve", post(routes::approve_order))
-        .route("/orders/{id}/reject", post(routes::reject_order))
-        .route("/orders/{id}/cancel", post(routes::cancel_order))
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| {
+            router.route(path, handler)
+        })
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
         .layer(guard)
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+type Endpoint = (MethodFilter, &'static str, MethodRouter<ApiState>);
+
+/// Every command endpoint. The router is built from this table, and a test
+/// holds the OpenAPI document to it.
+fn endpoints() -> [Endpoint; 8] {
+    fn endpoint<H: Handler<T, ApiState>, T: 'static>(
+        method: MethodFilter,
+        path: &'static str,
+        handler: H,
+    ) -> Endpoint {
+        (method, path, on(method, handler))
+    }
+    [
+        endpoint(MethodFilter::POST, "/customers", routes::register_customer),
+        endpoint(
+            MethodFilter::POST,
+            "/customers/{id}/credit-limit",
+            routes::change_credit_limit,
+        ),
+        endpoint(
+            MethodFilter::POST,
+            "/customers/{id}/reservations",
+            routes::reserve_credit,
+        ),
+        endpoint(
+            MethodFilter::POST,
+            "/customers/{id}/reservations/{order_id}/release",
+            routes::release_credit,
+        ),
+        endpoint(MethodFilter::POST, "/orders", routes::place_order),
+        endpoint(
+            MethodFilter::POST,
+            "/orders/{id}/approve",
+            routes::approve_order,
+        ),
+        endpoint(
+            MethodFilter::POST,
+            "/orders/{id}/reject",
+            routes::reject_order,
+        ),
+        endpoint(
+            MethodFilter::POST,
+            "/orders/{id}/cancel",
+            routes::cancel_order,
+        ),
+    ]
 }
 
 /// Answers unknown paths and unsupported methods with problem documents.

@@ -10,6 +10,8 @@
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaFormat, Type};
 
 use crate::aggregate::DomainError;
 use crate::error::CommandError;
@@ -138,6 +140,53 @@ impl IntoResponse for Problem {
             response.headers_mut().insert(name, value);
         }
         response
+    }
+}
+
+/// The schema of the body [`Problem`] renders. The query and admin APIs
+/// describe their problems with the same schema under the same name, so that
+/// a document merging them stays consistent whichever definition it keeps.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        fn text(description: &str) -> ObjectBuilder {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        }
+        ObjectBuilder::new()
+            .description(Some(
+                "An RFC 9457 problem document. Clients branch on `type`; \
+                 the extension members next to the standard ones carry the facts \
+                 of the occurrence (the parameter, position or projection at fault).",
+            ))
+            .property(
+                "type",
+                text("The kind of error: `urn:annals:problem:<slug>`.")
+                    .format(Some(SchemaFormat::Custom("uri".into()))),
+            )
+            .required("type")
+            .property("title", text("A short summary, fixed for each `type`."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(400))
+                    .maximum(Some(599))
+                    .description(Some("The HTTP status code of the response.")),
+            )
+            .required("status")
+            .property("detail", text("What went wrong in this occurrence."))
+            .required("detail")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Problem")
     }
 }
 

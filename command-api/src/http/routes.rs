@@ -20,6 +20,7 @@ use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderCommand, OrderItems, OrderLine, Reason, Sku};
 use crate::handler::{CommandContext, CommandHandler};
 use crate::http::ApiState;
+use crate::http::api_doc::{Applied, CommandHeaders, CommandProblems, Created, NotFound};
 use crate::http::problem::{Problem, etag};
 use crate::http::request::{
     BodyRule, COMMAND_ID, CORRELATION_ID, CommandRequest, FieldErrors, IDEMPOTENT_REPLAYED,
@@ -29,10 +30,18 @@ use crate::http::request::{
 type Answer = Result<Response, Problem>;
 
 /// What every successful command answers.
-#[derive(Debug, Serialize)]
-struct CommandResponse {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct CommandResponse {
+    /// The customer's or the order's id (generated when the request gave
+    /// none).
     id: Uuid,
+    /// The version of the aggregate's stream after the command, also sent
+    /// as `ETag`: what to send as `If-Match` next.
+    #[schema(example = 3)]
     version: u64,
+    /// The log position of the aggregate's latest event: send it as
+    /// `min_position` to the query API to read this write.
+    #[schema(example = 1042)]
     position: u64,
 }
 
@@ -95,10 +104,18 @@ async fn execute<A: Aggregate>(
     Ok((status, headers, body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// An amount of money: an integer number of minor units (cents for EUR)
+/// and an ISO 4217 currency code. `{"amount": 1250, "currency": "EUR"}` is
+/// 12.50 EUR.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MoneyBody {
+#[schema(as = Money)]
+pub(super) struct MoneyBody {
+    /// Minor units of the currency, never fractional.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 1250)]
     amount: i64,
+    /// ISO 4217 currency code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     currency: String,
 }
 
@@ -165,16 +182,35 @@ fn finish<T>(errors: FieldErrors, value: impl FnOnce() -> Option<T>) -> Result<T
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A customer to register.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RegisterCustomerBody {
+#[schema(as = RegisterCustomer)]
+pub(super) struct RegisterCustomerBody {
+    /// The new customer's id; generated when absent. Registering an id
+    /// again is `422` (`customer-already-registered`).
     #[serde(default)]
+    #[schema(format = Uuid)]
     customer_id: Option<String>,
+    /// 1 to 200 characters once trimmed, no control characters.
+    #[schema(example = "Ada Lovelace")]
     name: String,
+    /// An address of the form `local@domain.tld`, at most 254 bytes.
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// The credit the customer may reserve for orders; may be 0.
     credit_limit: MoneyBody,
 }
 
+/// Register a customer
+#[utoipa::path(
+    post,
+    path = "/customers",
+    tag = "customers",
+    params(CommandHeaders),
+    request_body(content = RegisterCustomerBody, description = "JSON (`application/json` or `application/*+json`)"),
+    responses(Created, CommandProblems)
+)]
 pub async fn register_customer(State(state): State<ApiState>, request: CommandRequest) -> Answer {
     let context = context(&request)?;
     let body: RegisterCustomerBody = request.json(BodyRule::Required)?;
@@ -199,12 +235,25 @@ pub async fn register_customer(State(state): State<ApiState>, request: CommandRe
     execute(state.customers(), context, command, "/customers").await
 }
 
-#[derive(Debug, Deserialize)]
+/// A customer's new credit limit.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreditLimitBody {
+#[schema(as = ChangeCreditLimit)]
+pub(super) struct CreditLimitBody {
+    /// The new limit; not below the credit reserved now
+    /// (`credit-limit-below-reserved`), in the customer's currency.
     credit_limit: MoneyBody,
 }
 
+/// Change a customer's credit limit
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/credit-limit",
+    tag = "customers",
+    params(("id" = Uuid, Path, description = "The customer's id"), CommandHeaders),
+    request_body(content = CreditLimitBody, description = "JSON (`application/json` or `application/*+json`)"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn change_credit_limit(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -224,13 +273,28 @@ pub async fn change_credit_limit(
     execute(state.customers(), context, command, "/customers").await
 }
 
-#[derive(Debug, Deserialize)]
+/// Credit to reserve for an order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReserveCreditBody {
+#[schema(as = ReserveCredit)]
+pub(super) struct ReserveCreditBody {
+    /// The order the credit is for; one reservation per order.
+    #[schema(format = Uuid)]
     order_id: String,
+    /// More than 0, in the customer's currency, within the credit available
+    /// (`credit-limit-exceeded`).
     amount: MoneyBody,
 }
 
+/// Reserve credit for an order
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/reservations",
+    tag = "customers",
+    params(("id" = Uuid, Path, description = "The customer's id"), CommandHeaders),
+    request_body(content = ReserveCreditBody, description = "JSON (`application/json` or `application/*+json`)"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn reserve_credit(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -253,10 +317,23 @@ pub async fn reserve_credit(
 }
 
 /// The body of commands that take no fields: empty, or `{}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NoFields {}
+pub(super) struct NoFields {}
 
+/// Release the credit reserved for an order
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/reservations/{order_id}/release",
+    tag = "customers",
+    params(
+        ("id" = Uuid, Path, description = "The customer's id"),
+        ("order_id" = Uuid, Path, description = "The order the credit was reserved for"),
+        CommandHeaders,
+    ),
+    request_body(content = ref("#/components/schemas/NoFields"), content_type = "application/json", description = "None, or `{}` as JSON"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn release_credit(
     State(state): State<ApiState>,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -272,22 +349,44 @@ pub async fn release_credit(
     execute(state.customers(), context, command, "/customers").await
 }
 
-#[derive(Debug, Deserialize)]
+/// One line of an order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OrderLineBody {
+#[schema(as = OrderLine)]
+pub(super) struct OrderLineBody {
+    /// The stock-keeping unit: printable ASCII, no spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[!-~]+$",
+        example = "BOOK-0042"
+    )]
     sku: String,
+    #[schema(minimum = 1, maximum = 1_000_000, example = 2)]
     quantity: i64,
+    /// More than 0; every line of an order in the same currency.
     unit_price: MoneyBody,
 }
 
-#[derive(Debug, Deserialize)]
+/// An order to place: its lines, its total, or both.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PlaceOrderBody {
+#[schema(as = PlaceOrder)]
+pub(super) struct PlaceOrderBody {
+    /// The new order's id; generated when absent. Placing an id again is
+    /// `422` (`order-already-placed`).
     #[serde(default)]
+    #[schema(format = Uuid)]
     order_id: Option<String>,
+    /// The customer placing it; the command API does not check that it
+    /// exists (credit is reserved by a separate command).
+    #[schema(format = Uuid)]
     customer_id: String,
+    /// The lines; without lines (absent or empty), `total` is required.
     #[serde(default)]
+    #[schema(max_items = 100)]
     lines: Option<Vec<OrderLineBody>>,
+    /// More than 0. With lines, it must equal their sum.
     #[serde(default)]
     total: Option<MoneyBody>,
 }
@@ -379,6 +478,15 @@ fn order_items(errors: &mut FieldErrors, body: &PlaceOrderBody) -> Option<OrderI
     Some(items)
 }
 
+/// Place an order
+#[utoipa::path(
+    post,
+    path = "/orders",
+    tag = "orders",
+    params(CommandHeaders),
+    request_body(content = PlaceOrderBody, description = "JSON (`application/json` or `application/*+json`)"),
+    responses(Created, CommandProblems)
+)]
 pub async fn place_order(State(state): State<ApiState>, request: CommandRequest) -> Answer {
     let context = context(&request)?;
     let body: PlaceOrderBody = request.json(BodyRule::Required)?;
@@ -399,6 +507,15 @@ pub async fn place_order(State(state): State<ApiState>, request: CommandRequest)
     execute(state.orders(), context, command, "/orders").await
 }
 
+/// Approve a pending order
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/approve",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id"), CommandHeaders),
+    request_body(content = ref("#/components/schemas/NoFields"), content_type = "application/json", description = "None, or `{}` as JSON"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn approve_order(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -416,12 +533,25 @@ pub async fn approve_order(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+/// Why an order is rejected.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RejectBody {
+#[schema(as = RejectOrder)]
+pub(super) struct RejectBody {
+    /// 1 to 500 characters once trimmed, no control characters.
+    #[schema(example = "credit limit exceeded")]
     reason: String,
 }
 
+/// Reject a pending order
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/reject",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id"), CommandHeaders),
+    request_body(content = RejectBody, description = "JSON (`application/json` or `application/*+json`)"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn reject_order(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
@@ -441,13 +571,26 @@ pub async fn reject_order(
     execute(state.orders(), context, command, "/orders").await
 }
 
-#[derive(Debug, Deserialize)]
+/// Why an order is cancelled, if the client says.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CancelBody {
+#[schema(as = CancelOrder)]
+pub(super) struct CancelBody {
+    /// 1 to 500 characters once trimmed, no control characters.
     #[serde(default)]
+    #[schema(example = "ordered twice")]
     reason: Option<String>,
 }
 
+/// Cancel an order
+#[utoipa::path(
+    post,
+    path = "/orders/{id}/cancel",
+    tag = "orders",
+    params(("id" = Uuid, Path, description = "The order's id"), CommandHeaders),
+    request_body(content = ref("#/components/schemas/CancelOrder"), content_type = "application/json", description = "None, or JSON"),
+    responses(Applied, NotFound, CommandProblems)
+)]
 pub async fn cancel_order(
     State(state): State<ApiState>,
     path: Result<Path<String>, PathRejection>,
