@@ -1,51 +1,26 @@
 //! The binary's command line, run as a real process: help, bad flags, an
 //! unusable data directory, a locked one, graceful shutdown on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use crate::process::{Proc, output_within};
+
 pub fn annals() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_annals"))
+    crate::process::annals()
 }
 
-/// Starts `annals <args>` and waits for the line announcing its address.
-pub fn start(args: &[&str], dir: &std::path::Path, announce: &str) -> (Child, String) {
-    let mut child = annals()
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("ANNALS_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("annals {args:?} exited before announcing its address"))
-            .unwrap();
-        if let Some(rest) = line.split(announce).nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+/// Starts `annals <args> --data-dir <dir>` and waits for its announcement.
+pub fn start(args: &[&str], dir: &std::path::Path, announce: &str) -> Proc {
+    let mut all: Vec<&str> = args.to_vec();
+    all.push("--data-dir");
+    all.push(dir.to_str().unwrap());
+    Proc::start(&all, announce)
 }
 
-pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = rustix::process::Pid::from_child(child);
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    for _ in 0..100 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    panic!("annals did not stop within 5 s of SIGTERM");
+/// Runs a command that is expected to end on its own, within a minute.
+fn run(command: &mut Command) -> std::process::Output {
+    output_within(command, Duration::from_secs(60))
 }
 
 fn one_line_failure(out: &std::process::Output) -> String {
@@ -66,13 +41,13 @@ fn one_line_failure(out: &std::process::Output) -> String {
 
 #[test]
 fn help_reads_as_a_manual() {
-    let out = annals().arg("--help").output().unwrap();
+    let out = run(annals().arg("--help"));
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for sub in ["serve", "store", "verify"] {
         assert!(help.contains(sub), "{help}");
     }
-    let out = annals().args(["store", "--help"]).output().unwrap();
+    let out = run(annals().args(["store", "--help"]));
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
         help.contains("ANNALS_DATA_DIR") && help.contains("--listen"),
@@ -82,14 +57,11 @@ fn help_reads_as_a_manual() {
 
 #[test]
 fn an_unknown_flag_is_one_clear_line_and_a_failure() {
-    let out = annals().args(["serve", "--no-such-flag"]).output().unwrap();
+    let out = run(annals().args(["serve", "--no-such-flag"]));
     let line = one_line_failure(&out);
     assert!(line.contains("--no-such-flag"), "{line}");
     assert_eq!(out.status.code(), Some(2));
-    let out = annals()
-        .args(["store", "--segment-bytes-max", "lots"])
-        .output()
-        .unwrap();
+    let out = run(annals().args(["store", "--segment-bytes-max", "lots"]));
     one_line_failure(&out);
 }
 
@@ -98,22 +70,18 @@ fn an_unusable_data_directory_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let out = annals()
+    let out = run(annals()
         .args(["store", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(file.join("data"))
-        .output()
-        .unwrap();
+        .arg(file.join("data")));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot open the data directory"), "{line}");
 
     let newer = dir.path().join("newer");
     std::fs::create_dir_all(&newer).unwrap();
     std::fs::write(newer.join("FORMAT"), "annals-data-format 9\n").unwrap();
-    let out = annals()
+    let out = run(annals()
         .args(["store", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&newer)
-        .output()
-        .unwrap();
+        .arg(&newer));
     let line = one_line_failure(&out);
     assert!(line.contains("format version 9"), "{line}");
 }
@@ -121,38 +89,33 @@ fn an_unusable_data_directory_is_one_clear_line() {
 #[test]
 fn a_locked_data_directory_is_refused_and_sigterm_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = start(
+    let mut first = start(
         &["store", "--listen", "127.0.0.1:0"],
         dir.path(),
         "listening on",
     );
+    let addr = first.url.clone();
     assert!(addr.starts_with("http://127.0.0.1:"), "{addr}");
-    let out = annals()
+    let out = run(annals()
         .args(["store", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path()));
     let line = one_line_failure(&out);
     assert!(line.contains("in use by another process"), "{line}");
-    let status = terminate(&mut first);
+    let status = first.terminate();
     assert!(status.success(), "{status:?}");
     // The lock went with the process.
-    let (mut again, _) = start(
+    let mut again = start(
         &["store", "--listen", "127.0.0.1:0"],
         dir.path(),
         "listening on",
     );
-    assert!(terminate(&mut again).success());
+    assert!(again.terminate().success());
 }
 
 #[test]
 fn verify_reports_a_healthy_directory_and_damage() {
     let dir = tempfile::tempdir().unwrap();
-    let ok = annals()
-        .args(["verify", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let ok = run(annals().args(["verify", "--data-dir"]).arg(dir.path()));
     assert!(
         ok.status.success(),
         "{}",
@@ -165,11 +128,7 @@ fn verify_reports_a_healthy_directory_and_damage() {
         b"not a segment header at all, but long enough to be read as one........",
     )
     .unwrap();
-    let bad = annals()
-        .args(["verify", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let bad = run(annals().args(["verify", "--data-dir"]).arg(dir.path()));
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(stdout.contains("DAMAGE"), "{stdout}");
@@ -177,7 +136,7 @@ fn verify_reports_a_healthy_directory_and_damage() {
 
 #[test]
 fn every_subcommand_has_a_manual_page_naming_its_environment_variables() {
-    let out = annals().arg("--help").output().unwrap();
+    let out = run(annals().arg("--help"));
     let help = String::from_utf8_lossy(&out.stdout);
     for (sub, env) in [
         ("serve", "ANNALS_DATABASE_URL"),
@@ -188,7 +147,7 @@ fn every_subcommand_has_a_manual_page_naming_its_environment_variables() {
         ("verify", "ANNALS_DATA_DIR"),
     ] {
         assert!(help.contains(sub), "{help}");
-        let out = annals().args([sub, "--help"]).output().unwrap();
+        let out = run(annals().args([sub, "--help"]));
         assert!(out.status.success());
         let page = String::from_utf8_lossy(&out.stdout);
         assert!(page.contains(env), "{sub}: {page}");
@@ -198,13 +157,13 @@ fn every_subcommand_has_a_manual_page_naming_its_environment_variables() {
 #[test]
 fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
     // No store given.
-    let out = annals().arg("command-api").output().unwrap();
+    let out = run(annals().arg("command-api"));
     let line = one_line_failure(&out);
     assert!(line.contains("--store"), "{line}");
     assert_eq!(out.status.code(), Some(2));
 
     // A store that is not there: give up after the wait, and say where.
-    let out = annals()
+    let out = run(annals()
         .args([
             "command-api",
             "--store",
@@ -212,9 +171,7 @@ fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
             "--store-wait-seconds",
             "0",
         ])
-        .env("ANNALS_LOG", "off")
-        .output()
-        .unwrap();
+        .env("ANNALS_LOG", "off"));
     let line = one_line_failure(&out);
     assert!(
         line.contains("cannot reach the store at http://127.0.0.1:9"),
@@ -222,48 +179,37 @@ fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
     );
 
     // A store URL that is no URL.
-    let out = annals()
-        .args([
-            "projector",
-            "--store",
-            "ftp://x",
-            "--database",
-            "sqlite::memory:",
-        ])
-        .output()
-        .unwrap();
+    let out = run(annals().args([
+        "projector",
+        "--store",
+        "ftp://x",
+        "--database",
+        "sqlite::memory:",
+    ]));
     let line = one_line_failure(&out);
     assert!(line.contains("ftp://x"), "{line}");
 
     // A database URL of no known kind.
-    let out = annals()
-        .args([
-            "query-api",
-            "--database",
-            "mysql://x/y",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let out = run(annals().args([
+        "query-api",
+        "--database",
+        "mysql://x/y",
+        "--listen",
+        "127.0.0.1:0",
+    ]));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot open the view database"), "{line}");
 
     // An address that is no address.
     let dir = tempfile::tempdir().unwrap();
-    let out = annals()
+    let out = run(annals()
         .args(["serve", "--listen", "nowhere", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path()));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot listen on nowhere"), "{line}");
 
     // A rebuild with nobody to ask.
-    let out = annals()
-        .args(["rebuild", "customers", "--url", "http://127.0.0.1:9"])
-        .output()
-        .unwrap();
+    let out = run(annals().args(["rebuild", "customers", "--url", "http://127.0.0.1:9"]));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot rebuild customers"), "{line}");
 }
@@ -271,24 +217,21 @@ fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
 #[test]
 fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = start(
+    let mut first = start(
         &["serve", "--listen", "127.0.0.1:0"],
         dir.path(),
         "listening on",
     );
-    let out = annals()
+    let addr = first.url.clone();
+    let out = run(annals()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path()));
     let line = one_line_failure(&out);
     assert!(line.contains("in use by another process"), "{line}");
     // An offline rebuild is refused the same way while serve runs.
-    let out = annals()
+    let out = run(annals()
         .args(["rebuild", "customers", "--offline", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path()));
     let line = one_line_failure(&out);
     assert!(line.contains("in use by another process"), "{line}");
 
@@ -324,14 +267,12 @@ fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
         assert_eq!(wrong.headers()["content-type"], "application/problem+json");
     });
 
-    let status = terminate(&mut first);
+    let status = first.terminate();
     assert!(status.success(), "{status:?}");
     // The lock went with the process; the offline rebuild runs now.
-    let out = annals()
+    let out = run(annals()
         .args(["rebuild", "customers", "--offline", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("swapped in at position 1"), "{stderr}");

@@ -8,4 +8,5 @@
 
 mod cli;
 mod pg;
+mod process;
 mod split;

@@ -25,7 +25,11 @@ impl PgDatabase {
     pub async fn create(tag: &str) -> Option<PgDatabase> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let server = server();
-        let mut conn = match sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+        let connect = sqlx::PgConnection::connect(&format!("{server}/postgres"));
+        let connected = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        let mut conn = match connected {
             Ok(conn) => conn,
             Err(e) => {
                 assert!(
@@ -85,12 +89,17 @@ impl Drop for PgDatabase {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                let connect = sqlx::PgConnection::connect(&url);
+                if let Ok(Ok(mut conn)) =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), connect).await
+                {
+                    let drop = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
                     )))
-                    .execute(&mut conn)
-                    .await;
+                    .execute(&mut conn);
+                    // WITH (FORCE) ends other sessions; still, never wait
+                    // for ever in a test's cleanup.
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drop).await;
                     let _ = conn.close().await;
                 }
             });

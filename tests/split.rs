@@ -6,80 +6,13 @@
 //! and its views must equal what a rebuild from the log produces (the
 //! rebuild runs through `annals rebuild`, the CLI).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::pg::PgDatabase;
-
-/// A running `annals` process, killed when dropped.
-pub struct Proc {
-    child: Child,
-    pub url: String,
-}
-
-impl Proc {
-    /// Starts `annals <args>` and waits for "<announce> http://..." on stderr.
-    pub fn start(args: &[&str], announce: &str) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(args)
-            .env("ANNALS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let Some(line) = lines.next() else {
-                let status = child.wait();
-                panic!("annals {args:?} exited before announcing itself: {status:?}");
-            };
-            let line = line.unwrap();
-            if let Some(rest) = line.split(announce).nth(1) {
-                break rest.trim().to_string();
-            }
-            eprintln!("annals {}: {line}", args[0]);
-        };
-        let role = args[0].to_string();
-        // Keep draining stderr (and show it) so the child never blocks.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("annals {role}: {line}");
-            }
-        });
-        Proc { child, url }
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then the exit status (a graceful stop succeeds).
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        panic!("annals did not stop within 20 s of SIGTERM");
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use crate::process::{Proc, annals, output_within};
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -345,15 +278,28 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
             }
         })
     };
-    while sent.load(Ordering::SeqCst) < 60 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Waits for the writer to have sent `n` commands; a writer that failed
+    // fails the test here instead of leaving it waiting.
+    let wait_sent = |n: u64| {
+        let sent = sent.clone();
+        let writer = &writer;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while sent.load(Ordering::SeqCst) < n {
+                assert!(!writer.is_finished(), "the writer stopped early");
+                assert!(Instant::now() < deadline, "the writer is stuck");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    wait_sent(60).await;
     projector.kill();
-    while sent.load(Ordering::SeqCst) < 120 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_sent(120).await;
     let mut projector = start_projector();
-    writer.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(300), writer)
+        .await
+        .expect("the writer finishes within 300 s")
+        .unwrap();
     let head = store_head(&http, &store.url).await;
     let list = |path: &str| format!("{}/{path}?limit=200", query.url);
     query_at(&http, &list("customers"), head).await;
@@ -363,10 +309,10 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
 
     // Rebuild both views from the log with the CLI; nothing may change.
     for projection in ["customers", "orders"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["rebuild", projection, "--url", &projector.url])
-            .output()
-            .unwrap();
+        let out = output_within(
+            annals().args(["rebuild", projection, "--url", &projector.url]),
+            Duration::from_secs(180),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("swapped in"), "{stderr}");

@@ -26,11 +26,20 @@ const LINGER: Duration = Duration::from_millis(50);
 pub(crate) enum FollowEnd {
     /// The stop signal fired; every started batch was committed or rolled back.
     Stopped,
-    /// (`catch_up_within` only) the track came within that many events of
-    /// the head of the log.
+    /// (`until` only) the track caught up as asked.
     CaughtUp(Position),
     /// (rebuild track only) the handler failed on an event.
     Failed { position: Position, reason: String },
+}
+
+/// How far a track following the log with an end in sight must get.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CatchUp {
+    /// At most this many events behind the head of the log, which keeps
+    /// moving.
+    NearHead(u64),
+    /// At least this position, a fixed target.
+    Reach(Position),
 }
 
 /// Progress after a committed batch.
@@ -87,9 +96,8 @@ impl TrackRunner<'_> {
         self.reg.name
     }
 
-    /// Follows the log until stopped (or, with `catch_up_within: Some(n)`,
-    /// until the track is at most `n` events behind the head; or, for a
-    /// rebuild, until it fails).
+    /// Follows the log until stopped (or, with `until`, until the track
+    /// caught up as it says; or, for a rebuild, until it fails).
     ///
     /// A rebuild stops a little short of the head on purpose: the swap
     /// applies the remainder under its lock, so a log that keeps growing
@@ -97,7 +105,7 @@ impl TrackRunner<'_> {
     pub async fn follow(
         &self,
         stop: &mut watch::Receiver<bool>,
-        catch_up_within: Option<u64>,
+        until: Option<CatchUp>,
         on_batch: &mut (dyn FnMut(BatchDone) + Send),
     ) -> Result<FollowEnd> {
         let mut backoff = Backoff::new(self.shared);
@@ -189,20 +197,25 @@ impl TrackRunner<'_> {
             let mut position = cp.position;
             let mut head = position;
             loop {
-                if let Some(slack) = catch_up_within {
-                    match self.shared.store.head().await {
-                        Ok(h) => head = head.max(h),
-                        Err(e) => {
-                            self.note_transient(&format!("reading the head of the log: {e}"));
-                            if backoff.wait(stop).await {
-                                return Ok(FollowEnd::Stopped);
+                let caught_up = match until {
+                    None => false,
+                    Some(CatchUp::Reach(target)) => position >= target,
+                    Some(CatchUp::NearHead(slack)) => {
+                        match self.shared.store.head().await {
+                            Ok(h) => head = head.max(h),
+                            Err(e) => {
+                                self.note_transient(&format!("reading the head of the log: {e}"));
+                                if backoff.wait(stop).await {
+                                    return Ok(FollowEnd::Stopped);
+                                }
+                                continue 'reload;
                             }
-                            continue 'reload;
                         }
+                        head.0.saturating_sub(position.0) <= slack
                     }
-                    if head.0.saturating_sub(position.0) <= slack {
-                        return Ok(FollowEnd::CaughtUp(position));
-                    }
+                };
+                if caught_up {
+                    return Ok(FollowEnd::CaughtUp(position));
                 }
                 let batch = self.collect(&mut sub, &mut head, stop).await;
                 let (events, problem) = check_contiguous(position, batch.events);

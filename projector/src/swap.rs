@@ -19,7 +19,7 @@ use crate::db::Dialect;
 use crate::error::{Error, Result};
 use crate::projection::ViewTx;
 use crate::projector::{RebuildPhase, RebuildProgress, RebuildReport, Registered, Shared};
-use crate::runner::{FollowEnd, TrackRunner};
+use crate::runner::{CatchUp, FollowEnd, TrackRunner};
 use crate::tables;
 
 /// Swap attempts a rebuild makes before it gives up (each one follows the
@@ -92,7 +92,7 @@ async fn run(
         .options
         .batch_events_max
         .min(shared.options.swap_catch_up_events_max / 2) as u64;
-    let mut slack = near;
+    let mut until = CatchUp::NearHead(near);
     let mut postponed = 0u32;
     loop {
         let mut on_batch = |done: crate::runner::BatchDone| {
@@ -100,7 +100,7 @@ async fn run(
             reg.set_rebuild_progress(Some(report.clone()));
             progress(&report);
         };
-        let end = runner.follow(&mut stop, Some(slack), &mut on_batch).await?;
+        let end = runner.follow(&mut stop, Some(until), &mut on_batch).await?;
         match end {
             FollowEnd::Stopped => return Err(Error::ShutDown),
             FollowEnd::Failed { position, reason } => {
@@ -114,31 +114,36 @@ async fn run(
                 let mut swapping = progress_of(reg, from, position, position, started);
                 swapping.phase = RebuildPhase::Swapping;
                 progress(&swapping);
-                if let Some(swapped) = swap(shared, reg, position).await? {
-                    reg.wake_live.notify_one();
-                    let mut done = progress_of(reg, from, swapped, swapped, started);
-                    done.phase = RebuildPhase::Done;
-                    reg.set_rebuild_progress(None);
-                    progress(&done);
-                    tracing::info!(
-                        projection = reg.name,
-                        position = swapped.0,
-                        seconds = started.elapsed().as_secs_f64(),
-                        "rebuild swapped in"
-                    );
-                    return Ok(RebuildReport {
-                        projection: reg.name.to_owned(),
-                        version: reg.version,
-                        resumed_from: from,
-                        position: swapped,
-                        events: swapped.0 - from.0,
-                        elapsed: started.elapsed(),
-                    });
-                }
+                let target = match swap(shared, reg, position).await? {
+                    Swap::Done(swapped) => {
+                        reg.wake_live.notify_one();
+                        let mut done = progress_of(reg, from, swapped, swapped, started);
+                        done.phase = RebuildPhase::Done;
+                        reg.set_rebuild_progress(None);
+                        progress(&done);
+                        tracing::info!(
+                            projection = reg.name,
+                            position = swapped.0,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "rebuild swapped in"
+                        );
+                        return Ok(RebuildReport {
+                            projection: reg.name.to_owned(),
+                            version: reg.version,
+                            resumed_from: from,
+                            position: swapped,
+                            events: swapped.0 - from.0,
+                            elapsed: started.elapsed(),
+                        });
+                    }
+                    Swap::Postponed { target } => target,
+                };
                 // The shadows fell behind the live tables by more than the
-                // swap may apply, or an event failed inside the swap: keep
-                // catching up, this time through the head, so a failing
-                // event meets the rebuild track and is recorded there.
+                // swap may apply, or an event failed inside the swap: catch
+                // up through the live tables' position (a fixed target, so
+                // a growing log cannot keep this going), where a failing
+                // event meets the rebuild track and is recorded; then try
+                // again near the head.
                 postponed += 1;
                 if postponed >= SWAP_ATTEMPTS_MAX {
                     return Err(Error::Conflict {
@@ -148,7 +153,10 @@ async fn run(
                         ),
                     });
                 }
-                slack = if postponed.is_multiple_of(2) { near } else { 0 };
+                until = match until {
+                    CatchUp::NearHead(_) => CatchUp::Reach(target),
+                    CatchUp::Reach(_) => CatchUp::NearHead(near),
+                };
             }
         }
     }
@@ -208,9 +216,16 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
     Ok(from)
 }
 
+/// What a swap attempt did.
+enum Swap {
+    /// The shadows are the live tables now, at this position.
+    Done(Position),
+    /// The shadows must first catch up to `target`.
+    Postponed { target: Position },
+}
+
 /// Swaps the shadows in if the rebuild checkpoint is still at `expected`.
-/// `None` when the shadows must catch up more first.
-async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<Option<Position>> {
+async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<Swap> {
     let lock = match shared.db.dialect() {
         Dialect::Postgres => " FOR UPDATE",
         Dialect::Sqlite => "",
@@ -224,20 +239,23 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<O
             detail: "the rebuild was finished or cancelled elsewhere".into(),
         });
     };
+    let live_position = live.as_ref().map_or(Position::ZERO, |cp| cp.position);
+    let postponed = Swap::Postponed {
+        target: live_position.max(rebuild.position),
+    };
     if rebuild.position != expected
         || rebuild.version != reg.version
         || rebuild.state == TrackState::Failed
     {
         tx.rollback().await?;
-        return Ok(None);
+        return Ok(postponed);
     }
-    let live_position = live.as_ref().map_or(Position::ZERO, |cp| cp.position);
     let mut position = rebuild.position;
     if live_position > position {
         let behind = live_position.0 - position.0;
         if behind > shared.options.swap_catch_up_events_max as u64 {
             tx.rollback().await?;
-            return Ok(None);
+            return Ok(postponed);
         }
         let skipped = checkpoint::skipped_positions(tx.conn(), reg.name, reg.version).await?;
         let events = read_range(shared, position, live_position).await?;
@@ -252,7 +270,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<O
                 // attributes and records the failure.
                 tracing::warn!(projection = reg.name, error = %e, "swap postponed");
                 drop(tx);
-                return Ok(None);
+                return Ok(postponed);
             }
         }
         position = live_position;
@@ -287,7 +305,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<O
     }
     checkpoint::delete(tx.conn(), reg.name, Track::Rebuild).await?;
     tx.commit().await?;
-    Ok(Some(position))
+    Ok(Swap::Done(position))
 }
 
 async fn lock_checkpoint(
