@@ -218,6 +218,11 @@ pub enum CustomerCommand {
     },
     /// Frees what was reserved for an order.
     ReleaseCredit { customer_id: Uuid, order_id: Uuid },
+    /// Erases the customer's personal data (the right to be forgotten):
+    /// records that it happened, for the views to erase their copies; the
+    /// key that encrypts the data is destroyed by the caller. The credit
+    /// line stays usable.
+    Forget { customer_id: Uuid },
 }
 
 impl AggregateCommand for CustomerCommand {
@@ -226,7 +231,8 @@ impl AggregateCommand for CustomerCommand {
             CustomerCommand::Register { customer_id, .. }
             | CustomerCommand::ChangeCreditLimit { customer_id, .. }
             | CustomerCommand::ReserveCredit { customer_id, .. }
-            | CustomerCommand::ReleaseCredit { customer_id, .. } => *customer_id,
+            | CustomerCommand::ReleaseCredit { customer_id, .. }
+            | CustomerCommand::Forget { customer_id } => *customer_id,
         }
     }
 
@@ -240,6 +246,7 @@ impl AggregateCommand for CustomerCommand {
             CustomerCommand::ChangeCreditLimit { .. } => "ChangeCreditLimit",
             CustomerCommand::ReserveCredit { .. } => "ReserveCredit",
             CustomerCommand::ReleaseCredit { .. } => "ReleaseCredit",
+            CustomerCommand::Forget { .. } => "ForgetCustomer",
         }
     }
 }
@@ -272,6 +279,12 @@ pub struct CreditReleased {
     pub amount: Money,
 }
 
+/// The customer's personal data was erased. Carries none itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerForgotten {
+    pub customer_id: Uuid,
+}
+
 /// The customer's events, with the type names and data of the reference
 /// domain event contract (ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq)]
@@ -280,6 +293,7 @@ pub enum CustomerEvent {
     CreditLimitChanged(CreditLimitChanged),
     CreditReserved(CreditReserved),
     CreditReleased(CreditReleased),
+    Forgotten(CustomerForgotten),
 }
 
 impl DomainEvent for CustomerEvent {
@@ -289,6 +303,7 @@ impl DomainEvent for CustomerEvent {
             CustomerEvent::CreditLimitChanged(_) => "CreditLimitChanged",
             CustomerEvent::CreditReserved(_) => "CreditReserved",
             CustomerEvent::CreditReleased(_) => "CreditReleased",
+            CustomerEvent::Forgotten(_) => "CustomerForgotten",
         }
     }
 
@@ -298,6 +313,7 @@ impl DomainEvent for CustomerEvent {
             CustomerEvent::CreditLimitChanged(e) => serde_json::to_vec(e),
             CustomerEvent::CreditReserved(e) => serde_json::to_vec(e),
             CustomerEvent::CreditReleased(e) => serde_json::to_vec(e),
+            CustomerEvent::Forgotten(e) => serde_json::to_vec(e),
         }
     }
 
@@ -315,6 +331,7 @@ impl DomainEvent for CustomerEvent {
             "CreditReleased" => {
                 CustomerEvent::CreditReleased(decode_data(event_type, schema, data)?)
             }
+            "CustomerForgotten" => CustomerEvent::Forgotten(decode_data(event_type, schema, data)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -421,6 +438,10 @@ struct CreditLine {
     reservations: BTreeMap<Uuid, Money>,
     /// The sum of `reservations`, kept so that a reservation is O(log n).
     reserved: Money,
+    /// The customer's personal data was erased. Absent from snapshots
+    /// while false, so those of customers never forgotten keep their shape.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forgotten: bool,
 }
 
 impl Customer {
@@ -435,6 +456,11 @@ impl Customer {
     /// Credit held by open reservations.
     pub fn reserved(&self) -> Option<Money> {
         self.registered.as_ref().map(|c| c.reserved)
+    }
+
+    /// True once the customer's personal data was erased.
+    pub fn is_forgotten(&self) -> bool {
+        self.registered.as_ref().is_some_and(|c| c.forgotten)
     }
 
     pub fn reservation(&self, order_id: Uuid) -> Option<Money> {
@@ -549,6 +575,17 @@ impl Aggregate for Customer {
                     amount,
                 })])
             }
+            CustomerCommand::Forget { customer_id } => {
+                let line = self.line(*customer_id)?;
+                if line.forgotten {
+                    // Already so; asking again must still succeed, so that
+                    // a retry can finish destroying the key.
+                    return Ok(Vec::new());
+                }
+                Ok(vec![CustomerEvent::Forgotten(CustomerForgotten {
+                    customer_id: *customer_id,
+                })])
+            }
         }
     }
 
@@ -560,6 +597,7 @@ impl Aggregate for Customer {
                     limit: e.credit_limit,
                     reservations: BTreeMap::new(),
                     reserved: Money::zero(e.credit_limit.currency()),
+                    forgotten: false,
                 });
             }
             CustomerEvent::CreditLimitChanged(e) => {
@@ -578,6 +616,11 @@ impl Aggregate for Customer {
                     && let Some(held) = line.reservations.remove(&e.order_id)
                 {
                     line.reserved = line.reserved.checked_sub(held).unwrap_or(line.reserved);
+                }
+            }
+            CustomerEvent::Forgotten(_) => {
+                if let Some(line) = &mut self.registered {
+                    line.forgotten = true;
                 }
             }
         }
@@ -662,6 +705,37 @@ mod tests {
             credit_limit: eur(0),
         };
         assert_eq!(given(&[]).handle(&command), Ok(vec![registered(0)]));
+    }
+
+    #[test]
+    fn forgetting_is_recorded_once_and_the_credit_line_stays() {
+        let forget = CustomerCommand::Forget { customer_id: C };
+        let forgotten = CustomerEvent::Forgotten(CustomerForgotten { customer_id: C });
+        assert_eq!(
+            given(&[]).handle(&forget),
+            Err(CustomerError::NotRegistered(C))
+        );
+        let state = given(&[registered(100), reserved(O1, 60)]);
+        assert!(!state.is_forgotten());
+        assert_eq!(state.handle(&forget), Ok(vec![forgotten.clone()]));
+        let state = given(&[registered(100), reserved(O1, 60), forgotten.clone()]);
+        assert!(state.is_forgotten());
+        // Asking again changes nothing and is not an error.
+        assert_eq!(state.handle(&forget), Ok(Vec::new()));
+        assert_eq!(
+            state.handle(&reserve(O2, eur(40))),
+            Ok(vec![reserved(O2, 40)])
+        );
+        // The snapshot of a customer never forgotten keeps its old shape.
+        let plain = serde_json::to_string(&given(&[registered(100)])).unwrap();
+        assert!(!plain.contains("forgotten"), "{plain}");
+        let restored: Customer =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        assert!(restored.is_forgotten());
+        assert_eq!(
+            CustomerEvent::decode("CustomerForgotten", 1, &forgotten.encode().unwrap()).unwrap(),
+            forgotten
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::idempotency::IdempotencyKey;
         routes::change_credit_limit,
         routes::reserve_credit,
         routes::release_credit,
+        routes::forget_customer,
         routes::place_order,
         routes::approve_order,
         routes::reject_order,
@@ -395,6 +396,7 @@ mod tests {
         let creating = ["/customers", "/orders"];
         let optional_body = [
             "/customers/{id}/reservations/{order_id}/release",
+            "/customers/{id}/forget",
             "/orders/{id}/approve",
             "/orders/{id}/cancel",
         ];
@@ -406,6 +408,10 @@ mod tests {
             expected.insert(if creates { "201" } else { "200" }.to_owned());
             if !creates {
                 expected.insert("404".to_owned());
+            }
+            if path == "/customers/{id}/forget" {
+                // A store without personal-data keys cannot forget.
+                expected.insert("501".to_owned());
             }
             assert_eq!(listed, expected, "{path}");
 

@@ -6,6 +6,7 @@
 //! | `POST /customers/{id}/credit-limit` | change the credit limit (`credit_limit`) | 200 |
 //! | `POST /customers/{id}/reservations` | reserve credit (`order_id`, `amount`) | 200 |
 //! | `POST /customers/{id}/reservations/{order_id}/release` | release the order's credit | 200 |
+//! | `POST /customers/{id}/forget` | erase the customer's personal data (right to be forgotten) | 200 |
 //! | `POST /orders` | place (`order_id` optional, `customer_id`, `lines` and/or `total`) | 201 |
 //! | `POST /orders/{id}/approve` | approve | 200 |
 //! | `POST /orders/{id}/reject` | reject (`reason`) | 200 |
@@ -141,7 +142,7 @@ type Endpoint = (MethodFilter, &'static str, MethodRouter<ApiState>);
 
 /// Every command endpoint. The router is built from this table, and a test
 /// holds the OpenAPI document to it.
-fn endpoints() -> [Endpoint; 8] {
+fn endpoints() -> [Endpoint; 9] {
     fn endpoint<H: Handler<T, ApiState>, T: 'static>(
         method: MethodFilter,
         path: &'static str,
@@ -165,6 +166,11 @@ fn endpoints() -> [Endpoint; 8] {
             MethodFilter::POST,
             "/customers/{id}/reservations/{order_id}/release",
             routes::release_credit,
+        ),
+        endpoint(
+            MethodFilter::POST,
+            "/customers/{id}/forget",
+            routes::forget_customer,
         ),
         endpoint(MethodFilter::POST, "/orders", routes::place_order),
         endpoint(

@@ -35,6 +35,7 @@ pub mod kind {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency-key-reused";
     pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str = "idempotency-key-in-flight";
     pub const STORE_UNAVAILABLE: &str = "store-unavailable";
+    pub const NOT_IMPLEMENTED: &str = "not-implemented";
     pub const OVERLOADED: &str = "overloaded";
     pub const TIMEOUT: &str = "timeout";
     pub const INTERNAL: &str = "internal";

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::domain::customer::{CustomerCommand, CustomerName, Email, PersonalData};
+use crate::domain::customer::{Customer, CustomerCommand, CustomerName, Email, PersonalData};
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderCommand, OrderItems, OrderLine, Reason, Sku};
 use crate::handler::{CommandContext, CommandHandler};
@@ -347,6 +347,54 @@ pub async fn release_credit(
         order_id,
     };
     execute(state.customers(), context, command, "/customers").await
+}
+
+/// Forget a customer: erase their personal data (the right to be forgotten)
+///
+/// Records `CustomerForgotten` (the views erase their copies of the name and
+/// email) and destroys the key that encrypts the customer's personal data
+/// in the event store, so every stored copy reads as `[erased]` from then
+/// on. The credit line stays. Asking again is harmless: a retry after a
+/// failure finishes the erasure.
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/forget",
+    tag = "customers",
+    params(
+        ("id" = Uuid, Path, description = "The customer's id"),
+        CommandHeaders,
+    ),
+    request_body(content = ref("#/components/schemas/NoFields"), content_type = "application/json", description = "None, or `{}` as JSON"),
+    responses(Applied, NotFound, CommandProblems,
+        (status = 501, description = "The event store keeps no personal-data keys", body = Problem, content_type = "application/problem+json"))
+)]
+pub async fn forget_customer(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    request: CommandRequest,
+) -> Answer {
+    let customer_id = path_uuid("customer id", path)?;
+    let context = context(&request)?;
+    let NoFields {} = request.json(BodyRule::Optional)?;
+    let command = CustomerCommand::Forget { customer_id };
+    // The event first: once the key is gone, a failure in between could
+    // only be finished by a retry, which this order makes possible (the
+    // command is a no-op the second time, the key is destroyed again).
+    let answer = execute(state.customers(), context, command, "/customers").await?;
+    let stream =
+        crate::handler::stream_id::<Customer>(customer_id).map_err(|e| Problem::internal(&e))?;
+    match state.customers().store().forget_subject(&stream).await {
+        Ok(()) => Ok(answer),
+        Err(event_store::Error::Unsupported(detail)) => Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            crate::http::problem::kind::NOT_IMPLEMENTED,
+            "Not implemented",
+            detail,
+        )),
+        Err(e) => Err(Problem::from(crate::error::CommandError::<
+            crate::domain::customer::CustomerError,
+        >::Store(e))),
+    }
 }
 
 /// One line of an order.
