@@ -147,7 +147,8 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
         read_all,
         stats,
         head,
-        subscribe
+        subscribe,
+        forget_subject
     ),
     components(schemas(wire::Problem, wire::WireEvent, wire::WireNewEvent))
 )]
