@@ -427,7 +427,7 @@ async fn a_request_over_its_time_is_503_timeout() {
         },
         |store| {
             let slow = Meddling::new(store);
-            slow.delay_appends(Duration::from_millis(500));
+            slow.delay_appends(Duration::from_secs(5));
             slow
         },
     )
@@ -447,7 +447,9 @@ async fn requests_over_the_in_flight_limit_are_503_at_once() {
         },
         |store| {
             let meddling = Meddling::new(store);
-            meddling.delay_appends(Duration::from_millis(300));
+            // Long enough that the second request arrives while the first
+            // is held up, even on a loaded machine.
+            meddling.delay_appends(Duration::from_secs(3));
             let _ = slow.set(meddling.clone());
             meddling
         },
@@ -463,7 +465,11 @@ async fn requests_over_the_in_flight_limit_are_503_at_once() {
     let second = f.post("/customers", &register_body(2), &[]).await;
     second.assert_problem(503, "overloaded");
     assert_eq!(second.header("retry-after"), Some("1"));
-    assert_eq!(first.await.unwrap().status, 201);
+    let first = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("the first request is answered within 60 s")
+        .unwrap();
+    assert_eq!(first.status, 201);
     // The slot is free again.
     assert_eq!(
         f.post("/customers", &register_body(3), &[]).await.status,

@@ -250,7 +250,11 @@ impl App {
             let _ = shutdown.send(());
         }
         if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
+            tokio::time::timeout(Duration::from_secs(60), server)
+                .await
+                .expect("the server shuts down within 60 s")
+                .unwrap()
+                .unwrap();
         }
         self.store.close().await.unwrap();
         self.dir.clone()

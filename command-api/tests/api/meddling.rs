@@ -69,9 +69,12 @@ impl Meddling {
     /// Waits until `n` appends have reached this store (and are, with a
     /// delay set, held up in it).
     pub async fn appends_started(&self, n: u32) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while self.appends_started.load(Ordering::SeqCst) < n {
-            assert!(std::time::Instant::now() < deadline, "no append arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} appends did not arrive within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }

@@ -17,7 +17,7 @@ async fn in_flight_commands_finish_before_the_server_returns() {
         .await
         .unwrap();
     let slow = Meddling::new(store.clone());
-    slow.delay_appends(Duration::from_millis(400));
+    slow.delay_appends(Duration::from_secs(2));
     let app = App::serve_store(dir, store, slow.clone(), command_api::ApiConfig::default()).await;
 
     let (client, url) = (app.client.clone(), app.url("/customers"));
@@ -34,12 +34,19 @@ async fn in_flight_commands_finish_before_the_server_returns() {
     let addr = app.addr;
     let started = std::time::Instant::now();
     let dir = app.stop().await;
+    // The command was held up for 2 s from before the stop; a server that
+    // did not wait would return at once, well within the second left.
+    let waited = started.elapsed();
     assert!(
-        started.elapsed() >= Duration::from_millis(100),
-        "the server waited for the command in flight"
+        waited >= Duration::from_secs(1),
+        "the server returned after {waited:?}, before the command in flight finished"
     );
 
-    let response = in_flight.await.unwrap().unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(60), in_flight)
+        .await
+        .expect("the command in flight is answered within 60 s")
+        .unwrap()
+        .unwrap();
     assert_eq!(response.status(), 201);
     let id = response.json::<serde_json::Value>().await.unwrap()["id"]
         .as_str()

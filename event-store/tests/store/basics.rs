@@ -8,7 +8,7 @@ use event_store::{
 };
 use uuid::Uuid;
 
-use crate::common::{event, fill, open, read_everything, sid, small_segments};
+use crate::common::{event, fill, joined, open, read_everything, sid, small_segments};
 
 #[tokio::test]
 async fn appends_assign_versions_and_positions() {
@@ -215,7 +215,7 @@ async fn concurrent_retries_in_one_group_commit_write_once() {
         .collect();
     let mut written = 0;
     for t in tasks {
-        let r = t.await.unwrap().unwrap();
+        let r = joined(t).await.unwrap();
         assert_eq!(r.first_position, Position(1));
         written += usize::from(!r.already_committed);
     }

@@ -1,10 +1,13 @@
 //! Helpers shared by the store tests.
 
 use std::path::Path;
+use std::time::Duration;
 
 use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Store, StoreOptions, StreamId,
+    Subscription,
 };
+use tokio::task::JoinHandle;
 
 /// Options with tiny segments so that tests roll over often.
 pub fn small_segments() -> StoreOptions {
@@ -27,6 +30,23 @@ pub fn event(n: u64) -> NewEvent {
 
 pub async fn open(dir: &Path, options: StoreOptions) -> Store {
     Store::open(dir, options).await.expect("open store")
+}
+
+/// The next item of a subscription; fails the test when nothing arrives
+/// within 30 s instead of waiting for ever.
+pub async fn next_within(sub: &mut Subscription) -> Option<event_store::Result<RecordedEvent>> {
+    tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("an event arrives within 30 s")
+}
+
+/// What a spawned task returned; fails the test when the task has not
+/// finished within 120 s, or panicked.
+pub async fn joined<T>(task: JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("the task finishes within 120 s")
+        .expect("the task did not panic")
 }
 
 /// Every event of the log.

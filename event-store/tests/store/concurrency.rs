@@ -7,7 +7,7 @@ use event_store::{
     Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, StoreOptions,
 };
 
-use crate::common::{event, open, read_everything, sid, small_segments};
+use crate::common::{event, joined, next_within, open, read_everything, sid, small_segments};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_writer_wins_each_version() {
@@ -51,7 +51,7 @@ async fn exactly_one_writer_wins_each_version() {
     let mut winners: HashMap<u64, uuid::Uuid> = HashMap::new();
     let mut conflicts = 0;
     for t in tasks {
-        let (won, c) = t.await.unwrap();
+        let (won, c) = joined(t).await;
         conflicts += c;
         for (version, id) in won {
             assert!(
@@ -125,7 +125,7 @@ async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run
         subscribers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while (seen.len() as u64) < count {
-                let e = sub.next().await.unwrap().unwrap();
+                let e = next_within(&mut sub).await.unwrap().unwrap();
                 seen.push(e);
             }
             (from, filter, seen)
@@ -174,17 +174,14 @@ async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run
         })
     };
     for t in tasks {
-        t.await.unwrap();
+        joined(t).await;
     }
-    reader.await.unwrap();
+    joined(reader).await;
 
     let log = read_everything(&store).await;
     assert_eq!(log.len() as u64, total);
     for sub in subscribers {
-        let (from, filter, seen) = tokio::time::timeout(std::time::Duration::from_secs(60), sub)
-            .await
-            .expect("subscriber finished")
-            .unwrap();
+        let (from, filter, seen) = joined(sub).await;
         let expected: Vec<_> = log
             .iter()
             .filter(|e| e.position >= from && filter.matches(e.stream_id.as_str(), &e.event_type))

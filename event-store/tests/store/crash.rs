@@ -1,13 +1,14 @@
 //! Crash test with a real child process: the child appends with fsync and
 //! prints every acknowledged append; the parent kills it with SIGKILL at a
-//! random moment, reopens the store and checks that every acknowledged event
-//! is present, intact and in order. Repeated over many cycles on one data
-//! directory, so recovery runs on top of earlier recoveries.
+//! random moment after its first acknowledged append, reopens the store and
+//! checks that every acknowledged event is present, intact and in order.
+//! Repeated over many cycles on one data directory, so recovery runs on top
+//! of earlier recoveries.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use event_store::{EventStore, ExpectedVersion, Position, StoreOptions, StreamId};
@@ -107,6 +108,17 @@ fn parse_ack(line: &str) -> Option<Ack> {
     })
 }
 
+/// Kills the child process when dropped, so that a failing test leaves no
+/// writer running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_writers_never_lose_acknowledged_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,32 +127,49 @@ async fn killed_writers_never_lose_acknowledged_events() {
     let mut acked: Vec<Ack> = Vec::new();
     let cycles = 24;
     for cycle in 0..cycles {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash::crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
+        let mut child = KillOnDrop(
+            Command::new(&exe)
+                .args([
+                    "--exact",
+                    "crash::crash_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(CHILD_DIR_ENV, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<Ack>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
+            for ack in BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
                 .filter_map(|l| parse_ack(&l))
-                .collect::<Vec<_>>()
+            {
+                if tx.send(ack).is_err() {
+                    break;
+                }
+            }
         });
+        // The random delay counts from the first acknowledged append: the
+        // start of the process and the recovery of an ever longer log take
+        // a while, longer still on a loaded machine, and a delay counted
+        // from the spawn would often kill the child before it wrote.
+        let first = tokio::task::block_in_place(|| rx.recv_timeout(Duration::from_secs(60)))
+            .unwrap_or_else(|e| {
+                panic!("cycle {cycle}: the child acknowledged no append within 60 s: {e}")
+            });
         let delay = Duration::from_millis(rng.random_range(30..400));
         tokio::time::sleep(delay).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        let new_acks = reader.join().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        // The child is gone, so its output ends and the reader returns.
+        reader.join().unwrap();
+        let new_acks: Vec<Ack> = std::iter::once(first).chain(rx.try_iter()).collect();
 
         // Everything ever acknowledged is there, intact and in order.
         let store = open(dir.path(), options()).await;

@@ -13,7 +13,7 @@ use event_store::{
 };
 use serde_json::{Value, json};
 
-use crate::common::{open, sid};
+use crate::common::{next_within, open, sid};
 
 fn policy() -> PersonalData {
     PersonalData::new()
@@ -118,7 +118,7 @@ async fn personal_data_is_encrypted_at_rest_and_erased_on_forget() {
         .subscribe(Position::START, EventFilter::all())
         .await
         .unwrap();
-    let first = sub.next().await.unwrap().unwrap();
+    let first = next_within(&mut sub).await.unwrap().unwrap();
     assert_eq!(
         serde_json::from_slice::<Value>(&first.data).unwrap()["name"],
         "Ada Lovelace"
@@ -256,7 +256,7 @@ async fn upcasting_runs_after_decryption_on_every_read_path() {
         .subscribe(Position::START, EventFilter::all())
         .await
         .unwrap();
-    check(&sub.next().await.unwrap().unwrap().data);
+    check(&next_within(&mut sub).await.unwrap().unwrap().data);
     // Erasure goes through the upcasting layer too.
     store.forget_subject(&ada).await.unwrap();
     let slice = store

@@ -15,7 +15,7 @@ use event_store::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{event, open, sid, small_segments};
+use crate::common::{event, next_within, open, sid, small_segments};
 
 /// A store served over HTTP on an ephemeral loopback port.
 struct Served {
@@ -36,6 +36,14 @@ async fn serve(options: StoreOptions, config: ServerConfig) -> Served {
         addr,
         _dir: dir,
     }
+}
+
+/// A plain HTTP client whose requests fail after 30 s rather than hang.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 async fn client(addr: SocketAddr) -> RemoteStore {
@@ -173,7 +181,7 @@ async fn a_token_protects_everything_but_health() {
         RemoteStore::connect(&url, RemoteOptions::default()).await,
         Err(Error::Remote(_))
     ));
-    let http = reqwest::Client::new();
+    let http = http_client();
     let live = http.get(format!("{url}/health/live")).send().await.unwrap();
     assert_eq!(live.status(), 200);
     let denied = http.get(format!("{url}/head")).send().await.unwrap();
@@ -254,7 +262,7 @@ async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplic
         .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 40 {
-        seen.push(sub.next().await.unwrap().unwrap().position.0);
+        seen.push(next_within(&mut sub).await.unwrap().unwrap().position.0);
     }
     // Drop every connection, twice, while more events are appended.
     for round in 0..2u64 {
@@ -303,7 +311,7 @@ async fn remote_subscriptions_filter_on_the_server() {
         .unwrap();
     for expected in [2u64, 4, 6, 8, 10] {
         assert_eq!(
-            sub.next().await.unwrap().unwrap().position,
+            next_within(&mut sub).await.unwrap().unwrap().position,
             Position(expected)
         );
     }
@@ -312,7 +320,9 @@ async fn remote_subscriptions_filter_on_the_server() {
 #[tokio::test]
 async fn the_api_is_described_at_openapi_json() {
     let served = serve(StoreOptions::default(), ServerConfig::default()).await;
-    let doc: serde_json::Value = reqwest::get(format!("http://{}/openapi.json", served.addr))
+    let doc: serde_json::Value = http_client()
+        .get(format!("http://{}/openapi.json", served.addr))
+        .send()
         .await
         .unwrap()
         .json()

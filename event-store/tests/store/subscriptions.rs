@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use event_store::{Error, EventFilter, EventStore, ExpectedVersion, Position, StoreOptions};
 
-use crate::common::{event, fill, open, sid, small_segments};
+use crate::common::{event, fill, joined, next_within, open, sid, small_segments};
 
 #[tokio::test]
 async fn catch_up_then_live_without_gap_or_duplicate() {
@@ -28,14 +28,10 @@ async fn catch_up_then_live_without_gap_or_duplicate() {
         })
     };
     for expected in 11..=100u64 {
-        let e = tokio::time::timeout(Duration::from_secs(10), sub.next())
-            .await
-            .expect("an event arrives")
-            .unwrap()
-            .unwrap();
+        let e = next_within(&mut sub).await.unwrap().unwrap();
         assert_eq!(e.position, Position(expected));
     }
-    writer.await.unwrap();
+    joined(writer).await;
     // Nothing more is delivered until something is appended.
     assert!(
         tokio::time::timeout(Duration::from_millis(100), sub.next())
@@ -46,7 +42,7 @@ async fn catch_up_then_live_without_gap_or_duplicate() {
         .append(&sid("c"), ExpectedVersion::Any, vec![event(0)])
         .await
         .unwrap();
-    let e = sub.next().await.unwrap().unwrap();
+    let e = next_within(&mut sub).await.unwrap().unwrap();
     assert_eq!(e.position, Position(101));
 }
 
@@ -60,8 +56,14 @@ async fn a_subscription_from_the_future_waits_for_it() {
         .await
         .unwrap();
     fill(&store, "a", 4, 1).await;
-    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(6));
-    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(7));
+    assert_eq!(
+        next_within(&mut sub).await.unwrap().unwrap().position,
+        Position(6)
+    );
+    assert_eq!(
+        next_within(&mut sub).await.unwrap().unwrap().position,
+        Position(7)
+    );
 }
 
 #[tokio::test]
@@ -87,7 +89,7 @@ async fn filters_select_by_stream_prefix_and_event_type() {
         .unwrap();
     for expected in [1u64, 4, 7, 10] {
         assert_eq!(
-            orders.next().await.unwrap().unwrap().position,
+            next_within(&mut orders).await.unwrap().unwrap().position,
             Position(expected)
         );
     }
@@ -103,7 +105,7 @@ async fn filters_select_by_stream_prefix_and_event_type() {
         .unwrap();
     for expected in [3u64, 5, 9] {
         assert_eq!(
-            placed.next().await.unwrap().unwrap().position,
+            next_within(&mut placed).await.unwrap().unwrap().position,
             Position(expected)
         );
     }
@@ -138,7 +140,7 @@ async fn a_slow_subscriber_holds_up_no_append_and_loses_nothing() {
     .expect("appends are not held up by a subscriber that does not read");
     for expected in 1..=2000u64 {
         assert_eq!(
-            stalled.next().await.unwrap().unwrap().position,
+            next_within(&mut stalled).await.unwrap().unwrap().position,
             Position(expected)
         );
     }
@@ -153,11 +155,14 @@ async fn closing_the_store_ends_subscriptions() {
         .subscribe(Position::START, EventFilter::all())
         .await
         .unwrap();
-    assert_eq!(sub.next().await.unwrap().unwrap().position, Position(1));
+    assert_eq!(
+        next_within(&mut sub).await.unwrap().unwrap().position,
+        Position(1)
+    );
     store.close().await.unwrap();
-    let end = tokio::time::timeout(Duration::from_secs(5), sub.next())
+    let end = tokio::time::timeout(Duration::from_secs(30), sub.next())
         .await
-        .expect("the subscription ends");
+        .expect("the subscription ends within 30 s");
     assert!(matches!(end, Some(Err(Error::Closed))), "{end:?}");
     assert!(matches!(
         store.subscribe(Position::START, EventFilter::all()).await,

@@ -181,19 +181,33 @@ impl Drop for TestDb {
             else {
                 return;
             };
-            rt.block_on(async move {
-                if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                    let _ = sqlx::Connection::close(conn).await;
-                }
-            });
+            rt.block_on(drop_schema(&url, &schema));
         })
         .join();
+    }
+}
+
+/// Drops a test schema, bounded: a projector task left in an open
+/// transaction holds locks the `DROP` would wait for without end. On
+/// failure the schema stays behind, with a notice.
+async fn drop_schema(url: &str, schema: &str) {
+    let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
+        for setting in ["SET lock_timeout = '5s'", "SET statement_timeout = '30s'"] {
+            sqlx::query(setting).execute(&mut conn).await?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::Connection::close(conn).await
+    })
+    .await;
+    match dropped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("notice: test schema {schema} left behind: {e}"),
+        Err(_) => eprintln!("notice: test schema {schema} left behind: no drop within 30 s"),
     }
 }
 
@@ -236,13 +250,105 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.expect("projector task")
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the projector stops within 60 s")
+            .expect("projector task")
+    }
+}
+
+/// A projector on a runtime of its own, on a thread of its own, to be
+/// killed as a crash would kill it.
+///
+/// Aborting the task of [`Projector::run`] would not do: `run` spawns a
+/// task per projection (and per rebuild), which an abort of `run` leaves
+/// running. Dropping the whole runtime instead drops every one of those
+/// tasks at the point where it waits, in the middle of a batch included:
+/// nothing is committed on the way out, and the transactions in progress
+/// are rolled back by the database when their connections close. That is a
+/// crash of the projector; it is not a crash of the machine (what reached
+/// the database before the kill stays there, as after a process kill).
+pub struct Crashable {
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Crashable {
+    /// Starts the reference projections over a view database of its own
+    /// (its connections must live on the runtime that is killed); returns
+    /// once the database is open and the projector starting.
+    pub async fn start(store: &Store, test_db: &TestDb, options: ProjectorOptions) -> Crashable {
+        let store = store.clone();
+        let url = test_db.url.clone();
+        let db_options = test_db.options.clone();
+        let (kill, killed) = oneshot::channel::<()>();
+        let (started, starting) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let db = ViewDb::open_with(&url, db_options)
+                    .await
+                    .expect("open view database");
+                let projector = reference_projector(&store, &db, options);
+                let _ = started.send(());
+                tokio::select! {
+                    result = projector.run(std::future::pending()) => {
+                        panic!("the projector returned before the kill: {result:?}")
+                    }
+                    _ = killed => {}
+                }
+            });
+            // Every task the projector spawned is dropped here, where it
+            // stands.
+            drop(runtime);
+        });
+        let crashable = Crashable {
+            kill: Some(kill),
+            thread: Some(thread),
+        };
+        // A panic on the thread (the database would not open) drops the
+        // sender: `crash` then reports it.
+        if tokio::time::timeout(Duration::from_secs(60), starting)
+            .await
+            .expect("the projector starts within 60 s")
+            .is_err()
+        {
+            crashable.crash().await;
+            unreachable!("the projector thread ended before starting");
+        }
+        crashable
     }
 
-    /// Kills the task where it is, as a crash would.
-    pub fn abort(self) {
-        self.task.abort();
+    /// Kills the projector and waits until none of its tasks is left.
+    pub async fn crash(mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        let thread = self.thread.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !thread.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the killed projector's runtime did not shut down within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Err(panic) = thread.join() {
+            std::panic::resume_unwind(panic);
+        }
     }
+}
+
+/// What a spawned task returned; fails the test when the task has not
+/// finished within `limit`, or panicked.
+pub async fn joined<T>(task: JoinHandle<T>, limit: Duration) -> T {
+    tokio::time::timeout(limit, task)
+        .await
+        .unwrap_or_else(|_| panic!("the task did not finish within {limit:?}"))
+        .expect("the task did not panic")
 }
 
 /// Polls the status until `done` holds; panics with the last status after

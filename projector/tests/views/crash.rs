@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use projector::reference::{CustomersProjection, OrdersProjection};
 use projector::{ApplyError, Projection, Projector, ProjectorOptions, ViewDbOptions, ViewTx};
 
 use crate::common::{
-    Running, TestDb, dump_views, generate, open_store, project_all, reference_projector,
+    Crashable, Running, TestDb, dump_views, generate, open_store, project_all, reference_projector,
     test_options,
 };
 
@@ -119,9 +119,9 @@ async fn a_projector_task_killed_mid_batch_resumes_exactly_once() {
         };
         let mut interrupted = 0;
         for delay_ms in [40u64, 90, 25, 130, 60, 15] {
-            let running = Running::start(reference_projector(&store, &db, options.clone()));
+            let crashable = Crashable::start(&store, &test_db, options.clone()).await;
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-            running.abort();
+            crashable.crash().await;
             let positions: Vec<u64> = [
                 crate::common::checkpoint(&db, "customers").await,
                 crate::common::checkpoint(&db, "orders").await,
@@ -191,6 +191,17 @@ fn crash_child() {
     });
 }
 
+/// Kills the child process when dropped, so that a failing test leaves no
+/// projector running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_killed_projector_process_restarts_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,50 +217,49 @@ async fn a_killed_projector_process_restarts_exactly_once() {
         test_db.open().await.close().await;
         let mut killed_mid_way = 0;
         for delay_ms in [150u64, 60, 220, 100, 35] {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .args(["--ignored", "--exact", "crash::crash_child", "--nocapture"])
-                .env(CHILD_DIR_ENV, dir.path())
-                .env(CHILD_DB_ENV, test_db.url())
-                .env(CHILD_SCHEMA_ENV, test_db.schema().unwrap_or(""))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel::<String>();
+            let mut child = KillOnDrop(
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--ignored", "--exact", "crash::crash_child", "--nocapture"])
+                    .env(CHILD_DIR_ENV, dir.path())
+                    .env(CHILD_DB_ENV, test_db.url())
+                    .env(CHILD_SCHEMA_ENV, test_db.schema().unwrap_or(""))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+            let stdout = child.0.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
+                    let Some(progress) = line.strip_prefix("progress ") else {
+                        continue;
+                    };
+                    let positions = progress.split(' ').filter_map(|n| n.parse().ok()).collect();
+                    if tx.send(positions).is_err() {
                         break;
                     }
                 }
             });
-            // Wait until it projects, let it run a little, then SIGKILL.
+            // Wait until it has committed a batch (starting the process and
+            // opening the store take longer on a loaded machine than the
+            // delays below), let it run a little, then SIGKILL.
             let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let line = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-                if line.starts_with("progress") {
-                    break;
+            let mut last = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let positions = rx.recv_timeout(left).unwrap_or_else(|e| {
+                    panic!("the child reported no committed batch within 60 s: {e}")
+                });
+                if positions.iter().any(|p| *p > 0) {
+                    break positions;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "the child never started projecting"
-                );
-            }
+            };
             std::thread::sleep(Duration::from_millis(delay_ms));
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let last: Vec<u64> = rx
-                .try_iter()
-                .filter_map(|l| {
-                    l.strip_prefix("progress ").map(|p| {
-                        p.split(' ')
-                            .filter_map(|n| n.parse().ok())
-                            .collect::<Vec<u64>>()
-                    })
-                })
-                .last()
-                .unwrap_or_default();
+            child.0.kill().unwrap();
+            child.0.wait().unwrap();
+            if let Some(positions) = rx.try_iter().last() {
+                last = positions;
+            }
             if last.iter().any(|p| *p > 0 && *p < head.0) {
                 killed_mid_way += 1;
             }

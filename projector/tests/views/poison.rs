@@ -120,7 +120,13 @@ async fn a_poison_event_stops_its_projection_only_until_skipped() {
         // reproduces the live view.
         let before = dump_views(&db).await;
         let projector = reference_projector(&store, &db, test_options());
-        projector.rebuild("customers", |_| {}).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            projector.rebuild("customers", |_| {}),
+        )
+        .await
+        .expect("the rebuild swaps in within 120 s")
+        .unwrap();
         assert_eq!(dump_views(&db).await, before);
         db.close().await;
     }

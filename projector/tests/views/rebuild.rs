@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use event_store::{EventStore, Position, RecordedEvent, Store};
@@ -17,7 +17,7 @@ use projector::{
 use sqlx::Row;
 
 use crate::common::{
-    Running, TestDb, dump_views, generate, open_store, project_all, reference_projector,
+    Running, TestDb, dump_views, generate, joined, open_store, project_all, reference_projector,
     test_options, wait_for_status,
 };
 
@@ -117,8 +117,8 @@ async fn a_rebuild_under_reads_and_writes_swaps_in_a_view_equal_to_a_fresh_one()
 
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.store(true, Ordering::SeqCst);
-        let (seen, failures) = reader.await.unwrap();
-        let _generator = writer.await.unwrap();
+        let (seen, failures) = joined(reader, Duration::from_secs(60)).await;
+        let _generator = joined(writer, Duration::from_secs(60)).await;
         assert!(
             failures.is_empty(),
             "{:?}: failed reads: {failures:?}",
@@ -173,15 +173,19 @@ async fn an_interrupted_rebuild_leaves_the_live_view_intact_and_resumes() {
         let mut batches = 0;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let mut tx = Some(tx);
-        tokio::select! {
-            result = projector.rebuild("orders", |_| {
-                batches += 1;
-                if batches == 5 && let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            }) => panic!("the rebuild finished before the interruption: {result:?}"),
-            _ = rx => {}
-        }
+        let interrupted = tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::select! {
+                result = projector.rebuild("orders", |_| {
+                    batches += 1;
+                    if batches == 5 && let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }) => panic!("the rebuild finished before the interruption: {result:?}"),
+                _ = rx => {}
+            }
+        })
+        .await;
+        interrupted.expect("the rebuild commits 5 batches within 120 s");
         let shadow = db
             .checkpoint("orders", Track::Rebuild)
             .await
@@ -205,16 +209,31 @@ async fn an_interrupted_rebuild_leaves_the_live_view_intact_and_resumes() {
         // And an explicit resume reports where it started.
         let projector = reference_projector(&store, &db, test_options());
         let mut seen = 0;
-        tokio::select! {
-            _ = projector.rebuild("customers", |_| seen += 1) => panic!("finished too early"),
-            () = async {
-                while db.checkpoint("customers", Track::Rebuild).await.unwrap().is_none_or(|c| c.position.0 < 2_000) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            } => {}
-        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let interrupted = tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::select! {
+                _ = projector.rebuild("customers", |_| seen += 1) => panic!("finished too early"),
+                () = async {
+                    while db.checkpoint("customers", Track::Rebuild).await.unwrap().is_none_or(|c| c.position.0 < 2_000) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the rebuild did not pass position 2000 within 120 s"
+                        );
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                } => {}
+            }
+        })
+        .await;
+        interrupted.expect("the rebuild passes position 2000 within 120 s");
         let projector = reference_projector(&store, &db, test_options());
-        let report = projector.rebuild("customers", |_| {}).await.unwrap();
+        let report = tokio::time::timeout(
+            Duration::from_secs(120),
+            projector.rebuild("customers", |_| {}),
+        )
+        .await
+        .expect("the resumed rebuild swaps in within 120 s")
+        .unwrap();
         assert!(report.resumed_from.0 >= 2_000, "{report:?}");
         assert_eq!(report.position, head);
         assert_eq!(dump_views(&db).await, before);

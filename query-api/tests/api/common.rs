@@ -137,19 +137,33 @@ impl Drop for TestDb {
             else {
                 return;
             };
-            rt.block_on(async move {
-                if let Ok(mut conn) = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await
-                {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                    let _ = sqlx::Connection::close(conn).await;
-                }
-            });
+            rt.block_on(drop_schema(&url, &schema));
         })
         .join();
+    }
+}
+
+/// Drops a test schema, bounded: a projector task left in an open
+/// transaction holds locks the `DROP` would wait for without end. On
+/// failure the schema stays behind, with a notice.
+async fn drop_schema(url: &str, schema: &str) {
+    let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(url).await?;
+        for setting in ["SET lock_timeout = '5s'", "SET statement_timeout = '30s'"] {
+            sqlx::query(setting).execute(&mut conn).await?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await?;
+        sqlx::Connection::close(conn).await
+    })
+    .await;
+    match dropped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("notice: test schema {schema} left behind: {e}"),
+        Err(_) => eprintln!("notice: test schema {schema} left behind: no drop within 30 s"),
     }
 }
 
@@ -198,7 +212,11 @@ impl Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the projector stops within 60 s")
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -301,6 +319,23 @@ pub async fn dump_views(db: &ViewDb) -> Vec<Vec<String>> {
         }
     }
     out
+}
+
+/// What a spawned task returned; fails the test when the task has not
+/// finished within `limit`, or panicked.
+pub async fn joined<T>(task: JoinHandle<T>, limit: Duration) -> T {
+    tokio::time::timeout(limit, task)
+        .await
+        .unwrap_or_else(|_| panic!("the task did not finish within {limit:?}"))
+        .expect("the task did not panic")
+}
+
+/// A plain HTTP client whose requests fail after 30 s rather than hang.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// Serves the query API on a loopback port; returns its base URL.
