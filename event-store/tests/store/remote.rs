@@ -334,6 +334,7 @@ async fn the_api_is_described_at_openapi_json() {
         "/transactions",
         "/all",
         "/subscriptions",
+        "/subjects/{stream}",
         "/health/ready",
     ] {
         assert!(
