@@ -38,6 +38,11 @@ pub const COLUMNS: [&str; 16] = [
     "position",
 ];
 
+/// Columns set when a customer registers that no later event changes (a
+/// second registration is refused): the upsert leaves them, and the name
+/// index, alone. A new event that changes one must take it out of here.
+const FIXED_COLUMNS: [&str; 4] = ["name", "name_folded", "email", "registered_at"];
+
 #[derive(Debug, Clone, PartialEq)]
 struct Customer {
     id: String,
@@ -173,6 +178,7 @@ impl Projection for CustomersProjection {
 
     async fn apply(&self, tx: &mut ViewTx<'_>, batch: &[RecordedEvent]) -> Result<(), ApplyError> {
         let table = tx.table("customers")?;
+        let dialect = tx.dialect();
         let mut changes = Vec::with_capacity(batch.len());
         for event in batch {
             if let Some(change) = Change::decode(event)? {
@@ -183,7 +189,7 @@ impl Projection for CustomersProjection {
         ids.sort_unstable();
         ids.dedup();
         let mut customers: HashMap<String, Customer> = HashMap::with_capacity(ids.len());
-        for row in sql::load_by_ids(tx.conn(), table, &COLUMNS, &ids).await? {
+        for row in sql::load_by_ids(tx.conn(), dialect, table, &COLUMNS, &ids).await? {
             let customer = Customer::from_row(&row)?;
             customers.insert(customer.id.clone(), customer);
         }
@@ -292,7 +298,7 @@ async fn write(
     for size in sql::chunk_sizes(changed.len(), sql::ROWS_PER_STATEMENT_MAX) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let statement = sql::upsert(table, &COLUMNS, size);
+        let statement = sql::upsert(tx.dialect(), table, &COLUMNS, &FIXED_COLUMNS, size);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for id in chunk {
             // Every changed id went through `fold`, which created the row

@@ -34,6 +34,18 @@ pub const COLUMNS: [&str; 11] = [
 /// The statuses an order row can have.
 pub const STATUSES: [&str; 4] = ["pending", "approved", "rejected", "cancelled"];
 
+/// Columns set when an order is placed that no later event changes (a
+/// second placement is refused): the upsert leaves them, and the
+/// by-customer index, alone. A new event that changes one must take it out
+/// of here.
+const FIXED_COLUMNS: [&str; 5] = [
+    "customer_id",
+    "currency",
+    "total",
+    "line_count",
+    "placed_at",
+];
+
 #[derive(Debug, Clone, PartialEq)]
 struct Order {
     id: String,
@@ -141,6 +153,7 @@ impl Projection for OrdersProjection {
 
     async fn apply(&self, tx: &mut ViewTx<'_>, batch: &[RecordedEvent]) -> Result<(), ApplyError> {
         let table = tx.table("orders")?;
+        let dialect = tx.dialect();
         let mut changes = Vec::with_capacity(batch.len());
         for event in batch {
             if let Some(change) = Change::decode(event)? {
@@ -152,7 +165,7 @@ impl Projection for OrdersProjection {
         ids.sort_unstable();
         ids.dedup();
         let mut orders: HashMap<String, Order> = HashMap::with_capacity(changes.len());
-        for row in sql::load_by_ids(tx.conn(), table, &COLUMNS, &ids).await? {
+        for row in sql::load_by_ids(tx.conn(), dialect, table, &COLUMNS, &ids).await? {
             let order = Order::from_row(&row)?;
             orders.insert(order.id.clone(), order);
         }
@@ -238,7 +251,7 @@ async fn write(
     for size in sql::chunk_sizes(changed.len(), sql::ROWS_PER_STATEMENT_MAX) {
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let statement = sql::upsert(table, &COLUMNS, size);
+        let statement = sql::upsert(tx.dialect(), table, &COLUMNS, &FIXED_COLUMNS, size);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for id in chunk {
             let o = orders.get(id).ok_or_else(|| {

@@ -1,0 +1,603 @@
+//! The read-side benchmark: `cargo bench -p query-api --bench read_side`.
+//!
+//! 1. Projection catch-up: a log of reference-domain events (generated once
+//!    into an embedded store) projected by the reference projections from an
+//!    empty view database until every projection's checkpoint is at the head,
+//!    into SQLite and into PostgreSQL. Every batch commits its view rows and
+//!    its checkpoint in one transaction, as in production.
+//! 2. The query API over the last view built on each backend, served on
+//!    loopback and driven by 64 concurrent clients in the same process:
+//!    `GET /customers/{id}` for random existing customers, and one list
+//!    query. PostgreSQL gets the `VACUUM ANALYZE` autovacuum would soon run
+//!    after a bulk load, so that it does not run during the measurement.
+//!
+//! Printed beside baselines measured in the same run, so that the figures
+//! can be read as ratios on a loaded machine: the store's `read_all` rate
+//! over the same log, and per backend the rate of a plain multi-row INSERT
+//! of as many rows as there are events, in transactions of the batch size.
+//!
+//! `ANNALS_BENCH_EVENTS` sets the size of the log (default 1,000,000);
+//! `ANNALS_BENCH_BATCH` the projector's events per transaction, or a
+//! comma-separated list of them, each projected into a fresh database
+//! (default: the projector's default); `ANNALS_BENCH_SECONDS` the length of
+//! each query workload (default 10); `ANNALS_BENCH_DIR` where the data goes
+//! (default: next to the target dir); `ANNALS_BENCH_DATABASE_URL` the
+//! PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! on which a database is created for each view and dropped afterwards. An
+//! unreachable server skips the PostgreSQL rows with a notice.
+//! `ANNALS_BENCH_ONLY=sqlite` or `=postgres` runs one backend.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark aborts on failure"
+)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use event_store::{EventStore, Position, Store, StoreOptions};
+use projector::generator::{Generator, append_events};
+use projector::{Dialect, Projector, ProjectorOptions, TrackState, ViewDb, ViewDbOptions};
+use query_api::{QueryConfig, QueryState};
+
+const CLIENTS: usize = 64;
+/// Rows per INSERT statement in the baseline, as the projections' upserts.
+const BASELINE_ROWS_PER_STATEMENT: usize = 512;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The 1-minute load average, to judge how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// SplitMix64, so that every client draws its own ids without a lock.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// A database on the PostgreSQL server for this run only, dropped with
+/// the value.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    /// Whether the server answers; prints a notice when it does not.
+    async fn reachable(admin_url: &str) -> bool {
+        sqlx::any::install_default_drivers();
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url),
+        )
+        .await;
+        match connected {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                true
+            }
+            Ok(Err(e)) => {
+                eprintln!("notice: PostgreSQL at {admin_url} unreachable ({e}); skipping its rows");
+                false
+            }
+            Err(_) => {
+                eprintln!("notice: PostgreSQL at {admin_url} timed out; skipping its rows");
+                false
+            }
+        }
+    }
+
+    async fn create(admin_url: &str) -> PgDatabase {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "annals_bench_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::Connection::close(conn).await.unwrap();
+        let server = admin_url.split('?').next().unwrap_or(admin_url);
+        let server = &server[..server.rfind('/').unwrap()];
+        PgDatabase {
+            admin_url: admin_url.to_owned(),
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime's reach: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await?;
+                sqlx::Connection::close(conn).await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop database {}", self.name);
+        }
+    }
+}
+
+/// Rows of the plain INSERT baseline per second: `rows` rows of a random
+/// text key and an integer, in multi-row statements, `per_tx` rows per
+/// write transaction (the projector's batch size).
+async fn insert_baseline(db: &ViewDb, rows: u64, per_tx: usize) -> f64 {
+    sqlx::query("CREATE TABLE bench_baseline (id TEXT NOT NULL PRIMARY KEY, n BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // Placeholders as the projections write them (see their `sql` module).
+    let statement = |n: usize| {
+        let values: Vec<String> = (0..n)
+            .map(|i| match db.dialect() {
+                Dialect::Sqlite => "(?, ?)".to_owned(),
+                Dialect::Postgres => format!("(${}, ${})", 2 * i + 1, 2 * i + 2),
+            })
+            .collect();
+        format!(
+            "INSERT INTO bench_baseline (id, n) VALUES {}",
+            values.join(", ")
+        )
+    };
+    let mut rng = Rng(7);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < rows {
+        let in_tx = (rows - done).min(per_tx as u64) as usize;
+        let mut tx = db.begin_write().await.unwrap();
+        let mut left = in_tx;
+        while left > 0 {
+            let n = left.min(BASELINE_ROWS_PER_STATEMENT);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement(n)));
+            for _ in 0..n {
+                // Random keys land all over the index, as customer ids do.
+                query = query
+                    .bind(format!("{:016x}{:016x}", rng.next(), rng.next()))
+                    .bind(done as i64);
+                done += 1;
+            }
+            query.execute(tx.conn()).await.unwrap();
+            left -= n;
+        }
+        tx.commit().await.unwrap();
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_baseline")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    rate
+}
+
+struct CatchUp {
+    elapsed: Duration,
+    customers: i64,
+    orders: i64,
+}
+
+/// Runs the reference projections from an empty view database until every
+/// checkpoint is at `head`.
+async fn catch_up(store: &Store, db: &ViewDb, head: Position, batch: usize) -> CatchUp {
+    let projector = Projector::builder(Arc::new(store.clone()), db.clone())
+        .options(ProjectorOptions {
+            batch_events_max: batch,
+            ..ProjectorOptions::default()
+        })
+        .reference_projections()
+        .build()
+        .unwrap();
+    let handle = projector.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let task = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    loop {
+        let status = handle.status().await.unwrap();
+        if status
+            .iter()
+            .all(|p| p.position >= head.0 && p.rebuild.is_none())
+        {
+            break;
+        }
+        if let Some(p) = status.iter().find(|p| p.state == TrackState::Failed) {
+            panic!("projection {} failed: {:?}", p.name, p.last_error);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    let count = |table: &str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(db.pool())
+    };
+    CatchUp {
+        elapsed,
+        customers: count("customers").await.unwrap(),
+        orders: count("orders").await.unwrap(),
+    }
+}
+
+struct Load {
+    requests: usize,
+    failures: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+/// `CLIENTS` clients, each sending one request at a time for `duration`;
+/// `path` picks the request from a random number.
+async fn drive(
+    base: &str,
+    duration: Duration,
+    path: Arc<dyn Fn(u64) -> String + Send + Sync>,
+) -> Load {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let client = client.clone();
+            let base = base.to_owned();
+            let path = path.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(c as u64 + 1);
+                let mut latencies = Vec::new();
+                let mut failures = 0;
+                while started.elapsed() < duration {
+                    let url = format!("{base}{}", path(rng.next()));
+                    let sent = Instant::now();
+                    let ok = match client.get(url).send().await {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            ok & response.bytes().await.is_ok()
+                        }
+                        Err(_) => false,
+                    };
+                    latencies.push(sent.elapsed());
+                    if !ok {
+                        failures += 1;
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        let (l, f) = task.await.unwrap();
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Load {
+        requests: latencies.len(),
+        failures,
+        elapsed,
+        latencies,
+    }
+}
+
+/// Serves the query API over `db` and runs both query workloads.
+async fn query_runs(
+    db: &ViewDb,
+    ids: &Arc<Vec<String>>,
+    duration: Duration,
+) -> Vec<(String, Load)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = query_api::router(QueryState::new(db.clone(), QueryConfig::default()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut out = Vec::new();
+    let by_id = {
+        let ids = ids.clone();
+        Arc::new(move |r: u64| format!("/customers/{}", ids[(r % ids.len() as u64) as usize]))
+    };
+    out.push((
+        "`GET /customers/{id}`, random existing id".to_owned(),
+        drive(&base, duration, by_id).await,
+    ));
+    let list = Arc::new(|_| "/customers?credit_available=0&limit=20".to_owned());
+    out.push((
+        "`GET /customers?credit_available=0&limit=20`".to_owned(),
+        drive(&base, duration, list).await,
+    ));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// What keeps a fresh view database alive: its directory or its database
+/// on the server, removed on drop.
+enum Fresh {
+    Sqlite(#[allow(dead_code, reason = "held for its Drop")] tempfile::TempDir),
+    Postgres(#[allow(dead_code, reason = "held for its Drop")] PgDatabase),
+}
+
+/// A new, empty view database with the schema applied.
+async fn fresh_db(backend: Backend, root: &std::path::Path, admin_url: &str) -> (ViewDb, Fresh) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir_in(root).unwrap();
+            let db = ViewDb::open_in_data_dir(dir.path()).await.unwrap();
+            (db, Fresh::Sqlite(dir))
+        }
+        Backend::Postgres => {
+            let pg = PgDatabase::create(admin_url).await;
+            let db = ViewDb::open_with(&pg.url, ViewDbOptions::default())
+                .await
+                .unwrap();
+            (db, Fresh::Postgres(pg))
+        }
+    }
+}
+
+struct CatchUpRow {
+    backend: Backend,
+    batch: usize,
+    baseline: f64,
+    catch_up: CatchUp,
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let base = std::env::var("ANNALS_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::env::current_dir()
+                .unwrap()
+                .join("../target/bench-data")
+        });
+    std::fs::create_dir_all(&base).unwrap();
+    let root = tempfile::tempdir_in(&base).unwrap();
+    let events: u64 = env_or("ANNALS_BENCH_EVENTS", 1_000_000);
+    let batches: Vec<usize> = match std::env::var("ANNALS_BENCH_BATCH") {
+        Ok(list) => list.split(',').map(|b| b.trim().parse().unwrap()).collect(),
+        Err(_) => vec![ProjectorOptions::default().batch_events_max],
+    };
+    let duration = Duration::from_secs(env_or("ANNALS_BENCH_SECONDS", 10));
+    let admin_url = std::env::var("ANNALS_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+
+    let load_before = load_average();
+    eprintln!("generating {events} events");
+    let store = Store::open(root.path().join("store"), StoreOptions::default())
+        .await
+        .unwrap();
+    let mut generator = Generator::new(42);
+    let started = Instant::now();
+    let head = append_events(&store, &mut generator, events).await.unwrap();
+    let generated = started.elapsed();
+    let ids: Arc<Vec<String>> =
+        Arc::new(generator.customers().iter().map(|c| c.id.clone()).collect());
+    let orders = generator.orders().count();
+
+    let started = Instant::now();
+    let mut next = Position::START;
+    let mut read = 0u64;
+    loop {
+        let page = store.read_all(next, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        next = last.position.next();
+        read += page.len() as u64;
+    }
+    let read_all_rate = read as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(read, head.0, "read_all returns the whole log");
+
+    let only = std::env::var("ANNALS_BENCH_ONLY").unwrap_or_default();
+    let mut backends = Vec::new();
+    if only != "postgres" {
+        backends.push(Backend::Sqlite);
+    }
+    if only != "sqlite" && PgDatabase::reachable(&admin_url).await {
+        backends.push(Backend::Postgres);
+    }
+    let mut rows = Vec::new();
+    let mut queries = Vec::new();
+    for &backend in &backends {
+        let name = backend.name();
+        for (i, &batch) in batches.iter().enumerate() {
+            let (db, fresh) = fresh_db(backend, root.path(), &admin_url).await;
+            eprintln!("{name}, batch {batch}: plain INSERT baseline");
+            let baseline = insert_baseline(&db, head.0, batch).await;
+            eprintln!("{name}, batch {batch}: projection catch-up");
+            let catch_up = catch_up(&store, &db, head, batch).await;
+            eprintln!(
+                "{name}, batch {batch}: caught up in {:.1} s",
+                catch_up.elapsed.as_secs_f64()
+            );
+            rows.push(CatchUpRow {
+                backend,
+                batch,
+                baseline,
+                catch_up,
+            });
+            // The query workloads read the last view built.
+            if i + 1 == batches.len() {
+                if backend == Backend::Postgres {
+                    // What autovacuum does soon after a bulk load anyway; done
+                    // here so that it does not run during the measurement.
+                    sqlx::raw_sql("VACUUM ANALYZE customers, orders")
+                        .execute(db.pool())
+                        .await
+                        .unwrap();
+                }
+                eprintln!("{name}: query workloads");
+                for (request, load) in query_runs(&db, &ids, duration).await {
+                    queries.push((backend, request, load));
+                }
+            }
+            db.close().await;
+            drop(fresh);
+        }
+    }
+    store.close().await.unwrap();
+
+    println!(
+        "\nMachine: {} CPUs; load average (1 min) {} at the start, {} at the end",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_before,
+        load_average()
+    );
+    println!(
+        "\nEvent log: {} reference-domain events ({} customers, {} orders), generated in {:.1} s",
+        grouped(head.0),
+        grouped(ids.len() as u64),
+        grouped(orders as u64),
+        generated.as_secs_f64()
+    );
+    println!(
+        "Baseline: the store's `read_all` (pages of 10,000) over the same log: {} events/s\n",
+        grouped(read_all_rate as u64)
+    );
+    println!(
+        "Projection catch-up from an empty view database (customers + orders, checkpoint in every batch transaction)"
+    );
+    println!(
+        "| backend | events | batch (events/tx) | seconds | events/s | baseline: plain INSERT rows/s | events/s ÷ baseline rows/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let rate = head.0 as f64 / r.catch_up.elapsed.as_secs_f64();
+        assert_eq!(
+            r.catch_up.customers as usize,
+            ids.len(),
+            "every customer projected"
+        );
+        assert_eq!(r.catch_up.orders as usize, orders, "every order projected");
+        println!(
+            "| {} | {} | {} | {:.2} | {} | {} | {:.2}× |",
+            r.backend.name(),
+            grouped(head.0),
+            grouped(r.batch as u64),
+            r.catch_up.elapsed.as_secs_f64(),
+            grouped(rate as u64),
+            grouped(r.baseline as u64),
+            rate / r.baseline
+        );
+    }
+    println!(
+        "\nQuery API over the last view built: {CLIENTS} concurrent clients (keep-alive) in the same process as the server, {} s per row (PostgreSQL after VACUUM ANALYZE)",
+        duration.as_secs()
+    );
+    println!(
+        "| backend | request | requests | failed | requests/s | p50 ms | p99 ms | p99.9 ms | max ms |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (backend, request, load) in &queries {
+        println!(
+            "| {} | {request} | {} | {} | {} | {} | {} | {} | {} |",
+            backend.name(),
+            grouped(load.requests as u64),
+            load.failures,
+            grouped((load.requests as f64 / load.elapsed.as_secs_f64()) as u64),
+            ms(percentile(&load.latencies, 0.50)),
+            ms(percentile(&load.latencies, 0.99)),
+            ms(percentile(&load.latencies, 0.999)),
+            ms(load.latencies.last().copied().unwrap_or_default()),
+        );
+    }
+}
