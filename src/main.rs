@@ -165,9 +165,9 @@ pub struct CommandOptions {
 /// Tuning of the projector.
 #[derive(Debug, clap::Args)]
 pub struct ProjectorOptions {
-    /// Events applied in one view transaction at most (the checkpoint is
-    /// written in every one).
-    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX", default_value_t = 2_000)]
+    /// Events applied in one view transaction at most while catching up
+    /// (the checkpoint is written in every one).
+    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX", default_value_t = projector::ProjectorOptions::default().batch_events_max)]
     pub batch_events_max: usize,
 }
 

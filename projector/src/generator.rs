@@ -72,6 +72,19 @@ enum Saga {
 #[derive(Debug, Clone)]
 struct Rng(u64);
 
+/// What the generated aggregate ids look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// Version 7, time-ordered: what the command API assigns when a client
+    /// leaves the id to it.
+    TimeOrdered,
+    /// Version 4, random: what clients that choose their own ids often send.
+    Random,
+}
+
+/// The start of the generated ids' clock (2026-01-01T00:00:00Z, in ms).
+const ID_CLOCK_START_MS: u64 = 1_767_225_600_000;
+
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -107,6 +120,21 @@ impl Rng {
             b & 0xffff_ffff_ffff
         )
     }
+
+    /// A version-7 UUID at `ms` (milliseconds since the epoch), random
+    /// below the timestamp.
+    fn uuid_v7(&mut self, ms: u64) -> String {
+        let a = self.next();
+        let b = self.next();
+        format!(
+            "{:08x}-{:04x}-7{:03x}-{:04x}-{:012x}",
+            (ms >> 16) & 0xffff_ffff,
+            ms & 0xffff,
+            a & 0x0fff,
+            0x8000 | (b >> 48 & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -133,6 +161,10 @@ const IN_FLIGHT_MAX: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Generator {
     rng: Rng,
+    ids: Ids,
+    /// The generated ids' clock, in ms after [`ID_CLOCK_START_MS`]: a
+    /// counter, so that a seed gives the same ids on every run.
+    clock_ms: u64,
     customers: Vec<CustomerModel>,
     orders: HashMap<String, OrderModel>,
     /// Approved orders that may still be cancelled.
@@ -143,9 +175,28 @@ pub struct Generator {
 }
 
 impl Generator {
+    /// The next aggregate id.
+    fn next_id(&mut self) -> String {
+        match self.ids {
+            Ids::Random => self.rng.uuid(),
+            Ids::TimeOrdered => {
+                // A few ids per millisecond, like a busy command API.
+                self.clock_ms += self.rng.below(2);
+                self.rng.uuid_v7(ID_CLOCK_START_MS + self.clock_ms)
+            }
+        }
+    }
+
+    /// A generator of time-ordered ids, as the command API assigns them.
     pub fn new(seed: u64) -> Self {
+        Self::with_ids(seed, Ids::TimeOrdered)
+    }
+
+    pub fn with_ids(seed: u64, ids: Ids) -> Self {
         Self {
             rng: Rng(seed),
+            ids,
+            clock_ms: 0,
             customers: Vec::new(),
             orders: HashMap::new(),
             cancellable: Vec::new(),
@@ -225,7 +276,7 @@ impl Generator {
     }
 
     fn register(&mut self) -> event_store::Result<StreamAppend> {
-        let id = self.rng.uuid();
+        let id = self.next_id();
         let first = *self.rng.pick(FIRST_NAMES);
         let last = *self.rng.pick(LAST_NAMES);
         let name = format!("{first} {last}");
@@ -300,7 +351,7 @@ impl Generator {
 
     fn place(&mut self) -> event_store::Result<StreamAppend> {
         let customer = self.rng.below(self.customers.len() as u64) as usize;
-        let order = self.rng.uuid();
+        let order = self.next_id();
         let currency = self.customers[customer].currency.clone();
         let lines: Vec<OrderLine> = (0..self.rng.range(1, 4))
             .map(|_| OrderLine {
@@ -593,5 +644,12 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert!(StreamId::new(format!("customer-{id}")).is_ok());
         assert_eq!(&id[14..15], "4");
+        let v7 = rng.uuid_v7(ID_CLOCK_START_MS);
+        assert_eq!(v7.len(), 36);
+        assert_eq!(&v7[14..15], "7");
+        assert!(v7.starts_with("019b76da-a800-"), "{v7}");
+        let mut generator = Generator::new(4);
+        let ids: Vec<String> = (0..100).map(|_| generator.next_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0][..13] <= w[1][..13]), "{ids:?}");
     }
 }

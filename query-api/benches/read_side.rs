@@ -25,7 +25,9 @@
 //! PostgreSQL server (default `postgres://postgres@127.0.0.1:5432/postgres`),
 //! on which a database is created for each view and dropped afterwards. An
 //! unreachable server skips the PostgreSQL rows with a notice.
-//! `ANNALS_BENCH_ONLY=sqlite` or `=postgres` runs one backend.
+//! `ANNALS_BENCH_ONLY=sqlite` or `=postgres` runs one backend;
+//! `ANNALS_BENCH_IDS=random` generates random (version 4) aggregate ids
+//! instead of the time-ordered (version 7) ones the command API assigns.
 
 #![allow(
     clippy::unwrap_used,
@@ -38,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use event_store::{EventStore, Position, Store, StoreOptions};
-use projector::generator::{Generator, append_events};
+use projector::generator::{Generator, Ids, append_events};
 use projector::{Dialect, Projector, ProjectorOptions, TrackState, ViewDb, ViewDbOptions};
 use query_api::{QueryConfig, QueryState};
 
@@ -467,7 +469,17 @@ async fn run() {
     let store = Store::open(root.path().join("store"), StoreOptions::default())
         .await
         .unwrap();
-    let mut generator = Generator::new(42);
+    // Time-ordered ids are what the command API assigns; clients that bring
+    // their own random ids scatter the views' writes over more pages.
+    let random_ids = std::env::var("ANNALS_BENCH_IDS").as_deref() == Ok("random");
+    let mut generator = Generator::with_ids(
+        42,
+        if random_ids {
+            Ids::Random
+        } else {
+            Ids::TimeOrdered
+        },
+    );
     let started = Instant::now();
     let head = append_events(&store, &mut generator, events).await.unwrap();
     let generated = started.elapsed();
@@ -543,10 +555,15 @@ async fn run() {
         load_average()
     );
     println!(
-        "\nEvent log: {} reference-domain events ({} customers, {} orders), generated in {:.1} s",
+        "\nEvent log: {} reference-domain events ({} customers, {} orders, {} ids), generated in {:.1} s",
         grouped(head.0),
         grouped(ids.len() as u64),
         grouped(orders as u64),
+        if random_ids {
+            "random (v4)"
+        } else {
+            "time-ordered (v7)"
+        },
         generated.as_secs_f64()
     );
     println!(
