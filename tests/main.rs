@@ -7,6 +7,7 @@
 )]
 
 mod cli;
+mod forget;
 mod pg;
 mod process;
 mod split;

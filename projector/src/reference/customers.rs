@@ -9,7 +9,9 @@ use event_store::RecordedEvent;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::events::{self, CreditLimitChanged, CreditMovement, CustomerRegistered, OrderRef};
+use super::events::{
+    self, CreditLimitChanged, CreditMovement, CustomerForgotten, CustomerRegistered, OrderRef,
+};
 use super::sql;
 use crate::personal::PersonalData;
 use crate::projection::{ApplyError, Projection, ViewTx};
@@ -38,10 +40,15 @@ pub const COLUMNS: [&str; 16] = [
     "position",
 ];
 
-/// Columns set when a customer registers that no later event changes (a
-/// second registration is refused): the upsert leaves them, and the name
-/// index, alone. A new event that changes one must take it out of here.
+/// Columns set when a customer registers that only `CustomerForgotten`
+/// changes afterwards (a second registration is refused): the upsert
+/// leaves them, and the name index, alone, and an erasure rewrites the
+/// personal ones with a statement of its own. A new event that changes one
+/// must take it out of here.
 const FIXED_COLUMNS: [&str; 4] = ["name", "name_folded", "email", "registered_at"];
+
+/// What an erasure rewrites.
+const PERSONAL_COLUMNS: [&str; 3] = ["name", "name_folded", "email"];
 
 #[derive(Debug, Clone, PartialEq)]
 struct Customer {
@@ -109,6 +116,7 @@ impl Customer {
 /// A decoded event, reduced to what the view needs.
 enum Change {
     Registered(CustomerRegistered),
+    Forgotten(CustomerForgotten),
     LimitChanged(CreditLimitChanged),
     Reserved(CreditMovement),
     Released(CreditMovement),
@@ -125,6 +133,7 @@ impl Change {
         };
         Ok(Some(match event.event_type.as_str() {
             events::CUSTOMER_REGISTERED => Change::Registered(event.data_as().map_err(bad)?),
+            events::CUSTOMER_FORGOTTEN => Change::Forgotten(event.data_as().map_err(bad)?),
             events::CREDIT_LIMIT_CHANGED => Change::LimitChanged(event.data_as().map_err(bad)?),
             events::CREDIT_RESERVED => Change::Reserved(event.data_as().map_err(bad)?),
             events::CREDIT_RELEASED => Change::Released(event.data_as().map_err(bad)?),
@@ -139,6 +148,7 @@ impl Change {
     fn customer_id(&self) -> &str {
         match self {
             Change::Registered(e) => &e.customer_id,
+            Change::Forgotten(e) => &e.customer_id,
             Change::LimitChanged(e) => &e.customer_id,
             Change::Reserved(e) | Change::Released(e) => &e.customer_id,
             Change::Placed(e)
@@ -166,6 +176,7 @@ impl Projection for CustomersProjection {
     fn event_types(&self) -> &'static [&'static str] {
         &[
             events::CUSTOMER_REGISTERED,
+            events::CUSTOMER_FORGOTTEN,
             events::CREDIT_LIMIT_CHANGED,
             events::CREDIT_RESERVED,
             events::CREDIT_RELEASED,
@@ -194,13 +205,20 @@ impl Projection for CustomersProjection {
             customers.insert(customer.id.clone(), customer);
         }
         let mut changed: Vec<String> = Vec::with_capacity(ids.len());
+        let mut forgotten: Vec<String> = Vec::new();
         for (event, change) in changes {
             changed.push(change.customer_id().to_owned());
+            if let Change::Forgotten(e) = &change {
+                forgotten.push(e.customer_id.clone());
+            }
             fold(&mut customers, event, change)?;
         }
         changed.sort_unstable();
         changed.dedup();
         write(tx, table, &changed, &customers).await?;
+        forgotten.sort_unstable();
+        forgotten.dedup();
+        erase(tx, table, &forgotten).await?;
         Ok(())
     }
 }
@@ -262,6 +280,7 @@ fn fold(
     };
     match change {
         Change::Registered(_) => {}
+        Change::Forgotten(_) => customer.personal = PersonalData::erased(),
         Change::LimitChanged(e) => {
             // A currency change only makes sense with nothing reserved in
             // the old one.
@@ -285,6 +304,26 @@ fn fold(
         Change::Cancelled(_) => customer.cancelled += 1,
     }
     customer.touched_by(event);
+    Ok(())
+}
+
+/// Rewrites the personal columns of forgotten customers, which the upsert
+/// leaves alone.
+async fn erase(tx: &mut ViewTx<'_>, table: &str, forgotten: &[String]) -> Result<(), ApplyError> {
+    if forgotten.is_empty() {
+        return Ok(());
+    }
+    let statement = sql::update_by_id(tx.dialect(), table, &PERSONAL_COLUMNS);
+    let erased = PersonalData::erased();
+    for id in forgotten {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .bind(erased.name.clone())
+            .bind(erased.name_folded.clone())
+            .bind(erased.email.clone())
+            .bind(id.clone())
+            .execute(tx.conn())
+            .await?;
+    }
     Ok(())
 }
 

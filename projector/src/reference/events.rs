@@ -11,6 +11,7 @@ pub const CUSTOMER_REGISTERED: &str = "CustomerRegistered";
 pub const CREDIT_LIMIT_CHANGED: &str = "CreditLimitChanged";
 pub const CREDIT_RESERVED: &str = "CreditReserved";
 pub const CREDIT_RELEASED: &str = "CreditReleased";
+pub const CUSTOMER_FORGOTTEN: &str = "CustomerForgotten";
 pub const ORDER_PLACED: &str = "OrderPlaced";
 pub const ORDER_APPROVED: &str = "OrderApproved";
 pub const ORDER_REJECTED: &str = "OrderRejected";
@@ -33,6 +34,12 @@ pub struct CustomerRegistered {
     pub name: String,
     pub email: String,
     pub credit_limit: Money,
+}
+
+/// A customer's personal data was erased (the right to be forgotten).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerForgotten {
+    pub customer_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

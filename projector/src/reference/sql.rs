@@ -107,6 +107,22 @@ pub fn upsert(
     )
 }
 
+/// `UPDATE table SET a = $1, b = $2 WHERE id = $3`.
+pub fn update_by_id(dialect: Dialect, table: &str, columns: &[&str]) -> String {
+    let mut sql = format!("UPDATE {table} SET ");
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(column);
+        sql.push_str(" = ");
+        push_placeholder(&mut sql, dialect, i + 1);
+    }
+    sql.push_str(" WHERE id = ");
+    push_placeholder(&mut sql, dialect, columns.len() + 1);
+    sql
+}
+
 /// Loads the rows with these ids (those that exist).
 pub async fn load_by_ids(
     conn: &mut AnyConnection,

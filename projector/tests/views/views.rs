@@ -185,6 +185,23 @@ async fn a_customer_and_orders_fold_into_exact_rows_on_every_backend() {
         let o1 = order(&db, O1).await;
         assert_eq!(o1["status"], "cancelled");
         assert_eq!(o1["reason"], "NULL");
+
+        // Forgetting erases the personal columns and nothing else; the
+        // erased name matches no search.
+        append_raw(
+            &store,
+            &customer_stream,
+            "CustomerForgotten",
+            &format!(r#"{{"customer_id":"{C1}"}}"#),
+        )
+        .await;
+        project_all(&store, &db).await;
+        let c = customer(&db, C1).await;
+        assert_eq!(c["name"], projector::personal::ERASED);
+        assert_eq!(c["email"], projector::personal::ERASED);
+        assert_eq!(c["name_folded"], "");
+        assert_eq!(c["available"], "5000");
+        assert_eq!(c["version"], "5");
         db.close().await;
     }
 }
