@@ -152,11 +152,13 @@ pub struct RemoteStoreArgs {
 #[derive(Debug, clap::Args)]
 pub struct CommandOptions {
     /// Largest command body accepted (413 above).
-    #[arg(long, env = "ANNALS_BODY_BYTES_MAX", default_value_t = 64 << 10)]
-    pub body_bytes_max: usize,
+    #[arg(long, env = "ANNALS_BODY_BYTES_MAX", default_value_t = 64 << 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub body_bytes_max: u32,
     /// Commands handled at once; more are answered 503 at once.
-    #[arg(long, env = "ANNALS_IN_FLIGHT_REQUESTS_MAX", default_value_t = 1024)]
-    pub in_flight_requests_max: usize,
+    #[arg(long, env = "ANNALS_IN_FLIGHT_REQUESTS_MAX", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub in_flight_requests_max: u32,
     /// Snapshot an aggregate every this many events (0: never).
     #[arg(long, env = "ANNALS_SNAPSHOT_EVERY_EVENTS", default_value_t = 100)]
     pub snapshot_every_events: u64,
@@ -167,16 +169,19 @@ pub struct CommandOptions {
 pub struct ProjectorOptions {
     /// Events applied in one view transaction at most while catching up
     /// (the checkpoint is written in every one).
-    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX", default_value_t = projector::ProjectorOptions::default().batch_events_max)]
-    pub batch_events_max: usize,
+    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX",
+          default_value_t = projector::ProjectorOptions::default().batch_events_max as u32,
+          value_parser = clap::value_parser!(u32).range(1..=projector::ProjectorOptions::BATCH_EVENTS_MAX as i64))]
+    pub batch_events_max: u32,
 }
 
 /// Limits of the query API.
 #[derive(Debug, clap::Args)]
 pub struct QueryOptions {
     /// The largest page a list query may ask for (`limit`).
-    #[arg(long, env = "ANNALS_PAGE_SIZE_MAX", default_value_t = 200)]
-    pub page_size_max: usize,
+    #[arg(long, env = "ANNALS_PAGE_SIZE_MAX", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size_max: u32,
     /// How long a query with `min_position` waits for the views to reach it
     /// before answering 503 with Retry-After.
     #[arg(long, env = "ANNALS_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]

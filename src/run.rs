@@ -35,7 +35,7 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
                 .lines()
                 .take_while(|l| !l.starts_with("Usage:"))
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
                 .collect::<Vec<_>>()
                 .join(" ");
             let message = message.trim_start_matches("error: ");
@@ -213,8 +213,8 @@ pub fn command_config(options: &crate::CommandOptions) -> command_api::ApiConfig
         ..command_api::HandlerConfig::default()
     };
     command_api::ApiConfig {
-        body_bytes_max: options.body_bytes_max,
-        in_flight_requests_max: options.in_flight_requests_max,
+        body_bytes_max: options.body_bytes_max as usize,
+        in_flight_requests_max: options.in_flight_requests_max as usize,
         customers: handler.clone(),
         orders: handler,
         ..command_api::ApiConfig::default()
@@ -223,14 +223,14 @@ pub fn command_config(options: &crate::CommandOptions) -> command_api::ApiConfig
 
 pub fn projector_options(options: &crate::ProjectorOptions) -> projector::ProjectorOptions {
     projector::ProjectorOptions {
-        batch_events_max: options.batch_events_max,
+        batch_events_max: options.batch_events_max as usize,
         ..projector::ProjectorOptions::default()
     }
 }
 
 pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
     query_api::QueryConfig {
-        page_size_max: options.page_size_max,
+        page_size_max: options.page_size_max as usize,
         min_position_wait_max: Duration::from_millis(options.min_position_wait_ms),
         ..query_api::QueryConfig::default()
     }

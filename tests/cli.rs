@@ -156,6 +156,21 @@ fn every_subcommand_has_a_manual_page_naming_its_environment_variables() {
 
 #[test]
 fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
+    // Limits outside their range.
+    for (sub, flag) in [
+        ("serve", "--batch-events-max"),
+        ("serve", "--in-flight-requests-max"),
+        ("query-api", "--page-size-max"),
+    ] {
+        let out = run(annals().args([sub, flag, "0"]));
+        let line = one_line_failure(&out);
+        assert!(
+            line.contains(flag) && line.contains("not in 1..="),
+            "{line}"
+        );
+        assert!(!line.contains("For more information"), "{line}");
+    }
+
     // No store given.
     let out = run(annals().arg("command-api"));
     let line = one_line_failure(&out);
