@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod health;
 mod processes;
 mod rebuild;
@@ -76,6 +77,26 @@ pub enum Command {
     /// --offline it runs here, on a data directory no process has open.
     /// An interrupted rebuild resumes where it stopped when asked again.
     Rebuild(RebuildArgs),
+    /// Show each projection's state, checkpoint, lag behind the log, rate
+    /// and last error, as the running process at --url sees them.
+    ///
+    /// Exits with status 1 when a projection is failed.
+    Status(AdminArgs),
+    /// Skip the event a failed projection stopped on, and let it go on.
+    ///
+    /// The skip is recorded; a rebuild skips the same event. Give the
+    /// position the status shows (--position) to make sure the event you
+    /// looked at is the one skipped.
+    Skip {
+        #[command(flatten)]
+        target: ProjectionArgs,
+        /// The position of the failed event, as `annals status` shows it.
+        #[arg(long)]
+        position: Option<u64>,
+    },
+    /// Try the event a failed projection stopped on again (after a fix in
+    /// the data it depends on, say).
+    Resume(ProjectionArgs),
     /// Check every segment, index, bloom filter and snapshot file of a data
     /// directory and list each problem with its file and offset.
     ///
@@ -258,6 +279,23 @@ pub struct RebuildArgs {
     pub database: Option<String>,
 }
 
+/// Where the admin API of a running projector is.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The process whose projector to ask: `annals serve`, or
+    /// `annals projector` (its --listen address).
+    #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectionArgs {
+    /// The projection (`customers`, `orders`).
+    pub projection: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
     /// The data directory to check.
@@ -277,7 +315,11 @@ fn main() -> ExitCode {
     // Servers log what they do; one-shot commands print their own output
     // and log only trouble.
     let default_level = match cli.command {
-        Command::Rebuild(_) | Command::Verify(_) => "warn",
+        Command::Rebuild(_)
+        | Command::Verify(_)
+        | Command::Status(_)
+        | Command::Skip { .. }
+        | Command::Resume(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()

@@ -67,6 +67,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .block_on(crate::processes::query_api(args))
             .map(|()| ExitCode::SUCCESS),
         Command::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args)),
+        Command::Status(args) => runtime()?.block_on(crate::admin::status(args)),
+        Command::Skip { target, position } => {
+            runtime()?.block_on(crate::admin::skip(target, position))
+        }
+        Command::Resume(args) => runtime()?.block_on(crate::admin::resume(args)),
     }
 }
 

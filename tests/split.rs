@@ -334,3 +334,128 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
     let mut store = store;
     assert!(store.terminate().success());
 }
+
+/// Appends one raw event through the store's HTTP API.
+async fn append_raw(
+    http: &reqwest::Client,
+    store: &str,
+    stream: &str,
+    event_type: &str,
+    data: Value,
+) {
+    let response = http
+        .post(format!("{store}/streams/{stream}"))
+        .json(&json!({
+            "expected_version": "any",
+            "events": [{"id": uuid::Uuid::new_v4(), "type": event_type, "data": data}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// Runs `annals <args>` to completion (within a minute).
+fn cli(args: &[&str]) -> std::process::Output {
+    output_within(annals().args(args), Duration::from_secs(60))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().join("store").to_str().unwrap(),
+        ],
+        "store listening on",
+    );
+    let views = format!("sqlite://{}", dir.path().join("views.sqlite").display());
+    let projector = Proc::start(
+        &[
+            "projector",
+            "--store",
+            &store.url,
+            "--database",
+            &views,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "projector listening on",
+    );
+    let http = http();
+    wait_ready(&http, &projector.url).await;
+    let customer = uuid::Uuid::new_v4();
+    // A credit reservation for a customer who never registered: the
+    // customers view cannot apply it.
+    append_raw(
+        &http,
+        &store.url,
+        &format!("customer-{customer}"),
+        "CreditReserved",
+        json!({"customer_id": customer, "order_id": uuid::Uuid::new_v4(), "amount": eur(5)}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let out = cli(&["status", "--url", &projector.url]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("failed") {
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projection never failed: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.contains("error at 1"), "{status}");
+    // The orders view does not care about that event and went on.
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("orders") && l.contains("live")),
+        "{status}"
+    );
+
+    // A wrong position is refused; the right one skips.
+    let out = cli(&[
+        "skip",
+        "customers",
+        "--position",
+        "7",
+        "--url",
+        &projector.url,
+    ]);
+    assert!(!out.status.success());
+    let out = cli(&[
+        "skip",
+        "customers",
+        "--position",
+        "1",
+        "--url",
+        &projector.url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli(&["status", "--url", &projector.url]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
