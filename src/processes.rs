@@ -2,14 +2,11 @@
 //! projector and the query API, each with its health endpoints and OpenAPI
 //! document.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use anyhow::Context;
-use projector::{Projector, ViewDb};
+use projector::ViewDb;
 
 use crate::health::{self, Readiness};
-use crate::run::{Stop, bind, command_config, connect_store, projector_options, query_config};
+use crate::run::{RunningProjector, Stop, bind, command_config, connect_store, query_config};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
@@ -69,41 +66,20 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let views = ViewDb::open(&args.database)
         .await
         .context("cannot open the view database")?;
-    let projector = Projector::builder(store.clone(), views.clone())
-        .options(projector_options(&args.projector))
-        .reference_projections()
-        .build()
-        .context("cannot set up the projector")?;
-    let handle = projector.handle();
-    let running = Arc::new(AtomicBool::new(true));
-    let task = {
-        let running = running.clone();
-        let stopped = stop.wait();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = projector.run(stopped).await;
-            running.store(false, Ordering::SeqCst);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "the projector stopped");
-                stop.trigger();
-            }
-            result
-        })
-    };
-    let app = health::with_fallbacks(projector::admin_routes(handle).merge(health::routes(
-        Readiness {
-            store: Some(store),
-            views: Some(views.clone()),
-            projector: Some(running),
-        },
-        health::merged("annals projector admin API", [health::docs::admin()]),
-    )));
+    let running = RunningProjector::start(store.clone(), views.clone(), &args.projector, &stop)?;
+    let app = health::with_fallbacks(projector::admin_routes(running.handle.clone()).merge(
+        health::routes(
+            Readiness {
+                store: Some(store),
+                views: Some(views.clone()),
+                projector: Some(running.running.clone()),
+            },
+            health::merged("annals projector admin API", [health::docs::admin()]),
+        ),
+    ));
     let served = serve_http("projector", &args.listen, app, &stop).await;
     stop.trigger();
-    let projected = match task.await {
-        Ok(result) => result.context("the projector failed"),
-        Err(e) => Err(anyhow::anyhow!("the projector task ended abnormally: {e}")),
-    };
+    let projected = running.finish().await;
     views.close().await;
     served?;
     projected

@@ -206,6 +206,62 @@ pub async fn serve_http(
         .await
 }
 
+/// The projector running in a task of its own.
+pub struct RunningProjector {
+    pub handle: projector::ProjectorHandle,
+    /// True while the task runs; readiness reports it.
+    pub running: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<projector::Result<()>>,
+}
+
+impl RunningProjector {
+    /// Builds the reference projections over `store` and `views` and runs
+    /// them until `stop`. A projector that fails stops the whole process:
+    /// without it the process would serve stale views for ever, and a
+    /// supervisor should notice.
+    pub fn start(
+        store: Arc<dyn EventStore>,
+        views: projector::ViewDb,
+        options: &crate::ProjectorOptions,
+        stop: &Stop,
+    ) -> anyhow::Result<Self> {
+        let projector = projector::Projector::builder(store, views)
+            .options(projector_options(options))
+            .reference_projections()
+            .build()
+            .context("cannot set up the projector")?;
+        let handle = projector.handle();
+        let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let task = {
+            let running = running.clone();
+            let stopped = stop.wait();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let result = projector.run(stopped).await;
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "the projector stopped");
+                    stop.trigger();
+                }
+                result
+            })
+        };
+        Ok(Self {
+            handle,
+            running,
+            task,
+        })
+    }
+
+    /// Waits for the task to end (after `stop`), with its outcome.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        match self.task.await {
+            Ok(result) => result.context("the projector failed"),
+            Err(e) => Err(anyhow::anyhow!("the projector task ended abnormally: {e}")),
+        }
+    }
+}
+
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await

@@ -7,16 +7,15 @@
 //! directory's lock).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use event_store::{EventStore, StoreOptions};
-use projector::{Projector, ViewDb};
+use projector::ViewDb;
 
 use crate::ServeArgs;
 use crate::health::{self, Readiness};
 use crate::run::{
-    Stop, bind, command_config, open_embedded, projector_options, query_config, serve_http,
+    RunningProjector, Stop, bind, command_config, open_embedded, query_config, serve_http,
 };
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -50,30 +49,8 @@ async fn run(
         None => ViewDb::open_in_data_dir(&args.data_dir).await,
     }
     .context("cannot open the view database")?;
-    let projector = Projector::builder(store.clone(), views.clone())
-        .options(projector_options(&args.projector))
-        .reference_projections()
-        .build()
-        .context("cannot set up the projector")?;
-    let handle = projector.handle();
-
-    let projector_running = Arc::new(AtomicBool::new(true));
-    let projector_task = {
-        let running = projector_running.clone();
-        let stopped = stop.wait();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = projector.run(stopped).await;
-            running.store(false, Ordering::SeqCst);
-            if let Err(e) = &result {
-                // Without its projector the process would serve stale views
-                // for ever; stop it so that a supervisor notices.
-                tracing::error!(error = %e, "the projector stopped");
-                stop.trigger();
-            }
-            result
-        })
-    };
+    let projector = RunningProjector::start(store.clone(), views.clone(), &args.projector, stop)?;
+    let handle = projector.handle.clone();
 
     let commands = command_api::ApiState::new(store.clone(), command_config(&args.commands));
     let queries = query_api::QueryState::new(views.clone(), query_config(&args.queries));
@@ -93,7 +70,7 @@ async fn run(
                 Readiness {
                     store: Some(store.clone()),
                     views: Some(views.clone()),
-                    projector: Some(projector_running),
+                    projector: Some(projector.running.clone()),
                 },
                 openapi,
             )),
@@ -109,10 +86,7 @@ async fn run(
     // The server may have ended on an error rather than the signal: stop
     // the projector too.
     stop.trigger();
-    let projected = match projector_task.await {
-        Ok(result) => result.context("the projector failed"),
-        Err(e) => Err(anyhow::anyhow!("the projector task ended abnormally: {e}")),
-    };
+    let projected = projector.finish().await;
     views.close().await;
     served?;
     projected
