@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use event_store::EventStore;
@@ -89,19 +89,7 @@ pub fn routes(readiness: Readiness, openapi: utoipa::openapi::OpenApi) -> Router
 pub fn with_fallbacks(router: Router) -> Router {
     router
         .fallback(projector::http::no_route)
-        .method_not_allowed_fallback(method_not_allowed)
-}
-
-async fn method_not_allowed(uri: Uri) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "urn:annals:problem:method-not-allowed",
-        "Method not allowed",
-        format!(
-            "{} does not accept this method (see /openapi.json)",
-            uri.path()
-        ),
-    )
+        .method_not_allowed_fallback(projector::http::method_not_allowed)
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health",

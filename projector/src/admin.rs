@@ -29,7 +29,9 @@ use crate::projector::{ProjectionStatus, ProjectorHandle};
 /// The admin router over a running projector, answering unknown paths
 /// with problem documents.
 pub fn router(handle: ProjectorHandle) -> Router {
-    routes(handle).fallback(crate::http::no_route)
+    routes(handle)
+        .fallback(crate::http::no_route)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
 }
 
 /// The admin routes without a fallback, to merge with other APIs in one

@@ -22,6 +22,7 @@ pub mod problem_type {
     pub const PROJECTION_FAILED: &str = "urn:annals:problem:projection-failed";
     pub const UNAVAILABLE: &str = "urn:annals:problem:unavailable";
     pub const INTERNAL: &str = "urn:annals:problem:internal";
+    pub const METHOD_NOT_ALLOWED: &str = "urn:annals:problem:method-not-allowed";
 }
 
 /// An RFC 9457 problem document: `type`, `title`, `status`, `detail` and
@@ -134,6 +135,19 @@ impl IntoResponse for Problem {
 /// 404.
 pub async fn no_route(uri: axum::http::Uri) -> Problem {
     Problem::not_found(format!("no resource at {}", uri.path()))
+}
+
+/// Answers a known path asked with a method it does not serve.
+pub async fn method_not_allowed(uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        problem_type::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!(
+            "{} does not accept this method (see /openapi.json)",
+            uri.path()
+        ),
+    )
 }
 
 /// Turns axum's rejections of a malformed path or query into problem

@@ -109,7 +109,9 @@ impl QueryState {
 
 /// The query API router, answering unknown paths with problem documents.
 pub fn router(state: QueryState) -> Router {
-    routes(state).fallback(projector::http::no_route)
+    routes(state)
+        .fallback(projector::http::no_route)
+        .method_not_allowed_fallback(projector::http::method_not_allowed)
 }
 
 /// The query routes without a fallback, to merge with other APIs in one

@@ -228,6 +228,22 @@ async fn bad_input_is_a_problem_document_with_status_400() {
     let long_id = format!("/customers/{}", "x".repeat(257));
     assert_problem(&get(&app, &long_id).await, StatusCode::BAD_REQUEST);
     assert_problem(&get(&app, "/nothing/here").await, StatusCode::NOT_FOUND);
+    // A known path with a method it does not serve.
+    let response = tower::ServiceExt::oneshot(
+        app.clone(),
+        axum::http::Request::builder()
+            .method("DELETE")
+            .uri("/customers")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
 
     // A cursor only continues the query that made it.
     let first = get(&app, "/customers?credit_available=0&limit=1").await;
