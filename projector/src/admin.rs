@@ -12,7 +12,7 @@
 //! operation that does not fit the state (not failed, already rebuilding,
 //! wrong position) `409`.
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -84,6 +84,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <AdminApi as utoipa::OpenApi>::openapi()
 }
 
+/// The projection named in the path; a path that does not decode (bad
+/// percent-encoding, not UTF-8) is a problem document like any other error.
+fn projection_name(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(name)| name)
+        .map_err(|e| Problem::bad_request(e.body_text()))
+}
+
 fn problem(error: Error) -> Problem {
     match error {
         Error::UnknownProjection(name) => {
@@ -145,14 +152,16 @@ async fn list(State(handle): State<ProjectorHandle>) -> Result<Response, Problem
     responses(
         (status = 200, description = "The projection's status", body = ProjectionStatus),
         (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn one(
     State(handle): State<ProjectorHandle>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let name = projection_name(name)?;
     let status = handle.projection_status(&name).await.map_err(problem)?;
     Ok(Json(status).into_response())
 }
@@ -172,14 +181,16 @@ async fn one(
         (status = 202, description = "The rebuild is running; the status as it started", body = ProjectionStatus),
         (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: a rebuild is already running", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn rebuild(
     State(handle): State<ProjectorHandle>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let name = projection_name(name)?;
     let status = handle.start_rebuild(&name).await.map_err(problem)?;
     Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
@@ -205,7 +216,7 @@ struct SkipParams {
     params(("name" = String, Path, description = "The projection's name", example = "customers"), SkipParams),
     responses(
         (status = 200, description = "Skipped; the projection's status", body = ProjectionStatus),
-        (status = 400, description = "`invalid-request`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: an unknown or malformed query parameter, or a projection name that does not decode", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the projection is not failed, is failed at another position than `position`, or moved meanwhile; nothing was skipped", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
@@ -214,9 +225,10 @@ struct SkipParams {
 )]
 async fn skip(
     State(handle): State<ProjectorHandle>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     params: Result<Query<SkipParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    let name = projection_name(name)?;
     let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
     let status = handle
         .skip(&name, params.position.map(Position))
@@ -239,14 +251,16 @@ async fn skip(
         (status = 200, description = "Resumed; the projection's status", body = ProjectionStatus),
         (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the projection is not failed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn resume(
     State(handle): State<ProjectorHandle>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<Response, Problem> {
+    let name = projection_name(name)?;
     let status = handle.resume(&name).await.map_err(problem)?;
     Ok(Json(status).into_response())
 }
@@ -327,11 +341,15 @@ mod tests {
     fn every_operation_lists_its_statuses_with_problem_documents() {
         let expected: [(&str, &str, &[&str]); 5] = [
             ("get", "/projections", &["200", "500", "503"]),
-            ("get", "/projections/{name}", &["200", "404", "500", "503"]),
+            (
+                "get",
+                "/projections/{name}",
+                &["200", "400", "404", "500", "503"],
+            ),
             (
                 "post",
                 "/projections/{name}/rebuild",
-                &["202", "404", "409", "500", "503"],
+                &["202", "400", "404", "409", "500", "503"],
             ),
             (
                 "post",
@@ -341,7 +359,7 @@ mod tests {
             (
                 "post",
                 "/projections/{name}/resume",
-                &["200", "404", "409", "500", "503"],
+                &["200", "400", "404", "409", "500", "503"],
             ),
         ];
         let doc = document();

@@ -105,6 +105,13 @@ async fn the_admin_api_reports_status_and_runs_operations() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = call(&app, "GET", "/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A name that does not decode, and a method the path does not serve.
+    let (status, content_type, body) = call(&app, "GET", "/projections/%FF").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    let (status, content_type, _) = call(&app, "DELETE", "/projections").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(content_type, "application/problem+json");
     let wrong = format!("/projections/customers/skip?position={}", poison.0 + 7);
     let (status, _, _) = call(&app, "POST", &wrong).await;
     assert_eq!(status, StatusCode::CONFLICT);
