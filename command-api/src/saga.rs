@@ -283,7 +283,12 @@ impl OrderFulfilment {
         'subscribe: loop {
             let from = Position(progress.position.0 + 1);
             let mut subscription = match self.store.subscribe(from, Self::filter()).await {
-                Ok(subscription) => subscription,
+                Ok(subscription) => {
+                    // Back after a failure: an idle log brings no event to
+                    // say so, and readiness must not wait for one.
+                    self.status.update(|s| s.state = SagaState::Running);
+                    subscription
+                }
                 Err(e) => {
                     self.transient(None, None, format!("cannot subscribe: {e}"));
                     if !self.back_off(&mut pause, &mut shutdown).await {

@@ -623,3 +623,62 @@ async fn an_event_the_saga_cannot_read_is_skipped_and_reported() {
     );
     saga.stop().await;
 }
+
+#[tokio::test]
+async fn a_failing_store_is_retried_on_the_same_event_and_shutdown_cuts_the_wait() {
+    let mut meddling = None;
+    let world = World::with_front(|store| {
+        let m = Meddling::new(store);
+        meddling = Some(m.clone());
+        m
+    })
+    .await;
+    let meddling = meddling.unwrap();
+    let customer = world.customer(1_000).await;
+    let (order, placed_at) = world.place(customer, eur(100)).await;
+
+    // A few failed appends: the saga backs off, tries the same event again
+    // and gets it done, skipping nothing.
+    meddling.fail_appends(3);
+    let saga = Running::start(world.saga());
+    saga.reach(placed_at).await;
+    assert_eq!(world.status(order).await, OrderStatus::Approved);
+    assert_eq!(world.reserved(customer).await, 100);
+    let status = saga.handle.status();
+    assert_eq!(status.state, SagaState::Running);
+    assert_eq!(status.events_skipped, 0);
+    let failure = status.last_error.expect("the failures are reported");
+    assert!(!failure.skipped);
+    assert_eq!(failure.position, Some(placed_at.0));
+    assert!(failure.error.contains("unreachable"), "{}", failure.error);
+    saga.stop().await;
+
+    // A store that keeps failing: the saga waits between tries, and a
+    // shutdown ends the wait at once instead of after the back-off.
+    let (order, _) = world.place(customer, eur(100)).await;
+    meddling.fail_appends(u32::MAX);
+    let patient = OrderFulfilment::new(
+        world.customers.clone(),
+        world.orders.clone(),
+        SagaConfig {
+            retry_backoff_min: Duration::from_secs(600),
+            retry_backoff_max: Duration::from_secs(600),
+            ..config()
+        },
+    );
+    let saga = Running::start(patient);
+    eventually("the saga is waiting to retry", || {
+        let handle = saga.handle.clone();
+        async move { handle.status().state == SagaState::Retrying }
+    })
+    .await;
+    let asked = Instant::now();
+    saga.stop().await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        asked.elapsed()
+    );
+    meddling.fail_appends(0);
+    assert_eq!(world.status(order).await, OrderStatus::Pending);
+}
