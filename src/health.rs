@@ -3,8 +3,8 @@
 //!
 //! Readiness is the sum of what the process depends on: the store accepts
 //! appends (embedded, or reachable and ready when remote), the view
-//! database answers (its schema was migrated when it was opened), and the
-//! projector task is running. A process is live as long as it answers.
+//! database answers (its schema was migrated when it was opened), the
+//! projector task is running, and the saga is following the log. A process is live as long as it answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,8 @@ pub struct Readiness {
     pub views: Option<ViewDb>,
     /// Set while the projector task runs.
     pub projector: Option<Arc<AtomicBool>>,
+    /// The order-fulfilment saga, where the process runs it.
+    pub saga: Option<command_api::SagaHandle>,
 }
 
 impl Readiness {
@@ -64,7 +66,26 @@ impl Readiness {
                 },
             );
         }
+        if let Some(saga) = &self.saga {
+            note("saga", saga_check(&saga.status()));
+        }
         (ready, checks)
+    }
+}
+
+fn saga_check(status: &command_api::SagaStatus) -> Result<(), String> {
+    use command_api::SagaState;
+    match status.state {
+        SagaState::Running => Ok(()),
+        SagaState::Starting => Err("the saga is reading its checkpoint".into()),
+        SagaState::Retrying => Err(format!(
+            "the saga is waiting to retry after a failure: {}",
+            status
+                .last_error
+                .as_ref()
+                .map_or("unknown", |f| f.error.as_str())
+        )),
+        SagaState::Stopped => Err("the saga is not running".into()),
     }
 }
 

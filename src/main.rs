@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole system in this process: event store, command API,
-    /// projector and query API, on one HTTP port.
+    /// order-fulfilment saga, projector and query API, on one HTTP port.
     ///
     /// Commands are POSTed (`POST /customers`, `POST /orders`, ...), queries
     /// are GETs on the same paths (`GET /customers/{id}`, `GET /orders?...`),
@@ -55,7 +55,8 @@ pub enum Command {
     /// Run the command API against a store served by `annals store`.
     ///
     /// Stateless: run as many replicas as you like; the store decides every
-    /// race (one winner per stream version).
+    /// race (one winner per stream version). With --saga (in one replica
+    /// only) it also runs the order-fulfilment saga.
     CommandApi(CommandApiArgs),
     /// Run the projector: follow a store served by `annals store` and keep
     /// the view tables of a database (PostgreSQL for shared views) current.
@@ -142,6 +143,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub commands: CommandOptions,
     #[command(flatten)]
+    pub saga: SagaOptions,
+    #[command(flatten)]
     pub projector: ProjectorOptions,
     #[command(flatten)]
     pub queries: QueryOptions,
@@ -185,6 +188,22 @@ pub struct CommandOptions {
     pub snapshot_every_events: u64,
 }
 
+/// Tuning of the order-fulfilment saga.
+#[derive(Debug, clap::Args)]
+pub struct SagaOptions {
+    /// The saga records its position in the log after this many events
+    /// (after a crash, at most about this many are handled again, which
+    /// changes nothing).
+    #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_EVERY_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_checkpoint_every_events: u64,
+    /// The saga also records its position at least this often
+    /// (milliseconds) while it has progress to record.
+    #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_checkpoint_interval_ms: u64,
+}
+
 /// Tuning of the projector.
 #[derive(Debug, clap::Args)]
 pub struct ProjectorOptions {
@@ -222,6 +241,15 @@ pub struct CommandApiArgs {
     pub listen: String,
     #[command(flatten)]
     pub commands: CommandOptions,
+    /// Also run the order-fulfilment saga, which reserves credit for each
+    /// placed order and approves or rejects it (and releases the credit of
+    /// cancelled orders). Run it in exactly one replica: a second copy
+    /// changes nothing (every step is idempotent) but does all the work
+    /// twice.
+    #[arg(long, env = "ANNALS_SAGA")]
+    pub saga: bool,
+    #[command(flatten)]
+    pub saga_options: SagaOptions,
 }
 
 #[derive(Debug, clap::Args)]

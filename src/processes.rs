@@ -1,12 +1,14 @@
-//! The split processes around `annals store`: the command API, the
-//! projector and the query API, each with its health endpoints and OpenAPI
-//! document.
+//! The split processes around `annals store`: the command API (with the
+//! order-fulfilment saga when asked), the projector and the query API, each
+//! with its health endpoints and OpenAPI document.
 
 use anyhow::Context;
 use projector::ViewDb;
 
 use crate::health::{self, Readiness};
-use crate::run::{RunningProjector, Stop, bind, command_config, connect_store, query_config};
+use crate::run::{
+    RunningProjector, RunningSaga, Stop, bind, command_config, connect_store, query_config,
+};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
@@ -32,14 +34,24 @@ pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let store = connect_store(&args.store, &stop).await?;
     let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let saga = args
+        .saga
+        .then(|| RunningSaga::start(&state, &args.saga_options, &stop));
     let app = health::with_fallbacks(command_api::routes(state).merge(health::routes(
         Readiness {
             store: Some(store),
+            saga: saga.as_ref().map(|s| s.handle.clone()),
             ..Readiness::default()
         },
         health::merged("annals command API", [health::docs::commands()]),
     )));
-    serve_http("command API", &args.listen, app, &stop).await
+    let served = serve_http("command API", &args.listen, app, &stop).await;
+    stop.trigger();
+    let finished = match saga {
+        Some(saga) => saga.finish().await,
+        None => Ok(()),
+    };
+    served.and(finished)
 }
 
 pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
@@ -73,6 +85,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
                 store: Some(store),
                 views: Some(views.clone()),
                 projector: Some(running.running.clone()),
+                saga: None,
             },
             health::merged("annals projector admin API", [health::docs::admin()]),
         ),

@@ -262,6 +262,49 @@ impl RunningProjector {
     }
 }
 
+/// The order-fulfilment saga running in a task of its own, issuing its
+/// commands through the command API's handlers (sharing their locks and
+/// caches).
+pub struct RunningSaga {
+    pub handle: command_api::SagaHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSaga {
+    /// Runs the saga until `stop`; it then finishes the event it is on and
+    /// writes its checkpoint. It never fails: it retries or skips.
+    pub fn start(
+        commands: &command_api::ApiState,
+        options: &crate::SagaOptions,
+        stop: &Stop,
+    ) -> Self {
+        let saga = command_api::OrderFulfilment::new(
+            commands.customers().clone(),
+            commands.orders().clone(),
+            saga_config(options),
+        );
+        let handle = saga.handle();
+        let task = tokio::spawn(saga.run(stop.wait()));
+        Self { handle, task }
+    }
+
+    /// Waits for the task to end (after `stop`).
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .map_err(|e| anyhow::anyhow!("the saga task ended abnormally: {e}"))
+    }
+}
+
+pub fn saga_config(options: &crate::SagaOptions) -> command_api::SagaConfig {
+    command_api::SagaConfig {
+        checkpoint_every_events: NonZeroU64::new(options.saga_checkpoint_every_events)
+            .unwrap_or(NonZeroU64::MIN),
+        checkpoint_interval: Duration::from_millis(options.saga_checkpoint_interval_ms),
+        ..command_api::SagaConfig::default()
+    }
+}
+
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await

@@ -1,10 +1,11 @@
-//! `annals serve`: the event store, command API, projector and query API in
-//! one process, on one port.
+//! `annals serve`: the event store, command API, order-fulfilment saga,
+//! projector and query API in one process, on one port.
 //!
 //! Shutdown order: the signal stops the HTTP server from accepting, the
-//! requests in flight finish, the projector commits the batch it is on and
-//! returns, then the store is synced and closed (which releases the data
-//! directory's lock).
+//! requests in flight finish, the saga finishes its event and writes its
+//! checkpoint, the projector commits the batch it is on and returns, then
+//! the store is synced and closed (which releases the data directory's
+//! lock).
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ use projector::ViewDb;
 use crate::ServeArgs;
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, Stop, bind, command_config, open_embedded, query_config, serve_http,
+    RunningProjector, RunningSaga, Stop, bind, command_config, open_embedded, query_config,
+    serve_http,
 };
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -53,6 +55,7 @@ async fn run(
     let handle = projector.handle.clone();
 
     let commands = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let saga = RunningSaga::start(&commands, &args.saga, stop);
     let queries = query_api::QueryState::new(views.clone(), query_config(&args.queries));
     let openapi = health::merged(
         "annals",
@@ -71,6 +74,7 @@ async fn run(
                     store: Some(store.clone()),
                     views: Some(views.clone()),
                     projector: Some(projector.running.clone()),
+                    saga: Some(saga.handle.clone()),
                 },
                 openapi,
             )),
@@ -84,10 +88,12 @@ async fn run(
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop
-    // the projector too.
+    // the saga and the projector too.
     stop.trigger();
+    let saga = saga.finish().await;
     let projected = projector.finish().await;
     views.close().await;
     served?;
+    saga?;
     projected
 }

@@ -10,4 +10,5 @@ mod cli;
 mod forget;
 mod pg;
 mod process;
+mod saga;
 mod split;

@@ -11,7 +11,9 @@
 //! - [`idempotency`]: idempotency records kept in the event store itself,
 //!   atomically with the command's events;
 //! - [`domain`]: the reference domain (customers with a credit line, orders);
-//! - [`http`]: the REST command API over the reference domain.
+//! - [`http`]: the REST command API over the reference domain;
+//! - [`saga`]: the order-fulfilment saga, which drives a placed order
+//!   through the customer's credit check (and compensates).
 
 pub mod aggregate;
 mod cache;
@@ -20,9 +22,11 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod idempotency;
+pub mod saga;
 
 pub use aggregate::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
 pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};
 pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
+pub use saga::{OrderFulfilment, SagaConfig, SagaHandle, SagaState, SagaStatus};

@@ -16,4 +16,5 @@ mod harness;
 mod idempotency;
 mod meddling;
 mod personal;
+mod saga;
 mod shutdown;

@@ -32,6 +32,7 @@ pub struct Meddling {
     append_delay_ms: AtomicU32,
     panic_on_append: AtomicBool,
     appends_started: AtomicU32,
+    failures_left: AtomicU32,
 }
 
 impl Meddling {
@@ -43,6 +44,7 @@ impl Meddling {
             append_delay_ms: AtomicU32::new(0),
             panic_on_append: AtomicBool::new(false),
             appends_started: AtomicU32::new(0),
+            failures_left: AtomicU32::new(0),
         })
     }
 
@@ -60,6 +62,12 @@ impl Meddling {
     pub fn delay_appends(&self, delay: Duration) {
         self.append_delay_ms
             .store(delay.as_millis() as u32, Ordering::SeqCst);
+    }
+
+    /// The next `times` appends fail as an unreachable store would make
+    /// them fail, without reaching the real one.
+    pub fn fail_appends(&self, times: u32) {
+        self.failures_left.store(times, Ordering::SeqCst);
     }
 
     pub fn panic_on_append(&self) {
@@ -88,6 +96,15 @@ impl EventStore for Meddling {
             !self.panic_on_append.load(Ordering::SeqCst),
             "injected panic in append"
         );
+        if self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(event_store::Error::Remote(
+                "injected: the store is unreachable".into(),
+            ));
+        }
         let intrusion = self.intrusion.lock().clone();
         if let Some(intrusion) = intrusion
             && appends.iter().any(|a| a.stream_id == intrusion.stream)

@@ -1,0 +1,230 @@
+//! The order-fulfilment saga in the real binary: in `annals serve` placing
+//! an order is enough for it to be approved (credit reserved) or rejected,
+//! across a restart; `annals command-api --saga` does the same against
+//! `annals store`, and only the replica asked to runs it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::process::Proc;
+use crate::split::{command, eur, http, query_at, wait_ready};
+
+/// GETs `url` until it answers 200 with a body `done` accepts (60 s at most).
+async fn poll_until(http: &reqwest::Client, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = http.get(url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not get there within 60 s; last answer {status}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The checks of `/health/ready`, once it answers 200.
+async fn ready_checks(http: &reqwest::Client, url: &str) -> Value {
+    wait_ready(http, url).await;
+    let body: Value = http
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["checks"].clone()
+}
+
+fn serve(data_dir: &str) -> Proc {
+    Proc::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--saga-checkpoint-interval-ms",
+            "50",
+        ],
+        "listening on",
+    )
+}
+
+/// Places an order for `total` and waits until the saga has decided it.
+async fn decided_order(http: &reqwest::Client, url: &str, customer: &str, total: i64) -> Value {
+    let (status, body) = command(
+        http,
+        &format!("{url}/orders"),
+        &json!({"customer_id": customer, "total": eur(total)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap();
+    // Read-your-writes for the placement, then wait for the saga's decision.
+    let placed = query_at(
+        http,
+        &format!("{url}/orders/{id}"),
+        body["position"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(placed["id"], id);
+    poll_until(http, &format!("{url}/orders/{id}"), |o| {
+        o["status"] != "pending"
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_annals_serve_placing_an_order_is_enough_to_get_it_approved_or_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let mut process = serve(data_dir);
+    let url = process.url.clone();
+    let http = http();
+    assert_eq!(ready_checks(&http, &url).await["saga"], "ok");
+
+    let (status, body) = command(
+        &http,
+        &format!("{url}/customers"),
+        &json!({"name": "Grace Hopper", "email": "grace@example.org",
+                "credit_limit": eur(1_000)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let customer = body["id"].as_str().unwrap().to_string();
+    let customer_url = format!("{url}/customers/{customer}");
+
+    let approved = decided_order(&http, &url, &customer, 600).await;
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let seen = query_at(&http, &customer_url, approved["position"].as_u64().unwrap()).await;
+    assert_eq!(seen["reserved"], eur(600), "{seen}");
+
+    let rejected = decided_order(&http, &url, &customer, 600).await;
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    let reason = rejected["reason"].as_str().unwrap();
+    assert!(reason.starts_with("credit-limit-exceeded: "), "{reason}");
+
+    // Cancelling the approved order gives its credit back.
+    let (status, body) = command(
+        &http,
+        &format!("{url}/orders/{}/cancel", approved["id"].as_str().unwrap()),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen = poll_until(&http, &customer_url, |c| c["reserved"] == eur(0)).await;
+    assert_eq!(seen["available"], eur(1_000), "{seen}");
+
+    // After a restart the saga resumes and goes on deciding.
+    assert!(process.terminate().success());
+    let process = serve(data_dir);
+    let url = process.url.clone();
+    assert_eq!(ready_checks(&http, &url).await["saga"], "ok");
+    let approved = decided_order(&http, &url, &customer, 1_000).await;
+    assert_eq!(approved["status"], "approved", "{approved}");
+    let seen = query_at(
+        &http,
+        &format!("{url}/customers/{customer}"),
+        approved["position"].as_u64().unwrap(),
+    )
+    .await;
+    // The orders decided before the restart were not decided again.
+    assert_eq!(seen["reserved"], eur(1_000), "{seen}");
+    let orders = poll_until(
+        &http,
+        &format!("{url}/orders?customer_id={customer}"),
+        |page| page["items"].as_array().is_some_and(|i| i.len() == 3),
+    )
+    .await;
+    let mut statuses: Vec<&str> = orders["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, ["approved", "cancelled", "rejected"], "{orders}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annals_command_api_runs_the_saga_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "store listening on",
+    );
+    let replica = |saga: bool| {
+        let mut args = vec![
+            "command-api",
+            "--store",
+            &store.url,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        if saga {
+            args.push("--saga");
+        }
+        Proc::start(&args, "command API listening on")
+    };
+    let plain = replica(false);
+    let with_saga = replica(true);
+    let http = http();
+    assert_eq!(ready_checks(&http, &plain.url).await.get("saga"), None);
+    assert_eq!(ready_checks(&http, &with_saga.url).await["saga"], "ok");
+
+    let (status, body) = command(
+        &http,
+        &format!("{}/customers", plain.url),
+        &json!({"name": "Ada Lovelace", "email": "ada@example.org",
+                "credit_limit": eur(100)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let customer = body["id"].as_str().unwrap().to_string();
+    let (status, body) = command(
+        &http,
+        &format!("{}/orders", plain.url),
+        &json!({"customer_id": customer, "total": eur(100)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let order = body["id"].as_str().unwrap();
+
+    // The saga (in the other replica, over the remote store's subscription)
+    // reserves and approves.
+    let stream = poll_until(
+        &http,
+        &format!("{}/streams/order-{order}", store.url),
+        |slice| slice["events"].as_array().is_some_and(|e| e.len() == 2),
+    )
+    .await;
+    assert_eq!(stream["events"][1]["type"], "OrderApproved", "{stream}");
+    let customer_stream: Value = http
+        .get(format!("{}/streams/customer-{customer}", store.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = customer_stream["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["CustomerRegistered", "CreditReserved"]);
+}
