@@ -40,7 +40,7 @@ struct ProblemBody {
     title: Option<String>,
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -49,7 +49,7 @@ fn client() -> anyhow::Result<reqwest::Client> {
 
 /// Sends a request to the admin API and decodes the answer, or turns a
 /// problem document into one line.
-async fn call<T: serde::de::DeserializeOwned>(
+pub(crate) async fn call<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     base: &str,
 ) -> anyhow::Result<T> {
@@ -67,7 +67,7 @@ async fn call<T: serde::de::DeserializeOwned>(
     response
         .json()
         .await
-        .with_context(|| format!("{base} answered something other than a projection status"))
+        .with_context(|| format!("{base} answered something other than the admin API's JSON"))
 }
 
 fn line(s: &Status) -> String {

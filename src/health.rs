@@ -168,20 +168,3 @@ pub fn merged(
     }
     doc
 }
-
-/// The OpenAPI documents of the APIs a process can serve.
-pub mod docs {
-    use utoipa::openapi::OpenApi;
-
-    pub fn commands() -> OpenApi {
-        command_api::openapi()
-    }
-
-    pub fn queries() -> OpenApi {
-        query_api::openapi()
-    }
-
-    pub fn admin() -> OpenApi {
-        projector::admin_openapi()
-    }
-}

@@ -92,7 +92,7 @@ pub enum Command {
         #[command(flatten)]
         target: ProjectionArgs,
         /// The position of the failed event, as `annals status` shows it.
-        #[arg(long)]
+        #[arg(long, env = "ANNALS_SKIP_POSITION")]
         position: Option<u64>,
     },
     /// Try the event a failed projection stopped on again (after a fix in
@@ -296,7 +296,7 @@ pub struct RebuildArgs {
     pub url: String,
     /// Run the rebuild in this process instead, on --data-dir (which no
     /// other process may have open).
-    #[arg(long)]
+    #[arg(long, env = "ANNALS_REBUILD_OFFLINE")]
     pub offline: bool,
     /// With --offline: the data directory.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]

@@ -43,7 +43,7 @@ pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
             saga: saga.as_ref().map(|s| s.handle.clone()),
             ..Readiness::default()
         },
-        health::merged("annals command API", [health::docs::commands()]),
+        health::merged("annals command API", [command_api::openapi()]),
     )));
     let served = serve_http("command API", &args.listen, app, &stop).await;
     stop.trigger();
@@ -65,7 +65,7 @@ pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
             views: Some(views.clone()),
             ..Readiness::default()
         },
-        health::merged("annals query API", [health::docs::queries()]),
+        health::merged("annals query API", [query_api::openapi()]),
     )));
     let served = serve_http("query API", &args.listen, app, &stop).await;
     views.close().await;
@@ -87,7 +87,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
                 projector: Some(running.running.clone()),
                 saga: None,
             },
-            health::merged("annals projector admin API", [health::docs::admin()]),
+            health::merged("annals projector admin API", [projector::admin_openapi()]),
         ),
     ));
     let served = serve_http("projector", &args.listen, app, &stop).await;

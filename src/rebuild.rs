@@ -12,6 +12,7 @@ use projector::{Projector, ProjectorOptions, RebuildPhase, ViewDb};
 use serde::Deserialize;
 
 use crate::RebuildArgs;
+use crate::admin::{call, client};
 use crate::run::open_embedded;
 
 pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
@@ -184,44 +185,25 @@ struct LastRebuild {
     error: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ProblemBody {
-    detail: Option<String>,
-    title: Option<String>,
-}
-
 async fn remote(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let name = &args.projection;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("setting up the HTTP client")?;
+    let http = client()?;
     let url = format!("{base}/projections/{name}");
     // The rebuild that ends after this one started is ours.
-    let before = poll(&http, &url)
+    let before = poll(&http, &url, base)
         .await
-        .with_context(|| format!("cannot rebuild {name} through {base} (`annals serve` or `annals projector` must run there)"))?
+        .with_context(|| format!("cannot rebuild {name}"))?
         .last_rebuild
         .map_or(0, |l| l.number);
-    let started = http
-        .post(format!("{url}/rebuild"))
-        .send()
+    call::<serde_json::Value>(http.post(format!("{url}/rebuild")), base)
         .await
-        .with_context(|| format!("cannot reach {base}"))?;
-    if !started.status().is_success() {
-        let status = started.status();
-        let problem: Option<ProblemBody> = started.json().await.ok();
-        let detail = problem
-            .and_then(|p| p.detail.or(p.title))
-            .unwrap_or_else(|| status.to_string());
-        anyhow::bail!("cannot rebuild {name}: {detail}");
-    }
+        .with_context(|| format!("cannot rebuild {name}"))?;
     let mut bar = ProgressBar::new();
     let mut failures = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let status = match poll(&http, &url).await {
+        let status = match poll(&http, &url, base).await {
             Ok(status) => {
                 failures = 0;
                 status
@@ -256,17 +238,8 @@ async fn remote(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn poll(http: &reqwest::Client, url: &str) -> anyhow::Result<Status> {
-    let response = http.get(url).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        let problem: Option<ProblemBody> = response.json().await.ok();
-        let detail = problem
-            .and_then(|p| p.detail.or(p.title))
-            .unwrap_or_else(|| format!("{url} answered {status}"));
-        anyhow::bail!("{detail}");
-    }
-    Ok(response.json().await?)
+async fn poll(http: &reqwest::Client, url: &str, base: &str) -> anyhow::Result<Status> {
+    call(http.get(url), base).await
 }
 
 #[cfg(test)]

@@ -60,9 +60,9 @@ async fn run(
     let openapi = health::merged(
         "annals",
         [
-            health::docs::commands(),
-            health::docs::queries(),
-            health::docs::admin(),
+            command_api::openapi(),
+            query_api::openapi(),
+            projector::admin_openapi(),
         ],
     );
     let app = health::with_fallbacks(

@@ -4,11 +4,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+pub use crate::process::annals;
 use crate::process::{Proc, output_within};
-
-pub fn annals() -> Command {
-    crate::process::annals()
-}
 
 /// Starts `annals <args> --data-dir <dir>` and waits for its announcement.
 pub fn start(args: &[&str], dir: &std::path::Path, announce: &str) -> Proc {

@@ -18,6 +18,7 @@
 pub mod aggregate;
 mod cache;
 pub mod domain;
+pub mod erasure;
 pub mod error;
 pub mod handler;
 pub mod http;
@@ -25,6 +26,7 @@ pub mod idempotency;
 pub mod saga;
 
 pub use aggregate::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
+pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
 pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};

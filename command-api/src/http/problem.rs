@@ -11,7 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::Schema;
 
 use crate::aggregate::DomainError;
 use crate::error::CommandError;
@@ -144,44 +144,11 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The schema of the body [`Problem`] renders. The query and admin APIs
-/// describe their problems with the same schema under the same name, so that
-/// a document merging them stays consistent whichever definition it keeps.
+/// The schema of the body [`Problem`] renders: the one every annals API
+/// shares, so that a document merging several stays consistent.
 impl utoipa::PartialSchema for Problem {
     fn schema() -> RefOr<Schema> {
-        fn text(description: &str) -> ObjectBuilder {
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .description(Some(description))
-        }
-        ObjectBuilder::new()
-            .description(Some(
-                "An RFC 9457 problem document. Clients branch on `type`; \
-                 the extension members next to the standard ones carry the facts \
-                 of the occurrence (the parameter, position or projection at fault).",
-            ))
-            .property(
-                "type",
-                text("The kind of error: `urn:annals:problem:<slug>`.")
-                    .format(Some(SchemaFormat::Custom("uri".into()))),
-            )
-            .required("type")
-            .property("title", text("A short summary, fixed for each `type`."))
-            .required("title")
-            .property(
-                "status",
-                ObjectBuilder::new()
-                    .schema_type(Type::Integer)
-                    .minimum(Some(400))
-                    .maximum(Some(599))
-                    .description(Some("The HTTP status code of the response.")),
-            )
-            .required("status")
-            .property("detail", text("What went wrong in this occurrence."))
-            .required("detail")
-            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-            .build()
-            .into()
+        event_store::remote::wire::problem_document_schema()
     }
 }
 

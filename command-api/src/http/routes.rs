@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
-use crate::domain::customer::{Customer, CustomerCommand, CustomerName, Email, PersonalData};
+use crate::domain::customer::{CustomerCommand, CustomerName, Email, PersonalData};
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{OrderCommand, OrderItems, OrderLine, Reason, Sku};
-use crate::handler::{CommandContext, CommandHandler};
+use crate::error::CommandError;
+use crate::handler::{CommandContext, CommandHandler, CommandOutcome};
 use crate::http::ApiState;
 use crate::http::api_doc::{Applied, CommandHeaders, CommandProblems, Created, NotFound};
 use crate::http::problem::{Problem, etag};
@@ -66,6 +67,11 @@ async fn execute<A: Aggregate>(
 ) -> Answer {
     let correlation_id = context.correlation_id;
     let outcome = handler.execute(command, context).await?;
+    render(&outcome, correlation_id, collection)
+}
+
+/// A command's outcome as the HTTP answer.
+fn render<E>(outcome: &CommandOutcome<E>, correlation_id: Uuid, collection: &str) -> Answer {
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -376,24 +382,16 @@ pub async fn forget_customer(
     let customer_id = path_uuid("customer id", path)?;
     let context = context(&request)?;
     let NoFields {} = request.json(BodyRule::Optional)?;
-    let command = CustomerCommand::Forget { customer_id };
-    // The event first: once the key is gone, a failure in between could
-    // only be finished by a retry, which this order makes possible (the
-    // command is a no-op the second time, the key is destroyed again).
-    let answer = execute(state.customers(), context, command, "/customers").await?;
-    let stream =
-        crate::handler::stream_id::<Customer>(customer_id).map_err(|e| Problem::internal(&e))?;
-    match state.customers().store().forget_subject(&stream).await {
-        Ok(()) => Ok(answer),
-        Err(event_store::Error::Unsupported(detail)) => Err(Problem::new(
+    let correlation_id = context.correlation_id;
+    match crate::erasure::forget_customer(state.customers(), customer_id, context).await {
+        Ok(outcome) => render(&outcome, correlation_id, "/customers"),
+        Err(CommandError::Store(event_store::Error::Unsupported(detail))) => Err(Problem::new(
             StatusCode::NOT_IMPLEMENTED,
             crate::http::problem::kind::NOT_IMPLEMENTED,
             "Not implemented",
             detail,
         )),
-        Err(e) => Err(Problem::from(crate::error::CommandError::<
-            crate::domain::customer::CustomerError,
-        >::Store(e))),
+        Err(e) => Err(e.into()),
     }
 }
 
