@@ -79,7 +79,7 @@ fn saga_check(status: &command_api::SagaStatus) -> Result<(), String> {
         SagaState::Running => Ok(()),
         SagaState::Starting => Err("the saga is reading its checkpoint".into()),
         SagaState::Retrying => Err(format!(
-            "the saga is waiting to retry after a failure: {}",
+            "the saga cannot follow the log and is retrying: {}",
             status
                 .last_error
                 .as_ref()

@@ -202,6 +202,17 @@ pub struct SagaOptions {
     #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_checkpoint_interval_ms: u64,
+    /// An order whose credit check has not finished this many milliseconds
+    /// after it was placed is rejected (reason `timeout: ...`) and any
+    /// credit reserved for it released.
+    #[arg(long, env = "ANNALS_ORDER_DECISION_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub order_decision_timeout_ms: u64,
+    /// Events the saga handles at once (different orders; the events of
+    /// one order are always handled one at a time, in log order).
+    #[arg(long, env = "ANNALS_SAGA_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub saga_concurrency: u64,
 }
 
 /// Tuning of the projector.

@@ -281,10 +281,17 @@ impl RunningSaga {
         let saga = command_api::OrderFulfilment::new(
             commands.customers().clone(),
             commands.orders().clone(),
+            command_api::OrderFulfilmentConfig {
+                decision_timeout: Duration::from_millis(options.order_decision_timeout_ms),
+            },
+        );
+        let runner = command_api::SagaRunner::new(
+            saga,
+            commands.customers().store().clone(),
             saga_config(options),
         );
-        let handle = saga.handle();
-        let task = tokio::spawn(saga.run(stop.wait()));
+        let handle = runner.handle();
+        let task = tokio::spawn(runner.run(stop.wait()));
         Self { handle, task }
     }
 
@@ -301,6 +308,7 @@ pub fn saga_config(options: &crate::SagaOptions) -> command_api::SagaConfig {
         checkpoint_every_events: NonZeroU64::new(options.saga_checkpoint_every_events)
             .unwrap_or(NonZeroU64::MIN),
         checkpoint_interval: Duration::from_millis(options.saga_checkpoint_interval_ms),
+        concurrency: usize::try_from(options.saga_concurrency).unwrap_or(1),
         ..command_api::SagaConfig::default()
     }
 }

@@ -617,6 +617,15 @@ impl<A: Aggregate> CommandHandler<A> {
         let Some(event) = slice.events.first() else {
             return Ok(None);
         };
+        if event.event_type == crate::idempotency::FENCE_EVENT_TYPE {
+            let reason = event
+                .data_as::<crate::idempotency::CommandFenced>()
+                .map_or_else(|e| format!("(unreadable: {e})"), |f| f.reason);
+            return Err(CommandError::BadRecord {
+                stream: record_stream.clone(),
+                detail: format!("the key was fenced, its command will never run: {reason}"),
+            });
+        }
         event
             .data_as::<CommandCompleted>()
             .map(Some)

@@ -196,3 +196,69 @@ mod tests {
         assert_eq!(a.to_hex().len(), 64);
     }
 }
+
+/// Event type of a fence: a record that stops a key's command from ever
+/// running.
+pub const FENCE_EVENT_TYPE: &str = "CommandFenced";
+
+/// The data of a fence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandFenced {
+    pub idempotency_key: String,
+    /// Why the command must not run any more.
+    pub reason: String,
+}
+
+/// What [`fence`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced {
+    /// The fence is now in place: the command never ran and never will.
+    Now,
+    /// An earlier fence stands: the command never ran and never will.
+    Before,
+    /// The command ran: its record (and so its events) are durable and
+    /// visible.
+    Ran,
+}
+
+/// Makes sure the command of `key` never runs from now on, by taking the
+/// key's record stream (`NoStream`) with a fence. A command with this key
+/// still in flight somewhere (sent by a process that crashed, delivered
+/// late) then fails on that stream instead of taking effect after its
+/// sender's successor decided it would not happen.
+pub async fn fence(
+    store: &dyn event_store::EventStore,
+    key: &IdempotencyKey,
+    reason: &str,
+) -> Result<Fenced, event_store::Error> {
+    let stream = key.record_stream()?;
+    let event = event_store::NewEvent::json(
+        FENCE_EVENT_TYPE,
+        &CommandFenced {
+            idempotency_key: key.as_str().to_owned(),
+            reason: reason.to_owned(),
+        },
+    )
+    .map_err(|e| event_store::Error::InvalidAppend(e.to_string()))?;
+    match store
+        .append(&stream, event_store::ExpectedVersion::NoStream, vec![event])
+        .await
+    {
+        Ok(_) => Ok(Fenced::Now),
+        Err(event_store::Error::WrongExpectedVersion { .. }) => {
+            let slice = store
+                .read_stream(
+                    &stream,
+                    event_store::ReadFrom::Start,
+                    event_store::Direction::Forward,
+                    1,
+                )
+                .await?;
+            Ok(match slice.events.first() {
+                Some(first) if first.event_type == FENCE_EVENT_TYPE => Fenced::Before,
+                _ => Fenced::Ran,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -12,8 +12,9 @@
 //!   atomically with the command's events;
 //! - [`domain`]: the reference domain (customers with a credit line, orders);
 //! - [`http`]: the REST command API over the reference domain;
-//! - [`saga`]: the order-fulfilment saga, which drives a placed order
-//!   through the customer's credit check (and compensates).
+//! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
+//!   reference order-fulfilment saga, which drives a placed order through
+//!   the customer's credit check (and compensates).
 
 pub mod aggregate;
 mod cache;
@@ -31,4 +32,7 @@ pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
 pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};
 pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
-pub use saga::{OrderFulfilment, SagaConfig, SagaHandle, SagaState, SagaStatus};
+pub use saga::{
+    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,
+    SagaRunner, SagaState, SagaStatus,
+};

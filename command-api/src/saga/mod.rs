@@ -1,0 +1,419 @@
+//! Process managers (sagas): long-running reactions to events that issue
+//! commands through the same [`CommandHandler`](crate::CommandHandler)s the
+//! REST API uses.
+//!
+//! A saga is a type implementing [`Saga`]: which events it reacts to, how
+//! they are grouped into lanes, and what it does with one event. The
+//! [`SagaRunner`] does everything else, the same way for every saga:
+//!
+//! - **Delivery.** A push subscription from the store (no polling) from the
+//!   saga's checkpoint on. Events of one lane (by default one stream) are
+//!   handled one at a time in log order; different lanes run concurrently
+//!   (at most [`SagaConfig::concurrency`] at once), so one aggregate's
+//!   trouble does not stall the others and the saga's commands share the
+//!   store's group commits.
+//! - **Exactly-once effect.** Delivery is at least once: after a crash the
+//!   events after the last checkpoint come again. Every command carries an
+//!   idempotency key made of the saga's name, the triggering event's id and
+//!   the step ([`SagaContext::command`]), so a command that already
+//!   succeeded is answered from its record instead of running twice.
+//! - **Durable state.** The checkpoint is an event in the saga's own stream
+//!   (`saga-<name>-checkpoint`) holding the position below which every
+//!   event is done and the saga's [`Saga::State`]. It is written every
+//!   [`SagaConfig::checkpoint_every_events`] events, at least every
+//!   [`SagaConfig::checkpoint_interval`] while there is progress to save,
+//!   and at shutdown; at start the saga resumes after it with that state.
+//!   Events handled after the checkpoint are handled again after a crash, so
+//!   a saga's state changes must be idempotent (insert or remove by key,
+//!   never count).
+//! - **Failures.** A transient failure (the store unreachable, a conflict
+//!   that outlasted the handler's retries) is retried on the same event
+//!   with an exponential back-off that a shutdown interrupts; the saga may
+//!   give up itself (a deadline) because it sees the attempt number and
+//!   the event's commit time. An event no retry can help is logged, counted,
+//!   kept as the status's last error and skipped: one bad event must not
+//!   stop every later one.
+//!
+//! Run each saga in exactly one process per store: two instances would not
+//! break anything (the keys make their commands idempotent), but they would
+//! do all the work twice.
+
+mod order;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use event_store::{EventFilter, EventStore, RecordedEvent, StreamId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::DomainError;
+use crate::error::CommandError;
+use crate::handler::CommandContext;
+use crate::idempotency::{Fenced, Fingerprint, Idempotency, IdempotencyKey};
+
+pub use order::{
+    CHECKPOINT_STREAM, InFlight, OrderFulfilment, OrderFulfilmentConfig, OrderFulfilmentState,
+    SAGA_NAME,
+};
+pub use runner::SagaRunner;
+
+/// Event type of a checkpoint; its data is [`Checkpoint`].
+pub const CHECKPOINT_EVENT_TYPE: &str = "SagaCheckpoint";
+
+/// A process manager. Implement it and run it with a [`SagaRunner`]; the
+/// runner owns delivery, checkpoints, retries and status.
+#[async_trait]
+pub trait Saga: Send + Sync + 'static {
+    /// What the saga keeps between events, saved with every checkpoint.
+    /// Changes must be idempotent: the events after a checkpoint are
+    /// handled again after a crash.
+    type State: Default + Clone + Serialize + DeserializeOwned + fmt::Debug + Send + Sync + 'static;
+
+    /// The saga's name: its checkpoint stream is `saga-<name>-checkpoint`
+    /// and its idempotency keys start with `<name>:`. Changing it starts the
+    /// saga over.
+    fn name(&self) -> &'static str;
+
+    /// The events the saga is given (the store filters them).
+    fn filter(&self) -> EventFilter;
+
+    /// Events with the same lane are handled one at a time, in log order.
+    /// By default each stream is a lane.
+    fn lane(&self, event: &RecordedEvent) -> String {
+        event.stream_id.as_str().to_owned()
+    }
+
+    /// Handles one event. Called again after a transient failure and, after
+    /// a crash, for the events after the last checkpoint: commands must be
+    /// issued with [`SagaContext::command`] so that a step done once is not
+    /// done again.
+    async fn handle(
+        &self,
+        event: &RecordedEvent,
+        context: &SagaContext<Self::State>,
+    ) -> Result<(), SagaError>;
+
+    /// What the status shows of the state (figures, not the whole state).
+    fn summary(&self, _state: &Self::State) -> BTreeMap<String, serde_json::Value> {
+        BTreeMap::new()
+    }
+}
+
+/// Why handling an event failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SagaError {
+    /// Trying again later may work: the event is retried.
+    #[error("{0}")]
+    Transient(String),
+    /// Trying again cannot work: the event is skipped and reported.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl SagaError {
+    /// Classifies a store error: problems with the request or the data are
+    /// permanent, the rest (I/O, unreachable, closed, busy) transient.
+    pub fn from_store(e: event_store::Error) -> SagaError {
+        use event_store::Error as E;
+        match e {
+            E::InvalidStreamId { .. }
+            | E::InvalidAppend(_)
+            | E::InvalidRead(_)
+            | E::InvalidOptions(_)
+            | E::LimitExceeded { .. }
+            | E::Corruption { .. }
+            | E::UnsupportedFormat { .. }
+            | E::Upcast { .. }
+            | E::KeyStore(_)
+            | E::Unsupported(_) => SagaError::Permanent(e.to_string()),
+            other => SagaError::Transient(other.to_string()),
+        }
+    }
+
+    /// Classifies a command's failure that the saga did not expect: a
+    /// conflict may pass, a refusal or bad data will not.
+    pub fn from_command<D: DomainError>(e: CommandError<D>) -> SagaError {
+        match e {
+            CommandError::Store(e) => SagaError::from_store(e),
+            CommandError::Conflict { .. }
+            | CommandError::IdempotencyKeyInFlight { .. }
+            | CommandError::VersionMismatch { .. } => SagaError::Transient(e.to_string()),
+            CommandError::Rejected(_)
+            | CommandError::NotFound { .. }
+            | CommandError::IdempotencyKeyReused { .. }
+            | CommandError::Decode { .. }
+            | CommandError::BadRecord { .. }
+            | CommandError::Encode { .. } => SagaError::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// What a saga's handler gets besides the event.
+pub struct SagaContext<S> {
+    store: Arc<dyn EventStore>,
+    name: &'static str,
+    event_id: Uuid,
+    correlation_id: Uuid,
+    attempt: u32,
+    state: Arc<Mutex<S>>,
+}
+
+impl<S> fmt::Debug for SagaContext<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SagaContext")
+            .field("name", &self.name)
+            .field("event_id", &self.event_id)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl<S> SagaContext<S> {
+    pub(crate) fn new(
+        store: Arc<dyn EventStore>,
+        name: &'static str,
+        event: &RecordedEvent,
+        attempt: u32,
+        state: Arc<Mutex<S>>,
+    ) -> Self {
+        // Metadata that does not parse only loses the conversation's id;
+        // the event itself then starts one.
+        let correlation_id = event
+            .metadata()
+            .ok()
+            .and_then(|m| m.correlation_id)
+            .unwrap_or(event.id);
+        Self {
+            store,
+            name,
+            event_id: event.id,
+            correlation_id,
+            attempt,
+            state,
+        }
+    }
+
+    /// 1 on the first try of this delivery, then 2, 3... on retries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The context of a command issued for `step` of this event: the
+    /// idempotency key `<saga>:<event id>:<step>` (the same on every
+    /// delivery), a fingerprint of the step and `parts` (what identifies
+    /// the command: its aggregate, its target), the event's correlation id
+    /// and its id as causation id.
+    pub fn command(&self, step: &str, parts: &[&[u8]]) -> Result<CommandContext, SagaError> {
+        let key = idempotency_key(self.name, self.event_id, step)
+            .map_err(|e| SagaError::Permanent(e.to_string()))?;
+        let mut all: Vec<&[u8]> = vec![
+            self.name.as_bytes(),
+            step.as_bytes(),
+            self.event_id.as_bytes(),
+        ];
+        all.extend_from_slice(parts);
+        Ok(CommandContext::new()
+            .caused_by(self.correlation_id, self.event_id)
+            .with_idempotency(Idempotency {
+                key,
+                fingerprint: Fingerprint::of(&all),
+            }))
+    }
+
+    /// Makes sure `step`'s command for this event never runs from now on
+    /// (see [`fence`](crate::idempotency::fence)). A saga calls it before
+    /// acting on "that step did not happen" (nothing to release, say): a
+    /// command an earlier, crashed run of the saga sent may still be on
+    /// its way to the store, and would otherwise land afterwards.
+    pub async fn fence(&self, step: &str, reason: &str) -> Result<Fenced, SagaError> {
+        let key = idempotency_key(self.name, self.event_id, step)
+            .map_err(|e| SagaError::Permanent(e.to_string()))?;
+        crate::idempotency::fence(self.store.as_ref(), &key, reason)
+            .await
+            .map_err(SagaError::from_store)
+    }
+
+    /// Changes the saga's state; saved with the next checkpoint.
+    pub fn update<R>(&self, change: impl FnOnce(&mut S) -> R) -> R {
+        change(&mut lock(&self.state))
+    }
+
+    /// A copy of the saga's state.
+    pub fn state(&self) -> S
+    where
+        S: Clone,
+    {
+        lock(&self.state).clone()
+    }
+}
+
+/// The idempotency key of `saga`'s `step` for the event `event_id`:
+/// `<saga>:<event id>:<step>`.
+pub fn idempotency_key(
+    saga: &str,
+    event_id: Uuid,
+    step: &str,
+) -> Result<IdempotencyKey, crate::idempotency::KeyError> {
+    IdempotencyKey::parse(&format!("{saga}:{}:{step}", event_id.as_hyphenated()))
+}
+
+/// The stream holding `saga`'s checkpoints.
+pub fn checkpoint_stream(saga: &str) -> Result<StreamId, event_store::Error> {
+    StreamId::new(format!("saga-{saga}-checkpoint"))
+}
+
+/// The data of a `SagaCheckpoint` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint<S> {
+    /// Every event up to this position was handled (or skipped).
+    pub position: u64,
+    /// The saga's state at that point (absent in checkpoints written before
+    /// the saga had state: the default).
+    #[serde(default)]
+    pub state: S,
+}
+
+/// How a saga is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaConfig {
+    /// Write a checkpoint once this many events were handled since the last
+    /// one. After a crash at most about this many events are handled again
+    /// (harmlessly: the steps are idempotent).
+    pub checkpoint_every_events: NonZeroU64,
+    /// Write a checkpoint at least this often while there is progress to
+    /// save, so a quiet saga does not leave its last events unrecorded.
+    pub checkpoint_interval: Duration,
+    /// First pause before retrying an event after a transient failure; it
+    /// doubles on each failure up to `retry_backoff_max`.
+    pub retry_backoff_min: Duration,
+    pub retry_backoff_max: Duration,
+    /// Events handled at once (in different lanes).
+    pub concurrency: usize,
+    /// Events received but not yet done, at most; past it the saga stops
+    /// reading until some finish (one stuck lane must not fill memory).
+    pub window: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_events: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+            checkpoint_interval: Duration::from_secs(1),
+            retry_backoff_min: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(10),
+            concurrency: 32,
+            window: 10_000,
+        }
+    }
+}
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaState {
+    /// Reading its checkpoint.
+    Starting,
+    /// Following the log (some events may be waiting to be retried; see
+    /// [`SagaStatus::events_retrying`]).
+    Running,
+    /// Cannot follow the log (cannot read its checkpoint or subscribe);
+    /// trying again.
+    Retrying,
+    /// Returned (after a shutdown), or its task is gone.
+    Stopped,
+}
+
+/// Something that went wrong, for diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SagaFailure {
+    /// The event it happened on, when it was about one.
+    pub position: Option<u64>,
+    pub event_type: Option<String>,
+    pub error: String,
+    /// True when the event was given up on and skipped.
+    pub skipped: bool,
+}
+
+/// What a saga has done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SagaStatus {
+    pub name: &'static str,
+    pub state: SagaState,
+    /// The position the saga resumed after when it started.
+    pub started_after: u64,
+    /// Every event up to this position is done (or skipped).
+    pub position: u64,
+    /// The position of the last checkpoint written (or read at start).
+    pub checkpoint: u64,
+    /// Events done since the start, skipped ones included.
+    pub events_handled: u64,
+    /// Events given up on since the start.
+    pub events_skipped: u64,
+    /// Events received and not done yet (being handled, queued behind
+    /// their lane, or waiting to be retried).
+    pub events_in_flight: u64,
+    /// Events waiting to be retried after a transient failure.
+    pub events_retrying: u64,
+    /// The saga's state, as saved with checkpoints.
+    pub state_summary: BTreeMap<String, serde_json::Value>,
+    /// The last failure, transient or not.
+    pub last_error: Option<SagaFailure>,
+}
+
+/// A view of a running saga's status; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SagaHandle {
+    status: Arc<Mutex<SagaStatus>>,
+}
+
+impl SagaHandle {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Self {
+            status: Arc::new(Mutex::new(SagaStatus {
+                name,
+                state: SagaState::Starting,
+                started_after: 0,
+                position: 0,
+                checkpoint: 0,
+                events_handled: 0,
+                events_skipped: 0,
+                events_in_flight: 0,
+                events_retrying: 0,
+                state_summary: BTreeMap::new(),
+                last_error: None,
+            })),
+        }
+    }
+
+    pub fn status(&self) -> SagaStatus {
+        lock(&self.status).clone()
+    }
+
+    pub(crate) fn update(&self, change: impl FnOnce(&mut SagaStatus)) {
+        change(&mut lock(&self.status));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data: one left half-updated by a panic is still worth having.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Marks the status stopped however the run ends (returned, or its task
+/// aborted), so readiness never reports a saga that is gone as running.
+pub(crate) struct MarkStopped(pub(crate) SagaHandle);
+
+impl Drop for MarkStopped {
+    fn drop(&mut self) {
+        self.0.update(|s| s.state = SagaState::Stopped);
+    }
+}
