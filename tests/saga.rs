@@ -228,3 +228,176 @@ async fn annals_command_api_runs_the_saga_only_when_asked() {
         .collect();
     assert_eq!(types, ["CustomerRegistered", "CreditReserved"]);
 }
+
+/// A small deterministic generator (the seed is printed, so a failing run
+/// can be repeated).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Every event of the log, read through the store's HTTP API (which
+/// decrypts personal data as every client sees it).
+async fn whole_log(store_url: &str) -> Vec<event_store::RecordedEvent> {
+    use event_store::EventStore;
+    let store = event_store::RemoteStore::connect(store_url, event_store::RemoteOptions::default())
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut from = event_store::Position::START;
+    loop {
+        let page = store.read_all(from, 1_000).await.unwrap();
+        let Some(last) = page.last() else {
+            return events;
+        };
+        from = event_store::Position(last.position.0 + 1);
+        events.extend(page);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saga_process_killed_again_and_again_decides_every_order_exactly_once() {
+    const CUSTOMERS: usize = 50;
+    const ORDERS: usize = 1_000;
+    const KILLS_MIN: usize = 10;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    println!("seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "store listening on",
+    );
+    let store_url = store.url.clone();
+    // Clients go through a replica that is never killed; the saga runs in
+    // another one, which is.
+    let front = Proc::start(
+        &[
+            "command-api",
+            "--store",
+            &store_url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "command API listening on",
+    );
+    let saga_args = [
+        "command-api",
+        "--store",
+        &store_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--saga",
+        "--saga-checkpoint-every-events",
+        "25",
+        "--saga-checkpoint-interval-ms",
+        "20",
+    ];
+    let http = http();
+    let url = front.url.clone();
+    wait_ready(&http, &url).await;
+
+    let mut customers = Vec::new();
+    for i in 0..CUSTOMERS {
+        let (status, body) = command(
+            &http,
+            &format!("{url}/customers"),
+            &json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.org"),
+                    "credit_limit": eur(3_000)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        customers.push(body["id"].as_str().unwrap().to_string());
+    }
+
+    // 8 clients place the orders (about 20 per customer, together about
+    // twice the credit there is) and cancel some of them at once.
+    let placed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for client in 0..8_u64 {
+        let http = http.clone();
+        let url = url.clone();
+        let customers = customers.clone();
+        let placed = placed.clone();
+        let mut rng = Rng(seed ^ (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        clients.push(tokio::spawn(async move {
+            while placed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < ORDERS {
+                let customer = &customers[rng.below(CUSTOMERS as u64) as usize];
+                let total = 1 + rng.below(600) as i64;
+                let (status, body) = command(
+                    &http,
+                    &format!("{url}/orders"),
+                    &json!({"customer_id": customer, "total": eur(total)}),
+                )
+                .await;
+                assert_eq!(status, 201, "{body}");
+                if rng.below(8) == 0 {
+                    let id = body["id"].as_str().unwrap();
+                    let (status, body) = command(
+                        &http,
+                        &format!("{url}/orders/{id}/cancel"),
+                        &json!({"reason": "changed my mind"}),
+                    )
+                    .await;
+                    // Already rejected by the saga: refused, fine.
+                    assert!(status == 200 || status == 422, "{status}: {body}");
+                }
+            }
+        }));
+    }
+
+    // Meanwhile the saga's process dies at random moments (SIGKILL: no
+    // last checkpoint, commands cut off mid-way) and comes back.
+    let mut rng = Rng(seed);
+    let mut saga = Proc::start(&saga_args, "command API listening on");
+    let mut kills = 0;
+    while kills < KILLS_MIN || clients.iter().any(|c| !c.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(20 + rng.below(250))).await;
+        saga.kill();
+        kills += 1;
+        saga = Proc::start(&saga_args, "command API listening on");
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    // The last saga finishes the work; then the whole history is audited.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let audit = loop {
+        let log = whole_log(&store_url).await;
+        let audit = command_api::domain::audit::audit_credit(&log, false);
+        if audit.pending == 0 || Instant::now() > deadline {
+            break command_api::domain::audit::audit_credit(&log, true);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(saga);
+    println!("{kills} kills; {audit:?}");
+    assert!(kills >= KILLS_MIN);
+    assert_eq!(audit.orders, ORDERS);
+    assert_eq!(audit.customers, CUSTOMERS);
+    assert_eq!(audit.violations, Vec::<String>::new(), "seed {seed}");
+    assert_eq!(audit.pending, 0, "seed {seed}");
+    // Both outcomes occurred, so the history exercised both paths.
+    assert!(audit.approved > 0 && audit.rejected > 0, "{audit:?}");
+}
