@@ -23,74 +23,17 @@
     reason = "a benchmark aborts on failure"
 )]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+mod common;
+
+use common::{Server, eur, raw_fdatasync_rate, wait_ready};
+
 const CLIENTS: usize = 64;
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(args: &[&str], announce: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(args)
-            .env("ANNALS_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("the server announces itself").unwrap();
-            if let Some(rest) = line.split(announce).nth(1) {
-                break rest.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("{line}");
-            }
-        });
-        Server { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let _ = self.child.wait();
-    }
-}
-
-fn raw_fdatasync_rate(dir: &Path) -> f64 {
-    let path = dir.join("fdatasync-probe");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let block = [7u8; 4096];
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed() < Duration::from_secs(2) {
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        n += 1;
-    }
-    let rate = f64::from(n) / started.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    rate
-}
-
-fn eur(amount: i64) -> Value {
-    json!({"amount": amount, "currency": "EUR"})
-}
 
 struct Run {
     commands: usize,
@@ -105,24 +48,8 @@ impl Run {
     }
 
     fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[i].as_secs_f64() * 1000.0
+        common::percentile_ms(&self.latencies, p)
     }
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str) {
-    for _ in 0..600 {
-        if let Ok(r) = http.get(format!("{url}/health/ready")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} did not get ready");
 }
 
 /// Registers `count` customers with `CLIENTS` clients; returns their ids.
