@@ -868,3 +868,127 @@ proptest::proptest! {
         proptest::prop_assert_eq!(audit.pending, 0);
     }
 }
+
+/// A saga written outside the framework, as a user would: every customer
+/// registered with a credit limit under 100 EUR gets it raised to 100 EUR.
+/// Its state remembers the customers it raised.
+struct MinimumCredit {
+    customers: CommandHandler<Customer>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Raised {
+    customers: std::collections::BTreeSet<Uuid>,
+}
+
+#[async_trait::async_trait]
+impl command_api::Saga for MinimumCredit {
+    type State = Raised;
+
+    fn name(&self) -> &'static str {
+        "minimum-credit"
+    }
+
+    fn filter(&self) -> event_store::EventFilter {
+        event_store::EventFilter {
+            stream_prefixes: vec!["customer-".into()],
+            event_types: vec!["CustomerRegistered".into()],
+        }
+    }
+
+    async fn handle(
+        &self,
+        event: &RecordedEvent,
+        context: &command_api::SagaContext<Raised>,
+    ) -> Result<(), command_api::SagaError> {
+        let CustomerEvent::Registered(registered) =
+            CustomerEvent::decode(&event.event_type, event.schema_version, &event.data)
+                .map_err(|e| command_api::SagaError::Permanent(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        if registered.credit_limit.amount() >= 100 {
+            return Ok(());
+        }
+        let id = registered.customer_id;
+        let raise = CustomerCommand::ChangeCreditLimit {
+            customer_id: id,
+            credit_limit: eur(100),
+        };
+        self.customers
+            .execute(raise, context.command("raise", &[id.as_bytes()])?)
+            .await
+            .map_err(command_api::SagaError::from_command)?;
+        context.update(|s| s.customers.insert(id));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_saga_of_ones_own_runs_on_the_same_runner_with_its_state_checkpointed() {
+    let world = World::new().await;
+    let low = world.customer(10).await;
+    let high = world.customer(1_000).await;
+    let run = || {
+        SagaRunner::new(
+            MinimumCredit {
+                customers: world.customers.clone(),
+            },
+            world.customers.store().clone(),
+            config(),
+        )
+    };
+    let runner = run();
+    let handle = runner.handle();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run(async move {
+        let _ = stopped.await;
+    }));
+    let head = world.store.head().await.unwrap();
+    eventually("the saga reaches the head", || {
+        let handle = handle.clone();
+        async move { handle.status().position >= head.0 }
+    })
+    .await;
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT_MAX, task).await.unwrap().unwrap();
+    assert_eq!(
+        world.customer_state(low).await.credit_limit().unwrap(),
+        eur(100)
+    );
+    assert_eq!(
+        world.customer_state(high).await.credit_limit().unwrap(),
+        eur(1_000)
+    );
+    // Its checkpoint holds its state.
+    let slice = world
+        .store
+        .read_stream(
+            &StreamId::new("saga-minimum-credit-checkpoint").unwrap(),
+            ReadFrom::End,
+            Direction::Backward,
+            1,
+        )
+        .await
+        .unwrap();
+    let checkpoint: Checkpoint<Raised> = slice.events[0].data_as().unwrap();
+    assert_eq!(
+        checkpoint.state.customers.into_iter().collect::<Vec<_>>(),
+        vec![low]
+    );
+    // Going over the whole log again raises nothing twice.
+    let events_before = world.events(&format!("customer-{low}")).await.len();
+    let again = run().starting_after(Position::ZERO);
+    let handle = again.handle();
+    let task = tokio::spawn(again.run(std::future::pending()));
+    eventually("the second run reaches the head", || {
+        let handle = handle.clone();
+        async move { handle.status().position >= head.0 }
+    })
+    .await;
+    task.abort();
+    assert_eq!(
+        world.events(&format!("customer-{low}")).await.len(),
+        events_before
+    );
+}
