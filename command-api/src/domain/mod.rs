@@ -7,12 +7,14 @@ pub mod money;
 pub mod order;
 
 /// The reference domain's upcasters: the current schema version of every
-/// event type, with a step from each older version to the next. Every
+/// event type (the saga's checkpoint included), with a step from each older
+/// version to the next. Every
 /// store the domain's events are read from is wrapped in them,
 /// `event_store::Upcasting::new(store, domain::upcasters())`, which also
 /// checks that each chain is complete.
 pub fn upcasters() -> event_store::Upcasters {
     order::upcasters(customer::upcasters(event_store::Upcasters::new()))
+        .current(crate::saga::CHECKPOINT_EVENT_TYPE, 1)
 }
 
 #[cfg(test)]
