@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use event_store::{
-    EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions,
+    EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions, Upcasting,
 };
 
 use crate::{Cli, Command, StoreArgs, VerifyArgs};
@@ -122,8 +122,10 @@ impl Stop {
 }
 
 /// Opens the embedded store of a data directory, with the reference
-/// domain's personal data encrypted under keys kept beside the log.
-/// Returns the store (to close it) and the layered store to use.
+/// domain's personal data encrypted under keys kept beside the log and its
+/// old events upcast: `Upcasting(Shredding(Store))`, so a read decrypts
+/// first and upcasts the plaintext. Returns the store (to close it) and the
+/// layered store to use.
 pub async fn open_embedded(
     data_dir: &std::path::Path,
     options: StoreOptions,
@@ -141,15 +143,31 @@ pub async fn open_embedded(
             )));
         }
     };
-    let layered = Shredding::new(
+    let shredding = Shredding::new(
         store.clone(),
         keys,
         command_api::domain::customer::shredding_policy(),
     );
-    Ok((store, Arc::new(layered)))
+    let layered = match upcasting(shredding) {
+        Ok(layered) => layered,
+        Err(e) => {
+            let _ = store.close().await;
+            return Err(e);
+        }
+    };
+    Ok((store, layered))
 }
 
-/// Connects to `annals store`, retrying while it starts.
+/// `inner` with the reference domain's upcasters on every read path.
+pub fn upcasting<S: EventStore>(inner: S) -> anyhow::Result<Arc<dyn EventStore>> {
+    let layered = Upcasting::new(inner, command_api::domain::upcasters())
+        .context("the reference domain's upcasters are incomplete")?;
+    Ok(Arc::new(layered))
+}
+
+/// Connects to `annals store`, retrying while it starts. The store serves
+/// upcast events already; upcasting again here is a no-op for those and
+/// keeps this process correct against a store that does not.
 pub async fn connect_store(
     args: &crate::RemoteStoreArgs,
     stop: &Stop,
@@ -162,7 +180,7 @@ pub async fn connect_store(
     let mut pause = Duration::from_millis(50);
     loop {
         match RemoteStore::connect(&args.url, options.clone()).await {
-            Ok(store) => return Ok(Arc::new(store)),
+            Ok(store) => return upcasting(store),
             // A malformed URL will not get better.
             Err(e @ event_store::Error::InvalidOptions(_)) => {
                 return Err(

@@ -24,7 +24,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
-    let (store, shredded) = open_embedded(
+    let (store, layered) = open_embedded(
         &args.data_dir,
         StoreOptions {
             segment_bytes_max: args.segment_bytes_max,
@@ -32,7 +32,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let result = run(&args, listener, shredded, &stop).await;
+    let result = run(&args, listener, layered, &stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;

@@ -12,3 +12,4 @@ mod pg;
 mod process;
 mod saga;
 mod split;
+mod upcast;

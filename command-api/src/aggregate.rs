@@ -79,7 +79,10 @@ pub trait DomainEvent: Send + Sync + std::fmt::Debug + Sized + 'static {
 pub enum DecodeError {
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    #[error("{event_type} has schema version {found}; this build reads up to {supported}")]
+    #[error(
+        "{event_type} has schema version {found}; this build decodes version {supported} \
+         (older versions are upcast by the store layer before decoding)"
+    )]
     UnsupportedSchema {
         event_type: String,
         found: u32,
@@ -99,11 +102,25 @@ pub fn decode_data<T: DeserializeOwned>(
     schema_version: u32,
     data: &[u8],
 ) -> Result<T, DecodeError> {
-    if schema_version != 1 {
+    decode_data_at(1, event_type, schema_version, data)
+}
+
+/// Decodes the JSON data of an event whose type is at schema version
+/// `current`. Only that version decodes: older ones are brought to it by the
+/// domain's upcasters (`event_store::Upcasting`) before they get here, so an
+/// older version at this point means a store was read without them, which
+/// must fail loudly rather than be guessed at.
+pub fn decode_data_at<T: DeserializeOwned>(
+    current: u32,
+    event_type: &str,
+    schema_version: u32,
+    data: &[u8],
+) -> Result<T, DecodeError> {
+    if schema_version != current {
         return Err(DecodeError::UnsupportedSchema {
             event_type: event_type.to_owned(),
             found: schema_version,
-            supported: 1,
+            supported: current,
         });
     }
     serde_json::from_slice(data).map_err(|source| DecodeError::Data {

@@ -8,7 +8,7 @@
 //! declared current version but no chain of upcasters leading there is an
 //! [`Error::Upcast`] naming its type and version, never dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -31,16 +31,35 @@ type Step =
 /// and one step per older version.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    current: HashMap<String, u32>,
-    steps: HashMap<(String, u32), Step>,
+    /// By event type, so that reading an event costs one lookup by its
+    /// type (no allocation), whatever the length of its chain.
+    types: HashMap<String, Chain>,
+}
+
+/// One event type's versions.
+#[derive(Clone, Default)]
+struct Chain {
+    /// Declared with [`Upcasters::current`]; a type with steps only is not
+    /// upcast.
+    current: Option<u32>,
+    /// The step from each version to the next, by that version.
+    steps: BTreeMap<u32, Step>,
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Upcasters")
-            .field("current", &self.current)
-            .field("steps", &self.steps.keys().collect::<Vec<_>>())
-            .finish()
+        let mut map = f.debug_map();
+        for (event_type, chain) in &self.types {
+            map.entry(
+                event_type,
+                &format_args!(
+                    "current {:?}, steps from {:?}",
+                    chain.current,
+                    chain.steps.keys().collect::<Vec<_>>()
+                ),
+            );
+        }
+        map.finish()
     }
 }
 
@@ -52,7 +71,7 @@ impl Upcasters {
     /// Declares that events of `event_type` are read at `version`; older
     /// ones must have a chain of steps up to it.
     pub fn current(mut self, event_type: impl Into<String>, version: u32) -> Self {
-        self.current.insert(event_type.into(), version);
+        self.types.entry(event_type.into()).or_default().current = Some(version);
         self
     }
 
@@ -65,21 +84,27 @@ impl Upcasters {
             + Sync
             + 'static,
     {
-        self.steps
-            .insert((event_type.into(), from_version), Arc::new(step));
+        self.types
+            .entry(event_type.into())
+            .or_default()
+            .steps
+            .insert(from_version, Arc::new(step));
         self
     }
 
     /// The version events of this type are read at, if it was declared.
     pub fn current_version(&self, event_type: &str) -> Option<u32> {
-        self.current.get(event_type).copied()
+        self.types.get(event_type).and_then(|c| c.current)
     }
 
     /// Checks that every declared type has a complete chain from version 1.
     pub fn validate(&self) -> Result<()> {
-        for (event_type, current) in &self.current {
-            for version in 1..*current {
-                if !self.steps.contains_key(&(event_type.clone(), version)) {
+        for (event_type, chain) in &self.types {
+            let Some(current) = chain.current else {
+                continue;
+            };
+            for version in 1..current {
+                if !chain.steps.contains_key(&version) {
                     return Err(Error::Upcast {
                         event_type: event_type.clone(),
                         version,
@@ -93,7 +118,10 @@ impl Upcasters {
 
     /// The event at its type's current version.
     pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
-        let Some(&current) = self.current.get(&event.event_type) else {
+        let Some(chain) = self.types.get(event.event_type.as_str()) else {
+            return Ok(event);
+        };
+        let Some(current) = chain.current else {
             return Ok(event);
         };
         if event.schema_version == current {
@@ -117,7 +145,7 @@ impl Upcasters {
             })?;
         let mut version = event.schema_version;
         while version < current {
-            let Some(step) = self.steps.get(&(event.event_type.clone(), version)) else {
+            let Some(step) = chain.steps.get(&version) else {
                 return Err(Error::Upcast {
                     event_type: event.event_type.clone(),
                     version,

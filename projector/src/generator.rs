@@ -263,7 +263,8 @@ impl Generator {
         *version += 1;
         self.events += 1;
         let event = NewEvent::json(event_type, data)
-            .map_err(|e| event_store::Error::InvalidAppend(e.to_string()))?;
+            .map_err(|e| event_store::Error::InvalidAppend(e.to_string()))?
+            .with_schema_version(events::schema_version(event_type));
         Ok(StreamAppend::new(id, expected, vec![event]))
     }
 

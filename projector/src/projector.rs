@@ -172,7 +172,11 @@ impl Registered {
     }
 
     pub fn wants(&self, event: &RecordedEvent) -> bool {
-        self.wanted.contains(event.event_type.as_str())
+        self.wants_type(&event.event_type)
+    }
+
+    pub fn wants_type(&self, event_type: &str) -> bool {
+        self.wanted.contains(event_type)
     }
 
     fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {

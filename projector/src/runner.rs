@@ -261,6 +261,31 @@ impl TrackRunner<'_> {
                         }
                         continue 'reload;
                     }
+                    (None, Some(CollectEnd::Unreadable { event_type, reason })) => {
+                        // The subscription delivers every position in order,
+                        // so the event it could not read is the next one.
+                        let unreadable = position.next();
+                        if self.reg.wants_type(&event_type) && !skipped.contains(&unreadable.0) {
+                            match self.fail(position, unreadable, &reason, stop).await {
+                                Outcome::Stopped => return Ok(FollowEnd::Stopped),
+                                _ => continue 'reload,
+                            }
+                        }
+                        // Not an event this projection reads (or one an
+                        // operator skipped): step over it and subscribe
+                        // again after it, as for any ignored event.
+                        let state = match self.track {
+                            checkpoint::Track::Rebuild => TrackState::Rebuilding,
+                            checkpoint::Track::Live => TrackState::CatchingUp,
+                        };
+                        match self
+                            .attempt_with_retry(position, unreadable, &[], state, stop)
+                            .await
+                        {
+                            None => return Ok(FollowEnd::Stopped),
+                            Some(_) => continue 'reload,
+                        }
+                    }
                     (None, None) => {}
                 }
             }
@@ -354,7 +379,7 @@ impl TrackRunner<'_> {
                 out.events.push(event);
             }
             Some(Err(e)) => {
-                out.end = Some(CollectEnd::Failed(e.to_string()));
+                out.end = Some(CollectEnd::of_error(e));
                 return out;
             }
             None => {
@@ -393,7 +418,7 @@ impl TrackRunner<'_> {
                     out.events.push(event);
                 }
                 Some(Err(e)) => {
-                    out.end = Some(CollectEnd::Failed(e.to_string()));
+                    out.end = Some(CollectEnd::of_error(e));
                     break;
                 }
                 None => {
@@ -664,6 +689,24 @@ enum CollectEnd {
     Stop,
     Woken,
     Failed(String),
+    /// The store cannot bring the next event to the current schema
+    /// ([`event_store::Error::Upcast`]): no retry will read it.
+    Unreadable {
+        event_type: String,
+        reason: String,
+    },
+}
+
+impl CollectEnd {
+    fn of_error(e: event_store::Error) -> Self {
+        match e {
+            event_store::Error::Upcast { ref event_type, .. } => CollectEnd::Unreadable {
+                event_type: event_type.clone(),
+                reason: e.to_string(),
+            },
+            other => CollectEnd::Failed(other.to_string()),
+        }
+    }
 }
 
 /// Keeps the events that continue `position` without a hole; a hole is

@@ -15,9 +15,116 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::aggregate::{
-    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data_at,
 };
 use crate::domain::money::{Currency, Money};
+
+/// The schema version the events that carry money are written at.
+///
+/// Version 1 is the single-currency model the credit line started with:
+/// `credit_limit` (and a reservation's `amount`) was a bare integer of minor
+/// units, implicitly euro cents. Version 2 is [`Money`],
+/// `{"amount": <minor units>, "currency": "<ISO 4217 code>"}`. Version 1
+/// events are never rewritten; [`upcasters`] brings them to version 2 on
+/// every read.
+pub const MONEY_SCHEMA_VERSION: u32 = 2;
+
+/// The currency of every amount written under the single-currency model.
+pub const SINGLE_CURRENCY: &str = "EUR";
+
+/// The customer event types that carried a bare integer before
+/// [`MONEY_SCHEMA_VERSION`], with that field.
+const MONEY_FIELDS: &[(&str, &str)] = &[
+    ("CustomerRegistered", "credit_limit"),
+    ("CreditLimitChanged", "credit_limit"),
+    ("CreditReserved", "amount"),
+    ("CreditReleased", "amount"),
+];
+
+/// The schema version customer events of `event_type` are written and
+/// decoded at.
+fn schema_of(event_type: &str) -> u32 {
+    if MONEY_FIELDS.iter().any(|(t, _)| *t == event_type) {
+        MONEY_SCHEMA_VERSION
+    } else {
+        1
+    }
+}
+
+/// Decodes a customer event's data at its type's schema version.
+fn decode_data<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    schema_version: u32,
+    data: &[u8],
+) -> Result<T, DecodeError> {
+    decode_data_at(schema_of(event_type), event_type, schema_version, data)
+}
+
+/// Every customer event type.
+pub const EVENT_TYPES: &[&str] = &[
+    "CustomerRegistered",
+    "CreditLimitChanged",
+    "CreditReserved",
+    "CreditReleased",
+    "CustomerForgotten",
+];
+
+/// Adds the customer events to `upcasters`: each type at its current
+/// version (so that a version with no path to it is an error on read, not
+/// something for decoding to stumble on), and for each type in
+/// [`MONEY_FIELDS`] the step from version 1, which turns the bare integer
+/// into money in [`SINGLE_CURRENCY`].
+pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
+    let declared = EVENT_TYPES.iter().fold(upcasters, |upcasters, event_type| {
+        upcasters.current(*event_type, schema_of(event_type))
+    });
+    MONEY_FIELDS
+        .iter()
+        .fold(declared, |upcasters, &(event_type, field)| {
+            upcasters.step(event_type, 1, move |data| {
+                money_from_single_currency(data, field)
+            })
+        })
+}
+
+/// Version 1 → 2 of one event: `field` from an integer of minor units to
+/// money in [`SINGLE_CURRENCY`].
+///
+/// Version 1 comes in two shapes: the single-currency model's integer, and
+/// money itself, which the releases between the arrival of currencies and
+/// this schema bump wrote still labelled version 1. Money is kept as it is
+/// (whether it is valid money is for decoding to say); anything else (a
+/// fraction, a string, no field) is refused rather than guessed at.
+fn money_from_single_currency(
+    mut data: serde_json::Value,
+    field: &str,
+) -> Result<serde_json::Value, String> {
+    let object = data
+        .as_object_mut()
+        .ok_or_else(|| "the data is not a JSON object".to_string())?;
+    let amount = match object.get(field) {
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| format!("{field} is {n}, not an integer of minor units"))?,
+        Some(serde_json::Value::Object(money))
+            if money.get("amount").is_some_and(serde_json::Value::is_i64)
+                && money
+                    .get("currency")
+                    .is_some_and(serde_json::Value::is_string) =>
+        {
+            return Ok(data);
+        }
+        Some(other) => {
+            return Err(format!("{field} is {other}, not an integer of minor units"));
+        }
+        None => return Err(format!("{field} is missing")),
+    };
+    object.insert(
+        field.to_owned(),
+        serde_json::json!({"amount": amount, "currency": SINGLE_CURRENCY}),
+    );
+    Ok(data)
+}
 
 /// A customer's display name: trimmed, 1 to [`CustomerName::CHARS_MAX`]
 /// characters, no control characters.
@@ -305,6 +412,10 @@ impl DomainEvent for CustomerEvent {
             CustomerEvent::CreditReleased(_) => "CreditReleased",
             CustomerEvent::Forgotten(_) => "CustomerForgotten",
         }
+    }
+
+    fn schema_version(&self) -> u32 {
+        schema_of(self.event_type())
     }
 
     fn encode(&self) -> serde_json::Result<Vec<u8>> {
@@ -904,8 +1015,10 @@ mod tests {
             reserved(O1, 3),
             released(O1, 3),
         ] {
+            assert_eq!(event.schema_version(), MONEY_SCHEMA_VERSION);
             let data = event.encode().unwrap();
-            let back = CustomerEvent::decode(event.event_type(), 1, &data).unwrap();
+            let back =
+                CustomerEvent::decode(event.event_type(), event.schema_version(), &data).unwrap();
             assert_eq!(back, event);
         }
         let reserved_json: serde_json::Value =
@@ -919,10 +1032,148 @@ mod tests {
             CustomerEvent::decode("CustomerDeleted", 1, b"{}"),
             Err(DecodeError::UnknownType(_))
         ));
-        assert!(matches!(
-            CustomerEvent::decode("CreditReserved", 2, b"{}"),
-            Err(DecodeError::UnsupportedSchema { .. })
-        ));
+        // Only the current version decodes: an older one must have been
+        // upcast on the way, a newer one is from newer code.
+        for version in [1, 3] {
+            assert!(matches!(
+                CustomerEvent::decode("CreditReserved", version, b"{}"),
+                Err(DecodeError::UnsupportedSchema { supported: 2, .. })
+            ));
+        }
+    }
+
+    fn stored(
+        event_type: &str,
+        version: u32,
+        data: serde_json::Value,
+    ) -> event_store::RecordedEvent {
+        event_store::RecordedEvent {
+            id: Uuid::nil(),
+            stream_id: event_store::StreamId::new(format!("customer-{C}")).unwrap(),
+            version: 1,
+            position: event_store::Position(9),
+            event_type: event_type.into(),
+            schema_version: version,
+            timestamp: event_store::Timestamp(0),
+            data: serde_json::to_vec(&data).unwrap().into(),
+            metadata: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    /// Upcasts a stored event with the domain's upcasters and decodes it.
+    fn read(event: event_store::RecordedEvent) -> Result<CustomerEvent, event_store::Error> {
+        let current = crate::domain::upcasters().upcast(event)?;
+        Ok(
+            CustomerEvent::decode(&current.event_type, current.schema_version, &current.data)
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn single_currency_events_read_as_money_in_euros() {
+        crate::domain::upcasters().validate().unwrap();
+        let (c, o) = (C.to_string(), O1.to_string());
+        let v1 = [
+            stored(
+                "CustomerRegistered",
+                1,
+                serde_json::json!({"customer_id": c, "name": "Ada Lovelace",
+                    "email": "ada@example.com", "credit_limit": 2500}),
+            ),
+            stored(
+                "CreditLimitChanged",
+                1,
+                serde_json::json!({"customer_id": c, "credit_limit": 2}),
+            ),
+            stored(
+                "CreditReserved",
+                1,
+                serde_json::json!({"customer_id": c, "order_id": o, "amount": 3}),
+            ),
+            stored(
+                "CreditReleased",
+                1,
+                serde_json::json!({"customer_id": c, "order_id": o, "amount": 3}),
+            ),
+        ];
+        let upcast: Vec<CustomerEvent> = v1.into_iter().map(|e| read(e).unwrap()).collect();
+        assert_eq!(
+            upcast,
+            [
+                registered(2500),
+                limit_changed(2),
+                reserved(O1, 3),
+                released(O1, 3)
+            ]
+        );
+        // The old customer accepts commands in the new shape.
+        let state = given(&upcast[..1]);
+        assert_eq!(state.credit_limit(), Some(eur(2500)));
+        assert_eq!(
+            state.handle(&reserve(O2, eur(2500))),
+            Ok(vec![reserved(O2, 2500)])
+        );
+        // Current events and types that never changed pass through.
+        let current = stored(
+            "CreditLimitChanged",
+            2,
+            serde_json::json!({"customer_id": c, "credit_limit": {"amount": 7, "currency": "USD"}}),
+        );
+        assert_eq!(
+            crate::domain::upcasters().upcast(current.clone()).unwrap(),
+            current
+        );
+        // Money already, under the old label: kept, currency included.
+        let labelled_v1 = stored(
+            "CreditLimitChanged",
+            1,
+            serde_json::json!({"customer_id": c, "credit_limit": {"amount": 7, "currency": "USD"}}),
+        );
+        assert_eq!(
+            read(labelled_v1).unwrap(),
+            CustomerEvent::CreditLimitChanged(CreditLimitChanged {
+                customer_id: C,
+                credit_limit: usd(7)
+            })
+        );
+        let forgotten = stored(
+            "CustomerForgotten",
+            1,
+            serde_json::json!({"customer_id": c}),
+        );
+        assert!(matches!(read(forgotten), Ok(CustomerEvent::Forgotten(_))));
+    }
+
+    #[test]
+    fn a_single_currency_event_without_an_integer_amount_is_an_error_naming_it() {
+        for (data, why) in [
+            (
+                serde_json::json!({"customer_id": C, "credit_limit": {"amount": 1}}),
+                "not an integer",
+            ),
+            (
+                serde_json::json!({"customer_id": C, "credit_limit": "1.00"}),
+                "not an integer",
+            ),
+            (
+                serde_json::json!({"customer_id": C, "credit_limit": 1.5}),
+                "not an integer",
+            ),
+            (serde_json::json!({"customer_id": C}), "missing"),
+            (serde_json::json!([1]), "not a JSON object"),
+        ] {
+            match read(stored("CreditLimitChanged", 1, data)) {
+                Err(event_store::Error::Upcast {
+                    event_type,
+                    version,
+                    detail,
+                }) => {
+                    assert_eq!((event_type.as_str(), version), ("CreditLimitChanged", 1));
+                    assert!(detail.contains(why), "{detail}");
+                }
+                other => panic!("expected an upcast error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -932,7 +1183,7 @@ mod tests {
                 "credit_limit":{{"amount":100,"currency":"EUR"}}}}"#,
             e = event_store::ERASED
         );
-        let event = CustomerEvent::decode("CustomerRegistered", 1, erased.as_bytes()).unwrap();
+        let event = CustomerEvent::decode("CustomerRegistered", 2, erased.as_bytes()).unwrap();
         let CustomerEvent::Registered(registered) = &event else {
             panic!("{event:?}")
         };

@@ -325,6 +325,23 @@ pub enum OrderEvent {
     Cancelled(OrderCancelled),
 }
 
+/// Every order event type, all at schema version 1.
+pub const EVENT_TYPES: &[&str] = &[
+    "OrderPlaced",
+    "OrderApproved",
+    "OrderRejected",
+    "OrderCancelled",
+];
+
+/// Adds the order events to `upcasters`, each at its current version: none
+/// has changed shape yet, so there are no steps, but a stored version other
+/// than the current one is an error on read.
+pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
+    EVENT_TYPES.iter().fold(upcasters, |upcasters, event_type| {
+        upcasters.current(*event_type, 1)
+    })
+}
+
 impl DomainEvent for OrderEvent {
     fn event_type(&self) -> &'static str {
         match self {

@@ -20,6 +20,11 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+/// `store` with the reference domain's upcasters, as every process reads it.
+pub fn upcasting(store: impl EventStore) -> Arc<dyn EventStore> {
+    Arc::new(event_store::Upcasting::new(store, command_api::domain::upcasters()).unwrap())
+}
+
 /// A response, whichever way it came.
 #[derive(Debug)]
 pub struct Reply {
@@ -92,7 +97,7 @@ impl Fixture {
     }
 
     pub async fn with_config(config: ApiConfig) -> Fixture {
-        Fixture::with_store(config, |store| Arc::new(store)).await
+        Fixture::with_store(config, upcasting).await
     }
 
     /// The API over `front(store)`: the store itself or something in front
@@ -177,7 +182,7 @@ impl App {
         let store = Store::open(dir.path(), StoreOptions::default())
             .await
             .unwrap();
-        App::serve_store(dir, store.clone(), Arc::new(store), config).await
+        App::serve_store(dir, store.clone(), upcasting(store), config).await
     }
 
     /// Serves the API over `api_store` (the store itself, or something in

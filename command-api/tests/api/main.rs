@@ -18,3 +18,4 @@ mod meddling;
 mod personal;
 mod saga;
 mod shutdown;
+mod upcast;

@@ -117,7 +117,15 @@ impl EventStore for Meddling {
                 .append(
                     &intrusion.stream,
                     ExpectedVersion::StreamExists,
-                    vec![NewEvent::new(intrusion.event_type, intrusion.data.clone())],
+                    // Written as current code would write it.
+                    vec![
+                        NewEvent::new(intrusion.event_type, intrusion.data.clone())
+                            .with_schema_version(
+                                command_api::domain::upcasters()
+                                    .current_version(intrusion.event_type)
+                                    .unwrap_or(1),
+                            ),
+                    ],
                 )
                 .await?;
         }

@@ -41,6 +41,7 @@ async fn personal_data_is_encrypted_and_a_forgotten_customer_still_works() {
         .unwrap();
     let keys = Arc::new(KeyStore::open(dir.path().join("keys")).unwrap());
     let shredding = Arc::new(Shredding::new(store.clone(), keys, shredding_policy()));
+    let layered = crate::harness::upcasting(Shredding::clone(&shredding));
     let config = command_api::ApiConfig {
         customers: command_api::HandlerConfig {
             snapshot_every_events: std::num::NonZeroU64::new(2),
@@ -48,7 +49,7 @@ async fn personal_data_is_encrypted_and_a_forgotten_customer_still_works() {
         },
         ..command_api::ApiConfig::default()
     };
-    let app = App::serve_store(dir.clone(), store, shredding.clone(), config).await;
+    let app = App::serve_store(dir.clone(), store, layered, config).await;
 
     let body = json!({"name": "Hedy Lamarr", "email": "hedy.lamarr@example.org",
                       "credit_limit": eur(100)});

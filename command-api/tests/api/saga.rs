@@ -81,7 +81,7 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        World::with_front(|store| Arc::new(store)).await
+        World::with_front(crate::harness::upcasting).await
     }
 
     /// The handlers (and so the saga) over `front(store)`.

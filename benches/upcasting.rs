@@ -1,0 +1,376 @@
+//! What upcasting costs on the two hot read paths:
+//! `cargo bench --bench upcasting`.
+//!
+//! The four customer event types that carry money get a synthetic chain of
+//! three steps, each a real JSON transformation: v1 → v2 renames `customer`
+//! and `order` to `customer_id` and `order_id`, v2 → v3 renames `cents` to
+//! the money field (`credit_limit` or `amount`), v3 → v4 turns that integer
+//! into money in euros. Version 4 is the shape the domain reads. The same
+//! events are written twice: into a log at version 4 (current) and into a
+//! log at version 1 (every such event needs all three steps). Three
+//! variants of each workload are measured, interleaved in the same run, so
+//! the ratios hold on a loaded machine:
+//!
+//! - `plain`: the current log through the bare store (no upcasting layer);
+//! - `no-op`: the current log through `Upcasting` (what production pays for
+//!   events already at their current version);
+//! - `chain`: the version 1 log through `Upcasting`, three steps per event.
+//!
+//! 1. Aggregate load: one customer stream loaded as the command handler
+//!    loads it (the store's `load`, decode, fold), repeatedly.
+//! 2. Projection catch-up: the reference projections into a fresh SQLite
+//!    view database from an empty checkpoint to the head of a generated
+//!    log (customers and orders; the chain applies to its customer events).
+//!
+//! `ANNALS_BENCH_STREAM_EVENTS` sets the customer stream's length (default
+//! 2,000), `ANNALS_BENCH_LOADS` how many loads are timed per round (default
+//! 100), `ANNALS_BENCH_EVENTS` the size of the projected log (default
+//! 50,000), `ANNALS_BENCH_ROUNDS` the rounds per workload (default 3; the
+//! median round counts).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark aborts on failure"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use command_api::domain::customer::{Customer, CustomerEvent};
+use command_api::{Aggregate, DomainEvent};
+use event_store::{
+    EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
+    Upcasters, Upcasting,
+};
+use projector::generator::Generator;
+use projector::{Projector, ProjectorOptions, TrackState, ViewDb};
+use serde_json::{Value, json};
+
+/// The customer event types that carry money, with that field.
+const MONEY_FIELDS: &[(&str, &str)] = &[
+    ("CustomerRegistered", "credit_limit"),
+    ("CreditLimitChanged", "credit_limit"),
+    ("CreditReserved", "amount"),
+    ("CreditReleased", "amount"),
+];
+
+const CURRENT: u32 = 4;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rename(data: &mut Value, from: &str, to: &str) -> Result<(), String> {
+    let object = data.as_object_mut().ok_or("not a JSON object")?;
+    if let Some(value) = object.remove(from) {
+        object.insert(to.to_owned(), value);
+    }
+    Ok(())
+}
+
+fn money_field(event_type: &str) -> Option<&'static str> {
+    MONEY_FIELDS
+        .iter()
+        .find(|(t, _)| *t == event_type)
+        .map(|(_, f)| *f)
+}
+
+/// The synthetic chain v1 → v2 → v3 → v4 for the money events.
+fn chain() -> Upcasters {
+    MONEY_FIELDS
+        .iter()
+        .fold(Upcasters::new(), |upcasters, &(event_type, field)| {
+            upcasters
+                .current(event_type, CURRENT)
+                .step(event_type, 1, |mut v| {
+                    rename(&mut v, "customer", "customer_id")?;
+                    rename(&mut v, "order", "order_id")?;
+                    Ok(v)
+                })
+                .step(event_type, 2, move |mut v| {
+                    rename(&mut v, "cents", field)?;
+                    Ok(v)
+                })
+                .step(event_type, 3, move |mut v| {
+                    let amount = v[field]
+                        .as_i64()
+                        .ok_or_else(|| format!("{field} is not an integer"))?;
+                    v[field] = json!({"amount": amount, "currency": "EUR"});
+                    Ok(v)
+                })
+        })
+}
+
+/// The event as the version 1 writer wrote it (the chain backwards), or at
+/// version 4 for the current log.
+fn at_version(mut event: NewEvent, old: bool) -> NewEvent {
+    let Some(field) = money_field(&event.event_type) else {
+        return event;
+    };
+    if !old {
+        event.schema_version = CURRENT;
+        return event;
+    }
+    let mut v: Value = serde_json::from_slice(&event.data).unwrap();
+    let cents = v[field]["amount"].as_i64().unwrap();
+    v[field] = json!(cents);
+    rename(&mut v, field, "cents").unwrap();
+    rename(&mut v, "customer_id", "customer").unwrap();
+    rename(&mut v, "order_id", "order").unwrap();
+    event.data = serde_json::to_vec(&v).unwrap().into();
+    event.schema_version = 1;
+    event
+}
+
+/// Writes `appends` into a fresh store under `dir`, in the given version.
+async fn write_log(dir: &std::path::Path, appends: &[Vec<StreamAppend>], old: bool) -> Store {
+    let store = Store::open(dir, StoreOptions::default()).await.unwrap();
+    for batch in appends {
+        let batch = batch
+            .iter()
+            .map(|a| {
+                StreamAppend::new(
+                    a.stream_id.clone(),
+                    a.expected,
+                    a.events
+                        .iter()
+                        .map(|e| at_version(e.clone(), old))
+                        .collect(),
+                )
+            })
+            .collect();
+        store.append_many(batch).await.unwrap();
+    }
+    store
+}
+
+/// One customer's stream: registered, then reservations and releases, with
+/// a limit change now and then.
+fn customer_stream(events: usize) -> (StreamId, Vec<Vec<StreamAppend>>) {
+    let id = uuid::Uuid::new_v4();
+    let stream = StreamId::new(format!("customer-{id}")).unwrap();
+    let eur = |amount: i64| json!({"amount": amount, "currency": "EUR"});
+    let mut data = vec![(
+        "CustomerRegistered",
+        json!({"customer_id": id, "name": "Ada Lovelace", "email": "ada@example.com",
+               "credit_limit": eur(1_000_000)}),
+    )];
+    let mut order = uuid::Uuid::new_v4();
+    while data.len() < events {
+        let i = data.len() as i64;
+        data.push(match i % 5 {
+            0 => (
+                "CreditLimitChanged",
+                json!({"customer_id": id, "credit_limit": eur(1_000_000 + i)}),
+            ),
+            1 | 3 => {
+                order = uuid::Uuid::new_v4();
+                (
+                    "CreditReserved",
+                    json!({"customer_id": id, "order_id": order, "amount": eur(100 + i)}),
+                )
+            }
+            _ => (
+                "CreditReleased",
+                json!({"customer_id": id, "order_id": order, "amount": eur(99 + i)}),
+            ),
+        });
+    }
+    let events = data
+        .into_iter()
+        .map(|(t, v)| NewEvent::json(t, &v).unwrap())
+        .collect::<Vec<_>>();
+    let appends = events
+        .chunks(100)
+        .map(|chunk| {
+            vec![StreamAppend::new(
+                stream.clone(),
+                ExpectedVersion::Any,
+                chunk.to_vec(),
+            )]
+        })
+        .collect();
+    (stream, appends)
+}
+
+/// Loads the customer as the command handler does: every event, decoded at
+/// the domain's version (the chain's version 4 is the domain's current
+/// shape), folded.
+async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
+    let domain = command_api::domain::upcasters();
+    let loaded = store.load(stream, None).await.unwrap();
+    let mut state = Customer::default();
+    for e in &loaded.events {
+        let version = domain.current_version(&e.event_type).unwrap_or(1);
+        let event = CustomerEvent::decode(&e.event_type, version, &e.data).unwrap();
+        state.apply(&event);
+    }
+    assert!(state.is_registered());
+    state
+}
+
+/// Events per second over `loads` loads of `stream`.
+async fn load_rate(store: &dyn EventStore, stream: &StreamId, loads: usize, events: usize) -> f64 {
+    let started = Instant::now();
+    for _ in 0..loads {
+        std::hint::black_box(load(store, stream).await);
+    }
+    (loads * events) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Events per second of the reference projections catching up from an
+/// empty SQLite database to `head`.
+async fn catch_up_rate(store: Arc<dyn EventStore>, head: Position) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = ViewDb::open_in_data_dir(dir.path()).await.unwrap();
+    let projector = Projector::builder(store, db.clone())
+        .options(ProjectorOptions::default())
+        .reference_projections()
+        .build()
+        .unwrap();
+    let handle = projector.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let task = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    loop {
+        let status = handle.status().await.unwrap();
+        if let Some(p) = status.iter().find(|p| p.state == TrackState::Failed) {
+            panic!("projection {} failed: {:?}", p.name, p.last_error);
+        }
+        if status.iter().all(|p| p.position >= head.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    db.close().await;
+    head.0 as f64 / elapsed.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Variants {
+    plain: Arc<dyn EventStore>,
+    no_op: Arc<dyn EventStore>,
+    chain: Arc<dyn EventStore>,
+}
+
+impl Variants {
+    async fn new(root: &std::path::Path, name: &str, appends: &[Vec<StreamAppend>]) -> Self {
+        let current = write_log(&root.join(format!("{name}-v4")), appends, false).await;
+        let old = write_log(&root.join(format!("{name}-v1")), appends, true).await;
+        Self {
+            plain: Arc::new(current.clone()),
+            no_op: Arc::new(Upcasting::new(current, chain()).unwrap()),
+            chain: Arc::new(Upcasting::new(old, chain()).unwrap()),
+        }
+    }
+
+    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 3] {
+        [
+            ("plain", &self.plain),
+            ("no-op", &self.no_op),
+            ("chain", &self.chain),
+        ]
+    }
+}
+
+fn report(workload: &str, unit: &str, rates: &[(&str, Vec<f64>)]) {
+    let plain = median(rates[0].1.clone());
+    println!("{workload}");
+    for (name, runs) in rates {
+        let rate = median(runs.clone());
+        println!(
+            "  {name:<6} {rate:>12.0} {unit}  {:>6.3} × plain  (cost {:>5.1} %)",
+            rate / plain,
+            (1.0 - rate / plain) * 100.0
+        );
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let stream_events: usize = env_or("ANNALS_BENCH_STREAM_EVENTS", 2_000);
+    let loads: usize = env_or("ANNALS_BENCH_LOADS", 100);
+    let log_events: u64 = env_or("ANNALS_BENCH_EVENTS", 50_000);
+    let rounds: usize = env_or("ANNALS_BENCH_ROUNDS", 3).max(1);
+    let root = tempfile::tempdir().unwrap();
+
+    let (stream, appends) = customer_stream(stream_events);
+    let stores = Variants::new(root.path(), "aggregate", &appends).await;
+    // Warm the page cache and the allocator before timing.
+    for (_, store) in stores.all() {
+        load(store.as_ref(), &stream).await;
+    }
+    let mut rates: Vec<(&str, Vec<f64>)> = stores.all().iter().map(|(n, _)| (*n, vec![])).collect();
+    for _ in 0..rounds {
+        for (i, (_, store)) in stores.all().iter().enumerate() {
+            rates[i]
+                .1
+                .push(load_rate(store.as_ref(), &stream, loads, stream_events).await);
+        }
+    }
+    report(
+        &format!(
+            "Aggregate load: a customer stream of {stream_events} events, {loads} loads per round, median of {rounds} rounds"
+        ),
+        "events/s",
+        &rates,
+    );
+
+    // Consecutive appends to distinct streams share one atomic append, as
+    // the command side's group commits would (and as the generator's own
+    // `append_events` packs them).
+    let mut generator = Generator::new(42);
+    let mut log: Vec<Vec<StreamAppend>> = vec![Vec::new()];
+    let mut upcast = 0u64;
+    while generator.events() < log_events {
+        let append = generator.next_append().unwrap();
+        upcast += append
+            .events
+            .iter()
+            .filter(|e| money_field(&e.event_type).is_some())
+            .count() as u64;
+        let batch = log.last_mut().unwrap();
+        if batch.len() >= 64 || batch.iter().any(|a| a.stream_id == append.stream_id) {
+            log.push(vec![append]);
+        } else {
+            batch.push(append);
+        }
+    }
+    let head = Position(generator.events());
+    let stores = Variants::new(root.path(), "log", &log).await;
+    let mut rates: Vec<(&str, Vec<f64>)> = stores.all().iter().map(|(n, _)| (*n, vec![])).collect();
+    for _ in 0..rounds {
+        for (i, (_, store)) in stores.all().iter().enumerate() {
+            rates[i].1.push(catch_up_rate((*store).clone(), head).await);
+        }
+    }
+    report(
+        &format!(
+            "Projection catch-up into SQLite: {} events ({upcast} of them customer money events the chain applies to), median of {rounds} rounds",
+            head.0
+        ),
+        "events/s",
+        &rates,
+    );
+}
