@@ -1,86 +1,174 @@
-//! The right to be forgotten through `annals serve`: after
-//! `POST /customers/{id}/forget` the customer's name and email are gone from
-//! the event log and from the views, the credit line keeps working, and
-//! asking again is harmless.
+//! The right to be forgotten through `annals serve`, checked on the bytes of
+//! the data directory. A customer's name and email never reach the event
+//! log or the snapshots in clear; after `DELETE
+//! /customers/{id}/personal-data` they are in no file of the data directory
+//! at all (log, snapshots, keys, the SQLite views with their WAL and
+//! shared-memory files), neither while `serve` runs nor after it stopped.
+//! The query API and a rebuilt view show `[erased]`, the credit line keeps
+//! working, and asking again is harmless. A damaged or missing key is an
+//! error, never an erasure.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::process::Proc;
 use crate::split::{command, eur, http, query_at, wait_ready};
 
-/// Files under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+/// Files under `dir` whose raw bytes contain any of `needles`, with the
+/// needle found. Files that vanish while the directory is walked (a
+/// running process renames and removes temporary files) are skipped.
+fn files_containing(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
     let mut hits = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            hits.extend(files_containing(&path, needle));
-        } else if std::fs::read(&path)
-            .unwrap()
-            .windows(needle.len())
-            .any(|w| w == needle)
-        {
-            hits.push(path);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => panic!("reading {}: {e}", path.display()),
+            };
+            for needle in needles {
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    hits.push((path.clone(), (*needle).to_owned()));
+                }
+            }
         }
     }
     hits
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forgotten_customer_is_erased_from_log_and_views_and_keeps_its_credit_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let serve = Proc::start(
+/// Waits (bounded) until no file under `dir` holds any of `needles`: the
+/// view database drops its old page images right after the batch that
+/// erased them commits, which is a moment after the query API shows it.
+async fn wait_until_gone(dir: &Path, needles: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hits = files_containing(dir, needles);
+        if hits.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "personal data still on disk 20 s after the erasure: {hits:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delete(http: &reqwest::Client, url: &str) -> (u16, Value) {
+    let response = http.delete(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn serve(dir: &Path) -> Proc {
+    Proc::start(
         &[
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
             "--snapshot-every-events",
             "2",
         ],
         "listening on",
-    );
-    let url = &serve.url;
-    let http = http();
-    wait_ready(&http, url).await;
+    )
+}
 
-    let (status, body) = command(
+/// Rebuilds the customers view of the `serve` at `url` through the CLI.
+fn rebuild(url: &str) {
+    let out = crate::process::output_within(
+        crate::process::annals().args(["rebuild", "customers", "--url", url]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const NAME: &str = "Hedy Lamarr";
+const EMAIL: &str = "hedy.lamarr@example.org";
+/// How the customers view keeps the name for case-insensitive search.
+const NAME_FOLDED: &str = "hedy lamarr";
+const NEEDLES: [&str; 3] = [NAME, EMAIL, NAME_FOLDED];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_credit_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut serve = serve(data);
+    let url = serve.url.clone();
+    let http = http();
+    wait_ready(&http, &url).await;
+
+    // Registered with an idempotency key, so its record is on disk too.
+    let response = http
+        .post(format!("{url}/customers"))
+        .header("idempotency-key", "register-hedy")
+        .json(&json!({"name": NAME, "email": EMAIL, "credit_limit": eur(1_000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: Value = response.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_string();
+    // Another customer, never forgotten: the scan must find their name in
+    // the views, or it proves nothing.
+    let (status, other) = command(
         &http,
         &format!("{url}/customers"),
-        &json!({"name": "Hedy Lamarr", "email": "hedy.lamarr@example.org",
+        &json!({"name": "Grace Hopper", "email": "grace.hopper@example.org",
                 "credit_limit": eur(1_000)}),
     )
     .await;
-    assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
+    assert_eq!(status, 201, "{other}");
+
     let reserve =
         |amount| json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(amount)});
     let reservations = format!("{url}/customers/{id}/reservations");
-    for amount in [100, 200] {
+    let mut position = 0;
+    for amount in [100, 200, 1] {
         let (status, body) = command(&http, &reservations, &reserve(amount)).await;
         assert_eq!(status, 200, "{body}");
+        position = body["position"].as_u64().unwrap();
     }
-    // The log and snapshots hold the personal data encrypted only.
-    let events = dir.path().join("events");
-    let snapshots = dir.path().join("snapshots");
-    for needle in [&b"Hedy Lamarr"[..], b"hedy.lamarr@example.org"] {
-        assert!(files_containing(&events, needle).is_empty());
-        assert!(files_containing(&snapshots, needle).is_empty());
+    // The log, the snapshots and the keys hold the personal data encrypted
+    // only.
+    for part in ["events", "snapshots", "keys"] {
+        let hits = files_containing(&data.join(part), &NEEDLES);
+        assert!(hits.is_empty(), "{hits:?}");
     }
-    let (_, body) = command(&http, &reservations, &reserve(1)).await;
-    let seen = query_at(
-        &http,
-        &format!("{url}/customers/{id}"),
-        body["position"].as_u64().unwrap(),
-    )
-    .await;
-    assert_eq!(seen["name"], "Hedy Lamarr");
+    assert!(
+        std::fs::read_dir(data.join("snapshots")).unwrap().count() > 0,
+        "the test means to cover snapshot files"
+    );
+    let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
+    assert_eq!(seen["name"], NAME);
+    assert!(
+        !files_containing(data, &["Grace Hopper"]).is_empty(),
+        "the views hold a name in clear before anyone is forgotten"
+    );
 
-    let forget = format!("{url}/customers/{id}/forget");
-    let (status, body) = command(&http, &forget, &json!({})).await;
+    // A rebuild before the erasure drops the old table, whose pages (with
+    // the name in clear) go to SQLite's free list: they must not survive
+    // the erasure either.
+    rebuild(&url);
+
+    let erase = format!("{url}/customers/{id}/personal-data");
+    let (status, body) = delete(&http, &erase).await;
     assert_eq!(status, 200, "{body}");
     let position = body["position"].as_u64().unwrap();
     let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
@@ -95,36 +183,131 @@ async fn a_forgotten_customer_is_erased_from_log_and_views_and_keeps_its_credit_
     .await;
     assert_eq!(found["items"], json!([]), "{found}");
 
-    // Again: nothing new to record, still a success.
-    let (status, again) = command(&http, &forget, &json!({})).await;
+    // Nothing on disk any more, while serve runs (views.sqlite, its -wal
+    // and -shm, segments, snapshots, keys, idempotency records).
+    wait_until_gone(data, &NEEDLES).await;
+    assert!(
+        !files_containing(data, &["Grace Hopper"]).is_empty(),
+        "only the forgotten customer is erased"
+    );
+
+    // Again, and through the older route: nothing new, still a success.
+    let (status, again) = delete(&http, &erase).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["version"], body["version"]);
+    let (status, alias) = command(&http, &format!("{url}/customers/{id}/forget"), &json!({})).await;
+    assert_eq!(status, 200, "{alias}");
+    assert_eq!(alias["version"], body["version"]);
 
-    // The credit line still works, decided on the erased state.
+    // The credit line still works, decided on the erased state (the
+    // snapshots written before the erasure can no longer be read).
     let (status, body) = command(&http, &reservations, &reserve(699)).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = command(&http, &reservations, &reserve(1)).await;
     assert_eq!(status, 422, "{body}");
 
     // Unknown customers are 404.
-    let (status, body) = command(
+    let (status, body) = delete(
         &http,
-        &format!("{url}/customers/{}/forget", uuid::Uuid::new_v4()),
-        &json!({}),
+        &format!("{url}/customers/{}/personal-data", uuid::Uuid::new_v4()),
     )
     .await;
     assert_eq!(status, 404, "{body}");
 
     // A rebuild from the log brings no personal data back.
-    let out = crate::process::output_within(
-        crate::process::annals().args(["rebuild", "customers", "--url", url]),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rebuild(&url);
     let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
     assert_eq!(seen["name"], "[erased]", "{seen}");
+    assert_eq!(seen["email"], "[erased]", "{seen}");
+    let other = query_at(
+        &http,
+        &format!("{url}/customers/{}", other["id"].as_str().unwrap()),
+        position,
+    )
+    .await;
+    assert_eq!(other["name"], "Grace Hopper", "{other}");
+    wait_until_gone(data, &NEEDLES).await;
+
+    // And after a graceful stop.
+    assert!(serve.terminate().success());
+    let hits = files_containing(data, &NEEDLES);
+    assert!(hits.is_empty(), "{hits:?}");
+}
+
+/// The key file of the only customer in `data`.
+fn key_file(data: &Path) -> PathBuf {
+    let keys: Vec<PathBuf> = std::fs::read_dir(data.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "key"))
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_missing_key_file_is_reported_not_taken_for_an_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let http = http();
+    let mut first = serve(data);
+    wait_ready(&http, &first.url).await;
+    let (status, body) = command(
+        &http,
+        &format!("{}/customers", first.url),
+        &json!({"name": NAME, "email": EMAIL, "credit_limit": eur(1_000)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let position = body["position"].as_u64().unwrap();
+    // The view has the customer before the key is damaged (a projector that
+    // had still to read the event would stop on it and report why).
+    let seen = query_at(&http, &format!("{}/customers/{id}", first.url), position).await;
+    assert_eq!(seen["name"], NAME);
+    assert!(first.terminate().success());
+
+    let key = key_file(data);
+    let mut bytes = std::fs::read(&key).unwrap();
+    bytes[20] ^= 0x40;
+    std::fs::write(&key, &bytes).unwrap();
+
+    let reserve = json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(1)});
+    for damage in ["damaged", "missing"] {
+        if damage == "missing" {
+            std::fs::remove_file(&key).unwrap();
+        }
+        let mut serve = serve(data);
+        let url = serve.url.clone();
+        wait_ready(&http, &url).await;
+        // Commands on the customer load its events, which no longer
+        // decrypt: refused, with a problem that says why.
+        for (status, body) in [
+            command(
+                &http,
+                &format!("{url}/customers/{id}/reservations"),
+                &reserve,
+            )
+            .await,
+            delete(&http, &format!("{url}/customers/{id}/personal-data")).await,
+        ] {
+            assert_eq!(status, 500, "{damage}: {body}");
+            assert_eq!(
+                body["type"], "urn:annals:problem:personal-data-unreadable",
+                "{damage}: {body}"
+            );
+        }
+        // Nothing was recorded as an erasure: the view still has the data.
+        let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
+        assert_eq!(seen["name"], NAME, "{damage}: {seen}");
+        assert!(
+            std::fs::read_dir(data.join("keys")).unwrap().all(|e| e
+                .unwrap()
+                .path()
+                .extension()
+                .is_none_or(|x| x != "erased")),
+            "{damage}: no erasure record was written"
+        );
+        assert!(serve.terminate().success());
+    }
 }

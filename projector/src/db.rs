@@ -3,14 +3,32 @@
 //! written once for both. Opening applies the schema in `migrations/` with
 //! sqlx's migrator, which records what it applied and is a no-op the second
 //! time.
+//!
+//! **Erased personal data on SQLite.** Overwriting a row is not enough for
+//! the old bytes to leave the disk: SQLite leaves deleted cells and freed
+//! pages as they were, and in WAL mode the pages a transaction changed are
+//! appended to the `-wal` file while older images of them stay there (and
+//! in the database file) until a checkpoint. So every connection runs with
+//! `secure_delete = ON` (deleted content and freed pages are zeroed), and a
+//! write transaction that erased personal data ([`WriteTx::erased_personal_data`])
+//! is followed, once it committed, by `wal_checkpoint(TRUNCATE)`: the new
+//! page images overwrite the old ones in the database file and the WAL is
+//! emptied. A checkpoint that cannot finish (readers holding an older
+//! snapshot) is retried a few times at once, then after every later write
+//! transaction and in the background, with a warning each time, until it
+//! does; opening the database runs one too, for an erasure whose checkpoint
+//! a crash interrupted. PostgreSQL keeps old row versions until `VACUUM`
+//! and in its WAL; nothing here changes that (see ARCHITECTURE.md).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::checkpoint::{self, Checkpoint, Track};
@@ -18,6 +36,16 @@ use crate::error::{Error, Result};
 
 /// The file name of the SQLite view database inside a data directory.
 pub const SQLITE_FILE_NAME: &str = "views.sqlite";
+
+/// Checkpoints tried at once after an erasure before the rest is left to
+/// later write transactions and the background retry.
+const PURGE_ATTEMPTS: u32 = 4;
+/// How long one checkpoint attempt waits for readers of an older snapshot
+/// (SQLite's busy handler). The write gate is held meanwhile, so this
+/// bounds the pause of the projector's writes.
+const PURGE_BUSY_TIMEOUT_MS: u64 = 100;
+/// The background retry's longest wait between checkpoints.
+const PURGE_RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -93,6 +121,14 @@ struct Inner {
     /// SQLite's own lock and the busy timeout.
     write_gate: Arc<Mutex<()>>,
     description: String,
+    /// SQLite: the busy timeout of every connection, restored after a
+    /// checkpoint ran with a shorter one.
+    busy_timeout_ms: u64,
+    /// SQLite: an erasure committed and the WAL may still hold the old page
+    /// images. Cleared only by a checkpoint that completed.
+    purge_pending: AtomicBool,
+    /// SQLite: the background retry of the checkpoint is running.
+    purge_retrying: AtomicBool,
 }
 
 /// A write transaction on the view database. Dropping it without
@@ -100,7 +136,9 @@ struct Inner {
 #[derive(Debug)]
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
-    _gate: Option<OwnedMutexGuard<()>>,
+    gate: Option<OwnedMutexGuard<()>>,
+    db: Arc<Inner>,
+    erased: bool,
 }
 
 impl WriteTx {
@@ -109,8 +147,33 @@ impl WriteTx {
         &mut self.tx
     }
 
+    /// Declares that this transaction overwrites or deletes personal data,
+    /// so that once it commits the old bytes are purged from the files the
+    /// database keeps beside its live pages (see the module documentation).
+    pub fn erased_personal_data(&mut self) {
+        self.erased = true;
+    }
+
+    /// Commits. After an erasure the WAL is purged before the write gate is
+    /// released; a purge that cannot finish yet does not fail the commit (it
+    /// is logged and retried until it succeeds).
     pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
+        let WriteTx {
+            tx,
+            gate,
+            db,
+            erased,
+        } = self;
+        tx.commit().await?;
+        if db.dialect == Dialect::Sqlite {
+            if erased {
+                db.purge_pending.store(true, Ordering::SeqCst);
+            }
+            if db.purge_pending.load(Ordering::SeqCst) {
+                db.purge(PURGE_ATTEMPTS).await;
+            }
+        }
+        drop(gate);
         Ok(())
     }
 
@@ -162,12 +225,19 @@ impl ViewDb {
                 // syncs both; 16,384 pages (64 MiB with 4 KiB pages) between
                 // checkpoints instead of 1,000 lets a page changed by several
                 // batches be copied and synced once. Neither changes what a
-                // commit guarantees. The pragma text is built from numbers
-                // only.
+                // commit guarantees.
+                //
+                // `secure_delete = ON` zeroes deleted cells, the old version
+                // of an updated row and index entry, and pages put on the
+                // free list (a dropped table's), so that erased personal
+                // data is not left in the file's unused space.
+                //
+                // The pragma text is built from numbers only.
                 let pragmas = format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -{cache_kib}; \
-                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384;"
+                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
+                     PRAGMA secure_delete = ON;"
                 );
                 let with_pragmas = |options: AnyPoolOptions| {
                     let pragmas = pragmas.clone();
@@ -232,15 +302,25 @@ impl ViewDb {
         };
         migrator.run(&pool).await?;
         tracing::debug!(database = %description, "view database open, schema up to date");
-        Ok(ViewDb {
-            inner: Arc::new(Inner {
-                pool,
-                write_pool,
-                dialect,
-                write_gate: Arc::new(Mutex::new(())),
-                description,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            pool,
+            write_pool,
+            dialect,
+            write_gate: Arc::new(Mutex::new(())),
+            description,
+            busy_timeout_ms: u64::try_from(options.sqlite_busy_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+            purge_pending: AtomicBool::new(false),
+            purge_retrying: AtomicBool::new(false),
+        });
+        if dialect == Dialect::Sqlite {
+            // Whether an erasure's purge was cut short by a crash is not
+            // recorded anywhere; one checkpoint at open covers it.
+            inner.purge_pending.store(true, Ordering::SeqCst);
+            let _gate = inner.write_gate.clone().lock_owned().await;
+            inner.purge(1).await;
+        }
+        Ok(ViewDb { inner })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -267,12 +347,16 @@ impl ViewDb {
                 let tx = self.inner.write_pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(WriteTx {
                     tx,
-                    _gate: Some(gate),
+                    gate: Some(gate),
+                    db: self.inner.clone(),
+                    erased: false,
                 })
             }
             Dialect::Postgres => Ok(WriteTx {
                 tx: self.inner.pool.begin().await?,
-                _gate: None,
+                gate: None,
+                db: self.inner.clone(),
+                erased: false,
             }),
         }
     }
@@ -306,10 +390,138 @@ impl ViewDb {
         checkpoint::load_all(&mut conn).await
     }
 
-    /// Closes every connection; later calls fail.
+    /// SQLite: whether erased personal data may still be in the WAL
+    /// because no checkpoint could complete since the erasure (it is being
+    /// retried). Always `false` on PostgreSQL.
+    pub fn purge_pending(&self) -> bool {
+        self.inner.purge_pending.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection; later calls fail. A purge still pending is
+    /// tried once more first.
     pub async fn close(&self) {
+        if self.purge_pending() {
+            let _gate = self.inner.write_gate.clone().lock_owned().await;
+            self.inner.purge(1).await;
+        }
         self.inner.pool.close().await;
         self.inner.write_pool.close().await;
+    }
+}
+
+impl Inner {
+    /// Up to `attempts` checkpoints that empty the WAL, while the caller
+    /// holds the write gate. Success clears the pending purge; failure
+    /// leaves it for the next write transaction and starts the background
+    /// retry. Returns whether the WAL was emptied.
+    async fn purge(self: &Arc<Self>, attempts: u32) -> bool {
+        let mut delay = Duration::from_millis(20);
+        for attempt in 1..=attempts {
+            match self.checkpoint_truncate().await {
+                Ok(true) => {
+                    self.purge_pending.store(false, Ordering::SeqCst);
+                    tracing::debug!(database = %self.description, "WAL checkpointed and emptied");
+                    return true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(database = %self.description, error = %e, attempt, "WAL checkpoint failed");
+                }
+            }
+            if attempt < attempts {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        tracing::warn!(
+            database = %self.description,
+            "the WAL could not be emptied after erasing personal data (readers hold an older \
+             snapshot, or another process writes); the old page images stay in the -wal file \
+             until a checkpoint succeeds, which is retried"
+        );
+        self.retry_in_background();
+        false
+    }
+
+    /// One `wal_checkpoint(TRUNCATE)` on the writing connection, waiting at
+    /// most [`PURGE_BUSY_TIMEOUT_MS`] for readers. `Ok(false)`: it could
+    /// not complete.
+    async fn checkpoint_truncate(&self) -> Result<bool> {
+        let mut conn = self.write_pool.acquire().await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {PURGE_BUSY_TIMEOUT_MS}"
+        )))
+        .await?;
+        let result = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *conn)
+            .await;
+        // Restore the connection's own timeout even if the checkpoint
+        // failed; until then its writes would give up early (and be
+        // retried as transient).
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "PRAGMA busy_timeout = {}",
+            self.busy_timeout_ms
+        )))
+        .await?;
+        // The first column is 1 when the checkpoint could not complete.
+        let busy: i64 = result?.try_get(0)?;
+        Ok(busy == 0)
+    }
+
+    /// Retries the purge with growing pauses until it succeeds or the
+    /// database is closed. At most one such task runs.
+    fn retry_in_background(self: &Arc<Self>) {
+        if self.purge_retrying.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(delay).await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                if inner.write_pool.is_closed() {
+                    return;
+                }
+                if !inner.purge_pending.load(Ordering::SeqCst) {
+                    inner.purge_retrying.store(false, Ordering::SeqCst);
+                    // An erasure whose own purge failed just now found this
+                    // task still running and started none.
+                    if inner.purge_pending.load(Ordering::SeqCst) {
+                        inner.retry_in_background();
+                    }
+                    return;
+                }
+                let gate = inner.write_gate.clone().lock_owned().await;
+                let done = match inner.checkpoint_truncate().await {
+                    Ok(true) => true,
+                    Ok(false) => false,
+                    Err(e) => {
+                        tracing::debug!(database = %inner.description, error = %e, "WAL checkpoint failed");
+                        false
+                    }
+                };
+                if done {
+                    inner.purge_pending.store(false, Ordering::SeqCst);
+                    inner.purge_retrying.store(false, Ordering::SeqCst);
+                    drop(gate);
+                    tracing::info!(
+                        database = %inner.description,
+                        "the WAL was emptied; erased personal data is gone from it"
+                    );
+                    return;
+                }
+                drop(gate);
+                tracing::warn!(
+                    database = %inner.description,
+                    retry_in = ?delay,
+                    "the WAL still holds page images from before an erasure; retrying its checkpoint"
+                );
+                delay = (delay * 2).min(PURGE_RETRY_DELAY_MAX);
+            }
+        });
     }
 }
 
@@ -465,6 +677,121 @@ mod tests {
             sqlite_url(Path::new("/data dir/v#1?.db")).unwrap(),
             "sqlite:///data%20dir/v%231%3F.db"
         );
+    }
+
+    /// Files in `dir` whose bytes contain `needle`.
+    fn holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                std::fs::read(p)
+                    .unwrap()
+                    .windows(needle.len())
+                    .any(|w| w == needle)
+            })
+            .map(|p| p.display().to_string())
+            .collect()
+    }
+
+    async fn write(db: &ViewDb, sql: &str, erased: bool) {
+        let mut tx = db.begin_write().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        if erased {
+            tx.erased_personal_data();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_erasure_leaves_no_old_bytes_once_readers_let_the_checkpoint_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ViewDb::open(&sqlite_url(&dir.path().join("v.sqlite")).unwrap())
+            .await
+            .unwrap();
+        write(
+            &db,
+            "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+            false,
+        )
+        .await;
+        write(&db, "CREATE INDEX people_by_name ON people (name)", false).await;
+        write(
+            &db,
+            "INSERT INTO people VALUES ('a', 'Hedy Lamarr'), ('b', 'Grace Hopper')",
+            false,
+        )
+        .await;
+        assert!(!holding(dir.path(), b"Hedy Lamarr").is_empty());
+
+        // A reader holds a snapshot from before the erasure: the WAL cannot
+        // be emptied under it.
+        let mut reader = db.begin_read().await.unwrap();
+        let name: String = sqlx::query("SELECT name FROM people WHERE id = 'a'")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(name, "Hedy Lamarr");
+        write(
+            &db,
+            "UPDATE people SET name = '[erased]' WHERE id = 'a'",
+            true,
+        )
+        .await;
+        assert!(db.purge_pending());
+        assert!(!holding(dir.path(), b"Hedy Lamarr").is_empty());
+
+        // Once it is gone, the next write transaction finishes the purge.
+        reader.rollback().await.unwrap();
+        write(
+            &db,
+            "INSERT INTO people VALUES ('c', 'Ada Lovelace')",
+            false,
+        )
+        .await;
+        assert!(!db.purge_pending());
+        assert_eq!(holding(dir.path(), b"Hedy Lamarr"), Vec::<String>::new());
+        assert!(!holding(dir.path(), b"Grace Hopper").is_empty());
+        db.close().await;
+        assert_eq!(holding(dir.path(), b"Hedy Lamarr"), Vec::<String>::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_left_pending_is_finished_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ViewDb::open(&sqlite_url(&dir.path().join("v.sqlite")).unwrap())
+            .await
+            .unwrap();
+        write(
+            &db,
+            "CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+            false,
+        )
+        .await;
+        write(&db, "INSERT INTO people VALUES ('a', 'Hedy Lamarr')", false).await;
+        let mut reader = db.begin_read().await.unwrap();
+        sqlx::query("SELECT name FROM people")
+            .fetch_all(&mut *reader)
+            .await
+            .unwrap();
+        write(&db, "DELETE FROM people WHERE id = 'a'", true).await;
+        assert!(db.purge_pending());
+        reader.rollback().await.unwrap();
+        // No further write comes: the retry (after 1 s) does it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db.purge_pending() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the purge was not retried"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(holding(dir.path(), b"Hedy Lamarr"), Vec::<String>::new());
+        db.close().await;
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub struct ViewTx<'a> {
     conn: &'a mut AnyConnection,
     dialect: Dialect,
     tables: &'a TableNames,
+    erased: bool,
 }
 
 impl<'a> ViewTx<'a> {
@@ -96,7 +97,21 @@ impl<'a> ViewTx<'a> {
             conn,
             dialect,
             tables,
+            erased: false,
         }
+    }
+
+    /// Declares that this batch overwrote or deleted personal data (an
+    /// erasure). Once the transaction commits, the view database purges
+    /// the copies of the old bytes it keeps outside the live rows (on
+    /// SQLite, the WAL); see [`crate::WriteTx::erased_personal_data`].
+    pub fn erased_personal_data(&mut self) {
+        self.erased = true;
+    }
+
+    /// Whether the handler declared an erasure.
+    pub(crate) fn erased(&self) -> bool {
+        self.erased
     }
 
     /// The connection, inside the batch's transaction.

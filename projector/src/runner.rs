@@ -644,12 +644,16 @@ impl TrackRunner<'_> {
             return Ok(Attempt::Conflict);
         }
         if !wanted.is_empty() {
-            let applied = {
+            let (applied, erased) = {
                 let mut view = ViewTx::new(tx.conn(), db.dialect(), self.tables());
-                AssertUnwindSafe(self.reg.projection.apply(&mut view, wanted))
+                let applied = AssertUnwindSafe(self.reg.projection.apply(&mut view, wanted))
                     .catch_unwind()
-                    .await
+                    .await;
+                (applied, view.erased())
             };
+            if erased {
+                tx.erased_personal_data();
+            }
             let fault = match applied {
                 Ok(Ok(())) => None,
                 Ok(Err(ApplyError::Database(e))) if is_transient_sql(&e) => {

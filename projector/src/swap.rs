@@ -272,6 +272,9 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
                 drop(tx);
                 return Ok(postponed);
             }
+            if view.erased() {
+                tx.erased_personal_data();
+            }
         }
         position = live_position;
     }

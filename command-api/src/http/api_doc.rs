@@ -31,6 +31,7 @@ use crate::idempotency::IdempotencyKey;
         routes::change_credit_limit,
         routes::reserve_credit,
         routes::release_credit,
+        routes::erase_personal_data,
         routes::forget_customer,
         routes::place_order,
         routes::approve_order,
@@ -291,8 +292,11 @@ impl utoipa::IntoResponses for CommandProblems {
                 "500",
                 problem(format!(
                     "`{}`: the server failed; retry with the same `Idempotency-Key` to learn \
-                     whether the command was applied.",
-                    kind::INTERNAL
+                     whether the command was applied; `{}`: the aggregate's personal data \
+                     cannot be decrypted because its key is missing or damaged (not erased), \
+                     nothing was written.",
+                    kind::INTERNAL,
+                    kind::PERSONAL_DATA_UNREADABLE,
                 )),
             ),
             (
@@ -396,6 +400,7 @@ mod tests {
         let creating = ["/customers", "/orders"];
         let optional_body = [
             "/customers/{id}/reservations/{order_id}/release",
+            "/customers/{id}/personal-data",
             "/customers/{id}/forget",
             "/orders/{id}/approve",
             "/orders/{id}/cancel",
@@ -409,7 +414,8 @@ mod tests {
             if !creates {
                 expected.insert("404".to_owned());
             }
-            if path == "/customers/{id}/forget" {
+            if ["/customers/{id}/personal-data", "/customers/{id}/forget"].contains(&path.as_str())
+            {
                 // A store without personal-data keys cannot forget.
                 expected.insert("501".to_owned());
             }
@@ -488,6 +494,20 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn the_older_erasure_route_is_documented_as_a_deprecated_alias() {
+        let doc = document();
+        let erase = &doc["paths"]["/customers/{id}/personal-data"]["delete"];
+        let alias = &doc["paths"]["/customers/{id}/forget"]["post"];
+        assert_ne!(erase["deprecated"], true, "{erase}");
+        assert_eq!(alias["deprecated"], true, "{alias}");
+        let summary = alias["summary"].as_str().expect("a summary");
+        assert!(
+            summary.contains("DELETE /customers/{id}/personal-data"),
+            "{summary}"
+        );
     }
 
     #[test]

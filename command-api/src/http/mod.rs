@@ -6,7 +6,8 @@
 //! | `POST /customers/{id}/credit-limit` | change the credit limit (`credit_limit`) | 200 |
 //! | `POST /customers/{id}/reservations` | reserve credit (`order_id`, `amount`) | 200 |
 //! | `POST /customers/{id}/reservations/{order_id}/release` | release the order's credit | 200 |
-//! | `POST /customers/{id}/forget` | erase the customer's personal data (right to be forgotten) | 200 |
+//! | `DELETE /customers/{id}/personal-data` | erase the customer's personal data (right to be forgotten); idempotent | 200 |
+//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias) | 200 |
 //! | `POST /orders` | place (`order_id` optional, `customer_id`, `lines` and/or `total`) | 201 |
 //! | `POST /orders/{id}/approve` | approve | 200 |
 //! | `POST /orders/{id}/reject` | reject (`reason`) | 200 |
@@ -142,7 +143,11 @@ type Endpoint = (MethodFilter, &'static str, MethodRouter<ApiState>);
 
 /// Every command endpoint. The router is built from this table, and a test
 /// holds the OpenAPI document to it.
-fn endpoints() -> [Endpoint; 9] {
+#[expect(
+    deprecated,
+    reason = "the deprecated alias of the erasure is still served, for existing clients"
+)]
+fn endpoints() -> [Endpoint; 10] {
     fn endpoint<H: Handler<T, ApiState>, T: 'static>(
         method: MethodFilter,
         path: &'static str,
@@ -166,6 +171,11 @@ fn endpoints() -> [Endpoint; 9] {
             MethodFilter::POST,
             "/customers/{id}/reservations/{order_id}/release",
             routes::release_credit,
+        ),
+        endpoint(
+            MethodFilter::DELETE,
+            "/customers/{id}/personal-data",
+            routes::erase_personal_data,
         ),
         endpoint(
             MethodFilter::POST,
@@ -258,7 +268,7 @@ async fn method_not_allowed(uri: Uri) -> Problem {
         kind::METHOD_NOT_ALLOWED,
         "Method not allowed",
         format!(
-            "{} does not accept this method; commands are POSTed",
+            "{} does not accept this method; commands are POSTed (erasing personal data is a DELETE)",
             uri.path()
         ),
     )

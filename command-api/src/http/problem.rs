@@ -39,6 +39,7 @@ pub mod kind {
     pub const OVERLOADED: &str = "overloaded";
     pub const TIMEOUT: &str = "timeout";
     pub const INTERNAL: &str = "internal";
+    pub const PERSONAL_DATA_UNREADABLE: &str = "personal-data-unreadable";
 }
 
 /// One problem document, ready to render.
@@ -234,6 +235,23 @@ impl<E: DomainError> From<CommandError<E>> for Problem {
             )
             .with("idempotency_key", key)
             .with_header(retry_after(1).0, retry_after(1).1),
+            CommandError::Store(event_store::Error::KeyStore(detail)) => {
+                // A missing or damaged key is never an erasure: refuse the
+                // command and say so, rather than decide on data that reads
+                // as "[erased]" by accident.
+                tracing::error!(
+                    error = %detail,
+                    "command failed: the personal-data key store is damaged or incomplete"
+                );
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    kind::PERSONAL_DATA_UNREADABLE,
+                    "Personal data unreadable",
+                    "the aggregate's personal data cannot be decrypted: its key is missing or \
+                     damaged (it was not erased); nothing was written, and the key store must \
+                     be restored",
+                )
+            }
             CommandError::Store(e) if e.is_store_failure() => {
                 tracing::error!(error = %e, "command failed: the store is unavailable");
                 Problem::new(

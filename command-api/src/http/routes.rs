@@ -355,13 +355,38 @@ pub async fn release_credit(
     execute(state.customers(), context, command, "/customers").await
 }
 
-/// Forget a customer: erase their personal data (the right to be forgotten)
+/// Erase a customer's personal data (the right to be forgotten)
 ///
 /// Records `CustomerForgotten` (the views erase their copies of the name and
 /// email) and destroys the key that encrypts the customer's personal data
 /// in the event store, so every stored copy reads as `[erased]` from then
-/// on. The credit line stays. Asking again is harmless: a retry after a
-/// failure finishes the erasure.
+/// on. The credit line stays. Deleting again is harmless (`200`, nothing
+/// new recorded): a retry after a failure finishes the erasure. An unknown
+/// customer is `404`.
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}/personal-data",
+    tag = "customers",
+    params(
+        ("id" = Uuid, Path, description = "The customer's id"),
+        CommandHeaders,
+    ),
+    request_body(content = ref("#/components/schemas/NoFields"), content_type = "application/json", description = "None, or `{}` as JSON"),
+    responses(Applied, NotFound, CommandProblems,
+        (status = 501, description = "The event store keeps no personal-data keys", body = Problem, content_type = "application/problem+json"))
+)]
+pub async fn erase_personal_data(
+    State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    request: CommandRequest,
+) -> Answer {
+    forget(state, path, request).await
+}
+
+/// Forget a customer (the older form of `DELETE /customers/{id}/personal-data`)
+///
+/// The same command as `DELETE /customers/{id}/personal-data`, with the
+/// same answers; kept so that existing clients go on working.
 #[utoipa::path(
     post,
     path = "/customers/{id}/forget",
@@ -374,8 +399,17 @@ pub async fn release_credit(
     responses(Applied, NotFound, CommandProblems,
         (status = 501, description = "The event store keeps no personal-data keys", body = Problem, content_type = "application/problem+json"))
 )]
+#[deprecated = "use DELETE /customers/{id}/personal-data"]
 pub async fn forget_customer(
     State(state): State<ApiState>,
+    path: Result<Path<String>, PathRejection>,
+    request: CommandRequest,
+) -> Answer {
+    forget(state, path, request).await
+}
+
+async fn forget(
+    state: ApiState,
     path: Result<Path<String>, PathRejection>,
     request: CommandRequest,
 ) -> Answer {

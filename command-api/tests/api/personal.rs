@@ -11,7 +11,10 @@ use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, StreamId
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{App, eur};
+use axum::body::Body;
+use axum::http::Request;
+
+use crate::harness::{App, Fixture, eur, register_body, stream_events};
 
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     let mut hits = Vec::new();
@@ -82,4 +85,130 @@ async fn personal_data_is_encrypted_and_a_forgotten_customer_still_works() {
     let data: Value = serde_json::from_slice(&registered.events[0].data).unwrap();
     assert_eq!(data["name"], event_store::ERASED);
     app.stop().await;
+}
+
+/// `DELETE /customers/{id}/personal-data`: erases once, answers the same
+/// again without recording anything, keeps the older `POST .../forget`
+/// working, and refuses what it cannot do.
+#[tokio::test]
+async fn deleting_personal_data_is_idempotent_and_refuses_the_unknown() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(keys_dir.path()).unwrap());
+    let fx = Fixture::with_store(command_api::ApiConfig::default(), |store| {
+        Arc::new(Shredding::new(store, keys, shredding_policy()))
+    })
+    .await;
+    let id = fx.post("/customers", &register_body(100), &[]).await.id();
+    let delete = |path: String| Request::delete(path).body(Body::empty()).unwrap();
+
+    let erased = fx
+        .send(delete(format!("/customers/{id}/personal-data")))
+        .await;
+    assert_eq!(erased.status, 200, "{}", erased.text);
+    assert_eq!(erased.version(), 2);
+    assert_eq!(erased.header("etag"), Some("\"2\""));
+    let events = stream_events(&fx.store, &format!("customer-{id}")).await;
+    assert_eq!(events.last().unwrap().event_type, "CustomerForgotten");
+
+    // Again, with an empty JSON object, and through the older route: the
+    // same answer, nothing new recorded.
+    let again = fx
+        .send(
+            Request::delete(format!("/customers/{id}/personal-data"))
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.version(), 2);
+    let alias = fx
+        .post(&format!("/customers/{id}/forget"), &json!({}), &[])
+        .await;
+    assert_eq!(alias.status, 200, "{}", alias.text);
+    assert_eq!(alias.version(), 2);
+    assert_eq!(
+        stream_events(&fx.store, &format!("customer-{id}"))
+            .await
+            .len(),
+        2
+    );
+
+    fx.send(delete(format!(
+        "/customers/{}/personal-data",
+        Uuid::new_v4()
+    )))
+    .await
+    .assert_problem(404, "not-found");
+    fx.send(delete("/customers/not-a-uuid/personal-data".into()))
+        .await
+        .assert_problem(400, "invalid-id");
+    fx.send(
+        Request::delete(format!("/customers/{id}/personal-data"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"reason": "asked"}"#))
+            .unwrap(),
+    )
+    .await
+    .assert_problem(400, "malformed-request");
+
+    // A store that keeps no keys cannot forget anyone.
+    let plain = Fixture::new().await;
+    let id = plain
+        .post("/customers", &register_body(100), &[])
+        .await
+        .id();
+    plain
+        .send(delete(format!("/customers/{id}/personal-data")))
+        .await
+        .assert_problem(501, "not-implemented");
+}
+
+/// A key file that is damaged or gone is reported as such: the command is
+/// refused with its own problem type, never decided on "[erased]" data.
+#[tokio::test]
+async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_path = keys_dir.path().to_path_buf();
+    let keys = Arc::new(KeyStore::open(&keys_path).unwrap());
+    let first = Fixture::with_store(command_api::ApiConfig::default(), |store| {
+        Arc::new(Shredding::new(store, keys, shredding_policy()))
+    })
+    .await;
+    let id = first
+        .post("/customers", &register_body(100), &[])
+        .await
+        .id();
+    let key_file = std::fs::read_dir(&keys_path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "key"))
+        .unwrap();
+    let mut bytes = std::fs::read(&key_file).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&key_file, bytes).unwrap();
+
+    // A fresh key store (as after a restart) reads the damaged file.
+    let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
+    let store = first.store.clone();
+    let fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| {
+        Arc::new(Shredding::new(store, reopened, shredding_policy()))
+    })
+    .await;
+    let reserve = json!({"order_id": Uuid::new_v4().to_string(), "amount": eur(10)});
+    let path = format!("/customers/{id}/reservations");
+    fx.post(&path, &reserve, &[])
+        .await
+        .assert_problem(500, "personal-data-unreadable");
+
+    std::fs::remove_file(&key_file).unwrap();
+    let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
+    let store = first.store.clone();
+    let fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| {
+        Arc::new(Shredding::new(store, reopened, shredding_policy()))
+    })
+    .await;
+    fx.post(&path, &reserve, &[])
+        .await
+        .assert_problem(500, "personal-data-unreadable");
 }

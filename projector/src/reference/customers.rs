@@ -313,6 +313,8 @@ async fn erase(tx: &mut ViewTx<'_>, table: &str, forgotten: &[String]) -> Result
     if forgotten.is_empty() {
         return Ok(());
     }
+    // The old values must leave the disk too, not only the row.
+    tx.erased_personal_data();
     let statement = sql::update_by_id(tx.dialect(), table, &PERSONAL_COLUMNS);
     let erased = PersonalData::erased();
     for id in forgotten {
