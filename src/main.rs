@@ -35,8 +35,9 @@ pub enum Command {
     /// Run the whole system in this process: event store, command API,
     /// order-fulfilment saga, projector and query API, on one HTTP port.
     ///
-    /// Commands are POSTed (`POST /customers`, `POST /orders`, ...), queries
-    /// are GETs on the same paths (`GET /customers/{id}`, `GET /orders?...`),
+    /// Commands are POSTs (`POST /customers`, `POST /orders`, ...) and one
+    /// DELETE (`DELETE /customers/{id}/personal-data`), queries are GETs on
+    /// the same paths (`GET /customers/{id}`, `GET /orders?...`),
     /// projections are administered under `/projections`, and
     /// `/health/live`, `/health/ready` and `/openapi.json` describe the
     /// process. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: requests in
