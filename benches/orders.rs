@@ -69,7 +69,7 @@ async fn client(
         n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let customer = &customers[(n >> 33) % customers.len()];
         // One in eight asks for more than the whole limit: rejected.
-        let total = if (n >> 20) % 8 == 0 {
+        let total = if (n >> 20).is_multiple_of(8) {
             CREDIT_LIMIT + 1
         } else {
             1 + ((n >> 40) % 100) as i64
