@@ -22,6 +22,8 @@ pub mod keys;
 mod lock;
 mod mmap;
 mod options;
+mod plaincache;
+mod rawjson;
 mod read;
 mod recovery;
 pub mod remote;
@@ -43,7 +45,7 @@ pub use keys::KeyStore;
 pub use options::{Limits, StoreOptions};
 pub use recovery::RecoveryReport;
 pub use remote::{RemoteOptions, RemoteStore};
-pub use shred::{ERASED, PersonalData, Shredding};
+pub use shred::{ERASED, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding};
 pub use store::{DATA_FORMAT_VERSION, Store};
 pub use subscription::Subscription;
 pub use types::{

@@ -11,6 +11,14 @@
 //! subject's stream are encrypted whole. A ciphertext whose key is missing
 //! (not erased) or fails to authenticate is an error: a lost key store is
 //! never mistaken for erasure.
+//!
+//! Reading patches the sealed fields' values in the event's raw JSON (see
+//! `rawjson`): the rest of the event is neither decoded nor re-encoded.
+//! Decrypted event data is kept in a bounded in-memory cache by position
+//! (`plaincache`), so that an event read again — a customer's registration,
+//! loaded by every command when the handler caches no state — costs no
+//! decryption; [`Shredding::forget_subject`] drops the subject's entries,
+//! and a hit is served only while the key store still holds the key.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +33,8 @@ use futures_util::StreamExt;
 use crate::api::{EventStore, LoadedStream};
 use crate::error::{Error, Result};
 use crate::keys::{KeyStore, SubjectKey};
+use crate::plaincache::PlainCache;
+use crate::rawjson;
 use crate::subscription::Subscription;
 use crate::types::{
     AppendResult, Direction, EventFilter, NewEvent, Position, ReadFrom, RecordedEvent, Snapshot,
@@ -97,7 +107,13 @@ pub struct Shredding<S> {
 struct Vault {
     keys: Arc<KeyStore>,
     policy: PersonalData,
+    /// Decrypted event data by position, dropped per subject on erasure.
+    cache: PlainCache,
 }
+
+/// The default bound of the decrypted-event cache: about 100,000 small
+/// customer events.
+pub const PLAINTEXT_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 
 fn aad(stream_id: &str, event_type: &str, field: &str) -> Vec<u8> {
     [
@@ -141,11 +157,84 @@ fn open(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// `"[erased]"` as JSON text.
+const ERASED_JSON: &[u8] = b"\"[erased]\"";
+
+/// What reading an event's personal fields came to.
+enum Opened {
+    /// No personal field was encrypted.
+    Unchanged,
+    /// Decrypted with the subject's live key (so it may be cached).
+    Decrypted(Bytes),
+    /// The subject was forgotten: the fields read as erased.
+    Erased(Bytes),
+}
+
+fn damaged(event: &RecordedEvent, field: &str, why: &str) -> Error {
+    Error::KeyStore(format!(
+        "personal field {field} of the event at position {} ({}) {why}",
+        event.position, event.event_type
+    ))
+}
+
+/// The plaintext JSON of one sealed field (`encoded` without its prefix).
+fn open_field(
+    key: &[u8; 32],
+    event: &RecordedEvent,
+    field: &str,
+    encoded: &str,
+) -> Result<Vec<u8>> {
+    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| damaged(event, field, "is not valid ciphertext"))?;
+    open(
+        key,
+        &aad(event.stream_id.as_str(), &event.event_type, field),
+        &sealed,
+    )
+    .ok_or_else(|| {
+        damaged(
+            event,
+            field,
+            "does not decrypt with the subject's key (wrong key or damaged data)",
+        )
+    })
+}
+
+/// Whether two members share a name. Event objects are small, so a
+/// pairwise check beats hashing, up to a size where it no longer does.
+fn has_duplicate_names(members: &[rawjson::Member<'_>]) -> bool {
+    if members.len() <= 16 {
+        return members
+            .iter()
+            .enumerate()
+            .any(|(i, m)| members[..i].iter().any(|o| o.name == m.name));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(members.len());
+    !members.iter().all(|m| seen.insert(m.name.as_ref()))
+}
+
 impl<S: EventStore> Shredding<S> {
+    /// With a decrypted-event cache of [`PLAINTEXT_CACHE_BYTES_DEFAULT`].
     pub fn new(inner: S, keys: Arc<KeyStore>, policy: PersonalData) -> Self {
+        Self::with_plaintext_cache(inner, keys, policy, PLAINTEXT_CACHE_BYTES_DEFAULT)
+    }
+
+    /// With a decrypted-event cache of at most `plaintext_cache_bytes_max`
+    /// bytes (0: none), in memory only; see the module docs.
+    pub fn with_plaintext_cache(
+        inner: S,
+        keys: Arc<KeyStore>,
+        policy: PersonalData,
+        plaintext_cache_bytes_max: usize,
+    ) -> Self {
         Self {
             inner,
-            vault: Arc::new(Vault { keys, policy }),
+            vault: Arc::new(Vault {
+                keys,
+                policy,
+                cache: PlainCache::new(plaintext_cache_bytes_max),
+            }),
         }
     }
 
@@ -237,13 +326,108 @@ impl Vault {
         else {
             return Ok(event);
         };
+        let subject = event.stream_id.as_str();
+        if let Some(data) = self.cache.get(event.position.0, subject) {
+            // Served only while the key is live: an erasure made around
+            // this layer must not be hidden by the cache.
+            if matches!(self.keys.lookup(subject)?, Some(SubjectKey::Key(_))) {
+                event.data = data;
+                return Ok(event);
+            }
+        }
+        let opened = match rawjson::object_members(&event.data) {
+            Some(members) if !has_duplicate_names(&members) => {
+                self.open_members(&event, fields, &members)?
+            }
+            // Not an object, or one whose duplicate names the patch could
+            // not treat as a `Value` does (the last one wins): the slow path
+            // decides, exactly as it always has.
+            _ => self.open_value(&event, fields)?,
+        };
+        match opened {
+            Opened::Unchanged => {}
+            Opened::Erased(data) => event.data = data,
+            Opened::Decrypted(data) => {
+                if self.cache.is_enabled() {
+                    self.cache
+                        .insert_if(event.position.0, subject, data.clone(), || {
+                            matches!(self.keys.lookup(subject), Ok(Some(SubjectKey::Key(_))))
+                        });
+                }
+                event.data = data;
+            }
+        }
+        Ok(event)
+    }
+
+    /// Decrypts the personal members of an event's data object by patching
+    /// their values in the raw JSON: the other members are neither decoded
+    /// nor re-encoded.
+    fn open_members(
+        &self,
+        event: &RecordedEvent,
+        fields: &[String],
+        members: &[rawjson::Member<'_>],
+    ) -> Result<Opened> {
+        let subject = event.stream_id.as_str();
+        let mut key: Option<SubjectKey> = None;
+        let mut patches = Vec::new();
+        for member in members {
+            let Some(field) = fields.iter().find(|f| **f == member.name) else {
+                continue;
+            };
+            let Some(text) = rawjson::as_str(member.value) else {
+                continue;
+            };
+            let Some(encoded) = text.strip_prefix(FIELD_PREFIX) else {
+                continue;
+            };
+            // One key lookup per event, not per field.
+            let key = match &key {
+                Some(key) => key,
+                None => key.insert(self.keys.require(subject)?),
+            };
+            let replacement = match key {
+                SubjectKey::Erased => ERASED_JSON.to_vec(),
+                SubjectKey::Key(key) => {
+                    let plaintext = open_field(key, event, field, encoded)?;
+                    // Validated as JSON (as the `Value` path would parse
+                    // it), and spliced in as the text it is.
+                    serde_json::from_slice::<&serde_json::value::RawValue>(&plaintext)
+                        .map_err(|_| {
+                            damaged(event, field, "decrypts to something that is not JSON")
+                        })?
+                        .get()
+                        .as_bytes()
+                        .to_vec()
+                }
+            };
+            patches.push((member.range.clone(), replacement));
+        }
+        Ok(match key {
+            None => Opened::Unchanged,
+            Some(key) => {
+                let data = Bytes::from(rawjson::splice(&event.data, &patches));
+                match key {
+                    SubjectKey::Erased => Opened::Erased(data),
+                    SubjectKey::Key(_) => Opened::Decrypted(data),
+                }
+            }
+        })
+    }
+
+    /// The original path, through a `serde_json::Value` of the whole data:
+    /// for data that is not an object with distinct member names, and the
+    /// reference the patching path is tested against.
+    fn open_value(&self, event: &RecordedEvent, fields: &[String]) -> Result<Opened> {
         let mut data: serde_json::Value = match serde_json::from_slice(&event.data) {
             Ok(data) => data,
-            Err(_) => return Ok(event),
+            Err(_) => return Ok(Opened::Unchanged),
         };
         let Some(object) = data.as_object_mut() else {
-            return Ok(event);
+            return Ok(Opened::Unchanged);
         };
+        let mut erased = false;
         let mut changed = false;
         for field in fields {
             let Some(value) = object.get_mut(field.as_str()) else {
@@ -252,39 +436,30 @@ impl Vault {
             let Some(encoded) = value.as_str().and_then(|s| s.strip_prefix(FIELD_PREFIX)) else {
                 continue;
             };
-            let damaged = |why: &str| {
-                Error::KeyStore(format!(
-                    "personal field {field} of the event at position {} ({}) {why}",
-                    event.position, event.event_type
-                ))
-            };
             *value = match self.keys.require(event.stream_id.as_str())? {
-                SubjectKey::Erased => serde_json::Value::String(ERASED.into()),
+                SubjectKey::Erased => {
+                    erased = true;
+                    serde_json::Value::String(ERASED.into())
+                }
                 SubjectKey::Key(key) => {
-                    let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(encoded)
-                        .map_err(|_| damaged("is not valid ciphertext"))?;
-                    let plaintext = open(
-                        &key,
-                        &aad(event.stream_id.as_str(), &event.event_type, field),
-                        &sealed,
-                    )
-                    .ok_or_else(|| {
-                        damaged(
-                            "does not decrypt with the subject's key (wrong key or damaged data)",
-                        )
-                    })?;
-                    serde_json::from_slice(&plaintext)
-                        .map_err(|_| damaged("decrypts to something that is not JSON"))?
+                    let plaintext = open_field(&key, event, field, encoded)?;
+                    serde_json::from_slice(&plaintext).map_err(|_| {
+                        damaged(event, field, "decrypts to something that is not JSON")
+                    })?
                 }
             };
             changed = true;
         }
-        if changed {
-            event.data =
-                Bytes::from(serde_json::to_vec(&data).map_err(|e| Error::KeyStore(e.to_string()))?);
+        if !changed {
+            return Ok(Opened::Unchanged);
         }
-        Ok(event)
+        let data =
+            Bytes::from(serde_json::to_vec(&data).map_err(|e| Error::KeyStore(e.to_string()))?);
+        Ok(if erased {
+            Opened::Erased(data)
+        } else {
+            Opened::Decrypted(data)
+        })
     }
 
     fn decrypt_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
@@ -450,14 +625,213 @@ impl<S: EventStore> EventStore for Shredding<S> {
                 "stream {stream_id} does not belong to a data subject"
             )));
         }
-        let keys = self.vault.keys.clone();
+        let vault = self.vault.clone();
         let subject = stream_id.as_str().to_owned();
-        tokio::task::spawn_blocking(move || keys.forget(&subject))
-            .await
-            .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            // Whatever the outcome: once the erasure may be recorded, no
+            // plaintext of the subject stays cached. Entries inserted after
+            // this cannot exist, as insertion checks the key under the
+            // cache's lock and the key store marks the subject erased
+            // before it touches the key file.
+            let forgotten = vault.keys.forget(&subject);
+            vault.cache.forget(&subject);
+            forgotten
+        })
+        .await
+        .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))?
     }
 
     fn read_page_max(&self) -> usize {
         self.inner.read_page_max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Timestamp;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    const FIELDS: [&str; 3] = ["name", "email", "phone"];
+
+    fn vault(dir: &std::path::Path, cache_bytes: usize) -> Vault {
+        Vault {
+            keys: Arc::new(KeyStore::open(dir).unwrap()),
+            policy: PersonalData::new()
+                .subject_streams("customer-")
+                .fields("CustomerRegistered", FIELDS),
+            cache: PlainCache::new(cache_bytes),
+        }
+    }
+
+    fn recorded(stream: &StreamId, position: u64, event: NewEvent) -> RecordedEvent {
+        RecordedEvent {
+            id: uuid::Uuid::nil(),
+            stream_id: stream.clone(),
+            version: 1,
+            position: Position(position),
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            timestamp: Timestamp(0),
+            data: event.data,
+            metadata: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+            // Strings that look sealed but are not valid ciphertext are
+            // only errors in personal fields; elsewhere they pass through.
+            Just(Value::String(format!("{FIELD_PREFIX}x"))),
+        ];
+        leaf.prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{0,4}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Member names: the personal ones, and others.
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(FIELDS.to_vec()).prop_map(String::from),
+            "[a-z_]{1,8}",
+        ]
+    }
+
+    fn outcome(opened: Result<Opened>) -> std::result::Result<Option<(Value, bool)>, String> {
+        match opened {
+            Ok(Opened::Unchanged) => Ok(None),
+            Ok(Opened::Decrypted(d)) => Ok(Some((serde_json::from_slice(&d).unwrap(), false))),
+            Ok(Opened::Erased(d)) => Ok(Some((serde_json::from_slice(&d).unwrap(), true))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// For any object, sealed by the append path, then perhaps tampered
+        /// with (a personal field replaced by a plain or fake-sealed value)
+        /// and perhaps with its subject forgotten, patching the raw JSON reads
+        /// exactly as the `Value` path: the same document, the same
+        /// erased-or-not, the same error.
+        #[test]
+        fn patching_raw_json_reads_as_the_value_path(
+            members in prop::collection::btree_map(name(), json_value(), 0..6),
+            tamper in prop::option::of((prop::sample::select(FIELDS.to_vec()), json_value())),
+            forget in any::<bool>(),
+            pretty in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let vault = vault(dir.path(), 0);
+            let stream = StreamId::new("customer-1").unwrap();
+            let object = Value::Object(members.into_iter().collect());
+            let sealed = vault
+                .encrypt_event(&stream, NewEvent::json("CustomerRegistered", &object).unwrap())
+                .unwrap();
+            let mut data: Value = serde_json::from_slice(&sealed.data).unwrap();
+            let untampered = tamper.is_none();
+            if let Some((field, value)) = tamper {
+                data[field] = value;
+            }
+            let bytes = if pretty {
+                serde_json::to_vec_pretty(&data).unwrap()
+            } else {
+                serde_json::to_vec(&data).unwrap()
+            };
+            let event = recorded(
+                &stream,
+                1,
+                NewEvent::new("CustomerRegistered", Bytes::from(bytes)),
+            );
+            if forget {
+                vault.keys.forget("customer-1").unwrap();
+            }
+            let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+            let members = rawjson::object_members(&event.data).unwrap();
+            prop_assert!(!has_duplicate_names(&members));
+            let patched = outcome(vault.open_members(&event, &fields, &members));
+            let reference = outcome(vault.open_value(&event, &fields));
+            prop_assert_eq!(&patched, &reference);
+            // And an untampered event of a live subject reads as written.
+            if untampered && !forget {
+                match patched {
+                    Ok(None) => {}
+                    Ok(Some((read, false))) => prop_assert_eq!(read, object),
+                    other => prop_assert!(false, "unexpected {:?}", other),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_names_and_non_objects_take_the_value_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = vault(dir.path(), 1 << 20);
+        let stream = StreamId::new("customer-1").unwrap();
+        let sealed = vault
+            .encrypt_event(
+                &stream,
+                NewEvent::json("CustomerRegistered", &json!({"name": "Ada"})).unwrap(),
+            )
+            .unwrap();
+        let sealed_name: Value = serde_json::from_slice(&sealed.data).unwrap();
+        // The last of two `name` members wins, as in a `Value`.
+        let twice = format!(r#"{{"name":"Bob","name":{}}}"#, sealed_name["name"]);
+        let event = recorded(
+            &stream,
+            1,
+            NewEvent::new("CustomerRegistered", Bytes::from(twice)),
+        );
+        let read = vault.decrypt_event(event).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&read.data).unwrap(),
+            json!({"name": "Ada"})
+        );
+        for odd in ["[1,2]", "\"x\"", "not json"] {
+            let event = recorded(&stream, 2, NewEvent::new("CustomerRegistered", odd));
+            assert_eq!(
+                &vault.decrypt_event(event).unwrap().data[..],
+                odd.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn cached_plaintext_is_never_served_once_the_subject_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = vault(dir.path(), 1 << 20);
+        let stream = StreamId::new("customer-1").unwrap();
+        let sealed = vault
+            .encrypt_event(
+                &stream,
+                NewEvent::json("CustomerRegistered", &json!({"name": "Ada", "n": 1})).unwrap(),
+            )
+            .unwrap();
+        let event = recorded(&stream, 7, sealed);
+        let first = vault.decrypt_event(event.clone()).unwrap();
+        assert_eq!(vault.cache.usage().0, 1);
+        // Warm: served from the cache, the same bytes.
+        assert_eq!(vault.decrypt_event(event.clone()).unwrap().data, first.data);
+        // An erasure made on the key store directly, around this layer,
+        // still wins over the cache.
+        vault.keys.forget("customer-1").unwrap();
+        let erased = vault.decrypt_event(event.clone()).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&erased.data).unwrap(),
+            json!({"name": ERASED, "n": 1})
+        );
+        // Erased data is not cached, and dropping the subject empties it.
+        vault.cache.forget("customer-1");
+        vault.decrypt_event(event).unwrap();
+        assert_eq!(vault.cache.usage().0, 0);
     }
 }

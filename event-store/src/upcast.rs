@@ -166,11 +166,15 @@ impl Upcasters {
             })?;
             version += 1;
         }
-        event.data = Bytes::from(serde_json::to_vec(&data).map_err(|e| Error::Upcast {
+        // Sized from the stored data (steps mostly rename and reshape), so
+        // that serializing rarely reallocates.
+        let mut out = Vec::with_capacity(event.data.len() + event.data.len() / 2 + 16);
+        serde_json::to_writer(&mut out, &data).map_err(|e| Error::Upcast {
             event_type: event.event_type.clone(),
             version,
             detail: e.to_string(),
-        })?);
+        })?;
+        event.data = Bytes::from(out);
         event.schema_version = version;
         Ok(event)
     }
