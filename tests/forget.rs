@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use event_store::format::keylog::{self, Kind, Record, Slot};
 use serde_json::{Value, json};
 
 use crate::process::Proc;
@@ -167,6 +168,27 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
     // the erasure either.
     rebuild(&url);
 
+    // The customer's raw key: in the key log (and nowhere else) until the
+    // erasure, in no file at all after it.
+    let key = raw_key(data, &id);
+    let holding_key = |data: &Path| {
+        let mut hits = Vec::new();
+        let mut stack = vec![data.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if std::fs::read(&path).is_ok_and(|b| b.windows(key.len()).any(|w| w == key))
+                {
+                    hits.push(path);
+                }
+            }
+        }
+        hits
+    };
+    assert_eq!(holding_key(data), vec![key_log_path(data)]);
+
     let erase = format!("{url}/customers/{id}/personal-data");
     let (status, body) = delete(&http, &erase).await;
     assert_eq!(status, 200, "{body}");
@@ -186,6 +208,7 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
     // Nothing on disk any more, while serve runs (views.sqlite, its -wal
     // and -shm, segments, snapshots, keys, idempotency records).
     wait_until_gone(data, &NEEDLES).await;
+    assert!(holding_key(data).is_empty(), "{:?}", holding_key(data));
     assert!(
         !files_containing(data, &["Grace Hopper"]).is_empty(),
         "only the forgotten customer is erased"
@@ -232,17 +255,38 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
     assert!(serve.terminate().success());
     let hits = files_containing(data, &NEEDLES);
     assert!(hits.is_empty(), "{hits:?}");
+    assert!(holding_key(data).is_empty(), "{:?}", holding_key(data));
 }
 
-/// The key file of the only customer in `data`.
-fn key_file(data: &Path) -> PathBuf {
-    let keys: Vec<PathBuf> = std::fs::read_dir(data.join("keys"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "key"))
-        .collect();
-    assert_eq!(keys.len(), 1, "{keys:?}");
-    keys[0].clone()
+/// The records of the key log in `data` (`data/keys/keys.log`), by slot.
+fn key_log(data: &Path) -> Vec<Record> {
+    let bytes = std::fs::read(key_log_path(data)).unwrap();
+    let mut records = Vec::new();
+    for raw in bytes[keylog::HEADER_LEN..].chunks_exact(keylog::RECORD_LEN) {
+        match keylog::decode(raw.try_into().unwrap()) {
+            Slot::Record(r) => records.push(r),
+            Slot::Empty => break,
+            Slot::Bad(why) => panic!("key log record: {why}"),
+        }
+    }
+    records
+}
+
+fn key_log_path(data: &Path) -> PathBuf {
+    data.join("keys").join(event_store::keys::LOG_FILE)
+}
+
+/// The raw key of a customer, read from the key log.
+fn raw_key(data: &Path, customer_id: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let subject: [u8; 32] = sha2::Sha256::digest(format!("customer-{customer_id}")).into();
+    key_log(data)
+        .into_iter()
+        .find_map(|r| match r.kind {
+            Kind::Key(key) if r.subject == subject => Some(key),
+            _ => None,
+        })
+        .expect("the customer has a key record")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,11 +309,28 @@ async fn a_damaged_or_missing_key_file_is_reported_not_taken_for_an_erasure() {
     // had still to read the event would stop on it and report why).
     let seen = query_at(&http, &format!("{}/customers/{id}", first.url), position).await;
     assert_eq!(seen["name"], NAME);
+    // A second customer, so that the first one's key record is not in the
+    // key log's last batch (where damage looks like a torn write and reads
+    // as a lost key: an error too, but not the case this test is about).
+    let (status, body) = command(
+        &http,
+        &format!("{}/customers", first.url),
+        &json!({"name": "Grace Hopper", "email": "grace.hopper@example.org",
+                "credit_limit": eur(1_000)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
     assert!(first.terminate().success());
 
-    let key = key_file(data);
+    let key = key_log_path(data);
+    let records = key_log(data);
+    let slot = records
+        .iter()
+        .position(|r| matches!(r.kind, Kind::Key(k) if k == raw_key(data, &id)))
+        .unwrap();
+    assert!(slot + 1 < records.len() && records[slot].batch < records[records.len() - 1].batch);
     let mut bytes = std::fs::read(&key).unwrap();
-    bytes[20] ^= 0x40;
+    bytes[keylog::HEADER_LEN + slot * keylog::RECORD_LEN + 60] ^= 0x40;
     std::fs::write(&key, &bytes).unwrap();
 
     let reserve = json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(1)});
@@ -300,14 +361,24 @@ async fn a_damaged_or_missing_key_file_is_reported_not_taken_for_an_erasure() {
         // Nothing was recorded as an erasure: the view still has the data.
         let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
         assert_eq!(seen["name"], NAME, "{damage}: {seen}");
-        assert!(
-            std::fs::read_dir(data.join("keys")).unwrap().all(|e| e
-                .unwrap()
-                .path()
-                .extension()
-                .is_none_or(|x| x != "erased")),
-            "{damage}: no erasure record was written"
-        );
+        if damage == "damaged" {
+            let bytes = std::fs::read(&key).unwrap();
+            let erasures = bytes[keylog::HEADER_LEN..]
+                .chunks_exact(keylog::RECORD_LEN)
+                .filter(|raw| {
+                    matches!(keylog::decode((*raw).try_into().unwrap()),
+                        Slot::Record(r) if matches!(r.kind, Kind::Erasure | Kind::Destroyed))
+                })
+                .count();
+            assert_eq!(erasures, 0, "{damage}: no erasure record was written");
+        } else {
+            assert!(
+                key_log(data)
+                    .iter()
+                    .all(|r| !matches!(r.kind, Kind::Erasure | Kind::Destroyed)),
+                "{damage}: no erasure record was written"
+            );
+        }
         assert!(serve.terminate().success());
     }
 }

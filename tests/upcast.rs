@@ -442,6 +442,8 @@ async fn an_event_no_upcaster_reads_stops_only_the_views_of_its_type() {
         .await
         .unwrap();
     store.close().await.unwrap();
+    // The key store is locked until its last user lets go.
+    drop(layered);
     let unreadable = history().len() as u64 + 2;
 
     let serve = serve(dir.path());

@@ -9,7 +9,8 @@
 //! both:
 //!
 //! 1. register customers (64 concurrent clients): with encryption each new
-//!    customer's key file is also written and fsynced, with its directory;
+//!    customer's key is also appended to the key log and synced (one
+//!    fsync shared by the keys created concurrently) before its event;
 //! 2. reserve + release credit on random customers, the state cache on
 //!    (the default: loads are rare, snapshots every 100 events are sealed);
 //! 3. the same with the state cache off: every command loads the customer
@@ -236,7 +237,7 @@ async fn cpu_cost(dir: &Path) {
         .to_string(),
     );
     let stream = |i: u32| StreamId::new(format!("customer-{i:08}")).unwrap();
-    // Keys exist first, so their creation (file + fsync) is not timed.
+    // Keys exist first, so their creation (key log + fsync) is not timed.
     for i in 0..100 {
         shredding
             .append(

@@ -1,46 +1,73 @@
 //! The key store for crypto-shredding: one 256-bit key per data subject, in
-//! its own small file, never in the log.
+//! a group-committed log of fixed-size records (`keys/keys.log`, layout in
+//! [`crate::format::keylog`]), never in the event log.
 //!
-//! ```text
-//! keys/<sha256 of the subject, hex>.key      a live key
-//! keys/<sha256 of the subject, hex>.erased   the record that the subject was forgotten
-//! ```
+//! **Creating keys.** One writer thread owns the log. Callers queue the
+//! subjects they need keys for; the writer takes everything queued, appends
+//! one record per new key, makes them durable with one `fdatasync`, and only
+//! then publishes the keys and wakes the callers. [`Shredding`] waits for
+//! that before it encrypts an event, so no event is acknowledged under a key
+//! that a crash could lose. The file grows in zero-filled chunks, so
+//! appending a record is a data-only write.
 //!
-//! Key file (all integers little-endian):
+//! **Forgetting.** The writer appends an erasure record and syncs it (from
+//! then on the subject is erased, whatever happens), then overwrites the key
+//! record in place with a *destroyed* record (the key bytes zeroed) and
+//! syncs again. The key bytes exist in no other file: the log is never
+//! copied or compacted. A crash between the two steps, or inside the
+//! overwrite, is finished at the next open.
 //!
-//! ```text
-//! offset size field
-//!      0    8 magic         "ANNALKEY"
-//!      8    2 version       1
-//!     10    2 subject_len   n
-//!     12   32 key
-//!     44    n subject id (UTF-8)
-//!   44+n    4 CRC-32/ISO-HDLC of every preceding byte
-//! ```
+//! **Opening** reads the whole log into memory (about 100 bytes per
+//! subject) and decides what each slot holds ([`recover`]):
+//! - a record failing its checksum, or zeros before a record, inside the
+//!   last batch written: a torn append, never acknowledged. It is cleared
+//!   (rewritten as a *void* record) and logged;
+//! - the same anywhere before the last batch: damage. It is reported with
+//!   its offset by every lookup of a subject the log does not know (it may
+//!   have been that subject's key), and no new key is created until the log
+//!   is repaired; subjects whose records are intact keep working;
+//! - a key record whose subject has an erasure record: an erasure the crash
+//!   interrupted; it is overwritten now.
 //!
-//! An erasure file has the same layout with magic `ANNALERA` and 32 zero
-//! bytes in place of the key.
+//! A subject with neither a key nor an erasure record is a *lost* key (a
+//! damaged or incomplete key store), reported as [`Error::KeyStore`], never
+//! mistaken for erasure. The last batch is the one place where damage and a
+//! torn append look the same: a record of it that fails its checksum is
+//! taken for torn, and a subject whose events were encrypted under it then
+//! reads as a lost key (an error), not as erased.
 //!
-//! Forgetting a subject first makes its erasure record durable, then
-//! overwrites the key file with zeros, syncs it, and only then unlinks it, so
-//! that the key bytes do not survive in the freed blocks. A subject with
-//! neither a key nor an erasure record is a *lost* key (a damaged or
-//! incomplete key store), reported as an error, never mistaken for erasure.
+//! **Earlier versions** kept one file per subject
+//! (`<sha256(subject)>.key` / `.erased`). Opening migrates them: their
+//! records are appended to the log and synced, then each old key file is
+//! overwritten with zeros, synced and unlinked. A damaged old file is left
+//! in place and its subject reports the damage.
+//!
+//! [`Shredding`]: crate::Shredding
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::format::keylog::{self, Kind, RECORD_LEN, Record, Slot};
+use crate::fs::{Fs, FsFile, RealFs};
+use crate::lock::DirLock;
+use crate::recovery::write_file_durably;
 
-const KEY_MAGIC: &[u8; 8] = b"ANNALKEY";
-const ERASED_MAGIC: &[u8; 8] = b"ANNALERA";
-const VERSION: u16 = 1;
+/// The key log's file name inside the key store's directory.
+pub const LOG_FILE: &str = "keys.log";
+
+/// The file grows by this many record slots at a time (320 KiB), written as
+/// zeros and synced, so that appending records needs no metadata update.
+const CHUNK_SLOTS: u64 = 4096;
+/// At most this many queued requests share one fsync.
+const GROUP_REQUESTS_MAX: usize = 1024;
+/// At most this many records in one batch (their index is a u16).
+const BATCH_RECORDS_MAX: usize = 1 << 16;
 
 /// A subject's key, or the fact that it was destroyed.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,38 +86,746 @@ impl std::fmt::Debug for SubjectKey {
     }
 }
 
-/// Per-subject keys in a directory of their own.
-#[derive(Debug)]
+type Hash = [u8; 32];
+
+fn subject_hash(subject: &str) -> Hash {
+    Sha256::digest(subject.as_bytes()).into()
+}
+
+/// What the log says about one subject.
+#[derive(Clone)]
+enum Entry {
+    /// A live key and the slot of its record.
+    Key {
+        key: [u8; 32],
+        slot: u64,
+    },
+    Erased,
+    /// The subject's record cannot be trusted; the text says why.
+    Damaged(String),
+}
+
+#[derive(Default)]
+struct State {
+    subjects: HashMap<Hash, Entry>,
+    /// Damage that names no subject (a record failing its checksum): any
+    /// subject the log does not know may have been its owner.
+    damage: Vec<String>,
+    /// Set when a write or fsync failed; the writer refuses everything after.
+    poisoned: Option<String>,
+}
+
+struct Shared {
+    log_path: PathBuf,
+    state: RwLock<State>,
+}
+
+impl Shared {
+    fn unknown_subject(&self, subject: &str) -> Error {
+        let st = self.state.read();
+        if st.damage.is_empty() {
+            Error::KeyStore(format!(
+                "no key and no erasure record for data subject {subject:?} in {}: the key store is incomplete or was replaced",
+                self.log_path.display()
+            ))
+        } else {
+            Error::KeyStore(format!(
+                "no key record for data subject {subject:?}, and the key log {} is damaged ({}); the subject's key may be among the damaged records",
+                self.log_path.display(),
+                st.damage.join("; ")
+            ))
+        }
+    }
+}
+
+enum Reply {
+    Async(oneshot::Sender<Result<()>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<()>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<()>) {
+        // A caller that went away no longer needs the answer.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+enum Op {
+    /// Keys for these subjects (hash, id for messages) unless they have one.
+    Create(Vec<(Hash, String)>),
+    Forget(Hash, String),
+}
+
+struct Request {
+    op: Op,
+    reply: Reply,
+}
+
+/// Per-subject keys in a group-committed log.
 pub struct KeyStore {
     dir: PathBuf,
-    cache: RwLock<HashMap<String, SubjectKey>>,
-    /// Serialise creation and erasure per subject (by stripe) so two
-    /// callers never race on one file, while keys of different subjects
-    /// are written, and their fsyncs overlap, in parallel.
-    writes: Vec<Mutex<()>>,
+    shared: Arc<Shared>,
+    requests: Option<mpsc::UnboundedSender<Request>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Released after the writer stopped (fields drop after `Drop::drop`).
+    _lock: DirLock,
 }
 
-/// Lock stripes for key writes.
-const WRITE_STRIPES: usize = 64;
-
-fn file_stem(subject: &str) -> String {
-    let digest = Sha256::digest(subject.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+impl std::fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("dir", &self.dir)
+            .field("subjects", &self.shared.state.read().subjects.len())
+            .finish_non_exhaustive()
+    }
 }
 
-fn encode(magic: &[u8; 8], key: &[u8; 32], subject: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(48 + subject.len());
-    out.extend_from_slice(magic);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(subject.len() as u16).to_le_bytes());
-    out.extend_from_slice(key);
-    out.extend_from_slice(subject.as_bytes());
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+impl Drop for KeyStore {
+    fn drop(&mut self) {
+        // Closing the queue stops the writer once it has answered everything.
+        self.requests.take();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl KeyStore {
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(dir, Arc::new(RealFs))
+    }
+
+    /// Opens (creating it if needed) the key store in `dir` on the given
+    /// filesystem. The directory is locked while the key store is open.
+    pub fn open_with(dir: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating the key store {}", dir.display()), e))?;
+        let lock = DirLock::acquire(&dir)?;
+        let log_path = dir.join(LOG_FILE);
+        let ctx = |what: &str| format!("{what} {}", log_path.display());
+        let exists = fs
+            .list(&dir)
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+            .contains(&log_path);
+        if !exists {
+            let mut bytes = keylog::encode_header().to_vec();
+            bytes.resize(keylog::offset_of(CHUNK_SLOTS) as usize, 0);
+            write_file_durably(fs.as_ref(), &dir, LOG_FILE, &bytes)?;
+        }
+        let file = fs
+            .open(&log_path, true)
+            .map_err(|e| Error::io(ctx("opening"), e))?;
+        let len = file.len().map_err(|e| Error::io(ctx("reading"), e))?;
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| Error::io(ctx("reading"), e))?;
+        keylog::decode_header(&bytes)
+            .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
+        let slots: Vec<[u8; RECORD_LEN]> = bytes[keylog::HEADER_LEN..]
+            .chunks_exact(RECORD_LEN)
+            .map(|c| {
+                let mut slot = [0u8; RECORD_LEN];
+                slot.copy_from_slice(c);
+                slot
+            })
+            .collect();
+        let recovered = recover(&slots);
+        drop(bytes);
+        for (slot, record) in &recovered.rewrites {
+            tracing::warn!(
+                file = %log_path.display(),
+                offset = keylog::offset_of(*slot),
+                "key log: {}",
+                match record.kind {
+                    Kind::Void => "clearing a torn record of the last batch (never acknowledged)",
+                    _ => "finishing an interrupted erasure",
+                }
+            );
+            file.write_all_at(&record.encode(), keylog::offset_of(*slot))
+                .map_err(|e| Error::io(ctx("repairing"), e))?;
+        }
+        if !recovered.rewrites.is_empty() {
+            file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+        }
+        let damage: Vec<String> = recovered
+            .damage
+            .iter()
+            .map(|(slot, why)| format!("offset {}: {why}", keylog::offset_of(*slot)))
+            .collect();
+        for why in &damage {
+            tracing::error!(file = %log_path.display(), "key log damaged at {why}");
+        }
+        let shared = Arc::new(Shared {
+            log_path: log_path.clone(),
+            state: RwLock::new(State {
+                subjects: recovered.subjects,
+                damage,
+                poisoned: None,
+            }),
+        });
+        let mut writer = LogWriter {
+            shared: shared.clone(),
+            file,
+            next_slot: recovered.next_slot,
+            allocated: slots.len() as u64,
+            next_batch: recovered.next_batch,
+        };
+        migrate_legacy_files(fs.as_ref(), &dir, &mut writer)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = std::thread::Builder::new()
+            .name("annals-keys".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::io("starting the key writer", e))?;
+        Ok(Self {
+            dir,
+            shared,
+            requests: Some(tx),
+            writer: Mutex::new(Some(handle)),
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the subject's key or erasure is known (it then needs no
+    /// write to the key log).
+    pub fn is_cached(&self, subject: &str) -> bool {
+        self.shared
+            .state
+            .read()
+            .subjects
+            .contains_key(&subject_hash(subject))
+    }
+
+    /// The subject's key or its erasure. A subject never seen is
+    /// `Ok(None)`, unless damage in the log may have been its key; use
+    /// [`KeyStore::require`] where a key must exist.
+    pub fn lookup(&self, subject: &str) -> Result<Option<SubjectKey>> {
+        let hash = subject_hash(subject);
+        let st = self.shared.state.read();
+        match st.subjects.get(&hash) {
+            Some(Entry::Key { key, .. }) => Ok(Some(SubjectKey::Key(*key))),
+            Some(Entry::Erased) => Ok(Some(SubjectKey::Erased)),
+            Some(Entry::Damaged(why)) => Err(Error::KeyStore(format!(
+                "the key of data subject {subject:?} is damaged: {why}"
+            ))),
+            None if st.damage.is_empty() => Ok(None),
+            None => {
+                drop(st);
+                Err(self.shared.unknown_subject(subject))
+            }
+        }
+    }
+
+    /// The subject's key or erasure, where data encrypted for it exists: a
+    /// missing key then means the key store lost it.
+    pub fn require(&self, subject: &str) -> Result<SubjectKey> {
+        self.lookup(subject)?
+            .ok_or_else(|| self.shared.unknown_subject(subject))
+    }
+
+    /// The subject's existing key for encrypting; never writes. A forgotten
+    /// subject gets no new key: writing personal data for it is refused.
+    pub(crate) fn existing_key_for_write(&self, subject: &str) -> Result<Option<[u8; 32]>> {
+        match self.lookup(subject)? {
+            Some(SubjectKey::Key(key)) => Ok(Some(key)),
+            Some(SubjectKey::Erased) => Err(forgotten(subject)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes sure every subject has a key (or is erased), creating the
+    /// missing ones durably; returns once they are synced. Concurrent calls
+    /// share the log's fsyncs.
+    pub async fn ensure_keys<I, S>(&self, subjects: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let Some(op) = self.missing(subjects)? else {
+            return Ok(());
+        };
+        let (tx, rx) = oneshot::channel();
+        self.send(op, Reply::Async(tx))?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// The subject's key, created (durably) if it has none. Blocks while
+    /// the key is written: call it from blocking code, not an async task
+    /// (there, use [`KeyStore::ensure_keys`]). A forgotten subject gets no
+    /// new key: writing personal data for it is refused.
+    pub fn key_for_write(&self, subject: &str) -> Result<[u8; 32]> {
+        if let Some(key) = self.existing_key_for_write(subject)? {
+            return Ok(key);
+        }
+        if let Some(op) = self.missing([subject])? {
+            self.send_blocking(op)?;
+        }
+        self.existing_key_for_write(subject)?
+            .ok_or_else(|| self.shared.unknown_subject(subject))
+    }
+
+    /// Destroys the subject's key. Idempotent. Blocks while the log is
+    /// written (see [`KeyStore::forget_subject`] for async code).
+    pub fn forget(&self, subject: &str) -> Result<()> {
+        self.send_blocking(Op::Forget(subject_hash(subject), subject.to_owned()))
+    }
+
+    /// Destroys the subject's key: returns once the erasure is durable and
+    /// the key bytes are overwritten on disk. Idempotent.
+    pub async fn forget_subject(&self, subject: &str) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            Op::Forget(subject_hash(subject), subject.to_owned()),
+            Reply::Async(tx),
+        )?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// The creation request for the subjects the log does not know yet.
+    fn missing<I, S>(&self, subjects: I) -> Result<Option<Op>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let st = self.shared.state.read();
+        let mut seen = HashSet::new();
+        let mut missing = Vec::new();
+        for subject in subjects {
+            let subject = subject.as_ref();
+            let hash = subject_hash(subject);
+            match st.subjects.get(&hash) {
+                Some(Entry::Key { .. }) => {}
+                Some(Entry::Erased) => return Err(forgotten(subject)),
+                Some(Entry::Damaged(why)) => {
+                    return Err(Error::KeyStore(format!(
+                        "the key of data subject {subject:?} is damaged: {why}"
+                    )));
+                }
+                None => {
+                    if seen.insert(hash) {
+                        missing.push((hash, subject.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok((!missing.is_empty()).then_some(Op::Create(missing)))
+    }
+
+    fn send(&self, op: Op, reply: Reply) -> Result<()> {
+        self.requests
+            .as_ref()
+            .ok_or_else(writer_gone)?
+            .send(Request { op, reply })
+            .map_err(|_| writer_gone())
+    }
+
+    fn send_blocking(&self, op: Op) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(op, Reply::Blocking(tx))?;
+        rx.recv().map_err(|_| writer_gone())?
+    }
+}
+
+fn forgotten(subject: &str) -> Error {
+    Error::KeyStore(format!(
+        "data subject {subject:?} was forgotten; no personal data can be stored for it"
+    ))
+}
+
+fn writer_gone() -> Error {
+    Error::KeyStore("the key writer stopped".into())
+}
+
+/// What opening found in the log.
+struct Recovered {
+    subjects: HashMap<Hash, Entry>,
+    /// Slots that fail their checksum (or are holes) before the last batch.
+    damage: Vec<(u64, String)>,
+    /// Slots to rewrite before anything else: torn records of the last
+    /// batch become void, key records of erased subjects destroyed.
+    rewrites: Vec<(u64, Record)>,
+    next_slot: u64,
+    next_batch: u64,
+}
+
+/// Decides what every slot of the log holds (see the module docs).
+///
+/// The last batch is the one with the highest batch number among intact
+/// records; it starts at the slot of any of its records minus that record's
+/// index. The writer appends a batch only after the previous one was
+/// synced, so anything unreadable from that slot on was never acknowledged,
+/// while anything unreadable before it was.
+fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
+    let decoded: Vec<Slot> = slots.iter().map(keylog::decode).collect();
+    let records = || {
+        decoded.iter().enumerate().filter_map(|(i, s)| match s {
+            Slot::Record(r) => Some((i as u64, r)),
+            _ => None,
+        })
+    };
+    let final_batch = records().map(|(_, r)| r.batch).max().unwrap_or(0);
+    let final_start = records()
+        .filter(|(_, r)| r.batch == final_batch)
+        .map(|(i, r)| i.saturating_sub(u64::from(r.index)))
+        .min()
+        .unwrap_or(0);
+    let end = decoded
+        .iter()
+        .rposition(|s| !matches!(s, Slot::Empty))
+        .map_or(0, |i| i as u64 + 1);
+    let erased: HashSet<Hash> = records()
+        .filter(|(_, r)| matches!(r.kind, Kind::Erasure | Kind::Destroyed))
+        .map(|(_, r)| r.subject)
+        .collect();
+
+    let mut out = Recovered {
+        subjects: HashMap::new(),
+        damage: Vec::new(),
+        rewrites: Vec::new(),
+        next_slot: end,
+        next_batch: final_batch + 1,
+    };
+    let void = |i: u64| Record {
+        kind: Kind::Void,
+        index: u16::try_from(i - final_start).unwrap_or(u16::MAX),
+        batch: final_batch,
+        subject: [0; 32],
+    };
+    for (i, (slot, raw)) in decoded.iter().zip(slots).enumerate().take(end as usize) {
+        let i = i as u64;
+        match slot {
+            Slot::Empty if i >= final_start => out.rewrites.push((i, void(i))),
+            Slot::Empty => out
+                .damage
+                .push((i, "zeros inside the log (a lost write)".into())),
+            Slot::Bad(why) => {
+                let subject = Record::subject_of_bad(raw);
+                let (batch, index) = Record::place_of_bad(raw);
+                if erased.contains(&subject) && batch < final_batch && i < final_start {
+                    // A key record whose overwrite by its (durable) erasure
+                    // was torn: the bytes that name it are never rewritten.
+                    let destroyed = Record {
+                        kind: Kind::Destroyed,
+                        index,
+                        batch,
+                        subject,
+                    };
+                    out.rewrites.push((i, destroyed));
+                } else if i >= final_start {
+                    out.rewrites.push((i, void(i)));
+                } else {
+                    out.damage.push((i, why.clone()));
+                }
+            }
+            Slot::Record(r) => match r.kind {
+                // An erasure the crash interrupted before its overwrite.
+                Kind::Key(_) if erased.contains(&r.subject) => {
+                    out.rewrites.push((
+                        i,
+                        Record {
+                            kind: Kind::Destroyed,
+                            ..*r
+                        },
+                    ));
+                    out.subjects.insert(r.subject, Entry::Erased);
+                }
+                Kind::Key(key) => {
+                    let entry = match out.subjects.get(&r.subject) {
+                        None => Entry::Key { key, slot: i },
+                        Some(Entry::Key { key: first, .. }) if *first == key => continue,
+                        Some(_) => Entry::Damaged(format!(
+                            "the key log holds two different keys for it (the second at offset {})",
+                            keylog::offset_of(i)
+                        )),
+                    };
+                    out.subjects.insert(r.subject, entry);
+                }
+                Kind::Erasure | Kind::Destroyed => {
+                    out.subjects.insert(r.subject, Entry::Erased);
+                }
+                Kind::Void => {}
+            },
+        }
+    }
     out
 }
 
-fn decode(bytes: &[u8], magic: &[u8; 8], subject: &str) -> std::result::Result<[u8; 32], String> {
+/// The single writer of the log.
+struct LogWriter {
+    shared: Arc<Shared>,
+    file: Arc<dyn FsFile>,
+    /// The first slot not written yet.
+    next_slot: u64,
+    /// Slots the file has room for (zeros past `next_slot`).
+    allocated: u64,
+    next_batch: u64,
+}
+
+/// One batch in the making.
+#[derive(Default)]
+struct Group {
+    records: Vec<Record>,
+    /// What the batch changes, published once it is durable.
+    pending: HashMap<Hash, Entry>,
+    /// Key records (slot, subject) to overwrite once the batch's erasures
+    /// are durable.
+    destroy: Vec<(u64, Hash)>,
+    /// Answered once the batch is durable.
+    created: Vec<Reply>,
+    /// Answered once the key bytes are overwritten and synced.
+    forgotten: Vec<Reply>,
+}
+
+impl LogWriter {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut requests = vec![first];
+            while requests.len() < GROUP_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+            let mut group = Group::default();
+            for request in requests {
+                let needed = match &request.op {
+                    Op::Create(subjects) => subjects.len(),
+                    Op::Forget(..) => 1,
+                };
+                if needed > BATCH_RECORDS_MAX {
+                    request.reply.send(Err(Error::KeyStore(format!(
+                        "{needed} new keys in one request; at most {BATCH_RECORDS_MAX}"
+                    ))));
+                    continue;
+                }
+                if group.records.len() + needed > BATCH_RECORDS_MAX {
+                    self.commit(std::mem::take(&mut group));
+                }
+                self.plan(request, &mut group);
+            }
+            self.commit(group);
+        }
+        tracing::debug!("key writer stopped");
+    }
+
+    fn current(&self, group: &Group, hash: &Hash) -> Option<Entry> {
+        group
+            .pending
+            .get(hash)
+            .cloned()
+            .or_else(|| self.shared.state.read().subjects.get(hash).cloned())
+    }
+
+    fn record(&self, group: &Group, kind: Kind, subject: Hash) -> Record {
+        Record {
+            kind,
+            // Bounded by BATCH_RECORDS_MAX.
+            index: u16::try_from(group.records.len()).unwrap_or(u16::MAX),
+            batch: self.next_batch,
+            subject,
+        }
+    }
+
+    /// Adds a request's records to the group, or answers it at once.
+    fn plan(&mut self, request: Request, group: &mut Group) {
+        let refusal = {
+            let st = self.shared.state.read();
+            st.poisoned
+                .clone()
+                .map(|why| {
+                    Error::KeyStore(format!(
+                        "the key log stopped accepting writes after a failed write or fsync: {why}"
+                    ))
+                })
+                .or_else(|| {
+                    (!st.damage.is_empty() && matches!(request.op, Op::Create(_))).then(|| {
+                        Error::KeyStore(format!(
+                            "the key log {} is damaged ({}); no new key is created until it is repaired",
+                            self.shared.log_path.display(),
+                            st.damage.join("; ")
+                        ))
+                    })
+                })
+        };
+        if let Some(err) = refusal {
+            request.reply.send(Err(err));
+            return;
+        }
+        match request.op {
+            Op::Create(subjects) => {
+                let mut new = Vec::new();
+                for (hash, subject) in subjects {
+                    match self.current(group, &hash) {
+                        Some(Entry::Key { .. }) => {}
+                        Some(Entry::Erased) => {
+                            request.reply.send(Err(forgotten(&subject)));
+                            return;
+                        }
+                        Some(Entry::Damaged(why)) => {
+                            request.reply.send(Err(Error::KeyStore(format!(
+                                "the key of data subject {subject:?} is damaged: {why}"
+                            ))));
+                            return;
+                        }
+                        None => new.push(hash),
+                    }
+                }
+                for hash in new {
+                    let mut key = [0u8; 32];
+                    if let Err(e) = getrandom::fill(&mut key) {
+                        request.reply.send(Err(Error::KeyStore(format!(
+                            "no randomness for a new key: {e}"
+                        ))));
+                        return;
+                    }
+                    let slot = self.next_slot + group.records.len() as u64;
+                    group.records.push(self.record(group, Kind::Key(key), hash));
+                    group.pending.insert(hash, Entry::Key { key, slot });
+                }
+                group.created.push(request.reply);
+            }
+            Op::Forget(hash, subject) => {
+                match self.current(group, &hash) {
+                    Some(Entry::Erased) => {}
+                    Some(Entry::Damaged(why)) => {
+                        request.reply.send(Err(Error::KeyStore(format!(
+                            "the key of data subject {subject:?} is damaged: {why}"
+                        ))));
+                        return;
+                    }
+                    None if !self.shared.state.read().damage.is_empty() => {
+                        // Its key may be in a damaged record: an erasure now
+                        // would leave those bytes, and hide the damage.
+                        request
+                            .reply
+                            .send(Err(self.shared.unknown_subject(&subject)));
+                        return;
+                    }
+                    found => {
+                        if let Some(Entry::Key { slot, .. }) = found {
+                            group.destroy.push((slot, hash));
+                        }
+                        group.records.push(self.record(group, Kind::Erasure, hash));
+                        group.pending.insert(hash, Entry::Erased);
+                    }
+                }
+                group.forgotten.push(request.reply);
+            }
+        }
+    }
+
+    fn poison(&self, what: String, group: Group) {
+        tracing::error!("{what}; the key log refuses writes until it is reopened");
+        self.shared.state.write().poisoned = Some(what.clone());
+        let err = || {
+            Error::KeyStore(format!(
+                "the key log stopped accepting writes after a failed write or fsync: {what}"
+            ))
+        };
+        for reply in group.created.into_iter().chain(group.forgotten) {
+            reply.send(Err(err()));
+        }
+    }
+
+    /// Appends the group's records, syncs, publishes, answers; then
+    /// overwrites the keys of the subjects it erased, syncs, answers those.
+    fn commit(&mut self, mut group: Group) {
+        if !group.records.is_empty() {
+            if let Err(e) = self.append(&group.records) {
+                let what = format!(
+                    "appending {} records to {} failed: {e}",
+                    group.records.len(),
+                    self.shared.log_path.display()
+                );
+                return self.poison(what, group);
+            }
+            self.next_slot += group.records.len() as u64;
+            self.next_batch += 1;
+            self.shared
+                .state
+                .write()
+                .subjects
+                .extend(group.pending.drain());
+        }
+        for reply in group.created.drain(..) {
+            reply.send(Ok(()));
+        }
+        // The erasures are durable; if the overwrite fails, the next open
+        // finishes it.
+        if !group.destroy.is_empty()
+            && let Err(e) = self.destroy(&group.destroy)
+        {
+            let what = format!(
+                "overwriting erased keys in {} failed: {e}",
+                self.shared.log_path.display()
+            );
+            return self.poison(what, group);
+        }
+        for reply in group.forgotten.drain(..) {
+            reply.send(Ok(()));
+        }
+    }
+
+    fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
+        let end = self.next_slot + records.len() as u64;
+        if end > self.allocated {
+            let allocated = end.div_ceil(CHUNK_SLOTS) * CHUNK_SLOTS;
+            let zeros = vec![0u8; ((allocated - self.allocated) * RECORD_LEN as u64) as usize];
+            self.file
+                .write_all_at(&zeros, keylog::offset_of(self.allocated))?;
+            self.allocated = allocated;
+        }
+        let buf: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+        self.file
+            .write_all_at(&buf, keylog::offset_of(self.next_slot))?;
+        self.file.sync_data()
+    }
+
+    fn destroy(&self, slots: &[(u64, Hash)]) -> std::io::Result<()> {
+        for (slot, hash) in slots {
+            let offset = keylog::offset_of(*slot);
+            let mut raw = [0u8; RECORD_LEN];
+            self.file.read_exact_at(&mut raw, offset)?;
+            let Slot::Record(record) = keylog::decode(&raw) else {
+                return Err(std::io::Error::other(format!(
+                    "the key record at offset {offset} no longer decodes"
+                )));
+            };
+            if record.subject != *hash || !matches!(record.kind, Kind::Key(_)) {
+                return Err(std::io::Error::other(format!(
+                    "offset {offset} does not hold the key being erased"
+                )));
+            }
+            let destroyed = Record {
+                kind: Kind::Destroyed,
+                ..record
+            };
+            self.file.write_all_at(&destroyed.encode(), offset)?;
+        }
+        self.file.sync_data()
+    }
+}
+
+/// A key or erasure file of the one-file-per-subject format.
+enum Legacy {
+    Key([u8; 32]),
+    Erased,
+}
+
+/// Decodes an old key (`ANNALKEY`) or erasure (`ANNALERA`) file and checks
+/// that it belongs to the subject its name says.
+fn decode_legacy(bytes: &[u8], hash: &Hash) -> std::result::Result<Legacy, String> {
     if bytes.len() < 48 {
         return Err(format!("{} bytes is too short", bytes.len()));
     }
@@ -99,237 +834,181 @@ fn decode(bytes: &[u8], magic: &[u8; 8], subject: &str) -> std::result::Result<[
     if crc32fast::hash(&bytes[..end]) != crc {
         return Err("checksum mismatch".into());
     }
-    if &bytes[0..8] != magic {
-        return Err("wrong magic".into());
-    }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
-        return Err(format!("version {version} is not {VERSION}"));
+    if version != 1 {
+        return Err(format!("version {version} is not 1"));
     }
-    let len = u16::from_le_bytes([bytes[10], bytes[11]]) as usize;
-    if 44 + len != end || &bytes[44..end] != subject.as_bytes() {
+    let len = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+    if 44 + len != end || Hash::from(Sha256::digest(&bytes[44..end])) != *hash {
         return Err("the file belongs to another subject".into());
     }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&bytes[12..44]);
-    Ok(key)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-impl KeyStore {
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating the key store {}", dir.display()), e))?;
-        Ok(Self {
-            dir,
-            cache: RwLock::new(HashMap::new()),
-            writes: (0..WRITE_STRIPES).map(|_| Mutex::new(())).collect(),
-        })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn write_lock(&self, subject: &str) -> parking_lot::MutexGuard<'_, ()> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(subject);
-        self.writes[(hash % WRITE_STRIPES as u64) as usize].lock()
-    }
-
-    /// Whether the subject's key or erasure is known without touching the
-    /// disk.
-    pub fn is_cached(&self, subject: &str) -> bool {
-        self.cache.read().contains_key(subject)
-    }
-
-    fn paths(&self, subject: &str) -> (PathBuf, PathBuf) {
-        let stem = file_stem(subject);
-        (
-            self.dir.join(format!("{stem}.key")),
-            self.dir.join(format!("{stem}.erased")),
-        )
-    }
-
-    /// The subject's key or its erasure. A subject never seen is
-    /// `Ok(None)`; use [`KeyStore::require`] where a key must exist.
-    pub fn lookup(&self, subject: &str) -> Result<Option<SubjectKey>> {
-        if let Some(found) = self.cache.read().get(subject) {
-            return Ok(Some(found.clone()));
+    match &bytes[0..8] {
+        b"ANNALKEY" => {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes[12..44]);
+            Ok(Legacy::Key(key))
         }
-        let (key_path, erased_path) = self.paths(subject);
-        let found = match std::fs::read(&erased_path) {
-            Ok(bytes) => {
-                decode(&bytes, ERASED_MAGIC, subject).map_err(|detail| {
-                    Error::KeyStore(format!(
-                        "erasure record {} is damaged: {detail}",
-                        erased_path.display()
-                    ))
-                })?;
-                Some(SubjectKey::Erased)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::read(&key_path) {
-                Ok(bytes) => Some(SubjectKey::Key(
-                    decode(&bytes, KEY_MAGIC, subject).map_err(|detail| {
-                        Error::KeyStore(format!(
-                            "key file {} is damaged: {detail}",
-                            key_path.display()
-                        ))
-                    })?,
-                )),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(Error::io(format!("reading {}", key_path.display()), e)),
-            },
-            Err(e) => return Err(Error::io(format!("reading {}", erased_path.display()), e)),
+        b"ANNALERA" => Ok(Legacy::Erased),
+        _ => Err("wrong magic".into()),
+    }
+}
+
+fn parse_hex_hash(stem: &str) -> Option<Hash> {
+    if stem.len() != 64 {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(stem.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(hash)
+}
+
+/// Overwrites a file with zeros, syncs it and unlinks it, so that its bytes
+/// do not survive in blocks the filesystem merely frees.
+fn shred_file(fs: &dyn Fs, path: &Path) -> Result<()> {
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let file = fs
+        .open(path, true)
+        .map_err(|e| Error::io(ctx("opening"), e))?;
+    let len = file.len().map_err(|e| Error::io(ctx("reading"), e))?;
+    file.write_all_at(&vec![0u8; len as usize], 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(ctx("overwriting"), e))?;
+    drop(file);
+    fs.remove(path).map_err(|e| Error::io(ctx("removing"), e))
+}
+
+/// Moves the files of the one-file-per-subject format into the log: their
+/// records are appended and synced first, and only then are the old files
+/// overwritten and removed, so a crash at any point leaves every key in at
+/// least one place (and an interrupted migration runs again).
+fn migrate_legacy_files(fs: &dyn Fs, dir: &Path, writer: &mut LogWriter) -> Result<()> {
+    let files = fs
+        .list(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+    let mut found: Vec<(PathBuf, Hash, std::result::Result<Legacy, String>)> = Vec::new();
+    let mut leftovers = Vec::new();
+    for path in files {
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
         };
-        if let Some(found) = &found {
-            self.cache.write().insert(subject.to_owned(), found.clone());
-        }
-        Ok(found)
-    }
-
-    /// The subject's key or erasure, where data encrypted for it exists: a
-    /// missing key then means the key store lost it.
-    pub fn require(&self, subject: &str) -> Result<SubjectKey> {
-        self.lookup(subject)?.ok_or_else(|| {
-            Error::KeyStore(format!(
-                "no key and no erasure record for data subject {subject:?} in {}: the key store is incomplete or was replaced",
-                self.dir.display()
-            ))
-        })
-    }
-
-    /// The subject's key, created (durably) if it has none. A forgotten
-    /// subject gets no new key: writing personal data for it is refused.
-    pub fn key_for_write(&self, subject: &str) -> Result<[u8; 32]> {
-        if let Some(SubjectKey::Key(key)) = self.lookup(subject)? {
-            return Ok(key);
-        }
-        let _guard = self.write_lock(subject);
-        match self.lookup(subject)? {
-            Some(SubjectKey::Key(key)) => return Ok(key),
-            Some(SubjectKey::Erased) => {
-                return Err(Error::KeyStore(format!(
-                    "data subject {subject:?} was forgotten; no personal data can be stored for it"
-                )));
-            }
-            None => {}
-        }
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key)
-            .map_err(|e| Error::KeyStore(format!("no randomness for a new key: {e}")))?;
-        let (key_path, _) = self.paths(subject);
-        self.write_durably(&key_path, &encode(KEY_MAGIC, &key, subject))?;
-        self.cache
-            .write()
-            .insert(subject.to_owned(), SubjectKey::Key(key));
-        Ok(key)
-    }
-
-    /// Destroys the subject's key. Idempotent.
-    pub fn forget(&self, subject: &str) -> Result<()> {
-        let _guard = self.write_lock(subject);
-        let (key_path, erased_path) = self.paths(subject);
-        if !erased_path.exists() {
-            self.write_durably(&erased_path, &encode(ERASED_MAGIC, &[0u8; 32], subject))?;
-        }
-        self.cache
-            .write()
-            .insert(subject.to_owned(), SubjectKey::Erased);
-        match OpenOptions::new().write(true).open(&key_path) {
-            Ok(file) => {
-                let ctx = |what: &str| format!("{what} {}", key_path.display());
+        let Some(hash) = parse_hex_hash(stem) else {
+            continue;
+        };
+        match ext {
+            "key" | "erased" => {
+                let file = fs
+                    .open(&path, false)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
                 let len = file
-                    .metadata()
-                    .map_err(|e| Error::io(ctx("reading"), e))?
-                    .len();
-                // Overwrite in place before unlinking, so the key bytes are
-                // not left behind in blocks the filesystem merely frees.
-                file.write_all_at(&vec![0u8; len as usize], 0)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| Error::io(ctx("overwriting"), e))?;
-                drop(file);
-                std::fs::remove_file(&key_path).map_err(|e| Error::io(ctx("removing"), e))?;
-                sync_dir(&self.dir).map_err(|e| Error::io(ctx("syncing the directory of"), e))?;
+                    .len()
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                let mut bytes = vec![0u8; len as usize];
+                file.read_exact_at(&mut bytes, 0)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                found.push((path, hash, decode_legacy(&bytes, &hash)));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("opening {}", key_path.display()), e)),
+            // A key file whose creation was interrupted: never acknowledged.
+            "tmp" => leftovers.push(path),
+            _ => {}
         }
-        Ok(())
     }
-
-    fn write_durably(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        let ctx = |what: &str| format!("{what} {}", path.display());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(ctx("creating"), e))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| Error::io(ctx("writing"), e))?;
-        drop(file);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(ctx("renaming into place"), e))?;
-        sync_dir(&self.dir).map_err(|e| Error::io(ctx("syncing the directory of"), e))
+    if found.is_empty() && leftovers.is_empty() {
+        return Ok(());
     }
+    let legacy_erased: HashSet<Hash> = found
+        .iter()
+        .filter(|(_, _, l)| matches!(l, Ok(Legacy::Erased)))
+        .map(|(_, h, _)| *h)
+        .collect();
+    let mut group = Group::default();
+    let mut shred = Vec::new();
+    for (path, hash, legacy) in found {
+        let current = writer.current(&group, &hash);
+        match (legacy, current) {
+            (_, Some(Entry::Damaged(_))) => continue,
+            (Err(why), None) => {
+                let why = format!("{} is damaged: {why}", path.display());
+                writer
+                    .shared
+                    .state
+                    .write()
+                    .subjects
+                    .insert(hash, Entry::Damaged(why));
+                continue;
+            }
+            // The log has the subject already (an earlier migration that
+            // was interrupted): the file is a leftover.
+            (Err(_), Some(_)) => {}
+            (Ok(Legacy::Erased), Some(Entry::Erased)) => {}
+            (Ok(Legacy::Erased), found) => {
+                if let Some(Entry::Key { slot, .. }) = found {
+                    group.destroy.push((slot, hash));
+                }
+                group
+                    .records
+                    .push(writer.record(&group, Kind::Erasure, hash));
+                group.pending.insert(hash, Entry::Erased);
+            }
+            (Ok(Legacy::Key(_)), _) if legacy_erased.contains(&hash) => {}
+            (Ok(Legacy::Key(_)), Some(Entry::Erased)) => {}
+            (Ok(Legacy::Key(key)), Some(Entry::Key { key: logged, .. })) => {
+                if key != logged {
+                    let why = format!("{} and the key log hold different keys", path.display());
+                    writer
+                        .shared
+                        .state
+                        .write()
+                        .subjects
+                        .insert(hash, Entry::Damaged(why));
+                    continue;
+                }
+            }
+            (Ok(Legacy::Key(key)), None) => {
+                let slot = writer.next_slot + group.records.len() as u64;
+                group
+                    .records
+                    .push(writer.record(&group, Kind::Key(key), hash));
+                group.pending.insert(hash, Entry::Key { key, slot });
+            }
+        }
+        shred.push(path);
+    }
+    let log = writer.shared.log_path.clone();
+    if !group.records.is_empty() {
+        writer
+            .append(&group.records)
+            .map_err(|e| Error::io(format!("migrating old key files into {}", log.display()), e))?;
+        writer.next_slot += group.records.len() as u64;
+        writer.next_batch += 1;
+        writer
+            .shared
+            .state
+            .write()
+            .subjects
+            .extend(group.pending.drain());
+    }
+    if !group.destroy.is_empty() {
+        writer
+            .destroy(&group.destroy)
+            .map_err(|e| Error::io(format!("erasing keys in {}", log.display()), e))?;
+    }
+    tracing::info!(
+        files = shred.len() + leftovers.len(),
+        "migrated the old key files of {} into {}",
+        dir.display(),
+        log.display()
+    );
+    for path in shred.iter().chain(&leftovers) {
+        shred_file(fs, path)?;
+    }
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_created_once_found_again_and_forgotten_for_good() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = KeyStore::open(dir.path()).unwrap();
-        assert_eq!(keys.lookup("c-1").unwrap(), None);
-        assert!(matches!(keys.require("c-1"), Err(Error::KeyStore(_))));
-        let key = keys.key_for_write("c-1").unwrap();
-        assert_eq!(keys.key_for_write("c-1").unwrap(), key);
-        let reopened = KeyStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.require("c-1").unwrap(), SubjectKey::Key(key));
-
-        reopened.forget("c-1").unwrap();
-        reopened.forget("c-1").unwrap();
-        assert_eq!(reopened.require("c-1").unwrap(), SubjectKey::Erased);
-        assert!(matches!(
-            reopened.key_for_write("c-1"),
-            Err(Error::KeyStore(_))
-        ));
-        let fresh = KeyStore::open(dir.path()).unwrap();
-        assert_eq!(fresh.require("c-1").unwrap(), SubjectKey::Erased);
-        // The key bytes are nowhere in the directory any more.
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(
-                !bytes.windows(32).any(|w| w == key),
-                "key bytes left on disk"
-            );
-        }
-    }
-
-    #[test]
-    fn a_damaged_or_missing_key_is_an_error_not_an_erasure() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = KeyStore::open(dir.path()).unwrap();
-        keys.key_for_write("c-1").unwrap();
-        let (key_path, _) = keys.paths("c-1");
-        let mut bytes = std::fs::read(&key_path).unwrap();
-        bytes[20] ^= 1;
-        std::fs::write(&key_path, bytes).unwrap();
-        let fresh = KeyStore::open(dir.path()).unwrap();
-        assert!(matches!(fresh.require("c-1"), Err(Error::KeyStore(m)) if m.contains("damaged")));
-        std::fs::remove_file(&key_path).unwrap();
-        let fresh = KeyStore::open(dir.path()).unwrap();
-        assert!(
-            matches!(fresh.require("c-1"), Err(Error::KeyStore(m)) if m.contains("incomplete"))
-        );
-    }
-}
+mod tests;

@@ -248,17 +248,22 @@ impl<S: EventStore> Shredding<S> {
 }
 
 impl Vault {
-    /// Whether encrypting `appends` may have to create a key on disk.
-    fn needs_new_key(&self, appends: &[StreamAppend]) -> bool {
+    /// The subjects whose keys encrypting `appends` needs and the key store
+    /// does not hold yet (empty for most appends).
+    fn subjects_without_key(&self, appends: &[StreamAppend]) -> Vec<String> {
         // The policy first: it answers most appends (other streams, events
-        // without personal fields) without touching the key cache's lock.
-        appends.iter().any(|a| {
-            a.events.iter().any(|e| {
-                self.policy
-                    .personal_fields(a.stream_id.as_str(), &e.event_type)
-                    .is_some()
-            }) && !self.keys.is_cached(a.stream_id.as_str())
-        })
+        // without personal fields) without touching the key store's lock.
+        appends
+            .iter()
+            .filter(|a| {
+                a.events.iter().any(|e| {
+                    self.policy
+                        .personal_fields(a.stream_id.as_str(), &e.event_type)
+                        .is_some()
+                }) && !self.keys.is_cached(a.stream_id.as_str())
+            })
+            .map(|a| a.stream_id.as_str().to_owned())
+            .collect()
     }
 
     fn encrypt_appends(&self, appends: Vec<StreamAppend>) -> Result<Vec<StreamAppend>> {
@@ -299,7 +304,17 @@ impl Vault {
             }
             let key = match key {
                 Some(k) => k,
-                None => *key.insert(self.keys.key_for_write(stream_id.as_str())?),
+                None => *key.insert(
+                    // `append_many` created the missing keys before; a key
+                    // still missing here was lost in between.
+                    self.keys
+                        .existing_key_for_write(stream_id.as_str())?
+                        .ok_or_else(|| {
+                            Error::KeyStore(format!(
+                                "data subject {stream_id} has no key after it was created"
+                            ))
+                        })?,
+                ),
             };
             let plaintext = serde_json::to_vec(value)
                 .map_err(|e| Error::InvalidAppend(format!("personal field {field}: {e}")))?;
@@ -499,16 +514,14 @@ impl Vault {
 #[async_trait]
 impl<S: EventStore> EventStore for Shredding<S> {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        // A subject's first personal data creates its key file (written and
-        // fsynced): that blocking work must not hold up an async worker.
-        let appends = if self.vault.needs_new_key(&appends) {
-            let vault = self.vault.clone();
-            tokio::task::spawn_blocking(move || vault.encrypt_appends(appends))
-                .await
-                .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))??
-        } else {
-            self.vault.encrypt_appends(appends)?
-        };
+        // A subject's first personal data needs its key, durable before any
+        // event encrypted with it can be acknowledged: wait for the key
+        // log's group commit (shared with every concurrent new subject).
+        let new_subjects = self.vault.subjects_without_key(&appends);
+        if !new_subjects.is_empty() {
+            self.vault.keys.ensure_keys(&new_subjects).await?;
+        }
+        let appends = self.vault.encrypt_appends(appends)?;
         self.inner.append_many(appends).await
     }
 
@@ -558,7 +571,17 @@ impl<S: EventStore> EventStore for Shredding<S> {
             // A forgotten subject's state may have been loaded before the
             // erasure; no snapshot of it is ever written again.
             Some(SubjectKey::Erased) => return Ok(()),
-            None => self.vault.keys.key_for_write(stream_id.as_str())?,
+            None => {
+                self.vault.keys.ensure_keys([stream_id.as_str()]).await?;
+                self.vault
+                    .keys
+                    .existing_key_for_write(stream_id.as_str())?
+                    .ok_or_else(|| {
+                        Error::KeyStore(format!(
+                            "data subject {stream_id} has no key after it was created"
+                        ))
+                    })?
+            }
         };
         let aad = [stream_id.as_str().as_bytes(), &version.to_le_bytes()].concat();
         let sealed = seal(&key, &aad, &state)?;
@@ -625,20 +648,15 @@ impl<S: EventStore> EventStore for Shredding<S> {
                 "stream {stream_id} does not belong to a data subject"
             )));
         }
-        let vault = self.vault.clone();
-        let subject = stream_id.as_str().to_owned();
-        tokio::task::spawn_blocking(move || {
-            // Whatever the outcome: once the erasure may be recorded, no
-            // plaintext of the subject stays cached. Entries inserted after
-            // this cannot exist, as insertion checks the key under the
-            // cache's lock and the key store marks the subject erased
-            // before it touches the key file.
-            let forgotten = vault.keys.forget(&subject);
-            vault.cache.forget(&subject);
-            forgotten
-        })
-        .await
-        .map_err(|e| Error::KeyStore(format!("the key writer failed: {e}")))?
+        let subject = stream_id.as_str();
+        // Whatever the outcome: once the erasure may be recorded, no
+        // plaintext of the subject stays cached. Entries inserted after
+        // this cannot exist, as insertion checks the key under the cache's
+        // lock and the key store marks the subject erased before it
+        // destroys the key record.
+        let forgotten = self.vault.keys.forget_subject(subject).await;
+        self.vault.cache.forget(subject);
+        forgotten
     }
 
     fn read_page_max(&self) -> usize {
@@ -656,8 +674,12 @@ mod tests {
     const FIELDS: [&str; 3] = ["name", "email", "phone"];
 
     fn vault(dir: &std::path::Path, cache_bytes: usize) -> Vault {
+        let keys = KeyStore::open(dir).unwrap();
+        // Appends create keys before they encrypt; these tests encrypt
+        // directly.
+        keys.key_for_write("customer-1").unwrap();
         Vault {
-            keys: Arc::new(KeyStore::open(dir).unwrap()),
+            keys: Arc::new(keys),
             policy: PersonalData::new()
                 .subject_streams("customer-")
                 .fields("CustomerRegistered", FIELDS),

@@ -164,14 +164,14 @@ async fn deleting_personal_data_is_idempotent_and_refuses_the_unknown() {
         .assert_problem(501, "not-implemented");
 }
 
-/// A key file that is damaged or gone is reported as such: the command is
+/// A key that is damaged or gone is reported as such: the command is
 /// refused with its own problem type, never decided on "[erased]" data.
 #[tokio::test]
 async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
     let keys_dir = tempfile::tempdir().unwrap();
     let keys_path = keys_dir.path().to_path_buf();
     let keys = Arc::new(KeyStore::open(&keys_path).unwrap());
-    let first = Fixture::with_store(command_api::ApiConfig::default(), |store| {
+    let mut first = Fixture::with_store(command_api::ApiConfig::default(), |store| {
         Arc::new(Shredding::new(store, keys, shredding_policy()))
     })
     .await;
@@ -179,19 +179,24 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
         .post("/customers", &register_body(100), &[])
         .await
         .id();
-    let key_file = std::fs::read_dir(&keys_path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "key"))
-        .unwrap();
-    let mut bytes = std::fs::read(&key_file).unwrap();
-    bytes[20] ^= 1;
-    std::fs::write(&key_file, bytes).unwrap();
+    // A second customer, so that the first one's key record is not in the
+    // key log's last batch (where damage cannot be told from a torn write).
+    first
+        .post("/customers", &register_body(100), &[])
+        .await
+        .id();
+    // The key store belongs to one instance at a time: let go of this one.
+    first.router = axum::Router::new();
+    let log = keys_path.join(event_store::keys::LOG_FILE);
+    let mut bytes = std::fs::read(&log).unwrap();
+    // Inside the key of the first record (header 64 bytes, key at 48..80).
+    bytes[64 + 60] ^= 1;
+    std::fs::write(&log, bytes).unwrap();
 
-    // A fresh key store (as after a restart) reads the damaged file.
+    // A fresh key store (as after a restart) reads the damaged record.
     let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
     let store = first.store.clone();
-    let fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| {
+    let mut fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| {
         Arc::new(Shredding::new(store, reopened, shredding_policy()))
     })
     .await;
@@ -200,8 +205,9 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
     fx.post(&path, &reserve, &[])
         .await
         .assert_problem(500, "personal-data-unreadable");
+    fx.router = axum::Router::new();
 
-    std::fs::remove_file(&key_file).unwrap();
+    std::fs::remove_file(&log).unwrap();
     let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
     let store = first.store.clone();
     let fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| {

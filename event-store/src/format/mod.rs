@@ -7,4 +7,5 @@ pub mod event;
 pub mod frame;
 pub mod header;
 pub mod index;
+pub mod keylog;
 pub mod snapshot;

@@ -1,0 +1,452 @@
+//! The key log on a real directory: creation, group commit, erasure that
+//! leaves no key bytes on disk, torn tails, damage, interrupted erasures,
+//! migration of the one-file-per-subject format, and failed writes.
+
+use super::*;
+use crate::fs::FaultyFs;
+use proptest::prelude::*;
+
+fn log_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join(LOG_FILE)).unwrap()
+}
+
+fn slot_bytes(dir: &Path, slot: u64) -> [u8; RECORD_LEN] {
+    let bytes = log_bytes(dir);
+    let at = keylog::offset_of(slot) as usize;
+    let mut out = [0u8; RECORD_LEN];
+    out.copy_from_slice(&bytes[at..at + RECORD_LEN]);
+    out
+}
+
+fn write_slot(dir: &Path, slot: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(LOG_FILE))
+        .unwrap();
+    file.write_all_at(bytes, keylog::offset_of(slot)).unwrap();
+}
+
+fn record_at(dir: &Path, slot: u64) -> Slot {
+    keylog::decode(&slot_bytes(dir, slot))
+}
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if bytes.windows(needle.len()).any(|w| w == needle) {
+            hits.push(path);
+        }
+    }
+    hits
+}
+
+#[test]
+fn keys_are_created_once_found_again_and_forgotten_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.lookup("c-1").unwrap(), None);
+    assert!(matches!(keys.require("c-1"), Err(Error::KeyStore(_))));
+    let key = keys.key_for_write("c-1").unwrap();
+    assert_eq!(keys.key_for_write("c-1").unwrap(), key);
+    // The directory is the open key store's.
+    assert!(matches!(
+        KeyStore::open(dir.path()),
+        Err(Error::Locked { .. })
+    ));
+    drop(keys);
+    let reopened = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(reopened.require("c-1").unwrap(), SubjectKey::Key(key));
+    // The raw key is in the log before the erasure...
+    assert_eq!(
+        files_holding(dir.path(), &key),
+        vec![dir.path().join(LOG_FILE)]
+    );
+
+    reopened.forget("c-1").unwrap();
+    reopened.forget("c-1").unwrap();
+    assert_eq!(reopened.require("c-1").unwrap(), SubjectKey::Erased);
+    assert!(matches!(
+        reopened.key_for_write("c-1"),
+        Err(Error::KeyStore(_))
+    ));
+    // ...and in no file after it: the record was overwritten in place and
+    // an erasure record follows it.
+    assert!(files_holding(dir.path(), &key).is_empty());
+    assert!(matches!(record_at(dir.path(), 0), Slot::Record(r) if r.kind == Kind::Destroyed));
+    assert!(matches!(record_at(dir.path(), 1), Slot::Record(r) if r.kind == Kind::Erasure));
+    drop(reopened);
+    let fresh = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(fresh.require("c-1").unwrap(), SubjectKey::Erased);
+    // A subject never seen can be forgotten too (it reads as erased).
+    fresh.forget("c-2").unwrap();
+    assert_eq!(fresh.require("c-2").unwrap(), SubjectKey::Erased);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_share_batches_and_all_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let keys = keys.clone();
+            tokio::spawn(async move {
+                let subject = format!("c-{i}");
+                // Twice at once: one key, never two.
+                let (a, b) = tokio::join!(
+                    keys.ensure_keys([subject.as_str()]),
+                    keys.ensure_keys([subject.as_str(), "shared"])
+                );
+                a.unwrap();
+                b.unwrap();
+                (subject.clone(), keys.require(&subject).unwrap())
+            })
+        })
+        .collect();
+    let mut found = Vec::new();
+    for task in tasks {
+        found.push(task.await.unwrap());
+    }
+    let shared = keys.require("shared").unwrap();
+    drop(keys);
+    let reopened = KeyStore::open(dir.path()).unwrap();
+    for (subject, key) in &found {
+        assert_eq!(&reopened.require(subject).unwrap(), key);
+    }
+    assert_eq!(reopened.require("shared").unwrap(), shared);
+    // 201 keys, one record each, in fewer batches than keys.
+    let mut batches = HashSet::new();
+    let mut count = 0;
+    for slot in 0.. {
+        match record_at(dir.path(), slot) {
+            Slot::Record(r) => {
+                count += 1;
+                batches.insert(r.batch);
+            }
+            Slot::Empty => break,
+            Slot::Bad(why) => panic!("slot {slot}: {why}"),
+        }
+    }
+    assert_eq!(count, 201);
+    assert!(batches.len() < 201, "{} batches", batches.len());
+}
+
+/// Three keys in three batches, the store closed.
+fn three_batches(dir: &Path) -> Vec<[u8; 32]> {
+    let keys = KeyStore::open(dir).unwrap();
+    let out = ["c-1", "c-2", "c-3"]
+        .iter()
+        .map(|s| keys.key_for_write(s).unwrap())
+        .collect();
+    drop(keys);
+    out
+}
+
+#[test]
+fn a_torn_last_batch_is_cleared_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = three_batches(dir.path());
+    // A fourth batch of three records whose write was cut: its first
+    // record half written, its second never reached the disk, its third
+    // complete.
+    let record = |index, subject| Record {
+        kind: Kind::Key([5; 32]),
+        index,
+        batch: 4,
+        subject: subject_hash(subject),
+    };
+    let mut first = record(0, "t-1").encode();
+    first[40..].fill(0);
+    write_slot(dir.path(), 3, &first);
+    write_slot(dir.path(), 5, &record(2, "t-3").encode());
+
+    let keys = KeyStore::open(dir.path()).unwrap();
+    for (subject, key) in ["c-1", "c-2", "c-3"].iter().zip(&created) {
+        assert_eq!(keys.require(subject).unwrap(), SubjectKey::Key(*key));
+    }
+    assert_eq!(keys.lookup("t-1").unwrap(), None);
+    // The intact record of the unacknowledged batch is kept: harmless, and
+    // a retry finds that key.
+    assert_eq!(keys.require("t-3").unwrap(), SubjectKey::Key([5; 32]));
+    assert!(matches!(record_at(dir.path(), 3), Slot::Record(r) if r.kind == Kind::Void));
+    assert!(matches!(record_at(dir.path(), 4), Slot::Record(r) if r.kind == Kind::Void));
+    let next = keys.key_for_write("c-4").unwrap();
+    assert!(matches!(record_at(dir.path(), 6), Slot::Record(r) if r.kind == Kind::Key(next)));
+    drop(keys);
+    // Nothing of it reads as damage later.
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-4").unwrap(), SubjectKey::Key(next));
+    keys.key_for_write("c-5").unwrap();
+}
+
+#[test]
+fn a_damaged_or_missing_key_is_an_error_not_an_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = three_batches(dir.path());
+    let mut bytes = slot_bytes(dir.path(), 0);
+    bytes[60] ^= 1;
+    write_slot(dir.path(), 0, &bytes);
+
+    let keys = KeyStore::open(dir.path()).unwrap();
+    match keys.require("c-1") {
+        Err(Error::KeyStore(m)) => {
+            assert!(m.contains("damaged") && m.contains("offset 64"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Intact records still serve; no new key while a damaged record may
+    // have been that subject's.
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Key(created[1]));
+    assert!(matches!(keys.key_for_write("c-9"), Err(Error::KeyStore(m)) if m.contains("damaged")));
+    // Damage is never turned into an erasure.
+    assert!(matches!(keys.forget("c-1"), Err(Error::KeyStore(m)) if m.contains("damaged")));
+    drop(keys);
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert!(matches!(record_at(dir.path(), 0), Slot::Bad(_)));
+    assert!(matches!(keys.require("c-2"), Ok(SubjectKey::Key(_))));
+    drop(keys);
+
+    std::fs::remove_file(dir.path().join(LOG_FILE)).unwrap();
+    let fresh = KeyStore::open(dir.path()).unwrap();
+    assert!(matches!(fresh.require("c-1"), Err(Error::KeyStore(m)) if m.contains("incomplete")));
+}
+
+#[test]
+fn an_interrupted_erasure_is_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = three_batches(dir.path());
+    // The erasure records of c-1 and c-2 made it to disk; the overwrite of
+    // c-1's key did not happen, the one of c-2's was torn.
+    let erasure = |index, subject| Record {
+        kind: Kind::Erasure,
+        index,
+        batch: 4,
+        subject: subject_hash(subject),
+    };
+    write_slot(dir.path(), 3, &erasure(0, "c-1").encode());
+    write_slot(dir.path(), 4, &erasure(1, "c-2").encode());
+    let mut torn = slot_bytes(dir.path(), 1);
+    torn[0] = 3;
+    torn[48..60].fill(0);
+    write_slot(dir.path(), 1, &torn);
+
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Erased);
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Erased);
+    assert_eq!(keys.require("c-3").unwrap(), SubjectKey::Key(created[2]));
+    for key in &created[..2] {
+        assert!(files_holding(dir.path(), key).is_empty());
+    }
+    assert!(matches!(record_at(dir.path(), 0), Slot::Record(r) if r.kind == Kind::Destroyed));
+    assert!(matches!(record_at(dir.path(), 1), Slot::Record(r) if r.kind == Kind::Destroyed));
+    keys.key_for_write("c-4").unwrap();
+}
+
+/// A key or erasure file as the one-file-per-subject release wrote it.
+fn legacy_file(magic: &[u8; 8], key: &[u8; 32], subject: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&(subject.len() as u16).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(subject.as_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn legacy_stem(subject: &str) -> String {
+    subject_hash(subject)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn old_key_files_are_migrated_and_then_shredded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let live = [7u8; 32];
+    let forgotten = [8u8; 32];
+    std::fs::write(
+        d.join(format!("{}.key", legacy_stem("c-live"))),
+        legacy_file(b"ANNALKEY", &live, "c-live"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join(format!("{}.erased", legacy_stem("c-gone"))),
+        legacy_file(b"ANNALERA", &[0; 32], "c-gone"),
+    )
+    .unwrap();
+    // An erasure the old release left half done: the key file is still there.
+    std::fs::write(
+        d.join(format!("{}.key", legacy_stem("c-gone"))),
+        legacy_file(b"ANNALKEY", &forgotten, "c-gone"),
+    )
+    .unwrap();
+    let mut damaged = legacy_file(b"ANNALKEY", &[9; 32], "c-bad");
+    damaged[20] ^= 1;
+    let damaged_path = d.join(format!("{}.key", legacy_stem("c-bad")));
+    std::fs::write(&damaged_path, &damaged).unwrap();
+    std::fs::write(
+        d.join(format!("{}.tmp", legacy_stem("c-tmp"))),
+        legacy_file(b"ANNALKEY", &[6; 32], "c-tmp"),
+    )
+    .unwrap();
+
+    let keys = KeyStore::open(d).unwrap();
+    assert_eq!(keys.require("c-live").unwrap(), SubjectKey::Key(live));
+    assert_eq!(keys.require("c-gone").unwrap(), SubjectKey::Erased);
+    assert!(matches!(keys.require("c-bad"), Err(Error::KeyStore(m)) if m.contains("damaged")));
+    assert_eq!(keys.lookup("c-tmp").unwrap(), None);
+    let mut left: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        format!("{}.key", legacy_stem("c-bad")),
+        LOG_FILE.to_owned(),
+        "LOCK".to_owned(),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    assert!(files_holding(d, &forgotten).is_empty());
+    assert!(files_holding(d, &[6; 32]).is_empty());
+    drop(keys);
+    let keys = KeyStore::open(d).unwrap();
+    assert_eq!(keys.require("c-live").unwrap(), SubjectKey::Key(live));
+    keys.forget("c-live").unwrap();
+    assert!(files_holding(d, &live).is_empty());
+}
+
+#[test]
+fn a_failed_write_or_fsync_is_never_acknowledged_and_stops_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultyFs::new();
+    let keys = KeyStore::open_with(dir.path(), Arc::new(fs.clone())).unwrap();
+    let first = keys.key_for_write("c-1").unwrap();
+    // The write succeeds, its fsync fails.
+    fs.fail_after(1);
+    assert!(matches!(keys.key_for_write("c-2"), Err(Error::KeyStore(m)) if m.contains("fsync")));
+    assert_eq!(keys.lookup("c-2").unwrap(), None);
+    fs.heal();
+    // Not retried as if the bytes were safe: refused until reopened.
+    assert!(matches!(keys.key_for_write("c-3"), Err(Error::KeyStore(m)) if m.contains("stopped")));
+    assert!(keys.forget("c-1").is_err());
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Key(first));
+    drop(keys);
+    let keys = KeyStore::open_with(dir.path(), Arc::new(fs)).unwrap();
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Key(first));
+    keys.key_for_write("c-3").unwrap();
+    // An erasure whose overwrite fails is durable all the same, and the
+    // next open finishes it.
+    let fs = FaultyFs::new();
+    drop(keys);
+    let keys = KeyStore::open_with(dir.path(), Arc::new(fs.clone())).unwrap();
+    fs.fail_after(2);
+    assert!(keys.forget("c-1").is_err());
+    drop(keys);
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Erased);
+    assert!(files_holding(dir.path(), &first).is_empty());
+}
+
+#[tokio::test]
+async fn the_file_grows_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    let chunk = keylog::offset_of(CHUNK_SLOTS);
+    assert_eq!(log_bytes(dir.path()).len() as u64, chunk);
+    let subjects: Vec<String> = (0..CHUNK_SLOTS + 1).map(|i| format!("c-{i}")).collect();
+    keys.ensure_keys(&subjects).await.unwrap();
+    assert_eq!(
+        log_bytes(dir.path()).len() as u64,
+        keylog::offset_of(2 * CHUNK_SLOTS)
+    );
+    drop(keys);
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert!(matches!(keys.require("c-4096"), Ok(SubjectKey::Key(_))));
+}
+
+/// Slots of a log of `sizes.len()` batches of keys.
+fn log_of(sizes: &[usize]) -> Vec<[u8; RECORD_LEN]> {
+    let mut slots = Vec::new();
+    for (b, size) in sizes.iter().enumerate() {
+        for index in 0..*size {
+            let subject = subject_hash(&format!("{b}-{index}"));
+            slots.push(
+                Record {
+                    kind: Kind::Key(subject),
+                    index: index as u16,
+                    batch: b as u64 + 1,
+                    subject,
+                }
+                .encode(),
+            );
+        }
+    }
+    slots.extend([[0u8; RECORD_LEN]; 8]);
+    slots
+}
+
+proptest! {
+    /// Whatever a crash does to the batch being written (slots unwritten,
+    /// records cut short anywhere), recovery finds no damage, keeps every
+    /// earlier batch, and leaves a log the next recovery agrees with.
+    #[test]
+    fn a_torn_last_batch_is_never_damage(
+        sizes in proptest::collection::vec(1usize..6, 1..6),
+        tears in proptest::collection::vec((0usize..3, 1usize..RECORD_LEN), 1..6),
+    ) {
+        let mut slots = log_of(&sizes);
+        let last = *sizes.last().unwrap_or(&0);
+        let start = sizes.iter().sum::<usize>() - last;
+        for (i, (how, cut)) in tears.iter().enumerate() {
+            let slot = &mut slots[start + i % last];
+            match how {
+                0 => slot.fill(0),
+                1 => slot[*cut..].fill(0),
+                _ => slot[..*cut].fill(0),
+            }
+        }
+        let recovered = recover(&slots);
+        prop_assert!(recovered.damage.is_empty());
+        for (b, size) in sizes[..sizes.len() - 1].iter().enumerate() {
+            for index in 0..*size {
+                let subject = subject_hash(&format!("{b}-{index}"));
+                let kept = matches!(recovered.subjects.get(&subject), Some(Entry::Key { key, .. }) if *key == subject);
+                prop_assert!(kept, "batch {} record {} lost", b, index);
+            }
+        }
+        for (slot, record) in &recovered.rewrites {
+            slots[*slot as usize] = record.encode();
+        }
+        let again = recover(&slots);
+        prop_assert!(again.damage.is_empty());
+        prop_assert!(again.rewrites.is_empty());
+        prop_assert_eq!(again.subjects.len(), recovered.subjects.len());
+    }
+
+    /// A flipped bit in a batch before the last is damage, never torn and
+    /// never an erasure.
+    #[test]
+    fn a_flipped_bit_before_the_last_batch_is_damage(
+        sizes in proptest::collection::vec(1usize..6, 2..6),
+        pick in any::<prop::sample::Index>(),
+        at in 0usize..RECORD_LEN,
+        bit in 0u8..8,
+    ) {
+        let mut slots = log_of(&sizes);
+        let before_last = sizes.iter().sum::<usize>() - sizes[sizes.len() - 1];
+        let slot = pick.index(before_last);
+        slots[slot][at] ^= 1 << bit;
+        let recovered = recover(&slots);
+        prop_assert_eq!(recovered.damage.len(), 1);
+        prop_assert_eq!(recovered.damage[0].0, slot as u64);
+        prop_assert!(!recovered.subjects.values().any(|e| matches!(e, Entry::Erased)));
+    }
+}
