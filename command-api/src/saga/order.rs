@@ -119,7 +119,13 @@ impl Saga for OrderFulfilment {
         let decoded = OrderEvent::decode(&event.event_type, event.schema_version, &event.data)
             .map_err(|e| SagaError::Permanent(e.to_string()))?;
         let outcome = match decoded {
-            OrderEvent::Placed(placed) => self.on_placed(event, &placed, context).await?,
+            OrderEvent::Placed(placed) => {
+                let outcome = self.on_placed(event, &placed, context).await?;
+                // Every way on_placed succeeds leaves the order decided (or
+                // found decided): it is no longer in flight.
+                context.update(|s| s.in_flight.remove(&placed.order_id));
+                outcome
+            }
             OrderEvent::Cancelled(cancelled) => {
                 let outcome = self
                     .release(context, cancelled.customer_id, cancelled.order_id)
@@ -185,10 +191,7 @@ impl OrderFulfilment {
             Some(OrderStatus::Pending) => {}
             // Handled before (this is a redelivery), or decided by someone
             // else; either way the credit check is over.
-            Some(OrderStatus::Approved) => {
-                context.update(|s| s.in_flight.remove(&order_id));
-                return Ok(Outcome::NothingToDo);
-            }
+            Some(OrderStatus::Approved) => return Ok(Outcome::NothingToDo),
             // Moved on: whatever is still held for it must go, and a
             // reservation a crashed run may still have on its way must
             // never land.
@@ -196,9 +199,7 @@ impl OrderFulfilment {
                 context
                     .fence("reserve", "the order was decided or cancelled first")
                     .await?;
-                let outcome = self.release(context, customer_id, order_id).await?;
-                context.update(|s| s.in_flight.remove(&order_id));
-                return Ok(outcome);
+                return self.release(context, customer_id, order_id).await;
             }
             None => {
                 return Err(SagaError::Permanent(format!(
@@ -227,7 +228,6 @@ impl OrderFulfilment {
             // way) must not outlive the order.
             context.fence("reserve", "the order timed out").await?;
             self.release(context, customer_id, order_id).await?;
-            context.update(|s| s.in_flight.remove(&order_id));
             return Ok(Outcome::TimedOut);
         }
 
@@ -275,33 +275,29 @@ impl OrderFulfilment {
                     ));
                 }
             }
-            let outcome = self.reject(context, customer_id, order_id, reason).await?;
-            context.update(|s| s.in_flight.remove(&order_id));
-            return Ok(outcome);
+            return self.reject(context, customer_id, order_id, reason).await;
         }
 
         let approve = OrderCommand::Approve { order_id };
-        let outcome = match self
+        match self
             .orders
             .execute(approve, context.command("approve", &ids)?)
             .await
         {
-            Ok(_) => Outcome::Approved,
+            Ok(_) => Ok(Outcome::Approved),
             Err(CommandError::Rejected(OrderError::InvalidTransition { status, .. })) => {
                 if status == OrderStatus::Approved {
-                    Outcome::Approved
+                    Ok(Outcome::Approved)
                 } else {
                     // Cancelled (or rejected) between the reservation and
                     // the approval: the reservation must not outlive the
                     // order.
                     self.release(context, customer_id, order_id).await?;
-                    Outcome::Compensated
+                    Ok(Outcome::Compensated)
                 }
             }
-            Err(e) => return Err(SagaError::from_command(e)),
-        };
-        context.update(|s| s.in_flight.remove(&order_id));
-        Ok(outcome)
+            Err(e) => Err(SagaError::from_command(e)),
+        }
     }
 
     /// True when an order placed at `placed_at` is past its decision time.

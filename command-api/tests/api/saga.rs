@@ -84,6 +84,19 @@ impl World {
         World::with_front(crate::harness::upcasting).await
     }
 
+    /// A world whose handlers go through a [`Meddling`] front, to inject
+    /// failures and interleaved writes.
+    async fn meddled() -> (World, Arc<Meddling>) {
+        let mut meddling = None;
+        let world = World::with_front(|store| {
+            let m = Meddling::new(store);
+            meddling = Some(m.clone());
+            m
+        })
+        .await;
+        (world, meddling.unwrap())
+    }
+
     /// The handlers (and so the saga) over `front(store)`.
     async fn with_front(front: impl FnOnce(Store) -> Arc<dyn EventStore>) -> World {
         let dir = tempfile::tempdir().unwrap();
@@ -405,14 +418,7 @@ async fn cancelling_an_approved_order_releases_its_credit() {
 
 #[tokio::test]
 async fn an_order_cancelled_before_its_approval_gets_its_credit_released() {
-    let mut meddling = None;
-    let world = World::with_front(|store| {
-        let m = Meddling::new(store);
-        meddling = Some(m.clone());
-        m
-    })
-    .await;
-    let meddling = meddling.unwrap();
+    let (world, meddling) = World::meddled().await;
     let customer = world.customer(1_000).await;
     let (order, _) = world.place(customer, eur(700)).await;
     // The client cancels the order right after the saga reserved its
@@ -466,14 +472,7 @@ async fn an_order_cancelled_before_its_approval_gets_its_credit_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saga_killed_mid_way_and_run_again_has_every_effect_exactly_once() {
-    let mut meddling = None;
-    let world = World::with_front(|store| {
-        let m = Meddling::new(store);
-        meddling = Some(m.clone());
-        m
-    })
-    .await;
-    let meddling = meddling.unwrap();
+    let (world, meddling) = World::meddled().await;
     let mut customers = Vec::new();
     for _ in 0..6 {
         customers.push(world.customer(1_000).await);
@@ -645,14 +644,7 @@ async fn an_event_the_saga_cannot_read_is_skipped_and_reported() {
 
 #[tokio::test]
 async fn a_failing_store_is_retried_on_the_same_event_and_shutdown_cuts_the_wait() {
-    let mut meddling = None;
-    let world = World::with_front(|store| {
-        let m = Meddling::new(store);
-        meddling = Some(m.clone());
-        m
-    })
-    .await;
-    let meddling = meddling.unwrap();
+    let (world, meddling) = World::meddled().await;
     let customer = world.customer(1_000).await;
     let (order, placed_at) = world.place(customer, eur(100)).await;
 
