@@ -10,6 +10,19 @@
 //! that a crash could lose. The file grows in zero-filled chunks, so
 //! appending a record is a data-only write.
 //!
+//! **Spare keys.** Waiting for that fsync and then for the event log's
+//! would put two fsyncs in a row on a new subject's first append. So the
+//! writer also keeps a pool of *spare* keys, made and synced ahead of need
+//! for no subject ([`KeyStore::assign_keys`]). A new subject takes one at
+//! once; the *assignment* record is queued behind it and nobody waits for
+//! it. Every field sealed under a spare names the spare's slot, so the
+//! event log itself is the record of an assignment a crash lost: opening
+//! leaves the spares the log shows unassigned aside until [`Shredding`]
+//! has read the events above the last *floor* (a position at or below
+//! which every such event's assignment is durable) and handed back the
+//! slots they name ([`KeyStore::reconcile`]). Only then are spares handed
+//! out again, so one key never serves two subjects.
+//!
 //! **Forgetting.** The writer appends an erasure record and syncs it (from
 //! then on the subject is erased, whatever happens), then overwrites the key
 //! record in place with a *destroyed* record (the key bytes zeroed) and
@@ -68,6 +81,19 @@ const CHUNK_SLOTS: u64 = 4096;
 const GROUP_REQUESTS_MAX: usize = 1024;
 /// At most this many records in one batch (their index is a u16).
 const BATCH_RECORDS_MAX: usize = 1 << 16;
+/// Spare keys are made in batches up to this many once fewer than
+/// [`SPARES_LOW`] are left: a burst of new subjects (tens of thousands a
+/// second) empties the pool no faster than a refill's fsync replenishes it.
+const SPARES_TARGET: usize = 4096;
+const SPARES_LOW: usize = SPARES_TARGET / 2;
+/// How long the writer gathers assignments before it writes them, unless
+/// something else is queued (see [`LogWriter::run`]).
+const ASSIGN_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// A floor is recorded at most this often...
+const FLOOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...after spares were handed out, or once the log has grown this many
+/// events past the last floor (bounding what recovery reads).
+const FLOOR_EVENTS_MAX: u64 = 100_000;
 
 /// A subject's key, or the fact that it was destroyed.
 #[derive(Clone, PartialEq, Eq)]
@@ -95,10 +121,11 @@ fn subject_hash(subject: &str) -> Hash {
 /// What the log says about one subject.
 #[derive(Clone)]
 enum Entry {
-    /// A live key and the slot of its record.
+    /// A live key and the slot of its record (a spare's slot for a spare).
     Key {
         key: [u8; 32],
         slot: u64,
+        spare: bool,
     },
     Erased,
     /// The subject's record cannot be trusted; the text says why.
@@ -113,6 +140,21 @@ struct State {
     damage: Vec<String>,
     /// Set when a write or fsync failed; the writer refuses everything after.
     poisoned: Option<String>,
+    /// Synced spare keys ready to hand out (slot, key).
+    spares: Vec<(u64, [u8; 32])>,
+    /// Spares the log shows unassigned at open, until [`KeyStore::reconcile`]
+    /// learns which of them events were sealed under; `None` once done.
+    unreconciled: Option<HashMap<u64, [u8; 32]>>,
+    /// A refill of the spares is queued.
+    refilling: bool,
+    /// The highest floor in the log.
+    floor: u64,
+}
+
+/// When the next floor is due.
+struct FloorClock {
+    floor: u64,
+    at: std::time::Instant,
 }
 
 struct Shared {
@@ -141,6 +183,8 @@ impl Shared {
 enum Reply {
     Async(oneshot::Sender<Result<()>>),
     Blocking(std::sync::mpsc::SyncSender<Result<()>>),
+    /// Nobody waits (assignments, refills, floors).
+    Ignore,
 }
 
 impl Reply {
@@ -153,6 +197,11 @@ impl Reply {
             Reply::Blocking(tx) => {
                 let _ = tx.send(result);
             }
+            Reply::Ignore => {
+                if let Err(e) = result {
+                    tracing::warn!("key log: {e}");
+                }
+            }
         }
     }
 }
@@ -161,6 +210,15 @@ enum Op {
     /// Keys for these subjects (hash, id for messages) unless they have one.
     Create(Vec<(Hash, String)>),
     Forget(Hash, String),
+    /// Spare keys handed out (subject, spare slot).
+    Assign(Vec<(Hash, u64)>),
+    /// This many new spare keys.
+    Refill(usize),
+    /// A floor, in a batch of its own after every assignment queued before.
+    Floor(u64),
+    /// The spares events were found sealed under (subject, spare slot), and
+    /// the log position read up to.
+    Reconcile(Vec<(Hash, String, u64)>, u64),
 }
 
 struct Request {
@@ -174,6 +232,9 @@ pub struct KeyStore {
     shared: Arc<Shared>,
     requests: Option<mpsc::UnboundedSender<Request>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    floor_clock: Mutex<FloorClock>,
+    /// Spares were handed out since the last floor.
+    handed_out: std::sync::atomic::AtomicBool,
     /// Released after the writer stopped (fields drop after `Drop::drop`).
     _lock: DirLock,
 }
@@ -263,12 +324,18 @@ impl KeyStore {
         for why in &damage {
             tracing::error!(file = %log_path.display(), "key log damaged at {why}");
         }
+        let floor = recovered.floor;
         let shared = Arc::new(Shared {
             log_path: log_path.clone(),
             state: RwLock::new(State {
                 subjects: recovered.subjects,
                 damage,
                 poisoned: None,
+                spares: Vec::new(),
+                unreconciled: (!recovered.free_spares.is_empty())
+                    .then(|| recovered.free_spares.into_iter().collect()),
+                refilling: false,
+                floor,
             }),
         });
         let mut writer = LogWriter {
@@ -289,6 +356,11 @@ impl KeyStore {
             shared,
             requests: Some(tx),
             writer: Mutex::new(Some(handle)),
+            floor_clock: Mutex::new(FloorClock {
+                floor,
+                at: std::time::Instant::now(),
+            }),
+            handed_out: std::sync::atomic::AtomicBool::new(false),
             _lock: lock,
         })
     }
@@ -305,6 +377,11 @@ impl KeyStore {
             .read()
             .subjects
             .contains_key(&subject_hash(subject))
+    }
+
+    /// How many spare keys are ready to hand out.
+    pub fn spare_keys(&self) -> usize {
+        self.shared.state.read().spares.len()
     }
 
     /// The subject's key or its erasure. A subject never seen is
@@ -337,11 +414,148 @@ impl KeyStore {
     /// The subject's existing key for encrypting; never writes. A forgotten
     /// subject gets no new key: writing personal data for it is refused.
     pub(crate) fn existing_key_for_write(&self, subject: &str) -> Result<Option<[u8; 32]>> {
+        Ok(self.key_for_sealing(subject)?.map(|(key, _)| key))
+    }
+
+    /// As [`KeyStore::existing_key_for_write`], with the slot of the key
+    /// when it is a spare (sealed fields must name it).
+    pub(crate) fn key_for_sealing(&self, subject: &str) -> Result<Option<([u8; 32], Option<u64>)>> {
+        let hash = subject_hash(subject);
+        if let Some(Entry::Key { key, slot, spare }) = self.shared.state.read().subjects.get(&hash)
+        {
+            return Ok(Some((*key, spare.then_some(*slot))));
+        }
         match self.lookup(subject)? {
-            Some(SubjectKey::Key(key)) => Ok(Some(key)),
+            Some(SubjectKey::Key(key)) => Ok(Some((key, None))),
             Some(SubjectKey::Erased) => Err(forgotten(subject)),
             None => Ok(None),
         }
+    }
+
+    /// Makes sure every subject has a key (or is erased), without waiting
+    /// for the key log where spare keys allow: a subject without a key
+    /// takes a spare (its assignment is written in the background), and
+    /// only when none is left is a key created durably as by
+    /// [`KeyStore::ensure_keys`]. Data sealed under a spare must name its
+    /// slot (see the module docs); [`Shredding`] does.
+    ///
+    /// [`Shredding`]: crate::Shredding
+    pub async fn assign_keys<I, S>(&self, subjects: I) -> Result<()>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let Some(Op::Create(missing)) = self.missing(subjects)? else {
+            return Ok(());
+        };
+        let rest = self.hand_out(missing)?;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Create(rest), Reply::Async(tx))?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Gives spares to the subjects that still have no key; returns those
+    /// left without one.
+    fn hand_out(&self, missing: Vec<(Hash, String)>) -> Result<Vec<(Hash, String)>> {
+        let mut st = self.shared.state.write();
+        if st.poisoned.is_some() || !st.damage.is_empty() || st.unreconciled.is_some() {
+            // The writer gives the answer (an error, or a durable key).
+            return Ok(missing);
+        }
+        let mut assigned = Vec::new();
+        let mut rest = Vec::new();
+        for (hash, subject) in missing {
+            if st.subjects.contains_key(&hash) {
+                // Raced with another caller (or an erasure, which sealing
+                // then refuses).
+                continue;
+            }
+            match st.spares.pop() {
+                Some((slot, key)) => {
+                    st.subjects.insert(
+                        hash,
+                        Entry::Key {
+                            key,
+                            slot,
+                            spare: true,
+                        },
+                    );
+                    assigned.push((hash, slot));
+                }
+                None => rest.push((hash, subject)),
+            }
+        }
+        // Queued while the lock is held, so that the queue holds
+        // assignments in the order the spares were handed out, before any
+        // append that uses them (the floor relies on it).
+        if !assigned.is_empty() {
+            self.send(Op::Assign(assigned), Reply::Ignore)?;
+            self.handed_out
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if st.spares.len() < SPARES_LOW && !st.refilling {
+            st.refilling = true;
+            let wanted = SPARES_TARGET - st.spares.len();
+            self.send(Op::Refill(wanted), Reply::Ignore)?;
+        }
+        Ok(rest)
+    }
+
+    /// Tells the key store that the event log holds everything up to
+    /// `position` (an append through [`Shredding`] just returned with it),
+    /// so that a floor is recorded now and then.
+    ///
+    /// [`Shredding`]: crate::Shredding
+    pub fn note_appended(&self, position: u64) {
+        // Never under the clock's lock: `hand_out` takes them the other way.
+        if self.shared.state.read().unreconciled.is_some() {
+            return;
+        }
+        let mut clock = self.floor_clock.lock();
+        if position <= clock.floor || clock.at.elapsed() < FLOOR_INTERVAL {
+            return;
+        }
+        let handed_out = self
+            .handed_out
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        if !handed_out && position - clock.floor < FLOOR_EVENTS_MAX {
+            return;
+        }
+        // Every event at or below `position` was appended before this
+        // call, after the assignment of any spare it is sealed under was
+        // queued: the floor's batch comes after theirs.
+        if self.send(Op::Floor(position), Reply::Ignore).is_ok() {
+            *clock = FloorClock {
+                floor: position,
+                at: std::time::Instant::now(),
+            };
+        }
+    }
+
+    /// The spare slots events may have been sealed under without their
+    /// assignment reaching the log, and the floor above which the event log
+    /// must be read to find them; `None` when there is nothing to find.
+    pub fn unreconciled(&self) -> Option<(u64, HashSet<u64>)> {
+        let st = self.shared.state.read();
+        st.unreconciled
+            .as_ref()
+            .map(|spares| (st.floor, spares.keys().copied().collect()))
+    }
+
+    /// Records which spares the events above the floor were sealed under
+    /// (subject, spare slot), read up to log position `read_to`; the other
+    /// spares become available again. Returns once that is durable.
+    pub async fn reconcile(&self, used: Vec<(String, u64)>, read_to: u64) -> Result<()> {
+        let used = used
+            .into_iter()
+            .map(|(subject, slot)| (subject_hash(&subject), subject, slot))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Reconcile(used, read_to), Reply::Async(tx))?;
+        rx.await.map_err(|_| writer_gone())?
     }
 
     /// Makes sure every subject has a key (or is erased), creating the
@@ -455,6 +669,10 @@ struct Recovered {
     /// Slots to rewrite before anything else: torn records of the last
     /// batch become void, key records of erased subjects destroyed.
     rewrites: Vec<(u64, Record)>,
+    /// Spare keys no assignment names (slot, key).
+    free_spares: Vec<(u64, [u8; 32])>,
+    /// The highest floor.
+    floor: u64,
     next_slot: u64,
     next_batch: u64,
 }
@@ -487,12 +705,35 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
     let erased: HashSet<Hash> = records()
         .filter(|(_, r)| matches!(r.kind, Kind::Erasure | Kind::Destroyed))
         .map(|(_, r)| r.subject)
+        // A destroyed spare names no subject.
+        .filter(|subject| *subject != [0; 32])
         .collect();
+    // Spare slot → the subject it was assigned to. A spare is handed out
+    // only once synced, so its assignment always comes after it.
+    let mut assigned: HashMap<u64, Hash> = HashMap::new();
+    let mut twice: HashSet<u64> = HashSet::new();
+    for (_, r) in records() {
+        if let Kind::Assign(slot) = r.kind
+            && let Some(other) = assigned.insert(slot, r.subject)
+            && other != r.subject
+        {
+            twice.insert(slot);
+        }
+    }
+    let floor = records()
+        .filter_map(|(_, r)| match r.kind {
+            Kind::Floor(position) => Some(position),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
 
     let mut out = Recovered {
         subjects: HashMap::new(),
         damage: Vec::new(),
         rewrites: Vec::new(),
+        free_spares: Vec::new(),
+        floor,
         next_slot: end,
         next_batch: final_batch + 1,
     };
@@ -512,7 +753,11 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
             Slot::Bad(why) => {
                 let subject = Record::subject_of_bad(raw);
                 let (batch, index) = Record::place_of_bad(raw);
-                if erased.contains(&subject) && batch < final_batch && i < final_start {
+                // A spare's record names no subject; its assignment does.
+                let owner = assigned.get(&i).copied();
+                let erased_owner = erased.contains(&subject)
+                    || (subject == [0; 32] && owner.is_some_and(|h| erased.contains(&h)));
+                if erased_owner && batch < final_batch && i < final_start {
                     // A key record whose overwrite by its (durable) erasure
                     // was torn: the bytes that name it are never rewritten.
                     let destroyed = Record {
@@ -525,6 +770,15 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
                 } else if i >= final_start {
                     out.rewrites.push((i, void(i)));
                 } else {
+                    if let Some(owner) = owner {
+                        out.subjects.insert(
+                            owner,
+                            Entry::Damaged(format!(
+                                "its spare key at offset {} is damaged: {why}",
+                                keylog::offset_of(i)
+                            )),
+                        );
+                    }
                     out.damage.push((i, why.clone()));
                 }
             }
@@ -540,9 +794,50 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
                     ));
                     out.subjects.insert(r.subject, Entry::Erased);
                 }
+                Kind::Spare(key) => {
+                    let Some(owner) = assigned.get(&i).copied() else {
+                        out.free_spares.push((i, key));
+                        continue;
+                    };
+                    if erased.contains(&owner) {
+                        out.rewrites.push((
+                            i,
+                            Record {
+                                kind: Kind::Destroyed,
+                                ..*r
+                            },
+                        ));
+                        out.subjects.insert(owner, Entry::Erased);
+                        continue;
+                    }
+                    let entry = if twice.contains(&i) {
+                        Entry::Damaged(format!(
+                            "the spare key at offset {} is assigned to two subjects",
+                            keylog::offset_of(i)
+                        ))
+                    } else {
+                        match out.subjects.get(&owner) {
+                            None => Entry::Key {
+                                key,
+                                slot: i,
+                                spare: true,
+                            },
+                            Some(_) => Entry::Damaged(format!(
+                                "the key log holds two keys for it (a spare at offset {})",
+                                keylog::offset_of(i)
+                            )),
+                        }
+                    };
+                    out.subjects.insert(owner, entry);
+                }
+                Kind::Assign(_) | Kind::Floor(_) => {}
                 Kind::Key(key) => {
                     let entry = match out.subjects.get(&r.subject) {
-                        None => Entry::Key { key, slot: i },
+                        None => Entry::Key {
+                            key,
+                            slot: i,
+                            spare: false,
+                        },
                         Some(Entry::Key { key: first, .. }) if *first == key => continue,
                         Some(_) => Entry::Damaged(format!(
                             "the key log holds two different keys for it (the second at offset {})",
@@ -551,9 +846,10 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
                     };
                     out.subjects.insert(r.subject, entry);
                 }
-                Kind::Erasure | Kind::Destroyed => {
+                Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
                     out.subjects.insert(r.subject, Entry::Erased);
                 }
+                Kind::Erasure | Kind::Destroyed => {}
                 Kind::Void => {}
             },
         }
@@ -585,23 +881,44 @@ struct Group {
     created: Vec<Reply>,
     /// Answered once the key bytes are overwritten and synced.
     forgotten: Vec<Reply>,
+    /// Spare keys the batch makes, handed out once it is durable.
+    spares: Vec<(u64, [u8; 32])>,
+    /// Set by a reconciliation: the spares that become free again.
+    reconciled: Option<Vec<(u64, [u8; 32])>>,
 }
 
 impl LogWriter {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
         while let Some(first) = rx.blocking_recv() {
             let mut requests = vec![first];
-            while requests.len() < GROUP_REQUESTS_MAX {
-                match rx.try_recv() {
-                    Ok(request) => requests.push(request),
-                    Err(_) => break,
+            let drain = |requests: &mut Vec<Request>, rx: &mut mpsc::UnboundedReceiver<Request>| {
+                while requests.len() < GROUP_REQUESTS_MAX {
+                    match rx.try_recv() {
+                        Ok(request) => requests.push(request),
+                        Err(_) => break,
+                    }
                 }
+            };
+            drain(&mut requests, &mut rx);
+            // Nobody waits for assignments: gather them for a while rather
+            // than sync the log once per handful, which would compete with
+            // the event log's fsyncs on the same disk.
+            let linger_until = std::time::Instant::now() + ASSIGN_LINGER;
+            while requests.len() < GROUP_REQUESTS_MAX
+                && requests.iter().all(|r| matches!(r.op, Op::Assign(_)))
+                && std::time::Instant::now() < linger_until
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                drain(&mut requests, &mut rx);
             }
             let mut group = Group::default();
             for request in requests {
                 let needed = match &request.op {
                     Op::Create(subjects) => subjects.len(),
-                    Op::Forget(..) => 1,
+                    Op::Assign(assigned) => assigned.len(),
+                    Op::Reconcile(used, _) => used.len(),
+                    Op::Refill(n) => *n,
+                    Op::Forget(..) | Op::Floor(_) => 1,
                 };
                 if needed > BATCH_RECORDS_MAX {
                     request.reply.send(Err(Error::KeyStore(format!(
@@ -691,7 +1008,14 @@ impl LogWriter {
                     }
                     let slot = self.next_slot + group.records.len() as u64;
                     group.records.push(self.record(group, Kind::Key(key), hash));
-                    group.pending.insert(hash, Entry::Key { key, slot });
+                    group.pending.insert(
+                        hash,
+                        Entry::Key {
+                            key,
+                            slot,
+                            spare: false,
+                        },
+                    );
                 }
                 group.created.push(request.reply);
             }
@@ -722,7 +1046,103 @@ impl LogWriter {
                 }
                 group.forgotten.push(request.reply);
             }
+            Op::Assign(assigned) => {
+                for (hash, slot) in assigned {
+                    group
+                        .records
+                        .push(self.record(group, Kind::Assign(slot), hash));
+                }
+            }
+            Op::Refill(n) => {
+                for _ in 0..n {
+                    let mut key = [0u8; 32];
+                    if let Err(e) = getrandom::fill(&mut key) {
+                        tracing::warn!("key log: no randomness for spare keys: {e}");
+                        break;
+                    }
+                    let slot = self.next_slot + group.records.len() as u64;
+                    group
+                        .records
+                        .push(self.record(group, Kind::Spare(key), [0; 32]));
+                    group.spares.push((slot, key));
+                }
+            }
+            Op::Floor(position) => {
+                // Its own batch, after the assignments queued before it:
+                // a floor must never survive a torn batch they were torn in.
+                if !group.records.is_empty() {
+                    self.commit(std::mem::take(group));
+                }
+                group
+                    .records
+                    .push(self.record(group, Kind::Floor(position), [0; 32]));
+            }
+            Op::Reconcile(used, read_to) => self.reconcile(used, read_to, request.reply, group),
         }
+    }
+
+    /// Assigns the spares events were found sealed under, frees the others
+    /// and records a floor at `read_to`, in that order.
+    fn reconcile(
+        &mut self,
+        used: Vec<(Hash, String, u64)>,
+        read_to: u64,
+        reply: Reply,
+        group: &mut Group,
+    ) {
+        let Some(mut free) = self.shared.state.read().unreconciled.clone() else {
+            return reply.send(Ok(()));
+        };
+        // Checked whole before anything is written, so that a refusal
+        // leaves the spares as they were.
+        let mut found = Vec::new();
+        for (hash, subject, slot) in used {
+            let Some(key) = free.remove(&slot) else {
+                return reply.send(Err(Error::KeyStore(format!(
+                    "an event of data subject {subject:?} is sealed under spare key slot {slot}, which the key log {} does not hold as a free spare",
+                    self.shared.log_path.display()
+                ))));
+            };
+            if found.iter().any(|(h, _, _)| *h == hash) {
+                return reply.send(Err(Error::KeyStore(format!(
+                    "events of data subject {subject:?} are sealed under two spare keys"
+                ))));
+            }
+            match self.current(group, &hash) {
+                None => found.push((hash, slot, Some(key))),
+                // Forgotten after its events were sealed: the spare goes too.
+                Some(Entry::Erased) => found.push((hash, slot, None)),
+                Some(_) => {
+                    return reply.send(Err(Error::KeyStore(format!(
+                        "data subject {subject:?} has a key already, and an event of it is sealed under spare key slot {slot} as well"
+                    ))));
+                }
+            }
+        }
+        for (hash, slot, key) in found {
+            match key {
+                Some(key) => {
+                    group.pending.insert(
+                        hash,
+                        Entry::Key {
+                            key,
+                            slot,
+                            spare: true,
+                        },
+                    );
+                }
+                None => group.destroy.push((slot, hash)),
+            }
+            group
+                .records
+                .push(self.record(group, Kind::Assign(slot), hash));
+        }
+        group.reconciled = Some(free.into_iter().collect());
+        self.commit(std::mem::take(group));
+        group
+            .records
+            .push(self.record(group, Kind::Floor(read_to), [0; 32]));
+        group.created.push(reply);
     }
 
     fn poison(&self, what: String, group: Group) {
@@ -752,11 +1172,23 @@ impl LogWriter {
             }
             self.next_slot += group.records.len() as u64;
             self.next_batch += 1;
-            self.shared
-                .state
-                .write()
-                .subjects
-                .extend(group.pending.drain());
+        }
+        {
+            let mut st = self.shared.state.write();
+            st.subjects.extend(group.pending.drain());
+            if !group.spares.is_empty() {
+                st.spares.append(&mut group.spares);
+                st.refilling = false;
+            }
+            if let Some(mut free) = group.reconciled.take() {
+                st.spares.append(&mut free);
+                st.unreconciled = None;
+            }
+            for record in &group.records {
+                if let Kind::Floor(position) = record.kind {
+                    st.floor = st.floor.max(position);
+                }
+            }
         }
         for reply in group.created.drain(..) {
             reply.send(Ok(()));
@@ -802,7 +1234,13 @@ impl LogWriter {
                     "the key record at offset {offset} no longer decodes"
                 )));
             };
-            if record.subject != *hash || !matches!(record.kind, Kind::Key(_)) {
+            // A spare names no subject; the caller knows whose it is.
+            let holds = match record.kind {
+                Kind::Key(_) => record.subject == *hash,
+                Kind::Spare(_) => record.subject == [0; 32],
+                _ => false,
+            };
+            if !holds {
                 return Err(std::io::Error::other(format!(
                     "offset {offset} does not hold the key being erased"
                 )));
@@ -973,7 +1411,14 @@ fn migrate_legacy_files(fs: &dyn Fs, dir: &Path, writer: &mut LogWriter) -> Resu
                 group
                     .records
                     .push(writer.record(&group, Kind::Key(key), hash));
-                group.pending.insert(hash, Entry::Key { key, slot });
+                group.pending.insert(
+                    hash,
+                    Entry::Key {
+                        key,
+                        slot,
+                        spare: false,
+                    },
+                );
             }
         }
         shred.push(path);

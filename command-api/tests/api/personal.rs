@@ -189,8 +189,14 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
     first.router = axum::Router::new();
     let log = keys_path.join(event_store::keys::LOG_FILE);
     let mut bytes = std::fs::read(&log).unwrap();
-    // Inside the key of the first record (header 64 bytes, key at 48..80).
-    bytes[64 + 60] ^= 1;
+    // Inside the first customer's key: the first record of kind 1 (a key
+    // made for its subject; spare keys, kind 5, came with it), header 64
+    // bytes, records 80, the key at 48..80.
+    let record = (64..bytes.len())
+        .step_by(80)
+        .find(|at| bytes[*at] == 1)
+        .unwrap();
+    bytes[record + 60] ^= 1;
     std::fs::write(&log, bytes).unwrap();
 
     // A fresh key store (as after a restart) reads the damaged record.
@@ -217,4 +223,113 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
     fx.post(&path, &reserve, &[])
         .await
         .assert_problem(500, "personal-data-unreadable");
+}
+
+/// A spare key's assignment that a crash kept from the key log is found
+/// again in the event log: the customer reads, takes commands and can be
+/// forgotten, and its spare is destroyed.
+#[tokio::test]
+async fn a_customer_whose_spare_key_assignment_was_lost_reads_and_is_forgotten() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys_path = keys_dir.path().to_path_buf();
+    let keys = Arc::new(KeyStore::open(&keys_path).unwrap());
+    let spare_keys = keys.clone();
+    let mut first = Fixture::with_store(command_api::ApiConfig::default(), |store| {
+        Arc::new(Shredding::new(store, keys, shredding_policy()))
+    })
+    .await;
+    // The first new subject finds no spare and makes its key durably; the
+    // spares made meanwhile serve the next ones.
+    first
+        .post("/customers", &register_body(100), &[])
+        .await
+        .id();
+    for _ in 0..500 {
+        if spare_keys.spare_keys() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(spare_keys.spare_keys() > 0);
+    let body = json!({"name": "Grace Hopper", "email": "grace@example.org",
+                      "credit_limit": eur(100)});
+    let id = first.post("/customers", &body, &[]).await.id();
+    drop(spare_keys);
+    first.router = axum::Router::new();
+    // Sealed fields name the spare's slot.
+    let stream = StreamId::new(format!("customer-{id}")).unwrap();
+    let raw = first
+        .store
+        .read_stream(
+            &stream,
+            event_store::ReadFrom::Start,
+            event_store::Direction::Forward,
+            1,
+        )
+        .await
+        .unwrap();
+    let data: Value = serde_json::from_slice(&raw.events[0].data).unwrap();
+    assert!(
+        data["name"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("annals:a256g1:")
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(slot, _)| slot.parse::<u64>().is_ok()),
+        "{data}"
+    );
+    // The assignment (kind 6) was the key log's last batch; a crash tore it.
+    let log = keys_path.join(event_store::keys::LOG_FILE);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let assignments: Vec<usize> = (64..bytes.len())
+        .step_by(80)
+        .filter(|at| bytes[*at] == 6)
+        .collect();
+    assert_eq!(assignments.len(), 1);
+    bytes[assignments[0]..assignments[0] + 80].fill(0);
+    std::fs::write(&log, bytes).unwrap();
+
+    let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
+    assert_eq!(reopened.lookup(stream.as_str()).unwrap(), None);
+    let shredding = Arc::new(Shredding::new(
+        first.store.clone(),
+        reopened,
+        shredding_policy(),
+    ));
+    let layered = shredding.clone();
+    let fx = Fixture::with_store(command_api::ApiConfig::default(), move |_| layered).await;
+    let name = || async {
+        let read = shredding
+            .read_stream(
+                &stream,
+                event_store::ReadFrom::Start,
+                event_store::Direction::Forward,
+                1,
+            )
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&read.events[0].data).unwrap()["name"].clone()
+    };
+    let path = format!("/customers/{id}/reservations");
+    let reserve = json!({"order_id": Uuid::new_v4().to_string(), "amount": eur(10)});
+    let reply = fx.post(&path, &reserve, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(name().await, "Grace Hopper");
+    let reply = fx
+        .send(
+            Request::delete(format!("/customers/{id}/personal-data"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(reply.status < 300, "{} {}", reply.status, reply.text);
+    assert_eq!(name().await, event_store::ERASED);
+    // Its spare key record is destroyed (kind 3) in place.
+    let bytes = std::fs::read(&log).unwrap();
+    let assignment = (64..bytes.len())
+        .step_by(80)
+        .find(|at| bytes[*at] == 6)
+        .unwrap();
+    let slot = u64::from_le_bytes(bytes[assignment + 48..assignment + 56].try_into().unwrap());
+    assert_eq!(bytes[64 + 80 * slot as usize], 3);
 }

@@ -16,16 +16,29 @@
 //!
 //! ```text
 //! offset size field
-//!      0    1 kind            1 key, 2 erasure, 3 destroyed key, 4 void
+//!      0    1 kind            1 key, 2 erasure, 3 destroyed key, 4 void,
+//!                             5 spare key, 6 assignment, 7 floor
 //!      1    1 reserved        0
 //!      2    2 index           u16, the record's place in its batch (0 = first)
 //!      4    4 crc             CRC-32/ISO-HDLC of bytes 0..4 followed by bytes 8..80
 //!      8    8 batch           u64, the group commit that appended it (first = 1)
-//!     16   32 subject         SHA-256 of the subject id (the stream id)
-//!     48   32 key             the key (kind 1); zero for every other kind
+//!     16   32 subject         SHA-256 of the subject id (the stream id); zero
+//!                             for spare keys and floors
+//!     48   32 key             the key (kinds 1 and 5); for an assignment the
+//!                             spare's slot, for a floor a log position (u64
+//!                             in bytes 48..56, the rest zero); zero otherwise
 //! ```
 //!
 //! - *key*: the subject's XChaCha20-Poly1305 key.
+//! - *spare key*: a key made (and synced) ahead of need, for no subject yet,
+//!   so that a new subject's first event waits for no key-log fsync.
+//! - *assignment*: the spare key in slot n belongs to the subject. Written
+//!   after the spare was handed out, without anyone waiting for it: the
+//!   events sealed under a spare name its slot, so an assignment a crash
+//!   lost is found again in the event log (see `keys`).
+//! - *floor*: every event at or below this log position that was sealed
+//!   under a spare key has its assignment in the log before this record.
+//!   Recovery reads the event log only above the highest floor.
 //! - *erasure*: the subject was forgotten. Appended (and synced) before its
 //!   key record is overwritten, so that a crash in between, or a torn
 //!   overwrite, is finished at the next open rather than read as damage.
@@ -48,6 +61,9 @@ const KIND_KEY: u8 = 1;
 const KIND_ERASURE: u8 = 2;
 const KIND_DESTROYED: u8 = 3;
 const KIND_VOID: u8 = 4;
+const KIND_SPARE: u8 = 5;
+const KIND_ASSIGN: u8 = 6;
+const KIND_FLOOR: u8 = 7;
 
 pub fn encode_header() -> [u8; HEADER_LEN] {
     let mut b = [0u8; HEADER_LEN];
@@ -94,6 +110,11 @@ pub enum Kind {
     Erasure,
     Destroyed,
     Void,
+    Spare([u8; 32]),
+    /// The slot of the spare key assigned to the record's subject.
+    Assign(u64),
+    /// A log position (see the module docs).
+    Floor(u64),
 }
 
 impl std::fmt::Debug for Kind {
@@ -104,6 +125,9 @@ impl std::fmt::Debug for Kind {
             Kind::Erasure => f.write_str("Erasure"),
             Kind::Destroyed => f.write_str("Destroyed"),
             Kind::Void => f.write_str("Void"),
+            Kind::Spare(_) => f.write_str("Spare(..)"),
+            Kind::Assign(slot) => write!(f, "Assign({slot})"),
+            Kind::Floor(position) => write!(f, "Floor({position})"),
         }
     }
 }
@@ -141,12 +165,17 @@ impl Record {
             Kind::Erasure => KIND_ERASURE,
             Kind::Destroyed => KIND_DESTROYED,
             Kind::Void => KIND_VOID,
+            Kind::Spare(_) => KIND_SPARE,
+            Kind::Assign(_) => KIND_ASSIGN,
+            Kind::Floor(_) => KIND_FLOOR,
         };
         b[2..4].copy_from_slice(&self.index.to_le_bytes());
         b[8..16].copy_from_slice(&self.batch.to_le_bytes());
         b[16..48].copy_from_slice(&self.subject);
-        if let Kind::Key(key) = &self.kind {
-            b[48..80].copy_from_slice(key);
+        match &self.kind {
+            Kind::Key(key) | Kind::Spare(key) => b[48..80].copy_from_slice(key),
+            Kind::Assign(n) | Kind::Floor(n) => b[48..56].copy_from_slice(&n.to_le_bytes()),
+            Kind::Erasure | Kind::Destroyed | Kind::Void => {}
         }
         let crc = crc(&b);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
@@ -184,15 +213,26 @@ pub fn decode(b: &[u8; RECORD_LEN]) -> Slot {
     subject.copy_from_slice(&b[16..48]);
     let mut key = [0u8; 32];
     key.copy_from_slice(&b[48..80]);
+    let mut number = [0u8; 8];
+    number.copy_from_slice(&b[48..56]);
+    let number = u64::from_le_bytes(number);
     let kind = match b[0] {
         KIND_KEY => Kind::Key(key),
         KIND_ERASURE => Kind::Erasure,
         KIND_DESTROYED => Kind::Destroyed,
         KIND_VOID => Kind::Void,
+        KIND_SPARE => Kind::Spare(key),
+        KIND_ASSIGN => Kind::Assign(number),
+        KIND_FLOOR => Kind::Floor(number),
         other => return Slot::Bad(format!("unknown record kind {other}")),
     };
-    if !matches!(kind, Kind::Key(_)) && key != [0u8; 32] {
-        return Slot::Bad("a record other than a key carries key bytes".into());
+    let unused = match kind {
+        Kind::Key(_) | Kind::Spare(_) => &b[80..],
+        Kind::Assign(_) | Kind::Floor(_) => &b[56..],
+        Kind::Erasure | Kind::Destroyed | Kind::Void => &b[48..],
+    };
+    if unused.iter().any(|x| *x != 0) {
+        return Slot::Bad("a record carries bytes its kind does not use".into());
     }
     let mut batch = [0u8; 8];
     batch.copy_from_slice(&b[8..16]);
@@ -220,6 +260,9 @@ mod tests {
             Just(Kind::Erasure),
             Just(Kind::Destroyed),
             Just(Kind::Void),
+            any::<[u8; 32]>().prop_map(Kind::Spare),
+            any::<u64>().prop_map(Kind::Assign),
+            any::<u64>().prop_map(Kind::Floor),
         ]
     }
 
@@ -252,8 +295,9 @@ mod tests {
         }
 
         #[test]
-        fn destroying_changes_neither_place_nor_subject(key in any::<[u8; 32]>(), index in any::<u16>(), batch in any::<u64>(), subject in any::<[u8; 32]>()) {
-            let key_record = Record { kind: Kind::Key(key), index, batch, subject }.encode();
+        fn destroying_changes_neither_place_nor_subject(key in any::<[u8; 32]>(), spare in any::<bool>(), index in any::<u16>(), batch in any::<u64>(), subject in any::<[u8; 32]>()) {
+            let kind = if spare { Kind::Spare(key) } else { Kind::Key(key) };
+            let key_record = Record { kind, index, batch, subject }.encode();
             let destroyed = Record { kind: Kind::Destroyed, index, batch, subject }.encode();
             prop_assert_eq!(&key_record[1..4], &destroyed[1..4]);
             prop_assert_eq!(&key_record[8..48], &destroyed[8..48]);

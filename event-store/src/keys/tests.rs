@@ -134,6 +134,157 @@ async fn concurrent_creations_share_batches_and_all_survive_a_reopen() {
     assert!(batches.len() < 201, "{} batches", batches.len());
 }
 
+/// Waits until the background refill has made spares.
+async fn spares_ready(keys: &KeyStore) {
+    for _ in 0..500 {
+        if keys.spare_keys() > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no spare keys were made");
+}
+
+/// The slots holding records of a kind.
+fn slots_of(dir: &Path, kind: impl Fn(&Kind) -> bool) -> Vec<u64> {
+    (0..)
+        .map_while(|slot| match record_at(dir, slot) {
+            Slot::Empty => None,
+            other => Some((slot, other)),
+        })
+        .filter_map(|(slot, s)| matches!(s, Slot::Record(r) if kind(&r.kind)).then_some(slot))
+        .collect()
+}
+
+#[tokio::test]
+async fn spares_are_handed_out_at_once_and_their_assignments_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    // No spare yet: a key made durably, and a refill queued.
+    keys.assign_keys(["c-1"]).await.unwrap();
+    assert!(matches!(keys.key_for_sealing("c-1"), Ok(Some((_, None)))));
+    spares_ready(&keys).await;
+    let spares = keys.spare_keys();
+    keys.assign_keys(["c-2", "c-3", "c-2"]).await.unwrap();
+    assert_eq!(keys.spare_keys(), spares - 2);
+    let Ok(Some((key2, Some(slot2)))) = keys.key_for_sealing("c-2") else {
+        panic!("c-2 has no spare key");
+    };
+    let Ok(Some((_, Some(slot3)))) = keys.key_for_sealing("c-3") else {
+        panic!("c-3 has no spare key");
+    };
+    assert_ne!(slot2, slot3);
+    // Again: the same keys, nothing handed out.
+    keys.assign_keys(["c-2"]).await.unwrap();
+    assert_eq!(keys.spare_keys(), spares - 2);
+    drop(keys);
+
+    // The writer wrote the assignments before it stopped.
+    assert_eq!(
+        slots_of(dir.path(), |k| matches!(k, Kind::Assign(_))).len(),
+        2
+    );
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Key(key2));
+    assert!(matches!(keys.key_for_sealing("c-3"), Ok(Some((_, Some(s)))) if s == slot3));
+    // The other spares wait for the event log to be read before they are
+    // handed out again.
+    let (floor, free) = keys.unreconciled().unwrap();
+    assert_eq!(floor, 0);
+    assert_eq!(free.len(), spares - 2);
+    assert!(!free.contains(&slot2));
+    keys.assign_keys(["c-4"]).await.unwrap();
+    assert!(matches!(keys.key_for_sealing("c-4"), Ok(Some((_, None)))));
+    keys.reconcile(vec![], 17).await.unwrap();
+    assert!(keys.unreconciled().is_none());
+    keys.assign_keys(["c-5"]).await.unwrap();
+    assert!(matches!(keys.key_for_sealing("c-5"), Ok(Some((_, Some(s)))) if free.contains(&s)));
+    drop(keys);
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.unreconciled().unwrap().0, 17);
+}
+
+#[tokio::test]
+async fn an_assignment_a_crash_lost_is_given_back_by_reconciliation_and_erasure_destroys_the_spare()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    keys.assign_keys(["c-1"]).await.unwrap();
+    spares_ready(&keys).await;
+    keys.assign_keys(["c-2"]).await.unwrap();
+    let Ok(Some((key, Some(slot)))) = keys.key_for_sealing("c-2") else {
+        panic!("c-2 has no spare key");
+    };
+    drop(keys);
+    // The assignment was the last batch; a crash tore it away.
+    let assigned = slots_of(dir.path(), |k| matches!(k, Kind::Assign(_)));
+    assert_eq!(assigned.len(), 1);
+    write_slot(dir.path(), assigned[0], &[0u8; RECORD_LEN]);
+
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.lookup("c-2").unwrap(), None);
+    let (_, free) = keys.unreconciled().unwrap();
+    assert!(free.contains(&slot));
+    // A slot that is no free spare, or a subject sealed under two spares,
+    // is refused and changes nothing.
+    let other = *free.iter().find(|s| **s != slot).unwrap();
+    assert!(
+        keys.reconcile(vec![("c-2".into(), 1_000_000)], 9)
+            .await
+            .is_err()
+    );
+    assert!(
+        keys.reconcile(vec![("c-2".into(), slot), ("c-2".into(), other)], 9)
+            .await
+            .is_err()
+    );
+    assert!(keys.unreconciled().is_some());
+    keys.reconcile(vec![("c-2".into(), slot)], 9).await.unwrap();
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Key(key));
+
+    keys.forget_subject("c-2").await.unwrap();
+    assert!(matches!(record_at(dir.path(), slot), Slot::Record(r) if r.kind == Kind::Destroyed));
+    assert!(files_holding(dir.path(), &key).is_empty());
+    drop(keys);
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Erased);
+    assert!(!keys.unreconciled().unwrap().1.contains(&slot));
+}
+
+#[tokio::test]
+async fn an_interrupted_erasure_of_a_spare_is_finished_at_open() {
+    // A crash before the overwrite leaves the spare whole; inside it, half.
+    for torn in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyStore::open(dir.path()).unwrap();
+        keys.assign_keys(["c-1"]).await.unwrap();
+        spares_ready(&keys).await;
+        keys.assign_keys(["c-2"]).await.unwrap();
+        let Ok(Some((key, Some(slot)))) = keys.key_for_sealing("c-2") else {
+            panic!("c-2 has no spare key");
+        };
+        let live = slot_bytes(dir.path(), slot);
+        keys.forget_subject("c-2").await.unwrap();
+        drop(keys);
+        if torn {
+            write_slot(dir.path(), slot, &live[..40]);
+        } else {
+            write_slot(dir.path(), slot, &live);
+        }
+        let keys = KeyStore::open(dir.path()).unwrap();
+        assert_eq!(
+            keys.require("c-2").unwrap(),
+            SubjectKey::Erased,
+            "torn {torn}"
+        );
+        assert!(
+            matches!(record_at(dir.path(), slot), Slot::Record(r) if r.kind == Kind::Destroyed),
+            "torn {torn}"
+        );
+        assert!(files_holding(dir.path(), &key).is_empty(), "torn {torn}");
+    }
+}
+
 /// Three keys in three batches, the store closed.
 fn three_batches(dir: &Path) -> Vec<[u8; 32]> {
     let keys = KeyStore::open(dir).unwrap();
