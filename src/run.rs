@@ -148,6 +148,15 @@ pub async fn open_embedded(
         keys,
         command_api::domain::customer::shredding_policy(),
     );
+    // Every read and write would do it first; here its errors stop the
+    // start-up with their cause.
+    if let Err(e) = shredding.recover().await {
+        let _ = store.close().await;
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot recover the key store of {}",
+            data_dir.display()
+        )));
+    }
     let layered = match upcasting(shredding) {
         Ok(layered) => layered,
         Err(e) => {
