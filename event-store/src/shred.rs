@@ -291,19 +291,6 @@ fn spare_slots(data: &[u8], fields: &[String]) -> Vec<u64> {
         .collect()
 }
 
-/// Whether two members share a name. Event objects are small, so a
-/// pairwise check beats hashing, up to a size where it no longer does.
-fn has_duplicate_names(members: &[rawjson::Member<'_>]) -> bool {
-    if members.len() <= 16 {
-        return members
-            .iter()
-            .enumerate()
-            .any(|(i, m)| members[..i].iter().any(|o| o.name == m.name));
-    }
-    let mut seen = std::collections::HashSet::with_capacity(members.len());
-    !members.iter().all(|m| seen.insert(m.name.as_ref()))
-}
-
 impl<S: EventStore> Shredding<S> {
     /// With a decrypted-event cache of [`PLAINTEXT_CACHE_BYTES_DEFAULT`].
     pub fn new(inner: S, keys: Arc<KeyStore>, policy: PersonalData) -> Self {
@@ -449,7 +436,7 @@ impl Vault {
             return Ok(event);
         };
         let members = match rawjson::object_members(&event.data) {
-            Some(members) if !has_duplicate_names(&members) => members,
+            Some(members) if !rawjson::has_duplicate_names(&members, |m| &m.name) => members,
             // Not an object (refused there), or duplicate names: the `Value`
             // path decides, as it always has.
             _ => return self.encrypt_value(stream_id, event, fields),
@@ -557,7 +544,7 @@ impl Vault {
             }
         }
         let opened = match rawjson::object_members(&event.data) {
-            Some(members) if !has_duplicate_names(&members) => {
+            Some(members) if !rawjson::has_duplicate_names(&members, |m| &m.name) => {
                 self.open_members(&event, fields, &members)?
             }
             // Not an object, or one whose duplicate names the patch could
@@ -1003,7 +990,7 @@ mod tests {
             }
             let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
             let members = rawjson::object_members(&event.data).unwrap();
-            prop_assert!(!has_duplicate_names(&members));
+            prop_assert!(!rawjson::has_duplicate_names(&members, |m| &m.name));
             let patched = outcome(vault.open_members(&event, &fields, &members));
             let reference = outcome(vault.open_value(&event, &fields));
             prop_assert_eq!(&patched, &reference);

@@ -7,9 +7,17 @@
 //! current events; appends pass through untouched. An event whose type has a
 //! declared current version but no chain of upcasters leading there is an
 //! [`Error::Upcast`] naming its type and version, never dropped.
+//!
+//! A step either takes the whole data as a `serde_json::Value`
+//! ([`Upcasters::step`]) or changes the members of the data object in place
+//! ([`Upcasters::step_object`], see [`EventObject`]), which spares decoding
+//! and re-encoding what the step leaves alone. Events read together share
+//! one buffer for their upcast data ([`Upcasters::upcast_all`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,8 +32,73 @@ use crate::types::{
     StreamAppend, StreamId, StreamSlice,
 };
 
-type Step =
+mod object;
+
+pub use object::EventObject;
+
+/// A step that takes the whole data as a `serde_json::Value`.
+type ValueStep =
     Arc<dyn Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String> + Send + Sync>;
+
+/// A step that changes the top-level members of the data object in place.
+type ObjectStep =
+    Arc<dyn Fn(&mut EventObject<'_>) -> std::result::Result<(), String> + Send + Sync>;
+
+/// One step of a chain, in the representation it works on.
+#[derive(Clone)]
+enum Step {
+    Value(ValueStep),
+    Object(ObjectStep),
+}
+
+/// An event's data between steps: each step kind reads it in its own
+/// representation, and it changes representation only where the kind does.
+enum Data {
+    /// Still the stored bytes, not parsed yet.
+    Stored,
+    /// The JSON text a run of object steps wrote, at this range of
+    /// [`Work::out`].
+    Written(Range<usize>),
+    /// What a `Value` step returned.
+    Value(serde_json::Value),
+}
+
+/// The buffers a batch of upcasts shares, so that on the object-step path
+/// an event costs no allocation of its own.
+#[derive(Default)]
+struct Work<'a> {
+    /// The upcast data of the batch's events, back to back; each event's
+    /// data becomes a slice of it.
+    out: Vec<u8>,
+    /// Reused for every event read from its stored data.
+    object: EventObject<'a>,
+    /// The events left in the batch, the current one included (0 for a
+    /// single event): with the first upcast event's size, what `out` is
+    /// sized for.
+    remaining: usize,
+}
+
+/// Hashes event types for the upcasters' map: one call of xxh3 rather than
+/// SipHash, as every event read looks its type up. The map's keys come
+/// from code, not from input, so flooding it with collisions is no concern.
+#[derive(Default, Clone, Copy)]
+struct TypeHasher(u64);
+
+impl Hasher for TypeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    /// The terminator `str` hashes after its bytes: mixed in cheaply
+    /// rather than hashed as a slice of its own.
+    fn write_u8(&mut self, byte: u8) {
+        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The upcasters of a domain: for each event type, its current schema version
 /// and one step per older version.
@@ -33,7 +106,7 @@ type Step =
 pub struct Upcasters {
     /// By event type, so that reading an event costs one lookup by its
     /// type (no allocation), whatever the length of its chain.
-    types: HashMap<String, Chain>,
+    types: HashMap<String, Chain, BuildHasherDefault<TypeHasher>>,
 }
 
 /// One event type's versions.
@@ -76,7 +149,12 @@ impl Upcasters {
     }
 
     /// Registers the step that turns `event_type` data at `from_version` into
-    /// `from_version + 1`.
+    /// `from_version + 1`, taking and returning the whole data as a
+    /// `serde_json::Value`; an `Err` is the reason it cannot read the data.
+    ///
+    /// For steps that rename, add or drop top-level fields,
+    /// [`step_object`](Self::step_object) does the same without building a
+    /// `Value` of the event.
     pub fn step<F>(mut self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
     where
         F: Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
@@ -88,7 +166,35 @@ impl Upcasters {
             .entry(event_type.into())
             .or_default()
             .steps
-            .insert(from_version, Arc::new(step));
+            .insert(from_version, Step::Value(Arc::new(step)));
+        self
+    }
+
+    /// Registers the step that turns `event_type` data at `from_version` into
+    /// `from_version + 1` by changing the members of the data object in
+    /// place (see [`EventObject`]); an `Err` is the reason it cannot read the
+    /// data. Data that is not a JSON object is an [`Error::Upcast`] without
+    /// calling the step.
+    ///
+    /// Consecutive object steps share one parse of the stored data and one
+    /// write of the result, and values no step replaces are copied as they
+    /// are, so a chain of them costs little more than one step. A chain may
+    /// mix them with [`step`](Self::step)s; the data is converted where the
+    /// kind changes.
+    pub fn step_object<F>(
+        mut self,
+        event_type: impl Into<String>,
+        from_version: u32,
+        step: F,
+    ) -> Self
+    where
+        F: Fn(&mut EventObject<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
+    {
+        self.types
+            .entry(event_type.into())
+            .or_default()
+            .steps
+            .insert(from_version, Step::Object(Arc::new(step)));
         self
     }
 
@@ -117,15 +223,70 @@ impl Upcasters {
     }
 
     /// The event at its type's current version.
-    pub fn upcast(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
-        let Some(chain) = self.types.get(event.event_type.as_str()) else {
+    pub fn upcast(&self, event: RecordedEvent) -> Result<RecordedEvent> {
+        let mut work = Work::default();
+        let Some((range, version)) = self.upcast_into(&event, &mut work)? else {
             return Ok(event);
+        };
+        let mut out = std::mem::take(&mut work.out);
+        drop(work);
+        let mut event = event;
+        // `out` holds this event's data only (at its start unless the
+        // chain changed step kinds), sized for it when an object step wrote
+        // it, so that `Bytes` takes it as it is: a slice of a `Bytes` made
+        // from a `Vec` would allocate.
+        out.truncate(range.end);
+        out.drain(..range.start);
+        event.data = Bytes::from(out);
+        event.schema_version = version;
+        Ok(event)
+    }
+
+    /// Every event at its type's current version, in order. The upcast
+    /// events' data shares one buffer.
+    pub fn upcast_all(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let mut upcast = Vec::new();
+        let mut out = {
+            let mut work = Work::default();
+            for (i, event) in events.iter().enumerate() {
+                work.remaining = events.len() - i;
+                if let Some((range, version)) = self.upcast_into(event, &mut work)? {
+                    upcast.push((i, range, version));
+                }
+            }
+            work.out
+        };
+        if upcast.is_empty() {
+            return Ok(events);
+        }
+        // Where few events were upcast, most of the room is unused: it
+        // would stay allocated as long as any of them is.
+        if out.capacity() - out.len() > out.len() / 2 {
+            out.shrink_to_fit();
+        }
+        let out = Bytes::from(out);
+        for (i, range, version) in upcast {
+            events[i].data = out.slice(range);
+            events[i].schema_version = version;
+        }
+        Ok(events)
+    }
+
+    /// Upcasts `event`'s data into `work.out`: where it was written and the
+    /// version reached, or `None` if the event is read as stored.
+    fn upcast_into<'a>(
+        &self,
+        event: &'a RecordedEvent,
+        work: &mut Work<'a>,
+    ) -> Result<Option<(Range<usize>, u32)>> {
+        let Some(chain) = self.types.get(event.event_type.as_str()) else {
+            return Ok(None);
         };
         let Some(current) = chain.current else {
-            return Ok(event);
+            return Ok(None);
         };
         if event.schema_version == current {
-            return Ok(event);
+            return Ok(None);
         }
         if event.schema_version > current {
             return Err(Error::Upcast {
@@ -137,15 +298,22 @@ impl Upcasters {
                 ),
             });
         }
-        let mut data: serde_json::Value =
-            serde_json::from_slice(&event.data).map_err(|e| Error::Upcast {
-                event_type: event.event_type.clone(),
-                version: event.schema_version,
-                detail: format!("stored data is not JSON: {e}"),
-            })?;
+        if work.out.capacity() == 0 {
+            // The events of a batch are mostly alike, and steps mostly
+            // rename and reshape: room for each to grow by half, so that
+            // `out` is usually allocated once.
+            work.out
+                .reserve(work.remaining * (event.data.len() * 3 / 2 + 16));
+        }
+        let mut data = Data::Stored;
         let mut version = event.schema_version;
         while version < current {
             let Some(step) = chain.steps.get(&version) else {
+                if let Data::Stored = data {
+                    // Stored data that is not JSON is reported as such
+                    // before anything else, as when it was parsed up front.
+                    parse_stored(event)?;
+                }
                 return Err(Error::Upcast {
                     event_type: event.event_type.clone(),
                     version,
@@ -156,27 +324,159 @@ impl Upcasters {
                     ),
                 });
             };
-            data = step(data).map_err(|detail| Error::Upcast {
-                event_type: event.event_type.clone(),
-                version,
-                detail: format!(
-                    "upcasting the event at position {}: {detail}",
-                    event.position
-                ),
-            })?;
+            match step {
+                Step::Value(step) => {
+                    let value = match data {
+                        Data::Stored => parse_stored(event)?,
+                        Data::Written(range) => {
+                            let value = serde_json::from_slice(&work.out[range.clone()])
+                                .map_err(|e| failed(event, version, e.to_string()))?;
+                            // Only this event's last text is kept.
+                            work.out.truncate(range.start);
+                            value
+                        }
+                        Data::Value(value) => value,
+                    };
+                    data =
+                        Data::Value(step(value).map_err(|detail| failed(event, version, detail))?);
+                    version += 1;
+                }
+                Step::Object(_) => {
+                    let reached;
+                    (data, reached) = match data {
+                        Data::Stored if work.object.read(&event.data) => {
+                            let reached =
+                                chain.object_steps(event, &mut work.object, version, current)?;
+                            let start = work.out.len();
+                            work.object.write_to(&mut work.out);
+                            (Data::Written(start..work.out.len()), reached)
+                        }
+                        // The scanner refused the stored data (it may not
+                        // be an object, or not JSON) or it has duplicate
+                        // names: what it is, `Value` says.
+                        Data::Stored => {
+                            let text = object_text(event, &parse_stored(event)?, version)?;
+                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                        }
+                        // Rare (a run of object steps ends at a `Value`
+                        // step), so copies are fine.
+                        Data::Written(range) => {
+                            let text = work.out.split_off(range.start);
+                            let value = serde_json::from_slice(&text)
+                                .map_err(|e| failed(event, version, e.to_string()))?;
+                            let text = object_text(event, &value, version)?;
+                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                        }
+                        Data::Value(value) => {
+                            let text = object_text(event, &value, version)?;
+                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                        }
+                    };
+                    version = reached;
+                }
+            }
+        }
+        let range = match data {
+            Data::Stored => return Ok(None),
+            Data::Written(range) => range,
+            Data::Value(value) => {
+                let start = work.out.len();
+                // Sized from the stored data (steps mostly rename and
+                // reshape), so that serializing rarely reallocates.
+                work.out
+                    .reserve(event.data.len() + event.data.len() / 2 + 16);
+                serde_json::to_writer(&mut work.out, &value).map_err(|e| Error::Upcast {
+                    event_type: event.event_type.clone(),
+                    version,
+                    detail: e.to_string(),
+                })?;
+                start..work.out.len()
+            }
+        };
+        Ok(Some((range, version)))
+    }
+}
+
+impl Chain {
+    /// Runs the object steps from `version` on, as long as the next step is
+    /// one, over `object`; the version reached.
+    fn object_steps(
+        &self,
+        event: &RecordedEvent,
+        object: &mut EventObject<'_>,
+        mut version: u32,
+        current: u32,
+    ) -> Result<u32> {
+        while version < current {
+            let Some(Step::Object(step)) = self.steps.get(&version) else {
+                break;
+            };
+            step(object).map_err(|detail| failed(event, version, detail))?;
             version += 1;
         }
-        // Sized from the stored data (steps mostly rename and reshape), so
-        // that serializing rarely reallocates.
-        let mut out = Vec::with_capacity(event.data.len() + event.data.len() / 2 + 16);
-        serde_json::to_writer(&mut out, &data).map_err(|e| Error::Upcast {
-            event_type: event.event_type.clone(),
+        Ok(version)
+    }
+}
+
+/// Runs the object steps from `version` on over the object in `text`
+/// (which `object_text` wrote), and appends the result to `out`: where it
+/// is, and the version reached.
+fn run_objects(
+    chain: &Chain,
+    event: &RecordedEvent,
+    text: &[u8],
+    version: u32,
+    current: u32,
+    out: &mut Vec<u8>,
+) -> Result<(Data, u32)> {
+    let mut object = EventObject::parse_written(text).ok_or_else(|| {
+        failed(
+            event,
             version,
-            detail: e.to_string(),
-        })?;
-        event.data = Bytes::from(out);
-        event.schema_version = version;
-        Ok(event)
+            "the data does not read back as an object".into(),
+        )
+    })?;
+    let reached = chain.object_steps(event, &mut object, version, current)?;
+    let start = out.len();
+    object.write_to(out);
+    Ok((Data::Written(start..out.len()), reached))
+}
+
+/// `value` as JSON text for the object step from `version`, or the error
+/// that it is not an object.
+fn object_text(event: &RecordedEvent, value: &serde_json::Value, version: u32) -> Result<Vec<u8>> {
+    if !value.is_object() {
+        return Err(failed(
+            event,
+            version,
+            "the data is not a JSON object".into(),
+        ));
+    }
+    serde_json::to_vec(value).map_err(|e| failed(event, version, e.to_string()))
+}
+
+/// The event's stored data as a `Value`.
+fn parse_stored(event: &RecordedEvent) -> Result<serde_json::Value> {
+    serde_json::from_slice(&event.data).map_err(|e| not_json(event, e))
+}
+
+fn not_json(event: &RecordedEvent, e: serde_json::Error) -> Error {
+    Error::Upcast {
+        event_type: event.event_type.clone(),
+        version: event.schema_version,
+        detail: format!("stored data is not JSON: {e}"),
+    }
+}
+
+/// The step from `version` failed on `event` for `detail`.
+fn failed(event: &RecordedEvent, version: u32, detail: String) -> Error {
+    Error::Upcast {
+        event_type: event.event_type.clone(),
+        version,
+        detail: format!(
+            "upcasting the event at position {}: {detail}",
+            event.position
+        ),
     }
 }
 
@@ -201,10 +501,7 @@ impl<S: EventStore> Upcasting<S> {
     }
 
     fn all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        events
-            .into_iter()
-            .map(|e| self.upcasters.upcast(e))
-            .collect()
+        self.upcasters.upcast_all(events)
     }
 }
 
@@ -378,6 +675,177 @@ mod tests {
         assert!(matches!(
             chain().upcast(stored("Registered", 4, json!({}))),
             Err(Error::Upcast { version: 4, .. })
+        ));
+    }
+
+    /// `chain()` with object steps.
+    fn object_chain() -> Upcasters {
+        Upcasters::new()
+            .current("Registered", 3)
+            .step_object("Registered", 1, split_name)
+            .step_object("Registered", 2, default_currency)
+    }
+
+    fn split_name(data: &mut EventObject<'_>) -> std::result::Result<(), String> {
+        let name: String = data.get("name")?.unwrap_or_default();
+        let (given, family) = name.split_once(' ').unwrap_or((&name, ""));
+        data.set("given_name", given)?;
+        data.set("family_name", family)?;
+        data.remove("name");
+        Ok(())
+    }
+
+    fn default_currency(data: &mut EventObject<'_>) -> std::result::Result<(), String> {
+        if !data.contains("currency") {
+            data.set("currency", "EUR")?;
+        }
+        Ok(())
+    }
+
+    fn read(event: &RecordedEvent) -> serde_json::Value {
+        serde_json::from_slice(&event.data).unwrap()
+    }
+
+    #[test]
+    fn object_steps_and_value_steps_agree_and_mix() {
+        let mixed = [
+            Upcasters::new()
+                .current("Registered", 3)
+                .step_object("Registered", 1, split_name)
+                .step("Registered", 2, |mut v| {
+                    if v.get("currency").is_none() {
+                        v["currency"] = json!("EUR");
+                    }
+                    Ok(v)
+                }),
+            chain().step_object("Registered", 2, default_currency),
+        ];
+        for data in [
+            json!({"name": "Ada Lovelace", "n": [1, {"x": null}]}),
+            json!({"name": "Ada", "currency": "USD", "e\"\u{1}": 1.5}),
+            json!({}),
+        ] {
+            let expected = chain()
+                .upcast(stored("Registered", 1, data.clone()))
+                .unwrap();
+            for upcasters in std::iter::once(object_chain()).chain(mixed.clone()) {
+                let event = upcasters
+                    .upcast(stored("Registered", 1, data.clone()))
+                    .unwrap();
+                assert_eq!(event.schema_version, 3);
+                assert_eq!(read(&event), read(&expected), "{upcasters:?}");
+            }
+        }
+        // An object step's value between two `Value` steps, and the reverse.
+        let sandwich = Upcasters::new()
+            .current("T", 4)
+            .step("T", 1, |v| Ok(json!({"inner": v})))
+            .step_object("T", 2, |o| o.set("added", 2))
+            .step("T", 3, |mut v| {
+                v["added"] = json!(v["added"].as_i64().unwrap_or(0) + 1);
+                Ok(v)
+            });
+        let event = sandwich.upcast(stored("T", 1, json!([1]))).unwrap();
+        assert_eq!(read(&event), json!({"inner": [1], "added": 3}));
+    }
+
+    #[test]
+    fn object_steps_see_duplicate_names_as_a_value_does() {
+        let mut event = stored("Registered", 2, json!({}));
+        event.data = Bytes::from_static(br#"{"currency":"USD","given_name":"A","currency":"GBP"}"#);
+        for upcasters in [chain(), object_chain()] {
+            let read_back = read(&upcasters.upcast(event.clone()).unwrap());
+            assert_eq!(read_back, json!({"given_name": "A", "currency": "GBP"}));
+        }
+    }
+
+    #[test]
+    fn object_step_errors_name_type_and_version() {
+        let failing = Upcasters::new()
+            .current("Registered", 3)
+            .step_object("Registered", 1, |_| Ok(()))
+            .step_object("Registered", 2, |_| Err("no currency here".into()));
+        let upcast_error = |upcasters: &Upcasters, data: &'static [u8], version| {
+            let mut event = stored("Registered", version, json!({}));
+            event.data = Bytes::from_static(data);
+            match upcasters.upcast(event) {
+                Err(Error::Upcast {
+                    event_type,
+                    version,
+                    detail,
+                }) => {
+                    assert_eq!(event_type, "Registered");
+                    (version, detail)
+                }
+                other => panic!("expected an upcast error, got {other:?}"),
+            }
+        };
+        let (version, detail) = upcast_error(&failing, b"{}", 1);
+        assert_eq!(version, 2);
+        assert!(detail.ends_with("position 7: no currency here"), "{detail}");
+        // Data that is no object, or no JSON, fails as it would have before
+        // any step ran: at its stored version, saying so.
+        for data in [&b"[1]"[..], b"\"x\"", b"null"] {
+            let (version, detail) = upcast_error(&object_chain(), data, 1);
+            assert_eq!(version, 1);
+            assert!(
+                detail.ends_with("the data is not a JSON object"),
+                "{detail}"
+            );
+        }
+        for upcasters in [&chain(), &object_chain(), &failing] {
+            let (version, detail) = upcast_error(upcasters, b"{\"a\":", 1);
+            assert_eq!(version, 1);
+            assert!(detail.starts_with("stored data is not JSON"), "{detail}");
+        }
+        let gap =
+            Upcasters::new()
+                .current("Registered", 3)
+                .step_object("Registered", 1, |_| Ok(()));
+        assert_eq!(upcast_error(&gap, b"{}", 1).0, 2);
+        assert!(
+            upcast_error(&gap, b"{", 2)
+                .1
+                .starts_with("stored data is not JSON")
+        );
+        assert!(
+            upcast_error(&gap, b"{}", 2)
+                .1
+                .starts_with("no upcaster from version 2")
+        );
+    }
+
+    #[test]
+    fn a_batch_reads_as_its_events_one_by_one() {
+        let up = object_chain()
+            .step("Other", 1, |v| Ok(json!({"wrapped": v})))
+            .current("Other", 2);
+        let mut events = vec![
+            stored("Registered", 1, json!({"name": "Ada Lovelace"})),
+            stored("Registered", 3, json!({"given_name": "A"})),
+            stored("Unrelated", 1, json!([1])),
+            stored("Other", 1, json!("x")),
+            stored(
+                "Registered",
+                2,
+                json!({"given_name": "G", "currency": "USD"}),
+            ),
+        ];
+        for (i, event) in events.iter_mut().enumerate() {
+            event.position = Position(i as u64);
+        }
+        let one_by_one: Vec<_> = events
+            .iter()
+            .map(|e| up.upcast(e.clone()).unwrap())
+            .collect();
+        assert_eq!(up.upcast_all(events.clone()).unwrap(), one_by_one);
+        assert_eq!(one_by_one[1], events[1]);
+        assert_eq!(read(&one_by_one[3]), json!({"wrapped": "x"}));
+        // The first event that cannot be read fails the batch.
+        events[4].data = Bytes::from_static(b"[2]");
+        assert!(matches!(
+            up.upcast_all(events),
+            Err(Error::Upcast { version: 2, .. })
         ));
     }
 }

@@ -81,10 +81,17 @@ pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
     MONEY_FIELDS
         .iter()
         .fold(declared, |upcasters, &(event_type, field)| {
-            upcasters.step(event_type, 1, move |data| {
+            upcasters.step_object(event_type, 1, move |data| {
                 money_from_single_currency(data, field)
             })
         })
+}
+
+/// Money as the 1 → 2 step writes it: `{"amount": …, "currency": …}`.
+#[derive(Serialize)]
+struct SingleCurrencyAmount {
+    amount: i64,
+    currency: &'static str,
 }
 
 /// Version 1 → 2 of one event: `field` from an integer of minor units to
@@ -96,34 +103,35 @@ pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
 /// (whether it is valid money is for decoding to say); anything else (a
 /// fraction, a string, no field) is refused rather than guessed at.
 fn money_from_single_currency(
-    mut data: serde_json::Value,
-    field: &str,
-) -> Result<serde_json::Value, String> {
-    let object = data
-        .as_object_mut()
-        .ok_or_else(|| "the data is not a JSON object".to_string())?;
-    let amount = match object.get(field) {
-        Some(serde_json::Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| format!("{field} is {n}, not an integer of minor units"))?,
+    data: &mut event_store::EventObject<'_>,
+    field: &'static str,
+) -> Result<(), String> {
+    // The integer, the common case, is read without decoding anything
+    // else; every other shape is judged on its `Value`.
+    if let Ok(Some(amount)) = data.get::<i64>(field) {
+        return data.set(
+            field,
+            SingleCurrencyAmount {
+                amount,
+                currency: SINGLE_CURRENCY,
+            },
+        );
+    }
+    match data.get::<serde_json::Value>(field)? {
+        Some(serde_json::Value::Number(n)) => {
+            Err(format!("{field} is {n}, not an integer of minor units"))
+        }
         Some(serde_json::Value::Object(money))
             if money.get("amount").is_some_and(serde_json::Value::is_i64)
                 && money
                     .get("currency")
                     .is_some_and(serde_json::Value::is_string) =>
         {
-            return Ok(data);
+            Ok(())
         }
-        Some(other) => {
-            return Err(format!("{field} is {other}, not an integer of minor units"));
-        }
-        None => return Err(format!("{field} is missing")),
-    };
-    object.insert(
-        field.to_owned(),
-        serde_json::json!({"amount": amount, "currency": SINGLE_CURRENCY}),
-    );
-    Ok(data)
+        Some(other) => Err(format!("{field} is {other}, not an integer of minor units")),
+        None => Err(format!("{field} is missing")),
+    }
 }
 
 /// A customer's display name: trimmed, 1 to [`CustomerName::CHARS_MAX`]
