@@ -391,6 +391,29 @@ impl<S: EventStore> Shredding<S> {
         &self.inner
     }
 
+    /// Every event of the stream, decrypted, without a snapshot.
+    async fn load_events(&self, stream_id: &StreamId) -> Result<LoadedStream> {
+        let mut next = 1;
+        let mut events = Vec::new();
+        let page = self.inner.read_page_max().max(1);
+        let version = loop {
+            let slice = self
+                .inner
+                .read_stream(stream_id, ReadFrom::Version(next), Direction::Forward, page)
+                .await?;
+            next += slice.events.len() as u64;
+            events.extend(self.vault.decrypt_all(slice.events)?);
+            if slice.is_end {
+                break slice.stream_version;
+            }
+        };
+        Ok(LoadedStream {
+            snapshot: None,
+            events,
+            version,
+        })
+    }
+
     pub fn keys(&self) -> &Arc<KeyStore> {
         &self.vault.keys
     }
@@ -822,33 +845,20 @@ impl<S: EventStore> EventStore for Shredding<S> {
         stream_id: &StreamId,
         snapshot_schema: Option<u32>,
     ) -> Result<LoadedStream> {
-        // The inner load would accept an encrypted snapshot it cannot read;
-        // load the snapshot through this layer and the events after it.
-        let snapshot = match snapshot_schema {
-            Some(schema) => self
-                .load_snapshot(stream_id)
-                .await?
-                .filter(|s| s.schema_version == schema),
-            None => None,
-        };
-        let mut next = snapshot.as_ref().map_or(1, |s| s.version + 1);
-        let mut events = Vec::new();
-        let page = self.read_page_max();
-        let version = loop {
-            let slice = self
-                .read_stream(stream_id, ReadFrom::Version(next), Direction::Forward, page)
-                .await?;
-            next += slice.events.len() as u64;
-            events.extend(slice.events);
-            if slice.is_end {
-                break slice.stream_version;
+        self.recover().await?;
+        // One load of the inner store (one trip to its blocking pool, as
+        // without this layer); its snapshot is opened here.
+        let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
+        if loaded.snapshot.is_some() {
+            loaded.snapshot = self.vault.open_snapshot(loaded.snapshot.take())?;
+            if loaded.snapshot.is_none() {
+                // The subject was forgotten: its snapshot is ignored and its
+                // state rebuilt from all its events, which read as erased.
+                return self.load_events(stream_id).await;
             }
-        };
-        Ok(LoadedStream {
-            snapshot,
-            events,
-            version,
-        })
+        }
+        loaded.events = self.vault.decrypt_all(loaded.events)?;
+        Ok(loaded)
     }
 
     async fn forget_subject(&self, stream_id: &StreamId) -> Result<()> {
