@@ -1054,12 +1054,17 @@ impl LogWriter {
                 }
             }
             Op::Refill(n) => {
-                for _ in 0..n {
+                // One call to the operating system for all of them.
+                let mut random = vec![0u8; n * 32];
+                if let Err(e) = getrandom::fill(&mut random) {
+                    tracing::warn!("key log: no randomness for spare keys: {e}");
+                    // A later hand-out asks again.
+                    self.shared.state.write().refilling = false;
+                    return;
+                }
+                for chunk in random.chunks_exact(32) {
                     let mut key = [0u8; 32];
-                    if let Err(e) = getrandom::fill(&mut key) {
-                        tracing::warn!("key log: no randomness for spare keys: {e}");
-                        break;
-                    }
+                    key.copy_from_slice(chunk);
                     let slot = self.next_slot + group.records.len() as u64;
                     group
                         .records

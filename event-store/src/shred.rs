@@ -176,12 +176,18 @@ const GCM_TAG_LEN: usize = 16;
 /// `nonce ‖ ciphertext ‖ tag` of `plaintext` under a fresh random nonce
 /// (the thread's CSPRNG, seeded by the operating system).
 fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    seal_with(&Aes256Gcm::new(key.into()), aad, plaintext)
+}
+
+/// [`seal`] with the key's cipher made once for several messages (its key
+/// schedule is most of the cost of sealing a short field).
+fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(GCM_NONCE_LEN + plaintext.len() + GCM_TAG_LEN);
     let mut nonce = [0u8; GCM_NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(plaintext);
-    let tag = Aes256Gcm::new(key.into())
+    let tag = cipher
         .encrypt_in_place_detached((&nonce).into(), aad, &mut out[GCM_NONCE_LEN..])
         .map_err(|_| Error::KeyStore("encryption failed".into()))?;
     out.extend_from_slice(&tag);
@@ -458,34 +464,50 @@ impl Vault {
         else {
             return Ok(event);
         };
-        let members = match rawjson::object_members(&event.data) {
-            Some(members) if !rawjson::has_duplicate_names(&members, |m| &m.name) => members,
-            // Not an object (refused there), or duplicate names: the `Value`
-            // path decides, as it always has.
-            _ => return self.encrypt_value(stream_id, event, fields),
-        };
-        let mut key = None;
+        let data = event.data.clone();
+        // The fast scanner first; what it refuses, `serde_json` reads.
+        let mut members: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::with_capacity(8);
+        if !rawjson::scan_object(&data, &mut members) {
+            members = match rawjson::object_members(&data) {
+                Some(found) => found.into_iter().map(|m| (m.name, m.value.get())).collect(),
+                None => return self.encrypt_value(stream_id, event, fields),
+            };
+        }
+        if rawjson::has_duplicate_names(&members, |m| &m.0) {
+            // The `Value` path decides, as it always has.
+            return self.encrypt_value(stream_id, event, fields);
+        }
+        let base = data.as_ptr() as usize;
+        let mut cipher = None;
         let mut patches = Vec::new();
-        for member in &members {
-            let Some(field) = fields.iter().find(|f| **f == member.name) else {
+        for (name, value) in &members {
+            let Some(field) = fields.iter().find(|f| **f == *name) else {
                 continue;
             };
             // The member's JSON text is the plaintext: nothing is decoded
             // or re-encoded.
-            let plaintext = member.value.get();
-            if plaintext == "null" {
+            if *value == "null" {
                 continue;
             }
-            let (key, spare) = match key {
-                Some(k) => k,
-                None => *key.insert(self.key_for_sealing(stream_id)?),
+            let Some(start) = (value.as_ptr() as usize).checked_sub(base) else {
+                return self.encrypt_value(stream_id, event, fields);
             };
-            let sealed = seal(
-                &key,
+            let (cipher, spare) = match &cipher {
+                Some(c) => c,
+                None => {
+                    let (key, spare) = self.key_for_sealing(stream_id)?;
+                    cipher.insert((Aes256Gcm::new((&key).into()), spare))
+                }
+            };
+            let sealed = seal_with(
+                cipher,
                 &aad(stream_id.as_str(), &event.event_type, field),
-                plaintext.as_bytes(),
+                value.as_bytes(),
             )?;
-            patches.push((member.range.clone(), sealed_field_json(&sealed, spare)));
+            patches.push((
+                start..start + value.len(),
+                sealed_field_json(&sealed, *spare),
+            ));
         }
         if !patches.is_empty() {
             event.data = Bytes::from(rawjson::splice(&event.data, &patches));
