@@ -171,22 +171,7 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
     // The customer's raw key: in the key log (and nowhere else) until the
     // erasure, in no file at all after it.
     let key = raw_key(data, &id);
-    let holding_key = |data: &Path| {
-        let mut hits = Vec::new();
-        let mut stack = vec![data.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if std::fs::read(&path).is_ok_and(|b| b.windows(key.len()).any(|w| w == key))
-                {
-                    hits.push(path);
-                }
-            }
-        }
-        hits
-    };
+    let holding_key = |data: &Path| files_holding_bytes(data, &key);
     assert_eq!(holding_key(data), vec![key_log_path(data)]);
 
     let erase = format!("{url}/customers/{id}/personal-data");
@@ -467,11 +452,16 @@ async fn customers_registered_just_before_a_kill_keep_their_names_and_can_be_for
     let seen = query_at(&http, &format!("{}/customers/{id}", second.url), position).await;
     assert_eq!(seen["name"], "[erased]", "{seen}");
     wait_until_gone(data, &[name.as_str()]).await;
-    let holding: Vec<PathBuf> = walk(data)
-        .into_iter()
-        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(32).any(|w| w == key)))
-        .collect();
+    let holding = files_holding_bytes(data, &key);
     assert!(holding.is_empty(), "{holding:?}");
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_holding_bytes(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .collect()
 }
 
 /// Every file under `dir`.
