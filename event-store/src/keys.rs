@@ -7,8 +7,12 @@
 //! one record per new key, makes them durable with one `fdatasync`, and only
 //! then publishes the keys and wakes the callers. [`Shredding`] waits for
 //! that before it encrypts an event, so no event is acknowledged under a key
-//! that a crash could lose. The file grows in zero-filled chunks, so
-//! appending a record is a data-only write.
+//! that a crash could lose. A new file starts with one chunk of zeroed
+//! slots and then grows by appends: the `fdatasync` that makes a batch
+//! durable makes the new length durable with it. (Growing in zero-filled
+//! chunks, as earlier versions did, kept that fsync to data only, but
+//! doubled the bytes written per record; now that most key writes are
+//! spares and assignments nobody waits for, the bytes cost more.)
 //!
 //! **Spare keys.** Waiting for that fsync and then for the event log's
 //! would put two fsyncs in a row on a new subject's first append. So the
@@ -74,8 +78,7 @@ use crate::recovery::write_file_durably;
 /// The key log's file name inside the key store's directory.
 pub const LOG_FILE: &str = "keys.log";
 
-/// The file grows by this many record slots at a time (320 KiB), written as
-/// zeros and synced, so that appending records needs no metadata update.
+/// A new file is made with this many zeroed record slots (320 KiB).
 const CHUNK_SLOTS: u64 = 4096;
 /// At most this many queued requests share one fsync.
 const GROUP_REQUESTS_MAX: usize = 1024;
@@ -342,7 +345,6 @@ impl KeyStore {
             shared: shared.clone(),
             file,
             next_slot: recovered.next_slot,
-            allocated: slots.len() as u64,
             next_batch: recovered.next_batch,
         };
         migrate_legacy_files(fs.as_ref(), &dir, &mut writer)?;
@@ -863,8 +865,6 @@ struct LogWriter {
     file: Arc<dyn FsFile>,
     /// The first slot not written yet.
     next_slot: u64,
-    /// Slots the file has room for (zeros past `next_slot`).
-    allocated: u64,
     next_batch: u64,
 }
 
@@ -1215,14 +1215,6 @@ impl LogWriter {
     }
 
     fn append(&mut self, records: &[Record]) -> std::io::Result<()> {
-        let end = self.next_slot + records.len() as u64;
-        if end > self.allocated {
-            let allocated = end.div_ceil(CHUNK_SLOTS) * CHUNK_SLOTS;
-            let zeros = vec![0u8; ((allocated - self.allocated) * RECORD_LEN as u64) as usize];
-            self.file
-                .write_all_at(&zeros, keylog::offset_of(self.allocated))?;
-            self.allocated = allocated;
-        }
         let buf: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
         self.file
             .write_all_at(&buf, keylog::offset_of(self.next_slot))?;

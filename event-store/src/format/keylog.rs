@@ -47,9 +47,9 @@
 //!   overwrite changes bytes 0..8 and 48..80 only.
 //! - *void*: a slot recovery found torn (never acknowledged) and cleared.
 //!
-//! An all-zero record is a slot not written yet: the file is extended with
-//! zeros in chunks, so that appending a record changes no file metadata and
-//! one `fdatasync` per batch suffices. The subject id itself is not stored:
+//! An all-zero record is a slot not written yet (a new file has a chunk of
+//! them; past it the file grows by appends, and a record cut short at the
+//! end of the file is ignored, as torn). The subject id itself is not stored:
 //! it is in the log already, and the key log holds no personal data.
 
 pub const HEADER_LEN: usize = 64;

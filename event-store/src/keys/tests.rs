@@ -14,7 +14,10 @@ fn slot_bytes(dir: &Path, slot: u64) -> [u8; RECORD_LEN] {
     let bytes = log_bytes(dir);
     let at = keylog::offset_of(slot) as usize;
     let mut out = [0u8; RECORD_LEN];
-    out.copy_from_slice(&bytes[at..at + RECORD_LEN]);
+    // Past the end of the file: a slot not written yet.
+    if let Some(record) = bytes.get(at..at + RECORD_LEN) {
+        out.copy_from_slice(record);
+    }
     out
 }
 
@@ -507,20 +510,41 @@ fn a_failed_write_or_fsync_is_never_acknowledged_and_stops_the_writer() {
 }
 
 #[tokio::test]
-async fn the_file_grows_in_chunks() {
+async fn the_file_starts_with_a_chunk_and_grows_by_appends_and_a_cut_record_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(dir.path()).unwrap();
     let chunk = keylog::offset_of(CHUNK_SLOTS);
     assert_eq!(log_bytes(dir.path()).len() as u64, chunk);
     let subjects: Vec<String> = (0..CHUNK_SLOTS + 1).map(|i| format!("c-{i}")).collect();
     keys.ensure_keys(&subjects).await.unwrap();
+    // Exactly the records written, no zeros ahead.
     assert_eq!(
         log_bytes(dir.path()).len() as u64,
-        keylog::offset_of(2 * CHUNK_SLOTS)
+        keylog::offset_of(CHUNK_SLOTS + 1)
     );
     drop(keys);
+    // An append cut short at the end of the file: half a record.
+    let torn = Record {
+        kind: Kind::Key([3; 32]),
+        index: 0,
+        batch: 99,
+        subject: subject_hash("never-acknowledged"),
+    }
+    .encode();
+    write_slot(dir.path(), CHUNK_SLOTS + 1, &torn[..40]);
     let keys = KeyStore::open(dir.path()).unwrap();
     assert!(matches!(keys.require("c-4096"), Ok(SubjectKey::Key(_))));
+    assert_eq!(keys.lookup("never-acknowledged").unwrap(), None);
+    // The next append writes over the cut record.
+    let next = keys.key_for_write("c-next").unwrap();
+    drop(keys);
+    assert_eq!(
+        log_bytes(dir.path()).len() as u64,
+        keylog::offset_of(CHUNK_SLOTS + 2)
+    );
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.require("c-next").unwrap(), SubjectKey::Key(next));
+    assert!(keys.shared.state.read().damage.is_empty());
 }
 
 /// Slots of a log of `sizes.len()` batches of keys.
