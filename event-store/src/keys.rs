@@ -454,8 +454,13 @@ impl KeyStore {
         if rest.is_empty() {
             return Ok(());
         }
+        self.create(Op::Create(rest)).await
+    }
+
+    /// Queues a creation and waits until it is durable.
+    async fn create(&self, op: Op) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send(Op::Create(rest), Reply::Async(tx))?;
+        self.send(op, Reply::Async(tx))?;
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -512,12 +517,12 @@ impl KeyStore {
     ///
     /// [`Shredding`]: crate::Shredding
     pub fn note_appended(&self, position: u64) {
-        // Never under the clock's lock: `hand_out` takes them the other way.
-        if self.shared.state.read().unreconciled.is_some() {
-            return;
-        }
+        // On every append: most return here, touching no other lock.
         let mut clock = self.floor_clock.lock();
         if position <= clock.floor || clock.at.elapsed() < FLOOR_INTERVAL {
+            return;
+        }
+        if self.shared.state.read().unreconciled.is_some() {
             return;
         }
         let handed_out = self
@@ -571,9 +576,7 @@ impl KeyStore {
         let Some(op) = self.missing(subjects)? else {
             return Ok(());
         };
-        let (tx, rx) = oneshot::channel();
-        self.send(op, Reply::Async(tx))?;
-        rx.await.map_err(|_| writer_gone())?
+        self.create(op).await
     }
 
     /// The subject's key, created (durably) if it has none. Blocks while

@@ -225,18 +225,24 @@ fn open(cipher: Cipher, key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec
     }
 }
 
-/// A sealed field's value as JSON text: `"annals:a256g1:[<slot>:]<base64>"`.
-fn sealed_field_json(sealed: &[u8], spare: Option<u64>) -> Vec<u8> {
+/// A sealed field's value, `annals:a256g1:[<slot>:]<base64>`, in JSON
+/// quotes (`quoted`, for patching raw JSON; none of its characters needs
+/// escaping) or bare (for a `Value`).
+fn sealed_field(sealed: &[u8], spare: Option<u64>, quoted: bool) -> String {
     use std::fmt::Write;
     let mut text = String::with_capacity(FIELD_PREFIX.len() + 24 + sealed.len() * 4 / 3 + 4);
-    text.push('"');
+    if quoted {
+        text.push('"');
+    }
     text.push_str(FIELD_PREFIX);
     if let Some(slot) = spare {
         let _ = write!(text, "{slot}:");
     }
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(sealed, &mut text);
-    text.push('"');
-    text.into_bytes()
+    if quoted {
+        text.push('"');
+    }
+    text
 }
 
 /// `"[erased]"` as JSON text.
@@ -399,25 +405,9 @@ impl<S: EventStore> Shredding<S> {
 
     /// Every event of the stream, decrypted, without a snapshot.
     async fn load_events(&self, stream_id: &StreamId) -> Result<LoadedStream> {
-        let mut next = 1;
-        let mut events = Vec::new();
-        let page = self.inner.read_page_max().max(1);
-        let version = loop {
-            let slice = self
-                .inner
-                .read_stream(stream_id, ReadFrom::Version(next), Direction::Forward, page)
-                .await?;
-            next += slice.events.len() as u64;
-            events.extend(self.vault.decrypt_all(slice.events)?);
-            if slice.is_end {
-                break slice.stream_version;
-            }
-        };
-        Ok(LoadedStream {
-            snapshot: None,
-            events,
-            version,
-        })
+        let mut loaded = self.inner.load(stream_id, None).await?;
+        loaded.events = self.vault.decrypt_all(loaded.events)?;
+        Ok(loaded)
     }
 
     pub fn keys(&self) -> &Arc<KeyStore> {
@@ -506,7 +496,7 @@ impl Vault {
             )?;
             patches.push((
                 start..start + value.len(),
-                sealed_field_json(&sealed, *spare),
+                sealed_field(&sealed, *spare, true).into_bytes(),
             ));
         }
         if !patches.is_empty() {
@@ -563,8 +553,7 @@ impl Vault {
                 &aad(stream_id.as_str(), &event.event_type, field),
                 &plaintext,
             )?;
-            *value = serde_json::from_slice(&sealed_field_json(&sealed, spare))
-                .map_err(|e| Error::InvalidAppend(e.to_string()))?;
+            *value = serde_json::Value::String(sealed_field(&sealed, spare, false));
         }
         event.data = Bytes::from(
             serde_json::to_vec(&data).map_err(|e| Error::InvalidAppend(e.to_string()))?,

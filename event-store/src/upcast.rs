@@ -358,15 +358,17 @@ impl Upcasters {
                             let text = object_text(event, &parse_stored(event)?, version)?;
                             run_objects(chain, event, &text, version, current, &mut work.out)?
                         }
-                        // Rare (a run of object steps ends at a `Value`
-                        // step), so copies are fine.
-                        Data::Written(range) => {
-                            let text = work.out.split_off(range.start);
-                            let value = serde_json::from_slice(&text)
-                                .map_err(|e| failed(event, version, e.to_string()))?;
-                            let text = object_text(event, &value, version)?;
-                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                        // `object_steps` ran every consecutive object
+                        // step, so written data never meets another one.
+                        Data::Written(_) => {
+                            return Err(failed(
+                                event,
+                                version,
+                                "internal: an object step after a run of object steps".into(),
+                            ));
                         }
+                        // Rare (a run of object steps after a `Value`
+                        // step), so copies are fine.
                         Data::Value(value) => {
                             let text = object_text(event, &value, version)?;
                             run_objects(chain, event, &text, version, current, &mut work.out)?

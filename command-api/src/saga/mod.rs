@@ -283,9 +283,11 @@ pub struct Checkpoint<S> {
 /// How a saga is run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SagaConfig {
-    /// Write a checkpoint once this many events were handled since the last
-    /// one. After a crash at most about this many events are handled again
-    /// (harmlessly: the steps are idempotent).
+    /// Write a checkpoint once the watermark has moved this many log
+    /// positions past the last one (positions the saga's filter skips count
+    /// too). After a crash at most about this many positions are read, and
+    /// the saga's events among them handled, again (harmlessly: the steps
+    /// are idempotent).
     pub checkpoint_every_events: NonZeroU64,
     /// Write a checkpoint at least this often while there is progress to
     /// save, so a quiet saga does not leave its last events unrecorded.

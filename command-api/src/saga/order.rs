@@ -120,11 +120,15 @@ impl Saga for OrderFulfilment {
             .map_err(|e| SagaError::Permanent(e.to_string()))?;
         let outcome = match decoded {
             OrderEvent::Placed(placed) => {
-                let outcome = self.on_placed(event, &placed, context).await?;
+                let outcome = self.on_placed(event, &placed, context).await;
                 // Every way on_placed succeeds leaves the order decided (or
-                // found decided): it is no longer in flight.
-                context.update(|s| s.in_flight.remove(&placed.order_id));
-                outcome
+                // found decided), and a permanent failure skips the event:
+                // either way it is no longer in flight. Only a transient
+                // failure (retried) keeps it.
+                if !matches!(outcome, Err(SagaError::Transient(_))) {
+                    context.update(|s| s.in_flight.remove(&placed.order_id));
+                }
+                outcome?
             }
             OrderEvent::Cancelled(cancelled) => {
                 let outcome = self
