@@ -54,6 +54,11 @@ pub enum CommandError<E: DomainError> {
     #[error("idempotency record {stream} cannot be read: {detail}")]
     BadRecord { stream: StreamId, detail: String },
 
+    /// The idempotency key was fenced (`idempotency::fence`): its command
+    /// will never run.
+    #[error("the key of {stream} was fenced, its command will never run: {reason}")]
+    Fenced { stream: StreamId, reason: String },
+
     /// An event or record could not be serialized.
     #[error("encoding a {what}: {source}")]
     Encode {

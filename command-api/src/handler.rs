@@ -621,9 +621,9 @@ impl<A: Aggregate> CommandHandler<A> {
             let reason = event
                 .data_as::<crate::idempotency::CommandFenced>()
                 .map_or_else(|e| format!("(unreadable: {e})"), |f| f.reason);
-            return Err(CommandError::BadRecord {
+            return Err(CommandError::Fenced {
                 stream: record_stream.clone(),
-                detail: format!("the key was fenced, its command will never run: {reason}"),
+                reason,
             });
         }
         event

@@ -150,6 +150,7 @@ impl SagaError {
             | CommandError::IdempotencyKeyReused { .. }
             | CommandError::Decode { .. }
             | CommandError::BadRecord { .. }
+            | CommandError::Fenced { .. }
             | CommandError::Encode { .. } => SagaError::Permanent(e.to_string()),
         }
     }

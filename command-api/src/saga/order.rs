@@ -256,12 +256,10 @@ impl OrderFulfilment {
             }
             // The key's record is a fence: an earlier run decided the
             // reservation must not happen and was on its way to reject.
-            Err(CommandError::BadRecord { detail, .. }) if detail.contains("fenced") => {
-                Some(reason(
-                    "credit-check-abandoned",
-                    "an earlier credit check was abandoned",
-                )?)
-            }
+            Err(CommandError::Fenced { .. }) => Some(reason(
+                "credit-check-abandoned",
+                "an earlier credit check was abandoned",
+            )?),
             Err(e) => return Err(SagaError::from_command(e)),
         };
         if let Some(reason) = refusal {
