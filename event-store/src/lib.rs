@@ -53,5 +53,5 @@ pub use types::{
     ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats, StreamAppend, StreamId,
     StreamSlice, SystemClock, Timestamp,
 };
-pub use upcast::{EventObject, Upcasters, Upcasting};
+pub use upcast::{EventObject, UPCAST_CACHE_BYTES_DEFAULT, Upcasters, Upcasting};
 pub use verify::{Problem, VerifyReport, verify};

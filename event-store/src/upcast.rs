@@ -32,9 +32,15 @@ use crate::types::{
     StreamAppend, StreamId, StreamSlice,
 };
 
+mod cache;
 mod object;
 
+use cache::UpcastCache;
 pub use object::EventObject;
+
+/// The default bound of [`Upcasting`]'s cache of upcast events: about
+/// 50,000 small events, stored and upcast data both counted.
+pub const UPCAST_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 
 /// A step that takes the whole data as a `serde_json::Value`.
 type ValueStep =
@@ -244,11 +250,52 @@ impl Upcasters {
 
     /// Every event at its type's current version, in order. The upcast
     /// events' data shares one buffer.
-    pub fn upcast_all(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+    pub fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        self.upcast_all_with(events, None)
+    }
+
+    /// Whether `event` is not at its type's current version (older or, an
+    /// error for `upcast_into`, newer).
+    fn needs_upcast(&self, event: &RecordedEvent) -> bool {
+        self.types
+            .get(event.event_type.as_str())
+            .and_then(|chain| chain.current)
+            .is_some_and(|current| current != event.schema_version)
+    }
+
+    /// As [`upcast_all`](Self::upcast_all), taking what `cache` holds for
+    /// the same stored data and caching what it had to upcast (for the
+    /// cache generation the events were read in).
+    fn upcast_all_with(
+        &self,
+        mut events: Vec<RecordedEvent>,
+        cache: Option<(&UpcastCache, u64)>,
+    ) -> Result<Vec<RecordedEvent>> {
+        let cache = cache.filter(|(cache, _)| cache.is_enabled());
+        // Sorted by index, as `get_all` reports in the order asked.
+        let mut hits: Vec<(usize, Bytes, u32)> = Vec::new();
+        if let Some((cache, _)) = cache {
+            let asked: Vec<usize> = (0..events.len())
+                .filter(|&i| self.needs_upcast(&events[i]))
+                .collect();
+            if asked.is_empty() {
+                return Ok(events);
+            }
+            cache.get_all(
+                asked
+                    .iter()
+                    .map(|&i| (events[i].position.0, &events[i].data[..])),
+                |k, (data, version)| hits.push((asked[k], data, version)),
+            );
+        }
         let mut upcast = Vec::new();
         let mut out = {
             let mut work = Work::default();
+            let mut hit = hits.iter().map(|(i, _, _)| *i).peekable();
             for (i, event) in events.iter().enumerate() {
+                if hit.next_if_eq(&i).is_some() {
+                    continue;
+                }
                 work.remaining = events.len() - i;
                 if let Some((range, version)) = self.upcast_into(event, &mut work)? {
                     upcast.push((i, range, version));
@@ -256,6 +303,24 @@ impl Upcasters {
             }
             work.out
         };
+        if let Some((cache, generation)) = cache.filter(|_| !upcast.is_empty()) {
+            cache.insert_all(
+                generation,
+                upcast.iter().map(|(i, range, version)| {
+                    let event = &events[*i];
+                    (
+                        event.position.0,
+                        &event.data[..],
+                        &out[range.clone()],
+                        *version,
+                    )
+                }),
+            );
+        }
+        for (i, data, version) in hits {
+            events[i].data = data;
+            events[i].schema_version = version;
+        }
         if upcast.is_empty() {
             return Ok(events);
         }
@@ -483,18 +548,32 @@ fn failed(event: &RecordedEvent, version: u32, detail: String) -> Error {
 }
 
 /// An [`EventStore`] whose reads return upcast events.
+///
+/// Aggregate loads and stream reads keep what they upcast in a bounded
+/// cache by position (see `upcast/cache.rs`), served only for the very
+/// stored bytes it was made from; so steps must be pure functions of the
+/// data they are given, as they are run again whenever an entry is gone.
 #[derive(Debug, Clone)]
 pub struct Upcasting<S> {
     inner: S,
     upcasters: Arc<Upcasters>,
+    cache: Arc<UpcastCache>,
 }
 
 impl<S: EventStore> Upcasting<S> {
+    /// With a cache of upcast events of [`UPCAST_CACHE_BYTES_DEFAULT`].
     pub fn new(inner: S, upcasters: Upcasters) -> Result<Self> {
+        Self::with_cache(inner, upcasters, UPCAST_CACHE_BYTES_DEFAULT)
+    }
+
+    /// With a cache of upcast events of at most `cache_bytes_max` bytes; 0
+    /// upcasts every event on every read.
+    pub fn with_cache(inner: S, upcasters: Upcasters, cache_bytes_max: usize) -> Result<Self> {
         upcasters.validate()?;
         Ok(Self {
             inner,
             upcasters: Arc::new(upcasters),
+            cache: Arc::new(UpcastCache::new(cache_bytes_max)),
         })
     }
 
@@ -504,6 +583,17 @@ impl<S: EventStore> Upcasting<S> {
 
     fn all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         self.upcasters.upcast_all(events)
+    }
+
+    /// As `all`, for reads that come back to the same events (a stream's),
+    /// read in cache `generation` (taken before the read).
+    fn all_cached(
+        &self,
+        events: Vec<RecordedEvent>,
+        generation: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.upcasters
+            .upcast_all_with(events, Some((&self.cache, generation)))
     }
 }
 
@@ -520,11 +610,12 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         direction: Direction,
         max_count: usize,
     ) -> Result<StreamSlice> {
+        let generation = self.cache.generation();
         let mut slice = self
             .inner
             .read_stream(stream_id, from, direction, max_count)
             .await?;
-        slice.events = self.all(slice.events)?;
+        slice.events = self.all_cached(slice.events, generation)?;
         Ok(slice)
     }
 
@@ -570,7 +661,14 @@ impl<S: EventStore> EventStore for Upcasting<S> {
     }
 
     async fn forget_subject(&self, stream_id: &StreamId) -> Result<()> {
-        self.inner.forget_subject(stream_id).await
+        let forgotten = self.inner.forget_subject(stream_id).await;
+        // Entries of the subject's events hold its plaintext. They could no
+        // longer be served (their stored bytes now read erased), but they
+        // must not stay in memory either; which they are is not known here,
+        // and erasures are rare. Emptied even on failure, which may have
+        // erased part-way.
+        self.cache.clear();
+        forgotten
     }
 
     async fn load(
@@ -578,8 +676,9 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         stream_id: &StreamId,
         snapshot_schema: Option<u32>,
     ) -> Result<LoadedStream> {
+        let generation = self.cache.generation();
         let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
-        loaded.events = self.all(loaded.events)?;
+        loaded.events = self.all_cached(loaded.events, generation)?;
         Ok(loaded)
     }
 
@@ -847,6 +946,47 @@ mod tests {
         events[4].data = Bytes::from_static(b"[2]");
         assert!(matches!(
             up.upcast_all(events),
+            Err(Error::Upcast { version: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn a_cached_batch_reads_as_an_uncached_one() {
+        let up = object_chain()
+            .step("Other", 1, |v| Ok(json!({"wrapped": v})))
+            .current("Other", 2);
+        let mut events = vec![
+            stored("Registered", 1, json!({"name": "Ada Lovelace"})),
+            stored("Registered", 3, json!({"given_name": "A"})),
+            stored("Unrelated", 1, json!([1])),
+            stored("Other", 1, json!("x")),
+            stored("Registered", 2, json!({"given_name": "G"})),
+        ];
+        for (i, event) in events.iter_mut().enumerate() {
+            event.position = Position(i as u64);
+        }
+        let cache = UpcastCache::new(1 << 20);
+        let uncached = up.upcast_all(events.clone()).unwrap();
+        for _ in 0..2 {
+            let cached = up
+                .upcast_all_with(events.clone(), Some((&cache, cache.generation())))
+                .unwrap();
+            assert_eq!(cached, uncached);
+        }
+        // Only the three events that needed a step are kept.
+        assert_eq!(cache.usage().0, 3);
+        // The same position read as other data (erased since, say) is
+        // upcast from that data, not served from the cache.
+        events[0].data = Bytes::from(serde_json::to_vec(&json!({"name": "X Y"})).unwrap());
+        let cached = up
+            .upcast_all_with(events.clone(), Some((&cache, cache.generation())))
+            .unwrap();
+        assert_eq!(cached, up.upcast_all(events.clone()).unwrap());
+        assert_eq!(read(&cached[0])["given_name"], "X");
+        // An error still fails the batch, whatever is cached.
+        events[4].data = Bytes::from_static(b"[2]");
+        assert!(matches!(
+            up.upcast_all_with(events, Some((&cache, cache.generation()))),
             Err(Error::Upcast { version: 2, .. })
         ));
     }

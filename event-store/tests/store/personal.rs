@@ -276,3 +276,56 @@ async fn upcasting_runs_after_decryption_on_every_read_path() {
     assert_eq!(v["name"], ERASED);
     assert_eq!(v["credit_limit"]["currency"], "EUR");
 }
+
+/// Upcast events are cached for loads and stream reads; an erasure that
+/// goes around the upcasting layer (to the shredding layer beneath it) must
+/// still never let the cached plaintext be served.
+#[tokio::test]
+async fn cached_upcasts_are_never_served_after_an_erasure_beneath_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shredding(dir.path()).await;
+    let ada = sid("customer-ada");
+    store
+        .append(
+            &ada,
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::json(
+                    "CustomerRegistered",
+                    &json!({"name": "Ada Lovelace", "email": "a@b.c", "credit_limit": 100}),
+                )
+                .unwrap(),
+            ],
+        )
+        .await
+        .unwrap();
+    let steps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = steps.clone();
+    let upcasters = Upcasters::new()
+        .current("CustomerRegistered", 2)
+        .step_object("CustomerRegistered", 1, move |data| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let amount: i64 = data.get("credit_limit")?.ok_or("no limit")?;
+            data.set("credit_limit", json!({"amount": amount, "currency": "EUR"}))
+        });
+    let store = Upcasting::new(store, upcasters).unwrap();
+    let name = |data: &[u8]| serde_json::from_slice::<Value>(data).unwrap()["name"].clone();
+    for _ in 0..3 {
+        let loaded = store.load(&ada, None).await.unwrap();
+        assert_eq!(name(&loaded.events[0].data), "Ada Lovelace");
+        assert_eq!(loaded.events[0].schema_version, 2);
+    }
+    // Upcast once, then served from the cache.
+    assert_eq!(steps.load(std::sync::atomic::Ordering::Relaxed), 1);
+    store.inner().forget_subject(&ada).await.unwrap();
+    let loaded = store.load(&ada, None).await.unwrap();
+    assert_eq!(name(&loaded.events[0].data), ERASED);
+    let v: Value = serde_json::from_slice(&loaded.events[0].data).unwrap();
+    assert_eq!(v["credit_limit"], json!({"amount": 100, "currency": "EUR"}));
+    let slice = store
+        .read_stream(&ada, ReadFrom::Start, Direction::Forward, 10)
+        .await
+        .unwrap();
+    assert_eq!(name(&slice.events[0].data), ERASED);
+    assert_eq!(steps.load(std::sync::atomic::Ordering::Relaxed), 2);
+}

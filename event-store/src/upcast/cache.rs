@@ -1,0 +1,295 @@
+//! A bounded, in-memory cache of upcast event data by log position, for
+//! [`super::Upcasting`]'s aggregate loads and stream reads.
+//!
+//! Upcasting an old event scans its JSON, runs the steps and writes the
+//! result, which costs about half of what reading and decoding the event
+//! costs in the first place; an aggregate loaded again (a command handler
+//! without a state cache, a stream read over HTTP) would pay it for the same
+//! events every time. Steps are pure functions of the stored data, so the
+//! upcast data of a position can be kept — as long as it is only served for
+//! the very bytes it was made from.
+//!
+//! That is how an entry stays honest without this layer knowing anything
+//! about what lies beneath it: each entry keeps the data it was upcast from,
+//! and a hit requires the data read now to be byte for byte the same. Under
+//! [`crate::Shredding`], a forgotten subject's events read back with their
+//! personal fields erased, so their old entries (which hold plaintext) no
+//! longer match and are never served, whichever way the erasure went.
+//! [`super::Upcasting::forget_subject`] also empties the cache, so that
+//! the plaintext does not outlive the erasure in this process's memory;
+//! and a read that began before it (so may have read plaintext) inserts
+//! nothing after it, as each emptying starts a new generation and a read
+//! inserts only into the generation it began in.
+//!
+//! Sequential reads (catch-up, subscriptions, `read_all`) read each event
+//! once and do not use it. It is bounded by bytes (each entry's stored and
+//! upcast data plus a fixed overhead) and evicts in insertion order (FIFO):
+//! a hit writes nothing to shared state, and a working set that fits is
+//! never evicted.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+/// What one entry costs beyond its bytes: the map slot, the order queue
+/// slot, the `Bytes` header and the shared allocation's header.
+const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+#[derive(Debug)]
+pub(crate) struct UpcastCache {
+    bytes_max: usize,
+    inner: Mutex<Inner>,
+}
+
+/// Hashes positions with one multiplication rather than SipHash, as a load
+/// looks up every event it upcasts. Positions come from the log, which
+/// numbers them in order, not from anyone who could aim for collisions.
+#[derive(Default, Clone, Copy)]
+struct PositionHasher(u64);
+
+impl Hasher for PositionHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table takes its bucket from the low bits and its tag from the
+        // top seven: both should depend on all of the position.
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+type Positions<V> = HashMap<u64, V, BuildHasherDefault<PositionHasher>>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: Positions<Entry>,
+    /// Positions in insertion order, each at most once and only while it is
+    /// in `entries`.
+    order: VecDeque<u64>,
+    bytes: usize,
+    /// Counts the emptyings.
+    generation: u64,
+}
+
+/// The stored data and the upcast data, in one allocation:
+/// `both[..split]` was upcast to `both[split..]`.
+#[derive(Debug)]
+struct Entry {
+    both: Bytes,
+    split: usize,
+    version: u32,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.both.len() + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+/// What the cache holds for one position: upcast data and its version.
+pub(crate) type Upcast = (Bytes, u32);
+
+impl UpcastCache {
+    /// A cache of at most `bytes_max` bytes; 0 caches nothing.
+    pub(crate) fn new(bytes_max: usize) -> Self {
+        Self {
+            bytes_max,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.bytes_max > 0
+    }
+
+    /// For each `(position, stored data)` asked, the cached upcast of
+    /// exactly that data, if any; one lock for the whole batch.
+    pub(crate) fn get_all<'a>(
+        &self,
+        asked: impl Iterator<Item = (u64, &'a [u8])>,
+        mut found: impl FnMut(usize, Upcast),
+    ) {
+        let inner = self.inner.lock();
+        if inner.entries.is_empty() {
+            return;
+        }
+        for (i, (position, stored)) in asked.enumerate() {
+            let Some(entry) = inner.entries.get(&position) else {
+                continue;
+            };
+            if entry.both[..entry.split] == *stored {
+                found(i, (entry.both.slice(entry.split..), entry.version));
+            }
+        }
+    }
+
+    /// The generation to pass to [`insert_all`](Self::insert_all) for data
+    /// read from now on.
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.lock().generation
+    }
+
+    /// Caches the upcasts of a batch, `(position, stored data, upcast data,
+    /// version)` each, read in `generation`: nothing if the cache was
+    /// emptied since.
+    pub(crate) fn insert_all<'a>(
+        &self,
+        generation: u64,
+        upcasts: impl Iterator<Item = (u64, &'a [u8], &'a [u8], u32)>,
+    ) {
+        // Copied out before the lock is taken: the upcast data is a slice
+        // of the batch's shared buffer, which an entry must not keep alive,
+        // and the stored data may be a slice of a larger read.
+        let entries: Vec<(u64, Entry)> = upcasts
+            .filter_map(|(position, stored, upcast, version)| {
+                let mut both = Vec::with_capacity(stored.len() + upcast.len());
+                both.extend_from_slice(stored);
+                both.extend_from_slice(upcast);
+                let entry = Entry {
+                    both: Bytes::from(both),
+                    split: stored.len(),
+                    version,
+                };
+                // One entry may not take more than an eighth of the budget,
+                // so that a few large events cannot flush everything else.
+                (entry.cost() <= self.bytes_max / 8).then_some((position, entry))
+            })
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        if inner.generation != generation {
+            return;
+        }
+        for (position, entry) in entries {
+            let cost = entry.cost();
+            if let Some(old) = inner.entries.remove(&position) {
+                // The same position read as other bytes (an erasure since):
+                // the new upcast replaces it, keeping its place in line.
+                inner.bytes -= old.cost();
+                inner.bytes += cost;
+                inner.entries.insert(position, entry);
+                continue;
+            }
+            while inner.bytes + cost > self.bytes_max {
+                let Some(oldest) = inner.order.pop_front() else {
+                    break;
+                };
+                if let Some(evicted) = inner.entries.remove(&oldest) {
+                    inner.bytes -= evicted.cost();
+                }
+            }
+            inner.bytes += cost;
+            inner.entries.insert(position, entry);
+            inner.order.push_back(position);
+        }
+    }
+
+    /// Drops every entry, and starts a new generation.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.inner.lock();
+        inner.entries = Positions::default();
+        inner.order = VecDeque::new();
+        inner.bytes = 0;
+        inner.generation += 1;
+    }
+
+    /// Entries and bytes held, for tests.
+    #[cfg(test)]
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let inner = self.inner.lock();
+        (inner.entries.len(), inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(cache: &UpcastCache, position: u64, stored: &[u8]) -> Option<Upcast> {
+        let mut hit = None;
+        cache.get_all(std::iter::once((position, stored)), |_, u| hit = Some(u));
+        hit
+    }
+
+    fn put(cache: &UpcastCache, position: u64, stored: &[u8], upcast: &[u8]) {
+        let generation = cache.generation();
+        cache.insert_all(generation, std::iter::once((position, stored, upcast, 2)));
+    }
+
+    #[test]
+    fn a_hit_needs_the_very_bytes_the_entry_was_upcast_from() {
+        let cache = UpcastCache::new(1 << 20);
+        put(&cache, 7, br#"{"name":"Ada"}"#, br#"{"given":"Ada"}"#);
+        let (data, version) = get(&cache, 7, br#"{"name":"Ada"}"#).unwrap();
+        assert_eq!(&data[..], br#"{"given":"Ada"}"#);
+        assert_eq!(version, 2);
+        // Erased since: the stored data reads otherwise, so no hit.
+        assert!(get(&cache, 7, br#"{"name":"<erased>"}"#).is_none());
+        assert!(get(&cache, 8, br#"{"name":"Ada"}"#).is_none());
+        // The new upcast replaces the old one in place.
+        put(
+            &cache,
+            7,
+            br#"{"name":"<erased>"}"#,
+            br#"{"given":"<erased>"}"#,
+        );
+        assert_eq!(cache.usage().0, 1);
+        assert!(get(&cache, 7, br#"{"name":"Ada"}"#).is_none());
+        let (data, _) = get(&cache, 7, br#"{"name":"<erased>"}"#).unwrap();
+        assert_eq!(&data[..], br#"{"given":"<erased>"}"#);
+        cache.clear();
+        assert_eq!(cache.usage(), (0, 0));
+        assert!(get(&cache, 7, br#"{"name":"<erased>"}"#).is_none());
+    }
+
+    #[test]
+    fn a_read_that_began_before_an_emptying_inserts_nothing() {
+        let cache = UpcastCache::new(1 << 20);
+        let before = cache.generation();
+        cache.clear();
+        cache.insert_all(
+            before,
+            std::iter::once((1, &b"{}"[..], &br#"{"a":1}"#[..], 2)),
+        );
+        assert_eq!(cache.usage(), (0, 0));
+        put(&cache, 1, b"{}", br#"{"a":1}"#);
+        assert_eq!(cache.usage().0, 1);
+    }
+
+    #[test]
+    fn stays_within_its_byte_budget_evicting_the_oldest() {
+        let data = [b'x'; 100];
+        let cost = 200 + ENTRY_OVERHEAD_BYTES;
+        let cache = UpcastCache::new(cost * 10);
+        cache.insert_all(
+            cache.generation(),
+            (0..25u64).map(|p| (p, &data[..], &data[..], 2)),
+        );
+        let (entries, bytes) = cache.usage();
+        assert_eq!(entries, 10);
+        assert!(bytes <= cost * 10);
+        assert!(get(&cache, 14, &data).is_none());
+        assert!(get(&cache, 15, &data).is_some());
+        assert!(get(&cache, 24, &data).is_some());
+        // Too large for an eighth of the budget: never cached.
+        let big = vec![b'y'; cost * 2];
+        put(&cache, 99, &big, &big);
+        assert!(get(&cache, 99, &big).is_none());
+        // Disabled: nothing is kept.
+        let off = UpcastCache::new(0);
+        assert!(!off.is_enabled());
+        put(&off, 1, &data, &data);
+        assert_eq!(off.usage(), (0, 0));
+    }
+}
