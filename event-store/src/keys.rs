@@ -85,13 +85,18 @@ const GROUP_REQUESTS_MAX: usize = 1024;
 /// At most this many records in one batch (their index is a u16).
 const BATCH_RECORDS_MAX: usize = 1 << 16;
 /// Spare keys are made in batches up to this many once fewer than
-/// [`SPARES_LOW`] are left: a burst of new subjects (tens of thousands a
-/// second) empties the pool no faster than a refill's fsync replenishes it.
-const SPARES_TARGET: usize = 4096;
+/// [`SPARES_LOW`] are left (and at open): a burst of new subjects (tens of
+/// thousands a second) empties the pool no faster than a refill's fsync
+/// replenishes it, and refills stay a few a second at most, as each one's
+/// fsync competes with the event log's on the same disk.
+const SPARES_TARGET: usize = 16_384;
 const SPARES_LOW: usize = SPARES_TARGET / 2;
 /// How long the writer gathers assignments before it writes them, unless
-/// something else is queued (see [`LogWriter::run`]).
-const ASSIGN_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+/// something else is queued (see [`LogWriter::run`]): nobody waits for
+/// them, so their fsyncs are kept to a handful a second.
+const ASSIGN_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+/// At most this many assignment records gathered in one linger.
+const ASSIGN_RECORDS_MAX: usize = BATCH_RECORDS_MAX / 2;
 /// A floor is recorded at most this often...
 const FLOOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// ...after spares were handed out, or once the log has grown this many
@@ -503,12 +508,29 @@ impl KeyStore {
             self.handed_out
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        if st.spares.len() < SPARES_LOW && !st.refilling {
-            st.refilling = true;
-            let wanted = SPARES_TARGET - st.spares.len();
-            self.send(Op::Refill(wanted), Reply::Ignore)?;
-        }
+        self.refill_if_low(&mut st)?;
         Ok(rest)
+    }
+
+    /// Has spare keys made in the background if the pool is low, so that
+    /// the first new subjects after a start find spares rather than wait
+    /// for a key log fsync each ([`Shredding::recover`] calls it once the
+    /// log is reconciled).
+    ///
+    /// [`Shredding::recover`]: crate::Shredding::recover
+    pub fn prepare_spares(&self) -> Result<()> {
+        self.refill_if_low(&mut self.shared.state.write())
+    }
+
+    /// Asks the writer for more spares if the pool (counting those held
+    /// back until reconciled) is low and no refill is under way.
+    fn refill_if_low(&self, st: &mut State) -> Result<()> {
+        let pool = st.spares.len() + st.unreconciled.as_ref().map_or(0, HashMap::len);
+        if pool < SPARES_LOW && !st.refilling {
+            st.refilling = true;
+            self.send(Op::Refill(SPARES_TARGET - pool), Reply::Ignore)?;
+        }
+        Ok(())
     }
 
     /// Tells the key store that the event log holds everything up to
@@ -907,12 +929,29 @@ impl LogWriter {
             // than sync the log once per handful, which would compete with
             // the event log's fsyncs on the same disk.
             let linger_until = std::time::Instant::now() + ASSIGN_LINGER;
-            while requests.len() < GROUP_REQUESTS_MAX
-                && requests.iter().all(|r| matches!(r.op, Op::Assign(_)))
-                && std::time::Instant::now() < linger_until
-            {
+            let mut assigned: usize = 0;
+            let mut gathered = 0;
+            loop {
+                // Counted by records, not requests: each append hands out
+                // its own, so a burst queues thousands of small ones.
+                for request in &requests[gathered..] {
+                    assigned = assigned.saturating_add(match &request.op {
+                        Op::Assign(subjects) => subjects.len(),
+                        // Someone waits for anything else: no lingering.
+                        _ => usize::MAX,
+                    });
+                }
+                gathered = requests.len();
+                if assigned >= ASSIGN_RECORDS_MAX || std::time::Instant::now() >= linger_until {
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(1));
-                drain(&mut requests, &mut rx);
+                while let Ok(request) = rx.try_recv() {
+                    requests.push(request);
+                    if requests.len() - gathered >= GROUP_REQUESTS_MAX {
+                        break;
+                    }
+                }
             }
             let mut group = Group::default();
             for request in requests {

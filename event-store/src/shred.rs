@@ -331,12 +331,16 @@ impl<S: EventStore> Shredding<S> {
     /// Finds the spare keys that events were sealed under while their
     /// assignment had not reached the key log when the last run stopped,
     /// reading the log above the key store's floor, and hands them back to
-    /// the key store. Every other method does it first; call it at startup
-    /// to see its errors there.
+    /// the key store; then has spares made if the pool is low, so that the
+    /// first new subjects find one. Every other method does it first; call
+    /// it at startup to see its errors there.
     pub async fn recover(&self) -> Result<()> {
         self.vault
             .recovered
-            .get_or_try_init(|| self.reconcile())
+            .get_or_try_init(|| async {
+                self.reconcile().await?;
+                self.vault.keys.prepare_spares()
+            })
             .await
             .map(|_| ())
     }

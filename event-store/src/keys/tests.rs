@@ -160,6 +160,39 @@ fn slots_of(dir: &Path, kind: impl Fn(&Kind) -> bool) -> Vec<u64> {
 }
 
 #[tokio::test]
+async fn prepared_spares_serve_the_first_new_subjects_without_a_durable_creation() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert_eq!(keys.spare_keys(), 0);
+    keys.prepare_spares().unwrap();
+    spares_ready(&keys).await;
+    let spares = keys.spare_keys();
+    assert!(spares >= SPARES_LOW, "{spares}");
+    // Already full: asking again makes none.
+    keys.prepare_spares().unwrap();
+    keys.assign_keys(["c-1"]).await.unwrap();
+    assert!(matches!(
+        keys.key_for_sealing("c-1"),
+        Ok(Some((_, Some(_))))
+    ));
+    drop(keys);
+    assert_eq!(
+        slots_of(dir.path(), |k| matches!(k, Kind::Spare(_))).len(),
+        spares
+    );
+    assert!(slots_of(dir.path(), |k| matches!(k, Kind::Key(_))).is_empty());
+    // Reopened, the spares are held back until reconciled, and count
+    // towards the pool: no second batch is made.
+    let keys = KeyStore::open(dir.path()).unwrap();
+    keys.prepare_spares().unwrap();
+    drop(keys);
+    assert_eq!(
+        slots_of(dir.path(), |k| matches!(k, Kind::Spare(_))).len(),
+        spares
+    );
+}
+
+#[tokio::test]
 async fn spares_are_handed_out_at_once_and_their_assignments_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(dir.path()).unwrap();
