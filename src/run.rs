@@ -426,12 +426,15 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "{} segments, {} events, {} streams, {} snapshot files, {} snapshots: {}",
+        "{} segments, {} events, {} streams, {} snapshot files, {} snapshots, {} live subject keys, {} erased, {} spare keys: {}",
         report.segments,
         report.events,
         report.streams,
         report.snapshot_files,
         report.snapshots,
+        report.key_subjects,
+        report.erased_subjects,
+        report.spare_keys,
         if report.is_ok() { "ok" } else { "DAMAGED" }
     );
     Ok(if report.is_ok() {

@@ -704,6 +704,74 @@ struct Recovered {
     next_batch: u64,
 }
 
+/// What a read-only check of a key log found (see [`check_log`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyLogCheck {
+    /// Subjects with a live key.
+    pub live: u64,
+    /// Subjects whose key was destroyed.
+    pub erased: u64,
+    /// Spare keys no assignment names.
+    pub spares: u64,
+    /// Damage, by file offset: keys that may be lost.
+    pub damage: Vec<(u64, String)>,
+    /// What the next open repairs by itself, losing nothing, by file
+    /// offset.
+    pub repairs: Vec<(u64, String)>,
+}
+
+/// Reads the key log in `dir` without writing or locking anything and says
+/// what it holds, as [`KeyStore::open`] would see it; `Ok(None)` if there is
+/// no key log. An error if it cannot be read or is not a key log.
+pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
+    let path = dir.join(LOG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    keylog::decode_header(&bytes)
+        .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
+    let slots: Vec<[u8; RECORD_LEN]> = bytes[keylog::HEADER_LEN..]
+        .chunks_exact(RECORD_LEN)
+        .map(|c| {
+            let mut slot = [0u8; RECORD_LEN];
+            slot.copy_from_slice(c);
+            slot
+        })
+        .collect();
+    let recovered = recover(&slots);
+    let mut check = KeyLogCheck {
+        spares: recovered.free_spares.len() as u64,
+        ..KeyLogCheck::default()
+    };
+    for entry in recovered.subjects.values() {
+        match entry {
+            Entry::Key { .. } => check.live += 1,
+            Entry::Erased => check.erased += 1,
+            // Its record is also in `damage`, which says where.
+            Entry::Damaged(_) => {}
+        }
+    }
+    check.damage = recovered
+        .damage
+        .into_iter()
+        .map(|(slot, why)| (keylog::offset_of(slot), why))
+        .collect();
+    check.repairs = recovered
+        .rewrites
+        .into_iter()
+        .map(|(slot, record)| {
+            let what = match record.kind {
+                Kind::Void => "a torn record of the last batch (never acknowledged) is cleared",
+                _ => "an interrupted erasure is finished",
+            };
+            (keylog::offset_of(slot), what.to_owned())
+        })
+        .collect();
+    Ok(Some(check))
+}
+
 /// Decides what every slot of the log holds (see the module docs).
 ///
 /// The last batch is the one with the highest batch number among intact

@@ -33,6 +33,11 @@ pub struct VerifyReport {
     pub streams: u64,
     pub snapshot_files: u64,
     pub snapshots: u64,
+    /// The key store's subjects with a live key, with a destroyed key, and
+    /// its spare keys (all 0 without a key store).
+    pub key_subjects: u64,
+    pub erased_subjects: u64,
+    pub spare_keys: u64,
     pub problems: Vec<Problem>,
     /// Findings that lose nothing and that the next open repairs by itself
     /// (a torn unacknowledged tail, a missing index).
@@ -72,7 +77,8 @@ fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
-/// Checks every segment, index, bloom filter and snapshot file in `dir`.
+/// Checks every segment, index, bloom filter and snapshot file in `dir`,
+/// and the key log of its key store (`keys/`).
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let format_path = dir.join("FORMAT");
@@ -268,7 +274,41 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
+    verify_keys(&mut report, &dir.join("keys"));
     Ok(report)
+}
+
+/// The key log: a record that fails its checksum may be a lost key, which
+/// would turn a subject's personal data into garbage rather than an
+/// erasure, so it is damage like a bad event.
+fn verify_keys(report: &mut VerifyReport, keys_dir: &Path) {
+    let file = keys_dir.join(crate::keys::LOG_FILE);
+    match crate::keys::check_log(keys_dir) {
+        Ok(None) => {}
+        Ok(Some(check)) => {
+            report.key_subjects = check.live;
+            report.erased_subjects = check.erased;
+            report.spare_keys = check.spares;
+            for (offset, detail) in check.damage {
+                report.problems.push(Problem {
+                    file: file.clone(),
+                    offset,
+                    detail,
+                });
+            }
+            for (offset, what) in check.repairs {
+                report.notes.push(format!(
+                    "{} at offset {offset}: {what} on open",
+                    file.display()
+                ));
+            }
+        }
+        Err(e) => report.problems.push(Problem {
+            file,
+            offset: 0,
+            detail: e.to_string(),
+        }),
+    }
 }
 
 fn verify_index(

@@ -329,3 +329,45 @@ async fn cached_upcasts_are_never_served_after_an_erasure_beneath_them() {
     assert_eq!(name(&slice.events[0].data), ERASED);
     assert_eq!(steps.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
+
+/// `verify` reads the key log too: its subjects, and a record that fails
+/// its checksum as damage (a key that may be lost), never writing.
+#[tokio::test]
+async fn verify_counts_the_key_log_and_reports_its_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shredding(dir.path()).await;
+    for who in ["ada", "bob", "cy"] {
+        store
+            .append(
+                &sid(&format!("customer-{who}")),
+                ExpectedVersion::NoStream,
+                vec![registered(who, &format!("{who}@example.com"))],
+            )
+            .await
+            .unwrap();
+    }
+    store.forget_subject(&sid("customer-bob")).await.unwrap();
+    drop(store);
+    let report = event_store::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!((report.key_subjects, report.erased_subjects), (2, 1));
+
+    let log = dir.path().join("keys").join(event_store::keys::LOG_FILE);
+    let mut bytes = std::fs::read(&log).unwrap();
+    // The first record: always in an earlier batch than the erasure's.
+    let header = 64;
+    bytes[header + 60] ^= 1;
+    std::fs::write(&log, &bytes).unwrap();
+    let report = event_store::verify(dir.path()).unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.file == log && p.offset == header as u64),
+        "{:?}",
+        report.problems
+    );
+    // Read only: the bytes are as left.
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
+}
