@@ -129,6 +129,19 @@ fn verify_reports_a_healthy_directory_and_damage() {
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(stdout.contains("DAMAGE"), "{stdout}");
+
+    // The key store counts, here in the per-subject files of an old
+    // release (read only: the fixture is not migrated).
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-v1");
+    let old = run(annals().args(["verify", "--data-dir"]).arg(&fixture));
+    let stdout = String::from_utf8_lossy(&old.stdout);
+    assert!(old.status.success(), "{stdout}");
+    assert!(stdout.contains("3 live subject keys"), "{stdout}");
+    assert!(
+        stdout.contains("migrated into a key log on open"),
+        "{stdout}"
+    );
+    assert!(!fixture.join("keys").join("keys.log").exists());
 }
 
 #[test]

@@ -727,7 +727,8 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
     let path = dir.join(LOG_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // Before the key log: one file per subject, if any.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return check_legacy_files(dir),
         Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
     };
     keylog::decode_header(&bytes)
@@ -770,6 +771,51 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
         })
         .collect();
     Ok(Some(check))
+}
+
+/// [`check_log`] for a key store of the one-file-per-subject format (which
+/// the next open migrates into a key log); `Ok(None)` if there is none.
+fn check_legacy_files(dir: &Path) -> Result<Option<KeyLogCheck>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut check = KeyLogCheck::default();
+    let mut found = false;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+            .path();
+        let (Some(hash), Some(ext)) = (
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(parse_hex_hash),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        if ext != "key" && ext != "erased" {
+            continue;
+        }
+        found = true;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        match decode_legacy(&bytes, &hash) {
+            Ok(Legacy::Erased) => check.erased += 1,
+            Ok(_) => check.live += 1,
+            Err(why) => check
+                .damage
+                .push((0, format!("{} is damaged: {why}", path.display()))),
+        }
+    }
+    if found {
+        check.repairs.push((
+            0,
+            "key files of the one-file-per-subject format are migrated into a key log".into(),
+        ));
+    }
+    Ok(found.then_some(check))
 }
 
 /// Decides what every slot of the log holds (see the module docs).

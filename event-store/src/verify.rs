@@ -289,18 +289,25 @@ fn verify_keys(report: &mut VerifyReport, keys_dir: &Path) {
             report.key_subjects = check.live;
             report.erased_subjects = check.erased;
             report.spare_keys = check.spares;
+            // Offset 0 is the log's header, never a record: such findings
+            // are about the directory (its per-subject key files).
             for (offset, detail) in check.damage {
                 report.problems.push(Problem {
-                    file: file.clone(),
+                    file: if offset == 0 {
+                        keys_dir.to_path_buf()
+                    } else {
+                        file.clone()
+                    },
                     offset,
                     detail,
                 });
             }
             for (offset, what) in check.repairs {
-                report.notes.push(format!(
-                    "{} at offset {offset}: {what} on open",
-                    file.display()
-                ));
+                report.notes.push(if offset == 0 {
+                    format!("{}: {what} on open", keys_dir.display())
+                } else {
+                    format!("{} at offset {offset}: {what} on open", file.display())
+                });
             }
         }
         Err(e) => report.problems.push(Problem {
