@@ -294,9 +294,12 @@ impl utoipa::IntoResponses for CommandProblems {
                     "`{}`: the server failed; retry with the same `Idempotency-Key` to learn \
                      whether the command was applied; `{}`: the aggregate's personal data \
                      cannot be decrypted because its key is missing or damaged (not erased), \
-                     nothing was written.",
+                     nothing was written; `{}`: an event of the aggregate's history cannot be \
+                     brought to its current schema version (`event_type` and `version` say \
+                     which), nothing was written.",
                     kind::INTERNAL,
                     kind::PERSONAL_DATA_UNREADABLE,
+                    kind::UPCAST,
                 )),
             ),
             (

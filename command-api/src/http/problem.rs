@@ -40,6 +40,7 @@ pub mod kind {
     pub const TIMEOUT: &str = "timeout";
     pub const INTERNAL: &str = "internal";
     pub const PERSONAL_DATA_UNREADABLE: &str = "personal-data-unreadable";
+    pub const UPCAST: &str = "upcast";
 }
 
 /// One problem document, ready to render.
@@ -251,6 +252,33 @@ impl<E: DomainError> From<CommandError<E>> for Problem {
                      damaged (it was not erased); nothing was written, and the key store must \
                      be restored",
                 )
+            }
+            CommandError::Store(event_store::Error::Upcast {
+                event_type,
+                version,
+                detail,
+            }) => {
+                // The code is behind the data (a missing upcaster, a step
+                // that fails on it): say which event, so that an operator
+                // knows what to add or fix.
+                tracing::error!(
+                    event_type = %event_type,
+                    version,
+                    error = %detail,
+                    "command failed: an event of the aggregate cannot be upcast"
+                );
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    kind::UPCAST,
+                    "Event cannot be upcast",
+                    format!(
+                        "the aggregate's history holds a {event_type} event at schema version \
+                         {version} that this build cannot bring to its current version \
+                         ({detail}); nothing was written"
+                    ),
+                )
+                .with("event_type", event_type)
+                .with("version", version)
             }
             CommandError::Store(e) if e.is_store_failure() => {
                 tracing::error!(error = %e, "command failed: the store is unavailable");

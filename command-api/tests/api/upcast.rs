@@ -64,5 +64,8 @@ async fn an_old_customer_takes_commands_and_an_unreadable_one_is_a_500_problem()
         reply.text
     );
     assert_eq!(reply.body["status"], 500);
+    assert_eq!(reply.body["type"], "urn:annals:problem:upcast");
+    assert_eq!(reply.body["event_type"], "CustomerRegistered");
+    assert_eq!(reply.body["version"], 1);
     assert_eq!(fixture.head().await, head);
 }
