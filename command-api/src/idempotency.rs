@@ -21,6 +21,7 @@
 //! wrong outcome.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -221,16 +222,37 @@ pub enum Fenced {
     Ran,
 }
 
+/// Why [`fence`] cannot tell.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error(transparent)]
+    Store(#[from] event_store::Error),
+    /// Something took the key's record stream first (the command, or
+    /// another fence) but is not readable yet: its batch is still being
+    /// committed. Asking again later answers.
+    #[error(
+        "the record of idempotency key {key:?} is being committed and not readable yet; ask again"
+    )]
+    NotReadableYet { key: String },
+}
+
 /// Makes sure the command of `key` never runs from now on, by taking the
 /// key's record stream (`NoStream`) with a fence. A command with this key
 /// still in flight somewhere (sent by a process that crashed, delivered
 /// late) then fails on that stream instead of taking effect after its
 /// sender's successor decided it would not happen.
+///
+/// When the stream was taken first, waits up to `visibility_wait` for
+/// what took it to be readable before answering: a store refuses the fence
+/// as soon as an earlier request of the same commit group took the stream,
+/// before that group is durable, and a caller told [`Fenced::Ran`] goes on
+/// to read the command's events (to release what it reserved, say).
 pub async fn fence(
     store: &dyn event_store::EventStore,
     key: &IdempotencyKey,
     reason: &str,
-) -> Result<Fenced, event_store::Error> {
+    visibility_wait: Duration,
+) -> Result<Fenced, FenceError> {
     let stream = key.record_stream()?;
     let event = event_store::NewEvent::json(
         FENCE_EVENT_TYPE,
@@ -246,19 +268,36 @@ pub async fn fence(
     {
         Ok(_) => Ok(Fenced::Now),
         Err(event_store::Error::WrongExpectedVersion { .. }) => {
-            let slice = store
-                .read_stream(
-                    &stream,
-                    event_store::ReadFrom::Start,
-                    event_store::Direction::Forward,
-                    1,
-                )
-                .await?;
-            Ok(match slice.events.first() {
-                Some(first) if first.event_type == FENCE_EVENT_TYPE => Fenced::Before,
-                _ => Fenced::Ran,
-            })
+            let deadline = Instant::now() + visibility_wait;
+            let mut pause = Duration::from_micros(200);
+            loop {
+                let slice = store
+                    .read_stream(
+                        &stream,
+                        event_store::ReadFrom::Start,
+                        event_store::Direction::Forward,
+                        1,
+                    )
+                    .await?;
+                match slice.events.first() {
+                    Some(first) if first.event_type == FENCE_EVENT_TYPE => {
+                        return Ok(Fenced::Before);
+                    }
+                    // The store publishes a group at once: the record
+                    // readable means the command's events are too.
+                    Some(_) => return Ok(Fenced::Ran),
+                    None if Instant::now() >= deadline => {
+                        return Err(FenceError::NotReadableYet {
+                            key: key.as_str().to_owned(),
+                        });
+                    }
+                    None => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
+                }
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

@@ -198,7 +198,9 @@ impl OrderFulfilment {
             Some(OrderStatus::Approved) => return Ok(Outcome::NothingToDo),
             // Moved on: whatever is still held for it must go, and a
             // reservation a crashed run may still have on its way must
-            // never land.
+            // never land. One that beat the fence is readable once the
+            // fence answers, so the release finds it (the cancellation's
+            // own release may come too early to).
             Some(OrderStatus::Rejected | OrderStatus::Cancelled) => {
                 context
                     .fence("reserve", "the order was decided or cancelled first")

@@ -3,8 +3,10 @@
 //! and its append, a slow disk, a bug that panics. Everything it forwards
 //! goes to the real store.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,6 +34,7 @@ pub struct Meddling {
     append_delay_ms: AtomicU32,
     panic_on_append: AtomicBool,
     appends_started: AtomicU32,
+    appends_queued: AtomicU32,
     failures_left: AtomicU32,
 }
 
@@ -44,6 +47,7 @@ impl Meddling {
             append_delay_ms: AtomicU32::new(0),
             panic_on_append: AtomicBool::new(false),
             appends_started: AtomicU32::new(0),
+            appends_queued: AtomicU32::new(0),
             failures_left: AtomicU32::new(0),
         })
     }
@@ -72,6 +76,24 @@ impl Meddling {
 
     pub fn panic_on_append(&self) {
         self.panic_on_append.store(true, Ordering::SeqCst);
+    }
+
+    /// Appends handed to the real store so far (each in its writer's
+    /// queue, or done).
+    pub fn appends_queued(&self) -> u32 {
+        self.appends_queued.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` appends have been handed to the real store.
+    pub async fn queued(&self, n: u32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.appends_queued.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} appends were not queued within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Waits until `n` appends have reached this store (and are, with a
@@ -133,7 +155,15 @@ impl EventStore for Meddling {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(u64::from(delay))).await;
         }
-        self.inner.append_many(appends).await
+        // A store queues the request for its writer on the first poll;
+        // counting it then tells a test its place in the queue is taken.
+        let mut append = std::pin::pin!(self.inner.append_many(appends));
+        let first = std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+        self.appends_queued.fetch_add(1, Ordering::SeqCst);
+        match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => append.await,
+        }
     }
 
     async fn read_stream(
