@@ -97,7 +97,11 @@ async fn open(dir: &Path, variant: Variant) -> (Arc<dyn EventStore>, Store) {
         Variant::Plain => Arc::new(store.clone()),
         Variant::Encrypted => {
             let keys = Arc::new(KeyStore::open(dir.join("keys")).unwrap());
-            Arc::new(Shredding::new(store.clone(), keys, shredding_policy()))
+            let shredding = Shredding::new(store.clone(), keys, shredding_policy());
+            // As `annals serve` does at start-up: the key log reconciled
+            // and the first spare keys made before any command.
+            shredding.recover().await.unwrap();
+            Arc::new(shredding)
         }
     };
     (front, store)

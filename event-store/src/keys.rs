@@ -512,14 +512,35 @@ impl KeyStore {
         Ok(rest)
     }
 
-    /// Has spare keys made in the background if the pool is low, so that
-    /// the first new subjects after a start find spares rather than wait
-    /// for a key log fsync each ([`Shredding::recover`] calls it once the
-    /// log is reconciled).
+    /// Has spare keys made if the pool is low, so that the first new
+    /// subjects after a start find spares rather than wait for a key log
+    /// fsync each ([`Shredding::recover`] calls it once the log is
+    /// reconciled). Returns once they are durable if the pool was empty
+    /// (one fsync, at start-up), at once otherwise.
     ///
     /// [`Shredding::recover`]: crate::Shredding::recover
-    pub fn prepare_spares(&self) -> Result<()> {
-        self.refill_if_low(&mut self.shared.state.write())
+    pub async fn prepare_spares(&self) -> Result<()> {
+        let made = {
+            let mut st = self.shared.state.write();
+            let pool = st.spares.len() + st.unreconciled.as_ref().map_or(0, HashMap::len);
+            if pool >= SPARES_LOW || st.refilling {
+                None
+            } else {
+                st.refilling = true;
+                let (tx, rx) = oneshot::channel();
+                let reply = if pool == 0 {
+                    Reply::Async(tx)
+                } else {
+                    Reply::Ignore
+                };
+                self.send(Op::Refill(SPARES_TARGET - pool), reply)?;
+                (pool == 0).then_some(rx)
+            }
+        };
+        match made {
+            Some(made) => made.await.map_err(|_| writer_gone())?,
+            None => Ok(()),
+        }
     }
 
     /// Asks the writer for more spares if the pool (counting those held
@@ -1216,8 +1237,13 @@ impl LogWriter {
                     tracing::warn!("key log: no randomness for spare keys: {e}");
                     // A later hand-out asks again.
                     self.shared.state.write().refilling = false;
+                    request.reply.send(Err(Error::KeyStore(format!(
+                        "no randomness for spare keys: {e}"
+                    ))));
                     return;
                 }
+                // Answered once the spares are durable (and in the pool).
+                group.created.push(request.reply);
                 for chunk in random.chunks_exact(32) {
                     let mut key = [0u8; 32];
                     key.copy_from_slice(chunk);

@@ -332,14 +332,14 @@ impl<S: EventStore> Shredding<S> {
     /// assignment had not reached the key log when the last run stopped,
     /// reading the log above the key store's floor, and hands them back to
     /// the key store; then has spares made if the pool is low, so that the
-    /// first new subjects find one. Every other method does it first; call
+    /// first new subjects find one (waiting for them if there were none). Every other method does it first; call
     /// it at startup to see its errors there.
     pub async fn recover(&self) -> Result<()> {
         self.vault
             .recovered
             .get_or_try_init(|| async {
                 self.reconcile().await?;
-                self.vault.keys.prepare_spares()
+                self.vault.keys.prepare_spares().await
             })
             .await
             .map(|_| ())
