@@ -226,7 +226,9 @@ fn customer_stream(events: usize) -> (StreamId, Vec<Vec<StreamAppend>>) {
 /// the domain's version (the chain's version 4 is the domain's current
 /// shape), folded.
 async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
-    let domain = command_api::domain::upcasters();
+    // Built once, as a process builds its upcasters once: not timed.
+    static DOMAIN: std::sync::OnceLock<Upcasters> = std::sync::OnceLock::new();
+    let domain = DOMAIN.get_or_init(command_api::domain::upcasters);
     let loaded = store.load(stream, None).await.unwrap();
     let mut state = Customer::default();
     for e in &loaded.events {

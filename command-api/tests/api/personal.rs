@@ -189,13 +189,12 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
     first.router = axum::Router::new();
     let log = keys_path.join(event_store::keys::LOG_FILE);
     let mut bytes = std::fs::read(&log).unwrap();
-    // Inside the first customer's key: the first record of kind 1 (a key
-    // made for its subject; spare keys, kind 5, came with it), header 64
-    // bytes, records 80, the key at 48..80.
-    let record = (64..bytes.len())
-        .step_by(80)
-        .find(|at| bytes[*at] == 1)
-        .unwrap();
+    // Inside the first customer's key: the spare (kind 5, made at start-up)
+    // its assignment (kind 6) names. Header 64 bytes, records 80, the key
+    // at 48..80.
+    let slot = assigned_slot(&bytes, &format!("customer-{id}")).unwrap();
+    let record = 64 + slot as usize * 80;
+    assert_eq!(bytes[record], 5);
     bytes[record + 60] ^= 1;
     std::fs::write(&log, bytes).unwrap();
 
@@ -225,6 +224,25 @@ async fn a_damaged_or_missing_key_refuses_commands_instead_of_erasing() {
         .assert_problem(500, "personal-data-unreadable");
 }
 
+/// Where the key log's assignment record (kind 6) of `stream`'s subject
+/// is, and the spare slot it names: its subject hash at 16..48, the slot at
+/// 48..56.
+fn assignment_of(log: &[u8], stream: &str) -> Option<(usize, u64)> {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(stream.as_bytes());
+    (64..log.len())
+        .step_by(80)
+        .find(|at| log[*at] == 6 && log[at + 16..at + 48] == hash[..])
+        .map(|at| {
+            let slot = u64::from_le_bytes(log[at + 48..at + 56].try_into().unwrap());
+            (at, slot)
+        })
+}
+
+fn assigned_slot(log: &[u8], stream: &str) -> Option<u64> {
+    assignment_of(log, stream).map(|(_, slot)| slot)
+}
+
 /// A spare key's assignment that a crash kept from the key log is found
 /// again in the event log: the customer reads, takes commands and can be
 /// forgotten, and its spare is destroyed.
@@ -238,18 +256,12 @@ async fn a_customer_whose_spare_key_assignment_was_lost_reads_and_is_forgotten()
         Arc::new(Shredding::new(store, keys, shredding_policy()))
     })
     .await;
-    // The first new subject finds no spare and makes its key durably; the
-    // spares made meanwhile serve the next ones.
+    // Spares are made before the first command (at recovery), so every new
+    // subject takes one.
     first
         .post("/customers", &register_body(100), &[])
         .await
         .id();
-    for _ in 0..500 {
-        if spare_keys.spare_keys() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
     assert!(spare_keys.spare_keys() > 0);
     let body = json!({"name": "Grace Hopper", "email": "grace@example.org",
                       "credit_limit": eur(100)});
@@ -278,15 +290,18 @@ async fn a_customer_whose_spare_key_assignment_was_lost_reads_and_is_forgotten()
             .is_some_and(|(slot, _)| slot.parse::<u64>().is_ok()),
         "{data}"
     );
-    // The assignment (kind 6) was the key log's last batch; a crash tore it.
+    // Grace's assignment (kind 6) was in the key log's last batch, the one
+    // the stop wrote; a crash tore it.
     let log = keys_path.join(event_store::keys::LOG_FILE);
     let mut bytes = std::fs::read(&log).unwrap();
-    let assignments: Vec<usize> = (64..bytes.len())
-        .step_by(80)
-        .filter(|at| bytes[*at] == 6)
-        .collect();
-    assert_eq!(assignments.len(), 1);
-    bytes[assignments[0]..assignments[0] + 80].fill(0);
+    let (at, _) = assignment_of(&bytes, stream.as_str()).unwrap();
+    assert!(
+        (at + 80..bytes.len())
+            .step_by(80)
+            .all(|later| bytes[later] == 0 || bytes[later] == 6),
+        "only assignments after it"
+    );
+    bytes[at..at + 80].fill(0);
     std::fs::write(&log, bytes).unwrap();
 
     let reopened = Arc::new(KeyStore::open(&keys_path).unwrap());
@@ -324,12 +339,9 @@ async fn a_customer_whose_spare_key_assignment_was_lost_reads_and_is_forgotten()
         .await;
     assert!(reply.status < 300, "{} {}", reply.status, reply.text);
     assert_eq!(name().await, event_store::ERASED);
-    // Its spare key record is destroyed (kind 3) in place.
+    // Its spare key record is destroyed (kind 3) in place; the assignment
+    // reconciliation wrote again names it.
     let bytes = std::fs::read(&log).unwrap();
-    let assignment = (64..bytes.len())
-        .step_by(80)
-        .find(|at| bytes[*at] == 6)
-        .unwrap();
-    let slot = u64::from_le_bytes(bytes[assignment + 48..assignment + 56].try_into().unwrap());
+    let slot = assigned_slot(&bytes, stream.as_str()).unwrap();
     assert_eq!(bytes[64 + 80 * slot as usize], 3);
 }
