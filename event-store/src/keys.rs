@@ -298,14 +298,7 @@ impl KeyStore {
             .map_err(|e| Error::io(ctx("reading"), e))?;
         keylog::decode_header(&bytes)
             .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
-        let slots: Vec<[u8; RECORD_LEN]> = bytes[keylog::HEADER_LEN..]
-            .chunks_exact(RECORD_LEN)
-            .map(|c| {
-                let mut slot = [0u8; RECORD_LEN];
-                slot.copy_from_slice(c);
-                slot
-            })
-            .collect();
+        let slots = record_slots(&bytes);
         let recovered = recover(&slots);
         drop(bytes);
         for (slot, record) in &recovered.rewrites {
@@ -725,6 +718,19 @@ struct Recovered {
     next_batch: u64,
 }
 
+/// The record slots of a key log's bytes (its header checked by the
+/// caller); a cut record at the end is not a slot.
+fn record_slots(bytes: &[u8]) -> Vec<[u8; RECORD_LEN]> {
+    bytes[keylog::HEADER_LEN..]
+        .chunks_exact(RECORD_LEN)
+        .map(|c| {
+            let mut slot = [0u8; RECORD_LEN];
+            slot.copy_from_slice(c);
+            slot
+        })
+        .collect()
+}
+
 /// What a read-only check of a key log found (see [`check_log`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyLogCheck {
@@ -754,14 +760,7 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
     };
     keylog::decode_header(&bytes)
         .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
-    let slots: Vec<[u8; RECORD_LEN]> = bytes[keylog::HEADER_LEN..]
-        .chunks_exact(RECORD_LEN)
-        .map(|c| {
-            let mut slot = [0u8; RECORD_LEN];
-            slot.copy_from_slice(c);
-            slot
-        })
-        .collect();
+    let slots = record_slots(&bytes);
     let recovered = recover(&slots);
     let mut check = KeyLogCheck {
         spares: recovered.free_spares.len() as u64,

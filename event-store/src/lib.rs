@@ -16,6 +16,7 @@
 
 mod api;
 mod error;
+mod fifo;
 pub mod format;
 pub mod fs;
 pub mod keys;

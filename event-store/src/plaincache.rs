@@ -26,10 +26,10 @@
 //! (FIFO): a hit costs no write to shared state, and a working set that
 //! fits is never evicted.
 
-use std::collections::{HashMap, VecDeque};
-
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+use crate::fifo::{ByteFifo, Cost};
 
 /// What one entry costs beyond its data and subject id: the map slot, the
 /// order queue slot, the `Bytes` and `String` headers.
@@ -38,16 +38,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 96;
 #[derive(Debug)]
 pub(crate) struct PlainCache {
     bytes_max: usize,
-    inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    entries: HashMap<u64, Entry>,
-    /// Positions in insertion order, each at most once and only while it is
-    /// in `entries`.
-    order: VecDeque<u64>,
-    bytes: usize,
+    inner: Mutex<ByteFifo<Entry>>,
 }
 
 #[derive(Debug)]
@@ -56,7 +47,7 @@ struct Entry {
     data: Bytes,
 }
 
-impl Entry {
+impl Cost for Entry {
     fn cost(&self) -> usize {
         self.data.len() + self.subject.len() + ENTRY_OVERHEAD_BYTES
     }
@@ -67,7 +58,7 @@ impl PlainCache {
     pub(crate) fn new(bytes_max: usize) -> Self {
         Self {
             bytes_max,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(ByteFifo::default()),
         }
     }
 
@@ -84,8 +75,7 @@ impl PlainCache {
         }
         let inner = self.inner.lock();
         inner
-            .entries
-            .get(&position)
+            .get(position)
             .filter(|e| e.subject == subject)
             .map(|e| e.data.clone())
     }
@@ -104,53 +94,26 @@ impl PlainCache {
             subject: subject.to_owned(),
             data,
         };
-        let cost = entry.cost();
-        // One entry may not take more than an eighth of the budget, so that a
-        // few large events cannot flush everything else.
-        if cost > self.bytes_max / 8 {
+        if entry.cost() > self.bytes_max / 8 {
             return;
         }
         let mut inner = self.inner.lock();
-        if inner.entries.contains_key(&position) || !key_is_live() {
+        if inner.contains(position) || !key_is_live() {
             return;
         }
-        while inner.bytes + cost > self.bytes_max {
-            let Some(oldest) = inner.order.pop_front() else {
-                break;
-            };
-            if let Some(evicted) = inner.entries.remove(&oldest) {
-                inner.bytes -= evicted.cost();
-            }
-        }
-        inner.bytes += cost;
-        inner.entries.insert(position, entry);
-        inner.order.push_back(position);
+        inner.insert(position, entry, self.bytes_max);
     }
 
     /// Drops every entry of `subject`. Linear in the cache's size; erasures
     /// are rare.
     pub(crate) fn forget(&self, subject: &str) {
-        let mut inner = self.inner.lock();
-        let Inner {
-            entries,
-            order,
-            bytes,
-        } = &mut *inner;
-        entries.retain(|_, e| {
-            let keep = e.subject != subject;
-            if !keep {
-                *bytes -= e.cost();
-            }
-            keep
-        });
-        order.retain(|p| entries.contains_key(p));
+        self.inner.lock().retain(|e| e.subject != subject);
     }
 
     /// Entries and bytes held, for tests.
     #[cfg(test)]
     pub(crate) fn usage(&self) -> (usize, usize) {
-        let inner = self.inner.lock();
-        (inner.entries.len(), inner.bytes)
+        self.inner.lock().usage()
     }
 }
 

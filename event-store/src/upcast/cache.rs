@@ -27,11 +27,10 @@
 //! a hit writes nothing to shared state, and a working set that fits is
 //! never evicted.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
-
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+use crate::fifo::{ByteFifo, Cost};
 
 /// What one entry costs beyond its bytes: the map slot, the order queue
 /// slot, the `Bytes` header and the shared allocation's header.
@@ -43,39 +42,9 @@ pub(crate) struct UpcastCache {
     inner: Mutex<Inner>,
 }
 
-/// Hashes positions with one multiplication rather than SipHash, as a load
-/// looks up every event it upcasts. Positions come from the log, which
-/// numbers them in order, not from anyone who could aim for collisions.
-#[derive(Default, Clone, Copy)]
-struct PositionHasher(u64);
-
-impl Hasher for PositionHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        // The table takes its bucket from the low bits and its tag from the
-        // top seven: both should depend on all of the position.
-        self.0 ^ (self.0 >> 29)
-    }
-}
-
-type Positions<V> = HashMap<u64, V, BuildHasherDefault<PositionHasher>>;
-
 #[derive(Debug, Default)]
 struct Inner {
-    entries: Positions<Entry>,
-    /// Positions in insertion order, each at most once and only while it is
-    /// in `entries`.
-    order: VecDeque<u64>,
-    bytes: usize,
+    entries: ByteFifo<Entry>,
     /// Counts the emptyings.
     generation: u64,
 }
@@ -89,7 +58,7 @@ struct Entry {
     version: u32,
 }
 
-impl Entry {
+impl Cost for Entry {
     fn cost(&self) -> usize {
         self.both.len() + ENTRY_OVERHEAD_BYTES
     }
@@ -123,7 +92,7 @@ impl UpcastCache {
             return;
         }
         for (i, (position, stored)) in asked.enumerate() {
-            let Some(entry) = inner.entries.get(&position) else {
+            let Some(entry) = inner.entries.get(position) else {
                 continue;
             };
             if entry.both[..entry.split] == *stored {
@@ -172,43 +141,23 @@ impl UpcastCache {
             return;
         }
         for (position, entry) in entries {
-            let cost = entry.cost();
-            if let Some(old) = inner.entries.remove(&position) {
-                // The same position read as other bytes (an erasure since):
-                // the new upcast replaces it, keeping its place in line.
-                inner.bytes -= old.cost();
-                inner.bytes += cost;
-                inner.entries.insert(position, entry);
-                continue;
-            }
-            while inner.bytes + cost > self.bytes_max {
-                let Some(oldest) = inner.order.pop_front() else {
-                    break;
-                };
-                if let Some(evicted) = inner.entries.remove(&oldest) {
-                    inner.bytes -= evicted.cost();
-                }
-            }
-            inner.bytes += cost;
-            inner.entries.insert(position, entry);
-            inner.order.push_back(position);
+            // The same position read as other bytes (an erasure since)
+            // replaces the old upcast in its place in line.
+            inner.entries.insert(position, entry, self.bytes_max);
         }
     }
 
     /// Drops every entry, and starts a new generation.
     pub(crate) fn clear(&self) {
         let mut inner = self.inner.lock();
-        inner.entries = Positions::default();
-        inner.order = VecDeque::new();
-        inner.bytes = 0;
+        inner.entries.clear();
         inner.generation += 1;
     }
 
     /// Entries and bytes held, for tests.
     #[cfg(test)]
     pub(crate) fn usage(&self) -> (usize, usize) {
-        let inner = self.inner.lock();
-        (inner.entries.len(), inner.bytes)
+        self.inner.lock().entries.usage()
     }
 }
 
