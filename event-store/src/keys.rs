@@ -67,7 +67,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::format::keylog::{self, Kind, RECORD_LEN, Record, Slot};
@@ -91,12 +91,10 @@ const BATCH_RECORDS_MAX: usize = 1 << 16;
 /// fsync competes with the event log's on the same disk.
 const SPARES_TARGET: usize = 16_384;
 const SPARES_LOW: usize = SPARES_TARGET / 2;
-/// How long the writer gathers assignments before it writes them, unless
-/// something else is queued (see [`LogWriter::run`]): nobody waits for
-/// them, so their fsyncs are kept to a handful a second.
+/// How long handed-out spares' assignments may wait for the writer when
+/// nothing else is queued (see [`LogWriter::run`]): nobody waits for them,
+/// so their fsyncs are kept to a handful a second.
 const ASSIGN_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
-/// At most this many assignment records gathered in one linger.
-const ASSIGN_RECORDS_MAX: usize = BATCH_RECORDS_MAX / 2;
 /// A floor is recorded at most this often...
 const FLOOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// ...after spares were handed out, or once the log has grown this many
@@ -155,6 +153,11 @@ struct State {
     unreconciled: Option<HashMap<u64, [u8; 32]>>,
     /// A refill of the spares is queued.
     refilling: bool,
+    /// Spares handed out whose assignment records the writer has yet to
+    /// write (subject, spare slot), in hand-out order. Nobody waits for
+    /// them, so they are not sent as requests: the writer takes them with
+    /// its next group, or after [`ASSIGN_LINGER`] at the latest.
+    assigned: Vec<(Hash, u64)>,
     /// The highest floor in the log.
     floor: u64,
 }
@@ -238,7 +241,7 @@ struct Request {
 pub struct KeyStore {
     dir: PathBuf,
     shared: Arc<Shared>,
-    requests: Option<mpsc::UnboundedSender<Request>>,
+    requests: Option<std::sync::mpsc::Sender<Request>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     floor_clock: Mutex<FloorClock>,
     /// Spares were handed out since the last floor.
@@ -336,6 +339,7 @@ impl KeyStore {
                 unreconciled: (!recovered.free_spares.is_empty())
                     .then(|| recovered.free_spares.into_iter().collect()),
                 refilling: false,
+                assigned: Vec::new(),
                 floor,
             }),
         });
@@ -346,7 +350,7 @@ impl KeyStore {
             next_batch: recovered.next_batch,
         };
         migrate_legacy_files(fs.as_ref(), &dir, &mut writer)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("annals-keys".into())
             .spawn(move || writer.run(rx))
@@ -493,11 +497,12 @@ impl KeyStore {
                 None => rest.push((hash, subject)),
             }
         }
-        // Queued while the lock is held, so that the queue holds
-        // assignments in the order the spares were handed out, before any
-        // append that uses them (the floor relies on it).
+        // Recorded while the lock is held, in the order the spares were
+        // handed out and before any append that uses them: the writer takes
+        // them after the requests of its group, so before any floor sent
+        // once such an append returned (the floor relies on it).
         if !assigned.is_empty() {
-            self.send(Op::Assign(assigned), Reply::Ignore)?;
+            st.assigned.extend(assigned);
             self.handed_out
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
@@ -1047,46 +1052,39 @@ struct Group {
 }
 
 impl LogWriter {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut requests = vec![first];
-            let drain = |requests: &mut Vec<Request>, rx: &mut mpsc::UnboundedReceiver<Request>| {
-                while requests.len() < GROUP_REQUESTS_MAX {
-                    match rx.try_recv() {
-                        Ok(request) => requests.push(request),
-                        Err(_) => break,
-                    }
-                }
-            };
-            drain(&mut requests, &mut rx);
-            // Nobody waits for assignments: gather them for a while rather
-            // than sync the log once per handful, which would compete with
-            // the event log's fsyncs on the same disk.
-            let linger_until = std::time::Instant::now() + ASSIGN_LINGER;
-            let mut assigned: usize = 0;
-            let mut gathered = 0;
-            loop {
-                // Counted by records, not requests: each append hands out
-                // its own, so a burst queues thousands of small ones.
-                for request in &requests[gathered..] {
-                    assigned = assigned.saturating_add(match &request.op {
-                        Op::Assign(subjects) => subjects.len(),
-                        // Someone waits for anything else: no lingering.
-                        _ => usize::MAX,
-                    });
-                }
-                gathered = requests.len();
-                if assigned >= ASSIGN_RECORDS_MAX || std::time::Instant::now() >= linger_until {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                while let Ok(request) = rx.try_recv() {
-                    requests.push(request);
-                    if requests.len() - gathered >= GROUP_REQUESTS_MAX {
-                        break;
-                    }
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Request>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut open = true;
+        while open {
+            let mut requests = Vec::new();
+            match rx.recv_timeout(ASSIGN_LINGER) {
+                Ok(first) => requests.push(first),
+                // Time to write the assignments gathered meanwhile.
+                Err(RecvTimeoutError::Timeout) => {}
+                // Closed: answer what is queued, write what was handed out.
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            while requests.len() < GROUP_REQUESTS_MAX {
+                match rx.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
                 }
             }
+            // Taken after the requests: a floor among them was sent after
+            // the appends whose assignments are already in here, and they
+            // go first.
+            let assigned = std::mem::take(&mut self.shared.state.write().assigned);
+            if requests.is_empty() && assigned.is_empty() {
+                continue;
+            }
+            let assignments = assigned
+                .chunks(BATCH_RECORDS_MAX)
+                .map(|chunk| Request {
+                    op: Op::Assign(chunk.to_vec()),
+                    reply: Reply::Ignore,
+                })
+                .collect::<Vec<_>>();
+            let requests = assignments.into_iter().chain(requests);
             let mut group = Group::default();
             for request in requests {
                 let needed = match &request.op {
