@@ -408,6 +408,8 @@ async fn handle_until_done<S: Saga>(
     let name = saga.name();
     let mut pause = config.retry_backoff_min;
     let mut attempt = 1;
+    // Counted in the status as an event being retried.
+    let mut retrying = false;
     let done = loop {
         let context = SagaContext::new(
             Arc::clone(&store),
@@ -440,7 +442,7 @@ async fn handle_until_done<S: Saga>(
                 tracing::warn!(saga = name, position = event.position.0, event_type = %event.event_type,
                     stream = %event.stream_id, attempt, %error, "the saga will retry an event");
                 status.update(|s| {
-                    if attempt == 1 {
+                    if !retrying {
                         s.events_retrying += 1;
                     }
                     s.last_error = Some(SagaFailure {
@@ -450,6 +452,7 @@ async fn handle_until_done<S: Saga>(
                         skipped: false,
                     });
                 });
+                retrying = true;
                 let wait = pause;
                 pause = (pause * 2).min(config.retry_backoff_max);
                 let stopped = tokio::select! {
@@ -463,7 +466,9 @@ async fn handle_until_done<S: Saga>(
             }
         }
     };
-    if attempt > 1 {
+    // Also when a stop cut the first wait short: the event is no longer
+    // being retried by this run.
+    if retrying {
         status.update(|s| s.events_retrying = s.events_retrying.saturating_sub(1));
     }
     done

@@ -991,6 +991,7 @@ async fn a_failing_store_is_retried_on_the_same_event_and_shutdown_cuts_the_wait
         async move { handle.status().events_retrying == 1 }
     })
     .await;
+    let handle = saga.handle.clone();
     let asked = Instant::now();
     saga.stop().await;
     assert!(
@@ -998,6 +999,8 @@ async fn a_failing_store_is_retried_on_the_same_event_and_shutdown_cuts_the_wait
         "{:?}",
         asked.elapsed()
     );
+    // The event is no longer being retried once the run stopped.
+    assert_eq!(handle.status().events_retrying, 0);
     meddling.fail_appends(0);
     assert_eq!(world.status(order).await, OrderStatus::Pending);
 }
