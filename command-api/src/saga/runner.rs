@@ -96,7 +96,7 @@ impl<S: Saga> SagaRunner<S> {
             state,
             stop: stop_rx,
         };
-        let mut pause = self.config.retry_backoff_min;
+        let mut pause = Backoff::new(&self.config);
         'subscribe: loop {
             let from = Position(run.lanes.received.0 + 1);
             let mut subscription = match self.store.subscribe(from, self.saga.filter()).await {
@@ -140,7 +140,7 @@ impl<S: Saga> SagaRunner<S> {
                         }
                     }
                     Next::Event(Some(Ok(event))) => {
-                        pause = self.config.retry_backoff_min;
+                        pause.reset();
                         let lane = self.saga.lane(&event);
                         run.lanes.arrived(lane, event);
                         self.dispatch(&mut run);
@@ -191,7 +191,7 @@ impl<S: Saga> SagaRunner<S> {
                 state: S::State::default(),
             });
         }
-        let mut pause = self.config.retry_backoff_min;
+        let mut pause = Backoff::new(&self.config);
         loop {
             match self.read_checkpoint().await {
                 Ok(checkpoint) => return Some(checkpoint),
@@ -376,13 +376,42 @@ impl<S: Saga> SagaRunner<S> {
 
     /// Waits `pause` (doubling it for next time, up to the maximum). False
     /// when stopped meanwhile.
-    async fn back_off(&self, pause: &mut Duration, shutdown: &mut Shutdown<'_>) -> bool {
-        let wait = *pause;
-        *pause = (*pause * 2).min(self.config.retry_backoff_max);
+    async fn back_off(&self, pause: &mut Backoff, shutdown: &mut Shutdown<'_>) -> bool {
+        let wait = pause.next_wait();
         tokio::select! {
             () = tokio::time::sleep(wait) => true,
             () = shutdown.wait() => false,
         }
+    }
+}
+
+/// The waits between retries: from the configured minimum, doubling on
+/// each failure up to the maximum.
+struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(config: &SagaConfig) -> Self {
+        Self {
+            next: config.retry_backoff_min,
+            min: config.retry_backoff_min,
+            max: config.retry_backoff_max,
+        }
+    }
+
+    /// How long to wait before this retry; the next wait doubles.
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// After a success: the next failure waits the minimum again.
+    fn reset(&mut self) {
+        self.next = self.min;
     }
 }
 
@@ -406,7 +435,7 @@ async fn handle_until_done<S: Saga>(
     mut stop: watch::Receiver<bool>,
 ) -> Done {
     let name = saga.name();
-    let mut pause = config.retry_backoff_min;
+    let mut pause = Backoff::new(&config);
     let mut attempt = 1;
     // Counted in the status as an event being retried.
     let mut retrying = false;
@@ -453,8 +482,7 @@ async fn handle_until_done<S: Saga>(
                     });
                 });
                 retrying = true;
-                let wait = pause;
-                pause = (pause * 2).min(config.retry_backoff_max);
+                let wait = pause.next_wait();
                 let stopped = tokio::select! {
                     () = tokio::time::sleep(wait) => false,
                     _ = stop.wait_for(|stop| *stop) => true,
@@ -585,6 +613,19 @@ impl<'a> Shutdown<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_the_maximum_and_resets() {
+        let mut pause = Backoff::new(&SagaConfig {
+            retry_backoff_min: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(35),
+            ..SagaConfig::default()
+        });
+        let waits: Vec<u128> = (0..4).map(|_| pause.next_wait().as_millis()).collect();
+        assert_eq!(waits, [10, 20, 35, 35]);
+        pause.reset();
+        assert_eq!(pause.next_wait(), Duration::from_millis(10));
+    }
 
     fn event(position: u64) -> RecordedEvent {
         RecordedEvent {
