@@ -21,7 +21,6 @@
 //! wrong outcome.
 
 use std::fmt;
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -227,12 +226,11 @@ pub enum Fenced {
 pub enum FenceError {
     #[error(transparent)]
     Store(#[from] event_store::Error),
-    /// Something took the key's record stream first (the command, or
-    /// another fence) but is not readable yet: its batch is still being
-    /// committed. Asking again later answers.
-    #[error(
-        "the record of idempotency key {key:?} is being committed and not readable yet; ask again"
-    )]
+    /// The store refused the fence as the key's record stream was taken,
+    /// yet reads it empty. The embedded store answers a refusal only once
+    /// what it rests on is published, so this is a store (a remote one, an
+    /// older build) that does not: asking again later answers.
+    #[error("the record of idempotency key {key:?} is taken but not readable yet; ask again")]
     NotReadableYet { key: String },
 }
 
@@ -242,16 +240,15 @@ pub enum FenceError {
 /// late) then fails on that stream instead of taking effect after its
 /// sender's successor decided it would not happen.
 ///
-/// When the stream was taken first, waits up to `visibility_wait` for
-/// what took it to be readable before answering: a store refuses the fence
-/// as soon as an earlier request of the same commit group took the stream,
-/// before that group is durable, and a caller told [`Fenced::Ran`] goes on
-/// to read the command's events (to release what it reserved, say).
+/// When the stream was taken first, reads what took it: the store answers
+/// a refusal only after the append it conflicts with is readable (even one
+/// committed in the same group as the fence), so a caller told
+/// [`Fenced::Ran`] can read the command's events (to release what it
+/// reserved, say).
 pub async fn fence(
     store: &dyn event_store::EventStore,
     key: &IdempotencyKey,
     reason: &str,
-    visibility_wait: Duration,
 ) -> Result<Fenced, FenceError> {
     let stream = key.record_stream()?;
     let event = event_store::NewEvent::json(
@@ -268,34 +265,22 @@ pub async fn fence(
     {
         Ok(_) => Ok(Fenced::Now),
         Err(event_store::Error::WrongExpectedVersion { .. }) => {
-            let deadline = Instant::now() + visibility_wait;
-            let mut pause = Duration::from_micros(200);
-            loop {
-                let slice = store
-                    .read_stream(
-                        &stream,
-                        event_store::ReadFrom::Start,
-                        event_store::Direction::Forward,
-                        1,
-                    )
-                    .await?;
-                match slice.events.first() {
-                    Some(first) if first.event_type == FENCE_EVENT_TYPE => {
-                        return Ok(Fenced::Before);
-                    }
-                    // The store publishes a group at once: the record
-                    // readable means the command's events are too.
-                    Some(_) => return Ok(Fenced::Ran),
-                    None if Instant::now() >= deadline => {
-                        return Err(FenceError::NotReadableYet {
-                            key: key.as_str().to_owned(),
-                        });
-                    }
-                    None => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(20));
-                    }
-                }
+            let slice = store
+                .read_stream(
+                    &stream,
+                    event_store::ReadFrom::Start,
+                    event_store::Direction::Forward,
+                    1,
+                )
+                .await?;
+            match slice.events.first() {
+                Some(first) if first.event_type == FENCE_EVENT_TYPE => Ok(Fenced::Before),
+                // The store publishes a group at once: the record readable
+                // means the command's events are too.
+                Some(_) => Ok(Fenced::Ran),
+                None => Err(FenceError::NotReadableYet {
+                    key: key.as_str().to_owned(),
+                }),
             }
         }
         Err(e) => Err(e.into()),

@@ -66,7 +66,10 @@ struct Group {
     /// Stream versions including this group's accepted appends.
     versions: HashMap<StreamId, u64>,
     next_position: u64,
-    waiting: Vec<(Reply, Vec<AppendResult>)>,
+    /// Answered once the group is durable and published: its successes,
+    /// replays and refusals alike, as any of them may rest on an earlier
+    /// append of this very group (see `commit`).
+    waiting: Vec<(Reply, Result<Vec<AppendResult>>)>,
 }
 
 struct PendingEvent {
@@ -154,11 +157,14 @@ impl Writer {
             }
             match self.plan(&request.appends, &group) {
                 Err(err) => {
-                    let _ = request.reply.send(Err(err));
+                    // A conflict may be with an append earlier in this very
+                    // group: answered after the fsync, so that a caller told
+                    // the stream was taken can read what took it.
+                    group.waiting.push((request.reply, Err(err)));
                 }
                 Ok(Plan::AlreadyCommitted(results)) => {
                     // Its events may be in this very group: answer after the fsync.
-                    group.waiting.push((request.reply, results));
+                    group.waiting.push((request.reply, Ok(results)));
                 }
                 Ok(Plan::Write) => {
                     let used = self.len + group.buf.len() as u64;
@@ -173,7 +179,7 @@ impl Writer {
                         group.next_position = self.inner.state.read().head + 1;
                     }
                     let results = self.encode(&request.appends, &mut group, timestamp);
-                    group.waiting.push((request.reply, results));
+                    group.waiting.push((request.reply, Ok(results)));
                 }
             }
         }
@@ -375,6 +381,7 @@ impl Writer {
                     self.len
                 );
                 self.poison(reason.clone());
+                // Refusals too: what they were weighed against may be lost.
                 for (reply, _) in group.waiting.drain(..) {
                     let _ = reply.send(Err(Error::Poisoned(reason.clone())));
                 }
@@ -386,8 +393,8 @@ impl Writer {
             self.len += group.buf.len() as u64;
             self.publish(group);
         }
-        for (reply, results) in group.waiting.drain(..) {
-            let _ = reply.send(Ok(results));
+        for (reply, result) in group.waiting.drain(..) {
+            let _ = reply.send(result);
         }
         group.buf.clear();
         group.events.clear();

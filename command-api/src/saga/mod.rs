@@ -64,13 +64,6 @@ pub use order::{
 };
 pub use runner::SagaRunner;
 
-/// How long [`SagaContext::fence`] waits for a command that beat the fence
-/// to its key to become readable. A store commits a group with one fsync,
-/// so this is a slow disk's worst case (the command handler's default
-/// `visibility_wait`); past it the event is retried rather than the saga
-/// acting on a step it cannot see yet.
-pub const FENCE_VISIBILITY_WAIT: Duration = Duration::from_secs(2);
-
 /// Event type of a checkpoint; its data is [`Checkpoint`].
 pub const CHECKPOINT_EVENT_TYPE: &str = "SagaCheckpoint";
 
@@ -242,13 +235,12 @@ impl<S> SagaContext<S> {
     /// its way to the store, and would otherwise land afterwards.
     ///
     /// [`Fenced::Ran`] means the step's events can be read. A step whose
-    /// command is still being committed (not readable within
-    /// [`FENCE_VISIBILITY_WAIT`]) is a transient failure: the event is
-    /// retried, and the fence asked again.
+    /// command a store reports taken but cannot show yet is a transient
+    /// failure: the event is retried, and the fence asked again.
     pub async fn fence(&self, step: &str, reason: &str) -> Result<Fenced, SagaError> {
         let key = idempotency_key(self.name, self.event_id, step)
             .map_err(|e| SagaError::Permanent(e.to_string()))?;
-        crate::idempotency::fence(self.store.as_ref(), &key, reason, FENCE_VISIBILITY_WAIT)
+        crate::idempotency::fence(self.store.as_ref(), &key, reason)
             .await
             .map_err(|e| match e {
                 FenceError::Store(e) => SagaError::from_store(e),

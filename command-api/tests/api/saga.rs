@@ -721,6 +721,81 @@ async fn a_reservation_committed_with_the_fence_that_loses_to_it_is_still_releas
     );
 }
 
+/// Where the race above is closed: the store answers a refusal that rests
+/// on an earlier append of the same commit group only once that append is
+/// durable and readable, as it answers the append itself.
+#[tokio::test]
+async fn a_refusal_resting_on_its_own_group_is_answered_once_that_append_is_readable() {
+    let gate = Arc::new(Gate::default());
+    let (world, meddling) = World::meddled_with(StoreOptions {
+        fs: Arc::new(GatedFs(gate.clone())),
+        ..StoreOptions::default()
+    })
+    .await;
+    gate.close();
+    let busy = {
+        let store = world.store.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    &StreamId::new("noise-1").unwrap(),
+                    event_store::ExpectedVersion::Any,
+                    vec![event_store::NewEvent::new("Noise", "{}")],
+                )
+                .await
+        })
+    };
+    gate.waiting(1).await;
+    let stream = StreamId::new("taken-1").unwrap();
+    let take = |event_type: &'static str| {
+        // Through the meddling layer, which counts what reached the store.
+        let store = meddling.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            store
+                .append(
+                    &stream,
+                    event_store::ExpectedVersion::NoStream,
+                    vec![event_store::NewEvent::new(event_type, "{}")],
+                )
+                .await
+        })
+    };
+    let sent = meddling.appends_queued();
+    let first = take("First");
+    meddling.queued(sent + 1).await;
+    let mut second = take("Second");
+    meddling.queued(sent + 2).await;
+    // The busy group ends; both appends make the next one, whose fsync
+    // waits at the gate.
+    gate.pass_one();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut second)
+            .await
+            .is_err(),
+        "the refusal was answered before what it rests on was durable"
+    );
+    gate.open();
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(event_store::Error::WrongExpectedVersion { .. })
+    ));
+    first.await.unwrap().unwrap();
+    busy.await.unwrap().unwrap();
+    let slice = world
+        .store
+        .read_stream(
+            &stream,
+            event_store::ReadFrom::Start,
+            event_store::Direction::Forward,
+            10,
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<_> = slice.events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds, ["First"]);
+}
+
 /// The shortest history with which the property test once left a
 /// reservation held for a cancelled order, kept as a fixed case.
 #[test]
