@@ -506,7 +506,7 @@ impl KeyStore {
             self.handed_out
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        self.refill_if_low(&mut st)?;
+        self.refill_if_low(&mut st, false)?;
         Ok(rest)
     }
 
@@ -518,23 +518,7 @@ impl KeyStore {
     ///
     /// [`Shredding::recover`]: crate::Shredding::recover
     pub async fn prepare_spares(&self) -> Result<()> {
-        let made = {
-            let mut st = self.shared.state.write();
-            let pool = st.spares.len() + st.unreconciled.as_ref().map_or(0, HashMap::len);
-            if pool >= SPARES_LOW || st.refilling {
-                None
-            } else {
-                st.refilling = true;
-                let (tx, rx) = oneshot::channel();
-                let reply = if pool == 0 {
-                    Reply::Async(tx)
-                } else {
-                    Reply::Ignore
-                };
-                self.send(Op::Refill(SPARES_TARGET - pool), reply)?;
-                (pool == 0).then_some(rx)
-            }
-        };
+        let made = self.refill_if_low(&mut self.shared.state.write(), true)?;
         match made {
             Some(made) => made.await.map_err(|_| writer_gone())?,
             None => Ok(()),
@@ -542,14 +526,26 @@ impl KeyStore {
     }
 
     /// Asks the writer for more spares if the pool (counting those held
-    /// back until reconciled) is low and no refill is under way.
-    fn refill_if_low(&self, st: &mut State) -> Result<()> {
+    /// back until reconciled) is low and no refill is under way. With
+    /// `wait_if_empty`, and the pool empty, what answers once they are
+    /// durable.
+    fn refill_if_low(
+        &self,
+        st: &mut State,
+        wait_if_empty: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<()>>>> {
         let pool = st.spares.len() + st.unreconciled.as_ref().map_or(0, HashMap::len);
-        if pool < SPARES_LOW && !st.refilling {
-            st.refilling = true;
-            self.send(Op::Refill(SPARES_TARGET - pool), Reply::Ignore)?;
+        if pool >= SPARES_LOW || st.refilling {
+            return Ok(None);
         }
-        Ok(())
+        st.refilling = true;
+        if wait_if_empty && pool == 0 {
+            let (tx, rx) = oneshot::channel();
+            self.send(Op::Refill(SPARES_TARGET), Reply::Async(tx))?;
+            return Ok(Some(rx));
+        }
+        self.send(Op::Refill(SPARES_TARGET - pool), Reply::Ignore)?;
+        Ok(None)
     }
 
     /// Tells the key store that the event log holds everything up to
