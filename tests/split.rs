@@ -403,24 +403,25 @@ async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
     let status = loop {
         let out = cli(&["status", "--url", &projector.url]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // The orders view does not care about that event and goes on;
+        // the two projections run independently, so the customers view
+        // can report its failure before orders has caught up.
+        let orders_live = text
+            .lines()
+            .any(|l| l.starts_with("orders") && l.contains("live"));
         if text.contains("failed") {
             assert_eq!(out.status.code(), Some(1), "{text}");
-            break text;
+            if orders_live {
+                break text;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the projection never failed: {text}"
+            "the customers projection never failed while orders went live: {text}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.contains("error at 1"), "{status}");
-    // The orders view does not care about that event and went on.
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("orders") && l.contains("live")),
-        "{status}"
-    );
 
     // A wrong position is refused; the right one skips.
     let out = cli(&[
