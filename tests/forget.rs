@@ -170,7 +170,7 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
 
     // The customer's raw key: in the key log (and nowhere else) until the
     // erasure, in no file at all after it.
-    let key = raw_key(data, &id);
+    let key = wait_for_raw_key(data, &id).await;
     let holding_key = |data: &Path| files_holding_bytes(data, &key);
     assert_eq!(holding_key(data), vec![key_log_path(data)]);
 
@@ -263,21 +263,39 @@ fn key_log_path(data: &Path) -> PathBuf {
 
 /// The raw key of a customer, read from the key log.
 fn raw_key(data: &Path, customer_id: &str) -> [u8; 32] {
+    find_raw_key(data, customer_id).expect("the customer has a key record")
+}
+
+/// The customer's key in the key log, if it is there yet.
+fn find_raw_key(data: &Path, customer_id: &str) -> Option<[u8; 32]> {
     use sha2::Digest;
     let subject: [u8; 32] = sha2::Sha256::digest(format!("customer-{customer_id}")).into();
     let records = key_log(data);
-    records
-        .iter()
-        .find_map(|r| match r.kind {
-            Kind::Key(key) if r.subject == subject => Some(key),
-            // A spare key, and its assignment to the customer.
-            Kind::Assign(slot) if r.subject == subject => match records.get(slot as usize)?.kind {
-                Kind::Spare(key) => Some(key),
-                _ => None,
-            },
+    records.iter().find_map(|r| match r.kind {
+        Kind::Key(key) if r.subject == subject => Some(key),
+        // A spare key, and its assignment to the customer.
+        Kind::Assign(slot) if r.subject == subject => match records.get(slot as usize)?.kind {
+            Kind::Spare(key) => Some(key),
             _ => None,
-        })
-        .expect("the customer has a key record")
+        },
+        _ => None,
+    })
+}
+
+/// [`raw_key`] while the server runs: a spare's assignment record is
+/// written in the background, so it may not be in the key log yet.
+async fn wait_for_raw_key(data: &Path, customer_id: &str) -> [u8; 32] {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(key) = find_raw_key(data, customer_id) {
+            return key;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the customer's key never reached the key log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,8 @@
 //! target dir); `ANNALS_BENCH_SECONDS` the length of each timed workload
 //! (default 4); `ANNALS_BENCH_ROUNDS` the rounds (default 2);
 //! `ANNALS_BENCH_CUSTOMERS` the customers registered per run (default
-//! 2,000). The default run takes about a minute.
+//! 2,000); `ANNALS_BENCH_ONLY=plain` (or `encrypted`) runs one variant
+//! alone, for a profiler. The default run takes about a minute.
 
 #![allow(
     clippy::unwrap_used,
@@ -344,6 +345,9 @@ fn main() {
                 [Variant::Encrypted, Variant::Plain]
             };
             for variant in order {
+                if std::env::var("ANNALS_BENCH_ONLY").is_ok_and(|v| v != variant.name()) {
+                    continue;
+                }
                 let dir = root.path().join(format!("{round}-{}", variant.name()));
                 let rates = run(&dir, variant, customers, duration).await;
                 println!(

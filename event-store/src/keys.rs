@@ -474,7 +474,6 @@ impl KeyStore {
             // The writer gives the answer (an error, or a durable key).
             return Ok(missing);
         }
-        let mut assigned = Vec::new();
         let mut rest = Vec::new();
         for (hash, subject) in missing {
             if st.subjects.contains_key(&hash) {
@@ -482,32 +481,61 @@ impl KeyStore {
                 // then refuses).
                 continue;
             }
-            match st.spares.pop() {
-                Some((slot, key)) => {
-                    st.subjects.insert(
-                        hash,
-                        Entry::Key {
-                            key,
-                            slot,
-                            spare: true,
-                        },
-                    );
-                    assigned.push((hash, slot));
-                }
-                None => rest.push((hash, subject)),
+            if self.take_spare(&mut st, hash).is_none() {
+                rest.push((hash, subject));
             }
-        }
-        // Recorded while the lock is held, in the order the spares were
-        // handed out and before any append that uses them: the writer takes
-        // them after the requests of its group, so before any floor sent
-        // once such an append returned (the floor relies on it).
-        if !assigned.is_empty() {
-            st.assigned.extend(assigned);
-            self.handed_out
-                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         self.refill_if_low(&mut st, false)?;
         Ok(rest)
+    }
+
+    /// The key to seal the subject's data under now, and its slot if it is
+    /// a spare: its own, or a spare it takes at once. `None` where that
+    /// needs more (no key and no spare ready, an erasure or damage, the log
+    /// not reconciled yet): then [`KeyStore::assign_keys`] and
+    /// [`KeyStore::key_for_sealing`] decide. One hash and, for a new
+    /// subject, one write lock: the path every registration takes.
+    pub(crate) fn key_or_spare(&self, subject: &str) -> Result<Option<([u8; 32], Option<u64>)>> {
+        let hash = subject_hash(subject);
+        let known = |st: &State| match st.subjects.get(&hash) {
+            Some(Entry::Key { key, slot, spare }) => Some(Some((*key, spare.then_some(*slot)))),
+            Some(_) => Some(None),
+            None => None,
+        };
+        if let Some(found) = known(&self.shared.state.read()) {
+            return Ok(found);
+        }
+        let mut st = self.shared.state.write();
+        if let Some(found) = known(&st) {
+            return Ok(found);
+        }
+        if st.poisoned.is_some() || !st.damage.is_empty() || st.unreconciled.is_some() {
+            return Ok(None);
+        }
+        let taken = self.take_spare(&mut st, hash);
+        self.refill_if_low(&mut st, false)?;
+        Ok(taken.map(|(key, slot)| (key, Some(slot))))
+    }
+
+    /// Gives the subject (known to have no entry) a spare, if one is ready.
+    fn take_spare(&self, st: &mut State, hash: Hash) -> Option<([u8; 32], u64)> {
+        let (slot, key) = st.spares.pop()?;
+        st.subjects.insert(
+            hash,
+            Entry::Key {
+                key,
+                slot,
+                spare: true,
+            },
+        );
+        // Recorded while the lock is held, in the order the spares are
+        // handed out and before any append that uses them: the writer takes
+        // them after the requests of its group, so before any floor sent
+        // once such an append returned (the floor relies on it).
+        st.assigned.push((hash, slot));
+        self.handed_out
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Some((key, slot))
     }
 
     /// Has spare keys made if the pool is low, so that the first new

@@ -155,15 +155,31 @@ struct Vault {
 /// customer events.
 pub const PLAINTEXT_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 
+/// A subject's key and, for a spare, its slot.
+type SealKey = ([u8; 32], Option<u64>);
+
+/// About what sealing adds to a short field (quotes, prefix, slot, nonce,
+/// tag, base64), to size an event's output once.
+const SEALED_OVERHEAD_ESTIMATE: usize = 64;
+
 fn aad(stream_id: &str, event_type: &str, field: &str) -> Vec<u8> {
-    [
+    let mut out = Vec::new();
+    aad_into(&mut out, stream_id, event_type, field);
+    out
+}
+
+/// [`aad`] into a buffer the caller reuses.
+fn aad_into(out: &mut Vec<u8>, stream_id: &str, event_type: &str, field: &str) {
+    out.clear();
+    for part in [
         stream_id.as_bytes(),
         b"\0",
         event_type.as_bytes(),
         b"\0",
         field.as_bytes(),
-    ]
-    .concat()
+    ] {
+        out.extend_from_slice(part);
+    }
 }
 
 fn xchacha(key: &[u8; 32]) -> XChaCha20Poly1305 {
@@ -183,6 +199,13 @@ fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
 /// schedule is most of the cost of sealing a short field).
 fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(GCM_NONCE_LEN + plaintext.len() + GCM_TAG_LEN);
+    seal_into(&mut out, cipher, aad, plaintext)?;
+    Ok(out)
+}
+
+/// [`seal_with`] into a buffer the caller reuses.
+fn seal_into(out: &mut Vec<u8>, cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<()> {
+    out.clear();
     let mut nonce = [0u8; GCM_NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     out.extend_from_slice(&nonce);
@@ -191,7 +214,7 @@ fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>
         .encrypt_in_place_detached((&nonce).into(), aad, &mut out[GCM_NONCE_LEN..])
         .map_err(|_| Error::KeyStore("encryption failed".into()))?;
     out.extend_from_slice(&tag);
-    Ok(out)
+    Ok(())
 }
 
 /// The plaintext of what [`seal`] (or, for [`Cipher::XChaCha`], an
@@ -229,8 +252,14 @@ fn open(cipher: Cipher, key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec
 /// quotes (`quoted`, for patching raw JSON; none of its characters needs
 /// escaping) or bare (for a `Value`).
 fn sealed_field(sealed: &[u8], spare: Option<u64>, quoted: bool) -> String {
-    use std::fmt::Write;
     let mut text = String::with_capacity(FIELD_PREFIX.len() + 24 + sealed.len() * 4 / 3 + 4);
+    sealed_field_into(&mut text, sealed, spare, quoted);
+    text
+}
+
+/// [`sealed_field`] appended to `text`.
+fn sealed_field_into(text: &mut String, sealed: &[u8], spare: Option<u64>, quoted: bool) {
+    use std::fmt::Write;
     if quoted {
         text.push('"');
     }
@@ -238,11 +267,10 @@ fn sealed_field(sealed: &[u8], spare: Option<u64>, quoted: bool) -> String {
     if let Some(slot) = spare {
         let _ = write!(text, "{slot}:");
     }
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(sealed, &mut text);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(sealed, text);
     if quoted {
         text.push('"');
     }
-    text
 }
 
 /// `"[erased]"` as JSON text.
@@ -420,38 +448,64 @@ impl<S: EventStore> Shredding<S> {
 }
 
 impl Vault {
-    /// The subjects whose keys encrypting `appends` needs and the key store
-    /// does not hold yet (empty for most appends).
-    fn subjects_without_key(&self, appends: &[StreamAppend]) -> Vec<String> {
-        // The policy first: it answers most appends (other streams, events
-        // without personal fields) without touching the key store's lock.
-        appends
-            .iter()
-            .filter(|a| {
-                a.events.iter().any(|e| {
-                    self.policy
-                        .personal_fields(a.stream_id.as_str(), &e.event_type)
-                        .is_some()
-                }) && !self.keys.is_cached(a.stream_id.as_str())
-            })
-            .map(|a| a.stream_id.as_str().to_owned())
-            .collect()
+    /// The key each append's personal data is sealed under, where the key
+    /// store has it at once (the subject's own key, or a spare it takes
+    /// now), and the subjects that still need one made ([`None`] there; the
+    /// rest of the appends, without personal data, too).
+    fn prepare_keys(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<(Vec<Option<SealKey>>, Vec<String>)> {
+        let mut keys = Vec::with_capacity(appends.len());
+        let mut new_subjects = Vec::new();
+        for append in appends {
+            let subject = append.stream_id.as_str();
+            // The policy first: it answers most appends (other streams,
+            // events without personal fields) without the key store.
+            let personal = append.events.iter().any(|e| {
+                self.policy
+                    .personal_fields(subject, &e.event_type)
+                    .is_some()
+            });
+            let key = if personal {
+                self.keys.key_or_spare(subject)?
+            } else {
+                None
+            };
+            if personal && key.is_none() && !self.keys.is_cached(subject) {
+                new_subjects.push(subject.to_owned());
+            }
+            keys.push(key);
+        }
+        Ok((keys, new_subjects))
     }
 
-    fn encrypt_appends(&self, appends: Vec<StreamAppend>) -> Result<Vec<StreamAppend>> {
+    fn encrypt_appends(
+        &self,
+        appends: Vec<StreamAppend>,
+        keys: Vec<Option<SealKey>>,
+    ) -> Result<Vec<StreamAppend>> {
         appends
             .into_iter()
-            .map(|mut a| {
+            .zip(keys)
+            .map(|(mut a, key)| {
                 a.events = std::mem::take(&mut a.events)
                     .into_iter()
-                    .map(|e| self.encrypt_event(&a.stream_id, e))
+                    .map(|e| self.encrypt_event(&a.stream_id, e, key))
                     .collect::<Result<_>>()?;
                 Ok(a)
             })
             .collect()
     }
 
-    fn encrypt_event(&self, stream_id: &StreamId, mut event: NewEvent) -> Result<NewEvent> {
+    /// Seals the event's personal fields, under `key` if given, else under
+    /// the key the key store has for the subject by now.
+    fn encrypt_event(
+        &self,
+        stream_id: &StreamId,
+        mut event: NewEvent,
+        key: Option<SealKey>,
+    ) -> Result<NewEvent> {
         let Some(fields) = self
             .policy
             .personal_fields(stream_id.as_str(), &event.event_type)
@@ -472,8 +526,15 @@ impl Vault {
             return self.encrypt_value(stream_id, event, fields);
         }
         let base = data.as_ptr() as usize;
-        let mut cipher = None;
-        let mut patches = Vec::new();
+        let mut sealer: Option<(Aes256Gcm, Option<u64>)> = None;
+        // The output is written as the members are met (they come in
+        // order), and the buffers are shared by the event's fields: a
+        // registration allocates a handful of times, not per field.
+        let mut out: Vec<u8> = Vec::new();
+        let mut copied = 0;
+        let mut aad = Vec::with_capacity(128);
+        let mut sealed = Vec::with_capacity(128);
+        let mut text = String::with_capacity(192);
         for (name, value) in &members {
             let Some(field) = fields.iter().find(|f| **f == *name) else {
                 continue;
@@ -486,25 +547,28 @@ impl Vault {
             let Some(start) = (value.as_ptr() as usize).checked_sub(base) else {
                 return self.encrypt_value(stream_id, event, fields);
             };
-            let (cipher, spare) = match &cipher {
-                Some(c) => c,
+            let (cipher, spare) = match &sealer {
+                Some(s) => s,
                 None => {
-                    let (key, spare) = self.key_for_sealing(stream_id)?;
-                    cipher.insert((Aes256Gcm::new((&key).into()), spare))
+                    let (key, spare) = match key {
+                        Some(k) => k,
+                        None => self.key_for_sealing(stream_id)?,
+                    };
+                    out.reserve(data.len() + 2 * SEALED_OVERHEAD_ESTIMATE);
+                    sealer.insert((Aes256Gcm::new((&key).into()), spare))
                 }
             };
-            let sealed = seal_with(
-                cipher,
-                &aad(stream_id.as_str(), &event.event_type, field),
-                value.as_bytes(),
-            )?;
-            patches.push((
-                start..start + value.len(),
-                sealed_field(&sealed, *spare, true).into_bytes(),
-            ));
+            aad_into(&mut aad, stream_id.as_str(), &event.event_type, field);
+            seal_into(&mut sealed, cipher, &aad, value.as_bytes())?;
+            text.clear();
+            sealed_field_into(&mut text, &sealed, *spare, true);
+            out.extend_from_slice(&data[copied..start]);
+            out.extend_from_slice(text.as_bytes());
+            copied = start + value.len();
         }
-        if !patches.is_empty() {
-            event.data = Bytes::from(rawjson::splice(&event.data, &patches));
+        if sealer.is_some() {
+            out.extend_from_slice(&data[copied..]);
+            event.data = Bytes::from(out);
         }
         Ok(event)
     }
@@ -755,11 +819,11 @@ impl<S: EventStore> EventStore for Shredding<S> {
         // need) or, when none is left, one made now in the key log's group
         // commit (shared with every concurrent new subject).
         self.recover().await?;
-        let new_subjects = self.vault.subjects_without_key(&appends);
+        let (keys, new_subjects) = self.vault.prepare_keys(&appends)?;
         if !new_subjects.is_empty() {
             self.vault.keys.assign_keys(&new_subjects).await?;
         }
-        let appends = self.vault.encrypt_appends(appends)?;
+        let appends = self.vault.encrypt_appends(appends, keys)?;
         let results = self.inner.append_many(appends).await?;
         if let Some(last) = results.iter().map(|r| r.last_position).max() {
             self.vault.keys.note_appended(last.0);
@@ -993,7 +1057,7 @@ mod tests {
             let stream = StreamId::new("customer-1").unwrap();
             let object = Value::Object(members.into_iter().collect());
             let sealed = vault
-                .encrypt_event(&stream, NewEvent::json("CustomerRegistered", &object).unwrap())
+                .encrypt_event(&stream, NewEvent::json("CustomerRegistered", &object).unwrap(), None)
                 .unwrap();
             let mut data: Value = serde_json::from_slice(&sealed.data).unwrap();
             let untampered = tamper.is_none();
@@ -1049,8 +1113,12 @@ mod tests {
             };
             let event = NewEvent::new("CustomerRegistered", Bytes::from(bytes));
             let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
+            // The key as the append path prepares it, and as looked up.
+            let prepared = vault.keys.key_or_spare("customer-1").unwrap();
+            prop_assert!(prepared.is_some());
             for sealed in [
-                vault.encrypt_event(&stream, event.clone()).unwrap(),
+                vault.encrypt_event(&stream, event.clone(), prepared).unwrap(),
+                vault.encrypt_event(&stream, event.clone(), None).unwrap(),
                 vault.encrypt_value(&stream, event, &fields).unwrap(),
             ] {
                 let stored: Value = serde_json::from_slice(&sealed.data).unwrap();
@@ -1125,6 +1193,7 @@ mod tests {
             .encrypt_event(
                 &stream,
                 NewEvent::json("CustomerRegistered", &json!({"name": "Ada"})).unwrap(),
+                None,
             )
             .unwrap();
         let sealed_name: Value = serde_json::from_slice(&sealed.data).unwrap();
@@ -1158,6 +1227,7 @@ mod tests {
             .encrypt_event(
                 &stream,
                 NewEvent::json("CustomerRegistered", &json!({"name": "Ada", "n": 1})).unwrap(),
+                None,
             )
             .unwrap();
         let event = recorded(&stream, 7, sealed);

@@ -27,7 +27,8 @@ use command_api::{
     OrderFulfilment, OrderFulfilmentConfig, SagaConfig, SagaHandle, SagaRunner, SagaState,
 };
 use event_store::{
-    Direction, EventStore, Position, ReadFrom, RecordedEvent, Store, StoreOptions, StreamId,
+    Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent, Store,
+    StoreOptions, StreamId,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -882,6 +883,18 @@ async fn a_saga_killed_mid_way_and_run_again_has_every_effect_exactly_once() {
     let killed = first.kill().await.status();
     meddling.delay_appends(Duration::ZERO);
     assert!(killed.position < last.0, "{killed:?}");
+    // An append the aborted saga had handed to the store's writer still
+    // commits; one appended after it is answered after it, so the
+    // checkpoint read next is the last one the first saga wrote.
+    world
+        .store
+        .append(
+            &StreamId::new("test-barrier").unwrap(),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("Barrier", "{}")],
+        )
+        .await
+        .unwrap();
     let checkpoint = world.checkpoint().await.expect("a checkpoint was written");
     assert!(
         checkpoint > 0 && checkpoint <= killed.position,

@@ -139,7 +139,8 @@ async fn concurrent_creations_share_batches_and_all_survive_a_reopen() {
 
 /// Waits until the background refill has made spares.
 async fn spares_ready(keys: &KeyStore) {
-    for _ in 0..500 {
+    // 16,384 records and a fsync: generous, for a loaded machine.
+    for _ in 0..6000 {
         if keys.spare_keys() > 0 {
             return;
         }
@@ -238,6 +239,43 @@ async fn spares_are_handed_out_at_once_and_their_assignments_survive_a_reopen() 
     drop(keys);
     let keys = KeyStore::open(dir.path()).unwrap();
     assert_eq!(keys.unreconciled().unwrap().0, 17);
+}
+
+#[tokio::test]
+async fn key_or_spare_hands_out_a_spare_at_once_and_leaves_the_rest_to_the_slow_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(dir.path()).unwrap();
+    // With no spare ready, nothing is handed out (a refill is queued).
+    assert_eq!(keys.key_or_spare("c-1").unwrap(), None);
+    assert!(!keys.is_cached("c-1"));
+    spares_ready(&keys).await;
+    let spares = keys.spare_keys();
+    let Some((key, Some(slot))) = keys.key_or_spare("c-1").unwrap() else {
+        panic!("c-1 got no spare");
+    };
+    assert_eq!(keys.spare_keys(), spares - 1);
+    // The same key again, nothing more handed out; the other paths agree.
+    assert_eq!(keys.key_or_spare("c-1").unwrap(), Some((key, Some(slot))));
+    assert_eq!(keys.spare_keys(), spares - 1);
+    assert_eq!(
+        keys.key_for_sealing("c-1").unwrap(),
+        Some((key, Some(slot)))
+    );
+    // A forgotten subject gets nothing here (sealing refuses it later).
+    keys.forget_subject("c-1").await.unwrap();
+    assert_eq!(keys.key_or_spare("c-1").unwrap(), None);
+    assert!(keys.key_for_sealing("c-1").is_err());
+    // A subject with a key made durably (not a spare) gets it back.
+    keys.ensure_keys(["c-2"]).await.unwrap();
+    assert!(matches!(keys.key_or_spare("c-2"), Ok(Some((_, None)))));
+    let Some((_, Some(slot3))) = keys.key_or_spare("c-3").unwrap() else {
+        panic!("c-3 got no spare");
+    };
+    drop(keys);
+    // Its assignment was written like any other.
+    let keys = KeyStore::open(dir.path()).unwrap();
+    assert!(matches!(keys.key_for_sealing("c-3"), Ok(Some((_, Some(s)))) if s == slot3));
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Erased);
 }
 
 #[tokio::test]

@@ -24,7 +24,13 @@ async fn a_write_is_read_back_over_http_with_min_position() {
     let db = test_db.open().await;
     let running = Running::start(&store, &db);
     running.wait_for(head).await;
-    let (base, server) = serve(&db, QueryConfig::default()).await;
+    // A loaded machine may take a while to project one event: the wait
+    // for it is the server's, so give it room.
+    let config = QueryConfig {
+        min_position_wait_max: Duration::from_secs(30),
+        ..QueryConfig::default()
+    };
+    let (base, server) = serve(&db, config).await;
     let client = http_client();
 
     let id = "5b7c1d0e-1111-4222-8333-944455566677";
