@@ -825,32 +825,15 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
 /// [`check_log`] for a key store of the one-file-per-subject format (which
 /// the next open migrates into a key log); `Ok(None)` if there is none.
 fn check_legacy_files(dir: &Path) -> Result<Option<KeyLogCheck>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    let Some((found, _)) = legacy_files(&crate::fs::RealFs, dir)? else {
+        return Ok(None);
     };
+    if found.is_empty() {
+        return Ok(None);
+    }
     let mut check = KeyLogCheck::default();
-    let mut found = false;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
-            .path();
-        let (Some(hash), Some(ext)) = (
-            path.file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(parse_hex_hash),
-            path.extension().and_then(|s| s.to_str()),
-        ) else {
-            continue;
-        };
-        if ext != "key" && ext != "erased" {
-            continue;
-        }
-        found = true;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        match decode_legacy(&bytes, &hash) {
+    for (path, _, legacy) in found {
+        match legacy {
             Ok(Legacy::Erased) => check.erased += 1,
             Ok(_) => check.live += 1,
             Err(why) => check
@@ -858,13 +841,57 @@ fn check_legacy_files(dir: &Path) -> Result<Option<KeyLogCheck>> {
                 .push((0, format!("{} is damaged: {why}", path.display()))),
         }
     }
-    if found {
-        check.repairs.push((
-            0,
-            "key files of the one-file-per-subject format are migrated into a key log".into(),
-        ));
+    check.repairs.push((
+        0,
+        "key files of the one-file-per-subject format are migrated into a key log".into(),
+    ));
+    Ok(Some(check))
+}
+
+/// A key or erasure file of the one-file-per-subject format: its path, the
+/// subject its name says, and what it decodes to.
+type LegacyFile = (PathBuf, Hash, std::result::Result<Legacy, String>);
+
+/// The key and erasure files of the one-file-per-subject format in `dir`,
+/// decoded, and the leftovers of creations interrupted in that format;
+/// `None` if `dir` does not exist.
+fn legacy_files(fs: &dyn Fs, dir: &Path) -> Result<Option<(Vec<LegacyFile>, Vec<PathBuf>)>> {
+    let files = match fs.list(dir) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut found = Vec::new();
+    let mut leftovers = Vec::new();
+    for path in files {
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
+            continue;
+        };
+        let Some(hash) = parse_hex_hash(stem) else {
+            continue;
+        };
+        match ext {
+            "key" | "erased" => {
+                let file = fs
+                    .open(&path, false)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                let len = file
+                    .len()
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                let mut bytes = vec![0u8; len as usize];
+                file.read_exact_at(&mut bytes, 0)
+                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+                found.push((path, hash, decode_legacy(&bytes, &hash)));
+            }
+            // A key file whose creation was interrupted: never acknowledged.
+            "tmp" => leftovers.push(path),
+            _ => {}
+        }
     }
-    Ok(found.then_some(check))
+    Ok(Some((found, leftovers)))
 }
 
 /// Decides what every slot of the log holds (see the module docs).
@@ -1522,39 +1549,9 @@ fn shred_file(fs: &dyn Fs, path: &Path) -> Result<()> {
 /// overwritten and removed, so a crash at any point leaves every key in at
 /// least one place (and an interrupted migration runs again).
 fn migrate_legacy_files(fs: &dyn Fs, dir: &Path, writer: &mut LogWriter) -> Result<()> {
-    let files = fs
-        .list(dir)
-        .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
-    let mut found: Vec<(PathBuf, Hash, std::result::Result<Legacy, String>)> = Vec::new();
-    let mut leftovers = Vec::new();
-    for path in files {
-        let (Some(stem), Some(ext)) = (
-            path.file_stem().and_then(|s| s.to_str()),
-            path.extension().and_then(|s| s.to_str()),
-        ) else {
-            continue;
-        };
-        let Some(hash) = parse_hex_hash(stem) else {
-            continue;
-        };
-        match ext {
-            "key" | "erased" => {
-                let file = fs
-                    .open(&path, false)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-                let len = file
-                    .len()
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                let mut bytes = vec![0u8; len as usize];
-                file.read_exact_at(&mut bytes, 0)
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                found.push((path, hash, decode_legacy(&bytes, &hash)));
-            }
-            // A key file whose creation was interrupted: never acknowledged.
-            "tmp" => leftovers.push(path),
-            _ => {}
-        }
-    }
+    let Some((found, leftovers)) = legacy_files(fs, dir)? else {
+        return Ok(());
+    };
     if found.is_empty() && leftovers.is_empty() {
         return Ok(());
     }

@@ -522,6 +522,18 @@ fn old_key_files_are_migrated_and_then_shredded() {
     )
     .unwrap();
 
+    // What `annals verify` says before the migration (it writes nothing):
+    // counted file by file, the damaged one named.
+    let check = check_log(d).unwrap().expect("old key files are checked");
+    assert_eq!((check.live, check.erased), (2, 1));
+    assert_eq!(check.damage.len(), 1);
+    assert!(
+        check.damage[0].1.contains(&legacy_stem("c-bad")),
+        "{check:?}"
+    );
+    assert_eq!(check.repairs.len(), 1);
+    assert!(check_log(&d.join("nowhere")).unwrap().is_none());
+
     let keys = KeyStore::open(d).unwrap();
     assert_eq!(keys.require("c-live").unwrap(), SubjectKey::Key(live));
     assert_eq!(keys.require("c-gone").unwrap(), SubjectKey::Erased);

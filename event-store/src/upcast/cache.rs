@@ -27,6 +27,8 @@
 //! a hit writes nothing to shared state, and a working set that fits is
 //! never evicted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use parking_lot::Mutex;
 
@@ -40,13 +42,15 @@ const ENTRY_OVERHEAD_BYTES: usize = 96;
 pub(crate) struct UpcastCache {
     bytes_max: usize,
     inner: Mutex<Inner>,
+    /// Counts the emptyings. Changed only under `inner`'s lock, so an
+    /// insertion that checks it there sees every emptying before it; read
+    /// without the lock by every load, which takes it only to insert.
+    generation: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     entries: ByteFifo<Entry>,
-    /// Counts the emptyings.
-    generation: u64,
 }
 
 /// The stored data and the upcast data, in one allocation:
@@ -73,6 +77,7 @@ impl UpcastCache {
         Self {
             bytes_max,
             inner: Mutex::new(Inner::default()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -104,7 +109,7 @@ impl UpcastCache {
     /// The generation to pass to [`insert_all`](Self::insert_all) for data
     /// read from now on.
     pub(crate) fn generation(&self) -> u64 {
-        self.inner.lock().generation
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Caches the upcasts of a batch, `(position, stored data, upcast data,
@@ -137,7 +142,7 @@ impl UpcastCache {
             return;
         }
         let mut inner = self.inner.lock();
-        if inner.generation != generation {
+        if self.generation.load(Ordering::SeqCst) != generation {
             return;
         }
         for (position, entry) in entries {
@@ -151,7 +156,7 @@ impl UpcastCache {
     pub(crate) fn clear(&self) {
         let mut inner = self.inner.lock();
         inner.entries.clear();
-        inner.generation += 1;
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Entries and bytes held, for tests.
