@@ -60,16 +60,9 @@ pub fn audit_credit<'a>(
         let stream = event.stream_id.as_str();
         let at = event.position.0;
         if stream.starts_with("customer-") {
-            let decoded =
-                match CustomerEvent::decode(&event.event_type, event.schema_version, &event.data) {
-                    Ok(decoded) => decoded,
-                    Err(e) => {
-                        audit
-                            .violations
-                            .push(format!("position {at}: does not decode: {e}"));
-                        continue;
-                    }
-                };
+            let Some(decoded) = decode_or_report::<CustomerEvent>(&mut audit, event) else {
+                continue;
+            };
             match decoded {
                 CustomerEvent::Registered(e) => {
                     customers.entry(e.customer_id).or_default().limit = e.credit_limit.amount();
@@ -105,16 +98,9 @@ pub fn audit_credit<'a>(
                 CustomerEvent::Forgotten(_) => {}
             }
         } else if stream.starts_with("order-") {
-            let decoded =
-                match OrderEvent::decode(&event.event_type, event.schema_version, &event.data) {
-                    Ok(decoded) => decoded,
-                    Err(e) => {
-                        audit
-                            .violations
-                            .push(format!("position {at}: does not decode: {e}"));
-                        continue;
-                    }
-                };
+            let Some(decoded) = decode_or_report::<OrderEvent>(&mut audit, event) else {
+                continue;
+            };
             match decoded {
                 OrderEvent::Placed(e) => {
                     orders.insert(
@@ -203,6 +189,21 @@ pub fn audit_credit<'a>(
     audit
 }
 
+/// The event decoded, or `None` with a violation noted: an event of the
+/// audited streams that does not decode is one.
+fn decode_or_report<E: DomainEvent>(audit: &mut CreditAudit, event: &RecordedEvent) -> Option<E> {
+    match E::decode(&event.event_type, event.schema_version, &event.data) {
+        Ok(decoded) => Some(decoded),
+        Err(e) => {
+            audit.violations.push(format!(
+                "position {}: does not decode: {e}",
+                event.position.0
+            ));
+            None
+        }
+    }
+}
+
 fn check_limit(audit: &mut CreditAudit, at: u64, customer_id: Uuid, ledger: &Ledger) {
     let reserved: i64 = ledger.reserved.values().sum();
     if reserved > ledger.limit {
@@ -210,5 +211,121 @@ fn check_limit(audit: &mut CreditAudit, at: u64, customer_id: Uuid, ledger: &Led
             "position {at}: customer {customer_id} has {reserved} reserved over its limit {}",
             ledger.limit
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::customer::{
+        CreditReserved, CustomerName, CustomerRegistered, Email, PersonalData,
+    };
+    use crate::domain::money::{Currency, Money};
+    use crate::domain::order::{OrderApproved, OrderPlaced};
+
+    fn eur(cents: i64) -> Money {
+        Money::new(cents, Currency::parse("EUR").unwrap()).unwrap()
+    }
+
+    fn recorded(stream: &str, position: u64, event: &impl DomainEvent) -> RecordedEvent {
+        RecordedEvent {
+            id: Uuid::new_v4(),
+            stream_id: event_store::StreamId::new(stream).unwrap(),
+            version: 1,
+            position: event_store::Position(position),
+            event_type: event.event_type().into(),
+            schema_version: event.schema_version(),
+            timestamp: event_store::Timestamp(0),
+            data: event.encode().unwrap().into(),
+            metadata: bytes::Bytes::from_static(b"{}"),
+        }
+    }
+
+    #[test]
+    fn every_broken_invariant_is_reported_with_where_it_broke() {
+        let customer = Uuid::new_v4();
+        let [o1, o2, o3] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        let cs = format!("customer-{customer}");
+        let mut log = vec![recorded(
+            &cs,
+            1,
+            &CustomerEvent::Registered(CustomerRegistered {
+                customer_id: customer,
+                personal: PersonalData {
+                    name: CustomerName::parse("Ada Lovelace").unwrap(),
+                    email: Email::parse("ada@example.com").unwrap(),
+                },
+                credit_limit: eur(100),
+            }),
+        )];
+        for (order, total) in [(o1, 60), (o2, 70), (o3, 10)] {
+            let position = log.len() as u64 + 1;
+            log.push(recorded(
+                &format!("order-{order}"),
+                position,
+                &OrderEvent::Placed(OrderPlaced {
+                    order_id: order,
+                    customer_id: customer,
+                    lines: Vec::new(),
+                    total: eur(total),
+                }),
+            ));
+        }
+        // o1 and o2 approved and reserved (together over the limit), o1
+        // approved twice, o3 never decided.
+        for order in [o1, o2, o1] {
+            let position = log.len() as u64 + 1;
+            log.push(recorded(
+                &format!("order-{order}"),
+                position,
+                &OrderEvent::Approved(OrderApproved {
+                    order_id: order,
+                    customer_id: customer,
+                }),
+            ));
+        }
+        for (order, amount) in [(o1, 60), (o2, 70)] {
+            let position = log.len() as u64 + 1;
+            log.push(recorded(
+                &cs,
+                position,
+                &CustomerEvent::CreditReserved(CreditReserved {
+                    customer_id: customer,
+                    order_id: order,
+                    amount: eur(amount),
+                }),
+            ));
+        }
+        // A customer event that is not what its type says.
+        let mut bad = log[log.len() - 1].clone();
+        bad.position = event_store::Position(log.len() as u64 + 1);
+        bad.data = bytes::Bytes::from_static(b"{}");
+        log.push(bad);
+
+        let lenient = audit_credit(&log, false);
+        assert_eq!((lenient.customers, lenient.orders), (1, 3));
+        assert_eq!((lenient.approved, lenient.pending), (2, 1));
+        let found = |audit: &CreditAudit, needle: &str| {
+            audit
+                .violations
+                .iter()
+                .filter(|v| v.contains(needle))
+                .count()
+        };
+        assert_eq!(found(&lenient, "over its limit"), 1, "{lenient:?}");
+        assert_eq!(found(&lenient, "decided 2 times"), 1, "{lenient:?}");
+        assert_eq!(
+            found(
+                &lenient,
+                &format!("position {}: does not decode", log.len())
+            ),
+            1,
+            "{lenient:?}"
+        );
+        assert_eq!(found(&lenient, "never decided"), 0, "{lenient:?}");
+        assert_eq!(lenient.violations.len(), 3, "{lenient:?}");
+        let strict = audit_credit(&log, true);
+        assert_eq!(found(&strict, &format!("order {o3} was never decided")), 1);
+        assert_eq!(strict.violations.len(), 4, "{strict:?}");
     }
 }
