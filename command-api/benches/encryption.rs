@@ -336,6 +336,8 @@ fn main() {
         );
         println!("|---:|---|---:|---:|---:|");
         let mut results: Vec<(Variant, Rates)> = Vec::new();
+        // Each round's rates by variant, for the per-round ratios.
+        let mut per_round: Vec<[Option<Rates>; 2]> = Vec::new();
         for round in 1..=rounds {
             // Alternate which goes first, so neither always runs on a
             // warmer (or busier) machine.
@@ -358,6 +360,8 @@ fn main() {
                     rates.uncached
                 );
                 results.push((variant, rates));
+                per_round.resize(round, [None, None]);
+                per_round[round - 1][usize::from(variant == Variant::Encrypted)] = Some(rates);
                 // Free the disk for the next run.
                 std::fs::remove_dir_all(&dir).unwrap();
             }
@@ -371,8 +375,10 @@ fn main() {
             )
         };
         println!("\nMeans over the rounds (target: encryption costs under 15% of throughput)");
-        println!("| workload | plain/s | encrypted/s | encrypted ÷ plain | cost |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| workload | plain/s | encrypted/s | encrypted ÷ plain | cost | per-round ratios: median (min–max) |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
         let workloads: [(&str, Pick); 3] = [
             ("register customer", |r| r.register),
             ("reserve + release, cache on", |r| r.cached),
@@ -381,9 +387,29 @@ fn main() {
         for (name, pick) in workloads {
             let plain = of(Variant::Plain, pick);
             let encrypted = of(Variant::Encrypted, pick);
+            if plain <= 0.0 {
+                // Not run (`ANNALS_BENCH_SECONDS=0`, or one variant only).
+                continue;
+            }
             let ratio = encrypted / plain;
+            // The machine's load moves both variants of a round together:
+            // the ratio within each round is the steadier figure.
+            let mut ratios: Vec<f64> = per_round
+                .iter()
+                .filter_map(|[p, e]| Some(pick(&(*e)?) / pick(&(*p)?)))
+                .filter(|r| r.is_finite())
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            let spread = match (ratios.first(), ratios.last()) {
+                (Some(min), Some(max)) => {
+                    let n = ratios.len();
+                    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+                    format!("{median:.3} ({min:.3}–{max:.3})")
+                }
+                _ => "–".to_owned(),
+            };
             println!(
-                "| {name} | {plain:.0} | {encrypted:.0} | {ratio:.3} | {:.1}% |",
+                "| {name} | {plain:.0} | {encrypted:.0} | {ratio:.3} | {:.1}% | {spread} |",
                 (1.0 - ratio) * 100.0
             );
         }
