@@ -279,6 +279,38 @@ async fn key_or_spare_hands_out_a_spare_at_once_and_leaves_the_rest_to_the_slow_
 }
 
 #[tokio::test]
+async fn concurrent_first_appends_of_one_subject_share_one_spare() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(dir.path()).unwrap());
+    keys.prepare_spares().await.unwrap();
+    let spares = keys.spare_keys();
+    let taken: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                let keys = keys.clone();
+                scope.spawn(move || {
+                    (0..50)
+                        .map(|i| keys.key_or_spare(&format!("c-{i}")).unwrap().unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    // Every thread got the same key and slot for each subject, and each
+    // subject took one spare.
+    assert!(taken.iter().all(|t| *t == taken[0]));
+    assert_eq!(keys.spare_keys(), spares - 50);
+    let slots: HashSet<_> = taken[0].iter().map(|(_, slot)| slot.unwrap()).collect();
+    assert_eq!(slots.len(), 50);
+    drop(keys);
+    assert_eq!(
+        slots_of(dir.path(), |k| matches!(k, Kind::Assign(_))).len(),
+        50
+    );
+}
+
+#[tokio::test]
 async fn an_assignment_a_crash_lost_is_given_back_by_reconciliation_and_erasure_destroys_the_spare()
 {
     let dir = tempfile::tempdir().unwrap();
