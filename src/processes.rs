@@ -12,7 +12,7 @@ use crate::run::{
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
-/// on stderr as "annals: <role> listening on http://...".
+/// on stderr as `annals: <role> listening on http://...`.
 async fn serve_http(
     role: &str,
     listen: &str,

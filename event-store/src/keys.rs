@@ -35,7 +35,7 @@
 //! overwrite, is finished at the next open.
 //!
 //! **Opening** reads the whole log into memory (about 100 bytes per
-//! subject) and decides what each slot holds ([`recover`]):
+//! subject) and decides what each slot holds (`recover`):
 //! - a record failing its checksum, or zeros before a record, inside the
 //!   last batch written: a torn append, never acknowledged. It is cleared
 //!   (rewritten as a *void* record) and logged;

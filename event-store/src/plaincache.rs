@@ -9,7 +9,7 @@
 //! until its subject is forgotten, after which every read must show
 //! [`crate::ERASED`]. The cache is therefore kept honest in three ways:
 //!
-//! - [`crate::Shredding::forget_subject`] drops the subject's entries right
+//! - `Shredding`'s [`forget_subject`](crate::EventStore::forget_subject) drops the subject's entries right
 //!   after the key store has recorded the erasure;
 //! - an entry is only inserted while the key store still holds the
 //!   subject's live key, checked under the cache's lock, so a read that

@@ -72,7 +72,7 @@ pub const EVENT_TYPES: &[&str] = &[
 /// Adds the customer events to `upcasters`: each type at its current
 /// version (so that a version with no path to it is an error on read, not
 /// something for decoding to stumble on), and for each type in
-/// [`MONEY_FIELDS`] the step from version 1, which turns the bare integer
+/// `MONEY_FIELDS` the step from version 1, which turns the bare integer
 /// into money in [`SINGLE_CURRENCY`].
 pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
     let declared = EVENT_TYPES.iter().fold(upcasters, |upcasters, event_type| {

@@ -15,7 +15,7 @@
 //! [`crate::Shredding`], a forgotten subject's events read back with their
 //! personal fields erased, so their old entries (which hold plaintext) no
 //! longer match and are never served, whichever way the erasure went.
-//! [`super::Upcasting::forget_subject`] also empties the cache, so that
+//! `Upcasting`'s [`forget_subject`](crate::EventStore::forget_subject) also empties the cache, so that
 //! the plaintext does not outlive the erasure in this process's memory;
 //! and a read that began before it (so may have read plaintext) inserts
 //! nothing after it, as each emptying starts a new generation and a read
