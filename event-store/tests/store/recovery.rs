@@ -215,6 +215,33 @@ async fn every_flipped_byte_of_a_committed_record_is_reported_at_its_offset() {
                     ),
                     "{ctx}: a damaged active segment must refuse appends"
                 );
+                // A stream the log does not know is loaded without reading
+                // the log, and reads as a read of it does: an error where
+                // the damage is in the tail (it may have held the stream),
+                // empty otherwise.
+                let unknown = sid("never-written");
+                let read = store
+                    .read_stream(&unknown, ReadFrom::Start, Direction::Forward, 10)
+                    .await;
+                let loaded = store.load(&unknown, Some(1)).await;
+                let tail = rec.end == active_recs[active_recs.len() - 1].end;
+                match (read, loaded) {
+                    (Ok(slice), Ok(loaded)) if !tail => {
+                        assert!(
+                            slice.events.is_empty() && slice.stream_version == 0,
+                            "{ctx}"
+                        );
+                        assert_eq!((loaded.events.len(), loaded.version), (0, 0), "{ctx}");
+                        assert!(loaded.snapshot.is_none(), "{ctx}");
+                    }
+                    (
+                        Err(Error::Corruption { offset: a, .. }),
+                        Err(Error::Corruption { offset: b, .. }),
+                    ) if tail => {
+                        assert_eq!((a, b), (rec.start as u64, rec.start as u64), "{ctx}");
+                    }
+                    other => panic!("{ctx}: reading and loading an unknown stream gave {other:?}"),
+                }
             }
             store.close().await.unwrap();
         }
