@@ -227,18 +227,19 @@ mod tests {
         Money::new(cents, Currency::parse("EUR").unwrap()).unwrap()
     }
 
-    fn recorded(stream: &str, position: u64, event: &impl DomainEvent) -> RecordedEvent {
-        RecordedEvent {
+    /// Appends `event` to the log at the next position.
+    fn push(log: &mut Vec<RecordedEvent>, stream: &str, event: &impl DomainEvent) {
+        log.push(RecordedEvent {
             id: Uuid::new_v4(),
             stream_id: event_store::StreamId::new(stream).unwrap(),
             version: 1,
-            position: event_store::Position(position),
+            position: event_store::Position(log.len() as u64 + 1),
             event_type: event.event_type().into(),
             schema_version: event.schema_version(),
             timestamp: event_store::Timestamp(0),
             data: event.encode().unwrap().into(),
             metadata: bytes::Bytes::from_static(b"{}"),
-        }
+        });
     }
 
     #[test]
@@ -246,9 +247,10 @@ mod tests {
         let customer = Uuid::new_v4();
         let [o1, o2, o3] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         let cs = format!("customer-{customer}");
-        let mut log = vec![recorded(
+        let mut log = Vec::new();
+        push(
+            &mut log,
             &cs,
-            1,
             &CustomerEvent::Registered(CustomerRegistered {
                 customer_id: customer,
                 personal: PersonalData {
@@ -257,44 +259,40 @@ mod tests {
                 },
                 credit_limit: eur(100),
             }),
-        )];
+        );
         for (order, total) in [(o1, 60), (o2, 70), (o3, 10)] {
-            let position = log.len() as u64 + 1;
-            log.push(recorded(
+            let placed = OrderPlaced {
+                order_id: order,
+                customer_id: customer,
+                lines: Vec::new(),
+                total: eur(total),
+            };
+            push(
+                &mut log,
                 &format!("order-{order}"),
-                position,
-                &OrderEvent::Placed(OrderPlaced {
-                    order_id: order,
-                    customer_id: customer,
-                    lines: Vec::new(),
-                    total: eur(total),
-                }),
-            ));
+                &OrderEvent::Placed(placed),
+            );
         }
         // o1 and o2 approved and reserved (together over the limit), o1
         // approved twice, o3 never decided.
         for order in [o1, o2, o1] {
-            let position = log.len() as u64 + 1;
-            log.push(recorded(
+            let approved = OrderApproved {
+                order_id: order,
+                customer_id: customer,
+            };
+            push(
+                &mut log,
                 &format!("order-{order}"),
-                position,
-                &OrderEvent::Approved(OrderApproved {
-                    order_id: order,
-                    customer_id: customer,
-                }),
-            ));
+                &OrderEvent::Approved(approved),
+            );
         }
         for (order, amount) in [(o1, 60), (o2, 70)] {
-            let position = log.len() as u64 + 1;
-            log.push(recorded(
-                &cs,
-                position,
-                &CustomerEvent::CreditReserved(CreditReserved {
-                    customer_id: customer,
-                    order_id: order,
-                    amount: eur(amount),
-                }),
-            ));
+            let reserved = CreditReserved {
+                customer_id: customer,
+                order_id: order,
+                amount: eur(amount),
+            };
+            push(&mut log, &cs, &CustomerEvent::CreditReserved(reserved));
         }
         // A customer event that is not what its type says.
         let mut bad = log[log.len() - 1].clone();
