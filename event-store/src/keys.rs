@@ -489,17 +489,16 @@ impl KeyStore {
         Ok(rest)
     }
 
-    /// The key to seal the subject's data under now, and its slot if it is
-    /// a spare: its own, or a spare it takes at once. `None` where that
-    /// needs more (no key and no spare ready, an erasure or damage, the log
-    /// not reconciled yet): then [`KeyStore::assign_keys`] and
-    /// [`KeyStore::key_for_sealing`] decide. One hash and, for a new
-    /// subject, one write lock: the path every registration takes.
-    pub(crate) fn key_or_spare(&self, subject: &str) -> Result<Option<([u8; 32], Option<u64>)>> {
+    /// The key to seal the subject's data under now: its own, or a spare
+    /// it takes at once. The path every registration takes: one hash of
+    /// the subject, a read lock and, for a new subject, a write lock.
+    pub(crate) fn key_or_spare(&self, subject: &str) -> Result<SealingKey> {
         let hash = subject_hash(subject);
         let known = |st: &State| match st.subjects.get(&hash) {
-            Some(Entry::Key { key, slot, spare }) => Some(Some((*key, spare.then_some(*slot)))),
-            Some(_) => Some(None),
+            Some(Entry::Key { key, slot, spare }) => {
+                Some(SealingKey::Ready(*key, spare.then_some(*slot)))
+            }
+            Some(_) => Some(SealingKey::Unusable),
             None => None,
         };
         if let Some(found) = known(&self.shared.state.read()) {
@@ -510,11 +509,13 @@ impl KeyStore {
             return Ok(found);
         }
         if st.poisoned.is_some() || !st.damage.is_empty() || st.unreconciled.is_some() {
-            return Ok(None);
+            return Ok(SealingKey::Missing);
         }
         let taken = self.take_spare(&mut st, hash);
         self.refill_if_low(&mut st, false)?;
-        Ok(taken.map(|(key, slot)| (key, Some(slot))))
+        Ok(taken.map_or(SealingKey::Missing, |(key, slot)| {
+            SealingKey::Ready(key, Some(slot))
+        }))
     }
 
     /// Gives the subject (known to have no entry) a spare, if one is ready.
@@ -719,6 +720,20 @@ impl KeyStore {
         self.send(op, Reply::Blocking(tx))?;
         rx.recv().map_err(|_| writer_gone())?
     }
+}
+
+/// What [`KeyStore::key_or_spare`] found for a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealingKey {
+    /// The key to seal under, and its slot if it is a spare.
+    Ready([u8; 32], Option<u64>),
+    /// No key, and none could be handed out at once (no spare ready, the
+    /// log not reconciled, damaged or stopped): [`KeyStore::assign_keys`]
+    /// makes one or says why not.
+    Missing,
+    /// Erased or damaged: sealing refuses it with the reason
+    /// ([`KeyStore::key_for_sealing`]).
+    Unusable,
 }
 
 fn forgotten(subject: &str) -> Error {

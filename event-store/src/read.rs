@@ -52,10 +52,8 @@ pub(crate) fn read_stream(
     let (lo, hi, version, active, segments) = {
         let st = inner.state.read();
         let Some(stream) = st.streams.get(stream_id.as_str()) else {
-            return match &st.damaged_tail {
-                Some(tail) => Err(tail.error()),
-                None => Ok(empty(0)),
-            };
+            st.check_tail()?;
+            return Ok(empty(0));
         };
         let version = stream.version;
         let span = max_count as u64 - 1;
@@ -87,8 +85,8 @@ pub(crate) fn read_stream(
             Direction::Forward => hi == version,
             Direction::Backward => start_is_end(from, version),
         };
-        if reaches_end && let Some(tail) = &st.damaged_tail {
-            return Err(tail.error());
+        if reaches_end {
+            st.check_tail()?;
         }
         let active = st.active.streams.get(stream_id.as_str()).and_then(|a| {
             let first = lo.max(a.first_version);
@@ -278,10 +276,8 @@ pub(crate) fn read_all(
     let (head, segments, active_start) = {
         let st = inner.state.read();
         if from > st.head {
-            return match &st.damaged_tail {
-                Some(tail) => Err(tail.error()),
-                None => Ok(Vec::new()),
-            };
+            st.check_tail()?;
+            return Ok(Vec::new());
         }
         let first = st.sealed.partition_point(|s| s.last_position() < from);
         let segments: Vec<Arc<SealedSegment>> = st.sealed[first..].to_vec();

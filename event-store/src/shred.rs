@@ -41,7 +41,7 @@ use rand::RngCore;
 
 use crate::api::{EventStore, LoadedStream};
 use crate::error::{Error, Result};
-use crate::keys::{KeyStore, SubjectKey};
+use crate::keys::{KeyStore, SealingKey, SubjectKey};
 use crate::plaincache::PlainCache;
 use crate::rawjson;
 use crate::subscription::Subscription;
@@ -192,18 +192,14 @@ const GCM_TAG_LEN: usize = 16;
 /// `nonce ‖ ciphertext ‖ tag` of `plaintext` under a fresh random nonce
 /// (the thread's CSPRNG, seeded by the operating system).
 fn seal(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-    seal_with(&Aes256Gcm::new(key.into()), aad, plaintext)
-}
-
-/// [`seal`] with the key's cipher made once for several messages (its key
-/// schedule is most of the cost of sealing a short field).
-fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(GCM_NONCE_LEN + plaintext.len() + GCM_TAG_LEN);
-    seal_into(&mut out, cipher, aad, plaintext)?;
+    seal_into(&mut out, &Aes256Gcm::new(key.into()), aad, plaintext)?;
     Ok(out)
 }
 
-/// [`seal_with`] into a buffer the caller reuses.
+/// [`seal`] into a buffer the caller reuses, with the key's cipher made
+/// once for several messages (its key schedule is most of the cost of
+/// sealing a short field).
 fn seal_into(out: &mut Vec<u8>, cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> Result<()> {
     out.clear();
     let mut nonce = [0u8; GCM_NONCE_LEN];
@@ -448,10 +444,9 @@ impl<S: EventStore> Shredding<S> {
 }
 
 impl Vault {
-    /// The key each append's personal data is sealed under, where the key
-    /// store has it at once (the subject's own key, or a spare it takes
-    /// now), and the subjects that still need one made ([`None`] there; the
-    /// rest of the appends, without personal data, too).
+    /// For each append, the key its personal data is sealed under where the
+    /// key store has one at once (the subject's own, or a spare it takes
+    /// now), else `None`; and the subjects that still need a key made.
     fn prepare_keys(
         &self,
         appends: &[StreamAppend],
@@ -467,15 +462,19 @@ impl Vault {
                     .personal_fields(subject, &e.event_type)
                     .is_some()
             });
-            let key = if personal {
-                self.keys.key_or_spare(subject)?
-            } else {
-                None
-            };
-            if personal && key.is_none() && !self.keys.is_cached(subject) {
-                new_subjects.push(subject.to_owned());
+            if !personal {
+                keys.push(None);
+                continue;
             }
-            keys.push(key);
+            keys.push(match self.keys.key_or_spare(subject)? {
+                SealingKey::Ready(key, spare) => Some((key, spare)),
+                SealingKey::Missing => {
+                    new_subjects.push(subject.to_owned());
+                    None
+                }
+                // Sealing looks again, and refuses with the reason.
+                SealingKey::Unusable => None,
+            });
         }
         Ok((keys, new_subjects))
     }
@@ -532,9 +531,7 @@ impl Vault {
         // registration allocates a handful of times, not per field.
         let mut out: Vec<u8> = Vec::new();
         let mut copied = 0;
-        let mut aad = Vec::with_capacity(128);
-        let mut sealed = Vec::with_capacity(128);
-        let mut text = String::with_capacity(192);
+        let (mut aad, mut sealed, mut text) = (Vec::new(), Vec::new(), String::new());
         for (name, value) in &members {
             let Some(field) = fields.iter().find(|f| **f == *name) else {
                 continue;
@@ -554,7 +551,11 @@ impl Vault {
                         Some(k) => k,
                         None => self.key_for_sealing(stream_id)?,
                     };
+                    // Sized once the event turns out to have a field to seal.
                     out.reserve(data.len() + 2 * SEALED_OVERHEAD_ESTIMATE);
+                    aad.reserve(128);
+                    sealed.reserve(128);
+                    text.reserve(192);
                     sealer.insert((Aes256Gcm::new((&key).into()), spare))
                 }
             };
@@ -1114,8 +1115,10 @@ mod tests {
             let event = NewEvent::new("CustomerRegistered", Bytes::from(bytes));
             let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
             // The key as the append path prepares it, and as looked up.
-            let prepared = vault.keys.key_or_spare("customer-1").unwrap();
-            prop_assert!(prepared.is_some());
+            let SealingKey::Ready(key, spare) = vault.keys.key_or_spare("customer-1").unwrap() else {
+                panic!("customer-1 has a key");
+            };
+            let prepared = Some((key, spare));
             for sealed in [
                 vault.encrypt_event(&stream, event.clone(), prepared).unwrap(),
                 vault.encrypt_event(&stream, event.clone(), None).unwrap(),

@@ -48,6 +48,16 @@ impl DamagedTail {
 }
 
 impl State {
+    /// What a read that finds nothing past the intact log answers: the
+    /// damaged tail's error (the lost records may have held what it
+    /// wanted), or nothing.
+    pub fn check_tail(&self) -> crate::Result<()> {
+        match &self.damaged_tail {
+            Some(tail) => Err(tail.error()),
+            None => Ok(()),
+        }
+    }
+
     pub fn new(
         sealed: Vec<Arc<SealedSegment>>,
         active: ActiveSegment,

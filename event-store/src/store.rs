@@ -458,19 +458,17 @@ impl EventStore for Store {
         // A stream never written (the first command on a new aggregate, as
         // every registration is) is answered from memory, without a trip to
         // the blocking pool: it has no events and, as a snapshot needs a
-        // version, no snapshot. As a read, it reports a damaged log tail
-        // that may have held it.
+        // version, no snapshot. As a read of it would, it reports a damaged
+        // log tail that may have held it.
         {
             let st = self.inner().state.read();
             if !st.streams.contains_key(stream_id.as_str()) {
-                return match &st.damaged_tail {
-                    Some(tail) => Err(tail.error()),
-                    None => Ok(crate::api::LoadedStream {
-                        snapshot: None,
-                        events: Vec::new(),
-                        version: 0,
-                    }),
-                };
+                st.check_tail()?;
+                return Ok(crate::api::LoadedStream {
+                    snapshot: None,
+                    events: Vec::new(),
+                    version: 0,
+                });
             }
         }
         let inner = self.inner().clone();

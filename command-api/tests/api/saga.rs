@@ -614,6 +614,40 @@ impl event_store::fs::FsFile for GatedFile {
     }
 }
 
+/// A meddled world whose store's fsyncs pass through a gate.
+async fn gated_world() -> (World, Arc<Meddling>, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let (world, meddling) = World::meddled_with(StoreOptions {
+        fs: Arc::new(GatedFs(gate.clone())),
+        ..StoreOptions::default()
+    })
+    .await;
+    (world, meddling, gate)
+}
+
+/// Closes the gate and holds the writer in the fsync of an append of its
+/// own: what is sent meanwhile waits in its queue and is committed as one
+/// group once the gate lets that fsync pass. The append, to await at the
+/// end.
+async fn hold_writer(
+    world: &World,
+    gate: &Gate,
+) -> JoinHandle<event_store::Result<event_store::AppendResult>> {
+    gate.close();
+    let store = world.store.clone();
+    let busy = tokio::spawn(async move {
+        store
+            .append(
+                &StreamId::new("noise-1").unwrap(),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("Noise", "{}")],
+            )
+            .await
+    });
+    gate.waiting(1).await;
+    busy
+}
+
 /// The race the property test once lost: a run of the saga that died had
 /// sent the reservation for an order; the order was cancelled; the next run
 /// found it cancelled and fenced the reservation. The store committed the
@@ -625,12 +659,7 @@ impl event_store::fs::FsFile for GatedFile {
 /// credit stays reserved for a cancelled order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reservation_committed_with_the_fence_that_loses_to_it_is_still_released() {
-    let gate = Arc::new(Gate::default());
-    let (world, meddling) = World::meddled_with(StoreOptions {
-        fs: Arc::new(GatedFs(gate.clone())),
-        ..StoreOptions::default()
-    })
-    .await;
+    let (world, meddling, gate) = gated_world().await;
     let customer = world.customer(1_000).await;
     let (order, _) = world.place(customer, eur(28)).await;
     let cancelled_at = world.cancel(order).await;
@@ -638,20 +667,7 @@ async fn a_reservation_committed_with_the_fence_that_loses_to_it_is_still_releas
 
     // The writer is busy with an fsync: what is sent meanwhile waits in its
     // queue and is committed as one group afterwards.
-    gate.close();
-    let busy = {
-        let store = world.store.clone();
-        tokio::spawn(async move {
-            store
-                .append(
-                    &StreamId::new("noise-1").unwrap(),
-                    event_store::ExpectedVersion::Any,
-                    vec![event_store::NewEvent::new("Noise", "{}")],
-                )
-                .await
-        })
-    };
-    gate.waiting(1).await;
+    let busy = hold_writer(&world, &gate).await;
 
     // The reservation of the run that died: sent with the saga's key for
     // the placement's reservation step, its sender gone before the answer.
@@ -727,26 +743,8 @@ async fn a_reservation_committed_with_the_fence_that_loses_to_it_is_still_releas
 /// durable and readable, as it answers the append itself.
 #[tokio::test]
 async fn a_refusal_resting_on_its_own_group_is_answered_once_that_append_is_readable() {
-    let gate = Arc::new(Gate::default());
-    let (world, meddling) = World::meddled_with(StoreOptions {
-        fs: Arc::new(GatedFs(gate.clone())),
-        ..StoreOptions::default()
-    })
-    .await;
-    gate.close();
-    let busy = {
-        let store = world.store.clone();
-        tokio::spawn(async move {
-            store
-                .append(
-                    &StreamId::new("noise-1").unwrap(),
-                    event_store::ExpectedVersion::Any,
-                    vec![event_store::NewEvent::new("Noise", "{}")],
-                )
-                .await
-        })
-    };
-    gate.waiting(1).await;
+    let (world, meddling, gate) = gated_world().await;
+    let busy = hold_writer(&world, &gate).await;
     let stream = StreamId::new("taken-1").unwrap();
     let take = |event_type: &'static str| {
         // Through the meddling layer, which counts what reached the store.
@@ -756,8 +754,8 @@ async fn a_refusal_resting_on_its_own_group_is_answered_once_that_append_is_read
             store
                 .append(
                     &stream,
-                    event_store::ExpectedVersion::NoStream,
-                    vec![event_store::NewEvent::new(event_type, "{}")],
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent::new(event_type, "{}")],
                 )
                 .await
         })
@@ -785,12 +783,7 @@ async fn a_refusal_resting_on_its_own_group_is_answered_once_that_append_is_read
     busy.await.unwrap().unwrap();
     let slice = world
         .store
-        .read_stream(
-            &stream,
-            event_store::ReadFrom::Start,
-            event_store::Direction::Forward,
-            10,
-        )
+        .read_stream(&stream, ReadFrom::Start, Direction::Forward, 10)
         .await
         .unwrap();
     let kinds: Vec<_> = slice.events.iter().map(|e| e.event_type.as_str()).collect();

@@ -246,16 +246,19 @@ async fn key_or_spare_hands_out_a_spare_at_once_and_leaves_the_rest_to_the_slow_
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(dir.path()).unwrap();
     // With no spare ready, nothing is handed out (a refill is queued).
-    assert_eq!(keys.key_or_spare("c-1").unwrap(), None);
+    assert_eq!(keys.key_or_spare("c-1").unwrap(), SealingKey::Missing);
     assert!(!keys.is_cached("c-1"));
     spares_ready(&keys).await;
     let spares = keys.spare_keys();
-    let Some((key, Some(slot))) = keys.key_or_spare("c-1").unwrap() else {
+    let SealingKey::Ready(key, Some(slot)) = keys.key_or_spare("c-1").unwrap() else {
         panic!("c-1 got no spare");
     };
     assert_eq!(keys.spare_keys(), spares - 1);
     // The same key again, nothing more handed out; the other paths agree.
-    assert_eq!(keys.key_or_spare("c-1").unwrap(), Some((key, Some(slot))));
+    assert_eq!(
+        keys.key_or_spare("c-1").unwrap(),
+        SealingKey::Ready(key, Some(slot))
+    );
     assert_eq!(keys.spare_keys(), spares - 1);
     assert_eq!(
         keys.key_for_sealing("c-1").unwrap(),
@@ -263,12 +266,15 @@ async fn key_or_spare_hands_out_a_spare_at_once_and_leaves_the_rest_to_the_slow_
     );
     // A forgotten subject gets nothing here (sealing refuses it later).
     keys.forget_subject("c-1").await.unwrap();
-    assert_eq!(keys.key_or_spare("c-1").unwrap(), None);
+    assert_eq!(keys.key_or_spare("c-1").unwrap(), SealingKey::Unusable);
     assert!(keys.key_for_sealing("c-1").is_err());
     // A subject with a key made durably (not a spare) gets it back.
     keys.ensure_keys(["c-2"]).await.unwrap();
-    assert!(matches!(keys.key_or_spare("c-2"), Ok(Some((_, None)))));
-    let Some((_, Some(slot3))) = keys.key_or_spare("c-3").unwrap() else {
+    assert!(matches!(
+        keys.key_or_spare("c-2"),
+        Ok(SealingKey::Ready(_, None))
+    ));
+    let SealingKey::Ready(_, Some(slot3)) = keys.key_or_spare("c-3").unwrap() else {
         panic!("c-3 got no spare");
     };
     drop(keys);
@@ -290,7 +296,10 @@ async fn concurrent_first_appends_of_one_subject_share_one_spare() {
                 let keys = keys.clone();
                 scope.spawn(move || {
                     (0..50)
-                        .map(|i| keys.key_or_spare(&format!("c-{i}")).unwrap().unwrap())
+                        .map(|i| match keys.key_or_spare(&format!("c-{i}")).unwrap() {
+                            SealingKey::Ready(key, slot) => (key, slot),
+                            other => panic!("c-{i} got {other:?}"),
+                        })
                         .collect::<Vec<_>>()
                 })
             })
