@@ -36,7 +36,9 @@
 //! 50,000), `ANNALS_BENCH_ROUNDS` the rounds of aggregate loads (default 5,
 //! the first variant rotating each round; the median counts), `ANNALS_BENCH_CATCH_UP_ROUNDS` the rounds of
 //! catch-up (default 7, the first variant rotating each round; the median
-//! counts). The default run takes well under a minute.
+//! counts). `ANNALS_BENCH_ONLY=cold` (or another variant's name) runs one
+//! variant alone, for a profiler. The default run takes well under a
+//! minute.
 
 #![allow(
     clippy::unwrap_used,
@@ -327,9 +329,14 @@ impl Variants {
 }
 
 fn report(workload: &str, unit: &str, rates: &[(&str, Vec<f64>)]) {
-    let plain = median(rates[0].1.clone());
     println!("{workload}");
-    for (name, runs) in rates {
+    // With `ANNALS_BENCH_ONLY`, the variants not run have no rates.
+    let plain = rates[0]
+        .1
+        .is_empty()
+        .then_some(f64::NAN)
+        .unwrap_or_else(|| median(rates[0].1.clone()));
+    for (name, runs) in rates.iter().filter(|(_, runs)| !runs.is_empty()) {
         let rate = median(runs.clone());
         println!(
             "  {name:<6} {rate:>12.0} {unit}  {:>6.3} × plain  (cost {:>5.1} %)",
@@ -353,6 +360,7 @@ async fn run() {
     let loads: usize = env_or("ANNALS_BENCH_LOADS", 100);
     let log_events: u64 = env_or("ANNALS_BENCH_EVENTS", 50_000);
     let rounds: usize = env_or("ANNALS_BENCH_ROUNDS", 5).max(1);
+    let only = std::env::var("ANNALS_BENCH_ONLY").ok();
     let root = tempfile::tempdir().unwrap();
 
     let (stream, appends) = customer_stream(stream_events);
@@ -367,7 +375,11 @@ async fn run() {
         let n = rates.len();
         for k in 0..n {
             let i = (round + k) % n;
-            let store = stores.all()[i].1.clone();
+            let (name, store) = stores.all()[i];
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let store = store.clone();
             rates[i]
                 .1
                 .push(load_rate(store.as_ref(), &stream, loads, stream_events).await);
@@ -415,7 +427,11 @@ async fn run() {
     for round in 0..catch_up_rounds {
         for k in 0..3 {
             let i = (round + k) % 3;
-            let store = stores.sequential()[i].1.clone();
+            let (name, store) = stores.sequential()[i];
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let store = store.clone();
             rates[i].1.push(catch_up_rate(store, head).await);
         }
     }

@@ -493,7 +493,13 @@ impl EventStore for Store {
                     page,
                 )?;
                 next += slice.events.len() as u64;
-                events.extend(slice.events);
+                // Most loads fit in one page: that page is the answer,
+                // not copied into another vector.
+                if events.is_empty() {
+                    events = slice.events;
+                } else {
+                    events.extend(slice.events);
+                }
                 if slice.is_end {
                     break slice.stream_version;
                 }
