@@ -184,7 +184,8 @@ pub struct CommandOptions {
     #[arg(long, env = "ANNALS_IN_FLIGHT_REQUESTS_MAX", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub in_flight_requests_max: u32,
-    /// Snapshot an aggregate every this many events (0: never).
+    /// Snapshot an aggregate every this many events, and after a load that
+    /// replayed this many (0: never).
     #[arg(long, env = "ANNALS_SNAPSHOT_EVERY_EVENTS", default_value_t = 100)]
     pub snapshot_every_events: u64,
 }

@@ -42,7 +42,9 @@ pub struct HandlerConfig {
     /// never retried.
     pub conflict_retries_max: u32,
     /// Save a snapshot of the state whenever the stream's version crosses a
-    /// multiple of this. `None`: never.
+    /// multiple of this, and whenever a command's load replays at least
+    /// this many events (so that a stream without a usable snapshot is
+    /// replayed in full once, not on every load). `None`: never.
     pub snapshot_every_events: Option<NonZeroU64>,
     /// How long to wait for events that the store has accepted but not yet
     /// made readable: after a conflict, the winner's events; after losing a
@@ -283,6 +285,17 @@ impl<A: Aggregate> CommandHandler<A> {
                 Some(c) if c.version >= seen_version => (c, false),
                 _ => {
                     let loaded = self.load_at_least(stream, seen_version).await?;
+                    // A long replay (no snapshot yet, one this build's state
+                    // schema cannot use, or a history of old events to
+                    // upcast) is paid once: the next load starts here.
+                    if self
+                        .config
+                        .snapshot_every_events
+                        .is_some_and(|every| loaded.events_applied as u64 >= every.get())
+                    {
+                        self.save_snapshot(stream, loaded.version, &loaded.state)
+                            .await;
+                    }
                     let current = CachedState {
                         state: loaded.state,
                         version: loaded.version,
@@ -594,10 +607,14 @@ impl<A: Aggregate> CommandHandler<A> {
         if before / every.get() == after / every.get() {
             return;
         }
+        self.save_snapshot(stream, after, state).await;
+    }
+
+    async fn save_snapshot(&self, stream: &StreamId, version: u64, state: &A) {
         let result = match serde_json::to_vec(state) {
             Ok(bytes) => self
                 .store
-                .save_snapshot(stream, after, A::SNAPSHOT_SCHEMA, Bytes::from(bytes))
+                .save_snapshot(stream, version, A::SNAPSHOT_SCHEMA, Bytes::from(bytes))
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -605,7 +622,7 @@ impl<A: Aggregate> CommandHandler<A> {
         // The events are committed whatever happens here: a missing
         // snapshot only makes the next load replay more.
         if let Err(error) = result {
-            tracing::warn!(stream = %stream, version = after, %error, "could not save a snapshot");
+            tracing::warn!(stream = %stream, version, %error, "could not save a snapshot");
         }
     }
 

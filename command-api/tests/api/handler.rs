@@ -104,6 +104,80 @@ async fn snapshots_are_taken_every_n_events_and_loading_starts_from_the_latest()
 }
 
 #[tokio::test]
+async fn a_command_whose_load_replays_a_long_history_snapshots_it_once() {
+    // 25 events written with snapshots off, as an older release or another
+    // writer might have left them.
+    let (_dir, store, unsnapshotted) = handler(None).await;
+    let customer = Uuid::new_v4();
+    unsnapshotted
+        .execute(register(customer, 1_000), CommandContext::new())
+        .await
+        .unwrap();
+    for _ in 0..24 {
+        unsnapshotted
+            .execute(reserve(customer, 3), CommandContext::new())
+            .await
+            .unwrap();
+    }
+    let stream = stream_id::<Customer>(customer).unwrap();
+    // And a snapshot this build's state schema cannot use.
+    store
+        .save_snapshot(
+            &stream,
+            20,
+            Customer::SNAPSHOT_SCHEMA + 1,
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap();
+    let customers = CommandHandler::<Customer>::new(
+        Arc::new(store.clone()),
+        HandlerConfig {
+            snapshot_every_events: NonZeroU64::new(10),
+            ..HandlerConfig::default()
+        },
+    );
+    // The first command replays all 25 events and leaves a snapshot at
+    // the version it loaded, although its own event crosses no multiple
+    // of 10; the next load starts from it.
+    customers
+        .execute(reserve(customer, 3), CommandContext::new())
+        .await
+        .unwrap();
+    let snapshot = store.load_snapshot(&stream).await.unwrap().unwrap();
+    assert_eq!(
+        (snapshot.version, snapshot.schema_version),
+        (25, Customer::SNAPSHOT_SCHEMA)
+    );
+    let loaded = customers.load(customer).await.unwrap();
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.snapshot_version,
+            loaded.events_applied
+        ),
+        (26, Some(25), 1)
+    );
+    assert_eq!(loaded.state, replayed(&store, customer).await);
+    assert_eq!(loaded.state.reserved(), Some(eur(75)));
+
+    // A load that replays fewer events than the interval saves nothing.
+    let fresh = CommandHandler::<Customer>::new(
+        Arc::new(store.clone()),
+        HandlerConfig {
+            snapshot_every_events: NonZeroU64::new(10),
+            ..HandlerConfig::default()
+        },
+    );
+    let saved = store.stats().await.unwrap().snapshots;
+    fresh
+        .execute(reserve(customer, 1), CommandContext::new())
+        .await
+        .unwrap();
+    assert_eq!(store.stats().await.unwrap().snapshots, saved);
+}
+
+#[tokio::test]
 async fn without_a_snapshot_interval_nothing_is_snapshotted() {
     let (_dir, store, customers) = handler(None).await;
     let customer = Uuid::new_v4();
