@@ -36,6 +36,10 @@ pub struct Meddling {
     appends_started: AtomicU32,
     appends_queued: AtomicU32,
     failures_left: AtomicU32,
+    /// Appends touching these streams wait for `released`.
+    held_streams: Mutex<Vec<StreamId>>,
+    appends_held: AtomicU32,
+    released: tokio::sync::Notify,
 }
 
 impl Meddling {
@@ -49,6 +53,9 @@ impl Meddling {
             appends_started: AtomicU32::new(0),
             appends_queued: AtomicU32::new(0),
             failures_left: AtomicU32::new(0),
+            held_streams: Mutex::new(Vec::new()),
+            appends_held: AtomicU32::new(0),
+            released: tokio::sync::Notify::new(),
         })
     }
 
@@ -66,6 +73,22 @@ impl Meddling {
     pub fn delay_appends(&self, delay: Duration) {
         self.append_delay_ms
             .store(delay.as_millis() as u32, Ordering::SeqCst);
+    }
+
+    /// Appends touching any of `streams` wait, before reaching the real
+    /// store, until [`release_appends`](Self::release_appends).
+    pub fn hold_appends_to(&self, streams: Vec<StreamId>) {
+        *self.held_streams.lock() = streams;
+    }
+
+    pub fn release_appends(&self) {
+        self.held_streams.lock().clear();
+        self.released.notify_waiters();
+    }
+
+    /// Appends waiting for [`release_appends`](Self::release_appends).
+    pub fn appends_held(&self) -> u32 {
+        self.appends_held.load(Ordering::SeqCst)
     }
 
     /// The next `times` appends fail as an unreachable store would make
@@ -114,6 +137,21 @@ impl Meddling {
 impl EventStore for Meddling {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.appends_started.fetch_add(1, Ordering::SeqCst);
+        loop {
+            // Registered before the check, so a release between the two
+            // still wakes it.
+            let released = self.released.notified();
+            let held = {
+                let streams = self.held_streams.lock();
+                appends.iter().any(|a| streams.contains(&a.stream_id))
+            };
+            if !held {
+                break;
+            }
+            self.appends_held.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            self.appends_held.fetch_sub(1, Ordering::SeqCst);
+        }
         assert!(
             !self.panic_on_append.load(Ordering::SeqCst),
             "injected panic in append"

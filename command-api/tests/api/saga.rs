@@ -18,6 +18,7 @@ use command_api::domain::money::{Currency, Money};
 use command_api::domain::order::{
     Order, OrderCommand, OrderEvent, OrderItems, OrderStatus, Reason,
 };
+use command_api::handler::stream_id;
 use command_api::saga::{
     CHECKPOINT_EVENT_TYPE, CHECKPOINT_STREAM, Checkpoint, OrderFulfilmentState, SAGA_NAME,
     idempotency_key,
@@ -864,17 +865,24 @@ async fn a_saga_killed_mid_way_and_run_again_has_every_effect_exactly_once() {
     }
     let last = world.last_trigger().await;
 
-    // A first saga dies in the middle of its work. Slow appends make sure
-    // that "the middle" comes long before the end.
-    meddling.delay_appends(Duration::from_millis(5));
+    // A first saga dies in the middle of its work: the appends to half the
+    // customers are held, so it gets no further than the first order of
+    // customer 3 (the fourth order), however the machine schedules it;
+    // it is killed once it has checkpointed what came before and waits.
+    meddling.hold_appends_to(
+        customers[3..]
+            .iter()
+            .map(|c| stream_id::<Customer>(*c).unwrap())
+            .collect(),
+    );
     let first = Running::start(world.saga());
-    eventually("the first saga handles 20 events", || {
-        let handle = first.handle.clone();
-        async move { handle.status().events_handled >= 20 }
+    eventually("the first saga checkpoints and waits for an append", || {
+        let (meddling, world) = (meddling.clone(), &world);
+        async move { meddling.appends_held() > 0 && world.checkpoint().await.unwrap_or(0) > 0 }
     })
     .await;
     let killed = first.kill().await.status();
-    meddling.delay_appends(Duration::ZERO);
+    meddling.release_appends();
     assert!(killed.position < last.0, "{killed:?}");
     // An append the aborted saga had handed to the store's writer still
     // commits; one appended after it is answered after it, so the
