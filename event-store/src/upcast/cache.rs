@@ -10,11 +10,17 @@
 //! the very bytes it was made from.
 //!
 //! That is how an entry stays honest without this layer knowing anything
-//! about what lies beneath it: each entry keeps the data it was upcast from,
-//! and a hit requires the data read now to be byte for byte the same. Under
+//! about what lies beneath it: each entry keeps a fingerprint of the data it
+//! was upcast from (64-bit xxh3 under a seed drawn for each cache), and a
+//! hit requires the data read now to have the same fingerprint. Under
 //! [`crate::Shredding`], a forgotten subject's events read back with their
 //! personal fields erased, so their old entries (which hold plaintext) no
-//! longer match and are never served, whichever way the erasure went.
+//! longer match and are never served, whichever way the erasure went; two
+//! different readings of one position share a fingerprint with a chance of
+//! one in 2^64. A fingerprint rather than a copy of the stored data: a hit
+//! then touches the entry's upcast data only, not a second copy to compare
+//! byte by byte (which cost about as much as the rest of a hit), and an
+//! entry takes half the memory.
 //! `Upcasting`'s [`forget_subject`](crate::EventStore::forget_subject) also empties the cache, so that
 //! the plaintext does not outlive the erasure in this process's memory;
 //! and a read that began before it (so may have read plaintext) inserts
@@ -34,8 +40,9 @@ use parking_lot::Mutex;
 
 use crate::fifo::{ByteFifo, Cost};
 
-/// What one entry costs beyond its bytes: the map slot, the order queue
-/// slot, the `Bytes` header and the shared allocation's header.
+/// What one entry costs beyond its bytes: the map slot (with the
+/// fingerprint), the order queue slot, the `Bytes` header and the shared
+/// allocation's header.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
 
 #[derive(Debug)]
@@ -46,6 +53,9 @@ pub(crate) struct UpcastCache {
     /// insertion that checks it there sees every emptying before it; read
     /// without the lock by every load, which takes it only to insert.
     generation: AtomicU64,
+    /// Seeds the fingerprints, so that which data share one cannot be
+    /// worked out in advance.
+    seed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -53,18 +63,18 @@ struct Inner {
     entries: ByteFifo<Entry>,
 }
 
-/// The stored data and the upcast data, in one allocation:
-/// `both[..split]` was upcast to `both[split..]`.
+/// The upcast data of one position, and what it was upcast from.
 #[derive(Debug)]
 struct Entry {
-    both: Bytes,
-    split: usize,
+    upcast: Bytes,
+    /// [`UpcastCache::fingerprint`] of the stored data.
+    stored: u64,
     version: u32,
 }
 
 impl Cost for Entry {
     fn cost(&self) -> usize {
-        self.both.len() + ENTRY_OVERHEAD_BYTES
+        self.upcast.len() + ENTRY_OVERHEAD_BYTES
     }
 }
 
@@ -78,15 +88,20 @@ impl UpcastCache {
             bytes_max,
             inner: Mutex::new(Inner::default()),
             generation: AtomicU64::new(0),
+            seed: rand::random(),
         }
+    }
+
+    fn fingerprint(&self, stored: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(stored, self.seed)
     }
 
     pub(crate) fn is_enabled(&self) -> bool {
         self.bytes_max > 0
     }
 
-    /// For each `(position, stored data)` asked, the cached upcast of
-    /// exactly that data, if any; one lock for the whole batch.
+    /// For each `(position, stored data)` asked, the cached upcast of that
+    /// data (by its fingerprint), if any; one lock for the whole batch.
     pub(crate) fn get_all<'a>(
         &self,
         asked: impl Iterator<Item = (u64, &'a [u8])>,
@@ -100,8 +115,8 @@ impl UpcastCache {
             let Some(entry) = inner.entries.get(position) else {
                 continue;
             };
-            if entry.both[..entry.split] == *stored {
-                found(i, (entry.both.slice(entry.split..), entry.version));
+            if entry.stored == self.fingerprint(stored) {
+                found(i, (entry.upcast.clone(), entry.version));
             }
         }
     }
@@ -121,21 +136,36 @@ impl UpcastCache {
         upcasts: impl Iterator<Item = (u64, &'a [u8], &'a [u8], u32)>,
     ) {
         // Copied out before the lock is taken: the upcast data is a slice
-        // of the batch's shared buffer, which an entry must not keep alive,
-        // and the stored data may be a slice of a larger read.
+        // of the batch's shared buffer, which an entry must not keep alive
+        // (it also holds what was not cached). Copied into one buffer for
+        // the batch, though: a load that hits reads the entries of its
+        // stream in order from adjacent memory, and counts its references
+        // on one allocation rather than on one per event (each a cache miss
+        // on a large load). The batch's entries are inserted, so evicted,
+        // one after the other, and the buffer goes with its last entry.
+        let upcasts: Vec<_> = upcasts
+            .filter(|(_, _, upcast, _)| upcast.len() + ENTRY_OVERHEAD_BYTES <= self.bytes_max / 8)
+            .collect();
+        let mut buffer = Vec::with_capacity(upcasts.iter().map(|u| u.2.len()).sum());
+        for (_, _, upcast, _) in &upcasts {
+            buffer.extend_from_slice(upcast);
+        }
+        let buffer = Bytes::from(buffer);
+        let mut start = 0;
+        // One entry may not take more than an eighth of the budget (see
+        // the filter above), so that a few large events cannot flush
+        // everything else.
         let entries: Vec<(u64, Entry)> = upcasts
-            .filter_map(|(position, stored, upcast, version)| {
-                let mut both = Vec::with_capacity(stored.len() + upcast.len());
-                both.extend_from_slice(stored);
-                both.extend_from_slice(upcast);
+            .into_iter()
+            .map(|(position, stored, upcast, version)| {
+                let end = start + upcast.len();
                 let entry = Entry {
-                    both: Bytes::from(both),
-                    split: stored.len(),
+                    upcast: buffer.slice(start..end),
+                    stored: self.fingerprint(stored),
                     version,
                 };
-                // One entry may not take more than an eighth of the budget,
-                // so that a few large events cannot flush everything else.
-                (entry.cost() <= self.bytes_max / 8).then_some((position, entry))
+                start = end;
+                (position, entry)
             })
             .collect();
         if entries.is_empty() {
@@ -224,7 +254,7 @@ mod tests {
     #[test]
     fn stays_within_its_byte_budget_evicting_the_oldest() {
         let data = [b'x'; 100];
-        let cost = 200 + ENTRY_OVERHEAD_BYTES;
+        let cost = 100 + ENTRY_OVERHEAD_BYTES;
         let cache = UpcastCache::new(cost * 10);
         cache.insert_all(
             cache.generation(),
