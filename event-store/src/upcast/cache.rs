@@ -45,6 +45,10 @@ use crate::fifo::{ByteFifo, Cost};
 /// allocation's header.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
 
+/// The most upcast data one shared buffer holds (see
+/// [`UpcastCache::insert_all`]).
+const SHARED_BUFFER_BYTES: usize = 256 * 1024;
+
 #[derive(Debug)]
 pub(crate) struct UpcastCache {
     bytes_max: usize,
@@ -137,37 +141,62 @@ impl UpcastCache {
     ) {
         // Copied out before the lock is taken: the upcast data is a slice
         // of the batch's shared buffer, which an entry must not keep alive
-        // (it also holds what was not cached). Copied into one buffer for
-        // the batch, though: a load that hits reads the entries of its
-        // stream in order from adjacent memory, and counts its references
-        // on one allocation rather than on one per event (each a cache miss
-        // on a large load). The batch's entries are inserted, so evicted,
-        // one after the other, and the buffer goes with its last entry.
+        // (it also holds what was not cached). Copied into buffers shared
+        // by consecutive entries, though: a load that hits reads the
+        // entries of its stream in order from adjacent memory, and counts
+        // its references on a few allocations rather than on one per event
+        // (each a cache miss on a large load). Entries are evicted in the
+        // order they were inserted, so a buffer goes with the last of its
+        // entries; buffers of at most `SHARED_BUFFER_BYTES` bound what
+        // evicted entries keep alive meanwhile.
+        //
+        // One entry may not take more than an eighth of the budget, so that
+        // a few large events cannot flush everything else; and of a batch
+        // larger than the budget only its end is kept, as it would evict
+        // the rest at once (whose buffers would stay alive with it).
         let upcasts: Vec<_> = upcasts
             .filter(|(_, _, upcast, _)| upcast.len() + ENTRY_OVERHEAD_BYTES <= self.bytes_max / 8)
             .collect();
-        let mut buffer = Vec::with_capacity(upcasts.iter().map(|u| u.2.len()).sum());
-        for (_, _, upcast, _) in &upcasts {
-            buffer.extend_from_slice(upcast);
-        }
-        let buffer = Bytes::from(buffer);
-        let mut start = 0;
-        // One entry may not take more than an eighth of the budget (see
-        // the filter above), so that a few large events cannot flush
-        // everything else.
-        let entries: Vec<(u64, Entry)> = upcasts
-            .into_iter()
-            .map(|(position, stored, upcast, version)| {
+        let mut kept_bytes = 0;
+        let first = upcasts
+            .iter()
+            .rposition(|(_, _, upcast, _)| {
+                kept_bytes += upcast.len() + ENTRY_OVERHEAD_BYTES;
+                kept_bytes > self.bytes_max
+            })
+            .map_or(0, |i| i + 1);
+        let upcasts = &upcasts[first..];
+        let mut entries: Vec<(u64, Entry)> = Vec::with_capacity(upcasts.len());
+        let mut rest = upcasts;
+        while !rest.is_empty() {
+            // At least one entry per buffer, however large.
+            let mut size = rest[0].2.len();
+            let mut n = 1;
+            while let Some((_, _, upcast, _)) = rest.get(n)
+                && size + upcast.len() <= SHARED_BUFFER_BYTES
+            {
+                size += upcast.len();
+                n += 1;
+            }
+            let (chunk, after) = rest.split_at(n);
+            let mut buffer = Vec::with_capacity(size);
+            for (_, _, upcast, _) in chunk {
+                buffer.extend_from_slice(upcast);
+            }
+            let buffer = Bytes::from(buffer);
+            let mut start = 0;
+            for &(position, stored, upcast, version) in chunk {
                 let end = start + upcast.len();
                 let entry = Entry {
                     upcast: buffer.slice(start..end),
                     stored: self.fingerprint(stored),
                     version,
                 };
+                entries.push((position, entry));
                 start = end;
-                (position, entry)
-            })
-            .collect();
+            }
+            rest = after;
+        }
         if entries.is_empty() {
             return;
         }
@@ -262,6 +291,21 @@ mod tests {
         );
         let (entries, bytes) = cache.usage();
         assert_eq!(entries, 10);
+        // A batch larger than the budget is cached from its end, across
+        // shared buffers, as far as the budget goes.
+        let many = UpcastCache::new(1 << 20);
+        let event = vec![b'z'; 1000];
+        many.insert_all(
+            many.generation(),
+            (0..5_000u64).map(|p| (p, &event[..], &event[..], 2)),
+        );
+        let (kept, kept_bytes) = many.usage();
+        assert_eq!(kept, (1 << 20) / (1000 + ENTRY_OVERHEAD_BYTES));
+        assert!(kept_bytes <= 1 << 20);
+        assert!(get(&many, 5_000 - kept as u64 - 1, &event).is_none());
+        for p in [5_000 - kept as u64, 4_500, 4_999] {
+            assert_eq!(&get(&many, p, &event).unwrap().0[..], &event[..]);
+        }
         assert!(bytes <= cost * 10);
         assert!(get(&cache, 14, &data).is_none());
         assert!(get(&cache, 15, &data).is_some());
