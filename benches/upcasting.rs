@@ -331,11 +331,11 @@ impl Variants {
 fn report(workload: &str, unit: &str, rates: &[(&str, Vec<f64>)]) {
     println!("{workload}");
     // With `ANNALS_BENCH_ONLY`, the variants not run have no rates.
-    let plain = rates[0]
-        .1
-        .is_empty()
-        .then_some(f64::NAN)
-        .unwrap_or_else(|| median(rates[0].1.clone()));
+    let plain = if rates[0].1.is_empty() {
+        f64::NAN
+    } else {
+        median(rates[0].1.clone())
+    };
     for (name, runs) in rates.iter().filter(|(_, runs)| !runs.is_empty()) {
         let rate = median(runs.clone());
         println!(
