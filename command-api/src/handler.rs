@@ -45,6 +45,11 @@ pub struct HandlerConfig {
     /// multiple of this, and whenever a command's load replays at least
     /// this many events (so that a stream without a usable snapshot is
     /// replayed in full once, not on every load). `None`: never.
+    ///
+    /// Two builds with different `Aggregate::SNAPSHOT_SCHEMA`s on one store
+    /// (a rolling deploy) find each other's snapshots unusable, so each
+    /// such load then writes one; and a save that fails (a state over the
+    /// store's snapshot limit) is tried, and logged, on each such load.
     pub snapshot_every_events: Option<NonZeroU64>,
     /// How long to wait for events that the store has accepted but not yet
     /// made readable: after a conflict, the winner's events; after losing a

@@ -39,7 +39,8 @@ use cache::UpcastCache;
 pub use object::EventObject;
 
 /// The default bound of [`Upcasting`]'s cache of upcast events: about
-/// 50,000 small events, stored and upcast data both counted.
+/// 50,000 small events, their upcast data and a fixed overhead each
+/// counted.
 pub const UPCAST_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 
 /// A step that takes the whole data as a `serde_json::Value`.

@@ -148,9 +148,16 @@ impl EventStore for Meddling {
             if !held {
                 break;
             }
+            // Counted down however the wait ends (a killed task drops it).
+            struct Held<'a>(&'a AtomicU32);
+            impl Drop for Held<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
             self.appends_held.fetch_add(1, Ordering::SeqCst);
+            let _held = Held(&self.appends_held);
             released.await;
-            self.appends_held.fetch_sub(1, Ordering::SeqCst);
         }
         assert!(
             !self.panic_on_append.load(Ordering::SeqCst),

@@ -28,10 +28,14 @@
 //! inserts only into the generation it began in.
 //!
 //! Sequential reads (catch-up, subscriptions, `read_all`) read each event
-//! once and do not use it. It is bounded by bytes (each entry's stored and
-//! upcast data plus a fixed overhead) and evicts in insertion order (FIFO):
-//! a hit writes nothing to shared state, and a working set that fits is
-//! never evicted.
+//! once and do not use it. It is bounded by bytes (each entry's upcast data
+//! plus a fixed overhead) and evicts in insertion order (FIFO): a hit
+//! writes nothing to shared state, and a working set that fits is never
+//! evicted. Entries share buffers (see [`UpcastCache::insert_all`]), so
+//! what the process holds can exceed the bound by what evicted or replaced
+//! entries leave in buffers still in use: at most about the bound again,
+//! as a buffer goes with the last of its entries, which were inserted
+//! together.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,6 +64,9 @@ pub(crate) struct UpcastCache {
     /// Seeds the fingerprints, so that which data share one cannot be
     /// worked out in advance.
     seed: u64,
+    /// Bytes of the buffers the last insert made, for tests.
+    #[cfg(test)]
+    buffered: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +100,8 @@ impl UpcastCache {
             inner: Mutex::new(Inner::default()),
             generation: AtomicU64::new(0),
             seed: rand::random(),
+            #[cfg(test)]
+            buffered: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -166,6 +175,8 @@ impl UpcastCache {
             })
             .map_or(0, |i| i + 1);
         let upcasts = &upcasts[first..];
+        #[cfg(test)]
+        self.buffered.store(0, Ordering::SeqCst);
         let mut entries: Vec<(u64, Entry)> = Vec::with_capacity(upcasts.len());
         let mut rest = upcasts;
         while !rest.is_empty() {
@@ -179,6 +190,8 @@ impl UpcastCache {
                 n += 1;
             }
             let (chunk, after) = rest.split_at(n);
+            #[cfg(test)]
+            self.buffered.fetch_add(size, Ordering::SeqCst);
             let mut buffer = Vec::with_capacity(size);
             for (_, _, upcast, _) in chunk {
                 buffer.extend_from_slice(upcast);
@@ -291,21 +304,6 @@ mod tests {
         );
         let (entries, bytes) = cache.usage();
         assert_eq!(entries, 10);
-        // A batch larger than the budget is cached from its end, across
-        // shared buffers, as far as the budget goes.
-        let many = UpcastCache::new(1 << 20);
-        let event = vec![b'z'; 1000];
-        many.insert_all(
-            many.generation(),
-            (0..5_000u64).map(|p| (p, &event[..], &event[..], 2)),
-        );
-        let (kept, kept_bytes) = many.usage();
-        assert_eq!(kept, (1 << 20) / (1000 + ENTRY_OVERHEAD_BYTES));
-        assert!(kept_bytes <= 1 << 20);
-        assert!(get(&many, 5_000 - kept as u64 - 1, &event).is_none());
-        for p in [5_000 - kept as u64, 4_500, 4_999] {
-            assert_eq!(&get(&many, p, &event).unwrap().0[..], &event[..]);
-        }
         assert!(bytes <= cost * 10);
         assert!(get(&cache, 14, &data).is_none());
         assert!(get(&cache, 15, &data).is_some());
@@ -319,5 +317,28 @@ mod tests {
         assert!(!off.is_enabled());
         put(&off, 1, &data, &data);
         assert_eq!(off.usage(), (0, 0));
+    }
+
+    #[test]
+    fn of_an_insert_larger_than_the_budget_only_the_end_is_kept_and_buffered() {
+        // Entries of 1,000 bytes, 5,000 of them, into 1 MiB: the end that
+        // fits is cached, across several shared buffers, and the rest is
+        // not even copied (its buffers would stay alive with the end).
+        let many = UpcastCache::new(1 << 20);
+        let event = vec![b'z'; 1000];
+        many.insert_all(
+            many.generation(),
+            (0..5_000u64).map(|p| (p, &event[..], &event[..], 2)),
+        );
+        let (kept, kept_bytes) = many.usage();
+        assert_eq!(kept, (1 << 20) / (1000 + ENTRY_OVERHEAD_BYTES));
+        assert!(kept_bytes <= 1 << 20);
+        assert!(get(&many, 5_000 - kept as u64 - 1, &event).is_none());
+        for p in [5_000 - kept as u64, 4_500, 4_999] {
+            assert_eq!(&get(&many, p, &event).unwrap().0[..], &event[..]);
+        }
+        let buffered = many.buffered.load(Ordering::SeqCst);
+        assert_eq!(buffered, kept * 1000);
+        assert!(kept * 1000 > SHARED_BUFFER_BYTES, "several buffers");
     }
 }
