@@ -51,14 +51,18 @@ async fn handler(
     let store = Store::open(dir.path(), StoreOptions::default())
         .await
         .unwrap();
-    let handler = CommandHandler::new(
+    let handler = handler_over(&store, snapshot_every);
+    (dir, store, handler)
+}
+
+fn handler_over(store: &Store, snapshot_every: Option<u64>) -> CommandHandler<Customer> {
+    CommandHandler::new(
         Arc::new(store.clone()),
         HandlerConfig {
             snapshot_every_events: snapshot_every.and_then(NonZeroU64::new),
             ..HandlerConfig::default()
         },
-    );
-    (dir, store, handler)
+    )
 }
 
 /// The state from replaying every stored event, snapshots aside.
@@ -71,20 +75,25 @@ async fn replayed(store: &Store, customer: Uuid) -> Customer {
     replay::<Customer>(&events)
 }
 
-#[tokio::test]
-async fn snapshots_are_taken_every_n_events_and_loading_starts_from_the_latest() {
-    let (_dir, store, customers) = handler(Some(10)).await;
-    let customer = Uuid::new_v4();
+/// Registers `customer` (limit 1,000) and reserves `amount` `times` over.
+async fn history(customers: &CommandHandler<Customer>, customer: Uuid, times: usize, amount: i64) {
     customers
         .execute(register(customer, 1_000), CommandContext::new())
         .await
         .unwrap();
-    for _ in 0..24 {
+    for _ in 0..times {
         customers
-            .execute(reserve(customer, 3), CommandContext::new())
+            .execute(reserve(customer, amount), CommandContext::new())
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_every_n_events_and_loading_starts_from_the_latest() {
+    let (_dir, store, customers) = handler(Some(10)).await;
+    let customer = Uuid::new_v4();
+    history(&customers, customer, 24, 3).await;
     let loaded = customers.load(customer).await.unwrap();
     assert_eq!(loaded.version, 25);
     assert_eq!(loaded.snapshot_version, Some(20));
@@ -109,16 +118,7 @@ async fn a_command_whose_load_replays_a_long_history_snapshots_it_once() {
     // writer might have left them.
     let (_dir, store, unsnapshotted) = handler(None).await;
     let customer = Uuid::new_v4();
-    unsnapshotted
-        .execute(register(customer, 1_000), CommandContext::new())
-        .await
-        .unwrap();
-    for _ in 0..24 {
-        unsnapshotted
-            .execute(reserve(customer, 3), CommandContext::new())
-            .await
-            .unwrap();
-    }
+    history(&unsnapshotted, customer, 24, 3).await;
     let stream = stream_id::<Customer>(customer).unwrap();
     // And a snapshot this build's state schema cannot use.
     store
@@ -130,13 +130,7 @@ async fn a_command_whose_load_replays_a_long_history_snapshots_it_once() {
         )
         .await
         .unwrap();
-    let customers = CommandHandler::<Customer>::new(
-        Arc::new(store.clone()),
-        HandlerConfig {
-            snapshot_every_events: NonZeroU64::new(10),
-            ..HandlerConfig::default()
-        },
-    );
+    let customers = handler_over(&store, Some(10));
     // The first command replays all 25 events and leaves a snapshot at
     // the version it loaded, although its own event crosses no multiple
     // of 10; the next load starts from it.
@@ -162,13 +156,7 @@ async fn a_command_whose_load_replays_a_long_history_snapshots_it_once() {
     assert_eq!(loaded.state.reserved(), Some(eur(75)));
 
     // A load that replays fewer events than the interval saves nothing.
-    let fresh = CommandHandler::<Customer>::new(
-        Arc::new(store.clone()),
-        HandlerConfig {
-            snapshot_every_events: NonZeroU64::new(10),
-            ..HandlerConfig::default()
-        },
-    );
+    let fresh = handler_over(&store, Some(10));
     fresh
         .execute(reserve(customer, 1), CommandContext::new())
         .await
@@ -181,16 +169,7 @@ async fn a_command_whose_load_replays_a_long_history_snapshots_it_once() {
 async fn without_a_snapshot_interval_nothing_is_snapshotted() {
     let (_dir, store, customers) = handler(None).await;
     let customer = Uuid::new_v4();
-    customers
-        .execute(register(customer, 1_000), CommandContext::new())
-        .await
-        .unwrap();
-    for _ in 0..30 {
-        customers
-            .execute(reserve(customer, 1), CommandContext::new())
-            .await
-            .unwrap();
-    }
+    history(&customers, customer, 30, 1).await;
     let loaded = customers.load(customer).await.unwrap();
     assert_eq!((loaded.snapshot_version, loaded.events_applied), (None, 31));
     assert_eq!(store.stats().await.unwrap().snapshots, 0);
