@@ -335,8 +335,7 @@ fn main() {
             "| round | store | register customer/s | reserve+release/s (cache on) | reserve+release/s (cache off) |"
         );
         println!("|---:|---|---:|---:|---:|");
-        let mut results: Vec<(Variant, Rates)> = Vec::new();
-        // Each round's rates by variant, for the per-round ratios.
+        // Each round's rates by variant (plain, encrypted).
         let mut per_round: Vec<[Option<Rates>; 2]> = Vec::new();
         for round in 1..=rounds {
             // Alternate which goes first, so neither always runs on a
@@ -359,7 +358,6 @@ fn main() {
                     rates.cached,
                     rates.uncached
                 );
-                results.push((variant, rates));
                 per_round.resize(round, [None, None]);
                 per_round[round - 1][usize::from(variant == Variant::Encrypted)] = Some(rates);
                 // Free the disk for the next run.
@@ -367,12 +365,8 @@ fn main() {
             }
         }
         let of = |variant: Variant, pick: Pick| {
-            mean(
-                results
-                    .iter()
-                    .filter(|(v, _)| *v == variant)
-                    .map(|(_, r)| pick(r)),
-            )
+            let i = usize::from(variant == Variant::Encrypted);
+            mean(per_round.iter().filter_map(|r| r[i].as_ref()).map(pick))
         };
         println!("\nMeans over the rounds (target: encryption costs under 15% of throughput)");
         println!(
@@ -387,7 +381,7 @@ fn main() {
         for (name, pick) in workloads {
             let plain = of(Variant::Plain, pick);
             let encrypted = of(Variant::Encrypted, pick);
-            if plain <= 0.0 {
+            if plain <= 0.0 || encrypted <= 0.0 {
                 // Not run (`ANNALS_BENCH_SECONDS=0`, or one variant only).
                 continue;
             }

@@ -39,6 +39,14 @@ pub trait FsFile: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// The whole file (key logs, bloom filters: small files read once).
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "file larger than memory"))?;
+        let mut bytes = vec![0u8; len];
+        self.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The underlying file, for memory-mapping sealed files.
     fn std_file(&self) -> &File;

@@ -295,10 +295,7 @@ impl KeyStore {
         let file = fs
             .open(&log_path, true)
             .map_err(|e| Error::io(ctx("opening"), e))?;
-        let len = file.len().map_err(|e| Error::io(ctx("reading"), e))?;
-        let mut bytes = vec![0u8; len as usize];
-        file.read_exact_at(&mut bytes, 0)
-            .map_err(|e| Error::io(ctx("reading"), e))?;
+        let bytes = file.read_all().map_err(|e| Error::io(ctx("reading"), e))?;
         keylog::decode_header(&bytes)
             .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
         let slots = record_slots(&bytes);
@@ -890,14 +887,10 @@ fn legacy_files(fs: &dyn Fs, dir: &Path) -> Result<Option<(Vec<LegacyFile>, Vec<
         };
         match ext {
             "key" | "erased" => {
-                let file = fs
+                let bytes = fs
                     .open(&path, false)
-                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-                let len = file
-                    .len()
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-                let mut bytes = vec![0u8; len as usize];
-                file.read_exact_at(&mut bytes, 0)
+                    .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
+                    .read_all()
                     .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
                 found.push((path, hash, decode_legacy(&bytes, &hash)));
             }

@@ -337,10 +337,9 @@ fn load_bloom(
     number: u64,
     stream_count: u64,
 ) -> std::result::Result<BloomFilter, String> {
-    let file = fs.open(path, false).map_err(|e| e.to_string())?;
-    let len = file.len().map_err(|e| e.to_string())?;
-    let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| e.to_string())?];
-    file.read_exact_at(&mut bytes, 0)
+    let bytes = fs
+        .open(path, false)
+        .and_then(|file| file.read_all())
         .map_err(|e| e.to_string())?;
     let (bloom, segment) = BloomFilter::decode(&bytes)?;
     if segment != number || u64::from(bloom.items()) != stream_count {

@@ -39,7 +39,7 @@ use cache::UpcastCache;
 pub use object::EventObject;
 
 /// The default bound of [`Upcasting`]'s cache of upcast events: about
-/// 50,000 small events, their upcast data and a fixed overhead each
+/// 70,000 events of 150 bytes, their upcast data and a fixed overhead each
 /// counted.
 pub const UPCAST_CACHE_BYTES_DEFAULT: usize = 16 << 20;
 

@@ -33,13 +33,15 @@
 //! writes nothing to shared state, and a working set that fits is never
 //! evicted. Entries share buffers (see [`UpcastCache::insert_all`]), so
 //! what the process holds can exceed the bound by what evicted or replaced
-//! entries leave in buffers still in use: at most about the bound again,
-//! as a buffer goes with the last of its entries, which were inserted
-//! together.
+//! entries leave in buffers that still hold a live entry: as entries leave
+//! in the order they came, that is one partly evicted buffer at the oldest
+//! end (at most [`SHARED_BUFFER_BYTES`]), plus the old data of entries
+//! replaced in place (a position read again as other bytes, after an
+//! erasure), which stays until the rest of its buffer goes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 
 use crate::fifo::{ByteFifo, Cost};
@@ -64,7 +66,7 @@ pub(crate) struct UpcastCache {
     /// Seeds the fingerprints, so that which data share one cannot be
     /// worked out in advance.
     seed: u64,
-    /// Bytes of the buffers the last insert made, for tests.
+    /// Bytes the last insert copied into its buffers, for tests.
     #[cfg(test)]
     buffered: std::sync::atomic::AtomicUsize,
 }
@@ -85,8 +87,14 @@ struct Entry {
 
 impl Cost for Entry {
     fn cost(&self) -> usize {
-        self.upcast.len() + ENTRY_OVERHEAD_BYTES
+        cost_of(self.upcast.len())
     }
+}
+
+/// What an entry of `upcast_len` bytes of upcast data counts against the
+/// budget.
+fn cost_of(upcast_len: usize) -> usize {
+    upcast_len + ENTRY_OVERHEAD_BYTES
 }
 
 /// What the cache holds for one position: upcast data and its version.
@@ -164,51 +172,39 @@ impl UpcastCache {
         // larger than the budget only its end is kept, as it would evict
         // the rest at once (whose buffers would stay alive with it).
         let upcasts: Vec<_> = upcasts
-            .filter(|(_, _, upcast, _)| upcast.len() + ENTRY_OVERHEAD_BYTES <= self.bytes_max / 8)
+            .filter(|(_, _, upcast, _)| cost_of(upcast.len()) <= self.bytes_max / 8)
             .collect();
         let mut kept_bytes = 0;
         let first = upcasts
             .iter()
             .rposition(|(_, _, upcast, _)| {
-                kept_bytes += upcast.len() + ENTRY_OVERHEAD_BYTES;
+                kept_bytes += cost_of(upcast.len());
                 kept_bytes > self.bytes_max
             })
             .map_or(0, |i| i + 1);
         let upcasts = &upcasts[first..];
         #[cfg(test)]
         self.buffered.store(0, Ordering::SeqCst);
+        let mut left: usize = upcasts.iter().map(|u| u.2.len()).sum();
+        let mut buffer = BytesMut::new();
         let mut entries: Vec<(u64, Entry)> = Vec::with_capacity(upcasts.len());
-        let mut rest = upcasts;
-        while !rest.is_empty() {
-            // At least one entry per buffer, however large.
-            let mut size = rest[0].2.len();
-            let mut n = 1;
-            while let Some((_, _, upcast, _)) = rest.get(n)
-                && size + upcast.len() <= SHARED_BUFFER_BYTES
-            {
-                size += upcast.len();
-                n += 1;
+        for &(position, stored, upcast, version) in upcasts {
+            if buffer.capacity() < upcast.len() {
+                // Room for what is left, up to a buffer's most (at least
+                // this entry, however large).
+                buffer = BytesMut::with_capacity(left.min(SHARED_BUFFER_BYTES).max(upcast.len()));
             }
-            let (chunk, after) = rest.split_at(n);
+            buffer.extend_from_slice(upcast);
+            left -= upcast.len();
             #[cfg(test)]
-            self.buffered.fetch_add(size, Ordering::SeqCst);
-            let mut buffer = Vec::with_capacity(size);
-            for (_, _, upcast, _) in chunk {
-                buffer.extend_from_slice(upcast);
-            }
-            let buffer = Bytes::from(buffer);
-            let mut start = 0;
-            for &(position, stored, upcast, version) in chunk {
-                let end = start + upcast.len();
-                let entry = Entry {
-                    upcast: buffer.slice(start..end),
-                    stored: self.fingerprint(stored),
-                    version,
-                };
-                entries.push((position, entry));
-                start = end;
-            }
-            rest = after;
+            self.buffered.fetch_add(upcast.len(), Ordering::SeqCst);
+            let entry = Entry {
+                // Shares the buffer's allocation.
+                upcast: buffer.split().freeze(),
+                stored: self.fingerprint(stored),
+                version,
+            };
+            entries.push((position, entry));
         }
         if entries.is_empty() {
             return;
