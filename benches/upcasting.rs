@@ -23,6 +23,12 @@
 //! - `cold` (aggregate load only): the same with that cache off, so every
 //!   load runs the three steps on every event (what the first load of a
 //!   stream pays; catch-up never uses the cache, so its `chain` is cold).
+//! - `typed`: the version 1 log through `Upcasting` with the same chain
+//!   written as typed steps (`Upcasters::step_typed`: version 1, 2 and 3
+//!   as Rust types, the last step returning the domain's event type), no
+//!   cache. Aggregate loads decode each old event once, as version 1, and
+//!   convert it in Rust (`Upcasters::upcast_typed`, as the command handler
+//!   does); catch-up gets the JSON the last step's output writes.
 //!
 //! 1. Aggregate load: one customer stream loaded as the command handler
 //!    loads it (the store's `load`, decode, fold), repeatedly.
@@ -49,7 +55,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::domain::customer::{Customer, CustomerEvent};
+use command_api::domain::customer::{
+    CreditLimitChanged, CreditReleased, CreditReserved, Customer, CustomerEvent, CustomerName,
+    CustomerRegistered, Email, PersonalData,
+};
+use command_api::domain::money::{Currency, Money};
 use command_api::{Aggregate, DomainEvent};
 use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
@@ -57,7 +67,9 @@ use event_store::{
 };
 use projector::generator::Generator;
 use projector::{Projector, ProjectorOptions, TrackState, ViewDb};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 /// The customer event types that carry money, with that field.
 const MONEY_FIELDS: &[(&str, &str)] = &[
@@ -130,6 +142,140 @@ fn chain() -> Upcasters {
                     )
                 })
         })
+}
+
+/// A money event at version 1, as a Rust type: the customer, the order
+/// (reservations and releases), the amount in cents, and the personal data
+/// (registrations).
+#[derive(Deserialize, Serialize)]
+struct MoneyV1 {
+    customer: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    order: Option<Uuid>,
+    cents: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<CustomerName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<Email>,
+}
+
+/// Version 2: the ids renamed.
+#[derive(Deserialize, Serialize)]
+struct MoneyV2 {
+    customer_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    order_id: Option<Uuid>,
+    cents: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<CustomerName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<Email>,
+}
+
+/// Version 3 of the events with a credit limit: `cents` renamed.
+#[derive(Deserialize, Serialize)]
+struct LimitV3 {
+    customer_id: Uuid,
+    credit_limit: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<CustomerName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<Email>,
+}
+
+/// Version 3 of reservations and releases: `cents` renamed.
+#[derive(Deserialize, Serialize)]
+struct AmountV3 {
+    customer_id: Uuid,
+    order_id: Uuid,
+    amount: i64,
+}
+
+fn v1_to_v2(v1: MoneyV1) -> Result<MoneyV2, String> {
+    Ok(MoneyV2 {
+        customer_id: v1.customer,
+        order_id: v1.order,
+        cents: v1.cents,
+        name: v1.name,
+        email: v1.email,
+    })
+}
+
+fn limit_v2_to_v3(v2: MoneyV2) -> Result<LimitV3, String> {
+    Ok(LimitV3 {
+        customer_id: v2.customer_id,
+        credit_limit: v2.cents,
+        name: v2.name,
+        email: v2.email,
+    })
+}
+
+fn amount_v2_to_v3(v2: MoneyV2) -> Result<AmountV3, String> {
+    Ok(AmountV3 {
+        customer_id: v2.customer_id,
+        order_id: v2.order_id.ok_or("no order")?,
+        amount: v2.cents,
+    })
+}
+
+fn euros(cents: i64) -> Result<Money, String> {
+    let eur = Currency::parse("EUR").map_err(|e| e.to_string())?;
+    Money::new(cents, eur).map_err(|e| e.to_string())
+}
+
+/// `chain()` as typed steps, ending in the domain's event types.
+fn typed_chain() -> Upcasters {
+    let limit = |upcasters: Upcasters, event_type: &str| {
+        upcasters
+            .current(event_type, CURRENT)
+            .step_typed(event_type, 1, v1_to_v2)
+            .step_typed(event_type, 2, limit_v2_to_v3)
+    };
+    let amount = |upcasters: Upcasters, event_type: &str| {
+        upcasters
+            .current(event_type, CURRENT)
+            .step_typed(event_type, 1, v1_to_v2)
+            .step_typed(event_type, 2, amount_v2_to_v3)
+    };
+    let upcasters = limit(Upcasters::new(), "CustomerRegistered").step_typed(
+        "CustomerRegistered",
+        3,
+        |v3: LimitV3| {
+            Ok(CustomerRegistered {
+                customer_id: v3.customer_id,
+                personal: PersonalData {
+                    name: v3.name.ok_or("no name")?,
+                    email: v3.email.ok_or("no email")?,
+                },
+                credit_limit: euros(v3.credit_limit)?,
+            })
+        },
+    );
+    let upcasters = limit(upcasters, "CreditLimitChanged").step_typed(
+        "CreditLimitChanged",
+        3,
+        |v3: LimitV3| {
+            Ok(CreditLimitChanged {
+                customer_id: v3.customer_id,
+                credit_limit: euros(v3.credit_limit)?,
+            })
+        },
+    );
+    let upcasters =
+        amount(upcasters, "CreditReserved").step_typed("CreditReserved", 3, |v3: AmountV3| {
+            Ok(CreditReserved {
+                customer_id: v3.customer_id,
+                order_id: v3.order_id,
+                amount: euros(v3.amount)?,
+            })
+        });
+    amount(upcasters, "CreditReleased").step_typed("CreditReleased", 3, |v3: AmountV3| {
+        Ok(CreditReleased {
+            customer_id: v3.customer_id,
+            order_id: v3.order_id,
+            amount: euros(v3.amount)?,
+        })
+    })
 }
 
 /// The event as the version 1 writer wrote it (the chain backwards), or at
@@ -226,16 +372,22 @@ fn customer_stream(events: usize) -> (StreamId, Vec<Vec<StreamAppend>>) {
 
 /// Loads the customer as the command handler does: every event, decoded at
 /// the domain's version (the chain's version 4 is the domain's current
-/// shape), folded.
+/// shape) or, where typed steps alone lead to it, converted in Rust;
+/// folded.
 async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
     // Built once, as a process builds its upcasters once: not timed.
     static DOMAIN: std::sync::OnceLock<Upcasters> = std::sync::OnceLock::new();
     let domain = DOMAIN.get_or_init(command_api::domain::upcasters);
-    let loaded = store.load(stream, None).await.unwrap();
+    let (loaded, upcasters) = store.load_leaving_typed(stream, None).await.unwrap();
     let mut state = Customer::default();
     for e in &loaded.events {
-        let version = domain.current_version(&e.event_type).unwrap_or(1);
-        let event = CustomerEvent::decode(&e.event_type, version, &e.data).unwrap();
+        let event = match upcasters.as_deref().and_then(|u| u.upcast_typed(e)) {
+            Some(value) => CustomerEvent::from_upcast(&e.event_type, value.unwrap()).unwrap(),
+            None => {
+                let version = domain.current_version(&e.event_type).unwrap_or(1);
+                CustomerEvent::decode(&e.event_type, version, &e.data).unwrap()
+            }
+        };
         state.apply(&event);
     }
     assert!(state.is_registered());
@@ -294,6 +446,7 @@ struct Variants {
     no_op: Arc<dyn EventStore>,
     chain: Arc<dyn EventStore>,
     cold: Arc<dyn EventStore>,
+    typed: Arc<dyn EventStore>,
 }
 
 impl Variants {
@@ -304,26 +457,29 @@ impl Variants {
             plain: Arc::new(current.clone()),
             no_op: Arc::new(Upcasting::new(current, chain()).unwrap()),
             chain: Arc::new(Upcasting::new(old.clone(), chain()).unwrap()),
-            cold: Arc::new(Upcasting::with_cache(old, chain(), 0).unwrap()),
+            cold: Arc::new(Upcasting::with_cache(old.clone(), chain(), 0).unwrap()),
+            typed: Arc::new(Upcasting::with_cache(old, typed_chain(), 0).unwrap()),
         }
     }
 
     /// The variants measured for aggregate loads.
-    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 4] {
+    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 5] {
         [
             ("plain", &self.plain),
             ("no-op", &self.no_op),
             ("chain", &self.chain),
             ("cold", &self.cold),
+            ("typed", &self.typed),
         ]
     }
 
     /// The variants measured for catch-up, which never uses the cache.
-    fn sequential(&self) -> [(&'static str, &Arc<dyn EventStore>); 3] {
+    fn sequential(&self) -> [(&'static str, &Arc<dyn EventStore>); 4] {
         [
             ("plain", &self.plain),
             ("no-op", &self.no_op),
             ("chain", &self.chain),
+            ("typed", &self.typed),
         ]
     }
 }
@@ -365,9 +521,12 @@ async fn run() {
 
     let (stream, appends) = customer_stream(stream_events);
     let stores = Variants::new(root.path(), "aggregate", &appends).await;
-    // Warm the page cache and the allocator before timing.
-    for (_, store) in stores.all() {
-        load(store.as_ref(), &stream).await;
+    // Warm the page cache and the allocator before timing, and check that
+    // every variant reads the same customer.
+    let plain = serde_json::to_value(load(stores.plain.as_ref(), &stream).await).unwrap();
+    for (name, store) in stores.all() {
+        let state = serde_json::to_value(load(store.as_ref(), &stream).await).unwrap();
+        assert_eq!(state, plain, "{name} reads another customer");
     }
     let mut rates: Vec<(&str, Vec<f64>)> = stores.all().iter().map(|(n, _)| (*n, vec![])).collect();
     // Each round starts with a different variant, as for catch-up below.
@@ -425,8 +584,9 @@ async fn run() {
     // variant so that none always runs first (or last) on a busy machine.
     let catch_up_rounds: usize = env_or("ANNALS_BENCH_CATCH_UP_ROUNDS", 7).max(1);
     for round in 0..catch_up_rounds {
-        for k in 0..3 {
-            let i = (round + k) % 3;
+        let n = rates.len();
+        for k in 0..n {
+            let i = (round + k) % n;
             let (name, store) = stores.sequential()[i];
             if only.as_deref().is_some_and(|only| only != name) {
                 continue;

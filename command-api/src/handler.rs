@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use event_store::{
     Direction, EventStore, ExpectedVersion, Metadata, NewEvent, Position, ReadFrom, StreamAppend,
-    StreamId,
+    StreamId, Upcasters,
 };
 use uuid::Uuid;
 
-use crate::aggregate::{Aggregate, AggregateCommand, DomainEvent};
+use crate::aggregate::{Aggregate, AggregateCommand, DecodeError, DomainEvent, decode_recorded};
 use crate::cache::{CachedState, StateCache};
 use crate::error::CommandError;
 use crate::idempotency::{CommandCompleted, Idempotency, RECORD_EVENT_TYPE};
@@ -498,16 +498,21 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, A> {
-        let loaded = match self.store.load(stream, Some(A::SNAPSHOT_SCHEMA)).await {
+        let (loaded, upcasters) = match self
+            .store
+            .load_leaving_typed(stream, Some(A::SNAPSHOT_SCHEMA))
+            .await
+        {
             Ok(loaded) => loaded,
             // A snapshot is a cache of the events: when it is damaged, the
             // events still tell the whole story.
             Err(e @ event_store::Error::Corruption { .. }) => {
                 tracing::warn!(stream = %stream, error = %e, "ignoring a damaged snapshot");
-                self.store.load(stream, None).await?
+                self.store.load_leaving_typed(stream, None).await?
             }
             Err(e) => return Err(e.into()),
         };
+        let upcasters = upcasters.as_deref();
         let (state, snapshot_version, events) = match &loaded.snapshot {
             None => (A::default(), None, loaded.events),
             Some(snapshot) => match serde_json::from_slice::<A>(&snapshot.state) {
@@ -519,34 +524,51 @@ impl<A: Aggregate> CommandHandler<A> {
                         error = %e,
                         "ignoring a snapshot that does not decode"
                     );
-                    let all = self.store.load(stream, None).await?;
-                    return self.fold(stream, A::default(), None, all.events, all.version);
+                    let (all, upcasters) = self.store.load_leaving_typed(stream, None).await?;
+                    return self.fold(
+                        stream,
+                        A::default(),
+                        None,
+                        all.events,
+                        upcasters.as_deref(),
+                        all.version,
+                    );
                 }
             },
         };
-        self.fold(stream, state, snapshot_version, events, loaded.version)
+        self.fold(
+            stream,
+            state,
+            snapshot_version,
+            events,
+            upcasters,
+            loaded.version,
+        )
     }
 
+    /// Folds `events` into `state`, decoding them through `upcasters` as
+    /// `load_leaving_typed` handed them back.
     fn fold(
         &self,
         stream: &StreamId,
         mut state: A,
         snapshot_version: Option<u64>,
         events: Vec<event_store::RecordedEvent>,
+        upcasters: Option<&Upcasters>,
         version: u64,
     ) -> Result<Loaded<A>, A> {
         let events_applied = events.len();
         let last_position = events.last().map(|e| e.position);
         for recorded in &events {
-            let event = A::Event::decode(
-                &recorded.event_type,
-                recorded.schema_version,
-                &recorded.data,
-            )
-            .map_err(|source| CommandError::Decode {
-                stream: stream.clone(),
-                version: recorded.version,
-                source,
+            let event = decode_recorded::<A::Event>(recorded, upcasters).map_err(|e| match e {
+                // Answered as when the store layer upcasts (it names the
+                // event's type and version).
+                DecodeError::Upcast(e) => CommandError::Store(e),
+                source => CommandError::Decode {
+                    stream: stream.clone(),
+                    version: recorded.version,
+                    source,
+                },
             })?;
             state.apply(&event);
         }

@@ -26,7 +26,9 @@ pub mod http;
 pub mod idempotency;
 pub mod saga;
 
-pub use aggregate::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
+pub use aggregate::{
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,
+};
 pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};

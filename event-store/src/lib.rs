@@ -54,5 +54,5 @@ pub use types::{
     ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats, StreamAppend, StreamId,
     StreamSlice, SystemClock, Timestamp,
 };
-pub use upcast::{EventObject, UPCAST_CACHE_BYTES_DEFAULT, Upcasters, Upcasting};
+pub use upcast::{EventObject, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting};
 pub use verify::{Problem, VerifyReport, verify};

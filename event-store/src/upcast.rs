@@ -9,11 +9,19 @@
 //! [`Error::Upcast`] naming its type and version, never dropped.
 //!
 //! A step either takes the whole data as a `serde_json::Value`
-//! ([`Upcasters::step`]) or changes the members of the data object in place
+//! ([`Upcasters::step`]), changes the members of the data object in place
 //! ([`Upcasters::step_object`], see [`EventObject`]), which spares decoding
-//! and re-encoding what the step leaves alone. Events read together share
+//! and re-encoding what the step leaves alone, or converts one Rust type
+//! into another ([`Upcasters::step_typed`]). Events read together share
 //! one buffer for their upcast data ([`Upcasters::upcast_all`]).
+//!
+//! A chain of typed steps also serves readers that decode into Rust types
+//! themselves, as the command handler does: [`Upcasters::upcast_typed`]
+//! decodes the stored data once, as the first step's input, and hands each
+//! step's output to the next, so no JSON is written or parsed in between
+//! ([`EventStore::load_leaving_typed`] loads a stream for it).
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,6 +31,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::api::{EventStore, LoadedStream};
 use crate::error::{Error, Result};
@@ -51,11 +61,75 @@ type ValueStep =
 type ObjectStep =
     Arc<dyn Fn(&mut EventObject<'_>) -> std::result::Result<(), String> + Send + Sync>;
 
+/// What a typed step returns ([`Upcasters::step_typed`]), its type erased:
+/// the next typed step's input, or for the last step of a chain the value
+/// [`Upcasters::upcast_typed`] hands back, for the reader to downcast to the
+/// type it registered.
+pub type UpcastValue = Box<dyn Any + Send>;
+
+/// Decodes a typed step's input from JSON text.
+type DecodeFn = fn(&[u8]) -> serde_json::Result<UpcastValue>;
+
+/// Decodes a typed step's input from a `Value` (after a `Value` step).
+type DecodeValueFn = fn(serde_json::Value) -> serde_json::Result<UpcastValue>;
+
+/// Writes a typed step's output as JSON text.
+type EncodeFn = fn(&(dyn Any + Send), &mut Vec<u8>) -> serde_json::Result<()>;
+
+/// A step from one Rust type to another, both erased so that a chain can
+/// hold steps between any types.
+#[derive(Clone)]
+struct TypedStep {
+    /// The input type, to tell whether the previous typed step's output can
+    /// be handed over as it is.
+    input: TypeId,
+    input_name: &'static str,
+    output: TypeId,
+    decode: DecodeFn,
+    decode_value: DecodeValueFn,
+    convert: Arc<dyn Fn(UpcastValue) -> std::result::Result<UpcastValue, String> + Send + Sync>,
+    encode: EncodeFn,
+}
+
 /// One step of a chain, in the representation it works on.
 #[derive(Clone)]
 enum Step {
     Value(ValueStep),
     Object(ObjectStep),
+    Typed(TypedStep),
+}
+
+/// What a typed step returned, with what it takes to pass it on.
+struct Typed {
+    value: UpcastValue,
+    /// The type of `value`.
+    output: TypeId,
+    encode: EncodeFn,
+}
+
+fn decode_as<T: DeserializeOwned + Send + 'static>(data: &[u8]) -> serde_json::Result<UpcastValue> {
+    serde_json::from_slice::<T>(data).map(|value| Box::new(value) as UpcastValue)
+}
+
+fn decode_value_as<T: DeserializeOwned + Send + 'static>(
+    data: serde_json::Value,
+) -> serde_json::Result<UpcastValue> {
+    serde_json::from_value::<T>(data).map(|value| Box::new(value) as UpcastValue)
+}
+
+fn encode_as<T: Serialize + 'static>(
+    value: &(dyn Any + Send),
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    // `Typed` pairs every value with the encoder of its own type, so this
+    // does not fail.
+    let value = value.downcast_ref::<T>().ok_or_else(|| {
+        <serde_json::Error as serde::ser::Error>::custom(format!(
+            "internal: the value to write is not a {}",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    serde_json::to_writer(out, value)
 }
 
 /// An event's data between steps: each step kind reads it in its own
@@ -68,6 +142,8 @@ enum Data {
     Written(Range<usize>),
     /// What a `Value` step returned.
     Value(serde_json::Value),
+    /// What a typed step returned.
+    Typed(Typed),
 }
 
 /// The buffers a batch of upcasts shares, so that on the object-step path
@@ -83,6 +159,10 @@ struct Work<'a> {
     /// single event): with the first upcast event's size, what `out` is
     /// sized for.
     remaining: usize,
+    /// Leave as stored the events that typed steps alone bring to their
+    /// current version, for a reader that runs them itself
+    /// ([`Upcasters::upcast_typed`]).
+    leave_typed: bool,
 }
 
 /// Hashes event types for the upcasters' map: one call of xxh3 rather than
@@ -114,6 +194,8 @@ pub struct Upcasters {
     /// By event type, so that reading an event costs one lookup by its
     /// type (no allocation), whatever the length of its chain.
     types: HashMap<String, Chain, BuildHasherDefault<TypeHasher>>,
+    /// Whether any step is typed.
+    typed: bool,
 }
 
 /// One event type's versions.
@@ -124,6 +206,30 @@ struct Chain {
     current: Option<u32>,
     /// The step from each version to the next, by that version.
     steps: BTreeMap<u32, Step>,
+    /// The oldest version from which every step up to `current` is typed
+    /// (`current` when its last step is not); kept by [`Chain::refresh`].
+    typed_from: u32,
+}
+
+impl Chain {
+    /// Recomputes what depends on the steps and the current version.
+    fn refresh(&mut self) {
+        let Some(current) = self.current else {
+            self.typed_from = 0;
+            return;
+        };
+        let mut from = current;
+        while from > 1 && matches!(self.steps.get(&(from - 1)), Some(Step::Typed(_))) {
+            from -= 1;
+        }
+        self.typed_from = from;
+    }
+
+    /// Whether typed steps alone bring `version` to the current version.
+    fn is_typed(&self, version: u32) -> bool {
+        self.current
+            .is_some_and(|current| version < current && version >= self.typed_from)
+    }
 }
 
 impl fmt::Debug for Upcasters {
@@ -151,7 +257,18 @@ impl Upcasters {
     /// Declares that events of `event_type` are read at `version`; older
     /// ones must have a chain of steps up to it.
     pub fn current(mut self, event_type: impl Into<String>, version: u32) -> Self {
-        self.types.entry(event_type.into()).or_default().current = Some(version);
+        let chain = self.types.entry(event_type.into()).or_default();
+        chain.current = Some(version);
+        chain.refresh();
+        self
+    }
+
+    /// Adds `step` to `event_type`'s chain, from `from_version`.
+    fn with_step(mut self, event_type: String, from_version: u32, step: Step) -> Self {
+        self.typed |= matches!(step, Step::Typed(_));
+        let chain = self.types.entry(event_type).or_default();
+        chain.steps.insert(from_version, step);
+        chain.refresh();
         self
     }
 
@@ -162,19 +279,14 @@ impl Upcasters {
     /// For steps that rename, add or drop top-level fields,
     /// [`step_object`](Self::step_object) does the same without building a
     /// `Value` of the event.
-    pub fn step<F>(mut self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
+    pub fn step<F>(self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
     where
         F: Fn(serde_json::Value) -> std::result::Result<serde_json::Value, String>
             + Send
             + Sync
             + 'static,
     {
-        self.types
-            .entry(event_type.into())
-            .or_default()
-            .steps
-            .insert(from_version, Step::Value(Arc::new(step)));
-        self
+        self.with_step(event_type.into(), from_version, Step::Value(Arc::new(step)))
     }
 
     /// Registers the step that turns `event_type` data at `from_version` into
@@ -188,21 +300,93 @@ impl Upcasters {
     /// are, so a chain of them costs little more than one step. A chain may
     /// mix them with [`step`](Self::step)s; the data is converted where the
     /// kind changes.
-    pub fn step_object<F>(
-        mut self,
+    pub fn step_object<F>(self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
+    where
+        F: Fn(&mut EventObject<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
+    {
+        self.with_step(
+            event_type.into(),
+            from_version,
+            Step::Object(Arc::new(step)),
+        )
+    }
+
+    /// Registers the step that turns `event_type` data at `from_version` into
+    /// `from_version + 1` as Rust types: the data decodes as `Old` (with
+    /// serde), `step` converts it, and `New` serializes as the data of the
+    /// next version; an `Err` is the reason it cannot read the data, as is
+    /// data that does not decode as `Old`.
+    ///
+    /// On the JSON read paths consecutive typed steps share one decode and
+    /// one write, and a step's output is handed to the next one as it is
+    /// when that one takes the same type. A reader that decodes events into
+    /// Rust types runs a chain of typed steps with
+    /// [`upcast_typed`](Self::upcast_typed) and writes no JSON at all; so
+    /// for a type whose current version decodes as the domain's own event
+    /// type, the last step should return that type.
+    pub fn step_typed<Old, New, F>(
+        self,
         event_type: impl Into<String>,
         from_version: u32,
         step: F,
     ) -> Self
     where
-        F: Fn(&mut EventObject<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
+        Old: DeserializeOwned + Send + 'static,
+        New: Serialize + Send + 'static,
+        F: Fn(Old) -> std::result::Result<New, String> + Send + Sync + 'static,
     {
-        self.types
-            .entry(event_type.into())
-            .or_default()
-            .steps
-            .insert(from_version, Step::Object(Arc::new(step)));
-        self
+        let convert = move |value: UpcastValue| {
+            let old = value.downcast::<Old>().map_err(|_| {
+                format!(
+                    "internal: the step takes a {}",
+                    std::any::type_name::<Old>()
+                )
+            })?;
+            step(*old).map(|new| Box::new(new) as UpcastValue)
+        };
+        let step = TypedStep {
+            input: TypeId::of::<Old>(),
+            input_name: std::any::type_name::<Old>(),
+            output: TypeId::of::<New>(),
+            decode: decode_as::<Old>,
+            decode_value: decode_value_as::<Old>,
+            convert: Arc::new(convert),
+            encode: encode_as::<New>,
+        };
+        self.with_step(event_type.into(), from_version, Step::Typed(step))
+    }
+
+    /// Whether any step was registered with [`step_typed`](Self::step_typed).
+    pub fn has_typed_steps(&self) -> bool {
+        self.typed
+    }
+
+    /// `event` at its type's current version as the value the chain's last
+    /// step returns, when typed steps ([`step_typed`](Self::step_typed))
+    /// alone lead there from its version: the stored data is decoded once,
+    /// as the first step's input, and each step's output is handed to the
+    /// next, with no JSON written. `None` for any other event (already
+    /// current, of a type with no chain, or whose chain has other steps),
+    /// which [`upcast`](Self::upcast) serves.
+    pub fn upcast_typed(&self, event: &RecordedEvent) -> Option<Result<UpcastValue>> {
+        let chain = self.types.get(event.event_type.as_str())?;
+        let current = chain.current?;
+        if !chain.is_typed(event.schema_version) {
+            return None;
+        }
+        let mut work = Work::default();
+        Some(
+            chain
+                .run(event, event.schema_version, current, &mut work)
+                .and_then(|data| match data {
+                    Data::Typed(typed) => Ok(typed.value),
+                    _ => Err(failed(
+                        event,
+                        event.schema_version,
+                        "internal: a typed chain did not end in a typed step".into(),
+                    )),
+                }),
+        )
     }
 
     /// The version events of this type are read at, if it was declared.
@@ -252,25 +436,33 @@ impl Upcasters {
     /// Every event at its type's current version, in order. The upcast
     /// events' data shares one buffer.
     pub fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        self.upcast_all_with(events, None)
+        self.upcast_all_with(events, None, false)
     }
 
     /// Whether `event` is not at its type's current version (older or, an
-    /// error for `upcast_into`, newer).
-    fn needs_upcast(&self, event: &RecordedEvent) -> bool {
+    /// error for `upcast_into`, newer), and is not one of those left to
+    /// typed decoding when `leave_typed`.
+    fn needs_upcast(&self, event: &RecordedEvent, leave_typed: bool) -> bool {
         self.types
             .get(event.event_type.as_str())
-            .and_then(|chain| chain.current)
-            .is_some_and(|current| current != event.schema_version)
+            .is_some_and(|chain| {
+                chain
+                    .current
+                    .is_some_and(|current| current != event.schema_version)
+                    && !(leave_typed && chain.is_typed(event.schema_version))
+            })
     }
 
     /// As [`upcast_all`](Self::upcast_all), taking what `cache` holds for
     /// the same stored data and caching what it had to upcast (for the
-    /// cache generation the events were read in).
+    /// cache generation the events were read in). With `leave_typed`, the
+    /// events typed steps alone bring to their current version are left as
+    /// stored.
     fn upcast_all_with(
         &self,
         mut events: Vec<RecordedEvent>,
         cache: Option<(&UpcastCache, u64)>,
+        leave_typed: bool,
     ) -> Result<Vec<RecordedEvent>> {
         let cache = cache.filter(|(cache, _)| cache.is_enabled());
         // The events to upcast here, by index: with a cache, only those that
@@ -279,7 +471,7 @@ impl Upcasters {
         let mut hits: Vec<(usize, Bytes, u32)> = Vec::new();
         if let Some((cache, _)) = cache {
             let asked: Vec<usize> = (0..events.len())
-                .filter(|&i| self.needs_upcast(&events[i]))
+                .filter(|&i| self.needs_upcast(&events[i], leave_typed))
                 .collect();
             if asked.is_empty() {
                 return Ok(events);
@@ -304,7 +496,10 @@ impl Upcasters {
         }
         let mut upcast = Vec::new();
         let mut out = {
-            let mut work = Work::default();
+            let mut work = Work {
+                leave_typed,
+                ..Work::default()
+            };
             // Without a cache every event, with no list made of them.
             let mut every = 0..events.len();
             let mut listed = todo.iter().copied();
@@ -380,6 +575,9 @@ impl Upcasters {
                 ),
             });
         }
+        if work.leave_typed && chain.is_typed(event.schema_version) {
+            return Ok(None);
+        }
         if work.out.capacity() == 0 {
             // The events of a batch are mostly alike, and steps mostly
             // rename and reshape: room for each to grow by half, so that
@@ -387,10 +585,46 @@ impl Upcasters {
             work.out
                 .reserve(work.remaining * (event.data.len() * 3 / 2 + 16));
         }
+        let range = match chain.run(event, event.schema_version, current, work)? {
+            Data::Stored => return Ok(None),
+            Data::Written(range) => range,
+            Data::Value(value) => {
+                let start = work.out.len();
+                // Sized from the stored data (steps mostly rename and
+                // reshape), so that serializing rarely reallocates.
+                work.out
+                    .reserve(event.data.len() + event.data.len() / 2 + 16);
+                serde_json::to_writer(&mut work.out, &value)
+                    .map_err(|e| failed(event, current, e.to_string()))?;
+                start..work.out.len()
+            }
+            Data::Typed(typed) => {
+                let start = work.out.len();
+                work.out
+                    .reserve(event.data.len() + event.data.len() / 2 + 16);
+                (typed.encode)(typed.value.as_ref(), &mut work.out)
+                    .map_err(|e| failed(event, current, e.to_string()))?;
+                start..work.out.len()
+            }
+        };
+        Ok(Some((range, current)))
+    }
+}
+
+impl Chain {
+    /// Runs the steps from `version` to `current` over `event`'s data: the
+    /// data at `current`, in the representation the last step left it in
+    /// (text it wrote is in `work.out`).
+    fn run<'a>(
+        &self,
+        event: &'a RecordedEvent,
+        mut version: u32,
+        current: u32,
+        work: &mut Work<'a>,
+    ) -> Result<Data> {
         let mut data = Data::Stored;
-        let mut version = event.schema_version;
         while version < current {
-            let Some(step) = chain.steps.get(&version) else {
+            let Some(step) = self.steps.get(&version) else {
                 if let Data::Stored = data {
                     // Stored data that is not JSON is reported as such
                     // before anything else, as when it was parsed up front.
@@ -418,6 +652,10 @@ impl Upcasters {
                             value
                         }
                         Data::Value(value) => value,
+                        Data::Typed(typed) => {
+                            serde_json::from_slice(&typed_text(event, version, &typed)?)
+                                .map_err(|e| failed(event, version, e.to_string()))?
+                        }
                     };
                     data =
                         Data::Value(step(value).map_err(|detail| failed(event, version, detail))?);
@@ -428,7 +666,7 @@ impl Upcasters {
                     (data, reached) = match data {
                         Data::Stored if work.object.read(&event.data) => {
                             let reached =
-                                chain.object_steps(event, &mut work.object, version, current)?;
+                                self.object_steps(event, &mut work.object, version, current)?;
                             let start = work.out.len();
                             work.object.write_to(&mut work.out);
                             (Data::Written(start..work.out.len()), reached)
@@ -438,7 +676,7 @@ impl Upcasters {
                         // names: what it is, `Value` says.
                         Data::Stored => {
                             let text = object_text(event, &parse_stored(event)?, version)?;
-                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                            run_objects(self, event, &text, version, current, &mut work.out)?
                         }
                         // `object_steps` ran every consecutive object
                         // step, so written data never meets another one.
@@ -449,39 +687,54 @@ impl Upcasters {
                                 "internal: an object step after a run of object steps".into(),
                             ));
                         }
-                        // Rare (a run of object steps after a `Value`
-                        // step), so copies are fine.
+                        // Rare (a run of object steps after a step of
+                        // another kind), so copies are fine.
                         Data::Value(value) => {
                             let text = object_text(event, &value, version)?;
-                            run_objects(chain, event, &text, version, current, &mut work.out)?
+                            run_objects(self, event, &text, version, current, &mut work.out)?
+                        }
+                        Data::Typed(typed) => {
+                            let text = typed_text(event, version, &typed)?;
+                            run_objects(self, event, &text, version, current, &mut work.out)?
                         }
                     };
                     version = reached;
                 }
+                Step::Typed(step) => {
+                    let input = match data {
+                        Data::Stored => (step.decode)(&event.data),
+                        Data::Written(range) => {
+                            let input = (step.decode)(&work.out[range.clone()]);
+                            work.out.truncate(range.start);
+                            input
+                        }
+                        Data::Value(value) => (step.decode_value)(value),
+                        // The common case: the previous step returns what
+                        // this one takes.
+                        Data::Typed(typed) if typed.output == step.input => Ok(typed.value),
+                        Data::Typed(typed) => (step.decode)(&typed_text(event, version, &typed)?),
+                    }
+                    .map_err(|e| {
+                        failed(
+                            event,
+                            version,
+                            format!("the data does not decode as {}: {e}", step.input_name),
+                        )
+                    })?;
+                    let value =
+                        (step.convert)(input).map_err(|detail| failed(event, version, detail))?;
+                    data = Data::Typed(Typed {
+                        value,
+                        output: step.output,
+                        encode: step.encode,
+                    });
+                    version += 1;
+                }
             }
         }
-        let range = match data {
-            Data::Stored => return Ok(None),
-            Data::Written(range) => range,
-            Data::Value(value) => {
-                let start = work.out.len();
-                // Sized from the stored data (steps mostly rename and
-                // reshape), so that serializing rarely reallocates.
-                work.out
-                    .reserve(event.data.len() + event.data.len() / 2 + 16);
-                serde_json::to_writer(&mut work.out, &value).map_err(|e| Error::Upcast {
-                    event_type: event.event_type.clone(),
-                    version,
-                    detail: e.to_string(),
-                })?;
-                start..work.out.len()
-            }
-        };
-        Ok(Some((range, version)))
+        Ok(data)
     }
-}
 
-impl Chain {
     /// Runs the object steps from `version` on, as long as the next step is
     /// one, over `object`; the version reached.
     fn object_steps(
@@ -524,6 +777,15 @@ fn run_objects(
     let start = out.len();
     object.write_to(out);
     Ok((Data::Written(start..out.len()), reached))
+}
+
+/// What a typed step returned as JSON text, for the step from `version`,
+/// which takes another type or representation.
+fn typed_text(event: &RecordedEvent, version: u32, typed: &Typed) -> Result<Vec<u8>> {
+    let mut text = Vec::new();
+    (typed.encode)(typed.value.as_ref(), &mut text)
+        .map_err(|e| failed(event, version, e.to_string()))?;
+    Ok(text)
 }
 
 /// `value` as JSON text for the object step from `version`, or the error
@@ -610,7 +872,7 @@ impl<S: EventStore> Upcasting<S> {
         generation: u64,
     ) -> Result<Vec<RecordedEvent>> {
         self.upcasters
-            .upcast_all_with(events, Some((&self.cache, generation)))
+            .upcast_all_with(events, Some((&self.cache, generation)), false)
     }
 }
 
@@ -697,6 +959,22 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
         loaded.events = self.all_cached(loaded.events, generation)?;
         Ok(loaded)
+    }
+
+    async fn load_leaving_typed(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<(LoadedStream, Option<Arc<Upcasters>>)> {
+        if !self.upcasters.has_typed_steps() {
+            return Ok((self.load(stream_id, snapshot_schema).await?, None));
+        }
+        let generation = self.cache.generation();
+        let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
+        loaded.events =
+            self.upcasters
+                .upcast_all_with(loaded.events, Some((&self.cache, generation)), true)?;
+        Ok((loaded, Some(self.upcasters.clone())))
     }
 
     fn read_page_max(&self) -> usize {
@@ -981,7 +1259,7 @@ mod tests {
         let uncached = up.upcast_all(events.clone()).unwrap();
         for _ in 0..2 {
             let cached = up
-                .upcast_all_with(events.clone(), Some((&cache, cache.generation())))
+                .upcast_all_with(events.clone(), Some((&cache, cache.generation())), false)
                 .unwrap();
             assert_eq!(cached, uncached);
         }
@@ -991,15 +1269,244 @@ mod tests {
         // upcast from that data, not served from the cache.
         events[0].data = Bytes::from(serde_json::to_vec(&json!({"name": "X Y"})).unwrap());
         let cached = up
-            .upcast_all_with(events.clone(), Some((&cache, cache.generation())))
+            .upcast_all_with(events.clone(), Some((&cache, cache.generation())), false)
             .unwrap();
         assert_eq!(cached, up.upcast_all(events.clone()).unwrap());
         assert_eq!(read(&cached[0])["given_name"], "X");
         // An error still fails the batch, whatever is cached.
         events[4].data = Bytes::from_static(b"[2]");
         assert!(matches!(
-            up.upcast_all_with(events, Some((&cache, cache.generation()))),
+            up.upcast_all_with(events, Some((&cache, cache.generation())), false),
             Err(Error::Upcast { version: 2, .. })
         ));
+    }
+
+    /// `chain()`'s versions as Rust types.
+    #[derive(serde::Deserialize)]
+    struct RegisteredV1 {
+        #[serde(default)]
+        name: String,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct RegisteredV2 {
+        given_name: String,
+        family_name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        currency: Option<String>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct RegisteredV3 {
+        given_name: String,
+        family_name: String,
+        currency: String,
+    }
+
+    fn split_name_typed(v1: RegisteredV1) -> std::result::Result<RegisteredV2, String> {
+        let (given, family) = v1.name.split_once(' ').unwrap_or((&v1.name, ""));
+        Ok(RegisteredV2 {
+            given_name: given.into(),
+            family_name: family.into(),
+            currency: None,
+        })
+    }
+
+    fn default_currency_typed(v2: RegisteredV2) -> std::result::Result<RegisteredV3, String> {
+        Ok(RegisteredV3 {
+            given_name: v2.given_name,
+            family_name: v2.family_name,
+            currency: v2.currency.unwrap_or_else(|| "EUR".into()),
+        })
+    }
+
+    /// `chain()` with typed steps.
+    fn typed_chain() -> Upcasters {
+        Upcasters::new()
+            .current("Registered", 3)
+            .step_typed("Registered", 1, split_name_typed)
+            .step_typed("Registered", 2, default_currency_typed)
+    }
+
+    #[test]
+    fn typed_steps_agree_with_the_other_kinds_and_mix_with_them() {
+        let mixed = [
+            Upcasters::new()
+                .current("Registered", 3)
+                .step_typed("Registered", 1, split_name_typed)
+                .step_object("Registered", 2, default_currency),
+            Upcasters::new()
+                .current("Registered", 3)
+                .step_object("Registered", 1, split_name)
+                .step_typed("Registered", 2, default_currency_typed),
+            chain().step_typed("Registered", 2, default_currency_typed),
+            typed_chain().step("Registered", 2, |mut v| {
+                if v.get("currency").is_none() {
+                    v["currency"] = json!("EUR");
+                }
+                Ok(v)
+            }),
+        ];
+        assert!(typed_chain().has_typed_steps() && !chain().has_typed_steps());
+        for (version, data) in [
+            (1, json!({"name": "Ada Lovelace"})),
+            (1, json!({"name": "Ada"})),
+            (1, json!({})),
+            (
+                2,
+                json!({"given_name": "A", "family_name": "B", "currency": "USD"}),
+            ),
+            (2, json!({"given_name": "A", "family_name": "B"})),
+        ] {
+            let expected = chain().upcast(stored("Registered", version, data.clone()));
+            let expected = read(&expected.unwrap());
+            for upcasters in std::iter::once(typed_chain()).chain(mixed.clone()) {
+                let event = upcasters
+                    .upcast(stored("Registered", version, data.clone()))
+                    .unwrap();
+                assert_eq!(event.schema_version, 3);
+                assert_eq!(read(&event), expected, "{upcasters:?}");
+            }
+            // The same, as a batch and as the value itself.
+            let batch = typed_chain()
+                .upcast_all(vec![stored("Registered", version, data.clone())])
+                .unwrap();
+            assert_eq!(read(&batch[0]), expected);
+            let value = typed_chain()
+                .upcast_typed(&stored("Registered", version, data.clone()))
+                .unwrap()
+                .unwrap();
+            let value = value.downcast::<RegisteredV3>().unwrap();
+            assert_eq!(serde_json::to_value(&*value).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn typed_decoding_serves_only_events_that_typed_steps_alone_bring_to_current() {
+        let up = typed_chain()
+            .current("Other", 2)
+            .step("Other", 1, Ok)
+            .current("Half", 3)
+            .step("Half", 1, Ok)
+            .step_typed("Half", 2, |v: serde_json::Value| Ok(v));
+        let typed = |event_type: &str, version: u32| {
+            up.upcast_typed(&stored(event_type, version, json!({})))
+                .is_some()
+        };
+        assert!(typed("Registered", 1) && typed("Registered", 2));
+        assert!(!typed("Registered", 3), "already current");
+        assert!(!typed("Registered", 4), "newer: an error for `upcast`");
+        assert!(!typed("Other", 1) && !typed("Unrelated", 1));
+        assert!(typed("Half", 2) && !typed("Half", 1));
+        // A step whose input is not the previous step's output gets it as
+        // JSON text: here `RegisteredV3` from the text of a `RegisteredV2`
+        // with its currency.
+        let retyped = Upcasters::new()
+            .current("Registered", 3)
+            .step_typed("Registered", 1, |v: RegisteredV1| {
+                let mut v2 = split_name_typed(v)?;
+                v2.currency = Some("SEK".into());
+                Ok(v2)
+            })
+            .step_typed("Registered", 2, |v: RegisteredV3| Ok(v));
+        let value = retyped
+            .upcast_typed(&stored("Registered", 1, json!({"name": "Ada L"})))
+            .unwrap()
+            .unwrap()
+            .downcast::<RegisteredV3>()
+            .unwrap();
+        assert_eq!(
+            *value,
+            RegisteredV3 {
+                given_name: "Ada".into(),
+                family_name: "L".into(),
+                currency: "SEK".into()
+            }
+        );
+    }
+
+    #[test]
+    fn typed_step_errors_name_type_and_version() {
+        let refusing = typed_chain().step_typed("Registered", 2, |_: RegisteredV2| {
+            Err::<RegisteredV3, _>("no currency for this one".to_owned())
+        });
+        let cases: [(Upcasters, RecordedEvent, u32, &str); 4] = [
+            (
+                typed_chain(),
+                stored("Registered", 1, json!({"name": 7})),
+                1,
+                "does not decode as",
+            ),
+            (
+                typed_chain(),
+                stored("Registered", 2, json!({"given_name": "A"})),
+                2,
+                "family_name",
+            ),
+            (
+                refusing,
+                stored("Registered", 1, json!({"name": "A B"})),
+                2,
+                "no currency for this one",
+            ),
+            (
+                typed_chain(),
+                RecordedEvent {
+                    data: Bytes::from_static(b"{not json"),
+                    ..stored("Registered", 1, json!({}))
+                },
+                1,
+                "does not decode as",
+            ),
+        ];
+        for (up, event, at, detail) in cases {
+            let errors = [
+                up.upcast(event.clone()).unwrap_err(),
+                up.upcast_typed(&event).unwrap().unwrap_err(),
+            ];
+            for error in errors {
+                match error {
+                    Error::Upcast {
+                        event_type,
+                        version,
+                        detail: got,
+                    } => {
+                        assert_eq!((event_type.as_str(), version), ("Registered", at));
+                        assert!(got.contains(detail), "{got}");
+                        assert!(got.contains("position 7"), "{got}");
+                    }
+                    other => panic!("expected an upcast error, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_leaving_typed_events_upcasts_the_others_and_caches_only_them() {
+        let up = typed_chain()
+            .current("Other", 2)
+            .step("Other", 1, |v| Ok(json!({"wrapped": v})));
+        let mut events = vec![
+            stored("Registered", 1, json!({"name": "Ada Lovelace"})),
+            stored("Other", 1, json!("x")),
+            stored("Registered", 3, json!({"given_name": "A"})),
+            stored(
+                "Registered",
+                2,
+                json!({"given_name": "A", "family_name": "B"}),
+            ),
+        ];
+        for (i, event) in events.iter_mut().enumerate() {
+            event.position = Position(i as u64);
+        }
+        let cache = UpcastCache::new(1 << 20);
+        for cache in [None, Some((&cache, cache.generation()))] {
+            let read_back = up.upcast_all_with(events.clone(), cache, true).unwrap();
+            assert_eq!(read_back[0], events[0]);
+            assert_eq!(read(&read_back[1]), json!({"wrapped": "x"}));
+            assert_eq!(read_back[1].schema_version, 2);
+            assert_eq!(read_back[2..], events[2..]);
+        }
+        assert_eq!(cache.usage().0, 1);
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data_at,
+    upcast_value,
 };
 use crate::domain::money::{Currency, Money};
 
@@ -451,6 +452,19 @@ impl DomainEvent for CustomerEvent {
                 CustomerEvent::CreditReleased(decode_data(event_type, schema, data)?)
             }
             "CustomerForgotten" => CustomerEvent::Forgotten(decode_data(event_type, schema, data)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+
+    fn from_upcast(event_type: &str, value: event_store::UpcastValue) -> Result<Self, DecodeError> {
+        Ok(match event_type {
+            "CustomerRegistered" => CustomerEvent::Registered(upcast_value(event_type, value)?),
+            "CreditLimitChanged" => {
+                CustomerEvent::CreditLimitChanged(upcast_value(event_type, value)?)
+            }
+            "CreditReserved" => CustomerEvent::CreditReserved(upcast_value(event_type, value)?),
+            "CreditReleased" => CustomerEvent::CreditReleased(upcast_value(event_type, value)?),
+            "CustomerForgotten" => CustomerEvent::Forgotten(upcast_value(event_type, value)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -1182,6 +1196,47 @@ mod tests {
                 other => panic!("expected an upcast error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_event_builds_from_the_value_of_a_typed_upcaster() {
+        let events = [
+            registered(5),
+            limit_changed(6),
+            reserved(O1, 7),
+            released(O1, 7),
+            CustomerEvent::Forgotten(CustomerForgotten { customer_id: C }),
+        ];
+        for event in events {
+            let value: event_store::UpcastValue = match event.clone() {
+                CustomerEvent::Registered(e) => Box::new(e),
+                CustomerEvent::CreditLimitChanged(e) => Box::new(e),
+                CustomerEvent::CreditReserved(e) => Box::new(e),
+                CustomerEvent::CreditReleased(e) => Box::new(e),
+                CustomerEvent::Forgotten(e) => Box::new(e),
+            };
+            let event_type = event.event_type();
+            assert_eq!(
+                CustomerEvent::from_upcast(event_type, value).unwrap(),
+                event
+            );
+            // Another type than the event's is refused, naming the one
+            // expected.
+            match CustomerEvent::from_upcast(event_type, Box::new(7_u8)) {
+                Err(DecodeError::UpcastType {
+                    event_type: t,
+                    expected,
+                }) => {
+                    assert_eq!(t, event_type);
+                    assert!(expected.contains("customer::"), "{expected}");
+                }
+                other => panic!("expected an upcast type error, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            CustomerEvent::from_upcast("OrderPlaced", Box::new(())),
+            Err(DecodeError::UnknownType(_))
+        ));
     }
 
     #[test]

@@ -2,9 +2,19 @@
 //! customer registered by the single-currency release (a bare integer
 //! credit limit, schema version 1) loads in the new shape and takes
 //! commands; a customer with an event no upcaster can read answers a 500
-//! problem and nothing is written.
+//! problem and nothing is written. The handler loads old events through
+//! typed upcasters as through the domain's object steps.
 
-use event_store::{EventStore, ExpectedVersion, NewEvent, StreamId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use command_api::domain::customer::{CreditReserved, Customer, CustomerCommand};
+use command_api::domain::money::{Currency, Money};
+use command_api::{CommandContext, CommandError, CommandHandler, DecodeError, HandlerConfig};
+use event_store::{
+    Direction, EventStore, ExpectedVersion, NewEvent, ReadFrom, Store, StoreOptions, StreamId,
+    Upcasters, Upcasting,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -68,4 +78,199 @@ async fn an_old_customer_takes_commands_and_an_unreadable_one_is_a_500_problem()
     assert_eq!(reply.body["event_type"], "CustomerRegistered");
     assert_eq!(reply.body["version"], 1);
     assert_eq!(fixture.head().await, head);
+}
+
+/// A reservation at schema version 1, as the single-currency release wrote
+/// it: the amount in euro cents.
+#[derive(serde::Deserialize)]
+struct ReservedV1 {
+    customer_id: Uuid,
+    order_id: Uuid,
+    amount: i64,
+}
+
+/// The domain's upcasters, with reservations brought from version 1 by a
+/// typed step that counts its calls.
+fn typed_reservations(
+    calls: &Arc<AtomicUsize>,
+    step: fn(ReservedV1) -> Result<CreditReserved, String>,
+) -> Upcasters {
+    let calls = calls.clone();
+    command_api::domain::upcasters().step_typed("CreditReserved", 1, move |v1: ReservedV1| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        step(v1)
+    })
+}
+
+fn in_euros(v1: ReservedV1) -> Result<CreditReserved, String> {
+    Ok(CreditReserved {
+        customer_id: v1.customer_id,
+        order_id: v1.order_id,
+        amount: Money::new(
+            v1.amount,
+            Currency::parse("EUR").map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?,
+    })
+}
+
+/// A store holding a customer registered with a limit of 1,000 and `n`
+/// reservations of 7, all at version 1.
+async fn old_customer(n: usize) -> (tempfile::TempDir, Store, Uuid) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default())
+        .await
+        .unwrap();
+    let customer = Uuid::new_v4();
+    let mut events = vec![
+        NewEvent::json(
+            "CustomerRegistered",
+            &json!({"customer_id": customer, "name": "Ada", "email": "ada@example.com",
+                    "credit_limit": 1000}),
+        )
+        .unwrap(),
+    ];
+    for _ in 0..n {
+        events.push(
+            NewEvent::json(
+                "CreditReserved",
+                &json!({"customer_id": customer, "order_id": Uuid::new_v4(), "amount": 7}),
+            )
+            .unwrap(),
+        );
+    }
+    store
+        .append(
+            &StreamId::new(format!("customer-{customer}")).unwrap(),
+            ExpectedVersion::NoStream,
+            events,
+        )
+        .await
+        .unwrap();
+    (dir, store, customer)
+}
+
+fn eur_money(amount: i64) -> Money {
+    Money::new(amount, Currency::parse("EUR").unwrap()).unwrap()
+}
+
+fn handler_over(store: &Store, upcasters: Upcasters) -> CommandHandler<Customer> {
+    CommandHandler::new(
+        Arc::new(Upcasting::new(store.clone(), upcasters).unwrap()),
+        HandlerConfig {
+            snapshot_every_events: None,
+            ..HandlerConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_handler_loads_old_events_through_typed_steps_as_through_object_steps() {
+    let (_dir, store, customer) = old_customer(20).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let typed = handler_over(&store, typed_reservations(&calls, in_euros));
+    let object = handler_over(&store, command_api::domain::upcasters());
+    let loaded = typed.load(customer).await.unwrap();
+    assert_eq!(loaded.state, object.load(customer).await.unwrap().state);
+    assert_eq!(loaded.state.reserved(), Some(eur_money(140)));
+    assert_eq!(loaded.version, 21);
+    // Each old reservation went through the typed step once, and the
+    // registration (an object step) did not.
+    assert_eq!(calls.load(Ordering::Relaxed), 20);
+
+    // A command decided on that state appends at the current version.
+    let outcome = typed
+        .execute(
+            CustomerCommand::ReserveCredit {
+                customer_id: customer,
+                order_id: Uuid::new_v4(),
+                amount: eur_money(860),
+            },
+            CommandContext::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 22);
+    let over = typed
+        .execute(
+            CustomerCommand::ReserveCredit {
+                customer_id: customer,
+                order_id: Uuid::new_v4(),
+                amount: eur_money(1),
+            },
+            CommandContext::new(),
+        )
+        .await;
+    assert!(matches!(over, Err(CommandError::Rejected(_))), "{over:?}");
+
+    // The JSON read paths get what the typed step's output writes: the
+    // same data as the object step's.
+    let stream = StreamId::new(format!("customer-{customer}")).unwrap();
+    let read = |handler: &CommandHandler<Customer>| {
+        let store = handler.store().clone();
+        let stream = stream.clone();
+        async move {
+            store
+                .read_stream(&stream, ReadFrom::Start, Direction::Forward, 100)
+                .await
+                .unwrap()
+                .events
+        }
+    };
+    let (typed_events, object_events) = (read(&typed).await, read(&object).await);
+    assert_eq!(typed_events.len(), 22);
+    for (t, o) in typed_events.iter().zip(&object_events) {
+        assert_eq!(t.schema_version, o.schema_version);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&t.data).unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&o.data).unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_typed_step_that_fails_or_ends_in_another_type_fails_the_command_naming_the_event() {
+    let (_dir, store, customer) = old_customer(3).await;
+    let head = store.head().await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let refusing = handler_over(
+        &store,
+        typed_reservations(&calls, |_| Err("no currency known".into())),
+    );
+    let command = || CustomerCommand::ReserveCredit {
+        customer_id: customer,
+        order_id: Uuid::new_v4(),
+        amount: eur_money(1),
+    };
+    match refusing.execute(command(), CommandContext::new()).await {
+        Err(CommandError::Store(event_store::Error::Upcast {
+            event_type,
+            version,
+            detail,
+        })) => {
+            assert_eq!((event_type.as_str(), version), ("CreditReserved", 1));
+            assert!(detail.contains("no currency known"), "{detail}");
+        }
+        other => panic!("expected an upcast error, got {other:?}"),
+    }
+    // A chain whose last step returns a type the domain does not decode
+    // the event at.
+    let mistyped = handler_over(
+        &store,
+        command_api::domain::upcasters().step_typed("CreditReserved", 1, |v1: ReservedV1| {
+            Ok(
+                json!({"customer_id": v1.customer_id, "order_id": v1.order_id,
+                      "amount": {"amount": v1.amount, "currency": "EUR"}}),
+            )
+        }),
+    );
+    match mistyped.execute(command(), CommandContext::new()).await {
+        Err(CommandError::Decode {
+            version: 2,
+            source: DecodeError::UpcastType { event_type, .. },
+            ..
+        }) => assert_eq!(event_type, "CreditReserved"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert_eq!(store.head().await.unwrap(), head, "nothing was written");
 }
