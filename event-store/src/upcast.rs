@@ -83,7 +83,8 @@ struct TypedStep {
     /// The input type, to tell whether the previous typed step's output can
     /// be handed over as it is.
     input: TypeId,
-    input_name: &'static str,
+    /// The input type's name without module paths, for errors.
+    input_name: Arc<str>,
     output: TypeId,
     decode: DecodeFn,
     decode_value: DecodeValueFn,
@@ -346,7 +347,7 @@ impl Upcasters {
         };
         let step = TypedStep {
             input: TypeId::of::<Old>(),
-            input_name: std::any::type_name::<Old>(),
+            input_name: short_type_name(std::any::type_name::<Old>()).into(),
             output: TypeId::of::<New>(),
             decode: decode_as::<Old>,
             decode_value: decode_value_as::<Old>,
@@ -777,6 +778,24 @@ fn run_objects(
     let start = out.len();
     object.write_to(out);
     Ok((Data::Written(start..out.len()), reached))
+}
+
+/// `name` (from `std::any::type_name`) without module paths:
+/// `Wrapper<Money>` for `my_crate::events::Wrapper<my_crate::Money>`.
+fn short_type_name(name: &str) -> String {
+    let mut short = String::with_capacity(name.len());
+    let mut segment = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            short.push_str(segment.rsplit("::").next().unwrap_or_default());
+            segment.clear();
+            short.push(c);
+        }
+    }
+    short.push_str(segment.rsplit("::").next().unwrap_or_default());
+    short
 }
 
 /// What a typed step returned as JSON text, for the step from `version`,
@@ -1422,6 +1441,19 @@ mod tests {
                 family_name: "L".into(),
                 currency: "SEK".into()
             }
+        );
+    }
+
+    #[test]
+    fn type_names_in_errors_lose_their_module_paths() {
+        assert_eq!(
+            short_type_name("a::b::Wrapper<a::Money, (c::D, [u8; 2])>"),
+            "Wrapper<Money, (D, [u8; 2])>"
+        );
+        assert_eq!(short_type_name("u32"), "u32");
+        assert_eq!(
+            short_type_name(std::any::type_name::<Option<RegisteredV1>>()),
+            "Option<RegisteredV1>"
         );
     }
 

@@ -34,18 +34,18 @@ pub const MONEY_SCHEMA_VERSION: u32 = 2;
 pub const SINGLE_CURRENCY: &str = "EUR";
 
 /// The customer event types that carried a bare integer before
-/// [`MONEY_SCHEMA_VERSION`], with that field.
-const MONEY_FIELDS: &[(&str, &str)] = &[
-    ("CustomerRegistered", "credit_limit"),
-    ("CreditLimitChanged", "credit_limit"),
-    ("CreditReserved", "amount"),
-    ("CreditReleased", "amount"),
+/// [`MONEY_SCHEMA_VERSION`].
+const MONEY_EVENT_TYPES: &[&str] = &[
+    "CustomerRegistered",
+    "CreditLimitChanged",
+    "CreditReserved",
+    "CreditReleased",
 ];
 
 /// The schema version customer events of `event_type` are written and
 /// decoded at.
 fn schema_of(event_type: &str) -> u32 {
-    if MONEY_FIELDS.iter().any(|(t, _)| *t == event_type) {
+    if MONEY_EVENT_TYPES.contains(&event_type) {
         MONEY_SCHEMA_VERSION
     } else {
         1
@@ -73,65 +73,154 @@ pub const EVENT_TYPES: &[&str] = &[
 /// Adds the customer events to `upcasters`: each type at its current
 /// version (so that a version with no path to it is an error on read, not
 /// something for decoding to stumble on), and for each type in
-/// `MONEY_FIELDS` the step from version 1, which turns the bare integer
+/// `MONEY_EVENT_TYPES` the step from version 1, which turns the bare integer
 /// into money in [`SINGLE_CURRENCY`].
+///
+/// The steps are typed (`Upcasters::step_typed`): version 1 decodes as a
+/// type of its own and converts into the current event, so the command
+/// handler's loads of old events decode each once and write no JSON.
 pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
     let declared = EVENT_TYPES.iter().fold(upcasters, |upcasters, event_type| {
         upcasters.current(*event_type, schema_of(event_type))
     });
-    MONEY_FIELDS
-        .iter()
-        .fold(declared, |upcasters, &(event_type, field)| {
-            upcasters.step_object(event_type, 1, move |data| {
-                money_from_single_currency(data, field)
+    declared
+        .step_typed("CustomerRegistered", 1, |v1: Object<RegisteredV1>| {
+            let v1 = v1.0;
+            Ok(CustomerRegistered {
+                customer_id: v1.customer_id,
+                personal: PersonalData {
+                    name: v1.name,
+                    email: v1.email,
+                },
+                credit_limit: v1.credit_limit.into_money()?,
+            })
+        })
+        .step_typed("CreditLimitChanged", 1, |v1: Object<LimitChangedV1>| {
+            let v1 = v1.0;
+            Ok(CreditLimitChanged {
+                customer_id: v1.customer_id,
+                credit_limit: v1.credit_limit.into_money()?,
+            })
+        })
+        .step_typed("CreditReserved", 1, |v1: Object<OrderAmountV1>| {
+            let v1 = v1.0;
+            Ok(CreditReserved {
+                customer_id: v1.customer_id,
+                order_id: v1.order_id,
+                amount: v1.amount.into_money()?,
+            })
+        })
+        .step_typed("CreditReleased", 1, |v1: Object<OrderAmountV1>| {
+            let v1 = v1.0;
+            Ok(CreditReleased {
+                customer_id: v1.customer_id,
+                order_id: v1.order_id,
+                amount: v1.amount.into_money()?,
             })
         })
 }
 
-/// Money as the 1 → 2 step writes it: `{"amount": …, "currency": …}`.
-#[derive(Serialize)]
-struct SingleCurrencyAmount {
-    amount: i64,
-    currency: &'static str,
+/// `CustomerRegistered` at version 1.
+#[derive(Deserialize)]
+struct RegisteredV1 {
+    customer_id: Uuid,
+    name: CustomerName,
+    email: Email,
+    credit_limit: SingleCurrency,
 }
 
-/// Version 1 → 2 of one event: `field` from an integer of minor units to
-/// money in [`SINGLE_CURRENCY`].
-///
-/// Version 1 comes in two shapes: the single-currency model's integer, and
-/// money itself, which the releases between the arrival of currencies and
-/// this schema bump wrote still labelled version 1. Money is kept as it is
-/// (whether it is valid money is for decoding to say); anything else (a
-/// fraction, a string, no field) is refused rather than guessed at.
-fn money_from_single_currency(
-    data: &mut event_store::EventObject<'_>,
-    field: &'static str,
-) -> Result<(), String> {
-    // The integer, the common case, is read without decoding anything
-    // else; every other shape is judged on its `Value`.
-    if let Ok(Some(amount)) = data.get::<i64>(field) {
-        return data.set(
-            field,
-            SingleCurrencyAmount {
-                amount,
-                currency: SINGLE_CURRENCY,
-            },
-        );
+/// `CreditLimitChanged` at version 1.
+#[derive(Deserialize)]
+struct LimitChangedV1 {
+    customer_id: Uuid,
+    credit_limit: SingleCurrency,
+}
+
+/// `CreditReserved` and `CreditReleased` at version 1.
+#[derive(Deserialize)]
+struct OrderAmountV1 {
+    customer_id: Uuid,
+    order_id: Uuid,
+    amount: SingleCurrency,
+}
+
+/// An event's data that must be a JSON object: serde's structs also read
+/// arrays, which no version of these events ever was.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_any(Visit(std::marker::PhantomData))
+            .map(Object)
     }
-    match data.get::<serde_json::Value>(field)? {
-        Some(serde_json::Value::Number(n)) => {
-            Err(format!("{field} is {n}, not an integer of minor units"))
+}
+
+/// A version 1 amount, in one of two shapes: the single-currency model's
+/// integer of euro cents, or money itself, which the releases between the
+/// arrival of currencies and this schema bump wrote still labelled
+/// version 1. Anything else (a fraction, a string, money without a
+/// currency) is refused rather than guessed at.
+enum SingleCurrency {
+    Cents(i64),
+    Money(Money),
+}
+
+impl SingleCurrency {
+    fn into_money(self) -> Result<Money, String> {
+        match self {
+            SingleCurrency::Cents(amount) => Currency::parse(SINGLE_CURRENCY)
+                .and_then(|eur| Money::new(amount, eur))
+                .map_err(|e| e.to_string()),
+            SingleCurrency::Money(money) => Ok(money),
         }
-        Some(serde_json::Value::Object(money))
-            if money.get("amount").is_some_and(serde_json::Value::is_i64)
-                && money
-                    .get("currency")
-                    .is_some_and(serde_json::Value::is_string) =>
-        {
-            Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for SingleCurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = SingleCurrency;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer of minor units, or money")
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<SingleCurrency, E> {
+                Ok(SingleCurrency::Cents(v))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<SingleCurrency, E> {
+                i64::try_from(v)
+                    .map(SingleCurrency::Cents)
+                    .map_err(|_| E::custom(format!("{v} is not an integer of minor units")))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<SingleCurrency, E> {
+                Err(E::custom(format!("{v} is not an integer of minor units")))
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<SingleCurrency, E> {
+                Err(E::custom(format!("{v:?} is not an integer of minor units")))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<SingleCurrency, A::Error> {
+                Money::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(SingleCurrency::Money)
+                    .map_err(|e| {
+                        A::Error::custom(format!("{e}: not an integer of minor units, nor money"))
+                    })
+            }
         }
-        Some(other) => Err(format!("{field} is {other}, not an integer of minor units")),
-        None => Err(format!("{field} is missing")),
+        d.deserialize_any(Visit)
     }
 }
 
@@ -1182,7 +1271,7 @@ mod tests {
                 "not an integer",
             ),
             (serde_json::json!({"customer_id": C}), "missing"),
-            (serde_json::json!([1]), "not a JSON object"),
+            (serde_json::json!([1]), "a JSON object"),
         ] {
             match read(stored("CreditLimitChanged", 1, data)) {
                 Err(event_store::Error::Upcast {
