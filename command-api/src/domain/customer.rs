@@ -103,19 +103,17 @@ pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
             })
         })
         .step_typed("CreditReserved", 1, |v1: Object<OrderAmountV1>| {
-            let v1 = v1.0;
-            Ok(CreditReserved {
-                customer_id: v1.customer_id,
-                order_id: v1.order_id,
-                amount: v1.amount.into_money()?,
+            v1.0.into_current(|customer_id, order_id, amount| CreditReserved {
+                customer_id,
+                order_id,
+                amount,
             })
         })
         .step_typed("CreditReleased", 1, |v1: Object<OrderAmountV1>| {
-            let v1 = v1.0;
-            Ok(CreditReleased {
-                customer_id: v1.customer_id,
-                order_id: v1.order_id,
-                amount: v1.amount.into_money()?,
+            v1.0.into_current(|customer_id, order_id, amount| CreditReleased {
+                customer_id,
+                order_id,
+                amount,
             })
         })
 }
@@ -142,6 +140,17 @@ struct OrderAmountV1 {
     customer_id: Uuid,
     order_id: Uuid,
     amount: SingleCurrency,
+}
+
+impl OrderAmountV1 {
+    /// The version 2 event `build` makes of the ids and the amount.
+    fn into_current<E>(self, build: impl FnOnce(Uuid, Uuid, Money) -> E) -> Result<E, String> {
+        Ok(build(
+            self.customer_id,
+            self.order_id,
+            self.amount.into_money()?,
+        ))
+    }
 }
 
 /// An event's data that must be a JSON object: serde's structs also read
