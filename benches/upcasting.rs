@@ -6,12 +6,12 @@
 //! and `order` to `customer_id` and `order_id`, v2 → v3 renames `cents` to
 //! the money field (`credit_limit` or `amount`), v3 → v4 turns that integer
 //! into money in euros. Version 4 is the shape the domain reads. The steps
-//! are object steps (`Upcasters::step_object`), as a domain writes steps
-//! that rename and replace top-level fields. The same events are written
-//! twice: into a log at version 4 (current) and into a log at version 1
-//! (every such event needs all three steps). Three variants of each
-//! workload are measured, interleaved in the same run, so the ratios hold
-//! on a loaded machine:
+//! are object steps (`Upcasters::step_object`), which rename and replace
+//! top-level fields, or the same chain as typed steps. The same events are
+//! written into a log at version 4 (current), a log at version 1 (every
+//! such event needs all three steps) and a log in the reference domain's
+//! own version 1. The variants of each workload are measured, interleaved
+//! in the same run, so the ratios hold on a loaded machine:
 //!
 //! - `plain`: the current log through the bare store (no upcasting layer);
 //! - `no-op`: the current log through `Upcasting` (what production pays for
@@ -29,6 +29,10 @@
 //!   cache. Aggregate loads decode each old event once, as version 1, and
 //!   convert it in Rust (`Upcasters::upcast_typed`, as the command handler
 //!   does); catch-up gets the JSON the last step's output writes.
+//! - `domain` (aggregate load only): the same events in the reference
+//!   domain's own version 1 (money as an integer of cents) through its own
+//!   upcasters (one typed step), no cache: what the first load of a
+//!   customer written by the single-currency release pays.
 //!
 //! 1. Aggregate load: one customer stream loaded as the command handler
 //!    loads it (the store's `load`, decode, fold), repeatedly.
@@ -278,29 +282,44 @@ fn typed_chain() -> Upcasters {
     })
 }
 
-/// The event as the version 1 writer wrote it (the chain backwards), or at
-/// version 4 for the current log.
-fn at_version(mut event: NewEvent, old: bool) -> NewEvent {
+/// The shapes a log is written in.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// Version 4 of the chain (the domain's current shape).
+    Current,
+    /// Version 1 of the chain.
+    ChainV1,
+    /// Version 1 of the reference domain: the money as an integer of cents.
+    DomainV1,
+}
+
+/// The event as `shape` writes it (the chain backwards for `ChainV1`).
+fn at_version(mut event: NewEvent, shape: Shape) -> NewEvent {
     let Some(field) = money_field(&event.event_type) else {
         return event;
     };
-    if !old {
-        event.schema_version = CURRENT;
-        return event;
-    }
     let mut v: Value = serde_json::from_slice(&event.data).unwrap();
     let cents = v[field]["amount"].as_i64().unwrap();
-    v[field] = json!(cents);
-    rename(&mut v, field, "cents").unwrap();
-    rename(&mut v, "customer_id", "customer").unwrap();
-    rename(&mut v, "order_id", "order").unwrap();
+    match shape {
+        Shape::Current => {
+            event.schema_version = CURRENT;
+            return event;
+        }
+        Shape::DomainV1 => v[field] = json!(cents),
+        Shape::ChainV1 => {
+            v[field] = json!(cents);
+            rename(&mut v, field, "cents").unwrap();
+            rename(&mut v, "customer_id", "customer").unwrap();
+            rename(&mut v, "order_id", "order").unwrap();
+        }
+    }
     event.data = serde_json::to_vec(&v).unwrap().into();
     event.schema_version = 1;
     event
 }
 
 /// Writes `appends` into a fresh store under `dir`, in the given version.
-async fn write_log(dir: &std::path::Path, appends: &[Vec<StreamAppend>], old: bool) -> Store {
+async fn write_log(dir: &std::path::Path, appends: &[Vec<StreamAppend>], shape: Shape) -> Store {
     let store = Store::open(dir, StoreOptions::default()).await.unwrap();
     for batch in appends {
         let batch = batch
@@ -311,7 +330,7 @@ async fn write_log(dir: &std::path::Path, appends: &[Vec<StreamAppend>], old: bo
                     a.expected,
                     a.events
                         .iter()
-                        .map(|e| at_version(e.clone(), old))
+                        .map(|e| at_version(e.clone(), shape))
                         .collect(),
                 )
             })
@@ -447,29 +466,40 @@ struct Variants {
     chain: Arc<dyn EventStore>,
     cold: Arc<dyn EventStore>,
     typed: Arc<dyn EventStore>,
+    domain: Arc<dyn EventStore>,
 }
 
 impl Variants {
     async fn new(root: &std::path::Path, name: &str, appends: &[Vec<StreamAppend>]) -> Self {
-        let current = write_log(&root.join(format!("{name}-v4")), appends, false).await;
-        let old = write_log(&root.join(format!("{name}-v1")), appends, true).await;
+        let current = write_log(&root.join(format!("{name}-v4")), appends, Shape::Current).await;
+        let old = write_log(&root.join(format!("{name}-v1")), appends, Shape::ChainV1).await;
+        let domain_v1 = write_log(
+            &root.join(format!("{name}-domain-v1")),
+            appends,
+            Shape::DomainV1,
+        )
+        .await;
         Self {
             plain: Arc::new(current.clone()),
             no_op: Arc::new(Upcasting::new(current, chain()).unwrap()),
             chain: Arc::new(Upcasting::new(old.clone(), chain()).unwrap()),
             cold: Arc::new(Upcasting::with_cache(old.clone(), chain(), 0).unwrap()),
             typed: Arc::new(Upcasting::with_cache(old, typed_chain(), 0).unwrap()),
+            domain: Arc::new(
+                Upcasting::with_cache(domain_v1, command_api::domain::upcasters(), 0).unwrap(),
+            ),
         }
     }
 
     /// The variants measured for aggregate loads.
-    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 5] {
+    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 6] {
         [
             ("plain", &self.plain),
             ("no-op", &self.no_op),
             ("chain", &self.chain),
             ("cold", &self.cold),
             ("typed", &self.typed),
+            ("domain", &self.domain),
         ]
     }
 
