@@ -124,9 +124,10 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
     /// types through typed upcasters itself, as the command handler does:
     /// an upcasting layer ([`crate::Upcasting`]) whose upcasters have typed
     /// steps leaves as stored the events that those steps alone bring to
-    /// their current version, and hands back the upcasters to run them with
-    /// ([`Upcasters::upcast_typed`]), so that no JSON is written for them.
-    /// Any other store loads as `load` does and hands back none.
+    /// their current version and, when it left any, hands back the
+    /// upcasters to run them with ([`Upcasters::upcast_typed`]), so that no
+    /// JSON is written for them. Any other store loads as `load` does and
+    /// hands back none.
     async fn load_leaving_typed(
         &self,
         stream_id: &StreamId,

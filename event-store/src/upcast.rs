@@ -164,6 +164,19 @@ struct Work<'a> {
     /// current version, for a reader that runs them itself
     /// ([`Upcasters::upcast_typed`]).
     leave_typed: bool,
+    /// Whether an event was left so.
+    left_typed: bool,
+}
+
+/// What reading an event takes.
+enum Need {
+    /// Nothing: it is read as stored.
+    Nothing,
+    /// Upcasting here.
+    Upcast,
+    /// Nothing here: typed steps alone bring it to its current version,
+    /// and the reader runs them.
+    Typed,
 }
 
 /// Hashes event types for the upcasters' map: one call of xxh3 rather than
@@ -438,44 +451,56 @@ impl Upcasters {
     /// events' data shares one buffer.
     pub fn upcast_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         self.upcast_all_with(events, None, false)
+            .map(|(events, _)| events)
     }
 
-    /// Whether `event` is not at its type's current version (older or, an
-    /// error for `upcast_into`, newer), and is not one of those left to
-    /// typed decoding when `leave_typed`.
-    fn needs_upcast(&self, event: &RecordedEvent, leave_typed: bool) -> bool {
-        self.types
-            .get(event.event_type.as_str())
-            .is_some_and(|chain| {
-                chain
-                    .current
-                    .is_some_and(|current| current != event.schema_version)
-                    && !(leave_typed && chain.is_typed(event.schema_version))
-            })
+    /// What `event` needs: whether it is not at its type's current version
+    /// (older or, an error for `upcast_into`, newer), and whether it is one
+    /// of those left to typed decoding when `leave_typed`.
+    fn need(&self, event: &RecordedEvent, leave_typed: bool) -> Need {
+        let Some(chain) = self.types.get(event.event_type.as_str()) else {
+            return Need::Nothing;
+        };
+        match chain.current {
+            Some(current) if current != event.schema_version => {
+                if leave_typed && chain.is_typed(event.schema_version) {
+                    Need::Typed
+                } else {
+                    Need::Upcast
+                }
+            }
+            _ => Need::Nothing,
+        }
     }
 
     /// As [`upcast_all`](Self::upcast_all), taking what `cache` holds for
     /// the same stored data and caching what it had to upcast (for the
     /// cache generation the events were read in). With `leave_typed`, the
     /// events typed steps alone bring to their current version are left as
-    /// stored.
+    /// stored; the flag says whether there were any.
     fn upcast_all_with(
         &self,
         mut events: Vec<RecordedEvent>,
         cache: Option<(&UpcastCache, u64)>,
         leave_typed: bool,
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<(Vec<RecordedEvent>, bool)> {
         let cache = cache.filter(|(cache, _)| cache.is_enabled());
         // The events to upcast here, by index: with a cache, only those that
         // need it and that it does not hold (each type looked up once).
         let mut todo: Vec<usize> = Vec::new();
         let mut hits: Vec<(usize, Bytes, u32)> = Vec::new();
+        let mut left_typed = false;
         if let Some((cache, _)) = cache {
-            let asked: Vec<usize> = (0..events.len())
-                .filter(|&i| self.needs_upcast(&events[i], leave_typed))
-                .collect();
+            let mut asked: Vec<usize> = Vec::new();
+            for (i, event) in events.iter().enumerate() {
+                match self.need(event, leave_typed) {
+                    Need::Upcast => asked.push(i),
+                    Need::Typed => left_typed = true,
+                    Need::Nothing => {}
+                }
+            }
             if asked.is_empty() {
-                return Ok(events);
+                return Ok((events, left_typed));
             }
             let mut hit = vec![false; asked.len()];
             cache.get_all(
@@ -514,6 +539,7 @@ impl Upcasters {
                     upcast.push((i, range, version));
                 }
             }
+            left_typed |= work.left_typed;
             work.out
         };
         if let Some((cache, generation)) = cache.filter(|_| !upcast.is_empty()) {
@@ -535,7 +561,7 @@ impl Upcasters {
             events[i].schema_version = version;
         }
         if upcast.is_empty() {
-            return Ok(events);
+            return Ok((events, left_typed));
         }
         // Where few events were upcast, most of the room is unused: it
         // would stay allocated as long as any of them is.
@@ -547,7 +573,7 @@ impl Upcasters {
             events[i].data = out.slice(range);
             events[i].schema_version = version;
         }
-        Ok(events)
+        Ok((events, left_typed))
     }
 
     /// Upcasts `event`'s data into `work.out`: where it was written and the
@@ -577,6 +603,7 @@ impl Upcasters {
             });
         }
         if work.leave_typed && chain.is_typed(event.schema_version) {
+            work.left_typed = true;
             return Ok(None);
         }
         if work.out.capacity() == 0 {
@@ -892,6 +919,7 @@ impl<S: EventStore> Upcasting<S> {
     ) -> Result<Vec<RecordedEvent>> {
         self.upcasters
             .upcast_all_with(events, Some((&self.cache, generation)), false)
+            .map(|(events, _)| events)
     }
 }
 
@@ -990,10 +1018,13 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         }
         let generation = self.cache.generation();
         let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
-        loaded.events =
+        let left_typed;
+        (loaded.events, left_typed) =
             self.upcasters
                 .upcast_all_with(loaded.events, Some((&self.cache, generation)), true)?;
-        Ok((loaded, Some(self.upcasters.clone())))
+        // Without events left for typed steps, the reader decodes every
+        // event as it is, without looking its type up again.
+        Ok((loaded, left_typed.then(|| self.upcasters.clone())))
     }
 
     fn read_page_max(&self) -> usize {
@@ -1277,17 +1308,18 @@ mod tests {
         let cache = UpcastCache::new(1 << 20);
         let uncached = up.upcast_all(events.clone()).unwrap();
         for _ in 0..2 {
-            let cached = up
+            let (cached, left_typed) = up
                 .upcast_all_with(events.clone(), Some((&cache, cache.generation())), false)
                 .unwrap();
             assert_eq!(cached, uncached);
+            assert!(!left_typed);
         }
         // Only the three events that needed a step are kept.
         assert_eq!(cache.usage().0, 3);
         // The same position read as other data (erased since, say) is
         // upcast from that data, not served from the cache.
         events[0].data = Bytes::from(serde_json::to_vec(&json!({"name": "X Y"})).unwrap());
-        let cached = up
+        let (cached, _) = up
             .upcast_all_with(events.clone(), Some((&cache, cache.generation())), false)
             .unwrap();
         assert_eq!(cached, up.upcast_all(events.clone()).unwrap());
@@ -1533,12 +1565,23 @@ mod tests {
         }
         let cache = UpcastCache::new(1 << 20);
         for cache in [None, Some((&cache, cache.generation()))] {
-            let read_back = up.upcast_all_with(events.clone(), cache, true).unwrap();
+            let (read_back, left_typed) = up.upcast_all_with(events.clone(), cache, true).unwrap();
+            assert!(left_typed);
             assert_eq!(read_back[0], events[0]);
             assert_eq!(read(&read_back[1]), json!({"wrapped": "x"}));
             assert_eq!(read_back[1].schema_version, 2);
             assert_eq!(read_back[2..], events[2..]);
+            // Without old events for typed steps, the flag says so.
+            let (_, left_typed) = up
+                .upcast_all_with(events[1..3].to_vec(), cache, true)
+                .unwrap();
+            assert!(!left_typed);
+            // Without `leave_typed`, they are upcast here.
+            let (read_back, left_typed) = up.upcast_all_with(events.clone(), cache, false).unwrap();
+            assert!(!left_typed);
+            assert_eq!(read_back, up.upcast_all(events.clone()).unwrap());
+            assert_eq!(read_back[0].schema_version, 3);
         }
-        assert_eq!(cache.usage().0, 1);
+        assert_eq!(cache.usage().0, 3);
     }
 }

@@ -223,6 +223,26 @@ async fn the_handler_loads_old_events_through_typed_steps_as_through_object_step
         }
     };
     let (typed_events, object_events) = (read(&typed).await, read(&object).await);
+    // The layer hands its upcasters to the handler only for a load with
+    // events left for typed steps.
+    let layered = Upcasting::new(store.clone(), command_api::domain::upcasters()).unwrap();
+    let (loaded, upcasters) = layered.load_leaving_typed(&stream, None).await.unwrap();
+    assert!(upcasters.is_some());
+    assert_eq!(loaded.events[0].schema_version, 1, "left as stored");
+    let current = StreamId::new(format!("customer-{}", Uuid::new_v4())).unwrap();
+    let mut changed = NewEvent::json(
+        "CreditLimitChanged",
+        &json!({"customer_id": customer, "credit_limit": {"amount": 5, "currency": "EUR"}}),
+    )
+    .unwrap();
+    changed.schema_version = 2;
+    store
+        .append(&current, ExpectedVersion::NoStream, vec![changed])
+        .await
+        .unwrap();
+    let (loaded, upcasters) = layered.load_leaving_typed(&current, None).await.unwrap();
+    assert!(upcasters.is_none());
+    assert_eq!(loaded.events.len(), 1);
     assert_eq!(typed_events.len(), 22);
     for (t, o) in typed_events.iter().zip(&object_events) {
         assert_eq!(t.schema_version, o.schema_version);
