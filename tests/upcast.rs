@@ -305,6 +305,17 @@ async fn a_store_written_by_the_single_currency_release_serves_money_in_euros() 
     let ada = query_at(&http, &format!("{url}/customers/{ADA}"), position).await;
     assert_eq!(ada["available"], eur(0), "{ada}");
     assert_eq!(ada["version"], 3, "{ada}");
+    // Grace's history holds every money event type at version 1 (a limit
+    // change, a reservation and its release): her limit of 300.00 EUR is
+    // all available.
+    let reservations = format!("{url}/customers/{GRACE}/reservations");
+    let (status, body) = command(&http, &reservations, &reserve(eur(30_001))).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["credit_limit"], eur(30_000), "{body}");
+    let (status, body) = command(&http, &reservations, &reserve(eur(30_000))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 5, "{body}");
+    let position = body["position"].as_u64().unwrap();
 
     // An online rebuild from the old log yields the same rows.
     wait_projected(&http, &url, position).await;

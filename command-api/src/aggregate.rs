@@ -76,10 +76,14 @@ pub trait DomainEvent: Send + Sync + std::fmt::Debug + Sized + 'static {
     /// type returned (`event_store::Upcasters::step_typed`), which
     /// [`upcast_value`] downcasts. The handler loads old events this way
     /// when typed steps alone lead from their version to the current one,
-    /// so that they cost no JSON writing and parsing; a domain without
-    /// typed upcasters keeps this default, which refuses every value.
-    fn from_upcast(event_type: &str, value: event_store::UpcastValue) -> Result<Self, DecodeError> {
-        drop(value);
+    /// so that they cost no JSON writing and parsing. A value this returns
+    /// [`DecodeError::UpcastType`] for (as the default does for all) is
+    /// decoded from the JSON the chain writes instead, as on every other
+    /// read path: the same event, at the JSON path's cost.
+    fn from_upcast(
+        event_type: &str,
+        _value: event_store::UpcastValue,
+    ) -> Result<Self, DecodeError> {
         Err(DecodeError::UpcastType {
             event_type: event_type.to_owned(),
             expected: "nothing (this domain event does not implement `from_upcast`)",
@@ -109,13 +113,24 @@ pub(crate) fn decode_recorded<E: DomainEvent>(
     recorded: &event_store::RecordedEvent,
     upcasters: Option<&event_store::Upcasters>,
 ) -> Result<E, DecodeError> {
-    match upcasters.and_then(|upcasters| upcasters.upcast_typed(recorded)) {
-        Some(value) => E::from_upcast(&recorded.event_type, value?),
-        None => E::decode(
+    let Some((upcasters, value)) =
+        upcasters.and_then(|upcasters| Some((upcasters, upcasters.upcast_typed(recorded)?)))
+    else {
+        return E::decode(
             &recorded.event_type,
             recorded.schema_version,
             &recorded.data,
-        ),
+        );
+    };
+    let value = value.map_err(DecodeError::Upcast)?;
+    match E::from_upcast(&recorded.event_type, value) {
+        Err(DecodeError::UpcastType { .. }) => {
+            let current = upcasters
+                .upcast(recorded.clone())
+                .map_err(DecodeError::Upcast)?;
+            E::decode(&current.event_type, current.schema_version, &current.data)
+        }
+        decoded => decoded,
     }
 }
 
@@ -140,12 +155,13 @@ pub enum DecodeError {
         #[source]
         source: serde_json::Error,
     },
-    /// A typed upcaster's step failed (the error names the type and the
+    /// An upcaster's step failed (the error names the type and the
     /// version).
     #[error(transparent)]
-    Upcast(#[from] event_store::Error),
+    Upcast(event_store::Error),
     /// The last typed upcaster of `event_type` returned another type than
-    /// the domain decodes it from.
+    /// the domain takes it from ([`DomainEvent::from_upcast`]); the
+    /// handler then decodes the event from the JSON the chain writes.
     #[error(
         "the typed upcasters of {event_type} end in a type the domain does not decode it from \
          (it takes {expected})"

@@ -279,10 +279,14 @@ impl Upcasters {
 
     /// Adds `step` to `event_type`'s chain, from `from_version`.
     fn with_step(mut self, event_type: String, from_version: u32, step: Step) -> Self {
-        self.typed |= matches!(step, Step::Typed(_));
         let chain = self.types.entry(event_type).or_default();
         chain.steps.insert(from_version, step);
         chain.refresh();
+        // Counted again, as the step may have replaced a typed one.
+        self.typed = self
+            .types
+            .values()
+            .any(|chain| chain.steps.values().any(|s| matches!(s, Step::Typed(_))));
         self
     }
 
@@ -1399,6 +1403,13 @@ mod tests {
             }),
         ];
         assert!(typed_chain().has_typed_steps() && !chain().has_typed_steps());
+        assert!(
+            !typed_chain()
+                .step_object("Registered", 1, split_name)
+                .step_object("Registered", 2, default_currency)
+                .has_typed_steps(),
+            "every typed step replaced"
+        );
         for (version, data) in [
             (1, json!({"name": "Ada Lovelace"})),
             (1, json!({"name": "Ada"})),
