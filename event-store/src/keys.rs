@@ -372,7 +372,8 @@ impl KeyStore {
 
     /// Whether the subject's key or erasure is known (it then needs no
     /// write to the key log).
-    pub fn is_cached(&self, subject: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_cached(&self, subject: &str) -> bool {
         self.shared
             .state
             .read()

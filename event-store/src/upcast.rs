@@ -85,7 +85,6 @@ struct TypedStep {
     input: TypeId,
     /// The input type's name without module paths, for errors.
     input_name: Arc<str>,
-    output: TypeId,
     decode: DecodeFn,
     decode_value: DecodeValueFn,
     convert: Arc<dyn Fn(UpcastValue) -> std::result::Result<UpcastValue, String> + Send + Sync>,
@@ -100,12 +99,16 @@ enum Step {
     Typed(TypedStep),
 }
 
-/// What a typed step returned, with what it takes to pass it on.
+/// What a typed step returned, with what it takes to write it.
 struct Typed {
     value: UpcastValue,
-    /// The type of `value`.
-    output: TypeId,
     encode: EncodeFn,
+}
+
+/// The type of the value in `value` (not of its box).
+fn type_of(value: &UpcastValue) -> TypeId {
+    let value: &dyn Any = &**value;
+    value.type_id()
 }
 
 fn decode_as<T: DeserializeOwned + Send + 'static>(data: &[u8]) -> serde_json::Result<UpcastValue> {
@@ -160,22 +163,17 @@ struct Work<'a> {
     /// single event): with the first upcast event's size, what `out` is
     /// sized for.
     remaining: usize,
-    /// Leave as stored the events that typed steps alone bring to their
-    /// current version, for a reader that runs them itself
-    /// ([`Upcasters::upcast_typed`]).
-    leave_typed: bool,
-    /// Whether an event was left so.
-    left_typed: bool,
 }
 
 /// What reading an event takes.
-enum Need {
+enum Need<'u> {
     /// Nothing: it is read as stored.
     Nothing,
-    /// Upcasting here.
-    Upcast,
+    /// Upcasting here, through this chain to this version (or, for a
+    /// newer version than that, an error).
+    Upcast(&'u Chain, u32),
     /// Nothing here: typed steps alone bring it to its current version,
-    /// and the reader runs them.
+    /// and the reader runs them ([`Upcasters::upcast_typed`]).
     Typed,
 }
 
@@ -365,7 +363,6 @@ impl Upcasters {
         let step = TypedStep {
             input: TypeId::of::<Old>(),
             input_name: short_type_name(std::any::type_name::<Old>()).into(),
-            output: TypeId::of::<New>(),
             decode: decode_as::<Old>,
             decode_value: decode_value_as::<Old>,
             convert: Arc::new(convert),
@@ -433,10 +430,11 @@ impl Upcasters {
 
     /// The event at its type's current version.
     pub fn upcast(&self, event: RecordedEvent) -> Result<RecordedEvent> {
-        let mut work = Work::default();
-        let Some((range, version)) = self.upcast_into(&event, &mut work)? else {
+        let Need::Upcast(chain, current) = self.need(&event, false) else {
             return Ok(event);
         };
+        let mut work = Work::default();
+        let (range, version) = upcast_into(&event, chain, current, &mut work)?;
         let mut out = std::mem::take(&mut work.out);
         drop(work);
         let mut event = event;
@@ -461,7 +459,7 @@ impl Upcasters {
     /// What `event` needs: whether it is not at its type's current version
     /// (older or, an error for `upcast_into`, newer), and whether it is one
     /// of those left to typed decoding when `leave_typed`.
-    fn need(&self, event: &RecordedEvent, leave_typed: bool) -> Need {
+    fn need(&self, event: &RecordedEvent, leave_typed: bool) -> Need<'_> {
         let Some(chain) = self.types.get(event.event_type.as_str()) else {
             return Need::Nothing;
         };
@@ -470,7 +468,7 @@ impl Upcasters {
                 if leave_typed && chain.is_typed(event.schema_version) {
                     Need::Typed
                 } else {
-                    Need::Upcast
+                    Need::Upcast(chain, current)
                 }
             }
             _ => Need::Nothing,
@@ -489,20 +487,26 @@ impl Upcasters {
         leave_typed: bool,
     ) -> Result<(Vec<RecordedEvent>, bool)> {
         let cache = cache.filter(|(cache, _)| cache.is_enabled());
-        // The events to upcast here, by index: with a cache, only those that
-        // need it and that it does not hold (each type looked up once).
-        let mut todo: Vec<usize> = Vec::new();
+        // The events to upcast here, by index, with their chains: with a
+        // cache, only those that it does not hold. Each type is looked up
+        // once, by `need`.
+        let mut todo: Vec<(usize, &Chain, u32)> = Vec::new();
         let mut hits: Vec<(usize, Bytes, u32)> = Vec::new();
         let mut left_typed = false;
-        if let Some((cache, _)) = cache {
-            let mut asked: Vec<usize> = Vec::new();
-            for (i, event) in events.iter().enumerate() {
-                match self.need(event, leave_typed) {
-                    Need::Upcast => asked.push(i),
-                    Need::Typed => left_typed = true,
-                    Need::Nothing => {}
-                }
+        let mut need = |event: &RecordedEvent| match self.need(event, leave_typed) {
+            Need::Upcast(chain, current) => Some((chain, current)),
+            Need::Typed => {
+                left_typed = true;
+                None
             }
+            Need::Nothing => None,
+        };
+        if let Some((cache, _)) = cache {
+            let asked: Vec<(usize, &Chain, u32)> = events
+                .iter()
+                .enumerate()
+                .filter_map(|(i, event)| need(event).map(|(chain, current)| (i, chain, current)))
+                .collect();
             if asked.is_empty() {
                 return Ok((events, left_typed));
             }
@@ -510,10 +514,10 @@ impl Upcasters {
             cache.get_all(
                 asked
                     .iter()
-                    .map(|&i| (events[i].position.0, &events[i].data[..])),
+                    .map(|&(i, ..)| (events[i].position.0, &events[i].data[..])),
                 |k, (data, version)| {
                     hit[k] = true;
-                    hits.push((asked[k], data, version));
+                    hits.push((asked[k].0, data, version));
                 },
             );
             todo.extend(
@@ -521,29 +525,28 @@ impl Upcasters {
                     .iter()
                     .zip(&hit)
                     .filter(|(_, h)| !**h)
-                    .map(|(i, _)| *i),
+                    .map(|(a, _)| *a),
             );
         }
         let mut upcast = Vec::new();
         let mut out = {
-            let mut work = Work {
-                leave_typed,
-                ..Work::default()
-            };
+            let mut work = Work::default();
             // Without a cache every event, with no list made of them.
-            let mut every = 0..events.len();
+            let mut every = events
+                .iter()
+                .enumerate()
+                .filter_map(|(i, event)| need(event).map(|(chain, current)| (i, chain, current)));
             let mut listed = todo.iter().copied();
-            let (indices, n): (&mut dyn Iterator<Item = usize>, usize) = match cache {
+            let (indices, n): (&mut dyn Iterator<Item = (usize, &Chain, u32)>, usize) = match cache
+            {
                 Some(_) => (&mut listed, todo.len()),
                 None => (&mut every, events.len()),
             };
-            for (k, i) in indices.enumerate() {
+            for (k, (i, chain, current)) in indices.enumerate() {
                 work.remaining = n - k;
-                if let Some((range, version)) = self.upcast_into(&events[i], &mut work)? {
-                    upcast.push((i, range, version));
-                }
+                let (range, version) = upcast_into(&events[i], chain, current, &mut work)?;
+                upcast.push((i, range, version));
             }
-            left_typed |= work.left_typed;
             work.out
         };
         if let Some((cache, generation)) = cache.filter(|_| !upcast.is_empty()) {
@@ -579,68 +582,55 @@ impl Upcasters {
         }
         Ok((events, left_typed))
     }
+}
 
-    /// Upcasts `event`'s data into `work.out`: where it was written and the
-    /// version reached, or `None` if the event is read as stored.
-    fn upcast_into<'a>(
-        &self,
-        event: &'a RecordedEvent,
-        work: &mut Work<'a>,
-    ) -> Result<Option<(Range<usize>, u32)>> {
-        let Some(chain) = self.types.get(event.event_type.as_str()) else {
-            return Ok(None);
-        };
-        let Some(current) = chain.current else {
-            return Ok(None);
-        };
-        if event.schema_version == current {
-            return Ok(None);
-        }
-        if event.schema_version > current {
-            return Err(Error::Upcast {
-                event_type: event.event_type.clone(),
-                version: event.schema_version,
-                detail: format!(
-                    "written at a newer schema version than this code reads ({current}) at position {}",
-                    event.position
-                ),
-            });
-        }
-        if work.leave_typed && chain.is_typed(event.schema_version) {
-            work.left_typed = true;
-            return Ok(None);
-        }
-        if work.out.capacity() == 0 {
-            // The events of a batch are mostly alike, and steps mostly
-            // rename and reshape: room for each to grow by half, so that
-            // `out` is usually allocated once.
-            work.out
-                .reserve(work.remaining * (event.data.len() * 3 / 2 + 16));
-        }
-        let range = match chain.run(event, event.schema_version, current, work)? {
-            Data::Stored => return Ok(None),
-            Data::Written(range) => range,
-            Data::Value(value) => {
-                let start = work.out.len();
-                // Sized from the stored data (steps mostly rename and
-                // reshape), so that serializing rarely reallocates.
-                work.out
-                    .reserve(event.data.len() + event.data.len() / 2 + 16);
-                serde_json::to_writer(&mut work.out, &value)
-                    .map_err(|e| failed(event, current, e.to_string()))?;
-                start..work.out.len()
-            }
-            Data::Typed(typed) => {
-                let start = work.out.len();
-                work.out
-                    .reserve(event.data.len() + event.data.len() / 2 + 16);
-                (typed.encode)(typed.value.as_ref(), &mut work.out)
-                    .map_err(|e| failed(event, current, e.to_string()))?;
-                start..work.out.len()
-            }
-        };
-        Ok(Some((range, current)))
+/// Upcasts `event`'s data through `chain` to `current` (which `need` found
+/// it is not at) into `work.out`: where it was written, and the version.
+fn upcast_into<'a>(
+    event: &'a RecordedEvent,
+    chain: &Chain,
+    current: u32,
+    work: &mut Work<'a>,
+) -> Result<(Range<usize>, u32)> {
+    if event.schema_version > current {
+        return Err(Error::Upcast {
+            event_type: event.event_type.clone(),
+            version: event.schema_version,
+            detail: format!(
+                "written at a newer schema version than this code reads ({current}) at position {}",
+                event.position
+            ),
+        });
     }
+    if work.out.capacity() == 0 {
+        // The events of a batch are mostly alike, and steps mostly
+        // rename and reshape: room for each to grow by half, so that
+        // `out` is usually allocated once.
+        work.out
+            .reserve(work.remaining * (event.data.len() * 3 / 2 + 16));
+    }
+    let data = chain.run(event, event.schema_version, current, work)?;
+    let start = work.out.len();
+    // Sized from the stored data (steps mostly rename and reshape), so that
+    // serializing rarely reallocates.
+    let room = event.data.len() + event.data.len() / 2 + 16;
+    let written = match data {
+        Data::Written(range) => return Ok((range, current)),
+        // `run` ran at least one step, as the event is older than `current`.
+        Data::Stored => {
+            return Err(failed(event, current, "internal: no step ran".into()));
+        }
+        Data::Value(value) => {
+            work.out.reserve(room);
+            serde_json::to_writer(&mut work.out, &value)
+        }
+        Data::Typed(typed) => {
+            work.out.reserve(room);
+            (typed.encode)(typed.value.as_ref(), &mut work.out)
+        }
+    };
+    written.map_err(|e| failed(event, current, e.to_string()))?;
+    Ok((start..work.out.len(), current))
 }
 
 impl Chain {
@@ -743,7 +733,9 @@ impl Chain {
                         Data::Value(value) => (step.decode_value)(value),
                         // The common case: the previous step returns what
                         // this one takes.
-                        Data::Typed(typed) if typed.output == step.input => Ok(typed.value),
+                        Data::Typed(typed) if type_of(&typed.value) == step.input => {
+                            Ok(typed.value)
+                        }
                         Data::Typed(typed) => (step.decode)(&typed_text(event, version, &typed)?),
                     }
                     .map_err(|e| {
@@ -757,7 +749,6 @@ impl Chain {
                         (step.convert)(input).map_err(|detail| failed(event, version, detail))?;
                     data = Data::Typed(Typed {
                         value,
-                        output: step.output,
                         encode: step.encode,
                     });
                     version += 1;
@@ -1067,12 +1058,16 @@ mod tests {
                 v.as_object_mut().map(|o| o.remove("name"));
                 Ok(v)
             })
-            .step("Registered", 2, |mut v| {
-                if v.get("currency").is_none() {
-                    v["currency"] = json!("EUR");
-                }
-                Ok(v)
-            })
+            .step("Registered", 2, default_currency_value)
+    }
+
+    fn default_currency_value(
+        mut v: serde_json::Value,
+    ) -> std::result::Result<serde_json::Value, String> {
+        if v.get("currency").is_none() {
+            v["currency"] = json!("EUR");
+        }
+        Ok(v)
     }
 
     #[test]
@@ -1162,12 +1157,7 @@ mod tests {
             Upcasters::new()
                 .current("Registered", 3)
                 .step_object("Registered", 1, split_name)
-                .step("Registered", 2, |mut v| {
-                    if v.get("currency").is_none() {
-                        v["currency"] = json!("EUR");
-                    }
-                    Ok(v)
-                }),
+                .step("Registered", 2, default_currency_value),
             chain().step_object("Registered", 2, default_currency),
         ];
         for data in [
@@ -1395,12 +1385,7 @@ mod tests {
                 .step_object("Registered", 1, split_name)
                 .step_typed("Registered", 2, default_currency_typed),
             chain().step_typed("Registered", 2, default_currency_typed),
-            typed_chain().step("Registered", 2, |mut v| {
-                if v.get("currency").is_none() {
-                    v["currency"] = json!("EUR");
-                }
-                Ok(v)
-            }),
+            typed_chain().step("Registered", 2, default_currency_value),
         ];
         assert!(typed_chain().has_typed_steps() && !chain().has_typed_steps());
         assert!(
@@ -1485,6 +1470,17 @@ mod tests {
                 currency: "SEK".into()
             }
         );
+    }
+
+    #[test]
+    fn a_typed_value_is_known_by_its_own_type_not_its_box() {
+        let value: UpcastValue = Box::new(RegisteredV3 {
+            given_name: "A".into(),
+            family_name: "B".into(),
+            currency: "EUR".into(),
+        });
+        assert_eq!(type_of(&value), TypeId::of::<RegisteredV3>());
+        assert_ne!(type_of(&value), TypeId::of::<UpcastValue>());
     }
 
     #[test]

@@ -83,39 +83,60 @@ pub fn upcasters(upcasters: event_store::Upcasters) -> event_store::Upcasters {
     let declared = EVENT_TYPES.iter().fold(upcasters, |upcasters, event_type| {
         upcasters.current(*event_type, schema_of(event_type))
     });
+    // Looked up once, not for every old event a load reads.
+    let eur = Currency::parse(SINGLE_CURRENCY).map_err(|e| e.to_string());
+    let (e1, e2, e3, e4) = (eur.clone(), eur.clone(), eur.clone(), eur);
     declared
-        .step_typed("CustomerRegistered", 1, |v1: Object<RegisteredV1>| {
-            let v1 = v1.0;
-            Ok(CustomerRegistered {
-                customer_id: v1.customer_id,
-                personal: PersonalData {
-                    name: v1.name,
-                    email: v1.email,
-                },
-                credit_limit: v1.credit_limit.into_money()?,
-            })
-        })
-        .step_typed("CreditLimitChanged", 1, |v1: Object<LimitChangedV1>| {
-            let v1 = v1.0;
-            Ok(CreditLimitChanged {
-                customer_id: v1.customer_id,
-                credit_limit: v1.credit_limit.into_money()?,
-            })
-        })
-        .step_typed("CreditReserved", 1, |v1: Object<OrderAmountV1>| {
-            v1.0.into_current(|customer_id, order_id, amount| CreditReserved {
-                customer_id,
-                order_id,
-                amount,
-            })
-        })
-        .step_typed("CreditReleased", 1, |v1: Object<OrderAmountV1>| {
-            v1.0.into_current(|customer_id, order_id, amount| CreditReleased {
-                customer_id,
-                order_id,
-                amount,
-            })
-        })
+        .step_typed(
+            "CustomerRegistered",
+            1,
+            move |Object(v1): Object<RegisteredV1>| {
+                Ok(CustomerRegistered {
+                    customer_id: v1.customer_id,
+                    personal: PersonalData {
+                        name: v1.name,
+                        email: v1.email,
+                    },
+                    credit_limit: v1.credit_limit.into_money(e1.clone()?)?,
+                })
+            },
+        )
+        .step_typed(
+            "CreditLimitChanged",
+            1,
+            move |Object(v1): Object<LimitChangedV1>| {
+                Ok(CreditLimitChanged {
+                    customer_id: v1.customer_id,
+                    credit_limit: v1.credit_limit.into_money(e2.clone()?)?,
+                })
+            },
+        )
+        .step_typed(
+            "CreditReserved",
+            1,
+            move |Object(v1): Object<OrderAmountV1>| {
+                v1.into_current(e3.clone()?, |customer_id, order_id, amount| {
+                    CreditReserved {
+                        customer_id,
+                        order_id,
+                        amount,
+                    }
+                })
+            },
+        )
+        .step_typed(
+            "CreditReleased",
+            1,
+            move |Object(v1): Object<OrderAmountV1>| {
+                v1.into_current(e4.clone()?, |customer_id, order_id, amount| {
+                    CreditReleased {
+                        customer_id,
+                        order_id,
+                        amount,
+                    }
+                })
+            },
+        )
 }
 
 /// `CustomerRegistered` at version 1.
@@ -143,12 +164,17 @@ struct OrderAmountV1 {
 }
 
 impl OrderAmountV1 {
-    /// The version 2 event `build` makes of the ids and the amount.
-    fn into_current<E>(self, build: impl FnOnce(Uuid, Uuid, Money) -> E) -> Result<E, String> {
+    /// The version 2 event `build` makes of the ids and the amount (cents
+    /// in `eur`).
+    fn into_current<E>(
+        self,
+        eur: Currency,
+        build: impl FnOnce(Uuid, Uuid, Money) -> E,
+    ) -> Result<E, String> {
         Ok(build(
             self.customer_id,
             self.order_id,
-            self.amount.into_money()?,
+            self.amount.into_money(eur)?,
         ))
     }
 }
@@ -168,6 +194,31 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
                 T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
             }
+            // Anything else is answered as the other read paths answer it.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<T, A::Error> {
+                Err(not_an_object())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<T, E> {
+                Err(not_an_object())
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<T, E> {
+                Err(not_an_object())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<T, E> {
+                Err(not_an_object())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<T, E> {
+                Err(not_an_object())
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<T, E> {
+                Err(not_an_object())
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
+                Err(not_an_object())
+            }
+        }
+        fn not_an_object<E: serde::de::Error>() -> E {
+            E::custom("the data is not a JSON object")
         }
         d.deserialize_any(Visit(std::marker::PhantomData))
             .map(Object)
@@ -187,11 +238,10 @@ enum SingleCurrency {
 }
 
 impl SingleCurrency {
-    fn into_money(self) -> Result<Money, String> {
+    /// The amount as money, cents being in `eur`.
+    fn into_money(self, eur: Currency) -> Result<Money, String> {
         match self {
-            SingleCurrency::Cents(amount) => Currency::parse(SINGLE_CURRENCY)
-                .and_then(|eur| Money::new(amount, eur))
-                .map_err(|e| e.to_string()),
+            SingleCurrency::Cents(amount) => Money::new(amount, eur).map_err(|e| e.to_string()),
             SingleCurrency::Money(money) => Ok(money),
         }
     }
@@ -1361,7 +1411,14 @@ mod tests {
                 "not an integer",
             ),
             (serde_json::json!({"customer_id": C}), "missing"),
-            (serde_json::json!([1]), "a JSON object"),
+            (serde_json::json!([1]), "not a JSON object"),
+            (serde_json::json!("x"), "not a JSON object"),
+            (serde_json::json!(null), "not a JSON object"),
+            // An object is judged by its members.
+            (
+                serde_json::json!({"customer_id": 7, "credit_limit": 1}),
+                "UUID",
+            ),
         ] {
             match read(stored("CreditLimitChanged", 1, data)) {
                 Err(event_store::Error::Upcast {
