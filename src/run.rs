@@ -412,8 +412,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
 }
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = event_store::verify(&args.data_dir)
-        .with_context(|| format!("cannot verify {}", args.data_dir.display()))?;
+    let report = event_store::verify(&args.data_dir).context("cannot verify the data directory")?;
     for note in &report.notes {
         println!("note: {note}");
     }

@@ -112,6 +112,14 @@ fn a_locked_data_directory_is_refused_and_sigterm_stops_gracefully() {
 #[test]
 fn verify_reports_a_healthy_directory_and_damage() {
     let dir = tempfile::tempdir().unwrap();
+    // A directory a store created (an empty one is refused: see the
+    // fault suite).
+    let mut store = start(
+        &["store", "--listen", "127.0.0.1:0"],
+        dir.path(),
+        "listening on",
+    );
+    assert!(store.terminate().success());
     let ok = run(annals().args(["verify", "--data-dir"]).arg(dir.path()));
     assert!(
         ok.status.success(),

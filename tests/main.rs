@@ -7,6 +7,7 @@
 )]
 
 mod cli;
+mod faults;
 mod forget;
 mod pg;
 mod process;

@@ -504,10 +504,11 @@ impl<A: Aggregate> CommandHandler<A> {
             .await
         {
             Ok(loaded) => loaded,
-            // A snapshot is a cache of the events: when it is damaged, the
-            // events still tell the whole story.
+            // A snapshot is a cache of the events: when the damage is in
+            // it, the events still tell the whole story (and when it is in
+            // the events, the load without it says so).
             Err(e @ event_store::Error::Corruption { .. }) => {
-                tracing::warn!(stream = %stream, error = %e, "ignoring a damaged snapshot");
+                tracing::warn!(stream = %stream, error = %e, "damage in the aggregate's snapshot or events; loading its events alone");
                 self.store.load_leaving_typed(stream, None).await?
             }
             Err(e) => return Err(e.into()),

@@ -62,6 +62,14 @@ pub enum Error {
     #[error("the store stopped accepting appends: {0}")]
     Poisoned(String),
 
+    /// An append whose outcome is not known: the store failed after the
+    /// append may have become durable (an fsync that failed, a connection
+    /// lost once the request was sent). Sending the same append again (the
+    /// same event ids) is safe: it is answered as already committed, or
+    /// commits now.
+    #[error("the append may or may not have been committed: {0}")]
+    Indeterminate(String),
+
     /// The store opened with damaged data and serves reads only.
     #[error("the store is read-only: {0}")]
     ReadOnly(String),
@@ -71,6 +79,10 @@ pub enum Error {
 
     #[error("the data directory {path} is in use by another process")]
     Locked { path: PathBuf },
+
+    /// A path given as a data directory that holds no store.
+    #[error("{path} is not an annals data directory: {reason}")]
+    NotDataDirectory { path: PathBuf, reason: String },
 
     #[error("{path} has format version {found}; this build reads versions up to {supported}")]
     UnsupportedFormat {
@@ -129,6 +141,7 @@ impl Error {
             Error::Corruption { .. }
                 | Error::Io { .. }
                 | Error::Poisoned(_)
+                | Error::Indeterminate(_)
                 | Error::ReadOnly(_)
                 | Error::Closed
                 | Error::Remote(_)

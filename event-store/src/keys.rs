@@ -741,7 +741,16 @@ fn forgotten(subject: &str) -> Error {
 }
 
 fn writer_gone() -> Error {
-    Error::KeyStore("the key writer stopped".into())
+    Error::Poisoned("the personal-data key writer stopped".into())
+}
+
+/// A key log that cannot be written (a full disk, an I/O error) makes the
+/// store unavailable for what needs it; it says nothing about the keys it
+/// holds, so it is never reported as a missing or damaged key.
+fn key_log_stopped(why: String) -> Error {
+    Error::Poisoned(format!(
+        "the personal-data key log stopped accepting writes after a failed write or fsync: {why}"
+    ))
 }
 
 /// What opening found in the log.
@@ -1192,13 +1201,7 @@ impl LogWriter {
     fn plan(&mut self, request: Request, group: &mut Group) {
         let refusal = {
             let st = self.shared.state.read();
-            st.poisoned
-                .clone()
-                .map(|why| {
-                    Error::KeyStore(format!(
-                        "the key log stopped accepting writes after a failed write or fsync: {why}"
-                    ))
-                })
+            st.poisoned.clone().map(key_log_stopped)
                 .or_else(|| {
                     (!st.damage.is_empty() && matches!(request.op, Op::Create(_))).then(|| {
                         Error::KeyStore(format!(
@@ -1392,13 +1395,8 @@ impl LogWriter {
     fn poison(&self, what: String, group: Group) {
         tracing::error!("{what}; the key log refuses writes until it is reopened");
         self.shared.state.write().poisoned = Some(what.clone());
-        let err = || {
-            Error::KeyStore(format!(
-                "the key log stopped accepting writes after a failed write or fsync: {what}"
-            ))
-        };
         for reply in group.created.into_iter().chain(group.forgotten) {
-            reply.send(Err(err()));
+            reply.send(Err(key_log_stopped(what.clone())));
         }
     }
 

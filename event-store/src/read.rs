@@ -26,7 +26,19 @@ struct ActivePart {
     offsets: Vec<u32>,
 }
 
+/// Reads up to `max_count` events of one stream. Damage found on the way
+/// makes the store read-only (see [`Inner::note_damage`]).
 pub(crate) fn read_stream(
+    inner: &Inner,
+    stream_id: &StreamId,
+    from: ReadFrom,
+    direction: Direction,
+    max_count: usize,
+) -> Result<StreamSlice> {
+    inner.note_damage(stream_slice(inner, stream_id, from, direction, max_count))
+}
+
+fn stream_slice(
     inner: &Inner,
     stream_id: &StreamId,
     from: ReadFrom,
@@ -258,11 +270,16 @@ fn locate_damage(
 }
 
 /// Events from `from` (inclusive) in position order, at most `max_count`.
+/// Damage found on the way makes the store read-only.
 pub(crate) fn read_all(
     inner: &Inner,
     from: Position,
     max_count: usize,
 ) -> Result<Vec<RecordedEvent>> {
+    inner.note_damage(events_from(inner, from, max_count))
+}
+
+fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
     if max_count == 0 {
         return Err(Error::InvalidRead("max_count must be at least 1".into()));
     }

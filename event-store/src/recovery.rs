@@ -158,8 +158,13 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
             report,
         });
     };
+    let mut sealed_damage: Option<String> = None;
     for &number in earlier {
-        let segment = open_sealed(fs, dir, number, next_base, options, &mut report)?;
+        let OpenedSealed { segment, damage } =
+            open_sealed(fs, dir, number, next_base, options, &mut report)?;
+        if sealed_damage.is_none() {
+            sealed_damage = damage;
+        }
         merge_sealed_streams(&segment, &mut streams)?;
         next_base = segment.base + segment.count;
         sealed_bytes += segment.data.len() as u64;
@@ -167,8 +172,17 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
     }
     report.sealed_segments = sealed.len();
 
-    let (active, writer_file, read_only, damaged_tail) =
-        open_active(fs, dir, last, next_base, options, &mut streams, &mut report)?;
+    let (active, writer_file, active_damage, damaged_tail) = open_active(
+        fs,
+        dir,
+        last,
+        next_base,
+        options,
+        &mut streams,
+        &mut report,
+        sealed_damage.is_some(),
+    )?;
+    let read_only = sealed_damage.or(active_damage);
     report.read_only_reason = read_only.clone();
     let head = active.base + active.positions.len() as u64 - 1;
     let mut state = State::new(sealed, active, streams, head, sealed_bytes);
@@ -234,6 +248,35 @@ fn merge_sealed_streams(
     Ok(())
 }
 
+/// A sealed segment as opening found it, with the damage that makes the
+/// store read-only, if any.
+struct OpenedSealed {
+    segment: SealedSegment,
+    damage: Option<String>,
+}
+
+/// What a segment's header says, checked against where the segment sits:
+/// `Ok(None)` when it is intact and in place, `Ok(Some(why))` when it is
+/// damaged (or names another place), so that the segment is read by its
+/// index or records instead; an error only for a newer format.
+fn check_header(
+    path: &Path,
+    data: &[u8],
+    number: u64,
+    expected_base: u64,
+) -> Result<Option<String>> {
+    match FileHeader::decode(data, SEGMENT_MAGIC) {
+        Ok(header) if header.number == number && header.base_position == expected_base => Ok(None),
+        Ok(header) => Ok(Some(format!(
+            "header says segment {} at position {}, expected segment {number} at position {expected_base}",
+            header.number, header.base_position
+        ))),
+        Err(e @ HeaderError::NewerFormat(_)) => Err(header_error(path, e)),
+        Err(HeaderError::Incomplete) => Ok(Some("segment header is incomplete".into())),
+        Err(HeaderError::Damaged(detail)) => Ok(Some(format!("segment header: {detail}"))),
+    }
+}
+
 fn open_sealed(
     fs: &dyn Fs,
     dir: &Path,
@@ -241,28 +284,32 @@ fn open_sealed(
     expected_base: u64,
     options: &StoreOptions,
     report: &mut RecoveryReport,
-) -> Result<SealedSegment> {
+) -> Result<OpenedSealed> {
     let path = dir.join(segment_file_name(number));
     let file = fs
         .open(&path, false)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let data = mmap::map_whole_file(file.std_file())
         .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-    let header = FileHeader::decode(&data, SEGMENT_MAGIC).map_err(|e| header_error(&path, e))?;
-    if header.number != number || header.base_position != expected_base {
-        return Err(Error::corruption(
-            &path,
-            0,
-            format!(
-                "header says segment {} at position {}, expected segment {number} at position {expected_base}",
-                header.number, header.base_position
-            ),
-        ));
-    }
+    let header_damage = check_header(&path, &data, number, expected_base)?.map(|why| {
+        let reason = format!(
+            "corruption in {} at offset 0: {why} (run `annals verify`)",
+            path.display()
+        );
+        tracing::error!(%reason, "the store opens read-only");
+        reason
+    });
 
     let index_path = dir.join(index_file_name(number));
     let index = match load_index(fs, &index_path, number, expected_base, data.len() as u64) {
         Ok(view) => view,
+        // With a damaged header nothing is written: the records (each with
+        // its own checksum) are indexed in memory, and the segment is read
+        // through that index while the store stays read-only.
+        Err(why) if header_damage.is_some() => {
+            tracing::warn!(index = %index_path.display(), %why, "indexing a segment with a damaged header in memory");
+            index_in_memory(&path, &data, number, expected_base)?
+        }
         Err(why) => {
             tracing::warn!(index = %index_path.display(), %why, "rebuilding segment index from the segment data");
             let view = rebuild_index(fs, dir, &path, &data, number, expected_base)?;
@@ -292,19 +339,24 @@ fn open_sealed(
             for (name, _) in index.streams() {
                 bloom.insert(name);
             }
-            write_file_durably(fs, dir, &bloom_file_name(number), &bloom.encode(number))?;
-            report.blooms_rebuilt.push(bloom_path);
+            if header_damage.is_none() {
+                write_file_durably(fs, dir, &bloom_file_name(number), &bloom.encode(number))?;
+                report.blooms_rebuilt.push(bloom_path);
+            }
             bloom
         }
     };
 
-    Ok(SealedSegment {
-        base: expected_base,
-        count: index.meta().event_count,
-        path,
-        data,
-        index,
-        bloom,
+    Ok(OpenedSealed {
+        segment: SealedSegment {
+            base: expected_base,
+            count: index.meta().event_count,
+            path,
+            data,
+            index,
+            bloom,
+        },
+        damage: header_damage,
     })
 }
 
@@ -379,6 +431,14 @@ pub(crate) fn index_from_scan(
     index::encode(number, base, segment_len, &positions, &inputs)
 }
 
+/// The index of a sealed segment, built from its records and kept in
+/// memory only.
+fn index_in_memory(path: &Path, data: &[u8], number: u64, base: u64) -> Result<IndexView> {
+    let bytes = index_bytes_from_records(path, data, number, base)?;
+    IndexView::parse(bytes::Bytes::from(bytes))
+        .map_err(|detail| Error::corruption(path, 0, format!("rebuilt index: {detail}")))
+}
+
 fn rebuild_index(
     fs: &dyn Fs,
     dir: &Path,
@@ -387,6 +447,15 @@ fn rebuild_index(
     number: u64,
     base: u64,
 ) -> Result<IndexView> {
+    let bytes = index_bytes_from_records(path, data, number, base)?;
+    write_file_durably(fs, dir, &index_file_name(number), &bytes)?;
+    IndexView::parse(bytes::Bytes::from(bytes))
+        .map_err(|detail| Error::corruption(dir.join(index_file_name(number)), 0, detail))
+}
+
+/// Scans a sealed segment's records into index bytes; a segment whose
+/// records are damaged (or end inside a batch) cannot be indexed.
+fn index_bytes_from_records(path: &Path, data: &[u8], number: u64, base: u64) -> Result<Vec<u8>> {
     let scan = scan_segment(data, base);
     if let Some(damage) = scan.damage.first() {
         return Err(Error::corruption(
@@ -403,10 +472,7 @@ fn rebuild_index(
         ));
     }
     check_stream_versions(path, &scan)?;
-    let bytes = index_from_scan(number, base, data.len() as u64, &scan);
-    write_file_durably(fs, dir, &index_file_name(number), &bytes)?;
-    IndexView::parse(bytes::Bytes::from(bytes))
-        .map_err(|detail| Error::corruption(dir.join(index_file_name(number)), 0, detail))
+    Ok(index_from_scan(number, base, data.len() as u64, &scan))
 }
 
 /// Within one segment, each stream's versions must be consecutive.
@@ -438,6 +504,14 @@ type OpenedActive = (
     Option<DamagedTail>,
 );
 
+/// Opens the last segment for appending: a torn tail is cut off, damage
+/// makes the store read-only. `read_only` says the store is read-only
+/// already (damage in a sealed segment): then nothing is written here
+/// either, and a torn tail is only left out of what is served.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "recovery's running state, passed along rather than bundled for one call"
+)]
 fn open_active(
     fs: &dyn Fs,
     dir: &Path,
@@ -446,6 +520,7 @@ fn open_active(
     options: &StoreOptions,
     streams: &mut HashMap<StreamId, StreamState>,
     report: &mut RecoveryReport,
+    read_only: bool,
 ) -> Result<OpenedActive> {
     let path = dir.join(segment_file_name(number));
     let file = fs
@@ -457,8 +532,7 @@ fn open_active(
 
     let data = mmap::map_whole_file(file.std_file())
         .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-    let header = match FileHeader::decode(&data, SEGMENT_MAGIC) {
-        Ok(header) => header,
+    let header_damage = match FileHeader::decode(&data, SEGMENT_MAGIC) {
         Err(HeaderError::Incomplete) if data.iter().all(|b| *b == 0) || len < HEADER_LEN as u64 => {
             // The crash came while this segment was being created: nothing
             // was ever appended to it. Start it again.
@@ -472,24 +546,24 @@ fn open_active(
             let active = empty_active(number, expected_base, path, &file, options)?;
             return Ok((active, file, None, None));
         }
-        Err(e) => return Err(header_error(&path, e)),
+        // The records keep their own checksums: a damaged header makes the
+        // store read-only, and the records are still read at the positions
+        // the sealed segments lead to.
+        _ => check_header(&path, &data, number, expected_base)?,
     };
-    if header.number != number || header.base_position != expected_base {
-        return Err(Error::corruption(
-            &path,
-            0,
-            format!(
-                "header says segment {} at position {}, expected segment {number} at position {expected_base}",
-                header.number, header.base_position
-            ),
-        ));
-    }
 
     let scan = scan_segment(&data, expected_base);
     drop(data);
 
-    let mut read_only = None;
-    if let Some(first) = scan.damage.first() {
+    let mut damage = header_damage.map(|why| {
+        let reason = format!(
+            "corruption in {} at offset 0: {why} (run `annals verify`)",
+            path.display()
+        );
+        tracing::error!(%reason, "the store opens read-only");
+        reason
+    });
+    if let Some(first) = scan.damage.first().filter(|_| damage.is_none()) {
         let reason = format!(
             "corruption in {} at offset {}: {} ({} damaged region(s); run `annals verify`)",
             path.display(),
@@ -498,8 +572,12 @@ fn open_active(
             scan.damage.len()
         );
         tracing::error!(%reason, "the store opens read-only");
-        read_only = Some(reason);
-    } else if let Some(torn) = &scan.torn {
+        damage = Some(reason);
+    } else if let Some(torn) = scan
+        .torn
+        .as_ref()
+        .filter(|_| !read_only && damage.is_none())
+    {
         tracing::warn!(
             segment = %path.display(),
             offset = torn.offset,
@@ -516,7 +594,7 @@ fn open_active(
     }
     // Damaged records hide versions, so gaps are expected there (and
     // already reported); appends are refused, so nothing builds on them.
-    let damaged = read_only.is_some();
+    let damaged = damage.is_some() || !scan.damage.is_empty();
     if !damaged {
         check_stream_versions(&path, &scan)?;
     }
@@ -569,7 +647,7 @@ fn open_active(
         stream.last_position = e.position;
     }
 
-    let durable_len = if read_only.is_some() {
+    let durable_len = if damaged || read_only {
         scan.valid_end
     } else {
         scan.torn.as_ref().map_or(len, |t| t.offset)
@@ -597,5 +675,5 @@ fn open_active(
             offset: d.offset,
             detail: format!("{}; records after the last intact one are lost", d.detail),
         });
-    Ok((active, file, read_only, damaged_tail))
+    Ok((active, file, damage, damaged_tail))
 }

@@ -379,8 +379,24 @@ impl<S: EventStore> Shredding<S> {
         let mut from = Position(floor).next();
         let page = self.inner.read_page_max().max(1);
         let mut read = 0u64;
+        let mut damaged: Vec<Position> = Vec::new();
         while from <= head {
-            let events = self.inner.read_all(from, page).await?;
+            let events = match self.inner.read_all(from, page).await {
+                Ok(events) => events,
+                // Damage in the log must not keep the intact rest from being
+                // served: read around it one event at a time.
+                Err(Error::Corruption { .. }) => match self.inner.read_all(from, 1).await {
+                    Ok(events) => events,
+                    Err(e @ Error::Corruption { .. }) => {
+                        tracing::error!(position = from.0, error = %e, "key store: an event above the floor is damaged; its spare key, if any, stays held back");
+                        damaged.push(from);
+                        from = from.next();
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
             let Some(last) = events.last() else {
                 break;
             };
@@ -418,6 +434,17 @@ impl<S: EventStore> Shredding<S> {
             found = used.len(),
             "key store: looked for spare keys a crash left unassigned above log position {floor}"
         );
+        if !damaged.is_empty() {
+            // A damaged event may have been sealed under one of the spares:
+            // handing them out again could give its key to another subject.
+            // They stay held back (new subjects get keys of their own) until
+            // the log reads whole again.
+            tracing::error!(
+                damaged = damaged.len(),
+                "key store: spare keys stay held back because the event log is damaged above position {floor}"
+            );
+            return Ok(());
+        }
         keys.reconcile(
             used.into_iter()
                 .map(|(slot, subject)| (subject, slot))

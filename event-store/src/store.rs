@@ -57,6 +57,34 @@ pub(crate) struct Inner {
     pub index_probes: AtomicU64,
 }
 
+impl Inner {
+    /// Passes `result` on; when it is damage, the store becomes read-only
+    /// first (unless it already is), so that nothing is appended to a log
+    /// known to be damaged until an operator has looked (`annals verify`),
+    /// and readiness says why. Damage in sealed segments is found this way,
+    /// by the first read that meets it: opening checks their headers and
+    /// indexes, not every record.
+    pub(crate) fn note_damage<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(Error::Corruption {
+            file,
+            offset,
+            detail,
+        }) = &result
+        {
+            let mut st = self.state.write();
+            if st.read_only.is_none() {
+                let reason = format!(
+                    "corruption in {} at offset {offset}: {detail} (found by a read; run `annals verify`)",
+                    file.display()
+                );
+                tracing::error!(%reason, "the store is read-only from now on");
+                st.read_only = Some(reason);
+            }
+        }
+        result
+    }
+}
+
 /// An open event store. Cheap to clone; the last clone dropped (or
 /// [`Store::close`]) stops the writer and releases the directory.
 #[derive(Debug, Clone)]

@@ -77,9 +77,35 @@ fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
+/// A directory that does not exist, or holds neither a `FORMAT` file nor
+/// any segment, is not a data directory: checking it would report a
+/// healthy store of nothing, which hides a mistyped path.
+fn check_is_data_dir(dir: &Path) -> Result<()> {
+    let not_data = |why: &str| Error::NotDataDirectory {
+        path: dir.to_path_buf(),
+        reason: why.to_owned(),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(not_data("it is not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_data("it does not exist"));
+        }
+        Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+    }
+    let has_format = dir.join("FORMAT").exists();
+    let has_segments = !numbered_files(&dir.join("events"), ".seg")?.is_empty();
+    if has_format || has_segments {
+        Ok(())
+    } else {
+        Err(not_data("it holds no FORMAT file and no event segments"))
+    }
+}
+
 /// Checks every segment, index, bloom filter and snapshot file in `dir`,
 /// and the key log of its key store (`keys/`).
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
+    check_is_data_dir(dir)?;
     let mut report = VerifyReport::default();
     let format_path = dir.join("FORMAT");
     if let Ok(text) = std::fs::read_to_string(&format_path) {
@@ -152,12 +178,15 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 continue;
             }
             Err(e) => {
+                // The records after a damaged header are still checked, at
+                // the positions the previous segment leads to, so that the
+                // damage is reported once and the segments after it are
+                // judged by what they hold.
                 report.problems.push(Problem {
-                    file: path,
+                    file: path.clone(),
                     offset: 0,
                     detail: format!("segment header: {e:?}"),
                 });
-                continue;
             }
         }
 

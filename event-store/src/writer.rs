@@ -369,13 +369,17 @@ impl Writer {
     /// Writes and fsyncs the group's bytes, publishes them, then answers.
     fn flush(&mut self, group: &mut Group) {
         if !group.buf.is_empty() {
-            let result = self
-                .file
-                .write_all_at(&group.buf, self.len)
-                .and_then(|()| self.file.sync_data());
-            if let Err(e) = result {
+            // A write that fails leaves at most a torn batch, which the
+            // next open drops: nothing of the group was committed. A sync
+            // that fails may or may not have made it durable: the next open
+            // decides, so the callers are told the outcome is unknown.
+            let result = match self.file.write_all_at(&group.buf, self.len) {
+                Err(e) => Err(("writing", e, false)),
+                Ok(()) => self.file.sync_data().map_err(|e| ("syncing", e, true)),
+            };
+            if let Err((what, e, indeterminate)) = result {
                 let reason = format!(
-                    "writing {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
+                    "{what} {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
                     group.buf.len(),
                     self.path.display(),
                     self.len
@@ -383,7 +387,11 @@ impl Writer {
                 self.poison(reason.clone());
                 // Refusals too: what they were weighed against may be lost.
                 for (reply, _) in group.waiting.drain(..) {
-                    let _ = reply.send(Err(Error::Poisoned(reason.clone())));
+                    let _ = reply.send(Err(if indeterminate {
+                        Error::Indeterminate(reason.clone())
+                    } else {
+                        Error::Poisoned(reason.clone())
+                    }));
                 }
                 group.buf.clear();
                 group.events.clear();

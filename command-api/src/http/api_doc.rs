@@ -296,20 +296,27 @@ impl utoipa::IntoResponses for CommandProblems {
                      cannot be decrypted because its key is missing or damaged (not erased), \
                      nothing was written; `{}`: an event of the aggregate's history cannot be \
                      brought to its current schema version (`event_type` and `version` say \
-                     which), nothing was written.",
+                     which), nothing was written; `{}`: the aggregate's events are damaged in \
+                     the event log (`file` and `offset` say where), nothing was written.",
                     kind::INTERNAL,
                     kind::PERSONAL_DATA_UNREADABLE,
                     kind::UPCAST,
+                    kind::DATA_DAMAGED,
                 )),
             ),
             (
                 "503",
                 problem(format!(
-                    "`{}`: the event store cannot take commands, nothing was written; `{}`: \
+                    "`{}`: the event store cannot take commands (`detail` says why: read-only \
+                     after damage, stopped after a failed write such as a full disk, \
+                     unreachable), nothing was written; `{}`: the store failed while \
+                     committing the command, which may or may not have been applied (retry \
+                     with the same `Idempotency-Key` to find out); `{}`: \
                      too many requests in progress; `{}`: the command did not finish in time \
                      and may or may not have been applied (retry with the same \
                      `Idempotency-Key` to find out).",
                     kind::STORE_UNAVAILABLE,
+                    kind::OUTCOME_UNKNOWN,
                     kind::OVERLOADED,
                     kind::TIMEOUT,
                 ))

@@ -35,6 +35,8 @@ pub mod kind {
     pub const IDEMPOTENCY_KEY_REUSED: &str = "idempotency-key-reused";
     pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str = "idempotency-key-in-flight";
     pub const STORE_UNAVAILABLE: &str = "store-unavailable";
+    pub const OUTCOME_UNKNOWN: &str = "outcome-unknown";
+    pub const DATA_DAMAGED: &str = "data-damaged";
     pub const NOT_IMPLEMENTED: &str = "not-implemented";
     pub const OVERLOADED: &str = "overloaded";
     pub const TIMEOUT: &str = "timeout";
@@ -280,17 +282,78 @@ impl<E: DomainError> From<CommandError<E>> for Problem {
                 .with("event_type", event_type)
                 .with("version", version)
             }
-            CommandError::Store(e) if e.is_store_failure() => {
-                tracing::error!(error = %e, "command failed: the store is unavailable");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    kind::STORE_UNAVAILABLE,
-                    "Store unavailable",
-                    "the event store cannot take commands right now; nothing was written",
-                )
-                .with_header(retry_after(1).0, retry_after(1).1)
-            }
+            CommandError::Store(e) => store_failure(e),
             other => Problem::internal(&other),
         }
+    }
+}
+
+/// A store that refuses appends, and why: nothing was written.
+fn refused(state: &str, reason: &str) -> Problem {
+    tracing::error!(error = %reason, "command failed: the store refuses appends");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        kind::STORE_UNAVAILABLE,
+        "Store unavailable",
+        format!("the event store {state}: {reason}; nothing was written"),
+    )
+    .with_header(retry_after(1).0, retry_after(1).1)
+}
+
+/// A command the store could not serve: why, and whether anything may have
+/// been written, which decides how a client may retry.
+fn store_failure(e: event_store::Error) -> Problem {
+    use event_store::Error as E;
+    match e {
+        E::Indeterminate(reason) => {
+            tracing::error!(error = %reason, "command outcome unknown: the store failed while committing it");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kind::OUTCOME_UNKNOWN,
+                "Outcome unknown",
+                format!(
+                    "the event store failed while committing this command ({reason}); it may \
+                     or may not have been applied. Retry it with the same Idempotency-Key \
+                     (a retry then answers with the first outcome), or read the aggregate \
+                     before deciding to send it again"
+                ),
+            )
+            .with_header(retry_after(1).0, retry_after(1).1)
+        }
+        E::Corruption {
+            file,
+            offset,
+            detail,
+        } => {
+            tracing::error!(file = %file.display(), offset, error = %detail, "command failed: stored data is damaged");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                kind::DATA_DAMAGED,
+                "Stored data is damaged",
+                format!(
+                    "the aggregate's events cannot be read: the event log is damaged in {} at \
+                     offset {offset} ({detail}); nothing was written, and the store accepts no \
+                     appends until an operator has checked it (`annals verify`)",
+                    file.display()
+                ),
+            )
+            .with("file", file.display().to_string())
+            .with("offset", offset)
+        }
+        E::ReadOnly(reason) => refused("is read-only", &reason),
+        E::Poisoned(reason) => refused("stopped accepting appends", &reason),
+        e if e.is_store_failure() => {
+            tracing::error!(error = %e, "command failed: the store is unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                kind::STORE_UNAVAILABLE,
+                "Store unavailable",
+                format!(
+                    "the event store cannot take commands right now ({e}); nothing was written"
+                ),
+            )
+            .with_header(retry_after(1).0, retry_after(1).1)
+        }
+        other => Problem::internal(&other),
     }
 }

@@ -130,6 +130,7 @@ impl SagaError {
             | E::LimitExceeded { .. }
             | E::Corruption { .. }
             | E::UnsupportedFormat { .. }
+            | E::NotDataDirectory { .. }
             | E::Upcast { .. }
             | E::KeyStore(_)
             | E::Unsupported(_) => SagaError::Permanent(e.to_string()),

@@ -345,3 +345,25 @@ async fn a_customer_whose_spare_key_assignment_was_lost_reads_and_is_forgotten()
     let slot = assigned_slot(&bytes, stream.as_str()).unwrap();
     assert_eq!(bytes[64 + 80 * slot as usize], 3);
 }
+
+/// A key log that cannot be written (here every write fails, as on a full
+/// disk) makes registrations fail as an unavailable store, with the cause,
+/// never as personal data whose key is missing or damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_log_that_cannot_be_written_is_an_unavailable_store_not_a_lost_key() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let fs = event_store::fs::FaultyFs::new();
+    let keys = Arc::new(KeyStore::open_with(keys_dir.path(), Arc::new(fs.clone())).unwrap());
+    fs.fail_after(0);
+    let app = Fixture::with_store(command_api::ApiConfig::default(), move |store| {
+        crate::harness::upcasting(Shredding::new(store, keys, shredding_policy()))
+    })
+    .await;
+    for _ in 0..2 {
+        let reply = app.post("/customers", &register_body(100), &[]).await;
+        reply.assert_problem(503, "store-unavailable");
+        let detail = reply.body["detail"].as_str().unwrap();
+        assert!(detail.contains("key log"), "{detail}");
+        assert!(detail.contains("injected I/O failure"), "{detail}");
+    }
+}

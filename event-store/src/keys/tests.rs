@@ -609,11 +609,13 @@ fn a_failed_write_or_fsync_is_never_acknowledged_and_stops_the_writer() {
     let first = keys.key_for_write("c-1").unwrap();
     // The write succeeds, its fsync fails.
     fs.fail_after(1);
-    assert!(matches!(keys.key_for_write("c-2"), Err(Error::KeyStore(m)) if m.contains("fsync")));
+    // A key log that cannot be written is a store that cannot take
+    // appends, never a missing or damaged key.
+    assert!(matches!(keys.key_for_write("c-2"), Err(Error::Poisoned(m)) if m.contains("fsync")));
     assert_eq!(keys.lookup("c-2").unwrap(), None);
     fs.heal();
     // Not retried as if the bytes were safe: refused until reopened.
-    assert!(matches!(keys.key_for_write("c-3"), Err(Error::KeyStore(m)) if m.contains("stopped")));
+    assert!(matches!(keys.key_for_write("c-3"), Err(Error::Poisoned(m)) if m.contains("stopped")));
     assert!(keys.forget("c-1").is_err());
     assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Key(first));
     drop(keys);

@@ -24,6 +24,7 @@ pub mod problem {
     pub const CORRUPTION: &str = "urn:annals:problem:corruption";
     pub const UNAVAILABLE: &str = "urn:annals:problem:store-unavailable";
     pub const READ_ONLY: &str = "urn:annals:problem:store-read-only";
+    pub const OUTCOME_UNKNOWN: &str = "urn:annals:problem:outcome-unknown";
     pub const CLOSED: &str = "urn:annals:problem:store-closed";
     pub const UNAUTHORIZED: &str = "urn:annals:problem:unauthorized";
     pub const INTERNAL: &str = "urn:annals:problem:internal";
@@ -338,6 +339,7 @@ pub fn problem_of(err: &Error) -> Problem {
         | Error::InvalidRead(m)
         | Error::InvalidOptions(m)
         | Error::Poisoned(m)
+        | Error::Indeterminate(m)
         | Error::ReadOnly(m)
         | Error::Remote(m)
         | Error::KeyStore(m)
@@ -389,10 +391,16 @@ pub fn problem_of(err: &Error) -> Problem {
             503,
         ),
         Error::ReadOnly(_) => (problem::READ_ONLY, "The store is read-only", 503),
+        Error::Indeterminate(_) => (
+            problem::OUTCOME_UNKNOWN,
+            "The outcome of the append is unknown",
+            503,
+        ),
         Error::Closed => (problem::CLOSED, "The store is closed", 503),
         Error::Io { .. }
         | Error::Locked { .. }
         | Error::UnsupportedFormat { .. }
+        | Error::NotDataDirectory { .. }
         | Error::Remote(_) => (problem::INTERNAL, "Store error", 500),
         Error::KeyStore(_) => (problem::KEY_STORE, "Personal-data key store error", 500),
         Error::Unsupported(_) => (problem::UNSUPPORTED, "Not supported by this store", 501),
@@ -473,6 +481,7 @@ pub fn error_of(p: Problem) -> Error {
         problem::UNSUPPORTED => Error::Unsupported(p.detail),
         problem::UNAVAILABLE => Error::Poisoned(p.detail),
         problem::READ_ONLY => Error::ReadOnly(p.detail),
+        problem::OUTCOME_UNKNOWN => Error::Indeterminate(p.detail),
         problem::CLOSED => Error::Closed,
         _ => Error::Remote(format!("{} ({}): {}", p.title, p.status, p.detail)),
     }
