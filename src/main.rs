@@ -171,6 +171,16 @@ pub struct RemoteStoreArgs {
         default_value_t = 30
     )]
     pub wait_seconds: u64,
+    /// When the answer to an append is lost (the connection dropped after
+    /// the request was sent), how long to keep asking the store again
+    /// whether it was committed before answering the command with
+    /// `503 outcome-unknown`.
+    #[arg(
+        long = "store-outcome-wait-ms",
+        env = "ANNALS_STORE_OUTCOME_WAIT_MS",
+        default_value_t = 10_000
+    )]
+    pub outcome_wait_ms: u64,
 }
 
 /// Limits of the command API.

@@ -110,6 +110,11 @@ impl Stop {
         self.0.send_replace(true);
     }
 
+    /// Becomes `true` once stopping was asked for.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
     /// Resolves once stopping was asked for.
     pub fn wait(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut receiver = self.0.subscribe();
@@ -183,6 +188,7 @@ pub async fn connect_store(
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     let options = RemoteOptions {
         token: args.token.clone(),
+        outcome_wait: Duration::from_millis(args.outcome_wait_ms),
         ..RemoteOptions::default()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_seconds);
@@ -392,6 +398,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
             layered,
             event_store::remote::ServerConfig {
                 token: args.token.clone(),
+                stopping: Some(stop.watch()),
                 ..Default::default()
             },
         );

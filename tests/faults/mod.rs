@@ -9,9 +9,16 @@
 //!   damaged.
 //! - `disk_full`: the data directory on a tmpfs that fills up while
 //!   `annals serve` runs.
+//! - `shutdown`: stopping on SIGTERM with clients still attached.
+//! - `lost_answers`: the split deployment when the store's answer to an
+//!   append is lost on the way (through `proxy`, a TCP proxy that cuts
+//!   connections on cue).
 
 mod damage;
 mod disk_full;
+mod lost_answers;
+mod proxy;
+mod shutdown;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

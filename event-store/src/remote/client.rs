@@ -40,6 +40,11 @@ pub struct RemoteOptions {
     pub idle_timeout: Duration,
     /// Events buffered per subscription.
     pub subscription_buffer: usize,
+    /// How long an append whose answer was lost (the connection dropped
+    /// once the request was sent) keeps asking the store again, with the
+    /// same event ids, to learn whether it was committed. Past it the
+    /// append fails with [`Error::Indeterminate`].
+    pub outcome_wait: Duration,
 }
 
 impl Default for RemoteOptions {
@@ -50,6 +55,7 @@ impl Default for RemoteOptions {
             reconnect_for: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),
             subscription_buffer: 1024,
+            outcome_wait: Duration::from_secs(10),
         }
     }
 }
@@ -125,6 +131,72 @@ impl RemoteStore {
         }
     }
 
+    /// Sends an append, and when its answer is lost after the request may
+    /// have reached the store, sends it again (the same event ids) until
+    /// the store answers for sure: already committed, committed now, or
+    /// refused for a reason that holds whatever happened. An append whose
+    /// expected version anchors nothing (`Any`, `StreamExists`) is not sent
+    /// again, since a retry could then commit it twice; its lost answer is
+    /// [`Error::Indeterminate`] at once.
+    async fn send_append<B: serde::Serialize + Sync, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        anchored: bool,
+    ) -> Result<T> {
+        let deadline = std::time::Instant::now() + self.options.outcome_wait;
+        let mut pause = Duration::from_millis(50);
+        // Why the first answer was lost, once it was.
+        let mut lost: Option<String> = None;
+        loop {
+            match self.request(Method::POST, path).json(body).send().await {
+                Ok(response) if response.status().is_success() => {
+                    match response.json::<T>().await {
+                        Ok(answer) => return Ok(answer),
+                        Err(e) => {
+                            lost.get_or_insert_with(|| format!("its answer was cut off: {e}"));
+                        }
+                    }
+                }
+                Ok(response) => {
+                    let err = self.error_from(response).await;
+                    // A store that cannot tell yet (restarting, read-only
+                    // until an operator looks) is asked again; any other
+                    // answer holds whether or not the lost one committed.
+                    if lost.is_none() || !err.is_store_failure() {
+                        return Err(err);
+                    }
+                }
+                // A connection never made carried nothing.
+                Err(e) if lost.is_none() && e.is_connect() => {
+                    return Err(Error::Remote(format!("{}: {e}", self.base)));
+                }
+                Err(e) => {
+                    lost.get_or_insert_with(|| e.to_string());
+                }
+            }
+            let why = lost.as_deref().unwrap_or("no answer");
+            if !anchored {
+                return Err(Error::Indeterminate(format!(
+                    "the answer from {} was lost ({why}), and an append without an expected \
+                     version is not sent twice",
+                    self.base
+                )));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Indeterminate(format!(
+                    "the answer from {} was lost ({why}), and the store could not be asked \
+                     again within {} ms",
+                    self.base,
+                    self.options.outcome_wait.as_millis()
+                )));
+            }
+            tracing::warn!(store = %self.base, error = %why, "the answer to an append was lost; asking the store again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.decode(self.send(self.request(Method::GET, path)).await?)
             .await
@@ -141,6 +213,13 @@ impl RemoteStore {
     }
 }
 
+/// Whether a retry of an append with this expected version can only find
+/// it committed or commit it once: the version pins where it goes.
+fn anchored(expected: crate::types::ExpectedVersion) -> bool {
+    use crate::types::ExpectedVersion as E;
+    matches!(expected, E::Exact(_) | E::NoStream)
+}
+
 #[async_trait]
 impl EventStore for RemoteStore {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
@@ -150,10 +229,8 @@ impl EventStore for RemoteStore {
                 .map(wire::append_to_wire)
                 .collect::<Result<_>>()?,
         };
-        let response = self
-            .send(self.request(Method::POST, "/transactions").json(&body))
-            .await?;
-        let results: WireResults = self.decode(response).await?;
+        let anchored = appends.iter().all(|a| anchored(a.expected));
+        let results: WireResults = self.send_append("/transactions", &body, anchored).await?;
         Ok(results.results)
     }
 
@@ -170,13 +247,8 @@ impl EventStore for RemoteStore {
                 .map(wire::new_event_to_wire)
                 .collect::<Result<_>>()?,
         };
-        let response = self
-            .send(
-                self.request(Method::POST, &format!("/streams/{stream_id}"))
-                    .json(&body),
-            )
-            .await?;
-        self.decode(response).await
+        self.send_append(&format!("/streams/{stream_id}"), &body, anchored(expected))
+            .await
     }
 
     async fn read_stream(

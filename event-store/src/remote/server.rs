@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     /// Interval of keep-alive comments on idle subscriptions.
     pub keep_alive: Duration,
+    /// Set to `true` when the server is to stop: every subscription then
+    /// ends (its clients reconnect, to this server once it is back or to
+    /// another), so that a graceful shutdown does not wait on them for ever.
+    pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for ServerConfig {
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             token: None,
             body_bytes_max: 32 << 20,
             keep_alive: Duration::from_secs(15),
+            stopping: None,
         }
     }
 }
@@ -498,5 +503,18 @@ async fn subscribe(
             }
         }
     });
-    Ok(Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(state.config.keep_alive)))
+    let stopping = state.config.stopping.clone();
+    let stopped = async move {
+        match stopping {
+            // An error means the sender is gone: nothing will ask to stop.
+            Some(mut stopping) => {
+                if stopping.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    Ok(Sse::new(events.take_until(stopped).boxed())
+        .keep_alive(KeepAlive::new().interval(state.config.keep_alive)))
 }
