@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::types::{ExpectedVersion, StreamId};
+use crate::types::{AppendResult, ExpectedVersion, StreamId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -17,6 +17,12 @@ pub enum Error {
         /// The stream's current version (0 = the stream does not exist).
         current: u64,
     },
+
+    /// An event id names one event: an append that repeats an id already in
+    /// the stream with other content, or repeats part of an earlier append
+    /// (or of one stream of a multi-stream append) and not the rest.
+    #[error("{0}")]
+    EventIdConflict(Box<IdConflict>),
 
     /// A caller-controlled size or count is over its configured limit.
     #[error("{limit} exceeded: {actual} > {max}")]
@@ -145,6 +151,29 @@ impl Error {
                 | Error::ReadOnly(_)
                 | Error::Closed
                 | Error::Remote(_)
+        )
+    }
+}
+
+/// Why an append's event ids conflict with what the stream holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdConflict {
+    pub stream: StreamId,
+    pub event_id: uuid::Uuid,
+    pub detail: String,
+    /// Set when every event of the append is committed under its id, only
+    /// with other bytes: where they are, for a layer that stores content
+    /// transformed (encrypted with a fresh nonce) to compare what the bytes
+    /// mean and take the append as a retry after all.
+    pub committed: Option<Vec<AppendResult>>,
+}
+
+impl std::fmt::Display for IdConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event id {} conflicts in stream {}: {}",
+            self.event_id, self.stream, self.detail
         )
     }
 }

@@ -41,7 +41,7 @@ mod verify;
 mod writer;
 
 pub use api::{EventStore, LoadedStream};
-pub use error::{Error, Result};
+pub use error::{Error, IdConflict, Result};
 pub use keys::KeyStore;
 pub use options::{Limits, StoreOptions};
 pub use recovery::RecoveryReport;

@@ -458,6 +458,45 @@ impl<S: EventStore> Shredding<S> {
         &self.inner
     }
 
+    /// Whether the events committed where `committed` says are `plain`,
+    /// read back and decrypted: the same types, schema versions and
+    /// metadata, and data that decodes to the same JSON.
+    async fn means_the_same(
+        &self,
+        plain: &[StreamAppend],
+        committed: &[AppendResult],
+    ) -> Result<bool> {
+        for (append, at) in plain.iter().zip(committed) {
+            let count = append.events.len();
+            let slice = self
+                .inner
+                .read_stream(
+                    &at.stream_id,
+                    ReadFrom::Version(at.first_version),
+                    Direction::Forward,
+                    count,
+                )
+                .await?;
+            let stored = self.vault.decrypt_all(slice.events)?;
+            if stored.len() != count {
+                return Ok(false);
+            }
+            for (stored, new) in stored.iter().zip(&append.events) {
+                let data = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+                if stored.id != new.id
+                    || stored.event_type != new.event_type
+                    || stored.schema_version != new.schema_version
+                    || stored.metadata != new.metadata
+                    || data(&stored.data).is_none()
+                    || data(&stored.data) != data(&new.data)
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Every event of the stream, decrypted, without a snapshot.
     async fn load_events(&self, stream_id: &StreamId) -> Result<LoadedStream> {
         let mut loaded = self.inner.load(stream_id, None).await?;
@@ -471,6 +510,17 @@ impl<S: EventStore> Shredding<S> {
 }
 
 impl Vault {
+    /// Whether any event of the appends has personal fields to seal.
+    fn has_personal_data(&self, appends: &[StreamAppend]) -> bool {
+        appends.iter().any(|a| {
+            a.events.iter().any(|e| {
+                self.policy
+                    .personal_fields(a.stream_id.as_str(), &e.event_type)
+                    .is_some()
+            })
+        })
+    }
+
     /// For each append, the key its personal data is sealed under where the
     /// key store has one at once (the subject's own, or a spare it takes
     /// now), else `None`; and the subjects that still need a key made.
@@ -851,8 +901,26 @@ impl<S: EventStore> EventStore for Shredding<S> {
         if !new_subjects.is_empty() {
             self.vault.keys.assign_keys(&new_subjects).await?;
         }
+        // Sealing uses a fresh nonce, so a retry of a committed append
+        // reaches the store as other bytes: what it means is compared here.
+        let plain = self
+            .vault
+            .has_personal_data(&appends)
+            .then(|| appends.clone());
         let appends = self.vault.encrypt_appends(appends, keys)?;
-        let results = self.inner.append_many(appends).await?;
+        let results = match self.inner.append_many(appends).await {
+            Err(Error::EventIdConflict(conflict)) => {
+                let retried = match (&plain, &conflict.committed) {
+                    (Some(plain), Some(committed)) => self.means_the_same(plain, committed).await?,
+                    _ => false,
+                };
+                match conflict.committed.as_ref().filter(|_| retried) {
+                    Some(committed) => committed.clone(),
+                    None => return Err(Error::EventIdConflict(conflict)),
+                }
+            }
+            other => other?,
+        };
         if let Some(last) = results.iter().map(|r| r.last_position).max() {
             self.vault.keys.note_appended(last.0);
         }

@@ -271,9 +271,30 @@ impl Store {
             }
         }
         check_limit("events_per_append_max", total, limits.events_per_append_max)?;
+        check_unique_ids(appends)?;
         let bytes = encoded_len(appends);
         check_limit("append_bytes_max", bytes, limits.append_bytes_max)?;
         Ok(bytes)
+    }
+}
+
+/// An event id names one event: the same id twice in one append is a
+/// mistake of the caller, refused before anything is written.
+fn check_unique_ids(appends: &[StreamAppend]) -> Result<()> {
+    let mut ids: Vec<(uuid::Uuid, &StreamId)> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().map(move |e| (e.id, &a.stream_id)))
+        .collect();
+    if ids.len() < 2 {
+        return Ok(());
+    }
+    ids.sort_unstable_by_key(|(id, _)| *id);
+    match ids.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(Error::InvalidAppend(format!(
+            "event id {} appears twice in one append (streams {} and {})",
+            w[0].0, w[0].1, w[1].1
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -27,12 +27,13 @@ use crate::mmap;
 use crate::read;
 use crate::recovery::{create_segment, write_file_durably};
 use crate::segment::{
-    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, index_file_name,
+    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, decode_event_at, index_file_name,
 };
 use crate::state::StreamState;
 use crate::store::Inner;
 use crate::types::{
-    AppendResult, Direction, ExpectedVersion, Position, ReadFrom, StreamAppend, StreamId,
+    AppendResult, Direction, ExpectedVersion, Position, ReadFrom, RecordedEvent, StreamAppend,
+    StreamId,
 };
 
 /// At most this many queued requests are committed by one fsync.
@@ -77,13 +78,43 @@ struct PendingEvent {
     version: u64,
     position: u64,
     offset: u32,
-    id: Uuid,
 }
 
 enum Plan {
     Write,
     /// Every event was committed before: answer with where they are.
     AlreadyCommitted(Vec<AppendResult>),
+}
+
+/// One stream's part of an append, against what the stream holds.
+enum Check {
+    Write,
+    /// Its events are committed, ids and content alike.
+    Replay(AppendResult),
+    /// Its ids are committed, with other content (the first such id).
+    OtherContent(AppendResult, Uuid),
+}
+
+/// The same event, byte for byte: what a retry sends again.
+fn same_content(stored: &RecordedEvent, new: &crate::types::NewEvent) -> bool {
+    stored.event_type == new.event_type
+        && stored.schema_version == new.schema_version
+        && stored.data == new.data
+        && stored.metadata == new.metadata
+}
+
+fn id_conflict(
+    append: &StreamAppend,
+    event_id: Uuid,
+    detail: String,
+    committed: Option<Vec<AppendResult>>,
+) -> Error {
+    Error::EventIdConflict(Box::new(crate::error::IdConflict {
+        stream: append.stream_id.clone(),
+        event_id,
+        detail,
+        committed,
+    }))
 }
 
 impl Writer {
@@ -187,61 +218,138 @@ impl Writer {
     }
 
     /// Checks every stream's expected version against the durable state plus
-    /// this group's earlier appends.
+    /// this group's earlier appends, and the append's event ids against
+    /// what the stream holds where a retry of it would be.
     fn plan(&self, appends: &[StreamAppend], group: &Group) -> Result<Plan> {
-        let mut replays = Vec::new();
-        let mut conflict = None;
+        let mut outcomes = Vec::with_capacity(appends.len());
         for append in appends {
-            let current = self.current_version(&append.stream_id, group);
-            let count = append.events.len() as u64;
-            let admitted = append.expected.admits(current);
-            let replay_from = match append.expected {
-                ExpectedVersion::Exact(v) if !admitted => Some(v),
-                ExpectedVersion::NoStream if !admitted => Some(0),
-                // With no version to anchor on, a retry is recognised when its
-                // events are the stream's latest.
-                ExpectedVersion::Any | ExpectedVersion::StreamExists if current >= count => {
-                    Some(current - count)
-                }
-                _ => None,
+            outcomes.push(self.check(append, group)?);
+        }
+        let committed = || {
+            outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Check::Replay(r) | Check::OtherContent(r, _) => Some(r.clone()),
+                    Check::Write => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let differing = outcomes.iter().zip(appends).find_map(|(o, a)| match o {
+            Check::OtherContent(r, id) => Some((a, r.first_version, *id)),
+            _ => None,
+        });
+        let writes = outcomes
+            .iter()
+            .filter(|o| matches!(o, Check::Write))
+            .count();
+        if writes == 0 {
+            return match differing {
+                None => Ok(Plan::AlreadyCommitted(committed())),
+                Some((append, version, id)) => Err(id_conflict(
+                    append,
+                    id,
+                    format!(
+                        "the stream holds this id at version {version} or after, with other content"
+                    ),
+                    Some(committed()),
+                )),
             };
-            let replay = match replay_from {
-                Some(from) if current >= from + count => {
-                    self.find_committed(append, from, group)?
-                }
-                _ => None,
-            };
-            match (admitted, replay) {
-                (_, Some(result)) => replays.push(result),
-                (true, None) => {}
-                (false, None) => {
-                    conflict.get_or_insert(Error::WrongExpectedVersion {
-                        stream: append.stream_id.clone(),
-                        expected: append.expected,
-                        current,
-                    });
-                }
-            }
         }
-        if let Some(conflict) = conflict {
-            return Err(conflict);
-        }
-        if replays.len() == appends.len() {
-            return Ok(Plan::AlreadyCommitted(replays));
-        }
-        if let Some(replayed) = replays.first()
-            && let Some(append) = appends.iter().find(|a| a.stream_id == replayed.stream_id)
-        {
+        if writes < appends.len() {
             // Part of a multi-stream append is already committed and part is
             // not: this cannot be a retry of one atomic append, and writing it
             // would duplicate the committed part.
-            return Err(Error::WrongExpectedVersion {
-                stream: append.stream_id.clone(),
-                expected: append.expected,
-                current: self.current_version(&append.stream_id, group),
-            });
+            let (append, _) = appends
+                .iter()
+                .zip(&outcomes)
+                .find(|(_, o)| !matches!(o, Check::Write))
+                .ok_or_else(|| Error::InvalidAppend("no committed part".into()))?;
+            let id = append.events.first().map(|e| e.id).unwrap_or_default();
+            return Err(id_conflict(
+                append,
+                id,
+                "this stream's part of a multi-stream append is already committed and another \
+                 part is not, so it is no retry of one atomic append"
+                    .into(),
+                None,
+            ));
         }
         Ok(Plan::Write)
+    }
+
+    /// Where one stream's events of an append stand: a retry of events
+    /// committed before (with the same content or not), or new events.
+    fn check(&self, append: &StreamAppend, group: &Group) -> Result<Check> {
+        let current = self.current_version(&append.stream_id, group);
+        let count = append.events.len() as u64;
+        let admitted = append.expected.admits(current);
+        let wrong_version = || Error::WrongExpectedVersion {
+            stream: append.stream_id.clone(),
+            expected: append.expected,
+            current,
+        };
+        // The versions a retry of this append would have taken: those the
+        // expected version names, or, with none to anchor on, the stream's
+        // latest. An admitted exact version names versions not yet written.
+        let (first, last) = match append.expected {
+            ExpectedVersion::Exact(v) if !admitted => (v + 1, (v + count).min(current)),
+            ExpectedVersion::NoStream if !admitted => (1, count.min(current)),
+            ExpectedVersion::Any | ExpectedVersion::StreamExists if current > 0 => {
+                (current.saturating_sub(count) + 1, current)
+            }
+            _ => (1, 0),
+        };
+        if first > last {
+            return if admitted {
+                Ok(Check::Write)
+            } else {
+                Err(wrong_version())
+            };
+        }
+        let stored = self.stored(&append.stream_id, first, last, group)?;
+        let whole = stored.len() == append.events.len()
+            && stored.iter().zip(&append.events).all(|(s, e)| s.id == e.id);
+        if whole {
+            let result = AppendResult {
+                stream_id: append.stream_id.clone(),
+                first_version: stored[0].version,
+                last_version: stored[stored.len() - 1].version,
+                first_position: stored[0].position,
+                last_position: stored[stored.len() - 1].position,
+                already_committed: true,
+            };
+            return Ok(
+                match stored
+                    .iter()
+                    .zip(&append.events)
+                    .find(|(s, e)| !same_content(s, e))
+                {
+                    None => Check::Replay(result),
+                    Some((_, e)) => Check::OtherContent(result, e.id),
+                },
+            );
+        }
+        if let Some((event, s)) = append
+            .events
+            .iter()
+            .find_map(|e| stored.iter().find(|s| s.id == e.id).map(|s| (e, s)))
+        {
+            return Err(id_conflict(
+                append,
+                event.id,
+                format!(
+                    "the stream holds this id at version {}, and the append is no retry of the \
+                     events there",
+                    s.version
+                ),
+                None,
+            ));
+        }
+        if admitted {
+            Ok(Check::Write)
+        } else {
+            Err(wrong_version())
+        }
     }
 
     fn current_version(&self, stream_id: &StreamId, group: &Group) -> u64 {
@@ -252,61 +360,45 @@ impl Writer {
             .unwrap_or_else(|| self.inner.state.read().stream_version(stream_id.as_str()))
     }
 
-    /// If versions `from + 1 ..= from + n` of the stream carry exactly the
-    /// append's event ids, returns where they were committed.
-    fn find_committed(
+    /// The stream's events at versions `first ..= last`: durable ones read
+    /// from the log, this group's from its buffer.
+    fn stored(
         &self,
-        append: &StreamAppend,
-        from: u64,
+        stream_id: &StreamId,
+        first: u64,
+        last: u64,
         group: &Group,
-    ) -> Result<Option<AppendResult>> {
-        let count = append.events.len() as u64;
-        let durable_version = self
-            .inner
-            .state
-            .read()
-            .stream_version(append.stream_id.as_str());
-        let mut found: Vec<(Uuid, u64, u64)> = Vec::with_capacity(count as usize);
-        if from < durable_version {
-            let n = (durable_version - from).min(count) as usize;
+    ) -> Result<Vec<RecordedEvent>> {
+        let durable_version = self.inner.state.read().stream_version(stream_id.as_str());
+        let mut found = Vec::with_capacity((last - first + 1) as usize);
+        if first <= durable_version {
+            let n = (durable_version.min(last) - first + 1) as usize;
             let slice = read::read_stream(
                 &self.inner,
-                &append.stream_id,
-                ReadFrom::Version(from + 1),
+                stream_id,
+                ReadFrom::Version(first),
                 Direction::Forward,
                 n,
             )?;
-            found.extend(slice.events.iter().map(|e| (e.id, e.version, e.position.0)));
+            found.extend(slice.events);
         }
-        let next_version = from + 1 + found.len() as u64;
-        found.extend(
-            group
-                .events
-                .iter()
-                .filter(|e| {
-                    e.stream_id == append.stream_id
-                        && e.version >= next_version
-                        && e.version <= from + count
-                })
-                .map(|e| (e.id, e.version, e.position)),
-        );
-        let matches = found.len() == append.events.len()
-            && found
-                .iter()
-                .zip(&append.events)
-                .all(|((id, _, _), event)| *id == event.id);
-        if !matches {
-            return Ok(None);
+        let next = first + found.len() as u64;
+        let pending: Vec<&PendingEvent> = group
+            .events
+            .iter()
+            .filter(|e| e.stream_id == *stream_id && e.version >= next && e.version <= last)
+            .collect();
+        if !pending.is_empty() {
+            // Rare (a retry racing its own first attempt): decode this
+            // group's records from its buffer.
+            let buf = bytes::Bytes::copy_from_slice(&group.buf);
+            for e in pending {
+                let at = (u64::from(e.offset) - self.len) as usize;
+                let (event, _) = decode_event_at(&buf, buf.len(), at, &self.path)?;
+                found.push(event);
+            }
         }
-        let (first, last) = (found[0], found[found.len() - 1]);
-        Ok(Some(AppendResult {
-            stream_id: append.stream_id.clone(),
-            first_version: first.1,
-            last_version: last.1,
-            first_position: Position(first.2),
-            last_position: Position(last.2),
-            already_committed: true,
-        }))
+        Ok(found)
     }
 
     fn encode(
@@ -346,7 +438,6 @@ impl Writer {
                     version: record.version,
                     position: record.position,
                     offset,
-                    id: event.id,
                 });
                 group.next_position += 1;
             }

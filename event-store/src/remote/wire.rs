@@ -25,6 +25,7 @@ pub mod problem {
     pub const UNAVAILABLE: &str = "urn:annals:problem:store-unavailable";
     pub const READ_ONLY: &str = "urn:annals:problem:store-read-only";
     pub const OUTCOME_UNKNOWN: &str = "urn:annals:problem:outcome-unknown";
+    pub const EVENT_ID_CONFLICT: &str = "urn:annals:problem:event-id-conflict";
     pub const CLOSED: &str = "urn:annals:problem:store-closed";
     pub const UNAUTHORIZED: &str = "urn:annals:problem:unauthorized";
     pub const INTERNAL: &str = "urn:annals:problem:internal";
@@ -63,6 +64,8 @@ pub struct Problem {
     pub event_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<uuid::Uuid>,
 }
 
 /// An expected version on the wire: `"any"`, `"no_stream"`,
@@ -346,6 +349,7 @@ pub fn problem_of(err: &Error) -> Problem {
         | Error::Unsupported(m) => m.clone(),
         Error::InvalidStreamId { reason, .. } => reason.clone(),
         Error::Corruption { detail, .. } | Error::Upcast { detail, .. } => detail.clone(),
+        Error::EventIdConflict(c) => c.detail.clone(),
         other => other.to_string(),
     };
     let mut p = Problem {
@@ -391,6 +395,15 @@ pub fn problem_of(err: &Error) -> Problem {
             503,
         ),
         Error::ReadOnly(_) => (problem::READ_ONLY, "The store is read-only", 503),
+        Error::EventIdConflict(c) => {
+            p.stream = Some(c.stream.to_string());
+            p.event_id = Some(c.event_id);
+            (
+                problem::EVENT_ID_CONFLICT,
+                "An event id names another event",
+                409,
+            )
+        }
         Error::Indeterminate(_) => (
             problem::OUTCOME_UNKNOWN,
             "The outcome of the append is unknown",
@@ -482,6 +495,17 @@ pub fn error_of(p: Problem) -> Error {
         problem::UNAVAILABLE => Error::Poisoned(p.detail),
         problem::READ_ONLY => Error::ReadOnly(p.detail),
         problem::OUTCOME_UNKNOWN => Error::Indeterminate(p.detail),
+        problem::EVENT_ID_CONFLICT => match (p.stream.as_deref().map(StreamId::new), p.event_id) {
+            (Some(Ok(stream)), Some(event_id)) => {
+                Error::EventIdConflict(Box::new(crate::error::IdConflict {
+                    stream,
+                    event_id,
+                    detail: p.detail,
+                    committed: None,
+                }))
+            }
+            _ => Error::Remote(p.detail),
+        },
         problem::CLOSED => Error::Closed,
         _ => Error::Remote(format!("{} ({}): {}", p.title, p.status, p.detail)),
     }

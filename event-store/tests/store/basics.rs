@@ -189,14 +189,91 @@ async fn retrying_a_committed_append_writes_nothing() {
             .await,
         Err(Error::WrongExpectedVersion { current: 3, .. })
     ));
-    // So is a batch that only starts like the committed one.
+    // A batch that only starts like the committed one repeats an event id
+    // without being a retry: a conflict naming the id.
     let mut longer = batch.clone();
     longer.push(event(5));
-    assert!(matches!(
-        store.append(&s, ExpectedVersion::NoStream, longer).await,
-        Err(Error::WrongExpectedVersion { .. })
-    ));
+    match store.append(&s, ExpectedVersion::NoStream, longer).await {
+        Err(Error::EventIdConflict(c)) => assert_eq!(c.event_id, batch[0].id),
+        other => panic!("expected an id conflict, got {other:?}"),
+    }
     assert_eq!(store.stats().await.unwrap().events, 3);
+}
+
+/// An event id names one event: the same id with other content, an append
+/// that repeats part of a committed one, or the same id twice in one
+/// append are refused, and nothing is written.
+#[tokio::test]
+async fn an_event_id_names_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    let s = sid("ids-1");
+    let a = event(1);
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![a.clone()])
+        .await
+        .unwrap();
+
+    // The same id, other data: not a retry.
+    let mut other = event(2);
+    other.id = a.id;
+    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Any] {
+        match store.append(&s, expected, vec![other.clone()]).await {
+            Err(Error::EventIdConflict(c)) => {
+                assert_eq!((c.event_id, &c.stream), (a.id, &s));
+                assert!(c.committed.is_some(), "{c}");
+            }
+            other => panic!("{expected:?}: expected an id conflict, got {other:?}"),
+        }
+    }
+    // A committed event followed by a new one: only partly a retry.
+    let b = event(3);
+    match store
+        .append(&s, ExpectedVersion::Any, vec![a.clone(), b.clone()])
+        .await
+    {
+        Err(Error::EventIdConflict(c)) => {
+            assert_eq!(c.event_id, a.id);
+            assert!(c.committed.is_none());
+        }
+        other => panic!("expected an id conflict, got {other:?}"),
+    }
+    // One id twice in one append, in one stream or across two.
+    match store
+        .append(&s, ExpectedVersion::Exact(1), vec![b.clone(), b.clone()])
+        .await
+    {
+        Err(Error::InvalidAppend(why)) => assert!(why.contains("appears twice"), "{why}"),
+        other => panic!("expected an invalid append, got {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .append_many(vec![
+                StreamAppend::new(s.clone(), ExpectedVersion::Exact(1), vec![b.clone()]),
+                StreamAppend::new(sid("ids-2"), ExpectedVersion::NoStream, vec![b.clone()]),
+            ])
+            .await,
+        Err(Error::InvalidAppend(_))
+    ));
+    // A multi-stream append of which one stream's part is committed and the
+    // other's is not.
+    match store
+        .append_many(vec![
+            StreamAppend::new(s.clone(), ExpectedVersion::NoStream, vec![a.clone()]),
+            StreamAppend::new(sid("ids-3"), ExpectedVersion::NoStream, vec![b.clone()]),
+        ])
+        .await
+    {
+        Err(Error::EventIdConflict(c)) => assert_eq!((c.event_id, &c.stream), (a.id, &s)),
+        other => panic!("expected an id conflict, got {other:?}"),
+    }
+    assert_eq!(store.stats().await.unwrap().events, 1, "nothing written");
+    // The same event again is a retry.
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, vec![a])
+        .await
+        .unwrap();
+    assert!(again.already_committed);
 }
 
 #[tokio::test]

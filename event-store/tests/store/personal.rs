@@ -371,3 +371,35 @@ async fn verify_counts_the_key_log_and_reports_its_damage() {
     // Read only: the bytes are as left.
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
+
+/// Sealing uses a fresh nonce, so a retried append of personal data reaches
+/// the log as other bytes: it is still a retry when it means the same, and
+/// a conflict when it does not.
+#[tokio::test]
+async fn a_retried_append_of_personal_data_is_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = shredding(dir.path()).await;
+    let s = sid("customer-c1");
+    let first = registered("Ada Lovelace", "ada@example.org");
+    let written = store
+        .append(&s, ExpectedVersion::NoStream, vec![first.clone()])
+        .await
+        .unwrap();
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, vec![first.clone()])
+        .await
+        .unwrap();
+    assert!(again.already_committed);
+    assert_eq!(again.first_position, written.first_position);
+
+    let mut other = registered("Grace Hopper", "grace@example.org");
+    other.id = first.id;
+    match store
+        .append(&s, ExpectedVersion::NoStream, vec![other])
+        .await
+    {
+        Err(Error::EventIdConflict(c)) => assert_eq!(c.event_id, first.id),
+        other => panic!("expected an id conflict, got {other:?}"),
+    }
+    assert_eq!(store.head().await.unwrap(), written.last_position);
+}

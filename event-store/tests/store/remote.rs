@@ -345,3 +345,63 @@ async fn the_api_is_described_at_openapi_json() {
     }
     assert!(doc["components"]["schemas"].get("Problem").is_some());
 }
+
+/// Over HTTP, an event id that names another event is a `409` problem
+/// naming it, and one id twice in one append a `400`; a true retry is
+/// answered as already committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_id_conflicts_are_problems_naming_the_id() {
+    let served = serve(small_segments(), ServerConfig::default()).await;
+    let http = http_client();
+    let url = format!("http://{}/streams/ids-1", served.addr);
+    let id = uuid::Uuid::now_v7();
+    let append = |data: serde_json::Value, ids: &[uuid::Uuid]| {
+        serde_json::json!({
+            "expected_version": "any",
+            "events": ids.iter().map(|id| serde_json::json!({
+                "id": id, "type": "Happened", "data": data
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let post = |body: serde_json::Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let response = http.post(&url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = post(append(serde_json::json!({"n": 1}), &[id])).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(append(serde_json::json!({"n": 1}), &[id])).await;
+    assert_eq!(
+        (status, &body["already_committed"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+
+    let (status, body) = post(append(serde_json::json!({"n": 2}), &[id])).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "urn:annals:problem:event-id-conflict");
+    assert_eq!(body["event_id"], id.to_string());
+    let (status, body) = post(append(
+        serde_json::json!({"n": 1}),
+        &[id, uuid::Uuid::now_v7()],
+    ))
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["event_id"], id.to_string());
+    let twice = uuid::Uuid::now_v7();
+    let (status, body) = post(append(serde_json::json!({"n": 3}), &[twice, twice])).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&twice.to_string()),
+        "{body}"
+    );
+    assert_eq!(served.store.stats().await.unwrap().events, 1);
+}
