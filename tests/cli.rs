@@ -72,6 +72,11 @@ fn an_unusable_data_directory_is_one_clear_line() {
         .arg(file.join("data")));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot open the data directory"), "{line}");
+    assert_eq!(
+        line.matches("Not a directory").count(),
+        1,
+        "the OS error is said once: {line}"
+    );
 
     let newer = dir.path().join("newer");
     std::fs::create_dir_all(&newer).unwrap();
@@ -309,4 +314,36 @@ fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("swapped in at position 1"), "{stderr}");
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = annals()
+        .args(["store", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("ANNALS_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Read until the announcement, then stop it and read the rest.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("listening on") {
+        assert!(std::time::Instant::now() < deadline, "no announcement");
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "exited early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    stderr.read_to_end(&mut seen).unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("INFO"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
 }
