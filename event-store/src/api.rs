@@ -138,6 +138,31 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The largest `max_count` this store accepts for one read.
     fn read_page_max(&self) -> usize;
+
+    /// Checks that the log still holds event `id` at `position`, as a
+    /// reader coming back after it (a subscription reconnecting, a
+    /// projector restarting from its checkpoint) must before it goes on:
+    /// a log truncated past it, or restored from an older copy, would
+    /// otherwise hand it other events under positions it already read.
+    /// [`crate::Error::Diverged`] when it does not.
+    async fn check_continues(&self, position: Position, id: uuid::Uuid) -> Result<()> {
+        let found = self.read_all(position, 1).await?;
+        let why = match found.first() {
+            Some(e) if e.position == position && e.id == id => return Ok(()),
+            Some(e) => format!(
+                "position {position} holds event {} where event {id} was read",
+                e.id
+            ),
+            None => format!(
+                "the log ends at position {}, before position {position}, where event {id} was read",
+                self.head().await?
+            ),
+        };
+        Err(crate::Error::Diverged(format!(
+            "{why}: the log lost events it had served (a truncated segment, or a data directory \
+             restored from an older copy)"
+        )))
+    }
 }
 
 /// A stream as an aggregate loads it.

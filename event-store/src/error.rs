@@ -76,6 +76,14 @@ pub enum Error {
     #[error("the append may or may not have been committed: {0}")]
     Indeterminate(String),
 
+    /// The log no longer holds an event a reader read before: it was
+    /// truncated past it (damage, a lost tail) or restored from an older
+    /// copy, and positions after it may now name other events. A reader
+    /// that went on would skip or mix events; it must start again (a
+    /// projection is rebuilt).
+    #[error("the event log diverged from what was read: {0}")]
+    Diverged(String),
+
     /// The store opened with damaged data and serves reads only.
     #[error("the store is read-only: {0}")]
     ReadOnly(String),

@@ -87,10 +87,13 @@ pub struct Checkpoint {
     pub error_position: Option<Position>,
     pub started_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The id of the event at `position`, when it was read: the log must
+    /// still hold it there before the track goes on.
+    pub event_id: Option<uuid::Uuid>,
 }
 
-const COLUMNS: &str =
-    "name, track, version, position, state, last_error, error_position, started_at, updated_at";
+const COLUMNS: &str = "name, track, version, position, state, last_error, error_position, \
+                       started_at, updated_at, event_id";
 
 pub(crate) fn to_sql(position: Position) -> Result<i64> {
     i64::try_from(position.0)
@@ -122,6 +125,13 @@ fn decode(row: &AnyRow) -> Result<Checkpoint> {
         error_position: error_position.map(from_sql).transpose()?,
         started_at: Timestamp(row.try_get(7)?),
         updated_at: Timestamp(row.try_get(8)?),
+        event_id: row
+            .try_get::<Option<String>, _>(9)?
+            .map(|id| {
+                uuid::Uuid::parse_str(&id)
+                    .map_err(|e| Error::Schema(format!("checkpoint event id {id:?}: {e}")))
+            })
+            .transpose()?,
     })
 }
 
@@ -199,11 +209,16 @@ pub(crate) async fn delete(conn: &mut AnyConnection, name: &str, track: Track) -
     Ok(())
 }
 
-/// Moves a checkpoint from `from` to `to` if it is still at `from`, built by
-/// `version` and not failed. Runs first in a batch's transaction: on
-/// PostgreSQL it locks the row, on SQLite the transaction already holds the
-/// write lock, so no other writer can move the checkpoint until the batch
-/// commits. Returns false when the checkpoint had moved (nothing written).
+/// Moves a checkpoint from `from` to `to` (the event there has `to_id`,
+/// when it was read) if it is still at `from`, built by `version` and not
+/// failed. Runs first in a batch's transaction: on PostgreSQL it locks the
+/// row, on SQLite the transaction already holds the write lock, so no other
+/// writer can move the checkpoint until the batch commits. Returns false
+/// when the checkpoint had moved (nothing written).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the row's key, the compare-and-set pair and the new values, each a column"
+)]
 pub(crate) async fn advance(
     conn: &mut AnyConnection,
     name: &str,
@@ -211,11 +226,13 @@ pub(crate) async fn advance(
     version: u32,
     from: Position,
     to: Position,
+    to_id: Option<uuid::Uuid>,
     state: TrackState,
 ) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE projection_checkpoints \
-         SET position = $1, state = $2, last_error = NULL, error_position = NULL, updated_at = $3 \
+         SET position = $1, state = $2, last_error = NULL, error_position = NULL, updated_at = $3, \
+             event_id = $8 \
          WHERE name = $4 AND track = $5 AND position = $6 AND version = $7 AND state <> 'failed'",
     )
     .bind(to_sql(to)?)
@@ -225,6 +242,7 @@ pub(crate) async fn advance(
     .bind(track.as_str())
     .bind(to_sql(from)?)
     .bind(i64::from(version))
+    .bind(to_id.map(|id| id.to_string()))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -316,7 +334,8 @@ pub(crate) async fn skip_failed(
     let now = Timestamp::now().0;
     let done = sqlx::query(
         "UPDATE projection_checkpoints \
-         SET position = $1, state = $2, last_error = NULL, error_position = NULL, updated_at = $3 \
+         SET position = $1, state = $2, last_error = NULL, error_position = NULL, updated_at = $3, \
+             event_id = NULL \
          WHERE name = $4 AND track = $5 AND position = $6 AND state = 'failed' AND error_position = $1",
     )
     .bind(to_sql(failed)?)

@@ -169,6 +169,28 @@ impl TrackRunner<'_> {
                 }
                 continue 'reload;
             }
+            match check_log(self.shared.store.as_ref(), &cp).await {
+                Ok(None) => {}
+                Ok(Some(why)) => {
+                    let reason = format!(
+                        "{why}; the tables hold events the log no longer has, so the projection \
+                         must be rebuilt from the log (`annals rebuild {}`)",
+                        self.name()
+                    );
+                    tracing::error!(projection = self.name(), track = self.track.as_str(), %reason, "the event log diverged from the projection's checkpoint");
+                    match self.fail(cp.position, cp.position, &reason, stop).await {
+                        Outcome::Stopped => return Ok(FollowEnd::Stopped),
+                        _ => continue 'reload,
+                    }
+                }
+                Err(e) => {
+                    self.note_transient(&format!("checking the checkpoint against the log: {e}"));
+                    if backoff.wait(stop).await {
+                        return Ok(FollowEnd::Stopped);
+                    }
+                    continue 'reload;
+                }
+            }
             let skipped = match self.skipped().await {
                 Ok(s) => s,
                 Err(e) => {
@@ -279,7 +301,7 @@ impl TrackRunner<'_> {
                             checkpoint::Track::Live => TrackState::CatchingUp,
                         };
                         match self
-                            .attempt_with_retry(position, unreadable, &[], state, stop)
+                            .attempt_with_retry(position, unreadable, None, &[], state, stop)
                             .await
                         {
                             None => return Ok(FollowEnd::Stopped),
@@ -443,12 +465,13 @@ impl TrackRunner<'_> {
         let Some(to) = events.last().map(|e| e.position) else {
             return Outcome::Committed;
         };
+        let ids = BatchIds::of(&events);
         let wanted: Vec<RecordedEvent> = events
             .into_iter()
             .filter(|e| self.reg.wants(e) && !skipped.contains(&e.position.0))
             .collect();
         let fault = match self
-            .attempt_with_retry(from, to, &wanted, state, stop)
+            .attempt_with_retry(from, to, ids.at(to), &wanted, state, stop)
             .await
         {
             None => return Outcome::Stopped,
@@ -484,7 +507,7 @@ impl TrackRunner<'_> {
                 let before = Position(position.0 - 1);
                 if before > from {
                     match self
-                        .attempt_with_retry(from, before, &prefix, state, stop)
+                        .attempt_with_retry(from, before, ids.at(before), &prefix, state, stop)
                         .await
                     {
                         None => return Outcome::Stopped,
@@ -493,13 +516,15 @@ impl TrackRunner<'_> {
                         // The handler is not deterministic; find the event
                         // one at a time.
                         Some(_) => {
-                            return self.one_by_one(from, &prefix, before, state, stop).await;
+                            return self
+                                .one_by_one(from, &prefix, before, &ids, state, stop)
+                                .await;
                         }
                     }
                 }
                 self.fail(before, position, &reason, stop).await
             }
-            None => self.one_by_one(from, &wanted, to, state, stop).await,
+            None => self.one_by_one(from, &wanted, to, &ids, state, stop).await,
         }
     }
 
@@ -510,13 +535,21 @@ impl TrackRunner<'_> {
         from: Position,
         wanted: &[RecordedEvent],
         to: Position,
+        ids: &BatchIds,
         state: TrackState,
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
         let mut at = from;
         for event in wanted {
             match self
-                .attempt_with_retry(at, event.position, std::slice::from_ref(event), state, stop)
+                .attempt_with_retry(
+                    at,
+                    event.position,
+                    Some(event.id),
+                    std::slice::from_ref(event),
+                    state,
+                    stop,
+                )
                 .await
             {
                 None => return Outcome::Stopped,
@@ -527,7 +560,10 @@ impl TrackRunner<'_> {
                     if before > at {
                         // Ignored events between the last success and the
                         // poison event.
-                        match self.attempt_with_retry(at, before, &[], state, stop).await {
+                        match self
+                            .attempt_with_retry(at, before, ids.at(before), &[], state, stop)
+                            .await
+                        {
                             None => return Outcome::Stopped,
                             Some(Attempt::Committed) => {}
                             Some(_) => return Outcome::Conflict,
@@ -538,7 +574,10 @@ impl TrackRunner<'_> {
             }
         }
         if to > at {
-            match self.attempt_with_retry(at, to, &[], state, stop).await {
+            match self
+                .attempt_with_retry(at, to, ids.at(to), &[], state, stop)
+                .await
+            {
                 None => return Outcome::Stopped,
                 Some(Attempt::Committed) => {}
                 Some(_) => return Outcome::Conflict,
@@ -598,13 +637,14 @@ impl TrackRunner<'_> {
         &self,
         from: Position,
         to: Position,
+        to_id: Option<uuid::Uuid>,
         wanted: &[RecordedEvent],
         state: TrackState,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Attempt> {
         let mut backoff = Backoff::new(self.shared);
         loop {
-            match self.attempt(from, to, wanted, state).await {
+            match self.attempt(from, to, to_id, wanted, state).await {
                 Ok(attempt) => return Some(attempt),
                 Err(e) => {
                     self.note_transient(&e.to_string());
@@ -622,6 +662,7 @@ impl TrackRunner<'_> {
         &self,
         from: Position,
         to: Position,
+        to_id: Option<uuid::Uuid>,
         wanted: &[RecordedEvent],
         state: TrackState,
     ) -> Result<Attempt> {
@@ -636,6 +677,7 @@ impl TrackRunner<'_> {
             self.reg.version,
             from,
             to,
+            to_id,
             state,
         )
         .await?;
@@ -678,6 +720,63 @@ impl TrackRunner<'_> {
         }
         tx.commit().await?;
         Ok(Attempt::Committed)
+    }
+}
+
+/// The ids of a batch's events by position, to record with a checkpoint
+/// the event it stands on.
+struct BatchIds(Vec<(Position, uuid::Uuid)>);
+
+impl BatchIds {
+    fn of(events: &[RecordedEvent]) -> Self {
+        Self(events.iter().map(|e| (e.position, e.id)).collect())
+    }
+
+    fn at(&self, position: Position) -> Option<uuid::Uuid> {
+        self.0
+            .binary_search_by_key(&position, |(p, _)| *p)
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+}
+
+/// Whether the log still holds what a checkpoint says its tables were
+/// built from: `Some(why)` when it does not (it was truncated past it, or
+/// restored from an older copy). A checkpoint without an event id (at 0,
+/// or past an event that could not be read) is checked against the head
+/// alone; an event that cannot be read now cannot be compared, and the
+/// track meets it as it goes on.
+pub(crate) async fn check_log(
+    store: &dyn event_store::EventStore,
+    cp: &checkpoint::Checkpoint,
+) -> Result<Option<String>> {
+    if cp.position == Position::ZERO {
+        return Ok(None);
+    }
+    let checked = match cp.event_id {
+        Some(id) => store.check_continues(cp.position, id).await,
+        None => match store.head().await {
+            Ok(head) if head >= cp.position => Ok(()),
+            Ok(head) => Err(event_store::Error::Diverged(format!(
+                "the log ends at position {head}, before position {}: it lost events it had \
+                 served (a truncated segment, or a data directory restored from an older copy)",
+                cp.position
+            ))),
+            Err(e) => Err(e),
+        },
+    };
+    match checked {
+        Ok(()) => Ok(None),
+        Err(event_store::Error::Diverged(why)) => Ok(Some(why)),
+        Err(
+            e @ (event_store::Error::Corruption { .. }
+            | event_store::Error::Upcast { .. }
+            | event_store::Error::KeyStore(_)),
+        ) => {
+            tracing::warn!(position = cp.position.0, error = %e, "cannot read the event at a checkpoint to compare it");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -189,6 +189,18 @@ fn progress_of(
 async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
     let mut tx = shared.db.begin_write().await?;
     let existing = checkpoint::load(tx.conn(), reg.name, Track::Rebuild).await?;
+    // An interrupted rebuild resumes only if the log still holds what its
+    // shadows were built from.
+    let existing = match existing {
+        Some(cp) => match crate::runner::check_log(shared.store.as_ref(), &cp).await? {
+            None => Some(cp),
+            Some(why) => {
+                tracing::warn!(projection = reg.name, %why, "starting the rebuild over");
+                None
+            }
+        },
+        None => None,
+    };
     let from = match existing {
         Some(cp) if cp.version == reg.version => {
             if cp.state == TrackState::Failed {
@@ -251,7 +263,23 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         return Ok(postponed);
     }
     let mut position = rebuild.position;
-    if live_position > position {
+    let mut event_id = rebuild.event_id;
+    // The live tables got ahead of the shadows on the log as it is, unless
+    // the log diverged under them (which is why a rebuild was asked for):
+    // then what they got ahead by is not in the log any more.
+    let live_ahead = match &live {
+        Some(cp) if cp.position > position => {
+            match crate::runner::check_log(shared.store.as_ref(), cp).await? {
+                None => true,
+                Some(why) => {
+                    tracing::warn!(projection = reg.name, %why, "the live tables are not on the log any more; the rebuild replaces them as it is");
+                    false
+                }
+            }
+        }
+        _ => false,
+    };
+    if live_ahead {
         let behind = live_position.0 - position.0;
         if behind > shared.options.swap_catch_up_events_max as u64 {
             tx.rollback().await?;
@@ -277,6 +305,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
             }
         }
         position = live_position;
+        event_id = live.as_ref().and_then(|cp| cp.event_id);
     }
     tables::swap_in(tx.conn(), &reg.live, &reg.shadow).await?;
     let now = event_store::Timestamp::now().0;
@@ -284,25 +313,27 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         sqlx::query(
             "UPDATE projection_checkpoints \
              SET position = $1, version = $2, state = 'live', last_error = NULL, \
-                 error_position = NULL, updated_at = $3 \
+                 error_position = NULL, updated_at = $3, event_id = $5 \
              WHERE name = $4 AND track = 'live'",
         )
         .bind(checkpoint::to_sql(position)?)
         .bind(i64::from(reg.version))
         .bind(now)
         .bind(reg.name)
+        .bind(event_id.map(|id| id.to_string()))
         .execute(tx.conn())
         .await?;
     } else {
         sqlx::query(
             "INSERT INTO projection_checkpoints \
-             (name, track, version, position, state, started_at, updated_at) \
-             VALUES ($1, 'live', $2, $3, 'live', $4, $4)",
+             (name, track, version, position, state, started_at, updated_at, event_id) \
+             VALUES ($1, 'live', $2, $3, 'live', $4, $4, $5)",
         )
         .bind(reg.name)
         .bind(i64::from(reg.version))
         .bind(checkpoint::to_sql(position)?)
         .bind(now)
+        .bind(event_id.map(|id| id.to_string()))
         .execute(tx.conn())
         .await?;
     }

@@ -10,6 +10,8 @@
 //! - `disk_full`: the data directory on a tmpfs that fills up while
 //!   `annals serve` runs.
 //! - `shutdown`: stopping on SIGTERM with clients still attached.
+//! - `rewind`: a log that goes backwards under the views (a lost tail, a
+//!   restored older copy).
 //! - `lost_answers`: the split deployment when the store's answer to an
 //!   append is lost on the way (through `proxy`, a TCP proxy that cuts
 //!   connections on cue).
@@ -18,6 +20,7 @@ mod damage;
 mod disk_full;
 mod lost_answers;
 mod proxy;
+mod rewind;
 mod shutdown;
 
 use std::path::{Path, PathBuf};

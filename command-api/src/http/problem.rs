@@ -342,15 +342,16 @@ fn store_failure(e: event_store::Error) -> Problem {
         }
         E::ReadOnly(reason) => refused("is read-only", &reason),
         E::Poisoned(reason) => refused("stopped accepting appends", &reason),
+        // A disk that fails a read: the cause is the operator's to see.
+        e @ E::Io { .. } => refused("cannot read its files", &e.to_string()),
+        // Closed, unreachable: nothing a client can act on beyond a retry.
         e if e.is_store_failure() => {
             tracing::error!(error = %e, "command failed: the store is unavailable");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 kind::STORE_UNAVAILABLE,
                 "Store unavailable",
-                format!(
-                    "the event store cannot take commands right now ({e}); nothing was written"
-                ),
+                "the event store cannot take commands right now; nothing was written",
             )
             .with_header(retry_after(1).0, retry_after(1).1)
         }

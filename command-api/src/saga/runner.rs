@@ -95,10 +95,29 @@ impl<S: Saga> SagaRunner<S> {
             checkpoint_due: tokio::time::Instant::now() + self.config.checkpoint_interval,
             state,
             stop: stop_rx,
+            last_received: None,
         };
         let mut pause = Backoff::new(&self.config);
         'subscribe: loop {
             let from = Position(run.lanes.received.0 + 1);
+            // Coming back after a failure: a log truncated or restored from
+            // an older copy since would hand out other events under
+            // positions already handled, and the saga would miss them.
+            if let Some((position, id)) = run.last_received
+                && let Err(e) = self.store.check_continues(position, id).await
+            {
+                self.failed_to_follow(match e {
+                    event_store::Error::Diverged(why) => format!(
+                        "{why}; restart this process so that the saga resumes from its \
+                             checkpoint in the log as it is now"
+                    ),
+                    other => format!("cannot check the log before subscribing again: {other}"),
+                });
+                if !self.back_off(&mut pause, &mut shutdown).await {
+                    break 'subscribe;
+                }
+                continue 'subscribe;
+            }
             let mut subscription = match self.store.subscribe(from, self.saga.filter()).await {
                 Ok(subscription) => {
                     // Back after a failure: an idle log brings no event to
@@ -141,6 +160,7 @@ impl<S: Saga> SagaRunner<S> {
                     }
                     Next::Event(Some(Ok(event))) => {
                         pause.reset();
+                        run.last_received = Some((event.position, event.id));
                         let lane = self.saga.lane(&event);
                         run.lanes.arrived(lane, event);
                         self.dispatch(&mut run);
@@ -512,6 +532,9 @@ struct Run<T> {
     checkpoint_due: tokio::time::Instant,
     state: Arc<Mutex<T>>,
     stop: watch::Receiver<bool>,
+    /// The last event received (position and id): the log must still hold
+    /// it when the subscription starts again.
+    last_received: Option<(Position, uuid::Uuid)>,
 }
 
 /// Events received and not done, by lane. A lane has at most one event

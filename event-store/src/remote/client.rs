@@ -400,10 +400,22 @@ async fn follow(
     // The last position delivered (or before `from`): every connection
     // resumes right after it.
     let mut last = from.0.max(1) - 1;
+    // The event delivered there, which the log must still hold when the
+    // subscription resumes: a store restored from an older copy (or whose
+    // tail was lost) would otherwise hand out other events under
+    // positions already delivered, and this consumer would never see them.
+    let mut last_id: Option<uuid::Uuid> = None;
     let mut failing_since: Option<tokio::time::Instant> = None;
     let mut backoff = Duration::from_millis(50);
     loop {
-        let ended = connect_once(&store, &filter, last, &tx).await;
+        let ended = match last_id {
+            Some(id) => match store.check_continues(Position(last), id).await {
+                Ok(()) => connect_once(&store, &filter, last, &tx).await,
+                Err(err @ Error::Diverged(_)) => (Ended::Failed(err), None),
+                Err(err) => (Ended::Dropped(err.to_string()), None),
+            },
+            None => connect_once(&store, &filter, last, &tx).await,
+        };
         match ended {
             (Ended::Consumer, _) => return,
             (Ended::Failed(err), _) => {
@@ -411,8 +423,9 @@ async fn follow(
                 return;
             }
             (Ended::Dropped(why), delivered) => {
-                if let Some(position) = delivered {
+                if let Some((position, id)) = delivered {
                     last = position;
+                    last_id = Some(id);
                     failing_since = None;
                     backoff = Duration::from_millis(50);
                 }
@@ -437,13 +450,14 @@ async fn follow(
     }
 }
 
-/// One connection: returns how it ended and the last position delivered.
+/// One connection: returns how it ended and the last event delivered
+/// (position and id).
 async fn connect_once(
     store: &RemoteStore,
     filter: &EventFilter,
     last: u64,
     tx: &mpsc::Sender<Result<RecordedEvent>>,
-) -> (Ended, Option<u64>) {
+) -> (Ended, Option<(u64, uuid::Uuid)>) {
     let mut query: Vec<(&str, String)> = Vec::new();
     query.extend(
         filter
@@ -523,15 +537,16 @@ async fn connect_once(
                         Err(err) => return (Ended::Failed(err), delivered),
                     };
                     // A reconnection never repeats an event already delivered.
-                    if event.position.0 <= last || delivered.is_some_and(|d| event.position.0 <= d)
+                    if event.position.0 <= last
+                        || delivered.is_some_and(|(d, _)| event.position.0 <= d)
                     {
                         continue;
                     }
-                    let position = event.position.0;
+                    let seen = (event.position.0, event.id);
                     if tx.send(Ok(event)).await.is_err() {
                         return (Ended::Consumer, delivered);
                     }
-                    delivered = Some(position);
+                    delivered = Some(seen);
                 }
             }
         }

@@ -26,6 +26,7 @@ pub mod problem {
     pub const READ_ONLY: &str = "urn:annals:problem:store-read-only";
     pub const OUTCOME_UNKNOWN: &str = "urn:annals:problem:outcome-unknown";
     pub const EVENT_ID_CONFLICT: &str = "urn:annals:problem:event-id-conflict";
+    pub const DIVERGED: &str = "urn:annals:problem:log-diverged";
     pub const CLOSED: &str = "urn:annals:problem:store-closed";
     pub const UNAUTHORIZED: &str = "urn:annals:problem:unauthorized";
     pub const INTERNAL: &str = "urn:annals:problem:internal";
@@ -343,6 +344,7 @@ pub fn problem_of(err: &Error) -> Problem {
         | Error::InvalidOptions(m)
         | Error::Poisoned(m)
         | Error::Indeterminate(m)
+        | Error::Diverged(m)
         | Error::ReadOnly(m)
         | Error::Remote(m)
         | Error::KeyStore(m)
@@ -395,6 +397,7 @@ pub fn problem_of(err: &Error) -> Problem {
             503,
         ),
         Error::ReadOnly(_) => (problem::READ_ONLY, "The store is read-only", 503),
+        Error::Diverged(_) => (problem::DIVERGED, "The event log diverged", 409),
         Error::EventIdConflict(c) => {
             p.stream = Some(c.stream.to_string());
             p.event_id = Some(c.event_id);
@@ -495,6 +498,7 @@ pub fn error_of(p: Problem) -> Error {
         problem::UNAVAILABLE => Error::Poisoned(p.detail),
         problem::READ_ONLY => Error::ReadOnly(p.detail),
         problem::OUTCOME_UNKNOWN => Error::Indeterminate(p.detail),
+        problem::DIVERGED => Error::Diverged(p.detail),
         problem::EVENT_ID_CONFLICT => match (p.stream.as_deref().map(StreamId::new), p.event_id) {
             (Some(Ok(stream)), Some(event_id)) => {
                 Error::EventIdConflict(Box::new(crate::error::IdConflict {
