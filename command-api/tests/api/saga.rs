@@ -1231,19 +1231,17 @@ async fn random_history(ops: Vec<Op>) -> command_api::domain::audit::CreditAudit
 }
 
 /// 64 histories of up to 40 steps; with `ANNALS_TEST_LONG`, 2,048 of up
-/// to 160. A failing history's seed is kept in `saga.proptest-regressions`
-/// (commit it), and replayed first on every later run.
+/// to 160. A failing history's seed is kept in
+/// `tests/proptest-regressions/saga.txt` (commit it), and replayed first on
+/// every later run.
 fn history_config() -> proptest::prelude::ProptestConfig {
-    use proptest::test_runner::FileFailurePersistence;
+    let cases = if crate::harness::long_run() {
+        2_048
+    } else {
+        64
+    };
     proptest::prelude::ProptestConfig {
-        cases: if crate::harness::long_run() {
-            2_048
-        } else {
-            64
-        },
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
+        cases,
         ..proptest::prelude::ProptestConfig::default()
     }
 }
