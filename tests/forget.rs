@@ -17,15 +17,19 @@ use serde_json::{Value, json};
 use crate::process::Proc;
 use crate::split::{command, eur, http, query_at, wait_ready};
 
-/// Files under `dir` whose raw bytes contain any of `needles`, with the
-/// needle found. Files that vanish while the directory is walked (a
-/// running process renames and removes temporary files) are skipped.
-fn files_containing(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
-    let mut hits = Vec::new();
+/// Every file under `dir`, with its bytes. `dir` itself must be a
+/// directory that reads: a scan of nothing finds nothing, and proves
+/// nothing. Files and directories that vanish while the walk goes on (a
+/// running process renames and removes temporary files) are skipped; any
+/// other error fails the test.
+fn files_with_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
+    while let Some(at) = stack.pop() {
+        let entries = match std::fs::read_dir(&at) {
+            Ok(entries) => entries,
+            Err(e) if at != dir && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("reading the directory {}: {e}", at.display()),
         };
         for entry in entries {
             let path = entry.unwrap().path();
@@ -33,15 +37,28 @@ fn files_containing(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
                 stack.push(path);
                 continue;
             }
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            match std::fs::read(&path) {
+                Ok(bytes) => files.push((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => panic!("reading {}: {e}", path.display()),
-            };
-            for needle in needles {
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    hits.push((path.clone(), (*needle).to_owned()));
-                }
+            }
+        }
+    }
+    files
+}
+
+fn holds(bytes: &[u8], needle: &[u8]) -> bool {
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Files under `dir` whose raw bytes contain any of `needles`, with the
+/// needle found.
+fn files_containing(dir: &Path, needles: &[&str]) -> Vec<(PathBuf, String)> {
+    let mut hits = Vec::new();
+    for (path, bytes) in files_with_bytes(dir) {
+        for needle in needles {
+            if holds(&bytes, needle.as_bytes()) {
+                hits.push((path.clone(), (*needle).to_owned()));
             }
         }
     }
@@ -147,14 +164,24 @@ async fn deleting_personal_data_leaves_no_plaintext_in_any_file_and_keeps_the_cr
         position = body["position"].as_u64().unwrap();
     }
     // The log, the snapshots and the keys hold the personal data encrypted
-    // only.
+    // only. Each part holds data (the log the customer's events, under its
+    // stream id in clear), so the scan reads what it means to.
     for part in ["events", "snapshots", "keys"] {
+        let files = files_with_bytes(&data.join(part));
+        assert!(
+            files.iter().any(|(_, bytes)| !bytes.is_empty()),
+            "{part}: no data to scan: {:?}",
+            files
+                .iter()
+                .map(|(path, bytes)| (path, bytes.len()))
+                .collect::<Vec<_>>()
+        );
         let hits = files_containing(&data.join(part), &NEEDLES);
         assert!(hits.is_empty(), "{hits:?}");
     }
     assert!(
-        std::fs::read_dir(data.join("snapshots")).unwrap().count() > 0,
-        "the test means to cover snapshot files"
+        !files_containing(&data.join("events"), &[id.as_str()]).is_empty(),
+        "the scan of the log does not see the customer's events"
     );
     let seen = query_at(&http, &format!("{url}/customers/{id}"), position).await;
     assert_eq!(seen["name"], NAME);
@@ -476,25 +503,9 @@ async fn customers_registered_just_before_a_kill_keep_their_names_and_can_be_for
 
 /// Every file under `dir` whose bytes contain `needle`.
 fn files_holding_bytes(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    walk(dir)
+    files_with_bytes(dir)
         .into_iter()
-        .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)))
+        .filter(|(_, bytes)| holds(bytes, needle))
+        .map(|(path, _)| path)
         .collect()
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
 }

@@ -62,7 +62,24 @@ impl Proc {
         Proc { child, url }
     }
 
+    /// SIGKILL, as a crash would end it. Fails if the process had already
+    /// exited by itself (a crash of its own would otherwise pass for one
+    /// of the test's kills) or ended some other way.
     pub fn kill(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("annals had exited by itself before the kill: {status}");
+        }
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "annals was not ended by the SIGKILL: {status}"
+        );
+    }
+
+    /// Stops the process however it stands, for the end of a test.
+    fn kill_quietly(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -78,14 +95,14 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.kill();
+        self.kill_quietly();
         panic!("annals did not stop within 30 s of SIGTERM");
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill();
+        self.kill_quietly();
     }
 }
 

@@ -395,15 +395,18 @@ async fn a_stale_cached_state_never_decides_an_answer() {
     assert_eq!(state.reserved(), Some(eur(160)));
 }
 
-/// With the cache off, every command loads the aggregate from the store.
+/// With the cache off, every command loads the aggregate from the store:
+/// the store in front counts the loads, and no decision is ever made on a
+/// remembered state (which would show as an append the store refuses).
 #[tokio::test]
 async fn the_cache_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default())
         .await
         .unwrap();
+    let counting = crate::meddling::Meddling::new(store.clone());
     let uncached = CommandHandler::<Customer>::new(
-        Arc::new(store.clone()),
+        counting.clone(),
         HandlerConfig {
             cached_aggregates_max: 0,
             ..HandlerConfig::default()
@@ -415,13 +418,30 @@ async fn the_cache_can_be_turned_off() {
         .execute(register(customer, 100), CommandContext::new())
         .await
         .unwrap();
+    assert_eq!((counting.loads(), counting.appends()), (1, 1));
     other
         .execute(reserve(customer, 60), CommandContext::new())
         .await
         .unwrap();
-    // Decided on the store's state (60 reserved), not a remembered one.
+    // Decided on the store's state (60 reserved), not a remembered one: a
+    // cached state would have accepted 50 and tried to append it.
     let over = uncached
         .execute(reserve(customer, 50), CommandContext::new())
         .await;
     assert!(matches!(over, Err(CommandError::Rejected(_))), "{over:?}");
+    assert_eq!(
+        (counting.loads(), counting.appends()),
+        (2, 1),
+        "(loads, appends) after the refusal"
+    );
+    // Nothing changed in between, and still the next command loads.
+    uncached
+        .execute(reserve(customer, 40), CommandContext::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (counting.loads(), counting.appends()),
+        (3, 2),
+        "(loads, appends) after a command right after another"
+    );
 }

@@ -20,6 +20,12 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+/// Whether `ANNALS_TEST_LONG` asks for the long run (any value but empty
+/// or `0`): property tests then try many more and longer cases.
+pub fn long_run() -> bool {
+    std::env::var("ANNALS_TEST_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
 /// `store` with the reference domain's upcasters, as every process reads it.
 pub fn upcasting(store: impl EventStore) -> Arc<dyn EventStore> {
     Arc::new(event_store::Upcasting::new(store, command_api::domain::upcasters()).unwrap())

@@ -35,6 +35,7 @@ pub struct Meddling {
     panic_on_append: AtomicBool,
     appends_started: AtomicU32,
     appends_queued: AtomicU32,
+    loads: AtomicU32,
     failures_left: AtomicU32,
     /// Appends touching these streams wait for `released`.
     held_streams: Mutex<Vec<StreamId>>,
@@ -52,6 +53,7 @@ impl Meddling {
             panic_on_append: AtomicBool::new(false),
             appends_started: AtomicU32::new(0),
             appends_queued: AtomicU32::new(0),
+            loads: AtomicU32::new(0),
             failures_left: AtomicU32::new(0),
             held_streams: Mutex::new(Vec::new()),
             appends_held: AtomicU32::new(0),
@@ -105,6 +107,16 @@ impl Meddling {
     /// queue, or done).
     pub fn appends_queued(&self) -> u32 {
         self.appends_queued.load(Ordering::SeqCst)
+    }
+
+    /// Aggregate loads (snapshot plus events) asked of this store so far.
+    pub fn loads(&self) -> u32 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// Appends that reached this store so far.
+    pub fn appends(&self) -> u32 {
+        self.appends_started.load(Ordering::SeqCst)
     }
 
     /// Waits until `n` appends have been handed to the real store.
@@ -257,6 +269,15 @@ impl EventStore for Meddling {
 
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await
+    }
+
+    async fn load(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<event_store::LoadedStream> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.inner.load(stream_id, snapshot_schema).await
     }
 
     fn read_page_max(&self) -> usize {

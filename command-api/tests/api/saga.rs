@@ -1230,19 +1230,35 @@ async fn random_history(ops: Vec<Op>) -> command_api::domain::audit::CreditAudit
     command_api::domain::audit::audit_credit(&log, true)
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig {
-        cases: 64,
-        failure_persistence: None,
+/// 64 histories of up to 40 steps; with `ANNALS_TEST_LONG`, 2,048 of up
+/// to 160. A failing history's seed is kept in
+/// `tests/proptest-regressions/saga.txt` (commit it), and replayed first on
+/// every later run.
+fn history_config() -> proptest::prelude::ProptestConfig {
+    let cases = if crate::harness::long_run() {
+        2_048
+    } else {
+        64
+    };
+    proptest::prelude::ProptestConfig {
+        cases,
         ..proptest::prelude::ProptestConfig::default()
-    })]
+    }
+}
+
+fn history_steps_max() -> usize {
+    if crate::harness::long_run() { 160 } else { 40 }
+}
+
+proptest::proptest! {
+    #![proptest_config(history_config())]
 
     /// Whatever the interleaving of placements, cancellations, limit
     /// changes and saga crashes: no limit is ever exceeded, every order is
     /// decided exactly once (or cancelled first), and what is reserved is
     /// exactly the approved orders not cancelled.
     #[test]
-    fn credit_stays_consistent_under_any_interleaving(ops in proptest::collection::vec(op(), 1..40)) {
+    fn credit_stays_consistent_under_any_interleaving(ops in proptest::collection::vec(op(), 1..history_steps_max())) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

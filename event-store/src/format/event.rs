@@ -192,15 +192,29 @@ mod tests {
             prop_assert_eq!(recorded.stream_id.as_str(), stream_id.as_str());
         }
 
+        /// Every cut, in the fixed part or in any of the four variable
+        /// fields, is refused with the reason that applies to it (a decoder
+        /// that trusted the lengths would read past the end instead).
         #[test]
-        fn truncated_bodies_are_rejected(cut in 0usize..60) {
+        fn truncated_bodies_are_rejected(
+            stream_id in arb_ident(),
+            event_type in arb_ident(),
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+            metadata in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
             let record = EventRecord {
                 flags: 0, schema_version: 1, position: 1, version: 1, timestamp: 0, id: [0; 16],
-                stream_id: "s", event_type: "t", data: b"{}", metadata: b"{}",
+                stream_id: &stream_id, event_type: &event_type, data: &data, metadata: &metadata,
             };
             let mut buf = Vec::new();
             record.encode(&mut buf);
-            prop_assert!(EventRecord::decode(&buf[..cut]).is_err());
+            for cut in 0..buf.len() {
+                let reason = if cut < EVENT_FIXED_LEN { "too short" } else { "add up to" };
+                match EventRecord::decode(&buf[..cut]) {
+                    Err(error) => prop_assert!(error.contains(reason), "cut at {}: {}", cut, error),
+                    Ok(decoded) => prop_assert!(false, "cut at {} decodes: {:?}", cut, decoded),
+                }
+            }
         }
     }
 }

@@ -197,14 +197,28 @@ mod tests {
             }
         }
 
+        /// From any offset, `resync` lands on the first offset at or after
+        /// it where a valid frame starts: the frame there is valid, and no
+        /// offset before it (from where the search began) holds one.
         #[test]
-        fn resync_finds_the_next_frame(garbage in proptest::collection::vec(any::<u8>(), 0..64), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn resync_finds_the_next_frame(
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..4),
+            from in any::<proptest::sample::Index>(),
+        ) {
             let mut buf = garbage.clone();
             let start = buf.len();
-            append_frame(&mut buf, |b| b.extend_from_slice(&body));
-            let found = resync(&buf, 0);
-            prop_assert!(found.is_some());
-            prop_assert!(found.unwrap_or(usize::MAX) <= start);
+            for body in &bodies {
+                append_frame(&mut buf, |b| b.extend_from_slice(body));
+            }
+            // Anywhere: in the garbage, at a frame, inside one.
+            let from = from.index(buf.len());
+            let first_valid = (from..buf.len()).find(|at| matches!(read_frame(&buf, *at), Frame::Valid { .. }));
+            // Random garbage holding a valid frame would take two 32-bit
+            // checksum collisions: from inside it, the first frame is next.
+            prop_assert!(from > start || first_valid == Some(start), "the frame at {} is not found from {}", start, from);
+            let found = resync(&buf, from);
+            prop_assert_eq!(found, first_valid, "from {}", from);
         }
     }
 }

@@ -68,7 +68,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..4, 0u64..12, any::<bool>(), 1usize..8).prop_map(|(stream, from, backward, max)| Op::ReadStream { stream, from, backward, max }),
         2 => (0u64..60, 1usize..30).prop_map(|(from, max)| Op::ReadAll { from, max }),
         1 => Just(Op::Reopen),
-        1 => (0u8..4, 1usize..4, 0u64..4, 0u64..400).prop_map(|(stream, size, ops, keep)| Op::CrashDuringAppend { stream, size, ops, keep }),
+        3 => (0u8..4, 1usize..4, 0u64..4, 0u64..400).prop_map(|(stream, size, ops, keep)| Op::CrashDuringAppend { stream, size, ops, keep }),
     ]
 }
 
@@ -299,11 +299,32 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Whether `ANNALS_TEST_LONG` asks for the long run (any value but empty
+/// or `0`).
+fn long_run() -> bool {
+    std::env::var("ANNALS_TEST_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// 48 histories of up to 40 operations; with `ANNALS_TEST_LONG`, 1,024 of
+/// up to 200. A failing history's seed is kept in
+/// `tests/proptest-regressions/model.txt` (commit it), and replayed first
+/// on every later run.
+fn model_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: if long_run() { 1_024 } else { 48 },
+        ..ProptestConfig::default()
+    }
+}
+
+fn operations_max() -> usize {
+    if long_run() { 200 } else { 40 }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(model_config())]
 
     #[test]
-    fn the_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+    fn the_store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..operations_max())) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(run(ops))?;
     }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use event_store::{
     Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, RemoteOptions,
     RemoteStore, Store, StoreOptions, StreamAppend,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -205,37 +207,106 @@ async fn a_token_protects_everything_but_health() {
         .unwrap();
 }
 
+/// What a [`cuttable_proxy`] saw.
+#[derive(Debug, Default)]
+struct ProxyLog {
+    /// The `Last-Event-ID` of every subscription request, in order (0
+    /// when absent).
+    subscriptions: std::sync::Mutex<Vec<u64>>,
+    /// Connections carrying a subscription that a cut severed.
+    severed_subscriptions: AtomicU64,
+}
+
+impl ProxyLog {
+    fn subscriptions(&self) -> Vec<u64> {
+        self.subscriptions.lock().unwrap().clone()
+    }
+
+    /// Reads the request heads in what a client sent so far (`pending`
+    /// keeps an unfinished one); true when one was a subscription.
+    fn record(&self, pending: &mut String, bytes: &[u8]) -> bool {
+        pending.push_str(&String::from_utf8_lossy(bytes));
+        let mut subscribed = false;
+        while let Some(end) = pending.find("\r\n\r\n") {
+            let head: String = pending.drain(..end + 4).collect();
+            if head.starts_with("GET /subscriptions") {
+                let last_event_id = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("last-event-id")
+                            .then(|| value.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                self.subscriptions.lock().unwrap().push(last_event_id);
+                subscribed = true;
+            }
+        }
+        subscribed
+    }
+}
+
 /// A TCP proxy whose connections can be cut, to drop a subscription's
-/// connection without stopping the server.
-async fn cuttable_proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>) {
+/// connection without stopping the server. It reads the request heads
+/// going through it (the clients here send no bodies), so a test can tell
+/// that a cut severed a subscription and that the client asked again.
+async fn cuttable_proxy(target: SocketAddr) -> (SocketAddr, watch::Sender<u64>, Arc<ProxyLog>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (cut, cuts) = watch::channel(0u64);
+    let log = Arc::new(ProxyLog::default());
+    let proxy_log = log.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
+            let Ok((inbound, _)) = listener.accept().await else {
                 return;
             };
             let mut cuts = cuts.clone();
             cuts.borrow_and_update();
+            let log = proxy_log.clone();
             tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(target).await else {
+                let Ok(outbound) = TcpStream::connect(target).await else {
                     return;
                 };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_server, mut to_server) = outbound.into_split();
+                let subscribed = AtomicBool::new(false);
+                let upstream = async {
+                    let mut pending = String::new();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if log.record(&mut pending, &buf[..n]) {
+                            subscribed.store(true, Ordering::SeqCst);
+                        }
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                let downstream = tokio::io::copy(&mut from_server, &mut to_client);
                 tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = cuts.changed() => {}
+                    () = upstream => {}
+                    _ = downstream => {}
+                    _ = cuts.changed() => {
+                        if subscribed.load(Ordering::SeqCst) {
+                            log.severed_subscriptions.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                 }
             });
         }
     });
-    (addr, cut)
+    (addr, cut, log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplicate() {
     let served = serve(StoreOptions::default(), ServerConfig::default()).await;
-    let (proxy, cut) = cuttable_proxy(served.addr).await;
+    let (proxy, cut, log) = cuttable_proxy(served.addr).await;
     let remote = RemoteStore::connect(
         &format!("http://{proxy}"),
         RemoteOptions {
@@ -264,8 +335,14 @@ async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplic
     while seen.len() < 40 {
         seen.push(next_within(&mut sub).await.unwrap().unwrap().position.0);
     }
-    // Drop every connection, twice, while more events are appended.
+    assert_eq!(log.subscriptions(), [4], "one subscription, from after 4");
+    // Drop every connection, twice, while more events are appended: first
+    // with the subscription behind (what it has not delivered yet may sit
+    // in socket buffers and still arrive), then caught up and idle.
     for round in 0..2u64 {
+        let read_before_cut = *seen.last().unwrap();
+        let head_at_cut = served.store.head().await.unwrap().0;
+        let subscriptions_before = log.subscriptions().len();
         cut.send_replace(round + 1);
         for i in 0..50 {
             served
@@ -274,7 +351,9 @@ async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplic
                 .await
                 .unwrap();
         }
-        while seen.len() < 60 + 50 * round as usize {
+        // The events appended after the cut can only come over a new
+        // connection.
+        while *seen.last().unwrap() < head_at_cut + 50 {
             let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
                 .await
                 .expect("the subscription resumes")
@@ -282,14 +361,22 @@ async fn a_subscription_resumes_after_a_dropped_connection_without_gap_or_duplic
                 .unwrap();
             seen.push(e.position.0);
         }
-    }
-    while seen.len() < 196 {
-        let e = tokio::time::timeout(Duration::from_secs(20), sub.next())
-            .await
-            .expect("the subscription resumes")
-            .unwrap()
-            .unwrap();
-        seen.push(e.position.0);
+        // The cut severed the subscription's connection, and the client
+        // asked again from the last event it had delivered: at least what
+        // the test had read, at most what was written before the cut.
+        assert_eq!(
+            log.severed_subscriptions.load(Ordering::SeqCst),
+            round + 1,
+            "round {round}: subscription connections severed"
+        );
+        let subscriptions = log.subscriptions();
+        let resumed_after = *subscriptions
+            .get(subscriptions_before)
+            .unwrap_or_else(|| panic!("round {round}: no new subscription: {subscriptions:?}"));
+        assert!(
+            (read_before_cut..=head_at_cut).contains(&resumed_after),
+            "round {round}: resumed after {resumed_after}; read {read_before_cut}, head {head_at_cut}"
+        );
     }
     assert_eq!(seen, (5..=200).collect::<Vec<_>>());
 }

@@ -14,11 +14,17 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The PostgreSQL server the tests use; override with
-/// `ANNALS_TEST_DATABASE_URL`.
+/// The database the tests make their schemas in: `postgres` on the server
+/// at `ANNALS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`).
 pub fn postgres_url() -> String {
-    std::env::var("ANNALS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    let server = std::env::var("ANNALS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{}/postgres", server.trim_end_matches('/'))
+}
+
+/// Under CI (`CI` set to anything), a PostgreSQL test must not skip.
+fn postgres_required() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty())
 }
 
 /// Options that make tests quick: small batches (many transactions), fast
@@ -95,7 +101,7 @@ impl TestDb {
     }
 
     /// A fresh schema on the test server; `None` (after a notice) when the
-    /// server is unreachable, except with `CI=true`, where that fails.
+    /// server is unreachable, except under CI (`CI` set), where that fails.
     pub async fn postgres() -> Option<TestDb> {
         let url = postgres_url();
         sqlx::any::install_default_drivers();
@@ -113,8 +119,8 @@ impl TestDb {
                     Ok(Err(e)) => e.to_string(),
                     _ => "timed out".into(),
                 };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("PostgreSQL at {url} is required with CI=true: {reason}");
+                if postgres_required() {
+                    panic!("PostgreSQL at {url} is required under CI: {reason}");
                 }
                 eprintln!("notice: PostgreSQL at {url} unreachable ({reason}); skipping");
                 return None;

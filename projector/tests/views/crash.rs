@@ -117,23 +117,40 @@ async fn a_projector_task_killed_mid_batch_resumes_exactly_once() {
             batch_events_max: 150,
             ..test_options()
         };
+        // A kill counts when the run it ended had committed a batch and
+        // had not caught up: it came in the middle of the catch-up, where
+        // batches follow one another.
         let mut interrupted = 0;
         for delay_ms in [40u64, 90, 25, 130, 60, 15] {
+            let before = live_positions(&db).await;
             let crashable = Crashable::start(&store, &test_db, options.clone()).await;
+            // The delay counts from this run's first commit (or from the
+            // end of the catch-up): starting takes a while on a loaded
+            // machine, and a kill before the first commit tests nothing.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = live_positions(&db).await;
+                if now != before || now.iter().all(|p| *p >= head.0) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the projector committed nothing within 60 s: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             crashable.crash().await;
-            let positions: Vec<u64> = [
-                crate::common::checkpoint(&db, "customers").await,
-                crate::common::checkpoint(&db, "orders").await,
-            ]
-            .iter()
-            .map(|c| c.as_ref().map_or(0, |c| c.position.0))
-            .collect();
-            if positions.iter().any(|p| *p < head.0) {
+            let after = live_positions(&db).await;
+            let advanced = after.iter().zip(&before).any(|(a, b)| a > b);
+            if advanced && after.iter().any(|p| *p > 0 && *p < head.0) {
                 interrupted += 1;
             }
         }
-        assert!(interrupted > 0, "the kills all came after the catch-up");
+        assert!(
+            interrupted > 0,
+            "no kill of six came after a commit and before the end of the catch-up"
+        );
         let running = Running::start(reference_projector(&store, &db, options.clone()));
         running.wait_for(head).await;
         running.stop().await.unwrap();
@@ -150,17 +167,31 @@ async fn a_projector_task_killed_mid_batch_resumes_exactly_once() {
     }
 }
 
+/// The live checkpoints of both reference projections (0: none yet).
+async fn live_positions(db: &projector::ViewDb) -> Vec<u64> {
+    let mut positions = Vec::new();
+    for name in ["customers", "orders"] {
+        let checkpoint = crate::common::checkpoint(db, name).await;
+        positions.push(checkpoint.map_or(0, |c| c.position.0));
+    }
+    positions
+}
+
 const CHILD_DIR_ENV: &str = "ANNALS_PROJECTOR_CRASH_DIR";
 const CHILD_DB_ENV: &str = "ANNALS_PROJECTOR_CRASH_DB";
 const CHILD_SCHEMA_ENV: &str = "ANNALS_PROJECTOR_CRASH_SCHEMA";
 
 /// Not a test on its own: the body of the child process started by
 /// `a_killed_projector_process_restarts_exactly_once` through this binary.
+/// Run without the parent's settings it refuses, rather than pass.
 #[test]
 #[ignore = "run as a child process by the crash test"]
 fn crash_child() {
     let (Ok(dir), Ok(url)) = (std::env::var(CHILD_DIR_ENV), std::env::var(CHILD_DB_ENV)) else {
-        return;
+        panic!(
+            "crash_child is the child process of a_killed_projector_process_restarts_exactly_once, \
+             which sets {CHILD_DIR_ENV} and {CHILD_DB_ENV}; it does not run on its own"
+        );
     };
     let schema = std::env::var(CHILD_SCHEMA_ENV).ok();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -255,8 +286,20 @@ async fn a_killed_projector_process_restarts_exactly_once() {
                 }
             };
             std::thread::sleep(Duration::from_millis(delay_ms));
+            // A child that ended by itself (a panic, a failed open) is a
+            // failure, never a kill.
+            let exited = child.0.try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "the child exited before the kill: {exited:?}"
+            );
             child.0.kill().unwrap();
-            child.0.wait().unwrap();
+            let status = child.0.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9),
+                "the child was not ended by the SIGKILL: {status}"
+            );
             if let Some(positions) = rx.try_iter().last() {
                 last = positions;
             }

@@ -4,7 +4,7 @@
 //! is an error, never skipped over.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -274,12 +274,14 @@ async fn a_failed_projection_resumes_after_a_fix_and_a_panic_is_contained() {
     }
 }
 
-/// A store that loses one position from its subscriptions while `lossy`.
+/// A store that loses one position from its subscriptions while `lossy`,
+/// and counts the subscriptions asked of it.
 #[derive(Debug)]
 struct LossyStore {
     inner: Store,
     lost: u64,
     lossy: Arc<AtomicBool>,
+    subscriptions: Arc<AtomicU64>,
 }
 
 #[async_trait]
@@ -313,6 +315,7 @@ impl EventStore for LossyStore {
         from: Position,
         filter: EventFilter,
     ) -> event_store::Result<Subscription> {
+        self.subscriptions.fetch_add(1, Ordering::SeqCst);
         let inner = self.inner.subscribe(from, filter).await?;
         let lost = self.lost;
         let lossy = self.lossy.clone();
@@ -355,6 +358,7 @@ async fn a_gap_in_delivered_positions_is_reported_and_never_skipped() {
     let mut generator = Generator::new(3);
     let head = generate(&store, &mut generator, 1_000).await;
     let lossy = Arc::new(AtomicBool::new(true));
+    let subscriptions = Arc::new(AtomicU64::new(0));
     let lost = 500;
     let db = test_db.open().await;
     let projector = Projector::builder(
@@ -362,6 +366,7 @@ async fn a_gap_in_delivered_positions_is_reported_and_never_skipped() {
             inner: store.clone(),
             lost,
             lossy: lossy.clone(),
+            subscriptions: subscriptions.clone(),
         }),
         db.clone(),
     )
@@ -379,10 +384,31 @@ async fn a_gap_in_delivered_positions_is_reported_and_never_skipped() {
         })
     })
     .await;
-    // It keeps resubscribing from the checkpoint and stays put.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = running.handle.status().await.unwrap();
-    assert!(again.iter().all(|p| p.position == lost - 1), "{again:?}");
+    // It keeps resubscribing from the checkpoint, meets the hole each time
+    // and stays put: twenty subscriptions later (both projections retry),
+    // it is still where it stopped.
+    let seen = subscriptions.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = running.handle.status().await.unwrap();
+        assert!(
+            again.iter().all(|p| p.position == lost - 1
+                && p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("position 501 where 500 was due"))),
+            "{again:?}"
+        );
+        let subscribed = subscriptions.load(Ordering::SeqCst);
+        if subscribed >= seen + 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} resubscriptions within 30 s",
+            subscribed - seen
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_ne!(status[0].state, TrackState::Live);
 
     // Once the store delivers the event, the projections go on.

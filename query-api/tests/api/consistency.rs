@@ -2,6 +2,7 @@
 //! bounded, then `503` with `Retry-After`; a stopped view answers `503` at
 //! once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
@@ -61,47 +62,61 @@ async fn min_position_waits_for_the_view_then_gives_up_with_503() {
         assert!(waited >= Duration::from_millis(300), "{waited:?}");
         assert!(waited < Duration::from_secs(20), "{waited:?}");
 
-        // With the projector running, a write made after the request
-        // started is waited for and seen.
-        let running = Running::start(&store, &db);
+        // A write made after the request started is waited for and seen:
+        // the request is known to have reached the API (a layer in front
+        // says so) before the write, and the projector starts only after
+        // the write, so no answer can show it without waiting.
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let signal = arrived.clone();
         let slow_app = crate::common::app(
             &db,
             QueryConfig {
                 min_position_wait_max: Duration::from_secs(20),
                 ..QueryConfig::default()
             },
-        );
-        let currency = generator.customers()[0].currency.clone();
-        let writer = {
-            let store = store.clone();
+        )
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let signal = signal.clone();
+                async move {
+                    signal.notify_one();
+                    next.run(request).await
+                }
+            },
+        ));
+        let request = {
             let id = id.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let stream = StreamId::new(format!("customer-{id}")).unwrap();
-                store
-                    .append(
-                        &stream,
-                        ExpectedVersion::Any,
-                        vec![NewEvent::new(
-                            "CreditLimitChanged",
-                            format!(
-                                r#"{{"customer_id":"{id}","credit_limit":{{"amount":123400,"currency":"{currency}"}}}}"#
-                            ),
-                        )],
-                    )
-                    .await
-                    .unwrap()
-                    .last_position
+                get_with(
+                    &slow_app,
+                    &format!("/customers/{id}"),
+                    &[("annals-min-position", &wanted.to_string())],
+                )
+                .await
             })
         };
-        let answer = get_with(
-            &slow_app,
-            &format!("/customers/{id}"),
-            &[("annals-min-position", &wanted.to_string())],
-        )
-        .await;
-        let written = joined(writer, Duration::from_secs(60)).await;
+        tokio::time::timeout(Duration::from_secs(60), arrived.notified())
+            .await
+            .expect("the request reaches the API within 60 s");
+        let currency = generator.customers()[0].currency.clone();
+        let stream = StreamId::new(format!("customer-{id}")).unwrap();
+        let written = store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::new(
+                    "CreditLimitChanged",
+                    format!(
+                        r#"{{"customer_id":"{id}","credit_limit":{{"amount":123400,"currency":"{currency}"}}}}"#
+                    ),
+                )],
+            )
+            .await
+            .unwrap()
+            .last_position;
         assert_eq!(written.0, wanted);
+        let running = Running::start(&store, &db);
+        let answer = joined(request, Duration::from_secs(60)).await;
         assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
         assert!(answer.position() >= wanted);
         assert_eq!(answer.body["credit_limit"]["amount"], 123_400);
