@@ -182,8 +182,10 @@ fn is_json_media_type(value: &str) -> bool {
                     .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
+/// Decodes a body; every struct is read from a JSON object only, as the
+/// OpenAPI document says (serde alone would also read an array).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    http_edge::json::from_slice(bytes).map_err(|e| {
         Problem::bad_request(
             kind::MALFORMED_REQUEST,
             format!("the body is not the expected JSON: {e}"),

@@ -494,3 +494,59 @@ async fn a_panic_in_a_handler_is_a_500_problem() {
     );
     assert_eq!(f.head().await, Position::ZERO);
 }
+
+/// A body is a JSON object, as the OpenAPI document says, and so is every
+/// object inside it: serde would read an array as the fields in order.
+#[tokio::test]
+async fn arrays_are_not_objects() {
+    let f = Fixture::new().await;
+    let customer = registered(&f, 100).await;
+    let head = f.head().await;
+    let cases = [
+        (
+            "POST",
+            "/customers".to_owned(),
+            r#"[null,"Ada","ada@x.org",[7,"EUR"]]"#,
+        ),
+        (
+            "POST",
+            "/customers".to_owned(),
+            r#"{"name":"Ada","email":"ada@x.org","credit_limit":[7,"EUR"]}"#,
+        ),
+        (
+            "POST",
+            format!("/customers/{customer}/credit-limit"),
+            r#"[[7,"EUR"]]"#,
+        ),
+        ("POST", format!("/customers/{customer}/forget"), "[]"),
+        (
+            "DELETE",
+            format!("/customers/{customer}/personal-data"),
+            "[]",
+        ),
+        (
+            "POST",
+            "/orders".to_owned(),
+            &*format!(
+                r#"{{"customer_id":"{customer}","lines":[["SKU-1",1,{{"amount":5,"currency":"EUR"}}]]}}"#
+            ),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let request = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let reply = f.send(request).await;
+        reply.assert_problem(400, "malformed-request");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("object"),
+            "{method} {path} {body}: {}",
+            reply.text
+        );
+        assert!(reply.body["line"].is_u64(), "{}", reply.text);
+    }
+    assert_eq!(f.head().await, head, "nothing was written");
+}

@@ -241,8 +241,10 @@ fn stream_id(raw: &str) -> Result<StreamId, ApiError> {
     StreamId::new(raw).map_err(ApiError::from)
 }
 
+/// Decodes a JSON body; every struct is read from a JSON object only, as
+/// the OpenAPI document says (serde alone would also read an array).
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+    http_edge::json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
