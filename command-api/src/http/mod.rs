@@ -25,6 +25,10 @@
 //! are recorded, so a refused command can be retried with its key.
 //! `X-Correlation-Id` (a UUID) is stored in the events' metadata and echoed.
 //!
+//! Ids, in the path and in bodies, are UUIDs in their one spelling
+//! ([`http_edge::ids`]); bodies are JSON objects, and so is every object in
+//! them ([`http_edge::json`]).
+//!
 //! Errors are RFC 9457 problem documents ([`Problem`]), `type`
 //! `urn:annals:problem:<slug>` with the slugs in [`kind`].
 

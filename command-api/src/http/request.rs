@@ -195,15 +195,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// A path segment that must be a UUID.
+/// A path segment that must be an id (see [`http_edge::ids`]); the detail
+/// is the id's own, the same on every route and in the query API.
 pub fn path_id(name: &'static str, raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
-        Problem::bad_request(
-            kind::INVALID_ID,
-            format!("{name} {raw:?} in the path is not a UUID"),
-        )
-        .with("parameter", name)
-    })
+    http_edge::ids::parse_id(raw)
+        .map_err(|e| Problem::bad_request(kind::INVALID_ID, e.to_string()).with("parameter", name))
 }
 
 /// Path parameters that did not even decode (e.g. bad percent-encoding).

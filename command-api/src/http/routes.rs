@@ -144,17 +144,9 @@ fn money(
     errors.check(&format!("{pointer}/amount"), amount)
 }
 
+/// An id in the body, parsed as in the path.
 fn uuid(errors: &mut FieldErrors, pointer: &str, raw: &str) -> Option<Uuid> {
-    let parsed = Uuid::parse_str(raw)
-        .map_err(|_| format!("{raw:?} is not a UUID"))
-        .and_then(|id| {
-            if id.is_nil() {
-                Err("the nil UUID is not an id".to_owned())
-            } else {
-                Ok(id)
-            }
-        });
-    errors.check(pointer, parsed)
+    errors.check(pointer, http_edge::ids::parse_id(raw))
 }
 
 fn path_uuid(
