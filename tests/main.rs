@@ -7,6 +7,7 @@
 )]
 
 mod cli;
+mod edge;
 mod forget;
 mod pg;
 mod process;

@@ -213,16 +213,21 @@ pub fn with_problem_fallbacks(router: Router) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting connections, lets the requests in flight finish and returns.
-/// The caller closes the store afterwards.
+/// accepting connections, lets the requests in flight finish and returns,
+/// with the default connection limits and timeouts of
+/// [`http_edge::serve()`]. The caller closes the store afterwards.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_edge::serve(
+        listener,
+        router,
+        http_edge::ServeConfig::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Bounds the requests in flight and the time each may take.
