@@ -60,6 +60,8 @@ pub use api_doc::openapi;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, etag, kind};
 pub use request::{COMMAND_ID, CORRELATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
+use request::BodyReceived;
+
 /// Limits and behaviour of the command API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
@@ -68,8 +70,10 @@ pub struct ApiConfig {
     /// Requests handled at once; more are answered `503` at once instead of
     /// queueing without bound.
     pub in_flight_requests_max: usize,
-    /// Longest a request may take before it is answered `503`. The command
-    /// may still commit: retrying with the same idempotency key tells.
+    /// Longest a request may take. One whose body has not fully arrived by
+    /// then is `408` (nothing was applied); one that was read and is still
+    /// being handled is `503`, and the command may still commit: retrying
+    /// with the same idempotency key tells.
     pub request_timeout: Duration,
     pub customers: HandlerConfig,
     pub orders: HandlerConfig,
@@ -231,7 +235,7 @@ pub async fn serve(
 }
 
 /// Bounds the requests in flight and the time each may take.
-async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -245,8 +249,19 @@ async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> R
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         .into_response();
     };
+    let received = BodyReceived::default();
+    request.extensions_mut().insert(received.clone());
     match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
         Ok(response) => response,
+        // Nothing can have been applied to a command that was not even read.
+        Err(_) if !received.get() => {
+            tracing::info!(timeout = ?state.config.request_timeout, "a command's body did not arrive in time");
+            request::body_timeout(format!(
+                "the request body did not arrive within {} ms; nothing was applied",
+                state.config.request_timeout.as_millis()
+            ))
+            .into_response()
+        }
         Err(_) => {
             tracing::warn!(timeout = ?state.config.request_timeout, "a command request timed out");
             Problem::new(
