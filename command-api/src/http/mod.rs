@@ -7,7 +7,7 @@
 //! | `POST /customers/{id}/reservations` | reserve credit (`order_id`, `amount`) | 200 |
 //! | `POST /customers/{id}/reservations/{order_id}/release` | release the order's credit | 200 |
 //! | `DELETE /customers/{id}/personal-data` | erase the customer's personal data (right to be forgotten); idempotent | 200 |
-//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias) | 200 |
+//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias: `Deprecation` and `Link` to its successor on every answer) | 200 |
 //! | `POST /orders` | place (`order_id` optional, `customer_id`, `lines` and/or `total`) | 201 |
 //! | `POST /orders/{id}/approve` | approve | 200 |
 //! | `POST /orders/{id}/reject` | reject (`reason`) | 200 |
