@@ -690,3 +690,43 @@ async fn arrays_are_not_objects() {
     }
     assert_eq!(f.head().await, head, "nothing was written");
 }
+
+/// A name needs a character one can see: zero-width and bidi-control
+/// characters alone are no name, and neither are invisible fillers.
+#[tokio::test]
+async fn names_need_a_visible_character() {
+    let f = Fixture::new().await;
+    for name in [
+        "\u{200B}",
+        "\u{202E}",
+        "\u{200B}\u{202E}\u{2066}\u{2069}\u{200D}\u{FEFF}",
+        " \u{2060} \u{200C} ",
+        "\u{3164}",
+        "\u{FE0F}\u{0301}",
+    ] {
+        let reply = f
+            .post(
+                "/customers",
+                &json!({"name": name, "email": "ada@example.com", "credit_limit": eur(1)}),
+                &[],
+            )
+            .await;
+        reply.assert_problem(400, "invalid-fields");
+        assert_eq!(reply.body["errors"][0]["pointer"], "/name", "{name:?}");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("visible"),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(f.head().await, Position::ZERO);
+    let accented = f
+        .post(
+            "/customers",
+            &json!({"name": "Zo\u{0065}\u{0301} \u{200D}", "email": "z@example.com",
+                    "credit_limit": eur(1)}),
+            &[],
+        )
+        .await;
+    assert_eq!(accented.status, 201, "{}", accented.text);
+}
