@@ -122,6 +122,8 @@ pub struct StoreArgs {
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
+    #[command(flatten)]
+    pub http: HttpOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,6 +151,45 @@ pub struct ServeArgs {
     pub projector: ProjectorOptions,
     #[command(flatten)]
     pub queries: QueryOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+/// Limits and timeouts of the HTTP connections a process serves. A head
+/// or body over them is answered with a problem document (`400`, `408`,
+/// `414`, `431`) and the connection closed.
+#[derive(Debug, clap::Args)]
+pub struct HttpOptions {
+    /// How long a request head (request line and header fields) may take
+    /// to arrive, from its first byte, in milliseconds (408 after).
+    #[arg(long, env = "ANNALS_HEADER_READ_TIMEOUT_MS",
+          default_value_t = http_edge::ServeConfig::HEADER_READ_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may send nothing while it is waited for, in
+    /// milliseconds: between requests (it is then closed), or inside a
+    /// request body (408).
+    #[arg(long, env = "ANNALS_IDLE_TIMEOUT_MS",
+          default_value_t = http_edge::ServeConfig::IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// The longest request target (path and query) accepted, in bytes
+    /// (414 above).
+    #[arg(long, env = "ANNALS_URI_BYTES_MAX",
+          default_value_t = http_edge::ServeConfig::URI_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(16..=(1 << 20)))]
+    pub uri_bytes_max: u32,
+    /// The largest request head (request line and header fields)
+    /// accepted, in bytes (431 above).
+    #[arg(long, env = "ANNALS_REQUEST_HEAD_BYTES_MAX",
+          default_value_t = http_edge::ServeConfig::REQUEST_HEAD_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(64..=(16 << 20)))]
+    pub request_head_bytes_max: u32,
+    /// The most header fields a request may have (431 above).
+    #[arg(long, env = "ANNALS_HEADER_FIELDS_MAX",
+          default_value_t = http_edge::ServeConfig::HEADER_FIELDS_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub header_fields_max: u32,
 }
 
 /// How to reach a store served by `annals store`.
@@ -273,6 +314,8 @@ pub struct CommandApiArgs {
     pub saga: bool,
     #[command(flatten)]
     pub saga_options: SagaOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +334,8 @@ pub struct ProjectorArgs {
     pub listen: String,
     #[command(flatten)]
     pub projector: ProjectorOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
 }
 
 #[derive(Debug, clap::Args)]
@@ -307,6 +352,8 @@ pub struct QueryApiArgs {
     pub listen: String,
     #[command(flatten)]
     pub queries: QueryOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
 }
 
 #[derive(Debug, clap::Args)]

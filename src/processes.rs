@@ -16,6 +16,7 @@ use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 async fn serve_http(
     role: &str,
     listen: &str,
+    http: &crate::HttpOptions,
     app: axum::Router,
     stop: &Stop,
 ) -> anyhow::Result<()> {
@@ -25,7 +26,7 @@ async fn serve_http(
         .context("reading the listening address")?;
     tracing::info!(%addr, role, "serving");
     eprintln!("annals: {role} listening on http://{addr}");
-    crate::run::serve_http(listener, app, stop)
+    crate::run::serve_http(listener, app, http, stop)
         .await
         .with_context(|| format!("serving the {role}"))
 }
@@ -45,7 +46,7 @@ pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
         },
         health::merged("annals command API", [command_api::openapi()]),
     )));
-    let served = serve_http("command API", &args.listen, app, &stop).await;
+    let served = serve_http("command API", &args.listen, &args.http, app, &stop).await;
     stop.trigger();
     let finished = match saga {
         Some(saga) => saga.finish().await,
@@ -67,7 +68,7 @@ pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
         },
         health::merged("annals query API", [query_api::openapi()]),
     )));
-    let served = serve_http("query API", &args.listen, app, &stop).await;
+    let served = serve_http("query API", &args.listen, &args.http, app, &stop).await;
     views.close().await;
     served
 }
@@ -90,7 +91,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
             health::merged("annals projector admin API", [projector::admin_openapi()]),
         ),
     ));
-    let served = serve_http("projector", &args.listen, app, &stop).await;
+    let served = serve_http("projector", &args.listen, &args.http, app, &stop).await;
     stop.trigger();
     let projected = running.finish().await;
     views.close().await;

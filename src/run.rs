@@ -220,23 +220,25 @@ pub async fn connect_store(
     }
 }
 
-/// Serves `app` on `listener` until `stop`, with Nagle's algorithm off on
-/// every connection: requests and answers are small and latency-bound, and
-/// a delayed ACK meeting Nagle's wait costs tens of milliseconds.
+/// Serves `app` on `listener` until `stop`, within the connection limits
+/// and timeouts of `http` (see [`http_edge::serve()`]).
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    http: &crate::HttpOptions,
     stop: &Stop,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.wait())
-        .await
+    http_edge::serve(listener, app, serve_config(http), stop.wait()).await
+}
+
+pub fn serve_config(http: &crate::HttpOptions) -> http_edge::ServeConfig {
+    http_edge::ServeConfig {
+        header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        uri_bytes_max: http.uri_bytes_max as usize,
+        request_head_bytes_max: http.request_head_bytes_max as usize,
+        header_fields_max: http.header_fields_max as usize,
+    }
 }
 
 /// The projector running in a task of its own.
@@ -407,7 +409,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
             .context("reading the listening address")?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
         eprintln!("annals: store listening on http://{addr}");
-        serve_http(listener, app, &stop)
+        serve_http(listener, app, &args.http, &stop)
             .await
             .context("serving the store API")
     }

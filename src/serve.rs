@@ -84,7 +84,7 @@ async fn run(
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
     eprintln!("annals: listening on http://{addr}");
-    let served = serve_http(listener, app, stop)
+    let served = serve_http(listener, app, &args.http, stop)
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop

@@ -7,6 +7,7 @@
 )]
 
 mod cli;
+mod edge;
 mod faults;
 mod forget;
 mod pg;

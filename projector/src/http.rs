@@ -16,6 +16,7 @@ pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 /// The problem `type` URIs of the read side, one per kind of error.
 pub mod problem_type {
     pub const INVALID_REQUEST: &str = "urn:annals:problem:invalid-request";
+    pub const INVALID_ID: &str = "urn:annals:problem:invalid-id";
     pub const NOT_FOUND: &str = "urn:annals:problem:not-found";
     pub const CONFLICT: &str = "urn:annals:problem:conflict";
     pub const NOT_YET_VISIBLE: &str = "urn:annals:problem:position-not-yet-visible";

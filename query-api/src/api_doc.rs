@@ -13,7 +13,6 @@ use utoipa::openapi::{RefOr, Required, Response};
 use crate::cursor::CURSOR_BYTES_MAX;
 use crate::customers::{Customer, CustomerPage, OrderCounts};
 use crate::orders::{Order, OrderPage};
-use crate::params::ID_BYTES_MAX;
 use crate::{Money, QueryConfig};
 
 #[derive(Debug, utoipa::OpenApi)]
@@ -66,6 +65,14 @@ pub(crate) fn text(chars_max: usize) -> ObjectBuilder {
         .max_length(Some(chars_max))
 }
 
+/// An id: a UUID in its one spelling.
+pub(crate) fn id_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+        .pattern(Some(http_edge::ids::ID_PATTERN))
+}
+
 /// The `Annals-Position` header of a `503` that waited for a position.
 fn position_header() -> utoipa::openapi::Header {
     HeaderBuilder::new()
@@ -91,15 +98,11 @@ impl utoipa::IntoParams for PathId {
                 .name("id")
                 .parameter_in(ParameterIn::Path)
                 .required(Required::True)
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .min_length(Some(1))
-                        .max_length(Some(ID_BYTES_MAX)),
+                .schema(Some(id_schema()))
+                .description(Some(
+                    "The id, as the command API returned it: a UUID in lowercase hex with \
+                     hyphens (any other spelling is `400 invalid-id`).",
                 ))
-                .description(Some(format!(
-                    "The id, as the command API returned it (at most {ID_BYTES_MAX} bytes)."
-                )))
                 .build(),
         ]
     }

@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use crate::api_doc::{self, MinPosition, PageParams, PathId, ReadProblems};
-use crate::params::{Params, check_id};
+use crate::params::{self, Params};
 use crate::{
     Money, QueryState, consistency, cursor, database_problem, json_answer, not_found, time,
 };
@@ -120,8 +120,8 @@ pub async fn one(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
-    check_id(&id)?;
+    let Path(id) = path.map_err(params::path_rejection)?;
+    let id = params::id("customer id", &id)?;
     let params = Params::parse(raw.as_deref(), &["min_position"])?;
     if let Some(min) = consistency::requested(&params, &headers)? {
         consistency::wait_for(&state, PROJECTION, min).await?;

@@ -26,7 +26,9 @@
 //! cursor only continues the query that produced it.
 //!
 //! **Errors** are RFC 9457 problem documents: invalid parameters, cursors
-//! or positions `400`, unknown ids `404`, view not there yet `503`.
+//! or positions `400`, an id not spelled as annals writes ids (lowercase
+//! hyphenated UUID, see [`http_edge::ids`]) `400 invalid-id` as on the
+//! command side, unknown ids `404`, view not there yet `503`.
 
 mod api_doc;
 mod consistency;

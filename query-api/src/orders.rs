@@ -14,7 +14,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use crate::api_doc::{self, MinPosition, PageParams, PathId, ReadProblems};
 use crate::customers::Bind;
-use crate::params::{ID_BYTES_MAX, Params, check_id};
+use crate::params::{self, Params};
 use crate::{
     Money, QueryState, consistency, cursor, database_problem, json_answer, not_found, time,
 };
@@ -103,8 +103,8 @@ pub async fn one(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let Path(id) = path.map_err(|e| Problem::bad_request(e.body_text()))?;
-    check_id(&id)?;
+    let Path(id) = path.map_err(params::path_rejection)?;
+    let id = params::id("order id", &id)?;
     let params = Params::parse(raw.as_deref(), &["min_position"])?;
     if let Some(min) = consistency::requested(&params, &headers)? {
         consistency::wait_for(&state, PROJECTION, min).await?;
@@ -150,7 +150,7 @@ impl utoipa::IntoParams for OrderFilters {
         vec![
             api_doc::query_param(
                 "customer_id",
-                api_doc::text(ID_BYTES_MAX),
+                api_doc::id_schema(),
                 "Only the orders of this customer.",
             ),
             api_doc::query_param(
@@ -187,7 +187,11 @@ pub async fn list(
         raw.as_deref(),
         &["customer_id", "status", "limit", "cursor", "min_position"],
     )?;
-    let customer = params.text("customer_id", ID_BYTES_MAX)?;
+    let customer = params
+        .get("customer_id")
+        .map(|raw| params::id("customer_id", raw))
+        .transpose()?;
+    let customer = customer.as_deref();
     let status = params.get("status");
     if let Some(status) = status
         && !ORDER_STATUSES.contains(&status)

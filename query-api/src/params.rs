@@ -5,8 +5,6 @@ use projector::http::Problem;
 
 /// The longest query string accepted, in bytes.
 pub const QUERY_BYTES_MAX: usize = 4_096;
-/// The longest id accepted in a path or filter, in bytes.
-pub const ID_BYTES_MAX: usize = 256;
 
 /// The parameters of one request.
 #[derive(Debug, Default)]
@@ -87,15 +85,32 @@ impl Params {
     }
 }
 
-/// Checks an id taken from a path.
-pub fn check_id(id: &str) -> Result<(), Problem> {
-    if id.is_empty() || id.len() > ID_BYTES_MAX {
-        return Err(Problem::bad_request(format!(
-            "an id has 1 to {ID_BYTES_MAX} bytes, not {}",
-            id.len()
-        )));
+/// An id taken from a path or a filter, in its one spelling (see
+/// [`http_edge::ids`]): anything else is the `invalid-id` problem the
+/// command API sends for the same text, never a `404` or an empty page.
+/// `name` is the parameter, as the command API names it.
+pub fn id(name: &'static str, raw: &str) -> Result<String, Problem> {
+    match http_edge::ids::parse_id(raw) {
+        Ok(id) => Ok(id.to_string()),
+        Err(e) => Err(Problem::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            projector::http::problem_type::INVALID_ID,
+            "Invalid id",
+            e.to_string(),
+        )
+        .with("parameter", name)),
     }
-    Ok(())
+}
+
+/// A path whose id did not even decode (bad percent-encoding, say): the
+/// same `invalid-id` problem as the command API's.
+pub fn path_rejection(rejection: axum::extract::rejection::PathRejection) -> Problem {
+    Problem::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        projector::http::problem_type::INVALID_ID,
+        "Invalid id",
+        format!("invalid path: {rejection}"),
+    )
 }
 
 #[cfg(test)]

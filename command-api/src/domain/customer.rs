@@ -286,7 +286,8 @@ impl<'de> Deserialize<'de> for SingleCurrency {
 }
 
 /// A customer's display name: trimmed, 1 to [`CustomerName::CHARS_MAX`]
-/// characters, no control characters.
+/// characters, no control characters, and at least one character that
+/// shows (see [`is_visible`]).
 ///
 /// [`CustomerName::parse`] checks input; reading a stored event does not:
 /// a stored event is a fact, rules may have changed since, and a forgotten
@@ -313,12 +314,37 @@ impl CustomerName {
         if name.chars().any(char::is_control) {
             return Err("the name must not contain control characters".into());
         }
+        if !name.chars().any(is_visible) {
+            return Err(
+                "the name has no visible character (only spaces, zero-width, \
+                 direction or other invisible characters)"
+                    .into(),
+            );
+        }
         Ok(CustomerName(name.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether a character shows on its own: a letter, digit, punctuation
+/// mark or symbol. Spaces, format characters (zero-width spaces and
+/// joiners, direction marks, embeddings, overrides and isolates, the byte
+/// order mark), combining marks without a base, private-use and unassigned
+/// code points do not, nor do the few letters and symbols that are blank
+/// by definition (the Hangul fillers, the blank Braille pattern).
+pub fn is_visible(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    const BLANK: [char; 5] = ['\u{115F}', '\u{1160}', '\u{3164}', '\u{FFA0}', '\u{2800}'];
+    matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Letter
+            | GeneralCategoryGroup::Number
+            | GeneralCategoryGroup::Punctuation
+            | GeneralCategoryGroup::Symbol
+    ) && !BLANK.contains(&c)
 }
 
 impl From<StoredText> for CustomerName {
@@ -1536,5 +1562,34 @@ mod tests {
         assert!(Email::parse(&long_local).is_err());
         let long = format!("a@{}.com", "b".repeat(250));
         assert!(Email::parse(&long).is_err());
+    }
+
+    /// Characters that show nothing on their own: spaces, zero-width and
+    /// direction characters, the byte order mark, combining marks,
+    /// variation selectors, the Hangul fillers.
+    const INVISIBLE: [char; 20] = [
+        ' ', '\u{00A0}', '\u{2003}', '\u{200B}', '\u{200C}', '\u{200D}', '\u{200E}', '\u{200F}',
+        '\u{202A}', '\u{202E}', '\u{2060}', '\u{2066}', '\u{2069}', '\u{FEFF}', '\u{0301}',
+        '\u{FE0F}', '\u{034F}', '\u{3164}', '\u{115F}', '\u{2800}',
+    ];
+
+    proptest::proptest! {
+        /// A name made of invisible characters only is refused, whatever
+        /// their mix; one visible character among them makes it a name.
+        #[test]
+        fn a_name_needs_one_visible_character(
+            invisible in proptest::collection::vec(proptest::sample::select(INVISIBLE.to_vec()), 1..40),
+            visible in proptest::sample::select(vec!['A', 'z', '7', '\u{00E9}', '\u{4E2D}', '\u{05D0}', '-', '\u{1F600}']),
+            at in 0usize..40,
+        ) {
+            let blank: String = invisible.iter().collect();
+            let refused = CustomerName::parse(&blank);
+            proptest::prop_assert!(refused.is_err(), "{blank:?} was taken");
+            let mut chars = invisible.clone();
+            chars.insert(at.min(chars.len()), visible);
+            let name: String = chars.iter().collect();
+            let taken = CustomerName::parse(&name);
+            proptest::prop_assert!(taken.is_ok(), "{name:?}: {taken:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! | `POST /customers/{id}/reservations` | reserve credit (`order_id`, `amount`) | 200 |
 //! | `POST /customers/{id}/reservations/{order_id}/release` | release the order's credit | 200 |
 //! | `DELETE /customers/{id}/personal-data` | erase the customer's personal data (right to be forgotten); idempotent | 200 |
-//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias) | 200 |
+//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias: `Deprecation` and `Link` to its successor on every answer) | 200 |
 //! | `POST /orders` | place (`order_id` optional, `customer_id`, `lines` and/or `total`) | 201 |
 //! | `POST /orders/{id}/approve` | approve | 200 |
 //! | `POST /orders/{id}/reject` | reject (`reason`) | 200 |
@@ -24,6 +24,10 @@
 //! restart, and a key reused with another request is `422`. Only successes
 //! are recorded, so a refused command can be retried with its key.
 //! `X-Correlation-Id` (a UUID) is stored in the events' metadata and echoed.
+//!
+//! Ids, in the path and in bodies, are UUIDs in their one spelling
+//! ([`http_edge::ids`]); bodies are JSON objects, and so is every object in
+//! them ([`http_edge::json`]).
 //!
 //! Errors are RFC 9457 problem documents ([`Problem`]), `type`
 //! `urn:annals:problem:<slug>` with the slugs in [`kind`].
@@ -56,6 +60,8 @@ pub use api_doc::openapi;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, etag, kind};
 pub use request::{COMMAND_ID, CORRELATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
 
+use request::BodyReceived;
+
 /// Limits and behaviour of the command API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
@@ -64,8 +70,10 @@ pub struct ApiConfig {
     /// Requests handled at once; more are answered `503` at once instead of
     /// queueing without bound.
     pub in_flight_requests_max: usize,
-    /// Longest a request may take before it is answered `503`. The command
-    /// may still commit: retrying with the same idempotency key tells.
+    /// Longest a request may take. One whose body has not fully arrived by
+    /// then is `408` (nothing was applied); one that was read and is still
+    /// being handled is `503`, and the command may still commit: retrying
+    /// with the same idempotency key tells.
     pub request_timeout: Duration,
     pub customers: HandlerConfig,
     pub orders: HandlerConfig,
@@ -209,20 +217,25 @@ pub fn with_problem_fallbacks(router: Router) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops
-/// accepting connections, lets the requests in flight finish and returns.
-/// The caller closes the store afterwards.
+/// accepting connections, lets the requests in flight finish and returns,
+/// with the default connection limits and timeouts of
+/// [`http_edge::serve()`]. The caller closes the store afterwards.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    http_edge::serve(
+        listener,
+        router,
+        http_edge::ServeConfig::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// Bounds the requests in flight and the time each may take.
-async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn guard(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -236,8 +249,19 @@ async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> R
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
         .into_response();
     };
+    let received = BodyReceived::default();
+    request.extensions_mut().insert(received.clone());
     match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
         Ok(response) => response,
+        // Nothing can have been applied to a command that was not even read.
+        Err(_) if !received.get() => {
+            tracing::info!(timeout = ?state.config.request_timeout, "a command's body did not arrive in time");
+            request::body_timeout(format!(
+                "the request body did not arrive within {} ms; nothing was applied",
+                state.config.request_timeout.as_millis()
+            ))
+            .into_response()
+        }
         Err(_) => {
             tracing::warn!(timeout = ?state.config.request_timeout, "a command request timed out");
             Problem::new(

@@ -40,6 +40,7 @@ pub mod kind {
     pub const NOT_IMPLEMENTED: &str = "not-implemented";
     pub const OVERLOADED: &str = "overloaded";
     pub const TIMEOUT: &str = "timeout";
+    pub const REQUEST_TIMEOUT: &str = "request-timeout";
     pub const INTERNAL: &str = "internal";
     pub const PERSONAL_DATA_UNREADABLE: &str = "personal-data-unreadable";
     pub const UPCAST: &str = "upcast";

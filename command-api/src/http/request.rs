@@ -2,10 +2,13 @@
 //! type, JSON), the conditional and idempotency headers, the ids in the
 //! path. Every refusal is a [`Problem`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -33,6 +36,7 @@ impl<S: Send + Sync> FromRequest<S> for CommandRequest {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let headers = request.headers().clone();
+        let received = request.extensions().get::<BodyReceived>().cloned();
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -43,6 +47,9 @@ impl<S: Send + Sync> FromRequest<S> for CommandRequest {
                         "Body too large",
                         "the request body is over the size limit",
                     )
+                } else if http_edge::timed_out(&rejection) {
+                    // The connection's idle timeout cut a body that stalled.
+                    body_timeout("the request body stopped arriving; nothing was applied")
                 } else {
                     Problem::bad_request(
                         kind::MALFORMED_REQUEST,
@@ -50,6 +57,9 @@ impl<S: Send + Sync> FromRequest<S> for CommandRequest {
                     )
                 }
             })?;
+        if let Some(received) = received {
+            received.set();
+        }
         Ok(CommandRequest {
             method,
             path,
@@ -57,6 +67,33 @@ impl<S: Send + Sync> FromRequest<S> for CommandRequest {
             body,
         })
     }
+}
+
+/// Set once a command's body has been read in full, so that a request
+/// that runs out of time can tell "not even read" (`408`) from "may have
+/// been applied" (`503`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct BodyReceived(Arc<AtomicBool>);
+
+impl BodyReceived {
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub(super) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// `408`: the request did not arrive in time, so nothing was done.
+pub(super) fn body_timeout(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        kind::REQUEST_TIMEOUT,
+        "Request timeout",
+        detail,
+    )
+    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
 }
 
 /// Whether an endpoint needs a body, or takes an empty one as `{}`.
@@ -182,8 +219,10 @@ fn is_json_media_type(value: &str) -> bool {
                     .is_some_and(|s| s.eq_ignore_ascii_case("+json")))
 }
 
+/// Decodes a body; every struct is read from a JSON object only, as the
+/// OpenAPI document says (serde alone would also read an array).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    http_edge::json::from_slice(bytes).map_err(|e| {
         Problem::bad_request(
             kind::MALFORMED_REQUEST,
             format!("the body is not the expected JSON: {e}"),
@@ -193,15 +232,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     })
 }
 
-/// A path segment that must be a UUID.
+/// A path segment that must be an id (see [`http_edge::ids`]); the detail
+/// is the id's own, the same on every route and in the query API.
 pub fn path_id(name: &'static str, raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| {
-        Problem::bad_request(
-            kind::INVALID_ID,
-            format!("{name} {raw:?} in the path is not a UUID"),
-        )
-        .with("parameter", name)
-    })
+    http_edge::ids::parse_id(raw)
+        .map_err(|e| Problem::bad_request(kind::INVALID_ID, e.to_string()).with("parameter", name))
 }
 
 /// Path parameters that did not even decode (e.g. bad percent-encoding).

@@ -9,7 +9,7 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -144,17 +144,9 @@ fn money(
     errors.check(&format!("{pointer}/amount"), amount)
 }
 
+/// An id in the body, parsed as in the path.
 fn uuid(errors: &mut FieldErrors, pointer: &str, raw: &str) -> Option<Uuid> {
-    let parsed = Uuid::parse_str(raw)
-        .map_err(|_| format!("{raw:?} is not a UUID"))
-        .and_then(|id| {
-            if id.is_nil() {
-                Err("the nil UUID is not an id".to_owned())
-            } else {
-                Ok(id)
-            }
-        });
-    errors.check(pointer, parsed)
+    errors.check(pointer, http_edge::ids::parse_id(raw))
 }
 
 fn path_uuid(
@@ -386,7 +378,9 @@ pub async fn erase_personal_data(
 /// Forget a customer (the older form of `DELETE /customers/{id}/personal-data`)
 ///
 /// The same command as `DELETE /customers/{id}/personal-data`, with the
-/// same answers; kept so that existing clients go on working.
+/// same answers; kept so that existing clients go on working. Every answer
+/// says it is deprecated (`Deprecation`, RFC 9745) and names its successor
+/// (`Link: </customers/{id}/personal-data>; rel="successor-version"`).
 #[utoipa::path(
     post,
     path = "/customers/{id}/forget",
@@ -402,10 +396,34 @@ pub async fn erase_personal_data(
 #[deprecated = "use DELETE /customers/{id}/personal-data"]
 pub async fn forget_customer(
     State(state): State<ApiState>,
+    uri: Uri,
     path: Result<Path<String>, PathRejection>,
     request: CommandRequest,
-) -> Answer {
-    forget(state, path, request).await
+) -> Response {
+    let mut response = forget(state, path, request).await.into_response();
+    deprecated(response.headers_mut(), &uri);
+    response
+}
+
+/// When `POST /customers/{id}/forget` was deprecated (2026-11-26, in Unix
+/// seconds), for its `Deprecation` header.
+const FORGET_DEPRECATED_AT: u64 = 1_795_651_200;
+
+/// Marks an answer of the deprecated route, whatever its status (RFC 9745):
+/// `Deprecation` with the date, and a `Link` to the route that replaces it,
+/// built from the path as the client sent it.
+fn deprecated(headers: &mut HeaderMap, uri: &Uri) {
+    let deprecation = format!("@{FORGET_DEPRECATED_AT}");
+    if let Ok(value) = HeaderValue::from_str(&deprecation) {
+        headers.insert(HeaderName::from_static("deprecation"), value);
+    }
+    let successor = uri
+        .path()
+        .strip_suffix("/forget")
+        .map(|customer| format!("<{customer}/personal-data>; rel=\"successor-version\""));
+    if let Some(Ok(link)) = successor.map(|l| HeaderValue::from_str(&l)) {
+        headers.insert(header::LINK, link);
+    }
 }
 
 async fn forget(

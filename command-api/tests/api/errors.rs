@@ -494,3 +494,239 @@ async fn a_panic_in_a_handler_is_a_500_problem() {
     );
     assert_eq!(f.head().await, Position::ZERO);
 }
+
+/// The spellings of `id` that are not the canonical one, and ids that are
+/// no UUID at all.
+fn id_misspellings(id: Uuid) -> Vec<String> {
+    let canonical = id.to_string();
+    vec![
+        canonical.to_uppercase(),
+        format!("{{{canonical}}}"),
+        format!("urn:uuid:{canonical}"),
+        id.simple().to_string(),
+        Uuid::nil().to_string(),
+        "nope".to_owned(),
+        "42".to_owned(),
+    ]
+}
+
+/// An id is the lowercase hyphenated UUID, in the path and in the body
+/// alike: every other spelling is refused with one and the same problem
+/// (the id's own detail), on every route, and nothing is written.
+#[tokio::test]
+async fn ids_have_one_spelling_on_every_route() {
+    let f = Fixture::new().await;
+    let customer = registered(&f, 100).await;
+    let order = Uuid::new_v4();
+    let placed = f
+        .post(
+            "/orders",
+            &json!({"order_id": order.to_string(), "customer_id": customer.to_string(),
+                    "total": eur(5)}),
+            &[],
+        )
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.text);
+    let head = f.head().await;
+
+    for (raw_customer, raw_order) in id_misspellings(customer)
+        .into_iter()
+        .zip(id_misspellings(order))
+    {
+        let mut details = Vec::new();
+        // Ids in the path.
+        let c = &raw_customer;
+        let o = &raw_order;
+        // Braces are not allowed in a URI as they are.
+        let encode = |raw: &str| raw.replace('{', "%7B").replace('}', "%7D");
+        let (pc, po) = (&encode(c), &encode(o));
+        let path_cases = [
+            (
+                "POST",
+                format!("/customers/{pc}/credit-limit"),
+                json!({"credit_limit": eur(5)}),
+            ),
+            (
+                "POST",
+                format!("/customers/{pc}/reservations"),
+                json!({"order_id": order.to_string(), "amount": eur(1)}),
+            ),
+            (
+                "POST",
+                format!("/customers/{pc}/reservations/{order}/release"),
+                json!({}),
+            ),
+            (
+                "POST",
+                format!("/customers/{customer}/reservations/{po}/release"),
+                json!({}),
+            ),
+            (
+                "DELETE",
+                format!("/customers/{pc}/personal-data"),
+                json!({}),
+            ),
+            ("POST", format!("/customers/{pc}/forget"), json!({})),
+            ("POST", format!("/orders/{po}/approve"), json!({})),
+            (
+                "POST",
+                format!("/orders/{po}/reject"),
+                json!({"reason": "no"}),
+            ),
+            ("POST", format!("/orders/{po}/cancel"), json!({})),
+        ];
+        for (method, path, body) in path_cases {
+            let request = Request::builder()
+                .method(method)
+                .uri(&path)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let reply = f.send(request).await;
+            reply.assert_problem(400, "invalid-id");
+            details.push((path, reply.body["detail"].as_str().unwrap().to_owned()));
+        }
+        // Ids in the body.
+        let body_cases = [
+            (
+                "/customers",
+                json!({"customer_id": c, "name": "Ada", "email": "ada@example.com",
+                       "credit_limit": eur(1)}),
+            ),
+            (
+                &*format!("/customers/{customer}/reservations"),
+                json!({"order_id": o, "amount": eur(1)}),
+            ),
+            (
+                "/orders",
+                json!({"order_id": o, "customer_id": customer.to_string(), "total": eur(1)}),
+            ),
+            ("/orders", json!({"customer_id": c, "total": eur(1)})),
+        ];
+        for (path, body) in body_cases {
+            let reply = f.post(path, &body, &[]).await;
+            reply.assert_problem(400, "invalid-fields");
+            let errors = reply.body["errors"].as_array().unwrap();
+            assert_eq!(errors.len(), 1, "{}", reply.text);
+            details.push((
+                path.to_owned(),
+                errors[0]["detail"].as_str().unwrap().to_owned(),
+            ));
+        }
+        // The order's misspelling reads like the customer's once the ids
+        // are swapped: the detail depends on the id, not on the route.
+        let (customer_text, order_text) = (customer.to_string(), order.to_string());
+        let normal = |d: &str| d.replace(o, c).replace(&order_text, &customer_text);
+        let first = normal(&details[0].1);
+        assert!(
+            details.iter().all(|(_, d)| normal(d) == first),
+            "one id, one problem: {details:#?}"
+        );
+    }
+    assert_eq!(f.head().await, head, "a refused id writes nothing");
+    // The canonical spelling is the aggregate.
+    let ok = f
+        .post(
+            &format!("/customers/{customer}/credit-limit"),
+            &json!({"credit_limit": eur(50)}),
+            &[],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
+/// A body is a JSON object, as the OpenAPI document says, and so is every
+/// object inside it: serde would read an array as the fields in order.
+#[tokio::test]
+async fn arrays_are_not_objects() {
+    let f = Fixture::new().await;
+    let customer = registered(&f, 100).await;
+    let head = f.head().await;
+    let cases = [
+        (
+            "POST",
+            "/customers".to_owned(),
+            r#"[null,"Ada","ada@x.org",[7,"EUR"]]"#,
+        ),
+        (
+            "POST",
+            "/customers".to_owned(),
+            r#"{"name":"Ada","email":"ada@x.org","credit_limit":[7,"EUR"]}"#,
+        ),
+        (
+            "POST",
+            format!("/customers/{customer}/credit-limit"),
+            r#"[[7,"EUR"]]"#,
+        ),
+        ("POST", format!("/customers/{customer}/forget"), "[]"),
+        (
+            "DELETE",
+            format!("/customers/{customer}/personal-data"),
+            "[]",
+        ),
+        (
+            "POST",
+            "/orders".to_owned(),
+            &*format!(
+                r#"{{"customer_id":"{customer}","lines":[["SKU-1",1,{{"amount":5,"currency":"EUR"}}]]}}"#
+            ),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let request = Request::builder()
+            .method(method)
+            .uri(&path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let reply = f.send(request).await;
+        reply.assert_problem(400, "malformed-request");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("object"),
+            "{method} {path} {body}: {}",
+            reply.text
+        );
+        assert!(reply.body["line"].is_u64(), "{}", reply.text);
+    }
+    assert_eq!(f.head().await, head, "nothing was written");
+}
+
+/// A name needs a character one can see: zero-width and bidi-control
+/// characters alone are no name, and neither are invisible fillers.
+#[tokio::test]
+async fn names_need_a_visible_character() {
+    let f = Fixture::new().await;
+    for name in [
+        "\u{200B}",
+        "\u{202E}",
+        "\u{200B}\u{202E}\u{2066}\u{2069}\u{200D}\u{FEFF}",
+        " \u{2060} \u{200C} ",
+        "\u{3164}",
+        "\u{FE0F}\u{0301}",
+    ] {
+        let reply = f
+            .post(
+                "/customers",
+                &json!({"name": name, "email": "ada@example.com", "credit_limit": eur(1)}),
+                &[],
+            )
+            .await;
+        reply.assert_problem(400, "invalid-fields");
+        assert_eq!(reply.body["errors"][0]["pointer"], "/name", "{name:?}");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("visible"),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(f.head().await, Position::ZERO);
+    let accented = f
+        .post(
+            "/customers",
+            &json!({"name": "Zo\u{0065}\u{0301} \u{200D}", "email": "z@example.com",
+                    "credit_limit": eur(1)}),
+            &[],
+        )
+        .await;
+    assert_eq!(accented.status, 201, "{}", accented.text);
+}

@@ -18,4 +18,5 @@ mod meddling;
 mod personal;
 mod saga;
 mod shutdown;
+mod slow;
 mod upcast;

@@ -367,3 +367,45 @@ async fn a_key_log_that_cannot_be_written_is_an_unavailable_store_not_a_lost_key
         assert!(detail.contains("injected I/O failure"), "{detail}");
     }
 }
+
+/// `POST /customers/{id}/forget` says it is deprecated (RFC 9745
+/// `Deprecation`, with the date it was) and names its successor in `Link`,
+/// on every answer, refusals included; its successor says neither.
+#[tokio::test]
+async fn the_deprecated_forget_route_says_so_and_names_its_successor() {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(keys_dir.path()).unwrap());
+    let fx = Fixture::with_store(command_api::ApiConfig::default(), |store| {
+        Arc::new(Shredding::new(store, keys, shredding_policy()))
+    })
+    .await;
+    let id = fx.post("/customers", &register_body(100), &[]).await.id();
+    let unknown = Uuid::new_v4();
+    for (customer, status) in [(id.to_string(), 200), (unknown.to_string(), 404)] {
+        let reply = fx
+            .post(&format!("/customers/{customer}/forget"), &json!({}), &[])
+            .await;
+        assert_eq!(reply.status, status, "{}", reply.text);
+        let deprecation = reply.header("deprecation").unwrap_or_default();
+        assert!(
+            deprecation.starts_with('@') && deprecation[1..].parse::<u64>().is_ok(),
+            "a structured-field date: {deprecation:?}"
+        );
+        assert_eq!(
+            reply.header("link"),
+            Some(&*format!(
+                "</customers/{customer}/personal-data>; rel=\"successor-version\""
+            ))
+        );
+    }
+    let successor = fx
+        .send(
+            Request::delete(format!("/customers/{id}/personal-data"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(successor.status, 200, "{}", successor.text);
+    assert_eq!(successor.header("deprecation"), None);
+    assert_eq!(successor.header("link"), None);
+}

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, Path, RawQuery, Request, State,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -190,8 +192,105 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         .route("/health/ready", get(ready))
         .route("/openapi.json", get(openapi))
         .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
         .with_state(state)
+}
+
+/// An unknown path, as a problem document.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError(Box::new(Problem {
+        problem_type: wire::problem::NOT_FOUND.into(),
+        title: "Not found".into(),
+        status: 404,
+        detail: format!("no resource at {} (see /openapi.json)", uri.path()),
+        ..Problem::default()
+    }))
+}
+
+/// A known path asked with a method it does not serve, as a problem
+/// document (axum keeps the `Allow` header).
+async fn method_not_allowed(uri: axum::http::Uri) -> ApiError {
+    ApiError(Box::new(Problem {
+        problem_type: wire::problem::METHOD_NOT_ALLOWED.into(),
+        title: "Method not allowed".into(),
+        status: 405,
+        detail: format!(
+            "{} does not accept this method (see /openapi.json)",
+            uri.path()
+        ),
+        ..Problem::default()
+    }))
+}
+
+/// A request body, read whole within the body limit; every refusal is a
+/// problem document: over the limit `413`, stalled past the connection's
+/// idle timeout `408`, cut short `400`.
+struct Body(Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let max = state.config.body_bytes_max;
+        let too_large = || {
+            ApiError(Box::new(Problem {
+                problem_type: wire::problem::LIMIT_EXCEEDED.into(),
+                title: "Body too large".into(),
+                status: 413,
+                detail: format!("the request body is over {max} bytes"),
+                limit: Some("body_bytes_max".into()),
+                max: Some(max as u64),
+                ..Problem::default()
+            }))
+        };
+        // A declared length over the limit is refused before a byte of the
+        // body is read.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > max as u64) {
+            return Err(too_large());
+        }
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large())
+            }
+            Err(rejection) if http_edge::timed_out(&rejection) => {
+                Err(ApiError(Box::new(Problem {
+                    problem_type: wire::problem::REQUEST_TIMEOUT.into(),
+                    title: "Request timeout".into(),
+                    status: 408,
+                    detail: "the request body stopped arriving; nothing was done".into(),
+                    ..Problem::default()
+                })))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "the request body could not be read: {rejection}"
+            ))),
+        }
+    }
+}
+
+/// The `{stream}` of a path; a path that does not decode is `400`.
+struct StreamPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(stream)) => Ok(StreamPath(stream)),
+            Err(rejection) => Err(ApiError::bad_request(format!("invalid path: {rejection}"))),
+        }
+    }
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -246,8 +345,10 @@ fn stream_id(raw: &str) -> Result<StreamId, ApiError> {
     StreamId::new(raw).map_err(ApiError::from)
 }
 
+/// Decodes a JSON body; every struct is read from a JSON object only, as
+/// the OpenAPI document says (serde alone would also read an array).
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
+    http_edge::json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))
 }
 
@@ -272,8 +373,8 @@ fn param<T: std::str::FromStr>(
 #[utoipa::path(post, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), request_body = wire::WireAppend, responses((status = 200, description = "Committed (or already committed by an earlier identical append)", body = crate::types::AppendResult), (status = 400, body = wire::Problem, content_type = "application/problem+json"), (status = 409, description = "Wrong expected version; `current` holds the stream's version", body = wire::Problem, content_type = "application/problem+json")))]
 async fn append(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
-    body: Bytes,
+    StreamPath(stream): StreamPath,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
     let request: wire::WireAppend = parse_body(&body)?;
@@ -290,7 +391,10 @@ async fn append(
 }
 
 #[utoipa::path(post, path = "/transactions", tag = "store", request_body = wire::WireTransaction, responses((status = 200, description = "Every stream's events committed together", body = WireResults), (status = 409, description = "One stream's expected version was wrong; nothing was written", body = wire::Problem, content_type = "application/problem+json")))]
-async fn transaction(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn transaction(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
     let request: wire::WireTransaction = parse_body(&body)?;
     let appends = request
         .appends
@@ -304,7 +408,7 @@ async fn transaction(State(state): State<AppState>, body: Bytes) -> Result<Respo
 #[utoipa::path(get, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("from" = Option<String>, Query, description = "start, end or a version (inclusive)"), ("direction" = Option<String>, Query, description = "forward (default) or backward"), ("max_count" = Option<usize>, Query, description = "At most this many events")), responses((status = 200, body = wire::WireSlice), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]
 async fn read_stream(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
@@ -347,7 +451,7 @@ async fn read_stream(
 #[utoipa::path(get, path = "/streams/{stream}/load", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("snapshot_schema" = Option<u32>, Query, description = "Use the latest snapshot when it has this schema version")), responses((status = 200, description = "Latest snapshot and every event after it", body = WireLoaded)))]
 async fn load(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
@@ -369,7 +473,7 @@ async fn load(
 #[utoipa::path(get, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), responses((status = 200, body = wire::WireSnapshot), (status = 404, description = "No snapshot", body = wire::Problem, content_type = "application/problem+json")))]
 async fn get_snapshot(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
     match state.store.load_snapshot(&stream).await? {
@@ -387,9 +491,9 @@ async fn get_snapshot(
 #[utoipa::path(put, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("version" = u64, Query, description = "The stream version the state reflects"), ("schema_version" = Option<u32>, Query, description = "Version of the state's encoding")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The state bytes"), responses((status = 204, description = "Saved durably")))]
 async fn put_snapshot(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
     let pairs = query_pairs(query)?;
@@ -439,7 +543,7 @@ async fn head(State(state): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(delete, path = "/subjects/{stream}", tag = "store", params(("stream" = String, Path, description = "The data subject's stream")), responses((status = 204, description = "The subject's key is destroyed: its personal data reads as erased from now on"), (status = 501, description = "This store keeps no personal-data keys", body = wire::Problem, content_type = "application/problem+json")))]
 async fn forget_subject(
     State(state): State<AppState>,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
     state.store.forget_subject(&stream).await?;

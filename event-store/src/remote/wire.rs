@@ -33,6 +33,8 @@ pub mod problem {
     pub const UPCAST: &str = "urn:annals:problem:upcast";
     pub const KEY_STORE: &str = "urn:annals:problem:key-store";
     pub const UNSUPPORTED: &str = "urn:annals:problem:unsupported";
+    pub const METHOD_NOT_ALLOWED: &str = "urn:annals:problem:method-not-allowed";
+    pub const REQUEST_TIMEOUT: &str = "urn:annals:problem:request-timeout";
 }
 
 /// An RFC 9457 problem document (`application/problem+json`).
@@ -439,6 +441,7 @@ pub fn problem_of(err: &Error) -> Problem {
 /// The names of [`crate::Limits`] fields, so a limit error keeps its
 /// `&'static str` name across the wire.
 const LIMIT_NAMES: &[&str] = &[
+    "body_bytes_max",
     "event_bytes_max",
     "event_type_bytes_max",
     "events_per_append_max",

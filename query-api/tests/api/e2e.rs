@@ -78,7 +78,7 @@ async fn a_write_is_read_back_over_http_with_min_position() {
     assert_eq!(body["items"][0]["id"], id);
 
     let response = client
-        .get(format!("{base}/orders/none"))
+        .get(format!("{base}/orders/{}", uuid::Uuid::new_v4()))
         .send()
         .await
         .unwrap();

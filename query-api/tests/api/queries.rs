@@ -78,8 +78,12 @@ async fn items_lists_and_filters_on_every_backend() {
         assert_eq!(answer.body["line_count"], order.line_count);
 
         // Unknown ids: 404 with the position the view was read at.
-        for uri in ["/customers/no-such-id", "/orders/no-such-id"] {
-            let answer = get(&app, uri).await;
+        let unknown = uuid::Uuid::new_v4();
+        for uri in [
+            format!("/customers/{unknown}"),
+            format!("/orders/{unknown}"),
+        ] {
+            let answer = get(&app, &uri).await;
             assert_problem(&answer, StatusCode::NOT_FOUND);
             assert_eq!(answer.position(), head.0);
             assert_eq!(answer.body["position"], head.0);
@@ -210,7 +214,6 @@ async fn bad_input_is_a_problem_document_with_status_400() {
         "/customers?cursor=garbage!",
         "/customers?cursor=e30",
         "/orders?status=shipped",
-        "/orders?customer_id=",
         "/orders?min_position=-3",
         "/orders?min_position=99999999999999999999",
     ] {
@@ -264,4 +267,74 @@ async fn bad_input_is_a_problem_document_with_status_400() {
     assert_eq!(same.status, StatusCode::OK);
     assert_ne!(same.body["items"][0]["id"], first.body["items"][0]["id"]);
     db.close().await;
+}
+
+/// An id is the lowercase hyphenated UUID the views hold: another spelling
+/// of the same UUID, or no UUID at all, is refused with one `invalid-id`
+/// problem on every route that takes an id (never a `404`, never an empty
+/// page).
+#[tokio::test]
+async fn ids_have_one_spelling_on_every_route() {
+    let test_db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let mut generator = Generator::new(7);
+    generate(&store, &mut generator, 300).await;
+    let db = test_db.open().await;
+    project_all(&store, &db).await;
+    let app = app(&db, QueryConfig::default());
+
+    let page = get(&app, "/orders?limit=1").await;
+    let order = page.body["items"][0]["id"].as_str().unwrap().to_owned();
+    let customer = page.body["items"][0]["customer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for uri in [
+        format!("/customers/{customer}"),
+        format!("/orders/{order}"),
+        format!("/orders?customer_id={customer}"),
+    ] {
+        let answer = get(&app, &uri).await;
+        assert_eq!(answer.status, StatusCode::OK, "{uri}: {answer:?}");
+    }
+    let spellings = |id: &str| {
+        let uuid = uuid::Uuid::parse_str(id).unwrap();
+        vec![
+            id.to_uppercase(),
+            format!("%7B{id}%7D"),
+            format!("urn:uuid:{id}"),
+            uuid.simple().to_string(),
+            uuid::Uuid::nil().to_string(),
+            "nope".to_owned(),
+            "x".repeat(257),
+        ]
+    };
+    for (c, o) in spellings(&customer).into_iter().zip(spellings(&order)) {
+        let mut details = Vec::new();
+        for uri in [
+            format!("/customers/{c}"),
+            format!("/orders/{o}"),
+            format!("/orders?customer_id={c}"),
+        ] {
+            let answer = get(&app, &uri).await;
+            assert_problem(&answer, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                answer.body["type"], "urn:annals:problem:invalid-id",
+                "{uri}"
+            );
+            assert_eq!(answer.body["title"], "Invalid id", "{uri}");
+            let detail = answer.body["detail"].as_str().unwrap();
+            let raw_c = c.replace("%7B", "{").replace("%7D", "}");
+            let raw_o = o.replace("%7B", "{").replace("%7D", "}");
+            details.push(detail.replace(&raw_o, &raw_c).replace(&order, &customer));
+        }
+        assert!(
+            details.iter().all(|d| d == &details[0]),
+            "one id, one problem: {details:#?}"
+        );
+    }
+    let empty = get(&app, "/orders?customer_id=").await;
+    assert_problem(&empty, StatusCode::BAD_REQUEST);
+    assert_eq!(empty.body["type"], "urn:annals:problem:invalid-id");
 }

@@ -1,0 +1,33 @@
+//! What every annals HTTP surface shares at its edge.
+//!
+//! - [`serve`](mod@serve): serving an application on a listener within limits and
+//!   timeouts, with a problem document for every error answer, including
+//!   those the application never sees (a head that does not parse, is too
+//!   large or stalls).
+//! - [`ids`]: an id is a UUID in one spelling, the lowercase hyphenated
+//!   form; the command and the query API parse ids here, so one id is one
+//!   aggregate everywhere and one malformed id one problem everywhere.
+//! - [`json`]: request bodies decoded so that every struct is read from a
+//!   JSON object only (serde's derives also read arrays, field by field).
+
+pub mod ids;
+pub mod json;
+pub mod serve;
+
+pub use serve::{ServeConfig, serve};
+
+/// Whether `error`, or an error it was caused by, is a timeout: how a
+/// request body cut by the connection's idle timeout shows to whatever
+/// reads it (an `io::Error` of kind `TimedOut` under the body's error).
+pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}

@@ -1,0 +1,252 @@
+//! Serving an application on a listener, the same way in every process.
+//!
+//! Each connection is HTTP/1.1 through hyper, behind a guard that
+//! checks request heads before hyper reads them and keeps the
+//! connection's clocks. Every answer with a status of 400 or more is a
+//! problem document: the guard writes its own refusals (a head that does
+//! not parse `400`, a target too long `414`, header fields too many or too
+//! large `431`, a head that stalls `408`), and the answers of the
+//! application pass through a last resort on their way out,
+//! which turns any error answer that is not a problem document into one
+//! (and a request whose body stalled into `408`).
+//!
+//! Shutdown: once `shutdown` resolves, the listener is closed, every
+//! connection finishes the request it is on and closes, and [`serve`]
+//! returns when the last one has.
+
+mod guard;
+mod refusal;
+
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+pub use refusal::PROBLEM_CONTENT_TYPE;
+
+use guard::Guarded;
+
+/// The limits and timeouts of every connection. Each is a command-line
+/// option of every `annals` process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// How long a request head may take to arrive, from its first byte
+    /// (`408` and the connection closed after).
+    pub header_read_timeout: Duration,
+    /// How long a connection may send nothing while the server waits for
+    /// it: between requests (the connection is then closed), or inside a
+    /// request body (`408`).
+    pub idle_timeout: Duration,
+    /// The longest request target (path and query) accepted (`414`).
+    pub uri_bytes_max: usize,
+    /// The largest request head (request line and header fields)
+    /// accepted (`431`).
+    pub request_head_bytes_max: usize,
+    /// The most header fields a request may have (`431`).
+    pub header_fields_max: usize,
+}
+
+impl ServeConfig {
+    pub const HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+    pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 60_000;
+    pub const URI_BYTES_MAX_DEFAULT: usize = 8 << 10;
+    pub const REQUEST_HEAD_BYTES_MAX_DEFAULT: usize = 32 << 10;
+    pub const HEADER_FIELDS_MAX_DEFAULT: usize = 100;
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_millis(Self::HEADER_READ_TIMEOUT_MS_DEFAULT),
+            idle_timeout: Duration::from_millis(Self::IDLE_TIMEOUT_MS_DEFAULT),
+            uri_bytes_max: Self::URI_BYTES_MAX_DEFAULT,
+            request_head_bytes_max: Self::REQUEST_HEAD_BYTES_MAX_DEFAULT,
+            header_fields_max: Self::HEADER_FIELDS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops
+/// accepting connections, lets the requests in flight finish and returns.
+/// Nagle's algorithm is off on every connection: requests and answers are
+/// small and latency-bound, and a delayed ACK meeting Nagle's wait costs
+/// tens of milliseconds.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        // Reap the connections that ended, so the set stays small.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok((tcp, _)) => {
+                connections.spawn(connection(
+                    tcp,
+                    app.clone(),
+                    config.clone(),
+                    stopped.clone(),
+                ));
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+    drop(listener);
+    stop.send_replace(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// An error from `accept`: one about the connection itself is that
+/// connection's loss; any other (out of file descriptors, say) is waited
+/// out for a second rather than spun on.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Serves one connection until it ends, or until `stopped` (then the
+/// request in flight finishes first).
+async fn connection(
+    tcp: TcpStream,
+    app: Router,
+    config: Arc<ServeConfig>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let guarded = Guarded::new(tcp, &config);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        // The guard ends the input after a refused head; hyper must still
+        // finish the requests before it.
+        .half_close(true)
+        // The guard keeps the clocks.
+        .header_read_timeout(None)
+        // The guard refuses what is over the limits before hyper sees it;
+        // hyper's own limits only need to take what the guard lets by.
+        .max_headers(config.header_fields_max.max(1))
+        .max_buf_size((config.request_head_bytes_max + (64 << 10)).max(HYPER_BUF_BYTES_DEFAULT));
+    let edge = Edge {
+        app,
+        idle_timeout: config.idle_timeout,
+    };
+    let mut conn = builder.serve_connection(TokioIo::new(guarded), edge);
+    let mut stopping = *stopped.borrow();
+    if stopping {
+        Pin::new(&mut conn).graceful_shutdown();
+    }
+    let outcome = loop {
+        tokio::select! {
+            outcome = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break outcome,
+            _ = stopped.changed(), if !stopping => {
+                stopping = true;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => conn.into_parts().io.into_inner().finish().await,
+        // The client went away or broke the protocol mid-request: there is
+        // nobody to answer.
+        Err(e) => tracing::debug!(error = %e, "connection ended"),
+    }
+}
+
+/// hyper's own default for the read buffer, in bytes.
+const HYPER_BUF_BYTES_DEFAULT: usize = 8192 + 4096 * 100;
+
+/// The application as hyper calls it: the request body watched for the
+/// idle timeout, the answer checked by `refusal::ensure_problem`.
+#[derive(Clone)]
+struct Edge {
+    app: Router,
+    idle_timeout: Duration,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Edge {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let app = self.app.clone();
+        let idle_timeout = self.idle_timeout;
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| {
+            Body::new(Watched {
+                inner: body,
+                timed_out: timed_out.clone(),
+            })
+        });
+        Box::pin(async move {
+            let Ok(response) = app.oneshot(request).await;
+            let stalled = timed_out.load(Ordering::Acquire).then_some(idle_timeout);
+            Ok(refusal::ensure_problem(response, stalled).await)
+        })
+    }
+}
+
+/// A request body that notes whether it failed on a timeout.
+struct Watched {
+    inner: Incoming,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled
+            && crate::timed_out(e)
+        {
+            self.timed_out.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
