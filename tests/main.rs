@@ -15,3 +15,4 @@ mod process;
 mod saga;
 mod split;
 mod upcast;
+mod walkthrough;

@@ -3,6 +3,8 @@
 //! afterwards. A new case goes into the file of its kind, or a new file
 //! here:
 //!
+//! - `kill`: `annals serve` killed with SIGKILL under HTTP load, every
+//!   acknowledged command checked after the restart.
 //! - `damage`: bit flips in segment bodies and headers, sealed and active;
 //!   the process starts, intact data is served, appends are refused with
 //!   the reason, readiness says why, `annals verify` names only what is
@@ -18,6 +20,7 @@
 
 mod damage;
 mod disk_full;
+mod kill;
 mod lost_answers;
 mod proxy;
 mod rewind;
