@@ -10,6 +10,7 @@ mod cli;
 mod forget;
 mod pg;
 mod process;
+mod projections;
 mod saga;
 mod split;
 mod upcast;
