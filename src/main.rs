@@ -226,6 +226,15 @@ pub struct ProjectorOptions {
           default_value_t = projector::ProjectorOptions::default().batch_events_max as u32,
           value_parser = clap::value_parser!(u32).range(1..=projector::ProjectorOptions::BATCH_EVENTS_MAX as i64))]
     pub batch_events_max: u32,
+    /// Readiness reports a projection as stuck once it has retried a
+    /// failure of the store or the view database (unreachable, disk full)
+    /// for this many milliseconds without applying anything.
+    #[arg(
+        long,
+        env = "ANNALS_PROJECTION_STUCK_AFTER_MS",
+        default_value_t = 5_000
+    )]
+    pub projection_stuck_after_ms: u64,
 }
 
 /// Limits of the query API.

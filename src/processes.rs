@@ -84,7 +84,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
             Readiness {
                 store: Some(store),
                 views: Some(views.clone()),
-                projector: Some(running.running.clone()),
+                projector: Some(running.check.clone()),
                 saga: None,
             },
             health::merged("annals projector admin API", [projector::admin_openapi()]),

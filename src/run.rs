@@ -236,8 +236,8 @@ pub async fn serve_http(
 /// The projector running in a task of its own.
 pub struct RunningProjector {
     pub handle: projector::ProjectorHandle,
-    /// True while the task runs; readiness reports it.
-    pub running: Arc<std::sync::atomic::AtomicBool>,
+    /// What readiness looks at.
+    pub check: crate::health::ProjectorCheck,
     task: tokio::task::JoinHandle<projector::Result<()>>,
 }
 
@@ -274,8 +274,12 @@ impl RunningProjector {
             })
         };
         Ok(Self {
+            check: crate::health::ProjectorCheck {
+                running,
+                handle: handle.clone(),
+                stuck_after: Duration::from_millis(options.projection_stuck_after_ms),
+            },
             handle,
-            running,
             task,
         })
     }

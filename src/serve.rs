@@ -73,7 +73,7 @@ async fn run(
                 Readiness {
                     store: Some(store.clone()),
                     views: Some(views.clone()),
-                    projector: Some(projector.running.clone()),
+                    projector: Some(projector.check.clone()),
                     saga: Some(saga.handle.clone()),
                 },
                 openapi,

@@ -7,6 +7,7 @@
 )]
 
 mod cli;
+mod disk;
 mod forget;
 mod pg;
 mod process;

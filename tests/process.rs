@@ -21,9 +21,15 @@ impl Proc {
     /// Starts `annals <args>` and waits (up to 60 s) for
     /// "<announce> http://..." on stderr.
     pub fn start(args: &[&str], announce: &str) -> Proc {
+        Proc::start_with_env(args, &[], announce)
+    }
+
+    /// [`Proc::start`] with these environment variables set too.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], announce: &str) -> Proc {
         let mut child = annals()
             .args(args)
             .env("ANNALS_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -423,6 +423,31 @@ async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
     };
     assert!(status.contains("error at 1"), "{status}");
 
+    // Readiness names the failed projection, where it stopped and why.
+    let ready = http
+        .get(format!("{}/health/ready", projector.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let check = body["checks"]["projector"].as_str().unwrap_or_default();
+    assert!(
+        check.contains("customers") && check.contains("position 1"),
+        "{body}"
+    );
+    assert_eq!(body["projections"][0]["name"], "customers", "{body}");
+    assert_eq!(body["projections"][0]["state"], "failed", "{body}");
+    assert_eq!(body["projections"][0]["position"], 0, "{body}");
+    assert_eq!(body["projections"][0]["error_position"], 1, "{body}");
+    assert!(
+        body["projections"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not registered")),
+        "{body}"
+    );
+    assert_eq!(body["projections"].as_array().map(Vec::len), Some(1));
+
     // A wrong position is refused; the right one skips.
     let out = cli(&[
         "skip",
@@ -459,4 +484,5 @@ async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_ready(&http, &projector.url).await;
 }

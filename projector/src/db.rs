@@ -239,15 +239,33 @@ impl ViewDb {
                      PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
                      PRAGMA secure_delete = ON;"
                 );
+                // A pool retries a connection that fails to open until its
+                // acquire timeout and then says only that it timed out, so
+                // one connection is opened here first: a full disk, a
+                // read-only directory or a damaged file is reported as
+                // what it is, at once.
+                let probe = async {
+                    let mut probe =
+                        <AnyConnection as sqlx::Connection>::connect(&connect_url).await?;
+                    probe.execute(sqlx::AssertSqlSafe(pragmas.clone())).await?;
+                    sqlx::Connection::close(probe).await
+                };
+                if let Err(e) = probe.await {
+                    return Err(sqlite_open_failure(e, &description, &connect_url));
+                }
                 let with_pragmas = |options: AnyPoolOptions| {
                     let pragmas = pragmas.clone();
-                    options.after_connect(move |conn, _| {
-                        let pragmas = pragmas.clone();
-                        Box::pin(async move {
-                            conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                            Ok(())
+                    options
+                        .after_connect(move |conn, _| {
+                            let pragmas = pragmas.clone();
+                            Box::pin(async move {
+                                conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                                Ok(())
+                            })
                         })
-                    })
+                        .before_acquire(|conn, _| {
+                            Box::pin(async move { Ok(usable_after_rollback(conn)) })
+                        })
                 };
                 let pool = with_pragmas(pool_options).connect(&connect_url).await?;
                 let writer = with_pragmas(
@@ -525,6 +543,92 @@ impl Inner {
     }
 }
 
+/// Free bytes below which a failure to open a SQLite database is put down
+/// to a full disk: SQLite grows its shared-memory index 32 KiB at a time
+/// and its WAL by pages, so less than this is no room to start in.
+const SQLITE_SPACE_NEEDED_BYTES: u64 = 1 << 20;
+
+/// Why a SQLite view database did not open. A failure to write its files
+/// on a filesystem with (next to) no space left is said to be that.
+fn sqlite_open_failure(error: sqlx::Error, database: &str, connect_url: &str) -> Error {
+    if !crate::error::is_storage_failure(&error) {
+        return Error::Database(error);
+    }
+    let file = sqlite_file(connect_url);
+    let filesystem = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    match rustix::fs::statvfs(&filesystem) {
+        Ok(stat) => {
+            let free_bytes = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if free_bytes < SQLITE_SPACE_NEEDED_BYTES {
+                return Error::NoSpace {
+                    database: database.to_owned(),
+                    filesystem: filesystem.display().to_string(),
+                    free_bytes,
+                    error: crate::error::sql_message(&error),
+                };
+            }
+            Error::Database(error)
+        }
+        Err(_) => Error::Database(error),
+    }
+}
+
+/// The file of a `sqlite://<path>?<params>` URL as [`parse_url`] makes it.
+fn sqlite_file(connect_url: &str) -> std::path::PathBuf {
+    let rest = connect_url.strip_prefix("sqlite://").unwrap_or(connect_url);
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    std::path::PathBuf::from(percent_decode(path))
+}
+
+/// Undoes the percent-encoding of [`sqlite_url`].
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a pooled SQLite connection can start a transaction.
+///
+/// When SQLite fails a statement or a `COMMIT` with `SQLITE_FULL` or
+/// `SQLITE_IOERR`, it may roll the transaction back itself. The driver
+/// still counts it as open, its `ROLLBACK` then fails ("no transaction is
+/// active") and the count stays, so every later `BEGIN` on that connection
+/// is refused ("begin_with at non-zero transaction depth") for as long as
+/// it lives: the writer's pool never replaces its one connection. Such a
+/// connection is closed here and the pool opens a fresh one. By the time a
+/// connection is acquired again, its release has run the queued rollback,
+/// so the count is settled.
+fn usable_after_rollback(conn: &AnyConnection) -> bool {
+    let usable = !sqlx::Connection::is_in_transaction(conn);
+    if !usable {
+        tracing::warn!(
+            "a view database connection still counted a transaction SQLite had ended \
+             (after a failed commit); replacing it"
+        );
+    }
+    usable
+}
+
 /// The `sqlite://` URL of a file path, percent-encoding the characters a URL
 /// would otherwise take for its own.
 pub fn sqlite_url(path: &Path) -> Result<String> {
@@ -677,6 +781,9 @@ mod tests {
             sqlite_url(Path::new("/data dir/v#1?.db")).unwrap(),
             "sqlite:///data%20dir/v%231%3F.db"
         );
+        let (_, connect) = parse_url("sqlite:///data%20dir/v%231%3F.db").unwrap();
+        assert_eq!(sqlite_file(&connect), Path::new("/data dir/v#1?.db"));
+        assert_eq!(sqlite_file("sqlite://v.db?mode=rwc"), Path::new("v.db"));
     }
 
     /// Files in `dir` whose bytes contain `needle`.

@@ -138,6 +138,10 @@ struct Runtime {
     live_rate: RateMeter,
     rebuild_rate: RateMeter,
     live_problem: Option<String>,
+    /// Since when the live track has been failing without applying
+    /// anything: set by the first problem after progress, kept by the
+    /// next ones, cleared by progress or by reaching the head.
+    live_problem_since: Option<std::time::Instant>,
     rebuild_problem: Option<String>,
     rebuild_progress: Option<RebuildProgress>,
     last_rebuild: Option<LastRebuild>,
@@ -192,6 +196,7 @@ impl Registered {
             Track::Live => {
                 rt.live_rate.record(events);
                 rt.live_problem = None;
+                rt.live_problem_since = None;
             }
             Track::Rebuild => {
                 rt.rebuild_rate.record(events);
@@ -202,11 +207,22 @@ impl Registered {
 
     pub fn note_problem(&self, track: Track, problem: &str) {
         let mut rt = self.runtime();
-        let slot = match track {
-            Track::Live => &mut rt.live_problem,
-            Track::Rebuild => &mut rt.rebuild_problem,
-        };
-        *slot = Some(problem.to_owned());
+        match track {
+            Track::Live => {
+                rt.live_problem = Some(problem.to_owned());
+                rt.live_problem_since
+                    .get_or_insert_with(std::time::Instant::now);
+            }
+            Track::Rebuild => rt.rebuild_problem = Some(problem.to_owned()),
+        }
+    }
+
+    /// Forgets the live track's problem: it follows the log again and has
+    /// nothing left to apply, so whatever failed before is over.
+    pub fn clear_live_problem(&self) {
+        let mut rt = self.runtime();
+        rt.live_problem = None;
+        rt.live_problem_since = None;
     }
 
     pub fn set_rebuild_progress(&self, progress: Option<RebuildProgress>) {
@@ -668,6 +684,9 @@ fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> Pr
         last_error: live
             .and_then(|c| c.last_error.clone())
             .or_else(|| rt.live_problem.clone()),
+        retrying_for_ms: rt
+            .live_problem_since
+            .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
         error_position: live.and_then(|c| c.error_position).map(|p| p.0),
         updated_at: live.map(|c| rfc3339(c.updated_at)),
         rebuild,
@@ -707,6 +726,13 @@ pub struct ProjectionStatus {
     /// The event the projection stopped on, while failed.
     #[schema(required)]
     pub error_position: Option<u64>,
+    /// For how long (milliseconds) the live tables have been retrying a
+    /// failure of the event store or the view database (unreachable, disk
+    /// full) without applying anything; null while they make progress or
+    /// wait at the head of the log. Readiness reports a projection whose
+    /// retries last too long as stuck.
+    #[schema(required)]
+    pub retrying_for_ms: Option<u64>,
     /// When the live checkpoint last changed (RFC 3339); null before the
     /// first batch.
     #[schema(format = DateTime, required)]
