@@ -122,8 +122,33 @@ fn projection_problem(
 
 impl Readiness {
     /// Each dependency with `"ok"` or why it is not, and the projections
-    /// at fault.
+    /// at fault. The dependencies are asked at once, so an unreachable one
+    /// costs one wait, not one per check that needs it.
     async fn check(&self) -> (bool, Map<String, Value>, Vec<Value>) {
+        let store = async {
+            match &self.store {
+                Some(store) => Some(store.ready().await.map_err(|e| e.to_string())),
+                None => None,
+            }
+        };
+        let views = async {
+            let views = self.views.as_ref()?;
+            let ping = sqlx::query("SELECT 1").execute(views.pool()).await;
+            Some(ping.map(drop).map_err(|e| {
+                format!(
+                    "the view database does not answer: {}",
+                    projector::sql_message(&e)
+                )
+            }))
+        };
+        let projector = async {
+            match &self.projector {
+                Some(projector) => Some(projector.check().await),
+                None => None,
+            }
+        };
+        let (store, views, projector) = tokio::join!(store, views, projector);
+
         let mut ready = true;
         let mut checks = Map::new();
         let mut projections = Vec::new();
@@ -137,23 +162,20 @@ impl Readiness {
             };
             checks.insert(name.to_owned(), value);
         };
-        if let Some(store) = &self.store {
-            note("store", store.ready().await.map_err(|e| e.to_string()));
+        if let Some(outcome) = store {
+            note("store", outcome);
         }
-        if let Some(views) = &self.views {
-            let ping = sqlx::query("SELECT 1").execute(views.pool()).await;
+        if let Some(outcome) = views {
+            note("views", outcome);
+        }
+        if let Some(outcome) = projector {
             note(
-                "views",
-                ping.map(drop)
-                    .map_err(|e| format!("the view database does not answer: {e}")),
+                "projector",
+                outcome.map_err(|(summary, at_fault)| {
+                    projections = at_fault;
+                    summary
+                }),
             );
-        }
-        if let Some(projector) = &self.projector {
-            let outcome = projector.check().await.map_err(|(summary, at_fault)| {
-                projections = at_fault;
-                summary
-            });
-            note("projector", outcome);
         }
         if let Some(saga) = &self.saga {
             note("saga", saga_check(&saga.status()));

@@ -138,6 +138,8 @@ pub struct ServeArgs {
     /// SQLite file `views.sqlite` in the data directory.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
@@ -149,6 +151,19 @@ pub struct ServeArgs {
     pub projector: ProjectorOptions,
     #[command(flatten)]
     pub queries: QueryOptions,
+}
+
+/// How to use the view database.
+#[derive(Debug, clap::Args)]
+pub struct ViewDbArgs {
+    /// How long a query, a readiness probe or a projector batch waits for
+    /// a view database connection (a free one, or a new one while the
+    /// database cannot be reached) before it fails: a query then answers
+    /// 503 and readiness says why.
+    #[arg(long, env = "ANNALS_DATABASE_ACQUIRE_TIMEOUT_MS",
+          default_value_t = projector::ViewDbOptions::ACQUIRE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub database_acquire_timeout_ms: u64,
 }
 
 /// How to reach a store served by `annals store`.
@@ -281,6 +296,8 @@ pub struct ProjectorArgs {
     /// The view database: `postgres://...` (shared views) or `sqlite://...`.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Address of the admin API and health endpoints.
     #[arg(
         long,
@@ -297,6 +314,8 @@ pub struct QueryApiArgs {
     /// The view database the projector writes: `postgres://...` or `sqlite://...`.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Address to listen on.
     #[arg(
         long,

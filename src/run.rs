@@ -371,6 +371,13 @@ pub fn projector_options(options: &crate::ProjectorOptions) -> projector::Projec
     }
 }
 
+pub fn view_db_options(args: &crate::ViewDbArgs) -> projector::ViewDbOptions {
+    projector::ViewDbOptions {
+        acquire_timeout: Duration::from_millis(args.database_acquire_timeout_ms),
+        ..projector::ViewDbOptions::default()
+    }
+}
+
 pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
     query_api::QueryConfig {
         page_size_max: options.page_size_max as usize,

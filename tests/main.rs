@@ -9,6 +9,7 @@
 mod cli;
 mod disk;
 mod forget;
+mod outage;
 mod pg;
 mod process;
 mod projections;

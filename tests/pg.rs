@@ -57,6 +57,19 @@ impl PgDatabase {
         })
     }
 
+    /// The server's `host:port`.
+    pub fn server_addr(&self) -> String {
+        let (_, authority) = split_authority(&self.server);
+        authority.to_owned()
+    }
+
+    /// The database's URL with `addr` (`host:port`) in place of the
+    /// server's address: for reaching it through a proxy.
+    pub fn url_through(&self, addr: &str) -> String {
+        let (userinfo, _) = split_authority(&self.server);
+        format!("postgres://{userinfo}{addr}/{}", self.name)
+    }
+
     /// Every row of each table as JSON text, in primary-key order.
     pub async fn dump(&self, tables: &[&str]) -> Vec<Vec<String>> {
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
@@ -72,6 +85,16 @@ impl PgDatabase {
         }
         let _ = conn.close().await;
         out
+    }
+}
+
+/// `("user@", "host:port")` of a `postgres://user@host:port` URL.
+fn split_authority(server: &str) -> (&str, &str) {
+    let rest = server.split_once("://").map_or(server, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((user, addr)) => (&authority[..user.len() + 1], addr),
+        None => ("", authority),
     }
 }
 

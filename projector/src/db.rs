@@ -71,7 +71,11 @@ impl Dialect {
 pub struct ViewDbOptions {
     /// Connections in the pool.
     pub max_connections: u32,
-    /// How long to wait for a free connection before failing the request.
+    /// How long a request waits for a connection before it fails: for a
+    /// free one of the pool, or for a new one while the database cannot be
+    /// reached (the pool retries connecting until then). Short, so that
+    /// during an outage queries and readiness probes answer `503` at once
+    /// rather than after the probe gave up.
     pub acquire_timeout: Duration,
     /// SQLite only: how long a writer waits for another process's write
     /// transaction before giving up with "database is locked".
@@ -86,11 +90,17 @@ pub struct ViewDbOptions {
     pub postgres_schema: Option<String>,
 }
 
+impl ViewDbOptions {
+    /// The default of [`ViewDbOptions::acquire_timeout`], in milliseconds:
+    /// well under a one-second readiness probe.
+    pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 500;
+}
+
 impl Default for ViewDbOptions {
     fn default() -> Self {
         Self {
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_millis(Self::ACQUIRE_TIMEOUT_MS_DEFAULT),
             sqlite_busy_timeout: Duration::from_secs(10),
             sqlite_cache_bytes_max: 64 << 20,
             postgres_schema: None,
@@ -192,7 +202,12 @@ impl ViewDb {
 
     /// Opens the SQLite view database of a data directory.
     pub async fn open_in_data_dir(data_dir: &Path) -> Result<ViewDb> {
-        ViewDb::open(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?).await
+        ViewDb::open_in_data_dir_with(data_dir, ViewDbOptions::default()).await
+    }
+
+    /// [`ViewDb::open_in_data_dir`] with `options`.
+    pub async fn open_in_data_dir_with(data_dir: &Path, options: ViewDbOptions) -> Result<ViewDb> {
+        ViewDb::open_with(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?, options).await
     }
 
     pub async fn open_with(url: &str, options: ViewDbOptions) -> Result<ViewDb> {
