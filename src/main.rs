@@ -77,10 +77,14 @@ pub enum Command {
     /// within one transaction. By default this asks the running process at
     /// --url to do it (its admin API) and follows the progress; with
     /// --offline it runs here, on a data directory no process has open.
-    /// An interrupted rebuild resumes where it stopped when asked again.
+    /// An interrupted rebuild resumes where it stopped: the process resumes
+    /// it when it starts again, and asking while one is running follows
+    /// that one. Progress goes to stdout: a bar on a terminal, a plain
+    /// line every 2 seconds otherwise.
     Rebuild(RebuildArgs),
     /// Show each projection's state, checkpoint, lag behind the log, rate
-    /// and last error, as the running process at --url sees them.
+    /// and last error, as the running process at --url sees them (in a
+    /// split deployment, the address of `annals projector`).
     ///
     /// Exits with status 1 when a projection is failed.
     Status(AdminArgs),

@@ -300,6 +300,10 @@ impl ViewDb {
                     Some(schema) => Some(checked_identifier(schema)?),
                     None => None,
                 };
+                // As for SQLite, one connection outside the pool first: it
+                // reports why the server refuses (where the pool would only
+                // time out), and creates a database that does not exist yet.
+                ensure_postgres_database(&connect_url, &description).await?;
                 if let Some(schema) = &schema {
                     // The schema must exist before connections point their
                     // search path at it.
@@ -555,6 +559,67 @@ impl Inner {
                 delay = (delay * 2).min(PURGE_RETRY_DELAY_MAX);
             }
         });
+    }
+}
+
+/// PostgreSQL's `invalid_catalog_name`: the database does not exist.
+const PG_NO_SUCH_DATABASE: &str = "3D000";
+/// PostgreSQL's `duplicate_database`: created meanwhile by someone else.
+const PG_DUPLICATE_DATABASE: &str = "42P04";
+
+/// Connects once; creates the database if the server says it does not
+/// exist, so that the first start of a split deployment needs no step by
+/// hand (the projector and the query API may start in either order).
+async fn ensure_postgres_database(url: &str, description: &str) -> Result<()> {
+    let missing = match <AnyConnection as sqlx::Connection>::connect(url).await {
+        Ok(conn) => return Ok(sqlx::Connection::close(conn).await?),
+        Err(e) if pg_code(&e).as_deref() == Some(PG_NO_SUCH_DATABASE) => e,
+        Err(e) => return Err(Error::Database(e)),
+    };
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| Error::InvalidUrl {
+        url: description.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    let name = options.get_database().unwrap_or_default().to_owned();
+    let cannot = |reason: String| Error::CreateDatabase {
+        database: name.clone(),
+        reason: format!(
+            "{}; create it (`createdb {name}`, or CREATE DATABASE as a user allowed to) \
+             and start again",
+            reason
+        ),
+    };
+    if name.is_empty() {
+        return Err(Error::Database(missing));
+    }
+    // The server's own database is there to connect to for this.
+    let mut admin =
+        match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options.database("postgres"))
+            .await
+        {
+            Ok(conn) => conn,
+            Err(e) => return Err(cannot(crate::error::sql_message(&e))),
+        };
+    let quoted = name.replace('"', "\"\"");
+    let created = admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
+        .await;
+    let _ = sqlx::Connection::close(admin).await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %description, "created the view database");
+            Ok(())
+        }
+        Err(e) if pg_code(&e).as_deref() == Some(PG_DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(cannot(crate::error::sql_message(&e))),
+    }
+}
+
+/// The SQLSTATE of an error the server returned.
+fn pg_code(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
     }
 }
 

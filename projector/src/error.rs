@@ -35,6 +35,10 @@ pub enum Error {
         error: String,
     },
 
+    /// The view database does not exist and could not be created.
+    #[error("the view database {database:?} does not exist and cannot be created: {reason}")]
+    CreateDatabase { database: String, reason: String },
+
     #[error("invalid view database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
 

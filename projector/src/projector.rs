@@ -144,6 +144,9 @@ struct Runtime {
     live_problem_since: Option<std::time::Instant>,
     rebuild_problem: Option<String>,
     rebuild_progress: Option<RebuildProgress>,
+    /// When the rebuild this process runs started (its checkpoint says so
+    /// too, once its first transaction committed).
+    rebuild_started_at: Option<event_store::Timestamp>,
     last_rebuild: Option<LastRebuild>,
 }
 
@@ -223,6 +226,13 @@ impl Registered {
         let mut rt = self.runtime();
         rt.live_problem = None;
         rt.live_problem_since = None;
+    }
+
+    /// Notes that this process started running a rebuild now.
+    pub fn start_rebuild(&self) {
+        let mut rt = self.runtime();
+        rt.rebuild_started_at = Some(event_store::Timestamp::now());
+        rt.rebuild_progress = None;
     }
 
     pub fn set_rebuild_progress(&self, progress: Option<RebuildProgress>) {
@@ -653,25 +663,47 @@ fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> Pr
         Some(TrackState::Live) => TrackState::Live,
         _ => TrackState::CatchingUp,
     };
-    let rebuild = rebuild.map(|cp| {
-        let rate = rt.rebuild_rate.per_second();
-        let remaining = head.0.saturating_sub(cp.position.0);
-        RebuildStatus {
-            state: cp.state,
-            version: cp.version,
-            position: cp.position.0,
-            lag: remaining,
-            events_per_second: round(rate),
-            eta_seconds: (rate > 0.0 && cp.state != TrackState::Failed)
-                .then(|| round(remaining as f64 / rate)),
-            last_error: cp.last_error.clone().or_else(|| rt.rebuild_problem.clone()),
-            error_position: cp.error_position.map(|p| p.0),
-            started_at: rfc3339(cp.started_at),
-            running_here: reg
-                .rebuild_running
-                .load(std::sync::atomic::Ordering::SeqCst),
+    let running_here = reg
+        .rebuild_running
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let rebuild = match rebuild {
+        Some(cp) => {
+            let rate = rt.rebuild_rate.per_second();
+            let remaining = head.0.saturating_sub(cp.position.0);
+            Some(RebuildStatus {
+                state: cp.state,
+                version: cp.version,
+                position: cp.position.0,
+                lag: remaining,
+                events_per_second: round(rate),
+                eta_seconds: (rate > 0.0 && cp.state != TrackState::Failed)
+                    .then(|| round(remaining as f64 / rate)),
+                last_error: cp.last_error.clone().or_else(|| rt.rebuild_problem.clone()),
+                error_position: cp.error_position.map(|p| p.0),
+                started_at: rfc3339(cp.started_at),
+                running_here,
+            })
         }
-    });
+        // Started here and not yet past its first transaction (waiting for
+        // the database, say): it runs all the same, and whoever asks for
+        // another must learn that.
+        None if running_here => Some(RebuildStatus {
+            state: TrackState::Rebuilding,
+            version: reg.version,
+            position: 0,
+            lag: head.0,
+            events_per_second: 0.0,
+            eta_seconds: None,
+            last_error: rt.rebuild_problem.clone(),
+            error_position: None,
+            started_at: rfc3339(
+                rt.rebuild_started_at
+                    .unwrap_or_else(event_store::Timestamp::now),
+            ),
+            running_here,
+        }),
+        None => None,
+    };
     ProjectionStatus {
         name: reg.name.to_owned(),
         version: reg.version,
@@ -737,7 +769,8 @@ pub struct ProjectionStatus {
     /// first batch.
     #[schema(format = DateTime, required)]
     pub updated_at: Option<String>,
-    /// The rebuild in progress (or failed), if any.
+    /// The rebuild in progress (or failed), if any; one this process runs
+    /// shows from its start, before its first batch.
     #[schema(required)]
     pub rebuild: Option<RebuildStatus>,
     /// How the last rebuild this process ran ended (none since it started:
