@@ -54,7 +54,10 @@ pub(crate) async fn call<T: serde::de::DeserializeOwned>(
     base: &str,
 ) -> anyhow::Result<T> {
     let response = request.send().await.with_context(|| {
-        format!("cannot reach {base} (`annals serve` or `annals projector` must run there)")
+        format!(
+            "cannot reach {base}: `annals serve` must run there, or give the address of \
+             `annals projector` with --url (ANNALS_URL)"
+        )
     })?;
     let status = response.status();
     if !status.is_success() {

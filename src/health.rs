@@ -4,10 +4,12 @@
 //! Readiness is the sum of what the process depends on: the store accepts
 //! appends (embedded, or reachable and ready when remote), the view
 //! database answers (its schema was migrated when it was opened), the
-//! projector task is running, and the saga is following the log. A process is live as long as it answers.
+//! projector task is running with no projection failed or stuck, and the
+//! saga is following the log. A process is live as long as it answers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -24,17 +26,132 @@ use serde_json::{Map, Value, json};
 pub struct Readiness {
     pub store: Option<Arc<dyn EventStore>>,
     pub views: Option<ViewDb>,
-    /// Set while the projector task runs.
-    pub projector: Option<Arc<AtomicBool>>,
+    /// The projector, where the process runs it.
+    pub projector: Option<ProjectorCheck>,
     /// The order-fulfilment saga, where the process runs it.
     pub saga: Option<command_api::SagaHandle>,
 }
 
+/// How readiness looks at a projector.
+#[derive(Debug, Clone)]
+pub struct ProjectorCheck {
+    /// Set while the projector task runs.
+    pub running: Arc<AtomicBool>,
+    pub handle: projector::ProjectorHandle,
+    /// A projection retrying a failure of the store or the view database
+    /// for this long without applying anything is stuck.
+    pub stuck_after: Duration,
+}
+
+/// A projection readiness reports: failed on an event, or stuck.
+struct ProjectionProblem {
+    summary: String,
+    detail: Value,
+}
+
+impl ProjectorCheck {
+    /// `Ok` when the task runs and every projection goes on; otherwise a
+    /// line for `checks` and the projections at fault.
+    async fn check(&self) -> Result<(), (String, Vec<Value>)> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Err(("the projector is not running".into(), Vec::new()));
+        }
+        let statuses = self.handle.status().await.map_err(|e| {
+            (
+                format!("cannot read the projections' status: {e}"),
+                Vec::new(),
+            )
+        })?;
+        let problems: Vec<ProjectionProblem> = statuses
+            .iter()
+            .filter_map(|s| projection_problem(s, self.stuck_after))
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let summary = problems
+            .iter()
+            .map(|p| p.summary.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err((summary, problems.into_iter().map(|p| p.detail).collect()))
+    }
+}
+
+fn projection_problem(
+    status: &projector::ProjectionStatus,
+    stuck_after: Duration,
+) -> Option<ProjectionProblem> {
+    let error = status.last_error.clone().unwrap_or_default();
+    if status.state == projector::TrackState::Failed {
+        let failed_at = status.error_position.unwrap_or(status.position + 1);
+        return Some(ProjectionProblem {
+            summary: format!(
+                "{} failed on the event at position {failed_at} (applied up to {}): {error}",
+                status.name, status.position
+            ),
+            detail: json!({
+                "name": status.name,
+                "state": "failed",
+                "position": status.position,
+                "error_position": failed_at,
+                "error": error,
+            }),
+        });
+    }
+    let retrying_for = Duration::from_millis(status.retrying_for_ms?);
+    if retrying_for < stuck_after {
+        return None;
+    }
+    Some(ProjectionProblem {
+        summary: format!(
+            "{} stuck at position {} for {:.1} s: {error}",
+            status.name,
+            status.position,
+            retrying_for.as_secs_f64()
+        ),
+        detail: json!({
+            "name": status.name,
+            "state": "stuck",
+            "position": status.position,
+            "retrying_for_ms": status.retrying_for_ms,
+            "error": error,
+        }),
+    })
+}
+
 impl Readiness {
-    /// Each dependency with `"ok"` or why it is not.
-    async fn check(&self) -> (bool, Map<String, Value>) {
+    /// Each dependency with `"ok"` or why it is not, and the projections
+    /// at fault. The dependencies are asked at once, so an unreachable one
+    /// costs one wait, not one per check that needs it.
+    async fn check(&self) -> (bool, Map<String, Value>, Vec<Value>) {
+        let store = async {
+            match &self.store {
+                Some(store) => Some(store.ready().await.map_err(|e| e.to_string())),
+                None => None,
+            }
+        };
+        let views = async {
+            let views = self.views.as_ref()?;
+            let ping = sqlx::query("SELECT 1").execute(views.pool()).await;
+            Some(ping.map(drop).map_err(|e| {
+                format!(
+                    "the view database does not answer: {}",
+                    projector::sql_message(&e)
+                )
+            }))
+        };
+        let projector = async {
+            match &self.projector {
+                Some(projector) => Some(projector.check().await),
+                None => None,
+            }
+        };
+        let (store, views, projector) = tokio::join!(store, views, projector);
+
         let mut ready = true;
         let mut checks = Map::new();
+        let mut projections = Vec::new();
         let mut note = |name: &str, outcome: Result<(), String>| {
             let value = match outcome {
                 Ok(()) => Value::from("ok"),
@@ -45,31 +162,25 @@ impl Readiness {
             };
             checks.insert(name.to_owned(), value);
         };
-        if let Some(store) = &self.store {
-            note("store", store.ready().await.map_err(|e| e.to_string()));
+        if let Some(outcome) = store {
+            note("store", outcome);
         }
-        if let Some(views) = &self.views {
-            let ping = sqlx::query("SELECT 1").execute(views.pool()).await;
-            note(
-                "views",
-                ping.map(drop)
-                    .map_err(|e| format!("the view database does not answer: {e}")),
-            );
+        if let Some(outcome) = views {
+            note("views", outcome);
         }
-        if let Some(running) = &self.projector {
+        if let Some(outcome) = projector {
             note(
                 "projector",
-                if running.load(Ordering::SeqCst) {
-                    Ok(())
-                } else {
-                    Err("the projector is not running".into())
-                },
+                outcome.map_err(|(summary, at_fault)| {
+                    projections = at_fault;
+                    summary
+                }),
             );
         }
         if let Some(saga) = &self.saga {
             note("saga", saga_check(&saga.status()));
         }
-        (ready, checks)
+        (ready, checks, projections)
     }
 }
 
@@ -122,21 +233,26 @@ async fn live() -> Response {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Every dependency is ready: `checks` names each one with `ok`"),
-        (status = 503, description = "A dependency is not ready: `checks` says which and why",
+        (status = 503, description = "A dependency is not ready: `checks` says which and why; \
+         `projections` lists each projection that is failed (`state`, `position`, `error_position`, \
+         `error`) or stuck retrying (`state`, `position`, `retrying_for_ms`, `error`)",
          content_type = "application/problem+json")))]
 async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
-    let (ok, checks) = readiness.check().await;
+    let (ok, checks, projections) = readiness.check().await;
     if ok {
         axum::Json(json!({"status": "ready", "checks": checks})).into_response()
     } else {
-        Problem::new(
+        let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             problem_type::UNAVAILABLE,
             "Not ready",
             "a dependency of this process is not ready; see checks",
         )
-        .with("checks", Value::Object(checks))
-        .into_response()
+        .with("checks", Value::Object(checks));
+        if !projections.is_empty() {
+            problem = problem.with("projections", Value::Array(projections));
+        }
+        problem.into_response()
     }
 }
 

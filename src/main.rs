@@ -77,10 +77,14 @@ pub enum Command {
     /// within one transaction. By default this asks the running process at
     /// --url to do it (its admin API) and follows the progress; with
     /// --offline it runs here, on a data directory no process has open.
-    /// An interrupted rebuild resumes where it stopped when asked again.
+    /// An interrupted rebuild resumes where it stopped: the process resumes
+    /// it when it starts again, and asking while one is running follows
+    /// that one. Progress goes to stdout: a bar on a terminal, a plain
+    /// line every 2 seconds otherwise.
     Rebuild(RebuildArgs),
     /// Show each projection's state, checkpoint, lag behind the log, rate
-    /// and last error, as the running process at --url sees them.
+    /// and last error, as the running process at --url sees them (in a
+    /// split deployment, the address of `annals projector`).
     ///
     /// Exits with status 1 when a projection is failed.
     Status(AdminArgs),
@@ -140,6 +144,8 @@ pub struct ServeArgs {
     /// SQLite file `views.sqlite` in the data directory.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
@@ -190,6 +196,19 @@ pub struct HttpOptions {
           default_value_t = http_edge::ServeConfig::HEADER_FIELDS_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub header_fields_max: u32,
+}
+
+/// How to use the view database.
+#[derive(Debug, clap::Args)]
+pub struct ViewDbArgs {
+    /// How long a query, a readiness probe or a projector batch waits for
+    /// a view database connection (a free one, or a new one while the
+    /// database cannot be reached) before it fails: a query then answers
+    /// 503 and readiness says why.
+    #[arg(long, env = "ANNALS_DATABASE_ACQUIRE_TIMEOUT_MS",
+          default_value_t = projector::ViewDbOptions::ACQUIRE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub database_acquire_timeout_ms: u64,
 }
 
 /// How to reach a store served by `annals store`.
@@ -277,6 +296,15 @@ pub struct ProjectorOptions {
           default_value_t = projector::ProjectorOptions::default().batch_events_max as u32,
           value_parser = clap::value_parser!(u32).range(1..=projector::ProjectorOptions::BATCH_EVENTS_MAX as i64))]
     pub batch_events_max: u32,
+    /// Readiness reports a projection as stuck once it has retried a
+    /// failure of the store or the view database (unreachable, disk full)
+    /// for this many milliseconds without applying anything.
+    #[arg(
+        long,
+        env = "ANNALS_PROJECTION_STUCK_AFTER_MS",
+        default_value_t = 5_000
+    )]
+    pub projection_stuck_after_ms: u64,
 }
 
 /// Limits of the query API.
@@ -325,6 +353,8 @@ pub struct ProjectorArgs {
     /// The view database: `postgres://...` (shared views) or `sqlite://...`.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Address of the admin API and health endpoints.
     #[arg(
         long,
@@ -343,6 +373,8 @@ pub struct QueryApiArgs {
     /// The view database the projector writes: `postgres://...` or `sqlite://...`.
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
     /// Address to listen on.
     #[arg(
         long,

@@ -8,6 +8,7 @@ use projector::ViewDb;
 use crate::health::{self, Readiness};
 use crate::run::{
     RunningProjector, RunningSaga, Stop, bind, command_config, connect_store, query_config,
+    view_db_options,
 };
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
@@ -57,7 +58,7 @@ pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
 
 pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let views = ViewDb::open(&args.database)
+    let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
     let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
@@ -76,7 +77,7 @@ pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
 pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let store = connect_store(&args.store, &stop).await?;
-    let views = ViewDb::open(&args.database)
+    let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
     let running = RunningProjector::start(store.clone(), views.clone(), &args.projector, &stop)?;
@@ -85,7 +86,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
             Readiness {
                 store: Some(store),
                 views: Some(views.clone()),
-                projector: Some(running.running.clone()),
+                projector: Some(running.check.clone()),
                 saga: None,
             },
             health::merged("annals projector admin API", [projector::admin_openapi()]),

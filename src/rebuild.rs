@@ -1,6 +1,12 @@
 //! `annals rebuild <projection>`: through the admin API of a running
 //! process (the default), or in this process on an idle data directory
-//! (`--offline`), with a progress bar either way.
+//! (`--offline`), with a progress bar either way. A rebuild the process is
+//! already running (one it resumed at start, say) is followed, not refused.
+//!
+//! Progress and the outcome are the command's output, on stdout: a bar
+//! redrawn in place on a terminal, plain lines every few seconds otherwise
+//! (a log file or a pipe should not fill with redraws). Errors go to
+//! stderr.
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
@@ -23,8 +29,8 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One line of progress, redrawn in place on a terminal and printed every
-/// few seconds otherwise (a log file should not fill with redraws).
+/// One line of progress on stdout, redrawn in place on a terminal and
+/// printed as a plain line every [`ProgressBar::PLAIN_INTERVAL`] otherwise.
 struct ProgressBar {
     terminal: bool,
     last: Option<Instant>,
@@ -32,44 +38,59 @@ struct ProgressBar {
 
 impl ProgressBar {
     const WIDTH: usize = 30;
+    /// How often a terminal's bar is redrawn.
+    const REDRAW_INTERVAL: Duration = Duration::from_millis(100);
+    /// How often a plain progress line is printed when stdout is a file or
+    /// a pipe.
+    const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
     fn new() -> Self {
         Self {
-            terminal: std::io::stderr().is_terminal(),
+            terminal: std::io::stdout().is_terminal(),
             last: None,
         }
     }
 
     fn show(&mut self, done: u64, total: u64, per_second: f64, eta: Option<f64>) {
         let interval = if self.terminal {
-            Duration::from_millis(100)
+            Self::REDRAW_INTERVAL
         } else {
-            Duration::from_secs(2)
+            Self::PLAIN_INTERVAL
         };
         if self.last.is_some_and(|t| t.elapsed() < interval) {
             return;
         }
         self.last = Some(Instant::now());
         let line = render(done, total, per_second, eta);
-        let mut err = std::io::stderr().lock();
-        // A closed stderr must not stop the rebuild.
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the rebuild.
         let _ = if self.terminal {
-            write!(err, "\r{line}\x1b[K")
+            write!(out, "\r{line}\x1b[K")
         } else {
-            writeln!(err, "{line}")
+            writeln!(out, "{line}")
         };
-        let _ = err.flush();
+        let _ = out.flush();
     }
 
-    /// Clears the bar (on a terminal) so that the next line starts clean.
-    fn finish(&mut self, message: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = match (self.terminal, message.is_empty()) {
-            (true, true) => write!(err, "\r\x1b[K"),
-            (true, false) => writeln!(err, "\r{message}\x1b[K"),
-            (false, true) => Ok(()),
-            (false, false) => writeln!(err, "{message}"),
+    /// A line of its own (on a terminal, in place of the bar).
+    fn say(&mut self, message: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = if self.terminal {
+            writeln!(out, "\r{message}\x1b[K")
+        } else {
+            writeln!(out, "{message}")
         };
+        let _ = out.flush();
+    }
+
+    /// Clears the bar (on a terminal) so that an error starts on a clean
+    /// line.
+    fn clear(&mut self) {
+        if self.terminal && self.last.is_some() {
+            let mut out = std::io::stdout().lock();
+            let _ = write!(out, "\r\x1b[K");
+            let _ = out.flush();
+        }
     }
 }
 
@@ -147,8 +168,8 @@ async fn offline(args: RebuildArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("rebuilding {}", args.projection));
         views.close().await;
-        let report = report?;
-        bar.finish(&format!(
+        let report = report.inspect_err(|_| bar.clear())?;
+        bar.say(&format!(
             "{}: rebuilt from the log and swapped in at position {} ({} events in {:.1} s)",
             report.projection,
             report.position.0,
@@ -171,11 +192,19 @@ struct Status {
     last_rebuild: Option<LastRebuild>,
 }
 
+impl Status {
+    /// Whether the process is running a rebuild of the projection now.
+    fn rebuilding_here(&self) -> bool {
+        self.rebuild.as_ref().is_some_and(|r| r.running_here)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RebuildStatus {
     position: u64,
     events_per_second: f64,
     eta_seconds: Option<f64>,
+    running_here: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,56 +214,93 @@ struct LastRebuild {
     error: Option<String>,
 }
 
+/// How often the status is read while following a rebuild.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// Failed reads of the status in a row tolerated while following (the
+/// process may be busy swapping).
+const POLL_FAILURES_MAX: u32 = 25;
+
 async fn remote(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let name = &args.projection;
     let http = client()?;
     let url = format!("{base}/projections/{name}");
-    // The rebuild that ends after this one started is ours.
-    let before = poll(&http, &url, base)
-        .await
-        .with_context(|| format!("cannot rebuild {name}"))?
-        .last_rebuild
-        .map_or(0, |l| l.number);
-    call::<serde_json::Value>(http.post(format!("{url}/rebuild")), base)
+    let mut bar = ProgressBar::new();
+    let status = poll(&http, &url, base)
         .await
         .with_context(|| format!("cannot rebuild {name}"))?;
-    let mut bar = ProgressBar::new();
+    // The rebuild that ends after this was read is the one to report.
+    let before = status.last_rebuild.as_ref().map_or(0, |l| l.number);
+    if status.rebuilding_here() {
+        bar.say(&format!(
+            "{name}: a rebuild is already running at {base}; following it"
+        ));
+    } else {
+        let started = call::<serde_json::Value>(http.post(format!("{url}/rebuild")), base).await;
+        if let Err(e) = started {
+            // Another client may have started one just now: follow that.
+            let now = poll(&http, &url, base).await;
+            if !now.is_ok_and(|s| s.rebuilding_here()) {
+                return Err(e.context(format!("cannot rebuild {name}")));
+            }
+            bar.say(&format!(
+                "{name}: a rebuild is already running at {base}; following it"
+            ));
+        }
+    }
+    follow(&http, &url, base, name, before, &mut bar).await
+}
+
+/// Shows the progress of the rebuild that ends after rebuild number
+/// `before`, and how it ended.
+async fn follow(
+    http: &reqwest::Client,
+    url: &str,
+    base: &str,
+    name: &str,
+    before: u64,
+    bar: &mut ProgressBar,
+) -> anyhow::Result<ExitCode> {
     let mut failures = 0;
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let status = match poll(&http, &url, base).await {
+        let status = match poll(http, url, base).await {
             Ok(status) => {
                 failures = 0;
                 status
             }
-            // The process may be busy swapping; give it a few tries.
-            Err(e) if failures < 25 => {
+            Err(e) if failures < POLL_FAILURES_MAX => {
                 failures += 1;
                 tracing::debug!(error = %e, "polling the rebuild");
+                tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             }
-            Err(e) => return Err(e.context(format!("following the rebuild of {name}"))),
+            Err(e) => {
+                bar.clear();
+                return Err(e.context(format!("following the rebuild of {name}")));
+            }
         };
         match (status.last_rebuild, status.rebuild) {
             (Some(last), _) if last.number > before => {
-                bar.finish("");
                 return match (last.position, last.error) {
                     (Some(position), _) => {
-                        eprintln!(
+                        bar.say(&format!(
                             "{name}: rebuilt from the log and swapped in at position {position}"
-                        );
+                        ));
                         Ok(ExitCode::SUCCESS)
                     }
-                    (None, error) => Err(anyhow::anyhow!(
-                        "the rebuild of {name} stopped: {} (run this again to resume it)",
-                        error.unwrap_or_else(|| "no reason recorded".into())
-                    )),
+                    (None, error) => {
+                        bar.clear();
+                        Err(anyhow::anyhow!(
+                            "the rebuild of {name} stopped: {} (run this again to resume it)",
+                            error.unwrap_or_else(|| "no reason recorded".into())
+                        ))
+                    }
                 };
             }
             (_, Some(r)) => bar.show(r.position, status.head, r.events_per_second, r.eta_seconds),
             (_, None) => {}
         }
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 

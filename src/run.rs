@@ -244,8 +244,8 @@ pub fn serve_config(http: &crate::HttpOptions) -> http_edge::ServeConfig {
 /// The projector running in a task of its own.
 pub struct RunningProjector {
     pub handle: projector::ProjectorHandle,
-    /// True while the task runs; readiness reports it.
-    pub running: Arc<std::sync::atomic::AtomicBool>,
+    /// What readiness looks at.
+    pub check: crate::health::ProjectorCheck,
     task: tokio::task::JoinHandle<projector::Result<()>>,
 }
 
@@ -282,8 +282,12 @@ impl RunningProjector {
             })
         };
         Ok(Self {
+            check: crate::health::ProjectorCheck {
+                running,
+                handle: handle.clone(),
+                stuck_after: Duration::from_millis(options.projection_stuck_after_ms),
+            },
             handle,
-            running,
             task,
         })
     }
@@ -372,6 +376,13 @@ pub fn projector_options(options: &crate::ProjectorOptions) -> projector::Projec
     projector::ProjectorOptions {
         batch_events_max: options.batch_events_max as usize,
         ..projector::ProjectorOptions::default()
+    }
+}
+
+pub fn view_db_options(args: &crate::ViewDbArgs) -> projector::ViewDbOptions {
+    projector::ViewDbOptions {
+        acquire_timeout: Duration::from_millis(args.database_acquire_timeout_ms),
+        ..projector::ViewDbOptions::default()
     }
 }
 

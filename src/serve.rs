@@ -17,7 +17,7 @@ use crate::ServeArgs;
 use crate::health::{self, Readiness};
 use crate::run::{
     RunningProjector, RunningSaga, Stop, bind, command_config, open_embedded, query_config,
-    serve_http,
+    serve_http, view_db_options,
 };
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -46,9 +46,10 @@ async fn run(
     store: Arc<dyn EventStore>,
     stop: &Stop,
 ) -> anyhow::Result<()> {
+    let options = view_db_options(&args.views);
     let views = match &args.database {
-        Some(url) => ViewDb::open(url).await,
-        None => ViewDb::open_in_data_dir(&args.data_dir).await,
+        Some(url) => ViewDb::open_with(url, options).await,
+        None => ViewDb::open_in_data_dir_with(&args.data_dir, options).await,
     }
     .context("cannot open the view database")?;
     let projector = RunningProjector::start(store.clone(), views.clone(), &args.projector, stop)?;
@@ -73,7 +74,7 @@ async fn run(
                 Readiness {
                     store: Some(store.clone()),
                     views: Some(views.clone()),
-                    projector: Some(projector.running.clone()),
+                    projector: Some(projector.check.clone()),
                     saga: Some(saga.handle.clone()),
                 },
                 openapi,

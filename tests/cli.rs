@@ -20,7 +20,7 @@ fn run(command: &mut Command) -> std::process::Output {
     output_within(command, Duration::from_secs(60))
 }
 
-fn one_line_failure(out: &std::process::Output) -> String {
+pub fn one_line_failure(out: &std::process::Output) -> String {
     assert!(!out.status.success(), "expected a failure");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(
@@ -250,6 +250,126 @@ fn missing_or_bad_settings_of_the_split_processes_are_one_clear_line() {
     let out = run(annals().args(["rebuild", "customers", "--url", "http://127.0.0.1:9"]));
     let line = one_line_failure(&out);
     assert!(line.contains("cannot rebuild customers"), "{line}");
+
+    // The admin commands ask :8080 unless told; in a split deployment the
+    // projector is elsewhere, which the failure says how to give.
+    let out = run(annals()
+        .args(["status"])
+        .env("ANNALS_URL", "http://127.0.0.1:9"));
+    let line = one_line_failure(&out);
+    assert!(line.contains("--url"), "{line}");
+}
+
+/// A rebuild asked for while one is running (as one a restarted process
+/// resumes by itself) follows that one instead of being refused, and with
+/// stdout a pipe prints its progress as plain lines, not a redrawn bar.
+#[test]
+fn a_rebuild_asked_for_while_one_runs_follows_it_with_plain_progress_lines() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use sqlx::{Connection, Executor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let serve = start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        dir.path(),
+        "listening on",
+    );
+    let url = serve.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = crate::split::http();
+    let mut lock = rt.block_on(async {
+        crate::split::wait_ready(&http, &url).await;
+        let mut last = 0;
+        for i in 0..3 {
+            let (status, body) = crate::split::command(
+                &http,
+                &format!("{url}/customers"),
+                &serde_json::json!({"name": format!("Customer {i}"), "email": "c@example.org",
+                                    "credit_limit": crate::split::eur(500)}),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            last = body["position"].as_u64().unwrap();
+        }
+        crate::split::query_at(&http, &format!("{url}/customers"), last).await;
+        // Another writer holds the views' write lock: the rebuild started
+        // next runs, waiting for it.
+        let views = dir.path().join("views.sqlite");
+        let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", views.display()))
+            .await
+            .unwrap();
+        lock.execute("BEGIN IMMEDIATE").await.unwrap();
+        let started = http
+            .post(format!("{url}/projections/customers/rebuild"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 202);
+        lock
+    });
+
+    let mut child = annals()
+        .args(["rebuild", "customers", "--url", &url])
+        .env("ANNALS_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.iter().any(|l: &String| l.contains("events/s")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "no progress while a rebuild runs; stdout: {seen:?}, stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("already running")),
+        "{seen:?}"
+    );
+    rt.block_on(lock.execute("ROLLBACK")).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the rebuild did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    reader.join().unwrap();
+    seen.extend(lines_rx.try_iter());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let last = seen.last().cloned().unwrap_or_default();
+    assert!(last.contains("swapped in at position"), "{seen:?}");
+    for line in &seen {
+        assert!(
+            !line.contains('\r') && !line.contains('\x1b'),
+            "a redrawn bar in {line:?}"
+        );
+    }
+    drop(serve);
 }
 
 #[test]
@@ -311,9 +431,13 @@ fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
     let out = run(annals()
         .args(["rebuild", "customers", "--offline", "--data-dir"])
         .arg(dir.path()));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("swapped in at position 1"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("swapped in at position 1"), "{stdout}");
 }
 
 #[test]

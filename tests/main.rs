@@ -7,11 +7,14 @@
 )]
 
 mod cli;
+mod disk;
 mod edge;
 mod faults;
 mod forget;
+mod outage;
 mod pg;
 mod process;
+mod projections;
 mod saga;
 mod split;
 mod upcast;

@@ -313,9 +313,13 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
             annals().args(["rebuild", projection, "--url", &projector.url]),
             Duration::from_secs(180),
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        assert!(stderr.contains("swapped in"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("swapped in"), "{stdout}");
     }
     assert_eq!(store_head(&http, &store.url).await, head);
     let after = db.dump(&["customers", "orders"]).await;
@@ -423,6 +427,31 @@ async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
     };
     assert!(status.contains("error at 1"), "{status}");
 
+    // Readiness names the failed projection, where it stopped and why.
+    let ready = http
+        .get(format!("{}/health/ready", projector.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    let check = body["checks"]["projector"].as_str().unwrap_or_default();
+    assert!(
+        check.contains("customers") && check.contains("position 1"),
+        "{body}"
+    );
+    assert_eq!(body["projections"][0]["name"], "customers", "{body}");
+    assert_eq!(body["projections"][0]["state"], "failed", "{body}");
+    assert_eq!(body["projections"][0]["position"], 0, "{body}");
+    assert_eq!(body["projections"][0]["error_position"], 1, "{body}");
+    assert!(
+        body["projections"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not registered")),
+        "{body}"
+    );
+    assert_eq!(body["projections"].as_array().map(Vec::len), Some(1));
+
     // A wrong position is refused; the right one skips.
     let out = cli(&[
         "skip",
@@ -459,4 +488,106 @@ async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    wait_ready(&http, &projector.url).await;
+}
+
+/// The split deployment's first start on a server where the view database
+/// was never created: whichever of the query API and the projector starts
+/// first creates it, and the views work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_processes_create_a_missing_view_database_on_first_start() {
+    let Some(db) = PgDatabase::reserve("first_start").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "store listening on",
+    );
+    let commands = Proc::start(
+        &[
+            "command-api",
+            "--store",
+            &store.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "command API listening on",
+    );
+    let query = Proc::start(
+        &[
+            "query-api",
+            "--database",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "query API listening on",
+    );
+    let projector = Proc::start(
+        &[
+            "projector",
+            "--store",
+            &store.url,
+            "--database",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "projector listening on",
+    );
+    let http = http();
+    for p in [&store, &commands, &query, &projector] {
+        wait_ready(&http, &p.url).await;
+    }
+    let (status, body) = command(
+        &http,
+        &format!("{}/customers", commands.url),
+        &json!({"name": "First", "email": "first@example.org", "credit_limit": eur(100)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let seen = query_at(
+        &http,
+        &format!("{}/customers/{id}", query.url),
+        body["position"].as_u64().unwrap(),
+    )
+    .await;
+    assert_eq!(seen["name"], "First");
+}
+
+/// A view database that does not exist and that the user may not create
+/// is one line, saying so once and how to create it.
+#[test]
+fn a_view_database_that_cannot_be_created_is_one_line_saying_so_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(PgDatabase::reserve("not_created")) else {
+        return;
+    };
+    let role = rt.block_on(db.role_without_createdb());
+    let out = output_within(
+        annals()
+            .args([
+                "query-api",
+                "--database",
+                &db.url_as(&role),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env("ANNALS_LOG", "off"),
+        Duration::from_secs(60),
+    );
+    let line = crate::cli::one_line_failure(&out);
+    assert_eq!(line.matches("does not exist").count(), 1, "{line}");
+    assert!(line.contains(db.name()), "{line}");
+    assert!(line.contains("createdb"), "{line}");
+    assert!(line.contains("permission denied"), "{line}");
+    drop(db);
 }

@@ -71,7 +71,11 @@ impl Dialect {
 pub struct ViewDbOptions {
     /// Connections in the pool.
     pub max_connections: u32,
-    /// How long to wait for a free connection before failing the request.
+    /// How long a request waits for a connection before it fails: for a
+    /// free one of the pool, or for a new one while the database cannot be
+    /// reached (the pool retries connecting until then). Short, so that
+    /// during an outage queries and readiness probes answer `503` at once
+    /// rather than after the probe gave up.
     pub acquire_timeout: Duration,
     /// SQLite only: how long a writer waits for another process's write
     /// transaction before giving up with "database is locked".
@@ -86,11 +90,17 @@ pub struct ViewDbOptions {
     pub postgres_schema: Option<String>,
 }
 
+impl ViewDbOptions {
+    /// The default of [`ViewDbOptions::acquire_timeout`], in milliseconds:
+    /// well under a one-second readiness probe.
+    pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 500;
+}
+
 impl Default for ViewDbOptions {
     fn default() -> Self {
         Self {
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_millis(Self::ACQUIRE_TIMEOUT_MS_DEFAULT),
             sqlite_busy_timeout: Duration::from_secs(10),
             sqlite_cache_bytes_max: 64 << 20,
             postgres_schema: None,
@@ -192,7 +202,12 @@ impl ViewDb {
 
     /// Opens the SQLite view database of a data directory.
     pub async fn open_in_data_dir(data_dir: &Path) -> Result<ViewDb> {
-        ViewDb::open(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?).await
+        ViewDb::open_in_data_dir_with(data_dir, ViewDbOptions::default()).await
+    }
+
+    /// [`ViewDb::open_in_data_dir`] with `options`.
+    pub async fn open_in_data_dir_with(data_dir: &Path, options: ViewDbOptions) -> Result<ViewDb> {
+        ViewDb::open_with(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?, options).await
     }
 
     pub async fn open_with(url: &str, options: ViewDbOptions) -> Result<ViewDb> {
@@ -239,15 +254,33 @@ impl ViewDb {
                      PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
                      PRAGMA secure_delete = ON;"
                 );
+                // A pool retries a connection that fails to open until its
+                // acquire timeout and then says only that it timed out, so
+                // one connection is opened here first: a full disk, a
+                // read-only directory or a damaged file is reported as
+                // what it is, at once.
+                let probe = async {
+                    let mut probe =
+                        <AnyConnection as sqlx::Connection>::connect(&connect_url).await?;
+                    probe.execute(sqlx::AssertSqlSafe(pragmas.clone())).await?;
+                    sqlx::Connection::close(probe).await
+                };
+                if let Err(e) = probe.await {
+                    return Err(sqlite_open_failure(e, &description, &connect_url));
+                }
                 let with_pragmas = |options: AnyPoolOptions| {
                     let pragmas = pragmas.clone();
-                    options.after_connect(move |conn, _| {
-                        let pragmas = pragmas.clone();
-                        Box::pin(async move {
-                            conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                            Ok(())
+                    options
+                        .after_connect(move |conn, _| {
+                            let pragmas = pragmas.clone();
+                            Box::pin(async move {
+                                conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                                Ok(())
+                            })
                         })
-                    })
+                        .before_acquire(|conn, _| {
+                            Box::pin(async move { Ok(usable_after_rollback(conn)) })
+                        })
                 };
                 let pool = with_pragmas(pool_options).connect(&connect_url).await?;
                 let writer = with_pragmas(
@@ -267,6 +300,10 @@ impl ViewDb {
                     Some(schema) => Some(checked_identifier(schema)?),
                     None => None,
                 };
+                // As for SQLite, one connection outside the pool first: it
+                // reports why the server refuses (where the pool would only
+                // time out), and creates a database that does not exist yet.
+                ensure_postgres_database(&connect_url, &description).await?;
                 if let Some(schema) = &schema {
                     // The schema must exist before connections point their
                     // search path at it.
@@ -525,6 +562,153 @@ impl Inner {
     }
 }
 
+/// PostgreSQL's `invalid_catalog_name`: the database does not exist.
+const PG_NO_SUCH_DATABASE: &str = "3D000";
+/// PostgreSQL's `duplicate_database`: created meanwhile by someone else.
+const PG_DUPLICATE_DATABASE: &str = "42P04";
+
+/// Connects once; creates the database if the server says it does not
+/// exist, so that the first start of a split deployment needs no step by
+/// hand (the projector and the query API may start in either order).
+async fn ensure_postgres_database(url: &str, description: &str) -> Result<()> {
+    let missing = match <AnyConnection as sqlx::Connection>::connect(url).await {
+        Ok(conn) => return Ok(sqlx::Connection::close(conn).await?),
+        Err(e) if pg_code(&e).as_deref() == Some(PG_NO_SUCH_DATABASE) => e,
+        Err(e) => return Err(Error::Database(e)),
+    };
+    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| Error::InvalidUrl {
+        url: description.to_owned(),
+        reason: format!("{e}"),
+    })?;
+    let name = options.get_database().unwrap_or_default().to_owned();
+    let cannot = |reason: String| Error::CreateDatabase {
+        database: name.clone(),
+        reason: format!(
+            "{}; create it (`createdb {name}`, or CREATE DATABASE as a user allowed to) \
+             and start again",
+            reason
+        ),
+    };
+    if name.is_empty() {
+        return Err(Error::Database(missing));
+    }
+    // The server's own database is there to connect to for this.
+    let mut admin =
+        match <sqlx::PgConnection as sqlx::Connection>::connect_with(&options.database("postgres"))
+            .await
+        {
+            Ok(conn) => conn,
+            Err(e) => return Err(cannot(crate::error::sql_message(&e))),
+        };
+    let quoted = name.replace('"', "\"\"");
+    let created = admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
+        .await;
+    let _ = sqlx::Connection::close(admin).await;
+    match created {
+        Ok(_) => {
+            tracing::info!(database = %description, "created the view database");
+            Ok(())
+        }
+        Err(e) if pg_code(&e).as_deref() == Some(PG_DUPLICATE_DATABASE) => Ok(()),
+        Err(e) => Err(cannot(crate::error::sql_message(&e))),
+    }
+}
+
+/// The SQLSTATE of an error the server returned.
+fn pg_code(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Free bytes below which a failure to open a SQLite database is put down
+/// to a full disk: SQLite grows its shared-memory index 32 KiB at a time
+/// and its WAL by pages, so less than this is no room to start in.
+const SQLITE_SPACE_NEEDED_BYTES: u64 = 1 << 20;
+
+/// Why a SQLite view database did not open. A failure to write its files
+/// on a filesystem with (next to) no space left is said to be that.
+fn sqlite_open_failure(error: sqlx::Error, database: &str, connect_url: &str) -> Error {
+    if !crate::error::is_storage_failure(&error) {
+        return Error::Database(error);
+    }
+    let file = sqlite_file(connect_url);
+    let filesystem = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    match rustix::fs::statvfs(&filesystem) {
+        Ok(stat) => {
+            let free_bytes = stat.f_bavail.saturating_mul(stat.f_frsize);
+            if free_bytes < SQLITE_SPACE_NEEDED_BYTES {
+                return Error::NoSpace {
+                    database: database.to_owned(),
+                    filesystem: filesystem.display().to_string(),
+                    free_bytes,
+                    error: crate::error::sql_message(&error),
+                };
+            }
+            Error::Database(error)
+        }
+        Err(_) => Error::Database(error),
+    }
+}
+
+/// The file of a `sqlite://<path>?<params>` URL as [`parse_url`] makes it.
+fn sqlite_file(connect_url: &str) -> std::path::PathBuf {
+    let rest = connect_url.strip_prefix("sqlite://").unwrap_or(connect_url);
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    std::path::PathBuf::from(percent_decode(path))
+}
+
+/// Undoes the percent-encoding of [`sqlite_url`].
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a pooled SQLite connection can start a transaction.
+///
+/// When SQLite fails a statement or a `COMMIT` with `SQLITE_FULL` or
+/// `SQLITE_IOERR`, it may roll the transaction back itself. The driver
+/// still counts it as open, its `ROLLBACK` then fails ("no transaction is
+/// active") and the count stays, so every later `BEGIN` on that connection
+/// is refused ("begin_with at non-zero transaction depth") for as long as
+/// it lives: the writer's pool never replaces its one connection. Such a
+/// connection is closed here and the pool opens a fresh one. By the time a
+/// connection is acquired again, its release has run the queued rollback,
+/// so the count is settled.
+fn usable_after_rollback(conn: &AnyConnection) -> bool {
+    let usable = !sqlx::Connection::is_in_transaction(conn);
+    if !usable {
+        tracing::warn!(
+            "a view database connection still counted a transaction SQLite had ended \
+             (after a failed commit); replacing it"
+        );
+    }
+    usable
+}
+
 /// The `sqlite://` URL of a file path, percent-encoding the characters a URL
 /// would otherwise take for its own.
 pub fn sqlite_url(path: &Path) -> Result<String> {
@@ -677,6 +861,9 @@ mod tests {
             sqlite_url(Path::new("/data dir/v#1?.db")).unwrap(),
             "sqlite:///data%20dir/v%231%3F.db"
         );
+        let (_, connect) = parse_url("sqlite:///data%20dir/v%231%3F.db").unwrap();
+        assert_eq!(sqlite_file(&connect), Path::new("/data dir/v#1?.db"));
+        assert_eq!(sqlite_file("sqlite://v.db?mode=rwc"), Path::new("v.db"));
     }
 
     /// Files in `dir` whose bytes contain `needle`.

@@ -40,7 +40,7 @@ pub mod time;
 pub use admin::{openapi as admin_openapi, router as admin_router, routes as admin_routes};
 pub use checkpoint::{Checkpoint, Track, TrackState};
 pub use db::{Dialect, ViewDb, ViewDbOptions, WriteTx};
-pub use error::{Error, Result, is_transient_sql};
+pub use error::{Error, Result, is_disk_full, is_transient_sql, sql_message};
 pub use projection::{ApplyError, Projection, ViewTx};
 pub use projector::{
     LastRebuild, ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions,

@@ -138,8 +138,15 @@ struct Runtime {
     live_rate: RateMeter,
     rebuild_rate: RateMeter,
     live_problem: Option<String>,
+    /// Since when the live track has been failing without applying
+    /// anything: set by the first problem after progress, kept by the
+    /// next ones, cleared by progress or by reaching the head.
+    live_problem_since: Option<std::time::Instant>,
     rebuild_problem: Option<String>,
     rebuild_progress: Option<RebuildProgress>,
+    /// When the rebuild this process runs started (its checkpoint says so
+    /// too, once its first transaction committed).
+    rebuild_started_at: Option<event_store::Timestamp>,
     last_rebuild: Option<LastRebuild>,
 }
 
@@ -192,6 +199,7 @@ impl Registered {
             Track::Live => {
                 rt.live_rate.record(events);
                 rt.live_problem = None;
+                rt.live_problem_since = None;
             }
             Track::Rebuild => {
                 rt.rebuild_rate.record(events);
@@ -202,11 +210,29 @@ impl Registered {
 
     pub fn note_problem(&self, track: Track, problem: &str) {
         let mut rt = self.runtime();
-        let slot = match track {
-            Track::Live => &mut rt.live_problem,
-            Track::Rebuild => &mut rt.rebuild_problem,
-        };
-        *slot = Some(problem.to_owned());
+        match track {
+            Track::Live => {
+                rt.live_problem = Some(problem.to_owned());
+                rt.live_problem_since
+                    .get_or_insert_with(std::time::Instant::now);
+            }
+            Track::Rebuild => rt.rebuild_problem = Some(problem.to_owned()),
+        }
+    }
+
+    /// Forgets the live track's problem: it follows the log again and has
+    /// nothing left to apply, so whatever failed before is over.
+    pub fn clear_live_problem(&self) {
+        let mut rt = self.runtime();
+        rt.live_problem = None;
+        rt.live_problem_since = None;
+    }
+
+    /// Notes that this process started running a rebuild now.
+    pub fn start_rebuild(&self) {
+        let mut rt = self.runtime();
+        rt.rebuild_started_at = Some(event_store::Timestamp::now());
+        rt.rebuild_progress = None;
     }
 
     pub fn set_rebuild_progress(&self, progress: Option<RebuildProgress>) {
@@ -637,25 +663,47 @@ fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> Pr
         Some(TrackState::Live) => TrackState::Live,
         _ => TrackState::CatchingUp,
     };
-    let rebuild = rebuild.map(|cp| {
-        let rate = rt.rebuild_rate.per_second();
-        let remaining = head.0.saturating_sub(cp.position.0);
-        RebuildStatus {
-            state: cp.state,
-            version: cp.version,
-            position: cp.position.0,
-            lag: remaining,
-            events_per_second: round(rate),
-            eta_seconds: (rate > 0.0 && cp.state != TrackState::Failed)
-                .then(|| round(remaining as f64 / rate)),
-            last_error: cp.last_error.clone().or_else(|| rt.rebuild_problem.clone()),
-            error_position: cp.error_position.map(|p| p.0),
-            started_at: rfc3339(cp.started_at),
-            running_here: reg
-                .rebuild_running
-                .load(std::sync::atomic::Ordering::SeqCst),
+    let running_here = reg
+        .rebuild_running
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let rebuild = match rebuild {
+        Some(cp) => {
+            let rate = rt.rebuild_rate.per_second();
+            let remaining = head.0.saturating_sub(cp.position.0);
+            Some(RebuildStatus {
+                state: cp.state,
+                version: cp.version,
+                position: cp.position.0,
+                lag: remaining,
+                events_per_second: round(rate),
+                eta_seconds: (rate > 0.0 && cp.state != TrackState::Failed)
+                    .then(|| round(remaining as f64 / rate)),
+                last_error: cp.last_error.clone().or_else(|| rt.rebuild_problem.clone()),
+                error_position: cp.error_position.map(|p| p.0),
+                started_at: rfc3339(cp.started_at),
+                running_here,
+            })
         }
-    });
+        // Started here and not yet past its first transaction (waiting for
+        // the database, say): it runs all the same, and whoever asks for
+        // another must learn that.
+        None if running_here => Some(RebuildStatus {
+            state: TrackState::Rebuilding,
+            version: reg.version,
+            position: 0,
+            lag: head.0,
+            events_per_second: 0.0,
+            eta_seconds: None,
+            last_error: rt.rebuild_problem.clone(),
+            error_position: None,
+            started_at: rfc3339(
+                rt.rebuild_started_at
+                    .unwrap_or_else(event_store::Timestamp::now),
+            ),
+            running_here,
+        }),
+        None => None,
+    };
     ProjectionStatus {
         name: reg.name.to_owned(),
         version: reg.version,
@@ -668,6 +716,9 @@ fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> Pr
         last_error: live
             .and_then(|c| c.last_error.clone())
             .or_else(|| rt.live_problem.clone()),
+        retrying_for_ms: rt
+            .live_problem_since
+            .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
         error_position: live.and_then(|c| c.error_position).map(|p| p.0),
         updated_at: live.map(|c| rfc3339(c.updated_at)),
         rebuild,
@@ -707,11 +758,19 @@ pub struct ProjectionStatus {
     /// The event the projection stopped on, while failed.
     #[schema(required)]
     pub error_position: Option<u64>,
+    /// For how long (milliseconds) the live tables have been retrying a
+    /// failure of the event store or the view database (unreachable, disk
+    /// full) without applying anything; null while they make progress or
+    /// wait at the head of the log. Readiness reports a projection whose
+    /// retries last too long as stuck.
+    #[schema(required)]
+    pub retrying_for_ms: Option<u64>,
     /// When the live checkpoint last changed (RFC 3339); null before the
     /// first batch.
     #[schema(format = DateTime, required)]
     pub updated_at: Option<String>,
-    /// The rebuild in progress (or failed), if any.
+    /// The rebuild in progress (or failed), if any; one this process runs
+    /// shows from its start, before its first batch.
     #[schema(required)]
     pub rebuild: Option<RebuildStatus>,
     /// How the last rebuild this process ran ended (none since it started:

@@ -218,6 +218,16 @@ impl TrackRunner<'_> {
             };
             let mut position = cp.position;
             let mut head = position;
+            if self.track == checkpoint::Track::Live
+                && let Ok(h) = self.shared.store.head().await
+            {
+                head = head.max(h);
+                if h <= position {
+                    // Subscribed at the head: whatever failed before is
+                    // over, even if no event comes to prove it.
+                    self.reg.clear_live_problem();
+                }
+            }
             loop {
                 let caught_up = match until {
                     None => false,

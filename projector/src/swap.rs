@@ -62,6 +62,7 @@ pub(crate) async fn rebuild(
     progress: &mut (dyn FnMut(&RebuildProgress) + Send),
 ) -> Result<RebuildReport> {
     let _guard = RebuildGuard::take(reg)?;
+    reg.start_rebuild();
     let outcome = run(shared, reg, progress).await;
     reg.finish_rebuild(&outcome);
     outcome

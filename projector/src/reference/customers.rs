@@ -207,11 +207,13 @@ impl Projection for CustomersProjection {
         let mut changed: Vec<String> = Vec::with_capacity(ids.len());
         let mut forgotten: Vec<String> = Vec::new();
         for (event, change) in changes {
-            changed.push(change.customer_id().to_owned());
+            let id = change.customer_id().to_owned();
             if let Change::Forgotten(e) = &change {
                 forgotten.push(e.customer_id.clone());
             }
-            fold(&mut customers, event, change)?;
+            if fold(&mut customers, event, change)? {
+                changed.push(id);
+            }
         }
         changed.sort_unstable();
         changed.dedup();
@@ -223,11 +225,21 @@ impl Projection for CustomersProjection {
     }
 }
 
+/// Folds one event into the rows of the batch; true when it changed one.
+///
+/// Orders name their customer without the command side checking that the
+/// customer exists (placing an order touches the order alone; the saga
+/// finds out and rejects it), so an order event may name an id nobody
+/// registered, or not yet: the customers view has no row to count it on
+/// and leaves it to the orders view. Credit events, limit changes and
+/// erasures are decided by the customer aggregate itself and only ever
+/// name a registered customer: one that does not is an event the command
+/// side cannot produce, and stops the projection.
 fn fold(
     customers: &mut HashMap<String, Customer>,
     event: &RecordedEvent,
     change: Change,
-) -> Result<(), ApplyError> {
+) -> Result<bool, ApplyError> {
     let unknown = |id: &str| {
         ApplyError::event(
             event,
@@ -261,10 +273,18 @@ fn fold(
         };
         customer.touched_by(event);
         customers.insert(e.customer_id, customer);
-        return Ok(());
+        return Ok(true);
     }
     let id = change.customer_id().to_owned();
-    let customer = customers.get_mut(&id).ok_or_else(|| unknown(&id))?;
+    let Some(customer) = customers.get_mut(&id) else {
+        return match change {
+            Change::Placed(_)
+            | Change::Approved(_)
+            | Change::Rejected(_)
+            | Change::Cancelled(_) => Ok(false),
+            _ => Err(unknown(&id)),
+        };
+    };
     let same_currency = |customer: &Customer, currency: &str| {
         if customer.currency == currency {
             Ok(())
@@ -304,7 +324,7 @@ fn fold(
         Change::Cancelled(_) => customer.cancelled += 1,
     }
     customer.touched_by(event);
-    Ok(())
+    Ok(true)
 }
 
 /// Rewrites the personal columns of forgotten customers, which the upsert
@@ -342,8 +362,7 @@ async fn write(
         let statement = sql::upsert(tx.dialect(), table, &COLUMNS, &FIXED_COLUMNS, size);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for id in chunk {
-            // Every changed id went through `fold`, which created the row
-            // or failed.
+            // Every changed id is one `fold` found or created a row for.
             let c = customers.get(id).ok_or_else(|| {
                 ApplyError::Handler(format!("customer {id} vanished from the batch"))
             })?;
