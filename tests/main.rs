@@ -7,11 +7,9 @@
 )]
 
 mod cli;
-mod disk;
 mod edge;
 mod faults;
 mod forget;
-mod outage;
 mod pg;
 mod process;
 mod projections;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Control {
     /// Cut the connection that carries the next answer to a POST, once,
     /// when its first bytes arrive from the server (which has acted on the
@@ -19,6 +19,8 @@ struct Control {
     /// Close every new connection at once.
     refuse: AtomicBool,
     cuts: AtomicUsize,
+    /// Bumped to close every open connection.
+    severed: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct Proxy {
@@ -38,7 +40,12 @@ impl Proxy {
             .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let control = Arc::new(Control::default());
+        let control = Arc::new(Control {
+            cut_post_answer: AtomicBool::new(false),
+            refuse: AtomicBool::new(false),
+            cuts: AtomicUsize::new(0),
+            severed: tokio::sync::watch::channel(0).0,
+        });
         let task = {
             let control = control.clone();
             tokio::spawn(async move {
@@ -66,6 +73,12 @@ impl Proxy {
 
     pub fn refuse_connections(&self, refuse: bool) {
         self.control.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Closes every open connection (with [`Self::refuse_connections`],
+    /// the server behind is as good as stopped).
+    pub fn sever_all(&self) {
+        self.control.severed.send_modify(|n| *n += 1);
     }
 
     /// How many answers were lost on purpose.
@@ -99,6 +112,7 @@ fn request_is_post(chunk: &[u8]) -> Option<bool> {
 }
 
 async fn pass(client: TcpStream, server: TcpStream, control: Arc<Control>) {
+    let mut severed = control.severed.subscribe();
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let post_pending = Arc::new(AtomicBool::new(false));
@@ -143,5 +157,6 @@ async fn pass(client: TcpStream, server: TcpStream, control: Arc<Control>) {
     tokio::select! {
         () = upstream => {}
         () = downstream => {}
+        _ = severed.changed() => {}
     }
 }

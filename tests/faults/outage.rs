@@ -6,86 +6,14 @@
 //! probe's usual timeout), saying why; once it is back, the projector goes
 //! on by itself and both processes are ready again.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
+use super::proxy::Proxy;
 use crate::pg::PgDatabase;
 use crate::process::Proc;
 use crate::split::{command, eur, http, query_at, wait_ready};
-
-/// A TCP proxy to one address, on a loopback port of its own.
-struct Proxy {
-    listen: std::net::SocketAddr,
-    target: String,
-    /// The accept loop and every connection it forwards, while open.
-    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Proxy {
-            listen: listener.local_addr().unwrap(),
-            target,
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let target = self.target.clone();
-        let tasks = self.tasks.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let target = target.clone();
-                let forward = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                tasks.lock().unwrap().push(forward);
-            }
-        });
-        self.tasks.lock().unwrap().push(accept);
-    }
-
-    /// Closes every connection and stops listening: connecting is refused.
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    /// Listens again on the same port.
-    async fn restore(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match TcpListener::bind(self.listen).await {
-                Ok(listener) => break listener,
-                // The aborted accept loop may not have let go of it yet.
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "rebinding the proxy: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        };
-        self.serve(listener);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
 
 /// `GET url`, timed: status, body and how long the answer took.
 async fn timed_get(http: &reqwest::Client, url: &str) -> (u16, Value, Duration) {
@@ -104,8 +32,8 @@ async fn a_view_database_outage_is_answered_at_once_and_the_projector_resumes_af
     let Some(db) = PgDatabase::create("outage").await else {
         return;
     };
-    let proxy = Proxy::start(db.server_addr()).await;
-    let proxied = db.url_through(&proxy.listen.to_string());
+    let proxy = Proxy::start(&db.server_addr()).await;
+    let proxied = db.url_through(proxy.url.trim_start_matches("http://"));
     let dir = tempfile::tempdir().unwrap();
     let store = Proc::start(
         &[
@@ -173,7 +101,8 @@ async fn a_view_database_outage_is_answered_at_once_and_the_projector_resumes_af
     let (first, position) = register("Before The Outage").await;
     query_at(&http, &format!("{}/customers/{first}", query.url), position).await;
 
-    proxy.cut();
+    proxy.refuse_connections(true);
+    proxy.sever_all();
     // Twice: the first probe finds the pool's connections dead, the second
     // an empty pool that can open none.
     for _ in 0..2 {
@@ -202,7 +131,7 @@ async fn a_view_database_outage_is_answered_at_once_and_the_projector_resumes_af
     // Commands go on; the projector waits for its database.
     let (second, second_position) = register("During The Outage").await;
 
-    proxy.restore().await;
+    proxy.refuse_connections(false);
     let seen = query_at(
         &http,
         &format!("{}/customers/{second}", query.url),
