@@ -7,7 +7,6 @@
 )]
 
 mod cli;
-mod edge;
 mod faults;
 mod forget;
 mod pg;

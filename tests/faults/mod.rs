@@ -3,6 +3,9 @@
 //! afterwards. A new case goes into the file of its kind, or a new file
 //! here:
 //!
+//! - `edge`: what a client can send at the connection layer: heads that
+//!   do not parse, oversized ones, slow or stalled heads and bodies, on
+//!   every process.
 //! - `kill`: `annals serve` killed with SIGKILL under HTTP load, every
 //!   acknowledged command checked after the restart.
 //! - `damage`: bit flips in segment bodies and headers, sealed and active;
@@ -25,6 +28,7 @@
 
 mod damage;
 mod disk_full;
+mod edge;
 mod kill;
 mod lost_answers;
 mod outage;

@@ -56,6 +56,20 @@ async fn views_stop_and_a_rebuild_recovers(url: &str, lost: &[Registered], kept:
         error.contains("truncated segment") && error.contains("older copy"),
         "{error}"
     );
+    // Readiness says which projection stopped and why.
+    let (status, ready) = get(&format!("{url}/health/ready")).await;
+    assert_eq!(status, 503, "{ready}");
+    let customers = ready["projections"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no projections in {ready}"))
+        .iter()
+        .find(|p| p["name"] == "customers")
+        .unwrap_or_else(|| panic!("customers is not reported: {ready}"));
+    assert_eq!(customers["state"], "failed", "{ready}");
+    assert!(
+        customers["error"].as_str().unwrap().contains("older copy"),
+        "{ready}"
+    );
     // A new event takes a position the views think they have.
     let new = register_one(url, "Newcomer").await;
     assert!(new.position <= lost.last().unwrap().position, "{new:?}");

@@ -244,11 +244,16 @@ async fn a_failed_projection_resumes_after_a_fix_and_a_panic_is_contained() {
             .execute(db.pool())
             .await
             .unwrap();
-        sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = 'ticks'")
-            .bind(expected[19])
-            .execute(db.pool())
-            .await
-            .unwrap();
+        // Rewound by hand: the event the checkpoint stood on is forgotten
+        // too, or the projector would take the rewind for a log that
+        // diverged from its tables.
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = $1, event_id = NULL WHERE name = 'ticks'",
+        )
+        .bind(expected[19])
+        .execute(db.pool())
+        .await
+        .unwrap();
         let projector = Projector::builder(Arc::new(store.clone()), db.clone())
             .options(test_options())
             .projection(Ticks {
