@@ -12,6 +12,7 @@
 //!   atomically with the command's events;
 //! - [`domain`]: the reference domain (customers with a credit line, orders);
 //! - [`http`]: the REST command API over the reference domain;
+//! - [`testkit`]: given/when/then for a domain's aggregates;
 //! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
 //!   reference order-fulfilment saga, which drives a placed order through
 //!   the customer's credit check (and compensates).
@@ -25,6 +26,7 @@ pub mod handler;
 pub mod http;
 pub mod idempotency;
 pub mod saga;
+pub mod testkit;
 
 pub use aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,

@@ -569,6 +569,7 @@ mod tests {
     use super::*;
     use crate::aggregate::replay;
     use crate::domain::money::{AMOUNT_MAX, Currency};
+    use crate::testkit;
 
     const O: Uuid = Uuid::from_u128(0x0);
     const C: Uuid = Uuid::from_u128(0xc);
@@ -649,26 +650,29 @@ mod tests {
 
     #[test]
     fn placing_records_the_lines_and_their_total() {
-        let items = OrderItems::from_lines(vec![line("A-1", 2, 500)]).unwrap();
-        let command = OrderCommand::Place {
+        let place = || OrderCommand::Place {
             order_id: O,
             customer_id: C,
-            items,
+            items: OrderItems::from_lines(vec![line("A-1", 2, 500)]).unwrap(),
         };
-        assert_eq!(given(&[]).handle(&command), Ok(vec![placed()]));
-        assert_eq!(
-            given(&[placed()]).handle(&command),
-            Err(OrderError::AlreadyPlaced(O))
-        );
+        testkit::given::<Order>([])
+            .when(place())
+            .then_events([placed()]);
+        testkit::given::<Order>([placed()])
+            .when(place())
+            .then_error(OrderError::AlreadyPlaced(O));
     }
 
     #[test]
     fn a_pending_order_can_be_approved_rejected_or_cancelled() {
-        let state = given(&[placed()]);
-        assert_eq!(state.status(), Some(OrderStatus::Pending));
-        assert_eq!(state.handle(&approve()), Ok(vec![approved()]));
-        assert_eq!(state.handle(&reject()), Ok(vec![rejected()]));
-        assert_eq!(state.handle(&cancel()), Ok(vec![cancelled()]));
+        let pending = testkit::given::<Order>([placed()]);
+        assert_eq!(pending.state().status(), Some(OrderStatus::Pending));
+        pending.when(approve()).then_events([approved()]);
+        pending.when(reject()).then_events([rejected()]);
+        pending.when(cancel()).then_events([cancelled()]);
+        testkit::given::<Order>([])
+            .when(approve())
+            .then_rule("order-not-placed");
     }
 
     #[test]
