@@ -4,6 +4,8 @@
 //!   timeouts, with a problem document for every error answer, including
 //!   those the application never sees (a head that does not parse, is too
 //!   large or stalls).
+//! - [`problem`]: the one error answer of every surface, an RFC 9457
+//!   problem document.
 //! - [`ids`]: an id is a UUID in one spelling, the lowercase hyphenated
 //!   form; the command and the query API parse ids here, so one id is one
 //!   aggregate everywhere and one malformed id one problem everywhere.
@@ -12,8 +14,10 @@
 
 pub mod ids;
 pub mod json;
+pub mod problem;
 pub mod serve;
 
+pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use serve::{ServeConfig, serve};
 
 /// Whether `error`, or an error it was caused by, is a timeout: how a

@@ -103,18 +103,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The store's problem documents are built from its errors with the members
+/// `RemoteStore` reads back ([`wire::Problem`]); they go out as the
+/// problem type every annals surface answers with.
 fn problem_response(p: &Problem) -> Response {
-    let status = StatusCode::from_u16(p.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::to_vec(p).unwrap_or_default();
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        )],
-        body,
-    )
-        .into_response()
+    let document = serde_json::to_value(p).unwrap_or_default();
+    match http_edge::Problem::from_document(&document) {
+        Some(problem) => problem.into_response(),
+        None => http_edge::Problem::internal(&format!("an unrenderable problem: {document}"))
+            .into_response(),
+    }
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {

@@ -7,10 +7,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde_json::json;
 
-/// The media type of problem documents.
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use crate::problem::PROBLEM_CONTENT_TYPE;
+use crate::problem::Problem;
 
 /// The longest body of an error answer the last resort copies into the
 /// problem's `detail`, in bytes; a longer one is replaced by the status's
@@ -83,13 +82,8 @@ impl Refusal {
     }
 
     fn body(&self) -> Vec<u8> {
-        let document = json!({
-            "type": format!("urn:annals:problem:{}", self.slug),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        serde_json::to_vec(&document).unwrap_or_default()
+        let problem = Problem::new(self.status, self.slug, self.title, self.detail.clone());
+        serde_json::to_vec(&problem.to_json()).unwrap_or_default()
     }
 
     /// The whole answer as it goes on the wire, closing the connection.
