@@ -10,7 +10,7 @@ use event_store::{
     EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions, Upcasting,
 };
 
-use crate::{Cli, Command, StoreArgs, VerifyArgs};
+use crate::{Action, Cli, StoreArgs, VerifyArgs};
 
 /// Prints a command-line error as one line (help and version go out whole).
 pub fn usage_error(e: clap::Error) -> ExitCode {
@@ -52,26 +52,26 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Verify(args) => verify(args),
-        Command::Store(args) => runtime()?.block_on(store(args)).map(|()| ExitCode::SUCCESS),
-        Command::Serve(args) => runtime()?
+        Action::Verify(args) => verify(args),
+        Action::Store(args) => runtime()?.block_on(store(args)).map(|()| ExitCode::SUCCESS),
+        Action::Serve(args) => runtime()?
             .block_on(crate::serve::serve(args))
             .map(|()| ExitCode::SUCCESS),
-        Command::CommandApi(args) => runtime()?
+        Action::CommandApi(args) => runtime()?
             .block_on(crate::processes::command_api(args))
             .map(|()| ExitCode::SUCCESS),
-        Command::Projector(args) => runtime()?
+        Action::Projector(args) => runtime()?
             .block_on(crate::processes::projector(args))
             .map(|()| ExitCode::SUCCESS),
-        Command::QueryApi(args) => runtime()?
+        Action::QueryApi(args) => runtime()?
             .block_on(crate::processes::query_api(args))
             .map(|()| ExitCode::SUCCESS),
-        Command::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args)),
-        Command::Status(args) => runtime()?.block_on(crate::admin::status(args)),
-        Command::Skip { target, position } => {
+        Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args)),
+        Action::Status(args) => runtime()?.block_on(crate::admin::status(args)),
+        Action::Skip { target, position } => {
             runtime()?.block_on(crate::admin::skip(target, position))
         }
-        Command::Resume(args) => runtime()?.block_on(crate::admin::resume(args)),
+        Action::Resume(args) => runtime()?.block_on(crate::admin::resume(args)),
     }
 }
 

@@ -1,0 +1,488 @@
+//! The command line every annals application gets: one executable for
+//! every way of running the system.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::run;
+
+/// annals: an event store with the CQRS pieces around it.
+///
+/// `annals serve` runs everything in one process on the embedded defaults
+/// (event log and SQLite views in ./data, one HTTP port). To scale out, run
+/// `annals store` once and point `annals command-api`, `annals projector`
+/// and `annals query-api` at it; the command and query APIs are stateless
+/// and can run as several replicas.
+///
+/// Every flag can also be set through the environment variable shown with
+/// it. Logs go to stderr; set ANNALS_LOG (e.g. `debug`, `annals=debug`) to
+/// change how much.
+#[derive(Debug, Parser)]
+#[command(name = "annals", version, about, long_about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub command: Action,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Action {
+    /// Run the whole system in this process: event store, command API,
+    /// order-fulfilment saga, projector and query API, on one HTTP port.
+    ///
+    /// Commands are POSTs (`POST /customers`, `POST /orders`, ...) and one
+    /// DELETE (`DELETE /customers/{id}/personal-data`), queries are GETs on
+    /// the same paths (`GET /customers/{id}`, `GET /orders?...`),
+    /// projections are administered under `/projections`, and
+    /// `/health/live`, `/health/ready` and `/openapi.json` describe the
+    /// process. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: requests in
+    /// flight finish, the projector commits its batch, the store is synced
+    /// and closed and the data directory unlocked.
+    Serve(ServeArgs),
+    /// Run the event store and serve it over HTTP for command-API and
+    /// projector processes (`--store http://HOST:PORT` on their side).
+    ///
+    /// Endpoints: append, read a stream, read all, snapshots, stats and a
+    /// push subscription (Server-Sent Events, resumable with Last-Event-ID),
+    /// plus /health/live, /health/ready and /openapi.json. Personal data of
+    /// the reference domain is encrypted here, with the keys kept in the
+    /// data directory.
+    Store(StoreArgs),
+    /// Run the command API against a store served by `annals store`.
+    ///
+    /// Stateless: run as many replicas as you like; the store decides every
+    /// race (one winner per stream version). With --saga (in one replica
+    /// only) it also runs the order-fulfilment saga.
+    CommandApi(CommandApiArgs),
+    /// Run the projector: follow a store served by `annals store` and keep
+    /// the view tables of a database (PostgreSQL for shared views) current.
+    ///
+    /// Serves the admin API (`/projections`, rebuild, skip, resume) and the
+    /// health endpoints. Run one projector per view database.
+    Projector(ProjectorArgs),
+    /// Run the query API over the view tables a projector keeps.
+    ///
+    /// Stateless: run as many replicas as you like. It never reads the event
+    /// store.
+    QueryApi(QueryApiArgs),
+    /// Rebuild a projection from the event log, showing progress.
+    ///
+    /// The log is replayed into fresh shadow tables while the current ones
+    /// keep serving queries; once caught up, the shadows are swapped in
+    /// within one transaction. By default this asks the running process at
+    /// --url to do it (its admin API) and follows the progress; with
+    /// --offline it runs here, on a data directory no process has open.
+    /// An interrupted rebuild resumes where it stopped: the process resumes
+    /// it when it starts again, and asking while one is running follows
+    /// that one. Progress goes to stdout: a bar on a terminal, a plain
+    /// line every 2 seconds otherwise.
+    Rebuild(RebuildArgs),
+    /// Show each projection's state, checkpoint, lag behind the log, rate
+    /// and last error, as the running process at --url sees them (in a
+    /// split deployment, the address of `annals projector`).
+    ///
+    /// Exits with status 1 when a projection is failed.
+    Status(AdminArgs),
+    /// Skip the event a failed projection stopped on, and let it go on.
+    ///
+    /// The skip is recorded; a rebuild skips the same event. Give the
+    /// position the status shows (--position) to make sure the event you
+    /// looked at is the one skipped.
+    Skip {
+        #[command(flatten)]
+        target: ProjectionArgs,
+        /// The position of the failed event, as `annals status` shows it.
+        #[arg(long, env = "ANNALS_SKIP_POSITION")]
+        position: Option<u64>,
+    },
+    /// Try the event a failed projection stopped on again (after a fix in
+    /// the data it depends on, say).
+    Resume(ProjectionArgs),
+    /// Check every segment, index, bloom filter and snapshot file of a data
+    /// directory and list each problem with its file and offset.
+    ///
+    /// Exits with status 1 when damage is found, 0 otherwise. Never writes,
+    /// so it is safe on a directory a running store has open.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StoreArgs {
+    /// Directory holding the event log, snapshots and personal-data keys.
+    /// Created if missing; locked while the store runs.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ANNALS_STORE_LISTEN", default_value = "127.0.0.1:8090")]
+    pub listen: String,
+    /// Require `Authorization: Bearer <TOKEN>` on every request but health checks.
+    #[arg(long, env = "ANNALS_STORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seal a segment once it would grow past this many bytes.
+    #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
+    pub segment_bytes_max: u64,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Directory holding the event log, snapshots, personal-data keys and
+    /// (unless --database says otherwise) the SQLite views. Created if
+    /// missing; locked while annals runs.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ANNALS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the views live: `postgres://...` or `sqlite://...`. Default: the
+    /// SQLite file `views.sqlite` in the data directory.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
+    /// Seal a segment once it would grow past this many bytes.
+    #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
+    pub segment_bytes_max: u64,
+    #[command(flatten)]
+    pub commands: CommandOptions,
+    #[command(flatten)]
+    pub saga: SagaOptions,
+    #[command(flatten)]
+    pub projector: ProjectorOptions,
+    #[command(flatten)]
+    pub queries: QueryOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+/// Limits and timeouts of the HTTP connections a process serves. A head
+/// or body over them is answered with a problem document (`400`, `408`,
+/// `414`, `431`) and the connection closed.
+#[derive(Debug, clap::Args)]
+pub(crate) struct HttpOptions {
+    /// How long a request head (request line and header fields) may take
+    /// to arrive, from its first byte, in milliseconds (408 after).
+    #[arg(long, env = "ANNALS_HEADER_READ_TIMEOUT_MS",
+          default_value_t = http_edge::ServeConfig::HEADER_READ_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// How long a connection may send nothing while it is waited for, in
+    /// milliseconds: between requests (it is then closed), or inside a
+    /// request body (408).
+    #[arg(long, env = "ANNALS_IDLE_TIMEOUT_MS",
+          default_value_t = http_edge::ServeConfig::IDLE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
+    /// The longest request target (path and query) accepted, in bytes
+    /// (414 above).
+    #[arg(long, env = "ANNALS_URI_BYTES_MAX",
+          default_value_t = http_edge::ServeConfig::URI_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(16..=(1 << 20)))]
+    pub uri_bytes_max: u32,
+    /// The largest request head (request line and header fields)
+    /// accepted, in bytes (431 above).
+    #[arg(long, env = "ANNALS_REQUEST_HEAD_BYTES_MAX",
+          default_value_t = http_edge::ServeConfig::REQUEST_HEAD_BYTES_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(64..=(16 << 20)))]
+    pub request_head_bytes_max: u32,
+    /// The most header fields a request may have (431 above).
+    #[arg(long, env = "ANNALS_HEADER_FIELDS_MAX",
+          default_value_t = http_edge::ServeConfig::HEADER_FIELDS_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub header_fields_max: u32,
+}
+
+/// How to use the view database.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ViewDbArgs {
+    /// How long a query, a readiness probe or a projector batch waits for
+    /// a view database connection (a free one, or a new one while the
+    /// database cannot be reached) before it fails: a query then answers
+    /// 503 and readiness says why.
+    #[arg(long, env = "ANNALS_DATABASE_ACQUIRE_TIMEOUT_MS",
+          default_value_t = projector::ViewDbOptions::ACQUIRE_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub database_acquire_timeout_ms: u64,
+}
+
+/// How to reach a store served by `annals store`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RemoteStoreArgs {
+    /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090.
+    #[arg(long = "store", env = "ANNALS_STORE_URL", value_name = "URL")]
+    pub url: String,
+    /// Bearer token the store requires, if any.
+    #[arg(
+        long = "store-token",
+        env = "ANNALS_STORE_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// How long to keep trying to reach the store at start before giving up.
+    #[arg(
+        long = "store-wait-seconds",
+        env = "ANNALS_STORE_WAIT_SECONDS",
+        default_value_t = 30
+    )]
+    pub wait_seconds: u64,
+    /// When the answer to an append is lost (the connection dropped after
+    /// the request was sent), how long to keep asking the store again
+    /// whether it was committed before answering the command with
+    /// `503 outcome-unknown`.
+    #[arg(
+        long = "store-outcome-wait-ms",
+        env = "ANNALS_STORE_OUTCOME_WAIT_MS",
+        default_value_t = 10_000
+    )]
+    pub outcome_wait_ms: u64,
+}
+
+/// Limits of the command API.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CommandOptions {
+    /// Largest command body accepted (413 above).
+    #[arg(long, env = "ANNALS_BODY_BYTES_MAX", default_value_t = 64 << 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub body_bytes_max: u32,
+    /// Commands handled at once; more are answered 503 at once.
+    #[arg(long, env = "ANNALS_IN_FLIGHT_REQUESTS_MAX", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub in_flight_requests_max: u32,
+    /// Snapshot an aggregate every this many events, and after a load that
+    /// replayed this many (0: never).
+    #[arg(long, env = "ANNALS_SNAPSHOT_EVERY_EVENTS", default_value_t = 100)]
+    pub snapshot_every_events: u64,
+}
+
+/// Tuning of the order-fulfilment saga.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SagaOptions {
+    /// The saga records its position in the log after this many events
+    /// (after a crash, at most about this many are handled again, which
+    /// changes nothing).
+    #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_EVERY_EVENTS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_checkpoint_every_events: u64,
+    /// The saga also records its position at least this often
+    /// (milliseconds) while it has progress to record.
+    #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_checkpoint_interval_ms: u64,
+    /// An order whose credit check has not finished this many milliseconds
+    /// after it was placed is rejected (reason `timeout: ...`) and any
+    /// credit reserved for it released.
+    #[arg(long, env = "ANNALS_ORDER_DECISION_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub order_decision_timeout_ms: u64,
+    /// Events the saga handles at once (different orders; the events of
+    /// one order are always handled one at a time, in log order).
+    #[arg(long, env = "ANNALS_SAGA_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub saga_concurrency: u64,
+}
+
+/// Tuning of the projector.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProjectorOptions {
+    /// Events applied in one view transaction at most while catching up
+    /// (the checkpoint is written in every one).
+    #[arg(long, env = "ANNALS_BATCH_EVENTS_MAX",
+          default_value_t = projector::ProjectorOptions::default().batch_events_max as u32,
+          value_parser = clap::value_parser!(u32).range(1..=projector::ProjectorOptions::BATCH_EVENTS_MAX as i64))]
+    pub batch_events_max: u32,
+    /// Readiness reports a projection as stuck once it has retried a
+    /// failure of the store or the view database (unreachable, disk full)
+    /// for this many milliseconds without applying anything.
+    #[arg(
+        long,
+        env = "ANNALS_PROJECTION_STUCK_AFTER_MS",
+        default_value_t = 5_000
+    )]
+    pub projection_stuck_after_ms: u64,
+}
+
+/// Limits of the query API.
+#[derive(Debug, clap::Args)]
+pub(crate) struct QueryOptions {
+    /// The largest page a list query may ask for (`limit`).
+    #[arg(long, env = "ANNALS_PAGE_SIZE_MAX", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub page_size_max: u32,
+    /// How long a query with `min_position` waits for the views to reach it
+    /// before answering 503 with Retry-After.
+    #[arg(long, env = "ANNALS_MIN_POSITION_WAIT_MS", default_value_t = 5_000)]
+    pub min_position_wait_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CommandApiArgs {
+    #[command(flatten)]
+    pub store: RemoteStoreArgs,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ANNALS_COMMAND_API_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub commands: CommandOptions,
+    /// Also run the order-fulfilment saga, which reserves credit for each
+    /// placed order and approves or rejects it (and releases the credit of
+    /// cancelled orders). Run it in exactly one replica: a second copy
+    /// changes nothing (every step is idempotent) but does all the work
+    /// twice.
+    #[arg(long, env = "ANNALS_SAGA")]
+    pub saga: bool,
+    #[command(flatten)]
+    pub saga_options: SagaOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProjectorArgs {
+    #[command(flatten)]
+    pub store: RemoteStoreArgs,
+    /// The view database: `postgres://...` (shared views) or `sqlite://...`.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
+    /// Address of the admin API and health endpoints.
+    #[arg(
+        long,
+        env = "ANNALS_PROJECTOR_LISTEN",
+        default_value = "127.0.0.1:8083"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub projector: ProjectorOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct QueryApiArgs {
+    /// The view database the projector writes: `postgres://...` or `sqlite://...`.
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: String,
+    #[command(flatten)]
+    pub views: ViewDbArgs,
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "ANNALS_QUERY_API_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub listen: String,
+    #[command(flatten)]
+    pub queries: QueryOptions,
+    #[command(flatten)]
+    pub http: HttpOptions,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RebuildArgs {
+    /// The projection to rebuild (`customers`, `orders`).
+    pub projection: String,
+    /// The process whose projector does the rebuild: `annals serve`, or
+    /// `annals projector` (its --listen address).
+    #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Run the rebuild in this process instead, on --data-dir (which no
+    /// other process may have open).
+    #[arg(long, env = "ANNALS_REBUILD_OFFLINE")]
+    pub offline: bool,
+    /// With --offline: the data directory.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// With --offline: the view database (default: the SQLite views of the
+    /// data directory).
+    #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+/// Where the admin API of a running projector is.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminArgs {
+    /// The process whose projector to ask: `annals serve`, or
+    /// `annals projector` (its --listen address).
+    #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProjectionArgs {
+    /// The projection (`customers`, `orders`).
+    pub projection: String,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct VerifyArgs {
+    /// The data directory to check.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Parses the command line and runs what it asks for.
+pub(crate) fn main() -> ExitCode {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("annals: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return run::usage_error(e),
+    };
+    // Servers log what they do; one-shot commands print their own output
+    // and log only trouble.
+    let default_level = match cli.command {
+        Action::Rebuild(_)
+        | Action::Verify(_)
+        | Action::Status(_)
+        | Action::Skip { .. }
+        | Action::Resume(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or a
+        // collector gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("annals: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each said once: many errors name
+/// their cause in their own text already (an I/O error's "context:
+/// reason"), and repeating it would print the same reason two or three
+/// times.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
