@@ -430,7 +430,7 @@ pub(crate) struct VerifyArgs {
 }
 
 /// Parses the command line and runs what it asks for.
-pub(crate) fn main() -> ExitCode {
+pub(crate) fn main(app: crate::App) -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("annals: internal error: {info}");
@@ -459,7 +459,7 @@ pub(crate) fn main() -> ExitCode {
         // collector gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run::run(cli) {
+    match run::run(cli, &app) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("annals: {}", one_line(&e));

@@ -12,23 +12,95 @@ mod run;
 mod serve;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use event_store::{EventStore, PersonalData, Upcasters};
+use projector::{Projection, ProjectorBuilder, ViewDb};
 
 use cli::*;
 
-/// An annals application: what it runs, and the command line that runs it.
-#[derive(Debug, Default)]
-pub struct App {}
+/// An annals application: the domain it runs, and the command line that
+/// runs it.
+pub struct App {
+    name: String,
+    upcasters: Upcasters,
+    personal_data: PersonalData,
+    projections: Vec<Arc<dyn Projection>>,
+}
 
 impl App {
+    /// An application with nothing declared yet; `name` is how logs and
+    /// documents call it.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            upcasters: Upcasters::default(),
+            personal_data: PersonalData::default(),
+            projections: Vec::new(),
+        }
+    }
+
     /// The reference credit domain (customers, orders, the order-fulfilment
     /// saga and their views).
     pub fn reference() -> Self {
-        Self {}
+        let mut app = Self::new("annals")
+            .upcasters(command_api::domain::upcasters())
+            .personal_data(command_api::domain::customer::shredding_policy());
+        for projection in projector::reference::projections() {
+            app.projections.push(projection);
+        }
+        app
+    }
+
+    /// How stored events of older schema versions are read: every process
+    /// reads the store through them.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Which fields of which events are personal data, encrypted per data
+    /// subject so that erasing the subject's key erases them
+    /// (crypto-shredding). Applied by the process that holds the store.
+    pub fn personal_data(mut self, policy: PersonalData) -> Self {
+        self.personal_data = policy;
+        self
+    }
+
+    /// A view the projector keeps, rebuilt from the log on demand.
+    pub fn projection(mut self, projection: impl Projection) -> Self {
+        self.projections.push(Arc::new(projection));
+        self
     }
 
     /// Parses the command line and runs what it asks for; the exit code
     /// to end the process with.
     pub fn run(self) -> ExitCode {
-        cli::main()
+        cli::main(self)
+    }
+
+    /// A projector over `store` and `views` with this application's
+    /// projections.
+    fn projector(&self, store: Arc<dyn EventStore>, views: ViewDb) -> ProjectorBuilder {
+        self.projections.iter().fold(
+            projector::Projector::builder(store, views),
+            |builder, projection| builder.projection_arc(projection.clone()),
+        )
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field(
+                "projections",
+                &self
+                    .projections
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
     }
 }

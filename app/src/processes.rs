@@ -32,9 +32,9 @@ async fn serve_http(
         .with_context(|| format!("serving the {role}"))
 }
 
-pub async fn command_api(args: CommandApiArgs) -> anyhow::Result<()> {
+pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let store = connect_store(&args.store, &stop).await?;
+    let store = connect_store(app, &args.store, &stop).await?;
     let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
     let saga = args
         .saga
@@ -74,13 +74,14 @@ pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
     served
 }
 
-pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
+pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let store = connect_store(&args.store, &stop).await?;
+    let store = connect_store(app, &args.store, &stop).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
-    let running = RunningProjector::start(store.clone(), views.clone(), &args.projector, &stop)?;
+    let running =
+        RunningProjector::start(app, store.clone(), views.clone(), &args.projector, &stop)?;
     let app = health::with_fallbacks(projector::admin_routes(running.handle.clone()).merge(
         health::routes(
             Readiness {

@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use event_store::StoreOptions;
-use projector::{Projector, ProjectorOptions, RebuildPhase, ViewDb};
+use projector::{ProjectorOptions, RebuildPhase, ViewDb};
 use serde::Deserialize;
 
 use crate::RebuildArgs;
 use crate::admin::{call, client};
 use crate::run::open_embedded;
 
-pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
+pub async fn rebuild(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
     if args.offline {
-        offline(args).await
+        offline(args, app).await
     } else {
         remote(args).await
     }
@@ -140,17 +140,17 @@ fn thousands(n: u64) -> String {
     out
 }
 
-async fn offline(args: RebuildArgs) -> anyhow::Result<ExitCode> {
-    let (store, layered) = open_embedded(&args.data_dir, StoreOptions::default()).await?;
+async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
+    let (store, layered) = open_embedded(&args.data_dir, StoreOptions::default(), app).await?;
     let result = async {
         let views = match &args.database {
             Some(url) => ViewDb::open(url).await,
             None => ViewDb::open_in_data_dir(&args.data_dir).await,
         }
         .context("cannot open the view database")?;
-        let projector = Projector::builder(layered, views.clone())
+        let projector = app
+            .projector(layered, views.clone())
             .options(ProjectorOptions::default())
-            .reference_projections()
             .build()
             .context("cannot set up the projector")?;
         let mut bar = ProgressBar::new();

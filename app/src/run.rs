@@ -10,7 +10,7 @@ use event_store::{
     EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions, Upcasting,
 };
 
-use crate::{Action, Cli, StoreArgs, VerifyArgs};
+use crate::{Action, App, Cli, StoreArgs, VerifyArgs};
 
 /// Prints a command-line error as one line (help and version go out whole).
 pub fn usage_error(e: clap::Error) -> ExitCode {
@@ -50,23 +50,25 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
     match cli.command {
         Action::Verify(args) => verify(args),
-        Action::Store(args) => runtime()?.block_on(store(args)).map(|()| ExitCode::SUCCESS),
+        Action::Store(args) => runtime()?
+            .block_on(store(args, app))
+            .map(|()| ExitCode::SUCCESS),
         Action::Serve(args) => runtime()?
-            .block_on(crate::serve::serve(args))
+            .block_on(crate::serve::serve(args, app))
             .map(|()| ExitCode::SUCCESS),
         Action::CommandApi(args) => runtime()?
-            .block_on(crate::processes::command_api(args))
+            .block_on(crate::processes::command_api(args, app))
             .map(|()| ExitCode::SUCCESS),
         Action::Projector(args) => runtime()?
-            .block_on(crate::processes::projector(args))
+            .block_on(crate::processes::projector(args, app))
             .map(|()| ExitCode::SUCCESS),
         Action::QueryApi(args) => runtime()?
             .block_on(crate::processes::query_api(args))
             .map(|()| ExitCode::SUCCESS),
-        Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args)),
+        Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args, app)),
         Action::Status(args) => runtime()?.block_on(crate::admin::status(args)),
         Action::Skip { target, position } => {
             runtime()?.block_on(crate::admin::skip(target, position))
@@ -126,14 +128,15 @@ impl Stop {
     }
 }
 
-/// Opens the embedded store of a data directory, with the reference
-/// domain's personal data encrypted under keys kept beside the log and its
-/// old events upcast: `Upcasting(Shredding(Store))`, so a read decrypts
-/// first and upcasts the plaintext. Returns the store (to close it) and the
+/// Opens the embedded store of a data directory, with the application's
+/// personal data encrypted under keys kept beside the log and its old
+/// events upcast: `Upcasting(Shredding(Store))`, so a read decrypts first
+/// and upcasts the plaintext. Returns the store (to close it) and the
 /// layered store to use.
 pub async fn open_embedded(
     data_dir: &std::path::Path,
     options: StoreOptions,
+    app: &App,
 ) -> anyhow::Result<(Store, Arc<dyn EventStore>)> {
     let store = Store::open(data_dir, options)
         .await
@@ -148,11 +151,7 @@ pub async fn open_embedded(
             )));
         }
     };
-    let shredding = Shredding::new(
-        store.clone(),
-        keys,
-        command_api::domain::customer::shredding_policy(),
-    );
+    let shredding = Shredding::new(store.clone(), keys, app.personal_data.clone());
     // Every read and write would do it first; here its errors stop the
     // start-up with their cause.
     if let Err(e) = shredding.recover().await {
@@ -162,7 +161,7 @@ pub async fn open_embedded(
             data_dir.display()
         )));
     }
-    let layered = match upcasting(shredding) {
+    let layered = match upcasting(shredding, app) {
         Ok(layered) => layered,
         Err(e) => {
             let _ = store.close().await;
@@ -172,10 +171,10 @@ pub async fn open_embedded(
     Ok((store, layered))
 }
 
-/// `inner` with the reference domain's upcasters on every read path.
-pub fn upcasting<S: EventStore>(inner: S) -> anyhow::Result<Arc<dyn EventStore>> {
-    let layered = Upcasting::new(inner, command_api::domain::upcasters())
-        .context("the reference domain's upcasters are incomplete")?;
+/// `inner` with the application's upcasters on every read path.
+pub fn upcasting<S: EventStore>(inner: S, app: &App) -> anyhow::Result<Arc<dyn EventStore>> {
+    let layered = Upcasting::new(inner, app.upcasters.clone())
+        .with_context(|| format!("the upcasters of {} are incomplete", app.name))?;
     Ok(Arc::new(layered))
 }
 
@@ -183,6 +182,7 @@ pub fn upcasting<S: EventStore>(inner: S) -> anyhow::Result<Arc<dyn EventStore>>
 /// upcast events already; upcasting again here is a no-op for those and
 /// keeps this process correct against a store that does not.
 pub async fn connect_store(
+    app: &App,
     args: &crate::RemoteStoreArgs,
     stop: &Stop,
 ) -> anyhow::Result<Arc<dyn EventStore>> {
@@ -195,7 +195,7 @@ pub async fn connect_store(
     let mut pause = Duration::from_millis(50);
     loop {
         match RemoteStore::connect(&args.url, options.clone()).await {
-            Ok(store) => return upcasting(store),
+            Ok(store) => return upcasting(store, app),
             // A malformed URL will not get better.
             Err(e @ event_store::Error::InvalidOptions(_)) => {
                 return Err(
@@ -250,19 +250,20 @@ pub struct RunningProjector {
 }
 
 impl RunningProjector {
-    /// Builds the reference projections over `store` and `views` and runs
-    /// them until `stop`. A projector that fails stops the whole process:
+    /// Builds the application's projections over `store` and `views` and
+    /// runs them until `stop`. A projector that fails stops the whole process:
     /// without it the process would serve stale views for ever, and a
     /// supervisor should notice.
     pub fn start(
+        app: &App,
         store: Arc<dyn EventStore>,
         views: projector::ViewDb,
         options: &crate::ProjectorOptions,
         stop: &Stop,
     ) -> anyhow::Result<Self> {
-        let projector = projector::Projector::builder(store, views)
+        let projector = app
+            .projector(store, views)
             .options(projector_options(options))
-            .reference_projections()
             .build()
             .context("cannot set up the projector")?;
         let handle = projector.handle();
@@ -394,7 +395,7 @@ pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
     }
 }
 
-async fn store(args: StoreArgs) -> anyhow::Result<()> {
+async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
@@ -404,6 +405,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
             segment_bytes_max: args.segment_bytes_max,
             ..StoreOptions::default()
         },
+        app,
     )
     .await?;
     let served = async {

@@ -20,7 +20,7 @@ use crate::run::{
     serve_http, view_db_options,
 };
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
@@ -30,9 +30,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             segment_bytes_max: args.segment_bytes_max,
             ..StoreOptions::default()
         },
+        app,
     )
     .await?;
-    let result = run(&args, listener, layered, &stop).await;
+    let result = run(&args, app, listener, layered, &stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
@@ -42,6 +43,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn run(
     args: &ServeArgs,
+    app: &crate::App,
     listener: tokio::net::TcpListener,
     store: Arc<dyn EventStore>,
     stop: &Stop,
@@ -52,7 +54,8 @@ async fn run(
         None => ViewDb::open_in_data_dir_with(&args.data_dir, options).await,
     }
     .context("cannot open the view database")?;
-    let projector = RunningProjector::start(store.clone(), views.clone(), &args.projector, stop)?;
+    let projector =
+        RunningProjector::start(app, store.clone(), views.clone(), &args.projector, stop)?;
     let handle = projector.handle.clone();
 
     let commands = command_api::ApiState::new(store.clone(), command_config(&args.commands));
