@@ -29,12 +29,11 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Action {
     /// Run the whole system in this process: event store, command API,
-    /// order-fulfilment saga, projector and query API, on one HTTP port.
+    /// sagas, projector and query API, on one HTTP port.
     ///
-    /// Commands are POSTs (`POST /customers`, `POST /orders`, ...) and one
-    /// DELETE (`DELETE /customers/{id}/personal-data`), queries are GETs on
-    /// the same paths (`GET /customers/{id}`, `GET /orders?...`),
-    /// projections are administered under `/projections`, and
+    /// Commands and queries are served on the paths the application
+    /// declares (`/openapi.json` lists them), projections are administered
+    /// under `/projections`, and
     /// `/health/live`, `/health/ready` and `/openapi.json` describe the
     /// process. Ctrl-C (SIGINT) or SIGTERM stops it gracefully: requests in
     /// flight finish, the projector commits its batch, the store is synced
@@ -45,15 +44,15 @@ pub(crate) enum Action {
     ///
     /// Endpoints: append, read a stream, read all, snapshots, stats and a
     /// push subscription (Server-Sent Events, resumable with Last-Event-ID),
-    /// plus /health/live, /health/ready and /openapi.json. Personal data of
-    /// the reference domain is encrypted here, with the keys kept in the
-    /// data directory.
+    /// plus /health/live, /health/ready and /openapi.json. The application's
+    /// personal data is encrypted here, with the keys kept in the data
+    /// directory, and its old events are upcast here.
     Store(StoreArgs),
     /// Run the command API against a store served by `annals store`.
     ///
     /// Stateless: run as many replicas as you like; the store decides every
     /// race (one winner per stream version). With --saga (in one replica
-    /// only) it also runs the order-fulfilment saga.
+    /// only) it also runs the application's sagas.
     CommandApi(CommandApiArgs),
     /// Run the projector: follow a store served by `annals store` and keep
     /// the view tables of a database (PostgreSQL for shared views) current.
@@ -329,11 +328,9 @@ pub(crate) struct CommandApiArgs {
     pub listen: String,
     #[command(flatten)]
     pub commands: CommandOptions,
-    /// Also run the order-fulfilment saga, which reserves credit for each
-    /// placed order and approves or rejects it (and releases the credit of
-    /// cancelled orders). Run it in exactly one replica: a second copy
-    /// changes nothing (every step is idempotent) but does all the work
-    /// twice.
+    /// Also run the application's sagas. Run them in exactly one replica:
+    /// a second copy changes nothing (every step is idempotent) but does
+    /// all the work twice.
     #[arg(long, env = "ANNALS_SAGA")]
     pub saga: bool,
     #[command(flatten)]
@@ -386,7 +383,7 @@ pub(crate) struct QueryApiArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RebuildArgs {
-    /// The projection to rebuild (`customers`, `orders`).
+    /// The projection to rebuild (`annals status` lists them).
     pub projection: String,
     /// The process whose projector does the rebuild: `annals serve`, or
     /// `annals projector` (its --listen address).
@@ -416,7 +413,7 @@ pub(crate) struct AdminArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProjectionArgs {
-    /// The projection (`customers`, `orders`).
+    /// The projection (`annals status` lists them).
     pub projection: String,
     #[command(flatten)]
     pub admin: AdminArgs,
