@@ -92,16 +92,22 @@ enum Outcome {
     Failed,
     /// Refused by the target; the source got its money back.
     Returned,
-    /// Handled before: this is a redelivery.
-    NothingToDo,
+    /// Handled before (this is a redelivery): the transfer is past this
+    /// step, at the status it loaded at.
+    Passed(Option<TransferStatus>),
 }
 
 impl Outcome {
-    fn finishes(self) -> bool {
-        matches!(
-            self,
-            Outcome::Completed | Outcome::Failed | Outcome::Returned
-        )
+    /// Whether the transfer is finished after this step.
+    fn finished(self) -> bool {
+        match self {
+            Outcome::Completed | Outcome::Failed | Outcome::Returned => true,
+            Outcome::Passed(status) => matches!(
+                status,
+                Some(TransferStatus::Completed | TransferStatus::Failed)
+            ),
+            Outcome::Debited | Outcome::Credited => false,
+        }
     }
 }
 
@@ -139,7 +145,9 @@ impl Saga for Transfers {
             ),
             TransferEvent::Completed(_) | TransferEvent::Failed(_) => return Ok(()),
         };
-        if outcome.finishes() {
+        // Also on a redelivery: the run that finished the transfer may have
+        // crashed before its state reached a checkpoint.
+        if outcome.finished() {
             context.update(|s| s.in_flight.remove(&transfer_id));
         }
         tracing::debug!(position = event.position.0, %transfer_id, ?outcome, "transfer step");
@@ -192,10 +200,16 @@ impl Transfers {
     ) -> Result<Outcome, SagaError> {
         let transfer_id = requested.transfer_id;
         let source = requested.from_account;
-        if self.status(transfer_id).await? != TransferStatus::Requested {
-            return Ok(Outcome::NothingToDo);
+        let status = self.status(transfer_id).await?;
+        let passed = Outcome::Passed(Some(status));
+        // Also on a redelivery, past this step: a crash may have lost the
+        // state's changes since the last checkpoint.
+        if !passed.finished() {
+            context.update(|s| s.in_flight.insert(transfer_id, event.timestamp.as_micros()));
         }
-        context.update(|s| s.in_flight.insert(transfer_id, event.timestamp.as_micros()));
+        if status != TransferStatus::Requested {
+            return Ok(passed);
+        }
         let refusal = if self.expired(event.timestamp) {
             Some(Refusal::expired(self.config.expiry))
         } else {
@@ -252,7 +266,7 @@ impl Transfers {
             transfer.to_account(),
             transfer.amount(),
         ) else {
-            return Ok(Outcome::NothingToDo);
+            return Ok(Outcome::Passed(transfer.status()));
         };
         let receive = AccountCommand::ReceiveTransfer {
             account_id: target,
@@ -300,7 +314,7 @@ impl Transfers {
         let (Some(TransferStatus::Credited), Some(source)) =
             (transfer.status(), transfer.from_account())
         else {
-            return Ok(Outcome::NothingToDo);
+            return Ok(Outcome::Passed(transfer.status()));
         };
         let settle = AccountCommand::SettleTransfer {
             account_id: source,

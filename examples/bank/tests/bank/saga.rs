@@ -4,17 +4,18 @@
 //! racing for one balance, and sagas killed right after the debit or in
 //! the middle of a compensation, restarted as a new process would: each
 //! transfer still ends exactly once and no account is debited or credited
-//! twice.
+//! twice; and a saga resuming from a checkpoint older than a transfer's
+//! end does not keep it in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use annals_bank::account::{AccountCommand, AccountEvent};
 use annals_bank::transfer::{TransferEvent, TransferStatus};
-use annals_bank::{Currency, SAGA_NAME, TransfersConfig};
-use command_api::saga::idempotency_key;
+use annals_bank::{Currency, SAGA_NAME, Transfers, TransfersConfig, TransfersState};
+use command_api::saga::{CHECKPOINT_EVENT_TYPE, Checkpoint, checkpoint_stream, idempotency_key};
 use command_api::{CommandContext, CommandError, Fingerprint, Idempotency};
-use event_store::{EventStore, Upcasting};
+use event_store::{EventStore, ExpectedVersion, NewEvent, Upcasting};
 use uuid::Uuid;
 
 use crate::gate::Gate;
@@ -415,4 +416,54 @@ async fn a_saga_killed_in_the_middle_of_a_compensation_gives_the_money_back_once
         assert_eq!(failed, 1, "{held}");
         second.stop().await;
     }
+}
+
+#[tokio::test]
+async fn transfers_finished_after_the_last_checkpoint_leave_the_sagas_state_after_a_crash() {
+    let world = World::new().await;
+    let a = world.account(Currency::Eur, 0, 10_000).await;
+    let b = world.account(Currency::Eur, 0, 0).await;
+    let transfer = world.transfer(a, b, eur(1_000)).await;
+    let first = Running::start(world.saga());
+    first.finish(&world, &[transfer]).await;
+    first.stop().await;
+
+    // The checkpoint a crash right after the debit leaves: the transfer in
+    // flight, every event of it still to handle.
+    let stale = Checkpoint {
+        position: 0,
+        state: TransfersState {
+            in_flight: [(transfer, 1)].into(),
+        },
+    };
+    let event = NewEvent::json(CHECKPOINT_EVENT_TYPE, &stale).unwrap();
+    world
+        .front
+        .append(
+            &checkpoint_stream(SAGA_NAME).unwrap(),
+            ExpectedVersion::Any,
+            vec![event],
+        )
+        .await
+        .unwrap();
+
+    let second = Running::start(world.saga());
+    let handle = second.handle.clone();
+    let filter = Transfers::filter();
+    let last = world
+        .events(&format!("transfer-{transfer}"))
+        .await
+        .into_iter()
+        .filter(|e| filter.matches(e.stream_id.as_str(), &e.event_type))
+        .map(|e| e.position)
+        .max()
+        .unwrap();
+    crate::world::eventually("the saga handles the transfer's events again", || {
+        let handle = handle.clone();
+        async move { handle.status().position >= last.0 }
+    })
+    .await;
+    let status = second.stop().await.status();
+    assert_eq!(status.state_summary["transfers_in_flight"], 0);
+    assert_eq!(count(&world.account_events(b).await, is_received), 1);
 }
