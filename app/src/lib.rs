@@ -34,7 +34,7 @@ impl App {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            upcasters: Upcasters::default(),
+            upcasters: command_api::with_own_events(Upcasters::default()),
             personal_data: PersonalData::default(),
             projections: Vec::new(),
         }
@@ -55,7 +55,8 @@ impl App {
     /// How stored events of older schema versions are read: every process
     /// reads the store through them.
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.upcasters = upcasters;
+        // The events annals writes for the application are declared too.
+        self.upcasters = command_api::with_own_events(upcasters);
         self
     }
 

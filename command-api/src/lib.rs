@@ -40,3 +40,15 @@ pub use saga::{
     OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,
     SagaRunner, SagaState, SagaStatus,
 };
+
+/// `upcasters` with the events annals itself writes declared at their
+/// current schema versions: idempotency records, fences and saga
+/// checkpoints. A store read through them then refuses a version of those
+/// it does not know, as it does for a domain's own events; an application
+/// declares them once for every domain it runs.
+pub fn with_own_events(upcasters: event_store::Upcasters) -> event_store::Upcasters {
+    upcasters
+        .current(idempotency::RECORD_EVENT_TYPE, 1)
+        .current(idempotency::FENCE_EVENT_TYPE, 1)
+        .current(saga::CHECKPOINT_EVENT_TYPE, 1)
+}
