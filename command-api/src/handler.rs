@@ -223,6 +223,12 @@ impl<A: Aggregate> CommandHandler<A> {
         &self.store
     }
 
+    /// Whether `other` is a clone of this handler (shares its locks and
+    /// cache).
+    pub fn shares_state_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.locks, &other.locks)
+    }
+
     fn lock_for(&self, id: Uuid) -> &tokio::sync::Mutex<()> {
         let bits = id.as_u128();
         let mixed = (bits as u64) ^ ((bits >> 64) as u64);

@@ -19,6 +19,7 @@
 
 pub mod aggregate;
 mod cache;
+pub mod commands;
 pub mod domain;
 pub mod erasure;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod testkit;
 pub use aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,
 };
+pub use commands::Commands;
 pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
