@@ -14,6 +14,7 @@ mod serve;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use command_api::{Aggregate, CommandApi, CommandRoutes};
 use event_store::{EventStore, PersonalData, Upcasters};
 use projector::{Projection, ProjectorBuilder, ViewDb};
 
@@ -23,6 +24,7 @@ use cli::*;
 /// runs it.
 pub struct App {
     name: String,
+    commands: CommandApi,
     upcasters: Upcasters,
     personal_data: PersonalData,
     projections: Vec<Arc<dyn Projection>>,
@@ -32,8 +34,10 @@ impl App {
     /// An application with nothing declared yet; `name` is how logs and
     /// documents call it.
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         Self {
-            name: name.into(),
+            commands: CommandApi::new(format!("{name} command API")),
+            name,
             upcasters: command_api::with_own_events(Upcasters::default()),
             personal_data: PersonalData::default(),
             projections: Vec::new(),
@@ -44,12 +48,22 @@ impl App {
     /// saga and their views).
     pub fn reference() -> Self {
         let mut app = Self::new("annals")
+            .aggregate(command_api::domain::routes::customers())
+            .aggregate(command_api::domain::routes::orders())
             .upcasters(command_api::domain::upcasters())
             .personal_data(command_api::domain::customer::shredding_policy());
         for projection in projector::reference::projections() {
             app.projections.push(projection);
         }
         app
+    }
+
+    /// An aggregate type and its command routes: the command API serves
+    /// them, and sagas reach its handler through
+    /// [`command_api::Commands::handler`].
+    pub fn aggregate<A: Aggregate>(mut self, routes: CommandRoutes<A>) -> Self {
+        self.commands = self.commands.aggregate(routes);
+        self
     }
 
     /// How stored events of older schema versions are read: every process

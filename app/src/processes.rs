@@ -35,17 +35,23 @@ async fn serve_http(
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let store = connect_store(app, &args.store, &stop).await?;
-    let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let (handlers, config) = command_config(&args.commands);
+    let commands = command_api::Commands::new(store.clone(), handlers);
     let saga = args
         .saga
-        .then(|| RunningSaga::start(&state, &args.saga_options, &stop));
-    let app = health::with_fallbacks(command_api::routes(state).merge(health::routes(
+        .then(|| RunningSaga::start(&commands, &args.saga_options, &stop));
+    let routes = app.commands.routes(&commands, config);
+    let document = health::merged(
+        &format!("{} command API", app.name),
+        [app.commands.openapi()],
+    );
+    let app = health::with_fallbacks(routes.merge(health::routes(
         Readiness {
             store: Some(store),
             saga: saga.as_ref().map(|s| s.handle.clone()),
             ..Readiness::default()
         },
-        health::merged("annals command API", [command_api::openapi()]),
+        document,
     )));
     let served = serve_http("command API", &args.listen, &args.http, app, &stop).await;
     stop.trigger();

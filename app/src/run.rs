@@ -314,22 +314,19 @@ impl RunningSaga {
     /// Runs the saga until `stop`; it then finishes the event it is on and
     /// writes its checkpoint. It never fails: it retries or skips.
     pub fn start(
-        commands: &command_api::ApiState,
+        commands: &command_api::Commands,
         options: &crate::SagaOptions,
         stop: &Stop,
     ) -> Self {
         let saga = command_api::OrderFulfilment::new(
-            commands.customers().clone(),
-            commands.orders().clone(),
+            commands.handler(),
+            commands.handler(),
             command_api::OrderFulfilmentConfig {
                 decision_timeout: Duration::from_millis(options.order_decision_timeout_ms),
             },
         );
-        let runner = command_api::SagaRunner::new(
-            saga,
-            commands.customers().store().clone(),
-            saga_config(options),
-        );
+        let runner =
+            command_api::SagaRunner::new(saga, commands.store().clone(), saga_config(options));
         let handle = runner.handle();
         let task = tokio::spawn(runner.run(stop.wait()));
         Self { handle, task }
@@ -359,18 +356,20 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-pub fn command_config(options: &crate::CommandOptions) -> command_api::ApiConfig {
-    let handler = command_api::HandlerConfig {
+/// How the command handlers and the command routes behave.
+pub fn command_config(
+    options: &crate::CommandOptions,
+) -> (command_api::HandlerConfig, command_api::ApiConfig) {
+    let handlers = command_api::HandlerConfig {
         snapshot_every_events: NonZeroU64::new(options.snapshot_every_events),
         ..command_api::HandlerConfig::default()
     };
-    command_api::ApiConfig {
+    let api = command_api::ApiConfig {
         body_bytes_max: options.body_bytes_max as usize,
         in_flight_requests_max: options.in_flight_requests_max as usize,
-        customers: handler.clone(),
-        orders: handler,
         ..command_api::ApiConfig::default()
-    }
+    };
+    (handlers, api)
 }
 
 pub fn projector_options(options: &crate::ProjectorOptions) -> projector::ProjectorOptions {

@@ -58,19 +58,21 @@ async fn run(
         RunningProjector::start(app, store.clone(), views.clone(), &args.projector, stop)?;
     let handle = projector.handle.clone();
 
-    let commands = command_api::ApiState::new(store.clone(), command_config(&args.commands));
+    let (handlers, config) = command_config(&args.commands);
+    let commands = command_api::Commands::new(store.clone(), handlers);
     let saga = RunningSaga::start(&commands, &args.saga, stop);
     let queries = query_api::QueryState::new(views.clone(), query_config(&args.queries));
     let openapi = health::merged(
-        "annals",
+        &app.name,
         [
-            command_api::openapi(),
+            app.commands.openapi(),
             query_api::openapi(),
             projector::admin_openapi(),
         ],
     );
-    let app = health::with_fallbacks(
-        command_api::routes(commands)
+    let router = health::with_fallbacks(
+        app.commands
+            .routes(&commands, config)
             .merge(query_api::routes(queries))
             .merge(projector::admin_routes(handle))
             .merge(health::routes(
@@ -88,7 +90,7 @@ async fn run(
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
     eprintln!("annals: listening on http://{addr}");
-    let served = serve_http(listener, app, &args.http, stop)
+    let served = serve_http(listener, router, &args.http, stop)
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop

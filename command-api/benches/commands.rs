@@ -33,7 +33,7 @@ use command_api::domain::customer::{
 use command_api::domain::money::{Currency, Money};
 use command_api::handler::stream_id;
 use command_api::{
-    ApiConfig, ApiState, CommandContext, CommandHandler, DomainEvent, HandlerConfig, router, serve,
+    ApiConfig, CommandContext, CommandHandler, Commands, DomainEvent, HandlerConfig, serve,
 };
 use event_store::{EventStore, ExpectedVersion, NewEvent, Store, StoreOptions};
 use rand::Rng;
@@ -293,12 +293,13 @@ fn print_run(name: &str, run: &Run, raw: f64) {
 
 async fn http_runs(dir: &Path, raw: f64, seconds: u64) {
     let store = Store::open(dir, StoreOptions::default()).await.unwrap();
-    let state = ApiState::new(Arc::new(store.clone()), ApiConfig::default());
-    let handlers = state.customers().clone();
+    let commands = Commands::new(Arc::new(store.clone()), HandlerConfig::default());
+    let handlers = commands.handler::<command_api::domain::customer::Customer>();
+    let router = command_api::domain::routes::api().router(&commands, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(state), async move {
+    let server = tokio::spawn(serve(listener, router, async move {
         let _ = stopped.await;
     }));
 

@@ -10,8 +10,11 @@
 //!   the expected version, retries on conflict and snapshots every N events;
 //! - [`idempotency`]: idempotency records kept in the event store itself,
 //!   atomically with the command's events;
-//! - [`domain`]: the reference domain (customers with a credit line, orders);
-//! - [`http`]: the REST command API over the reference domain;
+//! - [`commands`]: [`Commands`], one shared handler per aggregate type;
+//! - [`http`]: the REST command API over any aggregate: routes declared as
+//!   [`CommandRoutes`], served by [`CommandApi`];
+//! - [`domain`]: the reference domain (customers with a credit line, orders)
+//!   and its routes;
 //! - [`testkit`]: given/when/then for a domain's aggregates;
 //! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
 //!   reference order-fulfilment saga, which drives a placed order through
@@ -36,7 +39,10 @@ pub use commands::Commands;
 pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
-pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};
+pub use http::{
+    ApiConfig, CommandApi, CommandRoutes, FieldErrors, NoFields, PathIds, Route, serve,
+    with_problem_fallbacks,
+};
 pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
 pub use saga::{
     OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod customer;
 pub mod money;
 pub mod order;
+pub mod routes;
 
 /// The reference domain's upcasters: the current schema version of every
 /// event type (the saga's checkpoint and fence included), with a step from each older

@@ -4,59 +4,155 @@
 
 use std::collections::BTreeMap;
 
-use utoipa::ToSchema;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::{Header, Ref, RefOr, Required, Response};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::http::problem::{PROBLEM_CONTENT_TYPE, Problem, kind};
-use crate::http::routes::{
-    self, CancelBody, CommandResponse, CreditLimitBody, MoneyBody, NoFields, OrderLineBody,
-    PlaceOrderBody, RegisterCustomerBody, RejectBody, ReserveCreditBody,
-};
+use crate::http::route::{BodySchema, CommandResponse, Route};
 use crate::idempotency::IdempotencyKey;
 
-#[derive(Debug, utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "annals command API",
-        version = env!("CARGO_PKG_VERSION"),
-        description = "Commands on customers and orders. Each is decided against the aggregate's events and appended to the event store; the answer carries the aggregate's new `version` (also the `ETag`) and the log `position` its last event has, which the query API reports once it has caught up. `If-Match` makes a command conditional, `Idempotency-Key` makes retries safe. Money is `{\"amount\": <integer minor units>, \"currency\": \"EUR\"}`."
-    ),
-    paths(
-        routes::register_customer,
-        routes::change_credit_limit,
-        routes::reserve_credit,
-        routes::release_credit,
-        routes::erase_personal_data,
-        routes::forget_customer,
-        routes::place_order,
-        routes::approve_order,
-        routes::reject_order,
-        routes::cancel_order
-    ),
-    components(schemas(
-        Problem,
-        CommandResponse,
-        MoneyBody,
-        RegisterCustomerBody,
-        CreditLimitBody,
-        ReserveCreditBody,
-        NoFields,
-        OrderLineBody,
-        PlaceOrderBody,
-        RejectBody,
-        CancelBody
-    ))
-)]
-struct CommandApi;
+/// What the document says of one declared route.
+pub(crate) struct Described {
+    pub route: Route,
+    pub collection: &'static str,
+    pub creates: bool,
+    pub body: BodySchema,
+}
 
-/// The OpenAPI document of the command API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    <CommandApi as utoipa::OpenApi>::openapi()
+/// The OpenAPI document of the declared routes.
+pub(crate) fn document(title: &str, described: &[Described]) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathsBuilder};
+    use utoipa::openapi::request_body::RequestBodyBuilder;
+    use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder};
+
+    let mut components = ComponentsBuilder::new()
+        .schema(Problem::name(), Problem::schema())
+        .schema(CommandResponse::name(), CommandResponse::schema());
+    let mut paths = PathsBuilder::new();
+    for d in described {
+        for (name, schema) in &d.body.schemas {
+            components = components.schema(name.clone(), schema.clone());
+        }
+        let route = &d.route;
+        let tag = d.collection.trim_start_matches('/');
+        let mut operation = OperationBuilder::new()
+            .tag(tag)
+            .summary(Some(route.summary))
+            .description(route.description)
+            .operation_id(Some(operation_id(route)));
+        for name in route.parameters() {
+            operation = operation.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(uuid()))
+                    .description(Some(if name == "id" {
+                        format!("The id of the aggregate in `{}`", d.collection)
+                    } else {
+                        format!("An id (`{name}`)")
+                    })),
+            );
+        }
+        for header in <CommandHeaders as utoipa::IntoParams>::into_params(|| None) {
+            operation = operation.parameter(header);
+        }
+        let required = route.body == crate::http::request::BodyRule::Required;
+        let body = RequestBodyBuilder::new()
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(&d.body.name)))
+                    .build(),
+            )
+            .required(Some(if required {
+                Required::True
+            } else {
+                Required::False
+            }))
+            .description(Some(if required {
+                "JSON (`application/json` or `application/*+json`)"
+            } else {
+                "None, or JSON (`application/json` or `application/*+json`)"
+            }))
+            .build();
+        operation = operation.request_body(Some(body));
+        let mut responses = if d.creates {
+            created(d.collection)
+        } else {
+            let mut r = <Applied as utoipa::IntoResponses>::responses();
+            r.extend(<NotFound as utoipa::IntoResponses>::responses());
+            r
+        };
+        responses.extend(<CommandProblems as utoipa::IntoResponses>::responses());
+        if route.erases_personal_data {
+            responses.insert(
+                "501".to_owned(),
+                problem(format!(
+                    "`{}`: the event store keeps no personal-data keys.",
+                    kind::NOT_IMPLEMENTED
+                ))
+                .build()
+                .into(),
+            );
+        }
+        for (status, response) in responses {
+            operation = operation.response(status, response);
+        }
+        if route.deprecation.is_some() {
+            operation = operation.deprecated(Some(utoipa::openapi::Deprecated::True));
+        }
+        let method = match route.method {
+            axum::http::Method::PUT => HttpMethod::Put,
+            axum::http::Method::PATCH => HttpMethod::Patch,
+            axum::http::Method::DELETE => HttpMethod::Delete,
+            _ => HttpMethod::Post,
+        };
+        paths = paths.path(
+            route.path,
+            utoipa::openapi::path::PathItem::new(method, operation),
+        );
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(title)
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Commands on the application's aggregates. Each is decided against the \
+                     aggregate's events and appended to the event store; the answer carries the \
+                     aggregate's new `version` (also the `ETag`) and the log `position` its last \
+                     event has, which the query API reports once it has caught up. `If-Match` \
+                     makes a command conditional, `Idempotency-Key` makes retries safe.",
+                )),
+        )
+        .paths(paths)
+        .components(Some(components.build()))
+        .build()
+}
+
+/// A stable, unique id: the method and the path's words.
+fn operation_id(route: &Route) -> String {
+    let words: Vec<String> = route
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim_start_matches('{')
+                .trim_end_matches('}')
+                .replace(['-', '.'], "_")
+        })
+        .collect();
+    format!(
+        "{}_{}",
+        route.method.as_str().to_lowercase(),
+        words.join("_")
+    )
 }
 
 fn string() -> ObjectBuilder {
@@ -164,21 +260,17 @@ fn success(description: &str) -> ResponseBuilder {
 }
 
 /// `201` for commands that create their aggregate.
-pub(crate) struct Created;
-
-impl utoipa::IntoResponses for Created {
-    fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let response = success("Created")
-            .header(
-                "Location",
-                header(
-                    string(),
-                    "The new aggregate's path: `/customers/{id}` or `/orders/{id}`.",
-                ),
-            )
-            .build();
-        BTreeMap::from([("201".to_owned(), response.into())])
-    }
+fn created(collection: &str) -> BTreeMap<String, RefOr<Response>> {
+    let response = success("Created")
+        .header(
+            "Location",
+            header(
+                string(),
+                &format!("The new aggregate's path: `{collection}/{{id}}`."),
+            ),
+        )
+        .build();
+    BTreeMap::from([("201".to_owned(), response.into())])
 }
 
 /// `200` for commands on an existing aggregate.
@@ -326,261 +418,5 @@ impl utoipa::IntoResponses for CommandProblems {
         .into_iter()
         .map(|(status, response)| (status.to_owned(), response.build().into()))
         .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-
-    use axum::routing::MethodFilter;
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::domain::money::AMOUNT_MAX;
-    use crate::domain::order::{OrderItems, Sku};
-
-    fn method_name(method: MethodFilter) -> &'static str {
-        [
-            (MethodFilter::GET, "get"),
-            (MethodFilter::POST, "post"),
-            (MethodFilter::PUT, "put"),
-            (MethodFilter::DELETE, "delete"),
-            (MethodFilter::PATCH, "patch"),
-        ]
-        .into_iter()
-        .find(|(m, _)| *m == method)
-        .map(|(_, name)| name)
-        .expect("a method the table uses")
-    }
-
-    fn document() -> Value {
-        serde_json::to_value(openapi()).expect("the document serializes")
-    }
-
-    /// Every operation of the document, with its response statuses.
-    fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
-        const METHODS: [&str; 8] = [
-            "get", "put", "post", "delete", "options", "head", "patch", "trace",
-        ];
-        let mut operations = BTreeMap::new();
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for (method, operation) in item.as_object().expect("a path item") {
-                assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
-                let statuses = operation["responses"]
-                    .as_object()
-                    .expect("responses")
-                    .keys()
-                    .cloned()
-                    .collect();
-                operations.insert((method.clone(), path.clone()), statuses);
-            }
-        }
-        operations
-    }
-
-    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(map) => {
-                for (key, v) in map {
-                    match (key.as_str(), v) {
-                        ("$ref", Value::String(r)) => found.push(r),
-                        _ => refs(v, found),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
-            _ => {}
-        }
-    }
-
-    #[test]
-    fn the_document_describes_exactly_the_routes_served() {
-        let served: BTreeSet<(String, String)> = crate::http::endpoints()
-            .iter()
-            .map(|(method, path, _)| (method_name(*method).to_owned(), (*path).to_owned()))
-            .collect();
-        let documented: BTreeSet<_> = operations(&document()).into_keys().collect();
-        assert_eq!(documented, served);
-    }
-
-    #[test]
-    fn every_operation_lists_its_statuses_headers_and_body() {
-        let problems = ["400", "409", "412", "413", "415", "422", "500", "503"];
-        let creating = ["/customers", "/orders"];
-        let optional_body = [
-            "/customers/{id}/reservations/{order_id}/release",
-            "/customers/{id}/personal-data",
-            "/customers/{id}/forget",
-            "/orders/{id}/approve",
-            "/orders/{id}/cancel",
-        ];
-        let doc = document();
-        for ((method, path), listed) in operations(&doc) {
-            let operation = &doc["paths"][&path][&method];
-            let creates = creating.contains(&path.as_str());
-            let mut expected: BTreeSet<String> = problems.iter().map(|s| (*s).to_owned()).collect();
-            expected.insert(if creates { "201" } else { "200" }.to_owned());
-            if !creates {
-                expected.insert("404".to_owned());
-            }
-            if ["/customers/{id}/personal-data", "/customers/{id}/forget"].contains(&path.as_str())
-            {
-                // A store without personal-data keys cannot forget.
-                expected.insert("501".to_owned());
-            }
-            assert_eq!(listed, expected, "{path}");
-
-            for status in listed.iter().filter(|s| !s.starts_with('2')) {
-                assert_eq!(
-                    operation["responses"][status]["content"][PROBLEM_CONTENT_TYPE]["schema"]["$ref"],
-                    "#/components/schemas/Problem",
-                    "{path} {status}"
-                );
-            }
-            let success = &operation["responses"][if creates { "201" } else { "200" }];
-            assert_eq!(
-                success["content"]["application/json"]["schema"]["$ref"],
-                "#/components/schemas/CommandResponse",
-                "{path}"
-            );
-            for name in [
-                "ETag",
-                "X-Correlation-Id",
-                "X-Command-Id",
-                "Idempotent-Replayed",
-            ] {
-                assert!(success["headers"][name].is_object(), "{path}: {name}");
-            }
-            assert_eq!(
-                success["headers"]["Location"].is_object(),
-                creates,
-                "{path}"
-            );
-            for (status, name) in [
-                ("409", "Retry-After"),
-                ("412", "ETag"),
-                ("503", "Retry-After"),
-            ] {
-                assert!(
-                    operation["responses"][status]["headers"][name].is_object(),
-                    "{path} {status}: {name}"
-                );
-            }
-
-            let headers: BTreeSet<&str> = operation["parameters"]
-                .as_array()
-                .expect("parameters")
-                .iter()
-                .filter(|p| p["in"] == "header")
-                .map(|p| p["name"].as_str().expect("name"))
-                .collect();
-            assert_eq!(
-                headers,
-                BTreeSet::from(["If-Match", "Idempotency-Key", "X-Correlation-Id"]),
-                "{path}"
-            );
-            let path_params: BTreeSet<String> = operation["parameters"]
-                .as_array()
-                .expect("parameters")
-                .iter()
-                .filter(|p| p["in"] == "path")
-                .map(|p| format!("{{{}}}", p["name"].as_str().expect("name")))
-                .collect();
-            let in_path: BTreeSet<String> = path
-                .split('/')
-                .filter(|segment| segment.starts_with('{'))
-                .map(str::to_owned)
-                .collect();
-            assert_eq!(path_params, in_path, "{path}");
-            let body = &operation["requestBody"];
-            assert!(
-                body["content"]["application/json"]["schema"]["$ref"].is_string(),
-                "{path}"
-            );
-            assert_eq!(
-                body["required"] == true,
-                !optional_body.contains(&path.as_str()),
-                "{path}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_older_erasure_route_is_documented_as_a_deprecated_alias() {
-        let doc = document();
-        let erase = &doc["paths"]["/customers/{id}/personal-data"]["delete"];
-        let alias = &doc["paths"]["/customers/{id}/forget"]["post"];
-        assert_ne!(erase["deprecated"], true, "{erase}");
-        assert_eq!(alias["deprecated"], true, "{alias}");
-        let summary = alias["summary"].as_str().expect("a summary");
-        assert!(
-            summary.contains("DELETE /customers/{id}/personal-data"),
-            "{summary}"
-        );
-    }
-
-    #[test]
-    fn every_operation_has_a_summary_and_its_own_id() {
-        let doc = document();
-        let mut ids = BTreeSet::new();
-        for item in doc["paths"].as_object().expect("paths").values() {
-            for operation in item.as_object().expect("a path item").values() {
-                assert!(operation["summary"].is_string(), "{operation}");
-                let id = operation["operationId"].as_str().expect("an operation id");
-                assert!(ids.insert(id.to_owned()), "{id} is used twice");
-            }
-        }
-    }
-
-    #[test]
-    fn every_schema_referenced_is_defined() {
-        let doc = document();
-        let schemas = doc["components"]["schemas"]
-            .as_object()
-            .expect("component schemas");
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
-        assert!(!found.is_empty());
-        for r in found {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("{r} is not a component schema"));
-            assert!(schemas.contains_key(name), "{r} is not defined");
-        }
-    }
-
-    #[test]
-    fn the_schemas_state_the_limits_the_parsers_apply() {
-        let doc = document();
-        let schemas = &doc["components"]["schemas"];
-        assert_eq!(
-            schemas["Money"]["properties"]["amount"]["maximum"],
-            json!(AMOUNT_MAX)
-        );
-        let line = &schemas["OrderLine"]["properties"];
-        assert_eq!(line["quantity"]["maximum"], json!(OrderItems::QUANTITY_MAX));
-        assert_eq!(line["sku"]["maxLength"], json!(Sku::BYTES_MAX));
-        let lines = &schemas["PlaceOrder"]["properties"]["lines"];
-        assert_eq!(lines["maxItems"], json!(OrderItems::LINES_MAX), "{lines}");
-        for body in [
-            "RegisterCustomer",
-            "PlaceOrder",
-            "ReserveCredit",
-            "NoFields",
-        ] {
-            assert_eq!(
-                schemas[body]["additionalProperties"],
-                json!(false),
-                "{body}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_document_names_the_api_and_its_version() {
-        let doc = document();
-        assert_eq!(doc["info"]["title"], "annals command API");
-        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     }
 }

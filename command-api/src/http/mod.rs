@@ -1,20 +1,8 @@
-//! The REST command API.
+//! The REST command API, for any aggregate: an application declares each
+//! aggregate's routes ([`CommandRoutes`]: a [`Route`] and a function from the
+//! request body to a command) and [`CommandApi`] serves them.
 //!
-//! | method and path | command | success |
-//! |---|---|---|
-//! | `POST /customers` | register (`customer_id` optional, `name`, `email`, `credit_limit`) | 201 |
-//! | `POST /customers/{id}/credit-limit` | change the credit limit (`credit_limit`) | 200 |
-//! | `POST /customers/{id}/reservations` | reserve credit (`order_id`, `amount`) | 200 |
-//! | `POST /customers/{id}/reservations/{order_id}/release` | release the order's credit | 200 |
-//! | `DELETE /customers/{id}/personal-data` | erase the customer's personal data (right to be forgotten); idempotent | 200 |
-//! | `POST /customers/{id}/forget` | the same, the older form (deprecated alias: `Deprecation` and `Link` to its successor on every answer) | 200 |
-//! | `POST /orders` | place (`order_id` optional, `customer_id`, `lines` and/or `total`) | 201 |
-//! | `POST /orders/{id}/approve` | approve | 200 |
-//! | `POST /orders/{id}/reject` | reject (`reason`) | 200 |
-//! | `POST /orders/{id}/cancel` | cancel (`reason` optional) | 200 |
-//!
-//! Money is `{"amount": <integer minor units>, "currency": "EUR"}`. A
-//! success answers `{"id", "version", "position"}` with `ETag: "<version>"`;
+//! A success answers `{"id", "version", "position"}` with `ETag: "<version>"`;
 //! `position` is the global position of the aggregate's latest event, which
 //! the query side reports once it has caught up (read-your-writes).
 //!
@@ -35,7 +23,7 @@
 mod api_doc;
 mod problem;
 mod request;
-mod routes;
+mod route;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,22 +31,20 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
-use event_store::EventStore;
 use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::domain::customer::Customer;
-use crate::domain::order::Order;
-use crate::handler::{CommandHandler, HandlerConfig};
+use crate::aggregate::Aggregate;
+use crate::commands::Commands;
 
-pub use api_doc::openapi;
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem, etag, kind};
-pub use request::{COMMAND_ID, CORRELATION_ID, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED};
+pub use request::{
+    COMMAND_ID, CORRELATION_ID, FieldErrors, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NoFields,
+};
+pub use route::{CommandRoutes, PathIds, Route};
 
 use request::BodyReceived;
 
@@ -75,8 +61,6 @@ pub struct ApiConfig {
     /// being handled is `503`, and the command may still commit: retrying
     /// with the same idempotency key tells.
     pub request_timeout: Duration,
-    pub customers: HandlerConfig,
-    pub orders: HandlerConfig,
 }
 
 impl Default for ApiConfig {
@@ -85,128 +69,121 @@ impl Default for ApiConfig {
             body_bytes_max: 64 << 10,
             in_flight_requests_max: 1024,
             request_timeout: Duration::from_secs(30),
-            customers: HandlerConfig::default(),
-            orders: HandlerConfig::default(),
         }
     }
 }
 
-/// What the routes share: one handler per aggregate type and the limits.
-/// Cheap to clone; code outside HTTP (a saga) can issue commands through
-/// [`ApiState::customers`] and [`ApiState::orders`].
+/// What every route shares: the limits and the count of requests in
+/// flight.
 #[derive(Debug, Clone)]
-pub struct ApiState {
-    customers: CommandHandler<Customer>,
-    orders: CommandHandler<Order>,
+pub(crate) struct Shared {
     config: Arc<ApiConfig>,
     in_flight: Arc<Semaphore>,
 }
 
-impl ApiState {
-    pub fn new(store: Arc<dyn EventStore>, config: ApiConfig) -> Self {
+/// The aggregates' routes of one type, with their types erased.
+trait Declarations: Send + Sync {
+    fn mount(&self, router: Router<Shared>, commands: &Commands) -> Router<Shared>;
+    fn described(&self) -> Vec<api_doc::Described>;
+}
+
+impl<A: Aggregate> Declarations for CommandRoutes<A> {
+    fn mount(&self, router: Router<Shared>, commands: &Commands) -> Router<Shared> {
+        CommandRoutes::mount(self, router, commands)
+    }
+
+    fn described(&self) -> Vec<api_doc::Described> {
+        self.routes
+            .iter()
+            .map(|declared| api_doc::Described {
+                route: declared.route.clone(),
+                collection: self.collection(),
+                creates: declared.creates,
+                body: declared.body_schema.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The command API of an application: the routes of each of its
+/// aggregates.
+///
+/// ```
+/// # use command_api::http::{CommandApi, CommandRoutes};
+/// # use command_api::{ApiConfig, Commands};
+/// # fn demo<A: command_api::Aggregate>(routes: CommandRoutes<A>, commands: Commands) {
+/// let api = CommandApi::new("bank command API").aggregate(routes);
+/// let router = api.router(&commands, ApiConfig::default());
+/// let document = api.openapi();
+/// # let _ = (router, document);
+/// # }
+/// ```
+pub struct CommandApi {
+    title: String,
+    aggregates: Vec<Box<dyn Declarations>>,
+}
+
+impl CommandApi {
+    /// An API with no routes yet; `title` names it in the OpenAPI document.
+    pub fn new(title: impl Into<String>) -> Self {
         Self {
-            customers: CommandHandler::new(store.clone(), config.customers.clone()),
-            orders: CommandHandler::new(store, config.orders.clone()),
-            in_flight: Arc::new(Semaphore::new(config.in_flight_requests_max)),
-            config: Arc::new(config),
+            title: title.into(),
+            aggregates: Vec::new(),
         }
     }
 
-    pub fn customers(&self) -> &CommandHandler<Customer> {
-        &self.customers
+    /// Serves the routes of an aggregate type.
+    pub fn aggregate<A: Aggregate>(mut self, routes: CommandRoutes<A>) -> Self {
+        self.aggregates.push(Box::new(routes));
+        self
     }
 
-    pub fn orders(&self) -> &CommandHandler<Order> {
-        &self.orders
+    /// The API as a standalone application: [`CommandApi::routes`] plus
+    /// problem-document answers for unknown paths (`404`) and methods
+    /// (`405`).
+    pub fn router(&self, commands: &Commands, config: ApiConfig) -> Router {
+        with_problem_fallbacks(self.routes(commands, config))
     }
 
-    pub fn config(&self) -> &ApiConfig {
-        &self.config
+    /// The routes without fallbacks, to merge with other APIs (`axum`
+    /// refuses to merge two routers that both have one); add
+    /// [`with_problem_fallbacks`] once to the merged router. Commands run
+    /// through `commands`' handlers, which sagas of the same process share.
+    pub fn routes(&self, commands: &Commands, config: ApiConfig) -> Router {
+        let shared = Shared {
+            in_flight: Arc::new(Semaphore::new(config.in_flight_requests_max)),
+            config: Arc::new(config),
+        };
+        let guard = middleware::from_fn_with_state(shared.clone(), guard);
+        self.aggregates
+            .iter()
+            .fold(Router::new(), |router, routes| {
+                routes.mount(router, commands)
+            })
+            .layer(DefaultBodyLimit::max(shared.config.body_bytes_max))
+            .layer(guard)
+            .layer(CatchPanicLayer::custom(panic_response))
+            .with_state(shared)
+    }
+
+    /// The OpenAPI document of the declared routes.
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        let described: Vec<_> = self
+            .aggregates
+            .iter()
+            .flat_map(|routes| routes.described())
+            .collect();
+        api_doc::document(&self.title, &described)
     }
 }
 
-/// The command API as a standalone application: [`routes`] plus
-/// problem-document answers for unknown paths (`404`) and methods (`405`).
-pub fn router(state: ApiState) -> Router {
-    with_problem_fallbacks(routes(state))
-}
-
-/// The command routes without fallbacks, to merge with other APIs
-/// (`axum` refuses to merge two routers that both have one); add
-/// [`with_problem_fallbacks`] once to the merged router.
-pub fn routes(state: ApiState) -> Router {
-    let guard = middleware::from_fn_with_state(state.clone(), guard);
-    endpoints()
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            router.route(path, handler)
-        })
-        .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
-        .layer(guard)
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
-}
-
-type Endpoint = (MethodFilter, &'static str, MethodRouter<ApiState>);
-
-/// Every command endpoint. The router is built from this table, and a test
-/// holds the OpenAPI document to it.
-#[expect(
-    deprecated,
-    reason = "the deprecated alias of the erasure is still served, for existing clients"
-)]
-fn endpoints() -> [Endpoint; 10] {
-    fn endpoint<H: Handler<T, ApiState>, T: 'static>(
-        method: MethodFilter,
-        path: &'static str,
-        handler: H,
-    ) -> Endpoint {
-        (method, path, on(method, handler))
+impl std::fmt::Debug for CommandApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandApi")
+            .field("title", &self.title)
+            .field("aggregates", &self.aggregates.len())
+            .finish()
     }
-    [
-        endpoint(MethodFilter::POST, "/customers", routes::register_customer),
-        endpoint(
-            MethodFilter::POST,
-            "/customers/{id}/credit-limit",
-            routes::change_credit_limit,
-        ),
-        endpoint(
-            MethodFilter::POST,
-            "/customers/{id}/reservations",
-            routes::reserve_credit,
-        ),
-        endpoint(
-            MethodFilter::POST,
-            "/customers/{id}/reservations/{order_id}/release",
-            routes::release_credit,
-        ),
-        endpoint(
-            MethodFilter::DELETE,
-            "/customers/{id}/personal-data",
-            routes::erase_personal_data,
-        ),
-        endpoint(
-            MethodFilter::POST,
-            "/customers/{id}/forget",
-            routes::forget_customer,
-        ),
-        endpoint(MethodFilter::POST, "/orders", routes::place_order),
-        endpoint(
-            MethodFilter::POST,
-            "/orders/{id}/approve",
-            routes::approve_order,
-        ),
-        endpoint(
-            MethodFilter::POST,
-            "/orders/{id}/reject",
-            routes::reject_order,
-        ),
-        endpoint(
-            MethodFilter::POST,
-            "/orders/{id}/cancel",
-            routes::cancel_order,
-        ),
-    ]
 }
 
 /// Answers unknown paths and unsupported methods with problem documents.
@@ -235,7 +212,7 @@ pub async fn serve(
 }
 
 /// Bounds the requests in flight and the time each may take.
-async fn guard(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
+async fn guard(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
         return Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -291,10 +268,7 @@ async fn method_not_allowed(uri: Uri) -> Problem {
         StatusCode::METHOD_NOT_ALLOWED,
         kind::METHOD_NOT_ALLOWED,
         "Method not allowed",
-        format!(
-            "{} does not accept this method; commands are POSTed (erasing personal data is a DELETE)",
-            uri.path()
-        ),
+        format!("{} does not accept this method", uri.path()),
     )
 }
 

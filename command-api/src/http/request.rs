@@ -234,7 +234,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 
 /// A path segment that must be an id (see [`http_edge::ids`]); the detail
 /// is the id's own, the same on every route and in the query API.
-pub fn path_id(name: &'static str, raw: &str) -> Result<Uuid, Problem> {
+pub fn path_id(name: &str, raw: &str) -> Result<Uuid, Problem> {
     http_edge::ids::parse_id(raw)
         .map_err(|e| Problem::bad_request(kind::INVALID_ID, e.to_string()).with("parameter", name))
 }
@@ -244,13 +244,47 @@ pub fn path_rejection(rejection: PathRejection) -> Problem {
     Problem::bad_request(kind::INVALID_ID, format!("invalid path: {rejection}"))
 }
 
-/// Field-level validation errors, reported together with JSON pointers.
+/// The body of commands that take no fields: empty (where the route's body
+/// is optional), or `{}`.
+#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoFields {}
+
+/// What is wrong with a request's fields, each under the JSON pointer of
+/// the field: every field is checked and all errors are reported at once
+/// (`400 invalid-fields`, with `errors: [{pointer, detail}]`).
+///
+/// ```
+/// # use command_api::FieldErrors;
+/// fn parse(name: &str, age: i64) -> Result<(String, u8), FieldErrors> {
+///     let mut errors = FieldErrors::new();
+///     let name = errors.check("/name", if name.is_empty() { Err("empty") } else { Ok(name.to_owned()) });
+///     let age = errors.check("/age", u8::try_from(age));
+///     errors.finish(|| Some((name?, age?)))
+/// }
+/// assert!(parse("Ada", 36).is_ok());
+/// assert!(parse("", 300).is_err());
+/// ```
 #[derive(Debug, Default)]
 pub struct FieldErrors(Vec<(String, String)>);
 
 impl FieldErrors {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The value built from the checked fields, or every error recorded.
+    /// `value` may only return `None` when a field it needs failed its
+    /// check; otherwise the request is reported as incomplete.
+    pub fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, FieldErrors> {
+        if !self.is_empty() {
+            return Err(self);
+        }
+        value().ok_or_else(|| {
+            let mut errors = FieldErrors::new();
+            errors.add("", "the request is incomplete");
+            errors
+        })
     }
 
     pub fn add(&mut self, pointer: impl Into<String>, detail: impl Into<String>) {

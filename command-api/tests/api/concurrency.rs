@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use command_api::{ApiConfig, HandlerConfig};
+use command_api::HandlerConfig;
 use event_store::{Store, StoreOptions, StreamId};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -64,7 +64,12 @@ async fn a_hundred_reservations_race_for_credit_that_fits_thirty() {
         .collect();
     versions.sort_unstable();
     assert_eq!(versions, (2..=31).collect::<Vec<u64>>());
-    let state = app.state.customers().load(customer).await.unwrap();
+    let state = app
+        .commands
+        .handler::<command_api::domain::customer::Customer>()
+        .load(customer)
+        .await
+        .unwrap();
     assert_eq!(state.state.reserved().map(|m| m.amount()), Some(210));
     app.stop().await;
 }
@@ -74,12 +79,12 @@ async fn a_hundred_reservations_race_for_credit_that_fits_thirty() {
 /// and the invariant still holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_race_across_two_replicas_keeps_the_invariant() {
-    let config = ApiConfig {
+    let config = crate::harness::Config {
         customers: HandlerConfig {
             conflict_retries_max: 200,
             ..HandlerConfig::default()
         },
-        ..ApiConfig::default()
+        ..crate::harness::Config::default()
     };
     let a = App::start_with(config.clone()).await;
     let b = App::serve_store(
@@ -104,12 +109,12 @@ async fn the_race_across_two_replicas_keeps_the_invariant() {
 /// ones are exactly the stream's reservations and never exceed the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_replica_race_without_retries_never_overbooks() {
-    let config = ApiConfig {
+    let config = crate::harness::Config {
         customers: HandlerConfig {
             conflict_retries_max: 0,
             ..HandlerConfig::default()
         },
-        ..ApiConfig::default()
+        ..crate::harness::Config::default()
     };
     let a = App::start_with(config.clone()).await;
     let b = App::serve_store(
@@ -154,12 +159,12 @@ async fn meddled_app(retries: u32) -> (App, Arc<Meddling>) {
         .await
         .unwrap();
     let meddling = Meddling::new(store.clone());
-    let config = ApiConfig {
+    let config = crate::harness::Config {
         customers: HandlerConfig {
             conflict_retries_max: retries,
             ..HandlerConfig::default()
         },
-        ..ApiConfig::default()
+        ..crate::harness::Config::default()
     };
     let app = App::serve_store(dir, store, meddling.clone(), config).await;
     (app, meddling)

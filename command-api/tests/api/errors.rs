@@ -119,7 +119,7 @@ async fn ids_in_the_path_must_be_uuids() {
         )
         .await;
     reply.assert_problem(400, "invalid-id");
-    assert_eq!(reply.body["parameter"], "customer id");
+    assert_eq!(reply.body["parameter"], "id");
     let customer = Uuid::new_v4();
     let release = f
         .post_raw(
@@ -130,7 +130,7 @@ async fn ids_in_the_path_must_be_uuids() {
         )
         .await;
     release.assert_problem(400, "invalid-id");
-    assert_eq!(release.body["parameter"], "order id");
+    assert_eq!(release.body["parameter"], "order_id");
 }
 
 #[tokio::test]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
-use command_api::{ApiConfig, ApiState, router, serve};
+use command_api::domain::customer::Customer;
+use command_api::{ApiConfig, Commands, HandlerConfig, serve};
 use event_store::{
     Direction, EventStore, Position, ReadFrom, RecordedEvent, Store, StoreOptions, StreamId,
 };
@@ -19,6 +20,32 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use uuid::Uuid;
+
+/// How a test's API behaves: the routes' limits, and the customers'
+/// handler (other handlers keep their defaults).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub customers: HandlerConfig,
+}
+
+impl From<ApiConfig> for Config {
+    fn from(api: ApiConfig) -> Self {
+        Config {
+            api,
+            ..Config::default()
+        }
+    }
+}
+
+/// The reference domain's routes over `store`, as `annals serve` has them.
+pub fn router(store: Arc<dyn EventStore>, config: impl Into<Config>) -> (Commands, Router) {
+    let config = config.into();
+    let commands = Commands::new(store, HandlerConfig::default());
+    commands.configure::<Customer>(config.customers);
+    let router = command_api::domain::routes::api().router(&commands, config.api);
+    (commands, router)
+}
 
 /// Whether `ANNALS_TEST_LONG` asks for the long run (any value but empty
 /// or `0`): property tests then try many more and longer cases.
@@ -102,21 +129,21 @@ impl Fixture {
         Fixture::with_config(ApiConfig::default()).await
     }
 
-    pub async fn with_config(config: ApiConfig) -> Fixture {
+    pub async fn with_config(config: impl Into<Config>) -> Fixture {
         Fixture::with_store(config, upcasting).await
     }
 
     /// The API over `front(store)`: the store itself or something in front
     /// of it.
     pub async fn with_store(
-        config: ApiConfig,
+        config: impl Into<Config>,
         front: impl FnOnce(Store) -> Arc<dyn EventStore>,
     ) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default())
             .await
             .unwrap();
-        let router = router(ApiState::new(front(store.clone()), config));
+        let (_, router) = router(front(store.clone()), config);
         Fixture {
             _dir: dir,
             store,
@@ -168,7 +195,7 @@ impl Fixture {
 pub struct App {
     pub dir: Arc<tempfile::TempDir>,
     pub store: Store,
-    pub state: ApiState,
+    pub commands: Commands,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -180,11 +207,11 @@ impl App {
         App::start_with(ApiConfig::default()).await
     }
 
-    pub async fn start_with(config: ApiConfig) -> App {
+    pub async fn start_with(config: impl Into<Config>) -> App {
         App::start_in(Arc::new(tempfile::tempdir().unwrap()), config).await
     }
 
-    pub async fn start_in(dir: Arc<tempfile::TempDir>, config: ApiConfig) -> App {
+    pub async fn start_in(dir: Arc<tempfile::TempDir>, config: impl Into<Config>) -> App {
         let store = Store::open(dir.path(), StoreOptions::default())
             .await
             .unwrap();
@@ -197,19 +224,19 @@ impl App {
         dir: Arc<tempfile::TempDir>,
         store: Store,
         api_store: Arc<dyn EventStore>,
-        config: ApiConfig,
+        config: impl Into<Config>,
     ) -> App {
-        let state = ApiState::new(api_store, config);
+        let (commands, router) = router(api_store, config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, router(state.clone()), async move {
+        let server = tokio::spawn(serve(listener, router, async move {
             let _ = stop.await;
         }));
         App {
             dir,
             store,
-            state,
+            commands,
             addr,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))

@@ -45,12 +45,12 @@ async fn personal_data_is_encrypted_and_a_forgotten_customer_still_works() {
     let keys = Arc::new(KeyStore::open(dir.path().join("keys")).unwrap());
     let shredding = Arc::new(Shredding::new(store.clone(), keys, shredding_policy()));
     let layered = crate::harness::upcasting(Shredding::clone(&shredding));
-    let config = command_api::ApiConfig {
+    let config = crate::harness::Config {
         customers: command_api::HandlerConfig {
             snapshot_every_events: std::num::NonZeroU64::new(2),
             ..command_api::HandlerConfig::default()
         },
-        ..command_api::ApiConfig::default()
+        ..crate::harness::Config::default()
     };
     let app = App::serve_store(dir.clone(), store, layered, config).await;
 
