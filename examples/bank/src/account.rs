@@ -27,7 +27,7 @@ use crate::money::{Amount, BALANCE_MAX, Balance, Currency, Money};
 pub const STREAM_TYPE: &str = "account";
 
 /// The event types of accounts.
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 9] = [
     "AccountOpened",
     "MoneyDeposited",
     "MoneyWithdrawn",
@@ -36,6 +36,7 @@ pub const EVENT_TYPES: [&str; 8] = [
     "TransferReturned",
     "TransferSettled",
     "AccountClosed",
+    "HolderForgotten",
 ];
 
 /// The schema version this code writes and decodes `AccountOpened` at.
@@ -153,6 +154,14 @@ pub enum AccountCommand {
     Close {
         account_id: Uuid,
     },
+    /// The holder asked to be forgotten: the views erase their copies of
+    /// the name, and the store destroys the key that encrypts it (see
+    /// [`crate::personal_data`]). Open or closed, the account takes it, and
+    /// again without effect, so that a retry can finish an erasure cut
+    /// short.
+    ForgetHolder {
+        account_id: Uuid,
+    },
 }
 
 impl AggregateCommand for AccountCommand {
@@ -165,7 +174,8 @@ impl AggregateCommand for AccountCommand {
             | AccountCommand::ReceiveTransfer { account_id, .. }
             | AccountCommand::ReturnTransfer { account_id, .. }
             | AccountCommand::SettleTransfer { account_id, .. }
-            | AccountCommand::Close { account_id } => *account_id,
+            | AccountCommand::Close { account_id }
+            | AccountCommand::ForgetHolder { account_id } => *account_id,
         }
     }
 
@@ -183,6 +193,7 @@ impl AggregateCommand for AccountCommand {
             AccountCommand::ReturnTransfer { .. } => "ReturnTransfer",
             AccountCommand::SettleTransfer { .. } => "SettleTransfer",
             AccountCommand::Close { .. } => "CloseAccount",
+            AccountCommand::ForgetHolder { .. } => "ForgetHolder",
         }
     }
 }
@@ -240,6 +251,13 @@ pub struct AccountClosed {
     pub account_id: Uuid,
 }
 
+/// The holder's name is erased: views replace their copies with
+/// [`event_store::ERASED`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderForgotten {
+    pub account_id: Uuid,
+}
+
 /// What happened to an account.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AccountEvent {
@@ -251,6 +269,7 @@ pub enum AccountEvent {
     TransferReturned(TransferReturned),
     TransferSettled(TransferSettled),
     Closed(AccountClosed),
+    HolderForgotten(HolderForgotten),
 }
 
 impl DomainEvent for AccountEvent {
@@ -264,6 +283,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::TransferReturned(_) => "TransferReturned",
             AccountEvent::TransferSettled(_) => "TransferSettled",
             AccountEvent::Closed(_) => "AccountClosed",
+            AccountEvent::HolderForgotten(_) => "HolderForgotten",
         }
     }
 
@@ -281,6 +301,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::TransferReturned(e) => serde_json::to_vec(e),
             AccountEvent::TransferSettled(e) => serde_json::to_vec(e),
             AccountEvent::Closed(e) => serde_json::to_vec(e),
+            AccountEvent::HolderForgotten(e) => serde_json::to_vec(e),
         }
     }
 
@@ -297,6 +318,7 @@ impl DomainEvent for AccountEvent {
             "TransferReturned" => AccountEvent::TransferReturned(decode_data(t, schema, data)?),
             "TransferSettled" => AccountEvent::TransferSettled(decode_data(t, schema, data)?),
             "AccountClosed" => AccountEvent::Closed(decode_data(t, schema, data)?),
+            "HolderForgotten" => AccountEvent::HolderForgotten(decode_data(t, schema, data)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
@@ -461,6 +483,9 @@ struct Ledger {
     /// so that snapshots of equal states are equal bytes.
     in_flight: BTreeMap<Uuid, Amount>,
     closed: bool,
+    /// Snapshots taken before erasure existed lack it: none was forgotten.
+    #[serde(default)]
+    holder_forgotten: bool,
 }
 
 impl Account {
@@ -470,6 +495,11 @@ impl Account {
 
     pub fn is_closed(&self) -> bool {
         self.ledger.as_ref().is_some_and(|l| l.closed)
+    }
+
+    /// Whether the holder was forgotten (their name erased).
+    pub fn is_holder_forgotten(&self) -> bool {
+        self.ledger.as_ref().is_some_and(|l| l.holder_forgotten)
     }
 
     pub fn currency(&self) -> Option<Currency> {
@@ -528,11 +558,22 @@ impl Aggregate for Account {
             .ledger
             .as_ref()
             .ok_or(AccountError::NotOpen(account_id))?;
+        if let AccountCommand::ForgetHolder { .. } = command {
+            // A closed account's holder has the same right; and asking
+            // again succeeds without a new event.
+            if ledger.holder_forgotten {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![AccountEvent::HolderForgotten(HolderForgotten {
+                account_id,
+            })]);
+        }
         if ledger.closed {
             return Err(AccountError::Closed(account_id));
         }
         let event = match *command {
             AccountCommand::Open { .. } => return Err(AccountError::AlreadyOpen(account_id)),
+            AccountCommand::ForgetHolder { .. } => return Ok(Vec::new()),
             AccountCommand::Deposit { amount, .. } => {
                 ledger.check_credit(amount)?;
                 AccountEvent::Deposited(MoneyDeposited { account_id, amount })
@@ -617,6 +658,7 @@ impl Aggregate for Account {
                 balance: 0,
                 in_flight: BTreeMap::new(),
                 closed: false,
+                holder_forgotten: false,
             });
             return;
         }
@@ -650,6 +692,7 @@ impl Aggregate for Account {
                 ledger.in_flight.remove(&settled.transfer_id);
             }
             AccountEvent::Closed(_) => ledger.closed = true,
+            AccountEvent::HolderForgotten(_) => ledger.holder_forgotten = true,
         }
     }
 }

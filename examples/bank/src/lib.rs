@@ -8,17 +8,22 @@
 //! - [`transfer`]: the [`Transfer`] aggregate: how far a transfer got;
 //! - [`saga`]: the [`Transfers`] saga, which takes transfers from requested to
 //!   completed or failed;
-//! - [`money`]: integer minor units of an ISO 4217 currency.
+//! - [`money`]: integer minor units of an ISO 4217 currency;
+//! - [`routes`]: the command routes of both aggregates, over HTTP;
+//! - [`view`]: the `accounts` and `transfers` views and their query routes.
 //!
 //! A service hands annals what it needs to read and write this domain's
 //! events: [`upcasters()`] for the stores it reads, [`personal_data()`] for
-//! the encryption of holders' names, and the saga built over the command
-//! handlers of both aggregates.
+//! the encryption of holders' names, the saga built over the command
+//! handlers of both aggregates, the routes and the views. `src/main.rs` is
+//! the whole service.
 
 pub mod account;
 pub mod money;
+pub mod routes;
 pub mod saga;
 pub mod transfer;
+pub mod view;
 
 pub use account::Account;
 pub use money::{Amount, Currency, Money};

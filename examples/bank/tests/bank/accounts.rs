@@ -1,12 +1,12 @@
 //! The account's rules, given/when/then: opening, deposits and
 //! withdrawals down to the overdraft limit (both sides of each bound), the
 //! debit, credit, return and settlement of transfers, and closing only at
-//! zero with nothing in flight.
+//! zero with nothing in flight, and forgetting the holder.
 
 use annals_bank::account::{
-    AccountClosed, AccountCommand, AccountError, AccountEvent, AccountOpened, HolderName,
-    HolderNameError, MoneyDeposited, MoneyWithdrawn, TransferReceived, TransferReturned,
-    TransferSent, TransferSettled,
+    AccountClosed, AccountCommand, AccountError, AccountEvent, AccountOpened, HolderForgotten,
+    HolderName, HolderNameError, MoneyDeposited, MoneyWithdrawn, TransferReceived,
+    TransferReturned, TransferSent, TransferSettled,
 };
 use annals_bank::money::{AMOUNT_MAX, BALANCE_MAX};
 use annals_bank::{Account, Amount, Currency};
@@ -322,4 +322,39 @@ fn holder_names_need_a_visible_character_and_stay_out_of_logs() {
     assert!(!format!("{:?}", opened(0)).contains("Grace"));
     assert!(!format!("{name:?}").contains("Ada"));
     assert!(!name.is_erased());
+}
+
+#[test]
+fn a_holder_is_forgotten_once_open_or_closed_and_the_account_goes_on() {
+    let forget = || AccountCommand::ForgetHolder { account_id: A };
+    let forgotten = || AccountEvent::HolderForgotten(HolderForgotten { account_id: A });
+    given::<Account>([])
+        .when(forget())
+        .then_rule("account-not-open");
+    given::<Account>([opened(0)])
+        .when(forget())
+        .then_events([forgotten()]);
+    given::<Account>([opened(0), closed()])
+        .when(forget())
+        .then_events([forgotten()]);
+    // Again: accepted, nothing new, so a retry can finish the erasure.
+    let history = [opened(0), deposited(10), forgotten()];
+    assert!(
+        given::<Account>(history.clone())
+            .state()
+            .is_holder_forgotten()
+    );
+    given::<Account>(history.clone())
+        .when(forget())
+        .then_events([]);
+    given::<Account>([opened(0), closed(), forgotten()])
+        .when(forget())
+        .then_events([]);
+    // No rule needs the name: money still moves.
+    given::<Account>(history)
+        .when(withdraw(10))
+        .then_events([AccountEvent::Withdrawn(MoneyWithdrawn {
+            account_id: A,
+            amount: eur(10),
+        })]);
 }
