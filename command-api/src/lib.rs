@@ -29,6 +29,7 @@ pub mod error;
 pub mod handler;
 pub mod http;
 pub mod idempotency;
+mod json_event;
 pub mod saga;
 pub mod testkit;
 
@@ -44,6 +45,7 @@ pub use http::{
     with_problem_fallbacks,
 };
 pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
+pub use json_event::JsonEvent;
 pub use saga::{
     OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,
     SagaRunner, SagaState, SagaStatus,

@@ -40,8 +40,13 @@ pub const TYPE_PREFIX: &str = "urn:annals:problem:";
 
 /// An RFC 9457 problem document, with the response headers it goes with
 /// (`Retry-After`, `ETag`, ...).
+///
+/// Boxed, so that a `Result<T, Problem>` stays small on the happy path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
+pub struct Problem(Box<Document>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Document {
     status: StatusCode,
     slug: Cow<'static, str>,
     title: Cow<'static, str>,
@@ -58,14 +63,14 @@ impl Problem {
         title: impl Into<Cow<'static, str>>,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(Document {
             status,
             slug: slug.into(),
             title: title.into(),
             detail: detail.into(),
             extensions: Map::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// A problem from a document another annals process sent (a store
@@ -86,7 +91,7 @@ impl Problem {
         let mut problem = Self::new(status, slug.to_owned(), title.to_owned(), detail);
         for (name, value) in members {
             if !matches!(name.as_str(), "type" | "title" | "status" | "detail") {
-                problem.extensions.insert(name.clone(), value.clone());
+                problem.0.extensions.insert(name.clone(), value.clone());
             }
         }
         Some(problem)
@@ -116,13 +121,13 @@ impl Problem {
 
     /// Adds an extension member (a standard member's name is ignored).
     pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.extensions.insert(name.to_owned(), value.into());
+        self.0.extensions.insert(name.to_owned(), value.into());
         self
     }
 
     /// Adds a response header.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
@@ -132,38 +137,38 @@ impl Problem {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     pub fn slug(&self) -> &str {
-        &self.slug
+        &self.0.slug
     }
 
     pub fn title(&self) -> &str {
-        &self.title
+        &self.0.title
     }
 
     pub fn detail(&self) -> &str {
-        &self.detail
+        &self.0.detail
     }
 
     /// The full `type` URI.
     pub fn type_uri(&self) -> String {
-        format!("{TYPE_PREFIX}{}", self.slug)
+        format!("{TYPE_PREFIX}{}", self.0.slug)
     }
 
     pub fn extension(&self, name: &str) -> Option<&Value> {
-        self.extensions.get(name)
+        self.0.extensions.get(name)
     }
 
     /// The document, as sent.
     pub fn to_json(&self) -> Value {
-        let mut body = Map::with_capacity(4 + self.extensions.len());
+        let mut body = Map::with_capacity(4 + self.0.extensions.len());
         body.insert("type".into(), self.type_uri().into());
-        body.insert("title".into(), self.title.as_ref().into());
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.clone().into());
-        for (name, value) in &self.extensions {
+        body.insert("title".into(), self.0.title.as_ref().into());
+        body.insert("status".into(), self.0.status.as_u16().into());
+        body.insert("detail".into(), self.0.detail.clone().into());
+        for (name, value) in &self.0.extensions {
             body.entry(name.clone()).or_insert_with(|| value.clone());
         }
         Value::Object(body)
@@ -173,13 +178,13 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.to_json()).unwrap_or_default();
-        let mut response = (self.status, body).into_response();
+        let mut response = (self.0.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
-        for (name, value) in self.headers {
+        for (name, value) in self.0.headers {
             headers.insert(name, value);
         }
         response
@@ -188,7 +193,13 @@ impl IntoResponse for Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.slug, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.0.status.as_u16(),
+            self.0.slug,
+            self.0.detail
+        )
     }
 }
 

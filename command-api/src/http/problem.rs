@@ -8,15 +8,11 @@
 //! response says only that nothing was written.
 
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::Schema;
 
 use crate::aggregate::DomainError;
 use crate::error::CommandError;
 
-pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+pub use http_edge::{PROBLEM_CONTENT_TYPE, Problem};
 
 /// The problem `type` slugs this API uses.
 pub mod kind {
@@ -46,121 +42,27 @@ pub mod kind {
     pub const UPCAST: &str = "upcast";
 }
 
-/// One problem document, ready to render.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    slug: &'static str,
-    title: &'static str,
-    status: StatusCode,
-    detail: String,
-    extensions: Map<String, Value>,
-    headers: Vec<(HeaderName, HeaderValue)>,
+/// A `400` with the title of its kind.
+pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Problem {
+    let title = match slug {
+        kind::INVALID_FIELDS => "Invalid fields",
+        kind::INVALID_HEADER => "Invalid header",
+        kind::INVALID_ID => "Invalid id",
+        _ => "Malformed request",
+    };
+    Problem::new(StatusCode::BAD_REQUEST, slug, title, detail)
 }
 
-impl Problem {
-    pub fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
-        Self {
-            slug,
-            title,
-            status,
-            detail: detail.into(),
-            extensions: Map::new(),
-            headers: Vec::new(),
-        }
-    }
-
-    /// Adds an extension member.
-    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.extensions.insert(name.to_owned(), value.into());
-        self
-    }
-
-    /// Adds a response header.
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
-        self
-    }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The full `type` URI.
-    pub fn type_uri(&self) -> String {
-        format!("urn:annals:problem:{}", self.slug)
-    }
-
-    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
-        let title = match slug {
-            kind::INVALID_FIELDS => "Invalid fields",
-            kind::INVALID_HEADER => "Invalid header",
-            kind::INVALID_ID => "Invalid id",
-            _ => "Malformed request",
-        };
-        Self::new(StatusCode::BAD_REQUEST, slug, title, detail)
-    }
-
-    /// A failure of the server itself, logged with its cause; the client
-    /// learns only that nothing was written.
-    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "command failed on an internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            kind::INTERNAL,
-            "Internal error",
-            "the server could not complete the command; nothing was written",
-        )
-    }
-
-    fn body(&self) -> Value {
-        let mut body = Map::with_capacity(4 + self.extensions.len());
-        body.insert("type".into(), self.type_uri().into());
-        body.insert("title".into(), self.title.into());
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.clone().into());
-        for (k, v) in &self.extensions {
-            body.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        Value::Object(body)
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        let mut response = (
-            self.status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-            )],
-            body,
-        )
-            .into_response();
-        for (name, value) in self.headers {
-            response.headers_mut().insert(name, value);
-        }
-        response
-    }
-}
-
-/// The schema of the body [`Problem`] renders: the one every annals API
-/// shares, so that a document merging several stays consistent.
-impl utoipa::PartialSchema for Problem {
-    fn schema() -> RefOr<Schema> {
-        event_store::remote::wire::problem_document_schema()
-    }
-}
-
-impl utoipa::ToSchema for Problem {
-    fn name() -> std::borrow::Cow<'static, str> {
-        std::borrow::Cow::Borrowed("Problem")
-    }
+/// A failure of the server itself, logged with its cause; the client
+/// learns only that nothing was written.
+pub fn internal(cause: &dyn std::fmt::Display) -> Problem {
+    tracing::error!(error = %cause, "command failed on an internal error");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        kind::INTERNAL,
+        "Internal error",
+        "the server could not complete the command; nothing was written",
+    )
 }
 
 fn retry_after(seconds: u32) -> (HeaderName, HeaderValue) {
@@ -284,7 +186,7 @@ impl<E: DomainError> From<CommandError<E>> for Problem {
                 .with("version", version)
             }
             CommandError::Store(e) => store_failure(e),
-            other => Problem::internal(&other),
+            other => internal(&other),
         }
     }
 }
@@ -356,6 +258,6 @@ fn store_failure(e: event_store::Error) -> Problem {
             )
             .with_header(retry_after(1).0, retry_after(1).1)
         }
-        other => Problem::internal(&other),
+        other => internal(&other),
     }
 }

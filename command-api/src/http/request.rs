@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::http::problem::{Problem, kind};
+use crate::http::problem::{self, Problem, kind};
 use crate::idempotency::{Fingerprint, Idempotency, IdempotencyKey};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -51,7 +51,7 @@ impl<S: Send + Sync> FromRequest<S> for CommandRequest {
                     // The connection's idle timeout cut a body that stalled.
                     body_timeout("the request body stopped arriving; nothing was applied")
                 } else {
-                    Problem::bad_request(
+                    problem::bad_request(
                         kind::MALFORMED_REQUEST,
                         format!("the request body could not be read: {rejection}"),
                     )
@@ -111,7 +111,7 @@ impl CommandRequest {
         if self.body.is_empty() && content_type.is_none() {
             return match rule {
                 BodyRule::Optional => parse_json(b"{}"),
-                BodyRule::Required => Err(Problem::bad_request(
+                BodyRule::Required => Err(problem::bad_request(
                     kind::MALFORMED_REQUEST,
                     "the request needs a JSON body",
                 )),
@@ -198,7 +198,7 @@ impl CommandRequest {
 }
 
 fn invalid_header(name: &'static str, why: String) -> Problem {
-    Problem::bad_request(
+    problem::bad_request(
         kind::INVALID_HEADER,
         format!("invalid {name} header: {why}"),
     )
@@ -223,7 +223,7 @@ fn is_json_media_type(value: &str) -> bool {
 /// OpenAPI document says (serde alone would also read an array).
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     http_edge::json::from_slice(bytes).map_err(|e| {
-        Problem::bad_request(
+        problem::bad_request(
             kind::MALFORMED_REQUEST,
             format!("the body is not the expected JSON: {e}"),
         )
@@ -236,12 +236,12 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 /// is the id's own, the same on every route and in the query API.
 pub fn path_id(name: &str, raw: &str) -> Result<Uuid, Problem> {
     http_edge::ids::parse_id(raw)
-        .map_err(|e| Problem::bad_request(kind::INVALID_ID, e.to_string()).with("parameter", name))
+        .map_err(|e| problem::bad_request(kind::INVALID_ID, e.to_string()).with("parameter", name))
 }
 
 /// Path parameters that did not even decode (e.g. bad percent-encoding).
 pub fn path_rejection(rejection: PathRejection) -> Problem {
-    Problem::bad_request(kind::INVALID_ID, format!("invalid path: {rejection}"))
+    problem::bad_request(kind::INVALID_ID, format!("invalid path: {rejection}"))
 }
 
 /// The body of commands that take no fields: empty (where the route's body
@@ -320,7 +320,7 @@ impl FieldErrors {
             .into_iter()
             .map(|(pointer, detail)| serde_json::json!({"pointer": pointer, "detail": detail}))
             .collect();
-        Problem::bad_request(kind::INVALID_FIELDS, detail).with("errors", errors)
+        problem::bad_request(kind::INVALID_FIELDS, detail).with("errors", errors)
     }
 }
 

@@ -453,7 +453,7 @@ fn render<E>(outcome: &CommandOutcome<E>, correlation_id: Uuid, collection: &str
         version: outcome.version,
         position: outcome.position.get(),
     })
-    .map_err(|e| Problem::internal(&e))?;
+    .map_err(|e| crate::http::problem::internal(&e))?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
