@@ -388,3 +388,14 @@ async fn the_bank_serves_its_accounts_and_transfers_with_views_in_postgres() {
     };
     scenario(&["--database", &db.url]).await;
 }
+
+/// The README shows `src/main.rs` whole, as it is.
+#[test]
+fn the_readme_shows_the_whole_service() {
+    let main = include_str!("../../src/main.rs");
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains(main.trim()),
+        "README.md must show src/main.rs as it is"
+    );
+}
