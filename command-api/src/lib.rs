@@ -12,7 +12,8 @@
 //!   atomically with the command's events;
 //! - [`domain`]: the reference domain (customers with a credit line, orders);
 //! - [`http`]: the REST command API over the reference domain;
-//! - [`testkit`]: given/when/then for a domain's aggregates;
+//! - [`testkit`]: given/when/then for a domain's aggregates, and a manual
+//!   clock for sagas' deadlines;
 //! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
 //!   reference order-fulfilment saga, which drives a placed order through
 //!   the customer's credit check (and compensates).
@@ -30,17 +31,18 @@ pub mod saga;
 pub mod testkit;
 
 pub use aggregate::{
-    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+    decode_data_at, replay, upcast_value,
 };
 pub use commands::Commands;
 pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
 pub use http::{ApiConfig, ApiState, openapi, router, routes, serve, with_problem_fallbacks};
-pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
+pub use idempotency::{Fenced, Fingerprint, Idempotency, IdempotencyKey};
 pub use saga::{
-    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,
-    SagaRunner, SagaState, SagaStatus,
+    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaFailure,
+    SagaHandle, SagaRunner, SagaState, SagaStatus, SagaStopped,
 };
 
 /// `upcasters` with the events annals itself writes declared at their
