@@ -1,5 +1,5 @@
 //! The split processes around `annals store`: the command API (with the
-//! order-fulfilment saga when asked), the projector and the query API, each
+//! application's sagas when asked), the projector and the query API, each
 //! with its health endpoints and OpenAPI document.
 
 use anyhow::Context;
@@ -7,9 +7,10 @@ use projector::ViewDb;
 
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, RunningSaga, Stop, bind, command_config, connect_store, query_config,
+    RunningProjector, Stop, bind, command_config, connect_store, handler_config, query_config,
     view_db_options,
 };
+use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
@@ -35,22 +36,34 @@ async fn serve_http(
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let store = connect_store(app, &args.store, &stop).await?;
+    // The process's command handlers, one per aggregate type, shared by
+    // the sagas (and, once the routes take them, by the routes).
+    let handlers = command_api::Commands::new(store.clone(), handler_config(&args.commands));
+    let sagas = match args.saga {
+        true => Some(
+            BuiltSagas::build(
+                app,
+                &SagaSetup::new(handlers, args.settings.clone()),
+                &args.saga_options,
+                &stop,
+            )?
+            .spawn(),
+        ),
+        false => None,
+    };
     let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
-    let saga = args
-        .saga
-        .then(|| RunningSaga::start(&state, &args.saga_options, &stop));
     let app = health::with_fallbacks(command_api::routes(state).merge(health::routes(
         Readiness {
             store: Some(store),
-            saga: saga.as_ref().map(|s| s.handle.clone()),
+            sagas: sagas.as_ref().map(RunningSagas::handles),
             ..Readiness::default()
         },
         health::merged("annals command API", [command_api::openapi()]),
     )));
     let served = serve_http("command API", &args.listen, &args.http, app, &stop).await;
     stop.trigger();
-    let finished = match saga {
-        Some(saga) => saga.finish().await,
+    let finished = match sagas {
+        Some(sagas) => sagas.finish().await,
         None => Ok(()),
     };
     served.and(finished)
@@ -88,7 +101,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 store: Some(store),
                 views: Some(views.clone()),
                 projector: Some(running.check.clone()),
-                saga: None,
+                sagas: None,
             },
             health::merged("annals projector admin API", [projector::admin_openapi()]),
         ),
