@@ -39,17 +39,11 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     // The process's command handlers, one per aggregate type, shared by
     // the sagas (and, once the routes take them, by the routes).
     let handlers = command_api::Commands::new(store.clone(), handler_config(&args.commands));
-    let sagas = match args.saga {
-        true => Some(
-            BuiltSagas::build(
-                app,
-                &SagaSetup::new(handlers, args.settings.clone()),
-                &args.saga_options,
-                &stop,
-            )?
-            .spawn(),
-        ),
-        false => None,
+    let sagas = if args.saga {
+        let setup = SagaSetup::new(handlers, args.settings.clone());
+        Some(BuiltSagas::build(app, &setup, &args.saga_options, &stop)?.spawn())
+    } else {
+        None
     };
     let state = command_api::ApiState::new(store.clone(), command_config(&args.commands));
     let app = health::with_fallbacks(command_api::routes(state).merge(health::routes(
