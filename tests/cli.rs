@@ -471,3 +471,37 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     assert!(text.contains("INFO"), "{text}");
     assert!(!text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
 }
+
+#[test]
+fn the_applications_settings_are_flags_of_the_processes_that_run_sagas() {
+    for sub in ["serve", "command-api"] {
+        let out = run(annals().args([sub, "--help"]));
+        assert!(out.status.success());
+        let page = String::from_utf8_lossy(&out.stdout);
+        for expected in [
+            "--order-decision-timeout-ms <MS>",
+            "ANNALS_ORDER_DECISION_TIMEOUT_MS",
+            "[default: 30000]",
+        ] {
+            assert!(page.contains(expected), "{sub}: {expected}: {page}");
+        }
+    }
+
+    // A bad value is one line and a usage error, like any flag's.
+    for (sub, value) in [("serve", "soon"), ("serve", "0"), ("command-api", "1.5")] {
+        let out = run(annals().args([sub, "--order-decision-timeout-ms", value]));
+        let line = one_line_failure(&out);
+        assert_eq!(out.status.code(), Some(2), "{line}");
+        assert!(line.contains("--order-decision-timeout-ms"), "{line}");
+    }
+    let out = run(annals()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ANNALS_ORDER_DECISION_TIMEOUT_MS", "soon"));
+    let line = one_line_failure(&out);
+    assert!(line.contains("soon"), "{line}");
+
+    // Processes that run no saga do not take it.
+    let out = run(annals().args(["store", "--order-decision-timeout-ms", "5"]));
+    let line = one_line_failure(&out);
+    assert!(line.contains("--order-decision-timeout-ms"), "{line}");
+}

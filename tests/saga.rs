@@ -229,6 +229,82 @@ async fn annals_command_api_runs_the_saga_only_when_asked() {
     assert_eq!(types, ["CustomerRegistered", "CreditReserved"]);
 }
 
+/// The application's setting `order-decision-timeout` reaches the saga
+/// from its flag, from its environment variable, or as its default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_decision_timeout_comes_from_its_flag_its_variable_or_its_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "store listening on",
+    );
+    let base = [
+        "command-api",
+        "--store",
+        &store.url,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let plain = Proc::start(&base, "command API listening on");
+    let http = http();
+    let (status, body) = command(
+        &http,
+        &format!("{}/customers", plain.url),
+        &json!({"name": "Ada Lovelace", "email": "ada@example.org",
+                "credit_limit": eur(1_000)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let customer = body["id"].as_str().unwrap().to_string();
+    // Places an order while no saga runs, lets it age past 20 ms, then
+    // runs the saga with `flags` and `env` until it decides the order.
+    let decide = async |flags: &[&str], env: &[(&str, &str)]| -> Value {
+        let (status, body) = command(
+            &http,
+            &format!("{}/orders", plain.url),
+            &json!({"customer_id": customer, "total": eur(10)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let order = body["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut args = base.to_vec();
+        args.push("--saga");
+        args.extend_from_slice(flags);
+        let _saga = Proc::start_with_env(&args, env, "command API listening on");
+        let stream = poll_until(
+            &http,
+            &format!("{}/streams/order-{order}", store.url),
+            |slice| slice["events"].as_array().is_some_and(|e| e.len() == 2),
+        )
+        .await;
+        stream["events"][1].clone()
+    };
+
+    let by_flag = decide(&["--order-decision-timeout-ms", "20"], &[]).await;
+    assert_eq!(by_flag["type"], "OrderRejected", "{by_flag}");
+    let reason = by_flag["data"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("timeout: ") && reason.contains("within 20 ms"),
+        "{by_flag}"
+    );
+
+    let by_env = decide(&[], &[("ANNALS_ORDER_DECISION_TIMEOUT_MS", "25")]).await;
+    assert_eq!(by_env["type"], "OrderRejected", "{by_env}");
+    let reason = by_env["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("within 25 ms"), "{by_env}");
+
+    // The default (30 s) leaves an order 50 ms old to the credit check.
+    let by_default = decide(&[], &[]).await;
+    assert_eq!(by_default["type"], "OrderApproved", "{by_default}");
+}
+
 /// A small deterministic generator (the seed is printed, so a failing run
 /// can be repeated).
 struct Rng(u64);

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::run;
 
@@ -148,6 +148,9 @@ pub(crate) struct ServeArgs {
     pub commands: CommandOptions,
     #[command(flatten)]
     pub saga: SagaOptions,
+    /// The application's settings (added to the command line at run time).
+    #[arg(skip)]
+    pub settings: crate::Settings,
     #[command(flatten)]
     pub projector: ProjectorOptions,
     #[command(flatten)]
@@ -255,10 +258,11 @@ pub(crate) struct CommandOptions {
     pub snapshot_every_events: u64,
 }
 
-/// Tuning of the order-fulfilment saga.
+/// How the application's sagas are run (each has its own checkpoint and
+/// lanes; these apply to every one).
 #[derive(Debug, clap::Args)]
 pub(crate) struct SagaOptions {
-    /// The saga records its position in the log after this many events
+    /// A saga records its position in the log after this many events
     /// (after a crash, at most about this many are handled again, which
     /// changes nothing).
     #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_EVERY_EVENTS", default_value_t = 1000,
@@ -269,12 +273,6 @@ pub(crate) struct SagaOptions {
     #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_checkpoint_interval_ms: u64,
-    /// An order whose credit check has not finished this many milliseconds
-    /// after it was placed is rejected (reason `timeout: ...`) and any
-    /// credit reserved for it released.
-    #[arg(long, env = "ANNALS_ORDER_DECISION_TIMEOUT_MS", default_value_t = 30_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub order_decision_timeout_ms: u64,
     /// Events the saga handles at once (different orders; the events of
     /// one order are always handled one at a time, in log order).
     #[arg(long, env = "ANNALS_SAGA_CONCURRENCY", default_value_t = 32,
@@ -335,6 +333,9 @@ pub(crate) struct CommandApiArgs {
     pub saga: bool,
     #[command(flatten)]
     pub saga_options: SagaOptions,
+    /// The application's settings (added to the command line at run time).
+    #[arg(skip)]
+    pub settings: crate::Settings,
     #[command(flatten)]
     pub http: HttpOptions,
 }
@@ -432,9 +433,13 @@ pub(crate) fn main(app: crate::App) -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("annals: internal error: {info}");
     }));
-    let cli = match Cli::try_parse() {
+    let cli = match parse(&app, std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => return run::usage_error(e),
+        Err(Parse::Usage(e)) => return run::usage_error(e),
+        Err(Parse::Declaration(e)) => {
+            eprintln!("annals: {} cannot start: {e}", app.name);
+            return ExitCode::FAILURE;
+        }
     };
     // Servers log what they do; one-shot commands print their own output
     // and log only trouble.
@@ -463,6 +468,40 @@ pub(crate) fn main(app: crate::App) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Why the command line did not parse.
+#[derive(Debug)]
+pub(crate) enum Parse {
+    /// The user's arguments.
+    Usage(clap::Error),
+    /// The application's declarations (a setting no flag can carry).
+    Declaration(String),
+}
+
+/// Parses `args` into annals' own command line plus the application's
+/// settings, which clap's builder adds to the subcommands that run sagas.
+pub(crate) fn parse<I, T>(app: &crate::App, args: I) -> Result<Cli, Parse>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let command =
+        crate::settings::add_to(Cli::command(), &app.settings).map_err(Parse::Declaration)?;
+    let matches = command.try_get_matches_from(args).map_err(Parse::Usage)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(Parse::Usage)?;
+    let settings = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .map(|sub| crate::Settings::from_matches(&app.settings, sub))
+            .unwrap_or_else(|| crate::Settings::defaults(&app.settings))
+    };
+    match &mut cli.command {
+        Action::Serve(args) => args.settings = settings("serve"),
+        Action::CommandApi(args) => args.settings = settings("command-api"),
+        _ => {}
+    }
+    Ok(cli)
 }
 
 /// An error and its causes on one line, each said once: many errors name

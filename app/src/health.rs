@@ -4,7 +4,7 @@
 //! Readiness is the sum of what the process depends on: the store accepts
 //! appends (embedded, or reachable and ready when remote), the view
 //! database answers (its schema was migrated when it was opened), the
-//! projector task is running with no projection failed or stuck, and the
+//! projector task is running with no projection failed or stuck, and each
 //! saga is following the log. A process is live as long as it answers.
 
 use std::sync::Arc;
@@ -28,8 +28,8 @@ pub struct Readiness {
     pub views: Option<ViewDb>,
     /// The projector, where the process runs it.
     pub projector: Option<ProjectorCheck>,
-    /// The order-fulfilment saga, where the process runs it.
-    pub saga: Option<command_api::SagaHandle>,
+    /// The application's sagas, where the process runs them.
+    pub sagas: Option<Vec<command_api::SagaHandle>>,
 }
 
 /// How readiness looks at a projector.
@@ -121,10 +121,17 @@ fn projection_problem(
 }
 
 impl Readiness {
-    /// Each dependency with `"ok"` or why it is not, and the projections
-    /// at fault. The dependencies are asked at once, so an unreachable one
+    /// Each dependency with `"ok"` or why it is not, the projections at
+    /// fault, and each saga (by name) with `"ok"` or why it is not. The dependencies are asked at once, so an unreachable one
     /// costs one wait, not one per check that needs it.
-    async fn check(&self) -> (bool, Map<String, Value>, Vec<Value>) {
+    async fn check(
+        &self,
+    ) -> (
+        bool,
+        Map<String, Value>,
+        Vec<Value>,
+        Option<Map<String, Value>>,
+    ) {
         let store = async {
             match &self.store {
                 Some(store) => Some(store.ready().await.map_err(|e| e.to_string())),
@@ -177,11 +184,41 @@ impl Readiness {
                 }),
             );
         }
-        if let Some(saga) = &self.saga {
-            note("saga", saga_check(&saga.status()));
+        let mut sagas = None;
+        if let Some(handles) = &self.sagas {
+            let (summary, each) = sagas_check(handles);
+            note("saga", summary);
+            sagas = Some(each);
         }
-        (ready, checks, projections)
+        (ready, checks, projections, sagas)
     }
+}
+
+/// All the sagas' checks in one (`Ok` when every one is), and each saga's
+/// by its name.
+fn sagas_check(handles: &[command_api::SagaHandle]) -> (Result<(), String>, Map<String, Value>) {
+    let mut each = Map::new();
+    let mut failing = Vec::new();
+    for handle in handles {
+        let status = handle.status();
+        let outcome = saga_check(&status);
+        each.insert(
+            status.name.to_owned(),
+            match &outcome {
+                Ok(()) => Value::from("ok"),
+                Err(e) => Value::from(e.as_str()),
+            },
+        );
+        if let Err(e) = outcome {
+            failing.push(format!("{}: {e}", status.name));
+        }
+    }
+    let summary = if failing.is_empty() {
+        Ok(())
+    } else {
+        Err(failing.join("; "))
+    };
+    (summary, each)
 }
 
 fn saga_check(status: &command_api::SagaStatus) -> Result<(), String> {
@@ -232,15 +269,21 @@ async fn live() -> Response {
 
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
-        (status = 200, description = "Every dependency is ready: `checks` names each one with `ok`"),
+        (status = 200, description = "Every dependency is ready: `checks` names each one with `ok`, \
+         and `sagas` (where the process runs sagas) each saga"),
         (status = 503, description = "A dependency is not ready: `checks` says which and why; \
          `projections` lists each projection that is failed (`state`, `position`, `error_position`, \
-         `error`) or stuck retrying (`state`, `position`, `retrying_for_ms`, `error`)",
+         `error`) or stuck retrying (`state`, `position`, `retrying_for_ms`, `error`); `sagas` names each \
+         saga the process runs with `ok` or why it is not (`checks.saga` sums them up)",
          content_type = "application/problem+json")))]
 async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
-    let (ok, checks, projections) = readiness.check().await;
+    let (ok, checks, projections, sagas) = readiness.check().await;
     if ok {
-        axum::Json(json!({"status": "ready", "checks": checks})).into_response()
+        let mut body = json!({"status": "ready", "checks": checks});
+        if let Some(sagas) = sagas {
+            body["sagas"] = Value::Object(sagas);
+        }
+        axum::Json(body).into_response()
     } else {
         let mut problem = Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -251,6 +294,9 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
         .with("checks", Value::Object(checks));
         if !projections.is_empty() {
             problem = problem.with("projections", Value::Array(projections));
+        }
+        if let Some(sagas) = sagas {
+            problem = problem.with("sagas", Value::Object(sagas));
         }
         problem.into_response()
     }

@@ -9,16 +9,21 @@ mod health;
 mod processes;
 mod rebuild;
 mod run;
+mod sagas;
 mod serve;
+mod settings;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use command_api::{Aggregate, CommandApi, CommandRoutes};
 use event_store::{EventStore, PersonalData, Upcasters};
 use projector::{Projection, ProjectorBuilder, ViewDb};
 
 use cli::*;
+pub use sagas::SagaSetup;
+pub use settings::{Setting, SettingError, Settings};
 
 /// An annals application: the domain it runs, and the command line that
 /// runs it.
@@ -28,6 +33,8 @@ pub struct App {
     upcasters: Upcasters,
     personal_data: PersonalData,
     projections: Vec<Arc<dyn Projection>>,
+    sagas: Vec<sagas::DeclaredSaga>,
+    settings: Vec<Setting>,
 }
 
 impl App {
@@ -41,6 +48,8 @@ impl App {
             upcasters: command_api::with_own_events(Upcasters::default()),
             personal_data: PersonalData::default(),
             projections: Vec::new(),
+            sagas: Vec::new(),
+            settings: Vec::new(),
         }
     }
 
@@ -51,7 +60,23 @@ impl App {
             .aggregate(command_api::domain::routes::customers())
             .aggregate(command_api::domain::routes::orders())
             .upcasters(command_api::domain::upcasters())
-            .personal_data(command_api::domain::customer::shredding_policy());
+            .personal_data(command_api::domain::customer::shredding_policy())
+            .setting(Setting::duration(
+                ORDER_DECISION_TIMEOUT,
+                Duration::from_secs(30),
+                "An order whose credit check has not finished this many milliseconds after it was \
+                 placed is rejected (reason `timeout: ...`) and any credit reserved for it released.",
+            ))
+            .saga(|setup: &SagaSetup| {
+                use command_api::domain::{customer::Customer, order::Order};
+                Ok(command_api::OrderFulfilment::new(
+                    setup.commands().handler::<Customer>(),
+                    setup.commands().handler::<Order>(),
+                    command_api::OrderFulfilmentConfig {
+                        decision_timeout: setup.settings().duration(ORDER_DECISION_TIMEOUT)?,
+                    },
+                ))
+            });
         for projection in projector::reference::projections() {
             app.projections.push(projection);
         }
@@ -88,6 +113,28 @@ impl App {
         self
     }
 
+    /// A saga the processes that issue commands run (`annals serve`, and
+    /// `annals command-api --saga`): `build` makes it from the process's
+    /// command handlers and settings ([`SagaSetup`]). Each saga runs in a
+    /// task of its own and readiness reports it by its name; names must
+    /// differ (each is the saga's checkpoint stream and key space).
+    pub fn saga<S: command_api::Saga>(
+        mut self,
+        build: impl Fn(&SagaSetup) -> anyhow::Result<S> + Send + Sync + 'static,
+    ) -> Self {
+        self.sagas.push(sagas::declare(build));
+        self
+    }
+
+    /// A value the application's sagas are built with, set on the command
+    /// line of the processes that run them (a flag and an environment
+    /// variable, with a default: see [`Setting`]) and read with
+    /// [`SagaSetup::settings`].
+    pub fn setting(mut self, setting: Setting) -> Self {
+        self.settings.push(setting);
+        self
+    }
+
     /// Parses the command line and runs what it asks for; the exit code
     /// to end the process with.
     pub fn run(self) -> ExitCode {
@@ -104,6 +151,10 @@ impl App {
     }
 }
 
+/// The reference domain's setting: how long an order may wait for its
+/// credit check (`--order-decision-timeout-ms`).
+const ORDER_DECISION_TIMEOUT: &str = "order-decision-timeout";
+
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
@@ -116,6 +167,8 @@ impl std::fmt::Debug for App {
                     .map(|p| p.name())
                     .collect::<Vec<_>>(),
             )
+            .field("sagas", &self.sagas.len())
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }

@@ -1,5 +1,5 @@
 //! The split processes around `annals store`: the command API (with the
-//! order-fulfilment saga when asked), the projector and the query API, each
+//! application's sagas when asked), the projector and the query API, each
 //! with its health endpoints and OpenAPI document.
 
 use anyhow::Context;
@@ -7,9 +7,10 @@ use projector::ViewDb;
 
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, RunningSaga, Stop, bind, command_config, connect_store, query_config,
+    RunningProjector, Stop, bind, command_config, connect_store, handler_config, query_config,
     view_db_options,
 };
+use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
@@ -35,12 +36,18 @@ async fn serve_http(
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let store = connect_store(app, &args.store, &stop).await?;
-    let (handlers, config) = command_config(&args.commands);
-    let commands = command_api::Commands::new(store.clone(), handlers);
-    let saga = args
-        .saga
-        .then(|| RunningSaga::start(&commands, &args.saga_options, &stop));
-    let routes = app.commands.routes(&commands, config);
+    // The process's command handlers, one per aggregate type, shared by
+    // the routes and the sagas.
+    let handlers = command_api::Commands::new(store.clone(), handler_config(&args.commands));
+    let sagas = if args.saga {
+        let setup = SagaSetup::new(handlers.clone(), args.settings.clone());
+        Some(BuiltSagas::build(app, &setup, &args.saga_options, &stop)?.spawn())
+    } else {
+        None
+    };
+    let routes = app
+        .commands
+        .routes(&handlers, command_config(&args.commands));
     let document = health::merged(
         &format!("{} command API", app.name),
         [app.commands.openapi()],
@@ -48,15 +55,15 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     let app = health::with_fallbacks(routes.merge(health::routes(
         Readiness {
             store: Some(store),
-            saga: saga.as_ref().map(|s| s.handle.clone()),
+            sagas: sagas.as_ref().map(RunningSagas::handles),
             ..Readiness::default()
         },
         document,
     )));
     let served = serve_http("command API", &args.listen, &args.http, app, &stop).await;
     stop.trigger();
-    let finished = match saga {
-        Some(saga) => saga.finish().await,
+    let finished = match sagas {
+        Some(sagas) => sagas.finish().await,
         None => Ok(()),
     };
     served.and(finished)
@@ -94,7 +101,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 store: Some(store),
                 views: Some(views.clone()),
                 projector: Some(running.check.clone()),
-                saga: None,
+                sagas: None,
             },
             health::merged("annals projector admin API", [projector::admin_openapi()]),
         ),

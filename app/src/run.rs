@@ -81,6 +81,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
 }
 
+impl Default for Stop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The process-wide request to stop: set by SIGINT or SIGTERM, or by a part
 /// of the process that cannot go on. Every server and task waits on it.
 #[derive(Debug, Clone)]
@@ -95,7 +101,7 @@ impl Stop {
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut terminate =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let stop = Self(Arc::new(tokio::sync::watch::channel(false).0));
+        let stop = Self::new();
         let trigger = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -106,6 +112,11 @@ impl Stop {
             trigger.trigger();
         });
         Ok(stop)
+    }
+
+    /// A stop only [`Stop::trigger`] asks for.
+    pub fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(false).0))
     }
 
     pub fn trigger(&self) {
@@ -302,74 +313,27 @@ impl RunningProjector {
     }
 }
 
-/// The order-fulfilment saga running in a task of its own, issuing its
-/// commands through the command API's handlers (sharing their locks and
-/// caches).
-pub struct RunningSaga {
-    pub handle: command_api::SagaHandle,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningSaga {
-    /// Runs the saga until `stop`; it then finishes the event it is on and
-    /// writes its checkpoint. It never fails: it retries or skips.
-    pub fn start(
-        commands: &command_api::Commands,
-        options: &crate::SagaOptions,
-        stop: &Stop,
-    ) -> Self {
-        let saga = command_api::OrderFulfilment::new(
-            commands.handler(),
-            commands.handler(),
-            command_api::OrderFulfilmentConfig {
-                decision_timeout: Duration::from_millis(options.order_decision_timeout_ms),
-            },
-        );
-        let runner =
-            command_api::SagaRunner::new(saga, commands.store().clone(), saga_config(options));
-        let handle = runner.handle();
-        let task = tokio::spawn(runner.run(stop.wait()));
-        Self { handle, task }
-    }
-
-    /// Waits for the task to end (after `stop`).
-    pub async fn finish(self) -> anyhow::Result<()> {
-        self.task
-            .await
-            .map_err(|e| anyhow::anyhow!("the saga task ended abnormally: {e}"))
-    }
-}
-
-pub fn saga_config(options: &crate::SagaOptions) -> command_api::SagaConfig {
-    command_api::SagaConfig {
-        checkpoint_every_events: NonZeroU64::new(options.saga_checkpoint_every_events)
-            .unwrap_or(NonZeroU64::MIN),
-        checkpoint_interval: Duration::from_millis(options.saga_checkpoint_interval_ms),
-        concurrency: usize::try_from(options.saga_concurrency).unwrap_or(1),
-        ..command_api::SagaConfig::default()
-    }
-}
-
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// How the command handlers and the command routes behave.
-pub fn command_config(
-    options: &crate::CommandOptions,
-) -> (command_api::HandlerConfig, command_api::ApiConfig) {
-    let handlers = command_api::HandlerConfig {
+/// How the process's command handlers work (routes and sagas alike).
+pub fn handler_config(options: &crate::CommandOptions) -> command_api::HandlerConfig {
+    command_api::HandlerConfig {
         snapshot_every_events: NonZeroU64::new(options.snapshot_every_events),
         ..command_api::HandlerConfig::default()
-    };
-    let api = command_api::ApiConfig {
+    }
+}
+
+/// How the command routes behave.
+pub fn command_config(options: &crate::CommandOptions) -> command_api::ApiConfig {
+    command_api::ApiConfig {
         body_bytes_max: options.body_bytes_max as usize,
         in_flight_requests_max: options.in_flight_requests_max as usize,
         ..command_api::ApiConfig::default()
-    };
-    (handlers, api)
+    }
 }
 
 pub fn projector_options(options: &crate::ProjectorOptions) -> projector::ProjectorOptions {

@@ -1,9 +1,9 @@
-//! `annals serve`: the event store, command API, order-fulfilment saga,
+//! `annals serve`: the event store, command API, the application's sagas,
 //! projector and query API in one process, on one port.
 //!
 //! Shutdown order: the signal stops the HTTP server from accepting, the
-//! requests in flight finish, the saga finishes its event and writes its
-//! checkpoint, the projector commits the batch it is on and returns, then
+//! requests in flight finish, each saga finishes the events it is on and
+//! writes its checkpoint, the projector commits the batch it is on and returns, then
 //! the store is synced and closed (which releases the data directory's
 //! lock).
 
@@ -16,12 +16,21 @@ use projector::ViewDb;
 use crate::ServeArgs;
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, RunningSaga, Stop, bind, command_config, open_embedded, query_config,
+    RunningProjector, Stop, bind, command_config, handler_config, open_embedded, query_config,
     serve_http, view_db_options,
 };
+use crate::sagas::{BuiltSagas, SagaSetup};
 
 pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
-    let stop = Stop::on_signals()?;
+    serve_until(args, app, &Stop::on_signals()?).await
+}
+
+/// `annals serve` until `stop`.
+pub(crate) async fn serve_until(
+    args: ServeArgs,
+    app: &crate::App,
+    stop: &Stop,
+) -> anyhow::Result<()> {
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
     let (store, layered) = open_embedded(
@@ -33,7 +42,7 @@ pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
         app,
     )
     .await?;
-    let result = run(&args, app, listener, layered, &stop).await;
+    let result = run(&args, app, listener, layered, stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
@@ -54,13 +63,20 @@ async fn run(
         None => ViewDb::open_in_data_dir_with(&args.data_dir, options).await,
     }
     .context("cannot open the view database")?;
+    // The process's command handlers, one per aggregate type, shared by
+    // the routes and the sagas.
+    let handlers = command_api::Commands::new(store.clone(), handler_config(&args.commands));
+    let sagas = BuiltSagas::build(
+        app,
+        &SagaSetup::new(handlers.clone(), args.settings.clone()),
+        &args.saga,
+        stop,
+    )?;
     let projector =
         RunningProjector::start(app, store.clone(), views.clone(), &args.projector, stop)?;
     let handle = projector.handle.clone();
+    let sagas = sagas.spawn();
 
-    let (handlers, config) = command_config(&args.commands);
-    let commands = command_api::Commands::new(store.clone(), handlers);
-    let saga = RunningSaga::start(&commands, &args.saga, stop);
     let queries = query_api::QueryState::new(views.clone(), query_config(&args.queries));
     let openapi = health::merged(
         &app.name,
@@ -72,7 +88,7 @@ async fn run(
     );
     let router = health::with_fallbacks(
         app.commands
-            .routes(&commands, config)
+            .routes(&handlers, command_config(&args.commands))
             .merge(query_api::routes(queries))
             .merge(projector::admin_routes(handle))
             .merge(health::routes(
@@ -80,7 +96,7 @@ async fn run(
                     store: Some(store.clone()),
                     views: Some(views.clone()),
                     projector: Some(projector.check.clone()),
-                    saga: Some(saga.handle.clone()),
+                    sagas: Some(sagas.handles()),
                 },
                 openapi,
             )),
@@ -94,9 +110,9 @@ async fn run(
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop
-    // the saga and the projector too.
+    // the sagas and the projector too.
     stop.trigger();
-    let saga = saga.finish().await;
+    let saga = sagas.finish().await;
     let projected = projector.finish().await;
     views.close().await;
     served?;

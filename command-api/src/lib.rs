@@ -15,7 +15,8 @@
 //!   [`CommandRoutes`], served by [`CommandApi`];
 //! - [`domain`]: the reference domain (customers with a credit line, orders)
 //!   and its routes;
-//! - [`testkit`]: given/when/then for a domain's aggregates;
+//! - [`testkit`]: given/when/then for a domain's aggregates, and a manual
+//!   clock for sagas' deadlines;
 //! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
 //!   reference order-fulfilment saga, which drives a placed order through
 //!   the customer's credit check (and compensates).
@@ -34,7 +35,8 @@ pub mod saga;
 pub mod testkit;
 
 pub use aggregate::{
-    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+    decode_data_at, replay, upcast_value,
 };
 pub use commands::Commands;
 pub use erasure::forget_customer;
@@ -44,11 +46,11 @@ pub use http::{
     ApiConfig, CommandApi, CommandRoutes, FieldErrors, NoFields, PathIds, Route, serve,
     with_problem_fallbacks,
 };
-pub use idempotency::{Fingerprint, Idempotency, IdempotencyKey};
+pub use idempotency::{Fenced, Fingerprint, Idempotency, IdempotencyKey};
 pub use json_event::JsonEvent;
 pub use saga::{
-    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaHandle,
-    SagaRunner, SagaState, SagaStatus,
+    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaFailure,
+    SagaHandle, SagaRunner, SagaState, SagaStatus, SagaStopped,
 };
 
 /// `upcasters` with the events annals itself writes declared at their

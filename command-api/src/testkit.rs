@@ -1,6 +1,11 @@
 //! Given/when/then for aggregates: the events that happened, the command
 //! that arrives, and the events it records (or the rule it breaks). Pure:
-//! no store, no runtime. Every event the command records is also encoded
+//! no store, no runtime.
+//!
+//! And a [`ManualClock`] for sagas that decide by the time: it stands
+//! still until the test moves it.
+//!
+//! Given/when/then: Every event the command records is also encoded
 //! and decoded as the store would keep it, so a test fails when an event
 //! does not survive its own serialization.
 //!
@@ -60,6 +65,11 @@
 //! ```
 
 use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use event_store::{Clock, Timestamp};
 
 use crate::aggregate::{Aggregate, DomainError, DomainEvent, replay};
 
@@ -177,4 +187,60 @@ fn assert_round_trip<E: DomainEvent + PartialEq>(event: &E) {
         &decoded, event,
         "the event as stored reads back differently"
     );
+}
+
+/// A clock that moves only when told to: give it to a
+/// [`SagaRunner`](crate::SagaRunner) ([`with_clock`](crate::SagaRunner::with_clock))
+/// and a saga's deadline passes when the test says so, without sleeping.
+/// Clones share the time.
+///
+/// ```
+/// use std::time::Duration;
+/// use command_api::testkit::ManualClock;
+/// use event_store::{Clock, Timestamp};
+///
+/// let clock = ManualClock::at(Timestamp(1_000));
+/// clock.advance(Duration::from_millis(2));
+/// assert_eq!(clock.now(), Timestamp(3_000));
+/// ```
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    micros: Arc<AtomicI64>,
+}
+
+impl ManualClock {
+    /// A clock standing at `time`.
+    pub fn at(time: Timestamp) -> Self {
+        Self {
+            micros: Arc::new(AtomicI64::new(time.as_micros())),
+        }
+    }
+
+    /// A clock standing at the wall clock's time now.
+    pub fn starting_now() -> Self {
+        Self::at(Timestamp::now())
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        // Saturating: a test that moves a clock past the end of time gets
+        // the end of time, not a time before it.
+        let _ = self
+            .micros
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(by))
+            });
+    }
+
+    /// Sets the time to `time` (backwards too).
+    pub fn set(&self, time: Timestamp) {
+        self.micros.store(time.as_micros(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.micros.load(Ordering::SeqCst))
+    }
 }

@@ -34,6 +34,13 @@
 //!   kept as the status's last error and skipped: one bad event must not
 //!   stop every later one.
 //!
+//! - **Time.** A saga that decides by the clock (a deadline) asks
+//!   [`SagaContext::now`], the runner's [`Clock`] ([`SagaRunner::with_clock`]),
+//!   so a test moves time forward instead of sleeping.
+//! - **Read-your-writes.** [`SagaHandle::handled`] waits until the saga is
+//!   done with the log up to a position: a test, or a caller that wants to
+//!   read what the saga did about its command, waits for that.
+//!
 //! Run each saga in exactly one process per store: two instances would not
 //! break anything (the keys make their commands idempotent), but they would
 //! do all the work twice.
@@ -45,10 +52,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::Duration;
+use tokio::sync::watch;
 
 use async_trait::async_trait;
-use event_store::{EventFilter, EventStore, RecordedEvent, StreamId};
+use event_store::{Clock, EventFilter, EventStore, Position, RecordedEvent, StreamId, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -165,6 +174,7 @@ pub struct SagaContext<S> {
     correlation_id: Uuid,
     attempt: u32,
     state: Arc<Mutex<S>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S> fmt::Debug for SagaContext<S> {
@@ -184,6 +194,7 @@ impl<S> SagaContext<S> {
         event: &RecordedEvent,
         attempt: u32,
         state: Arc<Mutex<S>>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         // Metadata that does not parse only loses the conversation's id;
         // the event itself then starts one.
@@ -199,7 +210,16 @@ impl<S> SagaContext<S> {
             correlation_id,
             attempt,
             state,
+            clock,
         }
+    }
+
+    /// The time now, by the runner's clock (the wall clock unless
+    /// [`SagaRunner::with_clock`] says otherwise). Compare it with an
+    /// event's commit time ([`RecordedEvent::timestamp`]) to give up on
+    /// something that took too long.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// 1 on the first try of this delivery, then 2, 3... on retries.
@@ -379,37 +399,180 @@ pub struct SagaStatus {
 }
 
 /// A view of a running saga's status; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SagaHandle {
-    status: Arc<Mutex<SagaStatus>>,
+    status: Arc<watch::Sender<SagaStatus>>,
+    /// Where [`SagaHandle::handled`] looks for events the saga has not
+    /// been given yet.
+    log: Option<(Arc<dyn EventStore>, EventFilter)>,
+}
+
+impl fmt::Debug for SagaHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SagaHandle")
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The saga stopped before it handled the log up to the position waited
+/// for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the saga {name} stopped at position {position}, before position {waited_for}")]
+pub struct SagaStopped {
+    pub name: &'static str,
+    /// Every event up to here was done.
+    pub position: u64,
+    pub waited_for: u64,
 }
 
 impl SagaHandle {
-    pub(crate) fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str, log: Option<(Arc<dyn EventStore>, EventFilter)>) -> Self {
+        let status = SagaStatus {
+            name,
+            state: SagaState::Starting,
+            started_after: 0,
+            position: 0,
+            checkpoint: 0,
+            events_handled: 0,
+            events_skipped: 0,
+            events_in_flight: 0,
+            events_retrying: 0,
+            state_summary: BTreeMap::new(),
+            last_error: None,
+        };
         Self {
-            status: Arc::new(Mutex::new(SagaStatus {
-                name,
-                state: SagaState::Starting,
-                started_after: 0,
-                position: 0,
-                checkpoint: 0,
-                events_handled: 0,
-                events_skipped: 0,
-                events_in_flight: 0,
-                events_retrying: 0,
-                state_summary: BTreeMap::new(),
-                last_error: None,
-            })),
+            status: Arc::new(watch::Sender::new(status)),
+            log,
         }
     }
 
     pub fn status(&self) -> SagaStatus {
-        lock(&self.status).clone()
+        self.status.borrow().clone()
+    }
+
+    /// The saga's name.
+    pub fn name(&self) -> &'static str {
+        self.status.borrow().name
+    }
+
+    /// Resolves once the saga is done (handled or skipped) with every
+    /// event of the log up to `position`: pass the position an append
+    /// returned to read what the saga did about it. Events the saga's
+    /// filter passes over count as done, so any position of the log works;
+    /// one the log has not reached yet is waited for. An event being
+    /// retried keeps it waiting: put a timeout around it.
+    ///
+    /// Fails when the saga stops first.
+    pub async fn handled(&self, position: Position) -> Result<(), SagaStopped> {
+        /// How often the log is looked at again while it has not reached
+        /// `position`, or cannot be read: nothing else says when.
+        const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(20);
+        let mut changes = self.status.subscribe();
+        // The first event after the saga's position that the saga is given,
+        // as a scan of the log found it: until the saga passes it there is
+        // no need to look again.
+        let mut next_for_saga: Option<u64> = None;
+        loop {
+            let status = changes.borrow_and_update().clone();
+            if status.position >= position.0 {
+                return Ok(());
+            }
+            if status.state == SagaState::Stopped {
+                return Err(SagaStopped {
+                    name: status.name,
+                    position: status.position,
+                    waited_for: position.0,
+                });
+            }
+            // Nothing received and not done: the saga is at the last event
+            // its filter passed. Whether any of the later ones up to
+            // `position` are the saga's is in the log.
+            let idle = status.state == SagaState::Running && status.events_in_flight == 0;
+            let scan_from = status.position + 1;
+            let mut look_again = false;
+            if idle && next_for_saga.is_none_or(|next| next < scan_from) {
+                match self.scan(scan_from, position).await {
+                    Scan::NotTheSagas => return Ok(()),
+                    Scan::SagasAt(next) => next_for_saga = Some(next),
+                    Scan::LogEndsBefore => look_again = true,
+                    Scan::Failed(e) => {
+                        tracing::debug!(saga = status.name, error = %e,
+                            "cannot read the log to see whether the saga has anything to do");
+                        look_again = true;
+                    }
+                    Scan::Unknown => {}
+                }
+            }
+            let changed = if look_again {
+                tokio::select! {
+                    changed = changes.changed() => changed,
+                    () = tokio::time::sleep(LOOK_AGAIN) => Ok(()),
+                }
+            } else {
+                changes.changed().await
+            };
+            // This handle holds the sender, so the channel cannot close;
+            // were it to, the status would be final.
+            if changed.is_err() {
+                let status = self.status();
+                return if status.position >= position.0 {
+                    Ok(())
+                } else {
+                    Err(SagaStopped {
+                        name: status.name,
+                        position: status.position,
+                        waited_for: position.0,
+                    })
+                };
+            }
+        }
+    }
+
+    /// What the log holds in `from..=to` for the saga.
+    async fn scan(&self, from: u64, to: Position) -> Scan {
+        /// Read a page at a time: the gap may be long, memory is bounded.
+        const PAGE_EVENTS: usize = 512;
+        let Some((store, filter)) = self.log.as_ref() else {
+            return Scan::Unknown;
+        };
+        let mut next = from;
+        while next <= to.0 {
+            let page = match store.read_all(Position(next), PAGE_EVENTS).await {
+                Ok(page) => page,
+                Err(e) => return Scan::Failed(e),
+            };
+            let Some(last) = page.last().map(|e| e.position.0) else {
+                return Scan::LogEndsBefore;
+            };
+            if let Some(event) = page
+                .iter()
+                .take_while(|e| e.position <= to)
+                .find(|e| filter.matches(e.stream_id.as_str(), &e.event_type))
+            {
+                return Scan::SagasAt(event.position.0);
+            }
+            next = last + 1;
+        }
+        Scan::NotTheSagas
     }
 
     pub(crate) fn update(&self, change: impl FnOnce(&mut SagaStatus)) {
-        change(&mut lock(&self.status));
+        self.status.send_modify(change);
     }
+}
+
+/// What [`SagaHandle::handled`] found in the log past the saga's position.
+enum Scan {
+    /// No event up to the position waited for is the saga's.
+    NotTheSagas,
+    /// The first event there that is the saga's.
+    SagasAt(u64),
+    /// The log does not reach the position yet.
+    LogEndsBefore,
+    Failed(event_store::Error),
+    /// The handle does not know the saga's log.
+    Unknown,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

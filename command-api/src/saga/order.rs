@@ -223,7 +223,7 @@ impl OrderFulfilment {
             )
         });
 
-        if self.overdue(event.timestamp) {
+        if self.overdue(event.timestamp, context.now()) {
             let limit = self.config.decision_timeout.as_millis();
             let reason = reason(
                 "timeout",
@@ -304,11 +304,10 @@ impl OrderFulfilment {
         }
     }
 
-    /// True when an order placed at `placed_at` is past its decision time.
-    fn overdue(&self, placed_at: Timestamp) -> bool {
-        let age_us = Timestamp::now()
-            .as_micros()
-            .saturating_sub(placed_at.as_micros());
+    /// True when an order placed at `placed_at` is past its decision time
+    /// at `now`.
+    fn overdue(&self, placed_at: Timestamp, now: Timestamp) -> bool {
+        let age_us = now.as_micros().saturating_sub(placed_at.as_micros());
         let limit_us = i64::try_from(self.config.decision_timeout.as_micros()).unwrap_or(i64::MAX);
         age_us > limit_us
     }

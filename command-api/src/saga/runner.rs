@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_store::{
-    Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent,
+    Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent,
+    SystemClock,
 };
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
@@ -25,6 +26,7 @@ pub struct SagaRunner<S: Saga> {
     config: SagaConfig,
     start_after: Option<Position>,
     status: SagaHandle,
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: Saga> std::fmt::Debug for SagaRunner<S> {
@@ -33,20 +35,29 @@ impl<S: Saga> std::fmt::Debug for SagaRunner<S> {
             .field("saga", &self.saga.name())
             .field("config", &self.config)
             .field("start_after", &self.start_after)
+            .field("clock", &self.clock)
             .finish()
     }
 }
 
 impl<S: Saga> SagaRunner<S> {
     pub fn new(saga: S, store: Arc<dyn EventStore>, config: SagaConfig) -> Self {
-        let status = SagaHandle::new(saga.name());
+        let status = SagaHandle::new(saga.name(), Some((store.clone(), saga.filter())));
         Self {
             saga: Arc::new(saga),
             store,
             config,
             start_after: None,
             status,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The clock [`SagaContext::now`] reads (the wall clock by default):
+    /// a test of a deadline sets the time instead of waiting for it.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Ignores the checkpoint and starts after `position` (`Position::ZERO`:
@@ -272,15 +283,14 @@ impl<S: Saga> SagaRunner<S> {
                 return;
             };
             let position = event.position;
-            let work = handle_until_done(
-                Arc::clone(&self.saga),
-                Arc::clone(&self.store),
-                event,
-                Arc::clone(&run.state),
-                self.config.clone(),
-                self.status.clone(),
-                run.stop.clone(),
-            );
+            let worker = Worker {
+                saga: Arc::clone(&self.saga),
+                store: Arc::clone(&self.store),
+                clock: Arc::clone(&self.clock),
+                config: self.config.clone(),
+                status: self.status.clone(),
+            };
+            let work = handle_until_done(worker, event, Arc::clone(&run.state), run.stop.clone());
             let id = run.tasks.spawn(work).id();
             run.in_task.insert(id, (lane, position));
         }
@@ -443,17 +453,30 @@ enum Done {
     No,
 }
 
+/// What a task handling one event works with.
+struct Worker<S: Saga> {
+    saga: Arc<S>,
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    config: SagaConfig,
+    status: SagaHandle,
+}
+
 /// Handles `event` until it is done: retries transient failures with a
 /// back-off, skips one that cannot succeed, gives up waiting at shutdown.
 async fn handle_until_done<S: Saga>(
-    saga: Arc<S>,
-    store: Arc<dyn EventStore>,
+    worker: Worker<S>,
     event: RecordedEvent,
     state: Arc<Mutex<S::State>>,
-    config: SagaConfig,
-    status: SagaHandle,
     mut stop: watch::Receiver<bool>,
 ) -> Done {
+    let Worker {
+        saga,
+        store,
+        clock,
+        config,
+        status,
+    } = worker;
     let name = saga.name();
     let mut pause = Backoff::new(&config);
     let mut attempt = 1;
@@ -466,6 +489,7 @@ async fn handle_until_done<S: Saga>(
             &event,
             attempt,
             Arc::clone(&state),
+            Arc::clone(&clock),
         );
         match saga.handle(&event, &context).await {
             Ok(()) => {

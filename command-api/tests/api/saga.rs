@@ -23,13 +23,14 @@ use command_api::saga::{
     CHECKPOINT_EVENT_TYPE, CHECKPOINT_STREAM, Checkpoint, OrderFulfilmentState, SAGA_NAME,
     idempotency_key,
 };
+use command_api::testkit::ManualClock;
 use command_api::{
     CommandContext, CommandHandler, DomainEvent, Fingerprint, HandlerConfig, Idempotency,
     OrderFulfilment, OrderFulfilmentConfig, SagaConfig, SagaHandle, SagaRunner, SagaState,
 };
 use event_store::{
     Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent, Store,
-    StoreOptions, StreamId,
+    StoreOptions, StreamId, Timestamp,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -279,11 +280,10 @@ impl Running {
 
     /// Waits until the saga has handled everything up to `position`.
     async fn reach(&self, position: Position) {
-        eventually(&format!("the saga reaches position {position}"), || {
-            let handle = self.handle.clone();
-            async move { handle.status().position >= position.0 }
-        })
-        .await;
+        tokio::time::timeout(WAIT_MAX, self.handle.handled(position))
+            .await
+            .unwrap_or_else(|_| panic!("the saga did not reach position {position} in time"))
+            .unwrap();
     }
 
     /// A graceful stop: the saga finishes its event and checkpoints.
@@ -356,6 +356,71 @@ async fn an_order_within_the_limit_is_approved_and_its_credit_reserved() {
     // A graceful stop leaves a checkpoint at the last event handled.
     assert_eq!(world.checkpoint().await, Some(placed_at.0));
     assert_eq!(status.checkpoint, placed_at.0);
+}
+
+#[tokio::test]
+async fn handled_waits_for_the_sagas_work_up_to_a_position_of_the_log() {
+    let world = World::new().await;
+    let customer = world.customer(1_000).await;
+    // No checkpoint until the stop: the log holds only what the test
+    // appends.
+    let quiet = SagaConfig {
+        checkpoint_every_events: NonZeroU64::new(1_000_000).unwrap(),
+        checkpoint_interval: Duration::from_secs(3600),
+        ..config()
+    };
+    let saga = Running::start(world.saga_with(quiet, OrderFulfilmentConfig::default()));
+
+    // Read-your-writes across the saga: once the placement is handled, its
+    // decision is there to read.
+    let (order, placed_at) = world.place(customer, eur(300)).await;
+    tokio::time::timeout(WAIT_MAX, saga.handle.handled(placed_at))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(world.status(order).await, OrderStatus::Approved);
+
+    // An event the saga is not given is done as soon as the saga is done
+    // with everything before it.
+    let other = world
+        .store
+        .append(
+            &StreamId::new("elsewhere-1").unwrap(),
+            ExpectedVersion::Any,
+            vec![NewEvent::json("SomethingElse", &serde_json::json!({})).unwrap()],
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT_MAX, saga.handle.handled(other.last_position))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // A position the log has not reached is waited for.
+    let ahead = Position(other.last_position.0 + 1);
+    let waiting = tokio::spawn({
+        let handle = saga.handle.clone();
+        async move { handle.handled(ahead).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    let (second, placed_at) = world.place(customer, eur(100)).await;
+    assert_eq!(placed_at, ahead);
+    tokio::time::timeout(WAIT_MAX, waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(world.status(second).await, OrderStatus::Approved);
+
+    // Once the saga stops, waiting for more fails instead of hanging.
+    let handle = saga.stop().await;
+    let beyond = Position(placed_at.0 + 1_000);
+    let stopped = tokio::time::timeout(WAIT_MAX, handle.handled(beyond))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(stopped.waited_for, beyond.0);
 }
 
 #[tokio::test]
@@ -1114,14 +1179,14 @@ async fn an_order_not_decided_in_time_is_rejected_and_its_partial_reservation_re
         .await
         .unwrap();
     assert_eq!(world.reserved(customer).await, 300);
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    // The saga comes back after the order's decision time has passed.
-    let saga = Running::start(world.saga_with(
-        config(),
-        OrderFulfilmentConfig {
-            decision_timeout: Duration::from_millis(10),
-        },
+    // The saga comes back a microsecond after the order's decision time
+    // has passed, by its clock: nobody waits for it.
+    let (placed, _) = world.order_events(order).await.remove(0);
+    let timeout = OrderFulfilmentConfig::default().decision_timeout;
+    let clock = ManualClock::at(Timestamp(
+        placed.timestamp.as_micros() + i64::try_from(timeout.as_micros()).unwrap() + 1,
     ));
+    let saga = Running::start(world.saga().with_clock(Arc::new(clock.clone())));
     saga.reach(placed_at).await;
     assert_eq!(world.status(order).await, OrderStatus::Rejected);
     let (_, event) = world.order_events(order).await.pop().unwrap();
@@ -1140,9 +1205,13 @@ async fn an_order_not_decided_in_time_is_rejected_and_its_partial_reservation_re
         serde_json::json!(0)
     );
 
-    // Within its time an order goes through as usual.
+    // Within its time (to the microsecond) an order goes through as usual.
     let (order, placed_at) = world.place(customer, eur(300)).await;
-    let saga = Running::start(world.saga());
+    let (placed, _) = world.order_events(order).await.remove(0);
+    clock.set(Timestamp(
+        placed.timestamp.as_micros() + i64::try_from(timeout.as_micros()).unwrap(),
+    ));
+    let saga = Running::start(world.saga().with_clock(Arc::new(clock)));
     saga.reach(placed_at).await;
     assert_eq!(world.status(order).await, OrderStatus::Approved);
     saga.stop().await;

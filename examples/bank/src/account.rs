@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use command_api::aggregate::{decode_data, decode_data_at};
 use command_api::{
-    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, upcast_value,
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+    decode_data_at, upcast_value,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -27,10 +27,9 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use command_api::idempotency::Fenced;
 use command_api::{
-    Aggregate, AggregateCommand, CommandError, CommandHandler, DomainError, DomainEvent, Saga,
-    SagaContext, SagaError,
+    Aggregate, AggregateCommand, CommandError, CommandHandler, DomainError, DomainEvent, Fenced,
+    Saga, SagaContext, SagaError,
 };
 use event_store::{EventFilter, RecordedEvent, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -210,7 +209,7 @@ impl Transfers {
         if status != TransferStatus::Requested {
             return Ok(passed);
         }
-        let refusal = if self.expired(event.timestamp) {
+        let refusal = if self.expired(event.timestamp, context.now()) {
             Some(Refusal::expired(self.config.expiry))
         } else {
             let send = AccountCommand::SendTransfer {
@@ -403,11 +402,10 @@ impl Transfers {
         })
     }
 
-    /// Whether a transfer requested at `requested_at` is past its expiry.
-    fn expired(&self, requested_at: Timestamp) -> bool {
-        let age_us = Timestamp::now()
-            .as_micros()
-            .saturating_sub(requested_at.as_micros());
+    /// Whether a transfer requested at `requested_at` is past its expiry
+    /// at `now` (the saga runner's clock).
+    fn expired(&self, requested_at: Timestamp, now: Timestamp) -> bool {
+        let age_us = now.as_micros().saturating_sub(requested_at.as_micros());
         let expiry_us = i64::try_from(self.config.expiry.as_micros()).unwrap_or(i64::MAX);
         age_us > expiry_us
     }

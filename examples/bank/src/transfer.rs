@@ -12,8 +12,9 @@
 //! its own): it records what the transfer saga found out, and refuses any
 //! step out of order.
 
-use command_api::aggregate::decode_data;
-use command_api::{Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent};
+use command_api::{
+    Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

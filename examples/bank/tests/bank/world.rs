@@ -3,14 +3,13 @@
 //! personal-data policy), with the command handlers of both aggregates
 //! and the transfer saga run by the real `SagaRunner`.
 
-use std::future::Future;
 use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use annals_bank::account::{AccountCommand, AccountEvent, HolderName};
 use annals_bank::transfer::{TransferCommand, TransferEvent};
-use annals_bank::{Account, Amount, Currency, Money, Transfer, Transfers, TransfersConfig};
+use annals_bank::{Account, Amount, Currency, Money, Transfer, Transfers};
 use command_api::{
     CommandContext, CommandHandler, DomainEvent, HandlerConfig, SagaConfig, SagaHandle, SagaRunner,
     SagaState,
@@ -33,19 +32,6 @@ pub fn money(minor_units: i64, currency: Currency) -> Money {
 
 pub fn eur(minor_units: i64) -> Money {
     money(minor_units, Currency::Eur)
-}
-
-/// Polls `check` until it holds, failing after [`WAIT_MAX`].
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + WAIT_MAX;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {WAIT_MAX:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A saga configuration that checkpoints often and retries quickly, so
@@ -103,12 +89,7 @@ impl World {
 
     /// The saga over this world's handlers.
     pub fn saga(&self) -> SagaRunner<Transfers> {
-        self.saga_with(TransfersConfig::default())
-    }
-
-    pub fn saga_with(&self, config: TransfersConfig) -> SagaRunner<Transfers> {
-        let saga =
-            Transfers::new(self.accounts.clone(), self.transfers.clone()).with_config(config);
+        let saga = Transfers::new(self.accounts.clone(), self.transfers.clone());
         SagaRunner::new(saga, self.front.clone(), saga_config())
     }
 
@@ -242,15 +223,32 @@ impl Running {
 
     /// Waits until every transfer of `ids` in `world` completed or failed,
     /// failing at once if the saga gave up on an event (it would never
-    /// finish the transfer).
+    /// finish the transfer). No polling: each step of a transfer ends with
+    /// the event that leads to the next, so the saga having handled the
+    /// transfer's last event means that event is there, or the transfer
+    /// is finished.
     pub async fn finish(&self, world: &World, ids: &[Uuid]) {
         for &id in ids {
-            eventually(&format!("transfer {id} finishes"), || async move {
+            let stream = format!("transfer-{id}");
+            let mut waited_for = None;
+            loop {
+                let latest = world.events(&stream).await.last().unwrap().position;
+                if world.transfer_state(id).await.is_finished() {
+                    break;
+                }
+                assert_ne!(
+                    Some(latest),
+                    waited_for,
+                    "the saga handled transfer {id} up to {latest:?} and took it no further"
+                );
+                tokio::time::timeout(WAIT_MAX, self.handle.handled(latest))
+                    .await
+                    .unwrap_or_else(|_| panic!("transfer {id} not handled within {WAIT_MAX:?}"))
+                    .unwrap();
                 let status = self.handle.status();
                 assert_eq!(status.events_skipped, 0, "{:?}", status.last_error);
-                world.transfer_state(id).await.is_finished()
-            })
-            .await;
+                waited_for = Some(latest);
+            }
         }
     }
 
