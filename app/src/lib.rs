@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use event_store::{EventStore, PersonalData, Upcasters};
 use projector::{Projection, ProjectorBuilder, ViewDb};
+use query_api::QueryRoutes;
 
 use cli::*;
 
@@ -26,6 +27,7 @@ pub struct App {
     upcasters: Upcasters,
     personal_data: PersonalData,
     projections: Vec<Arc<dyn Projection>>,
+    queries: QueryRoutes,
 }
 
 impl App {
@@ -37,6 +39,7 @@ impl App {
             upcasters: command_api::with_own_events(Upcasters::default()),
             personal_data: PersonalData::default(),
             projections: Vec::new(),
+            queries: QueryRoutes::new(),
         }
     }
 
@@ -45,7 +48,8 @@ impl App {
     pub fn reference() -> Self {
         let mut app = Self::new("annals")
             .upcasters(command_api::domain::upcasters())
-            .personal_data(command_api::domain::customer::shredding_policy());
+            .personal_data(command_api::domain::customer::shredding_policy())
+            .queries(query_api::reference::routes());
         for projection in projector::reference::projections() {
             app.projections.push(projection);
         }
@@ -71,6 +75,13 @@ impl App {
     /// A view the projector keeps, rebuilt from the log on demand.
     pub fn projection(mut self, projection: impl Projection) -> Self {
         self.projections.push(Arc::new(projection));
+        self
+    }
+
+    /// The query routes the query API serves (over the views of the
+    /// application's projections).
+    pub fn queries(mut self, routes: QueryRoutes) -> Self {
+        self.queries = routes;
         self
     }
 
@@ -102,6 +113,7 @@ impl std::fmt::Debug for App {
                     .map(|p| p.name())
                     .collect::<Vec<_>>(),
             )
+            .field("queries", &self.queries.paths())
             .finish_non_exhaustive()
     }
 }

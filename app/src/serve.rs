@@ -65,13 +65,13 @@ async fn run(
         "annals",
         [
             command_api::openapi(),
-            query_api::openapi(),
+            query_api::openapi(&app.queries),
             projector::admin_openapi(),
         ],
     );
     let app = health::with_fallbacks(
         command_api::routes(commands)
-            .merge(query_api::routes(queries))
+            .merge(query_api::routes(queries, &app.queries))
             .merge(projector::admin_routes(handle))
             .merge(health::routes(
                 Readiness {

@@ -127,6 +127,7 @@ pub(crate) struct Registered {
     pub wanted: HashSet<&'static str>,
     pub live: TableNames,
     pub shadow: TableNames,
+    pub schema: crate::schema::Parsed,
     pub wake_live: Notify,
     pub wake_rebuild: Notify,
     pub rebuild_running: AtomicBool,
@@ -164,7 +165,10 @@ impl Registered {
         for table in projection.tables() {
             tables::check_table_name(table).map_err(invalid)?;
         }
+        let schema = crate::schema::Parsed::new(projection.schema(), projection.tables())
+            .map_err(invalid)?;
         Ok(Self {
+            schema,
             name,
             version: projection.version(),
             wanted: wanted_types(projection.event_types()),
@@ -397,6 +401,18 @@ impl Projector {
         Ok(())
     }
 
+    /// Creates the tables of every projection that do not exist yet, from
+    /// their DDL ([`Projection::schema`]); [`Projector::run`] does it at
+    /// start. For tools and tests that read or seed the views without
+    /// running the projector.
+    pub async fn create_tables(&self) -> Result<()> {
+        let mut tx = self.shared.db.begin_write().await?;
+        for reg in &self.shared.projections {
+            crate::schema::create_missing(tx.conn(), self.shared.db.dialect(), &reg.schema).await?;
+        }
+        tx.commit().await
+    }
+
     /// Rebuilds one projection from the whole log and swaps the result in,
     /// reporting progress after every batch. Resumes an interrupted rebuild
     /// of the same version.
@@ -418,6 +434,7 @@ impl Projector {
 /// a rebuild task.
 async fn prepare_start(shared: &Shared, reg: &Registered) -> Result<bool> {
     let mut tx = shared.db.begin_write().await?;
+    crate::schema::create_missing(tx.conn(), shared.db.dialect(), &reg.schema).await?;
     checkpoint::insert_if_missing(
         tx.conn(),
         reg.name,

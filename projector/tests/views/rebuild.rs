@@ -257,6 +257,10 @@ impl Projection for CustomersV2 {
     fn tables(&self) -> &'static [&'static str] {
         CustomersProjection.tables()
     }
+
+    fn schema(&self) -> projector::Schema {
+        CustomersProjection.schema()
+    }
     fn event_types(&self) -> &'static [&'static str] {
         CustomersProjection.event_types()
     }
