@@ -40,9 +40,19 @@ pub trait FromViewRow: serde::Serialize + utoipa::ToSchema + Send + Sync + Sized
 }
 
 /// One row of a route's query, read by column name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ViewRow<'r> {
     row: &'r AnyRow,
+}
+
+impl std::fmt::Debug for ViewRow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use sqlx::Column;
+        let columns: Vec<&str> = self.row.columns().iter().map(|c| c.name()).collect();
+        f.debug_struct("ViewRow")
+            .field("columns", &columns)
+            .finish()
+    }
 }
 
 impl<'r> ViewRow<'r> {
