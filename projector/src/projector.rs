@@ -361,8 +361,30 @@ impl Projector {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared.clone();
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stopped_early = false;
         for reg in &shared.projections {
-            let rebuild = prepare_start(&shared, reg).await?;
+            // A view database that cannot answer at start (lost connection,
+            // busy) is waited for, as during a batch; other errors end the run.
+            let mut pause = shared.options.retry_backoff_min;
+            let rebuild = loop {
+                match prepare_start(&shared, reg).await {
+                    Ok(rebuild) => break Some(rebuild),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
+                        tokio::select! {
+                            () = &mut shutdown => break None,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(shared.options.retry_backoff_max);
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let Some(rebuild) = rebuild else {
+                stopped_early = true;
+                break;
+            };
             if rebuild {
                 spawn_rebuild(&shared, reg.clone());
             }
@@ -383,7 +405,9 @@ impl Projector {
                 }
             }));
         }
-        shutdown.await;
+        if !stopped_early {
+            shutdown.await;
+        }
         tracing::info!("projector stopping after the batches in progress");
         shared.stop.send_replace(true);
         for task in tasks {
