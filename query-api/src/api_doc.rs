@@ -2,8 +2,6 @@
 //! routes: their parameters, row schemas, page schemas and problems, from
 //! the same constants the handlers check.
 
-use std::borrow::Cow;
-
 use projector::http::{Problem, problem_response, retry_after_header};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, PathItem};
@@ -61,17 +59,14 @@ pub(crate) fn add_schemas<R: utoipa::ToSchema>(schemas: &mut Vec<(String, RefOr<
 }
 
 /// Adds the schema of a page of `row`s (`<row>Page`); its name.
-pub(crate) fn add_page_schema(
-    row: &Cow<'_, str>,
-    schemas: &mut Vec<(String, RefOr<Schema>)>,
-) -> String {
+pub(crate) fn add_page_schema(row: &str, schemas: &mut Vec<(String, RefOr<Schema>)>) -> String {
     let name = format!("{row}Page");
     if !schemas.iter().any(|(n, _)| *n == name) {
         let page = ObjectBuilder::new()
             .description(Some(format!("A page of {row} items.")))
             .property(
                 "items",
-                ArrayBuilder::new().items(Ref::from_schema_name(row.as_ref())),
+                ArrayBuilder::new().items(Ref::from_schema_name(row)),
             )
             .required("items")
             .property(

@@ -35,6 +35,11 @@
 //! `404` with the position, a view not there yet or a database that cannot
 //! answer `503`.
 
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers answer with http_edge::Problem, the one problem type of every surface, built once per failed request"
+)]
+
 mod api_doc;
 mod consistency;
 mod cursor;
