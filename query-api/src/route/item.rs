@@ -53,15 +53,15 @@ impl<R> std::fmt::Debug for ItemRoute<R> {
 impl<R: FromViewRow> ItemRoute<R> {
     /// `path` has one parameter (`/accounts/{id}`), an annals id unless
     /// [`ItemRoute::text_id`] says otherwise; `sql` selects at most one row
-    /// of `view`'s tables for it, as `$1`.
+    /// of `view`'s tables for it, as `$1` (a row whose columns are all
+    /// NULL reads as missing: select its key).
     pub fn new(path: &'static str, view: View, sql: &str) -> Self {
         // One statement reads the checkpoint and the row: one snapshot. The
         // checkpoint row is always there once the projector ran, so a missing
         // item still yields the position it is missing at.
         let statement = format!(
             "SELECT cp.position AS annals_position, v.* FROM projection_checkpoints cp \
-             LEFT JOIN (SELECT 1 AS annals_found, i.* FROM ({sql}) AS i LIMIT 1) AS v ON 1 = 1 \
-             WHERE cp.name = $2 AND cp.track = 'live'"
+             LEFT JOIN ({sql}) AS v ON 1 = 1 WHERE cp.name = $2 AND cp.track = 'live'"
         );
         Self {
             path,
@@ -149,8 +149,15 @@ impl<R: FromViewRow> ItemRoute<R> {
             return Err(not_found(&self.noun_text(), &id, 0));
         };
         let position: i64 = row.try_get("annals_position").map_err(problem)?;
-        let found = sqlx::ValueRef::is_null(&row.try_get_raw("annals_found").map_err(problem)?);
-        if found {
+        // The join leaves every column of a missing row NULL.
+        let mut missing = true;
+        for column in 1..row.len() {
+            if !sqlx::ValueRef::is_null(&row.try_get_raw(column).map_err(problem)?) {
+                missing = false;
+                break;
+            }
+        }
+        if missing {
             return Err(not_found(&self.noun_text(), &id, position));
         }
         let item = R::from_row(&ViewRow::new(&row)).map_err(problem)?;
