@@ -20,6 +20,7 @@ use std::time::Duration;
 use command_api::{Aggregate, CommandApi, CommandRoutes};
 use event_store::{EventStore, PersonalData, Upcasters};
 use projector::{Projection, ProjectorBuilder, ViewDb};
+use query_api::QueryRoutes;
 
 use cli::*;
 pub use sagas::SagaSetup;
@@ -35,6 +36,7 @@ pub struct App {
     projections: Vec<Arc<dyn Projection>>,
     sagas: Vec<sagas::DeclaredSaga>,
     settings: Vec<Setting>,
+    queries: QueryRoutes,
 }
 
 impl App {
@@ -50,6 +52,7 @@ impl App {
             projections: Vec::new(),
             sagas: Vec::new(),
             settings: Vec::new(),
+            queries: QueryRoutes::new(),
         }
     }
 
@@ -76,7 +79,8 @@ impl App {
                         decision_timeout: setup.settings().duration(ORDER_DECISION_TIMEOUT)?,
                     },
                 ))
-            });
+            })
+            .queries(query_api::reference::routes());
         for projection in projector::reference::projections() {
             app.projections.push(projection);
         }
@@ -135,6 +139,13 @@ impl App {
         self
     }
 
+    /// The query routes the query API serves (over the views of the
+    /// application's projections).
+    pub fn queries(mut self, routes: QueryRoutes) -> Self {
+        self.queries = routes;
+        self
+    }
+
     /// Parses the command line and runs what it asks for; the exit code
     /// to end the process with.
     pub fn run(self) -> ExitCode {
@@ -169,6 +180,7 @@ impl std::fmt::Debug for App {
             )
             .field("sagas", &self.sagas.len())
             .field("settings", &self.settings)
+            .field("queries", &self.queries.paths())
             .finish_non_exhaustive()
     }
 }

@@ -69,18 +69,18 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     served.and(finished)
 }
 
-pub async fn query_api(args: QueryApiArgs) -> anyhow::Result<()> {
+pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
     let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
-    let app = health::with_fallbacks(query_api::routes(state).merge(health::routes(
+    let app = health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
         Readiness {
             views: Some(views.clone()),
             ..Readiness::default()
         },
-        health::merged("annals query API", [query_api::openapi()]),
+        health::merged("annals query API", [query_api::openapi(&app.queries)]),
     )));
     let served = serve_http("query API", &args.listen, &args.http, app, &stop).await;
     views.close().await;

@@ -66,7 +66,7 @@ pub fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
             .block_on(crate::processes::projector(args, app))
             .map(|()| ExitCode::SUCCESS),
         Action::QueryApi(args) => runtime()?
-            .block_on(crate::processes::query_api(args))
+            .block_on(crate::processes::query_api(args, app))
             .map(|()| ExitCode::SUCCESS),
         Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args, app)),
         Action::Status(args) => runtime()?.block_on(crate::admin::status(args)),

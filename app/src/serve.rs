@@ -82,14 +82,14 @@ async fn run(
         &app.name,
         [
             app.commands.openapi(),
-            query_api::openapi(),
+            query_api::openapi(&app.queries),
             projector::admin_openapi(),
         ],
     );
     let router = health::with_fallbacks(
         app.commands
             .routes(&handlers, command_config(&args.commands))
-            .merge(query_api::routes(queries))
+            .merge(query_api::routes(queries, &app.queries))
             .merge(projector::admin_routes(handle))
             .merge(health::routes(
                 Readiness {

@@ -88,7 +88,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// percent-encoding, not UTF-8) is a problem document like any other error.
 fn projection_name(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
     path.map(|Path(name)| name)
-        .map_err(|e| Problem::bad_request(e.body_text()))
+        .map_err(|e| Problem::bad_request(problem_type::INVALID_REQUEST, e.body_text()))
 }
 
 fn problem(error: Error) -> Problem {
@@ -229,7 +229,8 @@ async fn skip(
     params: Result<Query<SkipParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let name = projection_name(name)?;
-    let Query(params) = params.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| Problem::bad_request(problem_type::INVALID_REQUEST, e.body_text()))?;
     let status = handle
         .skip(&name, params.position.map(Position))
         .await

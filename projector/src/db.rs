@@ -1,8 +1,9 @@
 //! The view database: a SQLite file (WAL mode) or a PostgreSQL database,
 //! reached through sqlx's `Any` driver so that projections and queries are
-//! written once for both. Opening applies the schema in `migrations/` with
-//! sqlx's migrator, which records what it applied and is a no-op the second
-//! time.
+//! written once for both. Opening applies annals' own tables (the
+//! checkpoints) in `migrations/` with sqlx's migrator, which records what it
+//! applied and is a no-op the second time. The view tables are the
+//! projections' own: the projector creates them from their DDL.
 //!
 //! **Erased personal data on SQLite.** Overwriting a row is not enough for
 //! the old bytes to leave the disk: SQLite leaves deleted cells and freed
@@ -47,8 +48,18 @@ const PURGE_BUSY_TIMEOUT_MS: u64 = 100;
 /// The background retry's longest wait between checkpoints.
 const PURGE_RETRY_DELAY_MAX: Duration = Duration::from_secs(60);
 
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+// Migration 0002 created the reference domain's tables before projections
+// declared their own DDL; it is gone, and databases that applied it must
+// still open, so a migration recorded as applied but no longer known is
+// ignored (the tables it made are the ones the projections' DDL declares).
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations/sqlite")
+};
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("../migrations/postgres")
+};
 
 /// The SQL dialect of the view database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

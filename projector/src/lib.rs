@@ -16,8 +16,12 @@
 //! - A rebuild replays the whole log into shadow tables while the live ones
 //!   keep serving, then swaps them in within one transaction. A projection
 //!   whose version changed is rebuilt at start.
-//! - [`ViewDb`] opens the view database and applies the schema in
-//!   `migrations/<backend>/` idempotently.
+//! - A projection declares its tables' DDL for SQLite and PostgreSQL
+//!   ([`Schema`]); the projector creates missing tables at start, and a
+//!   rebuild creates its shadow tables from the same DDL, so a new version
+//!   may bring a new shape.
+//! - [`ViewDb`] opens the view database and applies annals' own tables
+//!   (checkpoints) from `migrations/<backend>/` idempotently.
 //!
 //! The query API reads the tables; it never reads the event store.
 
@@ -33,6 +37,7 @@ mod projector;
 mod rate;
 pub mod reference;
 mod runner;
+mod schema;
 mod swap;
 mod tables;
 pub mod time;
@@ -46,4 +51,5 @@ pub use projector::{
     LastRebuild, ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions,
     RebuildPhase, RebuildProgress, RebuildReport, RebuildStatus,
 };
+pub use schema::Schema;
 pub use tables::SHADOW_SUFFIX;

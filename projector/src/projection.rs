@@ -6,6 +6,7 @@ use event_store::{Position, RecordedEvent};
 use sqlx::AnyConnection;
 
 use crate::db::Dialect;
+use crate::schema::Schema;
 use crate::tables::TableNames;
 
 /// A read model built from the event log.
@@ -16,9 +17,11 @@ use crate::tables::TableNames;
 /// event takes effect exactly once even though the store delivers it at
 /// least once.
 ///
-/// The tables must be created by a migration in `migrations/<backend>/`.
-/// Handlers write them through [`ViewTx::table`], which names the live table
-/// or, during a rebuild, its shadow.
+/// The projection declares its tables' DDL ([`Projection::schema`]); the
+/// projector creates the tables that do not exist at start, and the shadow
+/// tables of a rebuild from the same DDL. Handlers write them through
+/// [`ViewTx::table`], which names the live table or, during a rebuild, its
+/// shadow.
 #[async_trait]
 pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// A stable name: the key of the checkpoint and how operators address
@@ -32,6 +35,12 @@ pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
 
     /// The tables the projection owns (and nobody else writes).
     fn tables(&self) -> &'static [&'static str];
+
+    /// The DDL of [`Projection::tables`] (and their indexes), in each
+    /// dialect: see [`Schema`]. A table that exists is not altered; a new
+    /// shape comes with a new [`Projection::version`], whose rebuild
+    /// creates it in the shadow tables and swaps it in.
+    fn schema(&self) -> Schema;
 
     /// The event types the handler wants. Other events only move the
     /// checkpoint.

@@ -127,6 +127,7 @@ pub(crate) struct Registered {
     pub wanted: HashSet<&'static str>,
     pub live: TableNames,
     pub shadow: TableNames,
+    pub schema: crate::schema::Parsed,
     pub wake_live: Notify,
     pub wake_rebuild: Notify,
     pub rebuild_running: AtomicBool,
@@ -164,7 +165,10 @@ impl Registered {
         for table in projection.tables() {
             tables::check_table_name(table).map_err(invalid)?;
         }
+        let schema = crate::schema::Parsed::new(projection.schema(), projection.tables())
+            .map_err(invalid)?;
         Ok(Self {
+            schema,
             name,
             version: projection.version(),
             wanted: wanted_types(projection.event_types()),
@@ -357,8 +361,30 @@ impl Projector {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let shared = self.shared.clone();
         let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stopped_early = false;
         for reg in &shared.projections {
-            let rebuild = prepare_start(&shared, reg).await?;
+            // A view database that cannot answer at start (lost connection,
+            // busy) is waited for, as during a batch; other errors end the run.
+            let mut pause = shared.options.retry_backoff_min;
+            let rebuild = loop {
+                match prepare_start(&shared, reg).await {
+                    Ok(rebuild) => break Some(rebuild),
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
+                        tokio::select! {
+                            () = &mut shutdown => break None,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(shared.options.retry_backoff_max);
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let Some(rebuild) = rebuild else {
+                stopped_early = true;
+                break;
+            };
             if rebuild {
                 spawn_rebuild(&shared, reg.clone());
             }
@@ -379,7 +405,9 @@ impl Projector {
                 }
             }));
         }
-        shutdown.await;
+        if !stopped_early {
+            shutdown.await;
+        }
         tracing::info!("projector stopping after the batches in progress");
         shared.stop.send_replace(true);
         for task in tasks {
@@ -395,6 +423,18 @@ impl Projector {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// Creates the tables of every projection that do not exist yet, from
+    /// their DDL ([`Projection::schema`]); [`Projector::run`] does it at
+    /// start. For tools and tests that read or seed the views without
+    /// running the projector.
+    pub async fn create_tables(&self) -> Result<()> {
+        let mut tx = self.shared.db.begin_write().await?;
+        for reg in &self.shared.projections {
+            crate::schema::create_missing(tx.conn(), self.shared.db.dialect(), &reg.schema).await?;
+        }
+        tx.commit().await
     }
 
     /// Rebuilds one projection from the whole log and swaps the result in,
@@ -418,6 +458,7 @@ impl Projector {
 /// a rebuild task.
 async fn prepare_start(shared: &Shared, reg: &Registered) -> Result<bool> {
     let mut tx = shared.db.begin_write().await?;
+    crate::schema::create_missing(tx.conn(), shared.db.dialect(), &reg.schema).await?;
     checkpoint::insert_if_missing(
         tx.conn(),
         reg.name,

@@ -213,7 +213,8 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
         }
         _ => {
             tables::drop_shadows(tx.conn(), &reg.shadow).await?;
-            tables::create_shadows(tx.conn(), shared.db.dialect(), &reg.live, &reg.shadow).await?;
+            crate::schema::create_shadows(tx.conn(), shared.db.dialect(), &reg.schema, &reg.shadow)
+                .await?;
             checkpoint::reset(
                 tx.conn(),
                 reg.name,

@@ -4,18 +4,12 @@
 //! (checked to be plain lowercase identifiers at registration) plus the fixed
 //! [`SHADOW_SUFFIX`]; nothing from a request or an event is put into SQL text.
 //!
-//! A shadow table is a structural copy of its live table, taken from the
-//! database catalog so that the migrations stay the one source of the
-//! schema: PostgreSQL copies it with `LIKE ... INCLUDING ALL`; SQLite has no
-//! such statement, so the stored `CREATE TABLE` / `CREATE INDEX` texts are
-//! re-issued under the shadow's names. SQLite index names are schema-wide,
-//! so they alternate between `<name>` and `<name>__rebuild` from one rebuild
-//! to the next.
+//! A shadow table is created from its projection's DDL under the shadow's
+//! name (see [`crate::schema`]); this module reads and rewrites the heads of
+//! those `CREATE` statements, and swaps the shadows in.
 
 use sqlx::AnyConnection;
-use sqlx::Row;
 
-use crate::db::Dialect;
 use crate::error::{Error, Result};
 
 /// Appended to a live table's name to name its shadow during a rebuild.
@@ -95,76 +89,6 @@ pub(crate) async fn drop_shadows(conn: &mut AnyConnection, shadows: &TableNames)
     Ok(())
 }
 
-/// Creates empty shadow tables with the structure of the live ones.
-pub(crate) async fn create_shadows(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    live: &TableNames,
-    shadows: &TableNames,
-) -> Result<()> {
-    for ((_, live_table), (_, shadow)) in live.iter().zip(shadows.iter()) {
-        match dialect {
-            Dialect::Postgres => {
-                let exists: bool = sqlx::query_scalar::<_, i64>(
-                    "SELECT COUNT(*) FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relname = $1 AND c.relkind = 'r' AND n.nspname = current_schema()",
-                )
-                .bind(live_table)
-                .fetch_one(&mut *conn)
-                .await?
-                    > 0;
-                if !exists {
-                    return Err(missing_table(live_table));
-                }
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "CREATE TABLE {shadow} (LIKE {live_table} INCLUDING ALL)"
-                )))
-                .execute(&mut *conn)
-                .await?;
-            }
-            Dialect::Sqlite => {
-                let rows = sqlx::query(
-                    "SELECT type, name, sql FROM sqlite_schema \
-                     WHERE tbl_name = $1 AND sql IS NOT NULL \
-                     ORDER BY CASE type WHEN 'table' THEN 0 ELSE 1 END, name",
-                )
-                .bind(live_table)
-                .fetch_all(&mut *conn)
-                .await?;
-                if !rows.iter().any(|r| r.get::<String, _>(0) == "table") {
-                    return Err(missing_table(live_table));
-                }
-                for row in rows {
-                    let kind: String = row.try_get(0)?;
-                    let sql: String = row.try_get(2)?;
-                    let ddl = match kind.as_str() {
-                        "table" => rename_sqlite_table(&sql, shadow)?,
-                        "index" => rename_sqlite_index(&sql, shadow)?,
-                        // Triggers and views on view tables are not part of
-                        // the model; refuse rather than half-copy.
-                        other => {
-                            return Err(Error::Schema(format!(
-                                "{live_table} has a {other}, which a rebuild cannot copy"
-                            )));
-                        }
-                    };
-                    sqlx::query(sqlx::AssertSqlSafe(ddl))
-                        .execute(&mut *conn)
-                        .await?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn missing_table(table: &str) -> Error {
-    Error::Schema(format!(
-        "table {table} does not exist; a projection's tables are created by a migration in migrations/<backend>/"
-    ))
-}
-
 /// Replaces the old tables by the shadows: drop, rename. Runs inside the
 /// caller's transaction, which makes the swap atomic for every reader.
 pub(crate) async fn swap_in(
@@ -173,9 +97,11 @@ pub(crate) async fn swap_in(
     shadows: &TableNames,
 ) -> Result<()> {
     for ((_, live_table), (_, shadow)) in live.iter().zip(shadows.iter()) {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {live_table}")))
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP TABLE IF EXISTS {live_table}"
+        )))
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE {shadow} RENAME TO {live_table}"
         )))
@@ -186,12 +112,12 @@ pub(crate) async fn swap_in(
 }
 
 /// A cursor over the head of a `CREATE ...` statement.
-struct Head<'a> {
+struct Scanner<'a> {
     sql: &'a str,
     at: usize,
 }
 
-impl<'a> Head<'a> {
+impl<'a> Scanner<'a> {
     fn skip_space(&mut self) {
         while let Some(c) = self.sql[self.at..].chars().next() {
             if c.is_whitespace() {
@@ -259,6 +185,14 @@ impl<'a> Head<'a> {
         Ok((start, start + len))
     }
 
+    /// Consumes `IF NOT EXISTS` if it comes next.
+    fn if_not_exists(&mut self) -> Result<()> {
+        if self.keyword("IF") && !(self.keyword("NOT") && self.keyword("EXISTS")) {
+            return Err(self.unparsable());
+        }
+        Ok(())
+    }
+
     fn unparsable(&self) -> Error {
         Error::Schema(format!(
             "cannot copy the schema statement {:?}",
@@ -278,24 +212,58 @@ fn unquote(raw: &str) -> String {
     }
 }
 
+/// What a `CREATE` statement of a projection's DDL creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Head {
+    Table { table: String },
+    Index { index: String, table: String },
+}
+
+/// Reads the head of `CREATE TABLE [IF NOT EXISTS] <table> ...` or
+/// `CREATE [UNIQUE] INDEX [IF NOT EXISTS] <index> ON <table> ...`.
+pub(crate) fn statement_head(sql: &str) -> Result<Head> {
+    let mut head = Scanner { sql, at: 0 };
+    if !head.keyword("CREATE") {
+        return Err(head.unparsable());
+    }
+    if head.keyword("TABLE") {
+        head.if_not_exists()?;
+        let (start, end) = head.identifier()?;
+        return Ok(Head::Table {
+            table: unquote(&sql[start..end]),
+        });
+    }
+    head.keyword("UNIQUE");
+    if !head.keyword("INDEX") {
+        return Err(head.unparsable());
+    }
+    head.if_not_exists()?;
+    let (index_start, index_end) = head.identifier()?;
+    if !head.keyword("ON") {
+        return Err(head.unparsable());
+    }
+    let (table_start, table_end) = head.identifier()?;
+    Ok(Head::Index {
+        index: unquote(&sql[index_start..index_end]),
+        table: unquote(&sql[table_start..table_end]),
+    })
+}
+
 /// `CREATE TABLE [IF NOT EXISTS] <name> ...` under a new name.
-pub(crate) fn rename_sqlite_table(sql: &str, new_name: &str) -> Result<String> {
-    let mut head = Head { sql, at: 0 };
+pub(crate) fn rename_table(sql: &str, new_name: &str) -> Result<String> {
+    let mut head = Scanner { sql, at: 0 };
     if !(head.keyword("CREATE") && head.keyword("TABLE")) {
         return Err(head.unparsable());
     }
-    if head.keyword("IF") && !(head.keyword("NOT") && head.keyword("EXISTS")) {
-        return Err(head.unparsable());
-    }
+    head.if_not_exists()?;
     let (start, end) = head.identifier()?;
     Ok(format!("{}\"{new_name}\"{}", &sql[..start], &sql[end..]))
 }
 
-/// `CREATE [UNIQUE] INDEX [IF NOT EXISTS] <index> ON <table> ...` for the
-/// table `new_table`, with the index name toggled between `<name>` and
-/// `<name>__rebuild` so that it does not collide with the live index.
-pub(crate) fn rename_sqlite_index(sql: &str, new_table: &str) -> Result<String> {
-    let mut head = Head { sql, at: 0 };
+/// `CREATE [UNIQUE] INDEX [IF NOT EXISTS] <index> ON <table> ...` under the
+/// index name `new_index`, for the table `new_table`.
+pub(crate) fn rename_index(sql: &str, new_index: &str, new_table: &str) -> Result<String> {
+    let mut head = Scanner { sql, at: 0 };
     if !head.keyword("CREATE") {
         return Err(head.unparsable());
     }
@@ -303,20 +271,13 @@ pub(crate) fn rename_sqlite_index(sql: &str, new_table: &str) -> Result<String> 
     if !head.keyword("INDEX") {
         return Err(head.unparsable());
     }
-    if head.keyword("IF") && !(head.keyword("NOT") && head.keyword("EXISTS")) {
-        return Err(head.unparsable());
-    }
+    head.if_not_exists()?;
     let (index_start, index_end) = head.identifier()?;
     if !head.keyword("ON") {
         return Err(head.unparsable());
     }
     let (table_start, table_end) = head.identifier()?;
-    let index = unquote(&sql[index_start..index_end]);
-    let new_index = match index.strip_suffix(SHADOW_SUFFIX) {
-        Some(base) => base.to_owned(),
-        None => format!("{index}{SHADOW_SUFFIX}"),
-    };
-    if new_index.contains('"') {
+    if new_index.contains('"') || new_table.contains('"') {
         return Err(head.unparsable());
     }
     Ok(format!(
@@ -334,59 +295,62 @@ mod tests {
     #[test]
     fn table_statements_are_renamed_bare_or_quoted() {
         assert_eq!(
-            rename_sqlite_table("CREATE TABLE customers (\n id TEXT)", "customers__rebuild")
-                .unwrap(),
+            rename_table("CREATE TABLE customers (\n id TEXT)", "customers__rebuild").unwrap(),
             "CREATE TABLE \"customers__rebuild\" (\n id TEXT)"
         );
-        // SQLite quotes the name when ALTER TABLE ... RENAME rewrote it.
         assert_eq!(
-            rename_sqlite_table("CREATE TABLE \"customers\" (id TEXT)", "x").unwrap(),
+            rename_table("CREATE TABLE \"customers\" (id TEXT)", "x").unwrap(),
             "CREATE TABLE \"x\" (id TEXT)"
         );
         assert_eq!(
-            rename_sqlite_table("create table if not exists [a b](id)", "x").unwrap(),
+            rename_table("create table if not exists [a b](id)", "x").unwrap(),
             "create table if not exists \"x\"(id)"
         );
-        assert!(rename_sqlite_table("CREATE VIEW v AS SELECT 1", "x").is_err());
-        assert!(rename_sqlite_table("CREATE TABLE \"unterminated (id)", "x").is_err());
+        assert!(rename_table("CREATE VIEW v AS SELECT 1", "x").is_err());
+        assert!(rename_table("CREATE TABLE \"unterminated (id)", "x").is_err());
     }
 
     #[test]
-    fn index_names_alternate_and_point_at_the_new_table() {
-        let first = rename_sqlite_index(
-            "CREATE INDEX customers_by_available ON customers (available, id)",
-            "customers__rebuild",
-        )
-        .unwrap();
+    fn index_statements_get_a_new_name_and_table() {
         assert_eq!(
-            first,
+            rename_index(
+                "CREATE INDEX customers_by_available ON customers (available, id)",
+                "customers_by_available__rebuild",
+                "customers__rebuild",
+            )
+            .unwrap(),
             "CREATE INDEX \"customers_by_available__rebuild\" ON \"customers__rebuild\" (available, id)"
         );
-        // After the swap SQLite stores the renamed table quoted; the next
-        // rebuild toggles the index name back.
-        let second = rename_sqlite_index(
-            "CREATE INDEX \"customers_by_available__rebuild\" ON \"customers\" (available, id)",
-            "customers__rebuild",
-        )
-        .unwrap();
         assert_eq!(
-            second,
-            "CREATE INDEX \"customers_by_available\" ON \"customers__rebuild\" (available, id)"
-        );
-        // A name with a quote in it is refused rather than re-quoted.
-        assert!(
-            rename_sqlite_index(
-                "CREATE UNIQUE INDEX IF NOT EXISTS \"a\"\"b\" ON t(x) WHERE x > 0",
+            rename_index(
+                "CREATE UNIQUE INDEX IF NOT EXISTS u ON t(x) WHERE x > 0",
+                "u2",
                 "t2"
             )
-            .unwrap_err()
-            .to_string()
-            .contains("cannot copy")
+            .unwrap(),
+            "CREATE UNIQUE INDEX IF NOT EXISTS \"u2\" ON \"t2\"(x) WHERE x > 0"
+        );
+        assert!(rename_index("CREATE INDEX u ON t(x)", "a\"b", "t2").is_err());
+        assert!(rename_index("CREATE INDEX u t(x)", "u", "t").is_err());
+    }
+
+    #[test]
+    fn statement_heads_name_what_they_create() {
+        assert_eq!(
+            statement_head("CREATE TABLE IF NOT EXISTS \"books\" (id TEXT)").unwrap(),
+            Head::Table {
+                table: "books".into()
+            }
         );
         assert_eq!(
-            rename_sqlite_index("CREATE UNIQUE INDEX u ON t(x) WHERE x > 0", "t2").unwrap(),
-            "CREATE UNIQUE INDEX \"u__rebuild\" ON \"t2\"(x) WHERE x > 0"
+            statement_head("create unique index b1 on books (id)").unwrap(),
+            Head::Index {
+                index: "b1".into(),
+                table: "books".into()
+            }
         );
+        assert!(statement_head("DROP TABLE books").is_err());
+        assert!(statement_head("CREATE TRIGGER t AFTER INSERT ON books BEGIN END").is_err());
     }
 
     #[test]

@@ -361,7 +361,10 @@ async fn query_runs(
 ) -> Vec<(String, Load)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = query_api::router(QueryState::new(db.clone(), QueryConfig::default()));
+    let app = query_api::router(
+        QueryState::new(db.clone(), QueryConfig::default()),
+        &query_api::reference::routes(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -28,7 +28,7 @@ pub fn requested(params: &Params, headers: &HeaderMap) -> Result<Option<Position
             match parsed {
                 Some(v) => Some(v),
                 None => {
-                    return Err(Problem::bad_request(format!(
+                    return Err(crate::params::invalid_request(format!(
                         "{MIN_POSITION_HEADER} must be an integer from 0 to {POSITION_MAX}"
                     ))
                     .with("header", MIN_POSITION_HEADER.as_str()));
@@ -37,7 +37,7 @@ pub fn requested(params: &Params, headers: &HeaderMap) -> Result<Option<Position
         }
     };
     match (from_query, from_header) {
-        (Some(q), Some(h)) if q != h => Err(Problem::bad_request(format!(
+        (Some(q), Some(h)) if q != h => Err(crate::params::invalid_request(format!(
             "min_position={q} and {MIN_POSITION_HEADER}: {h} disagree"
         ))),
         (q, h) => Ok(q.or(h).map(|p| Position(p as u64))),

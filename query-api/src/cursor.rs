@@ -52,7 +52,7 @@ pub fn encode(fingerprint: &str, keys: &[&str]) -> String {
 /// The key values of a cursor made by the query with `fingerprint`.
 pub fn decode(raw: &str, fingerprint: &str, keys: usize) -> Result<Vec<String>, Problem> {
     let invalid = |why: &str| {
-        Problem::bad_request(format!(
+        crate::params::invalid_request(format!(
             "invalid cursor: {why}; pass next_cursor from the previous page unchanged"
         ))
         .with("parameter", "cursor")

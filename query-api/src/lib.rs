@@ -1,16 +1,17 @@
 //! The query API of annals: JSON over HTTP, answered from the SQL views the
 //! projector maintains. It never reads the event store.
 //!
-//! | method | path | answers |
-//! |---|---|---|
-//! | GET | `/customers/{id}` | one customer (`ETag: "<stream version>"`) |
-//! | GET | `/customers?credit_available=&name_prefix=&limit=&cursor=` | a page of customers |
-//! | GET | `/orders/{id}` | one order (`ETag: "<stream version>"`) |
-//! | GET | `/orders?customer_id=&status=&limit=&cursor=` | a page of orders |
+//! An application declares its query routes ([`QueryRoutes`]): each is a
+//! path, the view it reads ([`View`]), a SQL query and a row type the user
+//! defines ([`FromViewRow`]). [`ItemRoute`] answers one row for the path's
+//! id; [`ListRoute`] answers pages, filtered by declared [`Filter`]s and
+//! ordered by a [`Key`]. Annals serves every route the same way
+//! ([`router`]) and describes it in the OpenAPI document ([`openapi`]).
+//! [`reference`](mod@reference) declares the reference domain's routes on this API.
 //!
 //! **Positions.** Every answer carries `Annals-Position: <n>`: the log
-//! position the view it was read from reflects (the view's checkpoint, read
-//! in the same snapshot as the rows).
+//! position the view it was read from reflects (the checkpoint of the
+//! route's projection, read in the same snapshot as the rows).
 //!
 //! **Read your writes.** A client that sends the position a command
 //! returned, as `min_position=<n>` or `Annals-Min-Position: <n>`, is
@@ -20,34 +21,37 @@
 //! `503` with `Retry-After`. A view stopped by a failed event answers `503`
 //! at once.
 //!
-//! **Pages.** Lists are ordered by id (by name, then id, with
-//! `name_prefix`) and paged with an opaque `cursor` (`next_cursor` of the
-//! previous page) and `limit` (1 to [`QueryConfig::page_size_max`]). A
-//! cursor only continues the query that produced it.
+//! **Items** carry `ETag: "<version>"` when the row type has a version.
 //!
-//! **Errors** are RFC 9457 problem documents: invalid parameters, cursors
-//! or positions `400`, an id not spelled as annals writes ids (lowercase
-//! hyphenated UUID, see [`http_edge::ids`]) `400 invalid-id` as on the
-//! command side, unknown ids `404`, view not there yet `503`.
+//! **Pages** are ordered by the route's key (or a filter's, when given) and
+//! paged with an opaque `cursor` (`next_cursor` of the previous page) and
+//! `limit` (1 to [`QueryConfig::page_size_max`]). A cursor only continues
+//! the query that produced it.
+//!
+//! **Errors** are RFC 9457 problem documents ([`http_edge::Problem`]):
+//! unknown, repeated or invalid parameters, cursors or positions `400`, an
+//! id not spelled as annals writes ids (lowercase hyphenated UUID, see
+//! [`http_edge::ids`]) `400 invalid-id` as on the command side, unknown ids
+//! `404` with the position, a view not there yet or a database that cannot
+//! answer `503`.
 
 mod api_doc;
 mod consistency;
 mod cursor;
-mod customers;
-mod orders;
 mod params;
+pub mod reference;
+mod route;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::handler::Handler;
 use axum::http::HeaderName;
-use axum::routing::{MethodFilter, MethodRouter, on};
 use projector::ViewDb;
-use projector::http::Problem;
+use projector::http::{Problem, problem_type};
 
 pub use api_doc::openapi;
+pub use route::{Filter, FromViewRow, ItemRoute, Key, ListRoute, QueryRoutes, View, ViewRow};
 
 /// Response header: the log position the answer reflects.
 pub const POSITION_HEADER: HeaderName = HeaderName::from_static("annals-position");
@@ -109,42 +113,56 @@ impl QueryState {
     }
 }
 
-/// The query API router, answering unknown paths with problem documents.
-pub fn router(state: QueryState) -> Router {
-    routes(state)
+/// The query API router serving `routes`, answering unknown paths with
+/// problem documents.
+pub fn router(state: QueryState, routes: &QueryRoutes) -> Router {
+    self::routes(state, routes)
         .fallback(projector::http::no_route)
         .method_not_allowed_fallback(projector::http::method_not_allowed)
 }
 
 /// The query routes without a fallback, to merge with other APIs in one
 /// process (`axum` refuses to merge two routers that both have one).
-pub fn routes(state: QueryState) -> Router {
-    endpoints()
-        .into_iter()
-        .fold(Router::new(), |router, (_, path, handler)| {
-            router.route(path, handler)
+pub fn routes(state: QueryState, routes: &QueryRoutes) -> Router {
+    routes
+        .iter()
+        .fold(Router::new(), |router, route| {
+            router.route(route.path(), route.clone().method_router())
         })
         .with_state(state)
 }
 
-type Endpoint = (MethodFilter, &'static str, MethodRouter<QueryState>);
-
-/// Every query endpoint. The router is built from this table, and a test
-/// holds the OpenAPI document to it.
-fn endpoints() -> [Endpoint; 4] {
-    fn endpoint<H: Handler<T, QueryState>, T: 'static>(
-        method: MethodFilter,
-        path: &'static str,
-        handler: H,
-    ) -> Endpoint {
-        (method, path, on(method, handler))
+/// A database error as an answer: `503 view-not-ready` when the view's
+/// tables are not there yet (the projector creates them when it starts),
+/// `503 unavailable` when it may pass (connection lost, pool exhausted,
+/// database busy), `500` otherwise; logged once either way.
+pub(crate) fn view_problem(error: &sqlx::Error, projection: &str) -> Problem {
+    if is_missing_table(error) {
+        tracing::debug!(%error, projection, "view not created yet");
+        Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            problem_type::VIEW_NOT_READY,
+            "View not ready",
+            format!(
+                "the {projection} view is not created yet; the projector creates it when it starts"
+            ),
+        )
+        .with("projection", projection)
+        .retry_after(1)
+    } else {
+        database_problem(error)
     }
-    [
-        endpoint(MethodFilter::GET, "/customers", customers::list),
-        endpoint(MethodFilter::GET, "/customers/{id}", customers::one),
-        endpoint(MethodFilter::GET, "/orders", orders::list),
-        endpoint(MethodFilter::GET, "/orders/{id}", orders::one),
-    ]
+}
+
+/// Whether the database refused a statement for naming a table that does
+/// not exist.
+fn is_missing_table(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => {
+            e.code().as_deref() == Some("42P01") || e.message().starts_with("no such table")
+        }
+        _ => false,
+    }
 }
 
 /// A database error as an answer: `503` when it may pass (connection lost,
@@ -154,14 +172,11 @@ pub(crate) fn database_problem(error: &sqlx::Error) -> Problem {
         tracing::warn!(%error, "view database unavailable");
         Problem::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            projector::http::problem_type::UNAVAILABLE,
+            problem_type::UNAVAILABLE,
             "View database unavailable",
             "the view database cannot answer right now; try again",
         )
-        .with_header(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
-        )
+        .retry_after(1)
     } else {
         Problem::internal(error)
     }
@@ -198,27 +213,6 @@ pub(crate) fn not_found(kind: &str, id: &str, position: i64) -> Problem {
     .with_header(POSITION_HEADER, axum::http::HeaderValue::from(position))
 }
 
-/// An amount of money: an integer number of minor units (cents for EUR)
-/// and an ISO 4217 currency code. `{"amount": 1250, "currency": "EUR"}` is
-/// 12.50 EUR.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-// Only for the schema (`additionalProperties: false`): the command API's
-// `Money` says the same, and a document merging both keeps one of them.
-#[serde(deny_unknown_fields)]
-pub(crate) struct Money {
-    /// Minor units of the currency, never fractional.
-    #[schema(minimum = 0, maximum = 1_000_000_000_000_000_i64, example = 1250)]
-    pub amount: i64,
-    /// ISO 4217 currency code.
-    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
-    pub currency: String,
-}
-
-/// A time from the views (µs since the epoch) as RFC 3339.
-pub(crate) fn time(micros: i64) -> String {
-    projector::time::rfc3339(event_store::Timestamp(micros))
-}
-
 /// The page size a request asks for, within the limits.
 pub(crate) fn page_limit(params: &params::Params, config: &QueryConfig) -> Result<usize, Problem> {
     let max = config.page_size_max.max(1);
@@ -233,7 +227,7 @@ pub(crate) async fn read_page(
     state: &QueryState,
     projection: &'static str,
     sql: String,
-    binds: Vec<customers::Bind>,
+    binds: Vec<route::Bind>,
 ) -> Result<(i64, Vec<sqlx::any::AnyRow>), Problem> {
     let run = async {
         let mut tx = state.db().begin_read().await.map_err(|e| match e {
@@ -249,13 +243,13 @@ pub(crate) async fn read_page(
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for bind in binds {
             query = match bind {
-                customers::Bind::Int(v) => query.bind(v),
-                customers::Bind::Text(v) => query.bind(v),
+                route::Bind::Int(v) => query.bind(v),
+                route::Bind::Text(v) => query.bind(v),
             };
         }
         let rows = query.fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>((position.unwrap_or(0), rows))
     };
-    run.await.map_err(|e| database_problem(&e))
+    run.await.map_err(|e| view_problem(&e, projection))
 }

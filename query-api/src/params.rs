@@ -1,7 +1,7 @@
 //! Query-string parameters: parsed strictly (an unknown or repeated
 //! parameter is an error, not ignored) and checked against their limits.
 
-use projector::http::Problem;
+use projector::http::{Problem, problem_type};
 
 /// The longest query string accepted, in bytes.
 pub const QUERY_BYTES_MAX: usize = 4_096;
@@ -19,26 +19,26 @@ impl Params {
             return Ok(Self::default());
         };
         if raw.len() > QUERY_BYTES_MAX {
-            return Err(Problem::bad_request(format!(
+            return Err(invalid_request(format!(
                 "the query string is {} bytes; at most {QUERY_BYTES_MAX} are accepted",
                 raw.len()
             )));
         }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
-            .map_err(|e| Problem::bad_request(format!("the query string does not parse: {e}")))?;
+            .map_err(|e| invalid_request(format!("the query string does not parse: {e}")))?;
         for (i, (name, _)) in pairs.iter().enumerate() {
             if !allowed.contains(&name.as_str()) {
-                return Err(Problem::bad_request(format!(
+                return Err(invalid_request(format!(
                     "unknown parameter {name:?}; this resource accepts {}",
                     allowed.join(", ")
                 ))
                 .with("parameter", name.as_str()));
             }
             if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(Problem::bad_request(format!(
-                    "parameter {name:?} is given more than once"
-                ))
-                .with("parameter", name.as_str()));
+                return Err(
+                    invalid_request(format!("parameter {name:?} is given more than once"))
+                        .with("parameter", name.as_str()),
+                );
             }
         }
         Ok(Self { pairs })
@@ -57,7 +57,7 @@ impl Params {
             return Ok(None);
         };
         let bad = || {
-            Problem::bad_request(format!(
+            invalid_request(format!(
                 "{name} must be an integer from {min} to {max}, not {raw:?}"
             ))
             .with("parameter", name)
@@ -71,30 +71,40 @@ impl Params {
 
     /// A text parameter of 1 to `chars_max` characters.
     pub fn text(&self, name: &str, chars_max: usize) -> Result<Option<&str>, Problem> {
-        let Some(value) = self.get(name) else {
-            return Ok(None);
-        };
-        let chars = value.chars().count();
-        if chars == 0 || chars > chars_max {
-            return Err(Problem::bad_request(format!(
-                "{name} must have 1 to {chars_max} characters, not {chars}"
-            ))
-            .with("parameter", name));
-        }
-        Ok(Some(value))
+        self.get(name)
+            .map(|value| text_value(name, value, chars_max))
+            .transpose()
     }
+}
+
+/// A text of 1 to `chars_max` characters, given as `name`.
+pub fn text_value<'a>(name: &str, value: &'a str, chars_max: usize) -> Result<&'a str, Problem> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > chars_max {
+        return Err(invalid_request(format!(
+            "{name} must have 1 to {chars_max} characters, not {chars}"
+        ))
+        .with("parameter", name));
+    }
+    Ok(value)
+}
+
+/// `400 invalid-request`: a parameter, cursor or header that can never be
+/// answered as sent.
+pub fn invalid_request(detail: impl Into<String>) -> Problem {
+    Problem::bad_request(problem_type::INVALID_REQUEST, detail)
 }
 
 /// An id taken from a path or a filter, in its one spelling (see
 /// [`http_edge::ids`]): anything else is the `invalid-id` problem the
 /// command API sends for the same text, never a `404` or an empty page.
 /// `name` is the parameter, as the command API names it.
-pub fn id(name: &'static str, raw: &str) -> Result<String, Problem> {
+pub fn id(name: &str, raw: &str) -> Result<String, Problem> {
     match http_edge::ids::parse_id(raw) {
         Ok(id) => Ok(id.to_string()),
         Err(e) => Err(Problem::new(
             axum::http::StatusCode::BAD_REQUEST,
-            projector::http::problem_type::INVALID_ID,
+            problem_type::INVALID_ID,
             "Invalid id",
             e.to_string(),
         )
@@ -107,7 +117,7 @@ pub fn id(name: &'static str, raw: &str) -> Result<String, Problem> {
 pub fn path_rejection(rejection: axum::extract::rejection::PathRejection) -> Problem {
     Problem::new(
         axum::http::StatusCode::BAD_REQUEST,
-        projector::http::problem_type::INVALID_ID,
+        problem_type::INVALID_ID,
         "Invalid id",
         format!("invalid path: {rejection}"),
     )

@@ -15,6 +15,7 @@ use super::events::{
 use super::sql;
 use crate::personal::PersonalData;
 use crate::projection::{ApplyError, Projection, ViewTx};
+use crate::schema::Schema;
 
 /// Builds the `customers` table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -171,6 +172,13 @@ impl Projection for CustomersProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["customers"]
+    }
+
+    fn schema(&self) -> Schema {
+        Schema::new(
+            include_str!("schema/customers.sqlite.sql"),
+            include_str!("schema/customers.postgres.sql"),
+        )
     }
 
     fn event_types(&self) -> &'static [&'static str] {

@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use super::events::{self, OrderCancelled, OrderPlaced, OrderRef, OrderRejected};
 use super::sql;
 use crate::projection::{ApplyError, Projection, ViewTx};
+use crate::schema::Schema;
 
 /// Builds the `orders` table.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,6 +141,13 @@ impl Projection for OrdersProjection {
 
     fn tables(&self) -> &'static [&'static str] {
         &["orders"]
+    }
+
+    fn schema(&self) -> Schema {
+        Schema::new(
+            include_str!("schema/orders.sqlite.sql"),
+            include_str!("schema/orders.postgres.sql"),
+        )
     }
 
     fn event_types(&self) -> &'static [&'static str] {

@@ -43,6 +43,10 @@ impl<P: Projection> Projection for Flaky<P> {
     fn tables(&self) -> &'static [&'static str] {
         self.inner.tables()
     }
+
+    fn schema(&self) -> projector::Schema {
+        self.inner.schema()
+    }
     fn event_types(&self) -> &'static [&'static str] {
         self.inner.event_types()
     }

@@ -14,4 +14,5 @@ mod common;
 mod crash;
 mod poison;
 mod rebuild;
+mod schema;
 mod views;

@@ -150,6 +150,13 @@ impl Projection for Ticks {
     fn tables(&self) -> &'static [&'static str] {
         &["ticks"]
     }
+
+    fn schema(&self) -> projector::Schema {
+        projector::Schema::new(
+            "CREATE TABLE ticks (position BIGINT PRIMARY KEY)",
+            "CREATE TABLE ticks (position BIGINT PRIMARY KEY)",
+        )
+    }
     fn event_types(&self) -> &'static [&'static str] {
         &["Tick"]
     }

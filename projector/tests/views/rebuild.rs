@@ -257,6 +257,10 @@ impl Projection for CustomersV2 {
     fn tables(&self) -> &'static [&'static str] {
         CustomersProjection.tables()
     }
+
+    fn schema(&self) -> projector::Schema {
+        CustomersProjection.schema()
+    }
     fn event_types(&self) -> &'static [&'static str] {
         CustomersProjection.event_types()
     }
@@ -324,6 +328,108 @@ async fn a_new_projection_version_is_rebuilt_at_start() {
                 .all(|p| p.rebuild.is_none() && p.state != TrackState::Rebuilding)
         );
         running.stop().await.unwrap();
+        db.close().await;
+    }
+}
+
+/// Version 3 of the customers view: a new shape (a column with a default
+/// and an index on it), declared in its DDL.
+#[derive(Debug)]
+struct CustomersV3;
+
+impl CustomersV3 {
+    fn ddl(dialect: projector::Dialect, integer: &str) -> &'static str {
+        let old = CustomersProjection.schema().ddl(dialect);
+        let column = format!("    position         {integer} NOT NULL");
+        assert!(old.contains(&column));
+        let new = old.replace(
+            &column,
+            &format!("{column},\n    note TEXT NOT NULL DEFAULT 'v3'"),
+        ) + ";\nCREATE INDEX customers_by_note ON customers (note, id);";
+        Box::leak(new.into_boxed_str())
+    }
+}
+
+#[async_trait]
+impl Projection for CustomersV3 {
+    fn name(&self) -> &'static str {
+        CustomersProjection.name()
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        CustomersProjection.tables()
+    }
+    fn schema(&self) -> projector::Schema {
+        projector::Schema::new(
+            Self::ddl(projector::Dialect::Sqlite, "INTEGER"),
+            Self::ddl(projector::Dialect::Postgres, "BIGINT"),
+        )
+    }
+    fn event_types(&self) -> &'static [&'static str] {
+        CustomersProjection.event_types()
+    }
+    async fn apply(&self, tx: &mut ViewTx<'_>, events: &[RecordedEvent]) -> Result<(), ApplyError> {
+        CustomersProjection.apply(tx, events).await
+    }
+}
+
+async fn notes(db: &ViewDb) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT note FROM customers ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+}
+
+/// A version whose DDL changed: the old tables keep their shape and serve
+/// until the rebuild, which creates the new shape in the shadows from the
+/// DDL; the swap puts it in place. Rebuilding again works with the index
+/// names the first rebuild took.
+#[tokio::test]
+async fn a_new_version_with_a_new_shape_is_rebuilt_into_it() {
+    for test_db in TestDb::all().await {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path()).await;
+        let mut generator = Generator::new(31);
+        let head = generate(&store, &mut generator, 3_000).await;
+        let db = test_db.open().await;
+        project_all(&store, &db).await;
+        assert!(notes(&db).await.is_err(), "version 1 has no note column");
+
+        let projector = Projector::builder(Arc::new(store.clone()), db.clone())
+            .options(test_options())
+            .projection(CustomersV3)
+            .projection(OrdersProjection)
+            .build()
+            .unwrap();
+        let running = Running::start(projector);
+        wait_for_status(&running.handle, Duration::from_secs(120), |s| {
+            s.iter().all(|p| {
+                p.rebuild.is_none() && p.tables_version == p.version && p.position == head.0
+            })
+        })
+        .await;
+        running.stop().await.unwrap();
+        let all = notes(&db).await.unwrap();
+        assert_eq!(all.len(), generator.customers().len());
+        assert!(all.iter().all(|n| n == "v3"));
+
+        let before = dump_views(&db).await;
+        let projector = Projector::builder(Arc::new(store.clone()), db.clone())
+            .options(test_options())
+            .projection(CustomersV3)
+            .projection(OrdersProjection)
+            .build()
+            .unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            projector.rebuild("customers", |_| {}),
+        )
+        .await
+        .expect("the second rebuild swaps in within 120 s")
+        .unwrap();
+        assert_eq!(dump_views(&db).await, before);
+        assert_eq!(notes(&db).await.unwrap().len(), all.len());
         db.close().await;
     }
 }

@@ -232,7 +232,10 @@ pub async fn project_all(store: &Store, db: &ViewDb) {
 }
 
 pub fn app(db: &ViewDb, config: QueryConfig) -> axum::Router {
-    query_api::router(QueryState::new(db.clone(), config))
+    query_api::router(
+        QueryState::new(db.clone(), config),
+        &query_api::reference::routes(),
+    )
 }
 
 /// An answer: status, headers (lowercase names) and JSON body.

@@ -9,6 +9,7 @@
     reason = "a test fails by panicking, helpers included"
 )]
 
+mod books;
 mod common;
 mod consistency;
 mod e2e;

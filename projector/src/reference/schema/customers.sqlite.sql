@@ -1,6 +1,6 @@
--- Views of the reference domain (customers and orders with credit
--- reservations). Money is an integer of minor units; times are microseconds
--- since the Unix epoch (the event store's commit timestamps).
+-- The customers view of the reference domain: customers with a credit line.
+-- Money is an integer of minor units; times are microseconds since the Unix
+-- epoch (the event store's commit timestamps).
 
 CREATE TABLE customers (
     id               TEXT    NOT NULL PRIMARY KEY,
@@ -28,21 +28,3 @@ CREATE TABLE customers (
 -- "Customers whose credit is used up": WHERE available = 0 ORDER BY id.
 CREATE INDEX customers_by_available ON customers (available, id);
 CREATE INDEX customers_by_name ON customers (name_folded, id);
-
-CREATE TABLE orders (
-    id           TEXT    NOT NULL PRIMARY KEY,
-    customer_id  TEXT    NOT NULL,
-    currency     TEXT    NOT NULL,
-    total        INTEGER NOT NULL,
-    line_count   INTEGER NOT NULL,
-    status       TEXT    NOT NULL,
-    reason       TEXT,
-    placed_at    INTEGER NOT NULL,
-    updated_at   INTEGER NOT NULL,
-    -- Version of the order stream (its last event folded in).
-    version      INTEGER NOT NULL,
-    position     INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE INDEX orders_by_customer ON orders (customer_id, id);
-CREATE INDEX orders_by_status ON orders (status, id);

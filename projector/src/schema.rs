@@ -1,0 +1,350 @@
+//! The tables a projection owns, as it declares them: its DDL, one text
+//! per SQL dialect, and what the projector does with it.
+//!
+//! A projection's DDL is a list of `CREATE TABLE` and `CREATE [UNIQUE]
+//! INDEX` statements separated by `;` (with `--` comments), on its declared
+//! tables only, written with the live table names. The projector
+//!
+//! - creates, at start, every declared table that does not exist yet, with
+//!   its indexes ([`create_missing`]). A table that exists is left as it is:
+//!   its shape is the one the version that filled it declared, and only a
+//!   rebuild replaces it. That is why a change of the DDL must come with a
+//!   new [`Projection::version`](crate::Projection::version): the rebuild it
+//!   starts creates the new shape in the shadow tables, and the swap puts
+//!   it in place of the old one;
+//! - creates the shadow tables of a rebuild from the same statements, under
+//!   the shadow names ([`create_shadows`]).
+//!
+//! Index names are schema-wide in both dialects, so the index of a shadow
+//! cannot take the name of its live twin: each index is created under its
+//! declared name or that name with [`SHADOW_SUFFIX`], whichever is free.
+//! The names thus alternate from one rebuild to the next.
+
+use sqlx::AnyConnection;
+
+use crate::db::Dialect;
+use crate::error::{Error, Result};
+use crate::tables::{self, SHADOW_SUFFIX, TableNames};
+
+/// The DDL of a projection's tables, in each dialect the view database
+/// speaks. Usually two files beside the projection:
+///
+/// ```
+/// use projector::Schema;
+///
+/// const BOOKS: Schema = Schema::new(
+///     "CREATE TABLE books (id TEXT NOT NULL PRIMARY KEY, title TEXT NOT NULL) WITHOUT ROWID;
+///      CREATE INDEX books_by_title ON books (title, id);",
+///     "CREATE TABLE books (id TEXT COLLATE \"C\" NOT NULL PRIMARY KEY, title TEXT NOT NULL);
+///      CREATE INDEX books_by_title ON books (title, id);",
+/// );
+/// assert!(BOOKS.ddl(projector::Dialect::Sqlite).contains("WITHOUT ROWID"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schema {
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+impl Schema {
+    /// The DDL for SQLite and for PostgreSQL (e.g. `include_str!` of two
+    /// files).
+    pub const fn new(sqlite: &'static str, postgres: &'static str) -> Self {
+        Self { sqlite, postgres }
+    }
+
+    /// The DDL for one dialect.
+    pub fn ddl(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
+}
+
+/// One statement of a projection's DDL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Statement {
+    Table {
+        table: String,
+        sql: String,
+    },
+    Index {
+        index: String,
+        table: String,
+        sql: String,
+    },
+}
+
+impl Statement {
+    fn table(&self) -> &str {
+        match self {
+            Statement::Table { table, .. } | Statement::Index { table, .. } => table,
+        }
+    }
+}
+
+/// A projection's DDL, checked and split, for both dialects.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    sqlite: Vec<Statement>,
+    postgres: Vec<Statement>,
+}
+
+impl Parsed {
+    /// Checks `schema` against the declared tables: every statement creates
+    /// one of them or an index on one of them, and each is created.
+    pub fn new(schema: Schema, declared: &[&'static str]) -> std::result::Result<Self, String> {
+        let check = |dialect: Dialect| -> std::result::Result<Vec<Statement>, String> {
+            let statements = parse(schema.ddl(dialect))
+                .map_err(|e| format!("{} schema: {e}", dialect.as_str()))?;
+            for statement in &statements {
+                if !declared.contains(&statement.table()) {
+                    return Err(format!(
+                        "{} schema: table {:?} is not one of the projection's tables",
+                        dialect.as_str(),
+                        statement.table()
+                    ));
+                }
+                if let Statement::Index { index, .. } = statement {
+                    tables::check_table_name(index)
+                        .map_err(|e| format!("{} schema: index {e}", dialect.as_str()))?;
+                }
+            }
+            for table in declared {
+                let created = statements
+                    .iter()
+                    .filter(|s| matches!(s, Statement::Table { table: t, .. } if t == table))
+                    .count();
+                if created != 1 {
+                    return Err(format!(
+                        "{} schema: table {table} must be created once, not {created} times",
+                        dialect.as_str()
+                    ));
+                }
+            }
+            Ok(statements)
+        };
+        Ok(Self {
+            sqlite: check(Dialect::Sqlite)?,
+            postgres: check(Dialect::Postgres)?,
+        })
+    }
+
+    fn statements(&self, dialect: Dialect) -> &[Statement] {
+        match dialect {
+            Dialect::Sqlite => &self.sqlite,
+            Dialect::Postgres => &self.postgres,
+        }
+    }
+}
+
+/// Splits DDL into statements: `;` ends one, outside quotes; `--` starts a
+/// comment up to the end of the line.
+fn split(ddl: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut chars = ddl.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) => {
+                current.push(c);
+                if c == q {
+                    quote = None;
+                }
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    current.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    for c in chars.by_ref() {
+                        if c == '\n' {
+                            current.push('\n');
+                            break;
+                        }
+                    }
+                }
+                ';' => statements.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            },
+        }
+    }
+    statements.push(current);
+    statements
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn parse(ddl: &str) -> std::result::Result<Vec<Statement>, String> {
+    split(ddl)
+        .into_iter()
+        .map(|sql| {
+            let head = tables::statement_head(&sql).map_err(|e| e.to_string())?;
+            Ok(match head {
+                tables::Head::Table { table } => Statement::Table { table, sql },
+                tables::Head::Index { index, table } => Statement::Index { index, table, sql },
+            })
+        })
+        .collect()
+}
+
+/// Creates every declared table that does not exist, with its indexes.
+pub(crate) async fn create_missing(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    schema: &Parsed,
+) -> Result<()> {
+    let statements = schema.statements(dialect);
+    let mut missing = Vec::new();
+    for statement in statements {
+        if let Statement::Table { table, .. } = statement
+            && !table_exists(conn, dialect, table).await?
+        {
+            missing.push(table.as_str());
+        }
+    }
+    for statement in statements {
+        if missing.contains(&statement.table()) {
+            create(conn, dialect, statement, statement.table()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the (dropped) shadow tables of a rebuild from the DDL.
+pub(crate) async fn create_shadows(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    schema: &Parsed,
+    shadows: &TableNames,
+) -> Result<()> {
+    for statement in schema.statements(dialect) {
+        let shadow = shadows
+            .get(statement.table())
+            .ok_or_else(|| Error::Schema(format!("table {} has no shadow", statement.table())))?;
+        create(conn, dialect, statement, shadow).await?;
+    }
+    Ok(())
+}
+
+/// Runs one statement for the table `table` (the declared one or its
+/// shadow), under a free index name.
+async fn create(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    statement: &Statement,
+    table: &str,
+) -> Result<()> {
+    let sql = match statement {
+        Statement::Table { sql, .. } => tables::rename_table(sql, table)?,
+        Statement::Index { index, sql, .. } => {
+            let toggled = format!("{index}{SHADOW_SUFFIX}");
+            let name = if !relation_exists(conn, dialect, index).await? {
+                index.clone()
+            } else if !relation_exists(conn, dialect, &toggled).await? {
+                toggled
+            } else {
+                return Err(Error::Schema(format!(
+                    "index {index} and {toggled} both exist; drop the one not on {table}"
+                )));
+            };
+            tables::rename_index(sql, &name, table)?
+        }
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn table_exists(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    table: &str,
+) -> Result<bool> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = $1",
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $1 AND c.relkind = 'r' AND n.nspname = current_schema()"
+        }
+    };
+    let count: i64 = sqlx::query_scalar(sql)
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(count > 0)
+}
+
+/// Whether a name is taken by a table or index (one namespace for both in
+/// PostgreSQL; index names are schema-wide in SQLite).
+async fn relation_exists(conn: &mut AnyConnection, dialect: Dialect, name: &str) -> Result<bool> {
+    let sql = match dialect {
+        Dialect::Sqlite => "SELECT COUNT(*) FROM sqlite_schema WHERE name = $1",
+        Dialect::Postgres => {
+            "SELECT COUNT(*) FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = $1 AND n.nspname = current_schema()"
+        }
+    };
+    let count: i64 = sqlx::query_scalar(sql)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(count > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DDL: &str = "-- books; one row a book\n\
+        CREATE TABLE books (id TEXT PRIMARY KEY, title TEXT DEFAULT 'a;b');\n\
+        CREATE INDEX IF NOT EXISTS books_by_title ON books (title, id); -- why\n\
+        CREATE UNIQUE INDEX books_one ON books (id);";
+
+    #[test]
+    fn ddl_splits_into_statements_outside_quotes_and_comments() {
+        let statements = parse(DDL).unwrap();
+        assert_eq!(statements.len(), 3, "{statements:?}");
+        assert_eq!(
+            statements[0],
+            Statement::Table {
+                table: "books".into(),
+                sql: "CREATE TABLE books (id TEXT PRIMARY KEY, title TEXT DEFAULT 'a;b')".into()
+            }
+        );
+        assert!(matches!(
+            &statements[1],
+            Statement::Index { index, table, .. } if index == "books_by_title" && table == "books"
+        ));
+        assert!(matches!(&statements[2], Statement::Index { index, .. } if index == "books_one"));
+    }
+
+    #[test]
+    fn a_schema_creates_exactly_the_declared_tables() {
+        let ok = Schema::new(DDL, DDL);
+        assert!(Parsed::new(ok, &["books"]).is_ok());
+        let missing = Parsed::new(ok, &["books", "authors"]).unwrap_err();
+        assert!(missing.contains("authors"), "{missing}");
+        let foreign = Schema::new(DDL, "CREATE TABLE other (id TEXT)");
+        assert!(
+            Parsed::new(foreign, &["books"])
+                .unwrap_err()
+                .contains("postgres")
+        );
+        let twice = Schema::new(
+            "CREATE TABLE books (a INT); CREATE TABLE books (b INT)",
+            DDL,
+        );
+        assert!(Parsed::new(twice, &["books"]).is_err());
+        let view = Schema::new("CREATE VIEW books AS SELECT 1", DDL);
+        assert!(Parsed::new(view, &["books"]).is_err());
+    }
+}

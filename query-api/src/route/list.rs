@@ -1,0 +1,223 @@
+//! A route answering pages of rows: `GET /things?filter=…&limit=&cursor=`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::MethodRouter;
+use projector::http::Problem;
+use serde::Serialize;
+use utoipa::openapi::path::{Operation, OperationBuilder};
+use utoipa::openapi::{RefOr, schema::Schema};
+
+use super::filter::page_sql;
+use super::{Bind, Describe, Filter, FromViewRow, Key, Route, View, ViewRow};
+use crate::params::Params;
+use crate::{QueryState, api_doc, consistency, cursor, json_answer, view_problem};
+
+/// The parameters every list accepts besides its filters.
+const PAGE_PARAMETERS: [&str; 3] = ["limit", "cursor", "min_position"];
+
+/// A route answering pages of the rows its query selects, filtered by the
+/// declared [`Filter`]s a request gives, ordered by a [`Key`] and
+/// continued by an opaque cursor.
+///
+/// The query is a `SELECT` without `ORDER BY` or `LIMIT`; annals reads it as
+/// a subquery, so filters and keys name the columns it returns.
+pub struct ListRoute<R> {
+    path: &'static str,
+    view: View,
+    sql: String,
+    key: Key,
+    filters: Vec<Filter>,
+    /// Every parameter name the route accepts.
+    accepted: Vec<&'static str>,
+    describe: Describe,
+    row: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for ListRoute<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListRoute")
+            .field("path", &self.path)
+            .field("view", &self.view)
+            .field("key", &self.key)
+            .field("filters", &self.filters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page of rows, as a list answers it.
+#[derive(Debug, Serialize)]
+struct Page<R> {
+    items: Vec<R>,
+    next_cursor: Option<String>,
+    position: i64,
+}
+
+impl<R: FromViewRow> ListRoute<R> {
+    /// Pages of the rows `sql` selects from `view`'s tables, ordered by a
+    /// text column `id` unless [`ListRoute::key`] says otherwise.
+    pub fn new(path: &'static str, view: View, sql: &str) -> Self {
+        Self {
+            path,
+            view,
+            sql: sql.to_owned(),
+            key: Key::text("id"),
+            filters: Vec::new(),
+            accepted: PAGE_PARAMETERS.to_vec(),
+            describe: Describe::default(),
+            row: PhantomData,
+        }
+    }
+
+    /// The columns pages are ordered by; the last one unique.
+    pub fn key(mut self, key: Key) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// A query parameter selecting rows. Filters combine (`AND`).
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.accepted.insert(self.filters.len(), filter.name());
+        self.filters.push(filter);
+        self
+    }
+
+    pub fn summary(mut self, summary: &'static str) -> Self {
+        self.describe.summary = Some(summary);
+        self
+    }
+
+    pub fn description(mut self, description: &'static str) -> Self {
+        self.describe.description = Some(description);
+        self
+    }
+
+    /// The OpenAPI operation id; `list_<path words>` by default.
+    pub fn operation_id(mut self, id: &'static str) -> Self {
+        self.describe.operation_id = Some(id);
+        self
+    }
+
+    /// The OpenAPI tag; the view's name by default.
+    pub fn tag(mut self, tag: &'static str) -> Self {
+        self.describe.tag = Some(tag);
+        self
+    }
+
+    async fn answer(
+        &self,
+        state: QueryState,
+        raw: Option<String>,
+        headers: HeaderMap,
+    ) -> Result<Response, Problem> {
+        let params = Params::parse(raw.as_deref(), &self.accepted)?;
+        let mut given: Vec<(&Filter, Bind)> = Vec::new();
+        for filter in &self.filters {
+            if let Some(value) = filter.parse(&params)? {
+                given.push((filter, value));
+            }
+        }
+        let limit = crate::page_limit(&params, state.config())?;
+        let key = given.iter().find_map(|(f, _)| f.key()).unwrap_or(&self.key);
+        // The cursor holds the key of the last row; it only continues the
+        // query with the same filters, values and order.
+        let texts: Vec<(String, Option<String>)> =
+            self.filters
+                .iter()
+                .map(|f| {
+                    let value = given
+                        .iter()
+                        .find(|(g, _)| g.name() == f.name())
+                        .map(|(_, v)| match v {
+                            Bind::Int(n) => n.to_string(),
+                            Bind::Text(t) => t.clone(),
+                        });
+                    (f.name().to_owned(), value)
+                })
+                .chain([
+                    ("\u{1}path".to_owned(), Some(self.path.to_owned())),
+                    (
+                        "\u{1}key".to_owned(),
+                        Some(key.columns().collect::<Vec<_>>().join(",")),
+                    ),
+                ])
+                .collect();
+        let parts: Vec<(&str, Option<&str>)> = texts
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .collect();
+        let fingerprint = cursor::fingerprint(&parts);
+        let after = match params.get("cursor") {
+            Some(raw) => Some(key.binds(cursor::decode(raw, &fingerprint, key.len())?)?),
+            None => None,
+        };
+        let projection = self.view.projection();
+        if let Some(min) = consistency::requested(&params, &headers)? {
+            consistency::wait_for(&state, projection, min).await?;
+        }
+        let (sql, binds) = page_sql(&self.sql, &given, key, after, limit as i64 + 1);
+        let (position, rows) = crate::read_page(&state, projection, sql, binds).await?;
+        let problem = |e: sqlx::Error| view_problem(&e, projection);
+        let shown = rows.len().min(limit);
+        let items = rows[..shown]
+            .iter()
+            .map(|row| R::from_row(&ViewRow::new(row)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(problem)?;
+        let next_cursor = match (rows.len() > limit, shown.checked_sub(1)) {
+            (true, Some(last)) => {
+                let values = key.of_row(&rows[last]).map_err(problem)?;
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                Some(cursor::encode(&fingerprint, &values))
+            }
+            _ => None,
+        };
+        Ok(json_answer(
+            position,
+            None,
+            &Page {
+                items,
+                next_cursor,
+                position,
+            },
+        ))
+    }
+}
+
+impl<R: FromViewRow> Route for ListRoute<R> {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+
+    fn method_router(self: Arc<Self>) -> MethodRouter<QueryState> {
+        axum::routing::get(
+            move |State(state): State<QueryState>, RawQuery(raw): RawQuery, headers: HeaderMap| {
+                let route = self.clone();
+                async move { route.answer(state, raw, headers).await }
+            },
+        )
+    }
+
+    fn operation(&self, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Operation {
+        api_doc::add_schemas::<R>(schemas);
+        let page = api_doc::add_page_schema(&R::name(), schemas);
+        let mut parameters: Vec<_> = self.filters.iter().map(Filter::parameter).collect();
+        parameters.extend(api_doc::page_params());
+        parameters.extend(api_doc::min_position_params());
+        OperationBuilder::new()
+            .operation_id(Some(self.describe.operation_id.map_or_else(
+                || format!("list_{}", super::path_words(self.path)),
+                str::to_owned,
+            )))
+            .summary(Some(self.describe.summary.unwrap_or("A page of items")))
+            .description(self.describe.description)
+            .tag(self.describe.tag.unwrap_or(self.view.projection()))
+            .parameters(Some(parameters))
+            .responses(api_doc::list_responses(&page))
+            .build()
+    }
+}

@@ -1,0 +1,155 @@
+//! Query routes as declarations: a path, the view (projection) it reads, a
+//! query and a row type. Annals answers every declared route the same way
+//! (parameters, pages, read-your-writes, positions, problems) and
+//! describes it in the OpenAPI document.
+
+mod filter;
+mod item;
+mod list;
+mod row;
+
+use std::sync::Arc;
+
+use axum::routing::MethodRouter;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{RefOr, schema::Schema};
+
+use crate::QueryState;
+
+pub(crate) use filter::Bind;
+pub use filter::{Filter, Key};
+pub use item::ItemRoute;
+pub use list::ListRoute;
+pub use row::{FromViewRow, ViewRow};
+
+/// The view a route reads: the projection whose tables its query reads.
+/// Its checkpoint is the position of every answer, and what
+/// `min_position` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    projection: &'static str,
+}
+
+impl View {
+    /// The view of the projection named `projection`
+    /// ([`projector::Projection::name`]).
+    pub const fn new(projection: &'static str) -> Self {
+        Self { projection }
+    }
+
+    pub fn projection(&self) -> &'static str {
+        self.projection
+    }
+}
+
+/// One declared route, whatever its row type.
+pub(crate) trait Route: Send + Sync + std::fmt::Debug {
+    fn path(&self) -> &'static str;
+    fn method_router(self: Arc<Self>) -> MethodRouter<QueryState>;
+    /// The `GET` operation, adding the schemas it refers to.
+    fn operation(&self, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Operation;
+}
+
+/// The query routes of an application: built once, served by
+/// [`crate::router`] and described by [`crate::openapi`].
+///
+/// ```
+/// use query_api::{FromViewRow, ItemRoute, Key, ListRoute, QueryRoutes, View, ViewRow, Filter};
+///
+/// #[derive(serde::Serialize, utoipa::ToSchema)]
+/// struct Account { id: String, owner_id: String, balance: i64 }
+///
+/// impl FromViewRow for Account {
+///     fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+///         Ok(Account { id: row.get("id")?, owner_id: row.get("owner_id")?, balance: row.get("balance")? })
+///     }
+/// }
+///
+/// let accounts = View::new("accounts");
+/// let routes = QueryRoutes::new()
+///     .item(ItemRoute::<Account>::new("/accounts/{id}", accounts,
+///             "SELECT id, owner_id, balance FROM accounts WHERE id = $1")
+///         .summary("One account"))
+///     .list(ListRoute::<Account>::new("/accounts", accounts,
+///             "SELECT id, owner_id, balance FROM accounts")
+///         .key(Key::text("id"))
+///         .filter(Filter::id("owner").eq("owner_id"))
+///         .filter(Filter::integer("balance_min", 0, i64::MAX).at_least("balance"))
+///         .summary("A page of accounts"));
+/// assert_eq!(routes.paths(), ["/accounts/{id}", "/accounts"]);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct QueryRoutes {
+    routes: Vec<Arc<dyn Route>>,
+}
+
+impl QueryRoutes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route answering one row.
+    pub fn item<R: FromViewRow>(mut self, route: ItemRoute<R>) -> Self {
+        self.routes.push(Arc::new(route));
+        self
+    }
+
+    /// Adds a route answering pages of rows.
+    pub fn list<R: FromViewRow>(mut self, route: ListRoute<R>) -> Self {
+        self.routes.push(Arc::new(route));
+        self
+    }
+
+    /// Adds every route of `other`.
+    pub fn merge(mut self, other: QueryRoutes) -> Self {
+        self.routes.extend(other.routes);
+        self
+    }
+
+    /// The paths served, in declaration order.
+    pub fn paths(&self) -> Vec<&'static str> {
+        self.routes.iter().map(|r| r.path()).collect()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Route>> {
+        self.routes.iter()
+    }
+}
+
+/// What every route's declaration says of its operation.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Describe {
+    pub summary: Option<&'static str>,
+    pub description: Option<&'static str>,
+    pub operation_id: Option<&'static str>,
+    pub tag: Option<&'static str>,
+}
+
+/// An operation id made of a path: `/accounts/{id}` → `accounts_id`.
+pub(crate) fn path_words(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches(|c| c == '{' || c == '}'))
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The name of a path's one parameter (`/accounts/{id}` → `id`).
+pub(crate) fn path_parameter(path: &str) -> Option<&str> {
+    let start = path.find('{')?;
+    let end = path[start..].find('}')? + start;
+    Some(&path[start + 1..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_their_operations_and_parameter() {
+        assert_eq!(path_words("/accounts/{id}"), "accounts_id");
+        assert_eq!(path_words("/accounts"), "accounts");
+        assert_eq!(path_parameter("/accounts/{id}"), Some("id"));
+        assert_eq!(path_parameter("/accounts"), None);
+    }
+}
