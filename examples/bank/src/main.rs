@@ -36,5 +36,6 @@ fn main() -> ExitCode {
         })
         .projection(view::AccountsView)
         .projection(view::TransfersView)
+        .queries(view::queries())
         .run()
 }

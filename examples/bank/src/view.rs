@@ -1,7 +1,8 @@
 //! The bank's views: `accounts` (one row per account: holder, balance,
 //! status, transfer counts) and `transfers` (one row per transfer: how far
 //! it got, and why it failed), each a projection of its own with its
-//! tables' DDL beside it (`view/<table>.<dialect>.sql`).
+//! tables' DDL beside it (`view/<table>.<dialect>.sql`), and the query
+//! routes that read them ([`queries`]).
 //!
 //! Each event is one statement or two inside the batch's transaction; the
 //! projector commits them with its checkpoint, so each event takes effect
@@ -12,7 +13,9 @@
 use async_trait::async_trait;
 use command_api::DomainEvent;
 use event_store::RecordedEvent;
-use projector::{ApplyError, Dialect, Projection, ViewTx};
+use projector::{ApplyError, Projection, Schema, ViewTx};
+use query_api::{Filter, FromViewRow, ItemRoute, Key, ListRoute, QueryRoutes, View, ViewRow};
+use serde::Serialize;
 
 use crate::account::{self, AccountEvent};
 use crate::transfer::{self, TransferEvent, TransferStatus};
@@ -29,26 +32,6 @@ pub struct AccountsView;
 /// Keeps the `transfers` table.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TransfersView;
-
-impl AccountsView {
-    /// The DDL of the `accounts` table in `dialect`.
-    pub fn ddl(dialect: Dialect) -> &'static str {
-        match dialect {
-            Dialect::Sqlite => include_str!("view/accounts.sqlite.sql"),
-            Dialect::Postgres => include_str!("view/accounts.postgres.sql"),
-        }
-    }
-}
-
-impl TransfersView {
-    /// The DDL of the `transfers` table in `dialect`.
-    pub fn ddl(dialect: Dialect) -> &'static str {
-        match dialect {
-            Dialect::Sqlite => include_str!("view/transfers.sqlite.sql"),
-            Dialect::Postgres => include_str!("view/transfers.postgres.sql"),
-        }
-    }
-}
 
 /// What every event stamps on the row it changes.
 struct Stamp {
@@ -116,6 +99,13 @@ impl Projection for AccountsView {
 
     fn tables(&self) -> &'static [&'static str] {
         &[ACCOUNTS]
+    }
+
+    fn schema(&self) -> Schema {
+        Schema::new(
+            include_str!("view/accounts.sqlite.sql"),
+            include_str!("view/accounts.postgres.sql"),
+        )
     }
 
     fn event_types(&self) -> &'static [&'static str] {
@@ -245,6 +235,13 @@ impl Projection for TransfersView {
         &[TRANSFERS]
     }
 
+    fn schema(&self) -> Schema {
+        Schema::new(
+            include_str!("view/transfers.sqlite.sql"),
+            include_str!("view/transfers.postgres.sql"),
+        )
+    }
+
     fn event_types(&self) -> &'static [&'static str] {
         &transfer::EVENT_TYPES
     }
@@ -304,4 +301,242 @@ impl Projection for TransfersView {
         }
         Ok(())
     }
+}
+
+/// The bank's query routes, over the two views.
+///
+/// | method | path | answers |
+/// |---|---|---|
+/// | GET | `/accounts/{id}` | one account (`ETag: "<stream version>"`) |
+/// | GET | `/accounts?currency=&status=&limit=&cursor=` | a page of accounts, by id |
+/// | GET | `/transfers/{id}` | one transfer (`ETag: "<stream version>"`) |
+/// | GET | `/transfers?from_account=&status=&limit=&cursor=` | a page of transfers, by id |
+pub fn queries() -> QueryRoutes {
+    QueryRoutes::new()
+        .list(
+            ListRoute::<AccountRow>::new("/accounts", View::new(ACCOUNTS), ACCOUNT_SELECT)
+                .key(Key::text("id"))
+                .filter(
+                    Filter::one_of("currency", &CURRENCIES)
+                        .eq("currency")
+                        .describe("Only accounts in this currency (ISO 4217)."),
+                )
+                .filter(
+                    Filter::one_of("status", &ACCOUNT_STATUSES)
+                        .eq("status")
+                        .describe("Only accounts that are `open`, or `closed`."),
+                )
+                .summary("A page of accounts")
+                .description("Ordered by id. Filters combine.")
+                .operation_id("list_accounts")
+                .tag("accounts"),
+        )
+        .item(
+            ItemRoute::<AccountRow>::new(
+                "/accounts/{id}",
+                View::new(ACCOUNTS),
+                &format!("{ACCOUNT_SELECT} WHERE id = $1"),
+            )
+            .noun("account")
+            .summary("One account")
+            .description(
+                "An account the view does not hold is `404`. Send a command's `position` as \
+                 `min_position` to be answered once the view reflects it.",
+            )
+            .operation_id("get_account")
+            .tag("accounts"),
+        )
+        .list(
+            ListRoute::<TransferRow>::new("/transfers", View::new(TRANSFERS), TRANSFER_SELECT)
+                .key(Key::text("id"))
+                .filter(
+                    Filter::id("from_account")
+                        .eq("from_account")
+                        .describe("Only transfers sent from this account."),
+                )
+                .filter(
+                    Filter::one_of("status", &TRANSFER_STATUSES)
+                        .eq("status")
+                        .describe("Only transfers at this step."),
+                )
+                .summary("A page of transfers")
+                .description("Ordered by id. Filters combine.")
+                .operation_id("list_transfers")
+                .tag("transfers"),
+        )
+        .item(
+            ItemRoute::<TransferRow>::new(
+                "/transfers/{id}",
+                View::new(TRANSFERS),
+                &format!("{TRANSFER_SELECT} WHERE id = $1"),
+            )
+            .noun("transfer")
+            .summary("One transfer")
+            .description(
+                "How far the transfer got: the saga takes it from `requested` to `completed`, \
+                 or to `failed` with the rule that refused it.",
+            )
+            .operation_id("get_transfer")
+            .tag("transfers"),
+        )
+}
+
+const ACCOUNT_SELECT: &str = "SELECT id, holder, currency, balance, overdraft_limit, status, \
+     transfers_sent, transfers_received, transfers_returned, transfers_in_flight, version, \
+     opened_at, updated_at, position FROM accounts";
+
+const TRANSFER_SELECT: &str = "SELECT id, from_account, to_account, amount, currency, status, \
+     failure_rule, failure_reason, version, requested_at, updated_at, position FROM transfers";
+
+/// The currencies, as `GET /accounts?currency=` takes them.
+const CURRENCIES: [&str; 6] = ["CHF", "EUR", "GBP", "JPY", "SEK", "USD"];
+
+/// An account's statuses, as `GET /accounts?status=` takes them.
+const ACCOUNT_STATUSES: [&str; 2] = ["open", "closed"];
+
+/// How many transfers an account took part in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferCounts {
+    /// Sent from the account (whatever became of them).
+    sent: i64,
+    /// Received by the account.
+    received: i64,
+    /// Sent, refused by the target, and given back.
+    returned: i64,
+    /// Sent, and not settled or returned yet.
+    in_flight: i64,
+}
+
+/// An account as the `accounts` view holds it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Account)]
+pub struct AccountRow {
+    #[schema(format = Uuid)]
+    id: String,
+    /// The holder's name; `[erased]` once the holder was forgotten.
+    holder: String,
+    /// ISO 4217 code of every amount of the account.
+    #[schema(example = "EUR")]
+    currency: String,
+    /// In minor units; below zero while overdrawn.
+    balance: i64,
+    /// How far below zero the balance may go, in minor units.
+    overdraft_limit: i64,
+    /// `open` or `closed`.
+    status: String,
+    transfers: TransferCounts,
+    /// Version of the account's stream: what to send as `If-Match`.
+    version: i64,
+    #[schema(format = DateTime)]
+    opened_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// Log position of the last event that changed the account.
+    position: i64,
+}
+
+impl FromViewRow for AccountRow {
+    fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+        Ok(AccountRow {
+            id: row.get("id")?,
+            holder: row.get("holder")?,
+            currency: row.get("currency")?,
+            balance: row.get("balance")?,
+            overdraft_limit: row.get("overdraft_limit")?,
+            status: row.get("status")?,
+            transfers: TransferCounts {
+                sent: row.get("transfers_sent")?,
+                received: row.get("transfers_received")?,
+                returned: row.get("transfers_returned")?,
+                in_flight: row.get("transfers_in_flight")?,
+            },
+            version: row.get("version")?,
+            opened_at: time(row.get("opened_at")?),
+            updated_at: time(row.get("updated_at")?),
+            position: row.get("position")?,
+        })
+    }
+
+    fn version(&self) -> Option<i64> {
+        Some(self.version)
+    }
+}
+
+/// An amount in a currency, as the views show it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Amount)]
+pub struct AmountRow {
+    /// Minor units.
+    amount: i64,
+    /// ISO 4217 code.
+    #[schema(example = "EUR")]
+    currency: String,
+}
+
+/// Why a transfer failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TransferFailure {
+    /// The rule that refused it (`account-closed`, `insufficient-funds`,
+    /// `currency-mismatch`, `expired`, ...).
+    rule: String,
+    reason: String,
+}
+
+/// A transfer as the `transfers` view holds it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = TransferView)]
+pub struct TransferRow {
+    #[schema(format = Uuid)]
+    id: String,
+    #[schema(format = Uuid)]
+    from_account: String,
+    #[schema(format = Uuid)]
+    to_account: String,
+    amount: AmountRow,
+    /// `requested`, `debited`, `credited`, `completed` or `failed`.
+    status: String,
+    /// Set once failed.
+    failure: Option<TransferFailure>,
+    /// Version of the transfer's stream.
+    version: i64,
+    #[schema(format = DateTime)]
+    requested_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    /// Log position of the last event that changed the transfer.
+    position: i64,
+}
+
+impl FromViewRow for TransferRow {
+    fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+        let rule: Option<String> = row.get("failure_rule")?;
+        let reason: Option<String> = row.get("failure_reason")?;
+        Ok(TransferRow {
+            id: row.get("id")?,
+            from_account: row.get("from_account")?,
+            to_account: row.get("to_account")?,
+            amount: AmountRow {
+                amount: row.get("amount")?,
+                currency: row.get("currency")?,
+            },
+            status: row.get("status")?,
+            failure: rule.map(|rule| TransferFailure {
+                rule,
+                reason: reason.unwrap_or_default(),
+            }),
+            version: row.get("version")?,
+            requested_at: time(row.get("requested_at")?),
+            updated_at: time(row.get("updated_at")?),
+            position: row.get("position")?,
+        })
+    }
+
+    fn version(&self) -> Option<i64> {
+        Some(self.version)
+    }
+}
+
+/// A time of the views (µs since the epoch) as RFC 3339.
+fn time(micros: i64) -> String {
+    projector::time::rfc3339(event_store::Timestamp(micros))
 }

@@ -356,7 +356,10 @@ async fn scenario(views: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("accounts"), "{stdout}");
+    assert!(
+        stdout.contains("accounts: rebuilt from the log"),
+        "{stdout}"
+    );
     assert_eq!(bank.all_accounts("currency=EUR", 200).await.0, everything);
     // The name stays erased: the rebuild read it from the store, erased.
     assert_eq!(bank.account(&dave, 0).await["holder"], "[erased]");
