@@ -50,7 +50,8 @@ impl Stamp {
     }
 }
 
-/// The query text for `table`, run with `binds` in order.
+/// Runs `sql` with `binds` in order, for `event`, which changes exactly
+/// one row.
 async fn run(
     tx: &mut ViewTx<'_>,
     event: &RecordedEvent,
