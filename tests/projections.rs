@@ -499,6 +499,9 @@ async fn random_history(ops: Vec<Op>) {
         .reference_projections()
         .build()
         .unwrap();
+    // The projector creates its tables when it starts; a history that
+    // appends nothing must not read them before that.
+    projector.create_tables().await.unwrap();
     let handle = projector.handle();
     let (stop_projector, projector_stopped) = oneshot::channel::<()>();
     let projecting = tokio::spawn(projector.run(async move {
