@@ -60,17 +60,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     CreditLimitChanged, CreditReleased, CreditReserved, Customer, CustomerEvent, CustomerName,
     CustomerRegistered, Email, PersonalData,
 };
-use command_api::domain::money::{Currency, Money};
+use annals_credit::domain::money::{Currency, Money};
+use annals_credit::generator::Generator;
 use command_api::{Aggregate, DomainEvent};
 use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
     Upcasters, Upcasting,
 };
-use projector::generator::Generator;
 use projector::{Projector, ProjectorOptions, TrackState, ViewDb};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -397,7 +397,7 @@ fn customer_stream(events: usize) -> (StreamId, Vec<Vec<StreamAppend>>) {
 async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
     // Built once, as a process builds its upcasters once: not timed.
     static DOMAIN: std::sync::OnceLock<Upcasters> = std::sync::OnceLock::new();
-    let domain = DOMAIN.get_or_init(command_api::domain::upcasters);
+    let domain = DOMAIN.get_or_init(annals_credit::domain::upcasters);
     let (loaded, upcasters) = store.load_leaving_typed(stream, None).await.unwrap();
     let mut state = Customer::default();
     for e in &loaded.events {
@@ -430,7 +430,7 @@ async fn catch_up_rate(store: Arc<dyn EventStore>, head: Position) -> f64 {
     let db = ViewDb::open_in_data_dir(dir.path()).await.unwrap();
     let projector = Projector::builder(store, db.clone())
         .options(ProjectorOptions::default())
-        .reference_projections()
+        .projections(annals_credit::views::projections())
         .build()
         .unwrap();
     let handle = projector.handle();
@@ -487,7 +487,7 @@ impl Variants {
             cold: Arc::new(Upcasting::with_cache(old.clone(), chain(), 0).unwrap()),
             typed: Arc::new(Upcasting::with_cache(old, typed_chain(), 0).unwrap()),
             domain: Arc::new(
-                Upcasting::with_cache(domain_v1, command_api::domain::upcasters(), 0).unwrap(),
+                Upcasting::with_cache(domain_v1, annals_credit::domain::upcasters(), 0).unwrap(),
             ),
         }
     }

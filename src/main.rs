@@ -1,6 +1,6 @@
 //! The `annals` binary: the annals command line around the reference
-//! credit domain.
+//! credit domain (examples/credit).
 
 fn main() -> std::process::ExitCode {
-    annals::App::reference().run()
+    annals_credit::app().run()
 }

@@ -17,14 +17,15 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     Customer, CustomerCommand, CustomerError, CustomerName, Email, PersonalData,
 };
-use command_api::domain::money::{Currency, Money};
-use command_api::domain::order::{Order, OrderCommand, OrderItems, Reason};
+use annals_credit::domain::money::{Currency, Money};
+use annals_credit::domain::order::{Order, OrderCommand, OrderItems, Reason};
+use annals_credit::{OrderFulfilment, OrderFulfilmentConfig};
 use command_api::{
-    CommandContext, CommandError, CommandHandler, DomainError, HandlerConfig, OrderFulfilment,
-    OrderFulfilmentConfig, SagaConfig, SagaHandle, SagaRunner, SagaState,
+    CommandContext, CommandError, CommandHandler, DomainError, HandlerConfig, SagaConfig,
+    SagaHandle, SagaRunner, SagaState,
 };
 use event_store::{EventStore, KeyStore, Position, RecordedEvent, Shredding, Store, Upcasting};
 use projector::{ProjectionStatus, Projector, ProjectorHandle, ProjectorOptions, TrackState};
@@ -167,11 +168,11 @@ impl World {
         let shredding = Shredding::new(
             store.clone(),
             keys,
-            command_api::domain::customer::shredding_policy(),
+            annals_credit::domain::customer::shredding_policy(),
         );
         shredding.recover().await.unwrap();
         let layered: Arc<dyn EventStore> =
-            Arc::new(Upcasting::new(shredding, command_api::domain::upcasters()).unwrap());
+            Arc::new(Upcasting::new(shredding, annals_credit::domain::upcasters()).unwrap());
         World {
             customers: CommandHandler::new(layered.clone(), HandlerConfig::default()),
             orders: CommandHandler::new(layered.clone(), HandlerConfig::default()),
@@ -270,7 +271,7 @@ impl World {
             }
             Op::Forget { customer: c } => {
                 let forgotten =
-                    command_api::forget_customer(&self.customers, customer(c), context()).await;
+                    annals_credit::forget_customer(&self.customers, customer(c), context()).await;
                 refused_or_done::<_, CustomerError>(forgotten);
             }
             Op::Pause => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -496,7 +497,7 @@ async fn random_history(ops: Vec<Op>) {
             retry_backoff_max: Duration::from_millis(200),
             ..ProjectorOptions::default()
         })
-        .reference_projections()
+        .projections(annals_credit::views::projections())
         .build()
         .unwrap();
     // The projector creates its tables when it starts; a history that

@@ -477,7 +477,7 @@ async fn a_saga_process_killed_again_and_again_decides_every_order_exactly_once(
     let deadline = Instant::now() + Duration::from_secs(120);
     let audit = loop {
         let log = whole_log(&store_url).await;
-        let audit = command_api::domain::audit::audit_credit(&log, true);
+        let audit = annals_credit::domain::audit::audit_credit(&log, true);
         if audit.violations.is_empty() || Instant::now() > deadline {
             break audit;
         }

@@ -182,7 +182,7 @@ async fn write_store_v1() {
     let layered = event_store::Shredding::new(
         store.clone(),
         keys,
-        command_api::domain::customer::shredding_policy(),
+        annals_credit::domain::customer::shredding_policy(),
     );
     for (stream, event_type, data) in history() {
         layered
@@ -197,7 +197,7 @@ async fn write_store_v1() {
     let head = layered.head().await.unwrap();
     layered
         .append(
-            &StreamId::new(command_api::saga::CHECKPOINT_STREAM).unwrap(),
+            &StreamId::new(annals_credit::saga::CHECKPOINT_STREAM).unwrap(),
             ExpectedVersion::Any,
             vec![
                 NewEvent::json(
@@ -533,7 +533,7 @@ async fn open_layered(dir: &Path) -> (event_store::Store, Arc<dyn event_store::E
     let layered = event_store::Shredding::new(
         store.clone(),
         keys,
-        command_api::domain::customer::shredding_policy(),
+        annals_credit::domain::customer::shredding_policy(),
     );
     (store, Arc::new(layered))
 }

@@ -15,7 +15,6 @@ mod settings;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use command_api::{Aggregate, CommandApi, CommandRoutes};
 use event_store::{EventStore, PersonalData, Upcasters};
@@ -54,37 +53,6 @@ impl App {
             settings: Vec::new(),
             queries: QueryRoutes::new(),
         }
-    }
-
-    /// The reference credit domain (customers, orders, the order-fulfilment
-    /// saga and their views).
-    pub fn reference() -> Self {
-        let mut app = Self::new("annals")
-            .aggregate(command_api::domain::routes::customers())
-            .aggregate(command_api::domain::routes::orders())
-            .upcasters(command_api::domain::upcasters())
-            .personal_data(command_api::domain::customer::shredding_policy())
-            .setting(Setting::duration(
-                ORDER_DECISION_TIMEOUT,
-                Duration::from_secs(30),
-                "An order whose credit check has not finished this many milliseconds after it was \
-                 placed is rejected (reason `timeout: ...`) and any credit reserved for it released.",
-            ))
-            .saga(|setup: &SagaSetup| {
-                use command_api::domain::{customer::Customer, order::Order};
-                Ok(command_api::OrderFulfilment::new(
-                    setup.commands().handler::<Customer>(),
-                    setup.commands().handler::<Order>(),
-                    command_api::OrderFulfilmentConfig {
-                        decision_timeout: setup.settings().duration(ORDER_DECISION_TIMEOUT)?,
-                    },
-                ))
-            })
-            .queries(query_api::reference::routes());
-        for projection in projector::reference::projections() {
-            app.projections.push(projection);
-        }
-        app
     }
 
     /// An aggregate type and its command routes: the command API serves
@@ -161,10 +129,6 @@ impl App {
         )
     }
 }
-
-/// The reference domain's setting: how long an order may wait for its
-/// credit check (`--order-decision-timeout-ms`).
-const ORDER_DECISION_TIMEOUT: &str = "order-decision-timeout";
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

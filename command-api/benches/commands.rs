@@ -26,11 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     CreditReleased, CreditReserved, Customer, CustomerCommand, CustomerEvent, CustomerName,
     CustomerRegistered, Email, PersonalData,
 };
-use command_api::domain::money::{Currency, Money};
+use annals_credit::domain::money::{Currency, Money};
 use command_api::handler::stream_id;
 use command_api::{
     ApiConfig, CommandContext, CommandHandler, Commands, DomainEvent, HandlerConfig, serve,
@@ -294,8 +294,8 @@ fn print_run(name: &str, run: &Run, raw: f64) {
 async fn http_runs(dir: &Path, raw: f64, seconds: u64) {
     let store = Store::open(dir, StoreOptions::default()).await.unwrap();
     let commands = Commands::new(Arc::new(store.clone()), HandlerConfig::default());
-    let handlers = commands.handler::<command_api::domain::customer::Customer>();
-    let router = command_api::domain::routes::api().router(&commands, ApiConfig::default());
+    let handlers = commands.handler::<annals_credit::domain::customer::Customer>();
+    let router = annals_credit::routes::api().router(&commands, ApiConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

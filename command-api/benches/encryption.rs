@@ -38,11 +38,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     Customer, CustomerCommand, CustomerName, Email, PersonalData, shredding_policy,
 };
-use command_api::domain::money::{Currency, Money};
+use annals_credit::domain::money::{Currency, Money};
+use bytes::Bytes;
 use command_api::{CommandContext, CommandHandler, HandlerConfig};
 use event_store::{
     Direction, EventStore, ExpectedVersion, KeyStore, NewEvent, ReadFrom, Shredding, Store,

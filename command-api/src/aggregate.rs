@@ -1,7 +1,7 @@
 //! The contract between the command handler and a domain: what an aggregate,
 //! its commands, events and errors must provide. A domain implements these
-//! traits in its own module (see [`crate::domain`]) and never touches the
-//! handler.
+//! traits in its own crate (see `examples/todo/src/task.rs` for a small one,
+//! `examples/credit` for the reference domain) and never touches the handler.
 //!
 //! Business rules live in [`Aggregate::handle`], which only decides; state
 //! changes live in [`Aggregate::apply`], which never refuses an event: an
@@ -207,7 +207,7 @@ pub fn decode_data_at<T: DeserializeOwned>(
 
 /// A business rule a command broke.
 pub trait DomainError: std::error::Error + Send + Sync + 'static {
-    /// A stable, kebab-case name of the rule (e.g. `credit-limit-exceeded`),
+    /// A stable, kebab-case name of the rule (e.g. `insufficient-funds`),
     /// for clients to branch on.
     fn rule(&self) -> &'static str;
 

@@ -98,8 +98,64 @@ impl std::fmt::Debug for Commands {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::customer::Customer;
-    use crate::domain::order::Order;
+    use crate::{AggregateCommand, DomainError, JsonEvent};
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    /// Two aggregate types (`KIND` 0 and 1) that count bumps.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Tally<const KIND: u8>;
+
+    #[derive(Debug)]
+    struct Bump(Uuid);
+
+    #[derive(Debug, Serialize, Deserialize)]
+    enum Bumped {
+        Bumped,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl<const KIND: u8> Aggregate for Tally<KIND> {
+        const TYPE: &'static str = if KIND == 0 { "tally" } else { "other-tally" };
+        const SNAPSHOT_SCHEMA: u32 = 1;
+        type Command = Bump;
+        type Event = Bumped;
+        type Error = Never;
+        fn handle(&self, _: &Bump) -> Result<Vec<Bumped>, Never> {
+            Ok(vec![Bumped::Bumped])
+        }
+        fn apply(&mut self, _: &Bumped) {}
+    }
+
+    impl AggregateCommand for Bump {
+        fn aggregate_id(&self) -> Uuid {
+            self.0
+        }
+        fn creates_aggregate(&self) -> bool {
+            true
+        }
+        fn name(&self) -> &'static str {
+            "bump"
+        }
+    }
+
+    impl JsonEvent for Bumped {
+        fn event_type(&self) -> &'static str {
+            "Bumped"
+        }
+    }
+
+    impl DomainError for Never {
+        fn rule(&self) -> &'static str {
+            "never"
+        }
+    }
+
+    type One = Tally<0>;
+    type Other = Tally<1>;
 
     async fn store() -> (tempfile::TempDir, Arc<dyn EventStore>) {
         let dir = tempfile::tempdir().unwrap();
@@ -113,10 +169,10 @@ mod tests {
     async fn one_handler_per_aggregate_type_shared_by_clones() {
         let (_dir, store) = store().await;
         let commands = Commands::new(store, HandlerConfig::default());
-        let a = commands.handler::<Customer>();
-        let b = commands.clone().handler::<Customer>();
+        let a = commands.handler::<One>();
+        let b = commands.clone().handler::<One>();
         assert!(a.shares_state_with(&b));
-        let other = commands.handler::<Order>();
+        let other = commands.handler::<Other>();
         assert_eq!(other.config(), &HandlerConfig::default());
     }
 
@@ -124,13 +180,13 @@ mod tests {
     async fn configure_replaces_the_handler() {
         let (_dir, store) = store().await;
         let commands = Commands::new(store, HandlerConfig::default());
-        let before = commands.handler::<Customer>();
+        let before = commands.handler::<One>();
         let config = HandlerConfig {
             conflict_retries_max: 1,
             ..HandlerConfig::default()
         };
-        let configured = commands.configure::<Customer>(config.clone());
-        let after = commands.handler::<Customer>();
+        let configured = commands.configure::<One>(config.clone());
+        let after = commands.handler::<One>();
         assert!(after.shares_state_with(&configured));
         assert!(!after.shares_state_with(&before));
         assert_eq!(after.config(), &config);

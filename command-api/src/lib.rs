@@ -13,19 +13,13 @@
 //! - [`commands`]: [`Commands`], one shared handler per aggregate type;
 //! - [`http`]: the REST command API over any aggregate: routes declared as
 //!   [`CommandRoutes`], served by [`CommandApi`];
-//! - [`domain`]: the reference domain (customers with a credit line, orders)
-//!   and its routes;
 //! - [`testkit`]: given/when/then for a domain's aggregates, and a manual
 //!   clock for sagas' deadlines;
-//! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]) and the
-//!   reference order-fulfilment saga, which drives a placed order through
-//!   the customer's credit check (and compensates).
+//! - [`saga`]: process managers ([`Saga`], run by [`SagaRunner`]).
 
 pub mod aggregate;
 mod cache;
 pub mod commands;
-pub mod domain;
-pub mod erasure;
 pub mod error;
 pub mod handler;
 pub mod http;
@@ -39,7 +33,6 @@ pub use aggregate::{
     decode_data_at, replay, upcast_value,
 };
 pub use commands::Commands;
-pub use erasure::forget_customer;
 pub use error::CommandError;
 pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
 pub use http::{
@@ -49,8 +42,8 @@ pub use http::{
 pub use idempotency::{Fenced, Fingerprint, Idempotency, IdempotencyKey};
 pub use json_event::JsonEvent;
 pub use saga::{
-    OrderFulfilment, OrderFulfilmentConfig, Saga, SagaConfig, SagaContext, SagaError, SagaFailure,
-    SagaHandle, SagaRunner, SagaState, SagaStatus, SagaStopped,
+    Saga, SagaConfig, SagaContext, SagaError, SagaFailure, SagaHandle, SagaRunner, SagaState,
+    SagaStatus, SagaStopped,
 };
 
 /// `upcasters` with the events annals itself writes declared at their

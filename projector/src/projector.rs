@@ -285,9 +285,12 @@ impl ProjectorBuilder {
         self
     }
 
-    /// Registers the views of the reference domain (customers and orders).
-    pub fn reference_projections(mut self) -> Self {
-        self.projections.extend(crate::reference::projections());
+    /// Registers every projection of `projections` (an application's set).
+    pub fn projections(
+        mut self,
+        projections: impl IntoIterator<Item = Arc<dyn Projection>>,
+    ) -> Self {
+        self.projections.extend(projections);
         self
     }
 

@@ -359,7 +359,7 @@ mod tests {
         assert!(check_table_name("_x1").is_ok());
         for bad in [
             "",
-            "Customers",
+            "Accounts",
             "1x",
             "a-b",
             "a;drop",

@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::{Generator, Ids, append_events};
 use event_store::{EventStore, Position, Store, StoreOptions};
-use projector::generator::{Generator, Ids, append_events};
 use projector::{Dialect, Projector, ProjectorOptions, TrackState, ViewDb, ViewDbOptions};
 use query_api::{QueryConfig, QueryState};
 
@@ -253,7 +253,7 @@ async fn catch_up(store: &Store, db: &ViewDb, head: Position, batch: usize) -> C
             batch_events_max: batch,
             ..ProjectorOptions::default()
         })
-        .reference_projections()
+        .projections(annals_credit::views::projections())
         .build()
         .unwrap();
     let handle = projector.handle();
@@ -363,7 +363,7 @@ async fn query_runs(
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = query_api::router(
         QueryState::new(db.clone(), QueryConfig::default()),
-        &query_api::reference::routes(),
+        &annals_credit::queries::routes(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

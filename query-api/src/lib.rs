@@ -7,7 +7,6 @@
 //! id; [`ListRoute`] answers pages, filtered by declared [`Filter`]s and
 //! ordered by a [`Key`]. Annals serves every route the same way
 //! ([`router`]) and describes it in the OpenAPI document ([`openapi`]).
-//! [`reference`](mod@reference) declares the reference domain's routes on this API.
 //!
 //! **Positions.** Every answer carries `Annals-Position: <n>`: the log
 //! position the view it was read from reflects (the checkpoint of the
@@ -39,7 +38,6 @@ mod api_doc;
 mod consistency;
 mod cursor;
 mod params;
-pub mod reference;
 mod route;
 
 use std::sync::Arc;

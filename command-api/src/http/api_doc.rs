@@ -374,7 +374,7 @@ impl utoipa::IntoResponses for CommandProblems {
                 "422",
                 problem(format!(
                     "`{}`: the command breaks a rule of the domain, named in `rule` (e.g. \
-                     `credit-limit-exceeded`); `{}`: the `Idempotency-Key` was used for \
+                     `insufficient-funds`); `{}`: the `Idempotency-Key` was used for \
                      another request.",
                     kind::BUSINESS_RULE_VIOLATED,
                     kind::IDEMPOTENCY_KEY_REUSED,

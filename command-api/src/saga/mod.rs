@@ -45,7 +45,6 @@
 //! break anything (the keys make their commands idempotent), but they would
 //! do all the work twice.
 
-mod order;
 mod runner;
 
 use std::collections::BTreeMap;
@@ -67,10 +66,6 @@ use crate::error::CommandError;
 use crate::handler::CommandContext;
 use crate::idempotency::{FenceError, Fenced, Fingerprint, Idempotency, IdempotencyKey};
 
-pub use order::{
-    CHECKPOINT_STREAM, InFlight, OrderFulfilment, OrderFulfilmentConfig, OrderFulfilmentState,
-    SAGA_NAME,
-};
 pub use runner::SagaRunner;
 
 /// Event type of a checkpoint; its data is [`Checkpoint`].

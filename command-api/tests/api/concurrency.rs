@@ -66,7 +66,7 @@ async fn a_hundred_reservations_race_for_credit_that_fits_thirty() {
     assert_eq!(versions, (2..=31).collect::<Vec<u64>>());
     let state = app
         .commands
-        .handler::<command_api::domain::customer::Customer>()
+        .handler::<annals_credit::domain::customer::Customer>()
         .load(customer)
         .await
         .unwrap();

@@ -87,7 +87,7 @@ async fn every_invalid_field_is_reported_with_a_pointer() {
 #[tokio::test]
 async fn amounts_are_checked_at_both_ends() {
     let f = Fixture::new().await;
-    let max = command_api::domain::money::AMOUNT_MAX;
+    let max = annals_credit::domain::money::AMOUNT_MAX;
     let at_max = f.post("/customers", &register_body(max), &[]).await;
     assert_eq!(at_max.status, 201, "{}", at_max.text);
     let over = f.post("/customers", &register_body(max + 1), &[]).await;

@@ -5,12 +5,12 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use command_api::aggregate::replay;
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     Customer, CustomerCommand, CustomerEvent, CustomerName, Email, PersonalData,
 };
-use command_api::domain::money::{Currency, Money};
+use annals_credit::domain::money::{Currency, Money};
+use bytes::Bytes;
+use command_api::aggregate::replay;
 use command_api::handler::stream_id;
 use command_api::{
     Aggregate, CommandContext, CommandError, CommandHandler, DomainEvent, Fingerprint,

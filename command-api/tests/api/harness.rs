@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals_credit::domain::customer::Customer;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request};
-use command_api::domain::customer::Customer;
 use command_api::{ApiConfig, Commands, HandlerConfig, serve};
 use event_store::{
     Direction, EventStore, Position, ReadFrom, RecordedEvent, Store, StoreOptions, StreamId,
@@ -43,7 +43,7 @@ pub fn router(store: Arc<dyn EventStore>, config: impl Into<Config>) -> (Command
     let config = config.into();
     let commands = Commands::new(store, HandlerConfig::default());
     commands.configure::<Customer>(config.customers);
-    let router = command_api::domain::routes::api().router(&commands, config.api);
+    let router = annals_credit::routes::api().router(&commands, config.api);
     (commands, router)
 }
 
@@ -55,7 +55,7 @@ pub fn long_run() -> bool {
 
 /// `store` with the reference domain's upcasters, as every process reads it.
 pub fn upcasting(store: impl EventStore) -> Arc<dyn EventStore> {
-    Arc::new(event_store::Upcasting::new(store, command_api::domain::upcasters()).unwrap())
+    Arc::new(event_store::Upcasting::new(store, annals_credit::domain::upcasters()).unwrap())
 }
 
 /// A response, whichever way it came.

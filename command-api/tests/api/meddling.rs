@@ -200,7 +200,7 @@ impl EventStore for Meddling {
                     vec![
                         NewEvent::new(intrusion.event_type, intrusion.data.clone())
                             .with_schema_version(
-                                command_api::domain::upcasters()
+                                annals_credit::domain::upcasters()
                                     .current_version(intrusion.event_type)
                                     .unwrap_or(1),
                             ),

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use command_api::domain::customer::shredding_policy;
+use annals_credit::domain::customer::shredding_policy;
 use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, StreamId};
 use serde_json::{Value, json};
 use uuid::Uuid;

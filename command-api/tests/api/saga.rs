@@ -11,22 +11,21 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use command_api::domain::customer::{
+use annals_credit::domain::customer::{
     Customer, CustomerCommand, CustomerEvent, CustomerName, Email, PersonalData,
 };
-use command_api::domain::money::{Currency, Money};
-use command_api::domain::order::{
+use annals_credit::domain::money::{Currency, Money};
+use annals_credit::domain::order::{
     Order, OrderCommand, OrderEvent, OrderItems, OrderStatus, Reason,
 };
+use annals_credit::saga::{CHECKPOINT_STREAM, OrderFulfilmentState, SAGA_NAME};
+use annals_credit::{OrderFulfilment, OrderFulfilmentConfig};
 use command_api::handler::stream_id;
-use command_api::saga::{
-    CHECKPOINT_EVENT_TYPE, CHECKPOINT_STREAM, Checkpoint, OrderFulfilmentState, SAGA_NAME,
-    idempotency_key,
-};
+use command_api::saga::{CHECKPOINT_EVENT_TYPE, Checkpoint, idempotency_key};
 use command_api::testkit::ManualClock;
 use command_api::{
     CommandContext, CommandHandler, DomainEvent, Fingerprint, HandlerConfig, Idempotency,
-    OrderFulfilment, OrderFulfilmentConfig, SagaConfig, SagaHandle, SagaRunner, SagaState,
+    SagaConfig, SagaHandle, SagaRunner, SagaState,
 };
 use event_store::{
     Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent, Store,
@@ -1216,7 +1215,7 @@ async fn an_order_not_decided_in_time_is_rejected_and_its_partial_reservation_re
     assert_eq!(world.status(order).await, OrderStatus::Approved);
     saga.stop().await;
     let log = world.store.read_all(Position::START, 10_000).await.unwrap();
-    let audit = command_api::domain::audit::audit_credit(&log, true);
+    let audit = annals_credit::domain::audit::audit_credit(&log, true);
     assert_eq!(audit.violations, Vec::<String>::new());
     assert_eq!((audit.approved, audit.rejected), (1, 1));
 }
@@ -1254,7 +1253,7 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
 
 /// Runs `ops` against a store while a saga (restarted on `RestartSaga`)
 /// decides the orders, then lets the last saga finish and audits the log.
-async fn random_history(ops: Vec<Op>) -> command_api::domain::audit::CreditAudit {
+async fn random_history(ops: Vec<Op>) -> annals_credit::domain::audit::CreditAudit {
     let world = World::new().await;
     let mut customers = Vec::new();
     for _ in 0..3 {
@@ -1296,7 +1295,7 @@ async fn random_history(ops: Vec<Op>) -> command_api::domain::audit::CreditAudit
     saga.reach(world.last_trigger().await).await;
     saga.stop().await;
     let log = world.store.read_all(Position::START, 10_000).await.unwrap();
-    command_api::domain::audit::audit_credit(&log, true)
+    annals_credit::domain::audit::audit_credit(&log, true)
 }
 
 /// 64 histories of up to 40 steps; with `ANNALS_TEST_LONG`, 2,048 of up

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use command_api::domain::customer::{CreditReserved, Customer, CustomerCommand};
-use command_api::domain::money::{Currency, Money};
+use annals_credit::domain::customer::{CreditReserved, Customer, CustomerCommand};
+use annals_credit::domain::money::{Currency, Money};
 use command_api::{CommandContext, CommandError, CommandHandler, HandlerConfig};
 use event_store::{
     Direction, EventStore, ExpectedVersion, NewEvent, ReadFrom, Store, StoreOptions, StreamId,
@@ -96,7 +96,7 @@ fn typed_reservations(
     step: fn(ReservedV1) -> Result<CreditReserved, String>,
 ) -> Upcasters {
     let calls = calls.clone();
-    command_api::domain::upcasters().step_typed("CreditReserved", 1, move |v1: ReservedV1| {
+    annals_credit::domain::upcasters().step_typed("CreditReserved", 1, move |v1: ReservedV1| {
         calls.fetch_add(1, Ordering::Relaxed);
         step(v1)
     })
@@ -171,7 +171,7 @@ async fn the_handler_loads_old_events_through_typed_steps_as_through_object_step
     let typed = handler_over(&store, typed_reservations(&calls, in_euros));
     let object = handler_over(
         &store,
-        command_api::domain::upcasters().step_object("CreditReserved", 1, |data| {
+        annals_credit::domain::upcasters().step_object("CreditReserved", 1, |data| {
             let cents: i64 = data.get("amount")?.ok_or("no amount")?;
             data.set("amount", json!({"amount": cents, "currency": "EUR"}))
         }),
@@ -225,7 +225,7 @@ async fn the_handler_loads_old_events_through_typed_steps_as_through_object_step
     let (typed_events, object_events) = (read(&typed).await, read(&object).await);
     // The layer hands its upcasters to the handler only for a load with
     // events left for typed steps.
-    let layered = Upcasting::new(store.clone(), command_api::domain::upcasters()).unwrap();
+    let layered = Upcasting::new(store.clone(), annals_credit::domain::upcasters()).unwrap();
     let (loaded, upcasters) = layered.load_leaving_typed(&stream, None).await.unwrap();
     assert!(upcasters.is_some());
     assert_eq!(loaded.events[0].schema_version, 1, "left as stored");
@@ -285,7 +285,7 @@ async fn a_typed_step_that_fails_fails_the_command_and_a_mistyped_chain_reads_th
     // read path does, and gets the same state.
     let mistyped = handler_over(
         &store,
-        command_api::domain::upcasters().step_typed("CreditReserved", 1, |v1: ReservedV1| {
+        annals_credit::domain::upcasters().step_typed("CreditReserved", 1, |v1: ReservedV1| {
             Ok(
                 json!({"customer_id": v1.customer_id, "order_id": v1.order_id,
                       "amount": {"amount": v1.amount, "currency": "EUR"}}),

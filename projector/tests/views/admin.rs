@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use annals_credit::generator::Generator;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use projector::generator::Generator;
 use serde_json::Value;
 use tower::ServiceExt;
 

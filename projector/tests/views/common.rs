@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::{Generator, append_events};
 use event_store::{EventStore, NewEvent, Position, Store, StoreOptions, StreamId};
-use projector::generator::{Generator, append_events};
 use projector::{Projector, ProjectorHandle, ProjectorOptions, ViewDb, ViewDbOptions};
 use sqlx::Row;
 use tokio::sync::oneshot;
@@ -381,7 +381,7 @@ pub async fn wait_for_status(
 pub fn reference_projector(store: &Store, db: &ViewDb, options: ProjectorOptions) -> Projector {
     Projector::builder(Arc::new(store.clone()), db.clone())
         .options(options)
-        .reference_projections()
+        .projections(annals_credit::views::projections())
         .build()
         .unwrap()
 }
@@ -420,8 +420,8 @@ fn cell(row: &sqlx::any::AnyRow, i: usize) -> String {
 /// Both reference views, dumped.
 pub async fn dump_views(db: &ViewDb) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     (
-        dump(db, "customers", &projector::reference::CUSTOMER_COLUMNS).await,
-        dump(db, "orders", &projector::reference::ORDER_COLUMNS).await,
+        dump(db, "customers", &annals_credit::views::CUSTOMER_COLUMNS).await,
+        dump(db, "orders", &annals_credit::views::ORDER_COLUMNS).await,
     )
 }
 

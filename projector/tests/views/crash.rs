@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::Generator;
+use annals_credit::views::{CustomersProjection, OrdersProjection};
 use async_trait::async_trait;
 use event_store::RecordedEvent;
-use projector::generator::Generator;
-use projector::reference::{CustomersProjection, OrdersProjection};
 use projector::{ApplyError, Projection, Projector, ProjectorOptions, ViewDbOptions, ViewTx};
 
 use crate::common::{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use annals_credit::generator::Generator;
 use async_trait::async_trait;
 use bytes::Bytes;
 use event_store::{
@@ -14,7 +15,6 @@ use event_store::{
     Stats, Store, StreamAppend, StreamId, StreamSlice, Subscription,
 };
 use futures_util::StreamExt;
-use projector::generator::Generator;
 use projector::{ApplyError, Projection, Projector, TrackState, ViewTx};
 
 use crate::common::{
@@ -383,7 +383,7 @@ async fn a_gap_in_delivered_positions_is_reported_and_never_skipped() {
         db.clone(),
     )
     .options(test_options())
-    .reference_projections()
+    .projections(annals_credit::views::projections())
     .build()
     .unwrap();
     let running = Running::start(projector);

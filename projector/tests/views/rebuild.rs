@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::Generator;
+use annals_credit::views::{CustomersProjection, OrdersProjection};
 use async_trait::async_trait;
 use event_store::{EventStore, Position, RecordedEvent, Store};
-use projector::generator::Generator;
-use projector::reference::{CustomersProjection, OrdersProjection};
 use projector::{
     ApplyError, Projection, Projector, RebuildPhase, Track, TrackState, ViewDb, ViewTx,
 };

@@ -2,8 +2,8 @@
 //! start and leaves existing ones as they are, and a view database made when
 //! the reference tables came from migration 0002 still opens and serves.
 
-use projector::generator::Generator;
-use projector::reference::{CustomersProjection, OrdersProjection};
+use annals_credit::generator::Generator;
+use annals_credit::views::{CustomersProjection, OrdersProjection};
 use projector::{Dialect, Projection};
 
 use crate::common::{

@@ -3,8 +3,8 @@
 //! SQLite and PostgreSQL giving identical tables, and "credit used up" as an
 //! indexed query.
 
-use projector::generator::Generator;
-use projector::reference::{CUSTOMER_COLUMNS, ORDER_COLUMNS};
+use annals_credit::generator::Generator;
+use annals_credit::views::{CUSTOMER_COLUMNS, ORDER_COLUMNS};
 use projector::{Dialect, ViewDb};
 use sqlx::Row;
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::{Generator, append_events};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use event_store::{EventStore, Position, Store, StoreOptions};
-use projector::generator::{Generator, append_events};
 use projector::{Projector, ProjectorHandle, ProjectorOptions, ViewDb, ViewDbOptions};
 use query_api::{QueryConfig, QueryState};
 use serde_json::Value;
@@ -181,7 +181,7 @@ impl Running {
     pub fn start(store: &Store, db: &ViewDb) -> Running {
         let projector = Projector::builder(Arc::new(store.clone()), db.clone())
             .options(projector_options())
-            .reference_projections()
+            .projections(annals_credit::views::projections())
             .build()
             .unwrap();
         let handle = projector.handle();
@@ -234,7 +234,7 @@ pub async fn project_all(store: &Store, db: &ViewDb) {
 pub fn app(db: &ViewDb, config: QueryConfig) -> axum::Router {
     query_api::router(
         QueryState::new(db.clone(), config),
-        &query_api::reference::routes(),
+        &annals_credit::queries::routes(),
     )
 }
 
@@ -305,8 +305,8 @@ pub async fn dump_views(db: &ViewDb) -> Vec<Vec<String>> {
     use sqlx::Row;
     let mut out = Vec::new();
     for (table, columns) in [
-        ("customers", &projector::reference::CUSTOMER_COLUMNS[..]),
-        ("orders", &projector::reference::ORDER_COLUMNS[..]),
+        ("customers", &annals_credit::views::CUSTOMER_COLUMNS[..]),
+        ("orders", &annals_credit::views::ORDER_COLUMNS[..]),
     ] {
         let sql = format!("SELECT {} FROM {table} ORDER BY id", columns.join(", "));
         for row in sqlx::query(sqlx::AssertSqlSafe(sql))

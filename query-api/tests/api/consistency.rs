@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annals_credit::generator::Generator;
 use axum::http::StatusCode;
 use event_store::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use projector::generator::Generator;
 use query_api::QueryConfig;
 
 use crate::common::{

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use annals_credit::generator::Generator;
 use event_store::{EventStore, ExpectedVersion, NewEvent, StreamId};
-use projector::generator::Generator;
 use query_api::QueryConfig;
 
 use crate::common::{
@@ -179,7 +179,7 @@ async fn a_rebuild_under_http_load_fails_no_query() {
 
         let rebuilder = projector::Projector::builder(Arc::new(store.clone()), db.clone())
             .options(crate::common::projector_options())
-            .reference_projections()
+            .projections(annals_credit::views::projections())
             .build()
             .unwrap();
         // A rebuild that cannot finish while the log grows is a bug to

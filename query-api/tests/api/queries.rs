@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use annals_credit::generator::Generator;
 use axum::http::StatusCode;
-use projector::generator::Generator;
 use query_api::QueryConfig;
 
 use crate::common::{TestDb, app, assert_problem, generate, get, open_store, project_all};

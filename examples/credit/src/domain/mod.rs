@@ -6,7 +6,6 @@ pub mod audit;
 pub mod customer;
 pub mod money;
 pub mod order;
-pub mod routes;
 
 /// The reference domain's upcasters: the current schema version of every
 /// event type (the saga's checkpoint and fence included), with a step from each older
@@ -16,8 +15,8 @@ pub mod routes;
 /// checks that each chain is complete.
 pub fn upcasters() -> event_store::Upcasters {
     order::upcasters(customer::upcasters(event_store::Upcasters::new()))
-        .current(crate::saga::CHECKPOINT_EVENT_TYPE, 1)
-        .current(crate::idempotency::FENCE_EVENT_TYPE, 1)
+        .current(command_api::saga::CHECKPOINT_EVENT_TYPE, 1)
+        .current(command_api::idempotency::FENCE_EVENT_TYPE, 1)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 mod customers;
 mod orders;
 
-use crate::QueryRoutes;
+use query_api::QueryRoutes;
 
 /// The reference domain's query routes.
 pub fn routes() -> QueryRoutes {

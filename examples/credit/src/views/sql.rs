@@ -15,7 +15,7 @@
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use crate::db::Dialect;
+use projector::Dialect;
 
 /// Rows per statement at most: 16 columns × 512 rows stays far below the
 /// bind-parameter limits of SQLite (32,766) and PostgreSQL (65,535).

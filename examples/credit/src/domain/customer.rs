@@ -14,11 +14,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregate::{
+use crate::domain::money::{Currency, Money};
+use command_api::aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data_at,
     upcast_value,
 };
-use crate::domain::money::{Currency, Money};
 
 /// The schema version the events that carry money are written at.
 ///
@@ -942,7 +942,7 @@ mod tests {
     //! events (or this refusal).
 
     use super::*;
-    use crate::aggregate::replay;
+    use command_api::aggregate::replay;
 
     fn eur(amount: i64) -> Money {
         Money::new(amount, Currency::parse("EUR").unwrap()).unwrap()

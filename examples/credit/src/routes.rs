@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::domain::customer::{Customer, CustomerCommand, CustomerName, Email, PersonalData};
 use crate::domain::money::{Currency, Money};
 use crate::domain::order::{Order, OrderCommand, OrderItems, OrderLine, Reason, Sku};
-use crate::http::{CommandApi, CommandRoutes, FieldErrors, NoFields, Route};
+use command_api::http::{CommandApi, CommandRoutes, FieldErrors, NoFields, Route};
 
 /// When `POST /customers/{id}/forget` was deprecated (2026-11-26, in Unix
 /// seconds), for its `Deprecation` header.
@@ -425,10 +425,10 @@ mod tests {
 
     use crate::domain::money::AMOUNT_MAX;
     use crate::domain::order::{OrderItems, Sku};
-    use crate::http::PROBLEM_CONTENT_TYPE;
+    use command_api::http::PROBLEM_CONTENT_TYPE;
 
     fn document() -> Value {
-        serde_json::to_value(super::api().openapi()).expect("the document serializes")
+        serde_json::to_value(crate::routes::api().openapi()).expect("the document serializes")
     }
 
     /// Every operation of the document, with its response statuses.
@@ -477,8 +477,8 @@ mod tests {
         let store = event_store::Store::open(dir.path(), Default::default())
             .await
             .expect("the store opens");
-        let commands = crate::Commands::new(std::sync::Arc::new(store), Default::default());
-        let router = super::api().router(&commands, Default::default());
+        let commands = command_api::Commands::new(std::sync::Arc::new(store), Default::default());
+        let router = crate::routes::api().router(&commands, Default::default());
         let doc = document();
         let served = operations(&doc);
         assert_eq!(served.len(), 10);

@@ -10,8 +10,8 @@
 use uuid::Uuid;
 
 use crate::domain::customer::{Customer, CustomerCommand, CustomerError, CustomerEvent};
-use crate::error::CommandError;
-use crate::handler::{CommandContext, CommandHandler, CommandOutcome};
+use command_api::error::CommandError;
+use command_api::handler::{CommandContext, CommandHandler, CommandOutcome};
 
 /// Erases a customer's personal data. A store that keeps no personal-data
 /// keys answers `CommandError::Store(event_store::Error::Unsupported)`.

@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 
 use super::events::{self, OrderCancelled, OrderPlaced, OrderRef, OrderRejected};
 use super::sql;
-use crate::projection::{ApplyError, Projection, ViewTx};
-use crate::schema::Schema;
+use projector::Schema;
+use projector::{ApplyError, Projection, ViewTx};
 
 /// Builds the `orders` table.
 #[derive(Debug, Clone, Copy, Default)]

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{Money, time};
-use crate::{Filter, FromViewRow, ItemRoute, Key, ListRoute, View, ViewRow};
+use query_api::{Filter, FromViewRow, ItemRoute, Key, ListRoute, View, ViewRow};
 
 const VIEW: View = View::new("customers");
 /// The largest credit amount a filter accepts (the domain's bound on

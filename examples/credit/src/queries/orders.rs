@@ -1,11 +1,11 @@
 //! `GET /orders/{id}` and `GET /orders`.
 
-use projector::reference::ORDER_STATUSES;
+use crate::views::ORDER_STATUSES;
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{Money, time};
-use crate::{Filter, FromViewRow, ItemRoute, Key, ListRoute, View, ViewRow};
+use query_api::{Filter, FromViewRow, ItemRoute, Key, ListRoute, View, ViewRow};
 
 const VIEW: View = View::new("orders");
 

@@ -14,9 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use event_store::RecordedEvent;
 use uuid::Uuid;
 
-use crate::aggregate::DomainEvent;
 use crate::domain::customer::CustomerEvent;
 use crate::domain::order::OrderEvent;
+use command_api::aggregate::DomainEvent;
 
 /// What the audit found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

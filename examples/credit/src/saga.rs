@@ -28,16 +28,16 @@ use event_store::{EventFilter, RecordedEvent, Timestamp};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Saga, SagaContext, SagaError};
-use crate::aggregate::{Aggregate, DomainError, DomainEvent};
 use crate::domain::customer::Customer;
 use crate::domain::customer::{CustomerCommand, CustomerError};
 use crate::domain::order::{
     Order, OrderCommand, OrderError, OrderEvent, OrderPlaced, OrderStatus, Reason,
 };
-use crate::error::CommandError;
-use crate::handler::CommandHandler;
-use crate::idempotency::Fenced;
+use command_api::aggregate::{Aggregate, DomainError, DomainEvent};
+use command_api::error::CommandError;
+use command_api::handler::CommandHandler;
+use command_api::idempotency::Fenced;
+use command_api::saga::{Saga, SagaContext, SagaError};
 
 /// The saga's name: the first part of its idempotency keys.
 pub const SAGA_NAME: &str = "order-fulfilment";
@@ -79,7 +79,7 @@ pub struct OrderFulfilmentState {
 
 /// The order-fulfilment saga. Build it with the command handlers it issues
 /// commands through (those of the command API, so they share its locks and
-/// caches), then run it with a [`SagaRunner`](super::SagaRunner).
+/// caches), then run it with a [`SagaRunner`](command_api::saga::SagaRunner).
 #[derive(Debug)]
 pub struct OrderFulfilment {
     customers: CommandHandler<Customer>,

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use event_store::{EventStore, ExpectedVersion, NewEvent, Position, StreamAppend, StreamId};
 use serde::Serialize;
 
-use crate::reference::events::{
+use crate::views::events::{
     self, CreditLimitChanged, CreditMovement, CustomerRegistered, Money, OrderCancelled, OrderLine,
     OrderPlaced, OrderRef, OrderRejected,
 };

@@ -14,10 +14,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::aggregate::{
+use crate::domain::money::{Money, MoneyError};
+use command_api::aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
 };
-use crate::domain::money::{Money, MoneyError};
 
 /// A stock-keeping unit: 1 to [`Sku::BYTES_MAX`] printable ASCII characters,
 /// no spaces.
@@ -567,9 +567,9 @@ mod tests {
     //! events (or this refusal).
 
     use super::*;
-    use crate::aggregate::replay;
     use crate::domain::money::{AMOUNT_MAX, Currency};
-    use crate::testkit;
+    use command_api::aggregate::replay;
+    use command_api::testkit;
 
     const O: Uuid = Uuid::from_u128(0x0);
     const C: Uuid = Uuid::from_u128(0xc);

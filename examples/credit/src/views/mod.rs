@@ -20,7 +20,7 @@ mod sql;
 pub use customers::{COLUMNS as CUSTOMER_COLUMNS, CustomersProjection};
 pub use orders::{COLUMNS as ORDER_COLUMNS, OrdersProjection, STATUSES as ORDER_STATUSES};
 
-use crate::projection::Projection;
+use projector::Projection;
 
 /// The reference projections, ready to register.
 pub fn projections() -> Vec<Arc<dyn Projection>> {

@@ -13,9 +13,9 @@ use super::events::{
     self, CreditLimitChanged, CreditMovement, CustomerForgotten, CustomerRegistered, OrderRef,
 };
 use super::sql;
-use crate::personal::PersonalData;
-use crate::projection::{ApplyError, Projection, ViewTx};
-use crate::schema::Schema;
+use projector::Schema;
+use projector::personal::PersonalData;
+use projector::{ApplyError, Projection, ViewTx};
 
 /// Builds the `customers` table.
 #[derive(Debug, Clone, Copy, Default)]
