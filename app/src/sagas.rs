@@ -22,29 +22,112 @@ use crate::run::Stop;
 /// handlers to issue its commands through, and the settings given to the
 /// process.
 ///
-/// ```no_run
-/// # use std::time::Duration;
-/// use annals::{App, Setting};
-/// use command_api::domain::customer::Customer;
-/// use command_api::domain::order::Order;
-/// use command_api::{OrderFulfilment, OrderFulfilmentConfig};
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
 ///
-/// App::new("shop")
-///     .setting(Setting::duration(
-///         "order-decision-timeout",
-///         Duration::from_secs(30),
-///         "How long an order may wait for its credit check",
-///     ))
-///     .saga(|setup| {
-///         Ok(OrderFulfilment::new(
-///             setup.commands().handler::<Customer>(),
-///             setup.commands().handler::<Order>(),
-///             OrderFulfilmentConfig {
-///                 decision_timeout: setup.settings().duration("order-decision-timeout")?,
-///             },
-///         ))
+/// use annals::{App, SagaSetup, Setting, Settings};
+/// use command_api::{CommandHandler, Commands, HandlerConfig};
+/// # use command_api::{Aggregate, AggregateCommand, DomainError, JsonEvent};
+/// # use uuid::Uuid;
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// # struct Task { done: bool }
+/// # #[derive(Debug)]
+/// # enum TaskCommand { Add { id: Uuid, title: String }, Complete { id: Uuid } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// # enum TaskEvent { TaskAdded { title: String }, TaskCompleted }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("the task is done already")]
+/// # struct Done;
+/// # impl DomainError for Done { fn rule(&self) -> &'static str { "task-done" } }
+/// # impl JsonEvent for TaskEvent {
+/// #     fn event_type(&self) -> &'static str {
+/// #         match self { Self::TaskAdded { .. } => "TaskAdded", Self::TaskCompleted => "TaskCompleted" }
+/// #     }
+/// # }
+/// # impl AggregateCommand for TaskCommand {
+/// #     fn aggregate_id(&self) -> Uuid { match self { Self::Add { id, .. } | Self::Complete { id } => *id } }
+/// #     fn creates_aggregate(&self) -> bool { matches!(self, Self::Add { .. }) }
+/// #     fn name(&self) -> &'static str { match self { Self::Add { .. } => "add", Self::Complete { .. } => "complete" } }
+/// # }
+/// # impl Aggregate for Task {
+/// #     const TYPE: &'static str = "task";
+/// #     const SNAPSHOT_SCHEMA: u32 = 1;
+/// #     type Command = TaskCommand;
+/// #     type Event = TaskEvent;
+/// #     type Error = Done;
+/// #     fn handle(&self, command: &TaskCommand) -> Result<Vec<TaskEvent>, Done> {
+/// #         match command {
+/// #             TaskCommand::Add { title, .. } => Ok(vec![TaskEvent::TaskAdded { title: title.clone() }]),
+/// #             TaskCommand::Complete { .. } if self.done => Err(Done),
+/// #             TaskCommand::Complete { .. } => Ok(vec![TaskEvent::TaskCompleted]),
+/// #         }
+/// #     }
+/// #     fn apply(&mut self, event: &TaskEvent) {
+/// #         if let TaskEvent::TaskCompleted = event { self.done = true }
+/// #     }
+/// # }
+/// # use command_api::{Saga, SagaContext, SagaError};
+/// # use event_store::{EventFilter, RecordedEvent};
+///
+/// /// Completes a task it reaches more than `expiry` after the task was added
+/// /// (when it was stopped for that long, say).
+/// struct Expiry {
+///     tasks: CommandHandler<Task>,
+///     expiry: Duration,
+/// }
+/// # #[async_trait::async_trait]
+/// # impl Saga for Expiry {
+/// #     type State = ();
+/// #     fn name(&self) -> &'static str { "expiry" }
+/// #     fn filter(&self) -> EventFilter { EventFilter::event_types(["TaskAdded"]) }
+/// #     async fn handle(&self, event: &RecordedEvent, context: &SagaContext<()>) -> Result<(), SagaError> {
+/// #         let age = context.now().as_micros().saturating_sub(event.timestamp.as_micros());
+/// #         if age < i64::try_from(self.expiry.as_micros()).unwrap_or(i64::MAX) {
+/// #             return Ok(());
+/// #         }
+/// #         let id = event.stream_id.as_str().trim_start_matches("task-");
+/// #         let id = Uuid::parse_str(id).map_err(|e| SagaError::Permanent(e.to_string()))?;
+/// #         let command = context.command("complete", &[id.as_bytes()])?;
+/// #         match self.tasks.execute(TaskCommand::Complete { id }, command).await {
+/// #             Ok(_) | Err(command_api::CommandError::Rejected(Done)) => Ok(()),
+/// #             Err(e) => Err(SagaError::from_command(e)),
+/// #         }
+/// #     }
+/// # }
+///
+/// fn expiry_setting() -> Setting {
+///     Setting::duration(
+///         "task-expiry",
+///         Duration::from_secs(3600),
+///         "A task the expiry saga reaches this long after it was added is completed",
+///     )
+/// }
+///
+/// /// How each process that runs the saga builds it: over the process's
+/// /// handlers, with the settings of its command line.
+/// fn expiry(setup: &SagaSetup) -> anyhow::Result<Expiry> {
+///     Ok(Expiry {
+///         tasks: setup.commands().handler::<Task>(),
+///         expiry: setup.settings().duration("task-expiry")?,
 ///     })
-///     .run();
+/// }
+///
+/// let app = App::new("todo").setting(expiry_setting()).saga(expiry);
+/// # let _ = app;
+///
+/// // What `todo serve` does with it (with no `--task-expiry-ms` given).
+/// # let runtime = tokio::runtime::Runtime::new()?;
+/// # runtime.block_on(async {
+/// # let dir = tempfile::tempdir()?;
+/// let store = event_store::Store::open(dir.path(), Default::default()).await?;
+/// let commands = Commands::new(Arc::new(store.clone()), HandlerConfig::default());
+/// let setup = SagaSetup::new(commands, Settings::defaults(&[expiry_setting()]));
+/// assert_eq!(expiry(&setup)?.expiry, Duration::from_secs(3600));
+/// # store.close().await?;
+/// # Ok::<(), anyhow::Error>(())
+/// # })?;
+/// # Ok::<(), anyhow::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct SagaSetup {

@@ -19,15 +19,28 @@ pub(crate) const SUBCOMMANDS: [&str; 2] = ["serve", "command-api"];
 /// A value the application reads from its command line.
 ///
 /// ```
-/// # use std::time::Duration;
-/// use annals::Setting;
-/// let timeout = Setting::duration(
-///     "order-decision-timeout",
-///     Duration::from_secs(30),
-///     "An order not decided this long after it was placed is rejected",
+/// use std::time::Duration;
+/// use annals::{Setting, SettingError, Settings};
+///
+/// let expiry = Setting::duration(
+///     "task-expiry",
+///     Duration::from_secs(3600),
+///     "A task the expiry saga reaches this long after it was added is completed",
 /// );
-/// assert_eq!(timeout.flag(), "--order-decision-timeout-ms");
-/// assert_eq!(timeout.env(), "ANNALS_ORDER_DECISION_TIMEOUT_MS");
+/// let batch = Setting::number("reminder-batch", 50, "Reminders sent at once");
+/// assert_eq!(expiry.flag(), "--task-expiry-ms");
+/// assert_eq!(expiry.env(), "ANNALS_TASK_EXPIRY_MS");
+/// assert_eq!(batch.flag(), "--reminder-batch");
+///
+/// // A process given neither flag nor variable builds its sagas with the
+/// // defaults; asking for what was not declared is an error naming it.
+/// let settings = Settings::defaults(&[expiry, batch]);
+/// assert_eq!(settings.duration("task-expiry"), Ok(Duration::from_secs(3600)));
+/// assert_eq!(settings.number("reminder-batch"), Ok(50));
+/// assert_eq!(
+///     settings.duration("task-expiry-typo"),
+///     Err(SettingError::Undeclared("task-expiry-typo".into()))
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {

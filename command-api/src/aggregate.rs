@@ -16,6 +16,97 @@ use uuid::Uuid;
 ///
 /// The state must be serializable: the handler keeps snapshots of it (as
 /// JSON) so that loading stays flat as streams grow.
+///
+/// A task that is added once and completed once, tested the way an
+/// application tests its aggregates ([`crate::testkit`]):
+///
+/// ```
+/// use command_api::testkit::given;
+/// use command_api::{Aggregate, AggregateCommand, DomainError, JsonEvent};
+/// use serde::{Deserialize, Serialize};
+/// use uuid::Uuid;
+///
+/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// struct Task {
+///     added: bool,
+///     done: bool,
+/// }
+///
+/// #[derive(Debug)]
+/// enum TaskCommand {
+///     Add { id: Uuid, title: String },
+///     Complete { id: Uuid },
+/// }
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// enum TaskEvent {
+///     TaskAdded { title: String },
+///     TaskCompleted,
+/// }
+///
+/// #[derive(Debug, PartialEq, thiserror::Error)]
+/// enum TaskError {
+///     #[error("the task is done already")]
+///     Done,
+/// }
+///
+/// impl Aggregate for Task {
+///     const TYPE: &'static str = "task";
+///     const SNAPSHOT_SCHEMA: u32 = 1;
+///     type Command = TaskCommand;
+///     type Event = TaskEvent;
+///     type Error = TaskError;
+///
+///     fn handle(&self, command: &TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
+///         match command {
+///             // Adding an added task again changes nothing.
+///             TaskCommand::Add { .. } if self.added => Ok(vec![]),
+///             TaskCommand::Add { title, .. } => Ok(vec![TaskEvent::TaskAdded { title: title.clone() }]),
+///             TaskCommand::Complete { .. } if self.done => Err(TaskError::Done),
+///             TaskCommand::Complete { .. } => Ok(vec![TaskEvent::TaskCompleted]),
+///         }
+///     }
+///
+///     fn apply(&mut self, event: &TaskEvent) {
+///         match event {
+///             TaskEvent::TaskAdded { .. } => self.added = true,
+///             TaskEvent::TaskCompleted => self.done = true,
+///         }
+///     }
+/// }
+/// # impl AggregateCommand for TaskCommand {
+/// #     fn aggregate_id(&self) -> Uuid {
+/// #         match self { Self::Add { id, .. } | Self::Complete { id } => *id }
+/// #     }
+/// #     fn creates_aggregate(&self) -> bool { matches!(self, Self::Add { .. }) }
+/// #     fn name(&self) -> &'static str {
+/// #         match self { Self::Add { .. } => "add", Self::Complete { .. } => "complete" }
+/// #     }
+/// # }
+/// # impl JsonEvent for TaskEvent {
+/// #     fn event_type(&self) -> &'static str {
+/// #         match self { Self::TaskAdded { .. } => "TaskAdded", Self::TaskCompleted => "TaskCompleted" }
+/// #     }
+/// # }
+/// # impl DomainError for TaskError {
+/// #     fn rule(&self) -> &'static str { "task-done" }
+/// # }
+///
+/// let id = Uuid::now_v7();
+/// let added = || TaskEvent::TaskAdded { title: "milk".into() };
+/// given::<Task>([])
+///     .when(TaskCommand::Add { id, title: "milk".into() })
+///     .then_events([added()]);
+/// given::<Task>([added()])
+///     .when(TaskCommand::Add { id, title: "milk".into() })
+///     .then_nothing();
+/// given::<Task>([added()])
+///     .when(TaskCommand::Complete { id })
+///     .then_events([TaskEvent::TaskCompleted]);
+/// given::<Task>([added(), TaskEvent::TaskCompleted])
+///     .when(TaskCommand::Complete { id })
+///     .then_error(TaskError::Done);
+/// ```
 pub trait Aggregate:
     Default + Serialize + DeserializeOwned + Send + Sync + std::fmt::Debug + 'static
 {

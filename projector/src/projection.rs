@@ -22,6 +22,107 @@ use crate::tables::TableNames;
 /// tables of a rebuild from the same DDL. Handlers write them through
 /// [`ViewTx::table`], which names the live table or, during a rebuild, its
 /// shadow.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use async_trait::async_trait;
+/// use event_store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamId};
+/// use projector::{ApplyError, Projection, Projector, Schema, ViewDb, ViewTx};
+/// use sqlx::AssertSqlSafe;
+///
+/// /// The `tasks` view: one row per task stream, with whether it is done.
+/// #[derive(Debug)]
+/// struct Tasks;
+///
+/// /// The data of a `TaskAdded` event.
+/// #[derive(serde::Deserialize)]
+/// struct TaskAdded {
+///     title: String,
+/// }
+///
+/// #[async_trait]
+/// impl Projection for Tasks {
+///     fn name(&self) -> &'static str {
+///         "tasks"
+///     }
+///     fn version(&self) -> u32 {
+///         1
+///     }
+///     fn tables(&self) -> &'static [&'static str] {
+///         &["tasks"]
+///     }
+///     fn schema(&self) -> Schema {
+///         let ddl = "CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT NOT NULL, done BIGINT NOT NULL)";
+///         Schema::new(ddl, ddl)
+///     }
+///     fn event_types(&self) -> &'static [&'static str] {
+///         &["TaskAdded", "TaskCompleted"]
+///     }
+///     async fn apply(&self, tx: &mut ViewTx<'_>, events: &[RecordedEvent]) -> Result<(), ApplyError> {
+///         // The live table, or its shadow during a rebuild.
+///         let table = tx.table("tasks")?;
+///         for event in events {
+///             let id = event.stream_id.as_str().to_owned();
+///             let query = if event.event_type == "TaskAdded" {
+///                 let added: TaskAdded = serde_json::from_slice(&event.data)
+///                     .map_err(|e| ApplyError::event(event, e.to_string()))?;
+///                 sqlx::query(AssertSqlSafe(format!(
+///                     "INSERT INTO {table} (id, title, done) VALUES ($1, $2, 0)"
+///                 )))
+///                 .bind(id)
+///                 .bind(added.title)
+///             } else {
+///                 sqlx::query(AssertSqlSafe(format!("UPDATE {table} SET done = 1 WHERE id = $1")))
+///                     .bind(id)
+///             };
+///             query.execute(tx.conn()).await?;
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path().join("store"), Default::default()).await?;
+/// let events = vec![
+///     NewEvent::new("TaskAdded", r#"{"title": "milk"}"#),
+///     NewEvent::new("TaskCompleted", "{}"),
+/// ];
+/// let task = StreamId::new("task-1")?;
+/// let appended = store.append(&task, ExpectedVersion::NoStream, events).await?;
+///
+/// let views = ViewDb::open_in_data_dir(dir.path()).await?;
+/// let projector = Projector::builder(Arc::new(store.clone()), views.clone())
+///     .projection(Tasks)
+///     .build()?;
+/// let handle = projector.handle();
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let running = tokio::spawn(projector.run(async move {
+///     let _ = stopped.await;
+/// }));
+/// // The projector creates the table and follows the log; wait until the
+/// // view's checkpoint reaches the append.
+/// let caught_up = async {
+///     while handle.projection_status("tasks").await?.position < appended.last_position.0 {
+///         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+///     }
+///     Ok::<_, projector::Error>(())
+/// };
+/// tokio::time::timeout(std::time::Duration::from_secs(60), caught_up).await??;
+///
+/// let (title, done): (String, i64) = sqlx::query_as("SELECT title, done FROM tasks WHERE id = 'task-1'")
+///     .fetch_one(views.pool())
+///     .await?;
+/// assert_eq!((title.as_str(), done), ("milk", 1));
+/// let _ = stop.send(());
+/// running.await??;
+/// # views.close().await;
+/// # store.close().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Projection: Send + Sync + std::fmt::Debug + 'static {
     /// A stable name: the key of the checkpoint and how operators address

@@ -109,13 +109,92 @@ impl<A: Aggregate> Declarations for CommandRoutes<A> {
 /// aggregates.
 ///
 /// ```
-/// # use command_api::http::{CommandApi, CommandRoutes};
-/// # use command_api::{ApiConfig, Commands};
-/// # fn demo<A: command_api::Aggregate>(routes: CommandRoutes<A>, commands: Commands) {
-/// let api = CommandApi::new("bank command API").aggregate(routes);
+/// use std::sync::Arc;
+///
+/// use axum::body::{Body, to_bytes};
+/// use axum::http::{Request, StatusCode};
+/// use command_api::{ApiConfig, CommandApi, CommandRoutes, Commands, FieldErrors, HandlerConfig, Route};
+/// use tower::ServiceExt;
+/// # use command_api::{Aggregate, AggregateCommand, DomainError, JsonEvent};
+/// # use uuid::Uuid;
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// # struct Task { done: bool }
+/// # #[derive(Debug)]
+/// # enum TaskCommand { Add { id: Uuid, title: String }, Complete { id: Uuid } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// # enum TaskEvent { TaskAdded { title: String }, TaskCompleted }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("the task is done already")]
+/// # struct Done;
+/// # impl DomainError for Done { fn rule(&self) -> &'static str { "task-done" } }
+/// # impl JsonEvent for TaskEvent {
+/// #     fn event_type(&self) -> &'static str {
+/// #         match self { Self::TaskAdded { .. } => "TaskAdded", Self::TaskCompleted => "TaskCompleted" }
+/// #     }
+/// # }
+/// # impl AggregateCommand for TaskCommand {
+/// #     fn aggregate_id(&self) -> Uuid { match self { Self::Add { id, .. } | Self::Complete { id } => *id } }
+/// #     fn creates_aggregate(&self) -> bool { matches!(self, Self::Add { .. }) }
+/// #     fn name(&self) -> &'static str { match self { Self::Add { .. } => "add", Self::Complete { .. } => "complete" } }
+/// # }
+/// # impl Aggregate for Task {
+/// #     const TYPE: &'static str = "task";
+/// #     const SNAPSHOT_SCHEMA: u32 = 1;
+/// #     type Command = TaskCommand;
+/// #     type Event = TaskEvent;
+/// #     type Error = Done;
+/// #     fn handle(&self, command: &TaskCommand) -> Result<Vec<TaskEvent>, Done> {
+/// #         match command {
+/// #             TaskCommand::Add { title, .. } => Ok(vec![TaskEvent::TaskAdded { title: title.clone() }]),
+/// #             TaskCommand::Complete { .. } if self.done => Err(Done),
+/// #             TaskCommand::Complete { .. } => Ok(vec![TaskEvent::TaskCompleted]),
+/// #         }
+/// #     }
+/// #     fn apply(&mut self, event: &TaskEvent) {
+/// #         if let TaskEvent::TaskCompleted = event { self.done = true }
+/// #     }
+/// # }
+/// # #[derive(serde::Deserialize, utoipa::ToSchema)]
+/// # struct AddTask { title: String }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tasks = CommandRoutes::<Task>::new("/tasks").create(
+///     Route::post("/tasks", "Add a task"),
+///     |id, body: AddTask| {
+///         let mut errors = FieldErrors::new();
+///         let title = errors.check("/title", match body.title.trim() {
+///             "" => Err("a task needs a title"),
+///             title => Ok(title.to_owned()),
+///         });
+///         errors.finish(|| Some(TaskCommand::Add { id, title: title? }))
+///     },
+/// );
+/// let api = CommandApi::new("todo command API").aggregate(tasks);
+///
+/// // Served over a store, through the handlers sagas of the process share.
+/// # let dir = tempfile::tempdir()?;
+/// let store = event_store::Store::open(dir.path(), Default::default()).await?;
+/// let commands = Commands::new(Arc::new(store.clone()), HandlerConfig::default());
 /// let router = api.router(&commands, ApiConfig::default());
-/// let document = api.openapi();
-/// # let _ = (router, document);
+///
+/// let post = |body: &'static str| {
+///     Request::post("/tasks")
+///         .header("content-type", "application/json")
+///         .body(Body::from(body))
+/// };
+/// let created = router.clone().oneshot(post(r#"{"title": "milk"}"#)?).await?;
+/// assert_eq!(created.status(), StatusCode::CREATED);
+/// assert!(created.headers()["location"].to_str()?.starts_with("/tasks/"));
+///
+/// // A field that does not check out is a problem document naming it.
+/// let refused = router.oneshot(post(r#"{"title": " "}"#)?).await?;
+/// assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+/// let problem: serde_json::Value = serde_json::from_slice(&to_bytes(refused.into_body(), 1 << 16).await?)?;
+/// assert_eq!(problem["type"], "urn:annals:problem:invalid-fields");
+/// assert_eq!(problem["errors"][0]["pointer"], "/title");
+/// # store.close().await?;
+/// # Ok(())
 /// # }
 /// ```
 pub struct CommandApi {

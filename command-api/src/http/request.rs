@@ -263,7 +263,14 @@ pub struct NoFields {}
 ///     errors.finish(|| Some((name?, age?)))
 /// }
 /// assert!(parse("Ada", 36).is_ok());
-/// assert!(parse("", 300).is_err());
+///
+/// // Both fields are wrong: both are reported, as a route answers them.
+/// let problem = parse("", 300).unwrap_err().into_problem();
+/// assert_eq!(problem.status(), 400);
+/// assert_eq!(problem.slug(), "invalid-fields");
+/// let errors = problem.extension("errors").cloned().unwrap_or_default();
+/// assert_eq!(errors[0]["pointer"], "/name");
+/// assert_eq!(errors[1]["pointer"], "/age");
 /// ```
 #[derive(Debug, Default)]
 pub struct FieldErrors(Vec<(String, String)>);

@@ -30,6 +30,72 @@ use crate::http::request::{
 /// How one command route is reached and described: its method, its path
 /// (with `{id}` for the aggregate's id, and any other ids it names), a
 /// one-line summary for the OpenAPI document, and what is special about it.
+///
+/// ```
+/// use command_api::{CommandApi, CommandRoutes, NoFields, Route};
+/// # use command_api::{Aggregate, AggregateCommand, DomainError, JsonEvent};
+/// # use uuid::Uuid;
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// # struct Task { done: bool }
+/// # #[derive(Debug)]
+/// # enum TaskCommand { Add { id: Uuid, title: String }, Complete { id: Uuid } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// # enum TaskEvent { TaskAdded { title: String }, TaskCompleted }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("the task is done already")]
+/// # struct Done;
+/// # impl DomainError for Done { fn rule(&self) -> &'static str { "task-done" } }
+/// # impl JsonEvent for TaskEvent {
+/// #     fn event_type(&self) -> &'static str {
+/// #         match self { Self::TaskAdded { .. } => "TaskAdded", Self::TaskCompleted => "TaskCompleted" }
+/// #     }
+/// # }
+/// # impl AggregateCommand for TaskCommand {
+/// #     fn aggregate_id(&self) -> Uuid { match self { Self::Add { id, .. } | Self::Complete { id } => *id } }
+/// #     fn creates_aggregate(&self) -> bool { matches!(self, Self::Add { .. }) }
+/// #     fn name(&self) -> &'static str { match self { Self::Add { .. } => "add", Self::Complete { .. } => "complete" } }
+/// # }
+/// # impl Aggregate for Task {
+/// #     const TYPE: &'static str = "task";
+/// #     const SNAPSHOT_SCHEMA: u32 = 1;
+/// #     type Command = TaskCommand;
+/// #     type Event = TaskEvent;
+/// #     type Error = Done;
+/// #     fn handle(&self, command: &TaskCommand) -> Result<Vec<TaskEvent>, Done> {
+/// #         match command {
+/// #             TaskCommand::Add { title, .. } => Ok(vec![TaskEvent::TaskAdded { title: title.clone() }]),
+/// #             TaskCommand::Complete { .. } if self.done => Err(Done),
+/// #             TaskCommand::Complete { .. } => Ok(vec![TaskEvent::TaskCompleted]),
+/// #         }
+/// #     }
+/// #     fn apply(&mut self, event: &TaskEvent) {
+/// #         if let TaskEvent::TaskCompleted = event { self.done = true }
+/// #     }
+/// # }
+///
+/// let complete = |id, NoFields {}| Ok(TaskCommand::Complete { id });
+/// let routes = CommandRoutes::<Task>::new("/tasks")
+///     .command(
+///         Route::post("/tasks/{id}/complete", "Complete a task")
+///             .describe("Completing a completed task is refused (rule `task-done`).")
+///             // `POST /tasks/{id}/complete` with no body at all reads as `{}`.
+///             .optional_body(),
+///         complete,
+///     )
+///     // The path of an earlier release, kept for its clients.
+///     .command(
+///         Route::post("/tasks/{id}/done", "Complete a task")
+///             .optional_body()
+///             .deprecated(1_767_225_600, "/tasks/{id}/complete"),
+///         complete,
+///     );
+///
+/// let document = serde_json::to_value(CommandApi::new("todo").aggregate(routes).openapi())?;
+/// let paths = &document["paths"];
+/// assert_eq!(paths["/tasks/{id}/complete"]["post"]["requestBody"]["required"], false);
+/// assert_eq!(paths["/tasks/{id}/done"]["post"]["deprecated"], true);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Route {
     pub(crate) method: Method,
@@ -195,21 +261,74 @@ impl BodySchema {
 /// The command routes of one aggregate type.
 ///
 /// ```
-/// # use command_api::http::{CommandRoutes, Route};
-/// # use command_api::{FieldErrors, NoFields};
-/// # fn demo<A: command_api::Aggregate>(
-/// #     open: fn(uuid::Uuid) -> A::Command,
-/// #     close: fn(uuid::Uuid) -> A::Command,
-/// # ) -> CommandRoutes<A> {
-/// CommandRoutes::<A>::new("/accounts")
-///     .create(Route::post("/accounts", "Open an account"), move |id, NoFields {}| {
-///         Ok(open(id))
+/// use command_api::{CommandApi, CommandRoutes, FieldErrors, NoFields, Route};
+/// # use command_api::{Aggregate, AggregateCommand, DomainError, JsonEvent};
+/// # use uuid::Uuid;
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// # struct Task { done: bool }
+/// # #[derive(Debug)]
+/// # enum TaskCommand { Add { id: Uuid, title: String }, Complete { id: Uuid } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// # enum TaskEvent { TaskAdded { title: String }, TaskCompleted }
+/// # #[derive(Debug, thiserror::Error)]
+/// # #[error("the task is done already")]
+/// # struct Done;
+/// # impl DomainError for Done { fn rule(&self) -> &'static str { "task-done" } }
+/// # impl JsonEvent for TaskEvent {
+/// #     fn event_type(&self) -> &'static str {
+/// #         match self { Self::TaskAdded { .. } => "TaskAdded", Self::TaskCompleted => "TaskCompleted" }
+/// #     }
+/// # }
+/// # impl AggregateCommand for TaskCommand {
+/// #     fn aggregate_id(&self) -> Uuid { match self { Self::Add { id, .. } | Self::Complete { id } => *id } }
+/// #     fn creates_aggregate(&self) -> bool { matches!(self, Self::Add { .. }) }
+/// #     fn name(&self) -> &'static str { match self { Self::Add { .. } => "add", Self::Complete { .. } => "complete" } }
+/// # }
+/// # impl Aggregate for Task {
+/// #     const TYPE: &'static str = "task";
+/// #     const SNAPSHOT_SCHEMA: u32 = 1;
+/// #     type Command = TaskCommand;
+/// #     type Event = TaskEvent;
+/// #     type Error = Done;
+/// #     fn handle(&self, command: &TaskCommand) -> Result<Vec<TaskEvent>, Done> {
+/// #         match command {
+/// #             TaskCommand::Add { title, .. } => Ok(vec![TaskEvent::TaskAdded { title: title.clone() }]),
+/// #             TaskCommand::Complete { .. } if self.done => Err(Done),
+/// #             TaskCommand::Complete { .. } => Ok(vec![TaskEvent::TaskCompleted]),
+/// #         }
+/// #     }
+/// #     fn apply(&mut self, event: &TaskEvent) {
+/// #         if let TaskEvent::TaskCompleted = event { self.done = true }
+/// #     }
+/// # }
+///
+/// /// `POST /tasks` with `{"title": "..."}`.
+/// #[derive(serde::Deserialize, utoipa::ToSchema)]
+/// struct AddTask {
+///     title: String,
+/// }
+///
+/// let routes = CommandRoutes::<Task>::new("/tasks")
+///     .create(Route::post("/tasks", "Add a task"), |id, body: AddTask| {
+///         let mut errors = FieldErrors::new();
+///         let title = errors.check("/title", match body.title.trim() {
+///             "" => Err("a task needs a title"),
+///             title => Ok(title.to_owned()),
+///         });
+///         errors.finish(|| Some(TaskCommand::Add { id, title: title? }))
 ///     })
 ///     .command(
-///         Route::post("/accounts/{id}/close", "Close an account").optional_body(),
-///         move |id, NoFields {}| Ok(close(id)),
-///     )
-/// # }
+///         Route::post("/tasks/{id}/complete", "Complete a task").optional_body(),
+///         |id, NoFields {}| Ok(TaskCommand::Complete { id }),
+///     );
+/// assert_eq!(routes.collection(), "/tasks");
+///
+/// // The command API serves them and describes them in its OpenAPI document.
+/// let api = CommandApi::new("todo command API").aggregate(routes);
+/// let document = serde_json::to_value(api.openapi())?;
+/// assert_eq!(document["paths"]["/tasks"]["post"]["summary"], "Add a task");
+/// assert!(document["paths"]["/tasks/{id}/complete"]["post"].is_object());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct CommandRoutes<A: Aggregate> {
     collection: &'static str,

@@ -29,10 +29,22 @@ enum KeyType {
 /// row (keyset pagination), so pages neither skip nor repeat rows while
 /// the view changes.
 ///
+/// A list of tasks by title (ties by id); [`ListRoute`](crate::ListRoute)'s
+/// example pages through one:
+///
 /// ```
-/// use query_api::Key;
+/// use query_api::{FromViewRow, Key, ListRoute, View, ViewRow};
+/// # #[derive(serde::Serialize, utoipa::ToSchema)]
+/// # struct Task { id: String, title: String }
+/// # impl FromViewRow for Task {
+/// #     fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+/// #         Ok(Task { id: row.get("id")?, title: row.get("title")? })
+/// #     }
+/// # }
 /// let by_title = Key::text("title").then_text("id");
-/// # let _ = by_title;
+/// let tasks = ListRoute::<Task>::new("/tasks", View::new("tasks"), "SELECT id, title FROM tasks")
+///     .key(by_title);
+/// # let _ = tasks;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
@@ -127,14 +139,42 @@ enum Comparison {
 /// `?owner=…` → `WHERE owner_id = $n`.
 ///
 /// ```
-/// use query_api::{Filter, Key};
-/// let owner = Filter::id("owner").eq("owner_id");
-/// let rich = Filter::integer("balance_min", 0, i64::MAX).at_least("balance");
-/// let title = Filter::text("title_prefix", 100)
-///     .starts_with("title")
-///     .ordered_by(Key::text("title").then_text("id"));
-/// # let _ = (owner, rich, title);
+/// use query_api::{Filter, FromViewRow, Key, ListRoute, QueryRoutes, View, ViewRow};
+/// # #[derive(serde::Serialize, utoipa::ToSchema)]
+/// # struct Account { id: String }
+/// # impl FromViewRow for Account {
+/// #     fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> { Ok(Account { id: row.get("id")? }) }
+/// # }
+///
+/// let accounts = ListRoute::<Account>::new(
+///     "/accounts",
+///     View::new("accounts"),
+///     "SELECT id, owner_id, status, name, balance FROM accounts",
+/// )
+/// // `?owner=<id>`: an id in its one spelling.
+/// .filter(Filter::id("owner").eq("owner_id"))
+/// // `?balance_min=<n>`: 0 or more.
+/// .filter(Filter::integer("balance_min", 0, i64::MAX).at_least("balance"))
+/// // `?status=open` or `?status=closed`.
+/// .filter(Filter::one_of("status", &["open", "closed"]).eq("status"))
+/// // `?name_prefix=<text>`: pages then go by name, a range on its index.
+/// .filter(
+///     Filter::text("name_prefix", 100)
+///         .starts_with("name")
+///         .ordered_by(Key::text("name").then_text("id"))
+///         .describe("Only accounts whose holder's name starts with this."),
+/// );
+///
+/// // Each is a query parameter of the route, with what it accepts.
+/// let document = serde_json::to_value(query_api::openapi(&QueryRoutes::new().list(accounts)))?;
+/// let parameters = &document["paths"]["/accounts"]["get"]["parameters"];
+/// assert_eq!(parameters[1]["name"], "balance_min");
+/// assert_eq!(parameters[1]["schema"]["minimum"], 0);
+/// assert_eq!(parameters[2]["schema"]["enum"], serde_json::json!(["open", "closed"]));
+/// assert_eq!(parameters[3]["description"], "Only accounts whose holder's name starts with this.");
+/// # Ok::<(), serde_json::Error>(())
 /// ```
+
 #[derive(Debug, Clone)]
 pub struct Filter {
     name: &'static str,

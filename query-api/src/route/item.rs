@@ -29,6 +29,76 @@ enum IdSpelling {
 /// A route answering the one row its query finds for the path's parameter
 /// (bound as `$1`), with `ETag` when the row type has a version; `404` with
 /// the view's position when there is none.
+///
+/// ```
+/// use projector::ViewDb;
+/// use query_api::{FromViewRow, ItemRoute, QueryConfig, QueryRoutes, QueryState, View, ViewRow};
+///
+/// # use axum::{Router, body::{Body, to_bytes}, http::{Request, StatusCode}};
+/// # use tower::ServiceExt;
+/// # /// The status and JSON body of `GET uri`.
+/// # async fn get(router: &Router, uri: &str) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+/// #     let answer = router.clone().oneshot(Request::get(uri).body(Body::empty())?).await?;
+/// #     let status = answer.status();
+/// #     Ok((status, serde_json::from_slice(&to_bytes(answer.into_body(), 1 << 20).await?)?))
+/// # }
+///
+/// #[derive(serde::Serialize, utoipa::ToSchema)]
+/// struct Task {
+///     id: String,
+///     title: String,
+///     done: bool,
+/// }
+///
+/// impl FromViewRow for Task {
+///     fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+///         Ok(Task { id: row.get("id")?, title: row.get("title")?, done: row.get::<i64>("done")? == 1 })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let task = ItemRoute::<Task>::new(
+///     "/tasks/{id}",
+///     View::new("tasks"),
+///     "SELECT id, title, done FROM tasks WHERE id = $1",
+/// )
+/// .noun("task")
+/// .summary("One task");
+/// let routes = QueryRoutes::new().item(task);
+///
+/// // Described with its parameter and its answers...
+/// let document = serde_json::to_value(query_api::openapi(&routes))?;
+/// let operation = &document["paths"]["/tasks/{id}"]["get"];
+/// assert_eq!(operation["parameters"][0]["name"], "id");
+/// assert!(operation["responses"]["404"].is_object());
+///
+/// // ...and served. An id must be spelled as annals spells ids.
+/// # let dir = tempfile::tempdir()?;
+/// let views = ViewDb::open_in_data_dir(dir.path()).await?;
+/// let state = QueryState::new(views.clone(), QueryConfig::default());
+/// let router = query_api::router(state, &routes);
+/// let (status, problem) = get(&router, "/tasks/not-an-id").await?;
+/// assert_eq!(status, StatusCode::BAD_REQUEST);
+/// assert_eq!(problem["type"], "urn:annals:problem:invalid-id");
+///
+/// // Until the projector has created the view's table, the view is not ready.
+/// let unknown = "/tasks/0190f2a8-7c5e-7cc1-9b5a-3f4b2a1c0d9e";
+/// assert_eq!(get(&router, unknown).await?.0, StatusCode::SERVICE_UNAVAILABLE);
+///
+/// // Once it has, an id the view does not hold is a `404` with the position
+/// // it was read at (here the table is created by hand, at position 0).
+/// let mut tx = views.begin_write().await?;
+/// sqlx::query("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT NOT NULL, done BIGINT NOT NULL)")
+///     .execute(tx.conn())
+///     .await?;
+/// tx.commit().await?;
+/// let (status, problem) = get(&router, unknown).await?;
+/// assert_eq!(status, StatusCode::NOT_FOUND);
+/// assert_eq!(problem["position"], 0);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ItemRoute<R> {
     path: &'static str,
     view: View,

@@ -26,6 +26,69 @@ const PAGE_PARAMETERS: [&str; 3] = ["limit", "cursor", "min_position"];
 ///
 /// The query is a `SELECT` without `ORDER BY` or `LIMIT`; annals reads it as
 /// a subquery, so filters and keys name the columns it returns.
+///
+/// ```
+/// use projector::ViewDb;
+/// use query_api::{Filter, FromViewRow, Key, ListRoute, QueryConfig, QueryRoutes, QueryState, View, ViewRow};
+///
+/// # use axum::{Router, body::{Body, to_bytes}, http::{Request, StatusCode}};
+/// # use tower::ServiceExt;
+/// # /// The status and JSON body of `GET uri`.
+/// # async fn get(router: &Router, uri: &str) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+/// #     let answer = router.clone().oneshot(Request::get(uri).body(Body::empty())?).await?;
+/// #     let status = answer.status();
+/// #     Ok((status, serde_json::from_slice(&to_bytes(answer.into_body(), 1 << 20).await?)?))
+/// # }
+///
+/// #[derive(serde::Serialize, utoipa::ToSchema)]
+/// struct Task {
+///     id: String,
+///     title: String,
+///     done: bool,
+/// }
+///
+/// impl FromViewRow for Task {
+///     fn from_row(row: &ViewRow<'_>) -> Result<Self, sqlx::Error> {
+///         Ok(Task { id: row.get("id")?, title: row.get("title")?, done: row.get::<i64>("done")? == 1 })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let tasks = ListRoute::<Task>::new("/tasks", View::new("tasks"), "SELECT id, title, done FROM tasks")
+///     .key(Key::text("title").then_text("id"))
+///     .filter(Filter::integer("done", 0, 1).eq("done"));
+///
+/// // The `tasks` projection keeps this table; here it is filled by hand.
+/// # let dir = tempfile::tempdir()?;
+/// let views = ViewDb::open_in_data_dir(dir.path()).await?;
+/// let mut tx = views.begin_write().await?;
+/// sqlx::query("CREATE TABLE tasks (id TEXT PRIMARY KEY, title TEXT NOT NULL, done BIGINT NOT NULL)")
+///     .execute(tx.conn())
+///     .await?;
+/// sqlx::query("INSERT INTO tasks VALUES ('1', 'milk', 1), ('2', 'bread', 0), ('3', 'eggs', 1)")
+///     .execute(tx.conn())
+///     .await?;
+/// tx.commit().await?;
+///
+/// let state = QueryState::new(views, QueryConfig::default());
+/// let router = query_api::router(state, &QueryRoutes::new().list(tasks));
+///
+/// // Done tasks by title, one a page: eggs, then milk.
+/// let (_, first) = get(&router, "/tasks?done=1&limit=1").await?;
+/// assert_eq!(first["items"][0]["title"], "eggs");
+/// let cursor = first["next_cursor"].as_str().unwrap_or_default();
+/// let (_, second) = get(&router, &format!("/tasks?done=1&limit=1&cursor={cursor}")).await?;
+/// assert_eq!(second["items"][0]["title"], "milk");
+/// assert!(second["next_cursor"].is_null());
+///
+/// // A value the filter does not allow is refused, naming the parameter.
+/// let (status, problem) = get(&router, "/tasks?done=2").await?;
+/// assert_eq!(status, StatusCode::BAD_REQUEST);
+/// assert_eq!(problem["parameter"], "done");
+/// # Ok(())
+/// # }
+/// ```
 pub struct ListRoute<R> {
     path: &'static str,
     view: View,

@@ -77,6 +77,13 @@ pub(crate) trait Route: Send + Sync + std::fmt::Debug {
 ///         .filter(Filter::integer("balance_min", 0, i64::MAX).at_least("balance"))
 ///         .summary("A page of accounts"));
 /// assert_eq!(routes.paths(), ["/accounts/{id}", "/accounts"]);
+///
+/// // The OpenAPI document describes each route with its filters.
+/// let document = serde_json::to_value(query_api::openapi(&routes))?;
+/// let list = &document["paths"]["/accounts"]["get"];
+/// assert_eq!(list["summary"], "A page of accounts");
+/// assert_eq!(list["parameters"][0]["name"], "owner");
+/// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct QueryRoutes {
