@@ -2,10 +2,10 @@
 
 use command_api::DomainEvent;
 use event_store::RecordedEvent;
+use projector::sqlx::{self, AssertSqlSafe};
 use projector::{ApplyError, Projection, Schema, ViewTx};
 use query_api::{FromViewRow, ViewRow};
 use serde::Serialize;
-use sqlx::AssertSqlSafe;
 
 use crate::task::TaskEvent;
 
