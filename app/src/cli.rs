@@ -492,8 +492,7 @@ where
     let command = Cli::command()
         .name(app.name.clone())
         .bin_name(app.name.clone());
-    let command =
-        crate::settings::add_to(command, &app.settings).map_err(Parse::Declaration)?;
+    let command = crate::settings::add_to(command, &app.settings).map_err(Parse::Declaration)?;
     let matches = command.try_get_matches_from(args).map_err(Parse::Usage)?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(Parse::Usage)?;
     let settings = |name: &str| {
@@ -527,4 +526,31 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::{Parse, parse};
+
+    /// What parsing `args` for an application called `name` says, as clap
+    /// renders it.
+    fn rendered(name: &str, args: &[&str]) -> String {
+        match parse(&crate::App::new(name), args) {
+            Err(Parse::Usage(e)) => e.render().to_string(),
+            other => panic!("{args:?} parsed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_and_errors_name_the_application_not_the_executable() {
+        let help = rendered("shop", &["/usr/bin/shop-server", "--help"]);
+        assert!(help.contains("Usage: shop <COMMAND>"), "{help}");
+        assert!(!help.contains("shop-server"), "{help}");
+        let serve = rendered("shop", &["shop-server", "serve", "--help"]);
+        assert!(serve.contains("Usage: shop serve"), "{serve}");
+        let error = rendered("shop", &["shop-server", "serve", "--no-such-flag"]);
+        assert!(error.contains("Usage: shop serve"), "{error}");
+    }
 }

@@ -62,7 +62,15 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         },
         document,
     )));
-    let served = serve_http(&app.name, "command API", &args.listen, &args.http, router, &stop).await;
+    let served = serve_http(
+        &app.name,
+        "command API",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     stop.trigger();
     let finished = match sagas {
         Some(sagas) => sagas.finish().await,
@@ -77,14 +85,26 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
         .await
         .context("cannot open the view database")?;
     let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
-    let router = health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
-        Readiness {
-            views: Some(views.clone()),
-            ..Readiness::default()
-        },
-        health::merged(&format!("{} query API", app.name), [query_api::openapi(&app.queries)]),
-    )));
-    let served = serve_http(&app.name, "query API", &args.listen, &args.http, router, &stop).await;
+    let router =
+        health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
+            Readiness {
+                views: Some(views.clone()),
+                ..Readiness::default()
+            },
+            health::merged(
+                &format!("{} query API", app.name),
+                [query_api::openapi(&app.queries)],
+            ),
+        )));
+    let served = serve_http(
+        &app.name,
+        "query API",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     views.close().await;
     served
 }
@@ -105,10 +125,21 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 projector: Some(running.check.clone()),
                 sagas: None,
             },
-            health::merged(&format!("{} projector admin API", app.name), [projector::admin_openapi()]),
+            health::merged(
+                &format!("{} projector admin API", app.name),
+                [projector::admin_openapi()],
+            ),
         ),
     ));
-    let served = serve_http(&app.name, "projector", &args.listen, &args.http, router, &stop).await;
+    let served = serve_http(
+        &app.name,
+        "projector",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     stop.trigger();
     let projected = running.finish().await;
     views.close().await;

@@ -11,7 +11,7 @@ use event_store::{
     EventStore, ExpectedVersion, Metadata, NewEvent, Position, Store, StoreOptions, StreamId,
 };
 use projector::{
-    ProjectionStatus, Projection, Projector, ProjectorHandle, ProjectorOptions, TrackState, ViewDb,
+    Projection, ProjectionStatus, Projector, ProjectorHandle, ProjectorOptions, TrackState, ViewDb,
 };
 use query_api::{QueryConfig, QueryRoutes, QueryState};
 use serde::de::DeserializeOwned;
