@@ -430,14 +430,15 @@ pub(crate) struct VerifyArgs {
 /// Parses the command line and runs what it asks for.
 pub(crate) fn main(app: crate::App) -> ExitCode {
     // A bug must still end in one line, not a backtrace.
-    std::panic::set_hook(Box::new(|info| {
-        eprintln!("annals: internal error: {info}");
+    let name = app.name.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("{name}: internal error: {info}");
     }));
     let cli = match parse(&app, std::env::args_os()) {
         Ok(cli) => cli,
-        Err(Parse::Usage(e)) => return run::usage_error(e),
+        Err(Parse::Usage(e)) => return run::usage_error(&app.name, e),
         Err(Parse::Declaration(e)) => {
-            eprintln!("annals: {} cannot start: {e}", app.name);
+            eprintln!("{}: cannot start: {e}", app.name);
             return ExitCode::FAILURE;
         }
     };
@@ -464,7 +465,7 @@ pub(crate) fn main(app: crate::App) -> ExitCode {
     match run::run(cli, &app) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("annals: {}", one_line(&e));
+            eprintln!("{}: {}", app.name, one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -486,8 +487,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let command =
-        crate::settings::add_to(Cli::command(), &app.settings).map_err(Parse::Declaration)?;
+    // The command is the application's: help, usage and errors name it,
+    // whatever the executable's file is called.
+    let command = Cli::command()
+        .name(app.name.clone())
+        .bin_name(app.name.clone());
+    let command = crate::settings::add_to(command, &app.settings).map_err(Parse::Declaration)?;
     let matches = command.try_get_matches_from(args).map_err(Parse::Usage)?;
     let mut cli = Cli::from_arg_matches(&matches).map_err(Parse::Usage)?;
     let settings = |name: &str| {
@@ -521,4 +526,31 @@ fn one_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use super::{Parse, parse};
+
+    /// What parsing `args` for an application called `name` says, as clap
+    /// renders it.
+    fn rendered(name: &str, args: &[&str]) -> String {
+        match parse(&crate::App::new(name), args) {
+            Err(Parse::Usage(e)) => e.render().to_string(),
+            other => panic!("{args:?} parsed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn help_and_errors_name_the_application_not_the_executable() {
+        let help = rendered("shop", &["/usr/bin/shop-server", "--help"]);
+        assert!(help.contains("Usage: shop <COMMAND>"), "{help}");
+        assert!(!help.contains("shop-server"), "{help}");
+        let serve = rendered("shop", &["shop-server", "serve", "--help"]);
+        assert!(serve.contains("Usage: shop serve"), "{serve}");
+        let error = rendered("shop", &["shop-server", "serve", "--no-such-flag"]);
+        assert!(error.contains("Usage: shop serve"), "{error}");
+    }
 }

@@ -136,6 +136,7 @@ mod run;
 mod sagas;
 mod serve;
 mod settings;
+pub mod testkit;
 
 use std::process::ExitCode;
 use std::sync::Arc;

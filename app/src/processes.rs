@@ -14,8 +14,10 @@ use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
-/// on stderr as `annals: <role> listening on http://...`.
+/// on stderr as `<name>: <role> listening on http://...` (`name` is the
+/// application's).
 async fn serve_http(
+    name: &str,
     role: &str,
     listen: &str,
     http: &crate::HttpOptions,
@@ -27,7 +29,7 @@ async fn serve_http(
         .local_addr()
         .context("reading the listening address")?;
     tracing::info!(%addr, role, "serving");
-    eprintln!("annals: {role} listening on http://{addr}");
+    eprintln!("{name}: {role} listening on http://{addr}");
     crate::run::serve_http(listener, app, http, stop)
         .await
         .with_context(|| format!("serving the {role}"))
@@ -52,7 +54,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let app = health::with_fallbacks(routes.merge(health::routes(
+    let router = health::with_fallbacks(routes.merge(health::routes(
         Readiness {
             store: Some(store),
             sagas: sagas.as_ref().map(RunningSagas::handles),
@@ -60,7 +62,15 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         },
         document,
     )));
-    let served = serve_http("command API", &args.listen, &args.http, app, &stop).await;
+    let served = serve_http(
+        &app.name,
+        "command API",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     stop.trigger();
     let finished = match sagas {
         Some(sagas) => sagas.finish().await,
@@ -75,14 +85,26 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
         .await
         .context("cannot open the view database")?;
     let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
-    let app = health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
-        Readiness {
-            views: Some(views.clone()),
-            ..Readiness::default()
-        },
-        health::merged("annals query API", [query_api::openapi(&app.queries)]),
-    )));
-    let served = serve_http("query API", &args.listen, &args.http, app, &stop).await;
+    let router =
+        health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
+            Readiness {
+                views: Some(views.clone()),
+                ..Readiness::default()
+            },
+            health::merged(
+                &format!("{} query API", app.name),
+                [query_api::openapi(&app.queries)],
+            ),
+        )));
+    let served = serve_http(
+        &app.name,
+        "query API",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     views.close().await;
     served
 }
@@ -95,7 +117,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
         .context("cannot open the view database")?;
     let running =
         RunningProjector::start(app, store.clone(), views.clone(), &args.projector, &stop)?;
-    let app = health::with_fallbacks(projector::admin_routes(running.handle.clone()).merge(
+    let router = health::with_fallbacks(projector::admin_routes(running.handle.clone()).merge(
         health::routes(
             Readiness {
                 store: Some(store),
@@ -103,10 +125,21 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 projector: Some(running.check.clone()),
                 sagas: None,
             },
-            health::merged("annals projector admin API", [projector::admin_openapi()]),
+            health::merged(
+                &format!("{} projector admin API", app.name),
+                [projector::admin_openapi()],
+            ),
         ),
     ));
-    let served = serve_http("projector", &args.listen, &args.http, app, &stop).await;
+    let served = serve_http(
+        &app.name,
+        "projector",
+        &args.listen,
+        &args.http,
+        router,
+        &stop,
+    )
+    .await;
     stop.trigger();
     let projected = running.finish().await;
     views.close().await;

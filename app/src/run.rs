@@ -12,8 +12,9 @@ use event_store::{
 
 use crate::{Action, App, Cli, StoreArgs, VerifyArgs};
 
-/// Prints a command-line error as one line (help and version go out whole).
-pub fn usage_error(e: clap::Error) -> ExitCode {
+/// Prints a command-line error as one line (help and version go out whole),
+/// in the name of the application `name`.
+pub fn usage_error(name: &str, e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp
@@ -44,7 +45,7 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
             } else {
                 message
             };
-            eprintln!("annals: {message} (see `annals --help`)");
+            eprintln!("{name}: {message} (see `{name} --help`)");
             ExitCode::from(2)
         }
     }
@@ -372,7 +373,7 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     )
     .await?;
     let served = async {
-        let app = event_store::remote::router(
+        let router = event_store::remote::router(
             layered,
             event_store::remote::ServerConfig {
                 token: args.token.clone(),
@@ -384,8 +385,8 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the listening address")?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
-        eprintln!("annals: store listening on http://{addr}");
-        serve_http(listener, app, &args.http, &stop)
+        eprintln!("{}: store listening on http://{addr}", app.name);
+        serve_http(listener, router, &args.http, &stop)
             .await
             .context("serving the store API")
     }

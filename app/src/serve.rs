@@ -105,7 +105,7 @@ async fn run(
         .local_addr()
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
-    eprintln!("annals: listening on http://{addr}");
+    eprintln!("{}: listening on http://{addr}", app.name);
     let served = serve_http(listener, router, &args.http, stop)
         .await
         .context("serving HTTP");

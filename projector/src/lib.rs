@@ -51,3 +51,8 @@ pub use projector::{
 };
 pub use schema::Schema;
 pub use tables::SHADOW_SUFFIX;
+
+/// The sqlx this crate is built with: a projection writes its rows with
+/// it ([`ViewTx::conn`]) and a query row reads with it, so an application
+/// uses this one rather than a version of its own.
+pub use sqlx;

@@ -13,6 +13,7 @@
 use async_trait::async_trait;
 use command_api::DomainEvent;
 use event_store::RecordedEvent;
+use projector::sqlx;
 use projector::{ApplyError, Projection, Schema, ViewTx};
 use query_api::{Filter, FromViewRow, ItemRoute, Key, ListRoute, QueryRoutes, View, ViewRow};
 use serde::Serialize;

@@ -27,6 +27,11 @@ fn main() -> std::process::ExitCode {
             Route::post("/tasks/{id}/complete", "Complete a task").optional_body(),
             |id, NoFields {}| Ok(TaskCommand::Complete { id }),
         );
+    App::new("todo").aggregate(tasks).projection(Tasks).queries(queries()).run()
+}
+
+/// `GET /tasks`, paged by id, `?done=0` or `?done=1` for open or done ones.
+fn queries() -> QueryRoutes {
     let list = ListRoute::<TaskRow>::new(
         "/tasks",
         View::new("tasks"),
@@ -34,5 +39,5 @@ fn main() -> std::process::ExitCode {
     )
     .key(Key::text("id"))
     .filter(Filter::integer("done", 0, 1).eq("done"));
-    App::new("todo").aggregate(tasks).projection(Tasks).queries(QueryRoutes::new().list(list)).run()
+    QueryRoutes::new().list(list)
 }

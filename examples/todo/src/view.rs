@@ -2,10 +2,10 @@
 
 use command_api::DomainEvent;
 use event_store::RecordedEvent;
+use projector::sqlx::{self, AssertSqlSafe};
 use projector::{ApplyError, Projection, Schema, ViewTx};
 use query_api::{FromViewRow, ViewRow};
 use serde::Serialize;
-use sqlx::AssertSqlSafe;
 
 use crate::task::TaskEvent;
 
@@ -70,5 +70,66 @@ impl FromViewRow for TaskRow {
             title: row.get("title")?,
             done: row.get::<i64>("done")? == 1,
         })
+    }
+}
+
+/// The view from the events alone: the real store and projector, a real
+/// SQLite file or PostgreSQL database, read as rows and through
+/// `GET /tasks`.
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+    use annals::testkit::ProjectionTest;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::Tasks;
+    use crate::task::{Task, TaskEvent};
+
+    fn added(title: &str) -> TaskEvent {
+        TaskEvent::TaskAdded { title: title.into() }
+    }
+
+    async fn tasks_are_listed_open_and_done(view: ProjectionTest) {
+        // Time-ordered ids: the list's order.
+        let (milk, bread) = (Uuid::now_v7(), Uuid::now_v7());
+        view.given::<Task>(milk, [added("milk")]).await;
+        view.given::<Task>(bread, [added("bread"), TaskEvent::TaskCompleted]).await;
+
+        assert_eq!(
+            view.rows("SELECT id, title, done, version FROM tasks ORDER BY id").await,
+            [
+                json!({"id": milk.to_string(), "title": "milk", "done": 0, "version": 1}),
+                json!({"id": bread.to_string(), "title": "bread", "done": 1, "version": 2}),
+            ]
+        );
+        let routes = crate::queries();
+        let done = view.get(&routes, "/tasks?done=1").await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        assert_eq!(
+            done.body["items"],
+            json!([{"id": bread.to_string(), "title": "bread", "done": true}])
+        );
+        let all = view.get(&routes, "/tasks").await;
+        let titles: Vec<&str> = all.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["milk", "bread"]);
+        assert_eq!(all.position(), Some(3));
+    }
+
+    #[tokio::test]
+    async fn tasks_are_listed_open_and_done_from_sqlite() {
+        tasks_are_listed_open_and_done(ProjectionTest::sqlite(Tasks).await).await;
+    }
+
+    #[tokio::test]
+    async fn tasks_are_listed_open_and_done_from_postgres() {
+        let Some(view) = ProjectionTest::postgres(Tasks).await else { return };
+        tasks_are_listed_open_and_done(view).await;
     }
 }

@@ -3,38 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails on any error")]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
+use annals::testkit::Service;
 use serde_json::{Value, json};
-
-/// `annals-todo serve` on a free port; the address it announced.
-fn serve(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_annals-todo"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = stderr.lines();
-    let address = loop {
-        let line = lines.next().expect("the service announces its address").unwrap();
-        if let Some(address) = line.strip_prefix("annals: listening on ") {
-            break address.to_owned();
-        }
-    };
-    // Keep draining stderr so that the service never blocks on it.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, address)
-}
 
 #[tokio::test]
 async fn tasks_are_added_completed_and_listed_over_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, base) = serve(dir.path());
-    let http = reqwest::Client::new();
+    let mut service = Service::start(env!("CARGO_BIN_EXE_annals-todo"));
+    assert_eq!(service.name(), "todo", "the service announces itself by the App's name");
+    let base = service.url().to_owned();
+    let http = service.http().clone();
 
     let mut positions = Vec::new();
     for title in ["milk", "bread", "eggs"] {
@@ -99,13 +76,13 @@ async fn tasks_are_added_completed_and_listed_over_http() {
     assert!(doc["paths"]["/tasks"]["get"].is_object(), "{doc}");
     assert!(doc["paths"]["/tasks/{id}/complete"]["post"].is_object(), "{doc}");
 
-    terminate(&child);
-    assert!(child.wait().unwrap().success(), "the service stops cleanly on SIGTERM");
-}
+    // A restart on the same data: the tasks are still there.
+    service.restart();
+    let page = service.get("/tasks?done=1").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.body["items"][0]["title"], "bread", "{}", page.body);
 
-fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    assert!(service.stop().success(), "the service stops cleanly on SIGTERM");
 }
 
 /// README's "Build your own service" shows this service's `main.rs` as it

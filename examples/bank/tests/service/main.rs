@@ -13,16 +13,13 @@
     reason = "a test fails by panicking, helpers included"
 )]
 
-mod pg;
-mod process;
-
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use process::Proc;
+use annals::testkit::{Service, TestDatabase};
 
 /// How long any one wait may take before the test fails (CI is a loaded
 /// 2-core machine).
@@ -202,12 +199,15 @@ impl Bank {
 /// The whole story, on the views `views` names (`--database <url>`, or
 /// none for SQLite in the data directory).
 async fn scenario(views: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().to_str().unwrap().to_owned();
-    let mut args = vec!["--data-dir", &data_dir, "--listen", "127.0.0.1:0"];
-    args.extend_from_slice(views);
-    let mut service = Proc::serve(&args);
-    let bank = Bank::new(&service.url);
+    let mut service = Service::builder(env!("CARGO_BIN_EXE_annals-bank"))
+        .args(views)
+        .start();
+    assert_eq!(
+        service.name(),
+        "bank",
+        "it announces itself by the App's name"
+    );
+    let bank = Bank::new(service.url());
 
     // Accounts open; field errors are reported all at once.
     let refused = bank
@@ -347,9 +347,8 @@ async fn scenario(views: &[&str]) {
     assert_eq!(view["holder"], "[erased]");
 
     // A restart: the idempotent deposit is still answered from its record.
-    assert!(service.terminate().success());
-    let mut service = Proc::serve(&args);
-    let bank = Bank::new(&service.url);
+    service.restart();
+    let bank = Bank::new(service.url());
     let replayed = bank.deposit(&alice, 10_000, &key).await;
     assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.body);
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
@@ -359,7 +358,7 @@ async fn scenario(views: &[&str]) {
 
     // A rebuild through the command line gives the same view.
     let everything: Vec<Value> = bank.all_accounts("currency=EUR", 200).await.0;
-    let out = process::run_within(&["rebuild", "accounts", "--url", &service.url], WAIT_MAX);
+    let out = service.run(&["rebuild", "accounts", "--url", service.url()]);
     assert!(
         out.status.success(),
         "{}",
@@ -386,7 +385,13 @@ async fn scenario(views: &[&str]) {
     ] {
         assert!(doc.body["paths"][path].is_object(), "{path}");
     }
-    assert!(service.terminate().success());
+
+    // A crash (SIGKILL) loses nothing that was answered.
+    service.kill();
+    service.start_again();
+    let bank = Bank::new(service.url());
+    assert_eq!(bank.account(&alice, last).await["balance"], 7_500);
+    assert!(service.stop().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,10 +401,10 @@ async fn the_bank_serves_its_accounts_and_transfers_with_views_in_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bank_serves_its_accounts_and_transfers_with_views_in_postgres() {
-    let Some(db) = pg::PgDatabase::create("service").await else {
+    let Some(db) = TestDatabase::create("bank_service").await else {
         return;
     };
-    scenario(&["--database", &db.url]).await;
+    scenario(&["--database", db.url()]).await;
 }
 
 /// The README shows `src/main.rs` whole, as it is.
