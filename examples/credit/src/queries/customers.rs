@@ -1,5 +1,6 @@
 //! `GET /customers/{id}` and `GET /customers`.
 
+use projector::sqlx;
 use serde::Serialize;
 
 use super::{Money, time};

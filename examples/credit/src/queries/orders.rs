@@ -1,6 +1,7 @@
 //! `GET /orders/{id}` and `GET /orders`.
 
 use crate::views::ORDER_STATUSES;
+use projector::sqlx;
 use serde::Serialize;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 

@@ -2,6 +2,7 @@
 //! position, kept so that "customers whose credit is used up" is the plain
 //! indexed query `WHERE available = 0`.
 
+use projector::sqlx;
 use std::collections::HashMap;
 
 use async_trait::async_trait;

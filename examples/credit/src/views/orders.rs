@@ -1,6 +1,7 @@
 //! The `orders` view: one row per order with its status as the order
 //! stream's events left it.
 
+use projector::sqlx;
 use std::collections::HashMap;
 
 use async_trait::async_trait;

@@ -12,6 +12,7 @@
 //! `$n` parameters costs tens of millions of steps per execution; anonymous
 //! ones have no name to look up and bind in their order of appearance.
 
+use projector::sqlx;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
