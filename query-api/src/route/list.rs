@@ -222,7 +222,7 @@ impl<R: FromViewRow> ListRoute<R> {
         if let Some(min) = consistency::requested(&params, &headers)? {
             consistency::wait_for(&state, projection, min).await?;
         }
-        let (sql, binds) = page_sql(&self.sql, &given, key, after, limit as i64 + 1);
+        let (sql, binds) = page_sql(&self.sql, &given, key, after, limit + 1);
         let (position, rows) = crate::read_page(&state, projection, sql, binds).await?;
         let problem = |e: sqlx::Error| view_problem(&e, projection);
         let shown = rows.len().min(limit);
