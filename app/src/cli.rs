@@ -273,8 +273,9 @@ pub(crate) struct SagaOptions {
     #[arg(long, env = "ANNALS_SAGA_CHECKPOINT_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_checkpoint_interval_ms: u64,
-    /// Events the saga handles at once (different orders; the events of
-    /// one order are always handled one at a time, in log order).
+    /// Events each saga handles at once (of different lanes, by default
+    /// different streams; the events of one lane are always handled one at
+    /// a time, in log order).
     #[arg(long, env = "ANNALS_SAGA_CONCURRENCY", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub saga_concurrency: u64,
