@@ -2,6 +2,9 @@
 //! `annals::testkit`: folded by the real projector into SQLite and
 //! PostgreSQL, read as rows and through the domain's query routes.
 
+// Test helpers fail the test on what they were given wrong.
+#![allow(clippy::unwrap_used)]
+
 use annals::testkit::ProjectionTest;
 use annals_credit::domain::customer::{
     CreditLimitChanged, CreditReserved, Customer, CustomerEvent, CustomerForgotten, CustomerName,
