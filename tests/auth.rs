@@ -427,6 +427,30 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
     assert!(line.contains("refusing to serve 0.0.0.0:"), "{line}");
     assert!(line.contains("--insecure"), "{line}");
     assert!(!data.exists(), "the data directory was touched");
+    // A split process refuses before it waits for its store or opens its
+    // database.
+    let views = dir.path().join("views.sqlite");
+    for args in [
+        vec![
+            "command-api",
+            "--store",
+            "http://127.0.0.1:9",
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        vec![
+            "query-api",
+            "--database",
+            &format!("sqlite://{}?mode=rwc", views.display()),
+            "--listen",
+            "0.0.0.0:0",
+        ],
+    ] {
+        let out = output_within(annals().args(&args), Duration::from_secs(10));
+        let line = crate::cli::one_line_failure(&out);
+        assert!(line.contains("refusing to serve 0.0.0.0:"), "{line}");
+    }
+    assert!(!views.exists(), "the view database was touched");
 
     let mut child = annals()
         .args([

@@ -39,6 +39,7 @@ async fn serve_http(
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     // The process's command handlers, one per aggregate type, shared by
     // the routes and the sagas.
@@ -90,6 +91,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
 pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
@@ -131,6 +133,7 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
 pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
     let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await

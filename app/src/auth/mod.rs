@@ -121,10 +121,32 @@ impl Access {
             eprintln!("{name}: warning: --insecure: serving {addr} without authentication");
             return Ok(());
         }
-        anyhow::bail!(
-            "refusing to serve {addr} without authentication: create a key with `{name} keys create`, or pass --insecure"
-        )
+        Err(refusal(addr, name))
     }
+
+    /// The refusal of [`Access::check_exposure`] for the addresses
+    /// `listen` names, before the process does anything else (the split
+    /// processes reach their store before they bind).
+    pub async fn check_listen(&self, listen: &str, name: &str) -> anyhow::Result<()> {
+        if self.is_on() || self.insecure {
+            return Ok(());
+        }
+        let addrs = tokio::net::lookup_host(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        for addr in addrs {
+            if !addr.ip().is_loopback() {
+                return Err(refusal(addr, name));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refusal(addr: SocketAddr, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to serve {addr} without authentication: create a key with `{name} keys create`, or pass --insecure"
+    )
 }
 
 /// `annals keys ...`.
