@@ -14,24 +14,37 @@
 //! Without it, a process serves only loopback addresses unless
 //! `--insecure` says otherwise.
 
+mod command;
 mod gate;
 mod keys;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use command::keys_command;
 pub use gate::Rule;
 pub use keys::KEYS_FILE_NAME;
 use keys::KeyRing;
 
 /// What a key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Queries, store reads and subscriptions, OpenAPI documents.
@@ -149,71 +162,8 @@ fn refusal(addr: SocketAddr, name: &str) -> anyhow::Error {
     )
 }
 
-/// `annals keys ...`.
-pub(crate) fn keys_command(action: crate::KeysAction, name: &str) -> anyhow::Result<ExitCode> {
-    match action {
-        crate::KeysAction::Create {
-            name: key,
-            role,
-            file,
-        } => {
-            let path = file.path();
-            let mut records = keys::read_records(&path)?;
-            if records.iter().any(|r| r.name == key) {
-                anyhow::bail!("a key named {key:?} exists already in {}", path.display());
-            }
-            let mut roles = role;
-            roles.sort_by_key(|r| *r as u8);
-            roles.dedup();
-            let (token, record) = keys::new_key(&key, roles.clone())?;
-            records.push(record);
-            keys::write_records(&path, &records)?;
-            eprintln!(
-                "{name}: created the key {key:?} ({}) in {}; its token is shown only now:",
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                path.display()
-            );
-            println!("{token}");
-            Ok(ExitCode::SUCCESS)
-        }
-        crate::KeysAction::List { file } => {
-            let path = file.path();
-            for r in keys::read_records(&path)? {
-                println!(
-                    "{}\t{}\tcreated_at={}\t{}",
-                    r.name,
-                    r.roles
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    r.created_at,
-                    if r.revoked { "revoked" } else { "active" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        crate::KeysAction::Revoke { name: key, file } => {
-            let path = file.path();
-            let mut records = keys::read_records(&path)?;
-            let record = records
-                .iter_mut()
-                .find(|r| r.name == key)
-                .with_context(|| format!("no key named {key:?} in {}", path.display()))?;
-            record.revoked = true;
-            keys::write_records(&path, &records)?;
-            eprintln!("{name}: revoked the key {key:?}");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
 impl crate::KeysFileArgs {
-    fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.keys_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(KEYS_FILE_NAME))
