@@ -6,7 +6,9 @@
 //!
 //! 1. `annals serve`: everything in one process (its projector keeps the
 //!    SQLite views current meanwhile, as it would in production);
-//! 2. `annals command-api` talking to `annals store` over loopback.
+//! 2. `annals serve` with API keys: every command carries a bearer token
+//!    the process checks (hash, constant-time comparison, role);
+//! 3. `annals command-api` talking to `annals store` over loopback.
 //!
 //! Printed with the disk's raw fdatasync rate measured in the same run and
 //! directory, and the remote deployment's throughput as a share of the
@@ -174,8 +176,17 @@ struct Measured {
     commands: Run,
 }
 
-async fn measure(url: &str, customers: usize, duration: Duration) -> Measured {
+/// `key`: the API key's token every request presents, if any.
+async fn measure(url: &str, customers: usize, duration: Duration, key: Option<&str>) -> Measured {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().unwrap(),
+        );
+    }
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(CLIENTS)
         .timeout(Duration::from_secs(30))
         .build()
@@ -224,7 +235,31 @@ fn main() {
             ],
             "listening on",
         );
-        runtime.block_on(measure(&server.url, customers, duration))
+        runtime.block_on(measure(&server.url, customers, duration, None))
+    };
+    let authenticated = {
+        let dir = root.path().join("serve-keys");
+        let created = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args([
+                "keys", "create", "--name", "bench", "--role", "read", "--role", "write",
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let server = Server::start(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ],
+            "listening on",
+        );
+        runtime.block_on(measure(&server.url, customers, duration, Some(&token)))
     };
     let remote = {
         let dir = root.path().join("store");
@@ -248,7 +283,7 @@ fn main() {
             ],
             "command API listening on",
         );
-        let measured = runtime.block_on(measure(&api.url, customers, duration));
+        let measured = runtime.block_on(measure(&api.url, customers, duration, None));
         drop(api);
         drop(store);
         measured
@@ -264,6 +299,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, m) in [
         ("all in one (`annals serve`)", &embedded),
+        ("all in one with API keys", &authenticated),
         ("command API → `annals store` over loopback", &remote),
     ] {
         println!(

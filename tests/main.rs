@@ -6,6 +6,7 @@
     reason = "a test fails by panicking, helpers included"
 )]
 
+mod auth;
 mod cli;
 mod faults;
 mod forget;

@@ -40,8 +40,18 @@ struct ProblemBody {
     title: Option<String>,
 }
 
-pub(crate) fn client() -> anyhow::Result<reqwest::Client> {
+/// The client of the admin API, presenting `key` (an API key's token)
+/// on every request when given.
+pub(crate) fn client(key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
+            .context("the API key cannot be sent in a header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
         .context("setting up the HTTP client")
@@ -94,7 +104,11 @@ const HEADER: &str = "projection   state            position         head       
 
 pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
-    let list: List = call(client()?.get(format!("{base}/projections")), base).await?;
+    let list: List = call(
+        client(args.key.as_deref())?.get(format!("{base}/projections")),
+        base,
+    )
+    .await?;
     println!("{HEADER}");
     let mut failed = false;
     for s in &list.projections {
@@ -111,7 +125,8 @@ pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let mut request = client()?.post(format!("{base}/projections/{}/skip", args.projection));
+    let mut request = client(args.admin.key.as_deref())?
+        .post(format!("{base}/projections/{}/skip", args.projection));
     if let Some(position) = position {
         request = request.query(&[("position", position)]);
     }
@@ -124,7 +139,8 @@ pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result
 
 pub async fn resume(args: ProjectionArgs) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let request = client()?.post(format!("{base}/projections/{}/resume", args.projection));
+    let request = client(args.admin.key.as_deref())?
+        .post(format!("{base}/projections/{}/resume", args.projection));
     let s: Status = call(request, base)
         .await
         .with_context(|| format!("cannot resume {}", args.projection))?;

@@ -98,6 +98,17 @@ pub(crate) enum Action {
     /// Try the event a failed projection stopped on again (after a fix in
     /// the data it depends on, say).
     Resume(ProjectionArgs),
+    /// Create, list and revoke the API keys callers present as
+    /// `Authorization: Bearer <token>`.
+    ///
+    /// Keys live in a file the operator manages (by default
+    /// `api-keys.jsonl` in the data directory), hashed; a token is shown
+    /// once, when it is created. A running process sees a new or revoked
+    /// key within a second, without a restart. Roles: `read` (queries,
+    /// store reads, OpenAPI), `write` (commands, store appends), `admin`
+    /// (projection admin, personal-data erasure).
+    #[command(subcommand)]
+    Keys(KeysAction),
     /// Check every segment, index, bloom filter and snapshot file of a data
     /// directory and list each problem with its file and offset.
     ///
@@ -115,14 +126,13 @@ pub(crate) struct StoreArgs {
     /// Address to listen on.
     #[arg(long, env = "ANNALS_STORE_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: String,
-    /// Require `Authorization: Bearer <TOKEN>` on every request but health checks.
-    #[arg(long, env = "ANNALS_STORE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +167,67 @@ pub(crate) struct ServeArgs {
     pub queries: QueryOptions,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Who may call a process: API keys (see `keys`), and whether it may
+/// serve anyone without them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuthArgs {
+    /// The API keys file callers' bearer tokens are checked against
+    /// (`keys create` writes it). Authentication is on when it exists.
+    /// Default for `serve` and `store`: api-keys.jsonl in the data
+    /// directory; the other processes have none unless given.
+    #[arg(long, env = "ANNALS_KEYS_FILE", value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Require API keys even while the keys file does not exist (every
+    /// request but health checks is refused until a key is created).
+    #[arg(long, env = "ANNALS_AUTH")]
+    pub auth: bool,
+    /// Serve a non-loopback address without authentication (refused
+    /// otherwise): anyone who can reach it may read, write and erase.
+    #[arg(long, env = "ANNALS_INSECURE")]
+    pub insecure: bool,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysAction {
+    /// Create a key and print its token (on stdout, once).
+    Create {
+        /// The key's name, unique in the file (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// A role the key holds; repeat for several.
+        #[arg(long, required = true)]
+        role: Vec<crate::auth::Role>,
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+    /// List the keys: name, roles, creation time (Unix seconds), state.
+    List {
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+    /// Revoke a key: running processes refuse it within a second.
+    Revoke {
+        /// The key's name.
+        name: String,
+        #[command(flatten)]
+        file: KeysFileArgs,
+    },
+}
+
+/// Where the keys file is.
+#[derive(Debug, clap::Args)]
+pub(crate) struct KeysFileArgs {
+    /// The data directory whose keys file (api-keys.jsonl) to use.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// The keys file itself, wherever it is (overrides --data-dir).
+    #[arg(long, env = "ANNALS_KEYS_FILE", value_name = "FILE")]
+    pub keys_file: Option<PathBuf>,
 }
 
 /// Limits and timeouts of the HTTP connections a process serves. A head
@@ -215,13 +286,10 @@ pub(crate) struct RemoteStoreArgs {
     /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090.
     #[arg(long = "store", env = "ANNALS_STORE_URL", value_name = "URL")]
     pub url: String,
-    /// Bearer token the store requires, if any.
-    #[arg(
-        long = "store-token",
-        env = "ANNALS_STORE_TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// The API key (token) to present to the store, when it requires keys
+    /// (a key with `read`, and `write` for the command API).
+    #[arg(long = "store-key", env = "ANNALS_STORE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
     /// How long to keep trying to reach the store at start before giving up.
     #[arg(
         long = "store-wait-seconds",
@@ -339,6 +407,8 @@ pub(crate) struct CommandApiArgs {
     pub settings: crate::Settings,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -361,6 +431,8 @@ pub(crate) struct ProjectorArgs {
     pub projector: ProjectorOptions,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -381,6 +453,8 @@ pub(crate) struct QueryApiArgs {
     pub queries: QueryOptions,
     #[command(flatten)]
     pub http: HttpOptions,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -402,6 +476,10 @@ pub(crate) struct RebuildArgs {
     /// data directory).
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
+    /// The API key (token, with `admin`) to present when the process
+    /// requires keys.
+    #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 /// Where the admin API of a running projector is.
@@ -411,6 +489,10 @@ pub(crate) struct AdminArgs {
     /// `annals projector` (its --listen address).
     #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// The API key (token, with `admin`) to present when the process
+    /// requires keys.
+    #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -450,7 +532,8 @@ pub(crate) fn main(app: crate::App) -> ExitCode {
         | Action::Verify(_)
         | Action::Status(_)
         | Action::Skip { .. }
-        | Action::Resume(_) => "warn",
+        | Action::Resume(_)
+        | Action::Keys(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()

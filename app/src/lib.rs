@@ -128,6 +128,7 @@
 //! ```
 
 mod admin;
+mod auth;
 mod cli;
 mod health;
 mod processes;

@@ -5,10 +5,11 @@
 use anyhow::Context;
 use projector::ViewDb;
 
+use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, Stop, bind, command_config, connect_store, handler_config, query_config,
-    view_db_options,
+    RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
+    query_config, view_db_options,
 };
 use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
@@ -21,13 +22,13 @@ async fn serve_http(
     role: &str,
     listen: &str,
     http: &crate::HttpOptions,
+    access: &Access,
     app: axum::Router,
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let listener = bind(listen).await?;
-    let addr = listener
-        .local_addr()
-        .context("reading the listening address")?;
+    let addr = local_addr(&listener)?;
+    access.check_exposure(addr, name)?;
     tracing::info!(%addr, role, "serving");
     eprintln!("{name}: {role} listening on http://{addr}");
     crate::run::serve_http(listener, app, http, stop)
@@ -37,6 +38,8 @@ async fn serve_http(
 
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     // The process's command handlers, one per aggregate type, shared by
     // the routes and the sagas.
@@ -47,26 +50,32 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     } else {
         None
     };
-    let routes = app
-        .commands
-        .routes(&handlers, command_config(&args.commands));
+    let routes = access.protect(
+        app.commands
+            .routes(&handlers, command_config(&args.commands)),
+        Rule::Commands(app.commands.personal_data_erasures().into()),
+    );
     let document = health::merged(
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let router = health::with_fallbacks(routes.merge(health::routes(
-        Readiness {
-            store: Some(store),
-            sagas: sagas.as_ref().map(RunningSagas::handles),
-            ..Readiness::default()
-        },
-        document,
+    let router = health::with_fallbacks(routes.merge(access.protect(
+        health::routes(
+            Readiness {
+                store: Some(store),
+                sagas: sagas.as_ref().map(RunningSagas::handles),
+                ..Readiness::default()
+            },
+            document,
+        ),
+        Rule::Health,
     )));
     let served = serve_http(
         &app.name,
         "command API",
         &args.listen,
         &args.http,
+        &access,
         router,
         &stop,
     )
@@ -81,26 +90,38 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
 
 pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
     let state = query_api::QueryState::new(views.clone(), query_config(&args.queries));
-    let router =
-        health::with_fallbacks(query_api::routes(state, &app.queries).merge(health::routes(
-            Readiness {
-                views: Some(views.clone()),
-                ..Readiness::default()
-            },
-            health::merged(
-                &format!("{} query API", app.name),
-                [query_api::openapi(&app.queries)],
-            ),
-        )));
+    let router = health::with_fallbacks(
+        access
+            .protect(
+                query_api::routes(state, &app.queries),
+                Rule::Needs(Role::Read),
+            )
+            .merge(access.protect(
+                health::routes(
+                    Readiness {
+                        views: Some(views.clone()),
+                        ..Readiness::default()
+                    },
+                    health::merged(
+                        &format!("{} query API", app.name),
+                        [query_api::openapi(&app.queries)],
+                    ),
+                ),
+                Rule::Health,
+            )),
+    );
     let served = serve_http(
         &app.name,
         "query API",
         &args.listen,
         &args.http,
+        &access,
         router,
         &stop,
     )
@@ -111,31 +132,42 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
 
 pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    let access = Access::from_args(&args.auth, None)?;
+    access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
     let running =
         RunningProjector::start(app, store.clone(), views.clone(), &args.projector, &stop)?;
-    let router = health::with_fallbacks(projector::admin_routes(running.handle.clone()).merge(
-        health::routes(
-            Readiness {
-                store: Some(store),
-                views: Some(views.clone()),
-                projector: Some(running.check.clone()),
-                sagas: None,
-            },
-            health::merged(
-                &format!("{} projector admin API", app.name),
-                [projector::admin_openapi()],
-            ),
-        ),
-    ));
+    let router = health::with_fallbacks(
+        access
+            .protect(
+                projector::admin_routes(running.handle.clone()),
+                Rule::Needs(Role::Admin),
+            )
+            .merge(access.protect(
+                health::routes(
+                    Readiness {
+                        store: Some(store),
+                        views: Some(views.clone()),
+                        projector: Some(running.check.clone()),
+                        sagas: None,
+                    },
+                    health::merged(
+                        &format!("{} projector admin API", app.name),
+                        [projector::admin_openapi()],
+                    ),
+                ),
+                Rule::Health,
+            )),
+    );
     let served = serve_http(
         &app.name,
         "projector",
         &args.listen,
         &args.http,
+        &access,
         router,
         &stop,
     )

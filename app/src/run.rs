@@ -10,6 +10,7 @@ use event_store::{
     EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions, Upcasting,
 };
 
+use crate::auth::{Access, Rule};
 use crate::{Action, App, Cli, StoreArgs, VerifyArgs};
 
 /// Prints a command-line error as one line (help and version go out whole),
@@ -75,6 +76,7 @@ pub fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::admin::skip(target, position))
         }
         Action::Resume(args) => runtime()?.block_on(crate::admin::resume(args)),
+        Action::Keys(action) => crate::auth::keys_command(action, &app.name),
     }
 }
 
@@ -199,7 +201,7 @@ pub async fn connect_store(
     stop: &Stop,
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     let options = RemoteOptions {
-        token: args.token.clone(),
+        token: args.key.clone(),
         outcome_wait: Duration::from_millis(args.outcome_wait_ms),
         ..RemoteOptions::default()
     };
@@ -314,6 +316,12 @@ impl RunningProjector {
     }
 }
 
+pub fn local_addr(listener: &tokio::net::TcpListener) -> anyhow::Result<std::net::SocketAddr> {
+    listener
+        .local_addr()
+        .context("reading the listening address")
+}
+
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
@@ -361,8 +369,10 @@ pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
 
 async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
+    let access = Access::from_args(&args.auth, Some(&args.data_dir))?;
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
+    access.check_exposure(local_addr(&listener)?, &app.name)?;
     let (store, layered) = open_embedded(
         &args.data_dir,
         StoreOptions {
@@ -373,13 +383,15 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     )
     .await?;
     let served = async {
-        let router = event_store::remote::router(
-            layered,
-            event_store::remote::ServerConfig {
-                token: args.token.clone(),
-                stopping: Some(stop.watch()),
-                ..Default::default()
-            },
+        let router = access.protect(
+            event_store::remote::router(
+                layered,
+                event_store::remote::ServerConfig {
+                    stopping: Some(stop.watch()),
+                    ..Default::default()
+                },
+            ),
+            Rule::Store,
         );
         let addr = listener
             .local_addr()

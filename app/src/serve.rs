@@ -14,10 +14,11 @@ use event_store::{EventStore, StoreOptions};
 use projector::ViewDb;
 
 use crate::ServeArgs;
+use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
 use crate::run::{
-    RunningProjector, Stop, bind, command_config, handler_config, open_embedded, query_config,
-    serve_http, view_db_options,
+    RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_embedded,
+    query_config, serve_http, view_db_options,
 };
 use crate::sagas::{BuiltSagas, SagaSetup};
 
@@ -31,8 +32,10 @@ pub(crate) async fn serve_until(
     app: &crate::App,
     stop: &Stop,
 ) -> anyhow::Result<()> {
+    let access = Access::from_args(&args.auth, Some(&args.data_dir))?;
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
+    access.check_exposure(local_addr(&listener)?, &app.name)?;
     let (store, layered) = open_embedded(
         &args.data_dir,
         StoreOptions {
@@ -42,7 +45,7 @@ pub(crate) async fn serve_until(
         app,
     )
     .await?;
-    let result = run(&args, app, listener, layered, stop).await;
+    let result = run(&args, app, &access, listener, layered, stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
@@ -53,6 +56,7 @@ pub(crate) async fn serve_until(
 async fn run(
     args: &ServeArgs,
     app: &crate::App,
+    access: &Access,
     listener: tokio::net::TcpListener,
     store: Arc<dyn EventStore>,
     stop: &Stop,
@@ -87,18 +91,28 @@ async fn run(
         ],
     );
     let router = health::with_fallbacks(
-        app.commands
-            .routes(&handlers, command_config(&args.commands))
-            .merge(query_api::routes(queries, &app.queries))
-            .merge(projector::admin_routes(handle))
-            .merge(health::routes(
-                Readiness {
-                    store: Some(store.clone()),
-                    views: Some(views.clone()),
-                    projector: Some(projector.check.clone()),
-                    sagas: Some(sagas.handles()),
-                },
-                openapi,
+        access
+            .protect(
+                app.commands
+                    .routes(&handlers, command_config(&args.commands)),
+                Rule::Commands(app.commands.personal_data_erasures().into()),
+            )
+            .merge(access.protect(
+                query_api::routes(queries, &app.queries),
+                Rule::Needs(Role::Read),
+            ))
+            .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
+            .merge(access.protect(
+                health::routes(
+                    Readiness {
+                        store: Some(store.clone()),
+                        views: Some(views.clone()),
+                        projector: Some(projector.check.clone()),
+                        sagas: Some(sagas.handles()),
+                    },
+                    openapi,
+                ),
+                Rule::Health,
             )),
     );
     let addr = listener

@@ -245,6 +245,18 @@ impl CommandApi {
             .with_state(shared)
     }
 
+    /// The method and path template (`/customers/{id}/personal-data`) of
+    /// every route declared with [`Route::erases_personal_data`], so that
+    /// a process can ask more of their callers than of other commands.
+    pub fn personal_data_erasures(&self) -> Vec<(axum::http::Method, &'static str)> {
+        self.aggregates
+            .iter()
+            .flat_map(|routes| routes.described())
+            .filter(|d| d.route.erases_personal_data)
+            .map(|d| (d.route.method.clone(), d.route.path))
+            .collect()
+    }
+
     /// The OpenAPI document of the declared routes.
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
         let described: Vec<_> = self

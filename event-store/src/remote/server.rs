@@ -16,7 +16,9 @@
 //!
 //! Errors are RFC 9457 problem documents (`application/problem+json`).
 //! With a token configured, every route but `/health/*` needs
-//! `Authorization: Bearer <token>`.
+//! `Authorization: Bearer <token>` (one shared secret, compared in
+//! constant time). For keys with roles, leave it unset and put a layer in
+//! front of the router, as `annals store` does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -292,23 +294,42 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if presented != Some(token.as_str()) {
-            return problem_response(&Problem {
-                problem_type: wire::problem::UNAUTHORIZED.into(),
-                title: "Unauthorized".into(),
-                status: 401,
-                detail: "this store requires `Authorization: Bearer <token>`".into(),
-                ..Problem::default()
-            });
-        }
+    if let Some(token) = &state.config.token
+        && !presents(request.headers(), token)
+    {
+        let mut response = problem_response(&Problem {
+            problem_type: wire::problem::UNAUTHORIZED.into(),
+            title: "Unauthorized".into(),
+            status: 401,
+            detail: "this store requires `Authorization: Bearer <token>`".into(),
+            ..Problem::default()
+        });
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"annals\""),
+        );
+        return response;
     }
     next.run(request).await
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (the scheme in
+/// any case). The SHA-256 digests of the two are compared in constant
+/// time, so neither the time taken nor the digests' lengths tell how much
+/// of a guess was right.
+fn presents(headers: &HeaderMap, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let Some((scheme, presented)) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+    else {
+        return false;
+    };
+    let presented: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    scheme.eq_ignore_ascii_case("bearer") && bool::from(presented.ct_eq(&expected))
 }
 
 #[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process is up")))]

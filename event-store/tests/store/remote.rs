@@ -192,6 +192,28 @@ async fn a_token_protects_everything_but_health() {
         denied.headers()["content-type"].to_str().unwrap(),
         "application/problem+json"
     );
+    assert!(
+        denied.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret"] {
+        let denied = http
+            .get(format!("{url}/head"))
+            .header("authorization", wrong)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(denied.status(), 401, "{wrong}");
+    }
+    let lowercase = http
+        .get(format!("{url}/head"))
+        .header("authorization", "bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lowercase.status(), 200);
     let remote = RemoteStore::connect(
         &url,
         RemoteOptions {

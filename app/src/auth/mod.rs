@@ -1,0 +1,171 @@
+//! API keys and roles on every HTTP surface a process serves.
+//!
+//! A caller presents `Authorization: Bearer <token>`; the token's SHA-256
+//! is looked up in the keys file (`keys`), and the key must hold the role
+//! the route needs. The role is derived from what the process serves, not
+//! declared per route: query routes and the OpenAPI document need `read`,
+//! command routes `write` (those that erase personal data `admin`),
+//! projection admin `admin`; on the store, reads and subscriptions `read`,
+//! appends and snapshots `write`, erasing a subject's key `admin`.
+//! `/health/live` is open; `/health/ready` tells anyone whether the
+//! process is ready and only an authenticated caller why.
+//!
+//! Authentication is on when the keys file exists or `--auth` asks for it.
+//! Without it, a process serves only loopback addresses unless
+//! `--insecure` says otherwise.
+
+mod command;
+mod gate;
+mod keys;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use command::keys_command;
+pub use gate::Rule;
+pub use keys::KEYS_FILE_NAME;
+use keys::KeyRing;
+
+/// What a key may do.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries, store reads and subscriptions, OpenAPI documents.
+    Read,
+    /// Commands and store appends.
+    Write,
+    /// Projection admin (status, rebuild, skip, resume), personal-data
+    /// erasure, and the store's key operations.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// How a process lets callers in: with the keys of a keys file, or (on
+/// loopback, or where the operator said `--insecure`) anyone.
+#[derive(Debug, Clone)]
+pub struct Access {
+    keys: Option<Arc<KeyRing>>,
+    insecure: bool,
+}
+
+impl Access {
+    /// From a process's flags; `data_dir` is where `annals serve` and
+    /// `annals store` look for the keys file when `--keys-file` does not
+    /// name one.
+    pub(crate) fn from_args(
+        args: &crate::AuthArgs,
+        data_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let path = match (&args.keys_file, data_dir) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(dir)) => Some(dir.join(KEYS_FILE_NAME)),
+            (None, None) => None,
+        };
+        let keys = match path {
+            Some(path) if args.auth || path.exists() => Some(Arc::new(KeyRing::open(path))),
+            None if args.auth => {
+                anyhow::bail!("--auth needs --keys-file: the file of the keys to accept")
+            }
+            _ => None,
+        };
+        Ok(Self {
+            keys,
+            insecure: args.insecure,
+        })
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    /// `router`'s routes (not its fallbacks: an unknown path tells nothing)
+    /// behind the keys, each needing what `rule` says; `router` as it is
+    /// when authentication is off.
+    pub fn protect(&self, router: Router, rule: Rule) -> Router {
+        match &self.keys {
+            Some(keys) => router.route_layer(axum::middleware::from_fn_with_state(
+                gate::Gate::new(keys.clone(), rule),
+                gate::gate,
+            )),
+            None => router,
+        }
+    }
+
+    /// Refuses to serve a non-loopback address to anyone who can reach it,
+    /// unless the operator said `--insecure` (then a warning).
+    pub fn check_exposure(&self, addr: SocketAddr, name: &str) -> anyhow::Result<()> {
+        if self.is_on() {
+            if let Some(keys) = &self.keys {
+                tracing::info!(keys_file = %keys.path().display(), "API keys required");
+            }
+            return Ok(());
+        }
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        if self.insecure {
+            tracing::warn!(%addr, "serving a non-loopback address without authentication (--insecure): anyone who can reach it may read, write and erase");
+            eprintln!("{name}: warning: --insecure: serving {addr} without authentication");
+            return Ok(());
+        }
+        Err(refusal(addr, name))
+    }
+
+    /// The refusal of [`Access::check_exposure`] for the addresses
+    /// `listen` names, before the process does anything else (the split
+    /// processes reach their store before they bind).
+    pub async fn check_listen(&self, listen: &str, name: &str) -> anyhow::Result<()> {
+        if self.is_on() || self.insecure {
+            return Ok(());
+        }
+        let addrs = tokio::net::lookup_host(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        for addr in addrs {
+            if !addr.ip().is_loopback() {
+                return Err(refusal(addr, name));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refusal(addr: SocketAddr, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "refusing to serve {addr} without authentication: create a key with `{name} keys create`, or pass --insecure"
+    )
+}
+
+impl crate::KeysFileArgs {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.keys_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(KEYS_FILE_NAME))
+    }
+}
