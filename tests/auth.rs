@@ -485,6 +485,26 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
             }
         }
     }
+    // Readiness carries the warning too, for whoever probes it.
+    let port = seen
+        .iter()
+        .find_map(|l| l.split("listening on http://0.0.0.0:").nth(1))
+        .and_then(|port| port.trim().parse::<u16>().ok());
+    let ready = port.map(|port| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let url = format!("http://127.0.0.1:{port}/health/ready");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let answer = http().get(&url).send().await.unwrap();
+                let ok = answer.status().is_success();
+                let body: Value = answer.json().await.unwrap();
+                if ok || Instant::now() > deadline {
+                    break body;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -492,4 +512,8 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
             .any(|l| l.contains("warning: --insecure: serving 0.0.0.0:")),
         "{seen:?}"
     );
+    let ready = ready.unwrap_or_else(|| panic!("no port announced: {seen:?}"));
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let warnings = ready["warnings"].to_string();
+    assert!(warnings.contains("--insecure"), "{ready}");
 }

@@ -30,7 +30,13 @@ pub struct Readiness {
     pub projector: Option<ProjectorCheck>,
     /// The application's sagas, where the process runs them.
     pub sagas: Option<Vec<command_api::SagaHandle>>,
+    /// Started with `--insecure` and no keys: every answer says so.
+    pub insecure: bool,
 }
+
+/// What readiness adds, ready or not, while `--insecure` is in force.
+const INSECURE_WARNING: &str = "--insecure: authentication is off; anyone who can reach this \
+     process may read, write and erase";
 
 /// How readiness looks at a projector.
 #[derive(Debug, Clone)]
@@ -270,7 +276,8 @@ async fn live() -> Response {
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses(
         (status = 200, description = "Every dependency is ready: `checks` names each one with `ok`, \
-         and `sagas` (where the process runs sagas) each saga"),
+         and `sagas` (where the process runs sagas) each saga; `warnings` says when the process \
+         runs with `--insecure`"),
         (status = 503, description = "A dependency is not ready: `checks` says which and why; \
          `projections` lists each projection that is failed (`state`, `position`, `error_position`, \
          `error`) or stuck retrying (`state`, `position`, `retrying_for_ms`, `error`); `sagas` names each \
@@ -282,6 +289,9 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
         let mut body = json!({"status": "ready", "checks": checks});
         if let Some(sagas) = sagas {
             body["sagas"] = Value::Object(sagas);
+        }
+        if readiness.insecure {
+            body["warnings"] = json!([INSECURE_WARNING]);
         }
         axum::Json(body).into_response()
     } else {
@@ -297,6 +307,9 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> Response {
         }
         if let Some(sagas) = sagas {
             problem = problem.with("sagas", Value::Object(sagas));
+        }
+        if readiness.insecure {
+            problem = problem.with("warnings", json!([INSECURE_WARNING]));
         }
         problem.into_response()
     }

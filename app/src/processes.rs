@@ -64,6 +64,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
             Readiness {
                 store: Some(store),
                 sagas: sagas.as_ref().map(RunningSagas::handles),
+                insecure: access.is_insecure(),
                 ..Readiness::default()
             },
             document,
@@ -106,6 +107,7 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                 health::routes(
                     Readiness {
                         views: Some(views.clone()),
+                        insecure: access.is_insecure(),
                         ..Readiness::default()
                     },
                     health::merged(
@@ -153,6 +155,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                         views: Some(views.clone()),
                         projector: Some(running.check.clone()),
                         sagas: None,
+                        insecure: access.is_insecure(),
                     },
                     health::merged(
                         &format!("{} projector admin API", app.name),

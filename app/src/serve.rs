@@ -109,6 +109,7 @@ async fn run(
                         views: Some(views.clone()),
                         projector: Some(projector.check.clone()),
                         sagas: Some(sagas.handles()),
+                        insecure: access.is_insecure(),
                     },
                     openapi,
                 ),

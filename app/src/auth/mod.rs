@@ -104,6 +104,13 @@ impl Access {
         self.keys.is_some()
     }
 
+    /// Whether the operator turned the exposure check off (`--insecure`)
+    /// and nothing else asks for keys: readiness says so, so that a
+    /// forgotten flag shows on every probe, not only in a start-up log.
+    pub fn is_insecure(&self) -> bool {
+        self.insecure && !self.is_on()
+    }
+
     /// `router`'s routes (not its fallbacks: an unknown path tells nothing)
     /// behind the keys, each needing what `rule` says; `router` as it is
     /// when authentication is off.
