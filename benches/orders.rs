@@ -146,6 +146,7 @@ async fn register(http: &reqwest::Client, url: &str) -> Vec<String> {
 }
 
 async fn measure(url: &str, duration: Duration) -> (Tally, Duration) {
+    http_edge::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .timeout(Duration::from_secs(30))

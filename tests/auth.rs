@@ -42,6 +42,7 @@ fn keys_per_role(keys_file: &Path) -> BTreeMap<&'static str, String> {
 }
 
 fn http() -> reqwest::Client {
+    http_edge::tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

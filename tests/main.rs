@@ -15,5 +15,6 @@ mod process;
 mod projections;
 mod saga;
 mod split;
+mod tls;
 mod upcast;
 mod walkthrough;

@@ -15,6 +15,7 @@ use crate::pg::PgDatabase;
 use crate::process::{Proc, annals, output_within};
 
 pub fn http() -> reqwest::Client {
+    http_edge::tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -41,8 +41,13 @@ struct ProblemBody {
 }
 
 /// The client of the admin API, presenting `key` (an API key's token)
-/// on every request when given.
-pub(crate) fn client(key: Option<&str>) -> anyhow::Result<reqwest::Client> {
+/// on every request when given, and trusting the CA certificates of
+/// `ca_file` besides the public roots for an https:// URL.
+pub(crate) fn client(
+    key: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<reqwest::Client> {
+    let tls = http_edge::tls::client_config(ca_file)?;
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = key {
         let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
@@ -51,6 +56,7 @@ pub(crate) fn client(key: Option<&str>) -> anyhow::Result<reqwest::Client> {
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
     reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .build()
@@ -105,7 +111,7 @@ const HEADER: &str = "projection   state            position         head       
 pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let list: List = call(
-        client(args.key.as_deref())?.get(format!("{base}/projections")),
+        client(args.key.as_deref(), args.ca_file.as_deref())?.get(format!("{base}/projections")),
         base,
     )
     .await?;
@@ -125,7 +131,7 @@ pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let mut request = client(args.admin.key.as_deref())?
+    let mut request = client(args.admin.key.as_deref(), args.admin.ca_file.as_deref())?
         .post(format!("{base}/projections/{}/skip", args.projection));
     if let Some(position) = position {
         request = request.query(&[("position", position)]);
@@ -139,7 +145,7 @@ pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result
 
 pub async fn resume(args: ProjectionArgs) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let request = client(args.admin.key.as_deref())?
+    let request = client(args.admin.key.as_deref(), args.admin.ca_file.as_deref())?
         .post(format!("{base}/projections/{}/resume", args.projection));
     let s: Status = call(request, base)
         .await

@@ -230,11 +230,29 @@ pub(crate) struct KeysFileArgs {
     pub keys_file: Option<PathBuf>,
 }
 
-/// Limits and timeouts of the HTTP connections a process serves. A head
-/// or body over them is answered with a problem document (`400`, `408`,
-/// `414`, `431`) and the connection closed.
+/// Limits and timeouts of the HTTP connections a process serves, and
+/// their TLS. A head or body over the limits is answered with a problem
+/// document (`400`, `408`, `414`, `431`) and the connection closed.
 #[derive(Debug, clap::Args)]
 pub(crate) struct HttpOptions {
+    /// Serve HTTPS with the certificate chain in this PEM file (the
+    /// server's certificate first, then intermediates); needs --tls-key.
+    #[arg(
+        long,
+        env = "ANNALS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, in a PEM file (PKCS#8, PKCS#1 or
+    /// SEC1); needs --tls-cert.
+    #[arg(
+        long,
+        env = "ANNALS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// How long a request head (request line and header fields) may take
     /// to arrive, from its first byte, in milliseconds (408 after).
     #[arg(long, env = "ANNALS_HEADER_READ_TIMEOUT_MS",
@@ -283,9 +301,15 @@ pub(crate) struct ViewDbArgs {
 /// How to reach a store served by `annals store`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RemoteStoreArgs {
-    /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090.
+    /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090, or
+    /// https://... when it serves TLS (its certificate is verified).
     #[arg(long = "store", env = "ANNALS_STORE_URL", value_name = "URL")]
     pub url: String,
+    /// A PEM file of CA certificates to trust for an https:// store,
+    /// besides the public roots: the private CA that signed its
+    /// certificate.
+    #[arg(long = "store-ca", env = "ANNALS_STORE_CA", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The API key (token) to present to the store, when it requires keys
     /// (a key with `read`, and `write` for the command API).
     #[arg(long = "store-key", env = "ANNALS_STORE_KEY", hide_env_values = true)]
@@ -480,6 +504,11 @@ pub(crate) struct RebuildArgs {
     /// requires keys.
     #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// --url,
+    /// besides the public roots: the private CA that signed its
+    /// certificate.
+    #[arg(long = "ca", env = "ANNALS_CA", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where the admin API of a running projector is.
@@ -493,6 +522,11 @@ pub(crate) struct AdminArgs {
     /// requires keys.
     #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// --url,
+    /// besides the public roots: the private CA that signed its
+    /// certificate.
+    #[arg(long = "ca", env = "ANNALS_CA", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -514,6 +548,9 @@ pub(crate) struct VerifyArgs {
 pub(crate) fn main(app: crate::App) -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     let name = app.name.clone();
+    // Every TLS configuration annals builds names its provider; this is
+    // for any dependency that asks for the process default.
+    http_edge::tls::install_default_provider();
     std::panic::set_hook(Box::new(move |info| {
         eprintln!("{name}: internal error: {info}");
     }));

@@ -30,13 +30,14 @@ pub struct Readiness {
     pub projector: Option<ProjectorCheck>,
     /// The application's sagas, where the process runs them.
     pub sagas: Option<Vec<command_api::SagaHandle>>,
-    /// Started with `--insecure` and no keys: every answer says so.
+    /// Started with `--insecure` and without keys or TLS: every answer
+    /// says so.
     pub insecure: bool,
 }
 
 /// What readiness adds, ready or not, while `--insecure` is in force.
-const INSECURE_WARNING: &str = "--insecure: authentication is off; anyone who can reach this \
-     process may read, write and erase";
+const INSECURE_WARNING: &str = "--insecure: authentication or TLS is off (the start-up log says \
+     which); anyone who can reach this process, or see its traffic, may read, write and erase";
 
 /// How readiness looks at a projector.
 #[derive(Debug, Clone)]

@@ -9,19 +9,19 @@ use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
 use crate::run::{
     RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
-    query_config, view_db_options,
+    query_config, scheme, serve_config, view_db_options,
 };
 use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
-/// on stderr as `<name>: <role> listening on http://...` (`name` is the
-/// application's).
+/// on stderr as `<name>: <role> listening on http://...` (`https://` with
+/// TLS; `name` is the application's).
 async fn serve_http(
     name: &str,
     role: &str,
     listen: &str,
-    http: &crate::HttpOptions,
+    config: http_edge::ServeConfig,
     access: &Access,
     app: axum::Router,
     stop: &Stop,
@@ -30,15 +30,16 @@ async fn serve_http(
     let addr = local_addr(&listener)?;
     access.check_exposure(addr, name)?;
     tracing::info!(%addr, role, "serving");
-    eprintln!("{name}: {role} listening on http://{addr}");
-    crate::run::serve_http(listener, app, http, stop)
+    eprintln!("{name}: {role} listening on {}://{addr}", scheme(&config));
+    crate::run::serve_http(listener, app, config, stop)
         .await
         .with_context(|| format!("serving the {role}"))
 }
 
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let access = Access::from_args(&args.auth, None)?;
+    let config = serve_config(&args.http)?;
+    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
     access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     // The process's command handlers, one per aggregate type, shared by
@@ -75,7 +76,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &app.name,
         "command API",
         &args.listen,
-        &args.http,
+        config,
         &access,
         router,
         &stop,
@@ -91,7 +92,8 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
 
 pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let access = Access::from_args(&args.auth, None)?;
+    let config = serve_config(&args.http)?;
+    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
     access.check_listen(&args.listen, &app.name).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
@@ -122,7 +124,7 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
         &app.name,
         "query API",
         &args.listen,
-        &args.http,
+        config,
         &access,
         router,
         &stop,
@@ -134,7 +136,8 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
 
 pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let access = Access::from_args(&args.auth, None)?;
+    let config = serve_config(&args.http)?;
+    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
     access.check_listen(&args.listen, &app.name).await?;
     let store = connect_store(app, &args.store, &stop).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
@@ -169,7 +172,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
         &app.name,
         "projector",
         &args.listen,
-        &args.http,
+        config,
         &access,
         router,
         &stop,

@@ -202,6 +202,7 @@ pub async fn connect_store(
 ) -> anyhow::Result<Arc<dyn EventStore>> {
     let options = RemoteOptions {
         token: args.key.clone(),
+        ca_file: args.ca_file.clone(),
         outcome_wait: Duration::from_millis(args.outcome_wait_ms),
         ..RemoteOptions::default()
     };
@@ -235,23 +236,43 @@ pub async fn connect_store(
 }
 
 /// Serves `app` on `listener` until `stop`, within the connection limits
-/// and timeouts of `http` (see [`http_edge::serve()`]).
+/// and timeouts of `config`, with its TLS (see [`http_edge::serve()`]).
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    http: &crate::HttpOptions,
+    config: http_edge::ServeConfig,
     stop: &Stop,
 ) -> std::io::Result<()> {
-    http_edge::serve(listener, app, serve_config(http), stop.wait()).await
+    http_edge::serve(listener, app, config, stop.wait()).await
 }
 
-pub fn serve_config(http: &crate::HttpOptions) -> http_edge::ServeConfig {
-    http_edge::ServeConfig {
+/// How a process serves HTTP: the limits of `http`, and TLS from its
+/// certificate and key files when given (read here, so a missing or
+/// invalid file stops the start with one line naming it).
+pub fn serve_config(http: &crate::HttpOptions) -> anyhow::Result<http_edge::ServeConfig> {
+    let tls = match (&http.tls_cert, &http.tls_key) {
+        (Some(cert), Some(key)) => Some(http_edge::tls::server_config(cert, key)?),
+        (None, None) => None,
+        // The command line requires both or neither; a caller building
+        // the options by hand gets the same answer.
+        _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+    };
+    Ok(http_edge::ServeConfig {
         header_read_timeout: Duration::from_millis(http.header_read_timeout_ms),
         idle_timeout: Duration::from_millis(http.idle_timeout_ms),
         uri_bytes_max: http.uri_bytes_max as usize,
         request_head_bytes_max: http.request_head_bytes_max as usize,
         header_fields_max: http.header_fields_max as usize,
+        tls,
+    })
+}
+
+/// The URL scheme a process served with `config` answers on.
+pub fn scheme(config: &http_edge::ServeConfig) -> &'static str {
+    if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }
 
@@ -369,7 +390,9 @@ pub fn query_config(options: &crate::QueryOptions) -> query_api::QueryConfig {
 
 async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let access = Access::from_args(&args.auth, Some(&args.data_dir))?;
+    let config = serve_config(&args.http)?;
+    let access =
+        Access::from_args(&args.auth, Some(&args.data_dir))?.with_tls(config.tls.is_some());
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
     access.check_exposure(local_addr(&listener)?, &app.name)?;
@@ -397,8 +420,12 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
             .local_addr()
             .context("reading the listening address")?;
         tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
-        eprintln!("{}: store listening on http://{addr}", app.name);
-        serve_http(listener, router, &args.http, &stop)
+        eprintln!(
+            "{}: store listening on {}://{addr}",
+            app.name,
+            scheme(&config)
+        );
+        serve_http(listener, router, config, &stop)
             .await
             .context("serving the store API")
     }

@@ -372,6 +372,7 @@ mod tests {
         });
 
         // Ready, with the saga named.
+        http_edge::tls::install_default_provider();
         let http = reqwest::Client::new();
         let deadline = Instant::now() + WAIT_MAX;
         let ready = loop {

@@ -18,7 +18,7 @@ use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
 use crate::run::{
     RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_embedded,
-    query_config, serve_http, view_db_options,
+    query_config, scheme, serve_config, serve_http, view_db_options,
 };
 use crate::sagas::{BuiltSagas, SagaSetup};
 
@@ -32,7 +32,9 @@ pub(crate) async fn serve_until(
     app: &crate::App,
     stop: &Stop,
 ) -> anyhow::Result<()> {
-    let access = Access::from_args(&args.auth, Some(&args.data_dir))?;
+    let config = serve_config(&args.http)?;
+    let access =
+        Access::from_args(&args.auth, Some(&args.data_dir))?.with_tls(config.tls.is_some());
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
     access.check_exposure(local_addr(&listener)?, &app.name)?;
@@ -45,7 +47,7 @@ pub(crate) async fn serve_until(
         app,
     )
     .await?;
-    let result = run(&args, app, &access, listener, layered, stop).await;
+    let result = run(&args, app, &access, config, listener, layered, stop).await;
     // Whatever happened above, the store is closed cleanly.
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
@@ -57,6 +59,7 @@ async fn run(
     args: &ServeArgs,
     app: &crate::App,
     access: &Access,
+    config: http_edge::ServeConfig,
     listener: tokio::net::TcpListener,
     store: Arc<dyn EventStore>,
     stop: &Stop,
@@ -120,8 +123,8 @@ async fn run(
         .local_addr()
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
-    eprintln!("{}: listening on http://{addr}", app.name);
-    let served = serve_http(listener, router, &args.http, stop)
+    eprintln!("{}: listening on {}://{addr}", app.name, scheme(&config));
+    let served = serve_http(listener, router, config, stop)
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop

@@ -97,6 +97,7 @@ async fn drive(
     duration: Duration,
     total: usize,
 ) -> Run {
+    http_edge::tls::install_default_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()

@@ -4,6 +4,8 @@
 //!   timeouts, with a problem document for every error answer, including
 //!   those the application never sees (a head that does not parse, is too
 //!   large or stalls).
+//! - [`tls`]: TLS configurations from PEM files, for the listeners and
+//!   for the clients annals runs, on one crypto provider.
 //! - [`problem`]: the one error answer of every surface, an RFC 9457
 //!   problem document.
 //! - [`ids`]: an id is a UUID in one spelling, the lowercase hyphenated
@@ -16,6 +18,7 @@ pub mod ids;
 pub mod json;
 pub mod problem;
 pub mod serve;
+pub mod tls;
 
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use serve::{ServeConfig, serve};

@@ -303,6 +303,7 @@ async fn drive(
     duration: Duration,
     path: Arc<dyn Fn(u64) -> String + Send + Sync>,
 ) -> Load {
+    http_edge::tls::install_default_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
         .build()

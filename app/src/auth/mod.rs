@@ -11,8 +11,8 @@
 //! process is ready and only an authenticated caller why.
 //!
 //! Authentication is on when the keys file exists or `--auth` asks for it.
-//! Without it, a process serves only loopback addresses unless
-//! `--insecure` says otherwise.
+//! Without it, or without TLS (`--tls-cert`, `--tls-key`), a process
+//! serves only loopback addresses unless `--insecure` says otherwise.
 
 mod command;
 mod gate;
@@ -72,6 +72,9 @@ impl Role {
 pub struct Access {
     keys: Option<Arc<KeyRing>>,
     insecure: bool,
+    /// Whether the process serves TLS: keys sent in the clear protect
+    /// nothing on a network.
+    tls: bool,
 }
 
 impl Access {
@@ -97,7 +100,13 @@ impl Access {
         Ok(Self {
             keys,
             insecure: args.insecure,
+            tls: false,
         })
+    }
+
+    /// The same, for a process that serves TLS (`on`) or plain HTTP.
+    pub(crate) fn with_tls(self, on: bool) -> Self {
+        Self { tls: on, ..self }
     }
 
     pub fn is_on(&self) -> bool {
@@ -105,10 +114,22 @@ impl Access {
     }
 
     /// Whether the operator turned the exposure check off (`--insecure`)
-    /// and nothing else asks for keys: readiness says so, so that a
+    /// while keys or TLS are missing: readiness says so, so that a
     /// forgotten flag shows on every probe, not only in a start-up log.
     pub fn is_insecure(&self) -> bool {
-        self.insecure && !self.is_on()
+        self.insecure && !self.missing().is_empty()
+    }
+
+    /// What a non-loopback address needs that this process lacks.
+    fn missing(&self) -> Vec<Missing> {
+        let mut missing = Vec::new();
+        if !self.is_on() {
+            missing.push(Missing::Authentication);
+        }
+        if !self.tls {
+            missing.push(Missing::Tls);
+        }
+        missing
     }
 
     /// `router`'s routes (not its fallbacks: an unknown path tells nothing)
@@ -124,31 +145,30 @@ impl Access {
         }
     }
 
-    /// Refuses to serve a non-loopback address to anyone who can reach it,
-    /// unless the operator said `--insecure` (then a warning).
+    /// Refuses to serve a non-loopback address without keys or without
+    /// TLS, unless the operator said `--insecure` (then a warning).
     pub fn check_exposure(&self, addr: SocketAddr, name: &str) -> anyhow::Result<()> {
-        if self.is_on() {
-            if let Some(keys) = &self.keys {
-                tracing::info!(keys_file = %keys.path().display(), "API keys required");
+        let missing = self.missing();
+        if !missing.is_empty() && !addr.ip().is_loopback() {
+            if !self.insecure {
+                return Err(refusal(addr, name, &missing));
             }
-            return Ok(());
+            let without = Missing::list(&missing);
+            tracing::warn!(%addr, "serving a non-loopback address without {without} (--insecure): anyone who can reach it, or see its traffic, may read, write and erase");
+            eprintln!("{name}: warning: --insecure: serving {addr} without {without}");
         }
-        if addr.ip().is_loopback() {
-            return Ok(());
+        if let Some(keys) = &self.keys {
+            tracing::info!(keys_file = %keys.path().display(), "API keys required");
         }
-        if self.insecure {
-            tracing::warn!(%addr, "serving a non-loopback address without authentication (--insecure): anyone who can reach it may read, write and erase");
-            eprintln!("{name}: warning: --insecure: serving {addr} without authentication");
-            return Ok(());
-        }
-        Err(refusal(addr, name))
+        Ok(())
     }
 
     /// The refusal of [`Access::check_exposure`] for the addresses
     /// `listen` names, before the process does anything else (the split
     /// processes reach their store before they bind).
     pub async fn check_listen(&self, listen: &str, name: &str) -> anyhow::Result<()> {
-        if self.is_on() || self.insecure {
+        let missing = self.missing();
+        if missing.is_empty() || self.insecure {
             return Ok(());
         }
         let addrs = tokio::net::lookup_host(listen)
@@ -156,16 +176,49 @@ impl Access {
             .with_context(|| format!("cannot listen on {listen}"))?;
         for addr in addrs {
             if !addr.ip().is_loopback() {
-                return Err(refusal(addr, name));
+                return Err(refusal(addr, name, &missing));
             }
         }
         Ok(())
     }
 }
 
-fn refusal(addr: SocketAddr, name: &str) -> anyhow::Error {
+/// What serving a non-loopback address needs.
+#[derive(Debug, Clone, Copy)]
+enum Missing {
+    Authentication,
+    Tls,
+}
+
+impl Missing {
+    fn what(self) -> &'static str {
+        match self {
+            Missing::Authentication => "authentication",
+            Missing::Tls => "TLS",
+        }
+    }
+
+    fn remedy(self, name: &str) -> String {
+        match self {
+            Missing::Authentication => format!("create a key with `{name} keys create`"),
+            Missing::Tls => "give --tls-cert and --tls-key".to_owned(),
+        }
+    }
+
+    /// "authentication and TLS", say.
+    fn list(missing: &[Missing]) -> String {
+        let names: Vec<&str> = missing.iter().map(|m| m.what()).collect();
+        names.join(" and ")
+    }
+}
+
+/// One line naming what is missing and how to add it.
+fn refusal(addr: SocketAddr, name: &str, missing: &[Missing]) -> anyhow::Error {
+    let remedies: Vec<String> = missing.iter().map(|m| m.remedy(name)).collect();
     anyhow::anyhow!(
-        "refusing to serve {addr} without authentication: create a key with `{name} keys create`, or pass --insecure"
+        "refusing to serve {addr} without {}: {}, or pass --insecure",
+        Missing::list(missing),
+        remedies.join(" and ")
     )
 }
 

@@ -58,6 +58,8 @@ impl ServiceBuilder {
     pub fn start(self) -> Service {
         let data = tempfile::tempdir()
             .unwrap_or_else(|e| panic!("creating a temporary data directory: {e}"));
+        // reqwest's TLS needs the process's crypto provider.
+        http_edge::tls::install_default_provider();
         let http = reqwest::Client::builder()
             .timeout(WAIT_MAX)
             .build()

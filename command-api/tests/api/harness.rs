@@ -230,6 +230,7 @@ impl App {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
+        http_edge::tls::install_default_provider();
         let server = tokio::spawn(serve(listener, router, async move {
             let _ = stop.await;
         }));

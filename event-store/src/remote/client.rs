@@ -30,6 +30,10 @@ use crate::types::{
 pub struct RemoteOptions {
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https://` store,
+    /// besides the Mozilla roots (a private CA's). The server's
+    /// certificate is always verified.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Limit on each request (not on subscriptions, which stay open).
     pub request_timeout: Duration,
     /// How long a dropped subscription keeps trying to reconnect before it
@@ -51,6 +55,7 @@ impl Default for RemoteOptions {
     fn default() -> Self {
         Self {
             token: None,
+            ca_file: None,
             request_timeout: Duration::from_secs(30),
             reconnect_for: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(45),
@@ -70,8 +75,9 @@ pub struct RemoteStore {
 }
 
 impl RemoteStore {
-    /// Connects to the store at `url` (e.g. `http://127.0.0.1:2113`) and
-    /// reads its limits; fails with a clear error if it cannot be reached.
+    /// Connects to the store at `url` (e.g. `http://127.0.0.1:2113`, or
+    /// `https://` for a store serving TLS) and reads its limits; fails
+    /// with a clear error if it cannot be reached.
     pub async fn connect(url: &str, options: RemoteOptions) -> Result<Self> {
         let base = url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -79,7 +85,10 @@ impl RemoteStore {
                 "store URL {url:?} must start with http:// or https://"
             )));
         }
+        let tls = http_edge::tls::client_config(options.ca_file.as_deref())
+            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(256)
             .build()
@@ -113,14 +122,24 @@ impl RemoteStore {
     }
 
     async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response> {
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| Error::Remote(format!("{}: {e}", self.base)))?;
+        let response = builder.send().await.map_err(|e| self.unreachable(&e))?;
         if response.status().is_success() {
             return Ok(response);
         }
         Err(self.error_from(response).await)
+    }
+
+    /// A request that got no answer. A certificate the client refuses is
+    /// [`Error::InvalidOptions`]: trying again will not help, trusting
+    /// the right CA will.
+    fn unreachable(&self, e: &reqwest::Error) -> Error {
+        match http_edge::tls::refused_certificate(e) {
+            Some(why) => Error::InvalidOptions(format!(
+                "{}: the store's TLS certificate is not trusted: {why}",
+                self.base
+            )),
+            None => Error::Remote(format!("{}: {e}", self.base)),
+        }
     }
 
     async fn error_from(&self, response: reqwest::Response) -> Error {

@@ -42,6 +42,7 @@ async fn serve(options: StoreOptions, config: ServerConfig) -> Served {
 
 /// A plain HTTP client whose requests fail after 30 s rather than hang.
 fn http_client() -> reqwest::Client {
+    http_edge::tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

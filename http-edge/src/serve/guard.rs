@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::ServeConfig;
@@ -77,11 +76,12 @@ enum Chunk {
     Trailers,
 }
 
-/// A TCP connection whose request heads are checked before hyper reads
+/// A connection (TCP, or TLS over TCP: the checks and clocks apply to
+/// the plaintext) whose request heads are checked before hyper reads
 /// them; see the module documentation.
 #[derive(Debug)]
-pub(super) struct Guarded {
-    tcp: TcpStream,
+pub(super) struct Guarded<IO> {
+    io: IO,
     limits: Limits,
     /// Bytes read from the socket that hyper has not taken yet.
     input: BytesMut,
@@ -115,10 +115,10 @@ enum Step {
     NeedInput,
 }
 
-impl Guarded {
-    pub(super) fn new(tcp: TcpStream, config: &ServeConfig) -> Guarded {
+impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
+    pub(super) fn new(io: IO, config: &ServeConfig) -> Guarded<IO> {
         Guarded {
-            tcp,
+            io,
             limits: Limits {
                 header_read_timeout: config.header_read_timeout,
                 idle_timeout: config.idle_timeout,
@@ -144,11 +144,11 @@ impl Guarded {
     pub(super) async fn finish(mut self) {
         if let Some(refusal) = self.refusal.take() {
             tracing::debug!(status = refusal.status.as_u16(), detail = %refusal.detail, "refused a request at the connection");
-            if self.tcp.write_all(&refusal.to_bytes()).await.is_err() {
+            if self.io.write_all(&refusal.to_bytes()).await.is_err() {
                 return;
             }
         }
-        if self.tcp.shutdown().await.is_err() {
+        if self.io.shutdown().await.is_err() {
             return;
         }
         let drain = async {
@@ -156,7 +156,7 @@ impl Guarded {
             let mut buf = vec![0u8; 16 << 10];
             let mut drained = 0;
             while drained < LINGER_BYTES_MAX {
-                match self.tcp.read(&mut buf).await {
+                match self.io.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
                 }
@@ -417,7 +417,7 @@ impl Guarded {
     }
 }
 
-impl AsyncRead for Guarded {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -441,7 +441,7 @@ impl AsyncRead for Guarded {
             }
             let mut chunk = [0u8; 8 << 10];
             let mut read = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.tcp).poll_read(cx, &mut read) {
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) if read.filled().is_empty() => {
                     // The client closed its side: a partial head is
                     // dropped; a partial body is hyper's to report.
@@ -463,13 +463,13 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -477,18 +477,18 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

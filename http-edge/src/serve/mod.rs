@@ -10,6 +10,11 @@
 //! which turns any error answer that is not a problem document into one
 //! (and a request whose body stalled into `408`).
 //!
+//! With TLS ([`ServeConfig::tls`]), the handshake comes first and must
+//! finish within the header-read timeout (a client that stalls in it is
+//! cut off); the guard then sits on the decrypted stream, so every check
+//! and clock applies inside TLS as it does without.
+//!
 //! Shutdown: once `shutdown` resolves, the listener is closed, every
 //! connection finishes the request it is on and closes, and [`serve`]
 //! returns when the last one has.
@@ -41,9 +46,9 @@ pub use refusal::PROBLEM_CONTENT_TYPE;
 
 use guard::Guarded;
 
-/// The limits and timeouts of every connection. Each is a command-line
-/// option of every `annals` process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The limits and timeouts of every connection, and its TLS. Each is a
+/// command-line option of every `annals` process.
+#[derive(Debug, Clone)]
 pub struct ServeConfig {
     /// How long a request head may take to arrive, from its first byte
     /// (`408` and the connection closed after).
@@ -59,6 +64,9 @@ pub struct ServeConfig {
     pub request_head_bytes_max: usize,
     /// The most header fields a request may have (`431`).
     pub header_fields_max: usize,
+    /// TLS on every connection when set (see [`crate::tls::server_config`]);
+    /// plain HTTP otherwise.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServeConfig {
@@ -77,6 +85,7 @@ impl Default for ServeConfig {
             uri_bytes_max: Self::URI_BYTES_MAX_DEFAULT,
             request_head_bytes_max: Self::REQUEST_HEAD_BYTES_MAX_DEFAULT,
             header_fields_max: Self::HEADER_FIELDS_MAX_DEFAULT,
+            tls: None,
         }
     }
 }
@@ -137,7 +146,7 @@ async fn accept_failed(e: std::io::Error) {
 }
 
 /// Serves one connection until it ends, or until `stopped` (then the
-/// request in flight finishes first).
+/// request in flight finishes first); with TLS, after its handshake.
 async fn connection(
     tcp: TcpStream,
     app: Router,
@@ -147,7 +156,31 @@ async fn connection(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let guarded = Guarded::new(tcp, &config);
+    let Some(tls) = config.tls.clone() else {
+        return http(tcp, app, config, stopped).await;
+    };
+    let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
+    let stream = tokio::select! {
+        outcome = tokio::time::timeout(config.header_read_timeout, handshake) => match outcome {
+            Ok(Ok(stream)) => stream,
+            // Not TLS (plain HTTP, say), or a certificate the client
+            // refused: there is no channel to answer on.
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        },
+        // A handshake is not a request in flight: stopping ends it.
+        _ = stopped.wait_for(|stop| *stop) => return,
+    };
+    http(stream, app, config, stopped).await;
+}
+
+/// HTTP/1.1 on `io` behind the guard, until the connection ends or
+/// `stopped`.
+async fn http<IO>(io: IO, app: Router, config: Arc<ServeConfig>, mut stopped: watch::Receiver<bool>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let guarded = Guarded::new(io, &config);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         // The guard ends the input after a refused head; hyper must still

@@ -338,6 +338,7 @@ pub async fn joined<T>(task: JoinHandle<T>, limit: Duration) -> T {
 
 /// A plain HTTP client whose requests fail after 30 s rather than hang.
 pub fn http_client() -> reqwest::Client {
+    http_edge::tls::install_default_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -50,6 +50,7 @@ struct Bank {
 
 impl Bank {
     fn new(url: &str) -> Bank {
+        http_edge::tls::install_default_provider();
         Bank {
             http: reqwest::Client::builder()
                 .timeout(WAIT_MAX)
