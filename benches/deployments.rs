@@ -8,11 +8,13 @@
 //!    SQLite views current meanwhile, as it would in production);
 //! 2. `annals serve` with API keys: every command carries a bearer token
 //!    the process checks (hash, constant-time comparison, role);
-//! 3. `annals command-api` talking to `annals store` over loopback.
+//! 3. `annals serve` with API keys and TLS (a certificate of a CA generated
+//!    here, which the clients trust): what a deployment on a network runs;
+//! 4. `annals command-api` talking to `annals store` over loopback.
 //!
 //! Printed with the disk's raw fdatasync rate measured in the same run and
-//! directory, and the remote deployment's throughput as a share of the
-//! all-in-one's. The load generator runs in this process, on the same two
+//! directory, and each deployment's throughput as a share of the
+//! all-in-one's (the target for keys and TLS: 85% or more). The load generator runs in this process, on the same two
 //! cores as the servers.
 //!
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: next to the
@@ -25,6 +27,7 @@
     reason = "a benchmark aborts on failure"
 )]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -176,8 +179,15 @@ struct Measured {
     commands: Run,
 }
 
-/// `key`: the API key's token every request presents, if any.
-async fn measure(url: &str, customers: usize, duration: Duration, key: Option<&str>) -> Measured {
+/// `key`: the API key's token every request presents, if any; `ca`: the
+/// CA an `https://` server's certificate is checked against.
+async fn measure(
+    url: &str,
+    customers: usize,
+    duration: Duration,
+    key: Option<&str>,
+    ca: Option<&Path>,
+) -> Measured {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(key) = key {
         headers.insert(
@@ -186,6 +196,7 @@ async fn measure(url: &str, customers: usize, duration: Duration, key: Option<&s
         );
     }
     let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(http_edge::tls::client_config(ca).unwrap())
         .default_headers(headers)
         .pool_max_idle_per_host(CLIENTS)
         .timeout(Duration::from_secs(30))
@@ -197,6 +208,54 @@ async fn measure(url: &str, customers: usize, duration: Duration, key: Option<&s
     let ids = Arc::new(ids);
     let commands = reserve_release(&http, url, &ids, duration).await;
     Measured { register, commands }
+}
+
+/// Removes a finished deployment's data and waits for the disk to write
+/// back what it left dirty, so that the next deployment does not pay for
+/// it (without this, whichever runs later measures slower).
+fn settle(dir: &Path) {
+    std::fs::remove_dir_all(dir).unwrap();
+    rustix::fs::sync();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// Creates a key with `read` and `write` in the keys file of `data_dir`;
+/// its token.
+fn create_key(data_dir: &Path) -> String {
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
+        .args([
+            "keys", "create", "--name", "bench", "--role", "read", "--role", "write",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    String::from_utf8(created.stdout).unwrap().trim().to_owned()
+}
+
+/// A CA, and a certificate for 127.0.0.1 it signed, as PEM files in
+/// `dir`: (CA, certificate, key).
+fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
 }
 
 fn main() {
@@ -235,20 +294,14 @@ fn main() {
             ],
             "listening on",
         );
-        runtime.block_on(measure(&server.url, customers, duration, None))
+        let measured = runtime.block_on(measure(&server.url, customers, duration, None, None));
+        drop(server);
+        settle(&dir);
+        measured
     };
     let authenticated = {
         let dir = root.path().join("serve-keys");
-        let created = std::process::Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args([
-                "keys", "create", "--name", "bench", "--role", "read", "--role", "write",
-            ])
-            .arg("--data-dir")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(created.status.success(), "{created:?}");
-        let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let token = create_key(&dir);
         let server = Server::start(
             &[
                 "serve",
@@ -259,7 +312,47 @@ fn main() {
             ],
             "listening on",
         );
-        runtime.block_on(measure(&server.url, customers, duration, Some(&token)))
+        let measured = runtime.block_on(measure(
+            &server.url,
+            customers,
+            duration,
+            Some(&token),
+            None,
+        ));
+        drop(server);
+        settle(&dir);
+        measured
+    };
+    let secured = {
+        let dir = root.path().join("serve-keys-tls");
+        let token = create_key(&dir);
+        let tls = root.path().join("tls");
+        let (ca, cert, key) = test_ca(&tls);
+        let server = Server::start(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+            "listening on",
+        );
+        assert!(server.url.starts_with("https://"), "{}", server.url);
+        let measured = runtime.block_on(measure(
+            &server.url,
+            customers,
+            duration,
+            Some(&token),
+            Some(&ca),
+        ));
+        drop(server);
+        settle(&dir);
+        measured
     };
     let remote = {
         let dir = root.path().join("store");
@@ -283,9 +376,10 @@ fn main() {
             ],
             "command API listening on",
         );
-        let measured = runtime.block_on(measure(&api.url, customers, duration, None));
+        let measured = runtime.block_on(measure(&api.url, customers, duration, None, None));
         drop(api);
         drop(store);
+        settle(&dir);
         measured
     };
 
@@ -300,6 +394,7 @@ fn main() {
     for (name, m) in [
         ("all in one (`annals serve`)", &embedded),
         ("all in one with API keys", &authenticated),
+        ("all in one with API keys and TLS", &secured),
         ("command API → `annals store` over loopback", &remote),
     ] {
         println!(
