@@ -44,6 +44,12 @@ struct ProblemBody {
 /// on every request when given.
 pub(crate) fn client(key: Option<&str>) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
+    // Rebuild, skip and resume have no body: the marker says a program,
+    // not a cross-site form, sends them.
+    headers.insert(
+        http_edge::cross_site::REQUESTED_WITH,
+        reqwest::header::HeaderValue::from_static("annals"),
+    );
     if let Some(key) = key {
         let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
             .context("the API key cannot be sent in a header")?;

@@ -59,17 +59,13 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let router = health::with_fallbacks(routes.merge(access.protect(
-        health::routes(
-            Readiness {
-                store: Some(store),
-                sagas: sagas.as_ref().map(RunningSagas::handles),
-                insecure: access.is_insecure(),
-                ..Readiness::default()
-            },
-            document,
-        ),
-        Rule::Health,
+    let router = health::with_fallbacks(routes.merge(access.health_routes(
+        Readiness {
+            store: Some(store),
+            sagas: sagas.as_ref().map(RunningSagas::handles),
+            ..Readiness::default()
+        },
+        document,
     )));
     let served = serve_http(
         &app.name,
@@ -103,19 +99,15 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                 query_api::routes(state, &app.queries),
                 Rule::Needs(Role::Read),
             )
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        views: Some(views.clone()),
-                        insecure: access.is_insecure(),
-                        ..Readiness::default()
-                    },
-                    health::merged(
-                        &format!("{} query API", app.name),
-                        [query_api::openapi(&app.queries)],
-                    ),
+            .merge(access.health_routes(
+                Readiness {
+                    views: Some(views.clone()),
+                    ..Readiness::default()
+                },
+                health::merged(
+                    &format!("{} query API", app.name),
+                    [query_api::openapi(&app.queries)],
                 ),
-                Rule::Health,
             )),
     );
     let served = serve_http(
@@ -148,21 +140,17 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 projector::admin_routes(running.handle.clone()),
                 Rule::Needs(Role::Admin),
             )
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        store: Some(store),
-                        views: Some(views.clone()),
-                        projector: Some(running.check.clone()),
-                        sagas: None,
-                        insecure: access.is_insecure(),
-                    },
-                    health::merged(
-                        &format!("{} projector admin API", app.name),
-                        [projector::admin_openapi()],
-                    ),
+            .merge(access.health_routes(
+                Readiness {
+                    store: Some(store),
+                    views: Some(views.clone()),
+                    projector: Some(running.check.clone()),
+                    ..Readiness::default()
+                },
+                health::merged(
+                    &format!("{} projector admin API", app.name),
+                    [projector::admin_openapi()],
                 ),
-                Rule::Health,
             )),
     );
     let served = serve_http(

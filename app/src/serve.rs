@@ -102,18 +102,15 @@ async fn run(
                 Rule::Needs(Role::Read),
             ))
             .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        store: Some(store.clone()),
-                        views: Some(views.clone()),
-                        projector: Some(projector.check.clone()),
-                        sagas: Some(sagas.handles()),
-                        insecure: access.is_insecure(),
-                    },
-                    openapi,
-                ),
-                Rule::Health,
+            .merge(access.health_routes(
+                Readiness {
+                    store: Some(store.clone()),
+                    views: Some(views.clone()),
+                    projector: Some(projector.check.clone()),
+                    sagas: Some(sagas.handles()),
+                    insecure: false,
+                },
+                openapi,
             )),
     );
     let addr = listener

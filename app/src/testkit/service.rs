@@ -58,7 +58,15 @@ impl ServiceBuilder {
     pub fn start(self) -> Service {
         let data = tempfile::tempdir()
             .unwrap_or_else(|e| panic!("creating a temporary data directory: {e}"));
+        // Marked as a program's requests, as any client but a browser's
+        // would be: bodiless commands need it (`http_edge::cross_site`).
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            http_edge::cross_site::REQUESTED_WITH,
+            reqwest::header::HeaderValue::from_static("annals-testkit"),
+        );
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(WAIT_MAX)
             .build()
             .unwrap_or_else(|e| panic!("building the HTTP client: {e}"));
@@ -143,7 +151,8 @@ impl Service {
         self.data.path()
     }
 
-    /// An HTTP client whose requests time out after [`WAIT_MAX`].
+    /// An HTTP client whose requests time out after [`WAIT_MAX`] and carry
+    /// `X-Requested-With` (see `http_edge::cross_site`).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
