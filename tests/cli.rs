@@ -305,6 +305,7 @@ fn a_rebuild_asked_for_while_one_runs_follows_it_with_plain_progress_lines() {
         lock.execute("BEGIN IMMEDIATE").await.unwrap();
         let started = http
             .post(format!("{url}/projections/customers/rebuild"))
+            .header("x-requested-with", "test")
             .send()
             .await
             .unwrap();
@@ -418,6 +419,7 @@ fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
         assert_eq!(admin.status(), 200);
         let wrong = http
             .delete(format!("{addr}/customers"))
+            .header("x-requested-with", "test")
             .send()
             .await
             .unwrap();

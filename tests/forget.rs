@@ -84,7 +84,12 @@ async fn wait_until_gone(dir: &Path, needles: &[&str]) {
 }
 
 async fn delete(http: &reqwest::Client, url: &str) -> (u16, Value) {
-    let response = http.delete(url).send().await.unwrap();
+    let response = http
+        .delete(url)
+        .header("x-requested-with", "test")
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }

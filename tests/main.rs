@@ -14,6 +14,7 @@ mod pg;
 mod process;
 mod projections;
 mod saga;
+mod security;
 mod split;
 mod tls;
 mod upcast;

@@ -49,6 +49,12 @@ pub(crate) fn client(
 ) -> anyhow::Result<reqwest::Client> {
     let tls = http_edge::tls::client_config(ca_file)?;
     let mut headers = reqwest::header::HeaderMap::new();
+    // Rebuild, skip and resume have no body: the marker says a program,
+    // not a cross-site form, sends them.
+    headers.insert(
+        http_edge::cross_site::REQUESTED_WITH,
+        reqwest::header::HeaderValue::from_static("annals"),
+    );
     if let Some(key) = key {
         let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
             .context("the API key cannot be sent in a header")?;

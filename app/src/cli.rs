@@ -106,9 +106,15 @@ pub(crate) enum Action {
     /// once, when it is created. A running process sees a new or revoked
     /// key within a second, without a restart. Roles: `read` (queries,
     /// store reads, OpenAPI), `write` (commands, store appends), `admin`
-    /// (projection admin, personal-data erasure).
+    /// (projection admin, personal-data erasure, the audit log). A key
+    /// may be limited to stream prefixes on the store (--stream-prefix).
+    /// Every change is recorded in the audit log.
     #[command(subcommand)]
     Keys(KeysAction),
+    /// Print the audit log's latest records, one JSON line each: who
+    /// (the key's name) did which admin action (erasure, rebuild, skip,
+    /// resume, key changes), when, and how it ended.
+    Audit(AuditArgs),
     /// Check every segment, index, bloom filter and snapshot file of a data
     /// directory and list each problem with its file and offset.
     ///
@@ -189,6 +195,15 @@ pub(crate) struct AuthArgs {
     /// otherwise): anyone who can reach it may read, write and erase.
     #[arg(long, env = "ANNALS_INSECURE")]
     pub insecure: bool,
+    /// Requests per second each API key may make (429 with Retry-After
+    /// above; a key that kept under it may send a second's worth at once);
+    /// 0: no limit.
+    #[arg(long, env = "ANNALS_RATE_LIMIT_PER_SECOND", default_value_t = 10_000)]
+    pub rate_limit_per_second: u32,
+    /// Where admin actions are recorded (default: audit.jsonl beside the
+    /// keys file, which is in the data directory for `serve` and `store`).
+    #[arg(long, env = "ANNALS_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// `keys` subcommands.
@@ -202,6 +217,10 @@ pub(crate) enum KeysAction {
         /// A role the key holds; repeat for several.
         #[arg(long, required = true)]
         role: Vec<crate::auth::Role>,
+        /// Limit the key to the streams whose ids start with this (on the
+        /// store; other processes refuse such a key); repeat for several.
+        #[arg(long, value_name = "PREFIX")]
+        stream_prefix: Vec<String>,
         #[command(flatten)]
         file: KeysFileArgs,
     },
@@ -217,6 +236,19 @@ pub(crate) enum KeysAction {
         #[command(flatten)]
         file: KeysFileArgs,
     },
+}
+
+/// Which audit log to read.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AuditArgs {
+    #[command(flatten)]
+    pub file: KeysFileArgs,
+    /// The audit log itself (default: audit.jsonl beside the keys file).
+    #[arg(long, env = "ANNALS_AUDIT_LOG", value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Only the latest this many records.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
 }
 
 /// Where the keys file is.
@@ -283,6 +315,12 @@ pub(crate) struct HttpOptions {
           default_value_t = http_edge::ServeConfig::HEADER_FIELDS_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub header_fields_max: u32,
+    /// How long any request may take before its answer starts, in
+    /// milliseconds (503 with Retry-After after; a command has its own,
+    /// shorter limit that tells whether it was applied).
+    #[arg(long, env = "ANNALS_REQUEST_TIMEOUT_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
 }
 
 /// How to use the view database.
@@ -570,7 +608,8 @@ pub(crate) fn main(app: crate::App) -> ExitCode {
         | Action::Status(_)
         | Action::Skip { .. }
         | Action::Resume(_)
-        | Action::Keys(_) => "warn",
+        | Action::Keys(_)
+        | Action::Audit(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()

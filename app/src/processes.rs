@@ -17,10 +17,15 @@ use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
 /// Serves `app` on `listen` until the stop signal, announcing the address
 /// on stderr as `<name>: <role> listening on http://...` (`https://` with
 /// TLS; `name` is the application's).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the options carry the request deadline, the configuration the TLS read at start"
+)]
 async fn serve_http(
     name: &str,
     role: &str,
     listen: &str,
+    http: &crate::HttpOptions,
     config: http_edge::ServeConfig,
     access: &Access,
     app: axum::Router,
@@ -31,7 +36,7 @@ async fn serve_http(
     access.check_exposure(addr, name)?;
     tracing::info!(%addr, role, "serving");
     eprintln!("{name}: {role} listening on {}://{addr}", scheme(&config));
-    crate::run::serve_http(listener, app, config, stop)
+    crate::run::serve_http(listener, app, http, config, stop)
         .await
         .with_context(|| format!("serving the {role}"))
 }
@@ -60,22 +65,19 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let router = health::with_fallbacks(routes.merge(access.protect(
-        health::routes(
-            Readiness {
-                store: Some(store),
-                sagas: sagas.as_ref().map(RunningSagas::handles),
-                insecure: access.is_insecure(),
-                ..Readiness::default()
-            },
-            document,
-        ),
-        Rule::Health,
+    let router = health::with_fallbacks(routes.merge(access.health_routes(
+        Readiness {
+            store: Some(store),
+            sagas: sagas.as_ref().map(RunningSagas::handles),
+            ..Readiness::default()
+        },
+        document,
     )));
     let served = serve_http(
         &app.name,
         "command API",
         &args.listen,
+        &args.http,
         config,
         &access,
         router,
@@ -105,25 +107,22 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                 query_api::routes(state, &app.queries),
                 Rule::Needs(Role::Read),
             )
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        views: Some(views.clone()),
-                        insecure: access.is_insecure(),
-                        ..Readiness::default()
-                    },
-                    health::merged(
-                        &format!("{} query API", app.name),
-                        [query_api::openapi(&app.queries)],
-                    ),
+            .merge(access.health_routes(
+                Readiness {
+                    views: Some(views.clone()),
+                    ..Readiness::default()
+                },
+                health::merged(
+                    &format!("{} query API", app.name),
+                    [query_api::openapi(&app.queries)],
                 ),
-                Rule::Health,
             )),
     );
     let served = serve_http(
         &app.name,
         "query API",
         &args.listen,
+        &args.http,
         config,
         &access,
         router,
@@ -151,27 +150,24 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 projector::admin_routes(running.handle.clone()),
                 Rule::Needs(Role::Admin),
             )
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        store: Some(store),
-                        views: Some(views.clone()),
-                        projector: Some(running.check.clone()),
-                        sagas: None,
-                        insecure: access.is_insecure(),
-                    },
-                    health::merged(
-                        &format!("{} projector admin API", app.name),
-                        [projector::admin_openapi()],
-                    ),
+            .merge(access.health_routes(
+                Readiness {
+                    store: Some(store),
+                    views: Some(views.clone()),
+                    projector: Some(running.check.clone()),
+                    ..Readiness::default()
+                },
+                health::merged(
+                    &format!("{} projector admin API", app.name),
+                    [projector::admin_openapi()],
                 ),
-                Rule::Health,
             )),
     );
     let served = serve_http(
         &app.name,
         "projector",
         &args.listen,
+        &args.http,
         config,
         &access,
         router,

@@ -77,6 +77,7 @@ pub fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
         }
         Action::Resume(args) => runtime()?.block_on(crate::admin::resume(args)),
         Action::Keys(action) => crate::auth::keys_command(action, &app.name),
+        Action::Audit(args) => crate::auth::audit_command(&args),
     }
 }
 
@@ -236,13 +237,22 @@ pub async fn connect_store(
 }
 
 /// Serves `app` on `listener` until `stop`, within the connection limits
-/// and timeouts of `config`, with its TLS (see [`http_edge::serve()`]).
+/// and timeouts of `config`, with its TLS (see [`http_edge::serve()`]), and
+/// the request deadline of `http` ([`http_edge::deadline`]), refusing
+/// state-changing requests a cross-site form could send
+/// ([`http_edge::cross_site`]).
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    http: &crate::HttpOptions,
     config: http_edge::ServeConfig,
     stop: &Stop,
 ) -> std::io::Result<()> {
+    let app =
+        http_edge::deadline::answer_within(app, Duration::from_millis(http.request_timeout_ms))
+            .layer(axum::middleware::from_fn(
+                http_edge::cross_site::refuse_cross_site,
+            ));
     http_edge::serve(listener, app, config, stop.wait()).await
 }
 
@@ -406,16 +416,18 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     )
     .await?;
     let served = async {
-        let router = access.protect(
-            event_store::remote::router(
-                layered,
-                event_store::remote::ServerConfig {
-                    stopping: Some(stop.watch()),
-                    ..Default::default()
-                },
-            ),
-            Rule::Store,
-        );
+        let router = access
+            .protect(
+                event_store::remote::router(
+                    layered,
+                    event_store::remote::ServerConfig {
+                        stopping: Some(stop.watch()),
+                        ..Default::default()
+                    },
+                ),
+                Rule::Store,
+            )
+            .merge(access.protect(access.audit_routes(), Rule::Store));
         let addr = listener
             .local_addr()
             .context("reading the listening address")?;
@@ -425,7 +437,7 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
             app.name,
             scheme(&config)
         );
-        serve_http(listener, router, config, &stop)
+        serve_http(listener, router, &args.http, config, &stop)
             .await
             .context("serving the store API")
     }

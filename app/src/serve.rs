@@ -105,18 +105,15 @@ async fn run(
                 Rule::Needs(Role::Read),
             ))
             .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
-            .merge(access.protect(
-                health::routes(
-                    Readiness {
-                        store: Some(store.clone()),
-                        views: Some(views.clone()),
-                        projector: Some(projector.check.clone()),
-                        sagas: Some(sagas.handles()),
-                        insecure: access.is_insecure(),
-                    },
-                    openapi,
-                ),
-                Rule::Health,
+            .merge(access.health_routes(
+                Readiness {
+                    store: Some(store.clone()),
+                    views: Some(views.clone()),
+                    projector: Some(projector.check.clone()),
+                    sagas: Some(sagas.handles()),
+                    insecure: false,
+                },
+                openapi,
             )),
     );
     let addr = listener
@@ -124,7 +121,7 @@ async fn run(
         .context("reading the listening address")?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), views = views.description(), "serving");
     eprintln!("{}: listening on {}://{addr}", app.name, scheme(&config));
-    let served = serve_http(listener, router, config, stop)
+    let served = serve_http(listener, router, &args.http, config, stop)
         .await
         .context("serving HTTP");
     // The server may have ended on an error rather than the signal: stop

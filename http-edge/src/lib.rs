@@ -11,9 +11,14 @@
 //! - [`ids`]: an id is a UUID in one spelling, the lowercase hyphenated
 //!   form; the command and the query API parse ids here, so one id is one
 //!   aggregate everywhere and one malformed id one problem everywhere.
+//! - [`cross_site`]: a state-changing request must carry a JSON body or
+//!   `X-Requested-With`, so that a form on another site cannot send it.
+//! - [`deadline`]: every request answered within a limit, or `503`.
 //! - [`json`]: request bodies decoded so that every struct is read from a
 //!   JSON object only (serde's derives also read arrays, field by field).
 
+pub mod cross_site;
+pub mod deadline;
 pub mod ids;
 pub mod json;
 pub mod problem;

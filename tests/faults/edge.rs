@@ -286,7 +286,7 @@ async fn the_store_answers_every_refusal_with_a_problem_document() {
         .assert_problem(404, "an unknown route");
     exchange(
         store,
-        b"DELETE /info HTTP/1.1\r\nhost: test\r\n\r\n".to_vec(),
+        b"DELETE /info HTTP/1.1\r\nhost: test\r\nx-requested-with: test\r\n\r\n".to_vec(),
     )
     .await
     .assert_problem(405, "an unknown method");

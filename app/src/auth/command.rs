@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::Role;
+use super::audit::{self, AuditLog, AuditRecord};
 use super::keys::{self, KeyRecord};
 
 /// The longest key name, in bytes.
@@ -16,30 +17,69 @@ pub(crate) fn keys_command(action: crate::KeysAction, name: &str) -> anyhow::Res
         crate::KeysAction::Create {
             name: key,
             role,
+            stream_prefix,
             file,
-        } => create(&file.path(), &key, role, name),
+        } => create(&file.path(), &key, role, stream_prefix, name),
         crate::KeysAction::List { file } => list(&file.path()),
         crate::KeysAction::Revoke { name: key, file } => revoke(&file.path(), &key, name),
     }
     .map(|()| ExitCode::SUCCESS)
 }
 
+/// `annals audit`: the last records of the audit log, one JSON line each.
+pub(crate) fn audit_command(args: &crate::AuditArgs) -> anyhow::Result<ExitCode> {
+    for record in audit::read(&args.path(), args.last)? {
+        println!(
+            "{}",
+            serde_json::to_string(&record).context("encoding an audit record")?
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Records a change of the keys file at `path` in the audit log beside it.
+fn record_change(path: &Path, action: String) -> anyhow::Result<()> {
+    AuditLog::at(super::audit_beside(path)).append(&AuditRecord::now(
+        &audit::operator(),
+        action,
+        None,
+    ))
+}
+
 /// Adds a key and prints its token: on stdout alone, so a script can
 /// take it (`TOKEN=$(annals keys create ...)`), and never again.
-fn create(path: &Path, key: &str, mut roles: Vec<Role>, name: &str) -> anyhow::Result<()> {
+fn create(
+    path: &Path,
+    key: &str,
+    mut roles: Vec<Role>,
+    streams: Vec<String>,
+    name: &str,
+) -> anyhow::Result<()> {
     check_name(key)?;
+    for prefix in &streams {
+        check_stream_prefix(prefix)?;
+    }
     roles.sort();
     roles.dedup();
     let token = change(path, |records| {
         if records.iter().any(|r| r.name == key) {
             anyhow::bail!("a key named {key:?} exists already in {}", path.display());
         }
-        let (token, record) = keys::new_key(key, roles.clone())?;
+        let (token, record) = keys::new_key(key, roles.clone(), streams.clone())?;
         records.push(record);
         Ok(token)
     })?;
+    let scope = if streams.is_empty() {
+        String::new()
+    } else {
+        format!(", streams starting with {}", streams.join(" or "))
+    };
+    record_change(
+        path,
+        format!("keys create {key} ({}{scope})", role_list(&roles, ",")),
+    )?;
     eprintln!(
-        "{name}: created the key {key:?} ({}) in {}; its token is shown only now:",
+        "{name}: created the key {key:?} ({}{scope}) in {}; its token is shown only now:",
         role_list(&roles, ", "),
         path.display()
     );
@@ -47,11 +87,17 @@ fn create(path: &Path, key: &str, mut roles: Vec<Role>, name: &str) -> anyhow::R
     Ok(())
 }
 
-/// One line per key: name, roles, creation time, state (tab-separated).
+/// One line per key: name, roles, creation time, state, streams
+/// (tab-separated).
 fn list(path: &Path) -> anyhow::Result<()> {
     for r in keys::read_records(path)? {
+        let streams = if r.streams.is_empty() {
+            "streams=*".to_owned()
+        } else {
+            format!("streams={}", r.streams.join(","))
+        };
         println!(
-            "{}\t{}\tcreated_at={}\t{}",
+            "{}\t{}\tcreated_at={}\t{}\t{streams}",
             r.name,
             role_list(&r.roles, ","),
             r.created_at,
@@ -71,6 +117,7 @@ fn revoke(path: &Path, key: &str, name: &str) -> anyhow::Result<()> {
         record.revoked = true;
         Ok(())
     })?;
+    record_change(path, format!("keys revoke {key}"))?;
     eprintln!("{name}: revoked the key {key:?}");
     Ok(())
 }
@@ -122,6 +169,13 @@ fn check_name(key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A stream prefix is the start of a stream id: the same characters.
+fn check_stream_prefix(prefix: &str) -> anyhow::Result<()> {
+    event_store::StreamId::new(prefix)
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("--stream-prefix {prefix:?}: {e}"))
+}
+
 fn role_list(roles: &[Role], separator: &str) -> String {
     roles
         .iter()
@@ -145,7 +199,8 @@ mod tests {
                 let path = &path;
                 scope.spawn(move || {
                     change(path, |records| {
-                        let (_, record) = keys::new_key(&format!("key-{n}"), vec![Role::Read])?;
+                        let (_, record) =
+                            keys::new_key(&format!("key-{n}"), vec![Role::Read], Vec::new())?;
                         records.push(record);
                         Ok(())
                     })

@@ -1,15 +1,21 @@
 //! The middleware in front of a router's routes: who is calling, and may
 //! they.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use event_store::remote::StreamScope;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_edge::Problem;
 
 use super::Role;
+use super::audit::{AuditLog, AuditRecord};
 use super::keys::{Key, KeyRing};
 
 /// Which role a router's routes need, derived from what the router is.
@@ -21,9 +27,9 @@ pub enum Rule {
     /// Command routes: `write`, but `admin` for those of the methods and
     /// path templates given (the routes that erase personal data).
     Commands(Arc<[(Method, &'static str)]>),
-    /// Health and OpenAPI routes: `/health/live` open, `/health/ready`
-    /// open with its details for authenticated callers only, anything else
-    /// (`/openapi.json`) `read`.
+    /// Health, OpenAPI and audit routes: `/health/live` open,
+    /// `/health/ready` open with its details for authenticated callers
+    /// only, `/audit` `admin`, anything else (`/openapi.json`) `read`.
     Health,
     /// The store's API: its health and OpenAPI routes as [`Rule::Health`];
     /// `GET` (reads, subscriptions) `read`, `DELETE` (a subject's key)
@@ -59,6 +65,7 @@ impl Rule {
                 "/health/live" => Need::Nothing,
                 "/health/ready" => Need::DetailsForKeys,
                 "/openapi.json" => Need::Role(Role::Read),
+                "/audit" => Need::Role(Role::Admin),
                 _ if matches!(self, Rule::Health) => Need::Role(Role::Read),
                 _ if method == Method::GET || method == Method::HEAD => Need::Role(Role::Read),
                 _ if method == Method::DELETE => Need::Role(Role::Admin),
@@ -68,46 +75,163 @@ impl Rule {
     }
 }
 
+/// What one process's gate holds: the keys (when authentication is on),
+/// the rate limit per key, and the audit log.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    keys: Arc<KeyRing>,
+    keys: Option<Arc<KeyRing>>,
     rule: Rule,
+    limits: Option<Arc<RateLimits>>,
+    audit: Option<AuditLog>,
 }
 
 impl Gate {
-    pub fn new(keys: Arc<KeyRing>, rule: Rule) -> Self {
-        Self { keys, rule }
+    pub fn new(
+        keys: Option<Arc<KeyRing>>,
+        rule: Rule,
+        limits: Option<Arc<RateLimits>>,
+        audit: Option<AuditLog>,
+    ) -> Self {
+        Self {
+            keys,
+            rule,
+            limits,
+            audit,
+        }
     }
 }
 
-/// Lets `request` through when its key holds the role its route needs;
-/// otherwise `401` (no usable key) or `403` (a key without the role).
-pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
-    match gate.rule.need(&request) {
+/// Requests per key and second, and what a key may send at once above
+/// that (GCRA: a key that kept under the rate has a burst's credit).
+#[derive(Debug)]
+pub struct RateLimits {
+    per_second: u32,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl RateLimits {
+    /// `None` for a rate of 0 (no limit).
+    pub fn new(per_second: u32) -> Option<Self> {
+        let rate = NonZeroU32::new(per_second)?;
+        Some(Self {
+            per_second,
+            limiter: RateLimiter::keyed(Quota::per_second(rate)),
+        })
+    }
+
+    /// `Ok` while `key` is within its rate; else how long it must wait.
+    fn check(&self, key: &str) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// Lets `request` through when its key holds the role its route needs
+/// (and is within its rate and its streams); otherwise `401` (no usable
+/// key), `403` (a key without the role, or limited to streams elsewhere)
+/// or `429`. An admin action is recorded in the audit log once answered.
+pub async fn gate(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let need = gate.rule.need(&request);
+    let Some(keys) = &gate.keys else {
+        // Authentication is off: everyone is let in, admin actions are
+        // still recorded.
+        return audited(&gate, &need, "anonymous", request, next).await;
+    };
+    match need {
         Need::Nothing => next.run(request).await,
         Need::DetailsForKeys => {
-            if known_key(&gate.keys, request.headers()).is_ok() {
+            if known_key(keys, request.headers()).is_ok() {
                 return next.run(request).await;
             }
             without_details(next.run(request).await)
         }
-        Need::Role(role) => match known_key(&gate.keys, request.headers()) {
-            Err(refused) => refused.into_response(),
-            Ok(key) if key.has(role) => next.run(request).await,
-            Ok(key) => Problem::new(
+        Need::Role(role) => {
+            let key = match known_key(keys, request.headers()) {
+                Ok(key) => key,
+                Err(refused) => return refused.into_response(),
+            };
+            if let Err(refused) = admit(&gate, &key, role, &mut request) {
+                return refused.into_response();
+            }
+            audited(&gate, &need, &key.name, request, next).await
+        }
+    }
+}
+
+/// The checks after the key is known: its role, its streams, its rate.
+fn admit(gate: &Gate, key: &Key, role: Role, request: &mut Request) -> Result<(), Problem> {
+    if !key.has(role) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Forbidden",
+            format!(
+                "the key {:?} does not hold the role `{}` this route needs",
+                key.name,
+                role.as_str()
+            ),
+        )
+        .with("required_role", role.as_str()));
+    }
+    if !key.streams.is_empty() {
+        if !matches!(gate.rule, Rule::Store) {
+            return Err(Problem::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Forbidden",
                 format!(
-                    "the key {:?} does not hold the role `{}` this route needs",
-                    key.name,
-                    role.as_str()
+                    "the key {:?} is limited to the streams starting with {:?}: it is for the store only",
+                    key.name, key.streams
                 ),
-            )
-            .with("required_role", role.as_str())
-            .into_response(),
-        },
+            ));
+        }
+        request
+            .extensions_mut()
+            .insert(StreamScope::new(key.streams.iter().cloned()));
     }
+    if let Some(limits) = &gate.limits
+        && let Err(wait) = limits.check(&key.name)
+    {
+        // Whole seconds, rounded up: a client that waits that long is let in.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            format!(
+                "the key {:?} is over its {} requests per second; retry in {seconds} s",
+                key.name, limits.per_second
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
+    }
+    Ok(())
+}
+
+/// Runs `request`, and records it in the audit log when it is an admin
+/// action (it needs `admin` and is not a read).
+async fn audited(gate: &Gate, need: &Need, who: &str, request: Request, next: Next) -> Response {
+    let action = match (&gate.audit, need) {
+        (Some(_), Need::Role(Role::Admin)) if !is_read(request.method()) => {
+            Some(format!("{} {}", request.method(), request.uri().path()))
+        }
+        _ => None,
+    };
+    let response = next.run(request).await;
+    if let (Some(log), Some(action)) = (&gate.audit, action) {
+        log.record(AuditRecord::now(
+            who,
+            action,
+            Some(response.status().as_u16()),
+        ))
+        .await;
+    }
+    response
+}
+
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// The key the request presents, when the ring holds it unrevoked.

@@ -2,7 +2,9 @@
 //! against.
 //!
 //! The file is JSON lines, one key a line:
-//! `{"name": "ci", "roles": ["read", "write"], "hash": "<hex>", "created_at": <unix seconds>, "revoked": false}`.
+//! `{"name": "ci", "roles": ["read", "write"], "hash": "<hex>", "created_at": <unix seconds>, "revoked": false}`,
+//! and `"streams": ["tenant-a-"]` for a key limited to the streams whose
+//! ids start with one of these (on the store; elsewhere it is refused).
 //! `hash` is the SHA-256 of the token. A plain hash is enough here (no
 //! salt, no slow key derivation): tokens are 32 random bytes, so there is
 //! no dictionary to try, and a stolen file gives nothing a search could
@@ -44,6 +46,9 @@ pub struct KeyRecord {
     pub created_at: u64,
     #[serde(default)]
     pub revoked: bool,
+    /// Stream-id prefixes the key is limited to; none: every stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<String>,
 }
 
 /// A key as the ring checks it.
@@ -51,6 +56,8 @@ pub struct KeyRecord {
 pub struct Key {
     pub name: String,
     pub roles: Vec<Role>,
+    /// Stream-id prefixes the key is limited to; empty: every stream.
+    pub streams: Vec<String>,
     hash: [u8; 32],
     revoked: bool,
 }
@@ -111,7 +118,11 @@ pub fn write_records(path: &Path, records: &[KeyRecord]) -> anyhow::Result<()> {
 }
 
 /// A new token (64 hex digits of fresh randomness) and its record.
-pub fn new_key(name: &str, roles: Vec<Role>) -> anyhow::Result<(String, KeyRecord)> {
+pub fn new_key(
+    name: &str,
+    roles: Vec<Role>,
+    streams: Vec<String>,
+) -> anyhow::Result<(String, KeyRecord)> {
     let mut bytes = [0u8; TOKEN_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot draw random bytes: {e}"))?;
     let token = hex::encode(bytes);
@@ -124,6 +135,7 @@ pub fn new_key(name: &str, roles: Vec<Role>) -> anyhow::Result<(String, KeyRecor
         hash: hex::encode(token_hash(&token)),
         created_at,
         revoked: false,
+        streams,
     };
     Ok((token, record))
 }
@@ -242,6 +254,7 @@ fn load(path: &Path) -> Arc<[Key]> {
                 Ok(Key {
                     name: r.name,
                     roles: r.roles,
+                    streams: r.streams,
                     hash,
                     revoked: r.revoked,
                 })
@@ -267,7 +280,7 @@ mod tests {
     fn a_key_written_is_found_by_its_token_only_and_a_revocation_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(KEYS_FILE_NAME);
-        let (token, record) = new_key("ci", vec![Role::Read]).unwrap();
+        let (token, record) = new_key("ci", vec![Role::Read], Vec::new()).unwrap();
         assert_eq!(token.len(), 64);
         assert!(!record.hash.contains(&token));
         write_records(&path, std::slice::from_ref(&record)).unwrap();
@@ -289,7 +302,7 @@ mod tests {
     fn an_unparsable_file_accepts_no_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(KEYS_FILE_NAME);
-        let (token, record) = new_key("ci", vec![Role::Read]).unwrap();
+        let (token, record) = new_key("ci", vec![Role::Read], Vec::new()).unwrap();
         write_records(&path, &[record]).unwrap();
         std::fs::write(&path, b"{not json\n").unwrap();
         assert!(KeyRing::open(path).find(&token).is_none());

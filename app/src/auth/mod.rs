@@ -10,10 +10,15 @@
 //! `/health/live` is open; `/health/ready` tells anyone whether the
 //! process is ready and only an authenticated caller why.
 //!
+//! A key may be limited to stream prefixes (the store's `StreamScope`),
+//! and each key to a rate of requests (`429` over it). Admin actions are
+//! recorded in the audit log (`audit`).
+//!
 //! Authentication is on when the keys file exists or `--auth` asks for it.
 //! Without it, or without TLS (`--tls-cert`, `--tls-key`), a process
 //! serves only loopback addresses unless `--insecure` says otherwise.
 
+mod audit;
 mod command;
 mod gate;
 mod keys;
@@ -26,7 +31,8 @@ use anyhow::Context;
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-pub(crate) use command::keys_command;
+pub use audit::AUDIT_FILE_NAME;
+pub(crate) use command::{audit_command, keys_command};
 pub use gate::Rule;
 pub use keys::KEYS_FILE_NAME;
 use keys::KeyRing;
@@ -75,6 +81,8 @@ pub struct Access {
     /// Whether the process serves TLS: keys sent in the clear protect
     /// nothing on a network.
     tls: bool,
+    limits: Option<Arc<gate::RateLimits>>,
+    audit: Option<audit::AuditLog>,
 }
 
 impl Access {
@@ -90,6 +98,11 @@ impl Access {
             (None, Some(dir)) => Some(dir.join(KEYS_FILE_NAME)),
             (None, None) => None,
         };
+        let audit = match (&args.audit_log, &path) {
+            (Some(file), _) => Some(audit::AuditLog::at(file.clone())),
+            (None, Some(keys_file)) => Some(audit::AuditLog::at(audit_beside(keys_file))),
+            (None, None) => None,
+        };
         let keys = match path {
             Some(path) if args.auth || path.exists() => Some(Arc::new(KeyRing::open(path))),
             None if args.auth => {
@@ -101,6 +114,8 @@ impl Access {
             keys,
             insecure: args.insecure,
             tls: false,
+            limits: gate::RateLimits::new(args.rate_limit_per_second).map(Arc::new),
+            audit,
         })
     }
 
@@ -133,15 +148,54 @@ impl Access {
     }
 
     /// `router`'s routes (not its fallbacks: an unknown path tells nothing)
-    /// behind the keys, each needing what `rule` says; `router` as it is
-    /// when authentication is off.
+    /// behind the keys, each needing what `rule` says; with authentication
+    /// off, only the audit log's record of admin actions.
     pub fn protect(&self, router: Router, rule: Rule) -> Router {
-        match &self.keys {
-            Some(keys) => router.route_layer(axum::middleware::from_fn_with_state(
-                gate::Gate::new(keys.clone(), rule),
-                gate::gate,
-            )),
-            None => router,
+        // A router without routes has nothing to protect (and axum refuses
+        // a route layer on it).
+        if (self.keys.is_none() && self.audit.is_none()) || !router.has_routes() {
+            return router;
+        }
+        router.route_layer(axum::middleware::from_fn_with_state(
+            gate::Gate::new(
+                self.keys.clone(),
+                rule,
+                self.limits.clone(),
+                self.audit.clone(),
+            ),
+            gate::gate,
+        ))
+    }
+
+    /// The process's health and OpenAPI routes (see [`crate::health`]),
+    /// and `/audit` where it keeps an audit log (then in `document` too),
+    /// behind the keys as [`Rule::Health`] says. Readiness warns when the
+    /// process runs `--insecure`.
+    pub fn health_routes(
+        &self,
+        mut readiness: crate::health::Readiness,
+        mut document: utoipa::openapi::OpenApi,
+    ) -> Router {
+        readiness.insecure = self.is_insecure();
+        if self.audit.is_some() {
+            document.merge(audit_openapi());
+        }
+        self.protect(
+            crate::health::routes(readiness, document).merge(self.audit_routes()),
+            Rule::Health,
+        )
+    }
+
+    /// `GET /audit?last=N`, the audit log's last records (100 by default,
+    /// oldest first), for the `admin` role; nothing when the process has no
+    /// audit log. Protect it with [`Rule::Health`] or [`Rule::Store`].
+    pub fn audit_routes(&self) -> Router {
+        match &self.audit {
+            Some(log) => Router::new().route(
+                "/audit",
+                axum::routing::get(audit_route).with_state(log.clone()),
+            ),
+            None => Router::new(),
         }
     }
 
@@ -181,6 +235,51 @@ impl Access {
         }
         Ok(())
     }
+}
+
+/// The audit log beside the keys file at `keys_file`.
+pub(crate) fn audit_beside(keys_file: &Path) -> PathBuf {
+    keys_file.with_file_name(AUDIT_FILE_NAME)
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    last: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/audit", tag = "admin",
+    params(("last" = Option<usize>, Query, description = "How many of the latest records (default 100)")),
+    responses((status = 200, description = "The latest admin actions, oldest first: `at`, `who` (the key's name), `action`, `status`")))]
+async fn audit_route(
+    axum::extract::State(log): axum::extract::State<audit::AuditLog>,
+    query: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let last = match query {
+        Ok(q) => q.0.last.unwrap_or(100),
+        Err(e) => {
+            return http_edge::Problem::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+                format!("malformed query: {e}"),
+            )
+            .into_response();
+        }
+    };
+    match tokio::task::spawn_blocking(move || log.read(Some(last))).await {
+        Ok(Ok(records)) => axum::Json(records).into_response(),
+        Ok(Err(e)) => http_edge::Problem::internal(&format!("{e:#}")).into_response(),
+        Err(e) => http_edge::Problem::internal(&e.to_string()).into_response(),
+    }
+}
+
+/// The OpenAPI document of `GET /audit`.
+fn audit_openapi() -> utoipa::openapi::OpenApi {
+    #[derive(utoipa::OpenApi)]
+    #[openapi(paths(audit_route))]
+    struct AuditApi;
+    <AuditApi as utoipa::OpenApi>::openapi()
 }
 
 /// What serving a non-loopback address needs.
@@ -227,5 +326,13 @@ impl crate::KeysFileArgs {
         self.keys_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(KEYS_FILE_NAME))
+    }
+}
+
+impl crate::AuditArgs {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| audit_beside(&self.file.path()))
     }
 }

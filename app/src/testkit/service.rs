@@ -60,7 +60,15 @@ impl ServiceBuilder {
             .unwrap_or_else(|e| panic!("creating a temporary data directory: {e}"));
         // reqwest's TLS needs the process's crypto provider.
         http_edge::tls::install_default_provider();
+        // Marked as a program's requests, as any client but a browser's
+        // would be: bodiless commands need it (`http_edge::cross_site`).
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            http_edge::cross_site::REQUESTED_WITH,
+            reqwest::header::HeaderValue::from_static("annals-testkit"),
+        );
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(WAIT_MAX)
             .build()
             .unwrap_or_else(|e| panic!("building the HTTP client: {e}"));
@@ -145,7 +153,8 @@ impl Service {
         self.data.path()
     }
 
-    /// An HTTP client whose requests time out after [`WAIT_MAX`].
+    /// An HTTP client whose requests time out after [`WAIT_MAX`] and carry
+    /// `X-Requested-With` (see `http_edge::cross_site`).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -114,7 +114,10 @@ impl RemoteStore {
         let builder = self
             .http
             .request(method, format!("{}{path}", self.base))
-            .timeout(self.options.request_timeout);
+            .timeout(self.options.request_timeout)
+            // Marks the request as a program's, not a cross-site form's:
+            // the bodiless and non-JSON ones (snapshots, erasure) need it.
+            .header("x-requested-with", "annals");
         match &self.options.token {
             Some(token) => builder.bearer_auth(token),
             None => builder,

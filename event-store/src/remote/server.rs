@@ -36,6 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
 
+use super::scope::StreamScope;
 use super::wire::{self, Problem, ServerInfo, WireHead, WireLoaded, WireResults};
 use crate::api::EventStore;
 use crate::error::Error;
@@ -293,6 +294,49 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     }
 }
 
+/// The caller's [`StreamScope`], when the layer in front put one in the
+/// request's extensions.
+struct Scope(Option<StreamScope>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Scope(parts.extensions.get::<StreamScope>().cloned()))
+    }
+}
+
+impl Scope {
+    /// `Ok` when the caller may touch `stream`; else a `403` naming the
+    /// prefixes it may.
+    fn allow(&self, stream: &StreamId) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(scope) if !scope.allows(stream.as_str()) => Err(forbidden(
+                format!(
+                    "this key is limited to the streams starting with {:?}; {stream} is not one",
+                    scope.prefixes()
+                ),
+                Some(stream.as_str().to_string()),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn forbidden(detail: String, stream: Option<String>) -> ApiError {
+    ApiError(Box::new(Problem {
+        problem_type: wire::problem::FORBIDDEN.into(),
+        title: "Forbidden".into(),
+        status: 403,
+        detail,
+        stream,
+        ..Problem::default()
+    }))
+}
+
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(token) = &state.config.token
         && !presents(request.headers(), token)
@@ -392,10 +436,12 @@ fn param<T: std::str::FromStr>(
 #[utoipa::path(post, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), request_body = wire::WireAppend, responses((status = 200, description = "Committed (or already committed by an earlier identical append)", body = crate::types::AppendResult), (status = 400, body = wire::Problem, content_type = "application/problem+json"), (status = 409, description = "Wrong expected version; `current` holds the stream's version", body = wire::Problem, content_type = "application/problem+json")))]
 async fn append(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     let request: wire::WireAppend = parse_body(&body)?;
     let events = request
         .events
@@ -412,6 +458,7 @@ async fn append(
 #[utoipa::path(post, path = "/transactions", tag = "store", request_body = wire::WireTransaction, responses((status = 200, description = "Every stream's events committed together", body = WireResults), (status = 409, description = "One stream's expected version was wrong; nothing was written", body = wire::Problem, content_type = "application/problem+json")))]
 async fn transaction(
     State(state): State<AppState>,
+    scope: Scope,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let request: wire::WireTransaction = parse_body(&body)?;
@@ -420,6 +467,9 @@ async fn transaction(
         .into_iter()
         .map(wire::append_from_wire)
         .collect::<Result<Vec<_>, Error>>()?;
+    for append in &appends {
+        scope.allow(&append.stream_id)?;
+    }
     let results = state.store.append_many(appends).await?;
     Ok(json(StatusCode::OK, &WireResults { results }))
 }
@@ -427,10 +477,12 @@ async fn transaction(
 #[utoipa::path(get, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("from" = Option<String>, Query, description = "start, end or a version (inclusive)"), ("direction" = Option<String>, Query, description = "forward (default) or backward"), ("max_count" = Option<usize>, Query, description = "At most this many events")), responses((status = 200, body = wire::WireSlice), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]
 async fn read_stream(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     let pairs = query_pairs(query)?;
     let from = match pairs
         .iter()
@@ -470,10 +522,12 @@ async fn read_stream(
 #[utoipa::path(get, path = "/streams/{stream}/load", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("snapshot_schema" = Option<u32>, Query, description = "Use the latest snapshot when it has this schema version")), responses((status = 200, description = "Latest snapshot and every event after it", body = WireLoaded)))]
 async fn load(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     let pairs = query_pairs(query)?;
     let schema = param::<u32>(&pairs, "snapshot_schema")?;
     let loaded = state.store.load(&stream, schema).await?;
@@ -492,9 +546,11 @@ async fn load(
 #[utoipa::path(get, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), responses((status = 200, body = wire::WireSnapshot), (status = 404, description = "No snapshot", body = wire::Problem, content_type = "application/problem+json")))]
 async fn get_snapshot(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     match state.store.load_snapshot(&stream).await? {
         Some(snapshot) => Ok(json(StatusCode::OK, &wire::snapshot_to_wire(&snapshot))),
         None => Err(ApiError(Box::new(Problem {
@@ -510,11 +566,13 @@ async fn get_snapshot(
 #[utoipa::path(put, path = "/streams/{stream}/snapshot", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("version" = u64, Query, description = "The stream version the state reflects"), ("schema_version" = Option<u32>, Query, description = "Version of the state's encoding")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The state bytes"), responses((status = 204, description = "Saved durably")))]
 async fn put_snapshot(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
     RawQuery(query): RawQuery,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     let pairs = query_pairs(query)?;
     let version = param::<u64>(&pairs, "version")?
         .ok_or_else(|| ApiError::bad_request("version is required"))?;
@@ -529,8 +587,19 @@ async fn put_snapshot(
 #[utoipa::path(get, path = "/all", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("max_count" = Option<usize>, Query)), responses((status = 200, body = wire::WireEvents)))]
 async fn read_all(
     State(state): State<AppState>,
+    scope: Scope,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    if let Scope(Some(scope)) = &scope {
+        return Err(forbidden(
+            format!(
+                "this key is limited to the streams starting with {:?} and cannot read the whole log; \
+                 subscribe with stream_prefix instead",
+                scope.prefixes()
+            ),
+            None,
+        ));
+    }
     let pairs = query_pairs(query)?;
     let from = param::<u64>(&pairs, "from")?.unwrap_or(1);
     let max_count =
@@ -562,16 +631,41 @@ async fn head(State(state): State<AppState>) -> Result<Response, ApiError> {
 #[utoipa::path(delete, path = "/subjects/{stream}", tag = "store", params(("stream" = String, Path, description = "The data subject's stream")), responses((status = 204, description = "The subject's key is destroyed: its personal data reads as erased from now on"), (status = 501, description = "This store keeps no personal-data keys", body = wire::Problem, content_type = "application/problem+json")))]
 async fn forget_subject(
     State(state): State<AppState>,
+    scope: Scope,
     StreamPath(stream): StreamPath,
 ) -> Result<Response, ApiError> {
     let stream = stream_id(&stream)?;
+    scope.allow(&stream)?;
     state.store.forget_subject(&stream).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The stream prefixes a subscription asked for, within the caller's
+/// scope: all of the scope's when it asked for none, `403` when it asked
+/// for one outside.
+fn scoped_prefixes(scope: &Scope, asked: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let Scope(Some(scope)) = scope else {
+        return Ok(asked);
+    };
+    if asked.is_empty() {
+        return Ok(scope.prefixes().to_vec());
+    }
+    match asked.iter().find(|prefix| !scope.allows(prefix)) {
+        Some(outside) => Err(forbidden(
+            format!(
+                "this key is limited to the streams starting with {:?}; stream_prefix={outside:?} reaches beyond them",
+                scope.prefixes()
+            ),
+            None,
+        )),
+        None => Ok(asked),
+    }
 }
 
 #[utoipa::path(get, path = "/subscriptions", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("stream_prefix" = Option<Vec<String>>, Query, description = "Only streams starting with one of these (repeatable)"), ("event_type" = Option<Vec<String>>, Query, description = "Only these event types (repeatable)"), ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")), responses((status = 200, description = "text/event-stream: `event: event` messages whose `id` is the position and `data` a stored event; an `event: error` message carries a problem document and ends the stream", content_type = "text/event-stream")))]
 async fn subscribe(
     State(state): State<AppState>,
+    scope: Scope,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -591,11 +685,14 @@ async fn subscribe(
         None => param::<u64>(&pairs, "from")?.unwrap_or(1),
     };
     let filter = EventFilter {
-        stream_prefixes: pairs
-            .iter()
-            .filter(|(k, _)| k == "stream_prefix")
-            .map(|(_, v)| v.clone())
-            .collect(),
+        stream_prefixes: scoped_prefixes(
+            &scope,
+            pairs
+                .iter()
+                .filter(|(k, _)| k == "stream_prefix")
+                .map(|(_, v)| v.clone())
+                .collect(),
+        )?,
         event_types: pairs
             .iter()
             .filter(|(k, _)| k == "event_type")

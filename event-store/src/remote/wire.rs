@@ -29,6 +29,7 @@ pub mod problem {
     pub const DIVERGED: &str = "urn:annals:problem:log-diverged";
     pub const CLOSED: &str = "urn:annals:problem:store-closed";
     pub const UNAUTHORIZED: &str = "urn:annals:problem:unauthorized";
+    pub const FORBIDDEN: &str = "urn:annals:problem:forbidden";
     pub const INTERNAL: &str = "urn:annals:problem:internal";
     pub const UPCAST: &str = "urn:annals:problem:upcast";
     pub const KEY_STORE: &str = "urn:annals:problem:key-store";

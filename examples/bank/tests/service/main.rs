@@ -81,9 +81,12 @@ impl Bank {
     /// A `POST` with `body` (none for `null`).
     async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Answer {
         let mut request = self.http.post(format!("{}{path}", self.url));
-        if !body.is_null() {
-            request = request.json(&body);
-        }
+        request = if body.is_null() {
+            // A program's bodiless POST says so (a form's could not).
+            request.header("x-requested-with", "test")
+        } else {
+            request.json(&body)
+        };
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -91,8 +94,12 @@ impl Bank {
     }
 
     async fn delete(&self, path: &str) -> Answer {
-        self.send(self.http.delete(format!("{}{path}", self.url)))
-            .await
+        self.send(
+            self.http
+                .delete(format!("{}{path}", self.url))
+                .header("x-requested-with", "test"),
+        )
+        .await
     }
 
     async fn get(&self, path: &str) -> Answer {
