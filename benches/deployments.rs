@@ -189,6 +189,12 @@ async fn measure(
     ca: Option<&Path>,
 ) -> Measured {
     let mut headers = reqwest::header::HeaderMap::new();
+    // The release command has no body: the marker says a program, not a
+    // cross-site form, sends it.
+    headers.insert(
+        http_edge::cross_site::REQUESTED_WITH,
+        reqwest::header::HeaderValue::from_static("annals-bench"),
+    );
     if let Some(key) = key {
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -309,6 +315,9 @@ fn main() {
                 "127.0.0.1:0",
                 "--data-dir",
                 dir.to_str().unwrap(),
+                // The key's own rate limit would cap what is measured.
+                "--rate-limit-per-second",
+                "0",
             ],
             "listening on",
         );
@@ -339,6 +348,8 @@ fn main() {
                 cert.to_str().unwrap(),
                 "--tls-key",
                 key.to_str().unwrap(),
+                "--rate-limit-per-second",
+                "0",
             ],
             "listening on",
         );
