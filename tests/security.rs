@@ -1,7 +1,8 @@
 //! What a caller cannot do beyond its key, on real processes over
 //! loopback: send a state change from a cross-site form, go over its
 //! rate, touch streams outside its prefixes, or act as admin without
-//! leaving a record in the audit log.
+//! leaving a record in the audit log; and JWTs of an identity provider
+//! standing in for keys.
 
 use std::path::Path;
 use std::time::Duration;
@@ -404,5 +405,144 @@ async fn every_admin_action_is_in_the_audit_log_with_who_and_what() {
     assert!(
         stdout.contains("/projections/customers/rebuild"),
         "{stdout}"
+    );
+}
+
+/// An identity provider: a P-256 key, its JWKS, tokens it signs.
+struct IdentityProvider {
+    key: jsonwebtoken::EncodingKey,
+    jwks: Value,
+}
+
+impl IdentityProvider {
+    fn new() -> Self {
+        use p256::pkcs8::EncodePrivateKey;
+        let mut bytes = [0u8; 32];
+        let secret = loop {
+            getrandom::fill(&mut bytes).unwrap();
+            if let Ok(secret) = p256::SecretKey::from_slice(&bytes) {
+                break secret;
+            }
+        };
+        let der = secret.to_pkcs8_der().unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes());
+        let mut jwk =
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&key, jsonwebtoken::Algorithm::ES256)
+                .unwrap();
+        jwk.common.key_id = Some("idp-1".into());
+        Self {
+            key,
+            jwks: json!({ "keys": [jwk] }),
+        }
+    }
+
+    fn token(&self, claims: Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("idp-1".into());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+fn claims(audience: &str, roles: &[&str]) -> Value {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    json!({"iss": "https://id.example", "aud": audience, "sub": "ada", "exp": exp, "roles": roles})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwt_of_the_identity_provider_stands_in_for_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let idp = IdentityProvider::new();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, idp.jwks.to_string()).unwrap();
+    let serve = serve(
+        &data,
+        &[
+            "--jwt-jwks",
+            jwks.to_str().unwrap(),
+            "--jwt-issuer",
+            "https://id.example",
+            "--jwt-audience",
+            "annals",
+            "--jwt-algorithm",
+            "ES256",
+        ],
+    );
+    let http = http();
+    let reader = idp.token(claims("annals", &["read"]));
+    let writer = idp.token(claims("annals", &["read", "write", "admin"]));
+    let elsewhere = idp.token(claims("another-service", &["read", "write", "admin"]));
+
+    // No token: authentication is on with a JWKS alone.
+    let answer = http
+        .get(format!("{}/customers", serve.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(answer).await.0, 401);
+    let answer = http
+        .get(format!("{}/customers", serve.url))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // The reader's roles do not include write.
+    let answer = http
+        .post(format!("{}/customers", serve.url))
+        .bearer_auth(&reader)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(answer).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["required_role"], "write");
+    // A token for another audience is refused, and says why.
+    let answer = http
+        .get(format!("{}/customers", serve.url))
+        .bearer_auth(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let (status, body) = problem(answer).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["detail"].as_str().unwrap().contains("not valid"),
+        "{body}"
+    );
+    // An admin action by a token's subject is in the audit log by name.
+    let id = register(&http, &serve.url, Some(&writer)).await;
+    let erased = http
+        .delete(format!("{}/customers/{id}/personal-data", serve.url))
+        .bearer_auth(&writer)
+        .header("x-requested-with", "test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), 200);
+    let records: Vec<Value> = http
+        .get(format!("{}/audit", serve.url))
+        .bearer_auth(&writer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        records.iter().any(|r| r["who"] == "jwt:ada"
+            && r["action"] == format!("DELETE /customers/{id}/personal-data")),
+        "{records:?}"
     );
 }

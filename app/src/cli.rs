@@ -204,6 +204,30 @@ pub(crate) struct AuthArgs {
     /// keys file, which is in the data directory for `serve` and `store`).
     #[arg(long, env = "ANNALS_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Also accept JWT bearer tokens signed by a key of this JWKS file
+    /// (an identity provider's public keys); their `roles` claim holds
+    /// read, write or admin. Turns authentication on.
+    #[arg(long, env = "ANNALS_JWT_JWKS", value_name = "FILE",
+          requires_all = ["jwt_issuer", "jwt_audience", "jwt_algorithm"])]
+    pub jwt_jwks: Option<PathBuf>,
+    /// The `iss` a JWT must carry.
+    #[arg(long, env = "ANNALS_JWT_ISSUER", requires = "jwt_jwks")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` a JWT must carry.
+    #[arg(long, env = "ANNALS_JWT_AUDIENCE", requires = "jwt_jwks")]
+    pub jwt_audience: Option<String>,
+    /// An algorithm a JWT may be signed with (RS256, ES256, EdDSA, ...);
+    /// repeat for several. Nothing is accepted by default.
+    #[arg(
+        long,
+        env = "ANNALS_JWT_ALGORITHM",
+        value_delimiter = ',',
+        requires = "jwt_jwks"
+    )]
+    pub jwt_algorithm: Vec<String>,
+    /// The claim that lists a JWT's roles.
+    #[arg(long, env = "ANNALS_JWT_ROLES_CLAIM", default_value = "roles")]
+    pub jwt_roles_claim: String,
 }
 
 /// `keys` subcommands.

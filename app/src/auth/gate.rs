@@ -16,6 +16,7 @@ use http_edge::Problem;
 
 use super::Role;
 use super::audit::{AuditLog, AuditRecord};
+use super::jwt::JwtVerifier;
 use super::keys::{Key, KeyRing};
 
 /// Which role a router's routes need, derived from what the router is.
@@ -79,7 +80,7 @@ impl Rule {
 /// the rate limit per key, and the audit log.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    keys: Option<Arc<KeyRing>>,
+    keys: Option<Arc<Credentials>>,
     rule: Rule,
     limits: Option<Arc<RateLimits>>,
     audit: Option<AuditLog>,
@@ -87,7 +88,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(
-        keys: Option<Arc<KeyRing>>,
+        keys: Option<Arc<Credentials>>,
         rule: Rule,
         limits: Option<Arc<RateLimits>>,
         audit: Option<AuditLog>,
@@ -234,15 +235,35 @@ fn is_read(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The key the request presents, when the ring holds it unrevoked.
-fn known_key(keys: &KeyRing, headers: &HeaderMap) -> Result<Key, Problem> {
+/// What a caller may present as a bearer token: an API key of the keys
+/// file, a JWT of an identity provider, or either.
+#[derive(Debug)]
+pub struct Credentials {
+    pub keys: Option<KeyRing>,
+    pub jwt: Option<JwtVerifier>,
+}
+
+/// The caller the request's bearer token names: an unrevoked key of the
+/// ring, or (a token of three dot-separated parts, where JWTs are
+/// accepted) the subject of a valid JWT.
+fn known_key(credentials: &Credentials, headers: &HeaderMap) -> Result<Key, Problem> {
     let Some(token) = bearer_token(headers) else {
         return Err(unauthorized(
             "this API needs `Authorization: Bearer <token>` with an API key (see `keys create`)",
             "Bearer realm=\"annals\"",
         ));
     };
-    match keys.find(token) {
+    if let Some(jwt) = &credentials.jwt
+        && token.split('.').count() == 3
+    {
+        return jwt.verify(token).map_err(|why| {
+            unauthorized(
+                &format!("the bearer token is not accepted: {why}"),
+                "Bearer realm=\"annals\", error=\"invalid_token\"",
+            )
+        });
+    }
+    match credentials.keys.as_ref().and_then(|keys| keys.find(token)) {
         Some(key) if !key.is_revoked() => Ok(key),
         _ => Err(unauthorized(
             "the bearer token is not a valid API key (unknown or revoked)",

@@ -21,6 +21,7 @@
 mod audit;
 mod command;
 mod gate;
+mod jwt;
 mod keys;
 
 use std::net::SocketAddr;
@@ -76,7 +77,8 @@ impl Role {
 /// loopback, or where the operator said `--insecure`) anyone.
 #[derive(Debug, Clone)]
 pub struct Access {
-    keys: Option<Arc<KeyRing>>,
+    /// What callers may present; none while authentication is off.
+    keys: Option<Arc<gate::Credentials>>,
     insecure: bool,
     /// Whether the process serves TLS: keys sent in the clear protect
     /// nothing on a network.
@@ -103,13 +105,19 @@ impl Access {
             (None, Some(keys_file)) => Some(audit::AuditLog::at(audit_beside(keys_file))),
             (None, None) => None,
         };
-        let keys = match path {
-            Some(path) if args.auth || path.exists() => Some(Arc::new(KeyRing::open(path))),
-            None if args.auth => {
+        let jwt = args
+            .jwt_settings()
+            .map(|settings| jwt::JwtVerifier::load(&settings))
+            .transpose()?;
+        let ring = match path {
+            Some(path) if args.auth || path.exists() => Some(KeyRing::open(path)),
+            None if args.auth && jwt.is_none() => {
                 anyhow::bail!("--auth needs --keys-file: the file of the keys to accept")
             }
             _ => None,
         };
+        let keys = (ring.is_some() || jwt.is_some())
+            .then(|| Arc::new(gate::Credentials { keys: ring, jwt }));
         Ok(Self {
             keys,
             insecure: args.insecure,
@@ -211,8 +219,8 @@ impl Access {
             tracing::warn!(%addr, "serving a non-loopback address without {without} (--insecure): anyone who can reach it, or see its traffic, may read, write and erase");
             eprintln!("{name}: warning: --insecure: serving {addr} without {without}");
         }
-        if let Some(keys) = &self.keys {
-            tracing::info!(keys_file = %keys.path().display(), "API keys required");
+        if let Some(ring) = self.keys.as_ref().and_then(|c| c.keys.as_ref()) {
+            tracing::info!(keys_file = %ring.path().display(), "API keys required");
         }
         Ok(())
     }
@@ -326,6 +334,20 @@ impl crate::KeysFileArgs {
         self.keys_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join(KEYS_FILE_NAME))
+    }
+}
+
+impl crate::AuthArgs {
+    /// The JWT settings, when `--jwt-jwks` is given (clap makes sure the
+    /// issuer and audience are too).
+    fn jwt_settings(&self) -> Option<jwt::JwtSettings> {
+        Some(jwt::JwtSettings {
+            jwks_file: self.jwt_jwks.clone()?,
+            issuer: self.jwt_issuer.clone()?,
+            audience: self.jwt_audience.clone()?,
+            algorithms: self.jwt_algorithm.clone(),
+            roles_claim: self.jwt_roles_claim.clone(),
+        })
     }
 }
 

@@ -18,7 +18,9 @@
 //! With a token configured, every route but `/health/*` needs
 //! `Authorization: Bearer <token>` (one shared secret, compared in
 //! constant time). For keys with roles, leave it unset and put a layer in
-//! front of the router, as `annals store` does.
+//! front of the router, as `annals store` does; that layer may limit a
+//! caller to stream prefixes with a [`StreamScope`] in the request's
+//! extensions (`403` outside them, no `GET /all`, subscriptions narrowed).
 
 use std::convert::Infallible;
 use std::sync::Arc;
