@@ -345,6 +345,12 @@ pub(crate) struct HttpOptions {
     #[arg(long, env = "ANNALS_REQUEST_TIMEOUT_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// The most connections served at once; more wait in the listen
+    /// backlog until one ends (keep it under `ulimit -n`).
+    #[arg(long, env = "ANNALS_CONNECTIONS_MAX",
+          default_value_t = http_edge::ServeConfig::CONNECTIONS_MAX_DEFAULT as u32,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections_max: u32,
 }
 
 /// How to use the view database.

@@ -274,6 +274,7 @@ pub fn serve_config(http: &crate::HttpOptions) -> anyhow::Result<http_edge::Serv
         request_head_bytes_max: http.request_head_bytes_max as usize,
         header_fields_max: http.header_fields_max as usize,
         tls,
+        connections_max: http.connections_max as usize,
     })
 }
 

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -67,6 +67,11 @@ pub struct ServeConfig {
     /// TLS on every connection when set (see [`crate::tls::server_config`]);
     /// plain HTTP otherwise.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The most connections served at once. One more waits in the
+    /// listen backlog until one ends, so a flood of connections costs the
+    /// process no more than this many (keep it under the file-descriptor
+    /// limit, `ulimit -n`).
+    pub connections_max: usize,
 }
 
 impl ServeConfig {
@@ -75,6 +80,7 @@ impl ServeConfig {
     pub const URI_BYTES_MAX_DEFAULT: usize = 8 << 10;
     pub const REQUEST_HEAD_BYTES_MAX_DEFAULT: usize = 32 << 10;
     pub const HEADER_FIELDS_MAX_DEFAULT: usize = 100;
+    pub const CONNECTIONS_MAX_DEFAULT: usize = 4096;
 }
 
 impl Default for ServeConfig {
@@ -86,6 +92,7 @@ impl Default for ServeConfig {
             request_head_bytes_max: Self::REQUEST_HEAD_BYTES_MAX_DEFAULT,
             header_fields_max: Self::HEADER_FIELDS_MAX_DEFAULT,
             tls: None,
+            connections_max: Self::CONNECTIONS_MAX_DEFAULT,
         }
     }
 }
@@ -105,7 +112,14 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(config.connections_max.max(1)));
     loop {
+        // A slot first: at the limit, new connections wait in the backlog.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
@@ -114,12 +128,11 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
         match accepted {
             Ok((tcp, _)) => {
-                connections.spawn(connection(
-                    tcp,
-                    app.clone(),
-                    config.clone(),
-                    stopped.clone(),
-                ));
+                let served = connection(tcp, app.clone(), config.clone(), stopped.clone());
+                connections.spawn(async move {
+                    served.await;
+                    drop(slot);
+                });
             }
             Err(e) => accept_failed(e).await,
         }
