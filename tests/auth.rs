@@ -463,15 +463,40 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
     }
     assert!(!views.exists(), "the view database was touched");
 
+    // With --insecure each starts, and warns at start and in readiness.
+    for (args, announce) in [
+        (
+            vec!["serve", "--data-dir", data.to_str().unwrap()],
+            "listening on http://0.0.0.0:",
+        ),
+        (
+            vec![
+                "store",
+                "--data-dir",
+                dir.path().join("store").to_str().unwrap(),
+            ],
+            "store listening on http://0.0.0.0:",
+        ),
+    ] {
+        let (seen, ready) = start_insecure(&args, announce);
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("warning: --insecure: serving 0.0.0.0:")),
+            "{seen:?}"
+        );
+        assert_eq!(ready["status"], "ready", "{ready}");
+        let warnings = ready["warnings"].to_string();
+        assert!(warnings.contains("--insecure"), "{ready}");
+    }
+}
+
+/// Starts `annals <args> --listen 0.0.0.0:0 --insecure`, waits for
+/// `announce` and its port, then for readiness; what it printed and the
+/// ready answer.
+fn start_insecure(args: &[&str], announce: &str) -> (Vec<String>, Value) {
     let mut child = annals()
-        .args([
-            "serve",
-            "--listen",
-            "0.0.0.0:0",
-            "--insecure",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
+        .args(args)
+        .args(["--listen", "0.0.0.0:0", "--insecure"])
         .env("ANNALS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -486,7 +511,7 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
     });
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.iter().any(|l: &String| l.contains("listening on")) {
+    while !seen.iter().any(|l: &String| l.contains(announce)) {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(left) {
             Ok(line) => seen.push(line),
@@ -496,10 +521,9 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
             }
         }
     }
-    // Readiness carries the warning too, for whoever probes it.
     let port = seen
         .iter()
-        .find_map(|l| l.split("listening on http://0.0.0.0:").nth(1))
+        .find_map(|l| l.split(announce).nth(1))
         .and_then(|port| port.trim().parse::<u16>().ok());
     let ready = port.map(|port| {
         tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -518,13 +542,6 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
     });
     let _ = child.kill();
     let _ = child.wait();
-    assert!(
-        seen.iter()
-            .any(|l| l.contains("warning: --insecure: serving 0.0.0.0:")),
-        "{seen:?}"
-    );
     let ready = ready.unwrap_or_else(|| panic!("no port announced: {seen:?}"));
-    assert_eq!(ready["status"], "ready", "{ready}");
-    let warnings = ready["warnings"].to_string();
-    assert!(warnings.contains("--insecure"), "{ready}");
+    (seen, ready)
 }

@@ -135,6 +135,11 @@ pub(crate) struct StoreArgs {
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
+    /// Largest request body accepted (an append or a transaction with all
+    /// its events, a snapshot), in bytes (413 above).
+    #[arg(long, env = "ANNALS_STORE_BODY_BYTES_MAX", default_value_t = 32 << 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub body_bytes_max: u32,
     #[command(flatten)]
     pub http: HttpOptions,
     #[command(flatten)]

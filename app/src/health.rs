@@ -36,7 +36,7 @@ pub struct Readiness {
 }
 
 /// What readiness adds, ready or not, while `--insecure` is in force.
-const INSECURE_WARNING: &str = "--insecure: authentication or TLS is off (the start-up log says \
+pub(crate) const INSECURE_WARNING: &str = "--insecure: authentication or TLS is off (the start-up log says \
      which); anyone who can reach this process, or see its traffic, may read, write and erase";
 
 /// How readiness looks at a projector.

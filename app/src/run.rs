@@ -423,6 +423,12 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
                     layered,
                     event_store::remote::ServerConfig {
                         stopping: Some(stop.watch()),
+                        body_bytes_max: args.body_bytes_max as usize,
+                        warnings: access
+                            .is_insecure()
+                            .then(|| crate::health::INSECURE_WARNING.to_owned())
+                            .into_iter()
+                            .collect(),
                         ..Default::default()
                     },
                 ),

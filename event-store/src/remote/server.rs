@@ -58,6 +58,9 @@ pub struct ServerConfig {
     /// ends (its clients reconnect, to this server once it is back or to
     /// another), so that a graceful shutdown does not wait on them for ever.
     pub stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Said by every ready answer (`warnings`): what the operator turned
+    /// off, such as authentication.
+    pub warnings: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             body_bytes_max: 32 << 20,
             keep_alive: Duration::from_secs(15),
             stopping: None,
+            warnings: Vec::new(),
         }
     }
 }
@@ -383,10 +387,16 @@ async fn live() -> Response {
     json(StatusCode::OK, &serde_json::json!({"status": "live"}))
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "The store accepts appends"), (status = 503, description = "It does not, and why", body = wire::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "The store accepts appends; `warnings` says when it runs with `--insecure`"), (status = 503, description = "It does not, and why", body = wire::Problem, content_type = "application/problem+json")))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(()) => json(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Ok(()) if state.config.warnings.is_empty() => {
+            json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+        }
+        Ok(()) => json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ready", "warnings": state.config.warnings}),
+        ),
         Err(e) => {
             let mut p = wire::problem_of(&e);
             p.status = 503;
