@@ -7,14 +7,12 @@
 //! non-loopback address refused without keys unless `--insecure`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{Proc, annals, output_within};
+use crate::process::{Proc, annals, output_within, start_seen};
 
 const ROLES: [&str; 3] = ["read", "write", "admin"];
 
@@ -494,33 +492,9 @@ fn a_non_loopback_address_without_keys_is_refused_unless_insecure() {
 /// `announce` and its port, then for readiness; what it printed and the
 /// ready answer.
 fn start_insecure(args: &[&str], announce: &str) -> (Vec<String>, Value) {
-    let mut child = annals()
-        .args(args)
-        .args(["--listen", "0.0.0.0:0", "--insecure"])
-        .env("ANNALS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.iter().any(|l: &String| l.contains(announce)) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no announcement ({e}): {seen:?}");
-            }
-        }
-    }
+    let mut args = args.to_vec();
+    args.extend(["--listen", "0.0.0.0:0", "--insecure"]);
+    let (mut child, seen) = start_seen(&args, announce);
     let port = seen
         .iter()
         .find_map(|l| l.split(announce).nth(1))

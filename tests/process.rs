@@ -140,3 +140,37 @@ pub fn output_within(command: &mut Command, limit: Duration) -> Output {
     );
     out
 }
+
+/// Starts `annals <args>` with warnings logged, waits (up to 60 s) for a
+/// stderr line containing `announce`, and returns the process with the
+/// lines seen so far.
+pub fn start_seen(args: &[&str], announce: &str) -> (Child, Vec<String>) {
+    let mut child = annals()
+        .args(args)
+        .env("ANNALS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l.contains(announce)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no announcement ({e}): {seen:?}");
+            }
+        }
+    }
+    (child, seen)
+}

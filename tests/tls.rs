@@ -10,16 +10,14 @@
 //! the start with one line; `--insecure` starts with a warning. PostgreSQL
 //! is reached over TLS with `sslmode` and `sslrootcert`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::cli::one_line_failure;
 use crate::pg::PgDatabase;
-use crate::process::{Proc, annals, output_within};
+use crate::process::{Proc, annals, output_within, start_seen};
 use crate::split::{command, eur, query_at};
 
 /// A CA, and a certificate for `localhost` and 127.0.0.1 it signed, as PEM
@@ -279,39 +277,6 @@ fn missing_or_invalid_certificate_files_are_one_line_errors() {
     assert!(line.contains("--tls-key"), "{line}");
 }
 
-/// Starts `annals <args>`, waits for "listening on", and returns the
-/// process with the stderr lines seen so far.
-fn start_seen(args: &[&str]) -> (std::process::Child, Vec<String>) {
-    let mut child = annals()
-        .args(args)
-        .env("ANNALS_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.iter().any(|l: &String| l.contains("listening on")) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no announcement ({e}): {seen:?}");
-            }
-        }
-    }
-    (child, seen)
-}
-
 #[test]
 fn a_non_loopback_address_needs_tls_as_well_as_keys_unless_insecure() {
     let ca = TestCa::new();
@@ -379,7 +344,7 @@ fn a_non_loopback_address_needs_tls_as_well_as_keys_unless_insecure() {
     let mut args = serve("served");
     args.extend(ca.serve_flags());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut child, seen) = start_seen(&args);
+    let (mut child, seen) = start_seen(&args, "listening on");
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -394,7 +359,7 @@ fn a_non_loopback_address_needs_tls_as_well_as_keys_unless_insecure() {
     let mut args = serve("insecure");
     args.push("--insecure".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (mut child, seen) = start_seen(&args);
+    let (mut child, seen) = start_seen(&args, "listening on");
     let port = seen
         .iter()
         .find_map(|l| l.split("listening on http://0.0.0.0:").nth(1))
