@@ -210,8 +210,9 @@ pub(crate) struct AuthArgs {
     #[arg(long, env = "ANNALS_AUDIT_LOG", value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
     /// Also accept JWT bearer tokens signed by a key of this JWKS file
-    /// (an identity provider's public keys); their `roles` claim holds
-    /// read, write or admin. Turns authentication on.
+    /// (an identity provider's public keys, read again when the file
+    /// changes); their `roles` claim holds read, write or admin. Turns
+    /// authentication on.
     #[arg(long, env = "ANNALS_JWT_JWKS", value_name = "FILE",
           requires_all = ["jwt_issuer", "jwt_audience", "jwt_algorithm"])]
     pub jwt_jwks: Option<PathBuf>,

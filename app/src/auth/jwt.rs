@@ -10,11 +10,13 @@
 //! roles are the `read`, `write` and `admin` in its roles claim (`roles`
 //! by default; other values are ignored, as providers put more there); it
 //! acts as `jwt:<sub>` in the audit log and the rate limit. Such a caller
-//! is never limited to stream prefixes.
+//! is never limited to stream prefixes. The JWKS file is read again when
+//! it changes, as the keys file is.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use jsonwebtoken::jwk::JwkSet;
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 use super::Role;
 use super::keys::Key;
+use super::watched::Watched;
 
 /// Seconds a token's `exp` and `nbf` may be off by (clock skew).
 const LEEWAY_SECONDS: u64 = 30;
@@ -37,9 +40,10 @@ pub struct JwtSettings {
     pub roles_claim: String,
 }
 
-/// Verifies tokens against the keys of a JWKS file.
+/// Verifies tokens against the keys of a JWKS file, read again when it
+/// changes (a provider's key rotation needs no restart).
 pub struct JwtVerifier {
-    keys: Vec<VerifyingKey>,
+    keys: Watched<Arc<[VerifyingKey]>>,
     algorithms: Vec<Algorithm>,
     issuer: String,
     audience: String,
@@ -56,7 +60,7 @@ struct VerifyingKey {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
-            .field("keys", &self.keys.len())
+            .field("jwks", &self.keys.path())
             .field("algorithms", &self.algorithms)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
@@ -81,7 +85,7 @@ impl JwtVerifier {
         }
         let keys = read_jwks(&settings.jwks_file)?;
         Ok(Self {
-            keys,
+            keys: Watched::new(settings.jwks_file.clone(), reload, keys.into()),
             algorithms,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
@@ -95,7 +99,8 @@ impl JwtVerifier {
         if !self.algorithms.contains(&header.alg) {
             return Err(format!("the algorithm {:?} is not accepted", header.alg));
         }
-        let key = self.key_for(header.kid.as_deref())?;
+        let keys = self.keys.current();
+        let key = key_for(&keys, header.kid.as_deref())?;
         if key.algorithm.is_some_and(|alg| alg != header.alg) {
             return Err(format!(
                 "the key {:?} is not for the algorithm {:?}",
@@ -123,18 +128,31 @@ impl JwtVerifier {
             roles(&claims[self.roles_claim.as_str()]),
         ))
     }
+}
 
-    fn key_for(&self, kid: Option<&str>) -> Result<&VerifyingKey, String> {
-        match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|k| k.kid.as_deref() == Some(kid))
-                .ok_or_else(|| format!("no key {kid:?} in the JWKS")),
-            None => match self.keys.as_slice() {
-                [only] => Ok(only),
-                _ => Err("the JWT names no key (kid) and the JWKS has several".into()),
-            },
+/// The key of `keys` a token's `kid` names, or the only one.
+fn key_for<'k>(keys: &'k [VerifyingKey], kid: Option<&str>) -> Result<&'k VerifyingKey, String> {
+    match kid {
+        Some(kid) => keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .ok_or_else(|| format!("no key {kid:?} in the JWKS")),
+        None => match keys {
+            [only] => Ok(only),
+            _ => Err("the JWT names no key (kid) and the JWKS has several".into()),
+        },
+    }
+}
+
+/// The JWKS file's keys after it changed; none at all (every token
+/// refused, and said in the log) when it cannot be used, as for the keys
+/// file: guessing which keys still count is not safer.
+fn reload(path: &Path) -> Arc<[VerifyingKey]> {
+    match read_jwks(path) {
+        Ok(keys) => keys.into(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = format!("{e:#}"), "the JWKS file is unusable: every JWT is refused until it is fixed");
+            Arc::from(Vec::new())
         }
     }
 }
@@ -313,6 +331,29 @@ mod tests {
         .unwrap();
         assert!(verifier.verify(&forged).is_err());
         assert!(verifier.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn a_rotated_jwks_counts_without_a_restart() {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings(dir.path(), &["HS256"]);
+        let verifier = JwtVerifier::load(&settings).unwrap();
+        let old = token(Algorithm::HS256, Some("k1"), claims(json!({})));
+        assert!(verifier.verify(&old).is_ok());
+        // The provider rotates: k1 is gone, k2 signs from now on.
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+        let rotated = json!({"keys": [{"kty": "oct", "kid": "k2", "alg": "HS256", "k": k}]});
+        std::fs::write(&settings.jwks_file, rotated.to_string()).unwrap();
+        std::thread::sleep(
+            super::super::watched::RECHECK_INTERVAL + std::time::Duration::from_millis(20),
+        );
+        assert!(verifier.verify(&old).unwrap_err().contains("no key"));
+        assert!(
+            verifier
+                .verify(&token(Algorithm::HS256, Some("k2"), claims(json!({}))))
+                .is_ok()
+        );
     }
 
     #[test]

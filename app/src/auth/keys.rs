@@ -15,22 +15,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::Role;
+use super::watched::Watched;
 
 /// The file name of the keys file in a data directory.
 pub const KEYS_FILE_NAME: &str = "api-keys.jsonl";
-
-/// How often a running process looks at the keys file's metadata at most:
-/// a revocation is in force within this long (plus one request).
-pub const RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Bytes of randomness in a token.
 const TOKEN_BYTES: usize = 32;
@@ -140,66 +136,33 @@ pub fn new_key(
     Ok((token, record))
 }
 
-/// What tells one version of the keys file from the next: a rename makes
-/// a new inode, an edit in place a new modification time or length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    inode: u64,
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        inode: meta.ino(),
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
-}
-
-/// The keys of a keys file, read again whenever the file changes (looked
-/// at no more often than [`RECHECK_INTERVAL`]), so a key created or
-/// revoked with `annals keys` counts without a restart.
+/// The keys of a keys file, read again whenever the file changes (see
+/// [`Watched`]), so a key created or revoked with `annals keys` counts
+/// without a restart.
 #[derive(Debug)]
 pub struct KeyRing {
-    path: PathBuf,
-    loaded: RwLock<Loaded>,
-}
-
-#[derive(Debug)]
-struct Loaded {
-    checked: Instant,
-    stamp: Option<Stamp>,
-    keys: Arc<[Key]>,
+    keys: Watched<Arc<[Key]>>,
 }
 
 impl KeyRing {
     /// The ring of the keys file at `path`, which need not exist yet (then
     /// no key is accepted until one is created).
     pub fn open(path: PathBuf) -> Self {
-        let stamp = stamp(&path);
         let keys = load(&path);
         Self {
-            path,
-            loaded: RwLock::new(Loaded {
-                checked: Instant::now(),
-                stamp,
-                keys,
-            }),
+            keys: Watched::new(path, load, keys),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.keys.path()
     }
 
     /// The key whose token is `token`, if the file holds it, revoked or
     /// not. Every key's hash is compared, each in constant time.
     pub fn find(&self, token: &str) -> Option<Key> {
         let presented = token_hash(token);
-        let keys = self.current();
+        let keys = self.keys.current();
         let mut found = None;
         for key in keys.iter() {
             if bool::from(key.hash.ct_eq(&presented)) {
@@ -207,26 +170,6 @@ impl KeyRing {
             }
         }
         found.cloned()
-    }
-
-    /// The keys as the file holds them now, within [`RECHECK_INTERVAL`].
-    fn current(&self) -> Arc<[Key]> {
-        {
-            let loaded = self.loaded.read();
-            if loaded.checked.elapsed() < RECHECK_INTERVAL {
-                return loaded.keys.clone();
-            }
-        }
-        let mut loaded = self.loaded.write();
-        if loaded.checked.elapsed() >= RECHECK_INTERVAL {
-            let now = stamp(&self.path);
-            if now != loaded.stamp {
-                loaded.keys = load(&self.path);
-                loaded.stamp = now;
-            }
-            loaded.checked = Instant::now();
-        }
-        loaded.keys.clone()
     }
 }
 
@@ -306,7 +249,9 @@ mod tests {
             ..record
         };
         write_records(&path, &[revoked]).unwrap();
-        std::thread::sleep(RECHECK_INTERVAL + Duration::from_millis(20));
+        std::thread::sleep(
+            super::super::watched::RECHECK_INTERVAL + std::time::Duration::from_millis(20),
+        );
         assert!(ring.find(&token).unwrap().is_revoked());
     }
 

@@ -23,6 +23,7 @@ mod command;
 mod gate;
 mod jwt;
 mod keys;
+mod watched;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
