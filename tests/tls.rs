@@ -5,7 +5,7 @@
 //! through HTTPS, and `annals status` reads the projector's admin API
 //! over HTTPS (`--ca`). A client that does not trust the CA is refused
 //! with a certificate error, and so is a split process without
-//! `--store-ca`; plain HTTP to a TLS port gets no HTTP answer. Missing or
+//! `--store-ca`; plain HTTP to a TLS port is told to use HTTPS. Missing or
 //! invalid certificate files and a non-loopback address without TLS stop
 //! the start with one line; `--insecure` starts with a warning. PostgreSQL
 //! is reached over TLS with `sslmode` and `sslrootcert`.
@@ -203,13 +203,20 @@ async fn the_split_processes_speak_tls_end_to_end() {
         "{refused:?}"
     );
 
-    // Plain HTTP to a TLS port: no HTTP answer at all.
+    // Plain HTTP to a TLS port: not the route's answer, a 400 that says
+    // to use HTTPS.
     let plain = client(None)
         .get(query_api.url.replace("https://", "http://") + "/health/live")
         .timeout(Duration::from_secs(30))
         .send()
-        .await;
-    assert!(plain.is_err(), "{plain:?}");
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    let problem: Value = plain.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("https://"),
+        "{problem}"
+    );
 
     // A split process that does not trust the store's CA stops at once,
     // naming the certificate, rather than waiting for the store.

@@ -149,16 +149,19 @@ async fn a_handshake_that_stalls_is_cut_off_within_the_header_read_timeout() {
 }
 
 #[tokio::test]
-async fn plain_http_and_an_untrusting_client_get_no_answer() {
+async fn plain_http_is_told_to_use_https_and_an_untrusting_client_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, _stop, _ca) = server(dir.path(), Duration::from_secs(10)).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /hello HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
         .unwrap();
+    // Not the application's answer: a plain-text refusal that says why.
     let answer = read_all(tcp).await;
     assert!(!answer.contains("hello"), "{answer:?}");
-    assert!(!answer.starts_with("HTTP/"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:?}");
+    assert!(answer.contains("application/problem+json"), "{answer:?}");
+    assert!(answer.contains("https://"), "{answer:?}");
     // The public roots alone do not vouch for the test CA.
     let refused = connect(addr, None).await.unwrap_err();
     let why = http_edge::tls::refused_certificate(&refused);

@@ -172,6 +172,9 @@ async fn connection(
     let Some(tls) = config.tls.clone() else {
         return http(tcp, app, config, stopped).await;
     };
+    if speaks_plain_http(&tcp, config.header_read_timeout).await {
+        return refusal::tell_to_use_https(tcp).await;
+    }
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
     let stream = tokio::select! {
         outcome = tokio::time::timeout(config.header_read_timeout, handshake) => match outcome {
@@ -185,6 +188,19 @@ async fn connection(
         _ = stopped.wait_for(|stop| *stop) => return,
     };
     http(stream, app, config, stopped).await;
+}
+
+/// Whether the client on `tcp` started with what a plain HTTP request
+/// starts with (a method's first letter) rather than a TLS handshake
+/// record (`0x16`): it then gets a plain answer telling it to use HTTPS,
+/// where a TLS alert would tell it nothing. The byte is peeked, not read,
+/// so the handshake sees it.
+async fn speaks_plain_http(tcp: &TcpStream, wait: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(wait, tcp.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase()
+    )
 }
 
 /// HTTP/1.1 on `io` behind the guard, until the connection ends or
