@@ -244,30 +244,6 @@ fn create_key(data_dir: &Path) -> String {
     String::from_utf8(created.stdout).unwrap().trim().to_owned()
 }
 
-/// A CA, and a certificate for 127.0.0.1 it signed, as PEM files in
-/// `dir`: (CA, certificate, key).
-fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    std::fs::create_dir_all(dir).unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
 fn main() {
     let base = std::env::var("ANNALS_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -297,7 +273,7 @@ fn main() {
     let raw = raw_fdatasync_rate(root.path());
     println!("\nBaseline: raw fdatasync rate (4 KiB write + fdatasync, same disk): {raw:.0}/s\n");
 
-    let ca = test_ca(&root.path().join("tls"));
+    let ca = annals::testkit::TestCa::new();
     let run = |deployment: Deployment, name: &str| {
         let dir = root.path().join(name);
         let measured = runtime.block_on(deployment.measure(&dir, &ca, customers, duration));
@@ -409,7 +385,7 @@ impl Deployment {
     async fn measure(
         self,
         dir: &Path,
-        (ca, cert, key): &(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf),
+        ca: &annals::testkit::TestCa,
         customers: usize,
         duration: Duration,
     ) -> Measured {
@@ -436,16 +412,20 @@ impl Deployment {
             }
             Deployment::ServeKeysTls => {
                 let token = create_key(dir);
+                let tls = ca.serve_flags();
                 let mut args = serve.to_vec();
-                args.extend([
-                    "--tls-cert",
-                    cert.to_str().unwrap(),
-                    "--tls-key",
-                    key.to_str().unwrap(),
-                ]);
+                args.extend(tls.iter().map(String::as_str));
                 let server = Server::start(&args, "listening on");
                 assert!(server.url.starts_with("https://"), "{}", server.url);
-                measure(&server.url, customers, duration, Some(&token), Some(ca)).await
+                let ca_file = ca.ca_file();
+                measure(
+                    &server.url,
+                    customers,
+                    duration,
+                    Some(&token),
+                    Some(&ca_file),
+                )
+                .await
             }
             Deployment::Remote => {
                 let store = Server::start(

@@ -19,56 +19,13 @@ use crate::cli::one_line_failure;
 use crate::pg::PgDatabase;
 use crate::process::{Proc, annals, output_within, start_seen};
 use crate::split::{command, eur, query_at};
+use annals::testkit::TestCa;
 
-/// A CA, and a certificate for `localhost` and 127.0.0.1 it signed, as PEM
-/// files in a directory of their own.
-struct TestCa {
-    dir: tempfile::TempDir,
+/// `ca`'s certificate file, as the command lines here take it.
+fn ca_arg(ca: &TestCa) -> String {
+    ca.ca_file().display().to_string()
 }
 
-impl TestCa {
-    fn new() -> TestCa {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        let dir = tempfile::tempdir().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-        TestCa { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).to_str().unwrap().to_owned()
-    }
-
-    fn ca(&self) -> String {
-        self.path("ca.pem")
-    }
-
-    /// The flags that make a process serve TLS.
-    fn serve_flags(&self) -> Vec<String> {
-        vec![
-            "--tls-cert".into(),
-            self.path("cert.pem"),
-            "--tls-key".into(),
-            self.path("key.pem"),
-        ]
-    }
-
-    /// A client that trusts this CA.
-    fn client(&self) -> reqwest::Client {
-        client(Some(Path::new(&self.ca())))
-    }
-}
-
-/// A client trusting the public roots and `ca`.
 fn client(ca: Option<&Path>) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_backend_preconfigured(http_edge::tls::client_config(ca).unwrap())
@@ -123,7 +80,7 @@ async fn the_split_processes_speak_tls_end_to_end() {
             "--store",
             &store.url,
             "--store-ca",
-            &ca.ca(),
+            &ca_arg(&ca),
             "--listen",
             "127.0.0.1:0",
         ],
@@ -136,7 +93,7 @@ async fn the_split_processes_speak_tls_end_to_end() {
             "--store",
             &store.url,
             "--store-ca",
-            &ca.ca(),
+            &ca_arg(&ca),
             "--database",
             &views,
             "--listen",
@@ -150,7 +107,7 @@ async fn the_split_processes_speak_tls_end_to_end() {
         &tls,
         "query API listening on",
     );
-    let http = ca.client();
+    let http = client(Some(&ca.ca_file()));
     for p in [&store, &command_api, &projector, &query_api] {
         assert!(p.url.starts_with("https://"), "{}", p.url);
         wait_ready(&http, &p.url).await;
@@ -178,7 +135,7 @@ async fn the_split_processes_speak_tls_end_to_end() {
     // The admin CLI over HTTPS, trusting the CA with --ca; without it the
     // certificate is refused in one line.
     let out = output_within(
-        annals().args(["status", "--url", &projector.url, "--ca", &ca.ca()]),
+        annals().args(["status", "--url", &projector.url, "--ca", &ca_arg(&ca)]),
         Duration::from_secs(30),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -248,8 +205,8 @@ fn missing_or_invalid_certificate_files_are_one_line_errors() {
         "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n",
     )
     .unwrap();
-    let key = ca.path("key.pem");
-    let cert = ca.path("cert.pem");
+    let key = ca.key_file().display().to_string();
+    let cert = ca.cert_file().display().to_string();
     for (cert, key, named) in [
         (missing.to_str().unwrap(), key.as_str(), &missing),
         (cert.as_str(), missing.to_str().unwrap(), &missing),
@@ -427,7 +384,7 @@ async fn postgresql_over_tls_verifies_the_server_against_sslrootcert() {
         connect(format!(
             "{}?sslmode=verify-ca&sslrootcert={}",
             db.url,
-            other_ca.ca()
+            ca_arg(&other_ca)
         ))
         .await,
     );

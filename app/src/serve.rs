@@ -111,7 +111,7 @@ async fn run(
                     views: Some(views.clone()),
                     projector: Some(projector.check.clone()),
                     sagas: Some(sagas.handles()),
-                    insecure: false,
+                    ..Readiness::default()
                 },
                 openapi,
             )),

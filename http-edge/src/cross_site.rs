@@ -66,7 +66,9 @@ fn verdict(method: &Method, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-fn is_safe(method: &Method) -> bool {
+/// Whether `method` only reads (RFC 9110 section 9.2.1's safe methods):
+/// `GET`, `HEAD`, `OPTIONS`, `TRACE`.
+pub fn is_safe(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE

@@ -16,6 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use annals::testkit::TestCa;
 use axum::Router;
 use axum::routing::get;
 use http_edge::tls::{TlsError, client_config, server_config};
@@ -25,36 +26,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-/// A CA, and a certificate for `localhost` and 127.0.0.1 it signed, in
-/// PEM files of `dir`: (ca.pem, cert.pem, key.pem).
-fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca)
-        .unwrap();
-    let paths = (
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
-
-/// A server on loopback with TLS from `dir`'s files and `header_read_timeout`;
-/// dropping the sender stops it.
-async fn server(
-    dir: &Path,
-    header_read_timeout: Duration,
-) -> (SocketAddr, oneshot::Sender<()>, std::path::PathBuf) {
-    let (ca, cert, key) = test_ca(dir);
+/// A server on loopback with TLS from a new test CA's certificate and
+/// `header_read_timeout`; dropping the sender stops it.
+async fn server(header_read_timeout: Duration) -> (SocketAddr, oneshot::Sender<()>, TestCa) {
+    let ca = TestCa::new();
+    let (cert, key) = (ca.cert_file(), ca.key_file());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = ServeConfig {
@@ -93,9 +69,8 @@ async fn read_all(mut stream: impl AsyncRead + Unpin) -> String {
 
 #[tokio::test]
 async fn a_request_through_tls_is_answered_over_http_1_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop, ca) = server(dir.path(), Duration::from_secs(10)).await;
-    let mut tls = connect(addr, Some(&ca)).await.unwrap();
+    let (addr, _stop, ca) = server(Duration::from_secs(10)).await;
+    let mut tls = connect(addr, Some(&ca.ca_file())).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     tls.write_all(b"GET /hello HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
@@ -107,10 +82,9 @@ async fn a_request_through_tls_is_answered_over_http_1_1() {
 
 #[tokio::test]
 async fn the_guard_checks_heads_inside_tls() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop, ca) = server(dir.path(), Duration::from_millis(500)).await;
+    let (addr, _stop, ca) = server(Duration::from_millis(500)).await;
     // A head over the limit: 431 as a problem document.
-    let mut tls = connect(addr, Some(&ca)).await.unwrap();
+    let mut tls = connect(addr, Some(&ca.ca_file())).await.unwrap();
     let big = format!(
         "GET /hello HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
         "a".repeat(64 << 10)
@@ -120,7 +94,7 @@ async fn the_guard_checks_heads_inside_tls() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     // A head that stalls after the handshake: 408 within the timeout.
-    let mut tls = connect(addr, Some(&ca)).await.unwrap();
+    let mut tls = connect(addr, Some(&ca.ca_file())).await.unwrap();
     tls.write_all(b"GET /hello HTTP/1.1\r\nhost: loc")
         .await
         .unwrap();
@@ -132,9 +106,8 @@ async fn the_guard_checks_heads_inside_tls() {
 
 #[tokio::test]
 async fn a_handshake_that_stalls_is_cut_off_within_the_header_read_timeout() {
-    let dir = tempfile::tempdir().unwrap();
     let timeout = Duration::from_millis(300);
-    let (addr, _stop, _ca) = server(dir.path(), timeout).await;
+    let (addr, _stop, _ca) = server(timeout).await;
     // Nothing at all, then the first bytes of a TLS record only.
     for sent in [&b""[..], &[0x16, 0x03, 0x01, 0x00, 0xff, 0x01][..]] {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -150,8 +123,7 @@ async fn a_handshake_that_stalls_is_cut_off_within_the_header_read_timeout() {
 
 #[tokio::test]
 async fn plain_http_is_told_to_use_https_and_an_untrusting_client_gets_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (addr, _stop, _ca) = server(dir.path(), Duration::from_secs(10)).await;
+    let (addr, _stop, _ca) = server(Duration::from_secs(10)).await;
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"GET /hello HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .await
@@ -174,7 +146,8 @@ async fn plain_http_is_told_to_use_https_and_an_untrusting_client_gets_nothing()
 #[test]
 fn missing_or_invalid_files_are_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = test_ca(dir.path());
+    let test_ca = TestCa::new();
+    let (ca, cert, key) = (test_ca.ca_file(), test_ca.cert_file(), test_ca.key_file());
     let missing = dir.path().join("missing.pem");
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a PEM file\n").unwrap();
@@ -191,8 +164,8 @@ fn missing_or_invalid_files_are_refused_naming_the_file() {
         assert!(!text.contains('\n'), "{text}");
     }
     // A key that is not the certificate's.
-    let other = tempfile::tempdir().unwrap();
-    let (_, _, other_key) = test_ca(other.path());
+    let other = TestCa::new();
+    let other_key = other.key_file();
     let e = server_config(&cert, &other_key).unwrap_err();
     assert!(matches!(e, TlsError::Server { .. }), "{e}");
     // A CA file that is not PEM, for a client.

@@ -214,7 +214,7 @@ fn admit(gate: &Gate, key: &Key, role: Role, request: &mut Request) -> Result<()
 /// action (it needs `admin` and is not a read).
 async fn audited(gate: &Gate, need: &Need, who: &str, request: Request, next: Next) -> Response {
     let action = match (&gate.audit, need) {
-        (Some(_), Need::Role(Role::Admin)) if !is_read(request.method()) => {
+        (Some(_), Need::Role(Role::Admin)) if !http_edge::cross_site::is_safe(request.method()) => {
             Some(format!("{} {}", request.method(), request.uri().path()))
         }
         _ => None,
@@ -229,10 +229,6 @@ async fn audited(gate: &Gate, need: &Need, who: &str, request: Request, next: Ne
         .await;
     }
     response
-}
-
-fn is_read(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// What a caller may present as a bearer token: an API key of the keys

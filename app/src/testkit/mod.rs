@@ -10,6 +10,8 @@
 //! - **Services** ([`Service`]): the application's own binary, started on a
 //!   loopback port over a temporary data directory, driven over HTTP,
 //!   restarted, killed or stopped.
+//! - **TLS** ([`TestCa`]): a CA of the test's own and a certificate it
+//!   signed for loopback, to serve and trust.
 //! - **PostgreSQL** ([`TestDatabase`]): a database of the test's own on the
 //!   server at `ANNALS_TEST_POSTGRES` (default
 //!   `postgres://postgres@127.0.0.1:5432`), dropped afterwards. Without a
@@ -34,12 +36,14 @@ mod answer;
 mod postgres;
 mod projection;
 mod service;
+mod tls;
 
 pub use answer::Answer;
 pub use command_api::testkit::*;
 pub use postgres::TestDatabase;
 pub use projection::ProjectionTest;
 pub use service::{Service, ServiceBuilder, output_within};
+pub use tls::TestCa;
 
 /// How long any one wait of the testkit may take before the test fails: a
 /// loaded two-core CI machine is slow, but never this slow.

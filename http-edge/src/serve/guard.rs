@@ -142,27 +142,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Guarded<IO> {
     /// request that was answered early (a refused head, a body over its
     /// limit) would otherwise get a reset, which can cost it the answer.
     pub(super) async fn finish(mut self) {
-        if let Some(refusal) = self.refusal.take() {
+        let answer = self.refusal.take().map(|refusal| {
             tracing::debug!(status = refusal.status.as_u16(), detail = %refusal.detail, "refused a request at the connection");
-            if self.io.write_all(&refusal.to_bytes()).await.is_err() {
-                return;
-            }
-        }
-        if self.io.shutdown().await.is_err() {
-            return;
-        }
-        let drain = async {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 16 << 10];
-            let mut drained = 0;
-            while drained < LINGER_BYTES_MAX {
-                match self.io.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => drained += n,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(LINGER, drain).await;
+            refusal.to_bytes()
+        });
+        close_with(&mut self.io, answer.as_deref()).await;
     }
 
     /// Follows the input as far as it goes: checks a whole head, or
@@ -491,4 +475,33 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// Writes `answer` (when there is one), closes the output, then reads
+/// and drops what the client still sends for a while, so that a client
+/// still sending its request reads the answer instead of a reset.
+pub(super) async fn close_with<IO: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut IO,
+    answer: Option<&[u8]>,
+) {
+    if let Some(answer) = answer
+        && io.write_all(answer).await.is_err()
+    {
+        return;
+    }
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 16 << 10];
+        let mut drained = 0;
+        while drained < LINGER_BYTES_MAX {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }

@@ -161,7 +161,7 @@ async fn accept_failed(e: std::io::Error) {
 /// Serves one connection until it ends, or until `stopped` (then the
 /// request in flight finishes first); with TLS, after its handshake.
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     app: Router,
     config: Arc<ServeConfig>,
     mut stopped: watch::Receiver<bool>,
@@ -173,7 +173,8 @@ async fn connection(
         return http(tcp, app, config, stopped).await;
     };
     if speaks_plain_http(&tcp, config.header_read_timeout).await {
-        return refusal::tell_to_use_https(tcp).await;
+        let answer = refusal::Refusal::plain_http_on_tls().to_bytes();
+        return guard::close_with(&mut tcp, Some(&answer)).await;
     }
     let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(tcp);
     let stream = tokio::select! {

@@ -201,20 +201,3 @@ fn is_problem(response: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with(PROBLEM_CONTENT_TYPE))
 }
-
-/// Answers a plain HTTP request sent to a TLS port with
-/// [`Refusal::plain_http_on_tls`], then closes the connection after
-/// reading what the client still sends for a moment (so it reads the
-/// answer, not a reset).
-pub(super) async fn tell_to_use_https(mut tcp: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let answer = Refusal::plain_http_on_tls().to_bytes();
-    if tcp.write_all(&answer).await.is_err() || tcp.shutdown().await.is_err() {
-        return;
-    }
-    let mut sink = [0u8; 4096];
-    let drained = tokio::time::timeout(Duration::from_secs(2), async {
-        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
-    let _ = drained.await;
-}
