@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, eur, raw_fdatasync_rate, wait_ready};
+use common::{Server, cpu_seconds, eur, raw_fdatasync_rate, wait_ready};
 
 const CLIENTS: usize = 64;
 
@@ -181,12 +181,17 @@ async fn reserve_release(
 struct Measured {
     register: Run,
     commands: Run,
+    /// CPU time per command in the timed part, in microseconds: the
+    /// servers' processes, and this one's (the load generator).
+    server_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 /// `key`: the API key's token every request presents, if any; `ca`: the
 /// CA an `https://` server's certificate is checked against.
 async fn measure(
     url: &str,
+    servers: &[u32],
     customers: usize,
     duration: Duration,
     key: Option<&str>,
@@ -216,8 +221,20 @@ async fn measure(
     let (register, ids) = register(&http, url, customers).await;
     assert_eq!(ids.len(), customers, "every registration succeeded");
     let ids = Arc::new(ids);
+    let cpu = || {
+        let servers: f64 = servers.iter().map(|pid| cpu_seconds(Some(*pid))).sum();
+        (servers, cpu_seconds(None))
+    };
+    let (server_before, client_before) = cpu();
     let commands = reserve_release(&http, url, &ids, duration).await;
-    Measured { register, commands }
+    let (server_after, client_after) = cpu();
+    let per_command = |seconds: f64| 1e6 * seconds / commands.commands.max(1) as f64;
+    Measured {
+        server_cpu_us: per_command(server_after - server_before),
+        client_cpu_us: per_command(client_after - client_before),
+        register,
+        commands,
+    }
 }
 
 /// Removes a finished deployment's data and waits for the disk to write
@@ -315,9 +332,9 @@ fn main() {
          {seconds} s of reserve + release on random customers"
     );
     println!(
-        "| deployment | registrations/s | commands/s | failed | p50 ms | p99 ms | p99.9 ms | commands/s ÷ raw fdatasync/s | share of all-in-one |"
+        "| deployment | registrations/s | commands/s | failed | p50 ms | p99 ms | p99.9 ms | CPU µs/command server + client | commands/s ÷ raw fdatasync/s | share of all-in-one |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, m) in [
         ("all in one (`annals serve`)", &embedded),
         ("all in one with API keys", &authenticated),
@@ -325,13 +342,15 @@ fn main() {
         ("command API → `annals store` over loopback", &remote),
     ] {
         println!(
-            "| {name} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.1}× | {:.0}% |",
+            "| {name} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.0} + {:.0} | {:.1}× | {:.0}% |",
             m.register.rate(),
             m.commands.rate(),
             m.register.failures + m.commands.failures,
             m.commands.percentile_ms(0.50),
             m.commands.percentile_ms(0.99),
             m.commands.percentile_ms(0.999),
+            m.server_cpu_us,
+            m.client_cpu_us,
             m.commands.rate() / raw,
             100.0 * m.commands.rate() / embedded.commands.rate(),
         );
@@ -403,12 +422,28 @@ impl Deployment {
         match self {
             Deployment::Serve => {
                 let server = Server::start(&serve, "listening on");
-                measure(&server.url, customers, duration, None, None).await
+                measure(
+                    &server.url,
+                    &[server.pid()],
+                    customers,
+                    duration,
+                    None,
+                    None,
+                )
+                .await
             }
             Deployment::ServeKeys => {
                 let token = create_key(dir);
                 let server = Server::start(&serve, "listening on");
-                measure(&server.url, customers, duration, Some(&token), None).await
+                measure(
+                    &server.url,
+                    &[server.pid()],
+                    customers,
+                    duration,
+                    Some(&token),
+                    None,
+                )
+                .await
             }
             Deployment::ServeKeysTls => {
                 let token = create_key(dir);
@@ -420,6 +455,7 @@ impl Deployment {
                 let ca_file = ca.ca_file();
                 measure(
                     &server.url,
+                    &[server.pid()],
                     customers,
                     duration,
                     Some(&token),
@@ -442,7 +478,15 @@ impl Deployment {
                     ],
                     "command API listening on",
                 );
-                let measured = measure(&api.url, customers, duration, None, None).await;
+                let measured = measure(
+                    &api.url,
+                    &[store.pid(), api.pid()],
+                    customers,
+                    duration,
+                    None,
+                    None,
+                )
+                .await;
                 drop(api);
                 measured
             }

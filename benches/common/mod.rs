@@ -16,6 +16,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(args: &[&str], announce: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
             .args(args)
@@ -87,4 +92,20 @@ pub fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
     }
     let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
     latencies[i].as_secs_f64() * 1000.0
+}
+
+/// The CPU time (user and system) process `pid` has used so far, or this
+/// process's when `pid` is `None`, in seconds.
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_owned(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap();
+    // Fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of these.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
 }
