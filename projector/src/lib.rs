@@ -34,6 +34,7 @@ pub mod personal;
 mod projection;
 mod projector;
 mod rate;
+mod read_ahead;
 mod runner;
 mod schema;
 mod swap;

@@ -14,6 +14,7 @@ use crate::checkpoint::{self, TrackState};
 use crate::error::{Error, Result, is_transient_sql};
 use crate::projection::{ApplyError, ViewTx};
 use crate::projector::{Registered, Shared};
+use crate::read_ahead::read_ahead;
 use crate::tables::TableNames;
 
 /// How long a catching-up batch waits for the next event before it commits
@@ -207,7 +208,7 @@ impl TrackRunner<'_> {
                 .subscribe(cp.position.next(), EventFilter::all())
                 .await
             {
-                Ok(sub) => sub,
+                Ok(sub) => read_ahead(sub, self.shared.options.batch_events_max),
                 Err(e) => {
                     self.note_transient(&format!("subscribing to the event store: {e}"));
                     if backoff.wait(stop).await {

@@ -115,6 +115,7 @@ async fn run(
                 let mut swapping = progress_of(reg, from, position, position, started);
                 swapping.phase = RebuildPhase::Swapping;
                 progress(&swapping);
+                index_shadows(shared, reg).await?;
                 let target = match swap(shared, reg, position).await? {
                     Swap::Done(swapped) => {
                         reg.wake_live.notify_one();
@@ -228,6 +229,22 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
     };
     tx.commit().await?;
     Ok(from)
+}
+
+/// Builds the shadows' indexes left for after the load, in a transaction
+/// of its own: on PostgreSQL it holds no lock on the live tables, and the
+/// swap's transaction stays short.
+async fn index_shadows(shared: &Shared, reg: &Registered) -> Result<()> {
+    let started = Instant::now();
+    let mut tx = shared.db.begin_write().await?;
+    crate::schema::index_shadows(tx.conn(), shared.db.dialect(), &reg.schema, &reg.shadow).await?;
+    tx.commit().await?;
+    tracing::debug!(
+        projection = reg.name,
+        seconds = started.elapsed().as_secs_f64(),
+        "shadow indexes built"
+    );
+    Ok(())
 }
 
 /// What a swap attempt did.

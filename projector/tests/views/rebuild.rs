@@ -194,6 +194,12 @@ async fn an_interrupted_rebuild_leaves_the_live_view_intact_and_resumes() {
         assert!(shadow.position > Position::ZERO && shadow.position < head);
         assert_eq!(shadow.state, TrackState::Rebuilding);
         assert_eq!(dump_views(&db).await, before, "the live view changed");
+        // The orders view builds its secondary indexes after the load: the
+        // shadow has none yet.
+        let declared = ["orders_by_customer", "orders_by_status"];
+        assert_eq!(indexes_on(&db, "orders").await, declared);
+        let shadow_table = format!("orders{}", projector::SHADOW_SUFFIX);
+        assert!(indexes_on(&db, &shadow_table).await.is_empty());
 
         // The status shows it; the next rebuild resumes where it stopped.
         let running = Running::start(reference_projector(&store, &db, test_options()));
@@ -205,6 +211,11 @@ async fn an_interrupted_rebuild_leaves_the_live_view_intact_and_resumes() {
         .await;
         running.stop().await.unwrap();
         assert_eq!(dump_views(&db).await, before);
+        assert_eq!(
+            indexes_on(&db, "orders").await,
+            declared,
+            "the swapped-in view has its indexes"
+        );
 
         // And an explicit resume reports where it started.
         let projector = reference_projector(&store, &db, test_options());
@@ -239,6 +250,33 @@ async fn an_interrupted_rebuild_leaves_the_live_view_intact_and_resumes() {
         assert_eq!(dump_views(&db).await, before);
         db.close().await;
     }
+}
+
+/// The indexes on `table` that its DDL declares (not the primary key's),
+/// by their declared names (a rebuilt table's may carry the shadow
+/// suffix: index names alternate from one rebuild to the next).
+async fn indexes_on(db: &ViewDb, table: &str) -> Vec<String> {
+    let sql = match db.dialect() {
+        projector::Dialect::Sqlite => {
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL"
+        }
+        projector::Dialect::Postgres => {
+            "SELECT indexname::text FROM pg_indexes \
+             WHERE tablename = $1 AND schemaname = current_schema() AND indexname NOT LIKE '%_pkey'"
+        }
+    };
+    let mut names: Vec<String> = sqlx::query_scalar(sql)
+        .bind(table)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    for name in &mut names {
+        if let Some(declared) = name.strip_suffix(projector::SHADOW_SUFFIX) {
+            *name = declared.to_owned();
+        }
+    }
+    names.sort();
+    names
 }
 
 /// Version 2 of the customers view: emails shown with a marker, so that a

@@ -176,10 +176,13 @@ impl Projection for CustomersProjection {
     }
 
     fn schema(&self) -> Schema {
+        // The handler finds rows by their id only: the other indexes are
+        // built after a rebuild's load.
         Schema::new(
             include_str!("schema/customers.sqlite.sql"),
             include_str!("schema/customers.postgres.sql"),
         )
+        .indexes_after_load()
     }
 
     fn event_types(&self) -> &'static [&'static str] {

@@ -145,10 +145,13 @@ impl Projection for OrdersProjection {
     }
 
     fn schema(&self) -> Schema {
+        // The handler finds rows by their id only: the other indexes are
+        // built after a rebuild's load.
         Schema::new(
             include_str!("schema/orders.sqlite.sql"),
             include_str!("schema/orders.postgres.sql"),
         )
+        .indexes_after_load()
     }
 
     fn event_types(&self) -> &'static [&'static str] {
