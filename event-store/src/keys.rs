@@ -61,6 +61,7 @@
 //!
 //! [`Shredding`]: crate::Shredding
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -771,14 +772,12 @@ struct Recovered {
 
 /// The record slots of a key log's bytes (its header checked by the
 /// caller); a cut record at the end is not a slot.
-fn record_slots(bytes: &[u8]) -> Vec<[u8; RECORD_LEN]> {
+/// The record slots of a key log's bytes, borrowed: a copy of a large
+/// log would double what its recovery holds.
+fn record_slots(bytes: &[u8]) -> Vec<&[u8; RECORD_LEN]> {
     bytes[keylog::HEADER_LEN..]
         .chunks_exact(RECORD_LEN)
-        .map(|c| {
-            let mut slot = [0u8; RECORD_LEN];
-            slot.copy_from_slice(c);
-            slot
-        })
+        .filter_map(|c| c.try_into().ok())
         .collect()
 }
 
@@ -919,8 +918,8 @@ fn legacy_files(fs: &dyn Fs, dir: &Path) -> Result<Option<(Vec<LegacyFile>, Vec<
 /// index. The writer appends a batch only after the previous one was
 /// synced, so anything unreadable from that slot on was never acknowledged,
 /// while anything unreadable before it was.
-fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
-    let decoded: Vec<Slot> = slots.iter().map(keylog::decode).collect();
+fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
+    let decoded: Vec<Slot> = slots.iter().map(|s| keylog::decode(s.borrow())).collect();
     let records = || {
         decoded.iter().enumerate().filter_map(|(i, s)| match s {
             Slot::Record(r) => Some((i as u64, r)),
@@ -963,8 +962,13 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
         .max()
         .unwrap_or(0);
 
+    // Sized once: a map that doubles as it fills holds both tables at
+    // each step, the last one as large as the whole map.
+    let keys = records()
+        .filter(|(_, r)| matches!(r.kind, Kind::Key(_) | Kind::Spare(_)))
+        .count();
     let mut out = Recovered {
-        subjects: HashMap::new(),
+        subjects: HashMap::with_capacity(keys),
         damage: Vec::new(),
         rewrites: Vec::new(),
         free_spares: Vec::new(),
@@ -986,8 +990,8 @@ fn recover(slots: &[[u8; RECORD_LEN]]) -> Recovered {
                 .damage
                 .push((i, "zeros inside the log (a lost write)".into())),
             Slot::Bad(why) => {
-                let subject = Record::subject_of_bad(raw);
-                let (batch, index) = Record::place_of_bad(raw);
+                let subject = Record::subject_of_bad(raw.borrow());
+                let (batch, index) = Record::place_of_bad(raw.borrow());
                 // A spare's record names no subject; its assignment does.
                 let owner = assigned.get(&i).copied();
                 let erased_owner = erased.contains(&subject)
