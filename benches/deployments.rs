@@ -262,24 +262,10 @@ fn create_key(data_dir: &Path) -> String {
 }
 
 fn main() {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::current_dir().unwrap().join("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap();
-    let root = tempfile::tempdir_in(&base).unwrap();
-    let seconds: u64 = std::env::var("ANNALS_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let customers: usize = std::env::var("ANNALS_BENCH_CUSTOMERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let rounds: usize = std::env::var("ANNALS_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .max(1);
+    let root = common::data_root();
+    let seconds: u64 = common::env_or("ANNALS_BENCH_SECONDS", 10);
+    let customers: usize = common::env_or("ANNALS_BENCH_CUSTOMERS", 10_000);
+    let rounds: usize = common::env_or("ANNALS_BENCH_ROUNDS", 3).max(1);
     let duration = Duration::from_secs(seconds);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

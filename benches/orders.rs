@@ -187,15 +187,8 @@ async fn measure(url: &str, duration: Duration) -> (Tally, Duration) {
 }
 
 fn main() {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::current_dir().unwrap().join("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap();
-    let root = tempfile::tempdir_in(&base).unwrap();
-    let seconds: u64 = std::env::var("ANNALS_BENCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let root = common::data_root();
+    let seconds: u64 = common::env_or("ANNALS_BENCH_SECONDS", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -52,15 +52,8 @@ const ROWS_PER_TX: usize = 50_000;
 const STREAMS_PER_APPEND: usize = 64;
 
 fn main() {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::current_dir().unwrap().join("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap();
-    let root = tempfile::tempdir_in(&base).unwrap();
-    let events: usize = std::env::var("ANNALS_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let root = common::data_root();
+    let events: usize = common::env_or("ANNALS_BENCH_EVENTS", 1_000_000);
     let admin_url = std::env::var("ANNALS_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -54,6 +54,24 @@ impl Drop for Server {
     }
 }
 
+/// A directory for one run's data, removed with the value: under
+/// `ANNALS_BENCH_DIR`, or `target/bench-data` by default.
+pub fn data_root() -> tempfile::TempDir {
+    let base = std::env::var("ANNALS_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::current_dir().unwrap().join("target/bench-data"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::tempdir_in(&base).unwrap()
+}
+
+/// The number in the environment variable `name`, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn raw_fdatasync_rate(dir: &Path) -> f64 {
     let path = dir.join("fdatasync-probe");
     let mut file = std::fs::File::create(&path).unwrap();
