@@ -362,7 +362,9 @@ async fn build_customer(store: &Store, handler: &CommandHandler<Customer>, lengt
         },
         credit_limit: eur(1_000_000),
     });
-    let encode = |e: &CustomerEvent| NewEvent::new(e.event_type(), e.encode().unwrap());
+    let encode = |e: &CustomerEvent| {
+        NewEvent::new(e.event_type(), e.encode().unwrap()).with_schema_version(e.schema_version())
+    };
     let mut batch = vec![encode(&registered)];
     let bulk = length - 100;
     let mut version = 0;
