@@ -42,7 +42,7 @@ use sqlx::Row;
 
 mod common;
 
-use common::PgDatabase;
+use common::pg::PgDatabase;
 
 /// Rows per statement and per transaction of the baseline.
 const ROWS_PER_STATEMENT: usize = 512;
