@@ -141,7 +141,13 @@ fn thousands(n: u64) -> String {
 }
 
 async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
-    let (store, layered) = open_embedded(&args.data_dir, StoreOptions::default(), app).await?;
+    // The rebuild reads the log in order only: without a table of streams
+    // its memory does not grow with the number of streams in the log.
+    let options = StoreOptions {
+        log_only: true,
+        ..StoreOptions::default()
+    };
+    let (store, layered) = open_embedded(&args.data_dir, options, app).await?;
     let result = async {
         let views = match &args.database {
             Some(url) => ViewDb::open(url).await,

@@ -296,11 +296,16 @@ impl KeyStore {
         let file = fs
             .open(&log_path, true)
             .map_err(|e| Error::io(ctx("opening"), e))?;
-        let bytes = file.read_all().map_err(|e| Error::io(ctx("reading"), e))?;
+        // Mapped rather than read: the log of millions of subjects would
+        // otherwise sit in memory beside the table built from it. Nothing
+        // writes the file until the map is dropped below.
+        let bytes = crate::mmap::map_whole_file(file.std_file())
+            .map_err(|e| Error::io(ctx("mapping"), e))?;
         keylog::decode_header(&bytes)
             .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
         let slots = record_slots(&bytes);
         let recovered = recover(&slots);
+        drop(slots);
         drop(bytes);
         for (slot, record) in &recovered.rewrites {
             tracing::warn!(
@@ -911,6 +916,82 @@ fn legacy_files(fs: &dyn Fs, dir: &Path) -> Result<Option<(Vec<LegacyFile>, Vec<
     Ok(Some((found, leftovers)))
 }
 
+/// What recovery learns from a first pass over the slots, before it
+/// decides what each one holds.
+struct Survey {
+    /// The last batch: the highest batch number among intact records.
+    final_batch: u64,
+    /// Its first slot: the slot of any of its records minus its index.
+    final_start: u64,
+    /// One past the last slot that is not all zeros.
+    end: u64,
+    /// Subjects with an erasure or destroyed-key record.
+    erased: HashSet<Hash>,
+    /// Spare slot → the subject it was assigned to. A spare is handed out
+    /// only once synced, so its assignment always comes after it.
+    assigned: HashMap<u64, Hash>,
+    /// Spare slots assigned to two different subjects.
+    twice: HashSet<u64>,
+    /// The highest floor.
+    floor: u64,
+    /// Key and spare records: what the subject table is sized for, as a
+    /// map that doubles as it fills holds both tables at each step.
+    keys: usize,
+}
+
+impl Survey {
+    fn of<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Self {
+        let mut survey = Survey {
+            final_batch: 0,
+            final_start: 0,
+            end: 0,
+            erased: HashSet::new(),
+            assigned: HashMap::new(),
+            twice: HashSet::new(),
+            floor: 0,
+            keys: 0,
+        };
+        let mut first_final: Option<u64> = None;
+        for (i, raw) in slots.iter().enumerate() {
+            let i = i as u64;
+            let r = match keylog::decode(raw.borrow()) {
+                Slot::Empty => continue,
+                Slot::Bad(_) => {
+                    survey.end = i + 1;
+                    continue;
+                }
+                Slot::Record(r) => r,
+            };
+            survey.end = i + 1;
+            let start = i.saturating_sub(u64::from(r.index));
+            if first_final.is_none() || r.batch > survey.final_batch {
+                survey.final_batch = r.batch;
+                first_final = Some(start);
+            } else if r.batch == survey.final_batch {
+                first_final = first_final.map(|s| s.min(start));
+            }
+            match r.kind {
+                // A destroyed spare names no subject.
+                Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
+                    survey.erased.insert(r.subject);
+                }
+                Kind::Assign(slot) => {
+                    if let Some(other) = survey.assigned.insert(slot, r.subject)
+                        && other != r.subject
+                    {
+                        survey.twice.insert(slot);
+                    }
+                }
+                Kind::Floor(position) => survey.floor = survey.floor.max(position),
+                Kind::Key(_) | Kind::Spare(_) => survey.keys += 1,
+                _ => {}
+            }
+        }
+        survey.final_start = first_final.unwrap_or(0);
+        survey
+    }
+}
+
 /// Decides what every slot of the log holds (see the module docs).
 ///
 /// The last batch is the one with the highest batch number among intact
@@ -919,54 +1000,20 @@ fn legacy_files(fs: &dyn Fs, dir: &Path) -> Result<Option<(Vec<LegacyFile>, Vec<
 /// synced, so anything unreadable from that slot on was never acknowledged,
 /// while anything unreadable before it was.
 fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
-    let decoded: Vec<Slot> = slots.iter().map(|s| keylog::decode(s.borrow())).collect();
-    let records = || {
-        decoded.iter().enumerate().filter_map(|(i, s)| match s {
-            Slot::Record(r) => Some((i as u64, r)),
-            _ => None,
-        })
-    };
-    let final_batch = records().map(|(_, r)| r.batch).max().unwrap_or(0);
-    let final_start = records()
-        .filter(|(_, r)| r.batch == final_batch)
-        .map(|(i, r)| i.saturating_sub(u64::from(r.index)))
-        .min()
-        .unwrap_or(0);
-    let end = decoded
-        .iter()
-        .rposition(|s| !matches!(s, Slot::Empty))
-        .map_or(0, |i| i as u64 + 1);
-    let erased: HashSet<Hash> = records()
-        .filter(|(_, r)| matches!(r.kind, Kind::Erasure | Kind::Destroyed))
-        .map(|(_, r)| r.subject)
-        // A destroyed spare names no subject.
-        .filter(|subject| *subject != [0; 32])
-        .collect();
-    // Spare slot → the subject it was assigned to. A spare is handed out
-    // only once synced, so its assignment always comes after it.
-    let mut assigned: HashMap<u64, Hash> = HashMap::new();
-    let mut twice: HashSet<u64> = HashSet::new();
-    for (_, r) in records() {
-        if let Kind::Assign(slot) = r.kind
-            && let Some(other) = assigned.insert(slot, r.subject)
-            && other != r.subject
-        {
-            twice.insert(slot);
-        }
-    }
-    let floor = records()
-        .filter_map(|(_, r)| match r.kind {
-            Kind::Floor(position) => Some(position),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
-
-    // Sized once: a map that doubles as it fills holds both tables at
-    // each step, the last one as large as the whole map.
-    let keys = records()
-        .filter(|(_, r)| matches!(r.kind, Kind::Key(_) | Kind::Spare(_)))
-        .count();
+    // Slots are decoded twice (a survey, then the decisions) rather than
+    // kept decoded: a decoded slot is larger than its 80 bytes, and a log
+    // of millions of subjects would hold them all at once.
+    let survey = Survey::of(slots);
+    let Survey {
+        final_batch,
+        final_start,
+        end,
+        erased,
+        assigned,
+        twice,
+        floor,
+        keys,
+    } = survey;
     let mut out = Recovered {
         subjects: HashMap::with_capacity(keys),
         damage: Vec::new(),
@@ -982,9 +1029,9 @@ fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
         batch: final_batch,
         subject: [0; 32],
     };
-    for (i, (slot, raw)) in decoded.iter().zip(slots).enumerate().take(end as usize) {
+    for (i, raw) in slots.iter().enumerate().take(end as usize) {
         let i = i as u64;
-        match slot {
+        match &keylog::decode(raw.borrow()) {
             Slot::Empty if i >= final_start => out.rewrites.push((i, void(i))),
             Slot::Empty => out
                 .damage

@@ -76,6 +76,12 @@ pub struct StoreOptions {
     pub writer_queue_max: usize,
     pub clock: Arc<dyn Clock>,
     pub fs: Arc<dyn Fs>,
+    /// Open to read the log in order only, as an offline rebuild does: no
+    /// table of streams is built, so memory does not grow with the number
+    /// of streams ever written. Appends, per-stream reads and loads are
+    /// refused (the store is read-only), and stream versions are checked
+    /// within each segment only.
+    pub log_only: bool,
 }
 
 impl Default for StoreOptions {
@@ -90,6 +96,7 @@ impl Default for StoreOptions {
             writer_queue_max: 8_192,
             clock: Arc::new(SystemClock),
             fs: Arc::new(RealFs),
+            log_only: false,
         }
     }
 }

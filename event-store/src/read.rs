@@ -63,7 +63,7 @@ fn stream_slice(
     // Decide the versions to read and copy out what locates them.
     let (lo, hi, version, active, segments) = {
         let st = inner.state.read();
-        let Some(stream) = st.streams.get(stream_id.as_str()) else {
+        let Some(stream) = st.stream(stream_id.as_str())? else {
             st.check_tail()?;
             return Ok(empty(0));
         };

@@ -138,6 +138,9 @@ fn segment_numbers(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
     Ok(numbers)
 }
 
+/// Why a store opened with [`StoreOptions::log_only`] refuses appends.
+const LOG_ONLY: &str = "opened to read the log in order only";
+
 pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
     let fs = options.fs.as_ref();
     fs.create_dir_all(dir)
@@ -152,8 +155,13 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
     let Some((&last, earlier)) = numbers.split_last() else {
         let (path, file) = create_segment(fs, dir, 1, 1, options.clock.now().0)?;
         let active = empty_active(1, 1, path, &file, options)?;
+        let mut state = State::new(Vec::new(), active, streams, 0, 0);
+        if options.log_only {
+            state.log_only = true;
+            state.read_only = Some(LOG_ONLY.to_owned());
+        }
         return Ok(Recovered {
-            state: State::new(Vec::new(), active, streams, 0, 0),
+            state,
             writer_file: file,
             report,
         });
@@ -165,7 +173,9 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         if sealed_damage.is_none() {
             sealed_damage = damage;
         }
-        merge_sealed_streams(&segment, &mut streams)?;
+        if !options.log_only {
+            merge_sealed_streams(&segment, &mut streams)?;
+        }
         next_base = segment.base + segment.count;
         sealed_bytes += segment.data.len() as u64;
         sealed.push(Arc::new(segment));
@@ -182,12 +192,15 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         &mut report,
         sealed_damage.is_some(),
     )?;
-    let read_only = sealed_damage.or(active_damage);
+    let read_only = sealed_damage
+        .or(active_damage)
+        .or_else(|| options.log_only.then(|| LOG_ONLY.to_owned()));
     report.read_only_reason = read_only.clone();
     let head = active.base + active.positions.len() as u64 - 1;
     let mut state = State::new(sealed, active, streams, head, sealed_bytes);
     state.read_only = read_only;
     state.damaged_tail = damaged_tail;
+    state.log_only = options.log_only;
     Ok(Recovered {
         state,
         writer_file,
@@ -616,6 +629,12 @@ fn open_active(
             positions.push(last_damage.unwrap_or(e.offset));
         }
         positions.push(e.offset);
+        // Without a table of streams nothing reads a stream by itself, so
+        // the active segment's streams are not indexed either: that index
+        // grows with the segment, up to hundreds of MB for a full one.
+        if options.log_only {
+            continue;
+        }
         let previous = streams.get(e.stream_id.as_str()).map_or(0, |s| s.version);
         if e.version != previous + 1 && !damaged {
             return Err(Error::corruption(

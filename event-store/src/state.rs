@@ -32,6 +32,10 @@ pub(crate) struct State {
     /// lost and nobody can tell which streams they belonged to, so reads that
     /// reach the end of the log or of a stream report it.
     pub damaged_tail: Option<DamagedTail>,
+    /// Opened with [`StoreOptions::log_only`]: `streams` is empty.
+    ///
+    /// [`StoreOptions::log_only`]: crate::StoreOptions::log_only
+    pub log_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +77,19 @@ impl State {
             sealed_bytes,
             read_only: None,
             damaged_tail: None,
+            log_only: false,
         }
+    }
+
+    /// What the table of streams knows of `stream_id`; an error when the
+    /// store was opened without one, where "unknown" would read as "empty".
+    pub fn stream(&self, stream_id: &str) -> crate::Result<Option<&StreamState>> {
+        if self.log_only {
+            return Err(crate::Error::Unsupported(format!(
+                "the store was opened to read the log in order only; stream {stream_id} cannot be read by itself"
+            )));
+        }
+        Ok(self.streams.get(stream_id))
     }
 
     pub fn stream_version(&self, stream_id: &str) -> u64 {

@@ -511,7 +511,7 @@ impl EventStore for Store {
         // log tail that may have held it.
         {
             let st = self.inner().state.read();
-            if !st.streams.contains_key(stream_id.as_str()) {
+            if st.stream(stream_id.as_str())?.is_none() {
                 st.check_tail()?;
                 return Ok(crate::api::LoadedStream {
                     snapshot: None,

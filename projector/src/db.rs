@@ -126,6 +126,9 @@ pub struct ViewDb {
     inner: Arc<Inner>,
 }
 
+/// SQLite keeps temporary data in memory (see [`ViewDb::open`]).
+const TEMP_IN_MEMORY: &str = "PRAGMA temp_store = MEMORY";
+
 #[derive(Debug)]
 struct Inner {
     pool: AnyPool,
@@ -150,6 +153,9 @@ struct Inner {
     purge_pending: AtomicBool,
     /// SQLite: the background retry of the checkpoint is running.
     purge_retrying: AtomicBool,
+    /// SQLite: a transaction that spilled its temporary data to files
+    /// ended without setting it back (see [`ViewDb::begin_bulk_write`]).
+    spilled: AtomicBool,
 }
 
 /// A write transaction on the view database. Dropping it without
@@ -186,6 +192,10 @@ impl WriteTx {
             erased,
         } = self;
         tx.commit().await?;
+        if db.spilled.load(Ordering::SeqCst) {
+            db.temp_store(TEMP_IN_MEMORY).await?;
+            db.spilled.store(false, Ordering::SeqCst);
+        }
         if db.dialect == Dialect::Sqlite {
             if erased {
                 db.purge_pending.store(true, Ordering::SeqCst);
@@ -360,6 +370,7 @@ impl ViewDb {
                 .unwrap_or(u64::MAX),
             purge_pending: AtomicBool::new(false),
             purge_retrying: AtomicBool::new(false),
+            spilled: AtomicBool::new(false),
         });
         if dialect == Dialect::Sqlite {
             // Whether an erasure's purge was cut short by a crash is not
@@ -392,6 +403,11 @@ impl ViewDb {
         match self.inner.dialect {
             Dialect::Sqlite => {
                 let gate = self.inner.write_gate.clone().lock_owned().await;
+                // After a spilling transaction that did not commit.
+                if self.inner.spilled.load(Ordering::SeqCst) {
+                    self.inner.temp_store(TEMP_IN_MEMORY).await?;
+                    self.inner.spilled.store(false, Ordering::SeqCst);
+                }
                 let tx = self.inner.write_pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(WriteTx {
                     tx,
@@ -407,6 +423,34 @@ impl ViewDb {
                 erased: false,
             }),
         }
+    }
+
+    /// [`ViewDb::begin_write`] for a bulk step that touches no erased data
+    /// (building a rebuilt view's indexes, swapping it in). On SQLite its
+    /// temporary data (statement journals, the sorts of `CREATE INDEX`)
+    /// goes to temporary files, never synced and mostly served from the OS
+    /// page cache, instead of memory, where it grows with the table: the
+    /// index build and the drop of the replaced table (every page of which
+    /// `secure_delete` rewrites) held hundreds of MB. Other transactions
+    /// keep it in memory, so that an erasure's old page images never reach
+    /// a disk.
+    pub async fn begin_bulk_write(&self) -> Result<WriteTx> {
+        if self.inner.dialect == Dialect::Sqlite {
+            let gate = self.inner.write_gate.clone().lock_owned().await;
+            // The pragma cannot change inside a transaction. The write
+            // pool holds one connection, and the gate keeps other writers
+            // of this process off it until the transaction ends.
+            self.inner.spilled.store(true, Ordering::SeqCst);
+            self.inner.temp_store("PRAGMA temp_store = FILE").await?;
+            let tx = self.inner.write_pool.begin_with("BEGIN IMMEDIATE").await?;
+            return Ok(WriteTx {
+                tx,
+                gate: Some(gate),
+                db: self.inner.clone(),
+                erased: false,
+            });
+        }
+        self.begin_write().await
     }
 
     /// Starts a read-only transaction whose statements all see one snapshot
@@ -458,6 +502,13 @@ impl ViewDb {
 }
 
 impl Inner {
+    /// Sets where SQLite keeps temporary data, on the write connection.
+    async fn temp_store(&self, pragma: &'static str) -> Result<()> {
+        let mut conn = self.write_pool.acquire().await?;
+        sqlx::query(pragma).execute(&mut *conn).await?;
+        Ok(())
+    }
+
     /// Up to `attempts` checkpoints that empty the WAL, while the caller
     /// holds the write gate. Success clears the pending purge; failure
     /// leaves it for the next write transaction and starts the background
@@ -819,6 +870,42 @@ pub(crate) fn checked_identifier(name: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn temp_store(tx: &mut WriteTx) -> i64 {
+        sqlx::query_scalar::<_, i64>("PRAGMA temp_store")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_bulk_writes_spill_temporary_data_to_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("v.db").display());
+        let db = ViewDb::open(&url).await.unwrap();
+        const FILE: i64 = 1;
+        const MEMORY: i64 = 2;
+
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await, MEMORY);
+        tx.commit().await.unwrap();
+
+        let mut tx = db.begin_bulk_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await, FILE);
+        tx.commit().await.unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await, MEMORY);
+        tx.commit().await.unwrap();
+
+        // A bulk write that never committed is undone at the next write.
+        let mut tx = db.begin_bulk_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await, FILE);
+        drop(tx);
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(temp_store(&mut tx).await, MEMORY);
+        tx.rollback().await.unwrap();
+        db.close().await;
+    }
 
     #[test]
     fn sqlite_urls_get_create_mode_and_keep_parameters() {

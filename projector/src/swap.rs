@@ -236,7 +236,7 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
 /// swap's transaction stays short.
 async fn index_shadows(shared: &Shared, reg: &Registered) -> Result<()> {
     let started = Instant::now();
-    let mut tx = shared.db.begin_write().await?;
+    let mut tx = shared.db.begin_bulk_write().await?;
     crate::schema::index_shadows(tx.conn(), shared.db.dialect(), &reg.schema, &reg.shadow).await?;
     tx.commit().await?;
     tracing::debug!(
@@ -261,7 +261,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         Dialect::Postgres => " FOR UPDATE",
         Dialect::Sqlite => "",
     };
-    let mut tx = shared.db.begin_write().await?;
+    let mut tx = shared.db.begin_bulk_write().await?;
     let live = lock_checkpoint(tx.conn(), reg.name, Track::Live, lock).await?;
     let rebuild = lock_checkpoint(tx.conn(), reg.name, Track::Rebuild, lock).await?;
     let Some(rebuild) = rebuild else {

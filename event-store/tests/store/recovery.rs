@@ -398,3 +398,45 @@ async fn a_damaged_snapshot_is_reported_and_never_served() {
     assert!(loaded.snapshot.is_none());
     assert_eq!(loaded.events.len(), 5);
 }
+
+#[tokio::test]
+async fn a_store_opened_log_only_reads_the_log_and_refuses_per_stream_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_segments()).await;
+    for s in 0..6 {
+        fill(&store, &format!("s-{s}"), 10, 2).await;
+    }
+    let everything = read_everything(&store).await;
+    store.close().await.unwrap();
+
+    let log_only = StoreOptions {
+        log_only: true,
+        ..small_segments()
+    };
+    let store = open(dir.path(), log_only).await;
+    assert!(store.recovery_report().sealed_segments > 1);
+    // The whole log, sealed segments and the active one, in order.
+    assert_eq!(read_everything(&store).await, everything);
+    // "Unknown" must never read as "empty": a stream is refused, not empty.
+    let stream = store
+        .read_stream(&sid("s-0"), ReadFrom::Start, Direction::Forward, 100)
+        .await;
+    assert!(matches!(stream, Err(Error::Unsupported(_))), "{stream:?}");
+    let loaded = store.load(&sid("s-5"), None).await;
+    assert!(matches!(loaded, Err(Error::Unsupported(_))), "{loaded:?}");
+    let appended = store
+        .append(&sid("s-0"), ExpectedVersion::Any, vec![event(1)])
+        .await;
+    assert!(matches!(appended, Err(Error::ReadOnly(_))), "{appended:?}");
+    store.close().await.unwrap();
+
+    // Nothing was written: a normal open sees every stream as before.
+    let store = open(dir.path(), small_segments()).await;
+    assert_eq!(read_everything(&store).await, everything);
+    let slice = store
+        .read_stream(&sid("s-5"), ReadFrom::Start, Direction::Forward, 100)
+        .await
+        .unwrap();
+    assert_eq!(slice.events.len(), 20);
+    store.close().await.unwrap();
+}
