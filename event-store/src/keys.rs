@@ -61,7 +61,6 @@
 //!
 //! [`Shredding`]: crate::Shredding
 
-use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,7 +73,12 @@ use crate::error::{Error, Result};
 use crate::format::keylog::{self, Kind, RECORD_LEN, Record, Slot};
 use crate::fs::{Fs, FsFile, RealFs};
 use crate::lock::DirLock;
+use crate::mmap::VolatileMap;
 use crate::recovery::write_file_durably;
+
+mod table;
+
+use table::{MappedLog, Records, SubjectTable};
 
 /// The key log's file name inside the key store's directory.
 pub const LOG_FILE: &str = "keys.log";
@@ -139,9 +143,8 @@ enum Entry {
     Damaged(String),
 }
 
-#[derive(Default)]
 struct State {
-    subjects: HashMap<Hash, Entry>,
+    subjects: SubjectTable,
     /// Damage that names no subject (a record failing its checksum): any
     /// subject the log does not know may have been its owner.
     damage: Vec<String>,
@@ -296,17 +299,13 @@ impl KeyStore {
         let file = fs
             .open(&log_path, true)
             .map_err(|e| Error::io(ctx("opening"), e))?;
-        // Mapped rather than read: the log of millions of subjects would
-        // otherwise sit in memory beside the table built from it. Nothing
-        // writes the file until the map is dropped below.
-        let bytes = crate::mmap::map_whole_file(file.std_file())
-            .map_err(|e| Error::io(ctx("mapping"), e))?;
-        keylog::decode_header(&bytes)
+        // Mapped rather than read, and kept: the subject table reads its
+        // records back from the map (see `table`).
+        let map = VolatileMap::map(file.std_file()).map_err(|e| Error::io(ctx("mapping"), e))?;
+        let header: [u8; keylog::HEADER_LEN] = map.copy(0).unwrap_or([0; keylog::HEADER_LEN]);
+        keylog::decode_header(&header)
             .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
-        let slots = record_slots(&bytes);
-        let recovered = recover(&slots);
-        drop(slots);
-        drop(bytes);
+        let recovered = recover(Arc::new(MappedLog(map)));
         for (slot, record) in &recovered.rewrites {
             tracing::warn!(
                 file = %log_path.display(),
@@ -399,7 +398,7 @@ impl KeyStore {
         let hash = subject_hash(subject);
         let st = self.shared.state.read();
         match st.subjects.get(&hash) {
-            Some(Entry::Key { key, .. }) => Ok(Some(SubjectKey::Key(*key))),
+            Some(Entry::Key { key, .. }) => Ok(Some(SubjectKey::Key(key))),
             Some(Entry::Erased) => Ok(Some(SubjectKey::Erased)),
             Some(Entry::Damaged(why)) => Err(Error::KeyStore(format!(
                 "the key of data subject {subject:?} is damaged: {why}"
@@ -431,7 +430,7 @@ impl KeyStore {
         let hash = subject_hash(subject);
         if let Some(Entry::Key { key, slot, spare }) = self.shared.state.read().subjects.get(&hash)
         {
-            return Ok(Some((*key, spare.then_some(*slot))));
+            return Ok(Some((key, spare.then_some(slot))));
         }
         match self.lookup(subject)? {
             Some(SubjectKey::Key(key)) => Ok(Some((key, None))),
@@ -500,7 +499,7 @@ impl KeyStore {
         let hash = subject_hash(subject);
         let known = |st: &State| match st.subjects.get(&hash) {
             Some(Entry::Key { key, slot, spare }) => {
-                Some(SealingKey::Ready(*key, spare.then_some(*slot)))
+                Some(SealingKey::Ready(key, spare.then_some(slot)))
             }
             Some(_) => Some(SealingKey::Unusable),
             None => None,
@@ -761,7 +760,7 @@ fn key_log_stopped(why: String) -> Error {
 
 /// What opening found in the log.
 struct Recovered {
-    subjects: HashMap<Hash, Entry>,
+    subjects: SubjectTable,
     /// Slots that fail their checksum (or are holes) before the last batch.
     damage: Vec<(u64, String)>,
     /// Slots to rewrite before anything else: torn records of the last
@@ -777,10 +776,10 @@ struct Recovered {
 
 /// The record slots of a key log's bytes (its header checked by the
 /// caller); a cut record at the end is not a slot.
-/// The record slots of a key log's bytes, borrowed: a copy of a large
-/// log would double what its recovery holds.
-fn record_slots(bytes: &[u8]) -> Vec<&[u8; RECORD_LEN]> {
-    bytes[keylog::HEADER_LEN..]
+fn record_slots(bytes: &[u8]) -> Vec<[u8; RECORD_LEN]> {
+    bytes
+        .get(keylog::HEADER_LEN..)
+        .unwrap_or_default()
         .chunks_exact(RECORD_LEN)
         .filter_map(|c| c.try_into().ok())
         .collect()
@@ -815,8 +814,7 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
     };
     keylog::decode_header(&bytes)
         .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
-    let slots = record_slots(&bytes);
-    let recovered = recover(&slots);
+    let recovered = recover(Arc::new(record_slots(&bytes)));
     let mut check = KeyLogCheck {
         spares: recovered.free_spares.len() as u64,
         ..KeyLogCheck::default()
@@ -925,36 +923,35 @@ struct Survey {
     final_start: u64,
     /// One past the last slot that is not all zeros.
     end: u64,
-    /// Subjects with an erasure or destroyed-key record.
-    erased: HashSet<Hash>,
-    /// Spare slot → the subject it was assigned to. A spare is handed out
-    /// only once synced, so its assignment always comes after it.
-    assigned: HashMap<u64, Hash>,
-    /// Spare slots assigned to two different subjects.
-    twice: HashSet<u64>,
+    /// Subjects with an erasure or destroyed-key record, and the slot of
+    /// one such record.
+    erased: HashMap<Hash, u64>,
+    /// Assignments as (spare slot, assignment slot), sorted: a spare is
+    /// handed out only once synced, so its assignment always comes after
+    /// it. Slots rather than a map from spare to subject, which would hold
+    /// 50 bytes for each of millions of subjects while the log is read.
+    assigned: Vec<(u64, u64)>,
     /// The highest floor.
     floor: u64,
-    /// Key and spare records: what the subject table is sized for, as a
-    /// map that doubles as it fills holds both tables at each step.
+    /// Key and spare records: what the subject table is sized for.
     keys: usize,
 }
 
 impl Survey {
-    fn of<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Self {
+    fn of(records: &dyn Records) -> Self {
         let mut survey = Survey {
             final_batch: 0,
             final_start: 0,
             end: 0,
-            erased: HashSet::new(),
-            assigned: HashMap::new(),
-            twice: HashSet::new(),
+            erased: HashMap::new(),
+            assigned: Vec::new(),
             floor: 0,
             keys: 0,
         };
         let mut first_final: Option<u64> = None;
-        for (i, raw) in slots.iter().enumerate() {
-            let i = i as u64;
-            let r = match keylog::decode(raw.borrow()) {
+        for i in 0..records.slot_count() {
+            let Some(raw) = records.slot(i) else { break };
+            let r = match keylog::decode(&raw) {
                 Slot::Empty => continue,
                 Slot::Bad(_) => {
                     survey.end = i + 1;
@@ -973,22 +970,33 @@ impl Survey {
             match r.kind {
                 // A destroyed spare names no subject.
                 Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
-                    survey.erased.insert(r.subject);
+                    survey.erased.insert(r.subject, i);
                 }
-                Kind::Assign(slot) => {
-                    if let Some(other) = survey.assigned.insert(slot, r.subject)
-                        && other != r.subject
-                    {
-                        survey.twice.insert(slot);
-                    }
-                }
+                Kind::Assign(spare) => survey.assigned.push((spare, i)),
                 Kind::Floor(position) => survey.floor = survey.floor.max(position),
                 Kind::Key(_) | Kind::Spare(_) => survey.keys += 1,
                 _ => {}
             }
         }
+        survey.assigned.sort_unstable();
         survey.final_start = first_final.unwrap_or(0);
         survey
+    }
+
+    /// The subject the spare in `slot` was assigned to (by its last
+    /// assignment), and whether two assignments name different subjects.
+    fn owner(&self, records: &dyn Records, slot: u64) -> Option<(Hash, bool)> {
+        let from = self.assigned.partition_point(|(spare, _)| *spare < slot);
+        let to = self.assigned.partition_point(|(spare, _)| *spare <= slot);
+        let subjects: Vec<Hash> = self.assigned[from..to]
+            .iter()
+            .filter_map(|(_, at)| match keylog::decode(&records.slot(*at)?) {
+                Slot::Record(r) => Some(r.subject),
+                _ => None,
+            })
+            .collect();
+        let last = *subjects.last()?;
+        Some((last, subjects.iter().any(|s| *s != last)))
     }
 }
 
@@ -999,27 +1007,19 @@ impl Survey {
 /// index. The writer appends a batch only after the previous one was
 /// synced, so anything unreadable from that slot on was never acknowledged,
 /// while anything unreadable before it was.
-fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
+fn recover(records: Arc<dyn Records>) -> Recovered {
     // Slots are decoded twice (a survey, then the decisions) rather than
     // kept decoded: a decoded slot is larger than its 80 bytes, and a log
     // of millions of subjects would hold them all at once.
-    let survey = Survey::of(slots);
-    let Survey {
-        final_batch,
-        final_start,
-        end,
-        erased,
-        assigned,
-        twice,
-        floor,
-        keys,
-    } = survey;
+    let survey = Survey::of(records.as_ref());
+    let (final_batch, final_start, end) = (survey.final_batch, survey.final_start, survey.end);
+    let erased = &survey.erased;
     let mut out = Recovered {
-        subjects: HashMap::with_capacity(keys),
+        subjects: SubjectTable::new(records.clone(), survey.keys),
         damage: Vec::new(),
         rewrites: Vec::new(),
         free_spares: Vec::new(),
-        floor,
+        floor: survey.floor,
         next_slot: end,
         next_batch: final_batch + 1,
     };
@@ -1029,20 +1029,20 @@ fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
         batch: final_batch,
         subject: [0; 32],
     };
-    for (i, raw) in slots.iter().enumerate().take(end as usize) {
-        let i = i as u64;
-        match &keylog::decode(raw.borrow()) {
+    for i in 0..end {
+        let Some(raw) = records.slot(i) else { break };
+        match &keylog::decode(&raw) {
             Slot::Empty if i >= final_start => out.rewrites.push((i, void(i))),
             Slot::Empty => out
                 .damage
                 .push((i, "zeros inside the log (a lost write)".into())),
             Slot::Bad(why) => {
-                let subject = Record::subject_of_bad(raw.borrow());
-                let (batch, index) = Record::place_of_bad(raw.borrow());
+                let subject = Record::subject_of_bad(&raw);
+                let (batch, index) = Record::place_of_bad(&raw);
                 // A spare's record names no subject; its assignment does.
-                let owner = assigned.get(&i).copied();
-                let erased_owner = erased.contains(&subject)
-                    || (subject == [0; 32] && owner.is_some_and(|h| erased.contains(&h)));
+                let owner = survey.owner(records.as_ref(), i).map(|(owner, _)| owner);
+                let erased_owner = erased.contains_key(&subject)
+                    || (subject == [0; 32] && owner.is_some_and(|h| erased.contains_key(&h)));
                 if erased_owner && batch < final_batch && i < final_start {
                     // A key record whose overwrite by its (durable) erasure
                     // was torn: the bytes that name it are never rewritten.
@@ -1070,7 +1070,7 @@ fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
             }
             Slot::Record(r) => match r.kind {
                 // An erasure the crash interrupted before its overwrite.
-                Kind::Key(_) if erased.contains(&r.subject) => {
+                Kind::Key(_) if erased.contains_key(&r.subject) => {
                     out.rewrites.push((
                         i,
                         Record {
@@ -1078,14 +1078,14 @@ fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
                             ..*r
                         },
                     ));
-                    out.subjects.insert(r.subject, Entry::Erased);
+                    out.subjects.insert_record(r.subject, erased[&r.subject]);
                 }
                 Kind::Spare(key) => {
-                    let Some(owner) = assigned.get(&i).copied() else {
+                    let Some((owner, twice)) = survey.owner(records.as_ref(), i) else {
                         out.free_spares.push((i, key));
                         continue;
                     };
-                    if erased.contains(&owner) {
+                    if let Some(erasure) = erased.get(&owner) {
                         out.rewrites.push((
                             i,
                             Record {
@@ -1093,47 +1093,44 @@ fn recover<S: Borrow<[u8; RECORD_LEN]>>(slots: &[S]) -> Recovered {
                                 ..*r
                             },
                         ));
-                        out.subjects.insert(owner, Entry::Erased);
+                        out.subjects.insert_record(owner, *erasure);
                         continue;
                     }
-                    let entry = if twice.contains(&i) {
-                        Entry::Damaged(format!(
+                    let why = if twice {
+                        format!(
                             "the spare key at offset {} is assigned to two subjects",
                             keylog::offset_of(i)
-                        ))
+                        )
+                    } else if out.subjects.contains_key(&owner) {
+                        format!(
+                            "the key log holds two keys for it (a spare at offset {})",
+                            keylog::offset_of(i)
+                        )
                     } else {
-                        match out.subjects.get(&owner) {
-                            None => Entry::Key {
-                                key,
-                                slot: i,
-                                spare: true,
-                            },
-                            Some(_) => Entry::Damaged(format!(
-                                "the key log holds two keys for it (a spare at offset {})",
-                                keylog::offset_of(i)
-                            )),
-                        }
+                        // The last assignment names the owner (`owner`).
+                        let to = survey.assigned.partition_point(|(spare, _)| *spare <= i);
+                        out.subjects.insert_record(owner, survey.assigned[to - 1].1);
+                        continue;
                     };
-                    out.subjects.insert(owner, entry);
+                    out.subjects.insert(owner, Entry::Damaged(why));
                 }
                 Kind::Assign(_) | Kind::Floor(_) => {}
                 Kind::Key(key) => {
-                    let entry = match out.subjects.get(&r.subject) {
-                        None => Entry::Key {
-                            key,
-                            slot: i,
-                            spare: false,
-                        },
-                        Some(Entry::Key { key: first, .. }) if *first == key => continue,
-                        Some(_) => Entry::Damaged(format!(
+                    let why = match out.subjects.get(&r.subject) {
+                        None => {
+                            out.subjects.insert_record(r.subject, i);
+                            continue;
+                        }
+                        Some(Entry::Key { key: first, .. }) if first == key => continue,
+                        Some(_) => format!(
                             "the key log holds two different keys for it (the second at offset {})",
                             keylog::offset_of(i)
-                        )),
+                        ),
                     };
-                    out.subjects.insert(r.subject, entry);
+                    out.subjects.insert(r.subject, Entry::Damaged(why));
                 }
                 Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
-                    out.subjects.insert(r.subject, Entry::Erased);
+                    out.subjects.insert_record(r.subject, i);
                 }
                 Kind::Erasure | Kind::Destroyed => {}
                 Kind::Void => {}
@@ -1235,7 +1232,7 @@ impl LogWriter {
             .pending
             .get(hash)
             .cloned()
-            .or_else(|| self.shared.state.read().subjects.get(hash).cloned())
+            .or_else(|| self.shared.state.read().subjects.get(hash))
     }
 
     fn record(&self, group: &Group, kind: Kind, subject: Hash) -> Record {

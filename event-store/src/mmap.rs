@@ -12,6 +12,11 @@
 //! - the data directory is locked (`LOCK`) so no other annals process
 //!   writes it.
 //!
+//! The key log is the exception: it is written in place (a destroyed key)
+//! and appended to while mapped, so its map ([`VolatileMap`]) is never
+//! borrowed as a slice; bytes are copied out with volatile reads, and a
+//! copy that races a write is caught by the record's checksum.
+//!
 //! What the store cannot prevent is another program truncating the files;
 //! that is outside the contract, like deleting them.
 #![allow(unsafe_code)]
@@ -56,4 +61,52 @@ pub fn map_growing_file(file: &File, reserve: u64) -> io::Result<Bytes> {
     // guarantees.
     let map = unsafe { memmap2::MmapOptions::new().len(len).map(file)? };
     Ok(Bytes::from_owner(map))
+}
+
+/// A read-only map of a file this process keeps writing through its file
+/// handle (the key log): records appended past the mapped length, a record
+/// overwritten in place. Nothing borrows its bytes; [`VolatileMap::copy`]
+/// reads them with volatile loads, so a concurrent write yields a torn copy
+/// for the caller's checksum to reject, never a reference to memory that
+/// changes under it.
+pub struct VolatileMap {
+    map: Option<memmap2::Mmap>,
+}
+
+impl VolatileMap {
+    pub fn map(file: &File) -> io::Result<Self> {
+        if file.metadata()?.len() == 0 {
+            return Ok(Self { map: None });
+        }
+        // SAFETY: the mapping is only read through `copy`, with volatile
+        // loads inside its bounds, so changes made through the file handle
+        // are data the program reads, not memory it assumed immutable. The
+        // file is never truncated while mapped (the key log only grows), and
+        // the directory lock keeps other annals processes from writing it.
+        let map = unsafe { memmap2::Mmap::map(file)? };
+        Ok(Self { map: Some(map) })
+    }
+
+    /// The file's length when it was mapped.
+    pub fn mapped_len(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// The `N` bytes at `offset`, or `None` past the mapped length.
+    pub fn copy<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let map = self.map.as_ref()?;
+        let end = offset.checked_add(N)?;
+        if end > map.len() {
+            return None;
+        }
+        let mut out = [0u8; N];
+        let base = map.as_ptr();
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: `offset + i < end <= map.len()`: inside the mapping,
+            // which lives as long as `self`; see `map` for why a volatile
+            // load of it is sound while the file is written.
+            *byte = unsafe { std::ptr::read_volatile(base.add(offset + i)) };
+        }
+        Some(out)
+    }
 }

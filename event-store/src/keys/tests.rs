@@ -714,19 +714,19 @@ proptest! {
                 _ => slot[..*cut].fill(0),
             }
         }
-        let recovered = recover(&slots);
+        let recovered = recover(Arc::new(slots.clone()));
         prop_assert!(recovered.damage.is_empty());
         for (b, size) in sizes[..sizes.len() - 1].iter().enumerate() {
             for index in 0..*size {
                 let subject = subject_hash(&format!("{b}-{index}"));
-                let kept = matches!(recovered.subjects.get(&subject), Some(Entry::Key { key, .. }) if *key == subject);
+                let kept = matches!(recovered.subjects.get(&subject), Some(Entry::Key { key, .. }) if key == subject);
                 prop_assert!(kept, "batch {} record {} lost", b, index);
             }
         }
         for (slot, record) in &recovered.rewrites {
             slots[*slot as usize] = record.encode();
         }
-        let again = recover(&slots);
+        let again = recover(Arc::new(slots.clone()));
         prop_assert!(again.damage.is_empty());
         prop_assert!(again.rewrites.is_empty());
         prop_assert_eq!(again.subjects.len(), recovered.subjects.len());
@@ -745,7 +745,7 @@ proptest! {
         let before_last = sizes.iter().sum::<usize>() - sizes[sizes.len() - 1];
         let slot = pick.index(before_last);
         slots[slot][at] ^= 1 << bit;
-        let recovered = recover(&slots);
+        let recovered = recover(Arc::new(slots.clone()));
         prop_assert_eq!(recovered.damage.len(), 1);
         prop_assert_eq!(recovered.damage[0].0, slot as u64);
         prop_assert!(!recovered.subjects.values().any(|e| matches!(e, Entry::Erased)));
