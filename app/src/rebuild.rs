@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use event_store::StoreOptions;
-use projector::{ProjectorOptions, RebuildPhase, ViewDb};
+use projector::{ProjectorOptions, RebuildPhase, ViewDb, ViewDbOptions};
 use serde::Deserialize;
 
 use crate::RebuildArgs;
@@ -150,8 +150,8 @@ async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode
     let (store, layered) = open_embedded(&args.data_dir, options, app).await?;
     let result = async {
         let views = match &args.database {
-            Some(url) => ViewDb::open(url).await,
-            None => ViewDb::open_in_data_dir(&args.data_dir).await,
+            Some(url) => ViewDb::open_with(url, view_options()).await,
+            None => ViewDb::open_in_data_dir_with(&args.data_dir, view_options()).await,
         }
         .context("cannot open the view database")?;
         let projector = app
@@ -188,6 +188,18 @@ async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode
     let closed = store.close().await.context("closing the store");
     result.and(closed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The view database as an offline rebuild uses it: one writer filling
+/// fresh tables, whose batch's pages fit a small SQLite page cache (the
+/// default, 64 MiB per connection, serves a live view's scattered
+/// updates); an index build sorts in memory up to the same size before it
+/// spills to a file.
+fn view_options() -> ViewDbOptions {
+    ViewDbOptions {
+        sqlite_cache_bytes_max: 16 << 20,
+        ..ViewDbOptions::default()
+    }
 }
 
 /// The parts of the admin API's projection status the progress needs.
