@@ -443,6 +443,17 @@ fn serve_locks_its_data_directory_and_stops_gracefully_on_sigterm() {
 }
 
 #[test]
+fn an_offline_rebuild_of_a_directory_without_a_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(annals()
+        .args(["rebuild", "customers", "--offline", "--data-dir"])
+        .arg(dir.path().join("typo")));
+    let line = one_line_failure(&out);
+    assert!(line.contains("holds no event log to read"), "{line}");
+    assert!(!dir.path().join("typo").exists(), "nothing was created");
+}
+
+#[test]
 fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();

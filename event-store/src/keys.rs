@@ -34,8 +34,9 @@
 //! copied or compacted. A crash between the two steps, or inside the
 //! overwrite, is finished at the next open.
 //!
-//! **Opening** reads the whole log into memory (about 100 bytes per
-//! subject) and decides what each slot holds (`recover`):
+//! **Opening** maps the log, keeps about 10 bytes per subject in memory
+//! (`table`: the slot of the record naming it, read back on lookup) and
+//! decides what each slot holds (`recover`):
 //! - a record failing its checksum, or zeros before a record, inside the
 //!   last batch written: a torn append, never acknowledged. It is cleared
 //!   (rewritten as a *void* record) and logged;
@@ -814,7 +815,9 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
     };
     keylog::decode_header(&bytes)
         .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
-    let recovered = recover(Arc::new(record_slots(&bytes)));
+    let slots = record_slots(&bytes);
+    drop(bytes);
+    let recovered = recover(Arc::new(slots));
     let mut check = KeyLogCheck {
         spares: recovered.free_spares.len() as u64,
         ..KeyLogCheck::default()

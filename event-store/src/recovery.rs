@@ -153,15 +153,18 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
     let mut streams: HashMap<StreamId, StreamState> = HashMap::new();
     let mut sealed_bytes = 0u64;
     let Some((&last, earlier)) = numbers.split_last() else {
+        if options.log_only {
+            // Read for what it holds, a directory without a log is a
+            // mistake (a wrong path), not a store to start.
+            return Err(Error::InvalidOptions(format!(
+                "{} holds no event log to read",
+                dir.display()
+            )));
+        }
         let (path, file) = create_segment(fs, dir, 1, 1, options.clock.now().0)?;
         let active = empty_active(1, 1, path, &file, options)?;
-        let mut state = State::new(Vec::new(), active, streams, 0, 0);
-        if options.log_only {
-            state.log_only = true;
-            state.read_only = Some(LOG_ONLY.to_owned());
-        }
         return Ok(Recovered {
-            state,
+            state: State::new(Vec::new(), active, streams, 0, 0),
             writer_file: file,
             report,
         });
@@ -190,7 +193,9 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         options,
         &mut streams,
         &mut report,
-        sealed_damage.is_some(),
+        // Opened to read, nothing is cut: a torn tail is left for the
+        // next ordinary open to truncate.
+        sealed_damage.is_some() || options.log_only,
     )?;
     let read_only = sealed_damage
         .or(active_damage)

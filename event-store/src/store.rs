@@ -130,6 +130,14 @@ impl Store {
     /// must still be running when the store is used.
     pub fn open_blocking(dir: &Path, options: StoreOptions) -> Result<Store> {
         options.validate()?;
+        if options.log_only && !dir.join("events").is_dir() {
+            // Read for what it holds, a directory without a log is a wrong
+            // path, not a store to start: nothing is created in it.
+            return Err(Error::InvalidOptions(format!(
+                "{} holds no event log to read",
+                dir.display()
+            )));
+        }
         let fs = options.fs.clone();
         fs.create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating the data directory {}", dir.display()), e))?;
@@ -430,7 +438,12 @@ impl EventStore for Store {
             stream_id.as_str().len(),
             limits.stream_id_bytes_max,
         )?;
-        let current = self.inner().state.read().stream_version(stream_id.as_str());
+        let current = self
+            .inner()
+            .state
+            .read()
+            .stream(stream_id.as_str())?
+            .map_or(0, |s| s.version);
         if version == 0 || version > current {
             return Err(Error::InvalidAppend(format!(
                 "cannot snapshot stream {stream_id} at version {version}: it is at version {current}"

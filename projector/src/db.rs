@@ -192,13 +192,19 @@ impl WriteTx {
             erased,
         } = self;
         tx.commit().await?;
-        if db.spilled.load(Ordering::SeqCst) {
-            db.temp_store(TEMP_IN_MEMORY).await?;
-            db.spilled.store(false, Ordering::SeqCst);
-        }
         if db.dialect == Dialect::Sqlite {
             if erased {
                 db.purge_pending.store(true, Ordering::SeqCst);
+            }
+            // Committed: a failure here leaves `spilled` set for the next
+            // write to finish.
+            if db.spilled.load(Ordering::SeqCst) {
+                match db.temp_store(TEMP_IN_MEMORY).await {
+                    Ok(()) => db.spilled.store(false, Ordering::SeqCst),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "view database: temporary storage not set back to memory yet")
+                    }
+                }
             }
             if db.purge_pending.load(Ordering::SeqCst) {
                 db.purge(PURGE_ATTEMPTS).await;
@@ -451,6 +457,26 @@ impl ViewDb {
             });
         }
         self.begin_write().await
+    }
+
+    /// SQLite: drops the tables a swap retired (see `tables::swap_in`), each
+    /// in a statement of its own outside any transaction, which needs no
+    /// statement journal; then purges the WAL, as the tables may hold rows
+    /// of subjects erased since the live view last caught up. Nothing to
+    /// do on PostgreSQL, whose swap drops them.
+    pub(crate) async fn drop_retired(&self, tables: &[String]) -> Result<()> {
+        if self.inner.dialect != Dialect::Sqlite {
+            return Ok(());
+        }
+        let gate = self.inner.write_gate.clone().lock_owned().await;
+        {
+            let mut conn = self.inner.write_pool.acquire().await?;
+            crate::tables::drop_tables(&mut conn, tables).await?;
+        }
+        self.inner.purge_pending.store(true, Ordering::SeqCst);
+        self.inner.purge(PURGE_ATTEMPTS).await;
+        drop(gate);
+        Ok(())
     }
 
     /// Starts a read-only transaction whose statements all see one snapshot

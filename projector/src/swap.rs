@@ -214,6 +214,9 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
         }
         _ => {
             tables::drop_shadows(tx.conn(), &reg.shadow).await?;
+            // Left by a swap whose process stopped before dropping them:
+            // they hold index names the shadows may need.
+            tables::drop_tables(tx.conn(), &tables::retired(&reg.live)).await?;
             crate::schema::create_shadows(tx.conn(), shared.db.dialect(), &reg.schema, &reg.shadow)
                 .await?;
             checkpoint::reset(
@@ -261,7 +264,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         Dialect::Postgres => " FOR UPDATE",
         Dialect::Sqlite => "",
     };
-    let mut tx = shared.db.begin_bulk_write().await?;
+    let mut tx = shared.db.begin_write().await?;
     let live = lock_checkpoint(tx.conn(), reg.name, Track::Live, lock).await?;
     let rebuild = lock_checkpoint(tx.conn(), reg.name, Track::Rebuild, lock).await?;
     let Some(rebuild) = rebuild else {
@@ -326,7 +329,7 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         position = live_position;
         event_id = live.as_ref().and_then(|cp| cp.event_id);
     }
-    tables::swap_in(tx.conn(), &reg.live, &reg.shadow).await?;
+    tables::swap_in(tx.conn(), shared.db.dialect(), &reg.live, &reg.shadow).await?;
     let now = event_store::Timestamp::now().0;
     if live.is_some() {
         sqlx::query(
@@ -358,6 +361,11 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
     }
     checkpoint::delete(tx.conn(), reg.name, Track::Rebuild).await?;
     tx.commit().await?;
+    // Swapped in either way; a retired table left by a failure here is
+    // dropped before the next rebuild makes shadows.
+    if let Err(e) = shared.db.drop_retired(&tables::retired(&reg.live)).await {
+        tracing::warn!(projection = reg.name, error = %e, "dropping the replaced tables failed");
+    }
     Ok(Swap::Done(position))
 }
 

@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 /// Appended to a live table's name to name its shadow during a rebuild.
 pub const SHADOW_SUFFIX: &str = "__rebuild";
 
+/// SQLite: appended to a live table's name once a swap replaced it, until
+/// it is dropped outside the swap (see [`swap_in`]).
+pub const RETIRED_SUFFIX: &str = "__retired";
+
 /// The actual names of a projection's tables for one track: declared name →
 /// table to write.
 #[derive(Debug, Clone)]
@@ -66,15 +70,25 @@ pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
             "table name {name:?} must be lowercase ASCII letters, digits and _, not starting with a digit"
         ));
     }
-    if name.ends_with(SHADOW_SUFFIX) {
-        return Err(format!(
-            "table name {name:?} must not end with {SHADOW_SUFFIX:?}"
-        ));
+    for suffix in [SHADOW_SUFFIX, RETIRED_SUFFIX] {
+        if name.ends_with(suffix) {
+            return Err(format!("table name {name:?} must not end with {suffix:?}"));
+        }
     }
     if name.len() + SHADOW_SUFFIX.len() > 48 {
         return Err(format!(
             "table name {name:?} is too long (at most 39 bytes)"
         ));
+    }
+    Ok(())
+}
+
+/// Drops these tables if they exist (and with them their indexes).
+pub(crate) async fn drop_tables(conn: &mut AnyConnection, tables: &[String]) -> Result<()> {
+    for table in tables {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -89,19 +103,56 @@ pub(crate) async fn drop_shadows(conn: &mut AnyConnection, shadows: &TableNames)
     Ok(())
 }
 
-/// Replaces the old tables by the shadows: drop, rename. Runs inside the
-/// caller's transaction, which makes the swap atomic for every reader.
+/// The names the live tables are retired under (see [`swap_in`]).
+pub(crate) fn retired(live: &TableNames) -> Vec<String> {
+    live.iter()
+        .map(|(_, table)| format!("{table}{RETIRED_SUFFIX}"))
+        .collect()
+}
+
+/// Replaces the old tables by the shadows. Runs inside the caller's
+/// transaction, which makes the swap atomic for every reader.
+///
+/// PostgreSQL drops the old tables here. SQLite renames them to their
+/// retired names, for [`crate::ViewDb::drop_retired`] to drop after the
+/// commit: dropped inside the transaction, every page of a table (which
+/// `secure_delete` rewrites) would be copied into the statement journal,
+/// which is kept in memory so that the old rows of erased subjects never
+/// reach a disk, and holds hundreds of MB for a large view.
 pub(crate) async fn swap_in(
     conn: &mut AnyConnection,
+    dialect: crate::Dialect,
     live: &TableNames,
     shadows: &TableNames,
 ) -> Result<()> {
-    for ((_, live_table), (_, shadow)) in live.iter().zip(shadows.iter()) {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP TABLE IF EXISTS {live_table}"
-        )))
-        .execute(&mut *conn)
-        .await?;
+    let retired = retired(live);
+    for (((_, live_table), (_, shadow)), retired) in live.iter().zip(shadows.iter()).zip(&retired) {
+        let drop = match dialect {
+            crate::Dialect::Postgres => format!("DROP TABLE IF EXISTS {live_table}"),
+            crate::Dialect::Sqlite => {
+                let exists: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+                )
+                .bind(live_table.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+                if exists.is_none() {
+                    String::new()
+                } else {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP TABLE IF EXISTS {retired}"
+                    )))
+                    .execute(&mut *conn)
+                    .await?;
+                    format!("ALTER TABLE {live_table} RENAME TO {retired}")
+                }
+            }
+        };
+        if !drop.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut *conn)
+                .await?;
+        }
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "ALTER TABLE {shadow} RENAME TO {live_table}"
         )))
