@@ -166,6 +166,8 @@ pub struct WriteTx {
     gate: Option<OwnedMutexGuard<()>>,
     db: Arc<Inner>,
     erased: bool,
+    /// Tables to drop once committed, before the gate is released.
+    retired: Vec<String>,
 }
 
 impl WriteTx {
@@ -181,6 +183,17 @@ impl WriteTx {
         self.erased = true;
     }
 
+    /// SQLite: drops these tables (a swap's retired ones, see
+    /// `tables::swap_in`) right after the commit, before any other writer
+    /// of this process runs, each in a statement of its own outside any
+    /// transaction (which needs no statement journal), then purges the WAL.
+    /// A failure to drop them is logged; they are dropped at the next start.
+    pub(crate) fn drop_after_commit(&mut self, tables: Vec<String>) {
+        if self.db.dialect == Dialect::Sqlite {
+            self.retired = tables;
+        }
+    }
+
     /// Commits. After an erasure the WAL is purged before the write gate is
     /// released; a purge that cannot finish yet does not fail the commit (it
     /// is logged and retried until it succeeds).
@@ -190,11 +203,17 @@ impl WriteTx {
             gate,
             db,
             erased,
+            retired,
         } = self;
         tx.commit().await?;
         if db.dialect == Dialect::Sqlite {
             if erased {
                 db.purge_pending.store(true, Ordering::SeqCst);
+            }
+            if !retired.is_empty()
+                && let Err(e) = db.drop_tables(&retired).await
+            {
+                tracing::warn!(error = %e, "dropping the tables a swap replaced failed; they are dropped at the next start");
             }
             // Committed: a failure here leaves `spilled` set for the next
             // write to finish.
@@ -420,6 +439,7 @@ impl ViewDb {
                     gate: Some(gate),
                     db: self.inner.clone(),
                     erased: false,
+                    retired: Vec::new(),
                 })
             }
             Dialect::Postgres => Ok(WriteTx {
@@ -427,19 +447,18 @@ impl ViewDb {
                 gate: None,
                 db: self.inner.clone(),
                 erased: false,
+                retired: Vec::new(),
             }),
         }
     }
 
     /// [`ViewDb::begin_write`] for a bulk step that touches no erased data
-    /// (building a rebuilt view's indexes, swapping it in). On SQLite its
-    /// temporary data (statement journals, the sorts of `CREATE INDEX`)
-    /// goes to temporary files, never synced and mostly served from the OS
-    /// page cache, instead of memory, where it grows with the table: the
-    /// index build and the drop of the replaced table (every page of which
-    /// `secure_delete` rewrites) held hundreds of MB. Other transactions
-    /// keep it in memory, so that an erasure's old page images never reach
-    /// a disk.
+    /// (building a rebuilt view's indexes). On SQLite its temporary data
+    /// (statement journals, the sorts of `CREATE INDEX`) goes to temporary
+    /// files, never synced and mostly served from the OS page cache,
+    /// instead of memory, where it grows with the table (an index build of
+    /// a 1.66M-row view held hundreds of MB). Other transactions keep it in
+    /// memory, so that an erasure's old page images never reach a disk.
     pub async fn begin_bulk_write(&self) -> Result<WriteTx> {
         if self.inner.dialect == Dialect::Sqlite {
             let gate = self.inner.write_gate.clone().lock_owned().await;
@@ -454,6 +473,7 @@ impl ViewDb {
                 gate: Some(gate),
                 db: self.inner.clone(),
                 erased: false,
+                retired: Vec::new(),
             });
         }
         self.begin_write().await
@@ -469,14 +489,12 @@ impl ViewDb {
             return Ok(());
         }
         let gate = self.inner.write_gate.clone().lock_owned().await;
-        {
-            let mut conn = self.inner.write_pool.acquire().await?;
-            crate::tables::drop_tables(&mut conn, tables).await?;
+        let dropped = self.inner.drop_tables(tables).await;
+        if self.inner.purge_pending.load(Ordering::SeqCst) {
+            self.inner.purge(PURGE_ATTEMPTS).await;
         }
-        self.inner.purge_pending.store(true, Ordering::SeqCst);
-        self.inner.purge(PURGE_ATTEMPTS).await;
         drop(gate);
-        Ok(())
+        dropped
     }
 
     /// Starts a read-only transaction whose statements all see one snapshot
@@ -528,6 +546,38 @@ impl ViewDb {
 }
 
 impl Inner {
+    /// SQLite, holding the write gate: drops those of `tables` that exist,
+    /// each in an autocommit statement, trying every one; marks the WAL for
+    /// a purge if any was dropped (see [`ViewDb::drop_retired`]).
+    async fn drop_tables(&self, tables: &[String]) -> Result<()> {
+        let mut conn = self.write_pool.acquire().await?;
+        let mut first_error = None;
+        for table in tables {
+            let exists: Option<i64> = match sqlx::query_scalar(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
+            )
+            .bind(table.clone())
+            .fetch_optional(&mut *conn)
+            .await
+            {
+                Ok(exists) => exists,
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                    continue;
+                }
+            };
+            if exists.is_none() {
+                continue;
+            }
+            self.purge_pending.store(true, Ordering::SeqCst);
+            if let Err(e) = crate::tables::drop_tables(&mut conn, std::slice::from_ref(table)).await
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Sets where SQLite keeps temporary data, on the write connection.
     async fn temp_store(&self, pragma: &'static str) -> Result<()> {
         let mut conn = self.write_pool.acquire().await?;

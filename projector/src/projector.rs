@@ -460,6 +460,13 @@ impl Projector {
 /// Looks at a projection's checkpoints before it starts; true when it needs
 /// a rebuild task.
 async fn prepare_start(shared: &Shared, reg: &Registered) -> Result<bool> {
+    // Tables a swap replaced, left by a process that stopped before it
+    // dropped them: they may hold rows of subjects erased since, and index
+    // names the next shadows need.
+    shared
+        .db
+        .drop_retired(&crate::tables::retired(&reg.live))
+        .await?;
     let mut tx = shared.db.begin_write().await?;
     crate::schema::create_missing(tx.conn(), shared.db.dialect(), &reg.schema).await?;
     checkpoint::insert_if_missing(

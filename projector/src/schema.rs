@@ -131,6 +131,15 @@ impl Parsed {
                     tables::check_table_name(index)
                         .map_err(|e| format!("{} schema: index {e}", dialect.as_str()))?;
                 }
+                if let Statement::Table { table, sql } = statement
+                    && references_another_table(sql)
+                {
+                    return Err(format!(
+                        "{} schema: table {table} declares a foreign key; a view's tables are \
+                         rebuilt and swapped in one by one, so they cannot reference each other",
+                        dialect.as_str()
+                    ));
+                }
             }
             for table in declared {
                 let created = statements
@@ -166,6 +175,31 @@ impl Parsed {
         self.indexes_after_load
             && matches!(statement, Statement::Index { sql, .. } if !is_unique_index(sql))
     }
+}
+
+/// Whether a `CREATE TABLE` statement declares a foreign key (`REFERENCES`,
+/// as a word outside quotes).
+fn references_another_table(sql: &str) -> bool {
+    let mut quoted: Option<char> = None;
+    let mut word = String::new();
+    for c in sql.chars().chain(std::iter::once(' ')) {
+        match quoted {
+            Some(q) if c == q => quoted = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' || c == '`' => {
+                quoted = Some(c);
+                word.clear();
+            }
+            None if c.is_ascii_alphanumeric() || c == '_' => word.push(c),
+            None => {
+                if word.eq_ignore_ascii_case("REFERENCES") {
+                    return true;
+                }
+                word.clear();
+            }
+        }
+    }
+    false
 }
 
 /// Whether `sql` (`CREATE [UNIQUE] INDEX ...`) creates a unique index.
@@ -459,5 +493,20 @@ mod tests {
         assert!(Parsed::new(twice, &["books"]).is_err());
         let view = Schema::new("CREATE VIEW books AS SELECT 1", DDL);
         assert!(Parsed::new(view, &["books"]).is_err());
+    }
+
+    #[test]
+    fn foreign_keys_between_view_tables_are_refused() {
+        let ddl = "CREATE TABLE authors (id TEXT PRIMARY KEY); \
+                   CREATE TABLE books (id TEXT PRIMARY KEY, author TEXT REFERENCES authors (id))";
+        let refused = Parsed::new(Schema::new(ddl, ddl), &["authors", "books"]).unwrap_err();
+        assert!(refused.contains("foreign key"), "{refused}");
+        let table_level = "CREATE TABLE authors (id TEXT PRIMARY KEY); \
+                           CREATE TABLE books (id TEXT, a TEXT, FOREIGN KEY (a) references authors)";
+        assert!(Parsed::new(Schema::new(table_level, table_level), &["authors", "books"]).is_err());
+        // The word inside a quoted default or name is not a reference.
+        let quoted = "CREATE TABLE authors (id TEXT PRIMARY KEY, note TEXT DEFAULT 'references', \
+                      \"references_count\" INT)";
+        assert!(Parsed::new(Schema::new(quoted, quoted), &["authors"]).is_ok());
     }
 }

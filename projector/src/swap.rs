@@ -6,9 +6,11 @@
 //! version starts over with fresh shadows. The swap runs once the shadows
 //! have caught up with the head of the log. It locks the live checkpoint
 //! (the live track cannot commit meanwhile), applies inside the same
-//! transaction whatever the live track got ahead by, drops the old tables,
-//! renames the shadows and moves the live checkpoint, so readers see either
-//! the old view or the new one, each with its own position, never a mix.
+//! transaction whatever the live track got ahead by, drops the old tables
+//! (SQLite: renames them aside, dropped right after the commit, see
+//! `tables::swap_in`), renames the shadows and moves the live checkpoint,
+//! so readers see either the old view or the new one, each with its own
+//! position, never a mix.
 
 use std::time::{Duration, Instant};
 
@@ -189,6 +191,10 @@ fn progress_of(
 /// Creates the rebuild checkpoint and shadow tables, or keeps those of an
 /// interrupted rebuild of the same version. Returns where replay starts.
 async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
+    // Left by a process that stopped between a swap and their drop: they
+    // hold index names the shadows may need (and, until dropped, rows of
+    // subjects erased since).
+    shared.db.drop_retired(&tables::retired(&reg.live)).await?;
     let mut tx = shared.db.begin_write().await?;
     let existing = checkpoint::load(tx.conn(), reg.name, Track::Rebuild).await?;
     // An interrupted rebuild resumes only if the log still holds what its
@@ -214,9 +220,6 @@ async fn prepare(shared: &Shared, reg: &Registered) -> Result<Position> {
         }
         _ => {
             tables::drop_shadows(tx.conn(), &reg.shadow).await?;
-            // Left by a swap whose process stopped before dropping them:
-            // they hold index names the shadows may need.
-            tables::drop_tables(tx.conn(), &tables::retired(&reg.live)).await?;
             crate::schema::create_shadows(tx.conn(), shared.db.dialect(), &reg.schema, &reg.shadow)
                 .await?;
             checkpoint::reset(
@@ -360,12 +363,10 @@ async fn swap(shared: &Shared, reg: &Registered, expected: Position) -> Result<S
         .await?;
     }
     checkpoint::delete(tx.conn(), reg.name, Track::Rebuild).await?;
+    // Dropped before the next writer (an erasure, say) gets the database;
+    // one the process did not get to is dropped at its next start.
+    tx.drop_after_commit(tables::retired(&reg.live));
     tx.commit().await?;
-    // Swapped in either way; a retired table left by a failure here is
-    // dropped before the next rebuild makes shadows.
-    if let Err(e) = shared.db.drop_retired(&tables::retired(&reg.live)).await {
-        tracing::warn!(projection = reg.name, error = %e, "dropping the replaced tables failed");
-    }
     Ok(Swap::Done(position))
 }
 

@@ -415,6 +415,7 @@ mod tests {
             "a-b",
             "a;drop",
             "x__rebuild",
+            "x__retired",
             &"x".repeat(40),
         ] {
             assert!(check_table_name(bad).is_err(), "{bad}");
