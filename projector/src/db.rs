@@ -553,21 +553,13 @@ impl Inner {
         let mut conn = self.write_pool.acquire().await?;
         let mut first_error = None;
         for table in tables {
-            let exists: Option<i64> = match sqlx::query_scalar(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
-            )
-            .bind(table.clone())
-            .fetch_optional(&mut *conn)
-            .await
-            {
-                Ok(exists) => exists,
+            match crate::tables::sqlite_table_exists(&mut conn, table).await {
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
-                    first_error.get_or_insert(e.into());
+                    first_error.get_or_insert(e);
                     continue;
                 }
-            };
-            if exists.is_none() {
-                continue;
             }
             self.purge_pending.store(true, Ordering::SeqCst);
             if let Err(e) = crate::tables::drop_tables(&mut conn, std::slice::from_ref(table)).await

@@ -83,6 +83,16 @@ pub(crate) fn check_table_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// SQLite: whether the database has a table of that name.
+pub(crate) async fn sqlite_table_exists(conn: &mut AnyConnection, table: &str) -> Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1")
+            .bind(table.to_owned())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
 /// Drops these tables if they exist (and with them their indexes).
 pub(crate) async fn drop_tables(conn: &mut AnyConnection, tables: &[String]) -> Result<()> {
     for table in tables {
@@ -130,13 +140,7 @@ pub(crate) async fn swap_in(
         let drop = match dialect {
             crate::Dialect::Postgres => format!("DROP TABLE IF EXISTS {live_table}"),
             crate::Dialect::Sqlite => {
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1",
-                )
-                .bind(live_table.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
-                if exists.is_none() {
+                if !sqlite_table_exists(conn, live_table).await? {
                     String::new()
                 } else {
                     sqlx::query(sqlx::AssertSqlSafe(format!(
