@@ -327,9 +327,12 @@ impl Rng {
 /// decrypts personal data as every client sees it).
 async fn whole_log(store_url: &str) -> Vec<event_store::RecordedEvent> {
     use event_store::EventStore;
-    let store = event_store::RemoteStore::connect(store_url, event_store::RemoteOptions::default())
-        .await
-        .unwrap();
+    let store = event_store_http::RemoteStore::connect(
+        store_url,
+        event_store_http::RemoteOptions::default(),
+    )
+    .await
+    .unwrap();
     let mut events = Vec::new();
     let mut from = event_store::Position::START;
     loop {

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use event_store::{
-    EventStore, KeyStore, RemoteOptions, RemoteStore, Shredding, Store, StoreOptions, Upcasting,
-};
+use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, Upcasting};
+use event_store_http::{RemoteOptions, RemoteStore};
 
 use crate::auth::{Access, Rule};
 use crate::{Action, App, Cli, StoreArgs, VerifyArgs};
@@ -419,9 +418,9 @@ async fn store(args: StoreArgs, app: &App) -> anyhow::Result<()> {
     let served = async {
         let router = access
             .protect(
-                event_store::remote::router(
+                event_store_http::router(
                     layered,
-                    event_store::remote::ServerConfig {
+                    event_store_http::ServerConfig {
                         stopping: Some(stop.watch()),
                         body_bytes_max: args.body_bytes_max as usize,
                         warnings: access

@@ -326,17 +326,14 @@ impl StreamAppend {
 }
 
 /// Where an append landed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppendResult {
-    #[schema(value_type = String)]
     pub stream_id: StreamId,
     /// Version of the first appended event.
     pub first_version: u64,
     /// Version of the last appended event: the stream's version after the append.
     pub last_version: u64,
-    #[schema(value_type = u64)]
     pub first_position: Position,
-    #[schema(value_type = u64)]
     pub last_position: Position,
     /// True when the events had already been committed by an earlier call
     /// (an idempotent retry) and nothing was written this time.
@@ -437,7 +434,7 @@ pub struct Snapshot {
 }
 
 /// Counters describing the store.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Number of committed events.
     pub events: u64,
@@ -450,7 +447,6 @@ pub struct Stats {
     /// Bytes of all segment files.
     pub bytes: u64,
     /// Position of the last committed event (0 = empty store).
-    #[schema(value_type = u64)]
     pub head: Position,
     /// Number of streams with a snapshot.
     pub snapshots: u64,

@@ -289,16 +289,16 @@ async fn commands_run_unchanged_against_a_remote_store() {
     let store = event_store::Store::open(dir.path(), event_store::StoreOptions::default())
         .await
         .unwrap();
-    let store_api = event_store::remote::router(
+    let store_api = event_store_http::router(
         Arc::new(store.clone()),
-        event_store::remote::ServerConfig::default(),
+        event_store_http::ServerConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, store_api).await });
-    let remote = event_store::RemoteStore::connect(
+    let remote = event_store_http::RemoteStore::connect(
         &format!("http://{store_addr}"),
-        event_store::RemoteOptions::default(),
+        event_store_http::RemoteOptions::default(),
     )
     .await
     .unwrap();

@@ -14,5 +14,4 @@ mod faults;
 mod model;
 mod personal;
 mod recovery;
-mod remote;
 mod subscriptions;

@@ -8,11 +8,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-use crate::types::{
+use event_store::{
     AppendResult, ExpectedVersion, NewEvent, Position, RecordedEvent, Snapshot, StreamAppend,
     StreamId, StreamSlice, Timestamp,
 };
+use event_store::{Error, Result};
 
 /// The problem `type` URIs the store API uses, one per error kind.
 pub mod problem {
@@ -432,6 +432,9 @@ pub fn problem_of(err: &Error) -> Problem {
             p.version = Some(*version);
             (problem::UPCAST, "An event cannot be upcast", 500)
         }
+        // The error enum is open to new variants; one this server does not
+        // know yet is an internal error until it is given its own type.
+        _ => (problem::INTERNAL, "Store error", 500),
     };
     p.problem_type = kind.to_string();
     p.title = title.to_string();
@@ -439,7 +442,7 @@ pub fn problem_of(err: &Error) -> Problem {
     p
 }
 
-/// The names of [`crate::Limits`] fields, so a limit error keeps its
+/// The names of [`event_store::Limits`] fields, so a limit error keeps its
 /// `&'static str` name across the wire.
 const LIMIT_NAMES: &[&str] = &[
     "body_bytes_max",
@@ -505,7 +508,7 @@ pub fn error_of(p: Problem) -> Error {
         problem::DIVERGED => Error::Diverged(p.detail),
         problem::EVENT_ID_CONFLICT => match (p.stream.as_deref().map(StreamId::new), p.event_id) {
             (Some(Ok(stream)), Some(event_id)) => {
-                Error::EventIdConflict(Box::new(crate::error::IdConflict {
+                Error::EventIdConflict(Box::new(event_store::IdConflict {
                     stream,
                     event_id,
                     detail: p.detail,
@@ -522,7 +525,55 @@ pub fn error_of(p: Problem) -> Error {
 /// The result of a multi-stream append.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireResults {
+    #[schema(value_type = Vec<AppendResultSchema>)]
     pub results: Vec<AppendResult>,
+}
+
+/// The OpenAPI schema of [`AppendResult`], which the storage crate keeps
+/// free of HTTP concerns.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = AppendResult)]
+#[allow(dead_code, reason = "describes the JSON of AppendResult; never built")]
+pub struct AppendResultSchema {
+    stream_id: String,
+    /// Version of the first appended event.
+    first_version: u64,
+    /// Version of the last appended event: the stream's version after the append.
+    last_version: u64,
+    first_position: u64,
+    last_position: u64,
+    /// True when the events had already been committed by an earlier call
+    /// (an idempotent retry) and nothing was written this time.
+    already_committed: bool,
+}
+
+/// The OpenAPI schema of [`event_store::Stats`].
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = Stats)]
+#[allow(dead_code, reason = "describes the JSON of Stats; never built")]
+pub struct StatsSchema {
+    /// Number of committed events.
+    events: u64,
+    /// Number of streams with at least one event.
+    streams: u64,
+    /// Number of segment files (sealed plus the active one).
+    segments: u64,
+    /// Sealed segments among them.
+    sealed_segments: u64,
+    /// Bytes of all segment files.
+    bytes: u64,
+    /// Position of the last committed event (0 = empty store).
+    head: u64,
+    /// Number of streams with a snapshot.
+    snapshots: u64,
+    /// Bytes of all snapshot files.
+    snapshot_bytes: u64,
+    /// Stream reads that consulted a sealed segment's bloom filter and skipped it.
+    segments_skipped_by_bloom: u64,
+    /// Stream reads that had to open a sealed segment's index.
+    segments_searched: u64,
+    /// Set when the store no longer accepts appends, with the reason.
+    read_only_reason: Option<String>,
 }
 
 /// The schema of an RFC 9457 problem document as the command, query and

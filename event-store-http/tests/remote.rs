@@ -2,22 +2,33 @@
 //! loopback behaves like the embedded store, and a subscription survives a
 //! dropped connection with no gap and no duplicate.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking, helpers included"
+)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use event_store::remote::{ServerConfig, router};
 use event_store::{
-    Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, RemoteOptions,
-    RemoteStore, Store, StoreOptions, StreamAppend,
+    Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, Store,
+    StoreOptions, StreamAppend,
 };
+use event_store_http::{RemoteOptions, RemoteStore, ServerConfig, router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::common::{event, next_within, open, sid, small_segments};
+// The embedded store's test helpers: the remote store must behave like it.
+#[allow(dead_code, reason = "these tests use a part of the helpers")]
+#[path = "../../event-store/tests/store/common.rs"]
+mod common;
+
+use common::{event, next_within, open, sid, small_segments};
 
 /// A store served over HTTP on an ephemeral loopback port.
 struct Served {

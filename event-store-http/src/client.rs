@@ -14,16 +14,16 @@ use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use tokio::sync::mpsc;
 
-use super::wire::{
+use crate::wire::{
     self, Problem, ServerInfo, WireEvents, WireHead, WireLoaded, WireResults, WireSlice,
 };
-use crate::api::{EventStore, LoadedStream};
-use crate::error::{Error, Result};
-use crate::subscription::Subscription;
-use crate::types::{
+use event_store::Subscription;
+use event_store::{
     AppendResult, Direction, EventFilter, Position, ReadFrom, RecordedEvent, Snapshot, Stats,
     StreamAppend, StreamId, StreamSlice,
 };
+use event_store::{Error, Result};
+use event_store::{EventStore, LoadedStream};
 
 /// How the client talks to the server.
 #[derive(Debug, Clone)]
@@ -237,8 +237,8 @@ impl RemoteStore {
 
 /// Whether a retry of an append with this expected version can only find
 /// it committed or commit it once: the version pins where it goes.
-fn anchored(expected: crate::types::ExpectedVersion) -> bool {
-    use crate::types::ExpectedVersion as E;
+fn anchored(expected: event_store::ExpectedVersion) -> bool {
+    use event_store::ExpectedVersion as E;
     matches!(expected, E::Exact(_) | E::NoStream)
 }
 
@@ -259,8 +259,8 @@ impl EventStore for RemoteStore {
     async fn append(
         &self,
         stream_id: &StreamId,
-        expected: crate::types::ExpectedVersion,
-        events: Vec<crate::types::NewEvent>,
+        expected: event_store::ExpectedVersion,
+        events: Vec<event_store::NewEvent>,
     ) -> Result<AppendResult> {
         let body = wire::WireAppend {
             expected_version: wire::WireExpected(expected),

@@ -38,12 +38,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
 
-use super::scope::StreamScope;
-use super::wire::{self, Problem, ServerInfo, WireHead, WireLoaded, WireResults};
-use crate::api::EventStore;
-use crate::error::Error;
-use crate::store::DATA_FORMAT_VERSION;
-use crate::types::{Direction, EventFilter, Position, ReadFrom, StreamId};
+use crate::scope::StreamScope;
+use crate::wire::{self, Problem, ServerInfo, WireHead, WireLoaded, WireResults};
+use event_store::DATA_FORMAT_VERSION;
+use event_store::Error;
+use event_store::EventStore;
+use event_store::{Direction, EventFilter, Position, ReadFrom, StreamId};
 
 /// How the store server behaves.
 #[derive(Debug, Clone)]
@@ -445,7 +445,7 @@ fn param<T: std::str::FromStr>(
     }
 }
 
-#[utoipa::path(post, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), request_body = wire::WireAppend, responses((status = 200, description = "Committed (or already committed by an earlier identical append)", body = crate::types::AppendResult), (status = 400, body = wire::Problem, content_type = "application/problem+json"), (status = 409, description = "Wrong expected version; `current` holds the stream's version", body = wire::Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~")), request_body = wire::WireAppend, responses((status = 200, description = "Committed (or already committed by an earlier identical append)", body = wire::AppendResultSchema), (status = 400, body = wire::Problem, content_type = "application/problem+json"), (status = 409, description = "Wrong expected version; `current` holds the stream's version", body = wire::Problem, content_type = "application/problem+json")))]
 async fn append(
     State(state): State<AppState>,
     scope: Scope,
@@ -624,7 +624,7 @@ async fn read_all(
     Ok(json(StatusCode::OK, &wire::WireEvents { events }))
 }
 
-#[utoipa::path(get, path = "/stats", tag = "store", responses((status = 200, body = crate::types::Stats)))]
+#[utoipa::path(get, path = "/stats", tag = "store", responses((status = 200, body = wire::StatsSchema)))]
 async fn stats(State(state): State<AppState>) -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, &state.store.stats().await?))
 }
