@@ -200,7 +200,7 @@ type Result<T, A> = std::result::Result<T, CommandError<<A as Aggregate>::Error>
 
 /// The stream of aggregate `A` with this id: `<A::TYPE>-<uuid>`.
 pub fn stream_id<A: Aggregate>(id: Uuid) -> std::result::Result<StreamId, event_store::Error> {
-    StreamId::new(format!("{}-{}", A::TYPE, id.as_hyphenated()))
+    StreamId::new(format!("{}-{}", A::TYPE, id.as_hyphenated())).map_err(Into::into)
 }
 
 impl<A: Aggregate> CommandHandler<A> {

@@ -76,7 +76,7 @@ impl IdempotencyKey {
     /// key characters out of stream ids and bounds their length.
     pub fn record_stream(&self) -> Result<StreamId, event_store::Error> {
         let digest = Sha256::digest(self.0.as_bytes());
-        StreamId::new(format!("{RECORD_STREAM_PREFIX}{}", hex(&digest)))
+        StreamId::new(format!("{RECORD_STREAM_PREFIX}{}", hex(&digest))).map_err(Into::into)
     }
 }
 

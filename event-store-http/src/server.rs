@@ -417,7 +417,7 @@ async fn info(State(state): State<AppState>) -> Response {
 }
 
 fn stream_id(raw: &str) -> Result<StreamId, ApiError> {
-    StreamId::new(raw).map_err(ApiError::from)
+    StreamId::new(raw).map_err(|e| ApiError::from(Error::from(e)))
 }
 
 /// Decodes a JSON body; every struct is read from a JSON object only, as

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::types::{AppendResult, ExpectedVersion, StreamId};
+use crate::types::{AppendResult, ExpectedVersion, InvalidStreamId, StreamId};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -183,5 +183,11 @@ impl std::fmt::Display for IdConflict {
             "event id {} conflicts in stream {}: {}",
             self.event_id, self.stream, self.detail
         )
+    }
+}
+
+impl From<InvalidStreamId> for Error {
+    fn from(InvalidStreamId { id, reason }: InvalidStreamId) -> Self {
+        Error::InvalidStreamId { id, reason }
     }
 }

@@ -18,39 +18,27 @@ mod api;
 mod error;
 mod fifo;
 pub mod format;
-pub mod fs;
-pub mod keys;
-mod lock;
-mod mmap;
+pub mod log;
 mod options;
-mod plaincache;
+pub mod personal;
 mod rawjson;
-mod read;
-mod recovery;
-mod scan;
-mod segment;
-pub mod shred;
-mod snapshots;
-mod state;
-mod store;
 mod subscription;
 mod types;
 pub mod upcast;
 mod verify;
-mod writer;
 
 pub use api::{EventStore, LoadedStream};
 pub use error::{Error, IdConflict, Result};
-pub use keys::KeyStore;
+pub use log::{DATA_FORMAT_VERSION, RecoveryReport, Store, fs};
 pub use options::{Limits, StoreOptions};
-pub use recovery::RecoveryReport;
-pub use shred::{ERASED, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding};
-pub use store::{DATA_FORMAT_VERSION, Store};
+pub use personal::{
+    ERASED, KeyStore, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding, keys, shred,
+};
 pub use subscription::Subscription;
 pub use types::{
-    AppendResult, Clock, Direction, EventFilter, ExpectedVersion, Metadata, NewEvent, Position,
-    ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats, StreamAppend, StreamId,
-    StreamSlice, SystemClock, Timestamp,
+    AppendResult, Clock, Direction, EventFilter, ExpectedVersion, InvalidStreamId, Metadata,
+    NewEvent, Position, ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats,
+    StreamAppend, StreamId, StreamSlice, SystemClock, Timestamp,
 };
 pub use upcast::{EventObject, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting};
 pub use verify::{Problem, VerifyReport, verify};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::fs::{Fs, RealFs};
+use crate::log::fs::{Fs, RealFs};
 use crate::types::{Clock, SystemClock};
 
 /// Limits on what callers may ask of the store. Each is checked before

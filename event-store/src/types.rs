@@ -7,13 +7,20 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
-
 /// Characters a stream id may contain besides ASCII letters and digits.
 ///
 /// The set excludes `/`, `%`, `?`, `#` and whitespace so that a stream id can be
 /// used verbatim in a URL path segment and in log lines.
 pub const STREAM_ID_PUNCTUATION: &str = "-_.:@+=~";
+
+/// A string that is not a valid [`StreamId`], and why. Converts into
+/// [`crate::Error::InvalidStreamId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid stream id {id:?}: {reason}")]
+pub struct InvalidStreamId {
+    pub id: String,
+    pub reason: String,
+}
 
 /// The name of one stream (usually one aggregate instance, e.g. `customer-7c9e…`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -23,16 +30,16 @@ impl StreamId {
     /// Parses a stream id: 1 to 65,535 bytes of ASCII letters, digits and
     /// [`STREAM_ID_PUNCTUATION`]. The store applies its own, usually smaller,
     /// `stream_id_bytes_max` limit on append.
-    pub fn new(id: impl AsRef<str>) -> Result<Self> {
+    pub fn new(id: impl AsRef<str>) -> Result<Self, InvalidStreamId> {
         let id = id.as_ref();
         if id.is_empty() {
-            return Err(Error::InvalidStreamId {
+            return Err(InvalidStreamId {
                 id: id.to_owned(),
                 reason: "a stream id must not be empty".into(),
             });
         }
         if id.len() > u16::MAX as usize {
-            return Err(Error::InvalidStreamId {
+            return Err(InvalidStreamId {
                 id: id.chars().take(64).collect(),
                 reason: format!("a stream id is at most {} bytes", u16::MAX),
             });
@@ -41,7 +48,7 @@ impl StreamId {
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || STREAM_ID_PUNCTUATION.contains(*c)))
         {
-            return Err(Error::InvalidStreamId {
+            return Err(InvalidStreamId {
                 id: id.to_owned(),
                 reason: format!(
                     "character {bad:?} is not allowed; use ASCII letters, digits and {STREAM_ID_PUNCTUATION}"
@@ -74,8 +81,8 @@ impl fmt::Display for StreamId {
 }
 
 impl std::str::FromStr for StreamId {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = InvalidStreamId;
+    fn from_str(s: &str) -> Result<Self, InvalidStreamId> {
         Self::new(s)
     }
 }

@@ -12,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::format::bloom::BloomFilter;
 use crate::format::header::{FileHeader, HeaderError, SEGMENT_MAGIC, SNAPSHOT_MAGIC};
 use crate::format::index::IndexView;
-use crate::recovery::index_from_scan;
-use crate::scan::scan_segment;
-use crate::segment::{bloom_file_name, index_file_name, segment_file_name};
-use crate::snapshots::scan_snapshots;
-use crate::store::DATA_FORMAT_VERSION;
+use crate::log::recovery::index_from_scan;
+use crate::log::scan::scan_segment;
+use crate::log::segment::{bloom_file_name, index_file_name, segment_file_name};
+use crate::log::snapshots::scan_snapshots;
+use crate::log::store::DATA_FORMAT_VERSION;
 
 /// Damage: data that cannot be served as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,7 +52,7 @@ impl VerifyReport {
 
 fn read_file(path: &Path) -> std::io::Result<bytes::Bytes> {
     let file = std::fs::File::open(path)?;
-    crate::mmap::map_whole_file(&file)
+    crate::log::mmap::map_whole_file(&file)
 }
 
 fn numbered_files(dir: &Path, suffix: &str) -> Result<Vec<u64>> {
@@ -258,7 +258,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     let snapshot_dir = dir.join("snapshots");
     let snapshot_numbers = numbered_files(&snapshot_dir, ".snap")?;
     for (i, number) in snapshot_numbers.iter().enumerate() {
-        let path = snapshot_dir.join(crate::snapshots::snapshot_file_name(*number));
+        let path = snapshot_dir.join(crate::log::snapshots::snapshot_file_name(*number));
         report.snapshot_files += 1;
         let data = match read_file(&path) {
             Ok(data) => data,
@@ -311,8 +311,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
 /// would turn a subject's personal data into garbage rather than an
 /// erasure, so it is damage like a bad event.
 fn verify_keys(report: &mut VerifyReport, keys_dir: &Path) {
-    let file = keys_dir.join(crate::keys::LOG_FILE);
-    match crate::keys::check_log(keys_dir) {
+    let file = keys_dir.join(crate::personal::keys::LOG_FILE);
+    match crate::personal::keys::check_log(keys_dir) {
         Ok(None) => {}
         Ok(Some(check)) => {
             report.key_subjects = check.live;
@@ -354,7 +354,7 @@ fn verify_index(
     number: u64,
     base: u64,
     data: &[u8],
-    scan: &crate::scan::SegmentScan,
+    scan: &crate::log::scan::SegmentScan,
 ) {
     match read_file(index_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.notes.push(format!(

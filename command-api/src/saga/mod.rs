@@ -290,7 +290,7 @@ pub fn idempotency_key(
 
 /// The stream holding `saga`'s checkpoints.
 pub fn checkpoint_stream(saga: &str) -> Result<StreamId, event_store::Error> {
-    StreamId::new(format!("saga-{saga}-checkpoint"))
+    StreamId::new(format!("saga-{saga}-checkpoint")).map_err(Into::into)
 }
 
 /// The data of a `SagaCheckpoint` event.

@@ -660,7 +660,7 @@ async fn bad_input_is_refused_with_a_clear_error() {
     for bad in ["", "has space", "slash/inside", "ümlaut", "new\nline"] {
         assert!(
             matches!(
-                event_store::StreamId::new(bad),
+                event_store::StreamId::new(bad).map_err(Error::from),
                 Err(Error::InvalidStreamId { .. })
             ),
             "{bad:?} accepted"

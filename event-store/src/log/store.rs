@@ -19,71 +19,23 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::EventStore;
 use crate::error::{Error, Result};
-use crate::lock::DirLock;
+use crate::log::lock::DirLock;
+use crate::log::read;
+use crate::log::recovery::{self, RecoveryReport, write_file_durably};
+use crate::log::shared::{HeadSignal, Inner};
+use crate::log::snapshots::{SnapshotDamage, SnapshotStore};
+use crate::log::subscribe;
+use crate::log::writer::{AppendRequest, Writer, encoded_len};
 use crate::options::{StoreOptions, check_limit};
-use crate::read;
-use crate::recovery::{self, RecoveryReport, write_file_durably};
-use crate::snapshots::{SnapshotDamage, SnapshotStore};
-use crate::state::State;
-use crate::subscription::{self, Subscription};
+use crate::subscription::Subscription;
 use crate::types::{
     AppendResult, Direction, EventFilter, NewEvent, Position, ReadFrom, RecordedEvent, Snapshot,
     Stats, StreamAppend, StreamId, StreamSlice,
 };
-use crate::writer::{AppendRequest, Writer, encoded_len};
 
 /// The layout version of a data directory this build reads and writes.
 pub const DATA_FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";
-
-/// What subscribers wait on: the durable head, and whether the store closed.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HeadSignal {
-    pub position: u64,
-    pub closed: bool,
-}
-
-/// State shared by the store handle, the writer thread and subscriptions.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub events_dir: PathBuf,
-    pub options: StoreOptions,
-    pub state: RwLock<State>,
-    pub head: watch::Sender<HeadSignal>,
-    /// Why the writer stopped, once it has.
-    pub failure: Mutex<Option<String>>,
-    pub snapshots: SnapshotStore,
-    pub bloom_skips: AtomicU64,
-    pub index_probes: AtomicU64,
-}
-
-impl Inner {
-    /// Passes `result` on; when it is damage, the store becomes read-only
-    /// first (unless it already is), so that nothing is appended to a log
-    /// known to be damaged until an operator has looked (`annals verify`),
-    /// and readiness says why. Damage in sealed segments is found this way,
-    /// by the first read that meets it: opening checks their headers and
-    /// indexes, not every record.
-    pub(crate) fn note_damage<T>(&self, result: Result<T>) -> Result<T> {
-        if let Err(Error::Corruption {
-            file,
-            offset,
-            detail,
-        }) = &result
-        {
-            let mut st = self.state.write();
-            if st.read_only.is_none() {
-                let reason = format!(
-                    "corruption in {} at offset {offset}: {detail} (found by a read; run `annals verify`)",
-                    file.display()
-                );
-                tracing::error!(%reason, "the store is read-only from now on");
-                st.read_only = Some(reason);
-            }
-        }
-        result
-    }
-}
 
 /// An open event store. Cheap to clone; the last clone dropped (or
 /// [`Store::close`]) stops the writer and releases the directory.
@@ -346,7 +298,7 @@ fn validate_event(event: &NewEvent, limits: &crate::options::Limits) -> Result<(
     Ok(())
 }
 
-fn check_format(fs: &dyn crate::fs::Fs, dir: &Path) -> Result<()> {
+fn check_format(fs: &dyn crate::log::fs::Fs, dir: &Path) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -421,7 +373,7 @@ impl EventStore for Store {
         if self.handle.sender.lock().is_none() {
             return Err(Error::Closed);
         }
-        Ok(subscription::spawn(self.inner().clone(), from, filter))
+        Ok(subscribe::spawn(self.inner().clone(), from, filter))
     }
 
     async fn save_snapshot(

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::segment::{ActiveSegment, SealedSegment};
+use crate::log::segment::{ActiveSegment, SealedSegment};
 use crate::types::StreamId;
 
 /// What the store keeps in memory per stream: 16 bytes plus the id.

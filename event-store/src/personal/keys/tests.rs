@@ -3,7 +3,7 @@
 //! migration of the one-file-per-subject format, and failed writes.
 
 use super::*;
-use crate::fs::FaultyFs;
+use crate::log::fs::FaultyFs;
 use proptest::prelude::*;
 
 fn log_bytes(dir: &Path) -> Vec<u8> {

@@ -41,8 +41,8 @@ use rand::RngCore;
 
 use crate::api::{EventStore, LoadedStream};
 use crate::error::{Error, Result};
-use crate::keys::{KeyStore, SealingKey, SubjectKey};
-use crate::plaincache::PlainCache;
+use crate::personal::keys::{KeyStore, SealingKey, SubjectKey};
+use crate::personal::plaincache::PlainCache;
 use crate::rawjson;
 use crate::subscription::Subscription;
 use crate::types::{

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::format::frame::{FRAME_HEADER_LEN, Frame, append_frame, read_frame, resync};
 use crate::format::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, HeaderError, SNAPSHOT_MAGIC};
 use crate::format::snapshot::SnapshotRecord;
-use crate::fs::{Fs, FsFile};
-use crate::mmap;
+use crate::log::fs::{Fs, FsFile};
+use crate::log::mmap;
 use crate::types::{Snapshot, StreamId, Timestamp};
 
 pub(crate) fn snapshot_file_name(number: u64) -> String {

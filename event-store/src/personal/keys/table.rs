@@ -17,7 +17,7 @@ use hashbrown::HashTable;
 
 use super::{Entry, Hash};
 use crate::format::keylog::{self, Kind, RECORD_LEN, Slot};
-use crate::mmap::VolatileMap;
+use crate::log::mmap::VolatileMap;
 
 /// Where the table reads records back.
 pub(super) trait Records: Send + Sync {

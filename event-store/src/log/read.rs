@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::log::segment::{SealedSegment, decode_event_at};
+use crate::log::shared::Inner;
 use crate::options::check_limit;
-use crate::segment::{SealedSegment, decode_event_at};
-use crate::store::Inner;
 use crate::types::{Direction, Position, ReadFrom, RecordedEvent, StreamId, StreamSlice};
 
 /// The active segment's part of a read, copied out under the lock.

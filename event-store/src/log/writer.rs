@@ -21,16 +21,16 @@ use crate::format::event::{EventRecord, FLAG_END_OF_BATCH};
 use crate::format::frame::{FRAME_HEADER_LEN, append_frame};
 use crate::format::header::HEADER_LEN;
 use crate::format::index::{self, IndexView, StreamInput};
-use crate::fs::FsFile;
-use crate::lock::DirLock;
-use crate::mmap;
-use crate::read;
-use crate::recovery::{create_segment, write_file_durably};
-use crate::segment::{
+use crate::log::fs::FsFile;
+use crate::log::lock::DirLock;
+use crate::log::mmap;
+use crate::log::read;
+use crate::log::recovery::{create_segment, write_file_durably};
+use crate::log::segment::{
     ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, decode_event_at, index_file_name,
 };
-use crate::state::StreamState;
-use crate::store::Inner;
+use crate::log::shared::Inner;
+use crate::log::state::StreamState;
 use crate::types::{
     AppendResult, Direction, ExpectedVersion, Position, ReadFrom, RecordedEvent, StreamAppend,
     StreamId,

@@ -10,14 +10,14 @@ use crate::error::{Error, Result};
 use crate::format::bloom::BloomFilter;
 use crate::format::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, HeaderError, SEGMENT_MAGIC};
 use crate::format::index::{self, IndexView, StreamInput};
-use crate::fs::{Fs, FsFile};
-use crate::mmap;
-use crate::options::StoreOptions;
-use crate::scan::{SegmentScan, scan_segment};
-use crate::segment::{
+use crate::log::fs::{Fs, FsFile};
+use crate::log::mmap;
+use crate::log::scan::{SegmentScan, scan_segment};
+use crate::log::segment::{
     ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, index_file_name, segment_file_name,
 };
-use crate::state::{DamagedTail, State, StreamState};
+use crate::log::state::{DamagedTail, State, StreamState};
+use crate::options::StoreOptions;
 use crate::types::StreamId;
 
 /// What opening the log found and did, for logs and `verify`.

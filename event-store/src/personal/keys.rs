@@ -72,10 +72,10 @@ use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
 use crate::format::keylog::{self, Kind, RECORD_LEN, Record, Slot};
-use crate::fs::{Fs, FsFile, RealFs};
-use crate::lock::DirLock;
-use crate::mmap::VolatileMap;
-use crate::recovery::write_file_durably;
+use crate::log::fs::{Fs, FsFile, RealFs};
+use crate::log::lock::DirLock;
+use crate::log::mmap::VolatileMap;
+use crate::log::recovery::write_file_durably;
 
 mod table;
 
@@ -852,7 +852,7 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
 /// [`check_log`] for a key store of the one-file-per-subject format (which
 /// the next open migrates into a key log); `Ok(None)` if there is none.
 fn check_legacy_files(dir: &Path) -> Result<Option<KeyLogCheck>> {
-    let Some((found, _)) = legacy_files(&crate::fs::RealFs, dir)? else {
+    let Some((found, _)) = legacy_files(&crate::log::fs::RealFs, dir)? else {
         return Ok(None);
     };
     if found.is_empty() {
