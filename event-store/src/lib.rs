@@ -11,8 +11,12 @@
 //! - Every record carries a CRC; recovery truncates a torn tail and reports
 //!   damage instead of serving it. [`verify()`] checks a whole directory.
 //!
-//! The on-disk format is documented in the `format` module and in
-//! ARCHITECTURE.md at the repository root.
+//! The crate in folders by subsystem: [`log`] (the engine: writer,
+//! recovery, reads, snapshots, subscriptions), [`personal`] (the key store
+//! and crypto-shredding), [`upcast`] (schema evolution on read), [`format`]
+//! (byte layouts, also as one page in docs/format.md at the repository
+//! root), and [`verify()`] above them. The HTTP server and client live in
+//! the `event-store-http` crate.
 
 mod api;
 mod error;

@@ -1,6 +1,6 @@
 //! The on-disk format, one module per file kind. Every integer is
 //! little-endian and every checksum is CRC-32/ISO-HDLC (`crc32fast`).
-//! ARCHITECTURE.md has the same layouts as one page.
+//! docs/format.md has the same layouts as one page.
 
 pub mod bloom;
 pub mod event;

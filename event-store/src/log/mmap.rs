@@ -1,5 +1,4 @@
-//! Read-only memory maps of files nobody writes: the only `unsafe` in the
-//! workspace.
+//! Read-only memory maps: the only `unsafe` in the workspace.
 //!
 //! A map is only sound while the mapped bytes do not change or shrink
 //! underneath it. The store guarantees that for what it maps:
@@ -7,8 +6,11 @@
 //!   again: the writer moves on to a new segment before a segment is sealed,
 //!   and index files are written under a temporary name and renamed into
 //!   place whole;
-//! - the active segment is mapped only during recovery, before the writer
-//!   starts, and the map is dropped before a torn tail is truncated;
+//! - the active segment is mapped with room to grow ([`map_growing_file`]):
+//!   by recovery once a torn tail is truncated, and by the writer for every
+//!   new segment it starts. Readers stay below the durable length, and the
+//!   writer only appends above it, so no mapped byte that is read ever
+//!   changes;
 //! - the data directory is locked (`LOCK`) so no other annals process
 //!   writes it.
 //!

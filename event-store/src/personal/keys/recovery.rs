@@ -1,0 +1,321 @@
+//! Opening the key log: what every slot holds, torn appends, damage and
+//! interrupted erasures (see the module docs of `keys`).
+
+use super::legacy::check_legacy_files;
+use super::*;
+
+/// What opening found in the log.
+pub(super) struct Recovered {
+    pub(super) subjects: SubjectTable,
+    /// Slots that fail their checksum (or are holes) before the last batch.
+    pub(super) damage: Vec<(u64, String)>,
+    /// Slots to rewrite before anything else: torn records of the last
+    /// batch become void, key records of erased subjects destroyed.
+    pub(super) rewrites: Vec<(u64, Record)>,
+    /// Spare keys no assignment names (slot, key).
+    pub(super) free_spares: Vec<(u64, [u8; 32])>,
+    /// The highest floor.
+    pub(super) floor: u64,
+    pub(super) next_slot: u64,
+    pub(super) next_batch: u64,
+}
+
+/// The record slots of a key log's bytes (its header checked by the
+/// caller); a cut record at the end is not a slot.
+pub(super) fn record_slots(bytes: &[u8]) -> Vec<[u8; RECORD_LEN]> {
+    bytes
+        .get(keylog::HEADER_LEN..)
+        .unwrap_or_default()
+        .chunks_exact(RECORD_LEN)
+        .filter_map(|c| c.try_into().ok())
+        .collect()
+}
+
+/// What a read-only check of a key log found (see [`check_log`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeyLogCheck {
+    /// Subjects with a live key.
+    pub live: u64,
+    /// Subjects whose key was destroyed.
+    pub erased: u64,
+    /// Spare keys no assignment names.
+    pub spares: u64,
+    /// Damage, by file offset: keys that may be lost.
+    pub damage: Vec<(u64, String)>,
+    /// What the next open repairs by itself, losing nothing, by file
+    /// offset.
+    pub repairs: Vec<(u64, String)>,
+}
+
+/// Reads the key log in `dir` without writing or locking anything and says
+/// what it holds, as [`KeyStore::open`] would see it; `Ok(None)` if there is
+/// no key log. An error if it cannot be read or is not a key log.
+pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
+    let path = dir.join(LOG_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        // Before the key log: one file per subject, if any.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return check_legacy_files(dir),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    keylog::decode_header(&bytes)
+        .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
+    let slots = record_slots(&bytes);
+    drop(bytes);
+    let recovered = recover(Arc::new(slots));
+    let mut check = KeyLogCheck {
+        spares: recovered.free_spares.len() as u64,
+        ..KeyLogCheck::default()
+    };
+    for entry in recovered.subjects.values() {
+        match entry {
+            Entry::Key { .. } => check.live += 1,
+            Entry::Erased => check.erased += 1,
+            // Its record is also in `damage`, which says where.
+            Entry::Damaged(_) => {}
+        }
+    }
+    check.damage = recovered
+        .damage
+        .into_iter()
+        .map(|(slot, why)| (keylog::offset_of(slot), why))
+        .collect();
+    check.repairs = recovered
+        .rewrites
+        .into_iter()
+        .map(|(slot, record)| {
+            let what = match record.kind {
+                Kind::Void => "a torn record of the last batch (never acknowledged) is cleared",
+                _ => "an interrupted erasure is finished",
+            };
+            (keylog::offset_of(slot), what.to_owned())
+        })
+        .collect();
+    Ok(Some(check))
+}
+
+/// What recovery learns from a first pass over the slots, before it
+/// decides what each one holds.
+pub(super) struct Survey {
+    /// The last batch: the highest batch number among intact records.
+    pub(super) final_batch: u64,
+    /// Its first slot: the slot of any of its records minus its index.
+    pub(super) final_start: u64,
+    /// One past the last slot that is not all zeros.
+    pub(super) end: u64,
+    /// Subjects with an erasure or destroyed-key record, and the slot of
+    /// one such record.
+    pub(super) erased: HashMap<Hash, u64>,
+    /// Assignments as (spare slot, assignment slot), sorted: a spare is
+    /// handed out only once synced, so its assignment always comes after
+    /// it. Slots rather than a map from spare to subject, which would hold
+    /// 50 bytes for each of millions of subjects while the log is read.
+    pub(super) assigned: Vec<(u64, u64)>,
+    /// The highest floor.
+    pub(super) floor: u64,
+    /// Key and spare records: what the subject table is sized for.
+    pub(super) keys: usize,
+}
+
+impl Survey {
+    pub(super) fn of(records: &dyn Records) -> Self {
+        let mut survey = Survey {
+            final_batch: 0,
+            final_start: 0,
+            end: 0,
+            erased: HashMap::new(),
+            assigned: Vec::new(),
+            floor: 0,
+            keys: 0,
+        };
+        let mut first_final: Option<u64> = None;
+        for i in 0..records.slot_count() {
+            let Some(raw) = records.slot(i) else { break };
+            let r = match keylog::decode(&raw) {
+                Slot::Empty => continue,
+                Slot::Bad(_) => {
+                    survey.end = i + 1;
+                    continue;
+                }
+                Slot::Record(r) => r,
+            };
+            survey.end = i + 1;
+            let start = i.saturating_sub(u64::from(r.index));
+            if first_final.is_none() || r.batch > survey.final_batch {
+                survey.final_batch = r.batch;
+                first_final = Some(start);
+            } else if r.batch == survey.final_batch {
+                first_final = first_final.map(|s| s.min(start));
+            }
+            match r.kind {
+                // A destroyed spare names no subject.
+                Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
+                    survey.erased.insert(r.subject, i);
+                }
+                Kind::Assign(spare) => survey.assigned.push((spare, i)),
+                Kind::Floor(position) => survey.floor = survey.floor.max(position),
+                Kind::Key(_) | Kind::Spare(_) => survey.keys += 1,
+                _ => {}
+            }
+        }
+        survey.assigned.sort_unstable();
+        survey.final_start = first_final.unwrap_or(0);
+        survey
+    }
+
+    /// The subject the spare in `slot` was assigned to (by its last
+    /// assignment), and whether two assignments name different subjects.
+    pub(super) fn owner(&self, records: &dyn Records, slot: u64) -> Option<(Hash, bool)> {
+        let from = self.assigned.partition_point(|(spare, _)| *spare < slot);
+        let to = self.assigned.partition_point(|(spare, _)| *spare <= slot);
+        let subjects: Vec<Hash> = self.assigned[from..to]
+            .iter()
+            .filter_map(|(_, at)| match keylog::decode(&records.slot(*at)?) {
+                Slot::Record(r) => Some(r.subject),
+                _ => None,
+            })
+            .collect();
+        let last = *subjects.last()?;
+        Some((last, subjects.iter().any(|s| *s != last)))
+    }
+}
+
+/// Decides what every slot of the log holds (see the module docs).
+///
+/// The last batch is the one with the highest batch number among intact
+/// records; it starts at the slot of any of its records minus that record's
+/// index. The writer appends a batch only after the previous one was
+/// synced, so anything unreadable from that slot on was never acknowledged,
+/// while anything unreadable before it was.
+pub(super) fn recover(records: Arc<dyn Records>) -> Recovered {
+    // Slots are decoded twice (a survey, then the decisions) rather than
+    // kept decoded: a decoded slot is larger than its 80 bytes, and a log
+    // of millions of subjects would hold them all at once.
+    let survey = Survey::of(records.as_ref());
+    let (final_batch, final_start, end) = (survey.final_batch, survey.final_start, survey.end);
+    let erased = &survey.erased;
+    let mut out = Recovered {
+        subjects: SubjectTable::new(records.clone(), survey.keys),
+        damage: Vec::new(),
+        rewrites: Vec::new(),
+        free_spares: Vec::new(),
+        floor: survey.floor,
+        next_slot: end,
+        next_batch: final_batch + 1,
+    };
+    let void = |i: u64| Record {
+        kind: Kind::Void,
+        index: u16::try_from(i - final_start).unwrap_or(u16::MAX),
+        batch: final_batch,
+        subject: [0; 32],
+    };
+    for i in 0..end {
+        let Some(raw) = records.slot(i) else { break };
+        match &keylog::decode(&raw) {
+            Slot::Empty if i >= final_start => out.rewrites.push((i, void(i))),
+            Slot::Empty => out
+                .damage
+                .push((i, "zeros inside the log (a lost write)".into())),
+            Slot::Bad(why) => {
+                let subject = Record::subject_of_bad(&raw);
+                let (batch, index) = Record::place_of_bad(&raw);
+                // A spare's record names no subject; its assignment does.
+                let owner = survey.owner(records.as_ref(), i).map(|(owner, _)| owner);
+                let erased_owner = erased.contains_key(&subject)
+                    || (subject == [0; 32] && owner.is_some_and(|h| erased.contains_key(&h)));
+                if erased_owner && batch < final_batch && i < final_start {
+                    // A key record whose overwrite by its (durable) erasure
+                    // was torn: the bytes that name it are never rewritten.
+                    let destroyed = Record {
+                        kind: Kind::Destroyed,
+                        index,
+                        batch,
+                        subject,
+                    };
+                    out.rewrites.push((i, destroyed));
+                } else if i >= final_start {
+                    out.rewrites.push((i, void(i)));
+                } else {
+                    if let Some(owner) = owner {
+                        out.subjects.insert(
+                            owner,
+                            Entry::Damaged(format!(
+                                "its spare key at offset {} is damaged: {why}",
+                                keylog::offset_of(i)
+                            )),
+                        );
+                    }
+                    out.damage.push((i, why.clone()));
+                }
+            }
+            Slot::Record(r) => match r.kind {
+                // An erasure the crash interrupted before its overwrite.
+                Kind::Key(_) if erased.contains_key(&r.subject) => {
+                    out.rewrites.push((
+                        i,
+                        Record {
+                            kind: Kind::Destroyed,
+                            ..*r
+                        },
+                    ));
+                    out.subjects.insert_record(r.subject, erased[&r.subject]);
+                }
+                Kind::Spare(key) => {
+                    let Some((owner, twice)) = survey.owner(records.as_ref(), i) else {
+                        out.free_spares.push((i, key));
+                        continue;
+                    };
+                    if let Some(erasure) = erased.get(&owner) {
+                        out.rewrites.push((
+                            i,
+                            Record {
+                                kind: Kind::Destroyed,
+                                ..*r
+                            },
+                        ));
+                        out.subjects.insert_record(owner, *erasure);
+                        continue;
+                    }
+                    let why = if twice {
+                        format!(
+                            "the spare key at offset {} is assigned to two subjects",
+                            keylog::offset_of(i)
+                        )
+                    } else if out.subjects.contains_key(&owner) {
+                        format!(
+                            "the key log holds two keys for it (a spare at offset {})",
+                            keylog::offset_of(i)
+                        )
+                    } else {
+                        // The last assignment names the owner (`owner`).
+                        let to = survey.assigned.partition_point(|(spare, _)| *spare <= i);
+                        out.subjects.insert_record(owner, survey.assigned[to - 1].1);
+                        continue;
+                    };
+                    out.subjects.insert(owner, Entry::Damaged(why));
+                }
+                Kind::Assign(_) | Kind::Floor(_) => {}
+                Kind::Key(key) => {
+                    let why = match out.subjects.get(&r.subject) {
+                        None => {
+                            out.subjects.insert_record(r.subject, i);
+                            continue;
+                        }
+                        Some(Entry::Key { key: first, .. }) if first == key => continue,
+                        Some(_) => format!(
+                            "the key log holds two different keys for it (the second at offset {})",
+                            keylog::offset_of(i)
+                        ),
+                    };
+                    out.subjects.insert(r.subject, Entry::Damaged(why));
+                }
+                Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
+                    out.subjects.insert_record(r.subject, i);
+                }
+                Kind::Erasure | Kind::Destroyed => {}
+                Kind::Void => {}
+            },
+        }
+    }
+    out
+}
