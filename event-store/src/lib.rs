@@ -13,7 +13,7 @@
 //!
 //! The crate in folders by subsystem: [`log`] (the engine: writer,
 //! recovery, reads, snapshots, subscriptions), [`personal`] (the key store
-//! and crypto-shredding), [`upcast`] (schema evolution on read), [`format`]
+//! and crypto-shredding), [`upcast`] (schema evolution on read), [`format`](mod@format)
 //! (byte layouts, also as one page in docs/format.md at the repository
 //! root), and [`verify()`] above them. The HTTP server and client live in
 //! the `event-store-http` crate.
