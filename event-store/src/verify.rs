@@ -107,6 +107,16 @@ fn check_is_data_dir(dir: &Path) -> Result<()> {
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     check_is_data_dir(dir)?;
     let mut report = VerifyReport::default();
+    verify_format_file(&mut report, dir)?;
+    verify_segments(&mut report, dir)?;
+    verify_snapshots(&mut report, dir)?;
+    verify_keys(&mut report, &dir.join("keys"));
+    Ok(report)
+}
+
+/// The `FORMAT` file: a newer layout than this build reads is an error,
+/// an unreadable line a problem.
+fn verify_format_file(report: &mut VerifyReport, dir: &Path) -> Result<()> {
     let format_path = dir.join("FORMAT");
     if let Ok(text) = std::fs::read_to_string(&format_path) {
         match text
@@ -129,14 +139,17 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }),
         }
     }
+    Ok(())
+}
 
+/// Every segment in order: headers, records, stream versions, and the
+/// index and bloom filter of each sealed one.
+fn verify_segments(report: &mut VerifyReport, dir: &Path) -> Result<()> {
     let events_dir = dir.join("events");
     let numbers = numbered_files(&events_dir, ".seg")?;
     let mut expected_base = 1u64;
     let mut versions: HashMap<String, u64> = HashMap::new();
     for (i, &number) in numbers.iter().enumerate() {
-        let is_last = i + 1 == numbers.len();
-        let path = events_dir.join(segment_file_name(number));
         if i > 0 && number != numbers[i - 1] + 1 {
             report.problems.push(Problem {
                 file: events_dir.join(segment_file_name(numbers[i - 1] + 1)),
@@ -144,117 +157,144 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 detail: "segment file is missing from the sequence".into(),
             });
         }
-        report.segments += 1;
-        let data = match read_file(&path) {
-            Ok(data) => data,
-            Err(e) => {
-                report.problems.push(Problem {
-                    file: path,
-                    offset: 0,
-                    detail: format!("cannot read: {e}"),
-                });
-                continue;
-            }
-        };
-        match FileHeader::decode(&data, SEGMENT_MAGIC) {
-            Ok(header) => {
-                if header.base_position != expected_base || header.number != number {
-                    report.problems.push(Problem {
-                        file: path.clone(),
-                        offset: 0,
-                        detail: format!(
-                            "header says segment {} at position {}, expected segment {number} at position {expected_base}",
-                            header.number, header.base_position
-                        ),
-                    });
-                    expected_base = header.base_position;
-                }
-            }
-            Err(HeaderError::Incomplete) if is_last => {
-                report.notes.push(format!(
-                    "{}: creation did not complete; it is re-created on open",
-                    path.display()
-                ));
-                continue;
-            }
-            Err(e) => {
-                // The records after a damaged header are still checked, at
-                // the positions the previous segment leads to, so that the
-                // damage is reported once and the segments after it are
-                // judged by what they hold.
-                report.problems.push(Problem {
-                    file: path.clone(),
-                    offset: 0,
-                    detail: format!("segment header: {e:?}"),
-                });
-            }
-        }
-
-        let scan = scan_segment(&data, expected_base);
-        for d in &scan.damage {
-            report.problems.push(Problem {
-                file: path.clone(),
-                offset: d.offset,
-                detail: d.detail.clone(),
-            });
-        }
-        if let Some(torn) = &scan.torn {
-            if is_last {
-                report.notes.push(format!(
-                    "{}: torn tail of {} bytes ({} records of an unacknowledged batch) at offset {}; dropped on open",
-                    path.display(),
-                    torn.bytes,
-                    torn.records,
-                    torn.offset
-                ));
-            } else {
-                report.problems.push(Problem {
-                    file: path.clone(),
-                    offset: torn.offset,
-                    detail: "a sealed segment ends inside a batch".into(),
-                });
-            }
-        }
-        for e in &scan.events {
-            let previous = versions.get(&e.stream_id).copied().unwrap_or(0);
-            if e.version != previous + 1 {
-                report.problems.push(Problem {
-                    file: path.clone(),
-                    offset: u64::from(e.offset),
-                    detail: format!(
-                        "stream {} has version {} after version {previous}",
-                        e.stream_id, e.version
-                    ),
-                });
-            }
-            versions.insert(e.stream_id.clone(), e.version);
-        }
-        report.events += scan.events.len() as u64;
-
-        let index_path = events_dir.join(index_file_name(number));
-        let bloom_path = events_dir.join(bloom_file_name(number));
-        if is_last {
-            if index_path.exists() || bloom_path.exists() {
-                report.notes.push(format!(
-                    "{}: index files beside the active segment are leftovers of an interrupted seal",
-                    path.display()
-                ));
-            }
-        } else {
-            verify_index(
-                &mut report,
-                &index_path,
-                &bloom_path,
-                number,
-                expected_base,
-                &data,
-                &scan,
-            );
-        }
-        expected_base = scan.next_position;
+        let is_last = i + 1 == numbers.len();
+        verify_segment(
+            report,
+            &events_dir,
+            number,
+            is_last,
+            &mut expected_base,
+            &mut versions,
+        );
     }
     report.streams = versions.len() as u64;
+    Ok(())
+}
 
+/// One segment, found where `expected_base` says the log has come to;
+/// moves it past the segment's records.
+fn verify_segment(
+    report: &mut VerifyReport,
+    events_dir: &Path,
+    number: u64,
+    is_last: bool,
+    expected_base: &mut u64,
+    versions: &mut HashMap<String, u64>,
+) {
+    let path = events_dir.join(segment_file_name(number));
+    report.segments += 1;
+    let data = match read_file(&path) {
+        Ok(data) => data,
+        Err(e) => {
+            report.problems.push(Problem {
+                file: path,
+                offset: 0,
+                detail: format!("cannot read: {e}"),
+            });
+            return;
+        }
+    };
+    match FileHeader::decode(&data, SEGMENT_MAGIC) {
+        Ok(header) => {
+            if header.base_position != *expected_base || header.number != number {
+                report.problems.push(Problem {
+                    file: path.clone(),
+                    offset: 0,
+                    detail: format!(
+                        "header says segment {} at position {}, expected segment {number} at position {expected_base}",
+                        header.number, header.base_position
+                    ),
+                });
+                *expected_base = header.base_position;
+            }
+        }
+        Err(HeaderError::Incomplete) if is_last => {
+            report.notes.push(format!(
+                "{}: creation did not complete; it is re-created on open",
+                path.display()
+            ));
+            return;
+        }
+        Err(e) => {
+            // The records after a damaged header are still checked, at
+            // the positions the previous segment leads to, so that the
+            // damage is reported once and the segments after it are
+            // judged by what they hold.
+            report.problems.push(Problem {
+                file: path.clone(),
+                offset: 0,
+                detail: format!("segment header: {e:?}"),
+            });
+        }
+    }
+
+    let scan = scan_segment(&data, *expected_base);
+    for d in &scan.damage {
+        report.problems.push(Problem {
+            file: path.clone(),
+            offset: d.offset,
+            detail: d.detail.clone(),
+        });
+    }
+    if let Some(torn) = &scan.torn {
+        if is_last {
+            report.notes.push(format!(
+                "{}: torn tail of {} bytes ({} records of an unacknowledged batch) at offset {}; dropped on open",
+                path.display(),
+                torn.bytes,
+                torn.records,
+                torn.offset
+            ));
+        } else {
+            report.problems.push(Problem {
+                file: path.clone(),
+                offset: torn.offset,
+                detail: "a sealed segment ends inside a batch".into(),
+            });
+        }
+    }
+    for e in &scan.events {
+        let previous = versions.get(&e.stream_id).copied().unwrap_or(0);
+        if e.version != previous + 1 {
+            report.problems.push(Problem {
+                file: path.clone(),
+                offset: u64::from(e.offset),
+                detail: format!(
+                    "stream {} has version {} after version {previous}",
+                    e.stream_id, e.version
+                ),
+            });
+        }
+        versions.insert(e.stream_id.clone(), e.version);
+    }
+    report.events += scan.events.len() as u64;
+
+    let index_path = events_dir.join(index_file_name(number));
+    let bloom_path = events_dir.join(bloom_file_name(number));
+    if is_last {
+        if index_path.exists() || bloom_path.exists() {
+            report.notes.push(format!(
+                "{}: index files beside the active segment are leftovers of an interrupted seal",
+                path.display()
+            ));
+        }
+    } else {
+        verify_index(
+            report,
+            &index_path,
+            &bloom_path,
+            number,
+            *expected_base,
+            &data,
+            &scan,
+        );
+    }
+    *expected_base = scan.next_position;
+}
+
+/// The snapshot files: headers and records; a torn write is expected only
+/// at the end of the last one.
+fn verify_snapshots(report: &mut VerifyReport, dir: &Path) -> Result<()> {
     let snapshot_dir = dir.join("snapshots");
     let snapshot_numbers = numbered_files(&snapshot_dir, ".snap")?;
     for (i, number) in snapshot_numbers.iter().enumerate() {
@@ -303,8 +343,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
-    verify_keys(&mut report, &dir.join("keys"));
-    Ok(report)
+    Ok(())
 }
 
 /// The key log: a record that fails its checksum may be a lost key, which

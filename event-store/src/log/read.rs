@@ -53,162 +53,255 @@ fn stream_slice(
         max_count,
         inner.options.limits.read_count_max,
     )?;
-    let empty = |stream_version: u64| StreamSlice {
-        stream_id: stream_id.clone(),
-        events: Vec::new(),
-        stream_version,
-        is_end: true,
-    };
-
-    // Decide the versions to read and copy out what locates them.
-    let (lo, hi, version, active, segments) = {
-        let st = inner.state.read();
-        let Some(stream) = st.stream(stream_id.as_str())? else {
-            st.check_tail()?;
-            return Ok(empty(0));
-        };
-        let version = stream.version;
-        let span = max_count as u64 - 1;
-        let (lo, hi) = match direction {
-            Direction::Forward => {
-                let start = match from {
-                    ReadFrom::Start => 1,
-                    ReadFrom::End => version,
-                    ReadFrom::Version(v) => v.max(1),
-                };
-                if start > version {
-                    return Ok(empty(version));
-                }
-                (start, version.min(start.saturating_add(span)))
-            }
-            Direction::Backward => {
-                let start = match from {
-                    ReadFrom::Start | ReadFrom::End => version,
-                    ReadFrom::Version(v) => v.min(version),
-                };
-                if start == 0 {
-                    return Ok(empty(version));
-                }
-                (start.saturating_sub(span).max(1), start)
-            }
-        };
-        let damaged = st.read_only.is_some();
-        let reaches_end = match direction {
-            Direction::Forward => hi == version,
-            Direction::Backward => start_is_end(from, version),
-        };
-        if reaches_end {
-            st.check_tail()?;
+    let plan = match plan_read(inner, stream_id, from, direction, max_count)? {
+        Planned::Nothing { stream_version } => {
+            return Ok(StreamSlice {
+                stream_id: stream_id.clone(),
+                events: Vec::new(),
+                stream_version,
+                is_end: true,
+            });
         }
-        let active = st.active.streams.get(stream_id.as_str()).and_then(|a| {
-            let first = lo.max(a.first_version);
-            // In a damaged segment versions may be missing, so offsets cannot
-            // be found by arithmetic: take them all and filter after decoding.
-            let (first_version, offsets) = if damaged {
-                (a.first_version, a.offsets.clone())
-            } else if first <= hi {
-                let range = (first - a.first_version) as usize..=(hi - a.first_version) as usize;
-                (first, a.offsets[range].to_vec())
-            } else {
-                return None;
-            };
-            Some(ActivePart {
-                map: st.active.map.clone(),
-                durable_len: st.active.durable_len as usize,
-                path: st.active.path.clone(),
-                first_version,
-                offsets,
-            })
-        });
-        let sealed_hi = active.as_ref().map_or(hi, |a| a.first_version - 1);
-        let segments: Vec<Arc<SealedSegment>> = if sealed_hi >= lo {
-            st.sealed
-                .iter()
-                .take_while(|s| s.base <= stream.last_position)
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        (lo, hi, version, active, segments)
+        Planned::Read(plan) => plan,
     };
-
+    let (lo, hi) = (plan.lo, plan.hi);
     let mut events = Vec::with_capacity((hi - lo + 1) as usize);
-    let sealed_hi = active.as_ref().map_or(hi, |a| a.first_version - 1);
+    let sealed_hi = plan.active.as_ref().map_or(hi, |a| a.first_version - 1);
     if sealed_hi >= lo {
-        // Newest segment first: each one found covers the versions just
-        // below what the previous one covered, so the walk stops as soon as
-        // `lo` is reached (loading after a snapshot touches few segments).
-        let mut pieces: Vec<Vec<RecordedEvent>> = Vec::new();
-        let mut need_hi = sealed_hi;
-        for segment in segments.iter().rev() {
-            if need_hi < lo {
-                break;
-            }
-            if inner.options.use_bloom_filters && !segment.bloom.may_contain(stream_id.as_str()) {
-                inner.bloom_skips.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            inner.index_probes.fetch_add(1, Ordering::Relaxed);
-            let Some(entry) = segment.index.find(stream_id.as_str()) else {
-                continue;
-            };
-            if entry.first_version > need_hi {
-                continue;
-            }
-            let a = lo.max(entry.first_version);
-            let b = need_hi.min(entry.last_version());
-            let mut piece = Vec::with_capacity((b + 1).saturating_sub(a) as usize);
-            for v in a..=b {
-                let offset = segment
-                    .index
-                    .version_offset(&entry, (v - entry.first_version) as u32);
-                let (event, _) = decode_event_at(
-                    &segment.data,
-                    segment.data.len(),
-                    offset as usize,
-                    &segment.path,
-                )?;
-                if event.stream_id != *stream_id || event.version != v {
-                    return Err(Error::corruption(
-                        &segment.path,
-                        u64::from(offset),
-                        format!(
-                            "index promised {stream_id} version {v}, found {} version {}",
-                            event.stream_id, event.version
-                        ),
-                    ));
-                }
-                piece.push(event);
-            }
-            pieces.push(piece);
-            need_hi = entry.first_version.saturating_sub(1);
+        read_sealed(inner, stream_id, &plan.segments, lo, sealed_hi, &mut events)?;
+    }
+    if let Some(part) = &plan.active {
+        read_active(part, stream_id, lo, hi, &mut events)?;
+    }
+    check_every_version(inner, stream_id, lo, hi, &events)?;
+
+    let is_end = match direction {
+        Direction::Forward => hi == plan.version,
+        Direction::Backward => {
+            events.reverse();
+            lo == 1
         }
-        for piece in pieces.into_iter().rev() {
-            events.extend(piece);
+    };
+    Ok(StreamSlice {
+        stream_id: stream_id.clone(),
+        events,
+        stream_version: plan.version,
+        is_end,
+    })
+}
+
+/// What a stream read will read, decided under the state lock.
+enum Planned {
+    /// Nothing to read: the stream is empty or the range lies past it.
+    Nothing {
+        stream_version: u64,
+    },
+    Read(ReadPlan),
+}
+
+/// Versions `lo..=hi` of a stream at `version`, and copies of what locates
+/// them, so that decoding runs without the lock.
+struct ReadPlan {
+    lo: u64,
+    hi: u64,
+    version: u64,
+    active: Option<ActivePart>,
+    segments: Vec<Arc<SealedSegment>>,
+}
+
+/// The versions a read covers, or `None` when it covers none.
+fn version_range(
+    version: u64,
+    from: ReadFrom,
+    direction: Direction,
+    max_count: usize,
+) -> Option<(u64, u64)> {
+    let span = max_count as u64 - 1;
+    match direction {
+        Direction::Forward => {
+            let start = match from {
+                ReadFrom::Start => 1,
+                ReadFrom::End => version,
+                ReadFrom::Version(v) => v.max(1),
+            };
+            (start <= version).then(|| (start, version.min(start.saturating_add(span))))
+        }
+        Direction::Backward => {
+            let start = match from {
+                ReadFrom::Start | ReadFrom::End => version,
+                ReadFrom::Version(v) => v.min(version),
+            };
+            (start != 0).then(|| (start.saturating_sub(span).max(1), start))
         }
     }
-    if let Some(part) = active {
-        for offset in &part.offsets {
-            let (event, _) =
-                decode_event_at(&part.map, part.durable_len, *offset as usize, &part.path)?;
-            if event.stream_id != *stream_id {
+}
+
+fn plan_read(
+    inner: &Inner,
+    stream_id: &StreamId,
+    from: ReadFrom,
+    direction: Direction,
+    max_count: usize,
+) -> Result<Planned> {
+    let st = inner.state.read();
+    let Some(stream) = st.stream(stream_id.as_str())? else {
+        st.check_tail()?;
+        return Ok(Planned::Nothing { stream_version: 0 });
+    };
+    let version = stream.version;
+    let Some((lo, hi)) = version_range(version, from, direction, max_count) else {
+        return Ok(Planned::Nothing {
+            stream_version: version,
+        });
+    };
+    let damaged = st.read_only.is_some();
+    let reaches_end = match direction {
+        Direction::Forward => hi == version,
+        Direction::Backward => start_is_end(from, version),
+    };
+    if reaches_end {
+        st.check_tail()?;
+    }
+    let active = st.active.streams.get(stream_id.as_str()).and_then(|a| {
+        let first = lo.max(a.first_version);
+        // In a damaged segment versions may be missing, so offsets cannot
+        // be found by arithmetic: take them all and filter after decoding.
+        let (first_version, offsets) = if damaged {
+            (a.first_version, a.offsets.clone())
+        } else if first <= hi {
+            let range = (first - a.first_version) as usize..=(hi - a.first_version) as usize;
+            (first, a.offsets[range].to_vec())
+        } else {
+            return None;
+        };
+        Some(ActivePart {
+            map: st.active.map.clone(),
+            durable_len: st.active.durable_len as usize,
+            path: st.active.path.clone(),
+            first_version,
+            offsets,
+        })
+    });
+    let sealed_hi = active.as_ref().map_or(hi, |a| a.first_version - 1);
+    let segments: Vec<Arc<SealedSegment>> = if sealed_hi >= lo {
+        st.sealed
+            .iter()
+            .take_while(|s| s.base <= stream.last_position)
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Planned::Read(ReadPlan {
+        lo,
+        hi,
+        version,
+        active,
+        segments,
+    }))
+}
+
+/// Versions `lo..=need_hi` of a stream from sealed segments, appended to
+/// `events` in version order.
+fn read_sealed(
+    inner: &Inner,
+    stream_id: &StreamId,
+    segments: &[Arc<SealedSegment>],
+    lo: u64,
+    mut need_hi: u64,
+    events: &mut Vec<RecordedEvent>,
+) -> Result<()> {
+    // Newest segment first: each one found covers the versions just below
+    // what the previous one covered, so the walk stops as soon as `lo` is
+    // reached (loading after a snapshot touches few segments).
+    let mut pieces: Vec<Vec<RecordedEvent>> = Vec::new();
+    for segment in segments.iter().rev() {
+        if need_hi < lo {
+            break;
+        }
+        if inner.options.use_bloom_filters && !segment.bloom.may_contain(stream_id.as_str()) {
+            inner.bloom_skips.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        inner.index_probes.fetch_add(1, Ordering::Relaxed);
+        let Some(entry) = segment.index.find(stream_id.as_str()) else {
+            continue;
+        };
+        if entry.first_version > need_hi {
+            continue;
+        }
+        let a = lo.max(entry.first_version);
+        let b = need_hi.min(entry.last_version());
+        let mut piece = Vec::with_capacity((b + 1).saturating_sub(a) as usize);
+        for v in a..=b {
+            let offset = segment
+                .index
+                .version_offset(&entry, (v - entry.first_version) as u32);
+            let (event, _) = decode_event_at(
+                &segment.data,
+                segment.data.len(),
+                offset as usize,
+                &segment.path,
+            )?;
+            if event.stream_id != *stream_id || event.version != v {
                 return Err(Error::corruption(
-                    &part.path,
-                    u64::from(*offset),
+                    &segment.path,
+                    u64::from(offset),
                     format!(
-                        "index promised an event of {stream_id}, found one of {}",
-                        event.stream_id
+                        "index promised {stream_id} version {v}, found {} version {}",
+                        event.stream_id, event.version
                     ),
                 ));
             }
-            if (lo..=hi).contains(&event.version) {
-                events.push(event);
-            }
+            piece.push(event);
+        }
+        pieces.push(piece);
+        need_hi = entry.first_version.saturating_sub(1);
+    }
+    for piece in pieces.into_iter().rev() {
+        events.extend(piece);
+    }
+    Ok(())
+}
+
+/// The stream's events in the active segment within `lo..=hi`, appended to
+/// `events`.
+fn read_active(
+    part: &ActivePart,
+    stream_id: &StreamId,
+    lo: u64,
+    hi: u64,
+    events: &mut Vec<RecordedEvent>,
+) -> Result<()> {
+    for offset in &part.offsets {
+        let (event, _) =
+            decode_event_at(&part.map, part.durable_len, *offset as usize, &part.path)?;
+        if event.stream_id != *stream_id {
+            return Err(Error::corruption(
+                &part.path,
+                u64::from(*offset),
+                format!(
+                    "index promised an event of {stream_id}, found one of {}",
+                    event.stream_id
+                ),
+            ));
+        }
+        if (lo..=hi).contains(&event.version) {
+            events.push(event);
         }
     }
-    // Every version from `lo` to `hi` must be there; a hole means records
-    // were lost to damage, which is reported where it is.
+    Ok(())
+}
+
+/// Every version from `lo` to `hi` must be there; a hole means records
+/// were lost to damage, which is reported where it is.
+fn check_every_version(
+    inner: &Inner,
+    stream_id: &StreamId,
+    lo: u64,
+    hi: u64,
+    events: &[RecordedEvent],
+) -> Result<()> {
     for i in 0..=(hi - lo) as usize {
         let expected = lo + i as u64;
         if events.get(i).map(|e| e.version) != Some(expected) {
@@ -219,20 +312,7 @@ fn stream_slice(
             return Err(locate_damage(inner, stream_id, expected, after, before));
         }
     }
-
-    let is_end = match direction {
-        Direction::Forward => hi == version,
-        Direction::Backward => {
-            events.reverse();
-            lo == 1
-        }
-    };
-    Ok(StreamSlice {
-        stream_id: stream_id.clone(),
-        events,
-        stream_version: version,
-        is_end,
-    })
+    Ok(())
 }
 
 fn start_is_end(from: ReadFrom, version: u64) -> bool {

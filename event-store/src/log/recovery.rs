@@ -552,17 +552,9 @@ fn open_active(
         .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
     let header_damage = match FileHeader::decode(&data, SEGMENT_MAGIC) {
         Err(HeaderError::Incomplete) if data.iter().all(|b| *b == 0) || len < HEADER_LEN as u64 => {
-            // The crash came while this segment was being created: nothing
-            // was ever appended to it. Start it again.
             drop(data);
-            tracing::warn!(segment = %path.display(), "re-creating a segment whose creation did not complete");
             drop(file);
-            fs.remove(&path)
-                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-            let (path, file) =
-                create_segment(fs, dir, number, expected_base, options.clock.now().0)?;
-            let active = empty_active(number, expected_base, path, &file, options)?;
-            return Ok((active, file, None, None));
+            return recreate_unfinished(fs, dir, &path, number, expected_base, options);
         }
         // The records keep their own checksums: a damaged header makes the
         // store read-only, and the records are still read at the positions
@@ -573,6 +565,74 @@ fn open_active(
     let scan = scan_segment(&data, expected_base);
     drop(data);
 
+    let damage = judge_scan(
+        &path,
+        file.as_ref(),
+        &scan,
+        header_damage,
+        read_only,
+        report,
+    )?;
+    // Damaged records hide versions, so gaps are expected there (and
+    // already reported); appends are refused, so nothing builds on them.
+    let damaged = damage.is_some() || !scan.damage.is_empty();
+    if !damaged {
+        check_stream_versions(&path, &scan)?;
+    }
+    let (positions, active_streams) =
+        index_active(&path, &scan, expected_base, options, streams, damaged)?;
+
+    let durable_len = if damaged || read_only {
+        scan.valid_end
+    } else {
+        scan.torn.as_ref().map_or(len, |t| t.offset)
+    };
+    let reserve =
+        (options.segment_bytes_max.max(durable_len)) + options.limits.append_bytes_max as u64;
+    let map = mmap::map_growing_file(file.std_file(), reserve)
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    let damaged_tail = damaged_tail(&path, &scan);
+    let active = ActiveSegment {
+        number,
+        base: expected_base,
+        path,
+        map,
+        durable_len,
+        positions,
+        streams: active_streams,
+    };
+    Ok((active, file, damage, damaged_tail))
+}
+
+/// The crash came while this segment was being created: nothing was ever
+/// appended to it. Start it again.
+fn recreate_unfinished(
+    fs: &dyn Fs,
+    dir: &Path,
+    path: &Path,
+    number: u64,
+    expected_base: u64,
+    options: &StoreOptions,
+) -> Result<OpenedActive> {
+    tracing::warn!(segment = %path.display(), "re-creating a segment whose creation did not complete");
+    fs.remove(path)
+        .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+    let (path, file) = create_segment(fs, dir, number, expected_base, options.clock.now().0)?;
+    let active = empty_active(number, expected_base, path, &file, options)?;
+    Ok((active, file, None, None))
+}
+
+/// Why the active segment makes the store read-only, if it does; a torn
+/// tail (an append never acknowledged) is truncated instead, unless the
+/// store opens read-only or is damaged already.
+fn judge_scan(
+    path: &Path,
+    file: &dyn FsFile,
+    scan: &SegmentScan,
+    header_damage: Option<String>,
+    read_only: bool,
+    report: &mut RecoveryReport,
+) -> Result<Option<String>> {
     let mut damage = header_damage.map(|why| {
         let reason = format!(
             "corruption in {} at offset 0: {why} (run `annals verify`)",
@@ -610,15 +670,21 @@ fn open_active(
         report.torn_bytes_dropped = torn.bytes;
         report.torn_records_dropped = torn.records;
     }
-    // Damaged records hide versions, so gaps are expected there (and
-    // already reported); appends are refused, so nothing builds on them.
-    let damaged = damage.is_some() || !scan.damage.is_empty();
-    if !damaged {
-        check_stream_versions(&path, &scan)?;
-    }
+    Ok(damage)
+}
 
-    // Rebuild the in-memory index; positions lost to damage point at the
-    // damaged record so that reading them reports the corruption.
+/// The active segment's in-memory index: the offset of every position and
+/// each stream's offsets, with the streams' versions brought up to date.
+/// Positions lost to damage point at the damaged record so that reading
+/// them reports the corruption.
+fn index_active(
+    path: &Path,
+    scan: &SegmentScan,
+    expected_base: u64,
+    options: &StoreOptions,
+    streams: &mut HashMap<StreamId, StreamState>,
+    damaged: bool,
+) -> Result<(Vec<u32>, HashMap<StreamId, ActiveStream>)> {
     let mut positions: Vec<u32> = Vec::with_capacity(scan.events.len());
     let mut active_streams: HashMap<StreamId, ActiveStream> = HashMap::new();
     let mut next_damage = 0;
@@ -643,7 +709,7 @@ fn open_active(
         let previous = streams.get(e.stream_id.as_str()).map_or(0, |s| s.version);
         if e.version != previous + 1 && !damaged {
             return Err(Error::corruption(
-                &path,
+                path,
                 u64::from(e.offset),
                 format!(
                     "stream {} continues at version {} after version {previous}",
@@ -670,34 +736,19 @@ fn open_active(
         stream.offsets.push(e.offset);
         stream.last_position = e.position;
     }
+    Ok((positions, active_streams))
+}
 
-    let durable_len = if damaged || read_only {
-        scan.valid_end
-    } else {
-        scan.torn.as_ref().map_or(len, |t| t.offset)
-    };
-    let reserve =
-        (options.segment_bytes_max.max(durable_len)) + options.limits.append_bytes_max as u64;
-    let map = mmap::map_growing_file(file.std_file(), reserve)
-        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-    let active = ActiveSegment {
-        number,
-        base: expected_base,
-        path,
-        map,
-        durable_len,
-        positions,
-        streams: active_streams,
-    };
+/// Damage after the last intact record: records there are lost, and an
+/// append must not build on them.
+fn damaged_tail(path: &Path, scan: &SegmentScan) -> Option<DamagedTail> {
     let last_intact = scan.events.last().map_or(0, |e| u64::from(e.offset));
-    let damaged_tail = scan
-        .damage
+    scan.damage
         .iter()
         .find(|d| d.offset > last_intact)
         .map(|d| DamagedTail {
-            file: active.path.clone(),
+            file: path.to_path_buf(),
             offset: d.offset,
             detail: format!("{}; records after the last intact one are lost", d.detail),
-        });
-    Ok((active, file, damage, damaged_tail))
+        })
 }

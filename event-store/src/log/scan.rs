@@ -61,145 +61,176 @@ pub struct SegmentScan {
 
 /// Scans the records of a segment whose 64-byte header has been checked.
 pub fn scan_segment(bytes: &[u8], base_position: u64) -> SegmentScan {
-    let mut scan = SegmentScan {
-        next_position: base_position,
-        valid_end: HEADER_LEN as u64,
-        ..SegmentScan::default()
-    };
-    let mut off = HEADER_LEN;
-    let mut pending: Vec<ScannedEvent> = Vec::new();
-    let mut batch_start = off;
-    let mut batch_damaged = false;
-    // Set after damage: the next intact record tells how many positions were lost.
-    let mut awaiting_resync: Option<usize> = None;
-
-    while off < bytes.len() {
-        match read_frame(bytes, off) {
+    let mut scanner = Scanner::new(base_position);
+    while scanner.off < bytes.len() {
+        match read_frame(bytes, scanner.off) {
             Frame::Valid { body, frame_len } => match EventRecord::decode(body) {
-                Ok(record) => {
-                    if let Some(damage_index) = awaiting_resync.take()
-                        && record.position > scan.next_position
-                    {
-                        {
-                            scan.damage[damage_index].lost_positions =
-                                Some((scan.next_position, record.position));
-                            scan.next_position = record.position;
-                        }
-                    }
-                    if record.position != scan.next_position {
-                        scan.damage.push(Damage {
-                            offset: off as u64,
-                            detail: format!(
-                                "event at position {} where position {} was expected",
-                                record.position, scan.next_position
-                            ),
-                            lost_positions: None,
-                        });
-                        batch_damaged = true;
-                        off += frame_len;
-                        continue;
-                    }
-                    pending.push(ScannedEvent {
-                        offset: off as u32,
-                        position: record.position,
-                        version: record.version,
-                        stream_id: record.stream_id.to_owned(),
-                    });
-                    scan.next_position += 1;
-                    off += frame_len;
-                    if record.is_end_of_batch() {
-                        scan.events.append(&mut pending);
-                        scan.valid_end = off as u64;
-                        batch_start = off;
-                        batch_damaged = false;
-                    }
-                }
+                Ok(record) => scanner.record(&record, frame_len),
                 Err(detail) => {
-                    awaiting_resync = Some(scan.damage.len());
-                    scan.damage.push(Damage {
-                        offset: off as u64,
-                        detail: format!("record does not decode: {detail}"),
-                        lost_positions: None,
-                    });
-                    batch_damaged = true;
-                    off += frame_len;
+                    scanner.damaged_frame(format!("record does not decode: {detail}"), frame_len);
                 }
             },
             Frame::BadChecksum { frame_len } => {
-                awaiting_resync = Some(scan.damage.len());
-                scan.damage.push(Damage {
-                    offset: off as u64,
-                    detail: "record checksum mismatch".into(),
-                    lost_positions: None,
-                });
-                batch_damaged = true;
-                off += frame_len;
+                scanner.damaged_frame("record checksum mismatch".into(), frame_len);
             }
             Frame::BadLength => {
-                awaiting_resync = Some(scan.damage.len());
-                let next = resync(bytes, off + 1);
-                scan.damage.push(Damage {
-                    offset: off as u64,
-                    detail: match next {
-                        Some(n) => {
-                            format!("record length field damaged; next intact record at offset {n}")
-                        }
-                        None => "record length field damaged; no intact record follows".into(),
-                    },
-                    lost_positions: None,
-                });
-                batch_damaged = true;
-                match next {
-                    Some(n) => off = n,
-                    None => {
-                        off = bytes.len();
-                        break;
-                    }
+                if !scanner.bad_length(bytes) {
+                    break;
                 }
             }
             Frame::Truncated | Frame::ZeroTail => {
-                if batch_damaged {
-                    scan.damage.push(Damage {
-                        offset: off as u64,
-                        detail: "segment ends inside a damaged batch".into(),
-                        lost_positions: None,
-                    });
-                    off = bytes.len();
-                } else {
-                    scan.torn = Some(TornTail {
-                        offset: batch_start as u64,
-                        bytes: (bytes.len() - batch_start) as u64,
-                        records: pending.len(),
-                    });
-                    pending.clear();
-                }
+                scanner.end_of_records(bytes.len());
                 break;
             }
         }
     }
+    scanner.finish(bytes.len())
+}
 
-    if !pending.is_empty() || batch_damaged {
-        if batch_damaged {
-            // Keep what is intact; the damage is already reported.
-            scan.events.append(&mut pending);
-            scan.valid_end = off as u64;
-        } else if scan.torn.is_none() {
-            // The file ends between two records of a batch.
-            scan.torn = Some(TornTail {
-                offset: batch_start as u64,
-                bytes: (bytes.len() - batch_start) as u64,
-                records: pending.len(),
-            });
-            scan.next_position -= pending.len() as u64;
-            pending.clear();
+/// The state of one pass over a segment's records.
+struct Scanner {
+    scan: SegmentScan,
+    off: usize,
+    /// Records of the batch being read, kept once its last record is.
+    pending: Vec<ScannedEvent>,
+    batch_start: usize,
+    batch_damaged: bool,
+    /// Set after damage: the next intact record tells how many positions
+    /// were lost.
+    awaiting_resync: Option<usize>,
+}
+
+impl Scanner {
+    fn new(base_position: u64) -> Self {
+        Self {
+            scan: SegmentScan {
+                next_position: base_position,
+                valid_end: HEADER_LEN as u64,
+                ..SegmentScan::default()
+            },
+            off: HEADER_LEN,
+            pending: Vec::new(),
+            batch_start: HEADER_LEN,
+            batch_damaged: false,
+            awaiting_resync: None,
         }
-    } else if let Some(torn) = &scan.torn {
-        scan.next_position -= torn.records as u64;
     }
-    if scan.torn.is_none() && !scan.damage.is_empty() {
-        scan.valid_end = scan.valid_end.max(off as u64);
+
+    fn damage(&mut self, detail: String) {
+        self.scan.damage.push(Damage {
+            offset: self.off as u64,
+            detail,
+            lost_positions: None,
+        });
+        self.batch_damaged = true;
     }
-    scan
+
+    /// An intact record of `frame_len` bytes at `off`.
+    fn record(&mut self, record: &EventRecord<'_>, frame_len: usize) {
+        let scan = &mut self.scan;
+        if let Some(damage_index) = self.awaiting_resync.take()
+            && record.position > scan.next_position
+        {
+            scan.damage[damage_index].lost_positions = Some((scan.next_position, record.position));
+            scan.next_position = record.position;
+        }
+        if record.position != scan.next_position {
+            let detail = format!(
+                "event at position {} where position {} was expected",
+                record.position, scan.next_position
+            );
+            self.damage(detail);
+            self.off += frame_len;
+            return;
+        }
+        self.pending.push(ScannedEvent {
+            offset: self.off as u32,
+            position: record.position,
+            version: record.version,
+            stream_id: record.stream_id.to_owned(),
+        });
+        scan.next_position += 1;
+        self.off += frame_len;
+        if record.is_end_of_batch() {
+            scan.events.append(&mut self.pending);
+            scan.valid_end = self.off as u64;
+            self.batch_start = self.off;
+            self.batch_damaged = false;
+        }
+    }
+
+    /// A record whose frame is whole but whose content is not.
+    fn damaged_frame(&mut self, detail: String, frame_len: usize) {
+        self.awaiting_resync = Some(self.scan.damage.len());
+        self.damage(detail);
+        self.off += frame_len;
+    }
+
+    /// A damaged length field: skips to the next intact record; false when
+    /// none follows.
+    fn bad_length(&mut self, bytes: &[u8]) -> bool {
+        self.awaiting_resync = Some(self.scan.damage.len());
+        let next = resync(bytes, self.off + 1);
+        self.damage(match next {
+            Some(n) => format!("record length field damaged; next intact record at offset {n}"),
+            None => "record length field damaged; no intact record follows".into(),
+        });
+        match next {
+            Some(n) => {
+                self.off = n;
+                true
+            }
+            None => {
+                self.off = bytes.len();
+                false
+            }
+        }
+    }
+
+    /// The records end (a cut frame or zeros): a torn append, or the end
+    /// of a damaged batch.
+    fn end_of_records(&mut self, len: usize) {
+        if self.batch_damaged {
+            self.scan.damage.push(Damage {
+                offset: self.off as u64,
+                detail: "segment ends inside a damaged batch".into(),
+                lost_positions: None,
+            });
+            self.off = len;
+        } else {
+            self.scan.torn = Some(TornTail {
+                offset: self.batch_start as u64,
+                bytes: (len - self.batch_start) as u64,
+                records: self.pending.len(),
+            });
+            self.pending.clear();
+        }
+    }
+
+    fn finish(mut self, len: usize) -> SegmentScan {
+        let scan = &mut self.scan;
+        if !self.pending.is_empty() || self.batch_damaged {
+            if self.batch_damaged {
+                // Keep what is intact; the damage is already reported.
+                scan.events.append(&mut self.pending);
+                scan.valid_end = self.off as u64;
+            } else if scan.torn.is_none() {
+                // The file ends between two records of a batch.
+                scan.torn = Some(TornTail {
+                    offset: self.batch_start as u64,
+                    bytes: (len - self.batch_start) as u64,
+                    records: self.pending.len(),
+                });
+                scan.next_position -= self.pending.len() as u64;
+            }
+        } else if let Some(torn) = &scan.torn {
+            scan.next_position -= torn.records as u64;
+        }
+        if scan.torn.is_none() && !scan.damage.is_empty() {
+            scan.valid_end = scan.valid_end.max(self.off as u64);
+        }
+        self.scan
+    }
 }
 
 #[cfg(test)]

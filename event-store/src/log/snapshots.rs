@@ -77,22 +77,7 @@ impl SnapshotStore {
     ) -> Result<(Self, Vec<SnapshotDamage>)> {
         fs.create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let mut numbers = Vec::new();
-        for path in fs
-            .list(dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
-        {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if let Some(stem) = name.strip_suffix(".snap")
-                && let Ok(n) = stem.parse::<u64>()
-            {
-                numbers.push(n);
-            }
-        }
-        numbers.sort_unstable();
-
+        let numbers = snapshot_file_numbers(fs.as_ref(), dir)?;
         let mut state = SnapState {
             files: BTreeMap::new(),
             active: 0,
@@ -102,81 +87,8 @@ impl SnapshotStore {
         let mut damage = Vec::new();
         let last = numbers.last().copied();
         for number in numbers {
-            let path = dir.join(snapshot_file_name(number));
             let is_last = Some(number) == last;
-            let file = fs
-                .open(&path, is_last)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            let bytes = mmap::map_whole_file(file.std_file())
-                .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
-            match FileHeader::decode(&bytes, SNAPSHOT_MAGIC) {
-                Ok(_) => {}
-                Err(HeaderError::Incomplete) if is_last => {
-                    drop(bytes);
-                    drop(file);
-                    fs.remove(&path)
-                        .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
-                    continue;
-                }
-                Err(HeaderError::NewerFormat(found)) => {
-                    return Err(Error::UnsupportedFormat {
-                        path,
-                        found: u32::from(found),
-                        supported: u32::from(FORMAT_VERSION),
-                    });
-                }
-                Err(e) => {
-                    damage.push(SnapshotDamage {
-                        file: path.clone(),
-                        offset: 0,
-                        detail: format!("snapshot file header: {e:?}"),
-                    });
-                    continue;
-                }
-            }
-            let (found, torn_at, file_damage) = scan_snapshots(&bytes, &path);
-            drop(bytes);
-            damage.extend(file_damage);
-            let mut len = file
-                .len()
-                .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
-            if let Some(offset) = torn_at {
-                if is_last {
-                    tracing::warn!(file = %path.display(), offset, "truncating a torn snapshot write");
-                    file.set_len(offset)
-                        .and_then(|()| file.sync_data())
-                        .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
-                    len = offset;
-                } else {
-                    damage.push(SnapshotDamage {
-                        file: path.clone(),
-                        offset,
-                        detail: "snapshot file ends inside a record".into(),
-                    });
-                }
-            }
-            for (stream, location) in found {
-                let location = Location {
-                    file: number,
-                    ..location
-                };
-                match state.latest.get(&stream) {
-                    Some(old) if old.version > location.version => {}
-                    _ => {
-                        state.latest.insert(stream, location);
-                    }
-                }
-            }
-            state.files.insert(
-                number,
-                SnapFile {
-                    path,
-                    file,
-                    len,
-                    live: 0,
-                },
-            );
-            state.active = number;
+            open_file(fs.as_ref(), dir, number, is_last, &mut state, &mut damage)?;
         }
         for location in state.latest.values() {
             if let Some(f) = state.files.get_mut(&location.file) {
@@ -459,4 +371,113 @@ pub(crate) fn scan_snapshots(
         }
     }
     (found, torn, damage)
+}
+
+/// The numbers of the snapshot files in `dir`, in order.
+fn snapshot_file_numbers(fs: &dyn Fs, dir: &Path) -> Result<Vec<u64>> {
+    let mut numbers = Vec::new();
+    for path in fs
+        .list(dir)
+        .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+    {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(stem) = name.strip_suffix(".snap")
+            && let Ok(n) = stem.parse::<u64>()
+        {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Opens snapshot file `number`: its snapshots become the latest of their
+/// streams unless a later one is known; a torn write at the end of the
+/// last file is truncated, other damage is collected in `damage`. The last
+/// file, if its creation did not complete, is removed.
+fn open_file(
+    fs: &dyn Fs,
+    dir: &Path,
+    number: u64,
+    is_last: bool,
+    state: &mut SnapState,
+    damage: &mut Vec<SnapshotDamage>,
+) -> Result<()> {
+    let path = dir.join(snapshot_file_name(number));
+    let file = fs
+        .open(&path, is_last)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let bytes = mmap::map_whole_file(file.std_file())
+        .map_err(|e| Error::io(format!("mapping {}", path.display()), e))?;
+    match FileHeader::decode(&bytes, SNAPSHOT_MAGIC) {
+        Ok(_) => {}
+        Err(HeaderError::Incomplete) if is_last => {
+            drop(bytes);
+            drop(file);
+            fs.remove(&path)
+                .map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            return Ok(());
+        }
+        Err(HeaderError::NewerFormat(found)) => {
+            return Err(Error::UnsupportedFormat {
+                path,
+                found: u32::from(found),
+                supported: u32::from(FORMAT_VERSION),
+            });
+        }
+        Err(e) => {
+            damage.push(SnapshotDamage {
+                file: path.clone(),
+                offset: 0,
+                detail: format!("snapshot file header: {e:?}"),
+            });
+            return Ok(());
+        }
+    }
+    let (found, torn_at, file_damage) = scan_snapshots(&bytes, &path);
+    drop(bytes);
+    damage.extend(file_damage);
+    let mut len = file
+        .len()
+        .map_err(|e| Error::io(format!("reading the length of {}", path.display()), e))?;
+    if let Some(offset) = torn_at {
+        if is_last {
+            tracing::warn!(file = %path.display(), offset, "truncating a torn snapshot write");
+            file.set_len(offset)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| Error::io(format!("truncating {}", path.display()), e))?;
+            len = offset;
+        } else {
+            damage.push(SnapshotDamage {
+                file: path.clone(),
+                offset,
+                detail: "snapshot file ends inside a record".into(),
+            });
+        }
+    }
+    for (stream, location) in found {
+        let location = Location {
+            file: number,
+            ..location
+        };
+        match state.latest.get(&stream) {
+            Some(old) if old.version > location.version => {}
+            _ => {
+                state.latest.insert(stream, location);
+            }
+        }
+    }
+    state.files.insert(
+        number,
+        SnapFile {
+            path,
+            file,
+            len,
+            live: 0,
+        },
+    );
+    state.active = number;
+    Ok(())
 }

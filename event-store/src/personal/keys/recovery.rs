@@ -192,130 +192,161 @@ pub(super) fn recover(records: Arc<dyn Records>) -> Recovered {
     // kept decoded: a decoded slot is larger than its 80 bytes, and a log
     // of millions of subjects would hold them all at once.
     let survey = Survey::of(records.as_ref());
-    let (final_batch, final_start, end) = (survey.final_batch, survey.final_start, survey.end);
-    let erased = &survey.erased;
     let mut out = Recovered {
         subjects: SubjectTable::new(records.clone(), survey.keys),
         damage: Vec::new(),
         rewrites: Vec::new(),
         free_spares: Vec::new(),
         floor: survey.floor,
-        next_slot: end,
-        next_batch: final_batch + 1,
+        next_slot: survey.end,
+        next_batch: survey.final_batch + 1,
     };
-    let void = |i: u64| Record {
-        kind: Kind::Void,
-        index: u16::try_from(i - final_start).unwrap_or(u16::MAX),
-        batch: final_batch,
-        subject: [0; 32],
+    let decide = Decide {
+        survey: &survey,
+        records: records.as_ref(),
     };
-    for i in 0..end {
+    for i in 0..survey.end {
         let Some(raw) = records.slot(i) else { break };
         match &keylog::decode(&raw) {
-            Slot::Empty if i >= final_start => out.rewrites.push((i, void(i))),
+            Slot::Empty if i >= survey.final_start => out.rewrites.push((i, decide.void(i))),
             Slot::Empty => out
                 .damage
                 .push((i, "zeros inside the log (a lost write)".into())),
-            Slot::Bad(why) => {
-                let subject = Record::subject_of_bad(&raw);
-                let (batch, index) = Record::place_of_bad(&raw);
-                // A spare's record names no subject; its assignment does.
-                let owner = survey.owner(records.as_ref(), i).map(|(owner, _)| owner);
-                let erased_owner = erased.contains_key(&subject)
-                    || (subject == [0; 32] && owner.is_some_and(|h| erased.contains_key(&h)));
-                if erased_owner && batch < final_batch && i < final_start {
-                    // A key record whose overwrite by its (durable) erasure
-                    // was torn: the bytes that name it are never rewritten.
-                    let destroyed = Record {
-                        kind: Kind::Destroyed,
-                        index,
-                        batch,
-                        subject,
-                    };
-                    out.rewrites.push((i, destroyed));
-                } else if i >= final_start {
-                    out.rewrites.push((i, void(i)));
-                } else {
-                    if let Some(owner) = owner {
-                        out.subjects.insert(
-                            owner,
-                            Entry::Damaged(format!(
-                                "its spare key at offset {} is damaged: {why}",
-                                keylog::offset_of(i)
-                            )),
-                        );
-                    }
-                    out.damage.push((i, why.clone()));
-                }
-            }
-            Slot::Record(r) => match r.kind {
-                // An erasure the crash interrupted before its overwrite.
-                Kind::Key(_) if erased.contains_key(&r.subject) => {
-                    out.rewrites.push((
-                        i,
-                        Record {
-                            kind: Kind::Destroyed,
-                            ..*r
-                        },
-                    ));
-                    out.subjects.insert_record(r.subject, erased[&r.subject]);
-                }
-                Kind::Spare(key) => {
-                    let Some((owner, twice)) = survey.owner(records.as_ref(), i) else {
-                        out.free_spares.push((i, key));
-                        continue;
-                    };
-                    if let Some(erasure) = erased.get(&owner) {
-                        out.rewrites.push((
-                            i,
-                            Record {
-                                kind: Kind::Destroyed,
-                                ..*r
-                            },
-                        ));
-                        out.subjects.insert_record(owner, *erasure);
-                        continue;
-                    }
-                    let why = if twice {
-                        format!(
-                            "the spare key at offset {} is assigned to two subjects",
-                            keylog::offset_of(i)
-                        )
-                    } else if out.subjects.contains_key(&owner) {
-                        format!(
-                            "the key log holds two keys for it (a spare at offset {})",
-                            keylog::offset_of(i)
-                        )
-                    } else {
-                        // The last assignment names the owner (`owner`).
-                        let to = survey.assigned.partition_point(|(spare, _)| *spare <= i);
-                        out.subjects.insert_record(owner, survey.assigned[to - 1].1);
-                        continue;
-                    };
-                    out.subjects.insert(owner, Entry::Damaged(why));
-                }
-                Kind::Assign(_) | Kind::Floor(_) => {}
-                Kind::Key(key) => {
-                    let why = match out.subjects.get(&r.subject) {
-                        None => {
-                            out.subjects.insert_record(r.subject, i);
-                            continue;
-                        }
-                        Some(Entry::Key { key: first, .. }) if first == key => continue,
-                        Some(_) => format!(
-                            "the key log holds two different keys for it (the second at offset {})",
-                            keylog::offset_of(i)
-                        ),
-                    };
-                    out.subjects.insert(r.subject, Entry::Damaged(why));
-                }
-                Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
-                    out.subjects.insert_record(r.subject, i);
-                }
-                Kind::Erasure | Kind::Destroyed => {}
-                Kind::Void => {}
-            },
+            Slot::Bad(why) => decide.bad(&mut out, i, &raw, why),
+            Slot::Record(r) => decide.record(&mut out, i, r),
         }
     }
     out
+}
+
+/// What recovery decides for each slot, from what the survey found.
+struct Decide<'a> {
+    survey: &'a Survey,
+    records: &'a dyn Records,
+}
+
+impl Decide<'_> {
+    /// What a slot of the last batch that holds nothing intact becomes.
+    fn void(&self, i: u64) -> Record {
+        Record {
+            kind: Kind::Void,
+            index: u16::try_from(i - self.survey.final_start).unwrap_or(u16::MAX),
+            batch: self.survey.final_batch,
+            subject: [0; 32],
+        }
+    }
+
+    /// A slot that fails its checksum: a torn append in the last batch, a
+    /// torn overwrite by an erasure, or damage.
+    fn bad(&self, out: &mut Recovered, i: u64, raw: &[u8; RECORD_LEN], why: &str) {
+        let survey = self.survey;
+        let erased = &survey.erased;
+        let subject = Record::subject_of_bad(raw);
+        let (batch, index) = Record::place_of_bad(raw);
+        // A spare's record names no subject; its assignment does.
+        let owner = survey.owner(self.records, i).map(|(owner, _)| owner);
+        let erased_owner = erased.contains_key(&subject)
+            || (subject == [0; 32] && owner.is_some_and(|h| erased.contains_key(&h)));
+        if erased_owner && batch < survey.final_batch && i < survey.final_start {
+            // A key record whose overwrite by its (durable) erasure
+            // was torn: the bytes that name it are never rewritten.
+            let destroyed = Record {
+                kind: Kind::Destroyed,
+                index,
+                batch,
+                subject,
+            };
+            out.rewrites.push((i, destroyed));
+        } else if i >= survey.final_start {
+            out.rewrites.push((i, self.void(i)));
+        } else {
+            if let Some(owner) = owner {
+                out.subjects.insert(
+                    owner,
+                    Entry::Damaged(format!(
+                        "its spare key at offset {} is damaged: {why}",
+                        keylog::offset_of(i)
+                    )),
+                );
+            }
+            out.damage.push((i, why.to_owned()));
+        }
+    }
+
+    /// An intact record.
+    fn record(&self, out: &mut Recovered, i: u64, r: &Record) {
+        let erased = &self.survey.erased;
+        match r.kind {
+            // An erasure the crash interrupted before its overwrite.
+            Kind::Key(_) if erased.contains_key(&r.subject) => {
+                out.rewrites.push((
+                    i,
+                    Record {
+                        kind: Kind::Destroyed,
+                        ..*r
+                    },
+                ));
+                out.subjects.insert_record(r.subject, erased[&r.subject]);
+            }
+            Kind::Spare(key) => self.spare(out, i, r, key),
+            Kind::Assign(_) | Kind::Floor(_) => {}
+            Kind::Key(key) => {
+                let why = match out.subjects.get(&r.subject) {
+                    None => {
+                        out.subjects.insert_record(r.subject, i);
+                        return;
+                    }
+                    Some(Entry::Key { key: first, .. }) if first == key => return,
+                    Some(_) => format!(
+                        "the key log holds two different keys for it (the second at offset {})",
+                        keylog::offset_of(i)
+                    ),
+                };
+                out.subjects.insert(r.subject, Entry::Damaged(why));
+            }
+            Kind::Erasure | Kind::Destroyed if r.subject != [0; 32] => {
+                out.subjects.insert_record(r.subject, i);
+            }
+            Kind::Erasure | Kind::Destroyed => {}
+            Kind::Void => {}
+        }
+    }
+
+    /// A spare key: free, its owner's key, its erased owner's, or damage
+    /// when it is assigned twice or its owner has another key.
+    fn spare(&self, out: &mut Recovered, i: u64, r: &Record, key: [u8; 32]) {
+        let survey = self.survey;
+        let Some((owner, twice)) = survey.owner(self.records, i) else {
+            out.free_spares.push((i, key));
+            return;
+        };
+        if let Some(erasure) = survey.erased.get(&owner) {
+            out.rewrites.push((
+                i,
+                Record {
+                    kind: Kind::Destroyed,
+                    ..*r
+                },
+            ));
+            out.subjects.insert_record(owner, *erasure);
+            return;
+        }
+        let why = if twice {
+            format!(
+                "the spare key at offset {} is assigned to two subjects",
+                keylog::offset_of(i)
+            )
+        } else if out.subjects.contains_key(&owner) {
+            format!(
+                "the key log holds two keys for it (a spare at offset {})",
+                keylog::offset_of(i)
+            )
+        } else {
+            // The last assignment names the owner (`owner`).
+            let to = survey.assigned.partition_point(|(spare, _)| *spare <= i);
+            out.subjects.insert_record(owner, survey.assigned[to - 1].1);
+            return;
+        };
+        out.subjects.insert(owner, Entry::Damaged(why));
+    }
 }

@@ -110,90 +110,14 @@ impl LogWriter {
 
     /// Adds a request's records to the group, or answers it at once.
     pub(super) fn plan(&mut self, request: Request, group: &mut Group) {
-        let refusal = {
-            let st = self.shared.state.read();
-            st.poisoned.clone().map(key_log_stopped)
-                .or_else(|| {
-                    (!st.damage.is_empty() && matches!(request.op, Op::Create(_))).then(|| {
-                        Error::KeyStore(format!(
-                            "the key log {} is damaged ({}); no new key is created until it is repaired",
-                            self.shared.log_path.display(),
-                            st.damage.join("; ")
-                        ))
-                    })
-                })
-        };
-        if let Some(err) = refusal {
+        if let Some(err) = self.refusal(&request.op) {
             request.reply.send(Err(err));
             return;
         }
+        let reply = request.reply;
         match request.op {
-            Op::Create(subjects) => {
-                let mut new = Vec::new();
-                for (hash, subject) in subjects {
-                    match self.current(group, &hash) {
-                        Some(Entry::Key { .. }) => {}
-                        Some(Entry::Erased) => {
-                            request.reply.send(Err(forgotten(&subject)));
-                            return;
-                        }
-                        Some(Entry::Damaged(why)) => {
-                            request.reply.send(Err(Error::KeyStore(format!(
-                                "the key of data subject {subject:?} is damaged: {why}"
-                            ))));
-                            return;
-                        }
-                        None => new.push(hash),
-                    }
-                }
-                for hash in new {
-                    let mut key = [0u8; 32];
-                    if let Err(e) = getrandom::fill(&mut key) {
-                        request.reply.send(Err(Error::KeyStore(format!(
-                            "no randomness for a new key: {e}"
-                        ))));
-                        return;
-                    }
-                    let slot = self.next_slot + group.records.len() as u64;
-                    group.records.push(self.record(group, Kind::Key(key), hash));
-                    group.pending.insert(
-                        hash,
-                        Entry::Key {
-                            key,
-                            slot,
-                            spare: false,
-                        },
-                    );
-                }
-                group.created.push(request.reply);
-            }
-            Op::Forget(hash, subject) => {
-                match self.current(group, &hash) {
-                    Some(Entry::Erased) => {}
-                    Some(Entry::Damaged(why)) => {
-                        request.reply.send(Err(Error::KeyStore(format!(
-                            "the key of data subject {subject:?} is damaged: {why}"
-                        ))));
-                        return;
-                    }
-                    None if !self.shared.state.read().damage.is_empty() => {
-                        // Its key may be in a damaged record: an erasure now
-                        // would leave those bytes, and hide the damage.
-                        request
-                            .reply
-                            .send(Err(self.shared.unknown_subject(&subject)));
-                        return;
-                    }
-                    found => {
-                        if let Some(Entry::Key { slot, .. }) = found {
-                            group.destroy.push((slot, hash));
-                        }
-                        group.records.push(self.record(group, Kind::Erasure, hash));
-                        group.pending.insert(hash, Entry::Erased);
-                    }
-                }
-                group.forgotten.push(request.reply);
-            }
+            Op::Create(subjects) => self.plan_create(subjects, reply, group),
+            Op::Forget(hash, subject) => self.plan_forget(hash, &subject, reply, group),
             Op::Assign(assigned) => {
                 for (hash, slot) in assigned {
                     group
@@ -201,30 +125,7 @@ impl LogWriter {
                         .push(self.record(group, Kind::Assign(slot), hash));
                 }
             }
-            Op::Refill(n) => {
-                // One call to the operating system for all of them.
-                let mut random = vec![0u8; n * 32];
-                if let Err(e) = getrandom::fill(&mut random) {
-                    tracing::warn!("key log: no randomness for spare keys: {e}");
-                    // A later hand-out asks again.
-                    self.shared.state.write().refilling = false;
-                    request.reply.send(Err(Error::KeyStore(format!(
-                        "no randomness for spare keys: {e}"
-                    ))));
-                    return;
-                }
-                // Answered once the spares are durable (and in the pool).
-                group.created.push(request.reply);
-                for chunk in random.chunks_exact(32) {
-                    let mut key = [0u8; 32];
-                    key.copy_from_slice(chunk);
-                    let slot = self.next_slot + group.records.len() as u64;
-                    group
-                        .records
-                        .push(self.record(group, Kind::Spare(key), [0; 32]));
-                    group.spares.push((slot, key));
-                }
-            }
+            Op::Refill(n) => self.plan_refill(n, reply, group),
             Op::Floor(position) => {
                 // Its own batch, after the assignments queued before it:
                 // a floor must never survive a torn batch they were torn in.
@@ -235,7 +136,117 @@ impl LogWriter {
                     .records
                     .push(self.record(group, Kind::Floor(position), [0; 32]));
             }
-            Op::Reconcile(used, read_to) => self.reconcile(used, read_to, request.reply, group),
+            Op::Reconcile(used, read_to) => self.reconcile(used, read_to, reply, group),
+        }
+    }
+
+    /// Why `op` cannot be done now: the log stopped, or new keys while it
+    /// is damaged.
+    fn refusal(&self, op: &Op) -> Option<Error> {
+        let st = self.shared.state.read();
+        st.poisoned.clone().map(key_log_stopped).or_else(|| {
+            (!st.damage.is_empty() && matches!(op, Op::Create(_))).then(|| {
+                Error::KeyStore(format!(
+                    "the key log {} is damaged ({}); no new key is created until it is repaired",
+                    self.shared.log_path.display(),
+                    st.damage.join("; ")
+                ))
+            })
+        })
+    }
+
+    /// New keys for the subjects that have none; refused whole if one of
+    /// them is erased or damaged.
+    fn plan_create(&mut self, subjects: Vec<(Hash, String)>, reply: Reply, group: &mut Group) {
+        let mut new = Vec::new();
+        for (hash, subject) in subjects {
+            match self.current(group, &hash) {
+                Some(Entry::Key { .. }) => {}
+                Some(Entry::Erased) => {
+                    reply.send(Err(forgotten(&subject)));
+                    return;
+                }
+                Some(Entry::Damaged(why)) => {
+                    reply.send(Err(Error::KeyStore(format!(
+                        "the key of data subject {subject:?} is damaged: {why}"
+                    ))));
+                    return;
+                }
+                None => new.push(hash),
+            }
+        }
+        for hash in new {
+            let mut key = [0u8; 32];
+            if let Err(e) = getrandom::fill(&mut key) {
+                reply.send(Err(Error::KeyStore(format!(
+                    "no randomness for a new key: {e}"
+                ))));
+                return;
+            }
+            let slot = self.next_slot + group.records.len() as u64;
+            group.records.push(self.record(group, Kind::Key(key), hash));
+            group.pending.insert(
+                hash,
+                Entry::Key {
+                    key,
+                    slot,
+                    spare: false,
+                },
+            );
+        }
+        group.created.push(reply);
+    }
+
+    /// An erasure record for the subject, and the overwrite of its key.
+    fn plan_forget(&mut self, hash: Hash, subject: &str, reply: Reply, group: &mut Group) {
+        match self.current(group, &hash) {
+            Some(Entry::Erased) => {}
+            Some(Entry::Damaged(why)) => {
+                reply.send(Err(Error::KeyStore(format!(
+                    "the key of data subject {subject:?} is damaged: {why}"
+                ))));
+                return;
+            }
+            None if !self.shared.state.read().damage.is_empty() => {
+                // Its key may be in a damaged record: an erasure now
+                // would leave those bytes, and hide the damage.
+                reply.send(Err(self.shared.unknown_subject(subject)));
+                return;
+            }
+            found => {
+                if let Some(Entry::Key { slot, .. }) = found {
+                    group.destroy.push((slot, hash));
+                }
+                group.records.push(self.record(group, Kind::Erasure, hash));
+                group.pending.insert(hash, Entry::Erased);
+            }
+        }
+        group.forgotten.push(reply);
+    }
+
+    /// `n` new spare keys, answered once they are durable.
+    fn plan_refill(&mut self, n: usize, reply: Reply, group: &mut Group) {
+        // One call to the operating system for all of them.
+        let mut random = vec![0u8; n * 32];
+        if let Err(e) = getrandom::fill(&mut random) {
+            tracing::warn!("key log: no randomness for spare keys: {e}");
+            // A later hand-out asks again.
+            self.shared.state.write().refilling = false;
+            reply.send(Err(Error::KeyStore(format!(
+                "no randomness for spare keys: {e}"
+            ))));
+            return;
+        }
+        // Answered once the spares are durable (and in the pool).
+        group.created.push(reply);
+        for chunk in random.chunks_exact(32) {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(chunk);
+            let slot = self.next_slot + group.records.len() as u64;
+            group
+                .records
+                .push(self.record(group, Kind::Spare(key), [0; 32]));
+            group.spares.push((slot, key));
         }
     }
 
