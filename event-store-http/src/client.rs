@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use tokio::sync::mpsc;
@@ -167,7 +169,14 @@ impl RemoteStore {
         anchored: bool,
     ) -> Result<T> {
         let deadline = std::time::Instant::now() + self.options.outcome_wait;
-        let mut pause = Duration::from_millis(50);
+        // Asking again: from 50 ms, doubling up to a second, until the
+        // deadline.
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(1))
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
         // Why the first answer was lost, once it was.
         let mut lost: Option<String> = None;
         loop {
@@ -214,8 +223,7 @@ impl RemoteStore {
                 )));
             }
             tracing::warn!(store = %self.base, error = %why, "the answer to an append was lost; asking the store again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(pauses.next().unwrap_or(Duration::from_secs(1))).await;
         }
     }
 
@@ -428,7 +436,7 @@ async fn follow(
     // positions already delivered, and this consumer would never see them.
     let mut last_id: Option<uuid::Uuid> = None;
     let mut failing_since: Option<tokio::time::Instant> = None;
-    let mut backoff = Duration::from_millis(50);
+    let mut pauses = reconnect_pauses();
     loop {
         let ended = match last_id {
             Some(id) => match store.check_continues(Position(last), id).await {
@@ -449,7 +457,7 @@ async fn follow(
                     last = position;
                     last_id = Some(id);
                     failing_since = None;
-                    backoff = Duration::from_millis(50);
+                    pauses = reconnect_pauses();
                 }
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > store.options.reconnect_for {
@@ -462,14 +470,31 @@ async fn follow(
                     return;
                 }
                 tracing::debug!(%why, "subscription connection dropped; reconnecting");
+                let pause = pauses.next().unwrap_or(RECONNECT_PAUSE_MAX);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(pause) => {}
                     () = tx.closed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// The longest pause between two attempts to reconnect a subscription.
+const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
+
+/// Pauses between reconnection attempts: from 50 ms, doubling up to
+/// [`RECONNECT_PAUSE_MAX`], with jitter so that the subscribers of a
+/// restarted store do not all come back at once; never exhausted (the
+/// caller gives up after `reconnect_for`).
+fn reconnect_pauses() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(RECONNECT_PAUSE_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// One connection: returns how it ended and the last event delivered
@@ -517,143 +542,108 @@ async fn connect_once(
         Err(e) => return (Ended::Dropped(e.to_string()), None),
     };
 
-    let mut body = response.bytes_stream();
-    let mut parser = SseParser::default();
+    let events = server_sent_events(response.bytes_stream(), store.options.idle_timeout);
+    let mut events = std::pin::pin!(events);
     let mut delivered = None;
     loop {
-        let chunk = tokio::select! {
-            c = tokio::time::timeout(store.options.idle_timeout, body.next()) => c,
+        let message = tokio::select! {
+            m = events.next() => m,
             () = tx.closed() => return (Ended::Consumer, delivered),
         };
-        let chunk = match chunk {
-            Err(_) => {
-                return (
-                    Ended::Dropped("no data or keep-alive in time".into()),
-                    delivered,
-                );
-            }
-            Ok(None) => {
+        let message = match message {
+            None => {
                 return (
                     Ended::Dropped("the server closed the stream".into()),
                     delivered,
                 );
             }
-            Ok(Some(Err(e))) => return (Ended::Dropped(e.to_string()), delivered),
-            Ok(Some(Ok(bytes))) => bytes,
+            Some(Err(why)) => return (Ended::Dropped(why), delivered),
+            Some(Ok(message)) => message,
         };
-        for message in parser.push(&chunk) {
-            match message.event.as_str() {
-                "error" => {
-                    let err = serde_json::from_str::<Problem>(&message.data).map_or_else(
-                        |e| Error::Remote(format!("unreadable error event: {e}")),
-                        wire::error_of,
-                    );
-                    return (Ended::Failed(err), delivered);
-                }
-                _ => {
-                    let event = serde_json::from_str::<wire::WireEvent>(&message.data)
-                        .map_err(|e| Error::Remote(format!("unreadable event: {e}")))
-                        .and_then(wire::event_from_wire);
-                    let event = match event {
-                        Ok(event) => event,
-                        Err(err) => return (Ended::Failed(err), delivered),
-                    };
-                    // A reconnection never repeats an event already delivered.
-                    if event.position.0 <= last
-                        || delivered.is_some_and(|(d, _)| event.position.0 <= d)
-                    {
-                        continue;
-                    }
-                    let seen = (event.position.0, event.id);
-                    if tx.send(Ok(event)).await.is_err() {
-                        return (Ended::Consumer, delivered);
-                    }
-                    delivered = Some(seen);
-                }
-            }
+        if message.event == "error" {
+            let err = serde_json::from_str::<Problem>(&message.data).map_or_else(
+                |e| Error::Remote(format!("unreadable error event: {e}")),
+                wire::error_of,
+            );
+            return (Ended::Failed(err), delivered);
         }
+        let event = serde_json::from_str::<wire::WireEvent>(&message.data)
+            .map_err(|e| Error::Remote(format!("unreadable event: {e}")))
+            .and_then(wire::event_from_wire);
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => return (Ended::Failed(err), delivered),
+        };
+        // A reconnection never repeats an event already delivered.
+        if event.position.0 <= last || delivered.is_some_and(|(d, _)| event.position.0 <= d) {
+            continue;
+        }
+        let seen = (event.position.0, event.id);
+        if tx.send(Ok(event)).await.is_err() {
+            return (Ended::Consumer, delivered);
+        }
+        delivered = Some(seen);
     }
 }
 
-/// One Server-Sent Event.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Message {
-    event: String,
-    data: String,
-}
-
-/// An incremental parser of `text/event-stream` (the fields this API uses).
-#[derive(Debug, Default)]
-struct SseParser {
-    buffer: Vec<u8>,
-    event: String,
-    data: Vec<String>,
-}
-
-impl SseParser {
-    fn push(&mut self, chunk: &[u8]) -> Vec<Message> {
-        self.buffer.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        while let Some(newline) = self.buffer.iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = self.buffer.drain(..=newline).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    out.push(Message {
-                        event: std::mem::take(&mut self.event),
-                        data: self.data.join("\n"),
-                    });
-                    self.data.clear();
-                }
-                self.event.clear();
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = match line.split_once(':') {
-                Some((f, v)) => (f.to_string(), v.strip_prefix(' ').unwrap_or(v).to_string()),
-                None => (line, String::new()),
-            };
-            match field.as_str() {
-                "event" => self.event = value,
-                "data" => self.data.push(value),
-                _ => {}
-            }
-        }
-        out
-    }
+/// The Server-Sent Events of a response body; an error (why the connection
+/// is no good) when nothing, not even a keep-alive comment, arrives within
+/// `idle`. The timeout applies to the bytes, before parsing, because
+/// comments yield no event.
+fn server_sent_events<B, E>(
+    body: impl futures_util::Stream<Item = std::result::Result<B, E>>,
+    idle: Duration,
+) -> impl futures_util::Stream<Item = std::result::Result<eventsource_stream::Event, String>>
+where
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let bytes = tokio_stream::StreamExt::timeout(body, idle).map(|item| match item {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no data or keep-alive in time".to_owned()),
+    });
+    bytes.eventsource().map(|event| {
+        event.map_err(|e| match e {
+            EventStreamError::Transport(why) => why,
+            other => format!("unreadable event stream: {other}"),
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sse_messages_split_across_chunks_are_reassembled() {
+    #[tokio::test]
+    async fn sse_messages_split_across_chunks_are_reassembled() {
         let text = ": keep-alive\n\nid: 5\nevent: event\ndata: {\"a\":\ndata: 1}\n\nevent: error\r\ndata: x\r\n\r\n";
         for split in 0..text.len() {
-            let mut p = SseParser::default();
-            let mut got = p.push(&text.as_bytes()[..split]);
-            got.extend(p.push(&text.as_bytes()[split..]));
+            let chunks = [&text.as_bytes()[..split], &text.as_bytes()[split..]]
+                .map(|c| Ok::<_, std::convert::Infallible>(c.to_vec()));
+            let got: Vec<(String, String)> =
+                server_sent_events(futures_util::stream::iter(chunks), Duration::from_secs(5))
+                    .map(|m| m.map(|m| (m.event, m.data)).unwrap())
+                    .collect()
+                    .await;
             assert_eq!(
                 got,
                 vec![
-                    Message {
-                        event: "event".into(),
-                        data: "{\"a\":\n1}".into()
-                    },
-                    Message {
-                        event: "error".into(),
-                        data: "x".into()
-                    },
+                    ("event".to_owned(), "{\"a\":\n1}".to_owned()),
+                    ("error".to_owned(), "x".to_owned()),
                 ],
                 "split at {split}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_silent_for_the_idle_timeout_is_a_dropped_connection() {
+        let silent = futures_util::stream::pending::<std::result::Result<Vec<u8>, String>>();
+        let mut events = std::pin::pin!(server_sent_events(silent, Duration::from_millis(50)));
+        assert_eq!(
+            events.next().await,
+            Some(Err("no data or keep-alive in time".to_owned()))
+        );
     }
 }
