@@ -576,47 +576,6 @@ pub struct StatsSchema {
     read_only_reason: Option<String>,
 }
 
-/// The schema of an RFC 9457 problem document as the command, query and
-/// admin APIs send it: the standard members plus free-form extensions. One
-/// definition, so that an OpenAPI document merging those APIs (which keeps
-/// the first schema of a name) describes them all alike.
-pub fn problem_document_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaFormat, Type};
-    fn text(description: &str) -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .description(Some(description))
-    }
-    ObjectBuilder::new()
-        .description(Some(
-            "An RFC 9457 problem document. Clients branch on `type`; \
-             the extension members next to the standard ones carry the facts \
-             of the occurrence (the parameter, position or projection at fault).",
-        ))
-        .property(
-            "type",
-            text("The kind of error: `urn:annals:problem:<slug>`.")
-                .format(Some(SchemaFormat::Custom("uri".into()))),
-        )
-        .required("type")
-        .property("title", text("A short summary, fixed for each `type`."))
-        .required("title")
-        .property(
-            "status",
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .minimum(Some(400))
-                .maximum(Some(599))
-                .description(Some("The HTTP status code of the response.")),
-        )
-        .required("status")
-        .property("detail", text("What went wrong in this occurrence."))
-        .required("detail")
-        .additional_properties(Some(AdditionalProperties::FreeForm(true)))
-        .build()
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,14 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    fn problem(&mut self, file: PathBuf, offset: u64, detail: impl Into<String>) {
+        self.problems.push(Problem {
+            file,
+            offset,
+            detail: detail.into(),
+        });
+    }
 }
 
 fn read_file(path: &Path) -> std::io::Result<bytes::Bytes> {
@@ -132,11 +140,11 @@ fn verify_format_file(report: &mut VerifyReport, dir: &Path) -> Result<()> {
                 });
             }
             Some(_) => {}
-            None => report.problems.push(Problem {
-                file: format_path,
-                offset: 0,
-                detail: format!("unrecognised format line {:?}", text.trim()),
-            }),
+            None => report.problem(
+                format_path,
+                0,
+                format!("unrecognised format line {:?}", text.trim()),
+            ),
         }
     }
     Ok(())
@@ -151,11 +159,11 @@ fn verify_segments(report: &mut VerifyReport, dir: &Path) -> Result<()> {
     let mut versions: HashMap<String, u64> = HashMap::new();
     for (i, &number) in numbers.iter().enumerate() {
         if i > 0 && number != numbers[i - 1] + 1 {
-            report.problems.push(Problem {
-                file: events_dir.join(segment_file_name(numbers[i - 1] + 1)),
-                offset: 0,
-                detail: "segment file is missing from the sequence".into(),
-            });
+            report.problem(
+                events_dir.join(segment_file_name(numbers[i - 1] + 1)),
+                0,
+                "segment file is missing from the sequence",
+            );
         }
         let is_last = i + 1 == numbers.len();
         verify_segment(
@@ -186,25 +194,17 @@ fn verify_segment(
     let data = match read_file(&path) {
         Ok(data) => data,
         Err(e) => {
-            report.problems.push(Problem {
-                file: path,
-                offset: 0,
-                detail: format!("cannot read: {e}"),
-            });
+            report.problem(path, 0, format!("cannot read: {e}"));
             return;
         }
     };
     match FileHeader::decode(&data, SEGMENT_MAGIC) {
         Ok(header) => {
             if header.base_position != *expected_base || header.number != number {
-                report.problems.push(Problem {
-                    file: path.clone(),
-                    offset: 0,
-                    detail: format!(
+                report.problem(path.clone(), 0, format!(
                         "header says segment {} at position {}, expected segment {number} at position {expected_base}",
                         header.number, header.base_position
-                    ),
-                });
+                    ));
                 *expected_base = header.base_position;
             }
         }
@@ -220,21 +220,13 @@ fn verify_segment(
             // the positions the previous segment leads to, so that the
             // damage is reported once and the segments after it are
             // judged by what they hold.
-            report.problems.push(Problem {
-                file: path.clone(),
-                offset: 0,
-                detail: format!("segment header: {e:?}"),
-            });
+            report.problem(path.clone(), 0, format!("segment header: {e:?}"));
         }
     }
 
     let scan = scan_segment(&data, *expected_base);
     for d in &scan.damage {
-        report.problems.push(Problem {
-            file: path.clone(),
-            offset: d.offset,
-            detail: d.detail.clone(),
-        });
+        report.problem(path.clone(), d.offset, d.detail.clone());
     }
     if let Some(torn) = &scan.torn {
         if is_last {
@@ -246,24 +238,24 @@ fn verify_segment(
                 torn.offset
             ));
         } else {
-            report.problems.push(Problem {
-                file: path.clone(),
-                offset: torn.offset,
-                detail: "a sealed segment ends inside a batch".into(),
-            });
+            report.problem(
+                path.clone(),
+                torn.offset,
+                "a sealed segment ends inside a batch",
+            );
         }
     }
     for e in &scan.events {
         let previous = versions.get(&e.stream_id).copied().unwrap_or(0);
         if e.version != previous + 1 {
-            report.problems.push(Problem {
-                file: path.clone(),
-                offset: u64::from(e.offset),
-                detail: format!(
+            report.problem(
+                path.clone(),
+                u64::from(e.offset),
+                format!(
                     "stream {} has version {} after version {previous}",
                     e.stream_id, e.version
                 ),
-            });
+            );
         }
         versions.insert(e.stream_id.clone(), e.version);
     }
@@ -303,30 +295,18 @@ fn verify_snapshots(report: &mut VerifyReport, dir: &Path) -> Result<()> {
         let data = match read_file(&path) {
             Ok(data) => data,
             Err(e) => {
-                report.problems.push(Problem {
-                    file: path,
-                    offset: 0,
-                    detail: format!("cannot read: {e}"),
-                });
+                report.problem(path, 0, format!("cannot read: {e}"));
                 continue;
             }
         };
         if let Err(e) = FileHeader::decode(&data, SNAPSHOT_MAGIC) {
-            report.problems.push(Problem {
-                file: path,
-                offset: 0,
-                detail: format!("snapshot file header: {e:?}"),
-            });
+            report.problem(path, 0, format!("snapshot file header: {e:?}"));
             continue;
         }
         let (found, torn, damage) = scan_snapshots(&data, &path);
         report.snapshots += found.len() as u64;
         for d in damage {
-            report.problems.push(Problem {
-                file: d.file,
-                offset: d.offset,
-                detail: d.detail,
-            });
+            report.problem(d.file, d.offset, d.detail);
         }
         if let Some(offset) = torn {
             if i + 1 == snapshot_numbers.len() {
@@ -400,25 +380,21 @@ fn verify_index(
             "{}: missing; rebuilt from the segment on open",
             index_path.display()
         )),
-        Err(e) => report.problems.push(Problem {
-            file: index_path.to_path_buf(),
-            offset: 0,
-            detail: format!("cannot read: {e}"),
-        }),
+        Err(e) => report.problem(index_path.to_path_buf(), 0, format!("cannot read: {e}")),
         Ok(bytes) => match IndexView::parse(bytes.clone()) {
-            Err(detail) => report.problems.push(Problem {
-                file: index_path.to_path_buf(),
-                offset: 0,
-                detail: format!("{detail}; rebuilt from the segment on open"),
-            }),
+            Err(detail) => report.problem(
+                index_path.to_path_buf(),
+                0,
+                format!("{detail}; rebuilt from the segment on open"),
+            ),
             Ok(_) if scan.damage.is_empty() && scan.torn.is_none() => {
                 let expected = index_from_scan(number, base, data.len() as u64, scan);
                 if expected[..] != bytes[..] {
-                    report.problems.push(Problem {
-                        file: index_path.to_path_buf(),
-                        offset: 0,
-                        detail: "index does not match the segment's records".into(),
-                    });
+                    report.problem(
+                        index_path.to_path_buf(),
+                        0,
+                        "index does not match the segment's records",
+                    );
                 }
             }
             Ok(_) => {}
@@ -429,35 +405,31 @@ fn verify_index(
             "{}: missing; rebuilt from the index on open",
             bloom_path.display()
         )),
-        Err(e) => report.problems.push(Problem {
-            file: bloom_path.to_path_buf(),
-            offset: 0,
-            detail: format!("cannot read: {e}"),
-        }),
+        Err(e) => report.problem(bloom_path.to_path_buf(), 0, format!("cannot read: {e}")),
         Ok(bytes) => match BloomFilter::decode(&bytes) {
-            Err(detail) => report.problems.push(Problem {
-                file: bloom_path.to_path_buf(),
-                offset: 0,
-                detail: format!("{detail}; rebuilt on open"),
-            }),
+            Err(detail) => report.problem(
+                bloom_path.to_path_buf(),
+                0,
+                format!("{detail}; rebuilt on open"),
+            ),
             Ok((bloom, segment)) => {
                 if segment != number {
-                    report.problems.push(Problem {
-                        file: bloom_path.to_path_buf(),
-                        offset: 0,
-                        detail: format!("bloom filter belongs to segment {segment}"),
-                    });
+                    report.problem(
+                        bloom_path.to_path_buf(),
+                        0,
+                        format!("bloom filter belongs to segment {segment}"),
+                    );
                 }
                 if let Some(missing) = scan
                     .events
                     .iter()
                     .find(|e| !bloom.may_contain(&e.stream_id))
                 {
-                    report.problems.push(Problem {
-                        file: bloom_path.to_path_buf(),
-                        offset: 0,
-                        detail: format!("bloom filter misses stream {}", missing.stream_id),
-                    });
+                    report.problem(
+                        bloom_path.to_path_buf(),
+                        0,
+                        format!("bloom filter misses stream {}", missing.stream_id),
+                    );
                 }
             }
         },
