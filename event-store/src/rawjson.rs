@@ -2,9 +2,9 @@
 //! building a `serde_json::Value` of the whole document.
 //!
 //! The read paths that rewrite a few fields of an event (decrypting its
-//! personal fields) used to parse the event into a `Value`, change it, and
-//! serialize it again: one allocation per key and string, a tree to drop,
-//! and a full re-encode, for an event whose other fields pass through
+//! personal fields) would otherwise parse the event into a `Value`, change
+//! it, and serialize it again: one allocation per key and string, a tree to
+//! drop, and a full re-encode, for an event whose other fields pass through
 //! untouched. Here the object is parsed once into its members, each value
 //! left as the raw JSON text it is in the input (borrowed, not copied), and
 //! the output is the input with the chosen values' byte ranges replaced.

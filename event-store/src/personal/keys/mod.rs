@@ -10,9 +10,9 @@
 //! that a crash could lose. A new file starts with one chunk of zeroed
 //! slots and then grows by appends: the `fdatasync` that makes a batch
 //! durable makes the new length durable with it. (Growing in zero-filled
-//! chunks, as earlier versions did, kept that fsync to data only, but
-//! doubled the bytes written per record; now that most key writes are
-//! spares and assignments nobody waits for, the bytes cost more.)
+//! chunks would keep that fsync to data only, but double the bytes written
+//! per record; most key writes are spares and assignments nobody waits
+//! for, so the bytes cost more than the fsync saves.)
 //!
 //! **Spare keys.** Waiting for that fsync and then for the event log's
 //! would put two fsyncs in a row on a new subject's first append. So the
