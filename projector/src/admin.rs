@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::http::{Problem, problem_type};
-use crate::projector::{ProjectionStatus, ProjectorHandle};
+use crate::projector::ProjectorHandle;
+use crate::status::ProjectionStatus;
 
 /// The admin router over a running projector, answering unknown paths
 /// with problem documents.

@@ -2,7 +2,7 @@
 //! checkpoint, gather batches, apply each in one transaction with its
 //! checkpoint, stop on poison events, retry what is transient.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use tokio::sync::{Notify, watch};
 use crate::checkpoint::{self, TrackState};
 use crate::error::{Error, Result, is_transient_sql};
 use crate::projection::{ApplyError, ViewTx};
-use crate::projector::{Registered, Shared};
 use crate::read_ahead::read_ahead;
+use crate::registry::{Registered, Shared};
 use crate::tables::TableNames;
 
 /// How long a catching-up batch waits for the next event before it commits
@@ -883,11 +883,6 @@ impl Backoff {
             () = tokio::time::sleep(delay) => false,
         }
     }
-}
-
-/// The set of event types a projection wants.
-pub(crate) fn wanted_types(types: &[&'static str]) -> HashSet<&'static str> {
-    types.iter().copied().collect()
 }
 
 #[cfg(test)]
