@@ -38,6 +38,7 @@ mod rate;
 mod read_ahead;
 mod rebuild;
 mod registry;
+mod retry;
 mod runner;
 mod schema;
 mod status;

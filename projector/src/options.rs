@@ -19,8 +19,11 @@ pub struct ProjectorOptions {
     /// outside the swap first, so the swap never holds locks for long.
     pub swap_catch_up_events_max: usize,
     /// First wait before retrying after a transient failure; doubles up to
-    /// `retry_backoff_max`.
+    /// `retry_backoff_max`. Each wait is stretched at random by up to as
+    /// much again (never past `retry_backoff_max`), so that projections
+    /// failing together do not retry in step.
     pub retry_backoff_min: Duration,
+    /// The longest wait between retries.
     pub retry_backoff_max: Duration,
     /// How often a stopped projection (failed, or waiting for a rebuild)
     /// re-reads its checkpoint, for changes made by another process.

@@ -21,6 +21,7 @@ use crate::options::ProjectorOptions;
 use crate::projection::Projection;
 use crate::rebuild::{RebuildProgress, RebuildReport};
 use crate::registry::{Registered, Shared};
+use crate::retry::Retries;
 use crate::runner::TrackRunner;
 use crate::status::{ProjectionStatus, status_of};
 
@@ -131,23 +132,7 @@ impl Projector {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut stopped_early = false;
         for reg in &shared.projections {
-            // A view database that cannot answer at start (lost connection,
-            // busy) is waited for, as during a batch; other errors end the run.
-            let mut pause = shared.options.retry_backoff_min;
-            let rebuild = loop {
-                match prepare_start(&shared, reg).await {
-                    Ok(rebuild) => break Some(rebuild),
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
-                        tokio::select! {
-                            () = &mut shutdown => break None,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                        pause = (pause * 2).min(shared.options.retry_backoff_max);
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let rebuild = prepare_start_retrying(&shared, reg, &mut shutdown).await?;
             let Some(rebuild) = rebuild else {
                 stopped_early = true;
                 break;
@@ -218,6 +203,30 @@ impl Projector {
     ) -> Result<RebuildReport> {
         let reg = self.shared.find(name)?.clone();
         crate::swap::rebuild(&self.shared, &reg, &mut progress).await
+    }
+}
+
+/// [`prepare_start`], waiting for a view database that cannot answer at
+/// start (lost connection, busy) as a batch would; other errors end the
+/// run. `None` when `shutdown` came first.
+async fn prepare_start_retrying(
+    shared: &Shared,
+    reg: &Registered,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<bool>> {
+    let mut retries = Retries::new(&shared.options);
+    loop {
+        match prepare_start(shared, reg).await {
+            Ok(rebuild) => return Ok(Some(rebuild)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
+                tokio::select! {
+                    () = &mut *shutdown => return Ok(None),
+                    () = tokio::time::sleep(retries.next_delay()) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
