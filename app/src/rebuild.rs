@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::RebuildArgs;
 use crate::admin::{call, client};
-use crate::run::open_embedded;
+use crate::setup::open_embedded;
 
 pub async fn rebuild(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
     if args.offline {
