@@ -2,11 +2,8 @@
 //! every way of running the system.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-
-use crate::run;
 
 /// annals: an event store with the CQRS pieces around it.
 ///
@@ -618,55 +615,6 @@ pub(crate) struct VerifyArgs {
     pub data_dir: PathBuf,
 }
 
-/// Parses the command line and runs what it asks for.
-pub(crate) fn main(app: crate::App) -> ExitCode {
-    // A bug must still end in one line, not a backtrace.
-    let name = app.name.clone();
-    // Every TLS configuration annals builds names its provider; this is
-    // for any dependency that asks for the process default.
-    http_edge::tls::install_default_provider();
-    std::panic::set_hook(Box::new(move |info| {
-        eprintln!("{name}: internal error: {info}");
-    }));
-    let cli = match parse(&app, std::env::args_os()) {
-        Ok(cli) => cli,
-        Err(Parse::Usage(e)) => return run::usage_error(&app.name, e),
-        Err(Parse::Declaration(e)) => {
-            eprintln!("{}: cannot start: {e}", app.name);
-            return ExitCode::FAILURE;
-        }
-    };
-    // Servers log what they do; one-shot commands print their own output
-    // and log only trouble.
-    let default_level = match cli.command {
-        Action::Rebuild(_)
-        | Action::Verify(_)
-        | Action::Status(_)
-        | Action::Skip { .. }
-        | Action::Resume(_)
-        | Action::Keys(_)
-        | Action::Audit(_) => "warn",
-        _ => "info",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a log file or a
-        // collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run::run(cli, &app) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("{}: {}", app.name, one_line(&e));
-            ExitCode::FAILURE
-        }
-    }
-}
-
 /// Why the command line did not parse.
 #[derive(Debug)]
 pub(crate) enum Parse {
@@ -703,25 +651,6 @@ where
         _ => {}
     }
     Ok(cli)
-}
-
-/// An error and its causes on one line, each said once: many errors name
-/// their cause in their own text already (an I/O error's "context:
-/// reason"), and repeating it would print the same reason two or three
-/// times.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
 }
 
 #[cfg(test)]

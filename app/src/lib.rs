@@ -137,7 +137,9 @@ mod run;
 mod sagas;
 mod serve;
 mod settings;
+mod setup;
 pub mod testkit;
+mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -243,7 +245,7 @@ impl App {
     /// Parses the command line and runs what it asks for; the exit code
     /// to end the process with.
     pub fn run(self) -> ExitCode {
-        cli::main(self)
+        run::main(self)
     }
 
     /// A projector over `store` and `views` with this application's

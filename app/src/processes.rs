@@ -1,18 +1,19 @@
-//! The split processes around `annals store`: the command API (with the
-//! application's sagas when asked), the projector and the query API, each
-//! with its health endpoints and OpenAPI document.
+//! The split processes: `annals store`, and around it the command API (with
+//! the application's sagas when asked), the projector and the query API,
+//! each with its health endpoints and OpenAPI document.
 
 use anyhow::Context;
+use event_store::StoreOptions;
 use projector::ViewDb;
 
 use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
-use crate::run::{
-    RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
-    query_config, scheme, serve_config, view_db_options,
-};
 use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
-use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs};
+use crate::setup::{
+    RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
+    open_embedded, query_config, scheme, serve_config, view_db_options,
+};
+use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs, StoreArgs};
 
 /// Serves `app` on `listen` until the stop signal, announcing the address
 /// on stderr as `<name>: <role> listening on http://...` (`https://` with
@@ -36,9 +37,65 @@ async fn serve_http(
     access.check_exposure(addr, name)?;
     tracing::info!(%addr, role, "serving");
     eprintln!("{name}: {role} listening on {}://{addr}", scheme(&config));
-    crate::run::serve_http(listener, app, http, config, stop)
+    crate::setup::serve_http(listener, app, http, config, stop)
         .await
         .with_context(|| format!("serving the {role}"))
+}
+
+pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
+    let stop = Stop::on_signals()?;
+    let config = serve_config(&args.http)?;
+    let access =
+        Access::from_args(&args.auth, Some(&args.data_dir))?.with_tls(config.tls.is_some());
+    // The address first: a taken port fails before the data is touched.
+    let listener = bind(&args.listen).await?;
+    access.check_exposure(local_addr(&listener)?, &app.name)?;
+    let (store, layered) = open_embedded(
+        &args.data_dir,
+        StoreOptions {
+            segment_bytes_max: args.segment_bytes_max,
+            ..StoreOptions::default()
+        },
+        app,
+    )
+    .await?;
+    let served = async {
+        let router = access
+            .protect(
+                event_store_http::router(
+                    layered,
+                    event_store_http::ServerConfig {
+                        stopping: Some(stop.watch()),
+                        body_bytes_max: args.body_bytes_max as usize,
+                        warnings: access
+                            .is_insecure()
+                            .then(|| crate::health::INSECURE_WARNING.to_owned())
+                            .into_iter()
+                            .collect(),
+                        ..Default::default()
+                    },
+                ),
+                Rule::Store,
+            )
+            .merge(access.protect(access.audit_routes(), Rule::Store));
+        let addr = listener
+            .local_addr()
+            .context("reading the listening address")?;
+        tracing::info!(%addr, data_dir = %args.data_dir.display(), "store serving");
+        eprintln!(
+            "{}: store listening on {}://{addr}",
+            app.name,
+            scheme(&config)
+        );
+        crate::setup::serve_http(listener, router, &args.http, config, &stop)
+            .await
+            .context("serving the store API")
+    }
+    .await;
+    let closed = store.close().await.context("closing the store");
+    served.and(closed)?;
+    tracing::info!("store closed");
+    Ok(())
 }
 
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {

@@ -16,11 +16,11 @@ use projector::ViewDb;
 use crate::ServeArgs;
 use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
-use crate::run::{
+use crate::sagas::{BuiltSagas, SagaSetup};
+use crate::setup::{
     RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_embedded,
     query_config, scheme, serve_config, serve_http, view_db_options,
 };
-use crate::sagas::{BuiltSagas, SagaSetup};
 
 pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
     serve_until(args, app, &Stop::on_signals()?).await
@@ -133,4 +133,164 @@ async fn run(
     served?;
     saga?;
     projected
+}
+
+#[cfg(test)]
+mod tests {
+    //! `annals serve` for an application that is not the reference one
+    //! (the bank example, declared as its team would): its saga runs,
+    //! readiness names it, its setting reaches it, and a stop ends it.
+
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use annals_bank::account::{AccountCommand, HolderName};
+    use annals_bank::transfer::{TransferCommand, TransferStatus};
+    use annals_bank::{Account, Amount, Currency, Money, Transfer, Transfers, TransfersConfig};
+    use command_api::CommandContext;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{Action, App, Setting};
+
+    const WAIT_MAX: Duration = Duration::from_secs(60);
+
+    fn bank(seen: Arc<Mutex<Option<SagaSetup>>>) -> App {
+        App::new("bank")
+            .upcasters(annals_bank::upcasters())
+            .personal_data(annals_bank::personal_data())
+            .setting(Setting::duration(
+                "transfer-expiry",
+                Duration::from_secs(15 * 60),
+                "A transfer whose source was not debited this long after the request fails.",
+            ))
+            .saga(move |setup| {
+                *seen.lock().unwrap() = Some(setup.clone());
+                Ok(Transfers::new(
+                    setup.commands().handler::<Account>(),
+                    setup.commands().handler::<Transfer>(),
+                )
+                .with_config(TransfersConfig {
+                    expiry: setup.settings().duration("transfer-expiry")?,
+                }))
+            })
+    }
+
+    async fn open(setup: &SagaSetup, balance: i64) -> Uuid {
+        let accounts = setup.commands().handler::<Account>();
+        let account_id = Uuid::now_v7();
+        let open = AccountCommand::Open {
+            account_id,
+            holder: HolderName::parse("Ada Lovelace").unwrap(),
+            currency: Currency::Eur,
+            overdraft_limit: Amount::new(0).unwrap(),
+        };
+        accounts.execute(open, CommandContext::new()).await.unwrap();
+        if balance == 0 {
+            return account_id;
+        }
+        let deposit = AccountCommand::Deposit {
+            account_id,
+            amount: Money::new(balance, Currency::Eur).unwrap(),
+        };
+        accounts
+            .execute(deposit, CommandContext::new())
+            .await
+            .unwrap();
+        account_id
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn annals_serve_runs_the_saga_an_application_declares() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        };
+        let seen = Arc::new(Mutex::new(None));
+        let app = bank(seen.clone());
+        let data_dir = dir.path().to_str().unwrap();
+        let args = [
+            "annals",
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            data_dir,
+            "--transfer-expiry-ms",
+            "60000",
+        ];
+        let Ok(cli) = crate::cli::parse(&app, args) else {
+            panic!("the command line parses");
+        };
+        let Action::Serve(args) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        let stop = Stop::new();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move { serve_until(args, &app, &stop).await }
+        });
+
+        // Ready, with the saga named.
+        http_edge::tls::install_default_provider();
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + WAIT_MAX;
+        let ready = loop {
+            assert!(Instant::now() < deadline, "not ready within {WAIT_MAX:?}");
+            assert!(!server.is_finished(), "annals serve ended early");
+            let answer = http
+                .get(format!("http://{listen}/health/ready"))
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && answer.status() == 200
+            {
+                break answer.json::<serde_json::Value>().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(ready["checks"]["saga"], "ok", "{ready}");
+        assert_eq!(ready["sagas"], serde_json::json!({"transfers": "ok"}));
+
+        // The saga was built with the setting given, over the process's
+        // handlers: a transfer requested through them goes through.
+        let setup = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            setup.settings().duration("transfer-expiry"),
+            Ok(Duration::from_secs(60))
+        );
+        let (from, to) = (open(&setup, 1_000).await, open(&setup, 0).await);
+        let transfer_id = Uuid::now_v7();
+        let request = TransferCommand::Request {
+            transfer_id,
+            from_account: from,
+            to_account: to,
+            amount: Money::new(400, Currency::Eur).unwrap(),
+        };
+        let transfers = setup.commands().handler::<Transfer>();
+        transfers
+            .execute(request, CommandContext::new())
+            .await
+            .unwrap();
+        loop {
+            let state = transfers.load(transfer_id).await.unwrap().state;
+            if state.is_finished() {
+                assert_eq!(state.status(), Some(TransferStatus::Completed));
+                break;
+            }
+            assert!(Instant::now() < deadline, "the transfer did not finish");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let accounts = setup.commands().handler::<Account>();
+        let balance = accounts.load(to).await.unwrap().state.balance();
+        assert_eq!(balance, Some(400));
+
+        stop.trigger();
+        tokio::time::timeout(WAIT_MAX, server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 }

@@ -256,6 +256,7 @@ impl ViewDb {
         ViewDb::open_with(&sqlite_url(&data_dir.join(SQLITE_FILE_NAME))?, options).await
     }
 
+    /// [`ViewDb::open`] with `options`.
     pub async fn open_with(url: &str, options: ViewDbOptions) -> Result<ViewDb> {
         sqlx::any::install_default_drivers();
         if options.max_connections == 0 {
@@ -265,117 +266,10 @@ impl ViewDb {
         }
         let (dialect, connect_url) = parse_url(url)?;
         let description = redact(url);
-        let pool_options = AnyPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout);
         let (pool, write_pool) = match dialect {
-            Dialect::Sqlite => {
-                let busy_ms = options.sqlite_busy_timeout.as_millis();
-                let cache_kib = (options.sqlite_cache_bytes_max / 1024).max(1);
-                // Per connection: WAL lets readers run beside the writer and
-                // see the last committed batch; NORMAL syncs at WAL
-                // checkpoints only, and a commit lost to a power cut takes
-                // its checkpoint row with it, so the batch is simply applied
-                // again.
-                //
-                // A batch's multi-row upserts each keep a statement journal
-                // (the pages they change, to undo the statement alone);
-                // `temp_store = MEMORY` keeps it in memory rather than in a
-                // temporary file written and read back for every statement.
-                // A checkpoint copies the WAL into the database file and
-                // syncs both; 16,384 pages (64 MiB with 4 KiB pages) between
-                // checkpoints instead of 1,000 lets a page changed by several
-                // batches be copied and synced once. Neither changes what a
-                // commit guarantees.
-                //
-                // `secure_delete = ON` zeroes deleted cells, the old version
-                // of an updated row and index entry, and pages put on the
-                // free list (a dropped table's), so that erased personal
-                // data is not left in the file's unused space.
-                //
-                // The pragma text is built from numbers only.
-                let pragmas = format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -{cache_kib}; \
-                     PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
-                     PRAGMA secure_delete = ON;"
-                );
-                // A pool retries a connection that fails to open until its
-                // acquire timeout and then says only that it timed out, so
-                // one connection is opened here first: a full disk, a
-                // read-only directory or a damaged file is reported as
-                // what it is, at once.
-                let probe = async {
-                    let mut probe =
-                        <AnyConnection as sqlx::Connection>::connect(&connect_url).await?;
-                    probe.execute(sqlx::AssertSqlSafe(pragmas.clone())).await?;
-                    sqlx::Connection::close(probe).await
-                };
-                if let Err(e) = probe.await {
-                    return Err(sqlite_open_failure(e, &description, &connect_url));
-                }
-                let with_pragmas = |options: AnyPoolOptions| {
-                    let pragmas = pragmas.clone();
-                    options
-                        .after_connect(move |conn, _| {
-                            let pragmas = pragmas.clone();
-                            Box::pin(async move {
-                                conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                                Ok(())
-                            })
-                        })
-                        .before_acquire(|conn, _| {
-                            Box::pin(async move { Ok(usable_after_rollback(conn)) })
-                        })
-                };
-                let pool = with_pragmas(pool_options).connect(&connect_url).await?;
-                let writer = with_pragmas(
-                    AnyPoolOptions::new()
-                        .max_connections(1)
-                        .min_connections(1)
-                        .idle_timeout(None)
-                        .max_lifetime(None)
-                        .acquire_timeout(options.acquire_timeout),
-                )
-                .connect(&connect_url)
-                .await?;
-                (pool, writer)
-            }
+            Dialect::Sqlite => sqlite_pools(&connect_url, &description, &options).await?,
             Dialect::Postgres => {
-                let schema = match &options.postgres_schema {
-                    Some(schema) => Some(checked_identifier(schema)?),
-                    None => None,
-                };
-                // As for SQLite, one connection outside the pool first: it
-                // reports why the server refuses (where the pool would only
-                // time out), and creates a database that does not exist yet.
-                ensure_postgres_database(&connect_url, &description).await?;
-                if let Some(schema) = &schema {
-                    // The schema must exist before connections point their
-                    // search path at it.
-                    let mut conn =
-                        <AnyConnection as sqlx::Connection>::connect(&connect_url).await?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-                    )))
-                    .await?;
-                    sqlx::Connection::close(conn).await?;
-                }
-                let pool = pool_options
-                    .after_connect(move |conn, _| {
-                        let schema = schema.clone();
-                        Box::pin(async move {
-                            if let Some(schema) = schema {
-                                conn.execute(sqlx::AssertSqlSafe(format!(
-                                    "SET search_path TO \"{schema}\""
-                                )))
-                                .await?;
-                            }
-                            Ok(())
-                        })
-                    })
-                    .connect(&connect_url)
-                    .await?;
+                let pool = postgres_pool(&connect_url, &description, &options).await?;
                 (pool.clone(), pool)
             }
         };
@@ -543,6 +437,139 @@ impl ViewDb {
         self.inner.pool.close().await;
         self.inner.write_pool.close().await;
     }
+}
+
+/// The settings of every SQLite connection, as one batch of pragmas.
+fn sqlite_pragmas(options: &ViewDbOptions) -> String {
+    let busy_ms = options.sqlite_busy_timeout.as_millis();
+    let cache_kib = (options.sqlite_cache_bytes_max / 1024).max(1);
+    // Per connection: WAL lets readers run beside the writer and
+    // see the last committed batch; NORMAL syncs at WAL
+    // checkpoints only, and a commit lost to a power cut takes
+    // its checkpoint row with it, so the batch is simply applied
+    // again.
+    //
+    // A batch's multi-row upserts each keep a statement journal
+    // (the pages they change, to undo the statement alone);
+    // `temp_store = MEMORY` keeps it in memory rather than in a
+    // temporary file written and read back for every statement.
+    // A checkpoint copies the WAL into the database file and
+    // syncs both; 16,384 pages (64 MiB with 4 KiB pages) between
+    // checkpoints instead of 1,000 lets a page changed by several
+    // batches be copied and synced once. Neither changes what a
+    // commit guarantees.
+    //
+    // `secure_delete = ON` zeroes deleted cells, the old version
+    // of an updated row and index entry, and pages put on the
+    // free list (a dropped table's), so that erased personal
+    // data is not left in the file's unused space.
+    //
+    // The pragma text is built from numbers only.
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = {busy_ms}; PRAGMA cache_size = -{cache_kib}; \
+         PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 16384; \
+         PRAGMA secure_delete = ON;"
+    )
+}
+
+/// The SQLite pools: readers, and the one writer connection every write
+/// transaction goes through.
+async fn sqlite_pools(
+    connect_url: &str,
+    description: &str,
+    options: &ViewDbOptions,
+) -> Result<(AnyPool, AnyPool)> {
+    let pragmas = sqlite_pragmas(options);
+    // A pool retries a connection that fails to open until its
+    // acquire timeout and then says only that it timed out, so
+    // one connection is opened here first: a full disk, a
+    // read-only directory or a damaged file is reported as
+    // what it is, at once.
+    let probe = async {
+        let mut probe = <AnyConnection as sqlx::Connection>::connect(connect_url).await?;
+        probe.execute(sqlx::AssertSqlSafe(pragmas.clone())).await?;
+        sqlx::Connection::close(probe).await
+    };
+    if let Err(e) = probe.await {
+        return Err(sqlite_open_failure(e, description, connect_url));
+    }
+    let with_pragmas = |options: AnyPoolOptions| {
+        let pragmas = pragmas.clone();
+        options
+            .after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    Ok(())
+                })
+            })
+            .before_acquire(|conn, _| Box::pin(async move { Ok(usable_after_rollback(conn)) }))
+    };
+    let pool = with_pragmas(pool_options(options))
+        .connect(connect_url)
+        .await?;
+    let writer = with_pragmas(
+        AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(options.acquire_timeout),
+    )
+    .connect(connect_url)
+    .await?;
+    Ok((pool, writer))
+}
+
+/// The PostgreSQL pool, its connections in `options.postgres_schema` when
+/// given; reads and writes share it.
+async fn postgres_pool(
+    connect_url: &str,
+    description: &str,
+    options: &ViewDbOptions,
+) -> Result<AnyPool> {
+    let schema = match &options.postgres_schema {
+        Some(schema) => Some(checked_identifier(schema)?),
+        None => None,
+    };
+    // As for SQLite, one connection outside the pool first: it
+    // reports why the server refuses (where the pool would only
+    // time out), and creates a database that does not exist yet.
+    ensure_postgres_database(connect_url, description).await?;
+    if let Some(schema) = &schema {
+        // The schema must exist before connections point their
+        // search path at it.
+        let mut conn = <AnyConnection as sqlx::Connection>::connect(connect_url).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .await?;
+        sqlx::Connection::close(conn).await?;
+    }
+    let pool = pool_options(options)
+        .after_connect(move |conn, _| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                if let Some(schema) = schema {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "SET search_path TO \"{schema}\""
+                    )))
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(connect_url)
+        .await?;
+    Ok(pool)
+}
+
+/// The pool every dialect starts from.
+fn pool_options(options: &ViewDbOptions) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(options.max_connections)
+        .acquire_timeout(options.acquire_timeout)
 }
 
 impl Inner {

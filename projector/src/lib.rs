@@ -30,13 +30,18 @@ mod checkpoint;
 mod db;
 mod error;
 pub mod http;
+mod options;
 pub mod personal;
 mod projection;
 mod projector;
 mod rate;
 mod read_ahead;
+mod rebuild;
+mod registry;
+mod retry;
 mod runner;
 mod schema;
+mod status;
 mod swap;
 mod tables;
 pub mod time;
@@ -45,12 +50,12 @@ pub use admin::{openapi as admin_openapi, router as admin_router, routes as admi
 pub use checkpoint::{Checkpoint, Track, TrackState};
 pub use db::{Dialect, ViewDb, ViewDbOptions, WriteTx};
 pub use error::{Error, Result, is_disk_full, is_transient_sql, sql_message};
+pub use options::ProjectorOptions;
 pub use projection::{ApplyError, Projection, ViewTx};
-pub use projector::{
-    LastRebuild, ProjectionStatus, Projector, ProjectorBuilder, ProjectorHandle, ProjectorOptions,
-    RebuildPhase, RebuildProgress, RebuildReport, RebuildStatus,
-};
+pub use projector::{Projector, ProjectorBuilder, ProjectorHandle};
+pub use rebuild::{LastRebuild, RebuildPhase, RebuildProgress, RebuildReport};
 pub use schema::Schema;
+pub use status::{ProjectionStatus, RebuildStatus};
 pub use tables::SHADOW_SUFFIX;
 
 /// The sqlx this crate is built with: a projection writes its rows with

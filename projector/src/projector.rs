@@ -7,258 +7,23 @@
 //! pages); the price is that each projection decodes the events it wants
 //! itself.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use event_store::{EventStore, Position, RecordedEvent};
-use serde::Serialize;
-use tokio::sync::{Notify, watch};
+use event_store::{EventStore, Position};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::checkpoint::{self, Checkpoint, Track, TrackState};
 use crate::db::ViewDb;
 use crate::error::{Error, Result};
+use crate::options::ProjectorOptions;
 use crate::projection::Projection;
-use crate::rate::RateMeter;
-use crate::runner::{TrackRunner, wanted_types};
-use crate::tables::{self, TableNames};
-use crate::time::rfc3339;
-
-/// Tuning of the projector. Every limit names its unit last.
-#[derive(Debug, Clone)]
-pub struct ProjectorOptions {
-    /// Events applied in one transaction at most. Bigger batches amortize
-    /// the commit and the reads of the rows they change; smaller ones hold
-    /// the write lock for less time. Only catching up fills a batch: a live
-    /// projection applies whatever has arrived. 50,000 events of the
-    /// reference domain (tens of MB in memory) doubled SQLite catch-up against
-    /// 2,000 (README, read-side benchmark).
-    pub batch_events_max: usize,
-    /// Events a swap may still apply inside its transaction when the live
-    /// tables got ahead of the shadows; more, and the rebuild catches up
-    /// outside the swap first, so the swap never holds locks for long.
-    pub swap_catch_up_events_max: usize,
-    /// First wait before retrying after a transient failure; doubles up to
-    /// `retry_backoff_max`.
-    pub retry_backoff_min: Duration,
-    pub retry_backoff_max: Duration,
-    /// How often a stopped projection (failed, or waiting for a rebuild)
-    /// re-reads its checkpoint, for changes made by another process.
-    pub failed_poll_interval: Duration,
-    /// Rebuild at start a projection whose tables were built by another
-    /// version of its code.
-    pub rebuild_on_version_change: bool,
-}
-
-impl Default for ProjectorOptions {
-    fn default() -> Self {
-        Self {
-            // Catching up, rows hit by a batch are scattered over the
-            // tables, so each commit writes about one page per row changed;
-            // the more events per batch, the more of them share a page (in
-            // the read-side benchmark, a million reference events went into
-            // SQLite 1.5 to 1.8 times as fast as with 2,000).
-            batch_events_max: 50_000,
-            swap_catch_up_events_max: 20_000,
-            retry_backoff_min: Duration::from_millis(100),
-            retry_backoff_max: Duration::from_secs(5),
-            failed_poll_interval: Duration::from_secs(2),
-            rebuild_on_version_change: true,
-        }
-    }
-}
-
-impl ProjectorOptions {
-    /// Largest accepted `batch_events_max`.
-    pub const BATCH_EVENTS_MAX: usize = 100_000;
-
-    fn validate(&self) -> Result<()> {
-        if self.batch_events_max == 0 || self.batch_events_max > Self::BATCH_EVENTS_MAX {
-            return Err(Error::InvalidOptions(format!(
-                "batch_events_max must be between 1 and {}",
-                Self::BATCH_EVENTS_MAX
-            )));
-        }
-        if self.retry_backoff_min.is_zero() || self.retry_backoff_max < self.retry_backoff_min {
-            return Err(Error::InvalidOptions(
-                "retry_backoff_min must be positive and at most retry_backoff_max".into(),
-            ));
-        }
-        if self.failed_poll_interval.is_zero() {
-            return Err(Error::InvalidOptions(
-                "failed_poll_interval must be positive".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// What every task of a projector shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub store: Arc<dyn EventStore>,
-    pub db: ViewDb,
-    pub options: ProjectorOptions,
-    pub projections: Vec<Arc<Registered>>,
-    /// Set to true to stop every task at its next batch boundary.
-    pub stop: watch::Sender<bool>,
-    /// Rebuilds started through the handle, awaited at shutdown.
-    pub background: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Shared {
-    fn find(&self, name: &str) -> Result<&Arc<Registered>> {
-        self.projections
-            .iter()
-            .find(|r| r.name == name)
-            .ok_or_else(|| Error::UnknownProjection(name.to_owned()))
-    }
-}
-
-/// A registered projection and its in-memory state.
-#[derive(Debug)]
-pub(crate) struct Registered {
-    pub projection: Arc<dyn Projection>,
-    pub name: &'static str,
-    pub version: u32,
-    pub wanted: HashSet<&'static str>,
-    pub live: TableNames,
-    pub shadow: TableNames,
-    pub schema: crate::schema::Parsed,
-    pub wake_live: Notify,
-    pub wake_rebuild: Notify,
-    pub rebuild_running: AtomicBool,
-    runtime: Mutex<Runtime>,
-}
-
-#[derive(Debug, Default)]
-struct Runtime {
-    live_rate: RateMeter,
-    rebuild_rate: RateMeter,
-    live_problem: Option<String>,
-    /// Since when the live track has been failing without applying
-    /// anything: set by the first problem after progress, kept by the
-    /// next ones, cleared by progress or by reaching the head.
-    live_problem_since: Option<std::time::Instant>,
-    rebuild_problem: Option<String>,
-    rebuild_progress: Option<RebuildProgress>,
-    /// When the rebuild this process runs started (its checkpoint says so
-    /// too, once its first transaction committed).
-    rebuild_started_at: Option<event_store::Timestamp>,
-    last_rebuild: Option<LastRebuild>,
-}
-
-impl Registered {
-    fn new(projection: Arc<dyn Projection>) -> Result<Self> {
-        let name = projection.name();
-        let invalid = |reason: String| Error::InvalidProjection {
-            name: name.to_owned(),
-            reason,
-        };
-        crate::db::checked_identifier(name).map_err(|e| invalid(e.to_string()))?;
-        if projection.tables().is_empty() {
-            return Err(invalid("a projection owns at least one table".into()));
-        }
-        for table in projection.tables() {
-            tables::check_table_name(table).map_err(invalid)?;
-        }
-        let schema = crate::schema::Parsed::new(projection.schema(), projection.tables())
-            .map_err(invalid)?;
-        Ok(Self {
-            schema,
-            name,
-            version: projection.version(),
-            wanted: wanted_types(projection.event_types()),
-            live: TableNames::live(projection.tables()),
-            shadow: TableNames::shadow(projection.tables()),
-            projection,
-            wake_live: Notify::new(),
-            wake_rebuild: Notify::new(),
-            rebuild_running: AtomicBool::new(false),
-            runtime: Mutex::new(Runtime::default()),
-        })
-    }
-
-    pub fn wants(&self, event: &RecordedEvent) -> bool {
-        self.wants_type(&event.event_type)
-    }
-
-    pub fn wants_type(&self, event_type: &str) -> bool {
-        self.wanted.contains(event_type)
-    }
-
-    fn runtime(&self) -> std::sync::MutexGuard<'_, Runtime> {
-        // A panic while holding this lock leaves only counters behind.
-        self.runtime
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub fn record_progress(&self, track: Track, events: u64) {
-        let mut rt = self.runtime();
-        match track {
-            Track::Live => {
-                rt.live_rate.record(events);
-                rt.live_problem = None;
-                rt.live_problem_since = None;
-            }
-            Track::Rebuild => {
-                rt.rebuild_rate.record(events);
-                rt.rebuild_problem = None;
-            }
-        }
-    }
-
-    pub fn note_problem(&self, track: Track, problem: &str) {
-        let mut rt = self.runtime();
-        match track {
-            Track::Live => {
-                rt.live_problem = Some(problem.to_owned());
-                rt.live_problem_since
-                    .get_or_insert_with(std::time::Instant::now);
-            }
-            Track::Rebuild => rt.rebuild_problem = Some(problem.to_owned()),
-        }
-    }
-
-    /// Forgets the live track's problem: it follows the log again and has
-    /// nothing left to apply, so whatever failed before is over.
-    pub fn clear_live_problem(&self) {
-        let mut rt = self.runtime();
-        rt.live_problem = None;
-        rt.live_problem_since = None;
-    }
-
-    /// Notes that this process started running a rebuild now.
-    pub fn start_rebuild(&self) {
-        let mut rt = self.runtime();
-        rt.rebuild_started_at = Some(event_store::Timestamp::now());
-        rt.rebuild_progress = None;
-    }
-
-    pub fn set_rebuild_progress(&self, progress: Option<RebuildProgress>) {
-        self.runtime().rebuild_progress = progress;
-    }
-
-    pub fn rebuild_rate(&self) -> f64 {
-        self.runtime().rebuild_rate.per_second()
-    }
-
-    /// Records how a rebuild run by this process ended.
-    pub fn finish_rebuild(&self, outcome: &Result<RebuildReport>) {
-        let mut rt = self.runtime();
-        let number = rt.last_rebuild.as_ref().map_or(1, |l| l.number + 1);
-        rt.last_rebuild = Some(LastRebuild {
-            number,
-            finished_at: rfc3339(event_store::Timestamp::now()),
-            position: outcome.as_ref().ok().map(|r| r.position.0),
-            error: outcome.as_ref().err().map(ToString::to_string),
-        });
-    }
-}
+use crate::rebuild::{RebuildProgress, RebuildReport};
+use crate::registry::{Registered, Shared};
+use crate::retry::Retries;
+use crate::runner::TrackRunner;
+use crate::status::{ProjectionStatus, status_of};
 
 /// Registers projections and builds a [`Projector`].
 #[derive(Debug)]
@@ -367,23 +132,7 @@ impl Projector {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut stopped_early = false;
         for reg in &shared.projections {
-            // A view database that cannot answer at start (lost connection,
-            // busy) is waited for, as during a batch; other errors end the run.
-            let mut pause = shared.options.retry_backoff_min;
-            let rebuild = loop {
-                match prepare_start(&shared, reg).await {
-                    Ok(rebuild) => break Some(rebuild),
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
-                        tokio::select! {
-                            () = &mut shutdown => break None,
-                            () = tokio::time::sleep(pause) => {}
-                        }
-                        pause = (pause * 2).min(shared.options.retry_backoff_max);
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
+            let rebuild = prepare_start_retrying(&shared, reg, &mut shutdown).await?;
             let Some(rebuild) = rebuild else {
                 stopped_early = true;
                 break;
@@ -454,6 +203,30 @@ impl Projector {
     ) -> Result<RebuildReport> {
         let reg = self.shared.find(name)?.clone();
         crate::swap::rebuild(&self.shared, &reg, &mut progress).await
+    }
+}
+
+/// [`prepare_start`], waiting for a view database that cannot answer at
+/// start (lost connection, busy) as a batch would; other errors end the
+/// run. `None` when `shutdown` came first.
+async fn prepare_start_retrying(
+    shared: &Shared,
+    reg: &Registered,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> Result<Option<bool>> {
+    let mut retries = Retries::new(&shared.options);
+    loop {
+        match prepare_start(shared, reg).await {
+            Ok(rebuild) => return Ok(Some(rebuild)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(projection = reg.name, error = %e, "cannot start the projection yet; retrying");
+                tokio::select! {
+                    () = &mut *shutdown => return Ok(None),
+                    () = tokio::time::sleep(retries.next_delay()) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -693,225 +466,4 @@ async fn failed_track(
         }
     }
     Ok(None)
-}
-
-fn status_of(reg: &Registered, checkpoints: &[Checkpoint], head: Position) -> ProjectionStatus {
-    let find = |track: Track| {
-        checkpoints
-            .iter()
-            .find(|c| c.projection == reg.name && c.track == track)
-    };
-    let live = find(Track::Live);
-    let rebuild = find(Track::Rebuild);
-    let rt = reg.runtime();
-    let position = live.map_or(Position::ZERO, |c| c.position);
-    let lag = head.0.saturating_sub(position.0);
-    let stored_version = live.map_or(reg.version, |c| c.version);
-    let state = match live.map(|c| c.state) {
-        Some(TrackState::Failed) => TrackState::Failed,
-        _ if rebuild.is_some() || stored_version != reg.version => TrackState::Rebuilding,
-        _ if lag == 0 => TrackState::Live,
-        Some(TrackState::Live) => TrackState::Live,
-        _ => TrackState::CatchingUp,
-    };
-    let running_here = reg
-        .rebuild_running
-        .load(std::sync::atomic::Ordering::SeqCst);
-    let rebuild = match rebuild {
-        Some(cp) => {
-            let rate = rt.rebuild_rate.per_second();
-            let remaining = head.0.saturating_sub(cp.position.0);
-            Some(RebuildStatus {
-                state: cp.state,
-                version: cp.version,
-                position: cp.position.0,
-                lag: remaining,
-                events_per_second: round(rate),
-                eta_seconds: (rate > 0.0 && cp.state != TrackState::Failed)
-                    .then(|| round(remaining as f64 / rate)),
-                last_error: cp.last_error.clone().or_else(|| rt.rebuild_problem.clone()),
-                error_position: cp.error_position.map(|p| p.0),
-                started_at: rfc3339(cp.started_at),
-                running_here,
-            })
-        }
-        // Started here and not yet past its first transaction (waiting for
-        // the database, say): it runs all the same, and whoever asks for
-        // another must learn that.
-        None if running_here => Some(RebuildStatus {
-            state: TrackState::Rebuilding,
-            version: reg.version,
-            position: 0,
-            lag: head.0,
-            events_per_second: 0.0,
-            eta_seconds: None,
-            last_error: rt.rebuild_problem.clone(),
-            error_position: None,
-            started_at: rfc3339(
-                rt.rebuild_started_at
-                    .unwrap_or_else(event_store::Timestamp::now),
-            ),
-            running_here,
-        }),
-        None => None,
-    };
-    ProjectionStatus {
-        name: reg.name.to_owned(),
-        version: reg.version,
-        tables_version: stored_version,
-        state,
-        position: position.0,
-        head: head.0,
-        lag,
-        events_per_second: round(rt.live_rate.per_second()),
-        last_error: live
-            .and_then(|c| c.last_error.clone())
-            .or_else(|| rt.live_problem.clone()),
-        retrying_for_ms: rt
-            .live_problem_since
-            .map(|since| u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)),
-        error_position: live.and_then(|c| c.error_position).map(|p| p.0),
-        updated_at: live.map(|c| rfc3339(c.updated_at)),
-        rebuild,
-        last_rebuild: rt.last_rebuild.clone(),
-    }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-/// A projection's status, as the admin API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct ProjectionStatus {
-    /// The projection's name, as used in the admin paths.
-    #[schema(example = "customers")]
-    pub name: String,
-    /// The version of the running code.
-    pub version: u32,
-    /// The version of the code that built the live tables (differs from
-    /// `version` until the rebuild it triggers is swapped in).
-    pub tables_version: u32,
-    pub state: TrackState,
-    /// Checkpoint: the last log position the live tables reflect.
-    pub position: u64,
-    /// The head of the log.
-    pub head: u64,
-    /// Events the live tables are behind the head.
-    pub lag: u64,
-    /// Log positions applied per second over the last seconds, by this
-    /// process.
-    pub events_per_second: f64,
-    /// The error that stopped the projection, or a passing one (store or
-    /// database unreachable) until the next batch goes through.
-    #[schema(required)]
-    pub last_error: Option<String>,
-    /// The event the projection stopped on, while failed.
-    #[schema(required)]
-    pub error_position: Option<u64>,
-    /// For how long (milliseconds) the live tables have been retrying a
-    /// failure of the event store or the view database (unreachable, disk
-    /// full) without applying anything; null while they make progress or
-    /// wait at the head of the log. Readiness reports a projection whose
-    /// retries last too long as stuck.
-    #[schema(required)]
-    pub retrying_for_ms: Option<u64>,
-    /// When the live checkpoint last changed (RFC 3339); null before the
-    /// first batch.
-    #[schema(format = DateTime, required)]
-    pub updated_at: Option<String>,
-    /// The rebuild in progress (or failed), if any; one this process runs
-    /// shows from its start, before its first batch.
-    #[schema(required)]
-    pub rebuild: Option<RebuildStatus>,
-    /// How the last rebuild this process ran ended (none since it started:
-    /// absent). A client that started a rebuild waits for `number` to change.
-    pub last_rebuild: Option<LastRebuild>,
-}
-
-/// The end of a rebuild run by this process.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct LastRebuild {
-    /// Counts the rebuilds of this projection this process finished, from 1.
-    pub number: u64,
-    pub finished_at: String,
-    /// Where the rebuilt tables were swapped in; absent when it failed.
-    pub position: Option<u64>,
-    /// Why it stopped without swapping (failed event, shutdown, ...).
-    pub error: Option<String>,
-}
-
-/// A rebuild in progress (or failed).
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
-pub struct RebuildStatus {
-    /// `rebuilding` or `failed`.
-    pub state: TrackState,
-    /// The version of the code filling the shadow tables.
-    pub version: u32,
-    /// Last log position applied to the shadow tables.
-    pub position: u64,
-    /// Events the shadow tables are behind the head.
-    pub lag: u64,
-    /// Log positions applied to the shadow tables per second, by this
-    /// process.
-    pub events_per_second: f64,
-    /// Estimated seconds until the shadow tables catch up; null while
-    /// unknown or failed.
-    #[schema(required)]
-    pub eta_seconds: Option<f64>,
-    /// The error that stopped the rebuild, or a passing one until its next
-    /// batch goes through.
-    #[schema(required)]
-    pub last_error: Option<String>,
-    /// The event the rebuild stopped on, while failed.
-    #[schema(required)]
-    pub error_position: Option<u64>,
-    /// When the rebuild started (RFC 3339).
-    #[schema(format = DateTime)]
-    pub started_at: String,
-    /// Whether this process is running it (otherwise it waits to be resumed,
-    /// or another process runs it).
-    pub running_here: bool,
-}
-
-/// Where a rebuild is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RebuildPhase {
-    /// Applying the log to the shadow tables.
-    Replaying,
-    /// Caught up; swapping the shadows in.
-    Swapping,
-    /// Swapped in: the live tables are the rebuilt ones.
-    Done,
-}
-
-/// Progress of a rebuild, reported after every batch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RebuildProgress {
-    pub projection: String,
-    pub phase: RebuildPhase,
-    /// Where this run started (0, or the checkpoint of an interrupted one).
-    pub resumed_from: Position,
-    /// Last position applied to the shadows.
-    pub position: Position,
-    /// The head of the log as last seen: the target.
-    pub head: Position,
-    pub events_per_second: f64,
-    /// Time left at the current rate, once there is a rate.
-    pub eta: Option<Duration>,
-    pub elapsed: Duration,
-}
-
-/// What a finished rebuild did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RebuildReport {
-    pub projection: String,
-    pub version: u32,
-    pub resumed_from: Position,
-    /// The live tables' checkpoint right after the swap.
-    pub position: Position,
-    /// Log positions replayed by this run.
-    pub events: u64,
-    pub elapsed: Duration,
 }

@@ -2,7 +2,7 @@
 //! checkpoint, gather batches, apply each in one transaction with its
 //! checkpoint, stop on poison events, retry what is transient.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -13,8 +13,9 @@ use tokio::sync::{Notify, watch};
 use crate::checkpoint::{self, TrackState};
 use crate::error::{Error, Result, is_transient_sql};
 use crate::projection::{ApplyError, ViewTx};
-use crate::projector::{Registered, Shared};
 use crate::read_ahead::read_ahead;
+use crate::registry::{Registered, Shared};
+use crate::retry::Retries;
 use crate::tables::TableNames;
 
 /// How long a catching-up batch waits for the next event before it commits
@@ -56,6 +57,39 @@ pub(crate) struct TrackRunner<'a> {
     pub shared: &'a Shared,
     pub reg: &'a Registered,
     pub track: checkpoint::Track,
+}
+
+/// Where [`TrackRunner::follow`] goes after a step.
+enum Next {
+    /// Read the checkpoint again and go on from it.
+    Reload,
+    /// A transient problem (noted already): wait, then reload.
+    Retry,
+    /// Wait for a wake-up or a poll tick, then reload.
+    Idle,
+    /// What `follow` returns.
+    End(Result<FollowEnd>),
+}
+
+impl Next {
+    /// After the track recorded a failure: reload, which finds it failed.
+    fn after_failure(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Stopped => Next::End(Ok(FollowEnd::Stopped)),
+            Outcome::Committed | Outcome::Conflict | Outcome::Failed => Next::Reload,
+        }
+    }
+}
+
+/// A track subscribed to the log after its checkpoint.
+struct Following {
+    sub: Subscription,
+    /// Positions an operator skipped, not to apply.
+    skipped: BTreeSet<u64>,
+    /// The checkpoint: the last position committed.
+    position: Position,
+    /// The newest head of the log the track knows of.
+    head: Position,
 }
 
 enum Attempt {
@@ -103,226 +137,281 @@ impl TrackRunner<'_> {
     /// A rebuild stops a little short of the head on purpose: the swap
     /// applies the remainder under its lock, so a log that keeps growing
     /// cannot keep the rebuild chasing an exact head for ever.
+    ///
+    /// Each round starts over from the checkpoint as stored: after a
+    /// conflict, a failure, a wake-up or a transient error, the checkpoint
+    /// is the one truth about where the track is.
     pub async fn follow(
         &self,
         stop: &mut watch::Receiver<bool>,
         until: Option<CatchUp>,
         on_batch: &mut (dyn FnMut(BatchDone) + Send),
     ) -> Result<FollowEnd> {
-        let mut backoff = Backoff::new(self.shared);
-        'reload: loop {
+        let mut retries = Retries::new(&self.shared.options);
+        loop {
             if *stop.borrow() {
                 return Ok(FollowEnd::Stopped);
             }
-            let loaded = self.load_checkpoint().await;
-            let cp = match loaded {
-                Ok(Some(cp)) => cp,
-                Ok(None) if self.track == checkpoint::Track::Rebuild => {
-                    return Err(Error::Conflict {
-                        projection: self.name().into(),
-                        detail: "the rebuild was finished or cancelled elsewhere".into(),
-                    });
+            let next = match self.subscribe(stop).await {
+                Ok(following) => {
+                    self.apply_batches(following, until, on_batch, stop, &mut retries)
+                        .await
                 }
-                Ok(None) => {
-                    let result = self.insert_live_checkpoint().await;
-                    if let Err(e) = result {
-                        self.note_transient(&e.to_string());
-                        if backoff.wait(stop).await {
-                            return Ok(FollowEnd::Stopped);
-                        }
-                    }
-                    continue 'reload;
-                }
-                Err(e) => {
-                    self.note_transient(&e.to_string());
-                    if backoff.wait(stop).await {
-                        return Ok(FollowEnd::Stopped);
-                    }
-                    continue 'reload;
-                }
+                Err(next) => next,
             };
-            if cp.state == TrackState::Failed {
-                if self.track == checkpoint::Track::Rebuild {
-                    return Ok(FollowEnd::Failed {
-                        position: cp.error_position.unwrap_or(cp.position.next()),
-                        reason: cp.last_error.unwrap_or_default(),
-                    });
-                }
-                if self.idle(stop).await {
-                    return Ok(FollowEnd::Stopped);
-                }
-                continue 'reload;
-            }
-            if cp.version != self.reg.version {
-                // The tables were built by other code: wait for the rebuild
-                // that replaces them (it wakes this track when it swaps).
-                if self.track == checkpoint::Track::Rebuild {
-                    return Err(Error::Conflict {
-                        projection: self.name().into(),
-                        detail: format!(
-                            "the rebuild in progress is for version {}, this code is version {}",
-                            cp.version, self.reg.version
-                        ),
-                    });
-                }
-                if self.idle(stop).await {
-                    return Ok(FollowEnd::Stopped);
-                }
-                continue 'reload;
-            }
-            match check_log(self.shared.store.as_ref(), &cp).await {
-                Ok(None) => {}
-                Ok(Some(why)) => {
-                    let reason = format!(
-                        "{why}; the tables hold events the log no longer has, so the projection \
-                         must be rebuilt from the log (`annals rebuild {}`)",
-                        self.name()
-                    );
-                    tracing::error!(projection = self.name(), track = self.track.as_str(), %reason, "the event log diverged from the projection's checkpoint");
-                    match self.fail(cp.position, cp.position, &reason, stop).await {
-                        Outcome::Stopped => return Ok(FollowEnd::Stopped),
-                        _ => continue 'reload,
-                    }
-                }
-                Err(e) => {
-                    self.note_transient(&format!("checking the checkpoint against the log: {e}"));
-                    if backoff.wait(stop).await {
-                        return Ok(FollowEnd::Stopped);
-                    }
-                    continue 'reload;
-                }
-            }
-            let skipped = match self.skipped().await {
-                Ok(s) => s,
-                Err(e) => {
-                    self.note_transient(&e.to_string());
-                    if backoff.wait(stop).await {
-                        return Ok(FollowEnd::Stopped);
-                    }
-                    continue 'reload;
-                }
+            let stopped = match next {
+                Next::Reload => false,
+                Next::Retry => retries.wait(stop).await,
+                Next::Idle => self.idle(stop).await,
+                Next::End(end) => return end,
             };
-            let mut sub = match self
-                .shared
-                .store
-                .subscribe(cp.position.next(), EventFilter::all())
-                .await
-            {
-                Ok(sub) => read_ahead(sub, self.shared.options.batch_events_max),
-                Err(e) => {
-                    self.note_transient(&format!("subscribing to the event store: {e}"));
-                    if backoff.wait(stop).await {
-                        return Ok(FollowEnd::Stopped);
-                    }
-                    continue 'reload;
-                }
-            };
-            let mut position = cp.position;
-            let mut head = position;
-            if self.track == checkpoint::Track::Live
-                && let Ok(h) = self.shared.store.head().await
-            {
-                head = head.max(h);
-                if h <= position {
-                    // Subscribed at the head: whatever failed before is
-                    // over, even if no event comes to prove it.
-                    self.reg.clear_live_problem();
-                }
-            }
-            loop {
-                let caught_up = match until {
-                    None => false,
-                    Some(CatchUp::Reach(target)) => position >= target,
-                    Some(CatchUp::NearHead(slack)) => {
-                        match self.shared.store.head().await {
-                            Ok(h) => head = head.max(h),
-                            Err(e) => {
-                                self.note_transient(&format!("reading the head of the log: {e}"));
-                                if backoff.wait(stop).await {
-                                    return Ok(FollowEnd::Stopped);
-                                }
-                                continue 'reload;
-                            }
-                        }
-                        head.0.saturating_sub(position.0) <= slack
-                    }
-                };
-                if caught_up {
-                    return Ok(FollowEnd::CaughtUp(position));
-                }
-                let batch = self.collect(&mut sub, &mut head, stop).await;
-                let (events, problem) = check_contiguous(position, batch.events);
-                if let Some(last) = events.last() {
-                    let to = last.position;
-                    let state = match (self.track, batch.drained && problem.is_none()) {
-                        (checkpoint::Track::Rebuild, _) => TrackState::Rebuilding,
-                        (checkpoint::Track::Live, true) => TrackState::Live,
-                        (checkpoint::Track::Live, false) => TrackState::CatchingUp,
-                    };
-                    match self.commit(position, events, state, &skipped, stop).await {
-                        Outcome::Committed => {
-                            backoff.reset();
-                            self.reg.record_progress(self.track, to.0 - position.0);
-                            position = to;
-                            on_batch(BatchDone {
-                                position,
-                                head: head.max(position),
-                            });
-                        }
-                        Outcome::Conflict => continue 'reload,
-                        Outcome::Failed => continue 'reload,
-                        Outcome::Stopped => return Ok(FollowEnd::Stopped),
-                    }
-                }
-                match (problem, batch.end) {
-                    (Some(gap), _) => {
-                        tracing::error!(projection = self.name(), track = self.track.as_str(), %gap, "gap in the event positions; resubscribing from the checkpoint");
-                        self.note_error(&gap.to_string()).await;
-                        if backoff.wait(stop).await {
-                            return Ok(FollowEnd::Stopped);
-                        }
-                        continue 'reload;
-                    }
-                    (None, Some(CollectEnd::Stop)) => return Ok(FollowEnd::Stopped),
-                    (None, Some(CollectEnd::Woken)) => continue 'reload,
-                    (None, Some(CollectEnd::Failed(e))) => {
-                        tracing::warn!(projection = self.name(), error = %e, "subscription ended; resubscribing");
-                        self.note_error(&format!("event store subscription: {e}"))
-                            .await;
-                        if backoff.wait(stop).await {
-                            return Ok(FollowEnd::Stopped);
-                        }
-                        continue 'reload;
-                    }
-                    (None, Some(CollectEnd::Unreadable { event_type, reason })) => {
-                        // The subscription delivers every position in order,
-                        // so the event it could not read is the next one.
-                        let unreadable = position.next();
-                        if self.reg.wants_type(&event_type) && !skipped.contains(&unreadable.0) {
-                            match self.fail(position, unreadable, &reason, stop).await {
-                                Outcome::Stopped => return Ok(FollowEnd::Stopped),
-                                _ => continue 'reload,
-                            }
-                        }
-                        // Not an event this projection reads (or one an
-                        // operator skipped): step over it and subscribe
-                        // again after it, as for any ignored event.
-                        let state = match self.track {
-                            checkpoint::Track::Rebuild => TrackState::Rebuilding,
-                            checkpoint::Track::Live => TrackState::CatchingUp,
-                        };
-                        match self
-                            .attempt_with_retry(position, unreadable, None, &[], state, stop)
-                            .await
-                        {
-                            None => return Ok(FollowEnd::Stopped),
-                            Some(_) => continue 'reload,
-                        }
-                    }
-                    (None, None) => {}
-                }
+            if stopped {
+                return Ok(FollowEnd::Stopped);
             }
         }
+    }
+
+    /// Reads the checkpoint, checks it can go on from there, and subscribes
+    /// to the log after it.
+    async fn subscribe(&self, stop: &mut watch::Receiver<bool>) -> Result<Following, Next> {
+        let cp = self.checkpoint_to_follow(stop).await?;
+        let skipped = self
+            .skipped()
+            .await
+            .map_err(|e| self.retry(&e.to_string()))?;
+        let sub = self
+            .shared
+            .store
+            .subscribe(cp.position.next(), EventFilter::all())
+            .await
+            .map_err(|e| self.retry(&format!("subscribing to the event store: {e}")))?;
+        let position = cp.position;
+        let mut head = position;
+        if self.track == checkpoint::Track::Live
+            && let Ok(h) = self.shared.store.head().await
+        {
+            head = head.max(h);
+            if h <= position {
+                // Subscribed at the head: whatever failed before is
+                // over, even if no event comes to prove it.
+                self.reg.clear_live_problem();
+            }
+        }
+        Ok(Following {
+            sub: read_ahead(sub, self.shared.options.batch_events_max),
+            skipped,
+            position,
+            head,
+        })
+    }
+
+    /// The track's checkpoint, once it is one to follow the log from: not
+    /// failed, written by this version of the code, and still on the log.
+    async fn checkpoint_to_follow(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<checkpoint::Checkpoint, Next> {
+        let rebuild = self.track == checkpoint::Track::Rebuild;
+        let cp = match self.load_checkpoint().await {
+            Ok(Some(cp)) => cp,
+            Ok(None) if rebuild => {
+                return Err(Next::End(Err(Error::Conflict {
+                    projection: self.name().into(),
+                    detail: "the rebuild was finished or cancelled elsewhere".into(),
+                })));
+            }
+            Ok(None) => {
+                return Err(match self.insert_live_checkpoint().await {
+                    Ok(()) => Next::Reload,
+                    Err(e) => self.retry(&e.to_string()),
+                });
+            }
+            Err(e) => return Err(self.retry(&e.to_string())),
+        };
+        if cp.state == TrackState::Failed {
+            if rebuild {
+                return Err(Next::End(Ok(FollowEnd::Failed {
+                    position: cp.error_position.unwrap_or(cp.position.next()),
+                    reason: cp.last_error.unwrap_or_default(),
+                })));
+            }
+            return Err(Next::Idle);
+        }
+        if cp.version != self.reg.version {
+            // The tables were built by other code: wait for the rebuild
+            // that replaces them (it wakes this track when it swaps).
+            if rebuild {
+                return Err(Next::End(Err(Error::Conflict {
+                    projection: self.name().into(),
+                    detail: format!(
+                        "the rebuild in progress is for version {}, this code is version {}",
+                        cp.version, self.reg.version
+                    ),
+                })));
+            }
+            return Err(Next::Idle);
+        }
+        match check_log(self.shared.store.as_ref(), &cp).await {
+            Ok(None) => Ok(cp),
+            Ok(Some(why)) => {
+                let reason = format!(
+                    "{why}; the tables hold events the log no longer has, so the projection \
+                     must be rebuilt from the log (`annals rebuild {}`)",
+                    self.name()
+                );
+                tracing::error!(projection = self.name(), track = self.track.as_str(), %reason, "the event log diverged from the projection's checkpoint");
+                let failed = self.fail(cp.position, cp.position, &reason, stop).await;
+                Err(Next::after_failure(failed))
+            }
+            Err(e) => Err(self.retry(&format!("checking the checkpoint against the log: {e}"))),
+        }
+    }
+
+    /// Gathers and commits batches from the subscription until the track
+    /// must start over from its checkpoint, wait, or end.
+    async fn apply_batches(
+        &self,
+        mut following: Following,
+        until: Option<CatchUp>,
+        on_batch: &mut (dyn FnMut(BatchDone) + Send),
+        stop: &mut watch::Receiver<bool>,
+        retries: &mut Retries,
+    ) -> Next {
+        loop {
+            match self.caught_up(until, &mut following).await {
+                Ok(true) => return Next::End(Ok(FollowEnd::CaughtUp(following.position))),
+                Ok(false) => {}
+                Err(e) => return self.retry(&format!("reading the head of the log: {e}")),
+            }
+            let from = following.position;
+            let batch = self
+                .collect(&mut following.sub, &mut following.head, stop)
+                .await;
+            let (events, problem) = check_contiguous(from, batch.events);
+            if let Some(last) = events.last() {
+                let to = last.position;
+                let state = match (self.track, batch.drained && problem.is_none()) {
+                    (checkpoint::Track::Rebuild, _) => TrackState::Rebuilding,
+                    (checkpoint::Track::Live, true) => TrackState::Live,
+                    (checkpoint::Track::Live, false) => TrackState::CatchingUp,
+                };
+                match self
+                    .commit(from, events, state, &following.skipped, stop)
+                    .await
+                {
+                    Outcome::Committed => {
+                        retries.reset();
+                        self.reg.record_progress(self.track, to.0 - from.0);
+                        following.position = to;
+                        on_batch(BatchDone {
+                            position: to,
+                            head: following.head.max(to),
+                        });
+                    }
+                    Outcome::Conflict | Outcome::Failed => return Next::Reload,
+                    Outcome::Stopped => return Next::End(Ok(FollowEnd::Stopped)),
+                }
+            }
+            let Following {
+                position, skipped, ..
+            } = &following;
+            if let Some(next) = self
+                .after_batch(problem, batch.end, *position, skipped, stop)
+                .await
+            {
+                return next;
+            }
+        }
+    }
+
+    /// Whether the track got as far as `until` asks; reads the head of the
+    /// log when the target moves with it.
+    async fn caught_up(
+        &self,
+        until: Option<CatchUp>,
+        following: &mut Following,
+    ) -> event_store::Result<bool> {
+        Ok(match until {
+            None => false,
+            Some(CatchUp::Reach(target)) => following.position >= target,
+            Some(CatchUp::NearHead(slack)) => {
+                let head = self.shared.store.head().await?;
+                following.head = following.head.max(head);
+                following.head.0.saturating_sub(following.position.0) <= slack
+            }
+        })
+    }
+
+    /// What follows a batch whose events were committed: `None` to gather
+    /// the next one, or why the subscription is over.
+    async fn after_batch(
+        &self,
+        gap: Option<Error>,
+        end: Option<CollectEnd>,
+        position: Position,
+        skipped: &BTreeSet<u64>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Next> {
+        match (gap, end) {
+            (Some(gap), _) => {
+                tracing::error!(projection = self.name(), track = self.track.as_str(), %gap, "gap in the event positions; resubscribing from the checkpoint");
+                self.note_error(&gap.to_string()).await;
+                Some(Next::Retry)
+            }
+            (None, Some(CollectEnd::Stop)) => Some(Next::End(Ok(FollowEnd::Stopped))),
+            (None, Some(CollectEnd::Woken)) => Some(Next::Reload),
+            (None, Some(CollectEnd::Failed(e))) => {
+                tracing::warn!(projection = self.name(), error = %e, "subscription ended; resubscribing");
+                self.note_error(&format!("event store subscription: {e}"))
+                    .await;
+                Some(Next::Retry)
+            }
+            (None, Some(CollectEnd::Unreadable { event_type, reason })) => Some(
+                self.unreadable(position, skipped, &event_type, &reason, stop)
+                    .await,
+            ),
+            (None, None) => None,
+        }
+    }
+
+    /// Meets an event the store cannot bring to the current schema, right
+    /// after the track's position: the track fails on it if it is one the
+    /// projection reads, and steps over it otherwise.
+    async fn unreadable(
+        &self,
+        position: Position,
+        skipped: &BTreeSet<u64>,
+        event_type: &str,
+        reason: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Next {
+        // The subscription delivers every position in order,
+        // so the event it could not read is the next one.
+        let unreadable = position.next();
+        if self.reg.wants_type(event_type) && !skipped.contains(&unreadable.0) {
+            let failed = self.fail(position, unreadable, reason, stop).await;
+            return Next::after_failure(failed);
+        }
+        // Not an event this projection reads (or one an operator skipped):
+        // step over it and subscribe again after it, as for any ignored
+        // event.
+        let state = match self.track {
+            checkpoint::Track::Rebuild => TrackState::Rebuilding,
+            checkpoint::Track::Live => TrackState::CatchingUp,
+        };
+        match self
+            .attempt_with_retry(position, unreadable, None, &[], state, stop)
+            .await
+        {
+            None => Next::End(Ok(FollowEnd::Stopped)),
+            Some(_) => Next::Reload,
+        }
+    }
+
+    /// Notes a transient problem; the track waits, then starts over.
+    fn retry(&self, problem: &str) -> Next {
+        self.note_transient(problem);
+        Next::Retry
     }
 
     /// Waits for a wake-up (resume, skip, swap), a poll tick (the change may
@@ -613,7 +702,7 @@ impl TrackRunner<'_> {
             error = reason,
             "projection stopped on an event it cannot apply"
         );
-        let mut backoff = Backoff::new(self.shared);
+        let mut retries = Retries::new(&self.shared.options);
         loop {
             let recorded = async {
                 let mut tx = self.shared.db.begin_write().await?;
@@ -634,7 +723,7 @@ impl TrackRunner<'_> {
                 Ok(false) => return Outcome::Conflict,
                 Err(e) => {
                     self.note_transient(&e.to_string());
-                    if backoff.wait(stop).await {
+                    if retries.wait(stop).await {
                         return Outcome::Stopped;
                     }
                 }
@@ -653,13 +742,13 @@ impl TrackRunner<'_> {
         state: TrackState,
         stop: &mut watch::Receiver<bool>,
     ) -> Option<Attempt> {
-        let mut backoff = Backoff::new(self.shared);
+        let mut retries = Retries::new(&self.shared.options);
         loop {
             match self.attempt(from, to, to_id, wanted, state).await {
                 Ok(attempt) => return Some(attempt),
                 Err(e) => {
                     self.note_transient(&e.to_string());
-                    if backoff.wait(stop).await {
+                    if retries.wait(stop).await {
                         return None;
                     }
                 }
@@ -852,42 +941,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "(no message)".into()
     }
-}
-
-/// Exponential backoff between retries, cut short by the stop signal.
-pub(crate) struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(shared: &Shared) -> Self {
-        Self {
-            next: shared.options.retry_backoff_min,
-            min: shared.options.retry_backoff_min,
-            max: shared.options.retry_backoff_max,
-        }
-    }
-
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// Sleeps; true when the stop signal fired instead.
-    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => true,
-            () = tokio::time::sleep(delay) => false,
-        }
-    }
-}
-
-/// The set of event types a projection wants.
-pub(crate) fn wanted_types(types: &[&'static str]) -> HashSet<&'static str> {
-    types.iter().copied().collect()
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use crate::checkpoint::{self, Checkpoint, Track, TrackState};
 use crate::db::Dialect;
 use crate::error::{Error, Result};
 use crate::projection::ViewTx;
-use crate::projector::{RebuildPhase, RebuildProgress, RebuildReport, Registered, Shared};
+use crate::rebuild::{RebuildPhase, RebuildProgress, RebuildReport};
+use crate::registry::{Registered, Shared};
 use crate::runner::{CatchUp, FollowEnd, TrackRunner};
 use crate::tables;
 

@@ -2,38 +2,30 @@
 //! epoch, UTC), for JSON responses.
 
 use event_store::Timestamp;
+use time::{Duration, OffsetDateTime};
 
-/// `2026-11-22T02:55:27.123456Z`. Dates before year 0 or after 9999 render
-/// with more or fewer digits rather than failing: they do not occur in a log
-/// stamped by a clock.
+/// `2026-11-22T02:55:27.123456Z`: always six digits of fraction, where
+/// RFC 3339 formatters trim trailing zeros, so that every time of a response
+/// has the same shape. Dates before year 0 or after 9999 render with more
+/// or fewer digits rather than failing: they do not occur in a log stamped
+/// by a clock.
 pub fn rfc3339(t: Timestamp) -> String {
     let micros = t.0;
-    let seconds = micros.div_euclid(1_000_000);
-    let fraction = micros.rem_euclid(1_000_000);
-    let days = seconds.div_euclid(86_400);
-    let in_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    // With `large-dates`, the calendar reaches further than any count of
+    // microseconds: the fallback is for the type's sake.
+    let Some(at) = OffsetDateTime::UNIX_EPOCH.checked_add(Duration::microseconds(micros)) else {
+        return format!("{micros} microseconds from the Unix epoch");
+    };
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction:06}Z",
-        in_day / 3_600,
-        in_day % 3_600 / 60,
-        in_day % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
     )
-}
-
-/// Year, month, day of a count of days since 1970-01-01 in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -62,7 +54,11 @@ mod tests {
         // Walk day by day from 1970 to 2100 and check the calendar steps.
         let (mut y, mut m, mut d) = (1970i64, 1u32, 1u32);
         for days in 0..47_482i64 {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            assert_eq!(
+                rfc3339(Timestamp(days * 86_400_000_000)),
+                format!("{y:04}-{m:02}-{d:02}T00:00:00.000000Z"),
+                "day {days}"
+            );
             let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
             let len = match m {
                 2 if leap => 29,
@@ -80,5 +76,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_farthest_timestamps_render_too() {
+        assert!(rfc3339(Timestamp(i64::MAX)).starts_with("294247-"));
+        assert!(rfc3339(Timestamp(i64::MIN)).starts_with("-290308-"));
+        assert_eq!(
+            rfc3339(Timestamp(253_402_300_800_000_000)),
+            "10000-01-01T00:00:00.000000Z"
+        );
     }
 }

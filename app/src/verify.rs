@@ -1,0 +1,40 @@
+//! `annals verify`: checks a data directory offline and reports what it
+//! holds and any damage.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::VerifyArgs;
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let report = event_store::verify(&args.data_dir).context("cannot verify the data directory")?;
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    for p in &report.problems {
+        println!(
+            "DAMAGE {} at offset {}: {}",
+            p.file.display(),
+            p.offset,
+            p.detail
+        );
+    }
+    println!(
+        "{} segments, {} events, {} streams, {} snapshot files, {} snapshots, {} live subject keys, {} erased, {} spare keys: {}",
+        report.segments,
+        report.events,
+        report.streams,
+        report.snapshot_files,
+        report.snapshots,
+        report.key_subjects,
+        report.erased_subjects,
+        report.spare_keys,
+        if report.is_ok() { "ok" } else { "DAMAGED" }
+    );
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
