@@ -6,7 +6,7 @@ use bytes::Bytes;
 use event_store::{AppendResult, ExpectedVersion, Metadata, NewEvent, StreamAppend, StreamId};
 use uuid::Uuid;
 
-use super::{CommandContext, CommandOutcome};
+use super::context::{CommandContext, CommandOutcome};
 use crate::aggregate::{Aggregate, AggregateCommand, DomainError, DomainEvent};
 use crate::cache::CachedState;
 use crate::error::CommandError;

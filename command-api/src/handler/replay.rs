@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use event_store::{Direction, Position, ReadFrom, StreamId};
 
+use super::context::{CommandContext, CommandOutcome};
 use super::load::{VISIBILITY_PAUSE_MAX, visibility_pauses};
-use super::{CommandContext, CommandHandler, CommandOutcome, Result};
+use super::{CommandHandler, Result};
 use crate::aggregate::{Aggregate, DomainEvent};
 use crate::error::CommandError;
 use crate::idempotency::{CommandCompleted, Idempotency};
