@@ -67,7 +67,8 @@ pub struct QueryConfig {
     /// waits before `503`.
     pub min_position_wait_max: Duration,
     /// First pause between two reads of the checkpoint while waiting;
-    /// doubles up to `poll_interval_max`.
+    /// doubles up to `poll_interval_max`, each pause lengthened by a random
+    /// part of up to as much again.
     pub poll_interval_min: Duration,
     pub poll_interval_max: Duration,
     /// `Retry-After` of a `503`, in seconds.
