@@ -8,8 +8,9 @@ use event_store::Position;
 use projector::http::{Problem, problem_type};
 use projector::{Track, TrackState};
 
+use crate::answer::{MIN_POSITION_HEADER, POSITION_HEADER};
 use crate::params::Params;
-use crate::{MIN_POSITION_HEADER, POSITION_HEADER, QueryState};
+use crate::state::QueryState;
 
 /// The largest position accepted (positions are stored as SQL BIGINT).
 const POSITION_MAX: i64 = i64::MAX;
@@ -65,7 +66,7 @@ pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Re
             .checkpoint(projection, Track::Live)
             .await
             .map_err(|e| match e {
-                projector::Error::Database(e) => crate::database_problem(&e),
+                projector::Error::Database(e) => crate::answer::database_problem(&e),
                 other => Problem::internal(&other),
             })?;
         let (position, failed) = match &checkpoint {
