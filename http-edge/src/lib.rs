@@ -16,11 +16,14 @@
 //! - [`deadline`]: every request answered within a limit, or `503`.
 //! - [`json`]: request bodies decoded so that every struct is read from a
 //!   JSON object only (serde's derives also read arrays, field by field).
+//! - [`openapi`]: a surface's OpenAPI document read for what every
+//!   surface's tests check against its router.
 
 pub mod cross_site;
 pub mod deadline;
 pub mod ids;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 pub mod serve;
 pub mod tls;

@@ -14,9 +14,9 @@ use utoipa::openapi::{
     RefOr, Required, Responses,
 };
 
-use crate::QueryConfig;
 use crate::cursor::CURSOR_BYTES_MAX;
 use crate::route::QueryRoutes;
+use crate::state::QueryConfig;
 
 /// The OpenAPI document of the query API serving `routes`.
 pub fn openapi(routes: &QueryRoutes) -> utoipa::openapi::OpenApi {

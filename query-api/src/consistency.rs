@@ -3,12 +3,14 @@
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use event_store::Position;
 use projector::http::{Problem, problem_type};
 use projector::{Track, TrackState};
 
+use crate::answer::{MIN_POSITION_HEADER, POSITION_HEADER};
 use crate::params::Params;
-use crate::{MIN_POSITION_HEADER, POSITION_HEADER, QueryState};
+use crate::state::QueryState;
 
 /// The largest position accepted (positions are stored as SQL BIGINT).
 const POSITION_MAX: i64 = i64::MAX;
@@ -50,14 +52,21 @@ pub fn requested(params: &Params, headers: &HeaderMap) -> Result<Option<Position
 pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Result<(), Problem> {
     let config = state.config();
     let deadline = Instant::now() + config.min_position_wait_max;
-    let mut pause = config.poll_interval_min;
+    // Jittered, so that requests waiting for one position do not all read
+    // the checkpoint at once.
+    let mut pauses = ExponentialBuilder::new()
+        .with_min_delay(config.poll_interval_min)
+        .with_max_delay(config.poll_interval_max)
+        .with_jitter()
+        .without_max_times()
+        .build();
     loop {
         let checkpoint = state
             .db()
             .checkpoint(projection, Track::Live)
             .await
             .map_err(|e| match e {
-                projector::Error::Database(e) => crate::database_problem(&e),
+                projector::Error::Database(e) => crate::answer::database_problem(&e),
                 other => Problem::internal(&other),
             })?;
         let (position, failed) = match &checkpoint {
@@ -100,7 +109,7 @@ pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Re
             .with_header(header::RETRY_AFTER, retry_after)
             .with_header(POSITION_HEADER, HeaderValue::from(position.0)));
         }
+        let pause = pauses.next().unwrap_or(config.poll_interval_max);
         tokio::time::sleep(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(config.poll_interval_max);
     }
 }

@@ -21,20 +21,18 @@
 //! `urn:annals:problem:<slug>` with the slugs in [`kind`].
 
 mod api_doc;
+mod limits;
 mod problem;
 mod request;
 mod route;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::aggregate::Aggregate;
@@ -45,8 +43,6 @@ pub use request::{
     COMMAND_ID, CORRELATION_ID, FieldErrors, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, NoFields,
 };
 pub use route::{CommandRoutes, PathIds, Route};
-
-use request::BodyReceived;
 
 /// Limits and behaviour of the command API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,22 +69,14 @@ impl Default for ApiConfig {
     }
 }
 
-/// What every route shares: the limits and the count of requests in
-/// flight.
-#[derive(Debug, Clone)]
-pub(crate) struct Shared {
-    config: Arc<ApiConfig>,
-    in_flight: Arc<Semaphore>,
-}
-
 /// The aggregates' routes of one type, with their types erased.
 trait Declarations: Send + Sync {
-    fn mount(&self, router: Router<Shared>, commands: &Commands) -> Router<Shared>;
+    fn mount(&self, router: Router, commands: &Commands) -> Router;
     fn described(&self) -> Vec<api_doc::Described>;
 }
 
 impl<A: Aggregate> Declarations for CommandRoutes<A> {
-    fn mount(&self, router: Router<Shared>, commands: &Commands) -> Router<Shared> {
+    fn mount(&self, router: Router, commands: &Commands) -> Router {
         CommandRoutes::mount(self, router, commands)
     }
 
@@ -229,20 +217,14 @@ impl CommandApi {
     /// [`with_problem_fallbacks`] once to the merged router. Commands run
     /// through `commands`' handlers, which sagas of the same process share.
     pub fn routes(&self, commands: &Commands, config: ApiConfig) -> Router {
-        let shared = Shared {
-            in_flight: Arc::new(Semaphore::new(config.in_flight_requests_max)),
-            config: Arc::new(config),
-        };
-        let guard = middleware::from_fn_with_state(shared.clone(), guard);
-        self.aggregates
+        let routes = self
+            .aggregates
             .iter()
             .fold(Router::new(), |router, routes| {
                 routes.mount(router, commands)
             })
-            .layer(DefaultBodyLimit::max(shared.config.body_bytes_max))
-            .layer(guard)
-            .layer(CatchPanicLayer::custom(panic_response))
-            .with_state(shared)
+            .layer(DefaultBodyLimit::max(config.body_bytes_max));
+        limits::within_limits(routes, &config).layer(CatchPanicLayer::custom(panic_response))
     }
 
     /// The method and path template (`/customers/{id}/personal-data`) of
@@ -300,49 +282,6 @@ pub async fn serve(
         shutdown,
     )
     .await
-}
-
-/// Bounds the requests in flight and the time each may take.
-async fn guard(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
-    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            kind::OVERLOADED,
-            "Overloaded",
-            format!(
-                "{} requests are already in progress; retry shortly",
-                state.config.in_flight_requests_max
-            ),
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        .into_response();
-    };
-    let received = BodyReceived::default();
-    request.extensions_mut().insert(received.clone());
-    match tokio::time::timeout(state.config.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        // Nothing can have been applied to a command that was not even read.
-        Err(_) if !received.get() => {
-            tracing::info!(timeout = ?state.config.request_timeout, "a command's body did not arrive in time");
-            request::body_timeout(format!(
-                "the request body did not arrive within {} ms; nothing was applied",
-                state.config.request_timeout.as_millis()
-            ))
-            .into_response()
-        }
-        Err(_) => {
-            tracing::warn!(timeout = ?state.config.request_timeout, "a command request timed out");
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                kind::TIMEOUT,
-                "Timed out",
-                "the command did not finish in time and may or may not have been applied; \
-                 retry with the same Idempotency-Key to find out",
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-            .into_response()
-        }
-    }
 }
 
 async fn route_not_found(uri: Uri) -> Problem {

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
@@ -20,7 +20,6 @@ use crate::aggregate::Aggregate;
 use crate::commands::Commands;
 use crate::error::CommandError;
 use crate::handler::{CommandContext, CommandOutcome};
-use crate::http::Shared;
 use crate::http::problem::{Problem, etag, kind};
 use crate::http::request::{
     BodyRule, COMMAND_ID, CORRELATION_ID, CommandRequest, FieldErrors, IDEMPOTENT_REPLAYED,
@@ -440,7 +439,7 @@ impl<A: Aggregate> std::fmt::Debug for CommandRoutes<A> {
 impl<A: Aggregate> CommandRoutes<A> {
     /// Adds the routes to `router`, each running its commands through
     /// `commands`' handler of `A`.
-    pub(crate) fn mount(&self, mut router: Router<Shared>, commands: &Commands) -> Router<Shared> {
+    pub(crate) fn mount(&self, mut router: Router, commands: &Commands) -> Router {
         for declared in &self.routes {
             let endpoint = Endpoint::<A> {
                 collection: self.collection,
@@ -449,8 +448,7 @@ impl<A: Aggregate> CommandRoutes<A> {
                 build: declared.build.clone(),
             };
             let endpoint = Arc::new(endpoint);
-            let handler = move |State(_): State<Shared>,
-                                uri: Uri,
+            let handler = move |uri: Uri,
                                 path: Result<Path<Vec<(String, String)>>, PathRejection>,
                                 request: CommandRequest| {
                 let endpoint = endpoint.clone();

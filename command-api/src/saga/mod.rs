@@ -316,8 +316,10 @@ pub struct SagaConfig {
     /// Write a checkpoint at least this often while there is progress to
     /// save, so a quiet saga does not leave its last events unrecorded.
     pub checkpoint_interval: Duration,
-    /// First pause before retrying an event after a transient failure; it
-    /// doubles on each failure up to `retry_backoff_max`.
+    /// First pause before retrying an event after a transient failure (or
+    /// following the log again after it failed); it doubles on each failure
+    /// up to `retry_backoff_max`. Each pause is lengthened by a random part
+    /// of up to as much again, so that retries do not come in lockstep.
     pub retry_backoff_min: Duration,
     pub retry_backoff_max: Duration,
     /// Events handled at once (in different lanes).

@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use event_store::{
     Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent,
-    SystemClock,
+    Subscription, SystemClock,
 };
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
@@ -81,14 +82,25 @@ impl<S: Saga> SagaRunner<S> {
     /// Failures never end it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let _stopped = MarkStopped(self.status.clone());
-        let name = self.saga.name();
         let mut shutdown = Shutdown::new(shutdown);
         let Some(checkpoint) = self.start(&mut shutdown).await else {
             return;
         };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut run = self.started(checkpoint, stop_rx);
+        self.follow(&mut run, &mut shutdown).await;
+        self.stop(run, stop_tx).await;
+    }
+
+    /// The run's memory from the checkpoint it starts from, reported as
+    /// running.
+    fn started(
+        &self,
+        checkpoint: Checkpoint<S::State>,
+        stop: watch::Receiver<bool>,
+    ) -> Run<S::State> {
         let start = Position(checkpoint.position);
         let summary = self.saga.summary(&checkpoint.state);
-        let state = Arc::new(Mutex::new(checkpoint.state));
         self.status.update(|s| {
             s.state = SagaState::Running;
             s.started_after = start.0;
@@ -96,109 +108,139 @@ impl<S: Saga> SagaRunner<S> {
             s.checkpoint = start.0;
             s.state_summary = summary;
         });
-        tracing::info!(saga = name, after = start.0, "saga started");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut run = Run {
+        tracing::info!(saga = self.saga.name(), after = start.0, "saga started");
+        Run {
             lanes: Lanes::new(start),
             tasks: JoinSet::new(),
             in_task: HashMap::new(),
             checkpointed: start,
             checkpoint_due: tokio::time::Instant::now() + self.config.checkpoint_interval,
-            state,
-            stop: stop_rx,
+            state: Arc::new(Mutex::new(checkpoint.state)),
+            stop,
             last_received: None,
-        };
-        let mut pause = Backoff::new(&self.config);
-        'subscribe: loop {
-            let from = Position(run.lanes.received.0 + 1);
-            // Coming back after a failure: a log truncated or restored from
-            // an older copy since would hand out other events under
-            // positions already handled, and the saga would miss them.
-            if let Some((position, id)) = run.last_received
-                && let Err(e) = self.store.check_continues(position, id).await
-            {
-                self.failed_to_follow(match e {
-                    event_store::Error::Diverged(why) => format!(
-                        "{why}; restart this process so that the saga resumes from its \
-                             checkpoint in the log as it is now"
-                    ),
-                    other => format!("cannot check the log before subscribing again: {other}"),
-                });
-                if !self.back_off(&mut pause, &mut shutdown).await {
-                    break 'subscribe;
-                }
-                continue 'subscribe;
-            }
-            let mut subscription = match self.store.subscribe(from, self.saga.filter()).await {
+        }
+    }
+
+    /// Subscribes and follows the log until shutdown, subscribing again
+    /// after a back-off whenever following fails.
+    async fn follow(&self, run: &mut Run<S::State>, shutdown: &mut Shutdown<'_>) {
+        let mut pause = None;
+        loop {
+            let followed = match self.subscribe(run).await {
                 Ok(subscription) => {
-                    // Back after a failure: an idle log brings no event to
-                    // say so, and readiness must not wait for one.
-                    self.status.update(|s| s.state = SagaState::Running);
-                    subscription
+                    self.follow_subscription(run, subscription, shutdown, &mut pause)
+                        .await
                 }
-                Err(e) => {
-                    self.failed_to_follow(format!("cannot subscribe: {e}"));
-                    if !self.back_off(&mut pause, &mut shutdown).await {
-                        break 'subscribe;
-                    }
-                    continue 'subscribe;
-                }
+                Err(error) => Followed::Failed(error),
             };
-            loop {
-                let can_read = run.lanes.outstanding.len() < self.config.window.max(1);
-                let has_tasks = !run.tasks.is_empty();
-                let next = tokio::select! {
-                    biased;
-                    () = shutdown.wait() => Next::Stop,
-                    Some(finished) = run.tasks.join_next_with_id(), if has_tasks => Next::Finished(finished),
-                    item = subscription.next(), if can_read => Next::Event(item),
-                    () = tokio::time::sleep_until(run.checkpoint_due),
-                        if run.lanes.watermark() > run.checkpointed => Next::CheckpointDue,
-                };
-                match next {
-                    Next::Stop => break 'subscribe,
-                    Next::CheckpointDue => self.checkpoint(&mut run).await,
-                    Next::Finished(finished) => {
-                        self.finished(&mut run, finished);
-                        self.dispatch(&mut run);
-                        if run.lanes.watermark().0 - run.checkpointed.0
-                            >= self.config.checkpoint_every_events.get()
-                            || (tokio::time::Instant::now() >= run.checkpoint_due
-                                && run.lanes.watermark() > run.checkpointed)
-                        {
-                            self.checkpoint(&mut run).await;
-                        }
-                    }
-                    Next::Event(Some(Ok(event))) => {
-                        pause.reset();
-                        run.last_received = Some((event.position, event.id));
-                        let lane = self.saga.lane(&event);
-                        run.lanes.arrived(lane, event);
-                        self.dispatch(&mut run);
-                        let in_flight = run.lanes.outstanding.len() as u64;
-                        self.status.update(|s| s.events_in_flight = in_flight);
-                    }
-                    Next::Event(Some(Err(e))) => {
-                        self.failed_to_follow(format!("the subscription failed: {e}"));
-                        if !self.back_off(&mut pause, &mut shutdown).await {
-                            break 'subscribe;
-                        }
-                        continue 'subscribe;
-                    }
-                    Next::Event(None) => {
-                        self.failed_to_follow("the subscription ended".into());
-                        if !self.back_off(&mut pause, &mut shutdown).await {
-                            break 'subscribe;
-                        }
-                        continue 'subscribe;
+            match followed {
+                Followed::Stopped => return,
+                Followed::Failed(error) => {
+                    self.failed_to_follow(error);
+                    if !self.back_off(&mut pause, shutdown).await {
+                        return;
                     }
                 }
             }
         }
-        // Events being handled finish their attempt (a command half-sent is
-        // not abandoned); those waiting to retry stop waiting and stay
-        // undone, so the checkpoint stays below them.
-        let _ = stop_tx.send(true);
+    }
+
+    /// A subscription from the first position not yet received.
+    async fn subscribe(&self, run: &Run<S::State>) -> Result<Subscription, String> {
+        let from = Position(run.lanes.received.0 + 1);
+        // Coming back after a failure: a log truncated or restored from an
+        // older copy since would hand out other events under positions
+        // already handled, and the saga would miss them.
+        if let Some((position, id)) = run.last_received
+            && let Err(e) = self.store.check_continues(position, id).await
+        {
+            return Err(match e {
+                event_store::Error::Diverged(why) => format!(
+                    "{why}; restart this process so that the saga resumes from its \
+                         checkpoint in the log as it is now"
+                ),
+                other => format!("cannot check the log before subscribing again: {other}"),
+            });
+        }
+        let subscription = self
+            .store
+            .subscribe(from, self.saga.filter())
+            .await
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
+        // Back after a failure: an idle log brings no event to say so, and
+        // readiness must not wait for one.
+        self.status.update(|s| s.state = SagaState::Running);
+        Ok(subscription)
+    }
+
+    /// Hands the subscription's events to the lanes, books finished tasks
+    /// and writes checkpoints, until shutdown or until the subscription
+    /// fails.
+    async fn follow_subscription(
+        &self,
+        run: &mut Run<S::State>,
+        mut subscription: Subscription,
+        shutdown: &mut Shutdown<'_>,
+        pause: &mut Option<ExponentialBackoff>,
+    ) -> Followed {
+        loop {
+            let can_read = run.lanes.outstanding.len() < self.config.window.max(1);
+            let has_tasks = !run.tasks.is_empty();
+            let next = tokio::select! {
+                biased;
+                () = shutdown.wait() => Next::Stop,
+                Some(finished) = run.tasks.join_next_with_id(), if has_tasks => Next::Finished(finished),
+                item = subscription.next(), if can_read => Next::Event(item),
+                () = tokio::time::sleep_until(run.checkpoint_due),
+                    if run.lanes.watermark() > run.checkpointed => Next::CheckpointDue,
+            };
+            match next {
+                Next::Stop => return Followed::Stopped,
+                Next::CheckpointDue => self.checkpoint(run).await,
+                Next::Finished(finished) => {
+                    self.finished(run, finished);
+                    self.dispatch(run);
+                    if self.checkpoint_is_due(run) {
+                        self.checkpoint(run).await;
+                    }
+                }
+                Next::Event(Some(Ok(event))) => {
+                    // Following works again: the next failure waits the
+                    // shortest pause.
+                    *pause = None;
+                    self.received(run, event);
+                }
+                Next::Event(Some(Err(e))) => {
+                    return Followed::Failed(format!("the subscription failed: {e}"));
+                }
+                Next::Event(None) => return Followed::Failed("the subscription ended".into()),
+            }
+        }
+    }
+
+    /// Whether the watermark moved far enough, or long enough ago, to be
+    /// written.
+    fn checkpoint_is_due(&self, run: &Run<S::State>) -> bool {
+        run.lanes.watermark().0 - run.checkpointed.0 >= self.config.checkpoint_every_events.get()
+            || (tokio::time::Instant::now() >= run.checkpoint_due
+                && run.lanes.watermark() > run.checkpointed)
+    }
+
+    /// Queues an event in its lane and starts what can start.
+    fn received(&self, run: &mut Run<S::State>, event: RecordedEvent) {
+        run.last_received = Some((event.position, event.id));
+        let lane = self.saga.lane(&event);
+        run.lanes.arrived(lane, event);
+        self.dispatch(run);
+        let in_flight = run.lanes.outstanding.len() as u64;
+        self.status.update(|s| s.events_in_flight = in_flight);
+    }
+
+    /// Events being handled finish their attempt (a command half-sent is not
+    /// abandoned); those waiting to retry stop waiting and stay undone, so
+    /// the checkpoint stays below them. Then the last checkpoint.
+    async fn stop(&self, mut run: Run<S::State>, stop: watch::Sender<bool>) {
+        let _ = stop.send(true);
         while let Some(finished) = run.tasks.join_next_with_id().await {
             self.finished(&mut run, finished);
         }
@@ -206,7 +248,7 @@ impl<S: Saga> SagaRunner<S> {
             self.checkpoint(&mut run).await;
         }
         tracing::info!(
-            saga = name,
+            saga = self.saga.name(),
             position = run.lanes.watermark().0,
             checkpoint = run.checkpointed.0,
             "saga stopped"
@@ -222,7 +264,7 @@ impl<S: Saga> SagaRunner<S> {
                 state: S::State::default(),
             });
         }
-        let mut pause = Backoff::new(&self.config);
+        let mut pause = None;
         loop {
             match self.read_checkpoint().await {
                 Ok(checkpoint) => return Some(checkpoint),
@@ -404,10 +446,14 @@ impl<S: Saga> SagaRunner<S> {
         });
     }
 
-    /// Waits `pause` (doubling it for next time, up to the maximum). False
-    /// when stopped meanwhile.
-    async fn back_off(&self, pause: &mut Backoff, shutdown: &mut Shutdown<'_>) -> bool {
-        let wait = pause.next_wait();
+    /// Waits the next of the `pause`s (the first of a fresh series when
+    /// `None`). False when stopped meanwhile.
+    async fn back_off(
+        &self,
+        pause: &mut Option<ExponentialBackoff>,
+        shutdown: &mut Shutdown<'_>,
+    ) -> bool {
+        let wait = next_pause(pause, &self.config);
         tokio::select! {
             () = tokio::time::sleep(wait) => true,
             () = shutdown.wait() => false,
@@ -416,33 +462,25 @@ impl<S: Saga> SagaRunner<S> {
 }
 
 /// The waits between retries: from the configured minimum, doubling on
-/// each failure up to the maximum.
-struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
+/// each failure up to the maximum, each lengthened by a random part of up
+/// to as much again so that sagas failing together (every process's, on
+/// one store outage) do not retry in lockstep.
+fn retry_pauses(config: &SagaConfig) -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(config.retry_backoff_min)
+        .with_max_delay(config.retry_backoff_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
-impl Backoff {
-    fn new(config: &SagaConfig) -> Self {
-        Self {
-            next: config.retry_backoff_min,
-            min: config.retry_backoff_min,
-            max: config.retry_backoff_max,
-        }
-    }
-
-    /// How long to wait before this retry; the next wait doubles.
-    fn next_wait(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    /// After a success: the next failure waits the minimum again.
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
+/// The next wait of `pauses`, starting a series when there is none.
+fn next_pause(pauses: &mut Option<ExponentialBackoff>, config: &SagaConfig) -> Duration {
+    pauses
+        .get_or_insert_with(|| retry_pauses(config))
+        .next()
+        .unwrap_or(config.retry_backoff_max)
 }
 
 /// Whether an event is done (handled or skipped) or still to do (stopped
@@ -478,7 +516,7 @@ async fn handle_until_done<S: Saga>(
         status,
     } = worker;
     let name = saga.name();
-    let mut pause = Backoff::new(&config);
+    let mut pause = None;
     let mut attempt = 1;
     // Counted in the status as an event being retried.
     let mut retrying = false;
@@ -526,7 +564,7 @@ async fn handle_until_done<S: Saga>(
                     });
                 });
                 retrying = true;
-                let wait = pause.next_wait();
+                let wait = next_pause(&mut pause, &config);
                 let stopped = tokio::select! {
                     () = tokio::time::sleep(wait) => false,
                     _ = stop.wait_for(|stop| *stop) => true,
@@ -626,6 +664,14 @@ impl Lanes {
     }
 }
 
+/// How following one subscription ended.
+enum Followed {
+    /// Shutdown.
+    Stopped,
+    /// The subscription failed or ended; why.
+    Failed(String),
+}
+
 /// What woke the saga's loop.
 enum Next {
     Stop,
@@ -663,15 +709,24 @@ mod tests {
 
     #[test]
     fn back_off_doubles_up_to_the_maximum_and_resets() {
-        let mut pause = Backoff::new(&SagaConfig {
+        let config = SagaConfig {
             retry_backoff_min: Duration::from_millis(10),
             retry_backoff_max: Duration::from_millis(35),
             ..SagaConfig::default()
-        });
-        let waits: Vec<u128> = (0..4).map(|_| pause.next_wait().as_millis()).collect();
-        assert_eq!(waits, [10, 20, 35, 35]);
-        pause.reset();
-        assert_eq!(pause.next_wait(), Duration::from_millis(10));
+        };
+        // Each wait is its step of the series plus a jitter of less than
+        // the step again.
+        let steps = [10, 20, 35, 35, 35].map(Duration::from_millis);
+        for _ in 0..20 {
+            let mut pause = None;
+            for step in steps {
+                let wait = next_pause(&mut pause, &config);
+                assert!(step <= wait && wait < step * 2, "{wait:?} for {step:?}");
+            }
+            pause = None;
+            let wait = next_pause(&mut pause, &config);
+            assert!(wait < Duration::from_millis(20), "{wait:?} after a reset");
+        }
     }
 
     fn event(position: u64) -> RecordedEvent {

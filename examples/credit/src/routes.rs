@@ -419,8 +419,9 @@ pub struct CancelOrder {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
+    use http_edge::openapi;
     use serde_json::{Value, json};
 
     use crate::domain::money::AMOUNT_MAX;
@@ -432,39 +433,8 @@ mod tests {
     }
 
     /// Every operation of the document, with its response statuses.
-    fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
-        const METHODS: [&str; 8] = [
-            "get", "put", "post", "delete", "options", "head", "patch", "trace",
-        ];
-        let mut operations = BTreeMap::new();
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for (method, operation) in item.as_object().expect("a path item") {
-                assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
-                let statuses = operation["responses"]
-                    .as_object()
-                    .expect("responses")
-                    .keys()
-                    .cloned()
-                    .collect();
-                operations.insert((method.clone(), path.clone()), statuses);
-            }
-        }
-        operations
-    }
-
-    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(map) => {
-                for (key, v) in map {
-                    match (key.as_str(), v) {
-                        ("$ref", Value::String(r)) => found.push(r),
-                        _ => refs(v, found),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
-            _ => {}
-        }
+    fn operations(doc: &Value) -> openapi::Operations {
+        openapi::operations(doc).expect("an OpenAPI document's paths")
     }
 
     /// Every documented operation is served: a request to it with a
@@ -616,31 +586,16 @@ mod tests {
     #[test]
     fn every_operation_has_a_summary_and_its_own_id() {
         let doc = document();
-        let mut ids = BTreeSet::new();
-        for item in doc["paths"].as_object().expect("paths").values() {
-            for operation in item.as_object().expect("a path item").values() {
-                assert!(operation["summary"].is_string(), "{operation}");
-                let id = operation["operationId"].as_str().expect("an operation id");
-                assert!(ids.insert(id.to_owned()), "{id} is used twice");
-            }
-        }
+        assert!(!operations(&doc).is_empty());
+        assert_eq!(openapi::unnamed_operations(&doc), Vec::<String>::new());
     }
 
     #[test]
     fn every_schema_referenced_is_defined() {
         let doc = document();
-        let schemas = doc["components"]["schemas"]
-            .as_object()
-            .expect("component schemas");
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
-        assert!(!found.is_empty());
-        for r in found {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .unwrap_or_else(|| panic!("{r} is not a component schema"));
-            assert!(schemas.contains_key(name), "{r} is not defined");
-        }
+        assert!(doc["components"]["schemas"].is_object());
+        assert!(!openapi::refs(&doc).is_empty());
+        assert_eq!(openapi::undefined_refs(&doc), Vec::<String>::new());
     }
 
     #[test]

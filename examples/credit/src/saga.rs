@@ -178,6 +178,9 @@ impl OrderFulfilment {
         }
     }
 
+    /// Takes a placed order through the credit check: reserve, then approve
+    /// or reject; or, when the order moved on or its time ran out, undo
+    /// what was reserved for it.
     async fn on_placed(
         &self,
         event: &RecordedEvent,
@@ -186,32 +189,8 @@ impl OrderFulfilment {
     ) -> Result<Outcome, SagaError> {
         let order_id = placed.order_id;
         let customer_id = placed.customer_id;
-        let order = self
-            .orders
-            .load(order_id)
-            .await
-            .map_err(SagaError::from_command)?;
-        match order.state.status() {
-            Some(OrderStatus::Pending) => {}
-            // Handled before (this is a redelivery), or decided by someone
-            // else; either way the credit check is over.
-            Some(OrderStatus::Approved) => return Ok(Outcome::NothingToDo),
-            // Moved on: whatever is still held for it must go, and a
-            // reservation a crashed run may still have on its way must
-            // never land. One that beat the fence is readable once the
-            // fence answers, so the release finds it (the cancellation's
-            // own release may come too early to).
-            Some(OrderStatus::Rejected | OrderStatus::Cancelled) => {
-                context
-                    .fence("reserve", "the order was decided or cancelled first")
-                    .await?;
-                return self.release(context, customer_id, order_id).await;
-            }
-            None => {
-                return Err(SagaError::Permanent(format!(
-                    "order {order_id} has an OrderPlaced event but does not load as placed"
-                )));
-            }
+        if let Some(outcome) = self.settled_already(placed, context).await? {
+            return Ok(outcome);
         }
         context.update(|s| {
             s.in_flight.insert(
@@ -222,66 +201,146 @@ impl OrderFulfilment {
                 },
             )
         });
-
         if self.overdue(event.timestamp, context.now()) {
-            let limit = self.config.decision_timeout.as_millis();
-            let reason = reason(
-                "timeout",
-                &format!("the credit check did not finish within {limit} ms of the placement"),
-            )?;
-            self.reject(context, customer_id, order_id, reason).await?;
-            // A reservation made by an earlier attempt (or still on its
-            // way) must not outlive the order.
-            context.fence("reserve", "the order timed out").await?;
-            self.release(context, customer_id, order_id).await?;
-            return Ok(Outcome::TimedOut);
+            return self.time_out(context, customer_id, order_id).await;
         }
+        if let Some(reason) = self.reserve(placed, context).await? {
+            return self.refuse(context, customer_id, order_id, reason).await;
+        }
+        self.approve(context, customer_id, order_id).await
+    }
 
+    /// The outcome when the order's credit check is over already (`None`
+    /// while the order is pending), undoing what is still held for an order
+    /// that moved on.
+    async fn settled_already(
+        &self,
+        placed: &OrderPlaced,
+        context: &SagaContext<OrderFulfilmentState>,
+    ) -> Result<Option<Outcome>, SagaError> {
+        let order_id = placed.order_id;
+        let order = self
+            .orders
+            .load(order_id)
+            .await
+            .map_err(SagaError::from_command)?;
+        match order.state.status() {
+            Some(OrderStatus::Pending) => Ok(None),
+            // Handled before (this is a redelivery), or decided by someone
+            // else; either way the credit check is over.
+            Some(OrderStatus::Approved) => Ok(Some(Outcome::NothingToDo)),
+            // Moved on: whatever is still held for it must go, and a
+            // reservation a crashed run may still have on its way must
+            // never land. One that beat the fence is readable once the
+            // fence answers, so the release finds it (the cancellation's
+            // own release may come too early to).
+            Some(OrderStatus::Rejected | OrderStatus::Cancelled) => {
+                context
+                    .fence("reserve", "the order was decided or cancelled first")
+                    .await?;
+                self.release(context, placed.customer_id, order_id)
+                    .await
+                    .map(Some)
+            }
+            None => Err(SagaError::Permanent(format!(
+                "order {order_id} has an OrderPlaced event but does not load as placed"
+            ))),
+        }
+    }
+
+    /// Rejects an order whose credit check ran past its time, and releases
+    /// what was reserved for it.
+    async fn time_out(
+        &self,
+        context: &SagaContext<OrderFulfilmentState>,
+        customer_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Outcome, SagaError> {
+        let limit = self.config.decision_timeout.as_millis();
+        let reason = reason(
+            "timeout",
+            &format!("the credit check did not finish within {limit} ms of the placement"),
+        )?;
+        self.reject(context, customer_id, order_id, reason).await?;
+        // A reservation made by an earlier attempt (or still on its way)
+        // must not outlive the order.
+        context.fence("reserve", "the order timed out").await?;
+        self.release(context, customer_id, order_id).await?;
+        Ok(Outcome::TimedOut)
+    }
+
+    /// Reserves the order's total on its customer: `None` when it is
+    /// reserved (now or before), else why the credit check refuses.
+    async fn reserve(
+        &self,
+        placed: &OrderPlaced,
+        context: &SagaContext<OrderFulfilmentState>,
+    ) -> Result<Option<Reason>, SagaError> {
+        let (customer_id, order_id) = (placed.customer_id, placed.order_id);
         let ids = [customer_id.as_bytes().as_slice(), order_id.as_bytes()];
         let reserve = CustomerCommand::ReserveCredit {
             customer_id,
             order_id,
             amount: placed.total,
         };
-        let refusal = match self
+        match self
             .customers
             .execute(reserve, context.command("reserve", &ids)?)
             .await
         {
-            Ok(_) | Err(CommandError::Rejected(CustomerError::AlreadyReserved(_))) => None,
+            Ok(_) | Err(CommandError::Rejected(CustomerError::AlreadyReserved(_))) => Ok(None),
             Err(CommandError::Rejected(refusal)) => {
-                Some(reason(refusal.rule(), &refusal.to_string())?)
+                Ok(Some(reason(refusal.rule(), &refusal.to_string())?))
             }
             Err(CommandError::NotFound { .. }) => {
                 let refusal = CustomerError::NotRegistered(customer_id);
-                Some(reason(refusal.rule(), &refusal.to_string())?)
+                Ok(Some(reason(refusal.rule(), &refusal.to_string())?))
             }
             // The key's record is a fence: an earlier run decided the
             // reservation must not happen and was on its way to reject.
-            Err(CommandError::Fenced { .. }) => Some(reason(
+            Err(CommandError::Fenced { .. }) => Ok(Some(reason(
                 "credit-check-abandoned",
                 "an earlier credit check was abandoned",
-            )?),
-            Err(e) => return Err(SagaError::from_command(e)),
-        };
-        if let Some(reason) = refusal {
-            // A reservation a crashed run sent may still be on its way; it
-            // must not land after the order is rejected.
-            match context
-                .fence("reserve", "the credit check refused it")
-                .await?
-            {
-                Fenced::Now | Fenced::Before => {}
-                // It landed just now: decide again with it.
-                Fenced::Ran => {
-                    return Err(SagaError::Transient(
-                        "a reservation of an earlier run landed meanwhile".into(),
-                    ));
-                }
-            }
-            return self.reject(context, customer_id, order_id, reason).await;
+            )?)),
+            Err(e) => Err(SagaError::from_command(e)),
         }
+    }
 
+    /// Rejects an order the credit check refused, once no reservation of an
+    /// earlier run can land any more.
+    async fn refuse(
+        &self,
+        context: &SagaContext<OrderFulfilmentState>,
+        customer_id: Uuid,
+        order_id: Uuid,
+        reason: Reason,
+    ) -> Result<Outcome, SagaError> {
+        // A reservation a crashed run sent may still be on its way; it must
+        // not land after the order is rejected.
+        match context
+            .fence("reserve", "the credit check refused it")
+            .await?
+        {
+            Fenced::Now | Fenced::Before => {}
+            // It landed just now: decide again with it.
+            Fenced::Ran => {
+                return Err(SagaError::Transient(
+                    "a reservation of an earlier run landed meanwhile".into(),
+                ));
+            }
+        }
+        self.reject(context, customer_id, order_id, reason).await
+    }
+
+    /// Approves an order whose credit is reserved; releases the credit when
+    /// the order moved on meanwhile.
+    async fn approve(
+        &self,
+        context: &SagaContext<OrderFulfilmentState>,
+        customer_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Outcome, SagaError> {
+        let ids = [customer_id.as_bytes().as_slice(), order_id.as_bytes()];
         let approve = OrderCommand::Approve { order_id };
         match self
             .orders

@@ -30,7 +30,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::ServeConfig;
+use super::config::ServeConfig;
 use super::refusal::Refusal;
 
 /// How many bytes a chunk-size line or a trailer line of a chunked body

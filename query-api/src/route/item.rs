@@ -13,9 +13,12 @@ use sqlx::Row;
 use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::{RefOr, schema::Schema};
 
-use super::{Describe, FromViewRow, Route, View, ViewRow};
+use super::common::{self, Describe, Route, View};
+use super::row::{FromViewRow, ViewRow};
+use crate::answer::{json_answer, not_found, view_problem};
 use crate::params::{self, Params};
-use crate::{QueryState, api_doc, consistency, json_answer, not_found, view_problem};
+use crate::state::QueryState;
+use crate::{api_doc, consistency};
 
 /// How the path's parameter is spelled.
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +183,7 @@ impl<R: FromViewRow> ItemRoute<R> {
     }
 
     fn parameter_name(&self) -> &'static str {
-        super::path_parameter(self.path).unwrap_or("id")
+        common::path_parameter(self.path).unwrap_or("id")
     }
 
     fn noun_text(&self) -> String {
@@ -265,7 +268,7 @@ impl<R: FromViewRow> Route for ItemRoute<R> {
         parameters.extend(api_doc::min_position_params());
         OperationBuilder::new()
             .operation_id(Some(self.describe.operation_id.map_or_else(
-                || format!("get_{}", super::path_words(self.path)),
+                || format!("get_{}", common::path_words(self.path)),
                 str::to_owned,
             )))
             .summary(Some(self.describe.summary.unwrap_or("One item")))

@@ -12,10 +12,13 @@ use serde::Serialize;
 use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::{RefOr, schema::Schema};
 
-use super::filter::page_sql;
-use super::{Bind, Describe, Filter, FromViewRow, Key, Route, View, ViewRow};
+use super::common::{self, Describe, Route, View};
+use super::filter::{Bind, Filter, Key, page_sql};
+use super::row::{FromViewRow, ViewRow};
+use crate::answer::{self, json_answer, view_problem};
 use crate::params::Params;
-use crate::{QueryState, api_doc, consistency, cursor, json_answer, view_problem};
+use crate::state::QueryState;
+use crate::{api_doc, consistency, cursor};
 
 /// The parameters every list accepts besides its filters.
 const PAGE_PARAMETERS: [&str; 3] = ["limit", "cursor", "min_position"];
@@ -184,7 +187,7 @@ impl<R: FromViewRow> ListRoute<R> {
                 given.push((filter, value));
             }
         }
-        let limit = crate::page_limit(&params, state.config())?;
+        let limit = answer::page_limit(&params, state.config())?;
         let key = given.iter().find_map(|(f, _)| f.key()).unwrap_or(&self.key);
         // The cursor holds the key of the last row; it only continues the
         // query with the same filters, values and order.
@@ -223,7 +226,7 @@ impl<R: FromViewRow> ListRoute<R> {
             consistency::wait_for(&state, projection, min).await?;
         }
         let (sql, binds) = page_sql(&self.sql, &given, key, after, limit + 1);
-        let (position, rows) = crate::read_page(&state, projection, sql, binds).await?;
+        let (position, rows) = answer::read_page(&state, projection, sql, binds).await?;
         let problem = |e: sqlx::Error| view_problem(&e, projection);
         let shown = rows.len().min(limit);
         let items = rows[..shown]
@@ -273,7 +276,7 @@ impl<R: FromViewRow> Route for ListRoute<R> {
         parameters.extend(api_doc::min_position_params());
         OperationBuilder::new()
             .operation_id(Some(self.describe.operation_id.map_or_else(
-                || format!("list_{}", super::path_words(self.path)),
+                || format!("list_{}", common::path_words(self.path)),
                 str::to_owned,
             )))
             .summary(Some(self.describe.summary.unwrap_or("A page of items")))

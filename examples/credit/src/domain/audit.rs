@@ -53,140 +53,169 @@ pub fn audit_credit<'a>(
     events: impl IntoIterator<Item = &'a RecordedEvent>,
     expect_decided: bool,
 ) -> CreditAudit {
-    let mut audit = CreditAudit::default();
-    let mut customers: HashMap<Uuid, Ledger> = HashMap::new();
-    let mut orders: BTreeMap<Uuid, OrderFacts> = BTreeMap::new();
+    let mut auditor = Auditor::default();
     for event in events {
         let stream = event.stream_id.as_str();
         let at = event.position.0;
         if stream.starts_with("customer-") {
-            let Some(decoded) = decode_or_report::<CustomerEvent>(&mut audit, event) else {
-                continue;
-            };
-            match decoded {
-                CustomerEvent::Registered(e) => {
-                    customers.entry(e.customer_id).or_default().limit = e.credit_limit.amount();
-                }
-                CustomerEvent::CreditLimitChanged(e) => {
-                    let ledger = customers.entry(e.customer_id).or_default();
-                    ledger.limit = e.credit_limit.amount();
-                    check_limit(&mut audit, at, e.customer_id, ledger);
-                }
-                CustomerEvent::CreditReserved(e) => {
-                    let ledger = customers.entry(e.customer_id).or_default();
-                    if ledger
-                        .reserved
-                        .insert(e.order_id, e.amount.amount())
-                        .is_some()
-                    {
-                        audit.violations.push(format!(
-                            "position {at}: credit reserved twice for order {}",
-                            e.order_id
-                        ));
-                    }
-                    check_limit(&mut audit, at, e.customer_id, ledger);
-                }
-                CustomerEvent::CreditReleased(e) => {
-                    let ledger = customers.entry(e.customer_id).or_default();
-                    if ledger.reserved.remove(&e.order_id).is_none() {
-                        audit.violations.push(format!(
-                            "position {at}: credit released for order {} with none reserved",
-                            e.order_id
-                        ));
-                    }
-                }
-                CustomerEvent::Forgotten(_) => {}
+            if let Some(decoded) = decode_or_report(&mut auditor.audit, event) {
+                auditor.customer_event(at, decoded);
             }
-        } else if stream.starts_with("order-") {
-            let Some(decoded) = decode_or_report::<OrderEvent>(&mut audit, event) else {
-                continue;
-            };
-            match decoded {
-                OrderEvent::Placed(e) => {
-                    orders.insert(
-                        e.order_id,
-                        OrderFacts {
-                            customer_id: e.customer_id,
-                            total: e.total.amount(),
-                            approvals: 0,
-                            rejections: 0,
-                            cancelled: false,
-                        },
-                    );
-                }
-                OrderEvent::Approved(e) => match orders.get_mut(&e.order_id) {
-                    Some(order) => order.approvals += 1,
-                    None => audit.violations.push(format!(
-                        "position {at}: order {} approved but never placed",
-                        e.order_id
-                    )),
-                },
-                OrderEvent::Rejected(e) => match orders.get_mut(&e.order_id) {
-                    Some(order) => order.rejections += 1,
-                    None => audit.violations.push(format!(
-                        "position {at}: order {} rejected but never placed",
-                        e.order_id
-                    )),
-                },
-                OrderEvent::Cancelled(e) => match orders.get_mut(&e.order_id) {
-                    Some(order) => order.cancelled = true,
-                    None => audit.violations.push(format!(
-                        "position {at}: order {} cancelled but never placed",
-                        e.order_id
-                    )),
-                },
+        } else if stream.starts_with("order-")
+            && let Some(decoded) = decode_or_report(&mut auditor.audit, event)
+        {
+            auditor.order_event(at, decoded);
+        }
+    }
+    auditor.finish(expect_decided)
+}
+
+/// The audit so far, with the customers' ledgers and the orders' facts it
+/// checks the next events against.
+#[derive(Default)]
+struct Auditor {
+    audit: CreditAudit,
+    customers: HashMap<Uuid, Ledger>,
+    orders: BTreeMap<Uuid, OrderFacts>,
+}
+
+impl Auditor {
+    /// A customer's event at position `at`: limits and reservations, with
+    /// the limit checked after each change.
+    fn customer_event(&mut self, at: u64, event: CustomerEvent) {
+        let audit = &mut self.audit;
+        match event {
+            CustomerEvent::Registered(e) => {
+                self.customers.entry(e.customer_id).or_default().limit = e.credit_limit.amount();
             }
+            CustomerEvent::CreditLimitChanged(e) => {
+                let ledger = self.customers.entry(e.customer_id).or_default();
+                ledger.limit = e.credit_limit.amount();
+                check_limit(audit, at, e.customer_id, ledger);
+            }
+            CustomerEvent::CreditReserved(e) => {
+                let ledger = self.customers.entry(e.customer_id).or_default();
+                if ledger
+                    .reserved
+                    .insert(e.order_id, e.amount.amount())
+                    .is_some()
+                {
+                    audit.violations.push(format!(
+                        "position {at}: credit reserved twice for order {}",
+                        e.order_id
+                    ));
+                }
+                check_limit(audit, at, e.customer_id, ledger);
+            }
+            CustomerEvent::CreditReleased(e) => {
+                let ledger = self.customers.entry(e.customer_id).or_default();
+                if ledger.reserved.remove(&e.order_id).is_none() {
+                    audit.violations.push(format!(
+                        "position {at}: credit released for order {} with none reserved",
+                        e.order_id
+                    ));
+                }
+            }
+            CustomerEvent::Forgotten(_) => {}
         }
     }
 
-    audit.customers = customers.len();
-    audit.orders = orders.len();
-    let mut expected: HashMap<Uuid, BTreeMap<Uuid, i64>> = HashMap::new();
-    for (id, order) in &orders {
-        let decisions = order.approvals + order.rejections;
-        if decisions > 1 {
-            audit.violations.push(format!(
-                "order {id} was decided {decisions} times ({} approvals, {} rejections)",
-                order.approvals, order.rejections
+    /// An order's event at position `at`: counted against an order that
+    /// was placed, a violation otherwise.
+    fn order_event(&mut self, at: u64, event: OrderEvent) {
+        let (order_id, what, mark): (Uuid, &str, fn(&mut OrderFacts)) = match event {
+            OrderEvent::Placed(e) => {
+                self.orders.insert(
+                    e.order_id,
+                    OrderFacts {
+                        customer_id: e.customer_id,
+                        total: e.total.amount(),
+                        approvals: 0,
+                        rejections: 0,
+                        cancelled: false,
+                    },
+                );
+                return;
+            }
+            OrderEvent::Approved(e) => (e.order_id, "approved", |o| o.approvals += 1),
+            OrderEvent::Rejected(e) => (e.order_id, "rejected", |o| o.rejections += 1),
+            OrderEvent::Cancelled(e) => (e.order_id, "cancelled", |o| o.cancelled = true),
+        };
+        match self.orders.get_mut(&order_id) {
+            Some(order) => mark(order),
+            None => self.audit.violations.push(format!(
+                "position {at}: order {order_id} {what} but never placed"
+            )),
+        }
+    }
+
+    /// The audit once every event is in: the orders counted, and each
+    /// customer's reservations compared with its approved orders.
+    fn finish(mut self, expect_decided: bool) -> CreditAudit {
+        self.audit.customers = self.customers.len();
+        self.audit.orders = self.orders.len();
+        let expected = self.tally_orders(expect_decided);
+        self.check_reservations(expected);
+        self.audit
+    }
+
+    /// Counts the orders by outcome, noting orders decided more than once
+    /// (and, when `expect_decided`, never), and returns what each customer
+    /// should hold: its approved orders not cancelled, each for its total.
+    fn tally_orders(&mut self, expect_decided: bool) -> HashMap<Uuid, BTreeMap<Uuid, i64>> {
+        let audit = &mut self.audit;
+        let mut expected: HashMap<Uuid, BTreeMap<Uuid, i64>> = HashMap::new();
+        for (id, order) in &self.orders {
+            let decisions = order.approvals + order.rejections;
+            if decisions > 1 {
+                audit.violations.push(format!(
+                    "order {id} was decided {decisions} times ({} approvals, {} rejections)",
+                    order.approvals, order.rejections
+                ));
+            }
+            if order.cancelled {
+                audit.cancelled += 1;
+            }
+            if order.approvals > 0 {
+                audit.approved += 1;
+                if !order.cancelled {
+                    expected
+                        .entry(order.customer_id)
+                        .or_default()
+                        .insert(*id, order.total);
+                }
+            } else if order.rejections > 0 {
+                audit.rejected += 1;
+            } else if !order.cancelled {
+                audit.pending += 1;
+                if expect_decided {
+                    audit
+                        .violations
+                        .push(format!("order {id} was never decided"));
+                }
+            }
+        }
+        expected
+    }
+
+    /// Compares each customer's reservations with what its orders say it
+    /// should hold.
+    fn check_reservations(&mut self, mut expected: HashMap<Uuid, BTreeMap<Uuid, i64>>) {
+        for (id, ledger) in &self.customers {
+            let wanted = expected.remove(id).unwrap_or_default();
+            if ledger.reserved != wanted {
+                self.audit.violations.push(format!(
+                    "customer {id} holds reservations {:?}, but its approved orders not cancelled are {:?}",
+                    ledger.reserved, wanted
+                ));
+            }
+        }
+        for (id, wanted) in expected {
+            self.audit.violations.push(format!(
+                "customer {id} is unknown, but has approved orders {wanted:?}"
             ));
         }
-        if order.cancelled {
-            audit.cancelled += 1;
-        }
-        if order.approvals > 0 {
-            audit.approved += 1;
-            if !order.cancelled {
-                expected
-                    .entry(order.customer_id)
-                    .or_default()
-                    .insert(*id, order.total);
-            }
-        } else if order.rejections > 0 {
-            audit.rejected += 1;
-        } else if !order.cancelled {
-            audit.pending += 1;
-            if expect_decided {
-                audit
-                    .violations
-                    .push(format!("order {id} was never decided"));
-            }
-        }
     }
-    for (id, ledger) in &customers {
-        let wanted = expected.remove(id).unwrap_or_default();
-        if ledger.reserved != wanted {
-            audit.violations.push(format!(
-                "customer {id} holds reservations {:?}, but its approved orders not cancelled are {:?}",
-                ledger.reserved, wanted
-            ));
-        }
-    }
-    for (id, wanted) in expected {
-        audit.violations.push(format!(
-            "customer {id} is unknown, but has approved orders {wanted:?}"
-        ));
-    }
-    audit
 }
 
 /// The event decoded, or `None` with a violation noted: an event of the

@@ -1,8 +1,9 @@
 //! The OpenAPI document of the reference routes, as generated from their
 //! declarations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use http_edge::openapi;
 use serde_json::Value;
 
 fn document() -> Value {
@@ -10,39 +11,8 @@ fn document() -> Value {
 }
 
 /// Every operation of the document, with its response statuses.
-fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
-    const METHODS: [&str; 8] = [
-        "get", "put", "post", "delete", "options", "head", "patch", "trace",
-    ];
-    let mut operations = BTreeMap::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for (method, operation) in item.as_object().expect("a path item") {
-            assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
-            let statuses = operation["responses"]
-                .as_object()
-                .expect("responses")
-                .keys()
-                .cloned()
-                .collect();
-            operations.insert((method.clone(), path.clone()), statuses);
-        }
-    }
-    operations
-}
-
-fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map {
-                match (key.as_str(), v) {
-                    ("$ref", Value::String(r)) => found.push(r),
-                    _ => refs(v, found),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
-        _ => {}
-    }
+fn operations(doc: &Value) -> openapi::Operations {
+    openapi::operations(doc).expect("an OpenAPI document's paths")
 }
 
 fn parameters(doc: &Value, method: &str, path: &str) -> BTreeSet<(String, String)> {
@@ -157,14 +127,8 @@ fn every_parameter_a_handler_accepts_is_documented() {
 #[test]
 fn every_operation_has_a_summary_and_its_own_id() {
     let doc = document();
-    let mut ids = BTreeSet::new();
-    for item in doc["paths"].as_object().expect("paths").values() {
-        for operation in item.as_object().expect("a path item").values() {
-            assert!(operation["summary"].is_string(), "{operation}");
-            let id = operation["operationId"].as_str().expect("an operation id");
-            assert!(ids.insert(id.to_owned()), "{id} is used twice");
-        }
-    }
+    assert!(!operations(&doc).is_empty());
+    assert_eq!(openapi::unnamed_operations(&doc), Vec::<String>::new());
 }
 
 #[test]
@@ -173,15 +137,8 @@ fn every_schema_referenced_is_defined() {
     let schemas = doc["components"]["schemas"]
         .as_object()
         .expect("component schemas");
-    let mut found = Vec::new();
-    refs(&doc, &mut found);
-    assert!(!found.is_empty());
-    for r in found {
-        let name = r
-            .strip_prefix("#/components/schemas/")
-            .unwrap_or_else(|| panic!("{r} is not a component schema"));
-        assert!(schemas.contains_key(name), "{r} is not defined");
-    }
+    assert!(!openapi::refs(&doc).is_empty());
+    assert_eq!(openapi::undefined_refs(&doc), Vec::<String>::new());
     assert_eq!(
         schemas["Money"]["properties"]["amount"]["maximum"],
         super::customers::AMOUNT_MAX

@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 use super::events::{
     self, CreditLimitChanged, CreditMovement, CustomerForgotten, CustomerRegistered, OrderRef,
 };
+use super::rows::{self, AnyQuery, Stamp, ViewRow};
 use super::sql;
 use projector::Schema;
 use projector::personal::PersonalData;
@@ -63,10 +64,8 @@ struct Customer {
     approved: i64,
     rejected: i64,
     cancelled: i64,
-    version: i64,
     registered_at: i64,
-    updated_at: i64,
-    position: i64,
+    stamp: Stamp,
 }
 
 impl Customer {
@@ -76,7 +75,22 @@ impl Customer {
         self.credit_limit.saturating_sub(self.reserved).max(0)
     }
 
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    /// Marks the row as changed by `event`.
+    fn touched_by(&mut self, event: &RecordedEvent) {
+        self.stamp.touched_by(event, events::CUSTOMER_STREAM_PREFIX);
+    }
+}
+
+impl ViewRow for Customer {
+    const KIND: &'static str = "customer";
+    const COLUMNS: &'static [&'static str] = &COLUMNS;
+    const FIXED_COLUMNS: &'static [&'static str] = &FIXED_COLUMNS;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, ApplyError> {
         let name: String = row.try_get(1)?;
         let name_folded: String = row.try_get(2)?;
         let email: String = row.try_get(3)?;
@@ -94,24 +108,33 @@ impl Customer {
             approved: row.try_get(9)?,
             rejected: row.try_get(10)?,
             cancelled: row.try_get(11)?,
-            version: row.try_get(12)?,
             registered_at: row.try_get(13)?,
-            updated_at: row.try_get(14)?,
-            position: row.try_get(15)?,
+            stamp: Stamp {
+                version: row.try_get(12)?,
+                updated_at: row.try_get(14)?,
+                position: row.try_get(15)?,
+            },
         })
     }
 
-    /// Marks the row as changed by `event`.
-    fn touched_by(&mut self, event: &RecordedEvent) {
-        if event
-            .stream_id
-            .as_str()
-            .starts_with(events::CUSTOMER_STREAM_PREFIX)
-        {
-            self.version = event.version as i64;
-        }
-        self.updated_at = event.timestamp.0;
-        self.position = event.position.0 as i64;
+    fn bind(&self, query: AnyQuery) -> AnyQuery {
+        query
+            .bind(self.id.clone())
+            .bind(self.personal.name.clone())
+            .bind(self.personal.name_folded.clone())
+            .bind(self.personal.email.clone())
+            .bind(self.currency.clone())
+            .bind(self.credit_limit)
+            .bind(self.reserved)
+            .bind(self.available())
+            .bind(self.placed)
+            .bind(self.approved)
+            .bind(self.rejected)
+            .bind(self.cancelled)
+            .bind(self.stamp.version)
+            .bind(self.registered_at)
+            .bind(self.stamp.updated_at)
+            .bind(self.stamp.position)
     }
 }
 
@@ -201,21 +224,9 @@ impl Projection for CustomersProjection {
 
     async fn apply(&self, tx: &mut ViewTx<'_>, batch: &[RecordedEvent]) -> Result<(), ApplyError> {
         let table = tx.table("customers")?;
-        let dialect = tx.dialect();
-        let mut changes = Vec::with_capacity(batch.len());
-        for event in batch {
-            if let Some(change) = Change::decode(event)? {
-                changes.push((event, change));
-            }
-        }
-        let mut ids: Vec<&str> = changes.iter().map(|(_, c)| c.customer_id()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut customers: HashMap<String, Customer> = HashMap::with_capacity(ids.len());
-        for row in sql::load_by_ids(tx.conn(), dialect, table, &COLUMNS, &ids).await? {
-            let customer = Customer::from_row(&row)?;
-            customers.insert(customer.id.clone(), customer);
-        }
+        let changes = rows::decode_batch(batch, Change::decode)?;
+        let ids = rows::distinct(changes.iter().map(|(_, c)| c.customer_id()).collect());
+        let mut customers: HashMap<String, Customer> = rows::load(tx, table, &ids).await?;
         let mut changed: Vec<String> = Vec::with_capacity(ids.len());
         let mut forgotten: Vec<String> = Vec::new();
         for (event, change) in changes {
@@ -227,12 +238,8 @@ impl Projection for CustomersProjection {
                 changed.push(id);
             }
         }
-        changed.sort_unstable();
-        changed.dedup();
-        write(tx, table, &changed, &customers).await?;
-        forgotten.sort_unstable();
-        forgotten.dedup();
-        erase(tx, table, &forgotten).await?;
+        rows::write(tx, table, &rows::distinct(changed), &customers).await?;
+        erase(tx, table, &rows::distinct(forgotten)).await?;
         Ok(())
     }
 }
@@ -278,10 +285,8 @@ fn fold(
             approved: 0,
             rejected: 0,
             cancelled: 0,
-            version: 0,
             registered_at: event.timestamp.0,
-            updated_at: 0,
-            position: 0,
+            stamp: Stamp::default(),
         };
         customer.touched_by(event);
         customers.insert(e.customer_id, customer);
@@ -357,46 +362,6 @@ async fn erase(tx: &mut ViewTx<'_>, table: &str, forgotten: &[String]) -> Result
             .bind(id.clone())
             .execute(tx.conn())
             .await?;
-    }
-    Ok(())
-}
-
-async fn write(
-    tx: &mut ViewTx<'_>,
-    table: &str,
-    changed: &[String],
-    customers: &HashMap<String, Customer>,
-) -> Result<(), ApplyError> {
-    let mut rest: &[String] = changed;
-    for size in sql::chunk_sizes(changed.len(), sql::ROWS_PER_STATEMENT_MAX) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let statement = sql::upsert(tx.dialect(), table, &COLUMNS, &FIXED_COLUMNS, size);
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        for id in chunk {
-            // Every changed id is one `fold` found or created a row for.
-            let c = customers.get(id).ok_or_else(|| {
-                ApplyError::Handler(format!("customer {id} vanished from the batch"))
-            })?;
-            query = query
-                .bind(c.id.clone())
-                .bind(c.personal.name.clone())
-                .bind(c.personal.name_folded.clone())
-                .bind(c.personal.email.clone())
-                .bind(c.currency.clone())
-                .bind(c.credit_limit)
-                .bind(c.reserved)
-                .bind(c.available())
-                .bind(c.placed)
-                .bind(c.approved)
-                .bind(c.rejected)
-                .bind(c.cancelled)
-                .bind(c.version)
-                .bind(c.registered_at)
-                .bind(c.updated_at)
-                .bind(c.position);
-        }
-        query.execute(tx.conn()).await?;
     }
     Ok(())
 }

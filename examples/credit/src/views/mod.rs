@@ -15,6 +15,7 @@ use std::sync::Arc;
 mod customers;
 pub mod events;
 mod orders;
+mod rows;
 mod sql;
 
 pub use customers::{COLUMNS as CUSTOMER_COLUMNS, CustomersProjection};

@@ -10,7 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::events::{self, OrderCancelled, OrderPlaced, OrderRef, OrderRejected};
-use super::sql;
+use super::rows::{self, AnyQuery, Stamp, ViewRow};
 use projector::Schema;
 use projector::{ApplyError, Projection, ViewTx};
 
@@ -58,12 +58,25 @@ struct Order {
     status: &'static str,
     reason: Option<String>,
     placed_at: i64,
-    updated_at: i64,
-    version: i64,
-    position: i64,
+    stamp: Stamp,
 }
 
 impl Order {
+    /// Marks the row as changed by `event`.
+    fn touched_by(&mut self, event: &RecordedEvent) {
+        self.stamp.touched_by(event, events::ORDER_STREAM_PREFIX);
+    }
+}
+
+impl ViewRow for Order {
+    const KIND: &'static str = "order";
+    const COLUMNS: &'static [&'static str] = &COLUMNS;
+    const FIXED_COLUMNS: &'static [&'static str] = &FIXED_COLUMNS;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     fn from_row(row: &AnyRow) -> Result<Self, ApplyError> {
         let status: String = row.try_get(5)?;
         let status = STATUSES
@@ -80,22 +93,27 @@ impl Order {
             status,
             reason: row.try_get(6)?,
             placed_at: row.try_get(7)?,
-            updated_at: row.try_get(8)?,
-            version: row.try_get(9)?,
-            position: row.try_get(10)?,
+            stamp: Stamp {
+                updated_at: row.try_get(8)?,
+                version: row.try_get(9)?,
+                position: row.try_get(10)?,
+            },
         })
     }
 
-    fn touched_by(&mut self, event: &RecordedEvent) {
-        if event
-            .stream_id
-            .as_str()
-            .starts_with(events::ORDER_STREAM_PREFIX)
-        {
-            self.version = event.version as i64;
-        }
-        self.updated_at = event.timestamp.0;
-        self.position = event.position.0 as i64;
+    fn bind(&self, query: AnyQuery) -> AnyQuery {
+        query
+            .bind(self.id.clone())
+            .bind(self.customer_id.clone())
+            .bind(self.currency.clone())
+            .bind(self.total)
+            .bind(self.line_count)
+            .bind(self.status)
+            .bind(self.reason.clone())
+            .bind(self.placed_at)
+            .bind(self.stamp.updated_at)
+            .bind(self.stamp.version)
+            .bind(self.stamp.position)
     }
 }
 
@@ -165,31 +183,17 @@ impl Projection for OrdersProjection {
 
     async fn apply(&self, tx: &mut ViewTx<'_>, batch: &[RecordedEvent]) -> Result<(), ApplyError> {
         let table = tx.table("orders")?;
-        let dialect = tx.dialect();
-        let mut changes = Vec::with_capacity(batch.len());
-        for event in batch {
-            if let Some(change) = Change::decode(event)? {
-                changes.push((event, change));
-            }
-        }
+        let changes = rows::decode_batch(batch, Change::decode)?;
         // Placed orders are looked up too: one that exists is a duplicate.
-        let mut ids: Vec<&str> = changes.iter().map(|(_, c)| c.order_id()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut orders: HashMap<String, Order> = HashMap::with_capacity(changes.len());
-        for row in sql::load_by_ids(tx.conn(), dialect, table, &COLUMNS, &ids).await? {
-            let order = Order::from_row(&row)?;
-            orders.insert(order.id.clone(), order);
-        }
+        let ids = rows::distinct(changes.iter().map(|(_, c)| c.order_id()).collect());
+        let mut orders: HashMap<String, Order> = rows::load(tx, table, &ids).await?;
         let mut changed: Vec<String> = Vec::with_capacity(changes.len());
         for (event, change) in changes {
             let id = change.order_id().to_owned();
             fold(&mut orders, event, change, &id)?;
             changed.push(id);
         }
-        changed.sort_unstable();
-        changed.dedup();
-        write(tx, table, &changed, &orders).await
+        rows::write(tx, table, &rows::distinct(changed), &orders).await
     }
 }
 
@@ -215,9 +219,7 @@ fn fold(
             status: "pending",
             reason: None,
             placed_at: event.timestamp.0,
-            updated_at: 0,
-            version: 0,
-            position: 0,
+            stamp: Stamp::default(),
         };
         order.touched_by(event);
         orders.insert(e.order_id, order);
@@ -250,39 +252,5 @@ fn fold(
         }
     }
     order.touched_by(event);
-    Ok(())
-}
-
-async fn write(
-    tx: &mut ViewTx<'_>,
-    table: &str,
-    changed: &[String],
-    orders: &HashMap<String, Order>,
-) -> Result<(), ApplyError> {
-    let mut rest: &[String] = changed;
-    for size in sql::chunk_sizes(changed.len(), sql::ROWS_PER_STATEMENT_MAX) {
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let statement = sql::upsert(tx.dialect(), table, &COLUMNS, &FIXED_COLUMNS, size);
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-        for id in chunk {
-            let o = orders.get(id).ok_or_else(|| {
-                ApplyError::Handler(format!("order {id} vanished from the batch"))
-            })?;
-            query = query
-                .bind(o.id.clone())
-                .bind(o.customer_id.clone())
-                .bind(o.currency.clone())
-                .bind(o.total)
-                .bind(o.line_count)
-                .bind(o.status)
-                .bind(o.reason.clone())
-                .bind(o.placed_at)
-                .bind(o.updated_at)
-                .bind(o.version)
-                .bind(o.position);
-        }
-        query.execute(tx.conn()).await?;
-    }
     Ok(())
 }
