@@ -12,8 +12,9 @@
 //!    here, which the clients trust): what a deployment on a network runs;
 //! 4. `annals command-api` talking to `annals store` over loopback.
 //!
-//! Printed with the disk's raw fdatasync rate measured in the same run and
-//! directory, and each deployment's throughput as a share of the
+//! Printed with the disk's raw fdatasync rates measured in the same run and
+//! directory (appending to a file and overwriting a preallocated one), and
+//! each deployment's throughput as a share of the
 //! all-in-one's (the target for keys and TLS: 85% or more). The load generator runs in this process, on the same two
 //! cores as the servers.
 //!
@@ -32,81 +33,50 @@
 )]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench_harness::ratio::{median_index, percent, ratio};
+use bench_harness::{Baselines, Load, Table, Tally, run_clients};
 use serde_json::{Value, json};
 
 mod common;
 
-use common::{Server, cpu_seconds, eur, raw_fdatasync_rate, wait_ready};
+use common::{Server, cpu_seconds, eur, wait_ready};
 
 const CLIENTS: usize = 64;
 
-struct Run {
-    commands: usize,
-    failures: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Run {
-    fn rate(&self) -> f64 {
-        self.commands as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile_ms(&self, p: f64) -> f64 {
-        common::percentile_ms(&self.latencies, p)
-    }
-}
-
 /// Registers `count` customers with `CLIENTS` clients; returns their ids.
-async fn register(http: &reqwest::Client, url: &str, count: usize) -> (Run, Vec<String>) {
+async fn register(http: &reqwest::Client, url: &str, count: usize) -> (Load, Vec<String>) {
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let http = http.clone();
-            let url = format!("{url}/customers");
-            let next = next.clone();
-            tokio::spawn(async move {
-                let mut ids = Vec::new();
-                let mut latencies = Vec::new();
-                let mut failures = 0;
-                while next.fetch_add(1, Ordering::Relaxed) < count {
-                    let sent = Instant::now();
-                    let body = json!({"name": "Bench Customer", "email": "bench@example.org",
-                                      "credit_limit": eur(1_000_000)});
-                    match http.post(&url).json(&body).send().await {
-                        Ok(r) if r.status() == 201 => {
-                            let v: Value = r.json().await.unwrap();
-                            ids.push(v["id"].as_str().unwrap().to_owned());
-                            latencies.push(sent.elapsed());
-                        }
-                        _ => failures += 1,
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let run = run_clients(CLIENTS, |_| {
+        let http = http.clone();
+        let url = format!("{url}/customers");
+        let (next, ids) = (next.clone(), ids.clone());
+        async move {
+            let mut tally = Tally::default();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let sent = Instant::now();
+                let body = json!({"name": "Bench Customer", "email": "bench@example.org",
+                                  "credit_limit": eur(1_000_000)});
+                match http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status() == 201 => {
+                        let v: Value = r.json().await.unwrap();
+                        ids.lock()
+                            .unwrap()
+                            .push(v["id"].as_str().unwrap().to_owned());
+                        tally.latencies.push(sent.elapsed());
                     }
+                    _ => tally.failures += 1,
                 }
-                (ids, latencies, failures)
-            })
-        })
-        .collect();
-    let mut run = Run {
-        commands: 0,
-        failures: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
-    let mut ids = Vec::new();
-    for task in tasks {
-        let (mut i, l, f) = task.await.unwrap();
-        ids.append(&mut i);
-        run.latencies.extend(l);
-        run.failures += f;
-    }
-    run.elapsed = started.elapsed();
-    run.commands = run.latencies.len();
-    run.latencies.sort();
+            }
+            tally
+        }
+    })
+    .await;
+    let ids = std::mem::take(&mut *ids.lock().unwrap());
     (run, ids)
 }
 
@@ -116,71 +86,54 @@ async fn reserve_release(
     url: &str,
     customers: &Arc<Vec<String>>,
     duration: Duration,
-) -> Run {
+) -> Load {
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let http = http.clone();
-            let url = url.to_owned();
-            let customers = customers.clone();
-            tokio::spawn(async move {
-                // A cheap deterministic spread of customers per client.
-                let mut pick = client.wrapping_mul(2_654_435_761) % customers.len();
-                let mut latencies = Vec::new();
-                let mut failures = 0;
-                while started.elapsed() < duration {
-                    pick = (pick + 7_919) % customers.len();
-                    let customer = &customers[pick];
-                    let order = uuid::Uuid::new_v4().to_string();
-                    let sent = Instant::now();
-                    let reserved = http
-                        .post(format!("{url}/customers/{customer}/reservations"))
-                        .json(&json!({"order_id": order, "amount": eur(100)}))
-                        .send()
-                        .await;
-                    match reserved {
-                        Ok(r) if r.status() == 200 => latencies.push(sent.elapsed()),
-                        _ => {
-                            failures += 1;
-                            continue;
-                        }
-                    }
-                    let sent = Instant::now();
-                    let released = http
-                        .post(format!(
-                            "{url}/customers/{customer}/reservations/{order}/release"
-                        ))
-                        .send()
-                        .await;
-                    match released {
-                        Ok(r) if r.status() == 200 => latencies.push(sent.elapsed()),
-                        _ => failures += 1,
+    run_clients(CLIENTS, |client| {
+        let http = http.clone();
+        let url = url.to_owned();
+        let customers = customers.clone();
+        async move {
+            // A cheap deterministic spread of customers per client.
+            let mut pick = client.wrapping_mul(2_654_435_761) % customers.len();
+            let mut tally = Tally::default();
+            while started.elapsed() < duration {
+                pick = (pick + 7_919) % customers.len();
+                let customer = &customers[pick];
+                let order = uuid::Uuid::new_v4().to_string();
+                let sent = Instant::now();
+                let reserved = http
+                    .post(format!("{url}/customers/{customer}/reservations"))
+                    .json(&json!({"order_id": order, "amount": eur(100)}))
+                    .send()
+                    .await;
+                match reserved {
+                    Ok(r) if r.status() == 200 => tally.latencies.push(sent.elapsed()),
+                    _ => {
+                        tally.failures += 1;
+                        continue;
                     }
                 }
-                (latencies, failures)
-            })
-        })
-        .collect();
-    let mut run = Run {
-        commands: 0,
-        failures: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-    };
-    for task in tasks {
-        let (l, f) = task.await.unwrap();
-        run.latencies.extend(l);
-        run.failures += f;
-    }
-    run.elapsed = started.elapsed();
-    run.commands = run.latencies.len();
-    run.latencies.sort();
-    run
+                let sent = Instant::now();
+                let released = http
+                    .post(format!(
+                        "{url}/customers/{customer}/reservations/{order}/release"
+                    ))
+                    .send()
+                    .await;
+                match released {
+                    Ok(r) if r.status() == 200 => tally.latencies.push(sent.elapsed()),
+                    _ => tally.failures += 1,
+                }
+            }
+            tally
+        }
+    })
+    .await
 }
 
 struct Measured {
-    register: Run,
-    commands: Run,
+    register: Load,
+    commands: Load,
     /// CPU time per command in the timed part, in microseconds: the
     /// servers' processes, and this one's (the load generator).
     server_cpu_us: f64,
@@ -228,7 +181,7 @@ async fn measure(
     let (server_before, client_before) = cpu();
     let commands = reserve_release(&http, url, &ids, duration).await;
     let (server_after, client_after) = cpu();
-    let per_command = |seconds: f64| 1e6 * seconds / commands.commands.max(1) as f64;
+    let per_command = |seconds: f64| 1e6 * seconds / commands.requests().max(1) as f64;
     Measured {
         server_cpu_us: per_command(server_after - server_before),
         client_cpu_us: per_command(client_after - client_before),
@@ -237,13 +190,11 @@ async fn measure(
     }
 }
 
-/// Removes a finished deployment's data and waits for the disk to write
-/// back what it left dirty, so that the next deployment does not pay for
-/// it (without this, whichever runs later measures slower).
+/// Removes a finished deployment's data and lets the disk write back what
+/// it left dirty, so that the next deployment does not pay for it.
 fn settle(dir: &Path) {
     std::fs::remove_dir_all(dir).unwrap();
-    rustix::fs::sync();
-    std::thread::sleep(Duration::from_secs(1));
+    bench_harness::fsync::settle();
 }
 
 /// Creates a key with `read` and `write` in the keys file of `data_dir`;
@@ -262,19 +213,14 @@ fn create_key(data_dir: &Path) -> String {
 }
 
 fn main() {
-    let root = common::data_root();
-    let seconds: u64 = common::env_or("ANNALS_BENCH_SECONDS", 10);
-    let customers: usize = common::env_or("ANNALS_BENCH_CUSTOMERS", 10_000);
-    let rounds: usize = common::env_or("ANNALS_BENCH_ROUNDS", 3).max(1);
-    let duration = Duration::from_secs(seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let root = bench_harness::env::data_root().unwrap();
+    let duration = bench_harness::env::seconds_or(10);
+    let customers: usize = bench_harness::env::env_or("ANNALS_BENCH_CUSTOMERS", 10_000);
+    let rounds: usize = bench_harness::env::env_or("ANNALS_BENCH_ROUNDS", 3).max(1);
+    let runtime = bench_harness::env::runtime().unwrap();
 
-    let raw = raw_fdatasync_rate(root.path());
-    println!("\nBaseline: raw fdatasync rate (4 KiB write + fdatasync, same disk): {raw:.0}/s\n");
+    let baselines = Baselines::measure(root.path()).unwrap();
+    baselines.print();
 
     let ca = annals::testkit::TestCa::new();
     let run = |deployment: Deployment, name: &str| {
@@ -283,9 +229,58 @@ fn main() {
         settle(&dir);
         measured
     };
-    // All in one with and without keys and TLS, in rounds whose order
-    // alternates, so that a drift of the disk or the machine during the
-    // run weighs on both alike; the share is the median of the rounds'.
+    let rounds = secured_rounds(rounds, run);
+    let authenticated = run(Deployment::ServeKeys, "keys");
+    let remote = run(Deployment::Remote, "remote");
+
+    println!(
+        "Commands over HTTP: {CLIENTS} concurrent clients, {customers} customers, fsync on every commit, \
+         {} s of reserve + release on random customers",
+        duration.as_secs()
+    );
+    let deployments = [
+        ("all in one (`annals serve`)", &rounds.plain),
+        ("all in one with API keys", &authenticated),
+        ("all in one with API keys and TLS", &rounds.secured),
+        ("command API → `annals store` over loopback", &remote),
+    ];
+    print_table(&deployments, &baselines);
+    // A refused or failed command is rot (a rule the workload no longer
+    // follows), not a figure: the run fails, in CI's quick mode too.
+    for (name, m) in deployments {
+        assert_eq!(
+            m.register.failures + m.commands.failures,
+            0,
+            "{name}: commands failed"
+        );
+    }
+    println!(
+        "\nAPI keys and TLS ÷ plain, commands/s, per round ({}, order alternating): {}; median {} (target: 85% or more)",
+        rounds.shares.len(),
+        rounds
+            .shares
+            .iter()
+            .map(|share| percent(*share, 0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        percent(rounds.shares[rounds.median], 0),
+    );
+}
+
+/// The all-in-one deployment with and without keys and TLS, over rounds.
+struct Rounds {
+    /// The median round's measurements.
+    plain: Measured,
+    secured: Measured,
+    /// Each round's share: secured ÷ plain commands/s.
+    shares: Vec<f64>,
+    median: usize,
+}
+
+/// All in one with and without keys and TLS, in `rounds` rounds whose
+/// order alternates, so that a drift of the disk or the machine during the
+/// run weighs on both alike; the share is the median of the rounds'.
+fn secured_rounds(rounds: usize, run: impl Fn(Deployment, &str) -> Measured) -> Rounds {
     let mut plain_rounds = Vec::new();
     let mut secured_rounds = Vec::new();
     for round in 0..rounds {
@@ -305,72 +300,51 @@ fn main() {
     let shares: Vec<f64> = plain_rounds
         .iter()
         .zip(&secured_rounds)
-        .map(|(plain, secured)| secured.commands.rate() / plain.commands.rate())
+        .map(|(plain, secured)| ratio(secured.commands.rate(), plain.commands.rate()))
         .collect();
-    let median_round = median_index(&shares);
-    let embedded = plain_rounds.swap_remove(median_round);
-    let secured = secured_rounds.swap_remove(median_round);
-    let authenticated = run(Deployment::ServeKeys, "keys");
-    let remote = run(Deployment::Remote, "remote");
-
-    println!(
-        "Commands over HTTP: {CLIENTS} concurrent clients, {customers} customers, fsync on every commit, \
-         {seconds} s of reserve + release on random customers"
-    );
-    println!(
-        "| deployment | registrations/s | commands/s | failed | p50 ms | p99 ms | p99.9 ms | CPU µs/command server + client | commands/s ÷ raw fdatasync/s | share of all-in-one |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, m) in [
-        ("all in one (`annals serve`)", &embedded),
-        ("all in one with API keys", &authenticated),
-        ("all in one with API keys and TLS", &secured),
-        ("command API → `annals store` over loopback", &remote),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.0} + {:.0} | {:.1}× | {:.0}% |",
-            m.register.rate(),
-            m.commands.rate(),
-            m.register.failures + m.commands.failures,
-            m.commands.percentile_ms(0.50),
-            m.commands.percentile_ms(0.99),
-            m.commands.percentile_ms(0.999),
-            m.server_cpu_us,
-            m.client_cpu_us,
-            m.commands.rate() / raw,
-            100.0 * m.commands.rate() / embedded.commands.rate(),
-        );
+    let median = median_index(&shares).unwrap();
+    Rounds {
+        plain: plain_rounds.swap_remove(median),
+        secured: secured_rounds.swap_remove(median),
+        shares,
+        median,
     }
-    // A refused or failed command is rot (a rule the workload no longer
-    // follows), not a figure: the run fails, in CI's quick mode too.
-    for (name, m) in [
-        ("serve", &embedded),
-        ("keys", &authenticated),
-        ("keys and TLS", &secured),
-        ("remote", &remote),
-    ] {
-        assert_eq!(
-            m.register.failures + m.commands.failures,
-            0,
-            "{name}: commands failed"
-        );
-    }
-    println!(
-        "\nAPI keys and TLS ÷ plain, commands/s, per round ({rounds}, order alternating): {}; median {:.0}% (target: 85% or more)",
-        shares
-            .iter()
-            .map(|share| format!("{:.0}%", 100.0 * share))
-            .collect::<Vec<_>>()
-            .join(", "),
-        100.0 * shares[median_round],
-    );
 }
 
-/// The index of the median of `values` (the lower one of an even count).
-fn median_index(values: &[f64]) -> usize {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
-    order[(values.len() - 1) / 2]
+/// A row per deployment; the first is the all-in-one the others' shares
+/// are of.
+fn print_table(deployments: &[(&str, &Measured)], baselines: &Baselines) {
+    let mut table = Table::new()
+        .left("deployment")
+        .right("registrations/s")
+        .right("commands/s")
+        .right("failed")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("p99.9 ms")
+        .right("CPU µs/command server + client")
+        .right("commands/s ÷ raw fdatasync/s")
+        .right("commands/s ÷ overwrite fdatasync/s")
+        .right("share of all-in-one");
+    let all_in_one = deployments[0].1.commands.rate();
+    for (name, m) in deployments {
+        let [p50, p99, p999, _] = m.commands.latencies.summary_ms(2);
+        let [growing, overwrite] = baselines.times(m.commands.rate(), 1);
+        table.row([
+            (*name).to_owned(),
+            format!("{:.0}", m.register.rate()),
+            format!("{:.0}", m.commands.rate()),
+            (m.register.failures + m.commands.failures).to_string(),
+            p50,
+            p99,
+            p999,
+            format!("{:.0} + {:.0}", m.server_cpu_us, m.client_cpu_us),
+            growing,
+            overwrite,
+            percent(ratio(m.commands.rate(), all_in_one), 0),
+        ]);
+    }
+    table.print();
 }
 
 /// What is measured, each over a fresh data directory.

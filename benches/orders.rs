@@ -13,8 +13,8 @@
 //! 5 ms: the latencies carry up to 5 ms of polling granularity, and the
 //! reads are part of the load (their count is printed).
 //!
-//! Printed with the disk's raw fdatasync rate measured in the same run and
-//! directory. `ANNALS_BENCH_DIR` chooses where the data goes (default:
+//! Printed with the disk's raw fdatasync rates measured in the same run and
+//! directory (appending to a file and overwriting a preallocated one). `ANNALS_BENCH_DIR` chooses where the data goes (default:
 //! target/bench-data); `ANNALS_BENCH_SECONDS` the measured time (default
 //! 10, after 2 s of warm-up).
 
@@ -30,7 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, eur, percentile_ms, raw_fdatasync_rate, wait_ready};
+use bench_harness::latency::{millis, percentile};
+use bench_harness::ratio::ratio;
+use bench_harness::{Baselines, Table};
+use common::{Server, eur, wait_ready};
 use serde_json::{Value, json};
 
 const CLIENTS: usize = 64;
@@ -187,16 +190,12 @@ async fn measure(url: &str, duration: Duration) -> (Tally, Duration) {
 }
 
 fn main() {
-    let root = common::data_root();
-    let seconds: u64 = common::env_or("ANNALS_BENCH_SECONDS", 10);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let root = bench_harness::env::data_root().unwrap();
+    let duration = bench_harness::env::seconds_or(10);
+    let runtime = bench_harness::env::runtime().unwrap();
 
-    let raw = raw_fdatasync_rate(root.path());
-    println!("\nBaseline: raw fdatasync rate (4 KiB write + fdatasync, same disk): {raw:.0}/s\n");
+    let baselines = Baselines::measure(root.path()).unwrap();
+    baselines.print();
 
     let dir = root.path().join("serve");
     let server = Server::start(
@@ -209,28 +208,39 @@ fn main() {
         ],
         "listening on",
     );
-    let (tally, elapsed) = runtime.block_on(measure(&server.url, Duration::from_secs(seconds)));
+    let (tally, elapsed) = runtime.block_on(measure(&server.url, duration));
     drop(server);
 
     let decided = tally.latencies.len();
     let rate = decided as f64 / elapsed.as_secs_f64();
     println!(
-        "{CLIENTS} clients, {CUSTOMERS} customers, {seconds} s measured: place over HTTP -> decision read from the query API"
+        "{CLIENTS} clients, {CUSTOMERS} customers, {} s measured: place over HTTP -> decision read from the query API",
+        duration.as_secs()
     );
     println!();
-    println!(
-        "| orders decided/s | p50 ms | p99 ms | max ms | approved | rejected | reads/order | decided/s per raw fdatasync/s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {rate:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {:.3} |",
-        percentile_ms(&tally.latencies, 0.50),
-        percentile_ms(&tally.latencies, 0.99),
-        percentile_ms(&tally.latencies, 1.0),
-        tally.approved,
-        tally.rejected,
-        tally.reads as f64 / decided.max(1) as f64,
-        rate / raw,
-    );
+    let mut table = Table::new()
+        .right("orders decided/s")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("max ms")
+        .right("approved")
+        .right("rejected")
+        .right("reads/order")
+        .right("decided/s per raw fdatasync/s")
+        .right("decided/s per overwrite fdatasync/s");
+    let ms = |p: f64| format!("{:.1}", millis(percentile(&tally.latencies, p)));
+    let per = |baseline: f64| format!("{:.3}", ratio(rate, baseline));
+    table.row([
+        format!("{rate:.0}"),
+        ms(0.50),
+        ms(0.99),
+        ms(1.0),
+        tally.approved.to_string(),
+        tally.rejected.to_string(),
+        format!("{:.1}", tally.reads as f64 / decided.max(1) as f64),
+        per(baselines.growing),
+        per(baselines.overwrite),
+    ]);
+    table.print();
     println!("\nTarget: at least 1,000 orders/s decided with p99 under 200 ms.");
 }

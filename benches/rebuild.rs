@@ -40,9 +40,10 @@ use event_store::{
 use projector::ViewDb;
 use sqlx::Row;
 
-mod common;
-
-use common::pg::PgDatabase;
+use bench_harness::Table;
+use bench_harness::fsync::settle;
+use bench_harness::pg::PgDatabase;
+use bench_harness::ratio::{ratio, times};
 
 /// Rows per statement and per transaction of the baseline.
 const ROWS_PER_STATEMENT: usize = 512;
@@ -52,17 +53,12 @@ const ROWS_PER_TX: usize = 50_000;
 const STREAMS_PER_APPEND: usize = 64;
 
 fn main() {
-    let root = common::data_root();
-    let events: usize = common::env_or("ANNALS_BENCH_EVENTS", 1_000_000);
-    let admin_url = std::env::var("ANNALS_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let root = bench_harness::env::data_root().unwrap();
+    let events: usize = bench_harness::env::events_or(1_000_000);
+    let admin_url = bench_harness::env::database_url();
+    let runtime = bench_harness::env::runtime().unwrap();
     let postgres = runtime.block_on(PgDatabase::reachable(&admin_url));
-    if !postgres && std::env::var("CI").is_ok_and(|v| v == "true") {
+    if !postgres && bench_harness::env::in_ci() {
         panic!("PostgreSQL at {admin_url} is unreachable, and CI=true");
     }
 
@@ -82,7 +78,7 @@ fn main() {
         rows.push(rebuild_into(&runtime, &dir, None, personal, events));
         settle();
         if postgres {
-            let db = runtime.block_on(PgDatabase::create(&admin_url));
+            let db = runtime.block_on(PgDatabase::create(&admin_url)).unwrap();
             rows.push(rebuild_into(
                 &runtime,
                 &dir,
@@ -95,24 +91,30 @@ fn main() {
     }
 
     println!("\nRebuild of the customers view, offline, {events} registrations (one row each)\n");
-    println!(
-        "| database | personal data | rebuild s | process s | events/s | peak anonymous MB | peak RSS MB | baseline: plain INSERT rows/s | events/s ÷ baseline |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut table = Table::new()
+        .left("database")
+        .left("personal data")
+        .right("rebuild s")
+        .right("process s")
+        .right("events/s")
+        .right("peak anonymous MB")
+        .right("peak RSS MB")
+        .right("baseline: plain INSERT rows/s")
+        .right("events/s ÷ baseline");
     for row in &rows {
-        println!(
-            "| {} | {} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}× |",
-            row.database,
-            if row.personal { "encrypted" } else { "none" },
-            row.seconds,
-            row.wall,
-            row.rate(),
-            row.peak_anon_mb,
-            row.peak_rss_mb,
-            row.baseline,
-            row.rate() / row.baseline,
-        );
+        table.row([
+            row.database.to_owned(),
+            (if row.personal { "encrypted" } else { "none" }).to_owned(),
+            format!("{:.2}", row.seconds),
+            format!("{:.2}", row.wall),
+            format!("{:.0}", row.rate()),
+            format!("{:.0}", row.peak_anon_mb),
+            format!("{:.0}", row.peak_rss_mb),
+            format!("{:.0}", row.baseline),
+            times(ratio(row.rate(), row.baseline), 2),
+        ]);
     }
+    table.print();
 }
 
 struct Measured {
@@ -132,13 +134,6 @@ impl Measured {
     fn rate(&self) -> f64 {
         self.events as f64 / self.seconds
     }
-}
-
-/// Waits for the disk to write back what the last step left dirty, so
-/// that the next one does not pay for it.
-fn settle() {
-    rustix::fs::sync();
-    std::thread::sleep(Duration::from_secs(1));
 }
 
 /// Appends `count` registrations to a new store in `dir`, through the

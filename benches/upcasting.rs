@@ -66,6 +66,8 @@ use annals_credit::domain::customer::{
 };
 use annals_credit::domain::money::{Currency, Money};
 use annals_credit::generator::Generator;
+use bench_harness::env::{env_or, runs};
+use bench_harness::ratio::{cost_percent, median, ratio};
 use command_api::{Aggregate, DomainEvent};
 use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
@@ -85,13 +87,6 @@ const MONEY_FIELDS: &[(&str, &str)] = &[
 ];
 
 const CURRENT: u32 = 4;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rename(data: &mut Value, from: &str, to: &str) -> Result<(), String> {
     let object = data.as_object_mut().ok_or("not a JSON object")?;
@@ -456,11 +451,6 @@ async fn catch_up_rate(store: Arc<dyn EventStore>, head: Position) -> f64 {
     head.0 as f64 / elapsed.as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 struct Variants {
     plain: Arc<dyn EventStore>,
     no_op: Arc<dyn EventStore>,
@@ -519,36 +509,27 @@ impl Variants {
 fn report(workload: &str, unit: &str, rates: &[(&str, Vec<f64>)]) {
     println!("{workload}");
     // With `ANNALS_BENCH_ONLY`, the variants not run have no rates.
-    let plain = if rates[0].1.is_empty() {
-        f64::NAN
-    } else {
-        median(rates[0].1.clone())
-    };
-    for (name, runs) in rates.iter().filter(|(_, runs)| !runs.is_empty()) {
-        let rate = median(runs.clone());
+    let plain = median(&rates[0].1).unwrap_or(f64::NAN);
+    for (name, runs) in rates {
+        let Some(rate) = median(runs) else { continue };
+        let share = ratio(rate, plain);
         println!(
-            "  {name:<6} {rate:>12.0} {unit}  {:>6.3} × plain  (cost {:>5.1} %)",
-            rate / plain,
-            (1.0 - rate / plain) * 100.0
+            "  {name:<6} {rate:>12.0} {unit}  {share:>6.3} × plain  (cost {:>5.1} %)",
+            cost_percent(share)
         );
     }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    bench_harness::env::runtime().unwrap().block_on(run());
 }
 
 async fn run() {
     let stream_events: usize = env_or("ANNALS_BENCH_STREAM_EVENTS", 2_000);
     let loads: usize = env_or("ANNALS_BENCH_LOADS", 100);
-    let log_events: u64 = env_or("ANNALS_BENCH_EVENTS", 50_000);
+    let log_events: u64 = bench_harness::env::events_or(50_000);
     let rounds: usize = env_or("ANNALS_BENCH_ROUNDS", 5).max(1);
-    let only = std::env::var("ANNALS_BENCH_ONLY").ok();
+    let only = bench_harness::env::only();
     let root = tempfile::tempdir().unwrap();
 
     let (stream, appends) = customer_stream(stream_events);
@@ -567,7 +548,7 @@ async fn run() {
         for k in 0..n {
             let i = (round + k) % n;
             let (name, store) = stores.all()[i];
-            if only.as_deref().is_some_and(|only| only != name) {
+            if !runs(only.as_deref(), name) {
                 continue;
             }
             let store = store.clone();
@@ -620,7 +601,7 @@ async fn run() {
         for k in 0..n {
             let i = (round + k) % n;
             let (name, store) = stores.sequential()[i];
-            if only.as_deref().is_some_and(|only| only != name) {
+            if !runs(only.as_deref(), name) {
                 continue;
             }
             let store = store.clone();

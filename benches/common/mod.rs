@@ -1,16 +1,13 @@
-//! What the root benchmarks share: the real binary as a server, the disk's
-//! raw fdatasync rate (the baseline figures are compared with), helpers.
+//! What the root benchmarks share beyond `bench_harness`: the real binary
+//! as a server, and the reference domain over HTTP.
 
 #![allow(dead_code, reason = "each benchmark uses a part")]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-
-pub mod pg;
 
 pub struct Server {
     child: Child,
@@ -55,40 +52,6 @@ impl Drop for Server {
     }
 }
 
-/// A directory for one run's data, removed with the value: under
-/// `ANNALS_BENCH_DIR`, or `target/bench-data` by default.
-pub fn data_root() -> tempfile::TempDir {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::env::current_dir().unwrap().join("target/bench-data"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::tempdir_in(&base).unwrap()
-}
-
-/// The number in the environment variable `name`, or `default`.
-pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-pub fn raw_fdatasync_rate(dir: &Path) -> f64 {
-    let path = dir.join("fdatasync-probe");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let block = [7u8; 4096];
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed() < Duration::from_secs(2) {
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        n += 1;
-    }
-    let rate = f64::from(n) / started.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    rate
-}
-
 pub fn eur(amount: i64) -> Value {
     json!({"amount": amount, "currency": "EUR"})
 }
@@ -103,15 +66,6 @@ pub async fn wait_ready(http: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{url} did not get ready");
-}
-
-/// The `p` quantile (0..=1) of sorted `latencies`, in milliseconds.
-pub fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
-    if latencies.is_empty() {
-        return 0.0;
-    }
-    let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-    latencies[i].as_secs_f64() * 1000.0
 }
 
 /// The CPU time (user and system) process `pid` has used so far, or this

@@ -6,8 +6,9 @@
 //! 2. Loading one customer whose stream holds N events, with snapshots every
 //!    100 events and without.
 //!
-//! Printed beside a baseline measured in the same run and directory: the
-//! disk's raw fdatasync rate (4 KiB write + fdatasync in a loop).
+//! Printed beside baselines measured in the same run and directory: the
+//! disk's raw fdatasync rates (4 KiB write + fdatasync in a loop, appending
+//! to a file and overwriting a preallocated one).
 //!
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: next to the
 //! target dir); `ANNALS_BENCH_SECONDS` the length of each HTTP workload
@@ -19,7 +20,6 @@
     reason = "a benchmark aborts on failure"
 )]
 
-use std::io::Write;
 use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +31,9 @@ use annals_credit::domain::customer::{
     CustomerRegistered, Email, PersonalData,
 };
 use annals_credit::domain::money::{Currency, Money};
+use bench_harness::env::runs;
+use bench_harness::latency::ms;
+use bench_harness::{Baselines, Latencies, Load, Table, Tally, run_clients};
 use command_api::handler::stream_id;
 use command_api::{
     ApiConfig, CommandContext, CommandHandler, Commands, DomainEvent, HandlerConfig, serve,
@@ -41,33 +44,6 @@ use uuid::Uuid;
 
 const CLIENTS: usize = 64;
 const CUSTOMERS: usize = 10_000;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-fn raw_fdatasync_rate(dir: &Path) -> f64 {
-    let path = dir.join("fdatasync-probe");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let block = [7u8; 4096];
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed() < Duration::from_secs(2) {
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        n += 1;
-    }
-    let rate = f64::from(n) / started.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    rate
-}
 
 fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap()).unwrap()
@@ -81,22 +57,89 @@ enum Workload {
     ReserveReleaseIdempotent,
 }
 
-struct Run {
-    commands: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    failures: usize,
+/// One HTTP request: its path, JSON body (none when empty) and
+/// idempotency key.
+struct Request {
+    path: String,
+    body: String,
+    key: Option<String>,
+}
+
+impl Workload {
+    /// The requests of one round of the workload: a registration, or a
+    /// reservation on a random customer and its release (so that credit
+    /// never runs out).
+    fn requests(self, customers: &[Uuid]) -> Vec<Request> {
+        let key =
+            || (self == Workload::ReserveReleaseIdempotent).then(|| Uuid::new_v4().to_string());
+        if self == Workload::Register {
+            let body = serde_json::json!({
+                "name": "Bench Customer",
+                "email": "bench@example.com",
+                "credit_limit": {"amount": 1_000_000, "currency": "EUR"},
+            });
+            return vec![Request {
+                path: "/customers".to_owned(),
+                body: body.to_string(),
+                key: None,
+            }];
+        }
+        let customer = customers[rand::rng().random_range(0..customers.len())];
+        let order = Uuid::new_v4();
+        let path = format!("/customers/{customer}/reservations");
+        let body = serde_json::json!({
+            "order_id": order.to_string(),
+            "amount": {"amount": 1_000, "currency": "EUR"},
+        });
+        vec![
+            Request {
+                path: path.clone(),
+                body: body.to_string(),
+                key: key(),
+            },
+            Request {
+                path: format!("{path}/{order}/release"),
+                body: String::new(),
+                key: key(),
+            },
+        ]
+    }
+}
+
+/// Sends `request`: whether it succeeded, and the id of the customer a
+/// registration created.
+async fn send(client: &reqwest::Client, base: &str, request: Request) -> (bool, Option<Uuid>) {
+    let mut builder = client.post(format!("{base}{}", request.path));
+    if !request.body.is_empty() {
+        builder = builder
+            .header("content-type", "application/json")
+            .body(request.body);
+    }
+    if let Some(key) = request.key {
+        builder = builder.header("idempotency-key", key);
+    }
+    let Ok(response) = builder.send().await else {
+        return (false, None);
+    };
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let created = (status.as_u16() == 201)
+        .then(|| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .flatten()
+        .and_then(|v| Uuid::parse_str(v["id"].as_str()?).ok());
+    (status.is_success(), created)
 }
 
 /// `CLIENTS` clients each sending one request at a time until `total`
-/// requests were sent (registrations) or `duration` elapsed.
+/// requests were sent (registrations, whose customers end up in
+/// `REGISTERED`) or `duration` elapsed.
 async fn drive(
     base: &str,
     customers: &Arc<Vec<Uuid>>,
     workload: Workload,
     duration: Duration,
     total: usize,
-) -> Run {
+) -> Load {
     http_edge::tls::install_default_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CLIENTS)
@@ -104,114 +147,33 @@ async fn drive(
         .unwrap();
     let issued = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let client = client.clone();
-            let base = base.to_owned();
-            let customers = customers.clone();
-            let issued = issued.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut failures = 0;
-                let mut registered = Vec::new();
-                loop {
-                    if workload == Workload::Register {
-                        if issued.fetch_add(1, Ordering::Relaxed) >= total {
-                            break;
-                        }
-                    } else if started.elapsed() >= duration {
-                        break;
-                    }
-                    let (path, body, key) = match workload {
-                        Workload::Register => (
-                            "/customers".to_owned(),
-                            serde_json::json!({
-                                "name": "Bench Customer",
-                                "email": "bench@example.com",
-                                "credit_limit": {"amount": 1_000_000, "currency": "EUR"},
-                            }),
-                            None,
-                        ),
-                        Workload::ReserveRelease | Workload::ReserveReleaseIdempotent => {
-                            let customer = customers[rand::rng().random_range(0..customers.len())];
-                            let order = Uuid::new_v4();
-                            (
-                                format!("/customers/{customer}/reservations"),
-                                serde_json::json!({
-                                    "order_id": order.to_string(),
-                                    "amount": {"amount": 1_000, "currency": "EUR"},
-                                }),
-                                (workload == Workload::ReserveReleaseIdempotent)
-                                    .then(|| Uuid::new_v4().to_string()),
-                            )
-                        }
-                    };
-                    let mut requests = vec![(path.clone(), body.to_string(), key)];
-                    if workload != Workload::Register {
-                        // Release what was just reserved, so credit never runs out.
-                        let order = body["order_id"].as_str().unwrap().to_owned();
-                        requests.push((
-                            format!("{path}/{order}/release"),
-                            String::new(),
-                            (workload == Workload::ReserveReleaseIdempotent)
-                                .then(|| Uuid::new_v4().to_string()),
-                        ));
-                    }
-                    for (path, body, key) in requests {
-                        let mut request = client.post(format!("{base}{path}"));
-                        if !body.is_empty() {
-                            request = request
-                                .header("content-type", "application/json")
-                                .body(body);
-                        }
-                        if let Some(key) = key {
-                            request = request.header("idempotency-key", key);
-                        }
-                        let sent = Instant::now();
-                        let response = request.send().await;
-                        let ok = match response {
-                            Ok(response) => {
-                                let status = response.status();
-                                let text = response.text().await.unwrap_or_default();
-                                if workload == Workload::Register && status.as_u16() == 201 {
-                                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-                                    registered
-                                        .push(Uuid::parse_str(v["id"].as_str().unwrap()).unwrap());
-                                }
-                                status.is_success()
-                            }
-                            Err(_) => false,
-                        };
-                        latencies.push(sent.elapsed());
-                        if !ok {
-                            failures += 1;
-                        }
-                    }
+    let more = move || match workload {
+        Workload::Register => issued.fetch_add(1, Ordering::Relaxed) < total,
+        _ => started.elapsed() < duration,
+    };
+    run_clients(CLIENTS, |_| {
+        let (client, base, customers, more) = (
+            client.clone(),
+            base.to_owned(),
+            customers.clone(),
+            more.clone(),
+        );
+        async move {
+            let mut tally = Tally::default();
+            let mut registered = Vec::new();
+            while more() {
+                for request in workload.requests(&customers) {
+                    let sent = Instant::now();
+                    let (ok, created) = send(&client, &base, request).await;
+                    tally.record(sent, ok);
+                    registered.extend(created);
                 }
-                (latencies, failures, registered)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    let mut registered = Vec::new();
-    for task in tasks {
-        let (l, f, r) = task.await.unwrap();
-        latencies.extend(l);
-        failures += f;
-        registered.extend(r);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    if workload == Workload::Register {
-        REGISTERED.lock().unwrap().extend(registered);
-    }
-    Run {
-        commands: latencies.len(),
-        elapsed,
-        latencies,
-        failures,
-    }
+            }
+            REGISTERED.lock().unwrap().extend(registered);
+            tally
+        }
+    })
+    .await
 }
 
 /// The reserve + release workload issued in-process, to show what HTTP costs.
@@ -219,80 +181,62 @@ async fn drive_handler(
     handler: &CommandHandler<Customer>,
     customers: &Arc<Vec<Uuid>>,
     duration: Duration,
-) -> Run {
+) -> Load {
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let handler = handler.clone();
-            let customers = customers.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut failures = 0;
-                while started.elapsed() < duration {
-                    let customer_id = customers[rand::rng().random_range(0..customers.len())];
-                    let order_id = Uuid::new_v4();
-                    let commands = [
-                        CustomerCommand::ReserveCredit {
-                            customer_id,
-                            order_id,
-                            amount: eur(1_000),
-                        },
-                        CustomerCommand::ReleaseCredit {
-                            customer_id,
-                            order_id,
-                        },
-                    ];
-                    for command in commands {
-                        let sent = Instant::now();
-                        if handler
-                            .execute(command, CommandContext::new())
-                            .await
-                            .is_err()
-                        {
-                            failures += 1;
-                        }
-                        latencies.push(sent.elapsed());
-                    }
+    run_clients(CLIENTS, |_| {
+        let handler = handler.clone();
+        let customers = customers.clone();
+        async move {
+            let mut tally = Tally::default();
+            while started.elapsed() < duration {
+                let customer_id = customers[rand::rng().random_range(0..customers.len())];
+                let order_id = Uuid::new_v4();
+                let commands = [
+                    CustomerCommand::ReserveCredit {
+                        customer_id,
+                        order_id,
+                        amount: eur(1_000),
+                    },
+                    CustomerCommand::ReleaseCredit {
+                        customer_id,
+                        order_id,
+                    },
+                ];
+                for command in commands {
+                    let sent = Instant::now();
+                    let ok = handler
+                        .execute(command, CommandContext::new())
+                        .await
+                        .is_ok();
+                    tally.record(sent, ok);
                 }
-                (latencies, failures)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for task in tasks {
-        let (l, f) = task.await.unwrap();
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Run {
-        commands: latencies.len(),
-        elapsed,
-        latencies,
-        failures,
-    }
+            }
+            tally
+        }
+    })
+    .await
 }
 
 static REGISTERED: std::sync::Mutex<Vec<Uuid>> = std::sync::Mutex::new(Vec::new());
 
-fn print_run(name: &str, run: &Run, raw: f64) {
-    let rate = run.commands as f64 / run.elapsed.as_secs_f64();
-    println!(
-        "| {name} | {} | {} | {:.0} | {} | {} | {} | {} | {:.1}× |",
-        run.commands,
-        run.failures,
-        rate,
-        ms(percentile(&run.latencies, 0.50)),
-        ms(percentile(&run.latencies, 0.99)),
-        ms(percentile(&run.latencies, 0.999)),
-        ms(run.latencies.last().copied().unwrap_or_default()),
-        rate / raw
-    );
+fn add_run(table: &mut Table, name: &str, run: &Load, baselines: &Baselines) {
+    let [p50, p99, p999, max] = run.latencies.summary_ms(2);
+    let [growing, overwrite] = baselines.times(run.rate(), 1);
+    table.row([
+        name.to_owned(),
+        run.requests().to_string(),
+        run.failures.to_string(),
+        format!("{:.0}", run.rate()),
+        p50,
+        p99,
+        p999,
+        max,
+        growing,
+        overwrite,
+    ]);
 }
 
-async fn http_runs(dir: &Path, raw: f64, seconds: u64) {
+async fn http_runs(dir: &Path, baselines: &Baselines, duration: Duration) {
     let store = Store::open(dir, StoreOptions::default()).await.unwrap();
     let commands = Commands::new(Arc::new(store.clone()), HandlerConfig::default());
     let handlers = commands.handler::<annals_credit::domain::customer::Customer>();
@@ -308,19 +252,35 @@ async fn http_runs(dir: &Path, raw: f64, seconds: u64) {
         "HTTP commands end to end: {CLIENTS} concurrent clients (keep-alive), {CUSTOMERS} customers, \
          fsync on every commit, client and server in one process on this machine"
     );
-    println!(
-        "| workload | requests | failed | commands/s | p50 ms | p99 ms | p99.9 ms | max ms | commands/s ÷ raw fdatasync/s |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut table = Table::new()
+        .left("workload")
+        .right("requests")
+        .right("failed")
+        .right("commands/s")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("p99.9 ms")
+        .right("max ms")
+        .right("commands/s ÷ raw fdatasync/s")
+        .right("commands/s ÷ overwrite fdatasync/s");
     let none = Arc::new(Vec::new());
     let run = drive(&base, &none, Workload::Register, Duration::MAX, CUSTOMERS).await;
-    print_run("register customer (`POST /customers`)", &run, raw);
+    add_run(
+        &mut table,
+        "register customer (`POST /customers`)",
+        &run,
+        baselines,
+    );
     let customers = Arc::new(std::mem::take(&mut *REGISTERED.lock().unwrap()));
     assert_eq!(customers.len(), CUSTOMERS, "every registration succeeded");
 
-    let duration = Duration::from_secs(seconds);
     let run = drive(&base, &customers, Workload::ReserveRelease, duration, 0).await;
-    print_run("reserve + release credit, random customer", &run, raw);
+    add_run(
+        &mut table,
+        "reserve + release credit, random customer",
+        &run,
+        baselines,
+    );
     let run = drive(
         &base,
         &customers,
@@ -329,14 +289,21 @@ async fn http_runs(dir: &Path, raw: f64, seconds: u64) {
         0,
     )
     .await;
-    print_run("same, each with an `Idempotency-Key`", &run, raw);
+    add_run(
+        &mut table,
+        "same, each with an `Idempotency-Key`",
+        &run,
+        baselines,
+    );
 
     let run = drive_handler(&handlers, &customers, duration).await;
-    print_run(
+    add_run(
+        &mut table,
         "same as row 2 without HTTP (`CommandHandler::execute`)",
         &run,
-        raw,
+        baselines,
     );
+    table.print();
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
@@ -435,10 +402,13 @@ async fn load_runs(dir: &Path) {
     let without = CommandHandler::<Customer>::new(Arc::new(store.clone()), config(None));
 
     println!("Loading one customer (latest snapshot + later events, decoded and applied)");
-    println!(
-        "| events in the stream | snapshots | snapshot at | events replayed | p50 ms | p99 ms |"
-    );
-    println!("|---:|---|---:|---:|---:|---:|");
+    let mut table = Table::new()
+        .right("events in the stream")
+        .left("snapshots")
+        .right("snapshot at")
+        .right("events replayed")
+        .right("p50 ms")
+        .right("p99 ms");
     for length in [1_050u64, 10_050, 100_050] {
         for (label, handler) in [("every 100 events", &with), ("off", &without)] {
             let customer = build_customer(&store, handler, length).await;
@@ -455,53 +425,38 @@ async fn load_runs(dir: &Path) {
                 times.push(started.elapsed());
                 last = Some(loaded);
             }
-            times.sort_unstable();
+            let times = Latencies::new(times);
             let loaded = last.unwrap();
             assert_eq!(loaded.version, length);
-            println!(
-                "| {length} | {label} | {} | {} | {} | {} |",
+            table.row([
+                length.to_string(),
+                label.to_owned(),
                 loaded
                     .snapshot_version
                     .map_or("–".to_owned(), |v| v.to_string()),
-                loaded.events_applied,
-                ms(percentile(&times, 0.50)),
-                ms(percentile(&times, 0.99)),
-            );
+                loaded.events_applied.to_string(),
+                ms(times.percentile(0.50), 2),
+                ms(times.percentile(0.99), 2),
+            ]);
         }
     }
+    table.print();
     store.close().await.unwrap();
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = bench_harness::env::runtime().unwrap();
     runtime.block_on(async {
-        let base = std::env::var("ANNALS_BENCH_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                std::env::current_dir()
-                    .unwrap()
-                    .join("../target/bench-data")
-            });
-        std::fs::create_dir_all(&base).unwrap();
-        let root = tempfile::tempdir_in(&base).unwrap();
-        let seconds = std::env::var("ANNALS_BENCH_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(10);
+        let root = bench_harness::env::data_root().unwrap();
+        let duration = bench_harness::env::seconds_or(10);
 
-        let raw = raw_fdatasync_rate(root.path());
-        println!(
-            "\nBaseline: raw fdatasync rate (4 KiB write + fdatasync, same disk): {raw:.0}/s\n"
-        );
-        let only = std::env::var("ANNALS_BENCH_ONLY").unwrap_or_default();
-        if only != "load" {
-            http_runs(&root.path().join("http"), raw, seconds).await;
+        let baselines = Baselines::measure(root.path()).unwrap();
+        baselines.print();
+        let only = bench_harness::env::only();
+        if runs(only.as_deref(), "http") {
+            http_runs(&root.path().join("http"), &baselines, duration).await;
         }
-        if only != "http" {
+        if runs(only.as_deref(), "load") {
             load_runs(&root.path().join("load")).await;
         }
     });

@@ -42,6 +42,9 @@ use annals_credit::domain::customer::{
     Customer, CustomerCommand, CustomerName, Email, PersonalData, shredding_policy,
 };
 use annals_credit::domain::money::{Currency, Money};
+use bench_harness::Table;
+use bench_harness::env::{env_or, runs};
+use bench_harness::ratio::{Spread, cost_percent, ratio};
 use bytes::Bytes;
 use command_api::{CommandContext, CommandHandler, HandlerConfig};
 use event_store::{
@@ -52,13 +55,6 @@ use rand::Rng;
 use uuid::Uuid;
 
 const CLIENTS: usize = 64;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap()).unwrap()
@@ -289,39 +285,121 @@ async fn cpu_cost(dir: &Path) {
         "\nCPU: appending {EVENTS} registrations (100 streams, {} per append), then reading them back twice",
         EVENTS / 100
     );
-    println!(
-        "| store | append µs/event | first read µs/event (cold) | second read µs/event (warm) |"
-    );
-    println!("|---|---:|---:|---:|");
+    let mut table = Table::new()
+        .left("store")
+        .right("append µs/event")
+        .right("first read µs/event (cold)")
+        .right("second read µs/event (warm)");
     for (name, append, [cold, warm], read) in timings {
-        println!(
-            "| {name} | {:.2} | {:.2} | {:.2} |",
-            append.as_secs_f64() * 1e6 / f64::from(EVENTS),
-            cold.as_secs_f64() * 1e6 / read as f64,
-            warm.as_secs_f64() * 1e6 / read as f64
-        );
+        table.row([
+            name.to_owned(),
+            format!("{:.2}", append.as_secs_f64() * 1e6 / f64::from(EVENTS)),
+            format!("{:.2}", cold.as_secs_f64() * 1e6 / read as f64),
+            format!("{:.2}", warm.as_secs_f64() * 1e6 / read as f64),
+        ]);
     }
+    table.print();
     drop((shredding, plain));
     embedded.close().await.unwrap();
 }
 
+/// Each round's rates by variant (plain, encrypted); `None` where a
+/// variant did not run.
+type PerRound = Vec<[Option<Rates>; 2]>;
+
+/// Runs both variants in `rounds` rounds, printing each run's rates.
+async fn run_rounds(root: &Path, rounds: usize, customers: usize, duration: Duration) -> PerRound {
+    let only = bench_harness::env::only();
+    let mut table = Table::new()
+        .right("round")
+        .left("store")
+        .right("register customer/s")
+        .right("reserve+release/s (cache on)")
+        .right("reserve+release/s (cache off)");
+    let mut per_round: PerRound = Vec::new();
+    for round in 1..=rounds {
+        // Alternate which goes first, so neither always runs on a
+        // warmer (or busier) machine.
+        let order = if round % 2 == 1 {
+            [Variant::Plain, Variant::Encrypted]
+        } else {
+            [Variant::Encrypted, Variant::Plain]
+        };
+        for variant in order {
+            if !runs(only.as_deref(), variant.name()) {
+                continue;
+            }
+            eprintln!("round {round}: {}", variant.name());
+            let dir = root.join(format!("{round}-{}", variant.name()));
+            let rates = run(&dir, variant, customers, duration).await;
+            table.row([
+                round.to_string(),
+                variant.name().to_owned(),
+                format!("{:.0}", rates.register),
+                format!("{:.0}", rates.cached),
+                format!("{:.0}", rates.uncached),
+            ]);
+            per_round.resize(round, [None, None]);
+            per_round[round - 1][usize::from(variant == Variant::Encrypted)] = Some(rates);
+            // Free the disk for the next run.
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    table.print();
+    per_round
+}
+
+/// The means over the rounds, and the spread of the per-round ratios.
+fn summary(per_round: &PerRound) {
+    let of = |variant: Variant, pick: Pick| {
+        let i = usize::from(variant == Variant::Encrypted);
+        mean(per_round.iter().filter_map(|r| r[i].as_ref()).map(pick))
+    };
+    println!("\nMeans over the rounds (target: encryption costs under 15% of throughput)");
+    let mut table = Table::new()
+        .left("workload")
+        .right("plain/s")
+        .right("encrypted/s")
+        .right("encrypted ÷ plain")
+        .right("cost")
+        .right("per-round ratios: median (min–max)");
+    let workloads: [(&str, Pick); 3] = [
+        ("register customer", |r| r.register),
+        ("reserve + release, cache on", |r| r.cached),
+        ("reserve + release, cache off", |r| r.uncached),
+    ];
+    for (name, pick) in workloads {
+        let plain = of(Variant::Plain, pick);
+        let encrypted = of(Variant::Encrypted, pick);
+        if plain <= 0.0 || encrypted <= 0.0 {
+            // Not run (`ANNALS_BENCH_SECONDS=0`, or one variant only).
+            continue;
+        }
+        let overall = ratio(encrypted, plain);
+        // The machine's load moves both variants of a round together:
+        // the ratio within each round is the steadier figure.
+        let ratios: Vec<f64> = per_round
+            .iter()
+            .filter_map(|[p, e]| Some(ratio(pick(&(*e)?), pick(&(*p)?))))
+            .collect();
+        let spread = Spread::of(&ratios).map_or("–".to_owned(), |s| s.to_string());
+        table.row([
+            name.to_owned(),
+            format!("{plain:.0}"),
+            format!("{encrypted:.0}"),
+            format!("{overall:.3}"),
+            format!("{:.1}%", cost_percent(overall)),
+            spread,
+        ]);
+    }
+    table.print();
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = bench_harness::env::runtime().unwrap();
     runtime.block_on(async {
-        let base = std::env::var("ANNALS_BENCH_DIR")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                std::env::current_dir()
-                    .unwrap()
-                    .join("../target/bench-data")
-            });
-        std::fs::create_dir_all(&base).unwrap();
-        let root = tempfile::tempdir_in(&base).unwrap();
-        let duration = Duration::from_secs(env_or("ANNALS_BENCH_SECONDS", 4));
+        let root = bench_harness::env::data_root().unwrap();
+        let duration = bench_harness::env::seconds_or(4);
         let rounds: usize = env_or("ANNALS_BENCH_ROUNDS", 2);
         let customers: usize = env_or("ANNALS_BENCH_CUSTOMERS", 2_000);
 
@@ -331,82 +409,8 @@ fn main() {
              {customers} customers, {} s per timed workload, {rounds} rounds alternating\n",
             duration.as_secs()
         );
-        println!(
-            "| round | store | register customer/s | reserve+release/s (cache on) | reserve+release/s (cache off) |"
-        );
-        println!("|---:|---|---:|---:|---:|");
-        // Each round's rates by variant (plain, encrypted).
-        let mut per_round: Vec<[Option<Rates>; 2]> = Vec::new();
-        for round in 1..=rounds {
-            // Alternate which goes first, so neither always runs on a
-            // warmer (or busier) machine.
-            let order = if round % 2 == 1 {
-                [Variant::Plain, Variant::Encrypted]
-            } else {
-                [Variant::Encrypted, Variant::Plain]
-            };
-            for variant in order {
-                if std::env::var("ANNALS_BENCH_ONLY").is_ok_and(|v| v != variant.name()) {
-                    continue;
-                }
-                let dir = root.path().join(format!("{round}-{}", variant.name()));
-                let rates = run(&dir, variant, customers, duration).await;
-                println!(
-                    "| {round} | {} | {:.0} | {:.0} | {:.0} |",
-                    variant.name(),
-                    rates.register,
-                    rates.cached,
-                    rates.uncached
-                );
-                per_round.resize(round, [None, None]);
-                per_round[round - 1][usize::from(variant == Variant::Encrypted)] = Some(rates);
-                // Free the disk for the next run.
-                std::fs::remove_dir_all(&dir).unwrap();
-            }
-        }
-        let of = |variant: Variant, pick: Pick| {
-            let i = usize::from(variant == Variant::Encrypted);
-            mean(per_round.iter().filter_map(|r| r[i].as_ref()).map(pick))
-        };
-        println!("\nMeans over the rounds (target: encryption costs under 15% of throughput)");
-        println!(
-            "| workload | plain/s | encrypted/s | encrypted ÷ plain | cost | per-round ratios: median (min–max) |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|");
-        let workloads: [(&str, Pick); 3] = [
-            ("register customer", |r| r.register),
-            ("reserve + release, cache on", |r| r.cached),
-            ("reserve + release, cache off", |r| r.uncached),
-        ];
-        for (name, pick) in workloads {
-            let plain = of(Variant::Plain, pick);
-            let encrypted = of(Variant::Encrypted, pick);
-            if plain <= 0.0 || encrypted <= 0.0 {
-                // Not run (`ANNALS_BENCH_SECONDS=0`, or one variant only).
-                continue;
-            }
-            let ratio = encrypted / plain;
-            // The machine's load moves both variants of a round together:
-            // the ratio within each round is the steadier figure.
-            let mut ratios: Vec<f64> = per_round
-                .iter()
-                .filter_map(|[p, e]| Some(pick(&(*e)?) / pick(&(*p)?)))
-                .filter(|r| r.is_finite())
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            let spread = match (ratios.first(), ratios.last()) {
-                (Some(min), Some(max)) => {
-                    let n = ratios.len();
-                    let median = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
-                    format!("{median:.3} ({min:.3}–{max:.3})")
-                }
-                _ => "–".to_owned(),
-            };
-            println!(
-                "| {name} | {plain:.0} | {encrypted:.0} | {ratio:.3} | {:.1}% | {spread} |",
-                (1.0 - ratio) * 100.0
-            );
-        }
+        let per_round = run_rounds(root.path(), rounds, customers, duration).await;
+        summary(&per_round);
 
         cpu_cost(&root.path().join("cpu")).await;
     });

@@ -1,8 +1,9 @@
 //! The event store benchmark: `cargo bench -p event-store --bench store`.
 //!
 //! Prints one table per measurement, each beside a baseline taken in the same
-//! run: the disk's raw fdatasync rate (4 KiB write + fdatasync in a loop, in
-//! the same directory) for appends, and a straight in-memory copy for reads.
+//! run: the disk's raw fdatasync rates (4 KiB write + fdatasync in a loop, in
+//! the same directory, appending to a file and overwriting a preallocated
+//! one) for appends, and a straight in-memory copy for reads.
 //!
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: a temporary
 //! directory next to the target dir); `ANNALS_BENCH_EVENTS` the size of the
@@ -15,11 +16,12 @@
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bench_harness::latency::ms;
+use bench_harness::{Baselines, Latencies, Table};
 use event_store::{
     Direction, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, Store,
     StoreOptions, StreamAppend, StreamId,
@@ -70,49 +72,20 @@ fn event(n: u64) -> NewEvent {
     NewEvent::new("CreditReserved", payload(n))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64() * 1e3)
-}
-
-/// fdatasync calls per second for 4 KiB writes in `dir`.
-fn raw_fdatasync_rate(dir: &Path) -> f64 {
-    let path = dir.join("fdatasync-probe");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let block = vec![7u8; 4096];
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed() < Duration::from_secs(2) {
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        n += 1;
-    }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    drop(file);
-    std::fs::remove_file(path).unwrap();
-    rate
-}
-
+/// `writers` concurrent writers appending `batch` events at a time for
+/// `run_for`: events per second and the appends' latencies.
 async fn append_run(
     dir: &Path,
     writers: usize,
     batch: usize,
     run_for: Duration,
-) -> (f64, Duration, Duration) {
+) -> (f64, Latencies) {
     let store = Store::open(dir, StoreOptions::default()).await.unwrap();
     let deadline = Instant::now() + run_for;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
+    let load = bench_harness::run_clients(writers, |w| {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+        async move {
+            let mut tally = bench_harness::Tally::default();
             let mut n = 0u64;
             let stream = StreamId::new(format!("bench-{w}")).unwrap();
             while Instant::now() < deadline {
@@ -122,26 +95,15 @@ async fn append_run(
                     .append(&stream, ExpectedVersion::Any, events)
                     .await
                     .unwrap();
-                latencies.push(t.elapsed());
+                tally.record(t, true);
                 n += batch as u64;
             }
-            latencies
-        }));
-    }
-    let start = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let elapsed = start.elapsed();
+            tally
+        }
+    })
+    .await;
     store.close().await.unwrap();
-    all.sort();
-    let events = all.len() * batch;
-    (
-        events as f64 / elapsed.as_secs_f64(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-    )
+    (load.rate() * batch as f64, load.latencies)
 }
 
 const SMALL: &str = "customer-small";
@@ -217,7 +179,16 @@ async fn build_read_store(dir: &Path, total: u64, options: StoreOptions) {
     store.close().await.unwrap();
 }
 
-async fn load_times(store: &Store, stream: &str, rounds: usize) -> (Duration, Duration, u64, u64) {
+/// Loading one stream, `rounds` times.
+struct StreamLoads {
+    times: Latencies,
+    /// Per load: sealed segments the bloom filters ruled out, and indexes
+    /// searched.
+    skipped: u64,
+    searched: u64,
+}
+
+async fn load_times(store: &Store, stream: &str, rounds: usize) -> StreamLoads {
     let id = StreamId::new(stream).unwrap();
     let before = store.stats().await.unwrap();
     let mut times = Vec::with_capacity(rounds);
@@ -233,71 +204,106 @@ async fn load_times(store: &Store, stream: &str, rounds: usize) -> (Duration, Du
     }
     assert!(count == 10 || count == 1000, "{stream}: {count} events");
     let after = store.stats().await.unwrap();
-    times.sort();
-    (
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        (after.segments_skipped_by_bloom - before.segments_skipped_by_bloom) / rounds as u64,
-        (after.segments_searched - before.segments_searched) / rounds as u64,
-    )
+    StreamLoads {
+        times: Latencies::new(times),
+        skipped: (after.segments_skipped_by_bloom - before.segments_skipped_by_bloom)
+            / rounds as u64,
+        searched: (after.segments_searched - before.segments_searched) / rounds as u64,
+    }
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    bench_harness::env::runtime().unwrap().block_on(run());
 }
 
 async fn run() {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::current_dir()
-                .unwrap()
-                .join("../target/bench-data")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    let root = tempfile::tempdir_in(&base).unwrap();
-    let total: u64 = std::env::var("ANNALS_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let root = bench_harness::env::data_root().unwrap();
+    let total: u64 = bench_harness::env::events_or(1_000_000);
 
-    let raw = raw_fdatasync_rate(root.path());
-    println!("\nBaseline: raw fdatasync rate (4 KiB write + fdatasync, same disk): {raw:.0}/s\n");
-
-    println!("Appends, fsync on, 200-byte JSON events");
-    println!(
-        "| writers | events/append | events/s | appends/s | p50 ms | p99 ms | events/s ÷ raw fdatasync/s |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (writers, batch) in [(1, 1), (8, 1), (64, 1), (1, 10), (8, 10), (64, 10)] {
-        let dir = root.path().join(format!("append-{writers}-{batch}"));
-        let (rate, p50, p99) = append_run(&dir, writers, batch, Duration::from_secs(4)).await;
-        println!(
-            "| {writers} | {batch} | {rate:.0} | {:.0} | {} | {} | {:.1}× |",
-            rate / batch as f64,
-            ms(p50),
-            ms(p99),
-            rate / raw
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
+    let baselines = Baselines::measure(root.path()).unwrap();
+    baselines.print();
+    appends(root.path(), &baselines).await;
 
     let dir = root.path().join("read");
-    let options = || StoreOptions {
+    let t = Instant::now();
+    build_read_store(&dir, total, read_options()).await;
+    let build = t.elapsed();
+    let store = open_measuring_heap(&dir, build).await;
+
+    println!("\nLoading one stream (read_stream from version 1), median of 200");
+    let mut table = Table::new()
+        .left("stream")
+        .right("events")
+        .left("bloom filters")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("sealed segments skipped by bloom")
+        .right("indexes searched");
+    stream_loads(&store, "on", &mut table).await;
+    store.close().await.unwrap();
+    let store = Store::open(
+        &dir,
+        StoreOptions {
+            use_bloom_filters: false,
+            ..read_options()
+        },
+    )
+    .await
+    .unwrap();
+    stream_loads(&store, "off", &mut table).await;
+    table.print();
+
+    whole_log_reads(&store, &dir).await;
+    store.close().await.unwrap();
+}
+
+/// The read store's options: segments small enough that the log spans
+/// several.
+fn read_options() -> StoreOptions {
+    StoreOptions {
         segment_bytes_max: 32 << 20,
         ..StoreOptions::default()
-    };
-    let t = Instant::now();
-    build_read_store(&dir, total, options()).await;
-    let build = t.elapsed();
+    }
+}
 
+/// The appends table: every combination of writers and events per append,
+/// each in a fresh directory under `root`.
+async fn appends(root: &Path, baselines: &Baselines) {
+    println!("Appends, fsync on, 200-byte JSON events");
+    let mut table = Table::new()
+        .right("writers")
+        .right("events/append")
+        .right("events/s")
+        .right("appends/s")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("events/s ÷ raw fdatasync/s")
+        .right("events/s ÷ overwrite fdatasync/s");
+    for (writers, batch) in [(1, 1), (8, 1), (64, 1), (1, 10), (8, 10), (64, 10)] {
+        eprintln!("appends: writers {writers}, events per append {batch}");
+        let dir = root.join(format!("append-{writers}-{batch}"));
+        let (rate, latencies) = append_run(&dir, writers, batch, Duration::from_secs(4)).await;
+        let [growing, overwrite] = baselines.times(rate, 1);
+        table.row([
+            writers.to_string(),
+            batch.to_string(),
+            format!("{rate:.0}"),
+            format!("{:.0}", rate / batch as f64),
+            ms(latencies.percentile(0.5), 3),
+            ms(latencies.percentile(0.99), 3),
+            growing,
+            overwrite,
+        ]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    table.print();
+}
+
+/// Opens the read store in `dir`, printing its size and the heap the open
+/// store holds.
+async fn open_measuring_heap(dir: &Path, build: Duration) -> Store {
     let heap_before = LIVE.load(Ordering::Relaxed);
-    let store = Store::open(&dir, options()).await.unwrap();
+    let store = Store::open(dir, read_options()).await.unwrap();
     let heap = LIVE.load(Ordering::Relaxed) - heap_before;
     let stats = store.stats().await.unwrap();
     println!(
@@ -315,40 +321,29 @@ async fn run() {
         heap as f64 / stats.streams as f64,
         heap as f64 / stats.events as f64
     );
+    store
+}
 
-    println!("\nLoading one stream (read_stream from version 1), median of 200");
-    println!(
-        "| stream | events | bloom filters | p50 ms | p99 ms | sealed segments skipped by bloom | indexes searched |"
-    );
-    println!("|---|---:|---|---:|---:|---:|---:|");
+/// A row per long-lived stream, loaded 200 times with the bloom filters
+/// `bloom` ("on" or "off").
+async fn stream_loads(store: &Store, bloom: &str, table: &mut Table) {
     for (stream, events) in [(SMALL, 10), (LARGE, 1000)] {
-        let (p50, p99, skipped, searched) = load_times(&store, stream, 200).await;
-        println!(
-            "| {stream} | {events} | on | {} | {} | {skipped} | {searched} |",
-            ms(p50),
-            ms(p99)
-        );
+        let loads = load_times(store, stream, 200).await;
+        table.row([
+            stream.to_owned(),
+            events.to_string(),
+            bloom.to_owned(),
+            ms(loads.times.percentile(0.5), 3),
+            ms(loads.times.percentile(0.99), 3),
+            loads.skipped.to_string(),
+            loads.searched.to_string(),
+        ]);
     }
-    store.close().await.unwrap();
-    let store = Store::open(
-        &dir,
-        StoreOptions {
-            use_bloom_filters: false,
-            ..options()
-        },
-    )
-    .await
-    .unwrap();
-    for (stream, events) in [(SMALL, 10), (LARGE, 1000)] {
-        let (p50, p99, skipped, searched) = load_times(&store, stream, 200).await;
-        println!(
-            "| {stream} | {events} | off | {} | {} | {skipped} | {searched} |",
-            ms(p50),
-            ms(p99)
-        );
-    }
+}
 
-    // Whole-log reads: a plain copy of the segment bytes is the baseline.
+/// The bytes of the segment files in `dir`, read into memory: the
+/// baseline of whole-log reads.
+fn segment_copy(dir: &Path) -> (u64, Duration) {
     let mut seg_bytes = 0u64;
     let t = Instant::now();
     for entry in std::fs::read_dir(dir.join("events")).unwrap() {
@@ -357,8 +352,11 @@ async fn run() {
             seg_bytes += std::fs::read(&path).unwrap().len() as u64;
         }
     }
-    let copy_rate = seg_bytes as f64 / t.elapsed().as_secs_f64();
+    (seg_bytes, t.elapsed())
+}
 
+/// The whole log through `read_all`: events, payload bytes, time taken.
+async fn read_all_pages(store: &Store) -> (u64, u64, Duration) {
     let t = Instant::now();
     let mut next = Position::START;
     let mut count = 0u64;
@@ -373,8 +371,11 @@ async fn run() {
             .map(|e| (e.data.len() + e.metadata.len()) as u64)
             .sum::<u64>();
     }
-    let read_all = t.elapsed();
+    (count, bytes, t.elapsed())
+}
 
+/// A subscription from the start, until it has delivered `count` events.
+async fn subscription_catch_up(store: &Store, count: u64) -> Duration {
     let t = Instant::now();
     let mut sub = store
         .subscribe(Position::START, EventFilter::all())
@@ -385,29 +386,41 @@ async fn run() {
         sub.next().await.unwrap().unwrap();
         seen += 1;
     }
-    let catch_up = t.elapsed();
-    drop(sub);
+    t.elapsed()
+}
+
+/// The whole-log table: `read_all` and a subscription's catch-up beside a
+/// plain copy of the segment bytes.
+async fn whole_log_reads(store: &Store, dir: &Path) {
+    let (seg_bytes, copy) = segment_copy(dir);
+    let (count, bytes, read_all) = read_all_pages(store).await;
+    let catch_up = subscription_catch_up(store, count).await;
 
     println!(
         "\nWhole-log reads ({count} events, {:.0} MB of segments)",
         seg_bytes as f64 / 1e6
     );
-    println!("| reader | events/s | MB/s (segment bytes) | payload MB/s |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| baseline: read the segment files into memory | – | {:.0} | – |",
-        copy_rate / 1e6
-    );
+    let mut table = Table::new()
+        .left("reader")
+        .right("events/s")
+        .right("MB/s (segment bytes)")
+        .right("payload MB/s");
+    table.row([
+        "baseline: read the segment files into memory".to_owned(),
+        "–".to_owned(),
+        format!("{:.0}", seg_bytes as f64 / copy.as_secs_f64() / 1e6),
+        "–".to_owned(),
+    ]);
     for (name, d) in [
         ("read_all, pages of 10,000", read_all),
         ("subscription catch-up", catch_up),
     ] {
-        println!(
-            "| {name} | {:.0} | {:.0} | {:.0} |",
-            count as f64 / d.as_secs_f64(),
-            seg_bytes as f64 / d.as_secs_f64() / 1e6,
-            bytes as f64 / d.as_secs_f64() / 1e6
-        );
+        table.row([
+            name.to_owned(),
+            format!("{:.0}", count as f64 / d.as_secs_f64()),
+            format!("{:.0}", seg_bytes as f64 / d.as_secs_f64() / 1e6),
+            format!("{:.0}", bytes as f64 / d.as_secs_f64() / 1e6),
+        ]);
     }
-    store.close().await.unwrap();
+    table.print();
 }

@@ -43,31 +43,14 @@ use event_store::{EventStore, Position, Store, StoreOptions};
 use projector::{Dialect, Projector, ProjectorOptions, TrackState, ViewDb, ViewDbOptions};
 use query_api::{QueryConfig, QueryState};
 
-#[path = "../../benches/common/pg.rs"]
-mod pg;
-use pg::PgDatabase;
+use bench_harness::env::runs;
+use bench_harness::pg::PgDatabase;
+use bench_harness::ratio::{ratio, times};
+use bench_harness::{Load, Table, Tally, run_clients};
 
 const CLIENTS: usize = 64;
 /// Rows per INSERT statement in the baseline, as the projections' upserts.
 const BASELINE_ROWS_PER_STATEMENT: usize = 512;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
 
 /// `1234567` as `1,234,567`.
 fn grouped(n: u64) -> String {
@@ -204,13 +187,6 @@ async fn catch_up(store: &Store, db: &ViewDb, head: Position, batch: usize) -> C
     }
 }
 
-struct Load {
-    requests: usize,
-    failures: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
 /// `CLIENTS` clients, each sending one request at a time for `duration`;
 /// `path` picks the request from a random number.
 async fn drive(
@@ -224,49 +200,29 @@ async fn drive(
         .build()
         .unwrap();
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let client = client.clone();
-            let base = base.to_owned();
-            let path = path.clone();
-            tokio::spawn(async move {
-                let mut rng = Rng(c as u64 + 1);
-                let mut latencies = Vec::new();
-                let mut failures = 0;
-                while started.elapsed() < duration {
-                    let url = format!("{base}{}", path(rng.next()));
-                    let sent = Instant::now();
-                    let ok = match client.get(url).send().await {
-                        Ok(response) => {
-                            let ok = response.status().is_success();
-                            ok & response.bytes().await.is_ok()
-                        }
-                        Err(_) => false,
-                    };
-                    latencies.push(sent.elapsed());
-                    if !ok {
-                        failures += 1;
+    run_clients(CLIENTS, |c| {
+        let client = client.clone();
+        let base = base.to_owned();
+        let path = path.clone();
+        async move {
+            let mut rng = Rng(c as u64 + 1);
+            let mut tally = Tally::default();
+            while started.elapsed() < duration {
+                let url = format!("{base}{}", path(rng.next()));
+                let sent = Instant::now();
+                let ok = match client.get(url).send().await {
+                    Ok(response) => {
+                        let ok = response.status().is_success();
+                        ok & response.bytes().await.is_ok()
                     }
-                }
-                (latencies, failures)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for task in tasks {
-        let (l, f) = task.await.unwrap();
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    Load {
-        requests: latencies.len(),
-        failures,
-        elapsed,
-        latencies,
-    }
+                    Err(_) => false,
+                };
+                tally.record(sent, ok);
+            }
+            tally
+        }
+    })
+    .await
 }
 
 /// Serves the query API over `db` and runs both query workloads.
@@ -339,7 +295,7 @@ async fn fresh_db(backend: Backend, root: &std::path::Path, admin_url: &str) -> 
             (db, Fresh::Sqlite(dir))
         }
         Backend::Postgres => {
-            let pg = PgDatabase::create(admin_url).await;
+            let pg = PgDatabase::create(admin_url).await.unwrap();
             let db = ViewDb::open_with(&pg.url, ViewDbOptions::default())
                 .await
                 .unwrap();
@@ -355,57 +311,107 @@ struct CatchUpRow {
     catch_up: CatchUp,
 }
 
+/// What the run is told by the environment.
+struct Settings {
+    events: u64,
+    batches: Vec<usize>,
+    duration: Duration,
+    admin_url: String,
+    random_ids: bool,
+    only: Option<String>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let batches = match std::env::var("ANNALS_BENCH_BATCH") {
+            Ok(list) => list.split(',').map(|b| b.trim().parse().unwrap()).collect(),
+            Err(_) => vec![ProjectorOptions::default().batch_events_max],
+        };
+        Settings {
+            events: bench_harness::env::events_or(1_000_000),
+            batches,
+            duration: bench_harness::env::seconds_or(10),
+            admin_url: bench_harness::env::database_url(),
+            // Time-ordered ids are what the command API assigns; clients that
+            // bring their own random ids scatter the views' writes over more
+            // pages.
+            random_ids: std::env::var("ANNALS_BENCH_IDS").as_deref() == Ok("random"),
+            only: bench_harness::env::only(),
+        }
+    }
+}
+
+/// The generated log every backend projects.
+struct Log {
+    store: Store,
+    head: Position,
+    ids: Arc<Vec<String>>,
+    orders: usize,
+    generated: Duration,
+    /// The store's `read_all` rate over it: the baseline of catch-up.
+    read_all_rate: f64,
+}
+
+/// What every backend measured.
+#[derive(Default)]
+struct Results {
+    catch_ups: Vec<CatchUpRow>,
+    queries: Vec<(Backend, String, Load)>,
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(run());
+    bench_harness::env::runtime().unwrap().block_on(run());
 }
 
 async fn run() {
-    let base = std::env::var("ANNALS_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::env::current_dir()
-                .unwrap()
-                .join("../target/bench-data")
-        });
-    std::fs::create_dir_all(&base).unwrap();
-    let root = tempfile::tempdir_in(&base).unwrap();
-    let events: u64 = env_or("ANNALS_BENCH_EVENTS", 1_000_000);
-    let batches: Vec<usize> = match std::env::var("ANNALS_BENCH_BATCH") {
-        Ok(list) => list.split(',').map(|b| b.trim().parse().unwrap()).collect(),
-        Err(_) => vec![ProjectorOptions::default().batch_events_max],
-    };
-    let duration = Duration::from_secs(env_or("ANNALS_BENCH_SECONDS", 10));
-    let admin_url = std::env::var("ANNALS_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-
+    let root = bench_harness::env::data_root().unwrap();
+    let settings = Settings::from_env();
     let load_before = load_average();
-    eprintln!("generating {events} events");
-    let store = Store::open(root.path().join("store"), StoreOptions::default())
+    let log = generate_log(root.path(), &settings).await;
+    let mut results = Results::default();
+    for backend in backends(&settings).await {
+        measure_backend(backend, root.path(), &settings, &log, &mut results).await;
+    }
+    log.store.close().await.unwrap();
+
+    print_setting(&settings, &log, &load_before);
+    print_catch_ups(&log, &results.catch_ups);
+    print_queries(&settings, &results.queries);
+}
+
+/// Generates the log into a store under `root`, and reads it back whole.
+async fn generate_log(root: &std::path::Path, settings: &Settings) -> Log {
+    eprintln!("generating {} events", settings.events);
+    let store = Store::open(root.join("store"), StoreOptions::default())
         .await
         .unwrap();
-    // Time-ordered ids are what the command API assigns; clients that bring
-    // their own random ids scatter the views' writes over more pages.
-    let random_ids = std::env::var("ANNALS_BENCH_IDS").as_deref() == Ok("random");
-    let mut generator = Generator::with_ids(
-        42,
-        if random_ids {
-            Ids::Random
-        } else {
-            Ids::TimeOrdered
-        },
-    );
+    let ids = if settings.random_ids {
+        Ids::Random
+    } else {
+        Ids::TimeOrdered
+    };
+    let mut generator = Generator::with_ids(42, ids);
     let started = Instant::now();
-    let head = append_events(&store, &mut generator, events).await.unwrap();
+    let head = append_events(&store, &mut generator, settings.events)
+        .await
+        .unwrap();
     let generated = started.elapsed();
     let ids: Arc<Vec<String>> =
         Arc::new(generator.customers().iter().map(|c| c.id.clone()).collect());
     let orders = generator.orders().count();
+    let read_all_rate = read_all_rate(&store, head).await;
+    Log {
+        store,
+        head,
+        ids,
+        orders,
+        generated,
+        read_all_rate,
+    }
+}
 
+/// Events per second of the store's `read_all` over the log up to `head`.
+async fn read_all_rate(store: &Store, head: Position) -> f64 {
     let started = Instant::now();
     let mut next = Position::START;
     let mut read = 0u64;
@@ -415,58 +421,72 @@ async fn run() {
         next = last.position.next();
         read += page.len() as u64;
     }
-    let read_all_rate = read as f64 / started.elapsed().as_secs_f64();
     assert_eq!(read, head.0, "read_all returns the whole log");
+    read as f64 / started.elapsed().as_secs_f64()
+}
 
-    let only = std::env::var("ANNALS_BENCH_ONLY").unwrap_or_default();
+/// The backends to measure: those `ANNALS_BENCH_ONLY` names, PostgreSQL
+/// only if its server answers.
+async fn backends(settings: &Settings) -> Vec<Backend> {
+    let only = settings.only.as_deref();
     let mut backends = Vec::new();
-    if only != "postgres" {
+    if runs(only, "sqlite") {
         backends.push(Backend::Sqlite);
     }
-    if only != "sqlite" && PgDatabase::reachable(&admin_url).await {
+    if runs(only, "postgres") && PgDatabase::reachable(&settings.admin_url).await {
         backends.push(Backend::Postgres);
     }
-    let mut rows = Vec::new();
-    let mut queries = Vec::new();
-    for &backend in &backends {
-        let name = backend.name();
-        for (i, &batch) in batches.iter().enumerate() {
-            let (db, fresh) = fresh_db(backend, root.path(), &admin_url).await;
-            eprintln!("{name}, batch {batch}: plain INSERT baseline");
-            let baseline = insert_baseline(&db, head.0, batch).await;
-            eprintln!("{name}, batch {batch}: projection catch-up");
-            let catch_up = catch_up(&store, &db, head, batch).await;
-            eprintln!(
-                "{name}, batch {batch}: caught up in {:.1} s",
-                catch_up.elapsed.as_secs_f64()
-            );
-            rows.push(CatchUpRow {
-                backend,
-                batch,
-                baseline,
-                catch_up,
-            });
-            // The query workloads read the last view built.
-            if i + 1 == batches.len() {
-                if backend == Backend::Postgres {
-                    // What autovacuum does soon after a bulk load anyway; done
-                    // here so that it does not run during the measurement.
-                    sqlx::raw_sql("VACUUM ANALYZE customers, orders")
-                        .execute(db.pool())
-                        .await
-                        .unwrap();
-                }
-                eprintln!("{name}: query workloads");
-                for (request, load) in query_runs(&db, &ids, duration).await {
-                    queries.push((backend, request, load));
-                }
-            }
-            db.close().await;
-            drop(fresh);
-        }
-    }
-    store.close().await.unwrap();
+    backends
+}
 
+/// Projects the log into a fresh database of `backend` once per batch
+/// size, each beside its INSERT baseline, then runs the query workloads
+/// over the last view built.
+async fn measure_backend(
+    backend: Backend,
+    root: &std::path::Path,
+    settings: &Settings,
+    log: &Log,
+    results: &mut Results,
+) {
+    let name = backend.name();
+    for (i, &batch) in settings.batches.iter().enumerate() {
+        let (db, fresh) = fresh_db(backend, root, &settings.admin_url).await;
+        eprintln!("{name}, batch {batch}: plain INSERT baseline");
+        let baseline = insert_baseline(&db, log.head.0, batch).await;
+        eprintln!("{name}, batch {batch}: projection catch-up");
+        let catch_up = catch_up(&log.store, &db, log.head, batch).await;
+        eprintln!(
+            "{name}, batch {batch}: caught up in {:.1} s",
+            catch_up.elapsed.as_secs_f64()
+        );
+        results.catch_ups.push(CatchUpRow {
+            backend,
+            batch,
+            baseline,
+            catch_up,
+        });
+        if i + 1 == settings.batches.len() {
+            if backend == Backend::Postgres {
+                // What autovacuum does soon after a bulk load anyway; done
+                // here so that it does not run during the measurement.
+                sqlx::raw_sql("VACUUM ANALYZE customers, orders")
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+            }
+            eprintln!("{name}: query workloads");
+            for (request, load) in query_runs(&db, &log.ids, settings.duration).await {
+                results.queries.push((backend, request, load));
+            }
+        }
+        db.close().await;
+        drop(fresh);
+    }
+}
+
+/// The machine, the log and the `read_all` baseline.
+fn print_setting(settings: &Settings, log: &Log, load_before: &str) {
     println!(
         "\nMachine: {} CPUs; load average (1 min) {} at the start, {} at the end",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -475,65 +495,86 @@ async fn run() {
     );
     println!(
         "\nEvent log: {} reference-domain events ({} customers, {} orders, {} ids), generated in {:.1} s",
-        grouped(head.0),
-        grouped(ids.len() as u64),
-        grouped(orders as u64),
-        if random_ids {
+        grouped(log.head.0),
+        grouped(log.ids.len() as u64),
+        grouped(log.orders as u64),
+        if settings.random_ids {
             "random (v4)"
         } else {
             "time-ordered (v7)"
         },
-        generated.as_secs_f64()
+        log.generated.as_secs_f64()
     );
     println!(
         "Baseline: the store's `read_all` (pages of 10,000) over the same log: {} events/s\n",
-        grouped(read_all_rate as u64)
+        grouped(log.read_all_rate as u64)
     );
+}
+
+fn print_catch_ups(log: &Log, rows: &[CatchUpRow]) {
     println!(
         "Projection catch-up from an empty view database (customers + orders, checkpoint in every batch transaction)"
     );
-    println!(
-        "| backend | events | batch (events/tx) | seconds | events/s | baseline: plain INSERT rows/s | events/s ÷ baseline rows/s |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
-        let rate = head.0 as f64 / r.catch_up.elapsed.as_secs_f64();
+    let mut table = Table::new()
+        .left("backend")
+        .right("events")
+        .right("batch (events/tx)")
+        .right("seconds")
+        .right("events/s")
+        .right("baseline: plain INSERT rows/s")
+        .right("events/s ÷ baseline rows/s");
+    for r in rows {
+        let rate = log.head.0 as f64 / r.catch_up.elapsed.as_secs_f64();
         assert_eq!(
             r.catch_up.customers as usize,
-            ids.len(),
+            log.ids.len(),
             "every customer projected"
         );
-        assert_eq!(r.catch_up.orders as usize, orders, "every order projected");
-        println!(
-            "| {} | {} | {} | {:.2} | {} | {} | {:.2}× |",
-            r.backend.name(),
-            grouped(head.0),
+        assert_eq!(
+            r.catch_up.orders as usize, log.orders,
+            "every order projected"
+        );
+        table.row([
+            r.backend.name().to_owned(),
+            grouped(log.head.0),
             grouped(r.batch as u64),
-            r.catch_up.elapsed.as_secs_f64(),
+            format!("{:.2}", r.catch_up.elapsed.as_secs_f64()),
             grouped(rate as u64),
             grouped(r.baseline as u64),
-            rate / r.baseline
-        );
+            times(ratio(rate, r.baseline), 2),
+        ]);
     }
+    table.print();
+}
+
+fn print_queries(settings: &Settings, queries: &[(Backend, String, Load)]) {
     println!(
         "\nQuery API over the last view built: {CLIENTS} concurrent clients (keep-alive) in the same process as the server, {} s per row (PostgreSQL after VACUUM ANALYZE)",
-        duration.as_secs()
+        settings.duration.as_secs()
     );
-    println!(
-        "| backend | request | requests | failed | requests/s | p50 ms | p99 ms | p99.9 ms | max ms |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (backend, request, load) in &queries {
-        println!(
-            "| {} | {request} | {} | {} | {} | {} | {} | {} | {} |",
-            backend.name(),
-            grouped(load.requests as u64),
-            load.failures,
-            grouped((load.requests as f64 / load.elapsed.as_secs_f64()) as u64),
-            ms(percentile(&load.latencies, 0.50)),
-            ms(percentile(&load.latencies, 0.99)),
-            ms(percentile(&load.latencies, 0.999)),
-            ms(load.latencies.last().copied().unwrap_or_default()),
-        );
+    let mut table = Table::new()
+        .left("backend")
+        .left("request")
+        .right("requests")
+        .right("failed")
+        .right("requests/s")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("p99.9 ms")
+        .right("max ms");
+    for (backend, request, load) in queries {
+        let [p50, p99, p999, max] = load.latencies.summary_ms(2);
+        table.row([
+            backend.name().to_owned(),
+            request.clone(),
+            grouped(load.requests() as u64),
+            load.failures.to_string(),
+            grouped(load.rate() as u64),
+            p50,
+            p99,
+            p999,
+            max,
+        ]);
     }
+    table.print();
 }
