@@ -1,35 +1,8 @@
 //! The one-file-per-subject format of earlier key stores, and its
 //! migration into the key log.
 
-use super::recovery::KeyLogCheck;
 use super::writer::{Group, LogWriter};
 use super::*;
-
-/// [`check_log`] for a key store of the one-file-per-subject format (which
-/// the next open migrates into a key log); `Ok(None)` if there is none.
-pub(super) fn check_legacy_files(dir: &Path) -> Result<Option<KeyLogCheck>> {
-    let Some((found, _)) = legacy_files(&crate::log::fs::RealFs, dir)? else {
-        return Ok(None);
-    };
-    if found.is_empty() {
-        return Ok(None);
-    }
-    let mut check = KeyLogCheck::default();
-    for (path, _, legacy) in found {
-        match legacy {
-            Ok(Legacy::Erased) => check.erased += 1,
-            Ok(_) => check.live += 1,
-            Err(why) => check
-                .damage
-                .push((0, format!("{} is damaged: {why}", path.display()))),
-        }
-    }
-    check.repairs.push((
-        0,
-        "key files of the one-file-per-subject format are migrated into a key log".into(),
-    ));
-    Ok(Some(check))
-}
 
 /// A key or erasure file of the one-file-per-subject format: its path, the
 /// subject its name says, and what it decodes to.

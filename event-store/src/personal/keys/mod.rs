@@ -77,14 +77,15 @@ use crate::log::lock::DirLock;
 use crate::log::mmap::VolatileMap;
 use crate::log::recovery::write_file_durably;
 
+mod check;
 mod legacy;
 mod recovery;
 mod table;
 mod writer;
 
+pub use check::{KeyLogCheck, check_log};
 use legacy::migrate_legacy_files;
 use recovery::recover;
-pub use recovery::{KeyLogCheck, check_log};
 use table::{MappedLog, Records, SubjectTable};
 use writer::LogWriter;
 

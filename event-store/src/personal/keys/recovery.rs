@@ -1,7 +1,6 @@
 //! Opening the key log: what every slot holds, torn appends, damage and
 //! interrupted erasures (see the module docs of `keys`).
 
-use super::legacy::check_legacy_files;
 use super::*;
 
 /// What opening found in the log.
@@ -29,69 +28,6 @@ pub(super) fn record_slots(bytes: &[u8]) -> Vec<[u8; RECORD_LEN]> {
         .chunks_exact(RECORD_LEN)
         .filter_map(|c| c.try_into().ok())
         .collect()
-}
-
-/// What a read-only check of a key log found (see [`check_log`]).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct KeyLogCheck {
-    /// Subjects with a live key.
-    pub live: u64,
-    /// Subjects whose key was destroyed.
-    pub erased: u64,
-    /// Spare keys no assignment names.
-    pub spares: u64,
-    /// Damage, by file offset: keys that may be lost.
-    pub damage: Vec<(u64, String)>,
-    /// What the next open repairs by itself, losing nothing, by file
-    /// offset.
-    pub repairs: Vec<(u64, String)>,
-}
-
-/// Reads the key log in `dir` without writing or locking anything and says
-/// what it holds, as [`KeyStore::open`] would see it; `Ok(None)` if there is
-/// no key log. An error if it cannot be read or is not a key log.
-pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
-    let path = dir.join(LOG_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        // Before the key log: one file per subject, if any.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return check_legacy_files(dir),
-        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-    };
-    keylog::decode_header(&bytes)
-        .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
-    let slots = record_slots(&bytes);
-    drop(bytes);
-    let recovered = recover(Arc::new(slots));
-    let mut check = KeyLogCheck {
-        spares: recovered.free_spares.len() as u64,
-        ..KeyLogCheck::default()
-    };
-    for entry in recovered.subjects.values() {
-        match entry {
-            Entry::Key { .. } => check.live += 1,
-            Entry::Erased => check.erased += 1,
-            // Its record is also in `damage`, which says where.
-            Entry::Damaged(_) => {}
-        }
-    }
-    check.damage = recovered
-        .damage
-        .into_iter()
-        .map(|(slot, why)| (keylog::offset_of(slot), why))
-        .collect();
-    check.repairs = recovered
-        .rewrites
-        .into_iter()
-        .map(|(slot, record)| {
-            let what = match record.kind {
-                Kind::Void => "a torn record of the last batch (never acknowledged) is cleared",
-                _ => "an interrupted erasure is finished",
-            };
-            (keylog::offset_of(slot), what.to_owned())
-        })
-        .collect();
-    Ok(Some(check))
 }
 
 /// What recovery learns from a first pass over the slots, before it
