@@ -45,14 +45,7 @@ fn stream_slice(
     direction: Direction,
     max_count: usize,
 ) -> Result<StreamSlice> {
-    if max_count == 0 {
-        return Err(Error::InvalidRead("max_count must be at least 1".into()));
-    }
-    check_limit(
-        "read_count_max",
-        max_count,
-        inner.options.limits.read_count_max,
-    )?;
+    check_read_count(inner, max_count)?;
     let plan = match plan_read(inner, stream_id, from, direction, max_count)? {
         Planned::Nothing { stream_version } => {
             return Ok(StreamSlice {
@@ -315,6 +308,18 @@ fn check_every_version(
     Ok(())
 }
 
+/// A read asks for at least one event and at most `read_count_max`.
+fn check_read_count(inner: &Inner, max_count: usize) -> Result<()> {
+    if max_count == 0 {
+        return Err(Error::InvalidRead("max_count must be at least 1".into()));
+    }
+    check_limit(
+        "read_count_max",
+        max_count,
+        inner.options.limits.read_count_max,
+    )
+}
+
 fn start_is_end(from: ReadFrom, version: u64) -> bool {
     match from {
         ReadFrom::Start | ReadFrom::End => true,
@@ -360,14 +365,7 @@ pub(crate) fn read_all(
 }
 
 fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
-    if max_count == 0 {
-        return Err(Error::InvalidRead("max_count must be at least 1".into()));
-    }
-    check_limit(
-        "read_count_max",
-        max_count,
-        inner.options.limits.read_count_max,
-    )?;
+    check_read_count(inner, max_count)?;
     let from = from.0.max(1);
 
     let (head, segments, active_start) = {
