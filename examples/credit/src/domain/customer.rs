@@ -578,7 +578,7 @@ pub struct CustomerForgotten {
 }
 
 /// The customer's events, with the type names and data of the reference
-/// domain event contract (ARCHITECTURE.md).
+/// domain event contract (examples/credit/README.md).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CustomerEvent {
     Registered(CustomerRegistered),

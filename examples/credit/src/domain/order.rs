@@ -316,7 +316,7 @@ pub struct OrderCancelled {
 }
 
 /// The order's events, with the type names and data of the reference domain
-/// event contract (ARCHITECTURE.md).
+/// event contract (examples/credit/README.md).
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderEvent {
     Placed(OrderPlaced),

@@ -1,6 +1,6 @@
 //! The read side's own view of the reference domain's published events.
 //!
-//! These structs mirror the contract table in ARCHITECTURE.md rather than
+//! These structs mirror the contract table in examples/credit/README.md rather than
 //! the command side's types: the views depend on the published JSON, not on
 //! another crate's internals. Unknown fields are ignored, so the producer
 //! may add fields without breaking the views.

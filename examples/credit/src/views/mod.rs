@@ -1,5 +1,5 @@
 //! Views of the reference domain: customers with a credit limit, orders
-//! that reserve credit (see the event contract in ARCHITECTURE.md).
+//! that reserve credit (see the event contract in examples/credit/README.md).
 //!
 //! - [`CustomersProjection`] → table `customers`: identity, credit limit,
 //!   reserved and available credit, order counts, stream version.
