@@ -12,6 +12,8 @@
 //! operation that does not fit the state (not failed, already rebuilding,
 //! wrong position) `409`.
 
+use std::collections::BTreeMap;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::handler::Handler;
@@ -21,6 +23,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use event_store::Position;
 use serde::{Deserialize, Serialize};
+use utoipa::IntoResponses;
+use utoipa::openapi::{self, RefOr};
 
 use crate::error::Error;
 use crate::http::{Problem, problem_type};
@@ -85,6 +89,19 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <AdminApi as utoipa::OpenApi>::openapi()
 }
 
+/// The path parameter of every operation on one projection.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(
+    dead_code,
+    reason = "it describes the parameter only; the handlers read the name as a string"
+)]
+struct ProjectionPath {
+    /// The projection's name
+    #[param(example = "customers")]
+    name: String,
+}
+
 /// The projection named in the path; a path that does not decode (bad
 /// percent-encoding, not UTF-8) is a problem document like any other error.
 fn projection_name(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
@@ -120,6 +137,66 @@ fn problem(error: Error) -> Problem {
     }
 }
 
+/// A response of a problem document, `description` saying when.
+fn problem_response(description: &str) -> RefOr<openapi::Response> {
+    openapi::ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            openapi::ContentBuilder::new()
+                .schema(Some(openapi::Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Problem responses under their statuses.
+fn problem_responses(responses: &[(&str, &str)]) -> BTreeMap<String, RefOr<openapi::Response>> {
+    responses
+        .iter()
+        .map(|(status, description)| ((*status).to_owned(), problem_response(description)))
+        .collect()
+}
+
+/// The failures any admin operation can answer with.
+struct ServerFailures;
+
+impl IntoResponses for ServerFailures {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        problem_responses(&[
+            ("500", "`internal`: the error is in the server's log"),
+            (
+                "503",
+                "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down",
+            ),
+        ])
+    }
+}
+
+/// An operation on a projection named in the path, when no projection has
+/// that name.
+struct UnknownProjection;
+
+impl IntoResponses for UnknownProjection {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        problem_responses(&[("404", "`not-found`: no projection has this name")])
+    }
+}
+
+/// An operation on a projection named in the path, when the name does not
+/// decode ([`projection_name`]).
+struct UndecodableName;
+
+impl IntoResponses for UndecodableName {
+    fn responses() -> BTreeMap<String, RefOr<openapi::Response>> {
+        problem_responses(&[(
+            "400",
+            "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)",
+        )])
+    }
+}
+
 /// The status of every projection.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ProjectionList {
@@ -134,8 +211,7 @@ struct ProjectionList {
     tag = "projections",
     responses(
         (status = 200, description = "Every registered projection", body = ProjectionList),
-        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+        ServerFailures,
     )
 )]
 async fn list(State(handle): State<ProjectorHandle>) -> Result<Response, Problem> {
@@ -149,13 +225,12 @@ async fn list(State(handle): State<ProjectorHandle>) -> Result<Response, Problem
     path = "/projections/{name}",
     operation_id = "get_projection",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    params(ProjectionPath),
     responses(
         (status = 200, description = "The projection's status", body = ProjectionStatus),
-        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+        UndecodableName,
+        UnknownProjection,
+        ServerFailures,
     )
 )]
 async fn one(
@@ -177,14 +252,13 @@ async fn one(
     path = "/projections/{name}/rebuild",
     operation_id = "rebuild_projection",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    params(ProjectionPath),
     responses(
         (status = 202, description = "The rebuild is running; the status as it started", body = ProjectionStatus),
-        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: a rebuild is already running", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+        UndecodableName,
+        UnknownProjection,
+        ServerFailures,
     )
 )]
 async fn rebuild(
@@ -214,14 +288,13 @@ struct SkipParams {
     path = "/projections/{name}/skip",
     operation_id = "skip_failed_event",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name", example = "customers"), SkipParams),
+    params(ProjectionPath, SkipParams),
     responses(
         (status = 200, description = "Skipped; the projection's status", body = ProjectionStatus),
         (status = 400, description = "`invalid-request`: an unknown or malformed query parameter, or a projection name that does not decode", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the projection is not failed, is failed at another position than `position`, or moved meanwhile; nothing was skipped", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+        UnknownProjection,
+        ServerFailures,
     )
 )]
 async fn skip(
@@ -248,14 +321,13 @@ async fn skip(
     path = "/projections/{name}/resume",
     operation_id = "resume_projection",
     tag = "projections",
-    params(("name" = String, Path, description = "The projection's name", example = "customers")),
+    params(ProjectionPath),
     responses(
         (status = 200, description = "Resumed; the projection's status", body = ProjectionStatus),
-        (status = 404, description = "`not-found`: no projection has this name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`conflict`: the projection is not failed", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "`invalid-request`: the projection name in the path does not decode (bad percent-encoding, not UTF-8)", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "`internal`: the error is in the server's log", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`unavailable`: the view database or the event store cannot be reached, or the projector is shutting down", body = Problem, content_type = "application/problem+json"),
+        UndecodableName,
+        UnknownProjection,
+        ServerFailures,
     )
 )]
 async fn resume(
