@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use event_store::StoreOptions;
+use indicatif::{FormattedDuration, HumanCount};
 use projector::{ProjectorOptions, RebuildPhase, ViewDb, ViewDbOptions};
 use serde::Deserialize;
 
@@ -29,69 +30,94 @@ pub async fn rebuild(args: RebuildArgs, app: &crate::App) -> anyhow::Result<Exit
     }
 }
 
-/// One line of progress on stdout, redrawn in place on a terminal and
-/// printed as a plain line every [`ProgressBar::PLAIN_INTERVAL`] otherwise.
-struct ProgressBar {
-    terminal: bool,
-    last: Option<Instant>,
+/// Progress on stdout: on a terminal, a bar redrawn in place (indicatif);
+/// otherwise a plain line every [`Progress::PLAIN_INTERVAL`]. indicatif
+/// draws nothing when its target is not a terminal, and a log file or a
+/// pipe should get lines it can keep rather than redraws, so those are
+/// written here.
+enum Progress {
+    /// The bar, once the first progress came: a message takes its line,
+    /// and the next progress draws a new one below it.
+    Terminal(Option<indicatif::ProgressBar>),
+    Plain {
+        last: Option<Instant>,
+    },
 }
 
-impl ProgressBar {
+impl Progress {
     const WIDTH: usize = 30;
-    /// How often a terminal's bar is redrawn.
-    const REDRAW_INTERVAL: Duration = Duration::from_millis(100);
+    /// How often a terminal's bar is redrawn, per second.
+    const REDRAWS_PER_SECOND: u8 = 10;
     /// How often a plain progress line is printed when stdout is a file or
     /// a pipe.
     const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
     fn new() -> Self {
-        Self {
-            terminal: std::io::stdout().is_terminal(),
-            last: None,
+        if std::io::stdout().is_terminal() {
+            Self::Terminal(None)
+        } else {
+            Self::Plain { last: None }
         }
     }
 
     fn show(&mut self, done: u64, total: u64, per_second: f64, eta: Option<f64>) {
-        let interval = if self.terminal {
-            Self::REDRAW_INTERVAL
-        } else {
-            Self::PLAIN_INTERVAL
-        };
-        if self.last.is_some_and(|t| t.elapsed() < interval) {
-            return;
+        match self {
+            Self::Terminal(bar) => {
+                let bar = bar.get_or_insert_with(new_bar);
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(rate_and_eta(per_second, eta));
+            }
+            Self::Plain { last } => {
+                if last.is_some_and(|t| t.elapsed() < Self::PLAIN_INTERVAL) {
+                    return;
+                }
+                *last = Some(Instant::now());
+                print_line(&render(done, total, per_second, eta));
+            }
         }
-        self.last = Some(Instant::now());
-        let line = render(done, total, per_second, eta);
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the rebuild.
-        let _ = if self.terminal {
-            write!(out, "\r{line}\x1b[K")
-        } else {
-            writeln!(out, "{line}")
-        };
-        let _ = out.flush();
     }
 
     /// A line of its own (on a terminal, in place of the bar).
     fn say(&mut self, message: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = if self.terminal {
-            writeln!(out, "\r{message}\x1b[K")
-        } else {
-            writeln!(out, "{message}")
-        };
-        let _ = out.flush();
+        self.clear();
+        print_line(message);
     }
 
     /// Clears the bar (on a terminal) so that an error starts on a clean
     /// line.
     fn clear(&mut self) {
-        if self.terminal && self.last.is_some() {
-            let mut out = std::io::stdout().lock();
-            let _ = write!(out, "\r\x1b[K");
-            let _ = out.flush();
+        if let Self::Terminal(bar) = self
+            && let Some(bar) = bar.take()
+        {
+            bar.finish_and_clear();
         }
     }
+}
+
+/// The terminal's bar: the same fields as a plain line, the count and
+/// percentage kept by indicatif, the rate and ETA (the rebuild's own) in
+/// its message.
+fn new_bar() -> indicatif::ProgressBar {
+    let template = format!(
+        "[{{bar:{}}}] {{percent:>3}}%  {{human_pos}} / {{human_len}} events  {{msg}}",
+        Progress::WIDTH
+    );
+    let style = indicatif::ProgressStyle::with_template(&template)
+        .map(|style| style.progress_chars("#-"))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stdout_with_hz(Progress::REDRAWS_PER_SECOND),
+    )
+    .with_style(style)
+}
+
+/// One line on stdout. A closed stdout must not stop the rebuild.
+fn print_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 fn render(done: u64, total: u64, per_second: f64, eta: Option<f64>) -> String {
@@ -100,44 +126,35 @@ fn render(done: u64, total: u64, per_second: f64, eta: Option<f64>) -> String {
     } else {
         (done as f64 / total as f64).clamp(0.0, 1.0)
     };
-    let filled = (fraction * ProgressBar::WIDTH as f64).round() as usize;
+    let filled = (fraction * Progress::WIDTH as f64).round() as usize;
     let bar = format!(
         "{}{}",
         "#".repeat(filled),
-        "-".repeat(ProgressBar::WIDTH - filled)
+        "-".repeat(Progress::WIDTH - filled)
     );
-    let eta = match eta {
-        Some(seconds) if seconds.is_finite() => format_duration(seconds),
-        _ => "--:--".to_owned(),
-    };
     format!(
-        "[{bar}] {:>3}%  {} / {} events  {} events/s  ETA {eta}",
+        "[{bar}] {:>3}%  {} / {} events  {}",
         (fraction * 100.0).floor() as u64,
-        thousands(done),
-        thousands(total),
-        thousands(per_second.max(0.0).round() as u64),
+        HumanCount(done),
+        HumanCount(total),
+        rate_and_eta(per_second, eta),
     )
 }
 
-fn format_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    if s >= 3600 {
-        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
-    } else {
-        format!("{}:{:02}", s / 60, s % 60)
-    }
+fn rate_and_eta(per_second: f64, eta: Option<f64>) -> String {
+    format!(
+        "{} events/s  ETA {}",
+        HumanCount(per_second.max(0.0).round() as u64),
+        eta_text(eta)
+    )
 }
 
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+/// Seconds left as `hh:mm:ss`, or `--:--` while unknown.
+fn eta_text(seconds: Option<f64>) -> String {
+    match seconds.map(|s| Duration::try_from_secs_f64(s.max(0.0).round())) {
+        Some(Ok(left)) => FormattedDuration(left).to_string(),
+        _ => "--:--".to_owned(),
     }
-    out
 }
 
 async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
@@ -159,7 +176,7 @@ async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode
             .options(ProjectorOptions::default())
             .build()
             .context("cannot set up the projector")?;
-        let mut bar = ProgressBar::new();
+        let mut bar = Progress::new();
         let report = projector
             .rebuild(&args.projection, |p| {
                 if p.phase == RebuildPhase::Replaying {
@@ -179,7 +196,7 @@ async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode
             "{}: rebuilt from the log and swapped in at position {} ({} events in {:.1} s)",
             report.projection,
             report.position.0,
-            thousands(report.events),
+            HumanCount(report.events),
             report.elapsed.as_secs_f64()
         ));
         Ok::<_, anyhow::Error>(())
@@ -243,7 +260,7 @@ async fn remote(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let name = &args.projection;
     let http = client(args.key.as_deref(), args.ca_file.as_deref())?;
     let url = format!("{base}/projections/{name}");
-    let mut bar = ProgressBar::new();
+    let mut bar = Progress::new();
     let status = poll(&http, &url, base)
         .await
         .with_context(|| format!("cannot rebuild {name}"))?;
@@ -277,7 +294,7 @@ async fn follow(
     base: &str,
     name: &str,
     before: u64,
-    bar: &mut ProgressBar,
+    bar: &mut Progress,
 ) -> anyhow::Result<ExitCode> {
     let mut failures = 0;
     loop {
@@ -334,12 +351,13 @@ mod tests {
     fn progress_lines_show_count_rate_and_eta() {
         assert_eq!(
             render(250_000, 1_000_000, 50_000.4, Some(15.0)),
-            "[########----------------------]  25%  250,000 / 1,000,000 events  50,000 events/s  ETA 0:15"
+            "[########----------------------]  25%  250,000 / 1,000,000 events  50,000 events/s  ETA 00:00:15"
         );
         assert!(render(0, 0, 0.0, None).contains("100%"));
         assert!(render(5, 10, 0.0, None).ends_with("ETA --:--"));
-        assert_eq!(format_duration(3725.0), "1:02:05");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000), "1,000");
+        assert!(render(5, 10, 0.0, Some(f64::INFINITY)).ends_with("ETA --:--"));
+        assert!(render(5, 10, 0.0, Some(1e300)).ends_with("ETA --:--"));
+        assert_eq!(eta_text(Some(3725.0)), "01:02:05");
+        assert!(render(999, 1_000, 0.0, None).contains(" 999 / 1,000 events"));
     }
 }
