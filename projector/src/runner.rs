@@ -67,6 +67,7 @@ enum Next {
     Retry,
     /// Wait for a wake-up or a poll tick, then reload.
     Idle,
+    /// What `follow` returns.
     End(Result<FollowEnd>),
 }
 
