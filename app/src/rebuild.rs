@@ -63,10 +63,12 @@ impl Progress {
     fn show(&mut self, done: u64, total: u64, per_second: f64, eta: Option<f64>) {
         match self {
             Self::Terminal(bar) => {
-                let bar = bar.get_or_insert_with(new_bar);
+                let bar = bar.get_or_insert_with(|| new_bar(total));
+                // The message first: the first draw comes at once, and it
+                // should show the whole line.
+                bar.set_message(rate_and_eta(per_second, eta));
                 bar.set_length(total);
                 bar.set_position(done);
-                bar.set_message(rate_and_eta(per_second, eta));
             }
             Self::Plain { last } => {
                 if last.is_some_and(|t| t.elapsed() < Self::PLAIN_INTERVAL) {
@@ -98,7 +100,7 @@ impl Progress {
 /// The terminal's bar: the same fields as a plain line, the count and
 /// percentage kept by indicatif, the rate and ETA (the rebuild's own) in
 /// its message.
-fn new_bar() -> indicatif::ProgressBar {
+fn new_bar(total: u64) -> indicatif::ProgressBar {
     let template = format!(
         "[{{bar:{}}}] {{percent:>3}}%  {{human_pos}} / {{human_len}} events  {{msg}}",
         Progress::WIDTH
@@ -107,7 +109,7 @@ fn new_bar() -> indicatif::ProgressBar {
         .map(|style| style.progress_chars("#-"))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     indicatif::ProgressBar::with_draw_target(
-        None,
+        Some(total),
         indicatif::ProgressDrawTarget::stdout_with_hz(Progress::REDRAWS_PER_SECOND),
     )
     .with_style(style)
