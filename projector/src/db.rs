@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
@@ -670,7 +671,13 @@ impl Inner {
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut delay = Duration::from_secs(1);
+            // From a second, doubling up to PURGE_RETRY_DELAY_MAX.
+            let mut delays = ExponentialBuilder::default()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(PURGE_RETRY_DELAY_MAX)
+                .without_max_times()
+                .build();
+            let mut delay = delays.next().unwrap_or(PURGE_RETRY_DELAY_MAX);
             loop {
                 tokio::time::sleep(delay).await;
                 let Some(inner) = weak.upgrade() else {
@@ -713,7 +720,7 @@ impl Inner {
                     retry_in = ?delay,
                     "the WAL still holds page images from before an erasure; retrying its checkpoint"
                 );
-                delay = (delay * 2).min(PURGE_RETRY_DELAY_MAX);
+                delay = delays.next().unwrap_or(PURGE_RETRY_DELAY_MAX);
             }
         });
     }

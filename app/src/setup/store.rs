@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, Upcasting};
 use event_store_http::{RemoteOptions, RemoteStore};
 
@@ -77,7 +78,14 @@ pub async fn connect_store(
         ..RemoteOptions::default()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_seconds);
-    let mut pause = Duration::from_millis(50);
+    // From 50 ms, doubling up to a second, with jitter so that the
+    // processes of a deployment started together do not knock in step.
+    let mut pauses = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times()
+        .build();
     loop {
         match RemoteStore::connect(&args.url, options.clone()).await {
             Ok(store) => return upcasting(store, app),
@@ -95,11 +103,11 @@ pub async fn connect_store(
             }
             Err(e) => {
                 tracing::info!(url = %args.url, error = %e, "waiting for the store");
+                let pause = pauses.next().unwrap_or(Duration::from_secs(1));
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = stop.wait() => anyhow::bail!("stopped while waiting for the store"),
                 }
-                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }
