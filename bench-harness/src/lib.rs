@@ -9,7 +9,7 @@
 //! - [`table`]: markdown tables with aligned columns;
 //! - [`ratio`]: figures as ratios of a baseline measured in the same run,
 //!   medians and spreads of per-round ratios;
-//! - [`env`]: the `ANNALS_BENCH_*` settings (quick modes, data directory)
+//! - [`env`](mod@env): the `ANNALS_BENCH_*` settings (quick modes, data directory)
 //!   and the runtime every benchmark runs on;
 //! - `pg` (feature `postgres`): a PostgreSQL database for one run.
 

@@ -470,7 +470,9 @@ async fn follow(
                     return;
                 }
                 tracing::debug!(%why, "subscription connection dropped; reconnecting");
-                let pause = pauses.next().unwrap_or(RECONNECT_PAUSE_MAX);
+                let pause = pauses
+                    .next()
+                    .map_or(RECONNECT_PAUSE_MAX, |p| p.min(RECONNECT_PAUSE_MAX));
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
                     () = tx.closed() => return,
@@ -483,14 +485,16 @@ async fn follow(
 /// The longest pause between two attempts to reconnect a subscription.
 const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
 
-/// Pauses between reconnection attempts: from 50 ms, doubling up to
-/// [`RECONNECT_PAUSE_MAX`], with jitter so that the subscribers of a
-/// restarted store do not all come back at once; never exhausted (the
-/// caller gives up after `reconnect_for`).
+/// Pauses between reconnection attempts: from 50 ms, doubling, each
+/// lengthened by a random part of up to as much again so that the
+/// subscribers of a restarted store do not all come back at once (the
+/// doubling stops at half of [`RECONNECT_PAUSE_MAX`], so the jitter never
+/// takes a pause past it); never exhausted (the caller gives up after
+/// `reconnect_for`).
 fn reconnect_pauses() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(RECONNECT_PAUSE_MAX)
+        .with_max_delay(RECONNECT_PAUSE_MAX / 2)
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
@@ -586,29 +590,64 @@ async fn connect_once(
     }
 }
 
-/// The Server-Sent Events of a response body; an error (why the connection
-/// is no good) when nothing, not even a keep-alive comment, arrives within
-/// `idle`. The timeout applies to the bytes, before parsing, because
-/// comments yield no event.
+/// The Server-Sent Events of a response body. An error says why the
+/// connection is no good: nothing, not even a keep-alive comment, arrived
+/// within `idle` of asking for more (the clock runs only while the parser
+/// waits for bytes, never while a slow consumer takes the events already
+/// read), or the bytes are not UTF-8. The byte stream is watched here
+/// rather than the events because comments yield no event, and because the
+/// parser would hold a byte that is not UTF-8 forever and read nothing
+/// after it.
 fn server_sent_events<B, E>(
-    body: impl futures_util::Stream<Item = std::result::Result<B, E>>,
+    body: impl futures_util::Stream<Item = std::result::Result<B, E>> + Send + 'static,
     idle: Duration,
 ) -> impl futures_util::Stream<Item = std::result::Result<eventsource_stream::Event, String>>
 where
-    B: AsRef<[u8]>,
-    E: std::fmt::Display,
+    B: AsRef<[u8]> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
 {
-    let bytes = tokio_stream::StreamExt::timeout(body, idle).map(|item| match item {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("no data or keep-alive in time".to_owned()),
-    });
-    bytes.eventsource().map(|event| {
+    let checked = futures_util::stream::unfold(
+        (Box::pin(body), Utf8Check::default()),
+        move |(mut body, mut utf8)| async move {
+            let chunk = match tokio::time::timeout(idle, body.next()).await {
+                Ok(None) => return None,
+                Ok(Some(Ok(chunk))) => utf8.check(chunk.as_ref()).map(|()| chunk),
+                Ok(Some(Err(e))) => Err(e.to_string()),
+                Err(_) => Err("no data or keep-alive in time".to_owned()),
+            };
+            Some((chunk, (body, utf8)))
+        },
+    );
+    checked.eventsource().map(|event| {
         event.map_err(|e| match e {
             EventStreamError::Transport(why) => why,
             other => format!("unreadable event stream: {other}"),
         })
     })
+}
+
+/// Checks that a byte stream is UTF-8 chunk by chunk: a character cut
+/// between two chunks is fine, a byte that cannot start or continue one is
+/// not.
+#[derive(Debug, Default)]
+struct Utf8Check {
+    /// The start of a character cut at the end of the last chunk.
+    carry: Vec<u8>,
+}
+
+impl Utf8Check {
+    fn check(&mut self, chunk: &[u8]) -> std::result::Result<(), String> {
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(chunk);
+        match std::str::from_utf8(&bytes) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_none() => {
+                self.carry = bytes[e.valid_up_to()..].to_vec();
+                Ok(())
+            }
+            Err(e) => Err(format!("the event stream is not UTF-8: {e}")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -635,6 +674,32 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_character_cut_between_chunks_passes_and_a_stray_byte_does_not() {
+        let text = "data: \u{e9}t\u{e9}\n\n".as_bytes();
+        for split in 0..text.len() {
+            let mut check = Utf8Check::default();
+            assert_eq!(check.check(&text[..split]), Ok(()), "split at {split}");
+            assert_eq!(check.check(&text[split..]), Ok(()), "split at {split}");
+        }
+        let chunks = [
+            b"data: a\n\n".to_vec(),
+            vec![0xff, b'\n'],
+            b"data: b\n\n".to_vec(),
+        ]
+        .map(Ok::<_, std::convert::Infallible>);
+        let got: Vec<_> =
+            server_sent_events(futures_util::stream::iter(chunks), Duration::from_secs(5))
+                .take(2)
+                .collect()
+                .await;
+        assert_eq!(got[0].as_ref().map(|e| e.data.as_str()), Ok("a"));
+        assert!(
+            got[1].as_ref().is_err_and(|why| why.contains("not UTF-8")),
+            "{got:?}"
+        );
     }
 
     #[tokio::test]

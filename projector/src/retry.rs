@@ -8,11 +8,11 @@ use tokio::sync::watch;
 
 use crate::options::ProjectorOptions;
 
-/// Exponential waits from `retry_backoff_min`, doubling up to
-/// `retry_backoff_max`. Each wait is stretched at random by up to as much
-/// again, so that tracks (and processes) that failed together do not retry
-/// in step, and capped at `retry_backoff_max`, which stays the longest a
-/// track waits.
+/// Exponential waits from `retry_backoff_min`, doubling. Each wait is
+/// stretched at random by up to as much again, so that tracks (and
+/// processes) that failed together do not retry in step; the doubling stops
+/// at half of `retry_backoff_max`, so waits at the top spread over its
+/// upper half and none is longer than it.
 #[derive(Debug)]
 pub(crate) struct Retries {
     builder: ExponentialBuilder,
@@ -24,7 +24,7 @@ impl Retries {
     pub fn new(options: &ProjectorOptions) -> Self {
         let builder = ExponentialBuilder::new()
             .with_min_delay(options.retry_backoff_min)
-            .with_max_delay(options.retry_backoff_max)
+            .with_max_delay(options.retry_backoff_max / 2)
             .with_factor(2.0)
             .with_jitter()
             .without_max_times();

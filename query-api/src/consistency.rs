@@ -53,10 +53,11 @@ pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Re
     let config = state.config();
     let deadline = Instant::now() + config.min_position_wait_max;
     // Jittered, so that requests waiting for one position do not all read
-    // the checkpoint at once.
+    // the checkpoint at once; the doubling stops at half the maximum, which
+    // the jitter can double.
     let mut pauses = ExponentialBuilder::new()
         .with_min_delay(config.poll_interval_min)
-        .with_max_delay(config.poll_interval_max)
+        .with_max_delay(config.poll_interval_max / 2)
         .with_jitter()
         .without_max_times()
         .build();
@@ -109,7 +110,9 @@ pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Re
             .with_header(header::RETRY_AFTER, retry_after)
             .with_header(POSITION_HEADER, HeaderValue::from(position.0)));
         }
-        let pause = pauses.next().unwrap_or(config.poll_interval_max);
+        let pause = pauses.next().map_or(config.poll_interval_max, |p| {
+            p.min(config.poll_interval_max)
+        });
         tokio::time::sleep(pause.min(deadline - now)).await;
     }
 }

@@ -15,9 +15,9 @@ pub struct QueryConfig {
     /// How long a request with a `min_position` the view has not reached
     /// waits before `503`.
     pub min_position_wait_max: Duration,
-    /// First pause between two reads of the checkpoint while waiting;
-    /// doubles up to `poll_interval_max`, each pause lengthened by a random
-    /// part of up to as much again.
+    /// First pause between two reads of the checkpoint while waiting; it
+    /// doubles, each pause lengthened by a random part of up to as much
+    /// again, and none longer than `poll_interval_max`.
     pub poll_interval_min: Duration,
     pub poll_interval_max: Duration,
     /// `Retry-After` of a `503`, in seconds.

@@ -78,12 +78,10 @@ pub async fn connect_store(
         ..RemoteOptions::default()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_seconds);
-    // From 50 ms, doubling up to a second, with jitter so that the
-    // processes of a deployment started together do not knock in step.
+    // From 50 ms, doubling up to a second.
     let mut pauses = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(50))
         .with_max_delay(Duration::from_secs(1))
-        .with_jitter()
         .without_max_times()
         .build();
     loop {

@@ -225,11 +225,12 @@ pub(super) const VISIBILITY_PAUSE_MAX: Duration = Duration::from_millis(20);
 /// made readable yet: short at first, since it usually is once the batch
 /// it went in is durable, then longer up to [`VISIBILITY_PAUSE_MAX`].
 /// Jittered, so that commands waiting on one batch do not all read again
-/// at once.
+/// at once: the doubling stops at half the maximum and the jitter adds up
+/// to as much again.
 pub(super) fn visibility_pauses() -> ExponentialBackoff {
     ExponentialBuilder::new()
         .with_min_delay(Duration::from_micros(200))
-        .with_max_delay(VISIBILITY_PAUSE_MAX)
+        .with_max_delay(VISIBILITY_PAUSE_MAX / 2)
         .with_jitter()
         .without_max_times()
         .build()

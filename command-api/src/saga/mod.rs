@@ -317,9 +317,10 @@ pub struct SagaConfig {
     /// save, so a quiet saga does not leave its last events unrecorded.
     pub checkpoint_interval: Duration,
     /// First pause before retrying an event after a transient failure (or
-    /// following the log again after it failed); it doubles on each failure
-    /// up to `retry_backoff_max`. Each pause is lengthened by a random part
-    /// of up to as much again, so that retries do not come in lockstep.
+    /// following the log again after it failed); it doubles on each failure,
+    /// and each pause is lengthened by a random part of up to as much again
+    /// so that retries do not come in lockstep; none is longer than
+    /// `retry_backoff_max`.
     pub retry_backoff_min: Duration,
     pub retry_backoff_max: Duration,
     /// Events handled at once (in different lanes).

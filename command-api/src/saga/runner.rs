@@ -462,13 +462,14 @@ impl<S: Saga> SagaRunner<S> {
 }
 
 /// The waits between retries: from the configured minimum, doubling on
-/// each failure up to the maximum, each lengthened by a random part of up
-/// to as much again so that sagas failing together (every process's, on
-/// one store outage) do not retry in lockstep.
+/// each failure, each lengthened by a random part of up to as much again
+/// so that sagas failing together (every process's, on one store outage)
+/// do not retry in lockstep. The doubling stops at half the maximum, so
+/// no wait is longer than `retry_backoff_max`.
 fn retry_pauses(config: &SagaConfig) -> ExponentialBackoff {
     ExponentialBuilder::new()
         .with_min_delay(config.retry_backoff_min)
-        .with_max_delay(config.retry_backoff_max)
+        .with_max_delay(config.retry_backoff_max / 2)
         .with_factor(2.0)
         .with_jitter()
         .without_max_times()
@@ -480,7 +481,9 @@ fn next_pause(pauses: &mut Option<ExponentialBackoff>, config: &SagaConfig) -> D
     pauses
         .get_or_insert_with(|| retry_pauses(config))
         .next()
-        .unwrap_or(config.retry_backoff_max)
+        .map_or(config.retry_backoff_max, |p| {
+            p.min(config.retry_backoff_max)
+        })
 }
 
 /// Whether an event is done (handled or skipped) or still to do (stopped
