@@ -711,20 +711,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn back_off_doubles_up_to_the_maximum_and_resets() {
+    fn back_off_doubles_never_passes_the_maximum_and_resets() {
         let config = SagaConfig {
             retry_backoff_min: Duration::from_millis(10),
             retry_backoff_max: Duration::from_millis(35),
             ..SagaConfig::default()
         };
         // Each wait is its step of the series plus a jitter of less than
-        // the step again.
-        let steps = [10, 20, 35, 35, 35].map(Duration::from_millis);
+        // the step again; the steps stop doubling at half the maximum.
+        let steps = [10_000, 17_500, 17_500, 17_500, 17_500].map(Duration::from_micros);
         for _ in 0..20 {
             let mut pause = None;
             for step in steps {
                 let wait = next_pause(&mut pause, &config);
                 assert!(step <= wait && wait < step * 2, "{wait:?} for {step:?}");
+                assert!(wait <= config.retry_backoff_max, "{wait:?}");
             }
             pause = None;
             let wait = next_pause(&mut pause, &config);
