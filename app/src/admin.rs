@@ -40,14 +40,12 @@ struct ProblemBody {
     title: Option<String>,
 }
 
-/// The client of the admin API, presenting `key` (an API key's token)
-/// on every request when given, and trusting the CA certificates of
-/// `ca_file` besides the public roots for an https:// URL.
-pub(crate) fn client(
-    key: Option<&str>,
-    ca_file: Option<&std::path::Path>,
-) -> anyhow::Result<reqwest::Client> {
-    let tls = http_edge::tls::client_config(ca_file)?;
+/// The client of the admin API, presenting the credentials' key (an API
+/// key's token) on every request when given, and trusting the CA
+/// certificates of their CA file besides the public roots for an
+/// https:// URL.
+pub(crate) fn client(credentials: &crate::AdminCredentials) -> anyhow::Result<reqwest::Client> {
+    let tls = http_edge::tls::client_config(credentials.ca_file.as_deref())?;
     let mut headers = reqwest::header::HeaderMap::new();
     // Rebuild, skip and resume have no body: the marker says a program,
     // not a cross-site form, sends them.
@@ -55,7 +53,7 @@ pub(crate) fn client(
         http_edge::cross_site::REQUESTED_WITH,
         reqwest::header::HeaderValue::from_static("annals"),
     );
-    if let Some(key) = key {
+    if let Some(key) = &credentials.key {
         let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {key}"))
             .context("the API key cannot be sent in a header")?;
         value.set_sensitive(true);
@@ -117,7 +115,7 @@ const HEADER: &str = "projection   state            position         head       
 pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let list: List = call(
-        client(args.key.as_deref(), args.ca_file.as_deref())?.get(format!("{base}/projections")),
+        client(&args.credentials)?.get(format!("{base}/projections")),
         base,
     )
     .await?;
@@ -137,7 +135,7 @@ pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let mut request = client(args.admin.key.as_deref(), args.admin.ca_file.as_deref())?
+    let mut request = client(&args.admin.credentials)?
         .post(format!("{base}/projections/{}/skip", args.projection));
     if let Some(position) = position {
         request = request.query(&[("position", position)]);
@@ -151,7 +149,7 @@ pub async fn skip(args: ProjectionArgs, position: Option<u64>) -> anyhow::Result
 
 pub async fn resume(args: ProjectionArgs) -> anyhow::Result<ExitCode> {
     let base = args.admin.url.trim_end_matches('/');
-    let request = client(args.admin.key.as_deref(), args.admin.ca_file.as_deref())?
+    let request = client(&args.admin.credentials)?
         .post(format!("{base}/projections/{}/resume", args.projection));
     let s: Status = call(request, base)
         .await

@@ -571,15 +571,8 @@ pub(crate) struct RebuildArgs {
     /// data directory).
     #[arg(long, env = "ANNALS_DATABASE_URL", hide_env_values = true)]
     pub database: Option<String>,
-    /// The API key (token, with `admin`) to present when the process
-    /// requires keys.
-    #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]
-    pub key: Option<String>,
-    /// A PEM file of CA certificates to trust for an https:// --url,
-    /// besides the public roots: the private CA that signed its
-    /// certificate.
-    #[arg(long = "ca", env = "ANNALS_CA", value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub credentials: AdminCredentials,
 }
 
 /// Where the admin API of a running projector is.
@@ -589,6 +582,13 @@ pub(crate) struct AdminArgs {
     /// `annals projector` (its --listen address).
     #[arg(long, env = "ANNALS_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    #[command(flatten)]
+    pub credentials: AdminCredentials,
+}
+
+/// How to present oneself to the admin API of a running projector.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AdminCredentials {
     /// The API key (token, with `admin`) to present when the process
     /// requires keys.
     #[arg(long, env = "ANNALS_KEY", hide_env_values = true)]

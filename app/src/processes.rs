@@ -15,31 +15,54 @@ use crate::setup::{
 };
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs, StoreArgs};
 
-/// Serves `app` on `listen` until the stop signal, announcing the address
-/// on stderr as `<name>: <role> listening on http://...` (`https://` with
-/// TLS; `name` is the application's).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the options carry the request deadline, the configuration the TLS read at start"
-)]
-async fn serve_http(
-    name: &str,
-    role: &str,
-    listen: &str,
-    http: &crate::HttpOptions,
+/// The HTTP side every split process but the store sets up first, before
+/// it reaches anything else: its configuration (the TLS files are read
+/// here) and who may call it, refused at once when `listen` would expose
+/// it without authentication.
+struct Edge<'a> {
+    name: &'a str,
+    listen: &'a str,
+    http: &'a crate::HttpOptions,
     config: http_edge::ServeConfig,
-    access: &Access,
-    app: axum::Router,
-    stop: &Stop,
-) -> anyhow::Result<()> {
-    let listener = bind(listen).await?;
-    let addr = local_addr(&listener)?;
-    access.check_exposure(addr, name)?;
-    tracing::info!(%addr, role, "serving");
-    eprintln!("{name}: {role} listening on {}://{addr}", scheme(&config));
-    crate::setup::serve_http(listener, app, http, config, stop)
-        .await
-        .with_context(|| format!("serving the {role}"))
+    access: Access,
+}
+
+impl<'a> Edge<'a> {
+    async fn start(
+        name: &'a str,
+        listen: &'a str,
+        http: &'a crate::HttpOptions,
+        auth: &crate::AuthArgs,
+    ) -> anyhow::Result<Self> {
+        let config = serve_config(http)?;
+        let access = Access::from_args(auth, None)?.with_tls(config.tls.is_some());
+        access.check_listen(listen, name).await?;
+        Ok(Self {
+            name,
+            listen,
+            http,
+            config,
+            access,
+        })
+    }
+
+    /// Serves `app` until `stop`, announcing the address on stderr as
+    /// `<name>: <role> listening on http://...` (`https://` with TLS;
+    /// `name` is the application's).
+    async fn serve(self, role: &str, app: axum::Router, stop: &Stop) -> anyhow::Result<()> {
+        let listener = bind(self.listen).await?;
+        let addr = local_addr(&listener)?;
+        self.access.check_exposure(addr, self.name)?;
+        tracing::info!(%addr, role, "serving");
+        eprintln!(
+            "{}: {role} listening on {}://{addr}",
+            self.name,
+            scheme(&self.config)
+        );
+        crate::setup::serve_http(listener, app, self.http, self.config, stop)
+            .await
+            .with_context(|| format!("serving the {role}"))
+    }
 }
 
 pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
@@ -100,9 +123,8 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
 
 pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let config = serve_config(&args.http)?;
-    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
-    access.check_listen(&args.listen, &app.name).await?;
+    let edge = Edge::start(&app.name, &args.listen, &args.http, &args.auth).await?;
+    let access = &edge.access;
     let store = connect_store(app, &args.store, &stop).await?;
     // The process's command handlers, one per aggregate type, shared by
     // the routes and the sagas.
@@ -130,17 +152,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         },
         document,
     )));
-    let served = serve_http(
-        &app.name,
-        "command API",
-        &args.listen,
-        &args.http,
-        config,
-        &access,
-        router,
-        &stop,
-    )
-    .await;
+    let served = edge.serve("command API", router, &stop).await;
     stop.trigger();
     let finished = match sagas {
         Some(sagas) => sagas.finish().await,
@@ -151,9 +163,8 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
 
 pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let config = serve_config(&args.http)?;
-    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
-    access.check_listen(&args.listen, &app.name).await?;
+    let edge = Edge::start(&app.name, &args.listen, &args.http, &args.auth).await?;
+    let access = &edge.access;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
@@ -175,26 +186,15 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                 ),
             )),
     );
-    let served = serve_http(
-        &app.name,
-        "query API",
-        &args.listen,
-        &args.http,
-        config,
-        &access,
-        router,
-        &stop,
-    )
-    .await;
+    let served = edge.serve("query API", router, &stop).await;
     views.close().await;
     served
 }
 
 pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<()> {
     let stop = Stop::on_signals()?;
-    let config = serve_config(&args.http)?;
-    let access = Access::from_args(&args.auth, None)?.with_tls(config.tls.is_some());
-    access.check_listen(&args.listen, &app.name).await?;
+    let edge = Edge::start(&app.name, &args.listen, &args.http, &args.auth).await?;
+    let access = &edge.access;
     let store = connect_store(app, &args.store, &stop).await?;
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
@@ -220,17 +220,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 ),
             )),
     );
-    let served = serve_http(
-        &app.name,
-        "projector",
-        &args.listen,
-        &args.http,
-        config,
-        &access,
-        router,
-        &stop,
-    )
-    .await;
+    let served = edge.serve("projector", router, &stop).await;
     stop.trigger();
     let projected = running.finish().await;
     views.close().await;

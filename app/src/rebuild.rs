@@ -260,7 +260,7 @@ const POLL_FAILURES_MAX: u32 = 25;
 async fn remote(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let base = args.url.trim_end_matches('/');
     let name = &args.projection;
-    let http = client(args.key.as_deref(), args.ca_file.as_deref())?;
+    let http = client(&args.credentials)?;
     let url = format!("{base}/projections/{name}");
     let mut bar = Progress::new();
     let status = poll(&http, &url, base)

@@ -292,26 +292,8 @@ mod tests {
                 setup.commands().handler::<Transfer>(),
             ))
         });
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let store = event_store::Store::open(dir.path(), Default::default())
-                .await
-                .unwrap();
-            let setup = SagaSetup::new(
-                Commands::new(Arc::new(store.clone()), Default::default()),
-                Settings::default(),
-            );
-            let options = crate::SagaOptions {
-                saga_checkpoint_every_events: 1,
-                saga_checkpoint_interval_ms: 1,
-                saga_concurrency: 1,
-            };
-            let e = BuiltSagas::build(&app, &setup, &options, &Stop::new()).unwrap_err();
-            let line = format!("{e:#}");
-            assert!(line.contains("\"nowhere\""), "{line}");
-            store.close().await.unwrap();
-        });
+        let line = format!("{:#}", refusal(&app));
+        assert!(line.contains("\"nowhere\""), "{line}");
     }
 
     #[test]
@@ -323,6 +305,15 @@ mod tests {
             ))
         };
         let app = App::new("bank").saga(transfers).saga(transfers);
+        let e = refusal(&app);
+        assert!(
+            e.to_string().contains("two sagas named \"transfers\""),
+            "{e}"
+        );
+    }
+
+    /// Why building `app`'s sagas over an empty store failed.
+    fn refusal(app: &App) -> anyhow::Error {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
@@ -338,12 +329,9 @@ mod tests {
                 saga_checkpoint_interval_ms: 1,
                 saga_concurrency: 1,
             };
-            let e = BuiltSagas::build(&app, &setup, &options, &Stop::new()).unwrap_err();
-            assert!(
-                e.to_string().contains("two sagas named \"transfers\""),
-                "{e}"
-            );
+            let e = BuiltSagas::build(app, &setup, &options, &Stop::new()).unwrap_err();
             store.close().await.unwrap();
-        });
+            e
+        })
     }
 }

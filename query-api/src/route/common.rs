@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::routing::MethodRouter;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::{RefOr, schema::Schema};
 
 use crate::state::QueryState;
@@ -45,6 +45,28 @@ pub(crate) struct Describe {
     pub description: Option<&'static str>,
     pub operation_id: Option<&'static str>,
     pub tag: Option<&'static str>,
+}
+
+impl Describe {
+    /// The start of the operation of a route at `path` reading `view`,
+    /// with what the declaration leaves out filled in: the operation id
+    /// `<verb>_<path words>`, `summary`, and the view's name as the tag.
+    pub(crate) fn operation(
+        &self,
+        verb: &str,
+        path: &str,
+        summary: &'static str,
+        view: View,
+    ) -> OperationBuilder {
+        OperationBuilder::new()
+            .operation_id(Some(self.operation_id.map_or_else(
+                || format!("{verb}_{}", path_words(path)),
+                str::to_owned,
+            )))
+            .summary(Some(self.summary.unwrap_or(summary)))
+            .description(self.description)
+            .tag(self.tag.unwrap_or(view.projection()))
+    }
 }
 
 /// An operation id made of a path: `/accounts/{id}` → `accounts_id`.

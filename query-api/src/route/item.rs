@@ -10,7 +10,7 @@ use axum::response::Response;
 use axum::routing::MethodRouter;
 use projector::http::Problem;
 use sqlx::Row;
-use utoipa::openapi::path::{Operation, OperationBuilder};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::{RefOr, schema::Schema};
 
 use super::common::{self, Describe, Route, View};
@@ -266,14 +266,8 @@ impl<R: FromViewRow> Route for ItemRoute<R> {
             },
         )];
         parameters.extend(api_doc::min_position_params());
-        OperationBuilder::new()
-            .operation_id(Some(self.describe.operation_id.map_or_else(
-                || format!("get_{}", common::path_words(self.path)),
-                str::to_owned,
-            )))
-            .summary(Some(self.describe.summary.unwrap_or("One item")))
-            .description(self.describe.description)
-            .tag(self.describe.tag.unwrap_or(self.view.projection()))
+        self.describe
+            .operation("get", self.path, "One item", self.view)
             .parameters(Some(parameters))
             .responses(api_doc::item_responses(&R::name(), &noun))
             .build()

@@ -9,10 +9,10 @@ use axum::response::Response;
 use axum::routing::MethodRouter;
 use projector::http::Problem;
 use serde::Serialize;
-use utoipa::openapi::path::{Operation, OperationBuilder};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::{RefOr, schema::Schema};
 
-use super::common::{self, Describe, Route, View};
+use super::common::{Describe, Route, View};
 use super::filter::{Bind, Filter, Key, page_sql};
 use super::row::{FromViewRow, ViewRow};
 use crate::answer::{self, json_answer, view_problem};
@@ -274,14 +274,8 @@ impl<R: FromViewRow> Route for ListRoute<R> {
         let mut parameters: Vec<_> = self.filters.iter().map(Filter::parameter).collect();
         parameters.extend(api_doc::page_params());
         parameters.extend(api_doc::min_position_params());
-        OperationBuilder::new()
-            .operation_id(Some(self.describe.operation_id.map_or_else(
-                || format!("list_{}", common::path_words(self.path)),
-                str::to_owned,
-            )))
-            .summary(Some(self.describe.summary.unwrap_or("A page of items")))
-            .description(self.describe.description)
-            .tag(self.describe.tag.unwrap_or(self.view.projection()))
+        self.describe
+            .operation("list", self.path, "A page of items", self.view)
             .parameters(Some(parameters))
             .responses(api_doc::list_responses(&page))
             .build()
