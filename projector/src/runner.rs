@@ -657,33 +657,40 @@ impl TrackRunner<'_> {
                 Some(Attempt::Conflict) => return Outcome::Conflict,
                 Some(Attempt::EventFault { reason, .. } | Attempt::Unattributed(reason)) => {
                     let before = Position(event.position.0 - 1);
-                    if before > at {
-                        // Ignored events between the last success and the
-                        // poison event.
-                        match self
-                            .attempt_with_retry(at, before, ids.at(before), &[], state, stop)
-                            .await
-                        {
-                            None => return Outcome::Stopped,
-                            Some(Attempt::Committed) => {}
-                            Some(_) => return Outcome::Conflict,
-                        }
+                    // Ignored events between the last success and the
+                    // poison event.
+                    match self.step_over(at, before, ids, state, stop).await {
+                        Outcome::Committed => {}
+                        ended => return ended,
                     }
                     return self.fail(before, event.position, &reason, stop).await;
                 }
             }
         }
-        if to > at {
-            match self
-                .attempt_with_retry(at, to, ids.at(to), &[], state, stop)
-                .await
-            {
-                None => return Outcome::Stopped,
-                Some(Attempt::Committed) => {}
-                Some(_) => return Outcome::Conflict,
-            }
+        self.step_over(at, to, ids, state, stop).await
+    }
+
+    /// Moves the checkpoint from `from` to `to` over events the projection
+    /// does not apply. Anything but `Committed` ends the batch.
+    async fn step_over(
+        &self,
+        from: Position,
+        to: Position,
+        ids: &BatchIds,
+        state: TrackState,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Outcome {
+        if to <= from {
+            return Outcome::Committed;
         }
-        Outcome::Committed
+        match self
+            .attempt_with_retry(from, to, ids.at(to), &[], state, stop)
+            .await
+        {
+            None => Outcome::Stopped,
+            Some(Attempt::Committed) => Outcome::Committed,
+            Some(_) => Outcome::Conflict,
+        }
     }
 
     /// Records that the event at `failed` stopped the track, whose

@@ -248,6 +248,30 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    /// Consumes `[IF NOT EXISTS] <table>`, what follows `CREATE TABLE`;
+    /// returns the byte range of the table's name.
+    fn table_head(&mut self) -> Result<(usize, usize)> {
+        self.if_not_exists()?;
+        self.identifier()
+    }
+
+    /// Consumes `[UNIQUE] INDEX [IF NOT EXISTS] <index> ON <table>`, what
+    /// follows `CREATE` in an index's statement; returns the byte ranges of
+    /// the index's name and of the table's.
+    fn index_head(&mut self) -> Result<((usize, usize), (usize, usize))> {
+        self.keyword("UNIQUE");
+        if !self.keyword("INDEX") {
+            return Err(self.unparsable());
+        }
+        self.if_not_exists()?;
+        let index = self.identifier()?;
+        if !self.keyword("ON") {
+            return Err(self.unparsable());
+        }
+        let table = self.identifier()?;
+        Ok((index, table))
+    }
+
     fn unparsable(&self) -> Error {
         Error::Schema(format!(
             "cannot copy the schema statement {:?}",
@@ -282,22 +306,12 @@ pub(crate) fn statement_head(sql: &str) -> Result<Head> {
         return Err(head.unparsable());
     }
     if head.keyword("TABLE") {
-        head.if_not_exists()?;
-        let (start, end) = head.identifier()?;
+        let (start, end) = head.table_head()?;
         return Ok(Head::Table {
             table: unquote(&sql[start..end]),
         });
     }
-    head.keyword("UNIQUE");
-    if !head.keyword("INDEX") {
-        return Err(head.unparsable());
-    }
-    head.if_not_exists()?;
-    let (index_start, index_end) = head.identifier()?;
-    if !head.keyword("ON") {
-        return Err(head.unparsable());
-    }
-    let (table_start, table_end) = head.identifier()?;
+    let ((index_start, index_end), (table_start, table_end)) = head.index_head()?;
     Ok(Head::Index {
         index: unquote(&sql[index_start..index_end]),
         table: unquote(&sql[table_start..table_end]),
@@ -310,8 +324,7 @@ pub(crate) fn rename_table(sql: &str, new_name: &str) -> Result<String> {
     if !(head.keyword("CREATE") && head.keyword("TABLE")) {
         return Err(head.unparsable());
     }
-    head.if_not_exists()?;
-    let (start, end) = head.identifier()?;
+    let (start, end) = head.table_head()?;
     Ok(format!("{}\"{new_name}\"{}", &sql[..start], &sql[end..]))
 }
 
@@ -322,16 +335,7 @@ pub(crate) fn rename_index(sql: &str, new_index: &str, new_table: &str) -> Resul
     if !head.keyword("CREATE") {
         return Err(head.unparsable());
     }
-    head.keyword("UNIQUE");
-    if !head.keyword("INDEX") {
-        return Err(head.unparsable());
-    }
-    head.if_not_exists()?;
-    let (index_start, index_end) = head.identifier()?;
-    if !head.keyword("ON") {
-        return Err(head.unparsable());
-    }
-    let (table_start, table_end) = head.identifier()?;
+    let ((index_start, index_end), (table_start, table_end)) = head.index_head()?;
     if new_index.contains('"') || new_table.contains('"') {
         return Err(head.unparsable());
     }

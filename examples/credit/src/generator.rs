@@ -276,6 +276,63 @@ impl Generator {
         format!("{}{id}", events::ORDER_STREAM_PREFIX)
     }
 
+    /// Appends an event to the stream of the customer at `customer`, whose
+    /// model takes the stream's new version.
+    fn append_to_customer<T: Serialize>(
+        &mut self,
+        customer: usize,
+        event_type: &str,
+        data: &T,
+    ) -> event_store::Result<StreamAppend> {
+        let stream = Self::customer_stream(&self.customers[customer].id);
+        let append = self.append(stream.clone(), event_type, data)?;
+        self.customers[customer].version = self.versions[&stream];
+        Ok(append)
+    }
+
+    /// Appends a reservation or release of `total` for `order`; the caller
+    /// books the amount.
+    fn move_credit(
+        &mut self,
+        customer: usize,
+        event_type: &str,
+        order: String,
+        total: i64,
+    ) -> event_store::Result<StreamAppend> {
+        let c = &self.customers[customer];
+        let movement = CreditMovement {
+            customer_id: c.id.clone(),
+            order_id: order,
+            amount: Money {
+                amount: total,
+                currency: c.currency.clone(),
+            },
+        };
+        self.append_to_customer(customer, event_type, &movement)
+    }
+
+    /// Appends the event that moves `order` to `status`; its model shows
+    /// the status and reason as the orders view does, and the stream's new
+    /// version.
+    fn move_order<T: Serialize>(
+        &mut self,
+        order: &str,
+        event_type: &str,
+        data: &T,
+        status: &'static str,
+        reason: Option<String>,
+    ) -> event_store::Result<StreamAppend> {
+        let stream = Self::order_stream(order);
+        let append = self.append(stream.clone(), event_type, data)?;
+        let version = self.versions[&stream];
+        if let Some(o) = self.orders.get_mut(order) {
+            o.status = status;
+            o.reason = reason;
+            o.version = version;
+        }
+        Ok(append)
+    }
+
     fn register(&mut self) -> event_store::Result<StreamAppend> {
         let id = self.next_id();
         let first = *self.rng.pick(FIRST_NAMES);
@@ -327,26 +384,16 @@ impl Generator {
         } else {
             self.rng.range(10, 500) * 1_000
         };
-        let (id, currency) = {
-            let c = &self.customers[index];
-            (c.id.clone(), c.currency.clone())
-        };
-        let stream = Self::customer_stream(&id);
-        let append = self.append(
-            stream.clone(),
-            events::CREDIT_LIMIT_CHANGED,
-            &CreditLimitChanged {
-                customer_id: id,
-                credit_limit: Money {
-                    amount: limit,
-                    currency,
-                },
+        let c = &self.customers[index];
+        let changed = CreditLimitChanged {
+            customer_id: c.id.clone(),
+            credit_limit: Money {
+                amount: limit,
+                currency: c.currency.clone(),
             },
-        )?;
-        let version = self.versions[&stream];
-        let c = &mut self.customers[index];
-        c.credit_limit = limit;
-        c.version = version;
+        };
+        let append = self.append_to_customer(index, events::CREDIT_LIMIT_CHANGED, &changed)?;
+        self.customers[index].credit_limit = limit;
         Ok(append)
     }
 
@@ -405,24 +452,19 @@ impl Generator {
         let i = self.rng.below(self.cancellable.len() as u64) as usize;
         let (order, customer) = self.cancellable.swap_remove(i);
         let reason = self.rng.pick(CANCELLATIONS).map(str::to_owned);
-        let customer_id = self.customers[customer].id.clone();
-        let stream = Self::order_stream(&order);
-        let append = self.append(
-            stream.clone(),
+        let cancelled = OrderCancelled {
+            order_id: order.clone(),
+            customer_id: self.customers[customer].id.clone(),
+            reason: reason.clone(),
+        };
+        let append = self.move_order(
+            &order,
             events::ORDER_CANCELLED,
-            &OrderCancelled {
-                order_id: order.clone(),
-                customer_id,
-                reason: reason.clone(),
-            },
+            &cancelled,
+            "cancelled",
+            reason,
         )?;
         self.customers[customer].cancelled += 1;
-        let version = self.versions[&stream];
-        if let Some(o) = self.orders.get_mut(&order) {
-            o.status = "cancelled";
-            o.reason = reason;
-            o.version = version;
-        }
         self.in_flight.push(Saga::Release { order, customer });
         Ok(Some(append))
     }
@@ -433,94 +475,44 @@ impl Generator {
         match saga {
             Saga::Decide { order, customer } => {
                 let total = self.orders.get(&order).map_or(0, |o| o.total);
-                let (customer_id, currency, available) = {
-                    let c = &self.customers[customer];
-                    (c.id.clone(), c.currency.clone(), c.available())
-                };
-                if total <= available {
-                    let stream = Self::customer_stream(&customer_id);
-                    let append = self.append(
-                        stream.clone(),
-                        events::CREDIT_RESERVED,
-                        &CreditMovement {
-                            customer_id,
-                            order_id: order.clone(),
-                            amount: Money {
-                                amount: total,
-                                currency,
-                            },
-                        },
-                    )?;
-                    let version = self.versions[&stream];
-                    let c = &mut self.customers[customer];
-                    c.reserved += total;
-                    c.version = version;
+                if total <= self.customers[customer].available() {
+                    let append =
+                        self.move_credit(customer, events::CREDIT_RESERVED, order.clone(), total)?;
+                    self.customers[customer].reserved += total;
                     self.in_flight.push(Saga::Approve { order, customer });
                     Ok(append)
                 } else {
-                    let stream = Self::order_stream(&order);
-                    let append = self.append(
-                        stream.clone(),
+                    let rejected = OrderRejected {
+                        order_id: order.clone(),
+                        customer_id: self.customers[customer].id.clone(),
+                        reason: REJECTION.to_owned(),
+                    };
+                    let append = self.move_order(
+                        &order,
                         events::ORDER_REJECTED,
-                        &OrderRejected {
-                            order_id: order.clone(),
-                            customer_id,
-                            reason: REJECTION.to_owned(),
-                        },
+                        &rejected,
+                        "rejected",
+                        Some(REJECTION.to_owned()),
                     )?;
                     self.customers[customer].rejected += 1;
-                    let version = self.versions[&stream];
-                    if let Some(o) = self.orders.get_mut(&order) {
-                        o.status = "rejected";
-                        o.reason = Some(REJECTION.to_owned());
-                        o.version = version;
-                    }
                     Ok(append)
                 }
             }
             Saga::Approve { order, customer } => {
-                let customer_id = self.customers[customer].id.clone();
-                let stream = Self::order_stream(&order);
-                let append = self.append(
-                    stream.clone(),
-                    events::ORDER_APPROVED,
-                    &OrderRef {
-                        order_id: order.clone(),
-                        customer_id,
-                    },
-                )?;
+                let approved = OrderRef {
+                    order_id: order.clone(),
+                    customer_id: self.customers[customer].id.clone(),
+                };
+                let append =
+                    self.move_order(&order, events::ORDER_APPROVED, &approved, "approved", None)?;
                 self.customers[customer].approved += 1;
-                let version = self.versions[&stream];
-                if let Some(o) = self.orders.get_mut(&order) {
-                    o.status = "approved";
-                    o.version = version;
-                }
                 self.cancellable.push((order, customer));
                 Ok(append)
             }
             Saga::Release { order, customer } => {
                 let total = self.orders.get(&order).map_or(0, |o| o.total);
-                let (customer_id, currency) = {
-                    let c = &self.customers[customer];
-                    (c.id.clone(), c.currency.clone())
-                };
-                let stream = Self::customer_stream(&customer_id);
-                let append = self.append(
-                    stream.clone(),
-                    events::CREDIT_RELEASED,
-                    &CreditMovement {
-                        customer_id,
-                        order_id: order,
-                        amount: Money {
-                            amount: total,
-                            currency,
-                        },
-                    },
-                )?;
-                let version = self.versions[&stream];
-                let c = &mut self.customers[customer];
-                c.reserved -= total;
-                c.version = version;
+                let append = self.move_credit(customer, events::CREDIT_RELEASED, order, total)?;
+                self.customers[customer].reserved -= total;
                 Ok(append)
             }
         }
