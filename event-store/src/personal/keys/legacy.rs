@@ -134,56 +134,24 @@ pub(super) fn migrate_legacy_files(fs: &dyn Fs, dir: &Path, writer: &mut LogWrit
         match (legacy, current) {
             (_, Some(Entry::Damaged(_))) => continue,
             (Err(why), None) => {
-                let why = format!("{} is damaged: {why}", path.display());
-                writer
-                    .shared
-                    .state
-                    .write()
-                    .subjects
-                    .insert(hash, Entry::Damaged(why));
+                writer.mark_damaged(hash, format!("{} is damaged: {why}", path.display()));
                 continue;
             }
             // The log has the subject already (an earlier migration that
             // was interrupted): the file is a leftover.
             (Err(_), Some(_)) => {}
             (Ok(Legacy::Erased), Some(Entry::Erased)) => {}
-            (Ok(Legacy::Erased), found) => {
-                if let Some(Entry::Key { slot, .. }) = found {
-                    group.destroy.push((slot, hash));
-                }
-                group
-                    .records
-                    .push(writer.record(&group, Kind::Erasure, hash));
-                group.pending.insert(hash, Entry::Erased);
-            }
+            (Ok(Legacy::Erased), found) => writer.add_erasure(&mut group, hash, found),
             (Ok(Legacy::Key(_)), _) if legacy_erased.contains(&hash) => {}
             (Ok(Legacy::Key(_)), Some(Entry::Erased)) => {}
             (Ok(Legacy::Key(key)), Some(Entry::Key { key: logged, .. })) => {
                 if key != logged {
                     let why = format!("{} and the key log hold different keys", path.display());
-                    writer
-                        .shared
-                        .state
-                        .write()
-                        .subjects
-                        .insert(hash, Entry::Damaged(why));
+                    writer.mark_damaged(hash, why);
                     continue;
                 }
             }
-            (Ok(Legacy::Key(key)), None) => {
-                let slot = writer.next_slot + group.records.len() as u64;
-                group
-                    .records
-                    .push(writer.record(&group, Kind::Key(key), hash));
-                group.pending.insert(
-                    hash,
-                    Entry::Key {
-                        key,
-                        slot,
-                        spare: false,
-                    },
-                );
-            }
+            (Ok(Legacy::Key(key)), None) => writer.add_key(&mut group, hash, key),
         }
         shred.push(path);
     }

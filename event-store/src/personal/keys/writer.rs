@@ -155,6 +155,40 @@ impl LogWriter {
         })
     }
 
+    /// Adds a record of a new key for the subject to the group.
+    pub(super) fn add_key(&self, group: &mut Group, hash: Hash, key: [u8; 32]) {
+        let slot = self.next_slot + group.records.len() as u64;
+        group.records.push(self.record(group, Kind::Key(key), hash));
+        group.pending.insert(
+            hash,
+            Entry::Key {
+                key,
+                slot,
+                spare: false,
+            },
+        );
+    }
+
+    /// Adds an erasure record for the subject to the group, and the
+    /// overwrite of its key record if `found` (what the log says of it)
+    /// holds one.
+    pub(super) fn add_erasure(&self, group: &mut Group, hash: Hash, found: Option<Entry>) {
+        if let Some(Entry::Key { slot, .. }) = found {
+            group.destroy.push((slot, hash));
+        }
+        group.records.push(self.record(group, Kind::Erasure, hash));
+        group.pending.insert(hash, Entry::Erased);
+    }
+
+    /// From now on the subject's key reads as damaged, and why.
+    pub(super) fn mark_damaged(&self, hash: Hash, why: String) {
+        self.shared
+            .state
+            .write()
+            .subjects
+            .insert(hash, Entry::Damaged(why));
+    }
+
     /// New keys for the subjects that have none; refused whole if one of
     /// them is erased or damaged.
     fn plan_create(&mut self, subjects: Vec<(Hash, String)>, reply: Reply, group: &mut Group) {
@@ -183,16 +217,7 @@ impl LogWriter {
                 ))));
                 return;
             }
-            let slot = self.next_slot + group.records.len() as u64;
-            group.records.push(self.record(group, Kind::Key(key), hash));
-            group.pending.insert(
-                hash,
-                Entry::Key {
-                    key,
-                    slot,
-                    spare: false,
-                },
-            );
+            self.add_key(group, hash, key);
         }
         group.created.push(reply);
     }
@@ -213,13 +238,7 @@ impl LogWriter {
                 reply.send(Err(self.shared.unknown_subject(subject)));
                 return;
             }
-            found => {
-                if let Some(Entry::Key { slot, .. }) = found {
-                    group.destroy.push((slot, hash));
-                }
-                group.records.push(self.record(group, Kind::Erasure, hash));
-                group.pending.insert(hash, Entry::Erased);
-            }
+            found => self.add_erasure(group, hash, found),
         }
         group.forgotten.push(reply);
     }
