@@ -341,7 +341,7 @@ async fn resume(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
 
     use serde_json::Value;
 
@@ -366,39 +366,8 @@ mod tests {
     }
 
     /// Every operation of the document, with its response statuses.
-    fn operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
-        const METHODS: [&str; 8] = [
-            "get", "put", "post", "delete", "options", "head", "patch", "trace",
-        ];
-        let mut operations = BTreeMap::new();
-        for (path, item) in doc["paths"].as_object().expect("paths") {
-            for (method, operation) in item.as_object().expect("a path item") {
-                assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
-                let statuses = operation["responses"]
-                    .as_object()
-                    .expect("responses")
-                    .keys()
-                    .cloned()
-                    .collect();
-                operations.insert((method.clone(), path.clone()), statuses);
-            }
-        }
-        operations
-    }
-
-    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
-        match value {
-            Value::Object(map) => {
-                for (key, v) in map {
-                    match (key.as_str(), v) {
-                        ("$ref", Value::String(r)) => found.push(r),
-                        _ => refs(v, found),
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
-            _ => {}
-        }
+    fn operations(doc: &Value) -> http_edge::openapi::Operations {
+        http_edge::openapi::operations(doc).expect("an OpenAPI document")
     }
 
     #[test]
@@ -472,8 +441,7 @@ mod tests {
         let schemas = doc["components"]["schemas"]
             .as_object()
             .expect("component schemas");
-        let mut found = Vec::new();
-        refs(&doc, &mut found);
+        let found = http_edge::openapi::refs(&doc);
         assert!(!found.is_empty());
         for r in found {
             let name = r
