@@ -68,7 +68,7 @@ use annals_credit::domain::money::{Currency, Money};
 use annals_credit::generator::Generator;
 use bench_harness::env::{env_or, runs};
 use bench_harness::ratio::{cost_percent, median, ratio};
-use command_api::{Aggregate, DomainEvent};
+use command_api::{Aggregate, CommandStore, DomainEvent};
 use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
     Upcasters, Upcasting,
@@ -389,11 +389,11 @@ fn customer_stream(events: usize) -> (StreamId, Vec<Vec<StreamAppend>>) {
 /// the domain's version (the chain's version 4 is the domain's current
 /// shape) or, where typed steps alone lead to it, converted in Rust;
 /// folded.
-async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
+async fn load(store: &CommandStore, stream: &StreamId) -> Customer {
     // Built once, as a process builds its upcasters once: not timed.
     static DOMAIN: std::sync::OnceLock<Upcasters> = std::sync::OnceLock::new();
     let domain = DOMAIN.get_or_init(annals_credit::domain::upcasters);
-    let (loaded, upcasters) = store.load_leaving_typed(stream, None).await.unwrap();
+    let (loaded, upcasters) = store.load(stream, None).await.unwrap();
     let mut state = Customer::default();
     for e in &loaded.events {
         let event = match upcasters.as_deref().and_then(|u| u.upcast_typed(e)) {
@@ -410,7 +410,7 @@ async fn load(store: &dyn EventStore, stream: &StreamId) -> Customer {
 }
 
 /// Events per second over `loads` loads of `stream`.
-async fn load_rate(store: &dyn EventStore, stream: &StreamId, loads: usize, events: usize) -> f64 {
+async fn load_rate(store: &CommandStore, stream: &StreamId, loads: usize, events: usize) -> f64 {
     let started = Instant::now();
     for _ in 0..loads {
         std::hint::black_box(load(store, stream).await);
@@ -452,12 +452,12 @@ async fn catch_up_rate(store: Arc<dyn EventStore>, head: Position) -> f64 {
 }
 
 struct Variants {
-    plain: Arc<dyn EventStore>,
-    no_op: Arc<dyn EventStore>,
-    chain: Arc<dyn EventStore>,
-    cold: Arc<dyn EventStore>,
-    typed: Arc<dyn EventStore>,
-    domain: Arc<dyn EventStore>,
+    plain: CommandStore,
+    no_op: CommandStore,
+    chain: CommandStore,
+    cold: CommandStore,
+    typed: CommandStore,
+    domain: CommandStore,
 }
 
 impl Variants {
@@ -471,19 +471,21 @@ impl Variants {
         )
         .await;
         Self {
-            plain: Arc::new(current.clone()),
-            no_op: Arc::new(Upcasting::new(current, chain()).unwrap()),
-            chain: Arc::new(Upcasting::new(old.clone(), chain()).unwrap()),
-            cold: Arc::new(Upcasting::with_cache(old.clone(), chain(), 0).unwrap()),
-            typed: Arc::new(Upcasting::with_cache(old, typed_chain(), 0).unwrap()),
-            domain: Arc::new(
-                Upcasting::with_cache(domain_v1, annals_credit::domain::upcasters(), 0).unwrap(),
-            ),
+            plain: CommandStore::from(current.clone()),
+            no_op: Upcasting::new(current, chain()).unwrap().into(),
+            chain: Upcasting::new(old.clone(), chain()).unwrap().into(),
+            cold: Upcasting::with_cache(old.clone(), chain(), 0)
+                .unwrap()
+                .into(),
+            typed: Upcasting::with_cache(old, typed_chain(), 0).unwrap().into(),
+            domain: Upcasting::with_cache(domain_v1, annals_credit::domain::upcasters(), 0)
+                .unwrap()
+                .into(),
         }
     }
 
     /// The variants measured for aggregate loads.
-    fn all(&self) -> [(&'static str, &Arc<dyn EventStore>); 6] {
+    fn all(&self) -> [(&'static str, &CommandStore); 6] {
         [
             ("plain", &self.plain),
             ("no-op", &self.no_op),
@@ -495,7 +497,7 @@ impl Variants {
     }
 
     /// The variants measured for catch-up, which never uses the cache.
-    fn sequential(&self) -> [(&'static str, &Arc<dyn EventStore>); 5] {
+    fn sequential(&self) -> [(&'static str, &CommandStore); 5] {
         [
             ("plain", &self.plain),
             ("no-op", &self.no_op),
@@ -536,9 +538,9 @@ async fn run() {
     let stores = Variants::new(root.path(), "aggregate", &appends).await;
     // Warm the page cache and the allocator before timing, and check that
     // every variant reads the same customer.
-    let plain = serde_json::to_value(load(stores.plain.as_ref(), &stream).await).unwrap();
+    let plain = serde_json::to_value(load(&stores.plain, &stream).await).unwrap();
     for (name, store) in stores.all() {
-        let state = serde_json::to_value(load(store.as_ref(), &stream).await).unwrap();
+        let state = serde_json::to_value(load(store, &stream).await).unwrap();
         assert_eq!(state, plain, "{name} reads another customer");
     }
     let mut rates: Vec<(&str, Vec<f64>)> = stores.all().iter().map(|(n, _)| (*n, vec![])).collect();
@@ -554,7 +556,7 @@ async fn run() {
             let store = store.clone();
             rates[i]
                 .1
-                .push(load_rate(store.as_ref(), &stream, loads, stream_events).await);
+                .push(load_rate(&store, &stream, loads, stream_events).await);
         }
     }
     report(
@@ -604,7 +606,7 @@ async fn run() {
             if !runs(only.as_deref(), name) {
                 continue;
             }
-            let store = store.clone();
+            let store = store.events().clone();
             rates[i].1.push(catch_up_rate(store, head).await);
         }
     }

@@ -86,7 +86,7 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
         let router = access
             .protect(
                 event_store_http::router(
-                    layered,
+                    layered.events().clone(),
                     event_store_http::ServerConfig {
                         stopping: Some(stop.watch()),
                         body_bytes_max: args.body_bytes_max as usize,
@@ -146,7 +146,7 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     );
     let router = health::with_fallbacks(routes.merge(access.health_routes(
         Readiness {
-            store: Some(store),
+            store: Some(store.events().clone()),
             sagas: sagas.as_ref().map(RunningSagas::handles),
             ..Readiness::default()
         },
@@ -199,8 +199,13 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
     let views = ViewDb::open_with(&args.database, view_db_options(&args.views))
         .await
         .context("cannot open the view database")?;
-    let running =
-        RunningProjector::start(app, store.clone(), views.clone(), &args.projector, &stop)?;
+    let running = RunningProjector::start(
+        app,
+        store.events().clone(),
+        views.clone(),
+        &args.projector,
+        &stop,
+    )?;
     let router = health::with_fallbacks(
         access
             .protect(
@@ -209,7 +214,7 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
             )
             .merge(access.health_routes(
                 Readiness {
-                    store: Some(store),
+                    store: Some(store.events().clone()),
                     views: Some(views.clone()),
                     projector: Some(running.check.clone()),
                     ..Readiness::default()

@@ -174,7 +174,7 @@ async fn offline(args: RebuildArgs, app: &crate::App) -> anyhow::Result<ExitCode
         }
         .context("cannot open the view database")?;
         let projector = app
-            .projector(layered, views.clone())
+            .projector(layered.events().clone(), views.clone())
             .options(ProjectorOptions::default())
             .build()
             .context("cannot set up the projector")?;

@@ -7,10 +7,9 @@
 //! the store is synced and closed (which releases the data directory's
 //! lock).
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use event_store::{EventStore, StoreOptions};
+use command_api::CommandStore;
+use event_store::StoreOptions;
 use projector::ViewDb;
 
 use crate::ServeArgs;
@@ -61,7 +60,7 @@ async fn run(
     access: &Access,
     config: http_edge::ServeConfig,
     listener: tokio::net::TcpListener,
-    store: Arc<dyn EventStore>,
+    store: CommandStore,
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let options = view_db_options(&args.views);
@@ -79,8 +78,13 @@ async fn run(
         &args.saga,
         stop,
     )?;
-    let projector =
-        RunningProjector::start(app, store.clone(), views.clone(), &args.projector, stop)?;
+    let projector = RunningProjector::start(
+        app,
+        store.events().clone(),
+        views.clone(),
+        &args.projector,
+        stop,
+    )?;
     let handle = projector.handle.clone();
     let sagas = sagas.spawn();
 
@@ -107,7 +111,7 @@ async fn run(
             .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
             .merge(access.health_routes(
                 Readiness {
-                    store: Some(store.clone()),
+                    store: Some(store.events().clone()),
                     views: Some(views.clone()),
                     projector: Some(projector.check.clone()),
                     sagas: Some(sagas.handles()),

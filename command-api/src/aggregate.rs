@@ -199,7 +199,7 @@ pub fn upcast_value<T: 'static>(
 
 /// Decodes a stored event as the handler does: through `upcasters`' typed
 /// steps where they alone bring it to its current version (see
-/// `event_store::EventStore::load_leaving_typed`), otherwise from its data.
+/// `event_store::TypedLoader`), otherwise from its data.
 pub(crate) fn decode_recorded<E: DomainEvent>(
     recorded: &event_store::RecordedEvent,
     upcasters: Option<&event_store::Upcasters>,

@@ -14,7 +14,7 @@ use event_store::EventStore;
 use parking_lot::Mutex;
 
 use crate::aggregate::Aggregate;
-use crate::handler::{CommandHandler, HandlerConfig};
+use crate::handler::{CommandHandler, CommandStore, HandlerConfig};
 
 /// The command handlers of an application over one event store. Cheap to
 /// clone; clones hand out the same handlers.
@@ -32,7 +32,7 @@ use crate::handler::{CommandHandler, HandlerConfig};
 /// ```
 #[derive(Clone)]
 pub struct Commands {
-    store: Arc<dyn EventStore>,
+    store: CommandStore,
     defaults: Arc<HandlerConfig>,
     handlers: Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>,
 }
@@ -40,9 +40,9 @@ pub struct Commands {
 impl Commands {
     /// Handlers over `store`, each configured with `defaults` unless
     /// [`Commands::configure`] says otherwise for its aggregate type.
-    pub fn new(store: Arc<dyn EventStore>, defaults: HandlerConfig) -> Self {
+    pub fn new(store: impl Into<CommandStore>, defaults: HandlerConfig) -> Self {
         Self {
-            store,
+            store: store.into(),
             defaults: Arc::new(defaults),
             handlers: Arc::default(),
         }
@@ -77,7 +77,7 @@ impl Commands {
 
     /// The store the commands run against.
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        self.store.events()
     }
 
     /// The configuration of handlers not configured on their own.

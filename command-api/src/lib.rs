@@ -34,7 +34,9 @@ pub use aggregate::{
 };
 pub use commands::Commands;
 pub use error::CommandError;
-pub use handler::{CommandContext, CommandHandler, CommandOutcome, HandlerConfig, Loaded};
+pub use handler::{
+    CommandContext, CommandHandler, CommandOutcome, CommandStore, HandlerConfig, Loaded,
+};
 pub use http::{
     ApiConfig, CommandApi, CommandRoutes, FieldErrors, NoFields, PathIds, Route, serve,
     with_problem_fallbacks,

@@ -2,8 +2,6 @@
 //! HTTP client for a remote one. The command side and the projector are
 //! written against it and run unchanged on either.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -13,7 +11,6 @@ use crate::types::{
     AppendResult, Direction, EventFilter, ExpectedVersion, NewEvent, Position, ReadFrom,
     RecordedEvent, Snapshot, Stats, StreamAppend, StreamId, StreamSlice,
 };
-use crate::upcast::Upcasters;
 
 #[async_trait]
 pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
@@ -118,22 +115,6 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         Err(crate::Error::Unsupported(format!(
             "this store keeps no personal-data keys, so {stream_id} cannot be forgotten"
         )))
-    }
-
-    /// As [`load`](Self::load), for a reader that decodes events into Rust
-    /// types through typed upcasters itself, as the command handler does:
-    /// an upcasting layer ([`crate::Upcasting`]) whose upcasters have typed
-    /// steps leaves as stored the events that those steps alone bring to
-    /// their current version and, when it left any, hands back the
-    /// upcasters to run them with ([`Upcasters::upcast_typed`]), so that no
-    /// JSON is written for them. Any other store loads as `load` does and
-    /// hands back none.
-    async fn load_leaving_typed(
-        &self,
-        stream_id: &StreamId,
-        snapshot_schema: Option<u32>,
-    ) -> Result<(LoadedStream, Option<Arc<Upcasters>>)> {
-        Ok((self.load(stream_id, snapshot_schema).await?, None))
     }
 
     /// The largest `max_count` this store accepts for one read.

@@ -44,5 +44,7 @@ pub use types::{
     NewEvent, Position, ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats,
     StreamAppend, StreamId, StreamSlice, SystemClock, Timestamp,
 };
-pub use upcast::{EventObject, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting};
+pub use upcast::{
+    EventObject, TypedLoader, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting,
+};
 pub use verify::{Problem, VerifyReport, verify};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBuilder};
+use command_api::CommandStore;
 use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, Upcasting};
 use event_store_http::{RemoteOptions, RemoteStore};
 
@@ -22,7 +23,7 @@ pub async fn open_embedded(
     data_dir: &std::path::Path,
     options: StoreOptions,
     app: &App,
-) -> anyhow::Result<(Store, Arc<dyn EventStore>)> {
+) -> anyhow::Result<(Store, CommandStore)> {
     let store = Store::open(data_dir, options)
         .await
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
@@ -56,11 +57,12 @@ pub async fn open_embedded(
     Ok((store, layered))
 }
 
-/// `inner` with the application's upcasters on every read path.
-fn upcasting<S: EventStore>(inner: S, app: &App) -> anyhow::Result<Arc<dyn EventStore>> {
+/// `inner` with the application's upcasters on every read path, and on
+/// command handlers' loads their typed steps left to the handler.
+fn upcasting<S: EventStore>(inner: S, app: &App) -> anyhow::Result<CommandStore> {
     let layered = Upcasting::new(inner, app.upcasters.clone())
         .with_context(|| format!("the upcasters of {} are incomplete", app.name))?;
-    Ok(Arc::new(layered))
+    Ok(CommandStore::upcasting(Arc::new(layered)))
 }
 
 /// Connects to `annals store`, retrying while it starts. The store serves
@@ -70,7 +72,7 @@ pub async fn connect_store(
     app: &App,
     args: &crate::RemoteStoreArgs,
     stop: &Stop,
-) -> anyhow::Result<Arc<dyn EventStore>> {
+) -> anyhow::Result<CommandStore> {
     let options = RemoteOptions {
         token: args.key.clone(),
         ca_file: args.ca_file.clone(),
@@ -108,5 +110,52 @@ pub async fn connect_store(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use event_store::{ExpectedVersion, NewEvent, StreamId, Upcasters};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct RenamedV1 {
+        name: String,
+    }
+
+    #[derive(Serialize)]
+    struct RenamedV2 {
+        title: String,
+    }
+
+    /// The command handlers of every process get the upcasting layer as a
+    /// typed loader, not only as a store: a stream of events that typed
+    /// steps alone bring up to date loads with them left as stored.
+    #[tokio::test]
+    async fn the_embedded_store_leaves_typed_steps_to_the_command_handlers() {
+        let dir = tempfile::tempdir().unwrap();
+        let upcasters =
+            Upcasters::new()
+                .current("Renamed", 2)
+                .step_typed("Renamed", 1, |old: RenamedV1| {
+                    Ok(RenamedV2 { title: old.name })
+                });
+        let app = App::new("shop").upcasters(upcasters);
+        let (store, layered) = open_embedded(dir.path(), StoreOptions::default(), &app)
+            .await
+            .unwrap();
+        let stream = StreamId::new("thing-1").unwrap();
+        let event = NewEvent::json("Renamed", &serde_json::json!({"name": "a"})).unwrap();
+        store
+            .append(&stream, ExpectedVersion::NoStream, vec![event])
+            .await
+            .unwrap();
+
+        let (loaded, left) = layered.load(&stream, None).await.unwrap();
+        assert!(left.is_some());
+        assert_eq!(loaded.events[0].schema_version, 1);
+        store.close().await.unwrap();
     }
 }

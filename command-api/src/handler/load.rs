@@ -55,18 +55,14 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, A> {
-        let (loaded, upcasters) = match self
-            .store
-            .load_leaving_typed(stream, Some(A::SNAPSHOT_SCHEMA))
-            .await
-        {
+        let (loaded, upcasters) = match self.store.load(stream, Some(A::SNAPSHOT_SCHEMA)).await {
             Ok(loaded) => loaded,
             // A snapshot is a cache of the events: when the damage is in
             // it, the events still tell the whole story (and when it is in
             // the events, the load without it says so).
             Err(e @ event_store::Error::Corruption { .. }) => {
                 tracing::warn!(stream = %stream, error = %e, "damage in the aggregate's snapshot or events; loading its events alone");
-                self.store.load_leaving_typed(stream, None).await?
+                self.store.load(stream, None).await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -82,7 +78,7 @@ impl<A: Aggregate> CommandHandler<A> {
                         error = %e,
                         "ignoring a snapshot that does not decode"
                     );
-                    let (all, upcasters) = self.store.load_leaving_typed(stream, None).await?;
+                    let (all, upcasters) = self.store.load(stream, None).await?;
                     return self.fold(
                         stream,
                         A::default(),
@@ -105,7 +101,7 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     /// Folds `events` into `state`, decoding them through `upcasters` as
-    /// `load_leaving_typed` handed them back.
+    /// the store's typed load handed them back.
     fn fold(
         &self,
         stream: &StreamId,
@@ -173,6 +169,7 @@ impl<A: Aggregate> CommandHandler<A> {
         }
         let slice = self
             .store
+            .events()
             .read_stream(stream, ReadFrom::Version(version), Direction::Forward, 1)
             .await?;
         slice
@@ -204,6 +201,7 @@ impl<A: Aggregate> CommandHandler<A> {
         let result = match serde_json::to_vec(state) {
             Ok(bytes) => self
                 .store
+                .events()
                 .save_snapshot(stream, version, A::SNAPSHOT_SCHEMA, Bytes::from(bytes))
                 .await
                 .map_err(|e| e.to_string()),

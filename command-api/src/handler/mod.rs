@@ -31,6 +31,7 @@ mod append;
 mod context;
 mod load;
 mod replay;
+mod store;
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use crate::error::CommandError;
 use append::{Appended, Decision, Tries};
 
 pub use context::{CommandContext, CommandOutcome};
+pub use store::CommandStore;
 
 /// How a handler behaves; one per aggregate type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +108,7 @@ const LOCK_STRIPES: usize = 1024;
 /// Runs commands of aggregate type `A` against an event store. Cheap to
 /// clone; clones share their per-aggregate locks.
 pub struct CommandHandler<A: Aggregate> {
-    store: Arc<dyn EventStore>,
+    store: CommandStore,
     config: Arc<HandlerConfig>,
     locks: Arc<[tokio::sync::Mutex<()>]>,
     cache: Arc<StateCache<A>>,
@@ -140,9 +142,12 @@ pub fn stream_id<A: Aggregate>(id: Uuid) -> std::result::Result<StreamId, event_
 }
 
 impl<A: Aggregate> CommandHandler<A> {
-    pub fn new(store: Arc<dyn EventStore>, config: HandlerConfig) -> Self {
+    /// A handler over `store`: any `Arc<dyn EventStore>`, or an
+    /// [`event_store::Upcasting`] layer whose typed steps it then runs
+    /// itself (see [`CommandStore`]).
+    pub fn new(store: impl Into<CommandStore>, config: HandlerConfig) -> Self {
         Self {
-            store,
+            store: store.into(),
             cache: Arc::new(StateCache::new(config.cached_aggregates_max)),
             config: Arc::new(config),
             locks: (0..LOCK_STRIPES)
@@ -156,7 +161,7 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
-        &self.store
+        self.store.events()
     }
 
     /// Whether `other` is a clone of this handler (shares its locks and
@@ -249,7 +254,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 return Ok(decision.into_outcome(position));
             }
             tries.appends += 1;
-            let result = self.store.append_many(appends).await;
+            let result = self.store.events().append_many(appends).await;
             match append::classify(result, context, stream, record_stream, &tries)? {
                 Appended::Committed(results) => {
                     return self

@@ -38,6 +38,7 @@ impl<A: Aggregate> CommandHandler<A> {
     ) -> Result<Option<CommandCompleted>, A> {
         let slice = self
             .store
+            .events()
             .read_stream(record_stream, ReadFrom::Start, Direction::Forward, 1)
             .await?;
         let Some(event) = slice.events.first() else {
@@ -144,6 +145,7 @@ impl<A: Aggregate> CommandHandler<A> {
         let count = usize::try_from(record.events).unwrap_or(usize::MAX);
         let slice = self
             .store
+            .events()
             .read_stream(stream, ReadFrom::Version(first), Direction::Forward, count)
             .await?;
         if slice.events.len() as u64 != record.events {

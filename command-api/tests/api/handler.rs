@@ -406,7 +406,7 @@ async fn the_cache_can_be_turned_off() {
         .unwrap();
     let counting = crate::meddling::Meddling::new(store.clone());
     let uncached = CommandHandler::<Customer>::new(
-        counting.clone(),
+        counting.clone() as Arc<dyn EventStore>,
         HandlerConfig {
             cached_aggregates_max: 0,
             ..HandlerConfig::default()

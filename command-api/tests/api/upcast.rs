@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use annals_credit::domain::customer::{CreditReserved, Customer, CustomerCommand};
 use annals_credit::domain::money::{Currency, Money};
-use command_api::{CommandContext, CommandError, CommandHandler, HandlerConfig};
+use command_api::{CommandContext, CommandError, CommandHandler, CommandStore, HandlerConfig};
 use event_store::{
     Direction, EventStore, ExpectedVersion, NewEvent, ReadFrom, Store, StoreOptions, StreamId,
-    Upcasters, Upcasting,
+    TypedLoader, Upcasters, Upcasting,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -302,4 +302,31 @@ async fn a_typed_step_that_fails_fails_the_command_and_a_mistyped_chain_reads_th
         .await
         .unwrap();
     assert_eq!(outcome.version, 5);
+}
+
+/// A handler given the upcasting layer itself decodes the events that typed
+/// steps alone bring up to date in Rust; given the layer as a plain store,
+/// it loads them as upcast JSON. Both are correct; the first skips writing
+/// JSON no one reads.
+#[tokio::test]
+async fn the_layer_itself_leaves_typed_steps_to_the_handler_and_a_plain_store_does_not() {
+    let (_dir, store, customer) = old_customer(2).await;
+    let stream = StreamId::new(format!("customer-{customer}")).unwrap();
+    let upcasters = annals_credit::domain::upcasters();
+    let layer = Arc::new(Upcasting::new(store.clone(), upcasters.clone()).unwrap());
+
+    let typed = CommandStore::from(layer.clone());
+    let (loaded, left) = typed.load(&stream, None).await.unwrap();
+    assert!(left.is_some(), "the handler gets the upcasters to run");
+    assert_eq!(loaded.events[0].schema_version, 1, "left as stored");
+
+    let plain = CommandStore::from(layer as Arc<dyn EventStore>);
+    let (loaded, left) = plain.load(&stream, None).await.unwrap();
+    assert!(left.is_none());
+    let event = &loaded.events[0];
+    assert_eq!(
+        Some(event.schema_version),
+        upcasters.current_version(&event.event_type),
+        "upcast on the JSON path"
+    );
 }

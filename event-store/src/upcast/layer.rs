@@ -1,4 +1,5 @@
-//! [`Upcasting`]: any [`EventStore`] whose reads return upcast events.
+//! [`Upcasting`]: any [`EventStore`] whose reads return upcast events, and
+//! a [`TypedLoader`] for readers that run typed steps themselves.
 
 use std::sync::Arc;
 
@@ -153,6 +154,29 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         Ok(loaded)
     }
 
+    fn read_page_max(&self) -> usize {
+        self.inner.read_page_max()
+    }
+}
+
+/// Loads streams for a reader that decodes events into Rust types through
+/// typed upcasters itself, as the command handler does.
+#[async_trait]
+pub trait TypedLoader: Send + Sync {
+    /// As [`EventStore::load`], except that the events which typed steps
+    /// alone bring to their current version are left as stored and, when
+    /// any were left, the upcasters to run them with
+    /// ([`Upcasters::upcast_typed`]) are handed back, so that no JSON is
+    /// written for them.
+    async fn load_leaving_typed(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<(LoadedStream, Option<Arc<Upcasters>>)>;
+}
+
+#[async_trait]
+impl<S: EventStore> TypedLoader for Upcasting<S> {
     async fn load_leaving_typed(
         &self,
         stream_id: &StreamId,
@@ -170,9 +194,5 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         // Without events left for typed steps, the reader decodes every
         // event as it is, without looking its type up again.
         Ok((loaded, left_typed.then(|| self.upcasters.clone())))
-    }
-
-    fn read_page_max(&self) -> usize {
-        self.inner.read_page_max()
     }
 }

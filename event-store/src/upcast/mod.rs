@@ -19,14 +19,14 @@
 //! themselves, as the command handler does: [`Upcasters::upcast_typed`]
 //! decodes the stored data once, as the first step's input, and hands each
 //! step's output to the next, so no JSON is written or parsed in between
-//! ([`EventStore::load_leaving_typed`](crate::EventStore::load_leaving_typed) loads a stream for it).
+//! ([`TypedLoader`] loads a stream for it).
 
 mod cache;
 mod layer;
 mod object;
 mod registry;
 
-pub use layer::Upcasting;
+pub use layer::{TypedLoader, Upcasting};
 pub use object::EventObject;
 pub use registry::{UpcastValue, Upcasters};
 

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use event_store::{
     AppendResult, Direction, EventFilter, EventStore, LoadedStream, Position, ReadFrom,
     RecordedEvent, Result, Snapshot, Stats, StreamAppend, StreamId, StreamSlice, Subscription,
-    Upcasters,
 };
 use tokio::sync::watch;
 
@@ -114,16 +113,6 @@ impl EventStore for Gate {
 
     async fn forget_subject(&self, stream_id: &StreamId) -> Result<()> {
         self.inner.forget_subject(stream_id).await
-    }
-
-    async fn load_leaving_typed(
-        &self,
-        stream_id: &StreamId,
-        snapshot_schema: Option<u32>,
-    ) -> Result<(LoadedStream, Option<Arc<Upcasters>>)> {
-        self.inner
-            .load_leaving_typed(stream_id, snapshot_schema)
-            .await
     }
 
     fn read_page_max(&self) -> usize {
