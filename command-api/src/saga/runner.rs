@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +15,48 @@ use event_store::{
 use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
-use super::{
-    CHECKPOINT_EVENT_TYPE, Checkpoint, MarkStopped, Saga, SagaConfig, SagaContext, SagaError,
-    SagaFailure, SagaHandle, SagaState, checkpoint_stream, lock,
-};
+use super::checkpoint::{CHECKPOINT_EVENT_TYPE, Checkpoint, checkpoint_stream};
+use super::contract::{Saga, SagaContext, SagaError, lock};
+use super::status::{MarkStopped, SagaFailure, SagaHandle, SagaState};
+
+/// How a saga is run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaConfig {
+    /// Write a checkpoint once the watermark has moved this many log
+    /// positions past the last one (positions the saga's filter skips count
+    /// too). After a crash at most about this many positions are read, and
+    /// the saga's events among them handled, again (harmlessly: the steps
+    /// are idempotent).
+    pub checkpoint_every_events: NonZeroU64,
+    /// Write a checkpoint at least this often while there is progress to
+    /// save, so a quiet saga does not leave its last events unrecorded.
+    pub checkpoint_interval: Duration,
+    /// First pause before retrying an event after a transient failure (or
+    /// following the log again after it failed); it doubles on each failure,
+    /// and each pause is lengthened by a random part of up to as much again
+    /// so that retries do not come in lockstep; none is longer than
+    /// `retry_backoff_max`.
+    pub retry_backoff_min: Duration,
+    pub retry_backoff_max: Duration,
+    /// Events handled at once (in different lanes).
+    pub concurrency: usize,
+    /// Events received but not yet done, at most; past it the saga stops
+    /// reading until some finish (one stuck lane must not fill memory).
+    pub window: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_every_events: NonZeroU64::new(1000).unwrap_or(NonZeroU64::MIN),
+            checkpoint_interval: Duration::from_secs(1),
+            retry_backoff_min: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(10),
+            concurrency: 32,
+            window: 10_000,
+        }
+    }
+}
 
 /// Runs one saga until shutdown. Build it with the saga and the store it
 /// follows, then [`SagaRunner::run`] it in a task of its own.
