@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use bytes::Bytes;
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures_util::StreamExt;
@@ -171,12 +171,9 @@ impl RemoteStore {
         let deadline = std::time::Instant::now() + self.options.outcome_wait;
         // Asking again: from 50 ms, doubling up to a second, until the
         // deadline.
-        let mut pauses = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(1))
-            .with_factor(2.0)
-            .without_max_times()
-            .build();
+        let mut pauses =
+            event_store::pauses::doubling(Duration::from_millis(50), Duration::from_secs(1))
+                .build();
         // Why the first answer was lost, once it was.
         let mut lost: Option<String> = None;
         loop {
@@ -492,13 +489,7 @@ const RECONNECT_PAUSE_MAX: Duration = Duration::from_secs(2);
 /// takes a pause past it); never exhausted (the caller gives up after
 /// `reconnect_for`).
 fn reconnect_pauses() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(RECONNECT_PAUSE_MAX / 2)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    event_store::pauses::jittered(Duration::from_millis(50), RECONNECT_PAUSE_MAX).build()
 }
 
 /// One connection: returns how it ended and the last event delivered

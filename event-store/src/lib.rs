@@ -24,6 +24,7 @@ mod fifo;
 pub mod format;
 pub mod log;
 mod options;
+pub mod pauses;
 pub mod personal;
 mod rawjson;
 mod subscription;

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use sqlx::AnyConnection;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
@@ -672,11 +672,9 @@ impl Inner {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             // From a second, doubling up to PURGE_RETRY_DELAY_MAX.
-            let mut delays = ExponentialBuilder::default()
-                .with_min_delay(Duration::from_secs(1))
-                .with_max_delay(PURGE_RETRY_DELAY_MAX)
-                .without_max_times()
-                .build();
+            let mut delays =
+                event_store::pauses::doubling(Duration::from_secs(1), PURGE_RETRY_DELAY_MAX)
+                    .build();
             let mut delay = delays.next().unwrap_or(PURGE_RETRY_DELAY_MAX);
             loop {
                 tokio::time::sleep(delay).await;

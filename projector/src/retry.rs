@@ -22,12 +22,8 @@ pub(crate) struct Retries {
 
 impl Retries {
     pub fn new(options: &ProjectorOptions) -> Self {
-        let builder = ExponentialBuilder::new()
-            .with_min_delay(options.retry_backoff_min)
-            .with_max_delay(options.retry_backoff_max / 2)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
+        let builder =
+            event_store::pauses::jittered(options.retry_backoff_min, options.retry_backoff_max);
         Self {
             builder,
             delays: builder.build(),

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use event_store::Position;
 use projector::http::{Problem, problem_type};
 use projector::{Track, TrackState};
@@ -55,12 +55,8 @@ pub async fn wait_for(state: &QueryState, projection: &str, min: Position) -> Re
     // Jittered, so that requests waiting for one position do not all read
     // the checkpoint at once; the doubling stops at half the maximum, which
     // the jitter can double.
-    let mut pauses = ExponentialBuilder::new()
-        .with_min_delay(config.poll_interval_min)
-        .with_max_delay(config.poll_interval_max / 2)
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let mut pauses =
+        event_store::pauses::jittered(config.poll_interval_min, config.poll_interval_max).build();
     loop {
         let checkpoint = state
             .db()

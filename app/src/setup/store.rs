@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use command_api::CommandStore;
 use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, Upcasting};
 use event_store_http::{RemoteOptions, RemoteStore};
@@ -81,11 +81,8 @@ pub async fn connect_store(
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(args.wait_seconds);
     // From 50 ms, doubling up to a second.
-    let mut pauses = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(1))
-        .without_max_times()
-        .build();
+    let mut pauses =
+        event_store::pauses::doubling(Duration::from_millis(50), Duration::from_secs(1)).build();
     loop {
         match RemoteStore::connect(&args.url, options.clone()).await {
             Ok(store) => return upcasting(store, app),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff};
 use bytes::Bytes;
 use event_store::{Direction, Position, ReadFrom, StreamId, Upcasters};
 use uuid::Uuid;
@@ -226,10 +226,5 @@ pub(super) const VISIBILITY_PAUSE_MAX: Duration = Duration::from_millis(20);
 /// at once: the doubling stops at half the maximum and the jitter adds up
 /// to as much again.
 pub(super) fn visibility_pauses() -> ExponentialBackoff {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_micros(200))
-        .with_max_delay(VISIBILITY_PAUSE_MAX / 2)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    event_store::pauses::jittered(Duration::from_micros(200), VISIBILITY_PAUSE_MAX).build()
 }

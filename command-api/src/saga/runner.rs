@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff};
 use event_store::{
     Clock, Direction, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom, RecordedEvent,
     Subscription, SystemClock,
@@ -506,13 +506,7 @@ impl<S: Saga> SagaRunner<S> {
 /// do not retry in lockstep. The doubling stops at half the maximum, so
 /// no wait is longer than `retry_backoff_max`.
 fn retry_pauses(config: &SagaConfig) -> ExponentialBackoff {
-    ExponentialBuilder::new()
-        .with_min_delay(config.retry_backoff_min)
-        .with_max_delay(config.retry_backoff_max / 2)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
+    event_store::pauses::jittered(config.retry_backoff_min, config.retry_backoff_max).build()
 }
 
 /// The next wait of `pauses`, starting a series when there is none.
