@@ -60,6 +60,13 @@ pub struct StoreOptions {
     /// A segment is sealed once appending the next batch would take it past
     /// this size (a batch is never split, so one oversized batch may exceed it).
     pub segment_bytes_max: u64,
+    /// Space the writer reserves ahead of its appends in the active segment
+    /// (`fallocate`), a step at a time, so that a durable append overwrites
+    /// reserved space instead of growing the file: its `fdatasync` then
+    /// writes the data alone. The reserved space reads as zeros, which
+    /// recovery knows from records; it is given back when the segment is
+    /// sealed. 0: the file grows with every append.
+    pub preallocate_bytes: u64,
     /// Snapshot files roll over at this size.
     pub snapshot_file_bytes_max: u64,
     pub limits: Limits,
@@ -88,6 +95,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             segment_bytes_max: 256 << 20,
+            preallocate_bytes: 32 << 20,
             snapshot_file_bytes_max: 64 << 20,
             limits: Limits::default(),
             bloom_bits_per_stream: 10,

@@ -1,9 +1,10 @@
 //! The filesystem, behind a small trait so that tests can inject I/O errors
 //! and simulate power loss (unsynced writes dropped) without luck.
 //!
-//! The store only ever appends to files, writes whole new files under a
-//! temporary name and renames them, truncates a torn tail during recovery,
-//! and removes leftovers. That is all the trait offers.
+//! The store only ever appends to files (into space it reserved ahead for
+//! segments), writes whole new files under a temporary name and renames
+//! them, truncates a torn tail during recovery, and removes leftovers. That
+//! is all the trait offers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use rustix::fs::FallocateFlags;
+use rustix::io::Errno;
 
 /// The operations the store performs on directories.
 pub trait Fs: Send + Sync + fmt::Debug + 'static {
@@ -48,6 +51,12 @@ pub trait FsFile: Send + Sync + fmt::Debug {
         Ok(bytes)
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file at least `len` bytes long with its blocks reserved
+    /// and reading as zeros, so that later writes below `len` overwrite
+    /// allocated space: their `fdatasync` then writes the data alone, not
+    /// a new length and new extents as well. Where the filesystem reserves
+    /// nothing (`EOPNOTSUPP`), the file is only lengthened.
+    fn allocate(&self, len: u64) -> io::Result<()>;
     /// The underlying file, for memory-mapping sealed files.
     fn std_file(&self) -> &File;
 }
@@ -104,6 +113,18 @@ impl Fs for RealFs {
 }
 
 impl FsFile for RealFile {
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.len()?;
+        if len <= current {
+            return Ok(());
+        }
+        match rustix::fs::fallocate(&self.0, FallocateFlags::empty(), current, len - current) {
+            Ok(()) => Ok(()),
+            Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS => self.0.set_len(len),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.0.read_exact_at(buf, offset)
     }
@@ -132,12 +153,14 @@ impl FsFile for RealFile {
 /// A real filesystem that can fail on command and forget what was never
 /// synced, as a power cut would.
 ///
-/// Every write, sync, create, rename and remove counts as one operation.
-/// After [`FaultyFs::fail_after`]`(n)`, the first `n` operations succeed and
-/// every later one fails with an I/O error until [`FaultyFs::heal`].
-/// [`FaultyFs::crash`] then cuts every file back to what its last `sync_data`
-/// made durable (keeping a chosen prefix of the rest, to produce torn
-/// writes) and removes files whose directory entry was never synced.
+/// Every write, allocation, sync, create, rename and remove counts as one
+/// operation. After [`FaultyFs::fail_after`]`(n)`, the first `n` operations
+/// succeed and every later one fails with an I/O error until
+/// [`FaultyFs::heal`]. [`FaultyFs::crash`] then brings every file back to
+/// what its last `sync_data` made durable (keeping a chosen prefix of what
+/// was written since, to produce torn writes): its length as synced, and
+/// zeros where unsynced writes went into space reserved before; files whose
+/// directory entry was never synced are removed.
 #[derive(Debug, Clone, Default)]
 pub struct FaultyFs {
     state: Arc<Mutex<FaultState>>,
@@ -151,9 +174,21 @@ struct FaultState {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Track {
-    written: u64,
-    synced: u64,
+    /// The file's length as its last sync left it.
+    durable_len: u64,
+    /// Bytes written since the last sync: `from..to`.
+    unsynced: Option<(u64, u64)>,
     entry_synced: bool,
+}
+
+impl Track {
+    fn new(durable_len: u64, entry_synced: bool) -> Self {
+        Self {
+            durable_len,
+            unsynced: None,
+            entry_synced,
+        }
+    }
 }
 
 impl FaultyFs {
@@ -172,10 +207,11 @@ impl FaultyFs {
     }
 
     /// Simulates a power cut. For every file written through this value,
-    /// bytes past the last sync are dropped except for the first
-    /// `keep(path, unsynced_len)` of them; files created or renamed since
-    /// their directory was last synced disappear. Call it once the store
-    /// using this filesystem is gone.
+    /// the bytes written since the last sync are lost except for the first
+    /// `keep(path, unsynced_len)` of them: past the synced length they are
+    /// cut off, inside it (space reserved before) they read as zeros again.
+    /// Files created or renamed since their directory was last synced
+    /// disappear. Call it once the store using this filesystem is gone.
     pub fn crash(&self, mut keep: impl FnMut(&Path, u64) -> u64) -> io::Result<()> {
         let mut state = self.state.lock();
         for (path, track) in state.files.drain() {
@@ -187,12 +223,20 @@ impl FaultyFs {
                 }
                 continue;
             }
-            let unsynced = track.written.saturating_sub(track.synced);
-            let kept = keep(&path, unsynced).min(unsynced);
-            if let Ok(file) = OpenOptions::new().write(true).open(&path)
-                && file.metadata()?.len() > track.synced + kept
-            {
-                file.set_len(track.synced + kept)?;
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            let (lost_from, lost_to) = match track.unsynced {
+                Some((from, to)) => (from + keep(&path, to - from).min(to - from), to),
+                None => (track.durable_len, track.durable_len),
+            };
+            let len = track.durable_len.max(lost_from);
+            if file.metadata()?.len() > len {
+                file.set_len(len)?;
+            }
+            if lost_from < lost_to.min(len) {
+                let zeros = vec![0u8; (lost_to.min(len) - lost_from) as usize];
+                file.write_all_at(&zeros, lost_from)?;
             }
         }
         state.ops_left = None;
@@ -213,11 +257,10 @@ impl FaultyFs {
 
     fn track(&self, path: &Path, f: impl FnOnce(&mut Track)) {
         let mut state = self.state.lock();
-        f(state.files.entry(path.to_path_buf()).or_insert(Track {
-            written: 0,
-            synced: 0,
-            entry_synced: true,
-        }));
+        f(state
+            .files
+            .entry(path.to_path_buf())
+            .or_insert(Track::new(0, true)));
     }
 }
 
@@ -240,14 +283,10 @@ impl Fs for FaultyFs {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn FsFile>> {
         self.op()?;
         let inner = RealFs.create(path)?;
-        self.state.lock().files.insert(
-            path.to_path_buf(),
-            Track {
-                written: 0,
-                synced: 0,
-                entry_synced: false,
-            },
-        );
+        self.state
+            .lock()
+            .files
+            .insert(path.to_path_buf(), Track::new(0, false));
         Ok(Arc::new(FaultyFile {
             inner,
             path: path.to_path_buf(),
@@ -264,11 +303,7 @@ impl Fs for FaultyFs {
             .lock()
             .files
             .entry(path.to_path_buf())
-            .or_insert(Track {
-                written: len,
-                synced: len,
-                entry_synced: true,
-            });
+            .or_insert(Track::new(len, true));
         Ok(Arc::new(FaultyFile {
             inner,
             path: path.to_path_buf(),
@@ -315,16 +350,29 @@ impl FsFile for FaultyFile {
         self.fs.op()?;
         self.inner.write_all_at(buf, offset)?;
         let end = offset + buf.len() as u64;
-        self.fs
-            .track(&self.path, |t| t.written = t.written.max(end));
+        self.fs.track(&self.path, |t| {
+            t.unsynced = Some(match t.unsynced {
+                Some((from, to)) => (from.min(offset), to.max(end)),
+                None => (offset, end),
+            });
+        });
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
         self.fs.op()?;
         self.inner.sync_data()?;
-        self.fs.track(&self.path, |t| t.synced = t.written);
+        let len = self.inner.len()?;
+        self.fs.track(&self.path, |t| {
+            t.durable_len = len;
+            t.unsynced = None;
+        });
         Ok(())
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.fs.op()?;
+        self.inner.allocate(len)
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -335,8 +383,11 @@ impl FsFile for FaultyFile {
         self.fs.op()?;
         self.inner.set_len(len)?;
         self.fs.track(&self.path, |t| {
-            t.written = len;
-            t.synced = t.synced.min(len);
+            t.durable_len = t.durable_len.min(len);
+            t.unsynced = t
+                .unsynced
+                .map(|(from, to)| (from.min(len), to.min(len)))
+                .filter(|(from, to)| from < to);
         });
         Ok(())
     }
@@ -368,6 +419,46 @@ mod tests {
         fs.crash(|_, unsynced| unsynced / 2).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"hello wo");
         assert!(!b.exists());
+    }
+
+    #[test]
+    fn allocated_space_reads_as_zeros_and_a_crash_zeroes_unsynced_writes_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let a = dir.path().join("a");
+        let f = fs.create(&a).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.allocate(64).unwrap();
+        f.allocate(16).unwrap();
+        assert_eq!(f.len().unwrap(), 64, "never shrinks");
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        assert_eq!(f.read_all().unwrap()[4..], [0u8; 60]);
+        f.write_all_at(b"abcdef", 10).unwrap();
+        drop(f);
+        fs.crash(|_, unsynced| {
+            assert_eq!(unsynced, 6);
+            2
+        })
+        .unwrap();
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes.len(), 64, "the reserved length was synced");
+        assert_eq!(&bytes[..16], b"head\0\0\0\0\0\0ab\0\0\0\0");
+    }
+
+    #[test]
+    fn an_unsynced_allocation_is_lost_in_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let a = dir.path().join("a");
+        let f = fs.create(&a).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        f.allocate(4096).unwrap();
+        drop(f);
+        fs.crash(|_, _| 0).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"head");
     }
 
     #[test]

@@ -582,11 +582,9 @@ fn open_active(
     let (positions, active_streams) =
         index_active(&path, &scan, expected_base, options, streams, damaged)?;
 
-    let durable_len = if damaged || read_only {
-        scan.valid_end
-    } else {
-        scan.torn.as_ref().map_or(len, |t| t.offset)
-    };
+    // The end of the last whole batch: zeros after it are reserved space,
+    // and a torn tail after it was cut off above.
+    let durable_len = scan.valid_end;
     let reserve =
         (options.segment_bytes_max.max(durable_len)) + options.limits.append_bytes_max as u64;
     let map = mmap::map_growing_file(file.std_file(), reserve)

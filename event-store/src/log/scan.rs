@@ -2,11 +2,18 @@
 //! segment, rebuilding a lost index, and `verify` all use this one pass.
 //!
 //! The recovery policy, in one place:
-//! - A frame cut short by the end of the file, or an all-zero tail, is a
-//!   **torn tail**: the batch it belongs to was never acknowledged (its fsync
-//!   had not returned), so the whole batch is dropped and the file truncated
-//!   back to the end of the last whole batch. A file that ends between two
-//!   records of a batch is torn the same way.
+//! - Zeros from the end of a whole batch to the end of the file are **free
+//!   space**: the writer reserves segment space ahead of its appends (see
+//!   `FsFile::allocate`), and what it has not written yet reads as zeros.
+//! - A frame cut short by the end of the file, a frame whose bytes stop
+//!   inside it and are zeros from there to the end of the file (a write
+//!   torn inside reserved space), or zeros after part of a batch, is a
+//!   **torn tail**: the batch it belongs to was never acknowledged (its
+//!   fsync had not returned), so the whole batch is dropped and the file
+//!   truncated back to the end of the last whole batch. A file that ends
+//!   between two records of a batch is torn the same way. An intact
+//!   record never ends in a zero byte (its body ends with JSON text), so
+//!   damage to a whole last record is never taken for a torn one.
 //! - A whole frame that fails its checksum, a damaged length, a body that does
 //!   not decode, or a position out of sequence is **damage**: it is reported
 //!   with its offset and never served. Scanning resynchronises on the next
@@ -14,7 +21,7 @@
 //!   in a batch that contains damage is treated as torn.
 
 use crate::format::event::EventRecord;
-use crate::format::frame::{Frame, read_frame, resync};
+use crate::format::frame::{FRAME_HEADER_LEN, Frame, read_frame, resync};
 use crate::format::header::HEADER_LEN;
 
 /// One intact event found by a scan.
@@ -70,21 +77,43 @@ pub fn scan_segment(bytes: &[u8], base_position: u64) -> SegmentScan {
                     scanner.damaged_frame(format!("record does not decode: {detail}"), frame_len);
                 }
             },
-            Frame::BadChecksum { frame_len } => {
+            Frame::BadChecksum { frame_len } if !cut_inside(bytes, scanner.off, frame_len) => {
                 scanner.damaged_frame("record checksum mismatch".into(), frame_len);
             }
-            Frame::BadLength => {
+            Frame::BadLength if !cut_inside(bytes, scanner.off, FRAME_HEADER_LEN) => {
                 if !scanner.bad_length(bytes) {
                     break;
                 }
             }
-            Frame::Truncated | Frame::ZeroTail => {
-                scanner.end_of_records(bytes.len());
+            Frame::ZeroTail if scanner.between_batches() => break,
+            Frame::Truncated => {
+                scanner.end_of_records(bytes, bytes.len());
+                break;
+            }
+            Frame::ZeroTail | Frame::BadChecksum { .. } | Frame::BadLength => {
+                scanner.end_of_records(bytes, data_end(bytes, scanner.off));
                 break;
             }
         }
     }
     scanner.finish(bytes.len())
+}
+
+/// Whether the bytes from `off` on stop inside the frame's first `extent`
+/// bytes and are zeros from there to the end: a write torn inside space
+/// reserved ahead, which reads as zeros where it did not reach.
+fn cut_inside(bytes: &[u8], off: usize, extent: usize) -> bool {
+    let data_end = data_end(bytes, off);
+    data_end > off && data_end < off + extent
+}
+
+/// Offset just after the last non-zero byte at or after `off` (`off` when
+/// there is none).
+fn data_end(bytes: &[u8], off: usize) -> usize {
+    bytes
+        .get(off..)
+        .and_then(|rest| rest.iter().rposition(|b| *b != 0))
+        .map_or(off, |i| off + i + 1)
 }
 
 /// The state of one pass over a segment's records.
@@ -187,20 +216,27 @@ impl Scanner {
         }
     }
 
-    /// The records end (a cut frame or zeros): a torn append, or the end
-    /// of a damaged batch.
-    fn end_of_records(&mut self, len: usize) {
+    /// Whether the records read so far end with a whole batch.
+    fn between_batches(&self) -> bool {
+        self.pending.is_empty() && !self.batch_damaged
+    }
+
+    /// The records end inside a batch (a cut frame, or zeros after part of
+    /// it): a torn append, or the end of a damaged batch. The torn bytes
+    /// end at `torn_end`: the end of the file, or of the written bytes
+    /// before reserved space.
+    fn end_of_records(&mut self, bytes: &[u8], torn_end: usize) {
         if self.batch_damaged {
             self.scan.damage.push(Damage {
                 offset: self.off as u64,
                 detail: "segment ends inside a damaged batch".into(),
                 lost_positions: None,
             });
-            self.off = len;
+            self.off = bytes.len();
         } else {
             self.scan.torn = Some(TornTail {
                 offset: self.batch_start as u64,
-                bytes: (len - self.batch_start) as u64,
+                bytes: (torn_end - self.batch_start) as u64,
                 records: self.pending.len(),
             });
             self.pending.clear();
@@ -301,11 +337,71 @@ mod tests {
     }
 
     #[test]
+    fn zeros_after_whole_batches_are_free_space() {
+        let (mut buf, ends) = segment_with_batches(1, &[2, 3]);
+        buf.resize(buf.len() + 8192, 0);
+        let scan = scan_segment(&buf, 1);
+        assert!(scan.damage.is_empty());
+        assert_eq!(scan.torn, None);
+        assert_eq!(scan.events.len(), 5);
+        assert_eq!(scan.valid_end, ends[1] as u64);
+        assert_eq!(scan.next_position, 6);
+
+        let empty = &buf[..HEADER_LEN + 100];
+        let empty: Vec<u8> = empty[..HEADER_LEN]
+            .iter()
+            .copied()
+            .chain([0u8; 100])
+            .collect();
+        let scan = scan_segment(&empty, 1);
+        assert_eq!((scan.torn, scan.events.len()), (None, 0));
+        assert_eq!(scan.valid_end, HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn every_cut_of_the_last_batch_inside_reserved_space_drops_exactly_that_batch() {
+        let (buf, ends) = segment_with_batches(1, &[2, 3, 4]);
+        for cut in ends[1] + 1..ends[2] {
+            // What reached the disk up to `cut`, zeros after it.
+            let mut torn = buf[..cut].to_vec();
+            torn.resize(buf.len() + 4096, 0);
+            let scan = scan_segment(&torn, 1);
+            assert!(scan.damage.is_empty(), "cut at {cut}: {:?}", scan.damage);
+            assert_eq!(scan.events.len(), 5, "cut at {cut}");
+            assert_eq!(scan.valid_end, ends[1] as u64, "cut at {cut}");
+            assert_eq!(scan.next_position, 6, "cut at {cut}");
+            let tail = scan.torn.expect("torn tail");
+            assert_eq!(tail.offset, ends[1] as u64);
+            assert!(
+                tail.bytes <= (cut - ends[1]) as u64,
+                "cut at {cut}: {tail:?}"
+            );
+        }
+    }
+
+    /// A write torn with a hole (a later part on disk, an earlier one not)
+    /// cannot be told from damage to acknowledged records: it is reported,
+    /// never dropped in silence.
+    #[test]
+    fn a_hole_before_written_bytes_is_damage() {
+        let (buf, ends) = segment_with_batches(1, &[2, 3]);
+        let mut holed = buf.clone();
+        holed[ends[0] + 20..ends[0] + 40].fill(0);
+        holed.resize(buf.len() + 4096, 0);
+        let scan = scan_segment(&holed, 1);
+        assert!(!scan.damage.is_empty());
+        assert!(scan.torn.is_none());
+    }
+
+    #[test]
     fn every_flipped_byte_is_damage_not_a_torn_tail() {
         let (buf, ends) = segment_with_batches(1, &[2, 3]);
-        for at in HEADER_LEN..buf.len() {
+        // In a file that ends with its records, and in one with space
+        // reserved after them.
+        for (at, pad) in (HEADER_LEN..buf.len()).flat_map(|at| [(at, 0), (at, 4096)]) {
             let mut bad = buf.clone();
             bad[at] ^= 0x10;
+            bad.resize(buf.len() + pad, 0);
             let scan = scan_segment(&bad, 1);
             assert!(!scan.damage.is_empty(), "flip at {at} not reported");
             assert!(scan.torn.is_none(), "flip at {at} taken for a torn tail");

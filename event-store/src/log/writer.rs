@@ -53,8 +53,11 @@ pub(crate) struct Writer {
     file: Arc<dyn FsFile>,
     number: u64,
     path: PathBuf,
-    /// Durable length of the active segment file.
+    /// Durable length of the active segment's records.
     len: u64,
+    /// The active segment file's length: space past `len` is reserved and
+    /// reads as zeros (see `reserve`).
+    allocated: u64,
     /// Held for as long as the writer runs; dropping it releases the data
     /// directory to other processes only once no append can happen.
     _lock: DirLock,
@@ -127,12 +130,16 @@ impl Writer {
                 st.active.durable_len,
             )
         };
+        // Unknown, the next group reserves space again, which costs one
+        // more sync and nothing else.
+        let allocated = file.len().unwrap_or(len).max(len);
         Self {
             inner,
             file,
             number,
             path,
             len,
+            allocated,
             _lock: lock,
         }
     }
@@ -464,9 +471,13 @@ impl Writer {
             // next open drops: nothing of the group was committed. A sync
             // that fails may or may not have made it durable: the next open
             // decides, so the callers are told the outcome is unknown.
-            let result = match self.file.write_all_at(&group.buf, self.len) {
-                Err(e) => Err(("writing", e, false)),
-                Ok(()) => self.file.sync_data().map_err(|e| ("syncing", e, true)),
+            let end = self.len + group.buf.len() as u64;
+            let result = match self.reserve(end) {
+                Err(e) => Err(("reserving space for", e, false)),
+                Ok(()) => match self.file.write_all_at(&group.buf, self.len) {
+                    Err(e) => Err(("writing", e, false)),
+                    Ok(()) => self.file.sync_data().map_err(|e| ("syncing", e, true)),
+                },
             };
             if let Err((what, e, indeterminate)) = result {
                 let reason = format!(
@@ -498,6 +509,43 @@ impl Writer {
         group.buf.clear();
         group.events.clear();
         group.versions.clear();
+        self.reserve_ahead();
+    }
+
+    /// Makes sure the file has space reserved up to `end`, reserving a
+    /// step of `preallocate_bytes` (up to the segment's size) at a time and
+    /// syncing the new length at once: the group commits that follow then
+    /// overwrite reserved space, and their `fdatasync` writes data alone,
+    /// which on common filesystems costs what an overwrite costs rather
+    /// than a journal commit for the new length.
+    fn reserve(&mut self, end: u64) -> std::io::Result<()> {
+        let step = self.inner.options.preallocate_bytes;
+        if end <= self.allocated || step == 0 {
+            return Ok(());
+        }
+        let target = end.max((self.len + step).min(self.inner.options.segment_bytes_max));
+        self.file.allocate(target)?;
+        self.file.sync_data()?;
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Reserves the next step once a quarter of the current one is left,
+    /// after the group's callers have their answers, so that reserving
+    /// seldom falls on an append's path. A failure is only logged: the
+    /// next group tries again on its own path, and fails as a write would.
+    fn reserve_ahead(&mut self) {
+        let step = self.inner.options.preallocate_bytes;
+        if step == 0 || self.allocated.saturating_sub(self.len) >= step / 4 {
+            return;
+        }
+        let end = (self.len + step / 4 + 1).min(self.inner.options.segment_bytes_max);
+        if end <= self.allocated {
+            return;
+        }
+        if let Err(e) = self.reserve(end) {
+            tracing::warn!(segment = %self.path.display(), error = %e, "reserving space ahead of appends failed");
+        }
     }
 
     fn publish(&self, group: &Group) {
@@ -560,6 +608,7 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         let dir = self.inner.events_dir.clone();
         let fs = self.inner.options.fs.clone();
+        self.trim_reserved()?;
         let (base, index_bytes, bloom) = {
             let st = self.inner.state.read();
             let active = &st.active;
@@ -650,6 +699,25 @@ impl Writer {
         self.number = next_number;
         self.path = path;
         self.len = HEADER_LEN as u64;
+        self.allocated = self.len;
+        self.reserve_ahead();
+        Ok(())
+    }
+
+    /// Gives back the space reserved past the records, durably, so that a
+    /// sealed segment ends with its last record, as its index says.
+    fn trim_reserved(&mut self) -> Result<()> {
+        if self.allocated <= self.len {
+            return Ok(());
+        }
+        let ctx = |what: &str| format!("{what} {}", self.path.display());
+        self.file
+            .set_len(self.len)
+            .map_err(|e| Error::io(ctx("trimming the reserved space of"), e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(ctx("syncing"), e))?;
+        self.allocated = self.len;
         Ok(())
     }
 }

@@ -29,7 +29,11 @@ fn records(path: &Path) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut at = HEADER_LEN;
     while at < bytes.len() {
-        let Frame::Valid { body, frame_len } = read_frame(&bytes, at) else {
+        let frame = read_frame(&bytes, at);
+        if frame == Frame::ZeroTail {
+            break; // space reserved ahead of appends
+        }
+        let Frame::Valid { body, frame_len } = frame else {
             panic!("{}: bad frame at {at}", path.display());
         };
         let record = EventRecord::decode(body).unwrap();
@@ -92,32 +96,49 @@ async fn every_cut_inside_the_last_batch_keeps_exactly_the_whole_batches() {
     let last_batch_start = recs[recs.len() - 3].start;
     assert!(recs[recs.len() - 1].end_of_batch);
     assert!(recs.len() == 3 || recs[recs.len() - 4].end_of_batch);
-    let file_len = std::fs::metadata(&active).unwrap().len() as usize;
+    let records_end = recs[recs.len() - 1].end;
+    assert!(
+        std::fs::metadata(&active).unwrap().len() as usize > records_end,
+        "space is reserved after the records"
+    );
     let kept = everything.len() - 3;
 
-    for cut in last_batch_start..file_len {
+    // A crash leaves the file cut where the write stopped (a file that
+    // grows with its appends) or zeros from there on (reserved space).
+    for (cut, reserved) in (last_batch_start..records_end).flat_map(|c| [(c, false), (c, true)]) {
         let copy = tempfile::tempdir().unwrap();
         copy_dir(dir.path(), copy.path());
         let seg = copy.path().join("events").join(active.file_name().unwrap());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(cut as u64)
-            .unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        if reserved {
+            let zeros = vec![0u8; records_end - cut];
+            std::os::unix::fs::FileExt::write_all_at(&file, &zeros, cut as u64).unwrap();
+        } else {
+            file.set_len(cut as u64).unwrap();
+        }
+        drop(file);
 
         let store = open(copy.path(), small_segments()).await;
         let report = store.recovery_report().clone();
-        assert_eq!(
-            report.torn_bytes_dropped,
-            (cut - last_batch_start) as u64,
-            "cut at {cut}"
-        );
-        assert_eq!(
-            std::fs::metadata(&seg).unwrap().len() as usize,
-            last_batch_start,
-            "cut at {cut}: the torn tail is truncated"
-        );
+        let cut_off = (cut - last_batch_start) as u64;
+        if reserved {
+            // Zeros the write left at its very end look like the space after it.
+            assert!(report.torn_bytes_dropped <= cut_off, "cut at {cut}");
+        } else {
+            assert_eq!(report.torn_bytes_dropped, cut_off, "cut at {cut}");
+        }
+        let len = std::fs::metadata(&seg).unwrap().len() as usize;
+        if reserved && cut == last_batch_start {
+            // Nothing of the batch reached the disk: the zeros are free
+            // space, left reserved.
+            assert_eq!(report.torn_bytes_dropped, 0, "cut at {cut}");
+            assert!(len > records_end, "cut at {cut}");
+        } else {
+            assert_eq!(
+                len, last_batch_start,
+                "cut at {cut}: the torn tail is truncated"
+            );
+        }
         let events = read_everything(&store).await;
         assert_eq!(events, everything[..kept], "cut at {cut}");
         // The store accepts appends again, right after the kept batches.
