@@ -7,7 +7,9 @@
 //!
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: a temporary
 //! directory next to the target dir); `ANNALS_BENCH_EVENTS` the size of the
-//! read store (default 1,000,000).
+//! read store (default 1,000,000); `ANNALS_BENCH_SECONDS` the length of each
+//! append row (default 4); `ANNALS_BENCH_ONLY=appends` stops after the
+//! appends table.
 
 #![allow(
     clippy::unwrap_used,
@@ -72,15 +74,32 @@ fn event(n: u64) -> NewEvent {
     NewEvent::new("CreditReserved", payload(n))
 }
 
+/// How the active segment gets its space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    /// Reserved ahead of the appends (the default).
+    Reserved,
+    /// Grown by every append (`preallocate_bytes: 0`).
+    Growing,
+}
+
 /// `writers` concurrent writers appending `batch` events at a time for
 /// `run_for`: events per second and the appends' latencies.
 async fn append_run(
     dir: &Path,
     writers: usize,
     batch: usize,
+    space: Space,
     run_for: Duration,
 ) -> (f64, Latencies) {
-    let store = Store::open(dir, StoreOptions::default()).await.unwrap();
+    let options = StoreOptions {
+        preallocate_bytes: match space {
+            Space::Reserved => StoreOptions::default().preallocate_bytes,
+            Space::Growing => 0,
+        },
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir, options).await.unwrap();
     let deadline = Instant::now() + run_for;
     let load = bench_harness::run_clients(writers, |w| {
         let store = store.clone();
@@ -223,6 +242,9 @@ async fn run() {
     let baselines = Baselines::measure(root.path()).unwrap();
     baselines.print();
     appends(root.path(), &baselines).await;
+    if bench_harness::env::only().as_deref() == Some("appends") {
+        return;
+    }
 
     let dir = root.path().join("read");
     let t = Instant::now();
@@ -273,20 +295,33 @@ async fn appends(root: &Path, baselines: &Baselines) {
     let mut table = Table::new()
         .right("writers")
         .right("events/append")
+        .left("segment space")
         .right("events/s")
         .right("appends/s")
         .right("p50 ms")
         .right("p99 ms")
         .right("events/s ÷ raw fdatasync/s")
         .right("events/s ÷ overwrite fdatasync/s");
-    for (writers, batch) in [(1, 1), (8, 1), (64, 1), (1, 10), (8, 10), (64, 10)] {
-        eprintln!("appends: writers {writers}, events per append {batch}");
-        let dir = root.join(format!("append-{writers}-{batch}"));
-        let (rate, latencies) = append_run(&dir, writers, batch, Duration::from_secs(4)).await;
+    let run_for = bench_harness::env::seconds_or(4);
+    // The growing row shows what reserving space ahead saves.
+    let rows = [
+        (1, 1, Space::Reserved),
+        (1, 1, Space::Growing),
+        (8, 1, Space::Reserved),
+        (64, 1, Space::Reserved),
+        (1, 10, Space::Reserved),
+        (8, 10, Space::Reserved),
+        (64, 10, Space::Reserved),
+    ];
+    for (writers, batch, space) in rows {
+        eprintln!("appends: writers {writers}, events per append {batch}, {space:?}");
+        let dir = root.join(format!("append-{writers}-{batch}-{space:?}"));
+        let (rate, latencies) = append_run(&dir, writers, batch, space, run_for).await;
         let [growing, overwrite] = baselines.times(rate, 1);
         table.row([
             writers.to_string(),
             batch.to_string(),
+            format!("{space:?}").to_lowercase(),
             format!("{rate:.0}"),
             format!("{:.0}", rate / batch as f64),
             ms(latencies.percentile(0.5), 3),

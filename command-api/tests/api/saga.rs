@@ -674,6 +674,10 @@ impl event_store::fs::FsFile for GatedFile {
         self.inner.set_len(len)
     }
 
+    fn allocate(&self, len: u64) -> std::io::Result<()> {
+        self.inner.allocate(len)
+    }
+
     fn std_file(&self) -> &std::fs::File {
         self.inner.std_file()
     }
