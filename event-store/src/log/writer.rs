@@ -39,6 +39,11 @@ use crate::types::{
 /// At most this many queued requests are committed by one fsync.
 const GROUP_REQUESTS_MAX: usize = 1024;
 
+/// Zeros written ahead of the records at a time (see `Writer::zero_ahead`).
+const ZERO_SLICE: u64 = 1 << 20;
+
+static ZEROS: [u8; ZERO_SLICE as usize] = [0; ZERO_SLICE as usize];
+
 pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
 
 pub(crate) struct AppendRequest {
@@ -58,6 +63,8 @@ pub(crate) struct Writer {
     /// The active segment file's length: space past `len` is reserved and
     /// reads as zeros (see `reserve`).
     allocated: u64,
+    /// Zeros are written from `len` up to here (see `zero_ahead`).
+    zeroed: u64,
     /// Held for as long as the writer runs; dropping it releases the data
     /// directory to other processes only once no append can happen.
     _lock: DirLock,
@@ -140,6 +147,7 @@ impl Writer {
             path,
             len,
             allocated,
+            zeroed: len,
             _lock: lock,
         }
     }
@@ -510,6 +518,7 @@ impl Writer {
         group.events.clear();
         group.versions.clear();
         self.reserve_ahead();
+        self.zero_ahead();
     }
 
     /// Makes sure the file has space reserved up to `end`, reserving a
@@ -528,6 +537,33 @@ impl Writer {
         self.file.sync_data()?;
         self.allocated = target;
         Ok(())
+    }
+
+    /// Writes zeros over the next slice of reserved space once less than
+    /// half a slice is left, without syncing them. Reserved space is
+    /// allocated but unwritten, and the first write to each block of it
+    /// converts that block, which its `fdatasync` must commit as well;
+    /// written once here, the next group's `fdatasync` commits the whole
+    /// slice, and every later one in it overwrites written blocks and
+    /// writes data alone. Past `len` lies free space only, so the zeros
+    /// overwrite nothing. A failure is only logged: appends work without.
+    fn zero_ahead(&mut self) {
+        if self.inner.options.preallocate_bytes == 0
+            || self.zeroed.saturating_sub(self.len) >= ZERO_SLICE / 2
+        {
+            return;
+        }
+        let from = self.zeroed.max(self.len);
+        let to = (from + ZERO_SLICE).min(self.allocated);
+        if to <= from {
+            return;
+        }
+        match self.file.write_all_at(&ZEROS[..(to - from) as usize], from) {
+            Ok(()) => self.zeroed = to,
+            Err(e) => {
+                tracing::warn!(segment = %self.path.display(), error = %e, "writing zeros ahead of appends failed");
+            }
+        }
     }
 
     /// Reserves the next step once a quarter of the current one is left,
@@ -700,7 +736,9 @@ impl Writer {
         self.path = path;
         self.len = HEADER_LEN as u64;
         self.allocated = self.len;
+        self.zeroed = self.len;
         self.reserve_ahead();
+        self.zero_ahead();
         Ok(())
     }
 
