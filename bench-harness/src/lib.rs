@@ -6,6 +6,7 @@
 //!   preallocated one), and [`fsync::settle`] between measurements;
 //! - [`latency`]: percentiles over sorted latencies, and concurrent clients
 //!   whose requests are timed ([`latency::run_clients`]);
+//! - [`payload`]: the 200-byte JSON event the store benchmarks append;
 //! - [`table`]: markdown tables with aligned columns;
 //! - [`ratio`]: figures as ratios of a baseline measured in the same run,
 //!   medians and spreads of per-round ratios;
@@ -16,6 +17,7 @@
 pub mod env;
 pub mod fsync;
 pub mod latency;
+pub mod payload;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod ratio;

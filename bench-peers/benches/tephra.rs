@@ -68,13 +68,13 @@
 //!   group commit, and about as many requests share one on either side.
 //! - tephra creates each segment file at full size with `fallocate` and
 //!   syncs it (and the directory) when the log is opened or rolls over,
-//!   outside the timed loops here. Its appends then write inside the file's
-//!   allocated size (into unwritten extents, whose conversion is committed
-//!   when a write first reaches a block), where annals's segment files grow
-//!   with every append and each of its fdatasyncs also commits the new
-//!   size. The two baselines are those two shapes at their plainest; on the
-//!   development machine tephra's single writer has come near the
-//!   overwrite one and annals's near the growing-file one.
+//!   outside the timed loops here; its appends then write inside the
+//!   file's allocated size (into unwritten extents, whose conversion is
+//!   committed when a write first reaches a block). annals reserves its
+//!   active segment a step at a time the same way and also writes zeros a
+//!   slice ahead of its records, so its appends overwrite written blocks
+//!   (see docs/format.md, "Reserved space"). The two baselines are the
+//!   plainest growing and overwriting shapes.
 //! - The same 200-byte JSON payload bytes, event type `CreditReserved`, and
 //!   stream ids equal to tag names. An annals record also holds an id (a
 //!   UUID generated per event), a timestamp, `{}` metadata, its stream and
@@ -137,22 +137,12 @@ const LARGE_EVENTS: u64 = 1_000;
 const LOADS: usize = 200;
 const REOPENS: usize = 3;
 
-/// 200 bytes of JSON, the same for both systems.
-fn payload(n: u64) -> String {
-    let head = format!(
-        r#"{{"customer_id":"c-{n:08}","amount":{},"currency":"EUR","note":""#,
-        n % 10_000
-    );
-    let pad = 200 - head.len() - 2;
-    format!("{head}{}\"}}", "x".repeat(pad))
-}
-
 fn annals_event(n: u64) -> NewEvent {
-    NewEvent::new(EVENT_TYPE, payload(n))
+    NewEvent::new(EVENT_TYPE, bench_harness::payload::json_200(n))
 }
 
 fn tephra_event(ty: &EventType, tags: &Tags, n: u64) -> Event {
-    Event::new(ty, tags, payload(n).as_bytes()).unwrap()
+    Event::new(ty, tags, bench_harness::payload::json_200(n).as_bytes()).unwrap()
 }
 
 fn tephra_type() -> EventType {

@@ -60,18 +60,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-fn payload(n: u64) -> String {
-    // 200 bytes of JSON.
-    let head = format!(
-        r#"{{"customer_id":"c-{n:08}","amount":{},"currency":"EUR","note":""#,
-        n % 10_000
-    );
-    let pad = 200 - head.len() - 2;
-    format!("{head}{}\"}}", "x".repeat(pad))
-}
-
 fn event(n: u64) -> NewEvent {
-    NewEvent::new("CreditReserved", payload(n))
+    NewEvent::new("CreditReserved", bench_harness::payload::json_200(n))
 }
 
 /// How the active segment gets its space.
