@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::format::bloom::BloomFilter;
 use crate::format::event::{EventRecord, FLAG_END_OF_BATCH};
-use crate::format::frame::{FRAME_HEADER_LEN, append_frame};
+use crate::format::frame::{FRAME_HEADER_LEN, Frame, append_frame, read_frame};
 use crate::format::header::HEADER_LEN;
 use crate::format::index::{self, IndexView, StreamInput};
 use crate::log::fs::FsFile;
@@ -321,6 +321,17 @@ impl Writer {
                 Err(wrong_version())
             };
         }
+        // Most appends reuse none of the ids where a retry of theirs would
+        // be: told from the ids alone, without decoding those events.
+        if let Some(ids) = self.durable_ids(&append.stream_id, first, last)
+            && !append.events.iter().any(|e| ids.contains(&e.id))
+        {
+            return if admitted {
+                Ok(Check::Write)
+            } else {
+                Err(wrong_version())
+            };
+        }
         let stored = self.stored(&append.stream_id, first, last, group)?;
         let whole = stored.len() == append.events.len()
             && stored.iter().zip(&append.events).all(|(s, e)| s.id == e.id);
@@ -373,6 +384,29 @@ impl Writer {
             .get(stream_id)
             .copied()
             .unwrap_or_else(|| self.inner.state.read().stream_version(stream_id.as_str()))
+    }
+
+    /// The ids of the stream's events at versions `first ..= last` when all
+    /// of them are durable records of the active segment (intact: each
+    /// frame's checksum is checked); `None` otherwise, and for anything
+    /// unexpected, which then goes the way of a full read.
+    fn durable_ids(&self, stream_id: &StreamId, first: u64, last: u64) -> Option<Vec<Uuid>> {
+        let st = self.inner.state.read();
+        let stream = st.active.streams.get(stream_id)?;
+        let from = usize::try_from(first.checked_sub(stream.first_version)?).ok()?;
+        let to = usize::try_from(last.checked_sub(stream.first_version)?).ok()?;
+        let offsets = stream.offsets.get(from..=to)?;
+        let window = st.active.map.get(..st.active.durable_len as usize)?;
+        offsets
+            .iter()
+            .map(|offset| match read_frame(window, *offset as usize) {
+                Frame::Valid { body, .. } => {
+                    let id: [u8; 16] = body.get(32..48)?.try_into().ok()?;
+                    Some(Uuid::from_bytes(id))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The stream's events at versions `first ..= last`: durable ones read
@@ -510,6 +544,10 @@ impl Writer {
             }
             self.len += group.buf.len() as u64;
             self.publish(group);
+            // Before the answers, so that a caller answered finds the
+            // writer idle; it is seldom due (once a step, once a slice).
+            self.reserve_ahead();
+            self.zero_ahead();
         }
         for (reply, result) in group.waiting.drain(..) {
             let _ = reply.send(result);
@@ -517,8 +555,6 @@ impl Writer {
         group.buf.clear();
         group.events.clear();
         group.versions.clear();
-        self.reserve_ahead();
-        self.zero_ahead();
     }
 
     /// Makes sure the file has space reserved up to `end`, reserving a
@@ -567,9 +603,9 @@ impl Writer {
     }
 
     /// Reserves the next step once a quarter of the current one is left,
-    /// after the group's callers have their answers, so that reserving
-    /// seldom falls on an append's path. A failure is only logged: the
-    /// next group tries again on its own path, and fails as a write would.
+    /// so that reserving seldom falls inside a group's write and sync. A
+    /// failure is only logged: the next group tries again on its own path,
+    /// and fails as a write would.
     fn reserve_ahead(&mut self) {
         let step = self.inner.options.preallocate_bytes;
         if step == 0 || self.allocated.saturating_sub(self.len) >= step / 4 {
