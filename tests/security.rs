@@ -476,6 +476,8 @@ async fn a_jwt_of_the_identity_provider_stands_in_for_a_key() {
     let reader = idp.token(claims("annals", &["read"]));
     let writer = idp.token(claims("annals", &["read", "write", "admin"]));
     let elsewhere = idp.token(claims("another-service", &["read", "write", "admin"]));
+    // A list read before the views exist is `503 view-not-ready`.
+    crate::split::wait_ready(&http, &serve.url).await;
 
     // No token: authentication is on with a JWKS alone.
     let answer = http
