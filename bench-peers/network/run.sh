@@ -130,7 +130,8 @@ for system in "${systems[@]}"; do
         url[$system]=127.0.0.1:$port
         ;;
     umadb)
-        "$cargo_bin/umadb" --listen "127.0.0.1:$port" --db-path "$work/umadb" \
+        # Its --db-path names the database file.
+        "$cargo_bin/umadb" --listen "127.0.0.1:$port" --db-path "$work/umadb/events.db" \
             >"$work/umadb.log" 2>&1 &
         url[$system]=http://127.0.0.1:$port
         ;;
@@ -208,6 +209,13 @@ for label, mode, writers in specs:
 print("\n".join(lines))
 print()
 print(f"{seconds} s per append row; one event per append; appends/s = events/s.")
+print("Clients: annals through event_store_http::RemoteStore, the client its own processes use")
+print("(HTTP/1.1 + JSON, reqwest, one pooled connection per writer in flight); tephra through")
+print("tephra-client 0.5.3's blocking Client, one TCP connection per writer thread; UmaDB through")
+print("umadb-client 0.7.8's async client, one gRPC (HTTP/2) connection per writer. Every server at")
+print("its defaults, each acknowledging an append after the fdatasync of its commit. Read all:")
+print("annals GET /all in pages of the server's maximum, one after another; tephra and UmaDB one")
+print("streamed read. Server and driver share the machine's cores.")
 print("Per run: append p50/p99 ms; CPU µs per event of the server and of the client.")
 for r in rows:
     cpu = lambda k: (

@@ -33,7 +33,9 @@ use event_store_http::{RemoteOptions, RemoteStore};
 use futures_util::StreamExt;
 use umadb_dcb::DcbEventStoreAsync;
 
-const EVENT_TYPE: &str = "CreditReserved";
+/// A type no domain of annals knows: `annals store` upcasts the reference
+/// domain's types on read, and this payload is none of theirs.
+const EVENT_TYPE: &str = "NetworkBenchEvent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum System {
@@ -215,10 +217,7 @@ fn tephra_append(addr: &str, writers: usize, deadline: Instant) -> Result<Vec<La
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| anyhow!("a tephra writer panicked"))?
-            })
+            .map(|h| h.join().map_err(|_| anyhow!("a tephra writer panicked"))?)
             .collect()
     })
 }
@@ -242,7 +241,12 @@ async fn umadb_connect(url: &str) -> Result<umadb_client::AsyncUmaDbClient> {
         .map_err(|e| anyhow!("connecting to UmaDB at {url}: {e:?}"))
 }
 
-async fn umadb_writer(url: String, tag: String, writer: usize, deadline: Instant) -> Result<Latencies> {
+async fn umadb_writer(
+    url: String,
+    tag: String,
+    writer: usize,
+    deadline: Instant,
+) -> Result<Latencies> {
     use umadb_dcb::{DcbAppendCondition, DcbEvent, DcbQuery, DcbQueryItem};
     let client = umadb_connect(&url).await?;
     let guard = DcbQuery::new().item(DcbQueryItem::new().tags([tag.clone()]));
@@ -348,7 +352,9 @@ fn main() -> Result<()> {
             let started = Instant::now();
             let deadline = started + seconds;
             let per_writer = match args.system {
-                System::Annals => runtime.block_on(annals_append(&args.url, args.writers, deadline)),
+                System::Annals => {
+                    runtime.block_on(annals_append(&args.url, args.writers, deadline))
+                }
                 System::Tephra => tephra_append(&args.url, args.writers, deadline),
                 System::Umadb => runtime.block_on(umadb_append(&args.url, args.writers, deadline)),
             }?;
