@@ -71,7 +71,7 @@ fn parse_args() -> Result<Args> {
     let mut url = None;
     let mut mode = Mode::Append;
     let mut writers = 1;
-    let mut seconds = 5.0;
+    let mut seconds: f64 = 5.0;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(usage);
@@ -97,7 +97,7 @@ fn parse_args() -> Result<Args> {
             _ => return Err(usage()),
         }
     }
-    if writers == 0 || !(seconds > 0.0) {
+    if writers == 0 || !seconds.is_finite() || seconds <= 0.0 {
         return Err(usage());
     }
     Ok(Args {
