@@ -76,6 +76,11 @@ pub struct StoreOptions {
     /// Consult bloom filters before a segment's index. Off only to measure
     /// what they save.
     pub use_bloom_filters: bool,
+    /// Streams whose state (version, last position) is kept in memory after
+    /// a lookup in the sealed segments. The store keeps no table of every
+    /// stream: a stream not in the active segment or this cache is looked
+    /// up through the sealed segments' bloom filters and indexes.
+    pub stream_cache_entries: usize,
     /// Events buffered per subscriber before the subscription stops reading
     /// ahead (a slow subscriber never holds up appends or other subscribers).
     pub subscription_buffer: usize,
@@ -100,6 +105,7 @@ impl Default for StoreOptions {
             limits: Limits::default(),
             bloom_bits_per_stream: 10,
             use_bloom_filters: true,
+            stream_cache_entries: 65_536,
             subscription_buffer: 1_024,
             writer_queue_max: 8_192,
             clock: Arc::new(SystemClock),

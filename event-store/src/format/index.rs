@@ -152,8 +152,19 @@ pub struct IndexView {
 }
 
 impl IndexView {
-    /// Verifies both checksums and the section sizes.
+    /// Opens and fully checks an index: [`IndexView::open`], then
+    /// [`IndexView::check`].
     pub fn parse(bytes: Bytes) -> Result<Self, String> {
+        let view = Self::open(bytes)?;
+        view.check()?;
+        Ok(view)
+    }
+
+    /// Checks what a look at the header can: magic, header checksum,
+    /// version and section sizes. It reads 64 bytes whatever the index
+    /// holds, so opening a store does not grow with its streams; the rest
+    /// is for [`IndexView::check`], before any lookup.
+    pub fn open(bytes: Bytes) -> Result<Self, String> {
         if bytes.len() < HEADER_LEN + 4 {
             return Err(format!("index of {} bytes is too short", bytes.len()));
         }
@@ -171,9 +182,6 @@ impl IndexView {
             ));
         }
         let end = b.len() - 4;
-        if crc32fast::hash(&b[..end]) != read_u32(b, end) {
-            return Err("index checksum mismatch".into());
-        }
         let meta = IndexMeta {
             segment_number: read_u64(b, 16),
             base_position: read_u64(b, 24),
@@ -189,40 +197,59 @@ impl IndexView {
         let versions_at = streams_at
             .checked_add(s.checked_mul(ENTRY_LEN).ok_or("stream count too large")?)
             .ok_or("stream count too large")?;
-        let names_at = versions_at + n * 4;
+        let names_at = versions_at
+            .checked_add(n * 4)
+            .ok_or("event count too large")?;
         if names_at > end {
             return Err("index sections overrun the file".into());
         }
-        let view = IndexView {
+        Ok(IndexView {
             bytes,
             meta,
             streams_at,
             versions_at,
             names_at,
-        };
-        // Entries must point inside their sections, so later lookups cannot panic.
-        let names_len = end - names_at;
+        })
+    }
+
+    /// Verifies the whole-file checksum and that every entry points inside
+    /// its sections, so that later lookups cannot panic or misread.
+    pub fn check(&self) -> Result<(), String> {
+        let b = &self.bytes[..];
+        let end = b.len() - 4;
+        if crc32fast::hash(&b[..end]) != read_u32(b, end) {
+            return Err("index checksum mismatch".into());
+        }
+        let names_len = end - self.names_at;
         let mut versions_total = 0u64;
-        for i in 0..s {
-            let (entry, name_offset, name_len) = view.raw_entry(i);
+        for i in 0..self.meta.stream_count as usize {
+            let (entry, name_offset, name_len) = self.raw_entry(i);
             if name_offset + name_len > names_len {
                 return Err(format!("stream entry {i} names bytes outside the index"));
             }
             if entry.count == 0
-                || u64::from(entry.versions_start) + u64::from(entry.count) > meta.event_count
-                || u64::from(entry.last_rel) >= meta.event_count
+                || u64::from(entry.versions_start) + u64::from(entry.count) > self.meta.event_count
+                || u64::from(entry.last_rel) >= self.meta.event_count
             {
                 return Err(format!("stream entry {i} points outside the index"));
             }
-            if std::str::from_utf8(&view.bytes[names_at + name_offset..][..name_len]).is_err() {
+            if std::str::from_utf8(&self.bytes[self.names_at + name_offset..][..name_len]).is_err()
+            {
                 return Err(format!("stream entry {i} has a name that is not UTF-8"));
             }
             versions_total += u64::from(entry.count);
         }
-        if versions_total != meta.event_count {
+        if versions_total != self.meta.event_count {
             return Err("stream entries do not cover every event".into());
         }
-        Ok(view)
+        Ok(())
+    }
+
+    /// How many streams begin in this segment (their first version is 1).
+    pub fn streams_begun(&self) -> u64 {
+        (0..self.meta.stream_count as usize)
+            .filter(|&i| read_u64(&self.bytes, self.streams_at + i * ENTRY_LEN + 8) == 1)
+            .count() as u64
     }
 
     pub fn meta(&self) -> IndexMeta {
@@ -235,6 +262,11 @@ impl IndexView {
     }
 
     /// The stream's entry, if the stream has events in this segment.
+    ///
+    /// Safe on an index not yet [`check`](IndexView::check)ed: whatever the
+    /// bytes, it reads inside them and never panics. What it answers is
+    /// then only as good as those bytes, which the caller confirms against
+    /// the records the entry leads to.
     pub fn find(&self, stream_id: &str) -> Option<StreamEntry> {
         let hash = stream_hash(stream_id);
         let count = self.meta.stream_count as usize;
@@ -251,7 +283,11 @@ impl IndexView {
         let mut i = lo;
         while i < count && read_u64(&self.bytes, self.streams_at + i * ENTRY_LEN) == hash {
             let (entry, name_offset, name_len) = self.raw_entry(i);
-            if &self.bytes[self.names_at + name_offset..][..name_len] == stream_id.as_bytes() {
+            let name = self
+                .bytes
+                .get(self.names_at + name_offset..)
+                .and_then(|names| names.get(..name_len));
+            if name == Some(stream_id.as_bytes()) {
                 return Some(entry);
             }
             i += 1;
@@ -259,12 +295,14 @@ impl IndexView {
         None
     }
 
-    /// Record offset of the stream's `i`-th event in this segment (`i < count`).
-    pub fn version_offset(&self, entry: &StreamEntry, i: u32) -> u32 {
-        read_u32(
-            &self.bytes,
-            self.versions_at + (entry.versions_start as usize + i as usize) * 4,
-        )
+    /// Record offset of the stream's `i`-th event in this segment (`i <
+    /// count`); `None` when the entry points outside the index (damage).
+    pub fn version_offset(&self, entry: &StreamEntry, i: u32) -> Option<u32> {
+        let at = (entry.versions_start as usize)
+            .checked_add(i as usize)?
+            .checked_mul(4)?
+            .checked_add(self.versions_at)?;
+        (at + 4 <= self.names_at).then(|| read_u32(&self.bytes, at))
     }
 
     /// Every stream with events in this segment.
@@ -338,7 +376,7 @@ mod tests {
                         prop_assert_eq!(entry.count as usize, offsets.len());
                         prop_assert_eq!(entry.last_rel, *last);
                         for (i, o) in offsets.iter().enumerate() {
-                            prop_assert_eq!(view.version_offset(&entry, i as u32), *o);
+                            prop_assert_eq!(view.version_offset(&entry, i as u32), Some(*o));
                         }
                     }
                     (None, None) => {}

@@ -212,12 +212,16 @@ fn read_sealed(
         if need_hi < lo {
             break;
         }
-        if inner.options.use_bloom_filters && !segment.bloom.may_contain(stream_id.as_str()) {
+        if inner.options.use_bloom_filters
+            && segment
+                .bloom()
+                .is_some_and(|b| !b.may_contain(stream_id.as_str()))
+        {
             inner.bloom_skips.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         inner.index_probes.fetch_add(1, Ordering::Relaxed);
-        let Some(entry) = segment.index.find(stream_id.as_str()) else {
+        let Some((index, entry)) = segment.find(stream_id.as_str())? else {
             continue;
         };
         if entry.first_version > need_hi {
@@ -227,9 +231,14 @@ fn read_sealed(
         let b = need_hi.min(entry.last_version());
         let mut piece = Vec::with_capacity((b + 1).saturating_sub(a) as usize);
         for v in a..=b {
-            let offset = segment
-                .index
-                .version_offset(&entry, (v - entry.first_version) as u32);
+            let Some(offset) = index.version_offset(&entry, (v - entry.first_version) as u32)
+            else {
+                return Err(Error::corruption(
+                    segment.index_path(),
+                    0,
+                    format!("the index entry of stream {stream_id} points outside the index"),
+                ));
+            };
             let (event, _) = decode_event_at(
                 &segment.data,
                 segment.data.len(),
@@ -397,7 +406,7 @@ fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<Re
         if out.len() == wanted {
             return Ok(out);
         }
-        let Some(offset) = segment.index.position_offset(next - segment.base) else {
+        let Some(offset) = segment.index()?.position_offset(next - segment.base) else {
             return Err(Error::corruption(
                 &segment.path,
                 0,

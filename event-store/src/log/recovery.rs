@@ -7,16 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::bloom::BloomFilter;
 use crate::format::header::{FORMAT_VERSION, FileHeader, HEADER_LEN, HeaderError, SEGMENT_MAGIC};
 use crate::format::index::{self, IndexView, StreamInput};
 use crate::log::fs::{Fs, FsFile};
 use crate::log::mmap;
 use crate::log::scan::{SegmentScan, scan_segment};
 use crate::log::segment::{
-    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, index_file_name, segment_file_name,
+    ActiveSegment, ActiveStream, Damage, SealedSegment, Upkeep, bloom_file_name, index_file_name,
+    segment_file_name,
 };
-use crate::log::state::{DamagedTail, State, StreamState};
+use crate::log::state::State;
 use crate::options::StoreOptions;
 use crate::types::StreamId;
 
@@ -24,8 +24,11 @@ use crate::types::StreamId;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     pub sealed_segments: usize,
+    /// Indexes found missing or with a damaged header, rebuilt from their
+    /// segment's records. (An index damaged past its header is found, and
+    /// rebuilt, by the first lookup that needs it; bloom filters are read,
+    /// and rebuilt if need be, on first use too.)
     pub indexes_rebuilt: Vec<PathBuf>,
-    pub blooms_rebuilt: Vec<PathBuf>,
     /// Bytes cut from the end of the active segment (an unacknowledged batch).
     pub torn_bytes_dropped: u64,
     pub torn_records_dropped: usize,
@@ -150,7 +153,6 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
 
     let mut sealed = Vec::new();
     let mut next_base = 1u64;
-    let mut streams: HashMap<StreamId, StreamState> = HashMap::new();
     let mut sealed_bytes = 0u64;
     let Some((&last, earlier)) = numbers.split_last() else {
         if options.log_only {
@@ -164,7 +166,7 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         let (path, file) = create_segment(fs, dir, 1, 1, options.clock.now().0)?;
         let active = empty_active(1, 1, path, &file, options)?;
         return Ok(Recovered {
-            state: State::new(Vec::new(), active, streams, 0, 0),
+            state: State::new(Vec::new(), active, 0, 0, options),
             writer_file: file,
             report,
         });
@@ -175,9 +177,6 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
             open_sealed(fs, dir, number, next_base, options, &mut report)?;
         if sealed_damage.is_none() {
             sealed_damage = damage;
-        }
-        if !options.log_only {
-            merge_sealed_streams(&segment, &mut streams)?;
         }
         next_base = segment.base + segment.count;
         sealed_bytes += segment.data.len() as u64;
@@ -191,7 +190,6 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         last,
         next_base,
         options,
-        &mut streams,
         &mut report,
         // Opened to read, nothing is cut: a torn tail is left for the
         // next ordinary open to truncate.
@@ -202,7 +200,7 @@ pub(crate) fn recover(dir: &Path, options: &StoreOptions) -> Result<Recovered> {
         .or_else(|| options.log_only.then(|| LOG_ONLY.to_owned()));
     report.read_only_reason = read_only.clone();
     let head = active.base + active.positions.len() as u64 - 1;
-    let mut state = State::new(sealed, active, streams, head, sealed_bytes);
+    let mut state = State::new(sealed, active, head, sealed_bytes, options);
     state.read_only = read_only;
     state.damaged_tail = damaged_tail;
     state.log_only = options.log_only;
@@ -232,38 +230,6 @@ fn empty_active(
         positions: Vec::new(),
         streams: HashMap::new(),
     })
-}
-
-/// Adds a sealed segment's streams to the stream table, checking that each
-/// stream's versions continue where the previous segment left them.
-fn merge_sealed_streams(
-    segment: &SealedSegment,
-    streams: &mut HashMap<StreamId, StreamState>,
-) -> Result<()> {
-    for (name, entry) in segment.index.streams() {
-        let previous = streams.get(name).map_or(0, |s| s.version);
-        if entry.first_version != previous + 1 {
-            return Err(Error::corruption(
-                &segment.path,
-                0,
-                format!(
-                    "stream {name} continues at version {} after version {previous}",
-                    entry.first_version
-                ),
-            ));
-        }
-        let state = StreamState {
-            version: entry.last_version(),
-            last_position: segment.base + u64::from(entry.last_rel),
-        };
-        match streams.get_mut(name) {
-            Some(s) => *s = state,
-            None => {
-                streams.insert(StreamId::from_stored(name), state);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A sealed segment as opening found it, with the damage that makes the
@@ -345,35 +311,15 @@ fn open_sealed(
         ));
     }
 
-    let bloom_path = dir.join(bloom_file_name(number));
-    let bloom = match load_bloom(fs, &bloom_path, number, index.meta().stream_count) {
-        Ok(bloom) => bloom,
-        Err(why) => {
-            tracing::warn!(bloom = %bloom_path.display(), %why, "rebuilding bloom filter from the segment index");
-            let mut bloom = BloomFilter::with_capacity(
-                index.meta().stream_count as usize,
-                options.bloom_bits_per_stream,
-            );
-            for (name, _) in index.streams() {
-                bloom.insert(name);
-            }
-            if header_damage.is_none() {
-                write_file_durably(fs, dir, &bloom_file_name(number), &bloom.encode(number))?;
-                report.blooms_rebuilt.push(bloom_path);
-            }
-            bloom
-        }
+    let upkeep = Upkeep {
+        fs: options.fs.clone(),
+        dir: dir.to_path_buf(),
+        number,
+        bloom_bits_per_stream: options.bloom_bits_per_stream,
+        writable: !options.log_only && header_damage.is_none(),
     };
-
     Ok(OpenedSealed {
-        segment: SealedSegment {
-            base: expected_base,
-            count: index.meta().event_count,
-            path,
-            data,
-            index,
-            bloom,
-        },
+        segment: SealedSegment::new(path, expected_base, data, index, upkeep),
         damage: header_damage,
     })
 }
@@ -387,7 +333,7 @@ fn load_index(
 ) -> std::result::Result<IndexView, String> {
     let file = fs.open(path, false).map_err(|e| e.to_string())?;
     let bytes = mmap::map_whole_file(file.std_file()).map_err(|e| e.to_string())?;
-    let view = IndexView::parse(bytes)?;
+    let view = IndexView::open(bytes)?;
     let meta = view.meta();
     if meta.segment_number != number
         || meta.base_position != base
@@ -399,26 +345,6 @@ fn load_index(
         ));
     }
     Ok(view)
-}
-
-fn load_bloom(
-    fs: &dyn Fs,
-    path: &Path,
-    number: u64,
-    stream_count: u64,
-) -> std::result::Result<BloomFilter, String> {
-    let bytes = fs
-        .open(path, false)
-        .and_then(|file| file.read_all())
-        .map_err(|e| e.to_string())?;
-    let (bloom, segment) = BloomFilter::decode(&bytes)?;
-    if segment != number || u64::from(bloom.items()) != stream_count {
-        return Err(format!(
-            "bloom filter belongs to segment {segment} with {} streams, not segment {number} with {stream_count}",
-            bloom.items()
-        ));
-    }
-    Ok(bloom)
 }
 
 /// Builds index bytes from scanned events.
@@ -473,7 +399,12 @@ fn rebuild_index(
 
 /// Scans a sealed segment's records into index bytes; a segment whose
 /// records are damaged (or end inside a batch) cannot be indexed.
-fn index_bytes_from_records(path: &Path, data: &[u8], number: u64, base: u64) -> Result<Vec<u8>> {
+pub(crate) fn index_bytes_from_records(
+    path: &Path,
+    data: &[u8],
+    number: u64,
+    base: u64,
+) -> Result<Vec<u8>> {
     let scan = scan_segment(data, base);
     if let Some(damage) = scan.damage.first() {
         return Err(Error::corruption(
@@ -519,24 +450,19 @@ type OpenedActive = (
     ActiveSegment,
     Arc<dyn FsFile>,
     Option<String>,
-    Option<DamagedTail>,
+    Option<Damage>,
 );
 
 /// Opens the last segment for appending: a torn tail is cut off, damage
 /// makes the store read-only. `read_only` says the store is read-only
 /// already (damage in a sealed segment): then nothing is written here
 /// either, and a torn tail is only left out of what is served.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "recovery's running state, passed along rather than bundled for one call"
-)]
 fn open_active(
     fs: &dyn Fs,
     dir: &Path,
     number: u64,
     expected_base: u64,
     options: &StoreOptions,
-    streams: &mut HashMap<StreamId, StreamState>,
     report: &mut RecoveryReport,
     read_only: bool,
 ) -> Result<OpenedActive> {
@@ -579,8 +505,7 @@ fn open_active(
     if !damaged {
         check_stream_versions(&path, &scan)?;
     }
-    let (positions, active_streams) =
-        index_active(&path, &scan, expected_base, options, streams, damaged)?;
+    let (positions, active_streams) = index_active(&scan, expected_base, options);
 
     // The end of the last whole batch: zeros after it are reserved space,
     // and a torn tail after it was cut off above.
@@ -672,17 +597,16 @@ fn judge_scan(
 }
 
 /// The active segment's in-memory index: the offset of every position and
-/// each stream's offsets, with the streams' versions brought up to date.
-/// Positions lost to damage point at the damaged record so that reading
-/// them reports the corruption.
+/// each stream's offsets. Positions lost to damage point at the damaged
+/// record so that reading them reports the corruption. That each stream
+/// continues here where the sealed segments left it is checked by the
+/// reads that cross from one segment to the next, and by `verify`: checking
+/// it here would look up every stream of the segment in the sealed ones.
 fn index_active(
-    path: &Path,
     scan: &SegmentScan,
     expected_base: u64,
     options: &StoreOptions,
-    streams: &mut HashMap<StreamId, StreamState>,
-    damaged: bool,
-) -> Result<(Vec<u32>, HashMap<StreamId, ActiveStream>)> {
+) -> (Vec<u32>, HashMap<StreamId, ActiveStream>) {
     let mut positions: Vec<u32> = Vec::with_capacity(scan.events.len());
     let mut active_streams: HashMap<StreamId, ActiveStream> = HashMap::new();
     let mut next_damage = 0;
@@ -698,53 +622,35 @@ fn index_active(
             positions.push(last_damage.unwrap_or(e.offset));
         }
         positions.push(e.offset);
-        // Without a table of streams nothing reads a stream by itself, so
-        // the active segment's streams are not indexed either: that index
+        // Without stream lookups nothing reads a stream by itself, so the
+        // active segment's streams are not indexed either: that index
         // grows with the segment, up to hundreds of MB for a full one.
         if options.log_only {
             continue;
         }
-        let previous = streams.get(e.stream_id.as_str()).map_or(0, |s| s.version);
-        if e.version != previous + 1 && !damaged {
-            return Err(Error::corruption(
-                path,
-                u64::from(e.offset),
-                format!(
-                    "stream {} continues at version {} after version {previous}",
-                    e.stream_id, e.version
-                ),
-            ));
-        }
-        let id = StreamId::from_stored(&e.stream_id);
-        let state = StreamState {
-            version: e.version,
-            last_position: e.position,
-        };
-        match streams.get_mut(e.stream_id.as_str()) {
-            Some(s) => *s = state,
-            None => {
-                streams.insert(id.clone(), state);
-            }
-        }
-        let stream = active_streams.entry(id).or_insert_with(|| ActiveStream {
-            first_version: e.version,
-            offsets: Vec::new(),
-            last_position: e.position,
-        });
+        let stream = active_streams
+            .entry(StreamId::from_stored(&e.stream_id))
+            .or_insert_with(|| ActiveStream {
+                first_version: e.version,
+                version: e.version,
+                offsets: Vec::new(),
+                last_position: e.position,
+            });
         stream.offsets.push(e.offset);
+        stream.version = e.version;
         stream.last_position = e.position;
     }
-    Ok((positions, active_streams))
+    (positions, active_streams)
 }
 
 /// Damage after the last intact record: records there are lost, and an
 /// append must not build on them.
-fn damaged_tail(path: &Path, scan: &SegmentScan) -> Option<DamagedTail> {
+fn damaged_tail(path: &Path, scan: &SegmentScan) -> Option<Damage> {
     let last_intact = scan.events.last().map_or(0, |e| u64::from(e.offset));
     scan.damage
         .iter()
         .find(|d| d.offset > last_intact)
-        .map(|d| DamagedTail {
+        .map(|d| Damage {
             file: path.to_path_buf(),
             offset: d.offset,
             detail: format!("{}; records after the last intact one are lost", d.detail),

@@ -1,15 +1,21 @@
 //! What readers share with the writer: the segment list, the active segment's
-//! in-memory index and the stream table. The writer changes it only after an
-//! fsync returned, under a short write lock; readers copy what they need under
-//! a read lock and decode outside it, so no reader ever waits for disk I/O.
+//! in-memory index and a bounded cache of streams last seen in sealed
+//! segments. The writer changes it only after an fsync returned, under a
+//! short write lock; readers copy what they need under a read lock and
+//! decode outside it, so no reader waits for the writer's disk I/O.
+//!
+//! No table of every stream ever written is kept: a stream is found in the
+//! active segment's index, else in the cache, else in the sealed segments,
+//! newest first, through their bloom filters and indexes (all mapped or
+//! read on first use). Memory and start-up thus do not grow with the
+//! number of streams.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::log::segment::{ActiveSegment, SealedSegment};
+use crate::log::segment::{ActiveSegment, Damage, SealedSegment};
 use crate::types::StreamId;
 
-/// What the store keeps in memory per stream: 16 bytes plus the id.
+/// What a stream's reads and appends need to know of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StreamState {
     /// Version of the stream's last event (= its number of events).
@@ -18,11 +24,21 @@ pub(crate) struct StreamState {
     pub last_position: u64,
 }
 
+/// A sealed-segment lookup's answer, valid while the store has as many
+/// sealed segments as it had then: sealing the active segment may move the
+/// stream's latest events into a new one.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    sealed: usize,
+    stream: Option<StreamState>,
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub sealed: Vec<Arc<SealedSegment>>,
     pub active: ActiveSegment,
-    pub streams: HashMap<StreamId, StreamState>,
+    cache: quick_cache::sync::Cache<StreamId, Cached>,
+    use_bloom_filters: bool,
     /// Position of the last durable event (0 = empty store).
     pub head: u64,
     pub sealed_bytes: u64,
@@ -31,24 +47,11 @@ pub(crate) struct State {
     /// Damage after the last intact record of the log: the records there are
     /// lost and nobody can tell which streams they belonged to, so reads that
     /// reach the end of the log or of a stream report it.
-    pub damaged_tail: Option<DamagedTail>,
-    /// Opened with [`StoreOptions::log_only`]: `streams` is empty.
+    pub damaged_tail: Option<Damage>,
+    /// Opened with [`StoreOptions::log_only`]: streams are not looked up.
     ///
     /// [`StoreOptions::log_only`]: crate::StoreOptions::log_only
     pub log_only: bool,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct DamagedTail {
-    pub file: std::path::PathBuf,
-    pub offset: u64,
-    pub detail: String,
-}
-
-impl DamagedTail {
-    pub fn error(&self) -> crate::Error {
-        crate::Error::corruption(&self.file, self.offset, self.detail.clone())
-    }
 }
 
 impl State {
@@ -65,14 +68,15 @@ impl State {
     pub fn new(
         sealed: Vec<Arc<SealedSegment>>,
         active: ActiveSegment,
-        streams: HashMap<StreamId, StreamState>,
         head: u64,
         sealed_bytes: u64,
+        options: &crate::StoreOptions,
     ) -> Self {
         Self {
             sealed,
             active,
-            streams,
+            cache: quick_cache::sync::Cache::new(options.stream_cache_entries.max(1)),
+            use_bloom_filters: options.use_bloom_filters,
             head,
             sealed_bytes,
             read_only: None,
@@ -81,18 +85,68 @@ impl State {
         }
     }
 
-    /// What the table of streams knows of `stream_id`; an error when the
-    /// store was opened without one, where "unknown" would read as "empty".
-    pub fn stream(&self, stream_id: &str) -> crate::Result<Option<&StreamState>> {
+    /// What the store knows of `stream_id`; an error when the store was
+    /// opened to read the log in order only, where "unknown" would read as
+    /// "empty", and when an index the lookup needs is damaged.
+    pub fn stream(&self, stream_id: &str) -> crate::Result<Option<StreamState>> {
         if self.log_only {
             return Err(crate::Error::Unsupported(format!(
                 "the store was opened to read the log in order only; stream {stream_id} cannot be read by itself"
             )));
         }
-        Ok(self.streams.get(stream_id))
+        if let Some(s) = self.active.streams.get(stream_id) {
+            return Ok(Some(StreamState {
+                version: s.version,
+                last_position: s.last_position,
+            }));
+        }
+        let sealed = self.sealed.len();
+        if let Some(hit) = self.cache.get(stream_id)
+            && hit.sealed == sealed
+        {
+            return Ok(hit.stream);
+        }
+        let stream = self.find_sealed(stream_id)?;
+        self.cache
+            .insert(StreamId::from_stored(stream_id), Cached { sealed, stream });
+        Ok(stream)
     }
 
-    pub fn stream_version(&self, stream_id: &str) -> u64 {
-        self.streams.get(stream_id).map_or(0, |s| s.version)
+    /// The stream's version (0 when it has no events).
+    pub fn stream_version(&self, stream_id: &str) -> crate::Result<u64> {
+        Ok(self.stream(stream_id)?.map_or(0, |s| s.version))
+    }
+
+    /// The stream's last events in the sealed segments: in the newest one
+    /// that holds it (a stream's versions grow with positions).
+    fn find_sealed(&self, stream_id: &str) -> crate::Result<Option<StreamState>> {
+        for segment in self.sealed.iter().rev() {
+            if self.use_bloom_filters && segment.bloom().is_some_and(|b| !b.may_contain(stream_id))
+            {
+                continue;
+            }
+            if let Some((_, entry)) = segment.find(stream_id)? {
+                return Ok(Some(StreamState {
+                    version: entry.last_version(),
+                    last_position: segment.base + u64::from(entry.last_rel),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// How many streams the store holds: those begun in each sealed segment
+    /// (counted once per segment, on first use) and in the active one.
+    pub fn stream_count(&self) -> crate::Result<u64> {
+        let mut count = self
+            .active
+            .streams
+            .values()
+            .filter(|s| s.first_version == 1)
+            .count() as u64;
+        for segment in &self.sealed {
+            count += segment.streams_begun()?;
+        }
+        Ok(count)
     }
 }

@@ -394,8 +394,7 @@ impl EventStore for Store {
             .inner()
             .state
             .read()
-            .stream(stream_id.as_str())?
-            .map_or(0, |s| s.version);
+            .stream_version(stream_id.as_str())?;
         if version == 0 || version > current {
             return Err(Error::InvalidAppend(format!(
                 "cannot snapshot stream {stream_id} at version {version}: it is at version {current}"
@@ -432,7 +431,7 @@ impl EventStore for Store {
             .or_else(|| st.read_only.clone());
         Ok(Stats {
             events: st.head,
-            streams: st.streams.len() as u64,
+            streams: st.stream_count()?,
             segments: st.sealed.len() as u64 + 1,
             sealed_segments: st.sealed.len() as u64,
             bytes: st.sealed_bytes + st.active.durable_len,

@@ -27,10 +27,10 @@ use crate::log::mmap;
 use crate::log::read;
 use crate::log::recovery::{create_segment, write_file_durably};
 use crate::log::segment::{
-    ActiveSegment, ActiveStream, SealedSegment, bloom_file_name, decode_event_at, index_file_name,
+    ActiveSegment, ActiveStream, SealedSegment, Upkeep, bloom_file_name, decode_event_at,
+    index_file_name,
 };
 use crate::log::shared::Inner;
-use crate::log::state::StreamState;
 use crate::types::{
     AppendResult, Direction, ExpectedVersion, Position, ReadFrom, RecordedEvent, StreamAppend,
     StreamId,
@@ -91,14 +91,16 @@ struct PendingEvent {
 }
 
 enum Plan {
-    Write,
+    /// New events, each stream's after the version given (in append order).
+    Write(Vec<u64>),
     /// Every event was committed before: answer with where they are.
     AlreadyCommitted(Vec<AppendResult>),
 }
 
 /// One stream's part of an append, against what the stream holds.
 enum Check {
-    Write,
+    /// New events after the stream's current version.
+    Write(u64),
     /// Its events are committed, ids and content alike.
     Replay(AppendResult),
     /// Its ids are committed, with other content (the first such id).
@@ -209,7 +211,7 @@ impl Writer {
                     // Its events may be in this very group: answer after the fsync.
                     group.waiting.push((request.reply, Ok(results)));
                 }
-                Ok(Plan::Write) => {
+                Ok(Plan::Write(currents)) => {
                     let used = self.len + group.buf.len() as u64;
                     if used > HEADER_LEN as u64
                         && used + request.encoded_len as u64 > self.inner.options.segment_bytes_max
@@ -221,7 +223,7 @@ impl Writer {
                         }
                         group.next_position = self.inner.state.read().head + 1;
                     }
-                    let results = self.encode(&request.appends, &mut group, timestamp);
+                    let results = self.encode(&request.appends, &currents, &mut group, timestamp);
                     group.waiting.push((request.reply, Ok(results)));
                 }
             }
@@ -242,7 +244,7 @@ impl Writer {
                 .iter()
                 .filter_map(|o| match o {
                     Check::Replay(r) | Check::OtherContent(r, _) => Some(r.clone()),
-                    Check::Write => None,
+                    Check::Write(_) => None,
                 })
                 .collect::<Vec<_>>()
         };
@@ -252,7 +254,7 @@ impl Writer {
         });
         let writes = outcomes
             .iter()
-            .filter(|o| matches!(o, Check::Write))
+            .filter(|o| matches!(o, Check::Write(_)))
             .count();
         if writes == 0 {
             return match differing {
@@ -274,7 +276,7 @@ impl Writer {
             let (append, _) = appends
                 .iter()
                 .zip(&outcomes)
-                .find(|(_, o)| !matches!(o, Check::Write))
+                .find(|(_, o)| !matches!(o, Check::Write(_)))
                 .ok_or_else(|| Error::InvalidAppend("no committed part".into()))?;
             let id = append.events.first().map(|e| e.id).unwrap_or_default();
             return Err(id_conflict(
@@ -286,13 +288,20 @@ impl Writer {
                 None,
             ));
         }
-        Ok(Plan::Write)
+        let currents = outcomes
+            .iter()
+            .map(|o| match o {
+                Check::Write(current) => *current,
+                Check::Replay(_) | Check::OtherContent(..) => 0,
+            })
+            .collect();
+        Ok(Plan::Write(currents))
     }
 
     /// Where one stream's events of an append stand: a retry of events
     /// committed before (with the same content or not), or new events.
     fn check(&self, append: &StreamAppend, group: &Group) -> Result<Check> {
-        let current = self.current_version(&append.stream_id, group);
+        let current = self.current_version(&append.stream_id, group)?;
         let count = append.events.len() as u64;
         let admitted = append.expected.admits(current);
         let wrong_version = || Error::WrongExpectedVersion {
@@ -313,7 +322,7 @@ impl Writer {
         };
         if first > last {
             return if admitted {
-                Ok(Check::Write)
+                Ok(Check::Write(current))
             } else {
                 Err(wrong_version())
             };
@@ -324,7 +333,7 @@ impl Writer {
             && !append.events.iter().any(|e| ids.contains(&e.id))
         {
             return if admitted {
-                Ok(Check::Write)
+                Ok(Check::Write(current))
             } else {
                 Err(wrong_version())
             };
@@ -369,18 +378,17 @@ impl Writer {
             ));
         }
         if admitted {
-            Ok(Check::Write)
+            Ok(Check::Write(current))
         } else {
             Err(wrong_version())
         }
     }
 
-    fn current_version(&self, stream_id: &StreamId, group: &Group) -> u64 {
-        group
-            .versions
-            .get(stream_id)
-            .copied()
-            .unwrap_or_else(|| self.inner.state.read().stream_version(stream_id.as_str()))
+    fn current_version(&self, stream_id: &StreamId, group: &Group) -> Result<u64> {
+        match group.versions.get(stream_id) {
+            Some(version) => Ok(*version),
+            None => self.inner.state.read().stream_version(stream_id.as_str()),
+        }
     }
 
     /// The ids of the stream's events at versions `first ..= last` when all
@@ -415,7 +423,7 @@ impl Writer {
         last: u64,
         group: &Group,
     ) -> Result<Vec<RecordedEvent>> {
-        let durable_version = self.inner.state.read().stream_version(stream_id.as_str());
+        let durable_version = self.inner.state.read().stream_version(stream_id.as_str())?;
         let mut found = Vec::with_capacity((last - first + 1) as usize);
         if first <= durable_version {
             let n = (durable_version.min(last) - first + 1) as usize;
@@ -450,14 +458,14 @@ impl Writer {
     fn encode(
         &self,
         appends: &[StreamAppend],
+        currents: &[u64],
         group: &mut Group,
         timestamp: i64,
     ) -> Vec<AppendResult> {
         let total: usize = appends.iter().map(|a| a.events.len()).sum();
         let mut written = 0usize;
         let mut results = Vec::with_capacity(appends.len());
-        for append in appends {
-            let current = self.current_version(&append.stream_id, group);
+        for (append, &current) in appends.iter().zip(currents) {
             let first_position = group.next_position;
             for (i, event) in append.events.iter().enumerate() {
                 written += 1;
@@ -632,21 +640,13 @@ impl Writer {
                     .entry(e.stream_id.clone())
                     .or_insert_with(|| ActiveStream {
                         first_version: e.version,
+                        version: e.version,
                         offsets: Vec::new(),
                         last_position: e.position,
                     });
                 stream.offsets.push(e.offset);
+                stream.version = e.version;
                 stream.last_position = e.position;
-                let state = StreamState {
-                    version: e.version,
-                    last_position: e.position,
-                };
-                match st.streams.get_mut(e.stream_id.as_str()) {
-                    Some(s) => *s = state,
-                    None => {
-                        st.streams.insert(e.stream_id.clone(), state);
-                    }
-                }
             }
             st.head = head;
             st.active.durable_len = self.len;
@@ -727,14 +727,14 @@ impl Writer {
             .map_err(|detail| Error::corruption(&index_path, 0, detail))?;
         let data = mmap::map_whole_file(self.file.std_file())
             .map_err(|e| Error::io(format!("mapping {}", self.path.display()), e))?;
-        let sealed = SealedSegment {
-            base,
-            count: index.meta().event_count,
-            path: self.path.clone(),
-            data,
-            index,
-            bloom,
+        let upkeep = Upkeep {
+            fs: fs.clone(),
+            dir: dir.clone(),
+            number: self.number,
+            bloom_bits_per_stream: self.inner.options.bloom_bits_per_stream,
+            writable: true,
         };
+        let sealed = SealedSegment::sealed_now(self.path.clone(), base, data, index, bloom, upkeep);
 
         let next_base = base + sealed.count;
         let next_number = self.number + 1;

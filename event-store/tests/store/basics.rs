@@ -801,3 +801,73 @@ async fn a_newer_format_is_refused_by_name() {
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
 }
+
+/// A stream looked up in the sealed segments, then appended to until its
+/// segment is sealed too, reads its latest version: what the cache learned
+/// before the seal is not taken for the truth after it.
+#[tokio::test]
+async fn a_stream_looked_up_before_a_seal_reads_its_latest_version_after() {
+    let dir = tempfile::tempdir().unwrap();
+    for cache in [1, 65_536] {
+        let options = || StoreOptions {
+            stream_cache_entries: cache,
+            ..small_segments()
+        };
+        let path = dir.path().join(format!("cache-{cache}"));
+        let store = open(&path, options()).await;
+        for s in 0..20 {
+            fill(&store, &format!("s-{s}"), 3, 2).await;
+        }
+        store.close().await.unwrap();
+        // Reopened, every stream is known through the sealed segments only.
+        let store = open(&path, options()).await;
+        let before = store.stats().await.unwrap();
+        assert!(before.sealed_segments >= 3, "{before:?}");
+        assert_eq!(before.streams, 20);
+        for round in 0..3u64 {
+            for s in 0..20 {
+                let id = sid(&format!("s-{s}"));
+                let version = 6 + round * 2;
+                let slice = store
+                    .read_stream(&id, ReadFrom::End, Direction::Backward, 1)
+                    .await
+                    .unwrap();
+                assert_eq!(slice.stream_version, version, "cache {cache}, {id}");
+                store
+                    .append(
+                        &id,
+                        ExpectedVersion::Exact(version),
+                        vec![event(1), event(2)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        let after = store.stats().await.unwrap();
+        assert!(after.sealed_segments > before.sealed_segments, "{after:?}");
+        store.close().await.unwrap();
+        let store = open(&path, options()).await;
+        for s in 0..20 {
+            let id = sid(&format!("s-{s}"));
+            let slice = store
+                .read_stream(&id, ReadFrom::Start, Direction::Forward, 100)
+                .await
+                .unwrap();
+            let versions: Vec<u64> = slice.events.iter().map(|e| e.version).collect();
+            assert_eq!(
+                versions,
+                (1..=12).collect::<Vec<_>>(),
+                "cache {cache}, {id}"
+            );
+            let stale = store
+                .append(&id, ExpectedVersion::Exact(6), vec![event(0)])
+                .await;
+            assert!(
+                matches!(stale, Err(Error::WrongExpectedVersion { current: 12, .. })),
+                "{stale:?}"
+            );
+        }
+        assert_eq!(store.stats().await.unwrap().streams, 20);
+        store.close().await.unwrap();
+    }
+}
