@@ -101,14 +101,13 @@ impl VolatileMap {
         if end > map.len() {
             return None;
         }
-        let mut out = [0u8; N];
-        let base = map.as_ptr();
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: `offset + i < end <= map.len()`: inside the mapping,
-            // which lives as long as `self`; see `map` for why a volatile
-            // load of it is sound while the file is written.
-            *byte = unsafe { std::ptr::read_volatile(base.add(offset + i)) };
-        }
-        Some(out)
+        // One volatile load of the whole array rather than one per byte:
+        // opening reads every record of the key log this way, and byte
+        // loads made that most of its start-up.
+        // SAFETY: `offset + N = end <= map.len()`: inside the mapping, which
+        // lives as long as `self`; `[u8; N]` has alignment 1, so any offset
+        // is aligned; see `map` for why a volatile load of it is sound while
+        // the file is written.
+        Some(unsafe { std::ptr::read_volatile(map.as_ptr().add(offset).cast::<[u8; N]>()) })
     }
 }
