@@ -385,7 +385,7 @@ fn verify_index(
             Err(detail) => report.problem(
                 index_path.to_path_buf(),
                 0,
-                format!("{detail}; rebuilt from the segment on open"),
+                format!("{detail}; rebuilt from the segment on open (or, past its header, when first used)"),
             ),
             Ok(_) if scan.damage.is_empty() && scan.torn.is_none() => {
                 let expected = index_from_scan(number, base, data.len() as u64, scan);
@@ -402,15 +402,15 @@ fn verify_index(
     }
     match std::fs::read(bloom_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => report.notes.push(format!(
-            "{}: missing; rebuilt from the index on open",
+            "{}: missing; rebuilt from the index when first used",
             bloom_path.display()
         )),
         Err(e) => report.problem(bloom_path.to_path_buf(), 0, format!("cannot read: {e}")),
-        Ok(bytes) => match BloomFilter::decode(&bytes) {
+        Ok(bytes) => match BloomFilter::decode(bytes::Bytes::from(bytes)) {
             Err(detail) => report.problem(
                 bloom_path.to_path_buf(),
                 0,
-                format!("{detail}; rebuilt on open"),
+                format!("{detail}; rebuilt when first used"),
             ),
             Ok((bloom, segment)) => {
                 if segment != number {

@@ -20,18 +20,21 @@
 //! wrapping arithmetic). A lookup may answer "maybe" for a stream that is not
 //! there (a wasted index probe), never "no" for one that is.
 
+use bytes::Bytes;
+
 pub const BLOOM_MAGIC: [u8; 8] = *b"ANNALBLM";
 const HEADER_LEN: usize = 40;
 const FORMAT_VERSION: u16 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BloomFilter {
-    words: Vec<u64>,
+/// A filter being filled, before it is written (or read as a filter).
+#[derive(Debug, Clone)]
+pub struct BloomBuilder {
+    array: Vec<u8>,
     hashes: u32,
     items: u32,
 }
 
-impl BloomFilter {
+impl BloomBuilder {
     /// A filter sized for `items` entries at `bits_per_item` bits each
     /// (10 bits give about 1% false positives).
     pub fn with_capacity(items: usize, bits_per_item: u32) -> Self {
@@ -41,22 +44,43 @@ impl BloomFilter {
         let hashes = ((f64::from(bits_per_item.max(1)) * std::f64::consts::LN_2).round() as u32)
             .clamp(1, 16);
         Self {
-            words: vec![0; words],
+            array: vec![0; words * 8],
             hashes,
             items: 0,
         }
     }
 
     pub fn insert(&mut self, stream_id: &str) {
-        let m = self.bits();
+        let m = self.array.len() as u64 * 8;
         let (h1, h2) = hash_pair(stream_id);
         for i in 0..u64::from(self.hashes) {
             let bit = h1.wrapping_add(i.wrapping_mul(h2)) % m;
-            self.words[(bit / 64) as usize] |= 1 << (bit % 64);
+            self.array[(bit / 8) as usize] |= 1 << (bit % 8);
         }
         self.items = self.items.saturating_add(1);
     }
 
+    pub fn finish(self) -> BloomFilter {
+        BloomFilter {
+            array: Bytes::from(self.array),
+            hashes: self.hashes,
+            items: self.items,
+        }
+    }
+}
+
+/// A filter to query. Read from a file it is a view of the file's mapped
+/// bytes, not a copy: the page cache holds it, not the heap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BloomFilter {
+    /// The bit array: bit j is bit j % 8 of byte j / 8 (the same bits as
+    /// the file's little-endian u64 words).
+    array: Bytes,
+    hashes: u32,
+    items: u32,
+}
+
+impl BloomFilter {
     /// Number of insertions.
     pub fn items(&self) -> u32 {
         self.items
@@ -67,21 +91,16 @@ impl BloomFilter {
         let (h1, h2) = hash_pair(stream_id);
         (0..u64::from(self.hashes)).all(|i| {
             let bit = h1.wrapping_add(i.wrapping_mul(h2)) % m;
-            self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+            self.array[(bit / 8) as usize] & (1 << (bit % 8)) != 0
         })
     }
 
     fn bits(&self) -> u64 {
-        self.words.len() as u64 * 64
-    }
-
-    /// Heap bytes the filter occupies.
-    pub fn heap_bytes(&self) -> usize {
-        self.words.len() * 8
+        self.array.len() as u64 * 8
     }
 
     pub fn encode(&self, segment_number: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.words.len() * 8 + 4);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.array.len() + 4);
         out.extend_from_slice(&BLOOM_MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
@@ -91,16 +110,15 @@ impl BloomFilter {
         out.extend_from_slice(&self.items.to_le_bytes());
         let crc = crc32fast::hash(&out[0..36]);
         out.extend_from_slice(&crc.to_le_bytes());
-        for w in &self.words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        out.extend_from_slice(&self.array);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Decodes a filter and returns it with the segment number it was written for.
-    pub fn decode(b: &[u8]) -> Result<(Self, u64), String> {
+    /// Decodes a filter and returns it with the segment number it was
+    /// written for. The filter shares `b`'s bytes.
+    pub fn decode(b: Bytes) -> Result<(Self, u64), String> {
         if b.len() < HEADER_LEN + 4 {
             return Err(format!("bloom filter of {} bytes is too short", b.len()));
         }
@@ -136,17 +154,9 @@ impl BloomFilter {
         if (end - HEADER_LEN) as u64 != bits / 8 {
             return Err("bloom filter size does not match its header".into());
         }
-        let words = b[HEADER_LEN..end]
-            .chunks_exact(8)
-            .map(|c| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(c);
-                u64::from_le_bytes(w)
-            })
-            .collect();
         Ok((
             Self {
-                words,
+                array: b.slice(HEADER_LEN..end),
                 hashes,
                 items,
             },
@@ -167,10 +177,11 @@ mod tests {
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {
-        let mut f = BloomFilter::with_capacity(10_000, 10);
+        let mut f = BloomBuilder::with_capacity(10_000, 10);
         for i in 0..10_000 {
             f.insert(&format!("order-{i}"));
         }
+        let f = f.finish();
         for i in 0..10_000 {
             assert!(f.may_contain(&format!("order-{i}")));
         }
@@ -179,6 +190,28 @@ mod tests {
             .count();
         // 10 bits per item gives about 1%; allow generous slack.
         assert!(false_positives < 300, "{false_positives} false positives");
+    }
+
+    #[test]
+    fn bit_j_is_bit_j_mod_64_of_little_endian_word_j_div_64() {
+        let mut f = BloomBuilder::with_capacity(50, 10);
+        for i in 0..50 {
+            f.insert(&format!("s-{i}"));
+        }
+        let f = f.finish();
+        let bytes = f.encode(1);
+        let words: Vec<u64> = bytes[HEADER_LEN..bytes.len() - 4]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let m = words.len() as u64 * 64;
+        for i in 0..50 {
+            let (h1, h2) = hash_pair(&format!("s-{i}"));
+            for k in 0..u64::from(f.hashes) {
+                let bit = h1.wrapping_add(k.wrapping_mul(h2)) % m;
+                assert_ne!(words[(bit / 64) as usize] & (1 << (bit % 64)), 0);
+            }
+        }
     }
 
     #[test]
@@ -195,9 +228,10 @@ mod tests {
     proptest! {
         #[test]
         fn filters_round_trip(items in proptest::collection::vec("[a-z0-9-]{1,20}", 0..100), bits in 1u32..20) {
-            let mut f = BloomFilter::with_capacity(items.len(), bits);
+            let mut f = BloomBuilder::with_capacity(items.len(), bits);
             for i in &items { f.insert(i); }
-            let (decoded, segment) = BloomFilter::decode(&f.encode(42)).map_err(TestCaseError::fail)?;
+            let f = f.finish();
+            let (decoded, segment) = BloomFilter::decode(Bytes::from(f.encode(42))).map_err(TestCaseError::fail)?;
             prop_assert_eq!(segment, 42);
             prop_assert_eq!(&decoded, &f);
             for i in &items { prop_assert!(decoded.may_contain(i)); }
@@ -205,12 +239,12 @@ mod tests {
 
         #[test]
         fn flipped_bytes_are_detected(at in any::<usize>(), bit in 0u8..8) {
-            let mut f = BloomFilter::with_capacity(10, 10);
+            let mut f = BloomBuilder::with_capacity(10, 10);
             f.insert("a");
-            let mut bytes = f.encode(1);
+            let mut bytes = f.finish().encode(1);
             let at = at % bytes.len();
             bytes[at] ^= 1 << bit;
-            prop_assert!(BloomFilter::decode(&bytes).is_err());
+            prop_assert!(BloomFilter::decode(Bytes::from(bytes)).is_err());
         }
     }
 }

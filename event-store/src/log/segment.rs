@@ -9,11 +9,12 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::format::bloom::BloomFilter;
+use crate::format::bloom::{BloomBuilder, BloomFilter};
 use crate::format::event::EventRecord;
 use crate::format::frame::{FRAME_HEADER_LEN, Frame, read_frame};
 use crate::format::index::{IndexView, StreamEntry};
 use crate::log::fs::Fs;
+use crate::log::mmap;
 use crate::log::recovery::{index_bytes_from_records, write_file_durably};
 use crate::types::{RecordedEvent, StreamId};
 
@@ -213,12 +214,11 @@ impl SealedSegment {
     fn load_bloom(&self) -> std::result::Result<BloomFilter, String> {
         let up = &self.upkeep;
         let path = up.dir.join(bloom_file_name(up.number));
-        let bytes = up
-            .fs
-            .open(&path, false)
-            .and_then(|file| file.read_all())
-            .map_err(|e| e.to_string())?;
-        let (bloom, segment) = BloomFilter::decode(&bytes)?;
+        // Mapped, not read: the filter is a view of the page cache, so it
+        // costs no heap and no copy on a first lookup.
+        let file = up.fs.open(&path, false).map_err(|e| e.to_string())?;
+        let bytes = mmap::map_whole_file(file.std_file()).map_err(|e| e.to_string())?;
+        let (bloom, segment) = BloomFilter::decode(bytes)?;
         let streams = self.opened.meta().stream_count;
         if segment != up.number || u64::from(bloom.items()) != streams {
             return Err(format!(
@@ -235,13 +235,14 @@ impl SealedSegment {
         let path = up.dir.join(bloom_file_name(up.number));
         tracing::warn!(bloom = %path.display(), %why, "rebuilding a bloom filter from the segment index");
         let index = self.index().ok()?;
-        let mut bloom = BloomFilter::with_capacity(
+        let mut builder = BloomBuilder::with_capacity(
             index.meta().stream_count as usize,
             up.bloom_bits_per_stream,
         );
         for (name, _) in index.streams() {
-            bloom.insert(name);
+            builder.insert(name);
         }
+        let bloom = builder.finish();
         if up.writable
             && let Err(e) = write_file_durably(
                 up.fs.as_ref(),

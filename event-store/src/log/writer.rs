@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::format::bloom::BloomFilter;
+use crate::format::bloom::BloomBuilder;
 use crate::format::event::{EventRecord, FLAG_END_OF_BATCH};
 use crate::format::frame::{FRAME_HEADER_LEN, Frame, append_frame, read_frame};
 use crate::format::header::HEADER_LEN;
@@ -699,11 +699,11 @@ impl Writer {
                 &inputs,
             );
             let mut bloom =
-                BloomFilter::with_capacity(inputs.len(), self.inner.options.bloom_bits_per_stream);
+                BloomBuilder::with_capacity(inputs.len(), self.inner.options.bloom_bits_per_stream);
             for input in &inputs {
                 bloom.insert(input.stream_id);
             }
-            (active.base, bytes, bloom)
+            (active.base, bytes, bloom.finish())
         };
         write_file_durably(
             fs.as_ref(),
