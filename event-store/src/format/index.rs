@@ -252,6 +252,11 @@ impl IndexView {
             .count() as u64
     }
 
+    /// The index file's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub fn meta(&self) -> IndexMeta {
         self.meta
     }

@@ -377,7 +377,12 @@ pub(crate) fn index_from_scan(
 
 /// The index of a sealed segment, built from its records and kept in
 /// memory only.
-fn index_in_memory(path: &Path, data: &[u8], number: u64, base: u64) -> Result<IndexView> {
+pub(crate) fn index_in_memory(
+    path: &Path,
+    data: &[u8],
+    number: u64,
+    base: u64,
+) -> Result<IndexView> {
     let bytes = index_bytes_from_records(path, data, number, base)?;
     IndexView::parse(bytes::Bytes::from(bytes))
         .map_err(|detail| Error::corruption(path, 0, format!("rebuilt index: {detail}")))
@@ -391,20 +396,14 @@ fn rebuild_index(
     number: u64,
     base: u64,
 ) -> Result<IndexView> {
-    let bytes = index_bytes_from_records(path, data, number, base)?;
-    write_file_durably(fs, dir, &index_file_name(number), &bytes)?;
-    IndexView::parse(bytes::Bytes::from(bytes))
-        .map_err(|detail| Error::corruption(dir.join(index_file_name(number)), 0, detail))
+    let view = index_in_memory(path, data, number, base)?;
+    write_file_durably(fs, dir, &index_file_name(number), view.as_bytes())?;
+    Ok(view)
 }
 
 /// Scans a sealed segment's records into index bytes; a segment whose
 /// records are damaged (or end inside a batch) cannot be indexed.
-pub(crate) fn index_bytes_from_records(
-    path: &Path,
-    data: &[u8],
-    number: u64,
-    base: u64,
-) -> Result<Vec<u8>> {
+fn index_bytes_from_records(path: &Path, data: &[u8], number: u64, base: u64) -> Result<Vec<u8>> {
     let scan = scan_segment(data, base);
     if let Some(damage) = scan.damage.first() {
         return Err(Error::corruption(

@@ -15,7 +15,7 @@ use crate::format::frame::{FRAME_HEADER_LEN, Frame, read_frame};
 use crate::format::index::{IndexView, StreamEntry};
 use crate::log::fs::Fs;
 use crate::log::mmap;
-use crate::log::recovery::{index_bytes_from_records, write_file_durably};
+use crate::log::recovery::{index_in_memory, write_file_durably};
 use crate::types::{RecordedEvent, StreamId};
 
 pub(crate) fn segment_file_name(number: u64) -> String {
@@ -194,21 +194,21 @@ impl SealedSegment {
 
     fn rebuild_index(&self, why: &str) -> Result<IndexView, Damage> {
         let up = &self.upkeep;
-        let index_path = up.dir.join(index_file_name(up.number));
+        let index_path = self.index_path();
         tracing::warn!(index = %index_path.display(), %why, "rebuilding a segment index from the segment's records");
-        let bytes = index_bytes_from_records(&self.path, &self.data, up.number, self.base)
+        let view = index_in_memory(&self.path, &self.data, up.number, self.base)
             .map_err(|e| Damage::from_error(&self.path, e))?;
         if up.writable
-            && let Err(e) =
-                write_file_durably(up.fs.as_ref(), &up.dir, &index_file_name(up.number), &bytes)
+            && let Err(e) = write_file_durably(
+                up.fs.as_ref(),
+                &up.dir,
+                &index_file_name(up.number),
+                view.as_bytes(),
+            )
         {
             tracing::warn!(index = %index_path.display(), error = %e, "writing a rebuilt index failed; it is kept in memory");
         }
-        IndexView::parse(Bytes::from(bytes)).map_err(|detail| Damage {
-            file: index_path,
-            offset: 0,
-            detail: format!("rebuilt index: {detail}"),
-        })
+        Ok(view)
     }
 
     fn load_bloom(&self) -> std::result::Result<BloomFilter, String> {

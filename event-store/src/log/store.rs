@@ -469,8 +469,9 @@ impl EventStore for Store {
         snapshot_schema: Option<u32>,
     ) -> Result<crate::api::LoadedStream> {
         // A stream never written (the first command on a new aggregate, as
-        // every registration is) is answered from memory, without a trip to
-        // the blocking pool: it has no events and, as a snapshot needs a
+        // every registration is) is answered by the stream lookup (active
+        // index, cache, mapped bloom filters; an index only on a false
+        // positive), without a trip to the blocking pool: it has no events and, as a snapshot needs a
         // version, no snapshot. As a read of it would, it reports a damaged
         // log tail that may have held it.
         {

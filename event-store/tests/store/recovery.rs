@@ -270,15 +270,22 @@ async fn every_flipped_byte_of_a_committed_record_is_reported_at_its_offset() {
     assert!(!everything.is_empty());
 }
 
-#[tokio::test]
-async fn lost_or_damaged_indexes_and_bloom_filters_are_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), small_segments()).await;
+/// Six streams of 20 events over several small segments, closed; returns
+/// every event in position order.
+async fn six_streams_over_segments(dir: &std::path::Path) -> Vec<event_store::RecordedEvent> {
+    let store = open(dir, small_segments()).await;
     for s in 0..6 {
         fill(&store, &format!("s-{s}"), 10, 2).await;
     }
     let everything = read_everything(&store).await;
     store.close().await.unwrap();
+    everything
+}
+
+#[tokio::test]
+async fn lost_or_damaged_indexes_and_bloom_filters_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let everything = six_streams_over_segments(dir.path()).await;
     let events_dir = dir.path().join("events");
     std::fs::remove_file(events_dir.join("0000000001.idx")).unwrap();
     let intact_idx = std::fs::read(events_dir.join("0000000002.idx")).unwrap();
@@ -439,12 +446,7 @@ async fn a_damaged_snapshot_is_reported_and_never_served() {
 #[tokio::test]
 async fn a_store_opened_log_only_reads_the_log_and_refuses_per_stream_work() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), small_segments()).await;
-    for s in 0..6 {
-        fill(&store, &format!("s-{s}"), 10, 2).await;
-    }
-    let everything = read_everything(&store).await;
-    store.close().await.unwrap();
+    let everything = six_streams_over_segments(dir.path()).await;
 
     let log_only = StoreOptions {
         log_only: true,
@@ -485,12 +487,7 @@ async fn a_store_opened_log_only_reads_the_log_and_refuses_per_stream_work() {
 #[tokio::test]
 async fn an_index_entry_damaged_past_the_header_is_caught_by_the_lookup() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), small_segments()).await;
-    for s in 0..6 {
-        fill(&store, &format!("s-{s}"), 10, 2).await;
-    }
-    let everything = read_everything(&store).await;
-    store.close().await.unwrap();
+    let everything = six_streams_over_segments(dir.path()).await;
     let idx_path = dir.path().join("events").join("0000000001.idx");
     let intact = std::fs::read(&idx_path).unwrap();
     let events = u64::from_le_bytes(intact[32..40].try_into().unwrap()) as usize;
