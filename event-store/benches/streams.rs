@@ -8,6 +8,9 @@
 //! time from start to ready and the anonymous memory it holds at ready
 //! (`RssAnon` after the open minus before it), per stream, and the time to
 //! load the 1000-event stream cold: the first read of it since the open.
+//! The key store reads only the key-log slots after those its subject
+//! index covers (written when the filling process closed it); the column
+//! "slots indexed" says how many it read through the index instead.
 //! Opening the store scans the active segment (how full it is, printed too,
 //! is what its start-up time follows) and reads nothing of the sealed ones
 //! but their headers.
@@ -58,6 +61,7 @@ fn main() {
         .right("store: bytes/stream")
         .right("keys: ready")
         .right("keys: bytes/stream")
+        .right("keys: slots indexed")
         .right("cold 1000-event load");
     let mut filled = 0;
     for &size in &sizes {
@@ -77,6 +81,7 @@ fn main() {
             format!("{:.1}", open.store_bytes as f64 / size as f64),
             format!("{:.1} ms", open.keys_ms),
             format!("{:.1}", open.keys_bytes as f64 / size as f64),
+            format!("{}", open.keys_indexed),
             format!("{:.2} ms", open.cold_load_ms),
         ]);
     }
@@ -138,6 +143,7 @@ struct Opened {
     store_bytes: u64,
     keys_ms: f64,
     keys_bytes: u64,
+    keys_indexed: u64,
     cold_load_ms: f64,
 }
 
@@ -161,12 +167,13 @@ fn run_child(dir: &Path) -> Opened {
         keys_bytes: fields[4].parse().unwrap(),
         cold_load_ms: fields[5].parse().unwrap(),
         active_bytes: fields[6].parse().unwrap(),
+        keys_indexed: fields[7].parse().unwrap(),
     }
 }
 
 /// The child: opens the store, then its keys, and prints
 /// `segments store_ms store_bytes keys_ms keys_bytes cold_load_ms
-/// active_bytes`.
+/// active_bytes keys_indexed`.
 fn measure_open(dir: &Path) {
     let rt = bench_harness::env::runtime().unwrap();
     rt.block_on(async {
@@ -189,13 +196,14 @@ fn measure_open(dir: &Path) {
         let stats = store.stats().await.unwrap();
         let active_bytes = stats.bytes - sealed_bytes(&dir.join("events"));
         println!(
-            "{} {:.3} {} {:.3} {} {:.3} {active_bytes}",
+            "{} {:.3} {} {:.3} {} {:.3} {active_bytes} {}",
             stats.segments,
             store_time.as_secs_f64() * 1e3,
             store_bytes,
             keys_time.as_secs_f64() * 1e3,
             keys_bytes,
-            load.as_secs_f64() * 1e3
+            load.as_secs_f64() * 1e3,
+            keys.slots_indexed_at_open()
         );
         drop(keys);
         store.close().await.unwrap();

@@ -7,5 +7,6 @@ pub mod event;
 pub mod frame;
 pub mod header;
 pub mod index;
+pub mod keyindex;
 pub mod keylog;
 pub mod snapshot;

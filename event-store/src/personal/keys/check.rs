@@ -34,9 +34,10 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
     };
     keylog::decode_header(&bytes)
         .map_err(|why| Error::KeyStore(format!("{}: {why}", path.display())))?;
-    let slots = record_slots(&bytes);
+    let slots: Arc<dyn Records> = Arc::new(record_slots(&bytes));
     drop(bytes);
-    let recovered = recover(Arc::new(slots));
+    let recovered = recover(slots.clone(), None);
+    let index_damage = check_index(dir, &recovered, slots);
     let mut check = KeyLogCheck {
         spares: recovered.free_spares.len() as u64,
         ..KeyLogCheck::default()
@@ -53,6 +54,7 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
         .damage
         .into_iter()
         .map(|(slot, why)| (keylog::offset_of(slot), why))
+        .chain(index_damage)
         .collect();
     check.repairs = recovered
         .rewrites
@@ -66,6 +68,39 @@ pub fn check_log(dir: &Path) -> Result<Option<KeyLogCheck>> {
         })
         .collect();
     Ok(Some(check))
+}
+
+/// Whether the subject index, if there is one that fits the log, says what
+/// the whole log says: the next open trusts it. Damage to report, at offset
+/// 0 (it is not the key log's).
+fn check_index(
+    dir: &Path,
+    whole: &super::recovery::Recovered,
+    slots: Arc<dyn Records>,
+) -> Vec<(u64, String)> {
+    let path = dir.join(INDEX_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return vec![(0, format!("{} cannot be read: {e}", path.display()))],
+    };
+    // One that does not fit is set aside at open, and rewritten.
+    let Ok(base) = super::index::base_of(bytes::Bytes::from(bytes), slots.as_ref()) else {
+        return Vec::new();
+    };
+    let indexed = recover(slots, Some(base));
+    super::index::disagreements(whole, &indexed)
+        .into_iter()
+        .map(|why| {
+            (
+                0,
+                format!(
+                    "the subject index {} disagrees with the key log ({why}); remove it and the next open rebuilds it",
+                    path.display()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// [`check_log`] for a key store of the one-file-per-subject format (which

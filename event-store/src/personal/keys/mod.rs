@@ -54,6 +54,19 @@
 //! taken for torn, and a subject whose events were encrypted under it then
 //! reads as a lost key (an error), not as erased.
 //!
+//! **The subject index** (`keys/subjects.idx`, layout in
+//! [`crate::format::keyindex`]) keeps what recovery decided about the log's
+//! first slots, so that opening reads only the slots after them: start-up
+//! follows the keys made since the index was written, not every key ever
+//! made. It is written when the store closes (and at open) once at least
+//! [`INDEX_TAIL_MIN`] slots follow those it covers, and it is only a cache:
+//! it names record slots, every lookup reads the record back and checks
+//! its checksum and full subject hash, and an index that does not fit the
+//! log (its last covered slot reads differently, the log is shorter) or
+//! fails its checksums is set aside and the log read whole. A block of it
+//! damaged after open makes the subjects it would hold read as damaged,
+//! with a message saying how to rebuild it.
+//!
 //! **Earlier versions** kept one file per subject
 //! (`<sha256(subject)>.key` / `.erased`). Opening migrates them: their
 //! records are appended to the log and synced, then each old key file is
@@ -78,12 +91,14 @@ use crate::log::mmap::VolatileMap;
 use crate::log::recovery::write_file_durably;
 
 mod check;
+mod index;
 mod legacy;
 mod recovery;
 mod table;
 mod writer;
 
 pub use check::{KeyLogCheck, check_log};
+use index::{load_index, write_index};
 use legacy::migrate_legacy_files;
 use recovery::recover;
 use table::{MappedLog, Records, SubjectTable};
@@ -91,6 +106,13 @@ use writer::LogWriter;
 
 /// The key log's file name inside the key store's directory.
 pub const LOG_FILE: &str = "keys.log";
+/// The subject index's file name inside the key store's directory.
+pub const INDEX_FILE: &str = "subjects.idx";
+
+/// The subject index is rewritten once at least this many slots (5 MiB of
+/// log) follow those it covers: reading that many at open takes a few tens
+/// of milliseconds, while rewriting the index costs 8 bytes per subject.
+pub(crate) const INDEX_TAIL_MIN: u64 = 65_536;
 
 /// A new file is made with this many zeroed record slots (320 KiB).
 const CHUNK_SLOTS: u64 = 4096;
@@ -259,6 +281,9 @@ pub struct KeyStore {
     floor_clock: Mutex<FloorClock>,
     /// Spares were handed out since the last floor.
     handed_out: std::sync::atomic::AtomicBool,
+    /// The log slots the subject index covered when opened (read through
+    /// it rather than from the log).
+    indexed: u64,
     /// Released after the writer stopped (fields drop after `Drop::drop`).
     _lock: DirLock,
 }
@@ -290,6 +315,16 @@ impl KeyStore {
     /// Opens (creating it if needed) the key store in `dir` on the given
     /// filesystem. The directory is locked while the key store is open.
     pub fn open_with(dir: impl AsRef<Path>, fs: Arc<dyn Fs>) -> Result<Self> {
+        Self::open_indexing(dir, fs, INDEX_TAIL_MIN)
+    }
+
+    /// As [`KeyStore::open_with`], writing the subject index once
+    /// `index_tail_min` slots follow those it covers.
+    pub(crate) fn open_indexing(
+        dir: impl AsRef<Path>,
+        fs: Arc<dyn Fs>,
+        index_tail_min: u64,
+    ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating the key store {}", dir.display()), e))?;
@@ -314,7 +349,9 @@ impl KeyStore {
         let header: [u8; keylog::HEADER_LEN] = map.copy(0).unwrap_or([0; keylog::HEADER_LEN]);
         keylog::decode_header(&header)
             .map_err(|why| Error::KeyStore(format!("{}: {why}", log_path.display())))?;
-        let recovered = recover(Arc::new(MappedLog(map)));
+        let records: Arc<dyn Records> = Arc::new(MappedLog(map));
+        let base = load_index(fs.as_ref(), &dir, records.as_ref());
+        let mut recovered = recover(records.clone(), base);
         for (slot, record) in &recovered.rewrites {
             tracing::warn!(
                 file = %log_path.display(),
@@ -330,6 +367,22 @@ impl KeyStore {
         }
         if !recovered.rewrites.is_empty() {
             file.sync_data().map_err(|e| Error::io(ctx("syncing"), e))?;
+        }
+        let mut indexed = recovered.from;
+        if recovered.rewrites.is_empty() && recovered.next_slot - recovered.from >= index_tail_min {
+            match write_index(fs.as_ref(), &dir, &recovered, records.as_ref()) {
+                // Read again through the index just written: what was read
+                // into memory is then dropped.
+                Ok(()) => {
+                    let base = load_index(fs.as_ref(), &dir, records.as_ref());
+                    recovered = recover(records.clone(), base);
+                    indexed = recovered.from;
+                }
+                Err(why) => tracing::warn!(
+                    dir = %dir.display(),
+                    "key store: the subject index was not written: {why}"
+                ),
+            }
         }
         let damage: Vec<String> = recovered
             .damage
@@ -359,6 +412,12 @@ impl KeyStore {
             file,
             next_slot: recovered.next_slot,
             next_batch: recovered.next_batch,
+            index: writer::IndexUpkeep {
+                fs: fs.clone(),
+                dir: dir.clone(),
+                covered: indexed,
+                tail_min: index_tail_min,
+            },
         };
         migrate_legacy_files(fs.as_ref(), &dir, &mut writer)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -376,12 +435,19 @@ impl KeyStore {
                 at: std::time::Instant::now(),
             }),
             handed_out: std::sync::atomic::AtomicBool::new(false),
+            indexed,
             _lock: lock,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many of the key log's slots opening read through the subject
+    /// index rather than from the log.
+    pub fn slots_indexed_at_open(&self) -> u64 {
+        self.indexed
     }
 
     /// Whether the subject's key or erasure is known (it then needs no

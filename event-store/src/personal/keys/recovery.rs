@@ -2,9 +2,20 @@
 //! interrupted erasures (see the module docs of `keys`).
 
 use super::*;
+use crate::format::keyindex::{SubjectIndex, Summary};
+
+/// A subject index that fits the log: what recovery of the slots it
+/// covers decided, so that only the slots after them are read.
+pub(super) struct Base {
+    pub(super) summary: Summary,
+    pub(super) index: Arc<SubjectIndex>,
+}
 
 /// What opening found in the log.
 pub(super) struct Recovered {
+    /// The slots the subject index covered (0 without one): recovery read
+    /// the slots from here on.
+    pub(super) from: u64,
     pub(super) subjects: SubjectTable,
     /// Slots that fail their checksum (or are holes) before the last batch.
     pub(super) damage: Vec<(u64, String)>,
@@ -17,6 +28,8 @@ pub(super) struct Recovered {
     pub(super) floor: u64,
     pub(super) next_slot: u64,
     pub(super) next_batch: u64,
+    /// The first slot of the last batch.
+    pub(super) final_start: u64,
 }
 
 /// The record slots of a key log's bytes (its header checked by the
@@ -54,18 +67,21 @@ pub(super) struct Survey {
 }
 
 impl Survey {
-    pub(super) fn of(records: &dyn Records) -> Self {
+    /// Surveys the slots from `from` on (`last_batch`: the highest batch
+    /// before them, and its first slot).
+    pub(super) fn of(records: &dyn Records, from: u64, last_batch: (u64, u64)) -> Self {
+        let (last_batch, last_batch_start) = last_batch;
         let mut survey = Survey {
-            final_batch: 0,
-            final_start: 0,
-            end: 0,
+            final_batch: last_batch,
+            final_start: from,
+            end: from,
             erased: HashMap::new(),
             assigned: Vec::new(),
             floor: 0,
             keys: 0,
         };
-        let mut first_final: Option<u64> = None;
-        for i in 0..records.slot_count() {
+        let mut first_final: Option<u64> = (from > 0).then_some(last_batch_start);
+        for i in from..records.slot_count() {
             let Some(raw) = records.slot(i) else { break };
             let r = match keylog::decode(&raw) {
                 Slot::Empty => continue,
@@ -95,7 +111,7 @@ impl Survey {
             }
         }
         survey.assigned.sort_unstable();
-        survey.final_start = first_final.unwrap_or(0);
+        survey.final_start = first_final.unwrap_or(from);
         survey
     }
 
@@ -123,25 +139,52 @@ impl Survey {
 /// index. The writer appends a batch only after the previous one was
 /// synced, so anything unreadable from that slot on was never acknowledged,
 /// while anything unreadable before it was.
-pub(super) fn recover(records: Arc<dyn Records>) -> Recovered {
+///
+/// With a subject index (`base`), only the slots after those it covers are
+/// read, and what the index says stands for the slots before: the decisions
+/// are the same as a reading of the whole log would make, but damage done
+/// to the covered slots after the index was written is found when a lookup
+/// reads the damaged record (or by `check_log`), not here.
+pub(super) fn recover(records: Arc<dyn Records>, base: Option<Base>) -> Recovered {
+    let (from, summary, index) = match base {
+        Some(Base { summary, index }) => (summary.covered, summary, Some(index)),
+        None => (0, Summary::default(), None),
+    };
     // Slots are decoded twice (a survey, then the decisions) rather than
     // kept decoded: a decoded slot is larger than its 80 bytes, and a log
     // of millions of subjects would hold them all at once.
-    let survey = Survey::of(records.as_ref());
+    let last_batch_start = from.saturating_sub(u64::from(summary.last_batch_len));
+    let survey = Survey::of(
+        records.as_ref(),
+        from,
+        (summary.last_batch, last_batch_start),
+    );
     let mut out = Recovered {
-        subjects: SubjectTable::new(records.clone(), survey.keys),
-        damage: Vec::new(),
+        from,
+        subjects: SubjectTable::new(records.clone(), index, survey.keys),
+        damage: summary.damaged_slots,
         rewrites: Vec::new(),
         free_spares: Vec::new(),
-        floor: survey.floor,
+        floor: survey.floor.max(summary.floor),
         next_slot: survey.end,
-        next_batch: survey.final_batch + 1,
+        next_batch: survey.final_batch.max(summary.last_batch) + 1,
+        final_start: survey.final_start,
     };
+    out.subjects.extend(
+        summary
+            .damaged_subjects
+            .into_iter()
+            .map(|(hash, why)| (hash, Entry::Damaged(why))),
+    );
     let decide = Decide {
         survey: &survey,
         records: records.as_ref(),
     };
-    for i in 0..survey.end {
+    let mut free: Vec<u64> = summary.free_spares;
+    free.sort_unstable();
+    decide.covered_spares_assigned(&mut out, &mut free, from);
+    decide.covered_keys_erased(&mut out);
+    for i in from..survey.end {
         let Some(raw) = records.slot(i) else { break };
         match &keylog::decode(&raw) {
             Slot::Empty if i >= survey.final_start => out.rewrites.push((i, decide.void(i))),
@@ -151,6 +194,9 @@ pub(super) fn recover(records: Arc<dyn Records>) -> Recovered {
             Slot::Bad(why) => decide.bad(&mut out, i, &raw, why),
             Slot::Record(r) => decide.record(&mut out, i, r),
         }
+    }
+    for slot in free {
+        decide.covered_spare(&mut out, slot);
     }
     out
 }
@@ -162,6 +208,88 @@ struct Decide<'a> {
 }
 
 impl Decide<'_> {
+    /// Spares free in the covered slots that assignments after them name,
+    /// decided as a reading of the whole log decides them when it reaches
+    /// the spare's slot; they leave `free`.
+    fn covered_spares_assigned(&self, out: &mut Recovered, free: &mut Vec<u64>, from: u64) {
+        let mut spares: Vec<u64> = self
+            .survey
+            .assigned
+            .iter()
+            .map(|(spare, _)| *spare)
+            .filter(|spare| *spare < from)
+            .collect();
+        spares.dedup();
+        for spare in spares {
+            match free.binary_search(&spare) {
+                Ok(at) => {
+                    free.remove(at);
+                    self.covered_spare(out, spare);
+                }
+                // Assigned among the covered slots already, or no spare.
+                Err(_) => {
+                    if let Some((owner, _)) = self.survey.owner(self.records, spare) {
+                        let why = format!(
+                            "the spare key at offset {} is assigned to two subjects",
+                            keylog::offset_of(spare)
+                        );
+                        out.subjects.insert(owner, Entry::Damaged(why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A spare the index found free: what its slot holds now.
+    fn covered_spare(&self, out: &mut Recovered, slot: u64) {
+        let Some(raw) = self.records.slot(slot) else {
+            return out.damage.push((slot, "past the end of the log".into()));
+        };
+        match &keylog::decode(&raw) {
+            Slot::Record(r) => match r.kind {
+                Kind::Spare(key) => self.spare(out, slot, r, key),
+                Kind::Destroyed => {}
+                _ => out
+                    .damage
+                    .push((slot, "a free spare key's slot holds another record".into())),
+            },
+            Slot::Bad(why) => self.bad(out, slot, &raw, why),
+            Slot::Empty => out
+                .damage
+                .push((slot, "zeros inside the log (a lost write)".into())),
+        }
+    }
+
+    /// Erasures after the covered slots of subjects whose key the index
+    /// names: a crash may have cut the overwrite of that key short.
+    fn covered_keys_erased(&self, out: &mut Recovered) {
+        for hash in self.survey.erased.keys() {
+            let Some(slot) = out.subjects.indexed_key_slot(hash) else {
+                continue;
+            };
+            let Some(raw) = self.records.slot(slot) else {
+                continue;
+            };
+            let destroyed = match keylog::decode(&raw) {
+                Slot::Record(r) if matches!(r.kind, Kind::Key(_) | Kind::Spare(_)) => Record {
+                    kind: Kind::Destroyed,
+                    ..r
+                },
+                Slot::Bad(_) => {
+                    let (batch, index) = Record::place_of_bad(&raw);
+                    Record {
+                        kind: Kind::Destroyed,
+                        index,
+                        batch,
+                        subject: Record::subject_of_bad(&raw),
+                    }
+                }
+                _ => continue,
+            };
+            out.rewrites.push((slot, destroyed));
+        }
+    }
+
     /// What a slot of the last batch that holds nothing intact becomes.
     fn void(&self, i: u64) -> Record {
         Record {

@@ -1,21 +1,23 @@
 //! The subject table: what the key log says about each subject, in a few
 //! bytes per subject.
 //!
-//! A subject the log knew at open is kept as the slot of the record that
-//! names it (its key, its erasure or destroyed key, or the assignment of
-//! its spare) and a fragment of its hash: 8 bytes in a hash table, where
-//! a map from the 32-byte hash to the key took about 100. Looking it up
-//! reads that record back from the mapped log (two for an assigned spare)
-//! and checks the full hash. What was learned since open, and what no
-//! intact record names (damage), is kept whole in a map beside it, which
-//! is read first.
+//! A subject is kept as the slot of the record that names it (its key, its
+//! erasure or destroyed key, or the assignment of its spare) and a fragment
+//! of its hash. Subjects named before the slots the subject index covers
+//! (`keys/subjects.idx`, written at close) are found in that mapped file;
+//! those named after it, read at open, in a hash table of 8 bytes each.
+//! Looking one up reads that record back from the mapped log (two for an
+//! assigned spare) and checks the full hash. What was learned since open,
+//! and what no intact record names (damage), is kept whole in a map beside
+//! them, which is read first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
 
 use super::{Entry, Hash};
+use crate::format::keyindex::{self, SubjectIndex};
 use crate::format::keylog::{self, Kind, RECORD_LEN, Slot};
 use crate::log::mmap::VolatileMap;
 
@@ -53,9 +55,9 @@ impl Records for Vec<[u8; RECORD_LEN]> {
     }
 }
 
-/// An entry of `opened`: the high 32 bits are a fragment of the subject's
-/// hash (enough to find the bucket again when the table grows), the low
-/// 32 the slot of the record that names the subject.
+/// An entry of `opened` and of the index: the high 32 bits are a fragment
+/// of the subject's hash (enough to find the bucket again when the table
+/// grows), the low 32 the slot of the record that names the subject.
 type Packed = u64;
 
 fn fragment(hash: &Hash) -> u32 {
@@ -72,20 +74,39 @@ fn hash_of(packed: Packed) -> u64 {
     spread((packed >> 32) as u32)
 }
 
+/// An index's entries, sorted, and its damaged subjects with why.
+pub(super) type IndexContents = (Vec<u64>, Vec<(Hash, String)>);
+
 pub(super) struct SubjectTable {
     records: Arc<dyn Records>,
+    /// Subjects named in the slots the index covers; read last.
+    index: Option<Arc<SubjectIndex>>,
+    /// Subjects named in the slots after those, read at open.
     opened: HashTable<Packed>,
-    /// Read before `opened`.
+    /// Read first.
     changed: HashMap<Hash, Entry>,
+    /// A block of the index failed its checksum on a lookup.
+    index_failed: std::sync::atomic::AtomicBool,
 }
 
 impl SubjectTable {
-    pub fn new(records: Arc<dyn Records>, capacity: usize) -> Self {
+    pub fn new(
+        records: Arc<dyn Records>,
+        index: Option<Arc<SubjectIndex>>,
+        capacity: usize,
+    ) -> Self {
         Self {
             records,
+            index,
             opened: HashTable::with_capacity(capacity),
             changed: HashMap::new(),
+            index_failed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether a lookup found a block of the index damaged.
+    pub fn index_failed(&self) -> bool {
+        self.index_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the log says about the subject.
@@ -93,12 +114,54 @@ impl SubjectTable {
         if let Some(entry) = self.changed.get(hash) {
             return Some(entry.clone());
         }
-        let packed = self.find(hash)?;
-        Some(self.resolve(packed as u32 as u64, hash))
+        if let Some(packed) = self.find(hash) {
+            return Some(self.resolve(keyindex::slot_of(packed), hash));
+        }
+        match self.indexed(hash)? {
+            Ok(slot) => Some(self.resolve(slot, hash)),
+            Err(why) => Some(Entry::Damaged(why)),
+        }
     }
 
     pub fn contains_key(&self, hash: &Hash) -> bool {
-        self.changed.contains_key(hash) || self.find(hash).is_some()
+        self.changed.contains_key(hash) || self.find(hash).is_some() || self.indexed(hash).is_some()
+    }
+
+    /// The slot of the record the index names the subject by, or why the
+    /// index cannot say (a damaged block may have held the subject).
+    fn indexed(&self, hash: &Hash) -> Option<Result<u64, String>> {
+        let index = self.index.as_ref()?;
+        match index.slots(fragment(hash)) {
+            Ok(slots) => slots
+                .into_iter()
+                .find(|slot| names(self.records.as_ref(), *slot, hash))
+                .map(Ok),
+            Err(why) => {
+                self.index_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Some(Err(format!(
+                    "the subject index (keys/{}) cannot be read: {why}; remove the file and the next open rebuilds it from the key log",
+                    super::INDEX_FILE
+                )))
+            }
+        }
+    }
+
+    /// The slot of the key the index names for the subject (its own key
+    /// record, or the spare its assignment names), unless it names an
+    /// erasure: what an erasure after the indexed slots must destroy.
+    pub fn indexed_key_slot(&self, hash: &Hash) -> Option<u64> {
+        let slot = self.indexed(hash)?.ok()?;
+        match keylog::decode(&self.records.slot(slot)?) {
+            Slot::Record(r) => match r.kind {
+                Kind::Key(_) => Some(slot),
+                Kind::Assign(spare) => Some(spare),
+                _ => None,
+            },
+            // Named by its bytes (`names`), whatever its checksum says.
+            Slot::Bad(_) => Some(slot),
+            Slot::Empty => None,
+        }
     }
 
     /// Records what was learned after the log was read.
@@ -120,11 +183,11 @@ impl SubjectTable {
             return;
         };
         self.changed.remove(&hash);
-        let packed = (u64::from(fragment(&hash)) << 32) | u64::from(slot32);
+        let packed = keyindex::entry(fragment(&hash), slot32);
         let records = self.records.clone();
         match self.opened.entry(
             spread(fragment(&hash)),
-            |p| names(records.as_ref(), *p, &hash),
+            |p| named(records.as_ref(), *p, &hash),
             |p| hash_of(*p),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut found) => *found.get_mut() = packed,
@@ -134,30 +197,91 @@ impl SubjectTable {
         }
     }
 
-    /// Subjects the table knows.
+    /// Subjects the table knows (reads every index entry's record: for
+    /// tests and messages).
     pub fn len(&self) -> usize {
-        let shadowed = self
-            .changed
-            .keys()
-            .filter(|hash| self.find(hash).is_some())
-            .count();
-        self.opened.len() + self.changed.len() - shadowed
+        let in_memory = self.learned();
+        let indexed = self.index.as_ref().map_or(0, |index| {
+            let entries = index.all().unwrap_or_default();
+            let shadowed = in_memory
+                .iter()
+                .filter(|hash| self.indexed(hash).is_some())
+                .count();
+            entries.len() - shadowed
+        });
+        in_memory.len() + indexed
     }
 
-    /// What the log says about every subject, in no order.
+    /// What the log says about every subject learned since the index was
+    /// written (every subject when there is none), in no order.
     pub fn values(&self) -> impl Iterator<Item = Entry> + '_ {
         let opened = self.opened.iter().filter_map(|packed| {
-            let slot = *packed as u32 as u64;
+            let slot = keyindex::slot_of(*packed);
             let hash = self.subject_at(slot)?;
             (!self.changed.contains_key(&hash)).then(|| self.resolve(slot, &hash))
         });
         opened.chain(self.changed.values().cloned())
     }
 
+    /// Every subject the table knows, reading every index entry's record;
+    /// an error if an index block fails its checksum.
+    pub fn subjects(&self) -> Result<HashSet<Hash>, String> {
+        let mut out = self.learned();
+        if let Some(index) = &self.index {
+            for e in index.all()? {
+                out.extend(self.named_at(keyindex::slot_of(e)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Subjects kept in memory: read at open, or learned since.
+    fn learned(&self) -> HashSet<Hash> {
+        let mut out: HashSet<Hash> = self.changed.keys().copied().collect();
+        out.extend(
+            self.opened
+                .iter()
+                .filter_map(|p| self.named_at(keyindex::slot_of(*p))),
+        );
+        out
+    }
+
+    /// What an index of this table holds: its entries sorted, and the
+    /// subjects whose records cannot be trusted (with why). The entries
+    /// are the index's own, less those of subjects learned since, and the
+    /// ones learned since. An error says why no index can say it: an index
+    /// block fails its checksum, or an entry is beyond what an index holds.
+    pub fn index_contents(&self) -> Result<IndexContents, String> {
+        let learned = self.learned();
+        let fragments: HashSet<u32> = learned.iter().map(fragment).collect();
+        let mut entries = Vec::new();
+        if let Some(index) = &self.index {
+            for e in index.all()? {
+                let shadowed = fragments.contains(&keyindex::fragment_of(e))
+                    && self
+                        .named_at(keyindex::slot_of(e))
+                        .is_some_and(|hash| learned.contains(&hash));
+                if !shadowed {
+                    entries.push(e);
+                }
+            }
+        }
+        entries.extend(self.opened.iter().copied());
+        entries.sort_unstable();
+        let mut damaged = Vec::new();
+        for (hash, entry) in &self.changed {
+            match entry {
+                Entry::Damaged(why) => damaged.push((*hash, why.clone())),
+                _ => return Err("a subject's record is beyond slot 2^32".into()),
+            }
+        }
+        Ok((entries, damaged))
+    }
+
     fn find(&self, hash: &Hash) -> Option<Packed> {
         self.opened
             .find(spread(fragment(hash)), |p| {
-                names(self.records.as_ref(), *p, hash)
+                named(self.records.as_ref(), *p, hash)
             })
             .copied()
     }
@@ -168,6 +292,12 @@ impl SubjectTable {
             Slot::Record(r) => Some(r.subject),
             _ => None,
         }
+    }
+
+    /// The subject bytes of the record at `slot`, whatever its checksum.
+    fn named_at(&self, slot: u64) -> Option<Hash> {
+        let raw = self.records.slot(slot)?;
+        raw[16..48].try_into().ok()
     }
 
     /// What the record at `slot`, which named the subject when it was put
@@ -215,11 +345,13 @@ impl SubjectTable {
 }
 
 /// Whether the packed entry's record names the subject.
-fn names(records: &dyn Records, packed: Packed, hash: &Hash) -> bool {
-    if (packed >> 32) as u32 != fragment(hash) {
-        return false;
-    }
-    let slot = packed as u32 as u64;
+fn named(records: &dyn Records, packed: Packed, hash: &Hash) -> bool {
+    keyindex::fragment_of(packed) == fragment(hash)
+        && names(records, keyindex::slot_of(packed), hash)
+}
+
+/// Whether the record at `slot` names the subject.
+fn names(records: &dyn Records, slot: u64, hash: &Hash) -> bool {
     // The subject sits at bytes 16..48 of every record, whatever its kind;
     // a record that fails its checksum since open still names it there,
     // and `resolve` reports it as damaged.
@@ -261,7 +393,7 @@ mod tests {
             record(Kind::Assign(2), d),
             record(Kind::Erasure, c),
         ];
-        let mut table = SubjectTable::new(Arc::new(records), 0);
+        let mut table = SubjectTable::new(Arc::new(records), None, 0);
         table.insert_record(a, 0);
         table.insert_record(b, 1);
         table.insert_record(d, 3);
@@ -297,7 +429,7 @@ mod tests {
         let a = subject(1, 1);
         let mut damaged = record(Kind::Key([0xa; 32]), a);
         damaged[60] ^= 1;
-        let mut table = SubjectTable::new(Arc::new(vec![damaged]), 1);
+        let mut table = SubjectTable::new(Arc::new(vec![damaged]), None, 1);
         table.insert_record(a, 0);
         assert!(matches!(table.get(&a), Some(Entry::Damaged(_))));
     }

@@ -714,7 +714,7 @@ proptest! {
                 _ => slot[..*cut].fill(0),
             }
         }
-        let recovered = recover(Arc::new(slots.clone()));
+        let recovered = recover(Arc::new(slots.clone()), None);
         prop_assert!(recovered.damage.is_empty());
         for (b, size) in sizes[..sizes.len() - 1].iter().enumerate() {
             for index in 0..*size {
@@ -726,7 +726,7 @@ proptest! {
         for (slot, record) in &recovered.rewrites {
             slots[*slot as usize] = record.encode();
         }
-        let again = recover(Arc::new(slots.clone()));
+        let again = recover(Arc::new(slots.clone()), None);
         prop_assert!(again.damage.is_empty());
         prop_assert!(again.rewrites.is_empty());
         prop_assert_eq!(again.subjects.len(), recovered.subjects.len());
@@ -745,9 +745,386 @@ proptest! {
         let before_last = sizes.iter().sum::<usize>() - sizes[sizes.len() - 1];
         let slot = pick.index(before_last);
         slots[slot][at] ^= 1 << bit;
-        let recovered = recover(Arc::new(slots.clone()));
+        let recovered = recover(Arc::new(slots.clone()), None);
         prop_assert_eq!(recovered.damage.len(), 1);
         prop_assert_eq!(recovered.damage[0].0, slot as u64);
         prop_assert!(!recovered.subjects.values().any(|e| matches!(e, Entry::Erased)));
     }
+}
+
+// The subject index: what opening reads through it must be what reading
+// the whole log decides.
+
+/// Opens with the subject index rewritten whenever at least `tail_min`
+/// slots follow it.
+fn open_indexing(dir: &Path, tail_min: u64) -> KeyStore {
+    KeyStore::open_indexing(dir, Arc::new(crate::log::fs::RealFs), tail_min).unwrap()
+}
+
+fn index_path(dir: &Path) -> PathBuf {
+    dir.join(INDEX_FILE)
+}
+
+/// The slot of the subject's own key record.
+fn key_slot(dir: &Path, subject: &str) -> u64 {
+    let hash = subject_hash(subject);
+    (0..)
+        .find(|slot| matches!(record_at(dir, *slot), Slot::Record(r) if matches!(r.kind, Kind::Key(_)) && r.subject == hash))
+        .unwrap()
+}
+
+/// Recovers `log` whole and through `index`; they must decide alike.
+fn agree(log: &[u8], index: Option<&[u8]>) -> std::result::Result<bool, String> {
+    let slots: Arc<dyn Records> = Arc::new(recovery::record_slots(log));
+    let whole = recover(slots.clone(), None);
+    let Some(index) = index else { return Ok(false) };
+    let Ok(base) = index::base_of(bytes::Bytes::copy_from_slice(index), slots.as_ref()) else {
+        return Ok(false);
+    };
+    let indexed = recover(slots, Some(base));
+    let differ = index::disagreements(&whole, &indexed);
+    if !differ.is_empty() {
+        return Err(differ.join("; "));
+    }
+    let subjects = whole.subjects.subjects()?;
+    if subjects != indexed.subjects.subjects()? {
+        return Err("they know other subjects".into());
+    }
+    Ok(true)
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(u8),
+    Spare(u8),
+    Forget(u8),
+    Reopen,
+    /// The files as a crash now would leave them.
+    Crash,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0u8..24).prop_map(Step::Key),
+        4 => (0u8..24).prop_map(Step::Spare),
+        2 => (0u8..24).prop_map(Step::Forget),
+        1 => Just(Step::Reopen),
+        1 => Just(Step::Crash),
+    ]
+}
+
+/// Opens for the workload: spares reconciled (nothing was sealed under
+/// one whose assignment is missing: the workload never crashes the store
+/// it runs) and ready.
+fn open_for_workload(rt: &tokio::runtime::Runtime, dir: &Path) -> KeyStore {
+    let keys = open_indexing(dir, 1);
+    rt.block_on(async {
+        if keys.unreconciled().is_some() {
+            keys.reconcile(Vec::new(), 0).await.unwrap();
+        }
+        keys.prepare_spares().await.unwrap();
+    });
+    keys
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Keys, spares and erasures over several opens, the index rewritten
+    /// at every open and close: at every point a crash could leave the
+    /// files, and with its last record torn, reading through the index
+    /// decides what reading the whole log decides.
+    #[test]
+    fn reading_through_the_index_decides_as_reading_the_whole_log(
+        steps in proptest::collection::vec(step(), 4..30),
+        cut in 1usize..RECORD_LEN,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut keys = Some(open_for_workload(&rt, dir.path()));
+        let mut crashes = Vec::new();
+        for step in steps {
+            let Some(store) = keys.as_ref() else { break };
+            match step {
+                Step::Key(n) => drop(store.key_for_write(&format!("s-{n}"))),
+                Step::Spare(n) => drop(rt.block_on(store.assign_keys([format!("s-{n}")]))),
+                Step::Forget(n) => store.forget(&format!("s-{n}")).unwrap(),
+                Step::Reopen => {
+                    drop(keys.take());
+                    keys = Some(open_for_workload(&rt, dir.path()));
+                }
+                Step::Crash => crashes.push((
+                    log_bytes(dir.path()),
+                    std::fs::read(index_path(dir.path())).ok(),
+                )),
+            }
+        }
+        drop(keys);
+        crashes.push((log_bytes(dir.path()), std::fs::read(index_path(dir.path())).ok()));
+        let mut indexed = 0;
+        for (log, index) in crashes {
+            indexed += usize::from(agree(&log, index.as_deref()).map_err(TestCaseError::fail)?);
+            // The batch after the last one, cut short by the crash: a
+            // record written up to `cut` bytes, behind the last one.
+            let mut torn = log.clone();
+            let end = torn.iter().rposition(|b| *b != 0).unwrap_or(0);
+            let slot = ((end - keylog::HEADER_LEN) / RECORD_LEN + 1) as u64;
+            let batch = recovery::record_slots(&log)
+                .iter()
+                .filter_map(|raw| match keylog::decode(raw) {
+                    Slot::Record(r) => Some(r.batch),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
+            let record = Record {
+                kind: Kind::Key([7; 32]),
+                index: 0,
+                batch: batch + 1,
+                subject: subject_hash("torn"),
+            }
+            .encode();
+            let at = keylog::offset_of(slot) as usize;
+            torn.resize(torn.len().max(at + RECORD_LEN), 0);
+            torn[at..at + cut].copy_from_slice(&record[..cut]);
+            agree(&torn, index.as_deref()).map_err(TestCaseError::fail)?;
+        }
+        // The final close wrote an index that fits.
+        prop_assert!(indexed >= 1);
+    }
+}
+
+#[test]
+fn a_reopen_reads_only_what_follows_the_index_and_damage_stays_with_its_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = open_indexing(dir.path(), 1);
+    let created: Vec<_> = ["c-1", "c-2", "c-3"]
+        .iter()
+        .map(|s| keys.key_for_write(s).unwrap())
+        .collect();
+    assert_eq!(keys.slots_indexed_at_open(), 0);
+    drop(keys);
+    assert!(index_path(dir.path()).exists());
+
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), 3);
+    for (subject, key) in ["c-1", "c-2", "c-3"].iter().zip(&created) {
+        assert_eq!(keys.require(subject).unwrap(), SubjectKey::Key(*key));
+    }
+    let fourth = keys.key_for_write("c-4").unwrap();
+    drop(keys);
+
+    // A bit flips in c-2's key record, which the index covers.
+    let mut bytes = slot_bytes(dir.path(), 1);
+    bytes[60] ^= 1;
+    write_slot(dir.path(), 1, &bytes);
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), 3);
+    match keys.require("c-2") {
+        Err(Error::KeyStore(m)) => {
+            assert!(m.contains("damaged") && m.contains("offset 144"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Key(created[0]));
+    assert_eq!(keys.require("c-4").unwrap(), SubjectKey::Key(fourth));
+    // The index says whose the damaged record is: other subjects get keys.
+    keys.key_for_write("c-5").unwrap();
+    drop(keys);
+    let check = check_log(dir.path()).unwrap().unwrap();
+    assert_eq!(check.damage.len(), 1, "{check:?}");
+    assert_eq!(check.damage[0].0, keylog::offset_of(1));
+}
+
+#[tokio::test]
+async fn an_erasure_after_the_index_finishes_the_overwrite_of_an_indexed_key() {
+    for spare in [false, true] {
+        for torn in [false, true] {
+            let case = format!("spare {spare}, torn {torn}");
+            let dir = tempfile::tempdir().unwrap();
+            let keys = open_indexing(dir.path(), 1);
+            if spare {
+                keys.prepare_spares().await.unwrap();
+                keys.assign_keys(["c-1"]).await.unwrap();
+            } else {
+                keys.key_for_write("c-1").unwrap();
+            }
+            let second = keys.key_for_write("c-2").unwrap();
+            let Ok(Some((key, spare_slot))) = keys.key_for_sealing("c-1") else {
+                panic!("c-1 has no key ({case})");
+            };
+            drop(keys);
+            let slot = spare_slot.unwrap_or_else(|| key_slot(dir.path(), "c-1"));
+
+            // The erasure comes after the slots the index covers, and no
+            // index is written after it.
+            let keys = open_indexing(dir.path(), u64::MAX);
+            assert!(keys.slots_indexed_at_open() > slot, "{case}");
+            let live = slot_bytes(dir.path(), slot);
+            keys.forget_subject("c-1").await.unwrap();
+            drop(keys);
+            // A crash before the overwrite, or inside it.
+            write_slot(dir.path(), slot, if torn { &live[..40] } else { &live[..] });
+
+            let keys = open_indexing(dir.path(), u64::MAX);
+            assert!(keys.slots_indexed_at_open() > slot, "{case}");
+            assert_eq!(keys.require("c-1").unwrap(), SubjectKey::Erased, "{case}");
+            assert_eq!(
+                keys.require("c-2").unwrap(),
+                SubjectKey::Key(second),
+                "{case}"
+            );
+            assert!(
+                matches!(record_at(dir.path(), slot), Slot::Record(r) if r.kind == Kind::Destroyed),
+                "{case}"
+            );
+            assert!(files_holding(dir.path(), &key).is_empty(), "{case}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_spare_free_when_indexed_and_assigned_after_keeps_its_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = open_indexing(dir.path(), 1);
+    keys.prepare_spares().await.unwrap();
+    drop(keys);
+    // The index covers the spares, free; the assignments come after.
+    let keys = open_indexing(dir.path(), u64::MAX);
+    let covered = keys.slots_indexed_at_open();
+    keys.reconcile(Vec::new(), 0).await.unwrap();
+    keys.assign_keys(["c-1", "c-2"]).await.unwrap();
+    let Ok(Some((key, Some(slot)))) = keys.key_for_sealing("c-2") else {
+        panic!("c-2 has no spare key");
+    };
+    assert!(slot < covered);
+    drop(keys);
+    // A crash took the assignments: reconciliation gives the spare back.
+    for assigned in slots_of(dir.path(), |k| matches!(k, Kind::Assign(_))) {
+        write_slot(dir.path(), assigned, &[0u8; RECORD_LEN]);
+    }
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), covered);
+    assert_eq!(keys.lookup("c-2").unwrap(), None);
+    let (_, free) = keys.unreconciled().unwrap();
+    assert!(free.contains(&slot));
+    keys.reconcile(vec![("c-2".into(), slot)], 9).await.unwrap();
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Key(key));
+    drop(keys);
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.require("c-2").unwrap(), SubjectKey::Key(key));
+    assert!(!keys.unreconciled().unwrap().1.contains(&slot));
+}
+
+#[test]
+fn an_index_that_does_not_fit_the_log_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = open_indexing(dir.path(), 1);
+    for s in ["c-1", "c-2", "c-3"] {
+        keys.key_for_write(s).unwrap();
+    }
+    drop(keys);
+    let index = std::fs::read(index_path(dir.path())).unwrap();
+
+    // Another log of as many slots, and a shorter one.
+    for others in [&["o-1", "o-2", "o-3"][..], &["o-1"][..]] {
+        let other = tempfile::tempdir().unwrap();
+        let keys = open_indexing(other.path(), u64::MAX);
+        let made: Vec<_> = others
+            .iter()
+            .map(|s| keys.key_for_write(s).unwrap())
+            .collect();
+        drop(keys);
+        std::fs::write(index_path(other.path()), &index).unwrap();
+        let keys = open_indexing(other.path(), u64::MAX);
+        assert_eq!(keys.slots_indexed_at_open(), 0, "{others:?}");
+        assert_eq!(keys.lookup("c-1").unwrap(), None);
+        assert_eq!(keys.require(others[0]).unwrap(), SubjectKey::Key(made[0]));
+    }
+
+    // A flipped bit in its header.
+    let mut flipped = index.clone();
+    flipped[20] ^= 1;
+    std::fs::write(index_path(dir.path()), &flipped).unwrap();
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), 0);
+    assert!(matches!(keys.require("c-3"), Ok(SubjectKey::Key(_))));
+}
+
+#[tokio::test]
+async fn a_damaged_index_block_is_the_damage_of_its_subjects_and_is_rebuilt_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let subjects: Vec<String> = (0..1500).map(|i| format!("c-{i}")).collect();
+    let keys = open_indexing(dir.path(), 1);
+    keys.ensure_keys(&subjects).await.unwrap();
+    drop(keys);
+    let mut index = std::fs::read(index_path(dir.path())).unwrap();
+    // The first entry block: past the header and the meta section.
+    let blocks = crate::format::keyindex::BLOCK_LEN;
+    index[blocks + 16] ^= 1;
+    std::fs::write(index_path(dir.path()), &index).unwrap();
+
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), 1500);
+    let mut damaged = 0;
+    for subject in &subjects {
+        match keys.require(subject) {
+            Ok(SubjectKey::Key(_)) => {}
+            Err(Error::KeyStore(m)) if m.contains(INDEX_FILE) && m.contains("remove") => {
+                damaged += 1
+            }
+            other => panic!("{subject}: {other:?}"),
+        }
+    }
+    // Those whose search reads the damaged block (its 511 subjects, and a
+    // few whose guess lands on it); the others read on.
+    assert!((1..=600).contains(&damaged), "{damaged}");
+    // `verify` says so too.
+    let check = check_log(dir.path()).unwrap().unwrap();
+    assert!(
+        check.damage.iter().any(|(_, m)| m.contains(INDEX_FILE)),
+        "{check:?}"
+    );
+    drop(keys);
+
+    // Closing rebuilt it from the key log.
+    let keys = open_indexing(dir.path(), u64::MAX);
+    assert_eq!(keys.slots_indexed_at_open(), 1500);
+    for subject in &subjects {
+        assert!(
+            matches!(keys.require(subject), Ok(SubjectKey::Key(_))),
+            "{subject}"
+        );
+    }
+    drop(keys);
+    assert!(check_log(dir.path()).unwrap().unwrap().damage.is_empty());
+}
+
+#[test]
+fn verify_reports_an_index_that_reads_otherwise_than_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = open_indexing(dir.path(), 1);
+    for s in ["c-1", "c-2", "c-3"] {
+        keys.key_for_write(s).unwrap();
+    }
+    drop(keys);
+    assert!(check_log(dir.path()).unwrap().unwrap().damage.is_empty());
+    // An index, intact and fitting, that lost a subject.
+    let bytes = bytes::Bytes::from(std::fs::read(index_path(dir.path())).unwrap());
+    let (summary, index) = crate::format::keyindex::decode(bytes).unwrap();
+    let mut entries = index.all().unwrap();
+    entries.remove(1);
+    std::fs::write(
+        index_path(dir.path()),
+        crate::format::keyindex::encode(&summary, &entries),
+    )
+    .unwrap();
+    let check = check_log(dir.path()).unwrap().unwrap();
+    assert!(
+        check
+            .damage
+            .iter()
+            .any(|(_, m)| m.contains("disagrees") && m.contains("1 subjects")),
+        "{check:?}"
+    );
 }

@@ -10,6 +10,16 @@ pub(super) struct LogWriter {
     /// The first slot not written yet.
     pub(super) next_slot: u64,
     pub(super) next_batch: u64,
+    pub(super) index: IndexUpkeep,
+}
+
+/// What the writer needs to rewrite the subject index when it stops.
+pub(super) struct IndexUpkeep {
+    pub(super) fs: Arc<dyn Fs>,
+    pub(super) dir: PathBuf,
+    /// The slots the index on disk covers.
+    pub(super) covered: u64,
+    pub(super) tail_min: u64,
 }
 
 /// One batch in the making.
@@ -87,7 +97,60 @@ impl LogWriter {
             }
             self.commit(group);
         }
+        self.write_index_at_close();
         tracing::debug!("key writer stopped");
+    }
+
+    /// Rewrites the subject index if enough slots follow those it covers,
+    /// so that the next open reads only what comes after, or from the whole
+    /// log if a lookup found it damaged. Nothing is written past this
+    /// point, so the log reads as the next open will find it.
+    fn write_index_at_close(&self) {
+        let upkeep = &self.index;
+        let (poisoned, damaged) = {
+            let st = self.shared.state.read();
+            (st.poisoned.is_some(), st.subjects.index_failed())
+        };
+        if poisoned || (!damaged && self.next_slot.saturating_sub(upkeep.covered) < upkeep.tail_min)
+        {
+            return;
+        }
+        let written = VolatileMap::map(self.file.std_file())
+            .map_err(|e| format!("mapping the key log: {e}"))
+            .and_then(|map| {
+                let records: Arc<dyn Records> = Arc::new(MappedLog(map));
+                let rewrite = |base| {
+                    let recovered = recover(records.clone(), base);
+                    write_index(
+                        upkeep.fs.as_ref(),
+                        &upkeep.dir,
+                        &recovered,
+                        records.as_ref(),
+                    )
+                };
+                if damaged {
+                    return rewrite(None);
+                }
+                let base = load_index(upkeep.fs.as_ref(), &upkeep.dir, records.as_ref());
+                let through_base = base.is_some();
+                match rewrite(base) {
+                    // Its entries are read whole here: a block damaged on
+                    // disk that no lookup read shows now.
+                    Err(why) if through_base => {
+                        tracing::warn!(
+                            "key store: the subject index is rebuilt from the key log: {why}"
+                        );
+                        rewrite(None)
+                    }
+                    done => done,
+                }
+            });
+        if let Err(why) = written {
+            tracing::warn!(
+                dir = %upkeep.dir.display(),
+                "key store: the subject index was not written at close: {why}"
+            );
+        }
     }
 
     pub(super) fn current(&self, group: &Group, hash: &Hash) -> Option<Entry> {
