@@ -59,7 +59,7 @@
 //! first slots, so that opening reads only the slots after them: start-up
 //! follows the keys made since the index was written, not every key ever
 //! made. It is written when the store closes (and at open) once at least
-//! [`INDEX_TAIL_MIN`] slots follow those it covers, and it is only a cache:
+//! 65,536 slots (`INDEX_TAIL_MIN`) follow those it covers, and it is only a cache:
 //! it names record slots, every lookup reads the record back and checks
 //! its checksum and full subject hash, and an index that does not fit the
 //! log (its last covered slot reads differently, the log is shorter) or
