@@ -112,6 +112,42 @@ impl RemoteStore {
         &self.base
     }
 
+    /// The events from `from` on, in pages of up to `page` events, each
+    /// asked for while the consumer works through the one before: the
+    /// server reads and encodes the next page meanwhile. Ends after the
+    /// last page that holds events (the head as it was when that page was
+    /// read), or with an error.
+    pub fn read_all_ahead(
+        &self,
+        from: Position,
+        page: usize,
+    ) -> impl futures_util::Stream<Item = Result<Vec<RecordedEvent>>> + Send + 'static {
+        // One page waiting for the consumer, one on its way.
+        let (tx, mut rx) = mpsc::channel(1);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut from = from;
+            loop {
+                let events = tokio::select! {
+                    r = store.read_all(from, page) => r,
+                    () = tx.closed() => return,
+                };
+                let next = match &events {
+                    Ok(events) => match events.last() {
+                        Some(last) => Position(last.position.0 + 1),
+                        None => return,
+                    },
+                    Err(_) => Position(u64::MAX),
+                };
+                if tx.send(events).await.is_err() || next.0 == u64::MAX {
+                    return;
+                }
+                from = next;
+            }
+        });
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self
             .http
@@ -308,8 +344,23 @@ impl EventStore for RemoteStore {
     async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
         let request = self
             .request(Method::GET, "/all")
-            .query(&[("from", from.0), ("max_count", max_count as u64)]);
-        let events: WireEvents = self.decode(self.send(request).await?).await?;
+            .query(&[("from", from.0), ("max_count", max_count as u64)])
+            .header(reqwest::header::ACCEPT, wire::EVENTS_BINARY);
+        let response = self.send(request).await?;
+        let binary = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(wire::EVENTS_BINARY));
+        if binary {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Error::Remote(format!("{}: answer cut off: {e}", self.base)))?;
+            return wire::events_from_binary(body);
+        }
+        // A server of an earlier release answers in JSON only.
+        let events: WireEvents = self.decode(response).await?;
         events
             .events
             .into_iter()

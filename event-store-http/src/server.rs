@@ -596,10 +596,11 @@ async fn put_snapshot(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(get, path = "/all", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("max_count" = Option<usize>, Query)), responses((status = 200, body = wire::WireEvents)))]
+#[utoipa::path(get, path = "/all", tag = "store", params(("from" = Option<u64>, Query, description = "First position (inclusive, default 1)"), ("max_count" = Option<usize>, Query)), responses((status = 200, description = "The events; with `Accept: application/vnd.annals.events`, in binary: per event a little-endian u32 length and its record body as in the segment files (docs/format.md)", content((wire::WireEvents = "application/json"), (Vec<u8> = "application/vnd.annals.events")))))]
 async fn read_all(
     State(state): State<AppState>,
     scope: Scope,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     if let Scope(Some(scope)) = &scope {
@@ -617,11 +618,29 @@ async fn read_all(
     let max_count =
         param::<usize>(&pairs, "max_count")?.unwrap_or(state.store.read_page_max().min(1000));
     let events = state.store.read_all(Position(from), max_count).await?;
+    if accepts(&headers, wire::EVENTS_BINARY) {
+        let body = wire::events_to_binary(&events)?;
+        return Ok(([(header::CONTENT_TYPE, wire::EVENTS_BINARY)], body).into_response());
+    }
     let events = events
         .iter()
         .map(wire::event_to_wire)
         .collect::<Result<_, Error>>()?;
     Ok(json(StatusCode::OK, &wire::WireEvents { events }))
+}
+
+/// Whether the request's `Accept` names the media type.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(media_type))
+        })
 }
 
 #[utoipa::path(get, path = "/stats", tag = "store", responses((status = 200, body = wire::StatsSchema)))]

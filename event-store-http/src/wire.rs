@@ -576,6 +576,82 @@ pub struct StatsSchema {
     read_only_reason: Option<String>,
 }
 
+/// The media type of a page of events in binary: for each event, its
+/// length as a little-endian u32, then its record body as the segment
+/// files hold it (`event_store::format::event`: fixed fields, then stream
+/// id, type, data and metadata). Pages of `GET /all` come in it when asked
+/// for with `Accept`; it costs a fraction of the JSON's encoding and
+/// parsing, and the client keeps data and metadata as slices of the
+/// answer.
+pub const EVENTS_BINARY: &str = "application/vnd.annals.events";
+
+/// Events in [`EVENTS_BINARY`].
+pub fn events_to_binary(events: &[RecordedEvent]) -> Result<Vec<u8>> {
+    use event_store::format::event::EventRecord;
+    let size: usize = events
+        .iter()
+        .map(|e| {
+            64 + e.stream_id.as_str().len() + e.event_type.len() + e.data.len() + e.metadata.len()
+        })
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for e in events {
+        let record = EventRecord {
+            flags: 0,
+            schema_version: e.schema_version,
+            position: e.position.0,
+            version: e.version,
+            timestamp: e.timestamp.0,
+            id: *e.id.as_bytes(),
+            stream_id: e.stream_id.as_str(),
+            event_type: &e.event_type,
+            data: &e.data,
+            metadata: &e.metadata,
+        };
+        let too_long = |what: &str| {
+            Error::InvalidRead(format!(
+                "event {} has a {what} too long for {EVENTS_BINARY}; ask for JSON",
+                e.position.0
+            ))
+        };
+        if e.event_type.len() > usize::from(u16::MAX) {
+            return Err(too_long("type"));
+        }
+        let len = u32::try_from(record.body_len()).map_err(|_| too_long("body"))?;
+        if u32::try_from(e.data.len()).is_err() || u32::try_from(e.metadata.len()).is_err() {
+            return Err(too_long("body"));
+        }
+        out.extend_from_slice(&len.to_le_bytes());
+        record.encode(&mut out);
+    }
+    Ok(out)
+}
+
+/// Events from [`EVENTS_BINARY`]; data and metadata are slices of `body`.
+pub fn events_from_binary(body: Bytes) -> Result<Vec<RecordedEvent>> {
+    use event_store::format::event::EventRecord;
+    let unreadable = |at: usize, why: &str| {
+        Error::Remote(format!("unreadable binary events at byte {at}: {why}"))
+    };
+    let mut events = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
+        let len = body
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| unreadable(at, "a length cut short"))?;
+        let start = at + 4;
+        let bytes = body
+            .get(start..start.saturating_add(len))
+            .ok_or_else(|| unreadable(at, "an event cut short"))?;
+        let record = EventRecord::decode(bytes).map_err(|why| unreadable(at, &why))?;
+        StreamId::new(record.stream_id).map_err(|e| unreadable(at, &e.to_string()))?;
+        events.push(record.to_recorded(&body, start));
+        at = start + len;
+    }
+    Ok(events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,5 +711,69 @@ mod tests {
         assert!(json.contains(r#""data":{"total""#), "{json}");
         let back = new_event_from_wire(serde_json::from_str(&json).unwrap());
         assert_eq!(back, e);
+    }
+    fn recorded(
+        n: u64,
+        stream: &str,
+        event_type: &str,
+        data: &str,
+        metadata: &str,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            id: Uuid::from_u128(u128::from(n) * 7919),
+            stream_id: StreamId::new(stream).unwrap(),
+            version: n,
+            position: Position(n + 100),
+            event_type: event_type.to_owned(),
+            schema_version: 3,
+            timestamp: Timestamp(1_700_000_000_000_000 + n as i64),
+            data: Bytes::from(data.to_owned()),
+            metadata: Bytes::from(metadata.to_owned()),
+        }
+    }
+
+    proptest::proptest! {
+        /// Pages round-trip field for field, and a page cut anywhere but
+        /// between two events is refused, never read short.
+        #[test]
+        fn binary_pages_round_trip_and_a_cut_is_refused(
+            events in proptest::collection::vec(("[a-z0-9-]{1,20}", "[A-Za-zé]{1,12}", "[ -~é]{0,40}"), 0..12),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let events: Vec<RecordedEvent> = events
+                .iter()
+                .enumerate()
+                .map(|(n, (stream, ty, text))| {
+                    let data = serde_json::to_string(text).unwrap();
+                    recorded(n as u64 + 1, stream, ty, &data, r#"{"correlation_id":"c"}"#)
+                })
+                .collect();
+            let bytes = events_to_binary(&events).unwrap();
+            let back = events_from_binary(Bytes::from(bytes.clone())).unwrap();
+            proptest::prop_assert_eq!(&back, &events);
+            if !bytes.is_empty() {
+                let at = cut.index(bytes.len());
+                let mut boundaries = vec![0usize];
+                for e in &events {
+                    let last = *boundaries.last().unwrap();
+                    boundaries.push(last + 4 + 60 + e.stream_id.as_str().len() + e.event_type.len() + e.data.len() + e.metadata.len());
+                }
+                let short = events_from_binary(Bytes::from(bytes[..at].to_vec()));
+                if boundaries.contains(&at) {
+                    proptest::prop_assert!(short.is_ok());
+                } else {
+                    proptest::prop_assert!(short.is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_binary_page_naming_a_bad_stream_is_refused() {
+        let mut bytes = events_to_binary(&[recorded(1, "ok", "T", "{}", "{}")]).unwrap();
+        // The stream id starts after the length and the fixed fields.
+        bytes[4 + 60] = b' ';
+        let err = events_from_binary(Bytes::from(bytes)).unwrap_err();
+        assert!(err.to_string().contains("byte 0"), "{err}");
     }
 }

@@ -438,6 +438,63 @@ async fn remote_subscriptions_filter_on_the_server() {
     }
 }
 
+/// `GET /all` answers curl in JSON and the client in binary, with the
+/// same events; the client reads ahead page by page to the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_all_comes_in_binary_to_the_client_and_in_json_to_curl() {
+    use futures_util::StreamExt;
+    let served = serve(small_segments(), ServerConfig::default()).await;
+    for n in 0..50u64 {
+        let stream = sid(&format!("cafe-{}", n % 4));
+        served
+            .store
+            .append(&stream, ExpectedVersion::Any, vec![event(n)])
+            .await
+            .unwrap();
+    }
+    let all = served.store.read_all(Position::START, 1000).await.unwrap();
+    let url = format!("http://{}/all?max_count=1000", served.addr);
+
+    let plain = http_client().get(&url).send().await.unwrap();
+    assert_eq!(plain.headers()["content-type"], "application/json");
+    let json: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(json["events"].as_array().unwrap().len(), 50);
+
+    let binary = http_client()
+        .get(&url)
+        .header(
+            "accept",
+            "application/json;q=0.5, application/vnd.annals.events",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        binary.headers()["content-type"],
+        event_store_http::wire::EVENTS_BINARY
+    );
+    let events = event_store_http::wire::events_from_binary(binary.bytes().await.unwrap()).unwrap();
+    assert_eq!(events, all);
+
+    let remote = client(served.addr).await;
+    let pages: Vec<_> = remote
+        .read_all_ahead(Position::START, 7)
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(pages.len(), 8);
+    assert_eq!(pages.concat(), all);
+    // An error ends the pages.
+    let refused: Vec<_> = remote
+        .read_all_ahead(Position::START, 1_000_000)
+        .collect()
+        .await;
+    assert!(
+        matches!(refused[..], [Err(Error::LimitExceeded { .. })]),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_api_is_described_at_openapi_json() {
     let served = serve(StoreOptions::default(), ServerConfig::default()).await;

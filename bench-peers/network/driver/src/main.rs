@@ -19,7 +19,9 @@
 //!
 //! `--mode read`: one client reads the whole log from its start, in the
 //! server's own paging (annals: `GET /all` pages of the server's page
-//! maximum; tephra and UmaDB: one streamed read of everything).
+//! maximum in binary, each asked for while the one before is consumed, by
+//! `RemoteStore::read_all_ahead`; tephra and UmaDB: one streamed read of
+//! everything).
 //!
 //! A guard that fails, or any other error, ends the run with an error:
 //! each writer owns its stream, so a conflict would mean a broken client.
@@ -175,16 +177,16 @@ async fn annals_append(url: &str, writers: usize, deadline: Instant) -> Result<V
 async fn annals_read(url: &str) -> Result<u64> {
     let store = RemoteStore::connect(url, RemoteOptions::default()).await?;
     let page = store.read_page_max();
-    let mut from = Position(1);
+    let mut pages = std::pin::pin!(store.read_all_ahead(Position(1), page));
     let mut count = 0;
-    loop {
-        let events = store.read_all(from, page).await?;
-        let Some(last) = events.last() else {
-            return Ok(count);
-        };
-        from = Position(last.position.0 + 1);
-        count += events.len() as u64;
+    while let Some(events) = pages.next().await {
+        for event in events? {
+            // Touch the payload as a consumer would.
+            std::hint::black_box(event.data.len());
+            count += 1;
+        }
     }
+    Ok(count)
 }
 
 fn tephra_writer(addr: &str, tag: &str, writer: usize, deadline: Instant) -> Result<Latencies> {
