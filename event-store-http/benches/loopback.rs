@@ -50,7 +50,13 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(Arc::new(store.clone()), ServerConfig::default());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        // As `annals store` serves it (Nagle off, limits, graceful stop).
+        tokio::spawn(http_edge::serve(
+            listener,
+            app,
+            http_edge::ServeConfig::default(),
+            std::future::pending(),
+        ));
         (store, addr)
     });
     let url = format!("http://{addr}");
