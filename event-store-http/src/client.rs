@@ -16,9 +16,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use tokio::sync::mpsc;
 
-use crate::wire::{
-    self, Problem, ServerInfo, WireEvents, WireHead, WireLoaded, WireResults, WireSlice,
-};
+use crate::wire::{self, Problem, ServerInfo, WireEvents, WireHead, WireLoaded, WireSlice};
 use event_store::Subscription;
 use event_store::{
     AppendResult, Direction, EventFilter, Position, ReadFrom, RecordedEvent, Snapshot, Stats,
@@ -74,6 +72,8 @@ pub struct RemoteStore {
     http: reqwest::Client,
     options: RemoteOptions,
     info: ServerInfo,
+    /// Concurrent appends of this client and its clones, sent together.
+    batcher: std::sync::Arc<crate::batch::Batcher>,
 }
 
 impl RemoteStore {
@@ -99,6 +99,7 @@ impl RemoteStore {
             base,
             http,
             options,
+            batcher: std::sync::Arc::default(),
             info: ServerInfo {
                 data_format_version: 0,
                 read_count_max: 1000,
@@ -110,6 +111,15 @@ impl RemoteStore {
 
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    pub(crate) fn batcher(&self) -> &crate::batch::Batcher {
+        &self.batcher
+    }
+
+    /// A batch of transactions (see `batch`).
+    pub(crate) fn batch_request(&self, body: &wire::WireBatch) -> RequestBuilder {
+        self.request(Method::POST, "/batch").json(body)
     }
 
     /// The events from `from` on, in pages of up to `page` events, each
@@ -198,7 +208,7 @@ impl RemoteStore {
     /// expected version anchors nothing (`Any`, `StreamExists`) is not sent
     /// again, since a retry could then commit it twice; its lost answer is
     /// [`Error::Indeterminate`] at once.
-    async fn send_append<B: serde::Serialize + Sync, T: serde::de::DeserializeOwned>(
+    pub(crate) async fn send_append<B: serde::Serialize + Sync, T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -293,8 +303,7 @@ impl EventStore for RemoteStore {
                 .collect::<Result<_>>()?,
         };
         let anchored = appends.iter().all(|a| anchored(a.expected));
-        let results: WireResults = self.send_append("/transactions", &body, anchored).await?;
-        Ok(results.results)
+        self.append_batched(body, anchored).await
     }
 
     async fn append(
@@ -303,15 +312,17 @@ impl EventStore for RemoteStore {
         expected: event_store::ExpectedVersion,
         events: Vec<event_store::NewEvent>,
     ) -> Result<AppendResult> {
-        let body = wire::WireAppend {
-            expected_version: wire::WireExpected(expected),
-            events: events
-                .iter()
-                .map(wire::new_event_to_wire)
-                .collect::<Result<_>>()?,
-        };
-        self.send_append(&format!("/streams/{stream_id}"), &body, anchored(expected))
-            .await
+        // As a one-stream transaction, so that it can share a request
+        // with this client's other appends in flight.
+        let mut results = self
+            .append_many(vec![StreamAppend::new(stream_id.clone(), expected, events)])
+            .await?;
+        results.pop().ok_or_else(|| {
+            Error::Remote(format!(
+                "{}: an append answered without a result",
+                self.base
+            ))
+        })
     }
 
     async fn read_stream(

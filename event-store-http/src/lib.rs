@@ -4,6 +4,7 @@
 //!
 //! A crate of its own so that embedding the store pulls in no HTTP stack.
 
+mod batch;
 mod client;
 mod scope;
 pub mod server;

@@ -159,6 +159,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
         get_snapshot,
         put_snapshot,
         read_all,
+        batch,
         stats,
         head,
         subscribe,
@@ -188,6 +189,7 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
             get(get_snapshot).put(put_snapshot),
         )
         .route("/transactions", post(transaction))
+        .route("/batch", post(batch))
         .route("/all", get(read_all))
         .route("/subscriptions", get(subscribe))
         .route("/stats", get(stats))
@@ -484,6 +486,64 @@ async fn transaction(
     }
     let results = state.store.append_many(appends).await?;
     Ok(json(StatusCode::OK, &WireResults { results }))
+}
+
+/// At most this many transactions in one batch.
+pub const BATCH_TRANSACTIONS_MAX: usize = 256;
+
+#[utoipa::path(post, path = "/batch", tag = "store", request_body = wire::WireBatch, responses((status = 200, description = "Each transaction's results or problem, in order; each committed or refused on its own", body = wire::WireBatchResults), (status = 400, description = "The batch itself is malformed or too large", body = wire::Problem, content_type = "application/problem+json")))]
+async fn batch(
+    State(state): State<AppState>,
+    scope: Scope,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let request: wire::WireBatch = parse_body(&body)?;
+    if request.transactions.len() > BATCH_TRANSACTIONS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "{} transactions in one batch; at most {BATCH_TRANSACTIONS_MAX}",
+            request.transactions.len()
+        )));
+    }
+    // Submitted together, so that the store's writer commits them in as
+    // few group commits as it can.
+    let outcomes = futures_util::future::join_all(
+        request
+            .transactions
+            .into_iter()
+            .map(|t| commit_one(&state, &scope, t)),
+    )
+    .await;
+    let outcomes = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(results) => wire::WireOutcome {
+                results: Some(results),
+                problem: None,
+            },
+            Err(ApiError(problem)) => wire::WireOutcome {
+                results: None,
+                problem: Some(*problem),
+            },
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &wire::WireBatchResults { outcomes }))
+}
+
+/// One transaction of a batch.
+async fn commit_one(
+    state: &AppState,
+    scope: &Scope,
+    transaction: wire::WireTransaction,
+) -> Result<Vec<event_store::AppendResult>, ApiError> {
+    let appends = transaction
+        .appends
+        .into_iter()
+        .map(wire::append_from_wire)
+        .collect::<Result<Vec<_>, Error>>()?;
+    for append in &appends {
+        scope.allow(&append.stream_id)?;
+    }
+    Ok(state.store.append_many(appends).await?)
 }
 
 #[utoipa::path(get, path = "/streams/{stream}", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("from" = Option<String>, Query, description = "start, end or a version (inclusive)"), ("direction" = Option<String>, Query, description = "forward (default) or backward"), ("max_count" = Option<usize>, Query, description = "At most this many events")), responses((status = 200, body = wire::WireSlice), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]

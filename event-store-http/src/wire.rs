@@ -113,7 +113,7 @@ impl<'de> Deserialize<'de> for WireExpected {
 }
 
 /// An event to append.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireNewEvent {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -142,12 +142,12 @@ pub struct WireAppend {
 }
 
 /// A multi-stream append.
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireTransaction {
     pub appends: Vec<WireStreamAppend>,
 }
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireStreamAppend {
     pub stream_id: String,
     /// `"any"`, `"no_stream"`, `"stream_exists"` or the version of the stream's last event.
@@ -527,6 +527,30 @@ pub fn error_of(p: Problem) -> Error {
 pub struct WireResults {
     #[schema(value_type = Vec<AppendResultSchema>)]
     pub results: Vec<AppendResult>,
+}
+
+/// Transactions sent together (`POST /batch`), each committed or refused
+/// on its own: one failing leaves the others as they are. A client sends
+/// its concurrent appends this way, so that they take one request.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WireBatch {
+    pub transactions: Vec<WireTransaction>,
+}
+
+/// What became of each transaction of a [`WireBatch`], in its order.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WireBatchResults {
+    pub outcomes: Vec<WireOutcome>,
+}
+
+/// One transaction's outcome: its results, or the problem that refused it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WireOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<AppendResultSchema>>)]
+    pub results: Option<Vec<AppendResult>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
 }
 
 /// The OpenAPI schema of [`AppendResult`], which the storage crate keeps

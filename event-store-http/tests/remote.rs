@@ -495,6 +495,152 @@ async fn read_all_comes_in_binary_to_the_client_and_in_json_to_curl() {
     );
 }
 
+/// A router in front of the store's that counts the transactions each
+/// request to `/batch` carries, and can answer `/batch` in its place.
+#[derive(Clone, Copy, PartialEq)]
+enum BatchRoute {
+    /// Passed on, counted.
+    Served,
+    /// Committed, then the answer cut short (a connection lost after the
+    /// request went through).
+    AnswerLost,
+    /// Unknown, as to a server of an earlier release.
+    Missing,
+}
+
+async fn serve_batches(route: BatchRoute) -> (Served, Arc<std::sync::Mutex<Vec<usize>>>) {
+    use axum::extract::Request;
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    let inner = router(Arc::new(store.clone()), ServerConfig::default());
+    let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = batches.clone();
+    let app = axum::Router::new().fallback(move |request: Request| {
+        let inner = inner.clone();
+        let seen = seen.clone();
+        async move {
+            if request.uri().path() != "/batch" {
+                return inner.oneshot(request).await.unwrap();
+            }
+            if route == BatchRoute::Missing {
+                return axum::http::StatusCode::NOT_FOUND.into_response();
+            }
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let batch: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            seen.lock()
+                .unwrap()
+                .push(batch["transactions"].as_array().unwrap().len());
+            let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+            let answer = inner.oneshot(request).await.unwrap();
+            if route == BatchRoute::AnswerLost {
+                return (axum::http::StatusCode::OK, "{\"outcomes\": [").into_response();
+            }
+            answer
+        }
+    });
+    use axum::response::IntoResponse;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        Served {
+            store,
+            addr,
+            _dir: dir,
+        },
+        batches,
+    )
+}
+
+/// Concurrent appends of one client share requests, and each is still
+/// committed or refused on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_requests_and_succeed_or_fail_alone() {
+    let (served, batches) = serve_batches(BatchRoute::Served).await;
+    let remote = client(served.addr).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..64u64 {
+        let remote = remote.clone();
+        tasks.spawn(async move {
+            let stream = sid(&format!("w-{w}"));
+            for n in 0..20u64 {
+                // Writer 0 names a wrong version on its last append.
+                let expected = if w == 0 && n == 19 {
+                    ExpectedVersion::Exact(3)
+                } else if n == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(n)
+                };
+                match remote.append(&stream, expected, vec![event(n)]).await {
+                    Ok(result) => assert_eq!(result.first_version, n + 1),
+                    Err(Error::WrongExpectedVersion { current, .. }) => {
+                        assert_eq!((w, n, current), (0, 19, 19));
+                    }
+                    Err(other) => panic!("writer {w}, append {n}: {other:?}"),
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert_eq!(served.store.head().await.unwrap(), Position(64 * 20 - 1));
+    let batches = batches.lock().unwrap().clone();
+    let carried: usize = batches.iter().sum();
+    assert_eq!(carried, 64 * 20);
+    assert!(
+        batches.len() < carried && batches.iter().any(|n| *n > 1),
+        "{} requests for {carried} appends",
+        batches.len()
+    );
+}
+
+/// A batch whose answer is lost after it committed: an append anchored
+/// by its expected version is asked again alone and found committed; one
+/// that is not is reported as indeterminate, never sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_batch_answer_is_settled_per_append() {
+    let (served, _) = serve_batches(BatchRoute::AnswerLost).await;
+    let remote = client(served.addr).await;
+    let anchored = remote
+        .append(&sid("a"), ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    assert!(anchored.already_committed, "{anchored:?}");
+    let unanchored = remote
+        .append(&sid("b"), ExpectedVersion::Any, vec![event(2)])
+        .await;
+    assert!(
+        matches!(unanchored, Err(Error::Indeterminate(_))),
+        "{unanchored:?}"
+    );
+    // Each was committed once.
+    assert_eq!(served.store.head().await.unwrap(), Position(2));
+}
+
+/// A server without `/batch` (an earlier release) takes each append alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_batches_takes_appends_alone() {
+    let (served, batches) = serve_batches(BatchRoute::Missing).await;
+    let remote = client(served.addr).await;
+    for n in 0..3 {
+        let expected = if n == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(n)
+        };
+        remote
+            .append(&sid("c"), expected, vec![event(n)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(served.store.head().await.unwrap(), Position(3));
+    assert!(batches.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn the_api_is_described_at_openapi_json() {
     let served = serve(StoreOptions::default(), ServerConfig::default()).await;
