@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# annals's store server (`annals store`, HTTP/1.1 + JSON) beside
+# annals's store server (`annals store`, HTTP/1.1) beside
 # tephra-server 0.4.4 (TCP, length-prefixed protobuf) and UmaDB 0.7.8
 # (gRPC), all on loopback, driven by one client program (driver/) with one
 # workload: guarded appends of one 200-byte JSON event by 1, 8 and 64
@@ -71,7 +71,8 @@ install_peer umadb 0.7.8 umadb && systems+=(umadb)
 
 log "building annals and the driver (release)"
 (cd "$root" && CARGO_TARGET_DIR=$target cargo build --release --quiet --bin annals)
-(cd "$here/driver" && CARGO_TARGET_DIR=$target cargo build --release --quiet --locked)
+# UmaDB's client compiles its protobuf definitions: protoc again.
+(cd "$here/driver" && PROTOC=$(protoc_36) CARGO_TARGET_DIR=$target cargo build --release --quiet --locked)
 annals=$target/release/annals
 driver=$target/release/bench-peers-network
 
@@ -210,11 +211,12 @@ print("\n".join(lines))
 print()
 print(f"{seconds} s per append row; one event per append; appends/s = events/s.")
 print("Clients: annals through event_store_http::RemoteStore, the client its own processes use")
-print("(HTTP/1.1 + JSON, reqwest, one pooled connection per writer in flight); tephra through")
+print("(HTTP/1.1 + JSON, reqwest; appends in flight together share POST /batch requests); tephra through")
 print("tephra-client 0.5.3's blocking Client, one TCP connection per writer thread; UmaDB through")
 print("umadb-client 0.7.8's async client, one gRPC (HTTP/2) connection per writer. Every server at")
 print("its defaults, each acknowledging an append after the fdatasync of its commit. Read all:")
-print("annals GET /all in pages of the server's maximum, one after another; tephra and UmaDB one")
+print("annals GET /all in binary pages of the server's maximum, each asked for while the one before")
+print("is read (RemoteStore::read_all_ahead); tephra and UmaDB one")
 print("streamed read. Server and driver share the machine's cores.")
 print("Per run: append p50/p99 ms; CPU µs per event of the server and of the client.")
 for r in rows:
