@@ -131,7 +131,7 @@ impl RemoteStore {
         anchored: bool,
     ) -> Result<Vec<AppendResult>> {
         if self.batcher().unsupported() {
-            return self.append_alone(&transaction, anchored).await;
+            return self.append_alone(&transaction, anchored, None).await;
         }
         let bytes = transaction
             .appends
@@ -155,10 +155,10 @@ impl RemoteStore {
         }
         match answer.await {
             Ok(Outcome::Answered(result)) => result,
-            Ok(Outcome::Unsupported) => self.append_alone(&kept, anchored).await,
+            Ok(Outcome::Unsupported) => self.append_alone(&kept, anchored, None).await,
             Ok(Outcome::Lost(why)) if anchored => {
                 tracing::warn!(store = %self.url(), error = %why, "the answer to a batch of appends was lost; asking the store again");
-                self.append_alone(&kept, anchored).await
+                self.append_alone(&kept, anchored, Some(why)).await
             }
             Ok(Outcome::Lost(why)) => Err(Error::Indeterminate(format!(
                 "the answer from {} was lost ({why}), and an append without an expected \
@@ -167,7 +167,10 @@ impl RemoteStore {
             ))),
             // The caller sending the batch stopped waiting for it, or the
             // runtime is shutting down: it may have been sent.
-            Err(_) if anchored => self.append_alone(&kept, anchored).await,
+            Err(_) if anchored => {
+                let why = "the request carrying it was abandoned".to_owned();
+                self.append_alone(&kept, anchored, Some(why)).await
+            }
             Err(_) => Err(Error::Indeterminate(format!(
                 "the request to {} was abandoned before its answer",
                 self.url()
@@ -175,14 +178,17 @@ impl RemoteStore {
         }
     }
 
-    /// One transaction alone, as `/transactions` takes it.
+    /// One transaction alone, as `/transactions` takes it; `lost` says why
+    /// the answer to an earlier sending of it was lost, if it was (it may
+    /// then be committed already, whatever the store answers now).
     async fn append_alone(
         &self,
         transaction: &WireTransaction,
         anchored: bool,
+        lost: Option<String>,
     ) -> Result<Vec<AppendResult>> {
         let results: wire::WireResults = self
-            .send_append("/transactions", transaction, anchored)
+            .settle_append("/transactions", transaction, anchored, lost)
             .await?;
         Ok(results.results)
     }

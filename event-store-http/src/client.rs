@@ -208,11 +208,20 @@ impl RemoteStore {
     /// expected version anchors nothing (`Any`, `StreamExists`) is not sent
     /// again, since a retry could then commit it twice; its lost answer is
     /// [`Error::Indeterminate`] at once.
-    pub(crate) async fn send_append<B: serde::Serialize + Sync, T: serde::de::DeserializeOwned>(
+    ///
+    /// `lost` says why the answer to an earlier sending of the append was
+    /// lost, if it was (batches, see `batch`): then even a connection
+    /// refused at once does not mean that nothing was written, and the
+    /// store is asked again as above.
+    pub(crate) async fn settle_append<
+        B: serde::Serialize + Sync,
+        T: serde::de::DeserializeOwned,
+    >(
         &self,
         path: &str,
         body: &B,
         anchored: bool,
+        lost: Option<String>,
     ) -> Result<T> {
         let deadline = std::time::Instant::now() + self.options.outcome_wait;
         // Asking again: from 50 ms, doubling up to a second, until the
@@ -221,7 +230,7 @@ impl RemoteStore {
             event_store::pauses::doubling(Duration::from_millis(50), Duration::from_secs(1))
                 .build();
         // Why the first answer was lost, once it was.
-        let mut lost: Option<String> = None;
+        let mut lost = lost;
         loop {
             match self.request(Method::POST, path).json(body).send().await {
                 Ok(response) if response.status().is_success() => {

@@ -504,6 +504,9 @@ enum BatchRoute {
     /// Committed, then the answer cut short (a connection lost after the
     /// request went through).
     AnswerLost,
+    /// As `AnswerLost`, and the first append sent alone afterwards finds
+    /// the store unavailable (restarting).
+    AnswerLostThenUnavailable,
     /// Unknown, as to a server of an earlier release.
     Missing,
 }
@@ -516,10 +519,30 @@ async fn serve_batches(route: BatchRoute) -> (Served, Arc<std::sync::Mutex<Vec<u
     let inner = router(Arc::new(store.clone()), ServerConfig::default());
     let batches = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = batches.clone();
+    let unavailable_once = Arc::new(AtomicBool::new(
+        route == BatchRoute::AnswerLostThenUnavailable,
+    ));
     let app = axum::Router::new().fallback(move |request: Request| {
         let inner = inner.clone();
         let seen = seen.clone();
+        let unavailable_once = unavailable_once.clone();
         async move {
+            if request.uri().path() == "/transactions"
+                && unavailable_once.swap(false, Ordering::SeqCst)
+            {
+                let problem = serde_json::json!({
+                    "type": "urn:annals:problem:store-unavailable",
+                    "title": "Store unavailable",
+                    "status": 503,
+                    "detail": "restarting",
+                });
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    [("content-type", "application/problem+json")],
+                    problem.to_string(),
+                )
+                    .into_response();
+            }
             if request.uri().path() != "/batch" {
                 return inner.oneshot(request).await.unwrap();
             }
@@ -534,7 +557,10 @@ async fn serve_batches(route: BatchRoute) -> (Served, Arc<std::sync::Mutex<Vec<u
                 .push(batch["transactions"].as_array().unwrap().len());
             let request = Request::from_parts(parts, axum::body::Body::from(bytes));
             let answer = inner.oneshot(request).await.unwrap();
-            if route == BatchRoute::AnswerLost {
+            if matches!(
+                route,
+                BatchRoute::AnswerLost | BatchRoute::AnswerLostThenUnavailable
+            ) {
                 return (axum::http::StatusCode::OK, "{\"outcomes\": [").into_response();
             }
             answer
@@ -619,6 +645,21 @@ async fn a_lost_batch_answer_is_settled_per_append() {
     );
     // Each was committed once.
     assert_eq!(served.store.head().await.unwrap(), Position(2));
+}
+
+/// After a lost batch answer, a store that cannot answer yet does not make
+/// the append "not written": it may be committed, and it is asked again
+/// until the store says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_unavailable_after_a_lost_batch_answer_is_asked_again() {
+    let (served, _) = serve_batches(BatchRoute::AnswerLostThenUnavailable).await;
+    let remote = client(served.addr).await;
+    let answer = remote
+        .append(&sid("a"), ExpectedVersion::NoStream, vec![event(1)])
+        .await
+        .unwrap();
+    assert!(answer.already_committed, "{answer:?}");
+    assert_eq!(served.store.head().await.unwrap(), Position(1));
 }
 
 /// A server without `/batch` (an earlier release) takes each append alone.
