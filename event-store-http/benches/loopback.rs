@@ -201,11 +201,17 @@ fn consume(events: &[RecordedEvent]) {
     }
 }
 
-async fn in_process(store: &Store, page: usize) -> u64 {
+/// Reads every page from the start, each asked for once the one before
+/// was consumed, and counts the events.
+async fn read_pages<F, Fut>(mut page_from: F) -> u64
+where
+    F: FnMut(Position) -> Fut,
+    Fut: std::future::Future<Output = Vec<RecordedEvent>>,
+{
     let mut from = Position(1);
     let mut count = 0;
     loop {
-        let events = store.read_all(from, page).await.unwrap();
+        let events = page_from(from).await;
         let Some(last) = events.last() else {
             return count;
         };
@@ -213,50 +219,33 @@ async fn in_process(store: &Store, page: usize) -> u64 {
         from = Position(last.position.0 + 1);
         count += events.len() as u64;
     }
+}
+
+async fn in_process(store: &Store, page: usize) -> u64 {
+    read_pages(|from| async move { store.read_all(from, page).await.unwrap() }).await
 }
 
 async fn json_pages(url: &str, page: usize) -> u64 {
     http_edge::tls::install_default_provider();
     let http = reqwest::Client::new();
-    let mut from = 1;
-    let mut count = 0;
-    loop {
-        let body: WireEvents = http
+    read_pages(|from| {
+        let request = http
             .get(format!("{url}/all"))
-            .query(&[("from", from), ("max_count", page as u64)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let events: Vec<RecordedEvent> = body
-            .events
-            .into_iter()
-            .map(wire::event_from_wire)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let Some(last) = events.last() else {
-            return count;
-        };
-        consume(&events);
-        from = last.position.0 + 1;
-        count += events.len() as u64;
-    }
+            .query(&[("from", from.0), ("max_count", page as u64)]);
+        async move {
+            let body: WireEvents = request.send().await.unwrap().json().await.unwrap();
+            body.events
+                .into_iter()
+                .map(wire::event_from_wire)
+                .collect::<Result<_, _>>()
+                .unwrap()
+        }
+    })
+    .await
 }
 
 async fn binary_pages(remote: &RemoteStore, page: usize) -> u64 {
-    let mut from = Position(1);
-    let mut count = 0;
-    loop {
-        let events = remote.read_all(from, page).await.unwrap();
-        let Some(last) = events.last() else {
-            return count;
-        };
-        consume(&events);
-        from = Position(last.position.0 + 1);
-        count += events.len() as u64;
-    }
+    read_pages(|from| async move { remote.read_all(from, page).await.unwrap() }).await
 }
 
 async fn pages_ahead(remote: &RemoteStore, page: usize) -> u64 {

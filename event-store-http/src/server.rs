@@ -476,15 +476,7 @@ async fn transaction(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let request: wire::WireTransaction = parse_body(&body)?;
-    let appends = request
-        .appends
-        .into_iter()
-        .map(wire::append_from_wire)
-        .collect::<Result<Vec<_>, Error>>()?;
-    for append in &appends {
-        scope.allow(&append.stream_id)?;
-    }
-    let results = state.store.append_many(appends).await?;
+    let results = commit_one(&state, &scope, request).await?;
     Ok(json(StatusCode::OK, &WireResults { results }))
 }
 
@@ -529,7 +521,7 @@ async fn batch(
     Ok(json(StatusCode::OK, &wire::WireBatchResults { outcomes }))
 }
 
-/// One transaction of a batch.
+/// One transaction (alone, or one of a batch).
 async fn commit_one(
     state: &AppState,
     scope: &Scope,
