@@ -61,11 +61,13 @@
 //! made. It is written when the store closes (and at open) once at least
 //! 65,536 slots (`INDEX_TAIL_MIN`) follow those it covers, and it is only a cache:
 //! it names record slots, every lookup reads the record back and checks
-//! its checksum and full subject hash, and an index that does not fit the
-//! log (its last covered slot reads differently, the log is shorter) or
-//! fails its checksums is set aside and the log read whole. A block of it
-//! damaged after open makes the subjects it would hold read as damaged,
-//! with a message saying how to rebuild it.
+//! its checksum and full subject hash. An index that does not fit the log
+//! (its last covered slot reads differently, the log is shorter) or whose
+//! header or meta section fails its checksum is set aside and the log read
+//! whole. An entry block is checked when a lookup first reads it: a
+//! damaged one makes the subjects whose search reads it report damage,
+//! with a message saying how to rebuild the index, and the next close
+//! rebuilds it from the whole log.
 //!
 //! **Earlier versions** kept one file per subject
 //! (`<sha256(subject)>.key` / `.erased`). Opening migrates them: their
