@@ -198,7 +198,8 @@ impl SubjectTable {
     }
 
     /// Subjects the table knows (reads every index entry's record: for
-    /// tests and messages).
+    /// tests only).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         let in_memory = self.learned();
         let indexed = self.index.as_ref().map_or(0, |index| {
