@@ -10,7 +10,15 @@
 //!    the process checks (hash, constant-time comparison, role);
 //! 3. `annals serve` with API keys and TLS (a certificate of a CA generated
 //!    here, which the clients trust): what a deployment on a network runs;
-//! 4. `annals command-api` talking to `annals store` over loopback.
+//! 4. `annals command-api` talking to `annals store` over loopback;
+//! 5. `annals serve --no-metrics`: the all-in-one without its metrics
+//!    (every HTTP request, append, group commit and projector batch is
+//!    otherwise recorded), for the cost of recording them (target: metrics
+//!    on at least 97% of off).
+//!
+//! And appends alone: `CLIENTS` `RemoteStore` clients appending one event
+//! each to their own stream through `annals store` with and without
+//! `--no-metrics` (same target).
 //!
 //! Printed with the disk's raw fdatasync rates measured in the same run and
 //! directory (appending to a file and overwriting a preallocated one), and
@@ -18,9 +26,9 @@
 //! all-in-one's (the target for keys and TLS: 85% or more). The load generator runs in this process, on the same two
 //! cores as the servers.
 //!
-//! The all-in-one deployments with and without keys and TLS run in
-//! `ANNALS_BENCH_ROUNDS` rounds (default 3) of alternating order; the
-//! table shows the round whose share is the median.
+//! Each comparison (keys and TLS, metrics off, store appends with metrics
+//! off) runs in `ANNALS_BENCH_ROUNDS` rounds (default 3) of alternating
+//! order; the table shows the round whose share is the median.
 //!
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: next to the
 //! target dir); `ANNALS_BENCH_SECONDS` the length of each timed workload
@@ -229,9 +237,24 @@ fn main() {
         settle(&dir);
         measured
     };
-    let rounds = secured_rounds(rounds, run);
+    let secured = paired_rounds(rounds, [Deployment::Serve, Deployment::ServeKeysTls], &run);
+    let metrics = paired_rounds(
+        rounds,
+        [Deployment::ServeNoMetrics, Deployment::Serve],
+        &run,
+    );
     let authenticated = run(Deployment::ServeKeys, "keys");
     let remote = run(Deployment::Remote, "remote");
+    let appends = paired_rounds(
+        rounds,
+        [Deployment::StoreNoMetrics, Deployment::Store],
+        &|d, name| {
+            let dir = root.path().join(name);
+            let measured = runtime.block_on(d.measure_appends(&dir, duration));
+            settle(&dir);
+            measured
+        },
+    );
 
     println!(
         "Commands over HTTP: {CLIENTS} concurrent clients, {customers} customers, fsync on every commit, \
@@ -239,10 +262,11 @@ fn main() {
         duration.as_secs()
     );
     let deployments = [
-        ("all in one (`annals serve`)", &rounds.plain),
+        ("all in one (`annals serve`)", &secured.first),
         ("all in one with API keys", &authenticated),
-        ("all in one with API keys and TLS", &rounds.secured),
+        ("all in one with API keys and TLS", &secured.second),
         ("command API → `annals store` over loopback", &remote),
+        ("all in one, `--no-metrics`", &metrics.first),
     ];
     print_table(&deployments, &baselines);
     // A refused or failed command is rot (a rule the workload no longer
@@ -254,58 +278,92 @@ fn main() {
             "{name}: commands failed"
         );
     }
+    secured.print_shares("API keys and TLS ÷ plain, commands/s", 85);
+    metrics.print_shares("metrics on ÷ --no-metrics, commands/s", 97);
     println!(
-        "\nAPI keys and TLS ÷ plain, commands/s, per round ({}, order alternating): {}; median {} (target: 85% or more)",
-        rounds.shares.len(),
-        rounds
-            .shares
-            .iter()
-            .map(|share| percent(*share, 0))
-            .collect::<Vec<_>>()
-            .join(", "),
-        percent(rounds.shares[rounds.median], 0),
+        "\nAppends through `annals store`: {CLIENTS} RemoteStore clients, one event per append, \
+         each its own stream, {} s",
+        duration.as_secs()
     );
+    print_appends(&appends, &baselines);
+    for m in [&appends.first, &appends.second] {
+        assert_eq!(m.load.failures, 0, "appends failed");
+    }
+    appends.print_shares("metrics on ÷ --no-metrics, appends/s", 97);
 }
 
-/// The all-in-one deployment with and without keys and TLS, over rounds.
-struct Rounds {
+/// Two deployments measured over rounds: `first` is what `second` is
+/// compared with.
+struct Rounds<T> {
     /// The median round's measurements.
-    plain: Measured,
-    secured: Measured,
-    /// Each round's share: secured ÷ plain commands/s.
+    first: T,
+    second: T,
+    /// Each round's share: second ÷ first.
     shares: Vec<f64>,
     median: usize,
 }
 
-/// All in one with and without keys and TLS, in `rounds` rounds whose
-/// order alternates, so that a drift of the disk or the machine during the
-/// run weighs on both alike; the share is the median of the rounds'.
-fn secured_rounds(rounds: usize, run: impl Fn(Deployment, &str) -> Measured) -> Rounds {
-    let mut plain_rounds = Vec::new();
-    let mut secured_rounds = Vec::new();
+/// What a comparison of rounds compares: operations per second.
+trait Rated {
+    fn rate(&self) -> f64;
+}
+
+impl Rated for Measured {
+    fn rate(&self) -> f64 {
+        self.commands.rate()
+    }
+}
+
+impl<T> Rounds<T> {
+    /// One line: each round's share and the median, beside the target.
+    fn print_shares(&self, what: &str, target_percent: u32) {
+        println!(
+            "\n{what}, per round ({}, order alternating): {}; median {} (target: {target_percent}% or more)",
+            self.shares.len(),
+            self.shares
+                .iter()
+                .map(|share| percent(*share, 0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            percent(self.shares[self.median], 0),
+        );
+    }
+}
+
+/// `pair` measured in `rounds` rounds whose order alternates, so that a
+/// drift of the disk or the machine during the run weighs on both alike;
+/// the share is the median of the rounds'.
+fn paired_rounds<T: Rated>(
+    rounds: usize,
+    pair: [Deployment; 2],
+    run: &impl Fn(Deployment, &str) -> T,
+) -> Rounds<T> {
+    let mut firsts = Vec::new();
+    let mut seconds = Vec::new();
     for round in 0..rounds {
         let order = if round % 2 == 0 {
-            [Deployment::Serve, Deployment::ServeKeysTls]
+            [(0, pair[0]), (1, pair[1])]
         } else {
-            [Deployment::ServeKeysTls, Deployment::Serve]
+            [(1, pair[1]), (0, pair[0])]
         };
-        for deployment in order {
+        for (which, deployment) in order {
             let measured = run(deployment, &format!("{deployment:?}-{round}"));
-            match deployment {
-                Deployment::Serve => plain_rounds.push(measured),
-                _ => secured_rounds.push(measured),
+            if which == 0 {
+                firsts.push(measured);
+            } else {
+                seconds.push(measured);
             }
         }
     }
-    let shares: Vec<f64> = plain_rounds
+    let shares: Vec<f64> = firsts
         .iter()
-        .zip(&secured_rounds)
-        .map(|(plain, secured)| ratio(secured.commands.rate(), plain.commands.rate()))
+        .zip(&seconds)
+        .map(|(first, second)| ratio(second.rate(), first.rate()))
         .collect();
     let median = median_index(&shares).unwrap();
     Rounds {
-        plain: plain_rounds.swap_remove(median),
-        secured: secured_rounds.swap_remove(median),
+        first: firsts.swap_remove(median),
+        second: seconds.swap_remove(median),
         shares,
         median,
     }
@@ -358,6 +416,12 @@ enum Deployment {
     ServeKeysTls,
     /// `annals command-api` in front of `annals store` over loopback.
     Remote,
+    /// `annals serve --no-metrics`.
+    ServeNoMetrics,
+    /// `annals store`, for appends alone.
+    Store,
+    /// `annals store --no-metrics`, for appends alone.
+    StoreNoMetrics,
 }
 
 impl Deployment {
@@ -380,8 +444,12 @@ impl Deployment {
             "0",
         ];
         match self {
-            Deployment::Serve => {
-                let server = Server::start(&serve, "listening on");
+            Deployment::Serve | Deployment::ServeNoMetrics => {
+                let mut args = serve.to_vec();
+                if matches!(self, Deployment::ServeNoMetrics) {
+                    args.push("--no-metrics");
+                }
+                let server = Server::start(&args, "listening on");
                 measure(
                     &server.url,
                     &[server.pid()],
@@ -450,6 +518,103 @@ impl Deployment {
                 drop(api);
                 measured
             }
+            Deployment::Store | Deployment::StoreNoMetrics => {
+                unreachable!("{self:?} measures appends alone")
+            }
         }
     }
+
+    /// Appends alone through `annals store` (with or without metrics):
+    /// `CLIENTS` clients, each appending one 200-byte event at a time to
+    /// its own stream with the expected version it knows.
+    async fn measure_appends(self, dir: &Path, duration: Duration) -> Appended {
+        let data = dir.to_str().unwrap();
+        let mut args = vec!["store", "--listen", "127.0.0.1:0", "--data-dir", data];
+        if matches!(self, Deployment::StoreNoMetrics) {
+            args.push("--no-metrics");
+        }
+        let store = Server::start(&args, "store listening on");
+        let remote = event_store_http::RemoteStore::connect(
+            &store.url,
+            event_store_http::RemoteOptions::default(),
+        )
+        .await
+        .unwrap();
+        let remote = Arc::new(remote);
+        let cpu_before = cpu_seconds(Some(store.pid()));
+        let started = Instant::now();
+        let load = run_clients(CLIENTS, |client| {
+            let remote = remote.clone();
+            async move {
+                use event_store::{EventStore, ExpectedVersion, NewEvent, StreamId};
+                let stream = StreamId::new(format!("bench-{client}")).unwrap();
+                let mut tally = Tally::default();
+                let mut expected = ExpectedVersion::NoStream;
+                let mut n = 0;
+                while started.elapsed() < duration {
+                    n += 1;
+                    let event = NewEvent::new("Appended", bench_harness::payload::json_200(n));
+                    let sent = Instant::now();
+                    match remote.append(&stream, expected, vec![event]).await {
+                        Ok(result) => {
+                            tally.latencies.push(sent.elapsed());
+                            expected = ExpectedVersion::Exact(result.last_version);
+                        }
+                        Err(_) => tally.failures += 1,
+                    }
+                }
+                tally
+            }
+        })
+        .await;
+        let server_cpu_us =
+            1e6 * (cpu_seconds(Some(store.pid())) - cpu_before) / load.requests().max(1) as f64;
+        Appended {
+            load,
+            server_cpu_us,
+        }
+    }
+}
+
+/// Appends alone, as measured through `annals store`.
+struct Appended {
+    load: Load,
+    /// The store process's CPU time per append, in microseconds.
+    server_cpu_us: f64,
+}
+
+impl Rated for Appended {
+    fn rate(&self) -> f64 {
+        self.load.rate()
+    }
+}
+
+/// The appends rows: with metrics off, then on.
+fn print_appends(rounds: &Rounds<Appended>, baselines: &Baselines) {
+    let mut table = Table::new()
+        .left("`annals store`")
+        .right("appends/s")
+        .right("p50 ms")
+        .right("p99 ms")
+        .right("CPU µs/append (store)")
+        .right("appends/s ÷ raw fdatasync/s")
+        .right("share of --no-metrics");
+    let off = rounds.first.rate();
+    for (name, m) in [
+        ("--no-metrics", &rounds.first),
+        ("metrics on", &rounds.second),
+    ] {
+        let [p50, p99, _, _] = m.load.latencies.summary_ms(2);
+        let [growing, _] = baselines.times(m.rate(), 1);
+        table.row([
+            name.to_owned(),
+            format!("{:.0}", m.rate()),
+            p50,
+            p99,
+            format!("{:.0}", m.server_cpu_us),
+            growing,
+            percent(ratio(m.rate(), off), 0),
+        ]);
+    }
+    table.print();
 }

@@ -256,16 +256,7 @@ async fn every_route_of_the_split_processes_needs_its_role() {
     let command_key = create_key(&keys_file, "command-api", &["read", "write"]);
     let projector_key = create_key(&keys_file, "projector", &["read"]);
     let keys_file = keys_file.to_str().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            store_dir.to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(&store_dir);
     let views = format!("sqlite://{}", dir.path().join("views.sqlite").display());
     let command = Proc::start(
         &[

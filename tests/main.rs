@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod faults;
 mod forget;
+mod metrics;
 mod pg;
 mod process;
 mod projections;

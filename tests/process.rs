@@ -68,6 +68,24 @@ impl Proc {
         Proc { child, url }
     }
 
+    /// `annals store` on a free loopback port over `data_dir`.
+    pub fn store(data_dir: &std::path::Path) -> Proc {
+        let data_dir = data_dir.to_str().unwrap();
+        Proc::start(
+            &["store", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+            "store listening on",
+        )
+    }
+
+    /// `annals serve` on a free loopback port over `data_dir`, with
+    /// `extra` arguments.
+    pub fn serve(data_dir: &std::path::Path, extra: &[&str]) -> Proc {
+        let data_dir = data_dir.to_str().unwrap();
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+        args.extend_from_slice(extra);
+        Proc::start(&args, "listening on")
+    }
+
     /// SIGKILL, as a crash would end it. Fails if the process had already
     /// exited by itself (a crash of its own would otherwise pass for one
     /// of the test's kills) or ended some other way.

@@ -156,16 +156,7 @@ async fn in_annals_serve_placing_an_order_is_enough_to_get_it_approved_or_reject
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annals_command_api_runs_the_saga_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let replica = |saga: bool| {
         let mut args = vec![
             "command-api",
@@ -234,16 +225,7 @@ async fn annals_command_api_runs_the_saga_only_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_decision_timeout_comes_from_its_flag_its_variable_or_its_default() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let base = [
         "command-api",
         "--store",
@@ -357,16 +339,7 @@ async fn a_saga_process_killed_again_and_again_decides_every_order_exactly_once(
         | 1;
     println!("seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let store_url = store.url.clone();
     // Clients go through a replica that is never killed; the saga runs in
     // another one, which is.

@@ -4,25 +4,12 @@
 //! leaving a record in the audit log; and JWTs of an identity provider
 //! standing in for keys.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::auth::{create_key, create_key_with, http};
 use crate::process::{Proc, annals, output_within};
-
-fn serve(data: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(&args, "listening on")
-}
 
 async fn problem(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
@@ -58,7 +45,7 @@ async fn a_cross_site_form_cannot_erase_or_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     // Authentication off, as on a developer's machine: the case a page in
     // the developer's browser could exploit.
-    let serve = serve(&dir.path().join("data"), &[]);
+    let serve = Proc::serve(&dir.path().join("data"), &[]);
     let http = http();
     let id = register(&http, &serve.url, None).await;
 
@@ -137,7 +124,7 @@ async fn a_key_over_its_rate_is_answered_429_with_retry_after() {
     let data = dir.path().join("data");
     let token = create_key(&data.join("api-keys.jsonl"), "reader", &["read"]);
     let other = create_key(&data.join("api-keys.jsonl"), "other", &["read"]);
-    let serve = serve(&data, &["--rate-limit-per-second", "5"]);
+    let serve = Proc::serve(&data, &["--rate-limit-per-second", "5"]);
     let http = http();
     let url = format!("{}/openapi.json", serve.url);
     let mut limited = None;
@@ -187,16 +174,7 @@ async fn a_key_limited_to_a_stream_prefix_touches_only_those_streams() {
         &["--stream-prefix", "tenant-a-"],
     );
     let full = create_key(&keys_file, "full", &["read", "write"]);
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(&data);
     let http = http();
     let append = |stream: &str, token: &str| {
         http.post(format!("{}/streams/{stream}", store.url))
@@ -284,7 +262,7 @@ async fn a_key_limited_to_a_stream_prefix_touches_only_those_streams() {
     drop(store);
 
     // Such a key is for the store: the command and query APIs refuse it.
-    let serve = serve(&data, &[]);
+    let serve = Proc::serve(&data, &[]);
     let answer = http
         .get(format!("{}/openapi.json", serve.url))
         .bearer_auth(&tenant)
@@ -303,7 +281,7 @@ async fn every_admin_action_is_in_the_audit_log_with_who_and_what() {
     let keys_file = data.join("api-keys.jsonl");
     let admin = create_key(&keys_file, "operator", &["admin", "write", "read"]);
     let reader = create_key(&keys_file, "reader", &["read"]);
-    let serve = serve(&data, &[]);
+    let serve = Proc::serve(&data, &[]);
     let http = http();
     let id = register(&http, &serve.url, Some(&admin)).await;
 
@@ -459,7 +437,7 @@ async fn a_jwt_of_the_identity_provider_stands_in_for_a_key() {
     let idp = IdentityProvider::new();
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, idp.jwks.to_string()).unwrap();
-    let serve = serve(
+    let serve = Proc::serve(
         &data,
         &[
             "--jwt-jwks",

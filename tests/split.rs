@@ -368,16 +368,7 @@ fn cli(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_shows_in_status_and_is_skipped_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().join("store").to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(&dir.path().join("store"));
     let views = format!("sqlite://{}", dir.path().join("views.sqlite").display());
     let projector = Proc::start(
         &[
@@ -501,16 +492,7 @@ async fn the_split_processes_create_a_missing_view_database_on_first_start() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let commands = Proc::start(
         &[
             "command-api",

@@ -358,16 +358,7 @@ async fn a_store_written_by_the_single_currency_release_serves_money_in_euros() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_over_http_serves_old_events_at_the_current_version() {
     let dir = copy_of_fixture();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let http = http();
     let (status, all) = get(&http, &format!("{}/all?from=1&max_count=100", store.url)).await;
     assert_eq!(status, 200, "{all}");

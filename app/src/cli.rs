@@ -354,6 +354,11 @@ pub(crate) struct HttpOptions {
           default_value_t = http_edge::ServeConfig::CONNECTIONS_MAX_DEFAULT as u32,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections_max: u32,
+    /// Record no metrics and serve no `GET /metrics` (by default every
+    /// process serves them, in the Prometheus text format, to the `read`
+    /// role).
+    #[arg(long, env = "ANNALS_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 /// How to use the view database.

@@ -323,6 +323,9 @@ struct HealthApi;
 fn with_health_paths(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::OpenApi;
     openapi.merge(HealthApi::openapi());
+    if let Some(metrics) = crate::telemetry::openapi() {
+        openapi.merge(metrics);
+    }
     openapi
 }
 

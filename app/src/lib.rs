@@ -138,6 +138,7 @@ mod sagas;
 mod serve;
 mod settings;
 mod setup;
+mod telemetry;
 pub mod testkit;
 mod verify;
 

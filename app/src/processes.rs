@@ -13,6 +13,7 @@ use crate::setup::{
     RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
     open_embedded, query_config, scheme, serve_config, view_db_options,
 };
+use crate::telemetry::{self, Scrape};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs, StoreArgs};
 
 /// The HTTP side every split process but the store sets up first, before
@@ -100,7 +101,14 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
                 ),
                 Rule::Store,
             )
-            .merge(access.protect(access.audit_routes(), Rule::Store));
+            .merge(access.protect(access.audit_routes(), Rule::Store))
+            .merge(access.protect(
+                telemetry::routes(Scrape {
+                    store: Some(layered.events().clone()),
+                    ..Scrape::default()
+                }),
+                Rule::Needs(Role::Read),
+            ));
         let addr = listener
             .local_addr()
             .context("reading the listening address")?;
@@ -144,14 +152,25 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let router = health::with_fallbacks(routes.merge(access.health_routes(
-        Readiness {
-            store: Some(store.events().clone()),
+    let metrics = access.protect(
+        telemetry::routes(Scrape {
             sagas: sagas.as_ref().map(RunningSagas::handles),
-            ..Readiness::default()
-        },
-        document,
-    )));
+            ..Scrape::default()
+        }),
+        Rule::Needs(Role::Read),
+    );
+    let router = health::with_fallbacks(
+        routes
+            .merge(access.health_routes(
+                Readiness {
+                    store: Some(store.events().clone()),
+                    sagas: sagas.as_ref().map(RunningSagas::handles),
+                    ..Readiness::default()
+                },
+                document,
+            ))
+            .merge(metrics),
+    );
     let served = edge.serve("command API", router, &stop).await;
     stop.trigger();
     let finished = match sagas {
@@ -184,6 +203,10 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                     &format!("{} query API", app.name),
                     [query_api::openapi(&app.queries)],
                 ),
+            ))
+            .merge(access.protect(
+                telemetry::routes(Scrape::default()),
+                Rule::Needs(Role::Read),
             )),
     );
     let served = edge.serve("query API", router, &stop).await;
@@ -223,6 +246,14 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                     &format!("{} projector admin API", app.name),
                     [projector::admin_openapi()],
                 ),
+            ))
+            .merge(access.protect(
+                telemetry::routes(Scrape {
+                    log: Some(store.events().clone()),
+                    projector: Some(running.handle.clone()),
+                    ..Scrape::default()
+                }),
+                Rule::Needs(Role::Read),
             )),
     );
     let served = edge.serve("projector", router, &stop).await;

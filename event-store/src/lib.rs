@@ -28,6 +28,7 @@ pub mod pauses;
 pub mod personal;
 mod rawjson;
 mod subscription;
+pub mod telemetry;
 mod types;
 pub mod upcast;
 mod verify;

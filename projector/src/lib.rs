@@ -44,6 +44,7 @@ mod schema;
 mod status;
 mod swap;
 mod tables;
+pub mod telemetry;
 pub mod time;
 
 pub use admin::{openapi as admin_openapi, router as admin_router, routes as admin_routes};

@@ -450,6 +450,7 @@ impl TrackRunner<'_> {
 
     /// Remembers a transient problem for the status page.
     fn note_transient(&self, error: &str) {
+        crate::telemetry::retrying(self.name(), self.track);
         tracing::warn!(projection = self.name(), track = self.track.as_str(), %error, "retrying");
         self.reg.note_problem(self.track, error);
     }
@@ -702,6 +703,7 @@ impl TrackRunner<'_> {
         reason: &str,
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
+        crate::telemetry::failed(self.name(), self.track);
         tracing::error!(
             projection = self.name(),
             track = self.track.as_str(),
@@ -826,6 +828,7 @@ impl TrackRunner<'_> {
             }
         }
         tx.commit().await?;
+        crate::telemetry::batch_committed(self.name(), self.track, to.0 - from.0);
         Ok(Attempt::Committed)
     }
 }

@@ -35,16 +35,7 @@ async fn a_view_database_outage_is_answered_at_once_and_the_projector_resumes_af
     let proxy = Proxy::start(&db.server_addr()).await;
     let proxied = db.url_through(proxy.url.trim_start_matches("http://"));
     let dir = tempfile::tempdir().unwrap();
-    let store = Proc::start(
-        &[
-            "store",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        "store listening on",
-    );
+    let store = Proc::store(dir.path());
     let commands = Proc::start(
         &[
             "command-api",

@@ -31,18 +31,26 @@ pub async fn serve_http(
     config: http_edge::ServeConfig,
     stop: &Stop,
 ) -> std::io::Result<()> {
-    let app =
+    let mut app =
         http_edge::deadline::answer_within(app, Duration::from_millis(http.request_timeout_ms))
             .layer(axum::middleware::from_fn(
                 http_edge::cross_site::refuse_cross_site,
             ));
+    if !http.no_metrics {
+        app = app.layer(axum::middleware::from_fn(crate::telemetry::track_requests));
+    }
     http_edge::serve(listener, app, config, stop.wait()).await
 }
 
 /// How a process serves HTTP: the limits of `http`, and TLS from its
 /// certificate and key files when given (read here, so a missing or
-/// invalid file stops the start with one line naming it).
+/// invalid file stops the start with one line naming it). Installs the
+/// process's metrics recorder unless `--no-metrics`.
 pub fn serve_config(http: &crate::HttpOptions) -> anyhow::Result<http_edge::ServeConfig> {
+    // First, so that the store opened next records from its start.
+    if !http.no_metrics {
+        crate::telemetry::install();
+    }
     let tls = match (&http.tls_cert, &http.tls_key) {
         (Some(cert), Some(key)) => Some(http_edge::tls::server_config(cert, key)?),
         (None, None) => None,

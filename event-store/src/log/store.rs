@@ -332,9 +332,9 @@ fn check_format(fs: &dyn crate::log::fs::Fs, dir: &Path) -> Result<()> {
     }
 }
 
-#[async_trait]
-impl EventStore for Store {
-    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+impl Store {
+    /// Hands `appends` to the writer and waits for its answer.
+    async fn append_now(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let encoded_len = self.validate(&appends)?;
         if let Some(reason) = self.inner().failure.lock().clone() {
             return Err(Error::Poisoned(reason));
@@ -350,6 +350,16 @@ impl EventStore for Store {
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+#[async_trait]
+impl EventStore for Store {
+    async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let started = std::time::Instant::now();
+        let outcome = self.append_now(appends).await;
+        crate::telemetry::appended(&outcome, started);
+        outcome
     }
 
     async fn read_stream(

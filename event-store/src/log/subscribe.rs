@@ -33,6 +33,7 @@ async fn run(
     tx: mpsc::Sender<Result<RecordedEvent>>,
     mut head: watch::Receiver<HeadSignal>,
 ) {
+    let _counted = crate::telemetry::SubscriptionGauge::open();
     let page = inner
         .options
         .subscription_buffer

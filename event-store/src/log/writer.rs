@@ -523,30 +523,40 @@ impl Writer {
                 Err(e) => Err(("reserving space for", e, false)),
                 Ok(()) => match self.file.write_all_at(&group.buf, self.len) {
                     Err(e) => Err(("writing", e, false)),
-                    Ok(()) => self.file.sync_data().map_err(|e| ("syncing", e, true)),
+                    Ok(()) => {
+                        let syncing = std::time::Instant::now();
+                        self.file
+                            .sync_data()
+                            .map(|()| syncing.elapsed())
+                            .map_err(|e| ("syncing", e, true))
+                    }
                 },
             };
-            if let Err((what, e, indeterminate)) = result {
-                let reason = format!(
-                    "{what} {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
-                    group.buf.len(),
-                    self.path.display(),
-                    self.len
-                );
-                self.poison(reason.clone());
-                // Refusals too: what they were weighed against may be lost.
-                for (reply, _) in group.waiting.drain(..) {
-                    let _ = reply.send(Err(if indeterminate {
-                        Error::Indeterminate(reason.clone())
-                    } else {
-                        Error::Poisoned(reason.clone())
-                    }));
+            let synced = match result {
+                Ok(synced) => synced,
+                Err((what, e, indeterminate)) => {
+                    let reason = format!(
+                        "{what} {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
+                        group.buf.len(),
+                        self.path.display(),
+                        self.len
+                    );
+                    self.poison(reason.clone());
+                    // Refusals too: what they were weighed against may be lost.
+                    for (reply, _) in group.waiting.drain(..) {
+                        let _ = reply.send(Err(if indeterminate {
+                            Error::Indeterminate(reason.clone())
+                        } else {
+                            Error::Poisoned(reason.clone())
+                        }));
+                    }
+                    group.buf.clear();
+                    group.events.clear();
+                    group.versions.clear();
+                    return;
                 }
-                group.buf.clear();
-                group.events.clear();
-                group.versions.clear();
-                return;
-            }
+            };
+            crate::telemetry::group_committed(group.events.len(), synced);
             self.len += group.buf.len() as u64;
             self.publish(group);
             // Before the answers, so that a caller answered finds the

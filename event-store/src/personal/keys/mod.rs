@@ -534,11 +534,13 @@ impl KeyStore {
         let Some(Op::Create(missing)) = self.missing(subjects)? else {
             return Ok(());
         };
+        let keyed = missing.len();
         let rest = self.hand_out(missing)?;
-        if rest.is_empty() {
-            return Ok(());
+        if !rest.is_empty() {
+            self.create(Op::Create(rest)).await?;
         }
-        self.create(Op::Create(rest)).await
+        crate::telemetry::subjects_keyed(keyed);
+        Ok(())
     }
 
     /// Queues a creation and waits until it is durable.
@@ -756,7 +758,9 @@ impl KeyStore {
             Op::Forget(subject_hash(subject), subject.to_owned()),
             Reply::Async(tx),
         )?;
-        rx.await.map_err(|_| writer_gone())?
+        rx.await.map_err(|_| writer_gone())??;
+        crate::telemetry::erased();
+        Ok(())
     }
 
     /// The creation request for the subjects the log does not know yet.
