@@ -18,5 +18,7 @@ mod saga;
 mod security;
 mod split;
 mod tls;
+mod traces;
+
 mod upcast;
 mod walkthrough;

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub fn annals() -> Command {
@@ -15,6 +15,8 @@ pub fn annals() -> Command {
 pub struct Proc {
     child: Child,
     pub url: String,
+    /// Every line it wrote to stderr so far.
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proc {
@@ -39,9 +41,12 @@ impl Proc {
         let role = args.first().copied().unwrap_or("annals").to_string();
         // Keep draining stderr (and show it) so the child never blocks on a
         // full pipe; the first lines also go to the channel.
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let keeping = kept.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("annals {role}: {line}");
+                keeping.lock().unwrap().push(line.clone());
                 let _ = lines_tx.send(line);
             }
         });
@@ -65,7 +70,16 @@ impl Proc {
                 }
             }
         };
-        Proc { child, url }
+        Proc {
+            child,
+            url,
+            stderr: kept,
+        }
+    }
+
+    /// The lines it wrote to stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
     }
 
     /// `annals store` on a free loopback port over `data_dir`.

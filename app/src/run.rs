@@ -38,22 +38,39 @@ pub(crate) fn main(app: App) -> ExitCode {
         | Action::Audit(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only for a person at a terminal: a log file or a
-        // collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logs(default_level);
     match run(cli, &app) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}: {}", app.name, one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr at `ANNALS_LOG` (an `EnvFilter`: `info`,
+/// `warn,annals=debug`, ...; `default_level` without it), as text, or as
+/// one JSON object per line with `ANNALS_LOG_FORMAT=json` (each with the
+/// fields of the spans it is in: a request's id, route and correlation
+/// id, a saga event's position).
+fn init_logs(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ANNALS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    } else {
+        // Colours only for a person at a terminal: a log file or a
+        // collector gets plain text.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
 

@@ -210,26 +210,80 @@ const SCRAPED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Counts every request by route template (`unmatched` for paths no
-/// route has), method and status, and times it to its answer's head.
-pub async fn track_requests(request: Request, next: Next) -> Response {
+/// Whether a process records metrics, for [`observe`].
+#[derive(Debug, Clone, Copy)]
+pub struct Observe {
+    pub metrics: bool,
+}
+
+/// The header a request may name itself with, echoed on the answer (a
+/// fresh id when absent or not a plain token of at most 128 characters).
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Runs each request in a `request` span (its id, method, route template;
+/// the command routes add the correlation id), so that every line logged
+/// while it runs names them, logs its answer at debug level, echoes
+/// `X-Request-Id`, and, with metrics on, counts it by route template
+/// (`unmatched` for paths no route has), method and status and times it
+/// to its answer's head.
+pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = method_label(request.method());
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| plain_token(v))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let trace_id = request
+        .headers()
+        .get(command_api::trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(command_api::TraceParent::parse)
+        .map(|t| t.trace_id());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method,
+        route = %route,
+        trace_id = trace_id.as_deref(),
+        correlation_id = tracing::field::Empty,
+    );
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
-        .record(started.elapsed());
-    metrics::counter!(
-        HTTP_REQUESTS,
-        "route" => route,
-        "method" => method,
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    span.in_scope(|| {
+        tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
+    });
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    if observe.metrics {
+        metrics::histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
+            .record(elapsed);
+        metrics::counter!(
+            HTTP_REQUESTS,
+            "route" => route,
+            "method" => method,
+            "status" => status.to_string()
+        )
+        .increment(1);
+    }
     response
+}
+
+/// A request id a client may choose: 1 to 128 letters, digits and
+/// `-_.:` (so that it is safe in a log line and a header).
+fn plain_token(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// A method as a label: the standard ones by name, any other as `other`

@@ -27,6 +27,7 @@ pub mod idempotency;
 mod json_event;
 pub mod saga;
 pub mod testkit;
+pub mod trace;
 
 pub use aggregate::{
     Aggregate, AggregateCommand, DecodeError, DomainError, DomainEvent, decode_data,
@@ -47,6 +48,7 @@ pub use saga::{
     Saga, SagaConfig, SagaContext, SagaError, SagaFailure, SagaHandle, SagaRunner, SagaState,
     SagaStatus, SagaStopped,
 };
+pub use trace::TraceParent;
 
 /// `upcasters` with the events annals itself writes declared at their
 /// current schema versions: idempotency records, fences and saga

@@ -23,7 +23,8 @@ pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
 /// and timeouts of `config`, with its TLS (see [`http_edge::serve()`]), and
 /// the request deadline of `http` ([`http_edge::deadline`]), refusing
 /// state-changing requests a cross-site form could send
-/// ([`http_edge::cross_site`]).
+/// ([`http_edge::cross_site`]); each request in a span, counted in the
+/// metrics ([`crate::telemetry::observe`]).
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -31,14 +32,18 @@ pub async fn serve_http(
     config: http_edge::ServeConfig,
     stop: &Stop,
 ) -> std::io::Result<()> {
-    let mut app =
+    let observe = crate::telemetry::Observe {
+        metrics: !http.no_metrics,
+    };
+    let app =
         http_edge::deadline::answer_within(app, Duration::from_millis(http.request_timeout_ms))
             .layer(axum::middleware::from_fn(
                 http_edge::cross_site::refuse_cross_site,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                observe,
+                crate::telemetry::observe,
             ));
-    if !http.no_metrics {
-        app = app.layer(axum::middleware::from_fn(crate::telemetry::track_requests));
-    }
     http_edge::serve(listener, app, config, stop.wait()).await
 }
 

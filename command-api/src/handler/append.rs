@@ -249,6 +249,12 @@ fn event_metadata<E: DomainError>(context: &CommandContext) -> Result<Bytes, Com
     if let Some(i) = &context.idempotency {
         extra.insert("idempotency_key".into(), i.key.as_str().into());
     }
+    if let Some(traceparent) = &context.traceparent {
+        extra.insert(
+            crate::trace::TRACEPARENT.into(),
+            traceparent.to_string().into(),
+        );
+    }
     let metadata = Metadata {
         correlation_id: Some(context.correlation_id),
         causation_id: Some(context.causation_id),

@@ -5,6 +5,7 @@ use event_store::{Position, StreamId};
 use uuid::Uuid;
 
 use crate::idempotency::Idempotency;
+use crate::trace::TraceParent;
 
 /// Who issued a command, and on what conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub struct CommandContext {
     pub expected_version: Option<u64>,
     /// Makes retries of the command safe; see [`crate::idempotency`].
     pub idempotency: Option<Idempotency>,
+    /// The W3C trace the command is part of, stored in its events'
+    /// metadata as `traceparent` (see [`crate::trace`]).
+    pub traceparent: Option<TraceParent>,
 }
 
 impl CommandContext {
@@ -33,6 +37,7 @@ impl CommandContext {
             causation_id: id,
             expected_version: None,
             idempotency: None,
+            traceparent: None,
         }
     }
 
@@ -51,6 +56,13 @@ impl CommandContext {
 
     pub fn with_idempotency(mut self, idempotency: Idempotency) -> Self {
         self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// Part of trace `traceparent` (a request's, or the child of an
+    /// event's).
+    pub fn with_traceparent(mut self, traceparent: Option<TraceParent>) -> Self {
+        self.traceparent = traceparent;
         self
     }
 }

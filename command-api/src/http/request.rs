@@ -183,6 +183,13 @@ impl CommandRequest {
         Ok(Some(version))
     }
 
+    /// `traceparent`, when present and valid (an invalid one is ignored,
+    /// as W3C Trace Context asks).
+    pub fn traceparent(&self) -> Option<crate::TraceParent> {
+        let value = self.headers.get(crate::trace::TRACEPARENT)?.to_str().ok()?;
+        crate::TraceParent::parse(value)
+    }
+
     /// `X-Correlation-Id`, when present (a UUID).
     pub fn correlation_id(&self) -> Result<Option<Uuid>, Problem> {
         let Some(value) = self.headers.get(CORRELATION_ID) else {

@@ -537,6 +537,14 @@ fn context(request: &CommandRequest) -> Result<CommandContext, Problem> {
     if let Some(correlation_id) = request.correlation_id()? {
         context.correlation_id = correlation_id;
     }
+    context.traceparent = request.traceparent();
+    // The request's span (every process opens one) shows the ids in
+    // each line logged while the command runs.
+    let span = tracing::Span::current();
+    span.record(
+        "correlation_id",
+        tracing::field::display(context.correlation_id),
+    );
     context.expected_version = request.if_match()?;
     context.idempotency = request.idempotency()?;
     Ok(context)

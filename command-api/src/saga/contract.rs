@@ -15,6 +15,7 @@ use crate::aggregate::DomainError;
 use crate::error::CommandError;
 use crate::handler::CommandContext;
 use crate::idempotency::{FenceError, Fenced, Fingerprint, Idempotency, IdempotencyKey};
+use crate::trace::TraceParent;
 
 /// A process manager. Implement it and run it with a
 /// [`SagaRunner`](super::runner::SagaRunner); the runner owns delivery,
@@ -113,6 +114,8 @@ pub struct SagaContext<S> {
     name: &'static str,
     event_id: Uuid,
     correlation_id: Uuid,
+    /// The trace of the event, whose child each command is.
+    traceparent: Option<TraceParent>,
     attempt: u32,
     state: Arc<Mutex<S>>,
     clock: Arc<dyn Clock>,
@@ -139,16 +142,18 @@ impl<S> SagaContext<S> {
     ) -> Self {
         // Metadata that does not parse only loses the conversation's id;
         // the event itself then starts one.
-        let correlation_id = event
-            .metadata()
-            .ok()
+        let metadata = event.metadata().ok();
+        let correlation_id = metadata
+            .as_ref()
             .and_then(|m| m.correlation_id)
             .unwrap_or(event.id);
+        let traceparent = metadata.as_ref().and_then(crate::trace::of_event);
         Self {
             store,
             name,
             event_id: event.id,
             correlation_id,
+            traceparent,
             attempt,
             state,
             clock,
@@ -173,7 +178,7 @@ impl<S> SagaContext<S> {
     /// idempotency key `<saga>:<event id>:<step>` (the same on every
     /// delivery), a fingerprint of the step and `parts` (what identifies
     /// the command: its aggregate, its target), the event's correlation id
-    /// and its id as causation id.
+    /// and its id as causation id, and a child of the event's trace.
     pub fn command(&self, step: &str, parts: &[&[u8]]) -> Result<CommandContext, SagaError> {
         let key = idempotency_key(self.name, self.event_id, step)
             .map_err(|e| SagaError::Permanent(e.to_string()))?;
@@ -185,6 +190,7 @@ impl<S> SagaContext<S> {
         all.extend_from_slice(parts);
         Ok(CommandContext::new()
             .caused_by(self.correlation_id, self.event_id)
+            .with_traceparent(self.traceparent.as_ref().map(TraceParent::child))
             .with_idempotency(Idempotency {
                 key,
                 fingerprint: Fingerprint::of(&all),

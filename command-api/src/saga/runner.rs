@@ -542,6 +542,33 @@ async fn handle_until_done<S: Saga>(
     worker: Worker<S>,
     event: RecordedEvent,
     state: Arc<Mutex<S::State>>,
+    stop: watch::Receiver<bool>,
+) -> Done {
+    use tracing::Instrument;
+    // Every line logged while the event is handled names the flow it
+    // belongs to: its correlation id and trace id.
+    let metadata = event.metadata().ok();
+    let correlation_id = metadata.as_ref().and_then(|m| m.correlation_id);
+    let trace_id = metadata
+        .as_ref()
+        .and_then(crate::trace::of_event)
+        .map(|t| t.trace_id());
+    let span = tracing::info_span!(
+        "saga_event",
+        saga = worker.saga.name(),
+        position = event.position.0,
+        correlation_id = correlation_id.map(tracing::field::display),
+        trace_id = trace_id.as_deref(),
+    );
+    handle_in_span(worker, event, state, stop)
+        .instrument(span)
+        .await
+}
+
+async fn handle_in_span<S: Saga>(
+    worker: Worker<S>,
+    event: RecordedEvent,
+    state: Arc<Mutex<S::State>>,
     mut stop: watch::Receiver<bool>,
 ) -> Done {
     let Worker {
