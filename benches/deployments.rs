@@ -11,14 +11,15 @@
 //! 3. `annals serve` with API keys and TLS (a certificate of a CA generated
 //!    here, which the clients trust): what a deployment on a network runs;
 //! 4. `annals command-api` talking to `annals store` over loopback;
-//! 5. `annals serve --no-metrics`: the all-in-one without its metrics
-//!    (every HTTP request, append, group commit and projector batch is
-//!    otherwise recorded), for the cost of recording them (target: metrics
-//!    on at least 97% of off).
+//! 5. `annals serve --no-metrics` logging warnings only: the all-in-one
+//!    without metrics and spans, beside it with both (every HTTP request,
+//!    append, group commit and projector batch recorded, every request and
+//!    saga event in a span at the default `info` level), for their cost
+//!    (target: on at least 97% of off).
 //!
 //! And appends alone: `CLIENTS` `RemoteStore` clients appending one event
-//! each to their own stream through `annals store` with and without
-//! `--no-metrics` (same target).
+//! each to their own stream through `annals store`, with metrics and spans
+//! and without (same target).
 //!
 //! Printed with the disk's raw fdatasync rates measured in the same run and
 //! directory (appending to a file and overwriting a preallocated one), and
@@ -30,6 +31,7 @@
 //! off) runs in `ANNALS_BENCH_ROUNDS` rounds (default 3) of alternating
 //! order; the table shows the round whose share is the median.
 //!
+//! `ANNALS_BENCH_ONLY=metrics` runs the metrics comparisons alone.
 //! `ANNALS_BENCH_DIR` chooses where the data goes (default: next to the
 //! target dir); `ANNALS_BENCH_SECONDS` the length of each timed workload
 //! (default 10); `ANNALS_BENCH_CUSTOMERS` the number of customers.
@@ -237,6 +239,15 @@ fn main() {
         settle(&dir);
         measured
     };
+    if std::env::var("ANNALS_BENCH_ONLY").as_deref() == Ok("metrics") {
+        metrics_only(rounds, &run, &baselines, |d, name| {
+            let dir = root.path().join(name);
+            let measured = runtime.block_on(d.measure_appends(&dir, duration));
+            settle(&dir);
+            measured
+        });
+        return;
+    }
     let secured = paired_rounds(rounds, [Deployment::Serve, Deployment::ServeKeysTls], &run);
     let metrics = paired_rounds(
         rounds,
@@ -266,7 +277,7 @@ fn main() {
         ("all in one with API keys", &authenticated),
         ("all in one with API keys and TLS", &secured.second),
         ("command API → `annals store` over loopback", &remote),
-        ("all in one, `--no-metrics`", &metrics.first),
+        ("all in one, `--no-metrics`, no spans", &metrics.first),
     ];
     print_table(&deployments, &baselines);
     // A refused or failed command is rot (a rule the workload no longer
@@ -279,7 +290,7 @@ fn main() {
         );
     }
     secured.print_shares("API keys and TLS ÷ plain, commands/s", 85);
-    metrics.print_shares("metrics on ÷ --no-metrics, commands/s", 97);
+    metrics.print_shares("metrics and spans on ÷ off, commands/s", 97);
     println!(
         "\nAppends through `annals store`: {CLIENTS} RemoteStore clients, one event per append, \
          each its own stream, {} s",
@@ -289,7 +300,33 @@ fn main() {
     for m in [&appends.first, &appends.second] {
         assert_eq!(m.load.failures, 0, "appends failed");
     }
-    appends.print_shares("metrics on ÷ --no-metrics, appends/s", 97);
+    appends.print_shares("metrics and spans on ÷ off, appends/s", 97);
+}
+
+/// `ANNALS_BENCH_ONLY=metrics`: the two comparisons of metrics and spans
+/// on and off alone.
+fn metrics_only(
+    rounds: usize,
+    run: &impl Fn(Deployment, &str) -> Measured,
+    baselines: &Baselines,
+    append: impl Fn(Deployment, &str) -> Appended,
+) {
+    let metrics = paired_rounds(rounds, [Deployment::ServeNoMetrics, Deployment::Serve], run);
+    print_table(
+        &[
+            ("all in one, `--no-metrics`, no spans", &metrics.first),
+            ("all in one (`annals serve`)", &metrics.second),
+        ],
+        baselines,
+    );
+    metrics.print_shares("metrics and spans on ÷ off, commands/s", 97);
+    let appends = paired_rounds(
+        rounds,
+        [Deployment::StoreNoMetrics, Deployment::Store],
+        &append,
+    );
+    print_appends(&appends, baselines);
+    appends.print_shares("metrics and spans on ÷ off, appends/s", 97);
 }
 
 /// Two deployments measured over rounds: `first` is what `second` is
@@ -446,10 +483,15 @@ impl Deployment {
         match self {
             Deployment::Serve | Deployment::ServeNoMetrics => {
                 let mut args = serve.to_vec();
-                if matches!(self, Deployment::ServeNoMetrics) {
+                // Off: no metrics, and no spans (only warnings logged);
+                // on: metrics, and every request in a span (`info`).
+                let level = if matches!(self, Deployment::ServeNoMetrics) {
                     args.push("--no-metrics");
-                }
-                let server = Server::start(&args, "listening on");
+                    "warn"
+                } else {
+                    "info"
+                };
+                let server = Server::start_logging(&args, "listening on", level);
                 measure(
                     &server.url,
                     &[server.pid()],
@@ -530,10 +572,13 @@ impl Deployment {
     async fn measure_appends(self, dir: &Path, duration: Duration) -> Appended {
         let data = dir.to_str().unwrap();
         let mut args = vec!["store", "--listen", "127.0.0.1:0", "--data-dir", data];
-        if matches!(self, Deployment::StoreNoMetrics) {
+        let level = if matches!(self, Deployment::StoreNoMetrics) {
             args.push("--no-metrics");
-        }
-        let store = Server::start(&args, "store listening on");
+            "warn"
+        } else {
+            "info"
+        };
+        let store = Server::start_logging(&args, "store listening on", level);
         let remote = event_store_http::RemoteStore::connect(
             &store.url,
             event_store_http::RemoteOptions::default(),
@@ -598,11 +643,11 @@ fn print_appends(rounds: &Rounds<Appended>, baselines: &Baselines) {
         .right("p99 ms")
         .right("CPU µs/append (store)")
         .right("appends/s ÷ raw fdatasync/s")
-        .right("share of --no-metrics");
+        .right("share of off");
     let off = rounds.first.rate();
     for (name, m) in [
-        ("--no-metrics", &rounds.first),
-        ("metrics on", &rounds.second),
+        ("`--no-metrics`, no spans", &rounds.first),
+        ("metrics and spans", &rounds.second),
     ] {
         let [p50, p99, _, _] = m.load.latencies.summary_ms(2);
         let [growing, _] = baselines.times(m.rate(), 1);

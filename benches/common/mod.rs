@@ -20,10 +20,18 @@ impl Server {
         self.child.id()
     }
 
+    /// Starts `annals <args>` logging warnings only (request and saga
+    /// spans then cost nothing) and waits for `announce` on stderr.
     pub fn start(args: &[&str], announce: &str) -> Server {
+        Server::start_logging(args, announce, "warn")
+    }
+
+    /// [`Server::start`] logging at `level` (`info`: every request and
+    /// saga event in a span, as a server runs by default).
+    pub fn start_logging(args: &[&str], announce: &str, level: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
             .args(args)
-            .env("ANNALS_LOG", "warn")
+            .env("ANNALS_LOG", level)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
