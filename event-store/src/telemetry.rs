@@ -18,7 +18,7 @@ use metrics::{Counter, Histogram};
 
 use crate::{AppendResult, Error, Result};
 
-/// Appends by outcome ([`OUTCOMES`]): `committed`, `replayed` (found whole where a retry
+/// Appends by outcome: `committed`, `replayed` (found whole where a retry
 /// would have put it), `conflict` (expected version or event id),
 /// `refused` (invalid, over a limit, read-only) or `failed` (the writer
 /// failed or the store closed).
