@@ -131,6 +131,14 @@ fn verify_reports_a_healthy_directory_and_damage() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    let json = run(annals()
+        .args(["verify", "--json", "--data-dir"])
+        .arg(dir.path()));
+    assert!(json.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["segments"], 1, "{report}");
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 
     std::fs::create_dir_all(dir.path().join("events")).unwrap();
     std::fs::write(
@@ -142,6 +150,21 @@ fn verify_reports_a_healthy_directory_and_damage() {
     assert_eq!(bad.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&bad.stdout);
     assert!(stdout.contains("DAMAGE"), "{stdout}");
+    let json = run(annals()
+        .args(["verify", "--json", "--data-dir"])
+        .arg(dir.path()));
+    assert_eq!(json.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    let problem = &report["problems"][0];
+    assert!(
+        problem["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("0000000001.seg"),
+        "{report}"
+    );
+    assert!(problem["offset"].is_u64() && problem["detail"].is_string());
 
     // The key store counts, here in the per-subject files of an old
     // release (read only: the fixture is not migrated).
@@ -517,4 +540,31 @@ fn the_applications_settings_are_flags_of_the_processes_that_run_sagas() {
     let out = run(annals().args(["store", "--order-decision-timeout-ms", "5"]));
     let line = one_line_failure(&out);
     assert!(line.contains("--order-decision-timeout-ms"), "{line}");
+}
+
+/// `annals status --json` prints the admin API's answer for a script to
+/// read, with the same exit status as the table.
+#[test]
+fn status_prints_the_projections_as_json_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        dir.path(),
+        "listening on",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(crate::split::wait_ready(&crate::split::http(), &serve.url));
+    let out = run(annals().args(["status", "--json", "--url", &serve.url]));
+    assert!(out.status.success(), "{out:?}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let projections = answer["projections"].as_array().unwrap();
+    let names: Vec<&str> = projections
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"customers"), "{answer}");
+    for projection in projections {
+        assert!(projection["state"].is_string(), "{projection}");
+        assert!(projection["position"].is_u64(), "{projection}");
+    }
 }

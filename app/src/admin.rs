@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::{AdminArgs, ProjectionArgs};
+use crate::{ProjectionArgs, StatusArgs};
 
 #[derive(Debug, Deserialize)]
 struct List {
@@ -112,18 +112,24 @@ fn line(s: &Status) -> String {
 
 const HEADER: &str = "projection   state            position         head        lag   events/s";
 
-pub async fn status(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let base = args.url.trim_end_matches('/');
-    let list: List = call(
-        client(&args.credentials)?.get(format!("{base}/projections")),
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let admin = &args.admin;
+    let base = admin.url.trim_end_matches('/');
+    let answer: serde_json::Value = call(
+        client(&admin.credentials)?.get(format!("{base}/projections")),
         base,
     )
     .await?;
-    println!("{HEADER}");
-    let mut failed = false;
-    for s in &list.projections {
-        failed |= s.state == "failed";
-        println!("{}", line(s));
+    let list: List = serde_json::from_value(answer.clone())
+        .with_context(|| format!("{base} answered something other than the admin API's JSON"))?;
+    let failed = list.projections.iter().any(|s| s.state == "failed");
+    if args.json {
+        println!("{answer}");
+    } else {
+        println!("{HEADER}");
+        for s in &list.projections {
+            println!("{}", line(s));
+        }
     }
     // A failed projection is worth a non-zero status to a script.
     Ok(if failed {

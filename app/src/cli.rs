@@ -79,7 +79,7 @@ pub(crate) enum Action {
     /// split deployment, the address of `annals projector`).
     ///
     /// Exits with status 1 when a projection is failed.
-    Status(AdminArgs),
+    Status(StatusArgs),
     /// Skip the event a failed projection stopped on, and let it go on.
     ///
     /// The skip is recorded; a rebuild skips the same event. Give the
@@ -618,6 +618,20 @@ pub(crate) struct VerifyArgs {
     /// The data directory to check.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Print the report as one JSON object (`ok`, the counts, `problems`
+    /// with `file`, `offset` and `detail`, `notes`) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Print the projector's answer as JSON (`{"projections": [...]}`,
+    /// each as the admin API shows it) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why the command line did not parse.

@@ -9,6 +9,26 @@ use crate::VerifyArgs;
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = event_store::verify(&args.data_dir).context("cannot verify the data directory")?;
+    let code = if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            ok: bool,
+            #[serde(flatten)]
+            report: &'a event_store::VerifyReport,
+        }
+        let json = serde_json::to_string(&Json {
+            ok: report.is_ok(),
+            report: &report,
+        })
+        .context("writing the report as JSON")?;
+        println!("{json}");
+        return Ok(code);
+    }
     for note in &report.notes {
         println!("note: {note}");
     }
@@ -32,9 +52,5 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.spare_keys,
         if report.is_ok() { "ok" } else { "DAMAGED" }
     );
-    Ok(if report.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(code)
 }
