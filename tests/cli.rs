@@ -568,3 +568,93 @@ fn status_prints_the_projections_as_json_when_asked() {
         assert!(projection["position"].is_u64(), "{projection}");
     }
 }
+
+/// `annals dump` prints the log as JSON lines through decryption (an
+/// erased customer's name as "[erased]", another's in clear), a stream
+/// or a range of it, and refuses a range backwards or a directory in use
+/// with one line.
+#[test]
+fn dump_prints_events_as_the_apis_serve_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = start(
+        &["serve", "--listen", "127.0.0.1:0"],
+        dir.path(),
+        "listening on",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = crate::split::http();
+    let (kept, erased) = rt.block_on(async {
+        crate::split::wait_ready(&http, &serve.url).await;
+        let mut ids = Vec::new();
+        for name in ["Ada Lovelace", "Hedy Lamarr"] {
+            let (status, body) = crate::split::command(
+                &http,
+                &format!("{}/customers", serve.url),
+                &serde_json::json!({"name": name, "email": "x@example.org",
+                                    "credit_limit": crate::split::eur(100)}),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            ids.push(body["id"].as_str().unwrap().to_owned());
+        }
+        let erase = http
+            .delete(format!("{}/customers/{}/personal-data", serve.url, ids[1]))
+            .header("x-requested-with", "test")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(erase.status(), 200);
+        (ids[0].clone(), ids[1].clone())
+    });
+
+    // While serve holds the directory: one line.
+    let busy = run(annals().args(["dump", "--data-dir"]).arg(dir.path()));
+    let line = one_line_failure(&busy);
+    assert!(line.contains("in use by another process"), "{line}");
+    assert!(serve.terminate().success());
+
+    let lines = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let out = run(annals()
+            .args(["dump", "--data-dir"])
+            .arg(dir.path())
+            .args(extra));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = lines(&[]);
+    let positions: Vec<u64> = all
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    let registered = |id: &str| {
+        all.iter()
+            .find(|e| e["stream_id"] == format!("customer-{id}") && e["version"] == 1)
+            .unwrap_or_else(|| panic!("no registration of {id}"))
+            .clone()
+    };
+    assert_eq!(registered(&kept)["data"]["name"], "Ada Lovelace");
+    assert_eq!(registered(&erased)["data"]["name"], "[erased]");
+
+    let stream = format!("customer-{kept}");
+    let one = lines(&["--stream", &stream]);
+    assert!(!one.is_empty());
+    assert!(one.iter().all(|e| e["stream_id"] == stream.as_str()));
+    assert_eq!(one[0]["version"], 1);
+    let range = lines(&["--from", "2", "--to", "3"]);
+    let positions: Vec<u64> = range
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, [2, 3]);
+
+    let backwards = run(annals()
+        .args(["dump", "--from", "3", "--to", "2", "--data-dir"])
+        .arg(dir.path()));
+    let line = one_line_failure(&backwards);
+    assert!(line.contains("before --from"), "{line}");
+}

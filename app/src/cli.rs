@@ -80,6 +80,13 @@ pub(crate) enum Action {
     ///
     /// Exits with status 1 when a projection is failed.
     Status(StatusArgs),
+    /// Print a stream's events, or the log between two positions, as JSON
+    /// lines (one event per line, as the store's HTTP API shows it).
+    ///
+    /// Reads a data directory no process has open, through the
+    /// application's decryption and upcasters: what its APIs would serve,
+    /// erased personal data as "[erased]".
+    Dump(DumpArgs),
     /// Skip the event a failed projection stopped on, and let it go on.
     ///
     /// The skip is recorded; a rebuild skips the same event. Give the
@@ -622,6 +629,23 @@ pub(crate) struct VerifyArgs {
     /// with `file`, `offset` and `detail`, `notes`) instead of lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DumpArgs {
+    /// The data directory to read.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Only this stream's events (then --from and --to are versions).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// The first log position (or stream version) to print; 1 by default.
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// The last log position (or stream version) to print; the last one
+    /// by default.
+    #[arg(long)]
+    pub to: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]

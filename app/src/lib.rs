@@ -130,6 +130,7 @@
 mod admin;
 mod auth;
 mod cli;
+mod dump;
 mod health;
 mod processes;
 mod rebuild;

@@ -32,6 +32,7 @@ pub(crate) fn main(app: App) -> ExitCode {
         Action::Rebuild(_)
         | Action::Verify(_)
         | Action::Status(_)
+        | Action::Dump(_)
         | Action::Skip { .. }
         | Action::Resume(_)
         | Action::Keys(_)
@@ -133,6 +134,7 @@ fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS),
         Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args, app)),
         Action::Status(args) => runtime()?.block_on(crate::admin::status(args)),
+        Action::Dump(args) => runtime()?.block_on(crate::dump::dump(args, app)),
         Action::Skip { target, position } => {
             runtime()?.block_on(crate::admin::skip(target, position))
         }
