@@ -658,3 +658,46 @@ fn dump_prints_events_as_the_apis_serve_them() {
     let line = one_line_failure(&backwards);
     assert!(line.contains("before --from"), "{line}");
 }
+
+/// `annals dump --store URL` reads a running `annals store`; an
+/// unreachable one is one line.
+#[test]
+fn dump_reads_a_running_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Proc::store(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let answer = crate::split::http()
+            .post(format!("{}/streams/dump-test", store.url))
+            .json(&serde_json::json!({
+                "expected_version": "no_stream",
+                "events": [
+                    {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 1}},
+                    {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 2}}
+                ]
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    });
+    let out = run(annals().args(["dump", "--store", &store.url, "--stream", "dump-test"]));
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let data: Vec<&serde_json::Value> = events.iter().map(|e| &e["data"]).collect();
+    assert_eq!(
+        data,
+        [&serde_json::json!({"n": 1}), &serde_json::json!({"n": 2})]
+    );
+    let out = run(annals().args(["dump", "--store", &store.url, "--from", "2"]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+
+    let out = run(annals().args(["dump", "--store", "http://127.0.0.1:9"]));
+    let line = one_line_failure(&out);
+    assert!(line.contains("cannot reach the store"), "{line}");
+}

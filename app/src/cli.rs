@@ -83,9 +83,10 @@ pub(crate) enum Action {
     /// Print a stream's events, or the log between two positions, as JSON
     /// lines (one event per line, as the store's HTTP API shows it).
     ///
-    /// Reads a data directory no process has open, through the
-    /// application's decryption and upcasters: what its APIs would serve,
-    /// erased personal data as "[erased]".
+    /// Reads a data directory no process has open (or, with --store, a
+    /// running `annals store`), through the application's decryption and
+    /// upcasters: what its APIs would serve, erased personal data as
+    /// "[erased]".
     Dump(DumpArgs),
     /// Skip the event a failed projection stopped on, and let it go on.
     ///
@@ -636,6 +637,16 @@ pub(crate) struct DumpArgs {
     /// The data directory to read.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Read from a running `annals store` at this URL instead of a data
+    /// directory (it decrypts and upcasts; a key needs `read`).
+    #[arg(long = "store", value_name = "URL", conflicts_with = "data_dir")]
+    pub store: Option<String>,
+    /// With --store: the API key (token) to present.
+    #[arg(long = "store-key", env = "ANNALS_STORE_KEY", hide_env_values = true)]
+    pub store_key: Option<String>,
+    /// With --store: a PEM file of CA certificates to trust for https://.
+    #[arg(long = "store-ca", env = "ANNALS_STORE_CA", value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
     /// Only this stream's events (then --from and --to are versions).
     #[arg(long)]
     pub stream: Option<String>,

@@ -1,8 +1,8 @@
 //! `annals dump`: a stream's events, or the log between two positions, as
 //! JSON lines (one event per line, as the store's HTTP API shows it), read
-//! offline from a data directory through the application's decryption and
-//! upcasters: what its APIs would serve, erased personal data as
-//! `"[erased]"`.
+//! offline from a data directory, or from a running `annals store`, through
+//! the application's decryption and upcasters: what its APIs would serve,
+//! erased personal data as `"[erased]"`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +14,7 @@ use event_store::{
 };
 
 use crate::DumpArgs;
-use crate::setup::open_embedded;
+use crate::setup::{Stop, connect_store, open_embedded};
 
 /// Events read at a time.
 const PAGE: usize = 1000;
@@ -29,17 +29,38 @@ pub async fn dump(args: DumpArgs, app: &crate::App) -> anyhow::Result<ExitCode> 
         Some(id) => Some(StreamId::new(id).with_context(|| format!("{id:?} is not a stream id"))?),
         None => None,
     };
+    if let Some(url) = &args.store {
+        let remote = crate::RemoteStoreArgs {
+            url: url.clone(),
+            ca_file: args.store_ca.clone(),
+            key: args.store_key.clone(),
+            wait_seconds: 0,
+            outcome_wait_ms: 0,
+        };
+        let layered = connect_store(app, &remote, &Stop::new()).await?;
+        print(layered.events(), stream.as_ref(), &args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (store, layered) = open_embedded(&args.data_dir, StoreOptions::default(), app).await?;
+    let printed = print(layered.events(), stream.as_ref(), &args).await;
+    let closed = store.close().await.context("closing the store");
+    printed.and(closed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stream's events, or the log's, to stdout.
+async fn print(
+    events: &Arc<dyn EventStore>,
+    stream: Option<&StreamId>,
+    args: &DumpArgs,
+) -> anyhow::Result<()> {
     let out = std::io::stdout().lock();
     let mut out = std::io::BufWriter::new(out);
-    let written = match &stream {
-        Some(stream) => dump_stream(layered.events(), stream, &args, &mut out).await,
-        None => dump_positions(layered.events(), &args, &mut out).await,
-    };
-    let flushed = out.flush().context("writing to stdout");
-    let closed = store.close().await.context("closing the store");
-    written.and(flushed).and(closed)?;
-    Ok(ExitCode::SUCCESS)
+    match stream {
+        Some(stream) => dump_stream(events, stream, args, &mut out).await?,
+        None => dump_positions(events, args, &mut out).await?,
+    }
+    out.flush().context("writing to stdout")
 }
 
 /// The stream's events from version `--from` (1) to `--to` (its last).
