@@ -666,21 +666,7 @@ fn dump_reads_a_running_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = Proc::store(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let answer = crate::split::http()
-            .post(format!("{}/streams/dump-test", store.url))
-            .json(&serde_json::json!({
-                "expected_version": "no_stream",
-                "events": [
-                    {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 1}},
-                    {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 2}}
-                ]
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-    });
+    rt.block_on(crate::split::append_noted(&store.url, "dump-test", 2));
     let out = run(annals().args(["dump", "--store", &store.url, "--stream", "dump-test"]));
     assert!(out.status.success(), "{out:?}");
     let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)

@@ -319,20 +319,7 @@ async fn no_metrics_serves_none_and_keys_guard_them() {
 async fn a_store_process_reports_its_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = Proc::store(dir.path());
-    let response = http()
-        .post(format!("{}/streams/metrics-test", store.url))
-        .header("x-requested-with", "test")
-        .json(&json!({
-            "expected_version": "no_stream",
-            "events": [
-                {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 1}},
-                {"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": 2}}
-            ]
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    crate::split::append_noted(&store.url, "metrics-test", 2).await;
     let metrics = scrape(&store.url, None).await;
     assert_eq!(metrics.value("annals_store_head_position", &[]), 2.0);
     assert_eq!(

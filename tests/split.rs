@@ -34,6 +34,22 @@ pub async fn command(http: &reqwest::Client, url: &str, body: &Value) -> (u16, V
     (status, body)
 }
 
+/// Appends `Noted` events with data `{"n": 1}` ... `{"n": count}` to the
+/// new stream `stream` of the `annals store` at `store_url`, in one
+/// append.
+pub async fn append_noted(store_url: &str, stream: &str, count: u64) {
+    let events: Vec<Value> = (1..=count)
+        .map(|n| json!({"id": uuid::Uuid::now_v7(), "type": "Noted", "data": {"n": n}}))
+        .collect();
+    let response = http()
+        .post(format!("{store_url}/streams/{stream}"))
+        .json(&json!({"expected_version": "no_stream", "events": events}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
 /// Waits until `url/health/ready` answers 200.
 pub async fn wait_ready(http: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
