@@ -16,9 +16,6 @@ use event_store::{
 use crate::DumpArgs;
 use crate::setup::{Stop, connect_store, open_embedded};
 
-/// Events read at a time.
-const PAGE: usize = 1000;
-
 pub async fn dump(args: DumpArgs, app: &crate::App) -> anyhow::Result<ExitCode> {
     if let (Some(from), Some(to)) = (args.from, args.to)
         && to < from
@@ -71,9 +68,10 @@ async fn dump_stream(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut next = args.from.unwrap_or(1).max(1);
+    let page = events.read_page_max().max(1);
     loop {
         let slice = events
-            .read_stream(stream, ReadFrom::Version(next), Direction::Forward, PAGE)
+            .read_stream(stream, ReadFrom::Version(next), Direction::Forward, page)
             .await
             .with_context(|| format!("reading {stream}"))?;
         for event in &slice.events {
@@ -96,9 +94,10 @@ async fn dump_positions(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let mut next = args.from.unwrap_or(1).max(1);
+    let page_max = events.read_page_max().max(1);
     loop {
         let page = events
-            .read_all(Position(next), PAGE)
+            .read_all(Position(next), page_max)
             .await
             .with_context(|| format!("reading the log from position {next}"))?;
         let Some(last) = page.last().map(|e| e.position.0) else {

@@ -13,7 +13,7 @@ use crate::setup::{
     RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
     open_embedded, query_config, scheme, serve_config, view_db_options,
 };
-use crate::telemetry::{self, Scrape};
+use crate::telemetry::Scrape;
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs, StoreArgs};
 
 /// The HTTP side every split process but the store sets up first, before
@@ -102,13 +102,10 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
                 Rule::Store,
             )
             .merge(access.protect(access.audit_routes(), Rule::Store))
-            .merge(access.protect(
-                telemetry::routes(Scrape {
-                    store: Some(layered.events().clone()),
-                    ..Scrape::default()
-                }),
-                Rule::Needs(Role::Read),
-            ));
+            .merge(access.metrics_routes(Scrape {
+                store: Some(layered.events().clone()),
+                ..Scrape::default()
+            }));
         let addr = listener
             .local_addr()
             .context("reading the listening address")?;
@@ -152,13 +149,10 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
         &format!("{} command API", app.name),
         [app.commands.openapi()],
     );
-    let metrics = access.protect(
-        telemetry::routes(Scrape {
-            sagas: sagas.as_ref().map(RunningSagas::handles),
-            ..Scrape::default()
-        }),
-        Rule::Needs(Role::Read),
-    );
+    let metrics = access.metrics_routes(Scrape {
+        sagas: sagas.as_ref().map(RunningSagas::handles),
+        ..Scrape::default()
+    });
     let router = health::with_fallbacks(
         routes
             .merge(access.health_routes(
@@ -204,10 +198,7 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                     [query_api::openapi(&app.queries)],
                 ),
             ))
-            .merge(access.protect(
-                telemetry::routes(Scrape::default()),
-                Rule::Needs(Role::Read),
-            )),
+            .merge(access.metrics_routes(Scrape::default())),
     );
     let served = edge.serve("query API", router, &stop).await;
     views.close().await;
@@ -247,14 +238,11 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                     [projector::admin_openapi()],
                 ),
             ))
-            .merge(access.protect(
-                telemetry::routes(Scrape {
-                    log: Some(store.events().clone()),
-                    projector: Some(running.handle.clone()),
-                    ..Scrape::default()
-                }),
-                Rule::Needs(Role::Read),
-            )),
+            .merge(access.metrics_routes(Scrape {
+                log: Some(store.events().clone()),
+                projector: Some(running.handle.clone()),
+                ..Scrape::default()
+            })),
     );
     let served = edge.serve("projector", router, &stop).await;
     stop.trigger();

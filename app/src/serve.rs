@@ -20,7 +20,7 @@ use crate::setup::{
     RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_embedded,
     query_config, scheme, serve_config, serve_http, view_db_options,
 };
-use crate::telemetry::{self, Scrape};
+use crate::telemetry::Scrape;
 
 pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
     serve_until(args, app, &Stop::on_signals()?).await
@@ -110,15 +110,12 @@ async fn run(
                 Rule::Needs(Role::Read),
             ))
             .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
-            .merge(access.protect(
-                telemetry::routes(Scrape {
-                    store: Some(store.events().clone()),
-                    log: Some(store.events().clone()),
-                    projector: Some(projector.handle.clone()),
-                    sagas: Some(sagas.handles()),
-                }),
-                Rule::Needs(Role::Read),
-            ))
+            .merge(access.metrics_routes(Scrape {
+                store: Some(store.events().clone()),
+                log: Some(store.events().clone()),
+                projector: Some(projector.handle.clone()),
+                sagas: Some(sagas.handles()),
+            }))
             .merge(access.health_routes(
                 Readiness {
                     store: Some(store.events().clone()),

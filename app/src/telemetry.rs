@@ -210,12 +210,6 @@ const SCRAPED: &[(&str, &str)] = &[
     ),
 ];
 
-/// Whether a process records metrics, for [`observe`].
-#[derive(Debug, Clone, Copy)]
-pub struct Observe {
-    pub metrics: bool,
-}
-
 /// The header a request may name itself with, echoed on the answer (a
 /// fresh id when absent or not a plain token of at most 128 characters).
 pub const REQUEST_ID: &str = "x-request-id";
@@ -223,10 +217,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Runs each request in a `request` span (its id, method, route template;
 /// the command routes add the correlation id), so that every line logged
 /// while it runs names them, logs its answer at debug level, echoes
-/// `X-Request-Id`, and, with metrics on, counts it by route template
+/// `X-Request-Id`, and, while the process records metrics, counts it by route template
 /// (`unmatched` for paths no route has), method and status and times it
 /// to its answer's head.
-pub async fn observe(State(observe): State<Observe>, request: Request, next: Next) -> Response {
+pub async fn observe(request: Request, next: Next) -> Response {
     use tracing::Instrument;
     let route = request
         .extensions()
@@ -263,7 +257,7 @@ pub async fn observe(State(observe): State<Observe>, request: Request, next: Nex
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    if observe.metrics {
+    if recording() {
         metrics::histogram!(HTTP_DURATION, "route" => route.clone(), "method" => method)
             .record(elapsed);
         metrics::counter!(
@@ -323,6 +317,11 @@ impl std::fmt::Debug for Scrape {
     }
 }
 
+/// Whether this process installed its recorder (no `--no-metrics`).
+fn recording() -> bool {
+    RECORDER.get().is_some_and(Option::is_some)
+}
+
 /// `GET /metrics` when the process has a recorder; no route otherwise.
 pub fn routes(scrape: Scrape) -> Router {
     let Some(handle) = RECORDER.get().cloned().flatten() else {
@@ -337,8 +336,7 @@ pub fn routes(scrape: Scrape) -> Router {
 /// serves it.
 pub fn openapi() -> Option<utoipa::openapi::OpenApi> {
     use utoipa::OpenApi;
-    RECORDER.get()?.as_ref()?;
-    Some(MetricsApi::openapi())
+    recording().then(MetricsApi::openapi)
 }
 
 #[derive(utoipa::OpenApi)]

@@ -221,7 +221,7 @@ impl RemoteStore {
         path: &str,
         body: &B,
         anchored: bool,
-        lost: Option<String>,
+        mut lost: Option<String>,
     ) -> Result<T> {
         let deadline = std::time::Instant::now() + self.options.outcome_wait;
         // Asking again: from 50 ms, doubling up to a second, until the
@@ -229,8 +229,7 @@ impl RemoteStore {
         let mut pauses =
             event_store::pauses::doubling(Duration::from_millis(50), Duration::from_secs(1))
                 .build();
-        // Why the first answer was lost, once it was.
-        let mut lost = lost;
+        // `lost`: why the first answer was lost, once it was.
         loop {
             match self.request(Method::POST, path).json(body).send().await {
                 Ok(response) if response.status().is_success() => {

@@ -195,6 +195,12 @@ impl Access {
         )
     }
 
+    /// `GET /metrics` (see [`crate::telemetry`]) for the `read` role,
+    /// reading `scrape` into its gauges; nothing under `--no-metrics`.
+    pub fn metrics_routes(&self, scrape: crate::telemetry::Scrape) -> Router {
+        self.protect(crate::telemetry::routes(scrape), Rule::Needs(Role::Read))
+    }
+
     /// `GET /audit?last=N`, the audit log's last records (100 by default,
     /// oldest first), for the `admin` role; nothing when the process has no
     /// audit log. Protect it with [`Rule::Health`] or [`Rule::Store`].

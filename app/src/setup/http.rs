@@ -32,18 +32,12 @@ pub async fn serve_http(
     config: http_edge::ServeConfig,
     stop: &Stop,
 ) -> std::io::Result<()> {
-    let observe = crate::telemetry::Observe {
-        metrics: !http.no_metrics,
-    };
     let app =
         http_edge::deadline::answer_within(app, Duration::from_millis(http.request_timeout_ms))
             .layer(axum::middleware::from_fn(
                 http_edge::cross_site::refuse_cross_site,
             ))
-            .layer(axum::middleware::from_fn_with_state(
-                observe,
-                crate::telemetry::observe,
-            ));
+            .layer(axum::middleware::from_fn(crate::telemetry::observe));
     http_edge::serve(listener, app, config, stop.wait()).await
 }
 

@@ -131,29 +131,45 @@ impl<S> fmt::Debug for SagaContext<S> {
     }
 }
 
+/// The business flow an event belongs to, read from its metadata once
+/// per event: its conversation and its trace.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flow {
+    pub correlation_id: Uuid,
+    pub traceparent: Option<TraceParent>,
+}
+
+impl Flow {
+    /// Metadata that does not parse only loses the conversation's id; the
+    /// event itself then starts one.
+    pub fn of(event: &RecordedEvent) -> Self {
+        let metadata = event.metadata().ok();
+        Self {
+            correlation_id: metadata
+                .as_ref()
+                .and_then(|m| m.correlation_id)
+                .unwrap_or(event.id),
+            traceparent: metadata.as_ref().and_then(crate::trace::of_event),
+        }
+    }
+}
+
 impl<S> SagaContext<S> {
     pub(crate) fn new(
         store: Arc<dyn EventStore>,
         name: &'static str,
         event: &RecordedEvent,
+        flow: Flow,
         attempt: u32,
         state: Arc<Mutex<S>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        // Metadata that does not parse only loses the conversation's id;
-        // the event itself then starts one.
-        let metadata = event.metadata().ok();
-        let correlation_id = metadata
-            .as_ref()
-            .and_then(|m| m.correlation_id)
-            .unwrap_or(event.id);
-        let traceparent = metadata.as_ref().and_then(crate::trace::of_event);
         Self {
             store,
             name,
             event_id: event.id,
-            correlation_id,
-            traceparent,
+            correlation_id: flow.correlation_id,
+            traceparent: flow.traceparent,
             attempt,
             state,
             clock,

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::{Id, JoinSet};
 
 use super::checkpoint::{CHECKPOINT_EVENT_TYPE, Checkpoint, checkpoint_stream};
-use super::contract::{Saga, SagaContext, SagaError, lock};
+use super::contract::{Flow, Saga, SagaContext, SagaError, lock};
 use super::status::{MarkStopped, SagaFailure, SagaHandle, SagaState};
 
 /// How a saga is run.
@@ -546,21 +546,17 @@ async fn handle_until_done<S: Saga>(
 ) -> Done {
     use tracing::Instrument;
     // Every line logged while the event is handled names the flow it
-    // belongs to: its correlation id and trace id.
-    let metadata = event.metadata().ok();
-    let correlation_id = metadata.as_ref().and_then(|m| m.correlation_id);
-    let trace_id = metadata
-        .as_ref()
-        .and_then(crate::trace::of_event)
-        .map(|t| t.trace_id());
+    // belongs to, as the saga's commands carry it.
+    let flow = Flow::of(&event);
+    let trace_id = flow.traceparent.map(|t| t.trace_id());
     let span = tracing::info_span!(
         "saga_event",
         saga = worker.saga.name(),
         position = event.position.0,
-        correlation_id = correlation_id.map(tracing::field::display),
+        correlation_id = %flow.correlation_id,
         trace_id = trace_id.as_deref(),
     );
-    handle_in_span(worker, event, state, stop)
+    handle_in_span(worker, event, flow, state, stop)
         .instrument(span)
         .await
 }
@@ -568,6 +564,7 @@ async fn handle_until_done<S: Saga>(
 async fn handle_in_span<S: Saga>(
     worker: Worker<S>,
     event: RecordedEvent,
+    flow: Flow,
     state: Arc<Mutex<S::State>>,
     mut stop: watch::Receiver<bool>,
 ) -> Done {
@@ -588,6 +585,7 @@ async fn handle_in_span<S: Saga>(
             Arc::clone(&store),
             name,
             &event,
+            flow,
             attempt,
             Arc::clone(&state),
             Arc::clone(&clock),

@@ -747,7 +747,9 @@ impl KeyStore {
     /// Destroys the subject's key. Idempotent. Blocks while the log is
     /// written (see [`KeyStore::forget_subject`] for async code).
     pub fn forget(&self, subject: &str) -> Result<()> {
-        self.send_blocking(Op::Forget(subject_hash(subject), subject.to_owned()))
+        self.send_blocking(Op::Forget(subject_hash(subject), subject.to_owned()))?;
+        crate::telemetry::erased();
+        Ok(())
     }
 
     /// Destroys the subject's key: returns once the erasure is durable and
