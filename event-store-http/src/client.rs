@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use crate::wire::{self, Problem, ServerInfo, WireEvents, WireHead, WireLoaded, WireSlice};
 use event_store::Subscription;
 use event_store::{
-    AppendResult, Direction, EventFilter, Position, ReadFrom, RecordedEvent, Snapshot, Stats,
-    StreamAppend, StreamId, StreamSlice,
+    AppendResult, CategoryPage, Direction, EventFilter, Position, ReadFrom, RecordedEvent,
+    Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice,
 };
 use event_store::{Error, Result};
 use event_store::{EventStore, LoadedStream};
@@ -439,6 +439,25 @@ impl EventStore for RemoteStore {
     async fn head(&self) -> Result<Position> {
         let head: WireHead = self.get_json("/head").await?;
         Ok(Position(head.position))
+    }
+
+    async fn list_streams(&self, listing: StreamListing) -> Result<StreamPage> {
+        let mut query = vec![
+            ("prefix", listing.prefix),
+            ("limit", listing.limit.to_string()),
+        ];
+        if let Some(after) = listing.after {
+            query.push(("after", after));
+        }
+        let request = self.request(Method::GET, "/streams").query(&query);
+        self.decode(self.send(request).await?).await
+    }
+
+    async fn list_categories(&self, limit: usize) -> Result<CategoryPage> {
+        let request = self
+            .request(Method::GET, "/categories")
+            .query(&[("limit", limit)]);
+        self.decode(self.send(request).await?).await
     }
 
     async fn ready(&self) -> Result<()> {

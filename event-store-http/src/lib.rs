@@ -12,4 +12,4 @@ pub mod wire;
 
 pub use client::{RemoteOptions, RemoteStore};
 pub use scope::StreamScope;
-pub use server::{ServerConfig, router};
+pub use server::{ServerConfig, read_router, router};

@@ -6,6 +6,8 @@
 //! | `GET /info` | format version and read page limit |
 //! | `POST /streams/{id}` | append to one stream (`{expected_version, events}`) |
 //! | `POST /transactions` | atomic append to several streams (`{appends: [...]}`) |
+//! | `GET /streams?prefix=&after=&limit=` | list streams by prefix, paged (walks every index: for operators) |
+//! | `GET /categories?limit=` | stream categories with their streams and events |
 //! | `GET /streams/{id}?from=&direction=&max_count=` | read a stream |
 //! | `GET /streams/{id}/load?snapshot_schema=` | latest snapshot + events after it |
 //! | `GET`/`PUT /streams/{id}/snapshot` | latest snapshot / save one (`?version=&schema_version=`, body = state bytes) |
@@ -152,6 +154,8 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
         live,
         ready,
         info,
+        list_streams,
+        list_categories,
         append,
         transaction,
         read_stream,
@@ -169,6 +173,30 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 )]
 pub struct StoreApi;
 
+/// The OpenAPI description of [`read_router`]'s routes.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        info,
+        list_streams,
+        list_categories,
+        read_stream,
+        read_all,
+        stats,
+        head,
+        subscribe
+    ),
+    components(schemas(wire::Problem, wire::WireEvent))
+)]
+struct StoreReadApi;
+
+/// The OpenAPI document of [`read_router`], to nest under the prefix a
+/// process serves it at.
+pub fn read_openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    StoreReadApi::openapi()
+}
+
 async fn openapi() -> Response {
     use utoipa::OpenApi;
     json(StatusCode::OK, &StoreApi::openapi())
@@ -182,6 +210,8 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
     };
     let api = Router::new()
         .route("/info", get(info))
+        .route("/streams", get(list_streams))
+        .route("/categories", get(list_categories))
         .route("/streams/{stream}", post(append).get(read_stream))
         .route("/streams/{stream}/load", get(load))
         .route(
@@ -204,6 +234,29 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max))
+        .with_state(state)
+}
+
+/// The store's read routes alone (streams and their listing, categories,
+/// the log, subscriptions, stats, head), for a process that serves the
+/// store it uses to operators under a prefix of its own: `annals serve`
+/// and the split processes nest it at `/store` for the admin UI. No
+/// fallback (the process has its own) and no token check (its layer in
+/// front decides who may read).
+pub fn read_router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
+    let state = AppState {
+        store,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/info", get(info))
+        .route("/streams", get(list_streams))
+        .route("/categories", get(list_categories))
+        .route("/streams/{stream}", get(read_stream))
+        .route("/all", get(read_all))
+        .route("/subscriptions", get(subscribe))
+        .route("/stats", get(stats))
+        .route("/head", get(head))
         .with_state(state)
 }
 
@@ -581,6 +634,74 @@ async fn read_stream(
         .read_stream(&stream, from, direction, max_count)
         .await?;
     Ok(json(StatusCode::OK, &wire::slice_to_wire(&slice)?))
+}
+
+/// The most a listing returns in one page.
+pub const LIST_LIMIT_MAX: usize = 1000;
+const LIST_LIMIT_DEFAULT: usize = 100;
+
+/// A listing's `limit` parameter: 1 to [`LIST_LIMIT_MAX`].
+fn list_limit(pairs: &[(String, String)]) -> Result<usize, ApiError> {
+    match param::<usize>(pairs, "limit")? {
+        None => Ok(LIST_LIMIT_DEFAULT),
+        Some(n) if (1..=LIST_LIMIT_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit={n} is out of range: 1 to {LIST_LIMIT_MAX}"
+        ))),
+    }
+}
+
+#[utoipa::path(get, path = "/streams", tag = "store", params(("prefix" = Option<String>, Query, description = "Only streams whose ids start with this (default: all)"), ("after" = Option<String>, Query, description = "The previous page's `next_after`"), ("limit" = Option<usize>, Query, description = "At most this many streams, 1 to 1000 (default 100)")), responses((status = 200, description = "Streams in id order with their version and last position, how many match in all, and `next_after` when more follow. Walks every segment's index: for operators, not hot paths", body = wire::StreamPageSchema), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]
+async fn list_streams(
+    State(state): State<AppState>,
+    scope: Scope,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(query)?;
+    let prefix = param::<String>(&pairs, "prefix")?.unwrap_or_default();
+    if let Scope(Some(scope)) = &scope
+        && !scope.allows(&prefix)
+    {
+        return Err(forbidden(
+            format!(
+                "this key is limited to the streams starting with {:?}; list with one of them as the prefix",
+                scope.prefixes()
+            ),
+            None,
+        ));
+    }
+    let listing = event_store::StreamListing {
+        prefix,
+        after: param::<String>(&pairs, "after")?,
+        limit: list_limit(&pairs)?,
+    };
+    Ok(json(
+        StatusCode::OK,
+        &state.store.list_streams(listing).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/categories", tag = "store", params(("limit" = Option<usize>, Query, description = "At most this many categories, the first by name, 1 to 1000 (default 100)")), responses((status = 200, description = "Stream categories (a stream id up to its first `-`) with their streams and events; `truncated` when there are more", body = wire::CategoryPageSchema), (status = 400, body = wire::Problem, content_type = "application/problem+json")))]
+async fn list_categories(
+    State(state): State<AppState>,
+    scope: Scope,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if let Scope(Some(scope)) = &scope {
+        return Err(forbidden(
+            format!(
+                "this key is limited to the streams starting with {:?} and cannot count every category",
+                scope.prefixes()
+            ),
+            None,
+        ));
+    }
+    let pairs = query_pairs(query)?;
+    let limit = list_limit(&pairs)?;
+    Ok(json(
+        StatusCode::OK,
+        &state.store.list_categories(limit).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/streams/{stream}/load", tag = "store", params(("stream" = String, Path, description = "Stream id: ASCII letters, digits and -_.:@+=~"), ("snapshot_schema" = Option<u32>, Query, description = "Use the latest snapshot when it has this schema version")), responses((status = 200, description = "Latest snapshot and every event after it", body = WireLoaded)))]

@@ -600,6 +600,51 @@ pub struct StatsSchema {
     read_only_reason: Option<String>,
 }
 
+/// One listed stream (`GET /streams`).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = StreamSummary)]
+#[allow(dead_code, reason = "describes the JSON of StreamSummary; never built")]
+pub struct StreamSummarySchema {
+    stream_id: String,
+    /// Its version: the number of its events.
+    version: u64,
+    /// The position of its last event.
+    last_position: u64,
+}
+
+/// A page of streams (`GET /streams`).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = StreamPage)]
+#[allow(dead_code, reason = "describes the JSON of StreamPage; never built")]
+pub struct StreamPageSchema {
+    streams: Vec<StreamSummarySchema>,
+    /// How many streams start with the prefix in all.
+    matching: u64,
+    /// Set when more streams follow: the next page's `after`.
+    next_after: Option<String>,
+}
+
+/// One category's counts (`GET /categories`).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = CategoryCount)]
+#[allow(dead_code, reason = "describes the JSON of CategoryCount; never built")]
+pub struct CategoryCountSchema {
+    /// Stream ids up to their first `-`.
+    category: String,
+    streams: u64,
+    events: u64,
+}
+
+/// Categories by name (`GET /categories`).
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = CategoryPage)]
+#[allow(dead_code, reason = "describes the JSON of CategoryPage; never built")]
+pub struct CategoryPageSchema {
+    categories: Vec<CategoryCountSchema>,
+    /// Set when there were more categories than asked for.
+    truncated: bool,
+}
+
 /// The media type of a page of events in binary: for each event, its
 /// length as a little-endian u32, then its record body as the segment
 /// files hold it (`event_store::format::event`: fixed fields, then stream

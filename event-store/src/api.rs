@@ -8,8 +8,9 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::subscription::Subscription;
 use crate::types::{
-    AppendResult, Direction, EventFilter, ExpectedVersion, NewEvent, Position, ReadFrom,
-    RecordedEvent, Snapshot, Stats, StreamAppend, StreamId, StreamSlice,
+    AppendResult, CategoryPage, Direction, EventFilter, ExpectedVersion, NewEvent, Position,
+    ReadFrom, RecordedEvent, Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage,
+    StreamSlice,
 };
 
 #[async_trait]
@@ -115,6 +116,28 @@ pub trait EventStore: Send + Sync + std::fmt::Debug + 'static {
         Err(crate::Error::Unsupported(format!(
             "this store keeps no personal-data keys, so {stream_id} cannot be forgotten"
         )))
+    }
+
+    /// The streams whose ids start with `listing.prefix`, in id order after
+    /// `listing.after`, at most `listing.limit` of them, with how many
+    /// match in all. For operators (a stream browser), not for hot paths:
+    /// the segment store walks every segment's index to answer. Stores
+    /// that cannot list answer [`crate::Error::Unsupported`].
+    async fn list_streams(&self, listing: StreamListing) -> Result<StreamPage> {
+        let _ = listing;
+        Err(crate::Error::Unsupported(
+            "this store cannot list its streams".into(),
+        ))
+    }
+
+    /// The first `limit` stream categories by name (a stream id up to its
+    /// first `-`), with their streams and events; costs what
+    /// [`EventStore::list_streams`] costs.
+    async fn list_categories(&self, limit: usize) -> Result<CategoryPage> {
+        let _ = limit;
+        Err(crate::Error::Unsupported(
+            "this store cannot list its stream categories".into(),
+        ))
     }
 
     /// The largest `max_count` this store accepts for one read.

@@ -19,6 +19,7 @@
 //! the `event-store-http` crate.
 
 mod api;
+pub mod backup;
 mod error;
 mod fifo;
 pub mod format;
@@ -42,9 +43,10 @@ pub use personal::{
 };
 pub use subscription::Subscription;
 pub use types::{
-    AppendResult, Clock, Direction, EventFilter, ExpectedVersion, InvalidStreamId, Metadata,
-    NewEvent, Position, ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION, Snapshot, Stats,
-    StreamAppend, StreamId, StreamSlice, SystemClock, Timestamp,
+    AppendResult, CategoryCount, CategoryPage, Clock, Direction, EventFilter, ExpectedVersion,
+    InvalidStreamId, Metadata, NewEvent, Position, ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION,
+    Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice, StreamSummary,
+    SystemClock, Timestamp,
 };
 pub use upcast::{
     EventObject, TypedLoader, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting,

@@ -466,3 +466,50 @@ pub struct Stats {
     /// Set when the store no longer accepts appends, with the reason.
     pub read_only_reason: Option<String>,
 }
+
+/// Which streams to list: those whose ids start with `prefix`, in id
+/// order after `after`, at most `limit` of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamListing {
+    pub prefix: String,
+    /// The last stream id of the previous page (`StreamPage::next_after`).
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One listed stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSummary {
+    pub stream_id: String,
+    /// Its version: the number of its events.
+    pub version: u64,
+    /// The position of its last event.
+    pub last_position: u64,
+}
+
+/// A page of streams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPage {
+    pub streams: Vec<StreamSummary>,
+    /// How many streams start with the prefix in all (every page).
+    pub matching: u64,
+    /// Set when more streams follow: pass it as the next `after`.
+    pub next_after: Option<String>,
+}
+
+/// The streams of one category (a stream id up to its first `-`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryCount {
+    pub category: String,
+    pub streams: u64,
+    pub events: u64,
+}
+
+/// Categories by name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CategoryPage {
+    pub categories: Vec<CategoryCount>,
+    /// Set when there were more categories than asked for (the first ones
+    /// by name are given).
+    pub truncated: bool,
+}

@@ -3,6 +3,7 @@
 //! subscriptions.
 
 pub mod fs;
+pub(crate) mod listing;
 pub(crate) mod lock;
 pub(crate) mod mmap;
 pub(crate) mod read;

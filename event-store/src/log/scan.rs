@@ -270,7 +270,7 @@ impl Scanner {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::format::event::FLAG_END_OF_BATCH;
     use crate::format::frame::append_frame;

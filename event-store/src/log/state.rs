@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use crate::log::listing;
 use crate::log::segment::{ActiveSegment, Damage, SealedSegment};
 use crate::types::StreamId;
 
@@ -148,5 +149,35 @@ impl State {
             count += segment.streams_begun()?;
         }
         Ok(count)
+    }
+
+    /// What a listing of streams reads, copied under the read lock (the
+    /// active segment's streams starting with `prefix`), so that the walk
+    /// through the sealed indexes happens outside it.
+    pub fn listing_sources(&self, prefix: &str) -> crate::Result<listing::Sources> {
+        if self.log_only {
+            return Err(crate::Error::Unsupported(
+                "the store was opened to read the log in order only; its streams cannot be listed"
+                    .into(),
+            ));
+        }
+        let active = self
+            .active
+            .streams
+            .iter()
+            .filter(|(id, _)| id.as_str().starts_with(prefix))
+            .map(|(id, s)| {
+                let share = listing::Share {
+                    first_version: s.first_version,
+                    last_version: s.version,
+                    last_position: s.last_position,
+                };
+                (id.as_str().to_owned(), share)
+            })
+            .collect();
+        Ok(listing::Sources {
+            sealed: self.sealed.clone(),
+            active,
+        })
     }
 }

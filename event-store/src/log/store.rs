@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::api::EventStore;
 use crate::error::{Error, Result};
+use crate::log::listing;
 use crate::log::lock::DirLock;
 use crate::log::read;
 use crate::log::recovery::{self, RecoveryReport, write_file_durably};
@@ -29,8 +30,8 @@ use crate::log::writer::{AppendRequest, Writer, encoded_len};
 use crate::options::{StoreOptions, check_limit};
 use crate::subscription::Subscription;
 use crate::types::{
-    AppendResult, Direction, EventFilter, NewEvent, Position, ReadFrom, RecordedEvent, Snapshot,
-    Stats, StreamAppend, StreamId, StreamSlice,
+    AppendResult, CategoryPage, Direction, EventFilter, NewEvent, Position, ReadFrom,
+    RecordedEvent, Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice,
 };
 
 /// The layout version of a data directory this build reads and writes.
@@ -456,6 +457,16 @@ impl EventStore for Store {
 
     async fn head(&self) -> Result<Position> {
         Ok(Position(self.inner().state.read().head))
+    }
+
+    async fn list_streams(&self, listing: StreamListing) -> Result<StreamPage> {
+        let sources = self.inner().state.read().listing_sources(&listing.prefix)?;
+        blocking(move || listing::streams(&sources, &listing)).await
+    }
+
+    async fn list_categories(&self, limit: usize) -> Result<CategoryPage> {
+        let sources = self.inner().state.read().listing_sources("")?;
+        blocking(move || listing::categories(&sources, limit)).await
     }
 
     async fn ready(&self) -> Result<()> {

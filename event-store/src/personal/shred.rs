@@ -1011,6 +1011,14 @@ impl<S: EventStore> EventStore for Shredding<S> {
         self.inner.head().await
     }
 
+    async fn list_streams(&self, listing: crate::StreamListing) -> Result<crate::StreamPage> {
+        self.inner.list_streams(listing).await
+    }
+
+    async fn list_categories(&self, limit: usize) -> Result<crate::CategoryPage> {
+        self.inner.list_categories(limit).await
+    }
+
     async fn ready(&self) -> Result<()> {
         self.inner.ready().await
     }

@@ -11,6 +11,7 @@ mod common;
 mod concurrency;
 mod crash;
 mod faults;
+mod listing;
 mod model;
 mod personal;
 mod recovery;
