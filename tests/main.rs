@@ -19,6 +19,6 @@ mod security;
 mod split;
 mod tls;
 mod traces;
-
+mod ui;
 mod upcast;
 mod walkthrough;

@@ -120,6 +120,17 @@ pub(crate) enum Action {
     /// (the key's name) did which admin action (erasure, rebuild, skip,
     /// resume, key changes), when, and how it ended.
     Audit(AuditArgs),
+    /// Copy the store of a data directory into DIR while it runs: sealed
+    /// segments, the newest one up to its last whole batch, snapshots and
+    /// the personal-data keys, with progress. The copy is then opened (so
+    /// recovery makes it whole) and verified: exit status 1 when it does
+    /// not verify. DIR must be new or empty, on a filesystem the data
+    /// directory's host can write. Views are not copied: a process started
+    /// on a restored store rebuilds them from the log.
+    Backup(BackupArgs),
+    /// Copy a backup into a new or empty data directory, after checking it
+    /// (a damaged backup is refused), then verify the result.
+    Restore(RestoreArgs),
     /// Check every segment, index, bloom filter and snapshot file of a data
     /// directory and list each problem with its file and offset.
     ///
@@ -630,6 +641,25 @@ pub(crate) struct VerifyArgs {
     /// with `file`, `offset` and `detail`, `notes`) instead of lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BackupArgs {
+    /// Where to write the copy: a new or empty directory.
+    pub dir: PathBuf,
+    /// The data directory to copy (a running store's, or one no process
+    /// has open).
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup to restore: a directory `annals backup` wrote.
+    pub backup: PathBuf,
+    /// The data directory to restore into: new or empty.
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

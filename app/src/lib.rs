@@ -129,6 +129,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod cli;
 mod dump;
 mod health;
@@ -141,6 +142,7 @@ mod settings;
 mod setup;
 mod telemetry;
 pub mod testkit;
+mod ui;
 mod verify;
 
 use std::process::ExitCode;

@@ -14,6 +14,7 @@ use crate::setup::{
     open_embedded, query_config, scheme, serve_config, view_db_options,
 };
 use crate::telemetry::Scrape;
+use crate::ui::{Process, UiConfig};
 use crate::{CommandApiArgs, ProjectorArgs, QueryApiArgs, StoreArgs};
 
 /// The HTTP side every split process but the store sets up first, before
@@ -102,6 +103,10 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
                 Rule::Store,
             )
             .merge(access.protect(access.audit_routes(), Rule::Store))
+            .merge(crate::ui::routes(UiConfig {
+                store: Some(""),
+                ..UiConfig::new(&app.name, Process::Store)
+            }))
             .merge(access.metrics_routes(Scrape {
                 store: Some(layered.events().clone()),
                 ..Scrape::default()
@@ -147,8 +152,15 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
     );
     let document = health::merged(
         &format!("{} command API", app.name),
-        [app.commands.openapi()],
+        [app.commands.openapi(), crate::ui::store_openapi()]
+            .into_iter()
+            .chain(sagas.is_some().then(crate::sagas::status_openapi)),
     );
+    let ui = UiConfig {
+        store: Some(crate::ui::STORE_PREFIX),
+        sagas: sagas.is_some(),
+        ..UiConfig::new(&app.name, Process::CommandApi)
+    };
     let metrics = access.metrics_routes(Scrape {
         sagas: sagas.as_ref().map(RunningSagas::handles),
         ..Scrape::default()
@@ -163,7 +175,13 @@ pub async fn command_api(args: CommandApiArgs, app: &crate::App) -> anyhow::Resu
                 },
                 document,
             ))
-            .merge(metrics),
+            .merge(metrics)
+            .merge(access.store_routes(store.events().clone(), &stop))
+            .merge(match &sagas {
+                Some(sagas) => access.saga_routes(sagas.handles()),
+                None => axum::Router::new(),
+            })
+            .merge(crate::ui::routes(ui)),
     );
     let served = edge.serve("command API", router, &stop).await;
     stop.trigger();
@@ -198,7 +216,11 @@ pub async fn query_api(args: QueryApiArgs, app: &crate::App) -> anyhow::Result<(
                     [query_api::openapi(&app.queries)],
                 ),
             ))
-            .merge(access.metrics_routes(Scrape::default())),
+            .merge(access.metrics_routes(Scrape::default()))
+            .merge(crate::ui::routes(UiConfig::new(
+                &app.name,
+                Process::QueryApi,
+            ))),
     );
     let served = edge.serve("query API", router, &stop).await;
     views.close().await;
@@ -235,13 +257,19 @@ pub async fn projector(args: ProjectorArgs, app: &crate::App) -> anyhow::Result<
                 },
                 health::merged(
                     &format!("{} projector admin API", app.name),
-                    [projector::admin_openapi()],
+                    [projector::admin_openapi(), crate::ui::store_openapi()],
                 ),
             ))
             .merge(access.metrics_routes(Scrape {
                 log: Some(store.events().clone()),
                 projector: Some(running.handle.clone()),
                 ..Scrape::default()
+            }))
+            .merge(access.store_routes(store.events().clone(), &stop))
+            .merge(crate::ui::routes(UiConfig {
+                store: Some(crate::ui::STORE_PREFIX),
+                projections: true,
+                ..UiConfig::new(&app.name, Process::Projector)
             })),
     );
     let served = edge.serve("projector", router, &stop).await;

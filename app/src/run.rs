@@ -33,6 +33,8 @@ pub(crate) fn main(app: App) -> ExitCode {
         | Action::Verify(_)
         | Action::Status(_)
         | Action::Dump(_)
+        | Action::Backup(_)
+        | Action::Restore(_)
         | Action::Skip { .. }
         | Action::Resume(_)
         | Action::Keys(_)
@@ -135,6 +137,8 @@ fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
         Action::Rebuild(args) => runtime()?.block_on(crate::rebuild::rebuild(args, app)),
         Action::Status(args) => runtime()?.block_on(crate::admin::status(args)),
         Action::Dump(args) => runtime()?.block_on(crate::dump::dump(args, app)),
+        Action::Backup(args) => runtime()?.block_on(crate::backup::backup(args, app)),
+        Action::Restore(args) => runtime()?.block_on(crate::backup::restore(args, app)),
         Action::Skip { target, position } => {
             runtime()?.block_on(crate::admin::skip(target, position))
         }

@@ -335,3 +335,40 @@ mod tests {
         })
     }
 }
+
+/// `GET /sagas`: the status of each saga the process runs (state,
+/// positions, counts, last failure), for operators and the admin UI.
+pub fn status_routes(handles: Vec<SagaHandle>) -> axum::Router {
+    axum::Router::new().route(
+        "/sagas",
+        axum::routing::get(move || {
+            let handles = handles.clone();
+            async move {
+                let sagas: Vec<_> = handles.iter().map(SagaHandle::status).collect();
+                axum::Json(serde_json::json!({ "sagas": sagas }))
+            }
+        }),
+    )
+}
+
+/// The status of every saga the process runs
+#[utoipa::path(
+    get,
+    path = "/sagas",
+    tag = "sagas",
+    responses((status = 200, description = "`{\"sagas\": [...]}`: per saga its `name`, `state` (starting, running, retrying, stopped), `position` (done up to), `checkpoint`, `events_handled`, `events_skipped`, `events_in_flight`, `events_retrying`, `state_summary` and `last_error`", body = Object))
+)]
+#[allow(
+    dead_code,
+    reason = "describes the route for the OpenAPI document; never called"
+)]
+fn sagas_doc() {}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sagas_doc))]
+struct SagasApi;
+
+/// The OpenAPI document of [`status_routes`].
+pub fn status_openapi() -> utoipa::openapi::OpenApi {
+    <SagasApi as utoipa::OpenApi>::openapi()
+}

@@ -21,6 +21,7 @@ use crate::setup::{
     query_config, scheme, serve_config, serve_http, view_db_options,
 };
 use crate::telemetry::Scrape;
+use crate::ui::{Process, UiConfig};
 
 pub async fn serve(args: ServeArgs, app: &crate::App) -> anyhow::Result<()> {
     serve_until(args, app, &Stop::on_signals()?).await
@@ -96,8 +97,16 @@ async fn run(
             app.commands.openapi(),
             query_api::openapi(&app.queries),
             projector::admin_openapi(),
+            crate::ui::store_openapi(),
+            crate::sagas::status_openapi(),
         ],
     );
+    let ui = UiConfig {
+        store: Some(crate::ui::STORE_PREFIX),
+        projections: true,
+        sagas: true,
+        ..UiConfig::new(&app.name, Process::Serve)
+    };
     let router = health::with_fallbacks(
         access
             .protect(
@@ -110,6 +119,9 @@ async fn run(
                 Rule::Needs(Role::Read),
             ))
             .merge(access.protect(projector::admin_routes(handle), Rule::Needs(Role::Admin)))
+            .merge(access.store_routes(store.events().clone(), stop))
+            .merge(access.saga_routes(sagas.handles()))
+            .merge(crate::ui::routes(ui))
             .merge(access.metrics_routes(Scrape {
                 store: Some(store.events().clone()),
                 log: Some(store.events().clone()),

@@ -201,6 +201,30 @@ impl Access {
         self.protect(crate::telemetry::routes(scrape), Rule::Needs(Role::Read))
     }
 
+    /// The read routes of the store the process uses, under `/store`
+    /// (`read` role): the admin UI's stream browser, log and live tail.
+    /// Their subscriptions end when `stop` triggers.
+    pub fn store_routes(
+        &self,
+        store: Arc<dyn event_store::EventStore>,
+        stop: &crate::setup::Stop,
+    ) -> Router {
+        let config = event_store_http::ServerConfig {
+            stopping: Some(stop.watch()),
+            ..event_store_http::ServerConfig::default()
+        };
+        let routes = Router::new().nest(
+            crate::ui::STORE_PREFIX,
+            event_store_http::read_router(store, config),
+        );
+        self.protect(routes, Rule::Needs(Role::Read))
+    }
+
+    /// `GET /sagas` over `sagas` (`read` role).
+    pub fn saga_routes(&self, sagas: Vec<command_api::SagaHandle>) -> Router {
+        self.protect(crate::sagas::status_routes(sagas), Rule::Needs(Role::Read))
+    }
+
     /// `GET /audit?last=N`, the audit log's last records (100 by default,
     /// oldest first), for the `admin` role; nothing when the process has no
     /// audit log. Protect it with [`Rule::Health`] or [`Rule::Store`].
