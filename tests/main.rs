@@ -7,6 +7,7 @@
 )]
 
 mod auth;
+mod backup;
 mod cli;
 mod faults;
 mod forget;
