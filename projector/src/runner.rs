@@ -260,7 +260,9 @@ impl TrackRunner<'_> {
                     self.name()
                 );
                 tracing::error!(projection = self.name(), track = self.track.as_str(), %reason, "the event log diverged from the projection's checkpoint");
-                let failed = self.fail(cp.position, cp.position, &reason, stop).await;
+                let failed = self
+                    .fail(cp.position, cp.position, None, &reason, stop)
+                    .await;
                 Err(Next::after_failure(failed))
             }
             Err(e) => Err(self.retry(&format!("checking the checkpoint against the log: {e}"))),
@@ -389,7 +391,7 @@ impl TrackRunner<'_> {
         // so the event it could not read is the next one.
         let unreadable = position.next();
         if self.reg.wants_type(event_type) && !skipped.contains(&unreadable.0) {
-            let failed = self.fail(position, unreadable, reason, stop).await;
+            let failed = self.fail(position, unreadable, None, reason, stop).await;
             return Next::after_failure(failed);
         }
         // Not an event this projection reads (or one an operator skipped):
@@ -623,7 +625,8 @@ impl TrackRunner<'_> {
                         }
                     }
                 }
-                self.fail(before, position, &reason, stop).await
+                let event = wanted.iter().find(|e| e.position == position);
+                self.fail(before, position, event, &reason, stop).await
             }
             None => self.one_by_one(from, &wanted, to, &ids, state, stop).await,
         }
@@ -664,7 +667,9 @@ impl TrackRunner<'_> {
                         Outcome::Committed => {}
                         ended => return ended,
                     }
-                    return self.fail(before, event.position, &reason, stop).await;
+                    return self
+                        .fail(before, event.position, Some(event), &reason, stop)
+                        .await;
                 }
             }
         }
@@ -696,18 +701,25 @@ impl TrackRunner<'_> {
 
     /// Records that the event at `failed` stopped the track, whose
     /// checkpoint is `at`.
+    /// `event` is the failed event when it was read: its correlation and
+    /// W3C trace ids go into the log line, so that the failure can be
+    /// followed back to the request that caused it.
     async fn fail(
         &self,
         at: Position,
         failed: Position,
+        event: Option<&RecordedEvent>,
         reason: &str,
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
         crate::telemetry::failed(self.name(), self.track);
+        let flow = event.map(crate::telemetry::Flow::of).unwrap_or_default();
         tracing::error!(
             projection = self.name(),
             track = self.track.as_str(),
             position = failed.0,
+            correlation_id = flow.correlation_id.as_deref(),
+            trace_id = flow.trace_id.as_deref(),
             error = reason,
             "projection stopped on an event it cannot apply"
         );
