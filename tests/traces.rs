@@ -119,6 +119,7 @@ async fn a_flow_is_followed_by_its_ids_through_logs_events_and_the_saga() {
     assert_eq!(span["route"], "/orders", "{line}");
     assert_eq!(span["correlation_id"], correlation_id.as_str(), "{line}");
     assert_eq!(span["trace_id"], ORDER_TRACE, "{line}");
+    let causation_id = span["causation_id"].as_str().unwrap().to_owned();
     assert_eq!(line["fields"]["status"], 201, "{line}");
     let named = lines_in_span(&serve, "request", "request_id", "register-grace");
     assert!(
@@ -159,6 +160,28 @@ async fn a_flow_is_followed_by_its_ids_through_logs_events_and_the_saga() {
     assert!(
         streams.contains(&format!("customer-{customer_id}").as_str()),
         "the saga's reservation is in the flow: {streams:?}"
+    );
+    // The order's events name the request's causation id, and the saga
+    // lines the event they handle as theirs.
+    let placed = in_flow
+        .iter()
+        .find(|e| e.stream_id.as_str() == format!("order-{order_id}") && e.version == 1)
+        .unwrap();
+    assert_eq!(
+        placed
+            .metadata()
+            .unwrap()
+            .causation_id
+            .map(|c| c.to_string()),
+        Some(causation_id)
+    );
+    let handled = saga_lines
+        .iter()
+        .find(|l| l["span"]["position"] == placed.position.0)
+        .unwrap_or_else(|| panic!("no saga line for the order placed: {saga_lines:?}"));
+    assert_eq!(
+        handled["span"]["causation_id"],
+        placed.id.to_string().as_str()
     );
     let mut parents = Vec::new();
     for event in &in_flow {

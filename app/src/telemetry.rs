@@ -215,7 +215,7 @@ const SCRAPED: &[(&str, &str)] = &[
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// Runs each request in a `request` span (its id, method, route template;
-/// the command routes add the correlation id), so that every line logged
+/// the command routes add the correlation and causation ids), so that every line logged
 /// while it runs names them, logs its answer at debug level, echoes
 /// `X-Request-Id`, and, while the process records metrics, counts it by route template
 /// (`unmatched` for paths no route has), method and status and times it
@@ -246,6 +246,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         route = %route,
         trace_id = trace_id.as_deref(),
         correlation_id = tracing::field::Empty,
+        causation_id = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;

@@ -545,6 +545,10 @@ fn context(request: &CommandRequest) -> Result<CommandContext, Problem> {
         "correlation_id",
         tracing::field::display(context.correlation_id),
     );
+    span.record(
+        "causation_id",
+        tracing::field::display(context.causation_id),
+    );
     context.expected_version = request.if_match()?;
     context.idempotency = request.idempotency()?;
     Ok(context)

@@ -554,6 +554,8 @@ async fn handle_until_done<S: Saga>(
         saga = worker.saga.name(),
         position = event.position.0,
         correlation_id = %flow.correlation_id,
+        // The saga's commands are caused by this event.
+        causation_id = %event.id,
         trace_id = trace_id.as_deref(),
     );
     handle_in_span(worker, event, flow, state, stop)
