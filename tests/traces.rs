@@ -2,7 +2,9 @@
 //! JSON logs): a command's correlation id and W3C `traceparent` appear in
 //! that request's log lines, in its events' metadata, and in the saga's
 //! follow-up events and log lines (the same trace, a fresh parent id);
-//! `X-Request-Id` names the request in its log lines and comes back.
+//! `X-Request-Id` names the request in its log lines and comes back;
+//! with a collector named, the request spans are exported over OTLP in
+//! the caller's trace.
 
 use std::time::{Duration, Instant};
 
@@ -196,4 +198,142 @@ async fn a_flow_is_followed_by_its_ids_through_logs_events_and_the_saga() {
         parents.iter().any(|p| p != ORDER_PARENT),
         "the saga's commands are children of the order's trace: {parents:?}"
     );
+}
+
+/// A fake OpenTelemetry collector on a free loopback port taking
+/// OTLP/HTTP JSON at `/v1/traces`: its base URL and the bodies received.
+async fn collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let keep = keep.clone();
+            async move {
+                let parsed: Value = serde_json::from_slice(&body).unwrap();
+                keep.lock().unwrap().push(parsed);
+                axum::Json(json!({}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+/// Every span the collector received, with its resource's service name.
+fn spans(received: &[Value]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for body in received {
+        for resource in body["resourceSpans"].as_array().into_iter().flatten() {
+            let service = resource["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["key"] == "service.name")
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
+                for span in scope["spans"].as_array().into_iter().flatten() {
+                    out.push((service.clone(), span.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a str> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_go_to_an_otlp_collector_in_the_callers_trace() {
+    let (collector, received) = collector().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Proc::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[
+            ("ANNALS_LOG", "info"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "credit-under-test"),
+        ],
+        "listening on",
+    );
+    let registered = http()
+        .post(format!("{}/customers", serve.url))
+        .header("traceparent", format!("00-{ORDER_TRACE}-{ORDER_PARENT}-01"))
+        .json(
+            &json!({"name": "Grace Hopper", "email": "grace@example.org",
+                      "credit_limit": {"amount": 5000, "currency": "EUR"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let customer: Value = registered.json().await.unwrap();
+    let placed = http()
+        .post(format!("{}/orders", serve.url))
+        .header("traceparent", format!("00-{ORDER_TRACE}-{ORDER_PARENT}-01"))
+        .json(
+            &json!({"customer_id": customer["id"], "lines": [{"sku": "BOOK-1",
+            "quantity": 1, "unit_price": {"amount": 700, "currency": "EUR"}}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(placed.status(), 201);
+
+    // Batches leave every 100 ms: the request's span arrives, a child of
+    // the caller's span in its trace, named with its route; the saga's
+    // span for the order placed joins the same trace.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let span = loop {
+        let all = spans(&received.lock().unwrap());
+        if let Some((service, span)) = all
+            .into_iter()
+            .find(|(_, s)| s["name"] == "request" && s["traceId"] == ORDER_TRACE)
+        {
+            assert_eq!(service, "credit-under-test");
+            break span;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request span exported: {:?}",
+            received.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(span["parentSpanId"], ORDER_PARENT, "{span}");
+    assert_eq!(attribute(&span, "route"), Some("/customers"), "{span}");
+    assert!(attribute(&span, "correlation_id").is_some(), "{span}");
+    loop {
+        let all = spans(&received.lock().unwrap());
+        if all
+            .iter()
+            .any(|(_, s)| s["name"] == "saga_event" && s["traceId"] == ORDER_TRACE)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no saga span in the trace: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(serve.terminate().success());
 }

@@ -133,6 +133,7 @@ mod backup;
 mod cli;
 mod dump;
 mod health;
+mod otlp;
 mod processes;
 mod rebuild;
 mod run;

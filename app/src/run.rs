@@ -41,40 +41,54 @@ pub(crate) fn main(app: App) -> ExitCode {
         | Action::Audit(_) => "warn",
         _ => "info",
     };
-    init_logs(default_level);
-    match run(cli, &app) {
+    if let Err(e) = init_logs(default_level, &app.name) {
+        eprintln!("{}: cannot start: {}", app.name, one_line(&e));
+        return ExitCode::FAILURE;
+    }
+    let code = match run(cli, &app) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}: {}", app.name, one_line(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    crate::otlp::finish();
+    code
 }
 
 /// Logs to stderr at `ANNALS_LOG` (an `EnvFilter`: `info`,
 /// `warn,annals=debug`, ...; `default_level` without it), as text, or as
 /// one JSON object per line with `ANNALS_LOG_FORMAT=json` (each with the
 /// fields of the spans it is in: a request's id, route and correlation
-/// id, a saga event's position).
-fn init_logs(default_level: &str) {
+/// id, a saga event's position); and exports the spans over OTLP when
+/// the environment names a collector ([`crate::otlp`]).
+fn init_logs(default_level: &str, app: &str) -> anyhow::Result<()> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANNALS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("ANNALS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder
+    let json = std::env::var("ANNALS_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json_lines = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init();
-    } else {
-        // Colours only for a person at a terminal: a log file or a
-        // collector gets plain text.
-        builder
+    });
+    // Colours only for a person at a terminal: a log file or a collector
+    // gets plain text.
+    let text_lines = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    });
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(json_lines)
+        .with(text_lines)
+        .with(crate::otlp::layer(app)?)
+        .try_init()
+        .context("installing the log subscriber")
 }
 
 /// Prints a command-line error as one line (help and version go out whole),

@@ -233,12 +233,12 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| plain_token(v))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let trace_id = request
+    let traceparent = request
         .headers()
         .get(command_api::trace::TRACEPARENT)
         .and_then(|v| v.to_str().ok())
-        .and_then(command_api::TraceParent::parse)
-        .map(|t| t.trace_id());
+        .and_then(command_api::TraceParent::parse);
+    let trace_id = traceparent.map(|t| t.trace_id());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
@@ -248,6 +248,9 @@ pub async fn observe(request: Request, next: Next) -> Response {
         correlation_id = tracing::field::Empty,
         causation_id = tracing::field::Empty,
     );
+    if let Some(traceparent) = &traceparent {
+        traceparent.adopt(&span);
+    }
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -68,6 +68,25 @@ impl TraceParent {
         hex::encode(self.trace_id)
     }
 
+    /// Makes `span` a child of the span this value names, among the spans
+    /// the process exports over OpenTelemetry; a no-op when it exports
+    /// none.
+    pub fn adopt(&self, span: &tracing::Span) {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let caller = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.parent_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        );
+        // Without the export layer there is nothing to join.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(caller));
+    }
+
     /// The same trace with a fresh parent id: what a step caused by this
     /// one carries.
     pub fn child(&self) -> Self {

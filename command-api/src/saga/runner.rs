@@ -558,6 +558,9 @@ async fn handle_until_done<S: Saga>(
         causation_id = %event.id,
         trace_id = trace_id.as_deref(),
     );
+    if let Some(traceparent) = &flow.traceparent {
+        traceparent.adopt(&span);
+    }
     handle_in_span(worker, event, flow, state, stop)
         .instrument(span)
         .await
