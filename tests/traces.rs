@@ -123,6 +123,7 @@ async fn a_flow_is_followed_by_its_ids_through_logs_events_and_the_saga() {
     assert_eq!(span["trace_id"], ORDER_TRACE, "{line}");
     let causation_id = span["causation_id"].as_str().unwrap().to_owned();
     assert_eq!(line["fields"]["status"], 201, "{line}");
+    assert_eq!(span["status"], 201, "{line}");
     let named = lines_in_span(&serve, "request", "request_id", "register-grace");
     assert!(
         named.iter().any(|l| l["span"]["route"] == "/customers"),

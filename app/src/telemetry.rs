@@ -247,6 +247,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         trace_id = trace_id.as_deref(),
         correlation_id = tracing::field::Empty,
         causation_id = tracing::field::Empty,
+        status = tracing::field::Empty,
     );
     if let Some(traceparent) = &traceparent {
         traceparent.adopt(&span);
@@ -255,6 +256,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
+    span.record("status", status);
     span.in_scope(|| {
         tracing::debug!(status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
     });

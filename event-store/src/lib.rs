@@ -28,6 +28,7 @@ mod options;
 pub mod pauses;
 pub mod personal;
 mod rawjson;
+pub mod rules;
 mod subscription;
 pub mod telemetry;
 mod types;

@@ -190,6 +190,7 @@ class Check:
         if first < 1:
             raise Failure(f"the first row is at position {first}")
         self.say(f"{len(rows)} events from position {first}")
+        self.screenshot("ui-all.png")
 
     def tail(self):
         self.click_tab("tail")

@@ -26,12 +26,12 @@ use crate::log::recovery::{self, RecoveryReport, write_file_durably};
 use crate::log::shared::{HeadSignal, Inner};
 use crate::log::snapshots::{SnapshotDamage, SnapshotStore};
 use crate::log::subscribe;
-use crate::log::writer::{AppendRequest, Writer, encoded_len};
+use crate::log::writer::{AppendRequest, Writer};
 use crate::options::{StoreOptions, check_limit};
 use crate::subscription::Subscription;
 use crate::types::{
-    AppendResult, CategoryPage, Direction, EventFilter, NewEvent, Position, ReadFrom,
-    RecordedEvent, Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice,
+    AppendResult, CategoryPage, Direction, EventFilter, Position, ReadFrom, RecordedEvent,
+    Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice,
 };
 
 /// The layout version of a data directory this build reads and writes.
@@ -198,105 +198,8 @@ impl Store {
     /// Checks everything about an append that does not depend on the
     /// stream's state, so the writer only has to check versions.
     fn validate(&self, appends: &[StreamAppend]) -> Result<usize> {
-        let limits = &self.inner().options.limits;
-        if appends.is_empty() {
-            return Err(Error::InvalidAppend("no streams to append to".into()));
-        }
-        check_limit(
-            "streams_per_append_max",
-            appends.len(),
-            limits.streams_per_append_max,
-        )?;
-        let mut total = 0usize;
-        for (i, append) in appends.iter().enumerate() {
-            if appends[..i].iter().any(|a| a.stream_id == append.stream_id) {
-                return Err(Error::InvalidAppend(format!(
-                    "stream {} appears twice in one append",
-                    append.stream_id
-                )));
-            }
-            check_limit(
-                "stream_id_bytes_max",
-                append.stream_id.as_str().len(),
-                limits.stream_id_bytes_max,
-            )?;
-            if append.events.is_empty() {
-                return Err(Error::InvalidAppend(format!(
-                    "no events for stream {}",
-                    append.stream_id
-                )));
-            }
-            total += append.events.len();
-            for event in &append.events {
-                validate_event(event, limits)?;
-            }
-        }
-        check_limit("events_per_append_max", total, limits.events_per_append_max)?;
-        check_unique_ids(appends)?;
-        let bytes = encoded_len(appends);
-        check_limit("append_bytes_max", bytes, limits.append_bytes_max)?;
-        Ok(bytes)
+        crate::rules::validate(appends, &self.inner().options.limits)
     }
-}
-
-/// An event id names one event: the same id twice in one append is a
-/// mistake of the caller, refused before anything is written.
-fn check_unique_ids(appends: &[StreamAppend]) -> Result<()> {
-    let mut ids: Vec<(uuid::Uuid, &StreamId)> = appends
-        .iter()
-        .flat_map(|a| a.events.iter().map(move |e| (e.id, &a.stream_id)))
-        .collect();
-    if ids.len() < 2 {
-        return Ok(());
-    }
-    ids.sort_unstable_by_key(|(id, _)| *id);
-    match ids.windows(2).find(|w| w[0].0 == w[1].0) {
-        Some(w) => Err(Error::InvalidAppend(format!(
-            "event id {} appears twice in one append (streams {} and {})",
-            w[0].0, w[0].1, w[1].1
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn validate_event(event: &NewEvent, limits: &crate::options::Limits) -> Result<()> {
-    if event.event_type.is_empty() {
-        return Err(Error::InvalidAppend(
-            "an event type must not be empty".into(),
-        ));
-    }
-    check_limit(
-        "event_type_bytes_max",
-        event.event_type.len(),
-        limits.event_type_bytes_max,
-    )?;
-    if event.event_type.chars().any(char::is_control) {
-        return Err(Error::InvalidAppend(format!(
-            "event type {:?} contains control characters",
-            event.event_type
-        )));
-    }
-    check_limit(
-        "event_bytes_max",
-        event.data.len() + event.metadata.len(),
-        limits.event_bytes_max,
-    )?;
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&event.data).is_err() {
-        return Err(Error::InvalidAppend(format!(
-            "data of event {} ({}) is not valid JSON",
-            event.id, event.event_type
-        )));
-    }
-    if !event.metadata.is_empty()
-        && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&event.metadata)
-            .is_err()
-    {
-        return Err(Error::InvalidAppend(format!(
-            "metadata of event {} ({}) is not a JSON object",
-            event.id, event.event_type
-        )));
-    }
-    Ok(())
 }
 
 fn check_format(fs: &dyn crate::log::fs::Fs, dir: &Path) -> Result<()> {

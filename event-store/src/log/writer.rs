@@ -31,9 +31,9 @@ use crate::log::segment::{
     index_file_name,
 };
 use crate::log::shared::Inner;
+use crate::rules::{self, Plan};
 use crate::types::{
-    AppendResult, Direction, ExpectedVersion, Position, ReadFrom, RecordedEvent, StreamAppend,
-    StreamId,
+    AppendResult, Direction, Position, ReadFrom, RecordedEvent, StreamAppend, StreamId,
 };
 
 /// At most this many queued requests are committed by one fsync.
@@ -70,6 +70,27 @@ pub(crate) struct Writer {
     _lock: DirLock,
 }
 
+/// What the writer knows of a stream while it decides an append: the
+/// durable log plus this group's accepted appends.
+struct GroupLookup<'a> {
+    writer: &'a Writer,
+    group: &'a Group,
+}
+
+impl rules::Lookup for GroupLookup<'_> {
+    fn current_version(&self, stream_id: &StreamId) -> Result<u64> {
+        self.writer.current_version(stream_id, self.group)
+    }
+
+    fn ids(&self, stream_id: &StreamId, first: u64, last: u64) -> Option<Vec<Uuid>> {
+        self.writer.durable_ids(stream_id, first, last)
+    }
+
+    fn stored(&self, stream_id: &StreamId, first: u64, last: u64) -> Result<Vec<RecordedEvent>> {
+        self.writer.stored(stream_id, first, last, self.group)
+    }
+}
+
 /// One group commit in the making.
 struct Group {
     buf: Vec<u8>,
@@ -88,45 +109,6 @@ struct PendingEvent {
     version: u64,
     position: u64,
     offset: u32,
-}
-
-enum Plan {
-    /// New events, each stream's after the version given (in append order).
-    Write(Vec<u64>),
-    /// Every event was committed before: answer with where they are.
-    AlreadyCommitted(Vec<AppendResult>),
-}
-
-/// One stream's part of an append, against what the stream holds.
-enum Check {
-    /// New events after the stream's current version.
-    Write(u64),
-    /// Its events are committed, ids and content alike.
-    Replay(AppendResult),
-    /// Its ids are committed, with other content (the first such id).
-    OtherContent(AppendResult, Uuid),
-}
-
-/// The same event, byte for byte: what a retry sends again.
-fn same_content(stored: &RecordedEvent, new: &crate::types::NewEvent) -> bool {
-    stored.event_type == new.event_type
-        && stored.schema_version == new.schema_version
-        && stored.data == new.data
-        && stored.metadata == new.metadata
-}
-
-fn id_conflict(
-    append: &StreamAppend,
-    event_id: Uuid,
-    detail: String,
-    committed: Option<Vec<AppendResult>>,
-) -> Error {
-    Error::EventIdConflict(Box::new(crate::error::IdConflict {
-        stream: append.stream_id.clone(),
-        event_id,
-        detail,
-        committed,
-    }))
 }
 
 impl Writer {
@@ -200,7 +182,11 @@ impl Writer {
                 let _ = request.reply.send(Err(err));
                 continue;
             }
-            match self.plan(&request.appends, &group) {
+            let lookup = GroupLookup {
+                writer: self,
+                group: &group,
+            };
+            match rules::plan(&request.appends, &lookup) {
                 Err(err) => {
                     // A conflict may be with an append earlier in this very
                     // group: answered after the fsync, so that a caller told
@@ -229,159 +215,6 @@ impl Writer {
             }
         }
         self.flush(&mut group);
-    }
-
-    /// Checks every stream's expected version against the durable state plus
-    /// this group's earlier appends, and the append's event ids against
-    /// what the stream holds where a retry of it would be.
-    fn plan(&self, appends: &[StreamAppend], group: &Group) -> Result<Plan> {
-        let mut outcomes = Vec::with_capacity(appends.len());
-        for append in appends {
-            outcomes.push(self.check(append, group)?);
-        }
-        let committed = || {
-            outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    Check::Replay(r) | Check::OtherContent(r, _) => Some(r.clone()),
-                    Check::Write(_) => None,
-                })
-                .collect::<Vec<_>>()
-        };
-        let differing = outcomes.iter().zip(appends).find_map(|(o, a)| match o {
-            Check::OtherContent(r, id) => Some((a, r.first_version, *id)),
-            _ => None,
-        });
-        let writes = outcomes
-            .iter()
-            .filter(|o| matches!(o, Check::Write(_)))
-            .count();
-        if writes == 0 {
-            return match differing {
-                None => Ok(Plan::AlreadyCommitted(committed())),
-                Some((append, version, id)) => Err(id_conflict(
-                    append,
-                    id,
-                    format!(
-                        "the stream holds this id at version {version} or after, with other content"
-                    ),
-                    Some(committed()),
-                )),
-            };
-        }
-        if writes < appends.len() {
-            // Part of a multi-stream append is already committed and part is
-            // not: this cannot be a retry of one atomic append, and writing it
-            // would duplicate the committed part.
-            let (append, _) = appends
-                .iter()
-                .zip(&outcomes)
-                .find(|(_, o)| !matches!(o, Check::Write(_)))
-                .ok_or_else(|| Error::InvalidAppend("no committed part".into()))?;
-            let id = append.events.first().map(|e| e.id).unwrap_or_default();
-            return Err(id_conflict(
-                append,
-                id,
-                "this stream's part of a multi-stream append is already committed and another \
-                 part is not, so it is no retry of one atomic append"
-                    .into(),
-                None,
-            ));
-        }
-        let currents = outcomes
-            .iter()
-            .map(|o| match o {
-                Check::Write(current) => *current,
-                Check::Replay(_) | Check::OtherContent(..) => 0,
-            })
-            .collect();
-        Ok(Plan::Write(currents))
-    }
-
-    /// Where one stream's events of an append stand: a retry of events
-    /// committed before (with the same content or not), or new events.
-    fn check(&self, append: &StreamAppend, group: &Group) -> Result<Check> {
-        let current = self.current_version(&append.stream_id, group)?;
-        let count = append.events.len() as u64;
-        let admitted = append.expected.admits(current);
-        let wrong_version = || Error::WrongExpectedVersion {
-            stream: append.stream_id.clone(),
-            expected: append.expected,
-            current,
-        };
-        // The versions a retry of this append would have taken: those the
-        // expected version names, or, with none to anchor on, the stream's
-        // latest. An admitted exact version names versions not yet written.
-        let (first, last) = match append.expected {
-            ExpectedVersion::Exact(v) if !admitted => (v + 1, (v + count).min(current)),
-            ExpectedVersion::NoStream if !admitted => (1, count.min(current)),
-            ExpectedVersion::Any | ExpectedVersion::StreamExists if current > 0 => {
-                (current.saturating_sub(count) + 1, current)
-            }
-            _ => (1, 0),
-        };
-        if first > last {
-            return if admitted {
-                Ok(Check::Write(current))
-            } else {
-                Err(wrong_version())
-            };
-        }
-        // Most appends reuse none of the ids where a retry of theirs would
-        // be: told from the ids alone, without decoding those events.
-        if let Some(ids) = self.durable_ids(&append.stream_id, first, last)
-            && !append.events.iter().any(|e| ids.contains(&e.id))
-        {
-            return if admitted {
-                Ok(Check::Write(current))
-            } else {
-                Err(wrong_version())
-            };
-        }
-        let stored = self.stored(&append.stream_id, first, last, group)?;
-        let whole = stored.len() == append.events.len()
-            && stored.iter().zip(&append.events).all(|(s, e)| s.id == e.id);
-        if whole {
-            let result = AppendResult {
-                stream_id: append.stream_id.clone(),
-                first_version: stored[0].version,
-                last_version: stored[stored.len() - 1].version,
-                first_position: stored[0].position,
-                last_position: stored[stored.len() - 1].position,
-                already_committed: true,
-            };
-            return Ok(
-                match stored
-                    .iter()
-                    .zip(&append.events)
-                    .find(|(s, e)| !same_content(s, e))
-                {
-                    None => Check::Replay(result),
-                    Some((_, e)) => Check::OtherContent(result, e.id),
-                },
-            );
-        }
-        if let Some((event, s)) = append
-            .events
-            .iter()
-            .find_map(|e| stored.iter().find(|s| s.id == e.id).map(|s| (e, s)))
-        {
-            return Err(id_conflict(
-                append,
-                event.id,
-                format!(
-                    "the stream holds this id at version {}, and the append is no retry of the \
-                     events there",
-                    s.version
-                ),
-                None,
-            ));
-        }
-        if admitted {
-            Ok(Check::Write(current))
-        } else {
-            Err(wrong_version())
-        }
     }
 
     fn current_version(&self, stream_id: &StreamId, group: &Group) -> Result<u64> {
