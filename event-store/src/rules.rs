@@ -10,7 +10,8 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::options::{Limits, check_limit};
 use crate::types::{
-    AppendResult, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend, StreamId,
+    AppendResult, Direction, ExpectedVersion, NewEvent, ReadFrom, RecordedEvent, StreamAppend,
+    StreamId,
 };
 
 /// What a store knows of a stream while it decides an append: its durable
@@ -140,28 +141,36 @@ pub fn plan(appends: &[StreamAppend], lookup: &impl Lookup) -> Result<Plan> {
     Ok(Plan::Write(currents))
 }
 
+/// The versions `first ..= last` a retry of `append` would have taken in
+/// a stream now at `current` (none when `first > last`): those its
+/// expected version names, or, with none to anchor on, the stream's
+/// latest. An admitted exact version names versions not yet written.
+/// [`plan`] asks the [`Lookup`] about these versions only.
+pub fn retry_range(append: &StreamAppend, current: u64) -> (u64, u64) {
+    let count = append.events.len() as u64;
+    match append.expected {
+        ExpectedVersion::Exact(v) if !append.expected.admits(current) => {
+            (v + 1, (v + count).min(current))
+        }
+        ExpectedVersion::NoStream if current > 0 => (1, count.min(current)),
+        ExpectedVersion::Any | ExpectedVersion::StreamExists if current > 0 => {
+            (current.saturating_sub(count) + 1, current)
+        }
+        _ => (1, 0),
+    }
+}
+
 /// Where one stream's events of an append stand: a retry of events
 /// committed before (with the same content or not), or new events.
 fn check(append: &StreamAppend, lookup: &impl Lookup) -> Result<Check> {
     let current = lookup.current_version(&append.stream_id)?;
-    let count = append.events.len() as u64;
     let admitted = append.expected.admits(current);
     let wrong_version = || Error::WrongExpectedVersion {
         stream: append.stream_id.clone(),
         expected: append.expected,
         current,
     };
-    // The versions a retry of this append would have taken: those the
-    // expected version names, or, with none to anchor on, the stream's
-    // latest. An admitted exact version names versions not yet written.
-    let (first, last) = match append.expected {
-        ExpectedVersion::Exact(v) if !admitted => (v + 1, (v + count).min(current)),
-        ExpectedVersion::NoStream if !admitted => (1, count.min(current)),
-        ExpectedVersion::Any | ExpectedVersion::StreamExists if current > 0 => {
-            (current.saturating_sub(count) + 1, current)
-        }
-        _ => (1, 0),
-    };
+    let (first, last) = retry_range(append, current);
     if first > last {
         return if admitted {
             Ok(Check::Write(current))
@@ -328,4 +337,45 @@ fn validate_event(event: &NewEvent, limits: &Limits) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The versions `lo ..= hi` a read of a stream at `version` returns, or
+/// `None` when it returns nothing. Every store reads a stream this way.
+pub fn stream_read_range(
+    version: u64,
+    from: ReadFrom,
+    direction: Direction,
+    max_count: usize,
+) -> Option<(u64, u64)> {
+    let span = max_count as u64 - 1;
+    match direction {
+        Direction::Forward => {
+            let start = match from {
+                ReadFrom::Start => 1,
+                ReadFrom::End => version,
+                ReadFrom::Version(v) => v.max(1),
+            };
+            (start <= version).then(|| (start, version.min(start.saturating_add(span))))
+        }
+        Direction::Backward => {
+            let start = match from {
+                ReadFrom::Start | ReadFrom::End => version,
+                ReadFrom::Version(v) => v.min(version),
+            };
+            (start != 0).then(|| (start.saturating_sub(span).max(1), start))
+        }
+    }
+}
+
+/// A read's `max_count`: at least 1, at most `read_count_max`.
+pub fn check_read_count(max_count: usize, limits: &Limits) -> Result<()> {
+    if max_count == 0 {
+        return Err(Error::InvalidRead("max_count must be at least 1".into()));
+    }
+    check_limit("read_count_max", max_count, limits.read_count_max)
+}
+
+/// A snapshot's state: at most `snapshot_bytes_max` bytes.
+pub fn check_snapshot_size(state_len: usize, limits: &Limits) -> Result<()> {
+    check_limit("snapshot_bytes_max", state_len, limits.snapshot_bytes_max)
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::log::segment::{SealedSegment, decode_event_at};
 use crate::log::shared::Inner;
-use crate::options::check_limit;
+use crate::rules;
 use crate::types::{Direction, Position, ReadFrom, RecordedEvent, StreamId, StreamSlice};
 
 /// The active segment's part of a read, copied out under the lock.
@@ -102,33 +102,6 @@ struct ReadPlan {
     segments: Vec<Arc<SealedSegment>>,
 }
 
-/// The versions a read covers, or `None` when it covers none.
-fn version_range(
-    version: u64,
-    from: ReadFrom,
-    direction: Direction,
-    max_count: usize,
-) -> Option<(u64, u64)> {
-    let span = max_count as u64 - 1;
-    match direction {
-        Direction::Forward => {
-            let start = match from {
-                ReadFrom::Start => 1,
-                ReadFrom::End => version,
-                ReadFrom::Version(v) => v.max(1),
-            };
-            (start <= version).then(|| (start, version.min(start.saturating_add(span))))
-        }
-        Direction::Backward => {
-            let start = match from {
-                ReadFrom::Start | ReadFrom::End => version,
-                ReadFrom::Version(v) => v.min(version),
-            };
-            (start != 0).then(|| (start.saturating_sub(span).max(1), start))
-        }
-    }
-}
-
 fn plan_read(
     inner: &Inner,
     stream_id: &StreamId,
@@ -142,7 +115,7 @@ fn plan_read(
         return Ok(Planned::Nothing { stream_version: 0 });
     };
     let version = stream.version;
-    let Some((lo, hi)) = version_range(version, from, direction, max_count) else {
+    let Some((lo, hi)) = rules::stream_read_range(version, from, direction, max_count) else {
         return Ok(Planned::Nothing {
             stream_version: version,
         });
@@ -319,14 +292,7 @@ fn check_every_version(
 
 /// A read asks for at least one event and at most `read_count_max`.
 fn check_read_count(inner: &Inner, max_count: usize) -> Result<()> {
-    if max_count == 0 {
-        return Err(Error::InvalidRead("max_count must be at least 1".into()));
-    }
-    check_limit(
-        "read_count_max",
-        max_count,
-        inner.options.limits.read_count_max,
-    )
+    rules::check_read_count(max_count, &inner.options.limits)
 }
 
 fn start_is_end(from: ReadFrom, version: u64) -> bool {

@@ -1,0 +1,31 @@
+//! The annals event store on PostgreSQL: [`PgStore`] implements
+//! [`event_store::EventStore`] over tables in a schema of its own, with
+//! the segment store's semantics (the same [`event_store::rules`] decide
+//! every append), for several processes appending to one database at
+//! once.
+//!
+//! **Positions are gap-free and readers see them in commit order.** Every
+//! appending transaction first locks the one row of `head` (`SELECT ...
+//! FOR UPDATE`), takes the positions after it, and advances it as it
+//! commits. The lock serialises appends across every process and pool:
+//! a transaction that takes position `n + 1` cannot start before the one
+//! that took `n` has committed (PostgreSQL makes a commit visible before
+//! it releases the transaction's locks), so no reader can ever see `n + 1`
+//! without `n`, and a rolled-back or killed transaction leaves no hole
+//! (its positions are taken again by the next). A subscriber that has read
+//! up to `n` thus never passes an event that commits later with a smaller
+//! position. To keep the lock from costing one commit per append, each
+//! process gathers the appends waiting for it into one transaction (group
+//! commit, `batch.rs`).
+//!
+//! Subscriptions read by position and wait at the head for a
+//! `LISTEN`/`NOTIFY` wake-up (with a poll as a fallback), so they see
+//! appends of every process.
+
+mod batch;
+mod rows;
+mod schema;
+mod store;
+mod subscribe;
+
+pub use store::{PgOptions, PgStore};
