@@ -1,4 +1,5 @@
-//! The PostgreSQL store and the segment store given the same operations
+//! The PostgreSQL store, the segment store, and a segment store over HTTP
+//! (`RemoteStore` against the store server) given the same operations
 //! answer the same: appends with every kind of expected version, retries
 //! of earlier appends (whole, partial, with other content), multi-stream
 //! appends, stream reads both ways and reads of the log, snapshots. Any
@@ -279,6 +280,35 @@ async fn appends_of(op: &Op, reference: &Store, sent: &[Vec<StreamAppend>]) -> V
     }
 }
 
+/// A segment store in `dir` served over HTTP on a loopback port, and a
+/// client of it.
+async fn remote_store(dir: &std::path::Path) -> (Store, event_store_http::RemoteStore) {
+    http_edge::tls::install_default_provider();
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            segment_bytes_max: 4096,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let app = event_store_http::router(
+        std::sync::Arc::new(store.clone()),
+        event_store_http::ServerConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = event_store_http::RemoteStore::connect(
+        &format!("http://{addr}"),
+        event_store_http::RemoteOptions::default(),
+    )
+    .await
+    .unwrap();
+    (store, client)
+}
+
 async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     static N: AtomicU64 = AtomicU64::new(0);
     let schema = format!(
@@ -319,20 +349,26 @@ async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     )
     .await
     .unwrap();
+    let served_dir = tempfile::tempdir().unwrap();
+    let (served, remote) = remote_store(served_dir.path()).await;
     let mut sent_pg = Vec::new();
     let mut sent_segments = Vec::new();
+    let mut sent_remote = Vec::new();
     let mut outcome = Ok(());
     for (i, op) in ops.iter().enumerate() {
         let fresh = appends_of(op, &segments, &sent_segments).await;
         let on_segments = apply(&segments, op, &mut sent_segments, &fresh).await;
         let on_pg = apply(&pg, op, &mut sent_pg, &fresh).await;
-        if on_segments != on_pg {
+        let on_remote = apply(&remote, op, &mut sent_remote, &fresh).await;
+        if on_segments != on_pg || on_segments != on_remote {
             outcome = Err(TestCaseError::fail(format!(
-                "operation {i} {op:?}: the segment store said {on_segments:?}, PostgreSQL said {on_pg:?}"
+                "operation {i} {op:?}: the segment store said {on_segments:?}, PostgreSQL said \
+                 {on_pg:?}, the remote store said {on_remote:?}"
             )));
             break;
         }
     }
+    served.close().await.unwrap();
     segments.close().await.unwrap();
     pg.close().await;
     let admin = sqlx::postgres::PgPoolOptions::new()
@@ -353,7 +389,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn postgresql_answers_as_the_segment_store_does(ops in proptest::collection::vec(op(), 1..40)) {
+    fn every_backend_answers_as_the_segment_store_does(ops in proptest::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         runtime.block_on(run(ops))?;
     }
