@@ -81,6 +81,12 @@ async fn decide_and_write(
     .await
     .map_err(rolled_back)?;
     let mut group = Group::new(unsigned(head));
+    // Every stream's version in one query, not one per append.
+    let streams: Vec<&StreamId> = appends.iter().flatten().map(|a| &a.stream_id).collect();
+    group
+        .load_versions(&mut tx, s, &streams)
+        .await
+        .map_err(RolledBack)?;
     let timestamp = Timestamp::now().0;
     let mut outcomes = Vec::with_capacity(appends.len());
     for append in appends {
@@ -132,6 +138,39 @@ impl Group {
             versions: HashMap::new(),
             events: Vec::new(),
         }
+    }
+
+    /// Reads the committed versions of those of `streams` it does not
+    /// know yet (0 for a stream without events).
+    async fn load_versions(
+        &mut self,
+        tx: &mut PgConnection,
+        s: &str,
+        streams: &[&StreamId],
+    ) -> Result<()> {
+        let unknown: Vec<&str> = streams
+            .iter()
+            .filter(|id| !self.versions.contains_key(**id))
+            .map(|id| id.as_str())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1)"
+        )))
+        .bind(&unknown)
+        .fetch_all(tx)
+        .await
+        .map_err(pg_error)?;
+        let found: HashMap<String, i64> = found.into_iter().collect();
+        for id in streams {
+            if !self.versions.contains_key(*id) {
+                let version = found.get(id.as_str()).copied().map_or(0, unsigned);
+                self.versions.insert((*id).clone(), version);
+            }
+        }
+        Ok(())
     }
 
     fn write(
@@ -188,30 +227,8 @@ impl<'a> Known<'a> {
         appends: &[StreamAppend],
         group: &'a mut Group,
     ) -> Result<Known<'a>> {
-        let unknown: Vec<&str> = appends
-            .iter()
-            .filter(|a| !group.versions.contains_key(&a.stream_id))
-            .map(|a| a.stream_id.as_str())
-            .collect();
-        if !unknown.is_empty() {
-            let found: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
-                "SELECT stream_id, version FROM {s}.streams WHERE stream_id = ANY($1)"
-            )))
-            .bind(&unknown)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(pg_error)?;
-            let found: HashMap<String, i64> = found.into_iter().collect();
-            for append in appends {
-                if !group.versions.contains_key(&append.stream_id) {
-                    let version = found
-                        .get(append.stream_id.as_str())
-                        .copied()
-                        .map_or(0, unsigned);
-                    group.versions.insert(append.stream_id.clone(), version);
-                }
-            }
-        }
+        let streams: Vec<&StreamId> = appends.iter().map(|a| &a.stream_id).collect();
+        group.load_versions(tx, s, &streams).await?;
         let mut stored = HashMap::new();
         for append in appends {
             let current = group.versions.get(&append.stream_id).copied().unwrap_or(0);
