@@ -241,12 +241,15 @@ impl EventStore for PgStore {
             )));
         }
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {} (stream_id, version, schema_version, recorded_at, state)
+            // An older snapshot never replaces a newer one (as in the
+            // segment store: the latest version wins, a tie the last save).
+            "INSERT INTO {table} (stream_id, version, schema_version, recorded_at, state)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,
                schema_version = EXCLUDED.schema_version, recorded_at = EXCLUDED.recorded_at,
-               state = EXCLUDED.state",
-            self.table("snapshots")
+               state = EXCLUDED.state
+             WHERE {table}.version <= EXCLUDED.version",
+            table = self.table("snapshots")
         )))
         .bind(stream_id.as_str())
         .bind(signed(version))
