@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use event_store::{
@@ -20,10 +20,8 @@ use event_store::{
 };
 use pg_store::{PgOptions, PgStore};
 
-fn server() -> String {
-    std::env::var("ANNALS_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+mod common;
+use common::{drop_schema, fresh_schema, server, skip_without_server};
 
 /// A fresh schema, dropped when the guard goes.
 struct Schema {
@@ -33,7 +31,6 @@ struct Schema {
 
 impl Schema {
     async fn new(tag: &str) -> Option<Schema> {
-        static N: AtomicU64 = AtomicU64::new(0);
         let admin = match sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
             .connect(&server())
@@ -41,24 +38,14 @@ impl Schema {
         {
             Ok(pool) => pool,
             Err(e) => {
-                assert!(
-                    std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-                    "PostgreSQL at {} is required under CI: {e}",
-                    server()
-                );
-                eprintln!(
-                    "notice: skipping a PostgreSQL test, no server at {}: {e}",
-                    server()
-                );
+                skip_without_server(&e);
                 return None;
             }
         };
-        let name = format!(
-            "annals_{tag}_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        Some(Schema { name, admin })
+        Some(Schema {
+            name: fresh_schema(tag),
+            admin,
+        })
     }
 
     async fn store(&self, options: PgOptions) -> PgStore {
@@ -74,13 +61,8 @@ impl Schema {
     }
 
     async fn drop_it(self) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            self.name
-        )))
-        .execute(&self.admin)
-        .await
-        .unwrap();
+        self.admin.close().await;
+        drop_schema(&self.name).await;
     }
 }
 

@@ -12,19 +12,15 @@
     reason = "a test fails by panicking, helpers included"
 )]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use event_store::{
     AppendResult, Direction, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom,
     RecordedEvent, Result, Store, StoreOptions, StreamAppend, StreamId,
 };
 use pg_store::{PgOptions, PgStore};
-use proptest::prelude::*;
 
-fn server() -> String {
-    std::env::var("ANNALS_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+mod common;
+use common::{drop_schema, fresh_schema, server, skip_without_server};
+use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -310,32 +306,15 @@ async fn remote_store(dir: &std::path::Path) -> (Store, event_store_http::Remote
 }
 
 async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let schema = format!(
-        "annals_same_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let pg = match PgStore::connect(
-        &server(),
-        PgOptions {
-            schema: schema.clone(),
-            ..PgOptions::default()
-        },
-    )
-    .await
-    {
+    let schema = fresh_schema("same");
+    let options = PgOptions {
+        schema: schema.clone(),
+        ..PgOptions::default()
+    };
+    let pg = match PgStore::connect(&server(), options).await {
         Ok(store) => store,
         Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v.is_empty()),
-                "PostgreSQL at {} is required under CI: {e}",
-                server()
-            );
-            eprintln!(
-                "notice: skipping a PostgreSQL test, no server at {}: {e}",
-                server()
-            );
+            skip_without_server(&e);
             return Ok(());
         }
     };
@@ -371,17 +350,7 @@ async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     served.close().await.unwrap();
     segments.close().await.unwrap();
     pg.close().await;
-    let admin = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&server())
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE"
-    )))
-    .execute(&admin)
-    .await
-    .unwrap();
+    drop_schema(&schema).await;
     outcome
 }
 
