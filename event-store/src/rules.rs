@@ -274,7 +274,7 @@ pub fn validate(appends: &[StreamAppend], limits: &Limits) -> Result<usize> {
     }
     check_limit("events_per_append_max", total, limits.events_per_append_max)?;
     check_unique_ids(appends)?;
-    let bytes = crate::log::writer::encoded_len(appends);
+    let bytes = crate::format::event::appends_len(appends);
     check_limit("append_bytes_max", bytes, limits.append_bytes_max)?;
     Ok(bytes)
 }

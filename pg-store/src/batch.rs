@@ -19,7 +19,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{self, COLUMNS, signed, unsigned};
-use crate::store::{Inner, pg_error};
+use crate::shared::{Inner, pg_error};
 
 /// At most this many appends share one transaction.
 const REQUESTS_MAX: usize = 512;

@@ -25,6 +25,7 @@
 mod batch;
 mod rows;
 mod schema;
+mod shared;
 mod store;
 mod subscribe;
 

@@ -8,7 +8,7 @@ use event_store::{Error, Result};
 use sqlx::AssertSqlSafe;
 use sqlx::PgPool;
 
-use crate::store::pg_error;
+use crate::shared::pg_error;
 
 /// Each step's statements; `{s}` is the schema. Never edit a step that
 /// shipped: add one.

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::batch::{self, Request};
 use crate::rows::{self, COLUMNS, signed, unsigned};
 use crate::schema;
+use crate::shared::{Inner, pg_error};
 
 /// How a [`PgStore`] is set up.
 #[derive(Debug, Clone)]
@@ -54,18 +55,6 @@ impl Default for PgOptions {
 #[derive(Clone)]
 pub struct PgStore {
     inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub pool: PgPool,
-    pub schema: String,
-    pub limits: Limits,
-    pub hold_transaction: Option<std::time::Duration>,
-    /// The `NOTIFY` channel appends of every process wake subscribers on.
-    pub channel: String,
-    /// The head this process knows of: advanced by its own commits at
-    /// once, and by the others' through `channel`.
-    pub head: watch::Sender<u64>,
     appends: mpsc::Sender<Request>,
 }
 
@@ -75,11 +64,6 @@ impl std::fmt::Debug for PgStore {
             .field("schema", &self.inner.schema)
             .finish_non_exhaustive()
     }
-}
-
-/// A PostgreSQL error as the store's.
-pub(crate) fn pg_error(e: sqlx::Error) -> Error {
-    Error::Remote(format!("PostgreSQL: {e}"))
 }
 
 impl PgStore {
@@ -113,11 +97,10 @@ impl PgStore {
             limits: options.limits,
             hold_transaction: options.hold_transaction,
             head: watch::channel(unsigned(head)).0,
-            appends,
         });
         batch::spawn(inner.clone(), queue);
         crate::subscribe::follow_notifications(&inner);
-        Ok(Self { inner })
+        Ok(Self { inner, appends })
     }
 
     /// Closes the pool: appends and reads answer [`Error::Closed`] or a
@@ -148,8 +131,7 @@ impl EventStore for PgStore {
     async fn append_many(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         rules::validate(&appends, &self.inner.limits)?;
         let (reply, answer) = oneshot::channel();
-        self.inner
-            .appends
+        self.appends
             .send(Request { appends, reply })
             .await
             .map_err(|_| Error::Closed)?;
@@ -209,21 +191,11 @@ impl EventStore for PgStore {
     }
 
     async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        rules::check_read_count(max_count, &self.inner.limits)?;
-        let found = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM {} WHERE position >= $1 ORDER BY position LIMIT $2",
-            self.table("events")
-        )))
-        .bind(signed(from.0.max(1)))
-        .bind(signed(max_count as u64))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(pg_error)?;
-        found.iter().map(rows::event).collect()
+        self.inner.read_all(from, max_count).await
     }
 
     async fn subscribe(&self, from: Position, filter: EventFilter) -> Result<Subscription> {
-        Ok(crate::subscribe::spawn(self.clone(), from, filter))
+        Ok(crate::subscribe::spawn(self.inner.clone(), from, filter))
     }
 
     async fn save_snapshot(
@@ -342,11 +314,5 @@ impl EventStore for PgStore {
 
     fn read_page_max(&self) -> usize {
         self.inner.limits.read_count_max
-    }
-}
-
-impl PgStore {
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
     }
 }

@@ -9,10 +9,10 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use event_store::{Error, EventFilter, EventStore, Position, Subscription};
+use event_store::{Error, EventFilter, Position, Subscription};
 use tokio::sync::mpsc;
 
-use crate::store::{Inner, PgStore};
+use crate::shared::Inner;
 
 /// Events read per page while catching up.
 const PAGE: usize = 1000;
@@ -22,13 +22,13 @@ const POLL: Duration = Duration::from_millis(500);
 /// How long the notification listener waits before reconnecting.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-pub(crate) fn spawn(store: PgStore, from: Position, filter: EventFilter) -> Subscription {
+pub(crate) fn spawn(inner: Arc<Inner>, from: Position, filter: EventFilter) -> Subscription {
     let (tx, rx) = mpsc::channel(PAGE);
     tokio::spawn(async move {
-        let mut head = store.inner().head.subscribe();
+        let mut head = inner.head.subscribe();
         let mut next = from.0.max(1);
         loop {
-            let page = match store.read_all(Position(next), PAGE).await {
+            let page = match inner.read_all(Position(next), PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

@@ -153,6 +153,27 @@ impl EventRecord<'_> {
     }
 }
 
+/// Bytes `appends` take in a segment, frames included: what the
+/// `append_bytes_max` limit bounds on every store.
+pub fn appends_len(appends: &[crate::types::StreamAppend]) -> usize {
+    appends
+        .iter()
+        .map(|a| {
+            a.events
+                .iter()
+                .map(|e| {
+                    crate::format::frame::FRAME_HEADER_LEN
+                        + EVENT_FIXED_LEN
+                        + a.stream_id.as_str().len()
+                        + e.event_type.len()
+                        + e.data.len()
+                        + e.metadata.len()
+                })
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

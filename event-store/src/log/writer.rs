@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::format::bloom::BloomBuilder;
 use crate::format::event::{EventRecord, FLAG_END_OF_BATCH};
-use crate::format::frame::{FRAME_HEADER_LEN, Frame, append_frame, read_frame};
+use crate::format::frame::{Frame, append_frame, read_frame};
 use crate::format::header::HEADER_LEN;
 use crate::format::index::{self, IndexView, StreamInput};
 use crate::log::fs::FsFile;
@@ -674,23 +674,3 @@ const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 /// large without waiting, and the wait's yielding costs the callers CPU
 /// (64 writers lost a fifth of their rate waiting for all of them).
 const GATHER_CALLERS_MAX: usize = 8;
-
-/// Bytes an append takes on disk.
-pub(crate) fn encoded_len(appends: &[StreamAppend]) -> usize {
-    appends
-        .iter()
-        .map(|a| {
-            a.events
-                .iter()
-                .map(|e| {
-                    FRAME_HEADER_LEN
-                        + crate::format::event::EVENT_FIXED_LEN
-                        + a.stream_id.as_str().len()
-                        + e.event_type.len()
-                        + e.data.len()
-                        + e.metadata.len()
-                })
-                .sum::<usize>()
-        })
-        .sum()
-}
