@@ -31,6 +31,17 @@ fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
 
+/// `annals backup TO --data-dir FROM` or `annals restore FROM --data-dir
+/// TO` (`command`, `dir`, `data_dir`): exit status success, stdout, stderr.
+fn copy_with(command: &str, dir: &Path, data_dir: &Path) -> (bool, String, String) {
+    run(&[
+        os(command),
+        dir.as_os_str(),
+        os("--data-dir"),
+        data_dir.as_os_str(),
+    ])
+}
+
 /// The log of a data directory no process has open, one JSON value per
 /// event, through `annals dump`.
 fn dump(data_dir: &Path) -> Vec<Value> {
@@ -159,16 +170,9 @@ async fn a_backup_under_load_restores_every_acknowledged_event() {
     let backup = dir.path().join("backup");
     let (ok, out, err) = {
         let (data, backup) = (data.clone(), backup.clone());
-        tokio::task::spawn_blocking(move || {
-            run(&[
-                os("backup"),
-                backup.as_os_str(),
-                os("--data-dir"),
-                data.as_os_str(),
-            ])
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || copy_with("backup", &backup, &data))
+            .await
+            .unwrap()
     };
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("verified:") && out.contains(": ok"), "{out}");
@@ -188,12 +192,7 @@ async fn a_backup_under_load_restores_every_acknowledged_event() {
 
     // Restored, it verifies and holds every event acknowledged before.
     let restored = dir.path().join("restored");
-    let (ok, out, err) = run(&[
-        os("restore"),
-        backup.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-    ]);
+    let (ok, out, err) = copy_with("restore", &backup, &restored);
     assert!(ok, "{out}\n{err}");
     let (ok, out, err) = run(&[os("verify"), os("--data-dir"), restored.as_os_str()]);
     assert!(ok, "{out}\n{err}");
@@ -226,12 +225,7 @@ async fn a_backup_under_load_restores_every_acknowledged_event() {
     assert_eq!(copy[..], original[..copy.len()]);
 
     // Nothing is ever copied over files.
-    let (ok, _, err) = run(&[
-        os("restore"),
-        backup.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-    ]);
+    let (ok, _, err) = copy_with("restore", &backup, &restored);
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("not empty"), "{err}");
@@ -265,20 +259,10 @@ async fn a_restored_store_rebuilds_the_same_views() {
     // Backed up while it runs, restored, served: views rebuilt from the
     // restored log equal the original's.
     let backup = dir.path().join("backup");
-    let (ok, out, err) = run(&[
-        os("backup"),
-        backup.as_os_str(),
-        os("--data-dir"),
-        data.as_os_str(),
-    ]);
+    let (ok, out, err) = copy_with("backup", &backup, &data);
     assert!(ok, "{out}\n{err}");
     let restored = dir.path().join("restored");
-    let (ok, out, err) = run(&[
-        os("restore"),
-        backup.as_os_str(),
-        os("--data-dir"),
-        restored.as_os_str(),
-    ]);
+    let (ok, out, err) = copy_with("restore", &backup, &restored);
     assert!(ok, "{out}\n{err}");
     let again = Proc::serve(&restored, &[]);
     assert_eq!(head(&again.url).await, position);
@@ -291,12 +275,7 @@ async fn a_restored_store_rebuilds_the_same_views() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&segment, bytes).unwrap();
-    let (ok, _, err) = run(&[
-        os("restore"),
-        backup.as_os_str(),
-        os("--data-dir"),
-        dir.path().join("again").as_os_str(),
-    ]);
+    let (ok, _, err) = copy_with("restore", &backup, &dir.path().join("again"));
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("damaged"), "{err}");
