@@ -1,5 +1,5 @@
-//! The PostgreSQL store against a real server (`ANNALS_TEST_PG`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), each test in a schema
+//! The PostgreSQL store against a real server (`ANNALS_TEST_POSTGRES`,
+//! default `postgres://postgres@127.0.0.1:5432`), each test in a schema
 //! of its own, dropped after. Without a server a test is skipped with a
 //! notice, except under CI, where that is a failure.
 

@@ -3,10 +3,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `ANNALS_TEST_PG`, by default `postgres://postgres@127.0.0.1:5432/postgres`.
+/// The `postgres` database of the server at `ANNALS_TEST_POSTGRES` (by
+/// default `postgres://postgres@127.0.0.1:5432`), as every PostgreSQL
+/// test of the workspace finds it.
 pub fn server() -> String {
-    std::env::var("ANNALS_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    let server = std::env::var("ANNALS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{}/postgres", server.trim_end_matches('/'))
 }
 
 /// Without a server a test is skipped with a notice, except under CI,
