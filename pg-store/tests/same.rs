@@ -2,7 +2,8 @@
 //! (`RemoteStore` against the store server) given the same operations
 //! answer the same: appends with every kind of expected version, retries
 //! of earlier appends (whole, partial, with other content), multi-stream
-//! appends, stream reads both ways and reads of the log, snapshots. Any
+//! appends, stream reads both ways and reads of the log, snapshots, and
+//! subscriptions (whole and filtered) over what the operations left. Any
 //! difference fails with the operations that led to it. Runs against a
 //! real server like `pg.rs` (skipped without one, except under CI).
 
@@ -13,8 +14,8 @@
 )]
 
 use event_store::{
-    AppendResult, Direction, Error, EventStore, ExpectedVersion, NewEvent, Position, ReadFrom,
-    RecordedEvent, Result, Store, StoreOptions, StreamAppend, StreamId,
+    AppendResult, Direction, Error, EventFilter, EventStore, ExpectedVersion, NewEvent, Position,
+    ReadFrom, RecordedEvent, Result, Store, StoreOptions, StreamAppend, StreamId,
 };
 use pg_store::{PgOptions, PgStore};
 
@@ -276,6 +277,68 @@ async fn appends_of(op: &Op, reference: &Store, sent: &[Vec<StreamAppend>]) -> V
     }
 }
 
+/// What a subscription from position 1 with `filter` delivers up to the
+/// head, as (stream, version, position, id).
+async fn delivered(
+    store: &dyn EventStore,
+    filter: EventFilter,
+) -> Vec<(String, u64, u64, uuid::Uuid)> {
+    let head = store.head().await.unwrap();
+    let matching = store
+        .read_all(Position(1), 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| filter.matches(e.stream_id.as_str(), &e.event_type))
+        .count();
+    let mut subscription = store.subscribe(Position(1), filter).await.unwrap();
+    let mut out = Vec::new();
+    while out.len() < matching {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(30), subscription.next())
+            .await
+            .expect("an event within 30 s")
+            .expect("the subscription goes on")
+            .unwrap();
+        assert!(event.position <= head, "delivered past the head");
+        out.push((
+            event.stream_id.as_str().to_owned(),
+            event.version,
+            event.position.0,
+            event.id,
+        ));
+    }
+    out
+}
+
+/// Subscriptions of every backend deliver the same events, whole and
+/// filtered by stream prefix and by event type.
+async fn same_subscriptions(
+    segments: &Store,
+    pg: &PgStore,
+    remote: &event_store_http::RemoteStore,
+) -> std::result::Result<(), TestCaseError> {
+    let filters = [
+        EventFilter::all(),
+        EventFilter::stream_prefix("stream-1"),
+        EventFilter {
+            stream_prefixes: vec!["stream-2".into(), "stream-3".into()],
+            event_types: vec!["E".into()],
+        },
+    ];
+    for filter in filters {
+        let expected = delivered(segments, filter.clone()).await;
+        let on_pg = delivered(pg, filter.clone()).await;
+        let on_remote = delivered(remote, filter.clone()).await;
+        if expected != on_pg || expected != on_remote {
+            return Err(TestCaseError::fail(format!(
+                "subscription {filter:?}: the segment store delivered {expected:?}, PostgreSQL \
+                 {on_pg:?}, the remote store {on_remote:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A segment store in `dir` served over HTTP on a loopback port, and a
 /// client of it.
 async fn remote_store(dir: &std::path::Path) -> (Store, event_store_http::RemoteStore) {
@@ -346,6 +409,9 @@ async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
             )));
             break;
         }
+    }
+    if outcome.is_ok() {
+        outcome = same_subscriptions(&segments, &pg, &remote).await;
     }
     served.close().await.unwrap();
     segments.close().await.unwrap();
