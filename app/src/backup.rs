@@ -110,14 +110,7 @@ fn verdict(dir: &Path, report: &event_store::VerifyReport) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    for p in &report.problems {
-        println!(
-            "DAMAGE {} at offset {}: {}",
-            p.file.display(),
-            p.offset,
-            p.detail
-        );
-    }
+    crate::verify::print_damage(report);
     println!("{} does not verify: DAMAGED", dir.display());
     ExitCode::from(1)
 }

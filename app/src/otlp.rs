@@ -12,7 +12,7 @@
 //! A request carrying a valid W3C `traceparent` becomes a child of the
 //! caller's span, in the caller's trace, and a saga event's span a child
 //! of the span its event's `traceparent` names
-//! ([`command_api::TraceParent::adopt`]).
+//! ([`command_api::trace::adopt`]).
 
 use std::sync::OnceLock;
 

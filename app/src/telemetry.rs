@@ -250,7 +250,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         status = tracing::field::Empty,
     );
     if let Some(traceparent) = &traceparent {
-        traceparent.adopt(&span);
+        command_api::trace::adopt(traceparent, &span);
     }
     let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;

@@ -32,14 +32,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     for note in &report.notes {
         println!("note: {note}");
     }
-    for p in &report.problems {
-        println!(
-            "DAMAGE {} at offset {}: {}",
-            p.file.display(),
-            p.offset,
-            p.detail
-        );
-    }
+    print_damage(&report);
     println!(
         "{} segments, {} events, {} streams, {} snapshot files, {} snapshots, {} live subject keys, {} erased, {} spare keys: {}",
         report.segments,
@@ -53,4 +46,16 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         if report.is_ok() { "ok" } else { "DAMAGED" }
     );
     Ok(code)
+}
+
+/// Each damaged place of `report` on a line of its own.
+pub(crate) fn print_damage(report: &event_store::VerifyReport) {
+    for p in &report.problems {
+        println!(
+            "DAMAGE {} at offset {}: {}",
+            p.file.display(),
+            p.offset,
+            p.detail
+        );
+    }
 }

@@ -208,11 +208,8 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         store,
         config: Arc::new(config),
     };
-    let api = Router::new()
-        .route("/info", get(info))
-        .route("/streams", get(list_streams))
-        .route("/categories", get(list_categories))
-        .route("/streams/{stream}", post(append).get(read_stream))
+    let api = read_routes()
+        .route("/streams/{stream}", post(append))
         .route("/streams/{stream}/load", get(load))
         .route(
             "/streams/{stream}/snapshot",
@@ -220,10 +217,6 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         )
         .route("/transactions", post(transaction))
         .route("/batch", post(batch))
-        .route("/all", get(read_all))
-        .route("/subscriptions", get(subscribe))
-        .route("/stats", get(stats))
-        .route("/head", get(head))
         .route("/subjects/{stream}", axum::routing::delete(forget_subject))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -244,10 +237,14 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
 /// fallback (the process has its own) and no token check (its layer in
 /// front decides who may read).
 pub fn read_router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
-    let state = AppState {
+    read_routes().with_state(AppState {
         store,
         config: Arc::new(config),
-    };
+    })
+}
+
+/// The routes that only read: [`read_router`]'s, and part of [`router`]'s.
+fn read_routes() -> Router<AppState> {
     Router::new()
         .route("/info", get(info))
         .route("/streams", get(list_streams))
@@ -257,7 +254,6 @@ pub fn read_router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         .route("/subscriptions", get(subscribe))
         .route("/stats", get(stats))
         .route("/head", get(head))
-        .with_state(state)
 }
 
 /// An unknown path, as a problem document.

@@ -31,6 +31,7 @@ mod rawjson;
 pub mod rules;
 mod subscription;
 pub mod telemetry;
+pub mod trace;
 mod types;
 pub mod upcast;
 mod verify;

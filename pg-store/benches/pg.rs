@@ -7,7 +7,7 @@
 //! `ANNALS_BENCH_EVENTS` (default 1,000,000) events in streams of 1,000:
 //! loading one stream whole (median of 50 loads of different streams)
 //! and reading the whole log in pages of 1,000. PostgreSQL at
-//! `ANNALS_BENCH_DATABASE_URL`, in a schema of its own dropped after.
+//! `ANNALS_BENCH_DATABASE_URL`, in a database of its own dropped after.
 
 #![allow(
     clippy::unwrap_used,
@@ -32,25 +32,21 @@ fn main() {
     let root = bench_harness::env::data_root().unwrap();
     let runtime = bench_harness::env::runtime().unwrap();
     runtime.block_on(async {
-        let schema = format!("annals_bench_{}", std::process::id());
         let url = bench_harness::env::database_url();
-        let pg = match PgStore::connect(
-            &url,
-            PgOptions {
-                schema: schema.clone(),
-                connections_max: 32,
-                ..PgOptions::default()
-            },
-        )
-        .await
-        {
-            Ok(pg) => pg,
-            Err(e) if !bench_harness::env::in_ci() => {
-                println!("no PostgreSQL at {url} ({e}): nothing to compare");
-                return;
-            }
-            Err(e) => panic!("PostgreSQL at {url}: {e}"),
+        if !bench_harness::pg::PgDatabase::reachable(&url).await {
+            assert!(
+                !bench_harness::env::in_ci(),
+                "PostgreSQL at {url} is required under CI"
+            );
+            return;
+        }
+        // A database of the run's own, dropped with the value.
+        let database = bench_harness::pg::PgDatabase::create(&url).await.unwrap();
+        let options = PgOptions {
+            connections_max: 32,
+            ..PgOptions::default()
         };
+        let pg = PgStore::connect(&database.url, options).await.unwrap();
         let segments = Store::open(root.path(), StoreOptions::default())
             .await
             .unwrap();
@@ -58,17 +54,6 @@ fn main() {
         reads(&segments, &pg, events).await;
         segments.close().await.unwrap();
         pg.close().await;
-        let admin = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&url)
-            .await
-            .unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
     });
 }
 

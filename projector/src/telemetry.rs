@@ -47,14 +47,7 @@ impl Flow {
         let Ok(metadata) = event.metadata() else {
             return Self::default();
         };
-        // version-traceid-parentid-flags, the trace id 32 lowercase hex.
-        let trace_id = metadata
-            .extra
-            .get("traceparent")
-            .and_then(|v| v.as_str())
-            .and_then(|t| t.split('-').nth(1))
-            .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_owned);
+        let trace_id = event_store::trace::of_event(&metadata).map(|t| t.trace_id());
         Self {
             correlation_id: metadata.correlation_id.map(|id| id.to_string()),
             trace_id,

@@ -92,15 +92,12 @@ pub fn routes(config: UiConfig) -> Router {
         )
         .route(
             "/ui/config.json",
-            get(move || async move { asset_owned(config, "application/json") }),
+            get(move || async move { asset(config, "application/json") }),
         )
 }
 
-fn asset(body: &'static str, content_type: &'static str) -> Response {
-    with_headers(body.into_response(), content_type)
-}
-
-fn asset_owned(body: String, content_type: &'static str) -> Response {
+/// `body` as `content_type`, with the headers every asset carries.
+fn asset(body: impl IntoResponse, content_type: &'static str) -> Response {
     with_headers(body.into_response(), content_type)
 }
 

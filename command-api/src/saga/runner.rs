@@ -559,7 +559,7 @@ async fn handle_until_done<S: Saga>(
         trace_id = trace_id.as_deref(),
     );
     if let Some(traceparent) = &flow.traceparent {
-        traceparent.adopt(&span);
+        crate::trace::adopt(traceparent, &span);
     }
     handle_in_span(worker, event, flow, state, stop)
         .instrument(span)
