@@ -41,7 +41,8 @@ pub use error::{Error, IdConflict, Result};
 pub use log::{DATA_FORMAT_VERSION, RecoveryReport, Store, fs};
 pub use options::{Limits, StoreOptions};
 pub use personal::{
-    ERASED, KeyStore, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding, keys, shred,
+    ERASED, KeyStore, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding, SubjectKeys, keys,
+    shred, subjects,
 };
 pub use subscription::Subscription;
 pub use types::{

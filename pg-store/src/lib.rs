@@ -23,10 +23,12 @@
 //! appends of every process.
 
 mod batch;
+mod keys;
 mod rows;
 mod schema;
 mod shared;
 mod store;
 mod subscribe;
 
+pub use keys::PgKeys;
 pub use store::{PgOptions, PgStore};

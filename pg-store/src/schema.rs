@@ -12,7 +12,8 @@ use crate::shared::pg_error;
 
 /// Each step's statements; `{s}` is the schema. Never edit a step that
 /// shipped: add one.
-const STEPS: &[&str] = &[r#"
+const STEPS: &[&str] = &[
+    r#"
 CREATE TABLE {s}.events (
     position       bigint PRIMARY KEY,
     stream_id      text NOT NULL,
@@ -42,7 +43,17 @@ CREATE TABLE {s}.snapshots (
     recorded_at    bigint NOT NULL,
     state          bytea NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE {s}.subject_keys (
+    subject    text PRIMARY KEY,
+    key        bytea CHECK (key IS NULL OR octet_length(key) = 32),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    erased_at  timestamptz,
+    CHECK ((key IS NULL) = (erased_at IS NOT NULL))
+);
+"#,
+];
 
 /// A schema name annals accepts: lowercase letters, digits and `_`, not
 /// starting with a digit, at most 63 bytes (so it needs no quoting).

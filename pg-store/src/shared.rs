@@ -19,6 +19,10 @@ pub(crate) struct Inner {
     /// The head this process knows of: advanced by its own commits at
     /// once, and by the others' through `channel`.
     pub head: watch::Sender<u64>,
+    /// The channel erasures of personal-data keys are announced on.
+    pub keys_channel: String,
+    /// The personal-data keys this process knows.
+    pub keys: crate::keys::KeyCache,
 }
 
 impl Inner {

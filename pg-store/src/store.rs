@@ -93,6 +93,8 @@ impl PgStore {
         let inner = Arc::new(Inner {
             pool,
             channel: format!("annals_{}", options.schema),
+            keys_channel: format!("annals_{}_keys", options.schema),
+            keys: crate::keys::KeyCache::default(),
             schema: options.schema,
             limits: options.limits,
             hold_transaction: options.hold_transaction,
@@ -101,6 +103,12 @@ impl PgStore {
         batch::spawn(inner.clone(), queue);
         crate::subscribe::follow_notifications(&inner);
         Ok(Self { inner, appends })
+    }
+
+    /// The personal-data keys kept in the store's schema, for
+    /// [`event_store::Shredding`] over this store.
+    pub fn keys(&self) -> crate::PgKeys {
+        crate::PgKeys::new(self.inner.clone())
     }
 
     /// Closes the pool: appends and reads answer [`Error::Closed`] or a

@@ -76,12 +76,24 @@ pub(crate) fn follow_notifications(inner: &Arc<Inner>) {
                 return;
             };
             let listener = sqlx::postgres::PgListener::connect_with(&inner.pool).await;
-            let channel = inner.channel.clone();
+            let channels = [inner.channel.clone(), inner.keys_channel.clone()];
             drop(inner);
             match listener {
                 Ok(mut listener) => {
-                    if listener.listen(&channel).await.is_ok() {
+                    if listener
+                        .listen_all(channels.iter().map(String::as_str))
+                        .await
+                        .is_ok()
+                    {
+                        // Erasures announced while nobody listened were
+                        // missed: the keys are read again.
+                        if let Some(inner) = weak.upgrade() {
+                            inner.keys.clear();
+                        }
                         listen(&weak, &mut listener).await;
+                    }
+                    if let Some(inner) = weak.upgrade() {
+                        inner.keys.clear();
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot listen for commits; retrying"),
@@ -107,6 +119,7 @@ async fn listen(weak: &Weak<Inner>, listener: &mut sqlx::postgres::PgListener) {
                 tracing::warn!(error = %e, "lost the commit notifications; reconnecting");
                 return;
             }
+            Ok(Ok(n)) if n.channel() == inner.keys_channel => inner.keys.erased(n.payload()),
             Ok(Ok(n)) => {
                 if let Ok(position) = n.payload().parse::<u64>() {
                     inner.head.send_if_modified(|head| {

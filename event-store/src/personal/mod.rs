@@ -5,6 +5,8 @@
 pub mod keys;
 pub(crate) mod plaincache;
 pub mod shred;
+pub mod subjects;
 
 pub use keys::KeyStore;
 pub use shred::{ERASED, PLAINTEXT_CACHE_BYTES_DEFAULT, PersonalData, Shredding};
+pub use subjects::SubjectKeys;

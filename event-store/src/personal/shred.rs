@@ -41,8 +41,9 @@ use rand::RngCore;
 
 use crate::api::{EventStore, LoadedStream};
 use crate::error::{Error, Result};
-use crate::personal::keys::{KeyStore, SealingKey, SubjectKey};
+use crate::personal::keys::SubjectKey;
 use crate::personal::plaincache::PlainCache;
+use crate::personal::subjects::{KeyRing, SealKey, SubjectKeys};
 use crate::rawjson;
 use crate::subscription::Subscription;
 use crate::types::{
@@ -135,14 +136,14 @@ impl PersonalData {
 #[derive(Debug, Clone)]
 pub struct Shredding<S> {
     inner: S,
-    vault: Arc<Vault>,
+    vault: Arc<Vault<dyn SubjectKeys>>,
 }
 
 /// The keys and the policy: everything that encrypts and decrypts, shared
 /// with the subscriptions it decrypts for.
 #[derive(Debug)]
-struct Vault {
-    keys: Arc<KeyStore>,
+struct Vault<K: ?Sized> {
+    keys: Arc<K>,
     policy: PersonalData,
     /// Decrypted event data by position, dropped per subject on erasure.
     cache: PlainCache,
@@ -154,9 +155,6 @@ struct Vault {
 /// The default bound of the decrypted-event cache: about 100,000 small
 /// customer events.
 pub const PLAINTEXT_CACHE_BYTES_DEFAULT: usize = 16 << 20;
-
-/// A subject's key and, for a spare, its slot.
-type SealKey = ([u8; 32], Option<u64>);
 
 /// About what sealing adds to a short field (quotes, prefix, slot, nonce,
 /// tag, base64), to size an event's output once.
@@ -269,6 +267,11 @@ fn sealed_field_into(text: &mut String, sealed: &[u8], spare: Option<u64>, quote
     }
 }
 
+/// An event with personal fields reached sealing without its subject's key.
+fn no_key(stream_id: &StreamId) -> Error {
+    Error::KeyStore(format!("data subject {stream_id} has no key to seal under"))
+}
+
 /// `"[erased]"` as JSON text.
 const ERASED_JSON: &[u8] = b"\"[erased]\"";
 
@@ -329,7 +332,7 @@ fn spare_slots(data: &[u8], fields: &[String]) -> Vec<u64> {
 
 impl<S: EventStore> Shredding<S> {
     /// With a decrypted-event cache of [`PLAINTEXT_CACHE_BYTES_DEFAULT`].
-    pub fn new(inner: S, keys: Arc<KeyStore>, policy: PersonalData) -> Self {
+    pub fn new(inner: S, keys: Arc<dyn SubjectKeys>, policy: PersonalData) -> Self {
         Self::with_plaintext_cache(inner, keys, policy, PLAINTEXT_CACHE_BYTES_DEFAULT)
     }
 
@@ -337,7 +340,7 @@ impl<S: EventStore> Shredding<S> {
     /// bytes (0: none), in memory only; see the module docs.
     pub fn with_plaintext_cache(
         inner: S,
-        keys: Arc<KeyStore>,
+        keys: Arc<dyn SubjectKeys>,
         policy: PersonalData,
         plaintext_cache_bytes_max: usize,
     ) -> Self {
@@ -363,7 +366,7 @@ impl<S: EventStore> Shredding<S> {
             .recovered
             .get_or_try_init(|| async {
                 self.reconcile().await?;
-                self.vault.keys.prepare_spares().await
+                self.vault.keys.prepare().await
             })
             .await
             .map(|_| ())
@@ -477,7 +480,7 @@ impl<S: EventStore> Shredding<S> {
                     count,
                 )
                 .await?;
-            let stored = self.vault.decrypt_all(slice.events)?;
+            let stored = self.vault.decrypt_all(slice.events).await?;
             if stored.len() != count {
                 return Ok(false);
             }
@@ -500,16 +503,16 @@ impl<S: EventStore> Shredding<S> {
     /// Every event of the stream, decrypted, without a snapshot.
     async fn load_events(&self, stream_id: &StreamId) -> Result<LoadedStream> {
         let mut loaded = self.inner.load(stream_id, None).await?;
-        loaded.events = self.vault.decrypt_all(loaded.events)?;
+        loaded.events = self.vault.decrypt_all(loaded.events).await?;
         Ok(loaded)
     }
 
-    pub fn keys(&self) -> &Arc<KeyStore> {
+    pub fn keys(&self) -> &Arc<dyn SubjectKeys> {
         &self.vault.keys
     }
 }
 
-impl Vault {
+impl<K: SubjectKeys + ?Sized> Vault<K> {
     /// Whether any event of the appends has personal fields to seal.
     fn has_personal_data(&self, appends: &[StreamAppend]) -> bool {
         appends.iter().any(|a| {
@@ -521,39 +524,42 @@ impl Vault {
         })
     }
 
-    /// For each append, the key its personal data is sealed under where the
-    /// key store has one at once (the subject's own, or a spare it takes
-    /// now), else `None`; and the subjects that still need a key made.
-    fn prepare_keys(
-        &self,
-        appends: &[StreamAppend],
-    ) -> Result<(Vec<Option<SealKey>>, Vec<String>)> {
-        let mut keys = Vec::with_capacity(appends.len());
-        let mut new_subjects = Vec::new();
-        for append in appends {
-            let subject = append.stream_id.as_str();
-            // The policy first: it answers most appends (other streams,
-            // events without personal fields) without the key store.
-            let personal = append.events.iter().any(|e| {
-                self.policy
-                    .personal_fields(subject, &e.event_type)
-                    .is_some()
-            });
-            if !personal {
-                keys.push(None);
-                continue;
-            }
-            keys.push(match self.keys.key_or_spare(subject)? {
-                SealingKey::Ready(key, spare) => Some((key, spare)),
-                SealingKey::Missing => {
-                    new_subjects.push(subject.to_owned());
-                    None
-                }
-                // Sealing looks again, and refuses with the reason.
-                SealingKey::Unusable => None,
-            });
+    /// For each append, the key its personal data is sealed under (`None`
+    /// for an append without any), made where the subject has none yet.
+    async fn prepare_keys(&self, appends: &[StreamAppend]) -> Result<Vec<Option<SealKey>>> {
+        // The policy first: it answers most appends (other streams, events
+        // without personal fields) without the key store.
+        let personal: Vec<bool> = appends
+            .iter()
+            .map(|a| {
+                a.events.iter().any(|e| {
+                    self.policy
+                        .personal_fields(a.stream_id.as_str(), &e.event_type)
+                        .is_some()
+                })
+            })
+            .collect();
+        let subjects: Vec<&str> = appends
+            .iter()
+            .zip(&personal)
+            .filter(|(_, personal)| **personal)
+            .map(|(a, _)| a.stream_id.as_str())
+            .collect();
+        if subjects.is_empty() {
+            return Ok(vec![None; appends.len()]);
         }
-        Ok((keys, new_subjects))
+        let mut keys = self.keys.sealing_keys(&subjects).await?.into_iter();
+        personal
+            .into_iter()
+            .map(|personal| match personal {
+                false => Ok(None),
+                true => keys.next().map(Some).ok_or_else(|| {
+                    Error::KeyStore(
+                        "the key store answered for fewer data subjects than asked".into(),
+                    )
+                }),
+            })
+            .collect()
     }
 
     fn encrypt_appends(
@@ -594,12 +600,12 @@ impl Vault {
         if !rawjson::scan_object(&data, &mut members) {
             members = match rawjson::object_members(&data) {
                 Some(found) => found.into_iter().map(|m| (m.name, m.value.get())).collect(),
-                None => return self.encrypt_value(stream_id, event, fields),
+                None => return self.encrypt_value(stream_id, event, fields, key),
             };
         }
         if rawjson::has_duplicate_names(&members, |m| &m.0) {
             // The `Value` path decides, as it always has.
-            return self.encrypt_value(stream_id, event, fields);
+            return self.encrypt_value(stream_id, event, fields, key);
         }
         let base = data.as_ptr() as usize;
         let mut sealer: Option<(Aes256Gcm, Option<u64>)> = None;
@@ -619,14 +625,14 @@ impl Vault {
                 continue;
             }
             let Some(start) = (value.as_ptr() as usize).checked_sub(base) else {
-                return self.encrypt_value(stream_id, event, fields);
+                return self.encrypt_value(stream_id, event, fields, key);
             };
             let (cipher, spare) = match &sealer {
                 Some(s) => s,
                 None => {
                     let (key, spare) = match key {
                         Some(k) => k,
-                        None => self.key_for_sealing(stream_id)?,
+                        None => return Err(no_key(stream_id)),
                     };
                     // Sized once the event turns out to have a field to seal.
                     out.reserve(data.len() + 2 * SEALED_OVERHEAD_ESTIMATE);
@@ -651,19 +657,6 @@ impl Vault {
         Ok(event)
     }
 
-    /// The subject's key for sealing, and its slot if it is a spare.
-    fn key_for_sealing(&self, stream_id: &StreamId) -> Result<([u8; 32], Option<u64>)> {
-        // `append_many` created the missing keys before; a key still
-        // missing here was lost in between.
-        self.keys
-            .key_for_sealing(stream_id.as_str())?
-            .ok_or_else(|| {
-                Error::KeyStore(format!(
-                    "data subject {stream_id} has no key after it was created"
-                ))
-            })
-    }
-
     /// Sealing through a `serde_json::Value` of the whole data: for data
     /// that is not an object with distinct member names.
     fn encrypt_value(
@@ -671,6 +664,7 @@ impl Vault {
         stream_id: &StreamId,
         mut event: NewEvent,
         fields: &[String],
+        key: Option<SealKey>,
     ) -> Result<NewEvent> {
         let mut data: serde_json::Value = serde_json::from_slice(&event.data)
             .map_err(|e| Error::InvalidAppend(format!("event data is not JSON: {e}")))?;
@@ -680,7 +674,6 @@ impl Vault {
                 event.event_type
             )));
         };
-        let mut key = None;
         for field in fields {
             let Some(value) = object.get_mut(field.as_str()) else {
                 continue;
@@ -688,10 +681,7 @@ impl Vault {
             if value.is_null() {
                 continue;
             }
-            let (key, spare) = match key {
-                Some(k) => k,
-                None => *key.insert(self.key_for_sealing(stream_id)?),
-            };
+            let (key, spare) = key.ok_or_else(|| no_key(stream_id))?;
             let plaintext = serde_json::to_vec(value)
                 .map_err(|e| Error::InvalidAppend(format!("personal field {field}: {e}")))?;
             let sealed = seal(
@@ -707,7 +697,24 @@ impl Vault {
         Ok(event)
     }
 
-    fn decrypt_event(&self, mut event: RecordedEvent) -> Result<RecordedEvent> {
+    /// The keys of the subjects whose personal data `events` may hold.
+    async fn ring_for(&self, events: &[RecordedEvent]) -> Result<KeyRing> {
+        let mut subjects: Vec<&str> = Vec::new();
+        for event in events {
+            let subject = event.stream_id.as_str();
+            if self
+                .policy
+                .personal_fields(subject, &event.event_type)
+                .is_some()
+                && !subjects.contains(&subject)
+            {
+                subjects.push(subject);
+            }
+        }
+        KeyRing::of(&*self.keys, subjects).await
+    }
+
+    fn decrypt_event(&self, ring: &KeyRing, mut event: RecordedEvent) -> Result<RecordedEvent> {
         let Some(fields) = self
             .policy
             .personal_fields(event.stream_id.as_str(), &event.event_type)
@@ -718,19 +725,19 @@ impl Vault {
         if let Some(data) = self.cache.get(event.position.0, subject) {
             // Served only while the key is live: an erasure made around
             // this layer must not be hidden by the cache.
-            if matches!(self.keys.lookup(subject)?, Some(SubjectKey::Key(_))) {
+            if ring.is_live(subject) {
                 event.data = data;
                 return Ok(event);
             }
         }
         let opened = match rawjson::object_members(&event.data) {
             Some(members) if !rawjson::has_duplicate_names(&members, |m| &m.name) => {
-                self.open_members(&event, fields, &members)?
+                self.open_members(ring, &event, fields, &members)?
             }
             // Not an object, or one whose duplicate names the patch could
             // not treat as a `Value` does (the last one wins): the slow path
             // decides, exactly as it always has.
-            _ => self.open_value(&event, fields)?,
+            _ => self.open_value(ring, &event, fields)?,
         };
         match opened {
             Opened::Unchanged => {}
@@ -739,7 +746,7 @@ impl Vault {
                 if self.cache.is_enabled() {
                     self.cache
                         .insert_if(event.position.0, subject, data.clone(), || {
-                            matches!(self.keys.lookup(subject), Ok(Some(SubjectKey::Key(_))))
+                            matches!(self.keys.known(subject), Some(SubjectKey::Key(_)))
                         });
                 }
                 event.data = data;
@@ -753,6 +760,7 @@ impl Vault {
     /// nor re-encoded.
     fn open_members(
         &self,
+        ring: &KeyRing,
         event: &RecordedEvent,
         fields: &[String],
         members: &[rawjson::Member<'_>],
@@ -773,7 +781,7 @@ impl Vault {
             // One key lookup per event, not per field.
             let key = match &key {
                 Some(key) => key,
-                None => key.insert(self.keys.require(subject)?),
+                None => key.insert(ring.require(subject)?),
             };
             let replacement = match key {
                 SubjectKey::Erased => ERASED_JSON.to_vec(),
@@ -807,7 +815,12 @@ impl Vault {
     /// The original path, through a `serde_json::Value` of the whole data:
     /// for data that is not an object with distinct member names, and the
     /// reference the patching path is tested against.
-    fn open_value(&self, event: &RecordedEvent, fields: &[String]) -> Result<Opened> {
+    fn open_value(
+        &self,
+        ring: &KeyRing,
+        event: &RecordedEvent,
+        fields: &[String],
+    ) -> Result<Opened> {
         let mut data: serde_json::Value = match serde_json::from_slice(&event.data) {
             Ok(data) => data,
             Err(_) => return Ok(Opened::Unchanged),
@@ -824,7 +837,7 @@ impl Vault {
             let Some((cipher, _, encoded)) = value.as_str().and_then(sealed_parts) else {
                 continue;
             };
-            *value = match self.keys.require(event.stream_id.as_str())? {
+            *value = match ring.require(event.stream_id.as_str())? {
                 SubjectKey::Erased => {
                     erased = true;
                     serde_json::Value::String(ERASED.into())
@@ -850,11 +863,15 @@ impl Vault {
         })
     }
 
-    fn decrypt_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        events.into_iter().map(|e| self.decrypt_event(e)).collect()
+    async fn decrypt_all(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        let ring = self.ring_for(&events).await?;
+        events
+            .into_iter()
+            .map(|e| self.decrypt_event(&ring, e))
+            .collect()
     }
 
-    fn open_snapshot(&self, snapshot: Option<Snapshot>) -> Result<Option<Snapshot>> {
+    async fn open_snapshot(&self, snapshot: Option<Snapshot>) -> Result<Option<Snapshot>> {
         let Some(mut snapshot) = snapshot else {
             return Ok(None);
         };
@@ -866,7 +883,9 @@ impl Vault {
             } else {
                 return Ok(Some(snapshot));
             };
-        match self.keys.require(snapshot.stream_id.as_str())? {
+        let subject = snapshot.stream_id.as_str();
+        let ring = KeyRing::of(&*self.keys, vec![subject]).await?;
+        match ring.require(subject)? {
             // The state of a forgotten subject is rebuilt from its events,
             // which now read as erased.
             SubjectKey::Erased => Ok(None),
@@ -897,10 +916,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
         // need) or, when none is left, one made now in the key log's group
         // commit (shared with every concurrent new subject).
         self.recover().await?;
-        let (keys, new_subjects) = self.vault.prepare_keys(&appends)?;
-        if !new_subjects.is_empty() {
-            self.vault.keys.assign_keys(&new_subjects).await?;
-        }
+        let keys = self.vault.prepare_keys(&appends).await?;
         // Sealing uses a fresh nonce, so a retry of a committed append
         // reaches the store as other bytes: what it means is compared here.
         let plain = self
@@ -939,22 +955,27 @@ impl<S: EventStore> EventStore for Shredding<S> {
             .inner
             .read_stream(stream_id, from, direction, max_count)
             .await?;
-        slice.events = self.vault.decrypt_all(slice.events)?;
+        slice.events = self.vault.decrypt_all(slice.events).await?;
         Ok(slice)
     }
 
     async fn read_all(&self, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
         self.recover().await?;
         let events = self.inner.read_all(from, max_count).await?;
-        self.vault.decrypt_all(events)
+        self.vault.decrypt_all(events).await
     }
 
     async fn subscribe(&self, from: Position, filter: EventFilter) -> Result<Subscription> {
         self.recover().await?;
         let vault = self.vault.clone();
         let inner = self.inner.subscribe(from, filter).await?;
-        Ok(Subscription::from_stream(inner.map(move |event| {
-            event.and_then(|e| vault.decrypt_event(e))
+        Ok(Subscription::from_stream(inner.then(move |event| {
+            let vault = vault.clone();
+            async move {
+                let event = event?;
+                let ring = vault.ring_for(std::slice::from_ref(&event)).await?;
+                vault.decrypt_event(&ring, event)
+            }
         })))
     }
 
@@ -972,22 +993,11 @@ impl<S: EventStore> EventStore for Shredding<S> {
                 .save_snapshot(stream_id, version, schema_version, state)
                 .await;
         }
-        let key = match self.vault.keys.lookup(stream_id.as_str())? {
-            Some(SubjectKey::Key(key)) => key,
+        let key = match self.vault.keys.snapshot_key(stream_id.as_str()).await? {
+            Some(key) => key,
             // A forgotten subject's state may have been loaded before the
             // erasure; no snapshot of it is ever written again.
-            Some(SubjectKey::Erased) => return Ok(()),
-            None => {
-                self.vault.keys.ensure_keys([stream_id.as_str()]).await?;
-                self.vault
-                    .keys
-                    .existing_key_for_write(stream_id.as_str())?
-                    .ok_or_else(|| {
-                        Error::KeyStore(format!(
-                            "data subject {stream_id} has no key after it was created"
-                        ))
-                    })?
-            }
+            None => return Ok(()),
         };
         let aad = [stream_id.as_str().as_bytes(), &version.to_le_bytes()].concat();
         let sealed = seal(&key, &aad, &state)?;
@@ -1000,7 +1010,7 @@ impl<S: EventStore> EventStore for Shredding<S> {
     async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>> {
         self.recover().await?;
         let snapshot = self.inner.load_snapshot(stream_id).await?;
-        self.vault.open_snapshot(snapshot)
+        self.vault.open_snapshot(snapshot).await
     }
 
     async fn stats(&self) -> Result<Stats> {
@@ -1033,14 +1043,14 @@ impl<S: EventStore> EventStore for Shredding<S> {
         // without this layer); its snapshot is opened here.
         let mut loaded = self.inner.load(stream_id, snapshot_schema).await?;
         if loaded.snapshot.is_some() {
-            loaded.snapshot = self.vault.open_snapshot(loaded.snapshot.take())?;
+            loaded.snapshot = self.vault.open_snapshot(loaded.snapshot.take()).await?;
             if loaded.snapshot.is_none() {
                 // The subject was forgotten: its snapshot is ignored and its
                 // state rebuilt from all its events, which read as erased.
                 return self.load_events(stream_id).await;
             }
         }
-        loaded.events = self.vault.decrypt_all(loaded.events)?;
+        loaded.events = self.vault.decrypt_all(loaded.events).await?;
         Ok(loaded)
     }
 
@@ -1070,13 +1080,15 @@ impl<S: EventStore> EventStore for Shredding<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::personal::keys::{KeyStore, SealingKey};
     use crate::types::Timestamp;
+    use futures_util::FutureExt;
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
     const FIELDS: [&str; 3] = ["name", "email", "phone"];
 
-    fn vault(dir: &std::path::Path, cache_bytes: usize) -> Vault {
+    fn vault(dir: &std::path::Path, cache_bytes: usize) -> Vault<KeyStore> {
         let keys = KeyStore::open(dir).unwrap();
         // Appends create keys before they encrypt; these tests encrypt
         // directly.
@@ -1088,6 +1100,24 @@ mod tests {
                 .fields("CustomerRegistered", FIELDS),
             cache: PlainCache::new(cache_bytes),
             recovered: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The subject's own key, as sealing finds it.
+    fn own(vault: &Vault<KeyStore>) -> Option<SealKey> {
+        vault.keys.key_for_sealing("customer-1").unwrap()
+    }
+
+    /// The keys reading `event` looks up (the file key store answers at
+    /// once).
+    fn ring_now(vault: &Vault<KeyStore>, event: &RecordedEvent) -> KeyRing {
+        let ring = vault.ring_for(std::slice::from_ref(event));
+        ring.now_or_never().unwrap().unwrap()
+    }
+
+    impl Vault<KeyStore> {
+        fn open_now(&self, event: RecordedEvent) -> Result<RecordedEvent> {
+            self.decrypt_event(&ring_now(self, &event), event)
         }
     }
 
@@ -1161,7 +1191,7 @@ mod tests {
             let stream = StreamId::new("customer-1").unwrap();
             let object = Value::Object(members.into_iter().collect());
             let sealed = vault
-                .encrypt_event(&stream, NewEvent::json("CustomerRegistered", &object).unwrap(), None)
+                .encrypt_event(&stream, NewEvent::json("CustomerRegistered", &object).unwrap(), own(&vault))
                 .unwrap();
             let mut data: Value = serde_json::from_slice(&sealed.data).unwrap();
             let untampered = tamper.is_none();
@@ -1184,8 +1214,8 @@ mod tests {
             let fields: Vec<String> = FIELDS.iter().map(|f| f.to_string()).collect();
             let members = rawjson::object_members(&event.data).unwrap();
             prop_assert!(!rawjson::has_duplicate_names(&members, |m| &m.name));
-            let patched = outcome(vault.open_members(&event, &fields, &members));
-            let reference = outcome(vault.open_value(&event, &fields));
+            let patched = outcome(vault.open_members(&ring_now(&vault, &event), &event, &fields, &members));
+            let reference = outcome(vault.open_value(&ring_now(&vault, &event), &event, &fields));
             prop_assert_eq!(&patched, &reference);
             // And an untampered event of a live subject reads as written.
             if untampered && !forget {
@@ -1224,8 +1254,8 @@ mod tests {
             let prepared = Some((key, spare));
             for sealed in [
                 vault.encrypt_event(&stream, event.clone(), prepared).unwrap(),
-                vault.encrypt_event(&stream, event.clone(), None).unwrap(),
-                vault.encrypt_value(&stream, event, &fields).unwrap(),
+                vault.encrypt_event(&stream, event.clone(), own(&vault)).unwrap(),
+                vault.encrypt_value(&stream, event, &fields, prepared).unwrap(),
             ] {
                 let stored: Value = serde_json::from_slice(&sealed.data).unwrap();
                 for field in FIELDS {
@@ -1233,7 +1263,7 @@ mod tests {
                         prop_assert!(value.as_str().is_some_and(|t| t.starts_with(FIELD_PREFIX)), "{}", value);
                     }
                 }
-                let read = vault.decrypt_event(recorded(&stream, 1, sealed)).unwrap();
+                let read = vault.open_now(recorded(&stream, 1, sealed)).unwrap();
                 prop_assert_eq!(serde_json::from_slice::<Value>(&read.data).unwrap(), object.clone());
             }
         }
@@ -1270,7 +1300,7 @@ mod tests {
             1,
             NewEvent::json("CustomerRegistered", &json!({"name": text, "n": 1})).unwrap(),
         );
-        let read = vault.decrypt_event(event).unwrap();
+        let read = vault.open_now(event).unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&read.data).unwrap(),
             json!({"name": "Ada", "n": 1})
@@ -1286,7 +1316,12 @@ mod tests {
             timestamp: Timestamp(0),
             state: Bytes::from([&XCHACHA_SNAPSHOT_MAGIC[..], &state].concat()),
         };
-        let opened = vault.open_snapshot(Some(snapshot)).unwrap().unwrap();
+        let opened = vault
+            .open_snapshot(Some(snapshot))
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(&opened.state[..], b"state");
     }
 
@@ -1299,7 +1334,7 @@ mod tests {
             .encrypt_event(
                 &stream,
                 NewEvent::json("CustomerRegistered", &json!({"name": "Ada"})).unwrap(),
-                None,
+                own(&vault),
             )
             .unwrap();
         let sealed_name: Value = serde_json::from_slice(&sealed.data).unwrap();
@@ -1310,17 +1345,14 @@ mod tests {
             1,
             NewEvent::new("CustomerRegistered", Bytes::from(twice)),
         );
-        let read = vault.decrypt_event(event).unwrap();
+        let read = vault.open_now(event).unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&read.data).unwrap(),
             json!({"name": "Ada"})
         );
         for odd in ["[1,2]", "\"x\"", "not json"] {
             let event = recorded(&stream, 2, NewEvent::new("CustomerRegistered", odd));
-            assert_eq!(
-                &vault.decrypt_event(event).unwrap().data[..],
-                odd.as_bytes()
-            );
+            assert_eq!(&vault.open_now(event).unwrap().data[..], odd.as_bytes());
         }
     }
 
@@ -1333,25 +1365,25 @@ mod tests {
             .encrypt_event(
                 &stream,
                 NewEvent::json("CustomerRegistered", &json!({"name": "Ada", "n": 1})).unwrap(),
-                None,
+                own(&vault),
             )
             .unwrap();
         let event = recorded(&stream, 7, sealed);
-        let first = vault.decrypt_event(event.clone()).unwrap();
+        let first = vault.open_now(event.clone()).unwrap();
         assert_eq!(vault.cache.usage().0, 1);
         // Warm: served from the cache, the same bytes.
-        assert_eq!(vault.decrypt_event(event.clone()).unwrap().data, first.data);
+        assert_eq!(vault.open_now(event.clone()).unwrap().data, first.data);
         // An erasure made on the key store directly, around this layer,
         // still wins over the cache.
         vault.keys.forget("customer-1").unwrap();
-        let erased = vault.decrypt_event(event.clone()).unwrap();
+        let erased = vault.open_now(event.clone()).unwrap();
         assert_eq!(
             serde_json::from_slice::<Value>(&erased.data).unwrap(),
             json!({"name": ERASED, "n": 1})
         );
         // Erased data is not cached, and dropping the subject empties it.
         vault.cache.forget("customer-1");
-        vault.decrypt_event(event).unwrap();
+        vault.open_now(event).unwrap();
         assert_eq!(vault.cache.usage().0, 0);
     }
 }

@@ -132,7 +132,8 @@ async fn personal_data_is_encrypted_at_rest_and_erased_on_forget() {
     // Forget Ada; keep her key to look for it afterwards. Before the
     // erasure its raw bytes are on disk (in the key log), so the scan
     // below can find them.
-    let event_store::keys::SubjectKey::Key(ada_key) = store.keys().require("customer-ada").unwrap()
+    let Ok(event_store::keys::SubjectKey::Key(ada_key)) =
+        store.keys().keys_of(&["customer-ada"]).await.unwrap()[0].clone()
     else {
         panic!("Ada has a key");
     };
