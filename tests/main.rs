@@ -13,6 +13,7 @@ mod faults;
 mod forget;
 mod metrics;
 mod pg;
+mod pg_log;
 mod process;
 mod projections;
 mod saga;

@@ -35,7 +35,7 @@ fn fixture() -> PathBuf {
 }
 
 /// A copy of the fixture in a fresh temporary directory.
-fn copy_of_fixture() -> tempfile::TempDir {
+pub fn copy_of_fixture() -> tempfile::TempDir {
     fn copy(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {

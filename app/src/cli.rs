@@ -132,11 +132,20 @@ pub(crate) enum Action {
     /// (a damaged backup is refused), then verify the result.
     Restore(RestoreArgs),
     /// Check every segment, index, bloom filter and snapshot file of a data
-    /// directory and list each problem with its file and offset.
+    /// directory and list each problem with its file and offset; or, with
+    /// --store postgres://..., the log in PostgreSQL (positions without a
+    /// gap, streams matching their events, JSON data, snapshots).
     ///
     /// Exits with status 1 when damage is found, 0 otherwise. Never writes,
     /// so it is safe on a directory a running store has open.
     Verify(VerifyArgs),
+    /// Copy the log of a data directory no process has open into
+    /// PostgreSQL as it was recorded (positions, versions, ids, times,
+    /// metadata, sealed personal data), with its snapshots and the
+    /// subjects' keys and erasures, then compare both sides. An interrupted
+    /// copy continues where it stopped. Exits with status 1 when the sides
+    /// differ.
+    Copy(CopyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +157,8 @@ pub(crate) struct StoreArgs {
     /// Address to listen on.
     #[arg(long, env = "ANNALS_STORE_LISTEN", default_value = "127.0.0.1:8090")]
     pub listen: String,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
@@ -178,6 +189,8 @@ pub(crate) struct ServeArgs {
     pub database: Option<String>,
     #[command(flatten)]
     pub views: ViewDbArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Seal a segment once it would grow past this many bytes.
     #[arg(long, env = "ANNALS_SEGMENT_BYTES_MAX", default_value_t = 256 << 20)]
     pub segment_bytes_max: u64,
@@ -393,13 +406,50 @@ pub(crate) struct ViewDbArgs {
     pub database_acquire_timeout_ms: u64,
 }
 
-/// How to reach a store served by `annals store`.
+/// Where `annals serve` and `annals store` keep the event log.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LogArgs {
+    /// Keep the event log, snapshots and personal-data keys in PostgreSQL
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE) instead of the data
+    /// directory. Several processes may append to one database at once.
+    #[arg(
+        long = "store",
+        env = "ANNALS_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub url: Option<String>,
+    /// With a PostgreSQL --store: the schema holding the log's tables
+    /// (created if missing).
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub schema: String,
+}
+
+/// How to reach the store: `annals store` over HTTP, or the log in
+/// PostgreSQL.
 #[derive(Debug, clap::Args)]
 pub(crate) struct RemoteStoreArgs {
-    /// URL of the store (`annals store`), e.g. http://127.0.0.1:8090, or
-    /// https://... when it serves TLS (its certificate is verified).
-    #[arg(long = "store", env = "ANNALS_STORE_URL", value_name = "URL")]
+    /// URL of the store: `annals store` (http://127.0.0.1:8090, or
+    /// https://... when it serves TLS; its certificate is verified), or the
+    /// log in PostgreSQL (postgres://...), used directly.
+    #[arg(
+        long = "store",
+        env = "ANNALS_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub url: String,
+    /// With a PostgreSQL --store: the schema holding the log's tables.
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub schema: String,
     /// A PEM file of CA certificates to trust for an https:// store,
     /// besides the public roots: the private CA that signed its
     /// certificate.
@@ -637,10 +687,38 @@ pub(crate) struct VerifyArgs {
     /// The data directory to check.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Check the log in PostgreSQL at this URL (postgres://...) instead.
+    #[arg(long = "store", value_name = "URL", conflicts_with = "data_dir")]
+    pub store: Option<String>,
+    /// With --store: the schema holding the log's tables.
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub store_schema: String,
     /// Print the report as one JSON object (`ok`, the counts, `problems`
     /// with `file`, `offset` and `detail`, `notes`) instead of lines.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CopyArgs {
+    /// The data directory to copy (no process may have it open).
+    #[arg(long, value_name = "DIR")]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into: postgres://...
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The schema to hold the log's tables (created if missing; empty, or
+    /// holding an interrupted copy of the same log).
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub schema: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -667,10 +745,18 @@ pub(crate) struct DumpArgs {
     /// The data directory to read.
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Read from a running `annals store` at this URL instead of a data
-    /// directory (it decrypts and upcasts; a key needs `read`).
+    /// Read from a running `annals store` at this URL (it decrypts and
+    /// upcasts; a key needs `read`), or from the log in PostgreSQL
+    /// (postgres://...), instead of a data directory.
     #[arg(long = "store", value_name = "URL", conflicts_with = "data_dir")]
     pub store: Option<String>,
+    /// With a PostgreSQL --store: the schema holding the log's tables.
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub store_schema: String,
     /// With --store: the API key (token) to present.
     #[arg(long = "store-key", env = "ANNALS_STORE_KEY", hide_env_values = true)]
     pub store_key: Option<String>,

@@ -29,6 +29,7 @@ pub async fn dump(args: DumpArgs, app: &crate::App) -> anyhow::Result<ExitCode> 
     if let Some(url) = &args.store {
         let remote = crate::RemoteStoreArgs {
             url: url.clone(),
+            schema: args.store_schema.clone(),
             ca_file: args.store_ca.clone(),
             key: args.store_key.clone(),
             wait_seconds: 0,

@@ -131,6 +131,7 @@ mod admin;
 mod auth;
 mod backup;
 mod cli;
+mod copy;
 mod dump;
 mod health;
 mod otlp;

@@ -11,7 +11,7 @@ use crate::health::{self, Readiness};
 use crate::sagas::{BuiltSagas, RunningSagas, SagaSetup};
 use crate::setup::{
     RunningProjector, Stop, bind, command_config, connect_store, handler_config, local_addr,
-    open_embedded, query_config, scheme, serve_config, view_db_options,
+    open_log, query_config, scheme, serve_config, view_db_options,
 };
 use crate::telemetry::Scrape;
 use crate::ui::{Process, UiConfig};
@@ -75,8 +75,9 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
     access.check_exposure(local_addr(&listener)?, &app.name)?;
-    let (store, layered) = open_embedded(
+    let (store, layered) = open_log(
         &args.data_dir,
+        &args.log,
         StoreOptions {
             segment_bytes_max: args.segment_bytes_max,
             ..StoreOptions::default()
@@ -125,7 +126,7 @@ pub async fn store(args: StoreArgs, app: &crate::App) -> anyhow::Result<()> {
             .context("serving the store API")
     }
     .await;
-    let closed = store.close().await.context("closing the store");
+    let closed = store.close().await;
     served.and(closed)?;
     tracing::info!("store closed");
     Ok(())

@@ -35,7 +35,7 @@ pub async fn rebuild(args: RebuildArgs, app: &crate::App) -> anyhow::Result<Exit
 /// draws nothing when its target is not a terminal, and a log file or a
 /// pipe should get lines it can keep rather than redraws, so those are
 /// written here.
-enum Progress {
+pub(crate) enum Progress {
     /// The bar, once the first progress came: a message takes its line,
     /// and the next progress draws a new one below it.
     Terminal(Option<indicatif::ProgressBar>),
@@ -52,7 +52,7 @@ impl Progress {
     /// a pipe.
     const PLAIN_INTERVAL: Duration = Duration::from_secs(2);
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         if std::io::stdout().is_terminal() {
             Self::Terminal(None)
         } else {
@@ -60,7 +60,7 @@ impl Progress {
         }
     }
 
-    fn show(&mut self, done: u64, total: u64, per_second: f64, eta: Option<f64>) {
+    pub(crate) fn show(&mut self, done: u64, total: u64, per_second: f64, eta: Option<f64>) {
         match self {
             Self::Terminal(bar) => {
                 let bar = bar.get_or_insert_with(|| new_bar(total));
@@ -81,14 +81,14 @@ impl Progress {
     }
 
     /// A line of its own (on a terminal, in place of the bar).
-    fn say(&mut self, message: &str) {
+    pub(crate) fn say(&mut self, message: &str) {
         self.clear();
         print_line(message);
     }
 
     /// Clears the bar (on a terminal) so that an error starts on a clean
     /// line.
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if let Self::Terminal(bar) = self
             && let Some(bar) = bar.take()
         {

@@ -31,6 +31,7 @@ pub(crate) fn main(app: App) -> ExitCode {
     let default_level = match cli.command {
         Action::Rebuild(_)
         | Action::Verify(_)
+        | Action::Copy(_)
         | Action::Status(_)
         | Action::Dump(_)
         | Action::Backup(_)
@@ -132,7 +133,11 @@ fn usage_error(name: &str, e: clap::Error) -> ExitCode {
 
 fn run(cli: Cli, app: &App) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Action::Verify(args) if args.store.is_some() => {
+            runtime()?.block_on(crate::verify::verify_postgres(args))
+        }
         Action::Verify(args) => crate::verify::verify(args),
+        Action::Copy(args) => runtime()?.block_on(crate::copy::copy(args, app)),
         Action::Store(args) => runtime()?
             .block_on(crate::processes::store(args, app))
             .map(|()| ExitCode::SUCCESS),

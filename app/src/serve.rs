@@ -17,7 +17,7 @@ use crate::auth::{Access, Role, Rule};
 use crate::health::{self, Readiness};
 use crate::sagas::{BuiltSagas, SagaSetup};
 use crate::setup::{
-    RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_embedded,
+    RunningProjector, Stop, bind, command_config, handler_config, local_addr, open_log,
     query_config, scheme, serve_config, serve_http, view_db_options,
 };
 use crate::telemetry::Scrape;
@@ -39,8 +39,9 @@ pub(crate) async fn serve_until(
     // The address first: a taken port fails before the data is touched.
     let listener = bind(&args.listen).await?;
     access.check_exposure(local_addr(&listener)?, &app.name)?;
-    let (store, layered) = open_embedded(
+    let (store, layered) = open_log(
         &args.data_dir,
+        &args.log,
         StoreOptions {
             segment_bytes_max: args.segment_bytes_max,
             ..StoreOptions::default()
@@ -50,7 +51,7 @@ pub(crate) async fn serve_until(
     .await?;
     let result = run(&args, app, &access, config, listener, layered, stop).await;
     // Whatever happened above, the store is closed cleanly.
-    let closed = store.close().await.context("closing the store");
+    let closed = store.close().await;
     result.and(closed)?;
     tracing::info!("store closed");
     Ok(())

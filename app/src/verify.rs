@@ -1,5 +1,5 @@
-//! `annals verify`: checks a data directory offline and reports what it
-//! holds and any damage.
+//! `annals verify`: checks a data directory offline, or the log in
+//! PostgreSQL, and reports what it holds and any damage.
 
 use std::process::ExitCode;
 
@@ -44,6 +44,63 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.erased_subjects,
         report.spare_keys,
         if report.is_ok() { "ok" } else { "DAMAGED" }
+    );
+    Ok(code)
+}
+
+/// `annals verify --store postgres://...`.
+pub async fn verify_postgres(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let url = args.store.unwrap_or_default();
+    if !crate::setup::is_postgres(&url) {
+        anyhow::bail!(
+            "--store {} is not a PostgreSQL URL (postgres://...)",
+            crate::setup::redacted(&url)
+        );
+    }
+    let store = pg_store::PgStore::connect(
+        &url,
+        pg_store::PgOptions {
+            schema: args.store_schema.clone(),
+            ..pg_store::PgOptions::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot use the store at {}", crate::setup::redacted(&url)))?;
+    let check = store.check().await;
+    store.close().await;
+    let check = check.context("cannot verify the store")?;
+    let code = if check.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            ok: bool,
+            #[serde(flatten)]
+            check: &'a pg_store::PgCheck,
+        }
+        let json = serde_json::to_string(&Json {
+            ok: check.is_ok(),
+            check: &check,
+        })
+        .context("writing the report as JSON")?;
+        println!("{json}");
+        return Ok(code);
+    }
+    for problem in &check.problems {
+        println!("DAMAGE {problem}");
+    }
+    println!(
+        "schema {}: {} events, {} streams, {} snapshots, {} live subject keys, {} erased: {}",
+        args.store_schema,
+        check.events,
+        check.streams,
+        check.snapshots,
+        check.live_subject_keys,
+        check.erased_subjects,
+        if check.is_ok() { "ok" } else { "DAMAGED" }
     );
     Ok(code)
 }

@@ -106,7 +106,9 @@ async fn decide_and_write(
         tx.rollback().await.map_err(rolled_back)?;
         return Ok(outcomes);
     }
-    write(&mut tx, inner, &group).await.map_err(rolled_back)?;
+    write(&mut tx, inner, &group.events, group.next_position - 1)
+        .await
+        .map_err(rolled_back)?;
     if let Some(hold) = inner.hold_transaction {
         // A different wait for each transaction, from its first position.
         let spread = group.next_position.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1000;
@@ -292,15 +294,15 @@ impl Lookup for Known<'_> {
     }
 }
 
-/// Inserts the group's events, moves its streams' versions and the head,
-/// and wakes every subscriber (the notification leaves at commit).
-async fn write(
+/// Inserts `events`, moves their streams' versions and the head to
+/// `head`, and wakes every subscriber (the notification leaves at commit).
+pub(crate) async fn write(
     tx: &mut Transaction<'_, Postgres>,
     inner: &Inner,
-    group: &Group,
+    events: &[RecordedEvent],
+    head: u64,
 ) -> std::result::Result<(), sqlx::Error> {
     let s = &inner.schema;
-    let events = &group.events;
     let positions: Vec<i64> = events.iter().map(|e| signed(e.position.0)).collect();
     let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
     let versions: Vec<i64> = events.iter().map(|e| signed(e.version)).collect();
@@ -351,7 +353,7 @@ async fn write(
     .execute(&mut **tx)
     .await?;
 
-    let head = signed(group.next_position - 1);
+    let head = signed(head);
     sqlx::query(AssertSqlSafe(format!("UPDATE {s}.head SET position = $1")))
         .bind(head)
         .execute(&mut **tx)

@@ -23,6 +23,8 @@
 //! appends of every process.
 
 mod batch;
+mod check;
+mod import;
 mod keys;
 mod rows;
 mod schema;
@@ -30,5 +32,6 @@ mod shared;
 mod store;
 mod subscribe;
 
+pub use check::PgCheck;
 pub use keys::PgKeys;
 pub use store::{PgOptions, PgStore};

@@ -54,7 +54,7 @@ impl Default for PgOptions {
 /// process or many) may append to the same schema at once.
 #[derive(Clone)]
 pub struct PgStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     appends: mpsc::Sender<Request>,
 }
 

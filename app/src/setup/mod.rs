@@ -12,4 +12,4 @@ pub use config::{command_config, handler_config, query_config, view_db_options};
 pub use http::{bind, local_addr, scheme, serve_config, serve_http};
 pub use projector::RunningProjector;
 pub use stop::Stop;
-pub use store::{connect_store, open_embedded};
+pub use store::{connect_store, is_postgres, open_embedded, open_log, redacted};
