@@ -73,20 +73,47 @@ async fn decide_and_write(
 ) -> std::result::Result<Vec<Result<Vec<AppendResult>>>, RolledBack> {
     let rolled_back = |e: sqlx::Error| RolledBack(pg_error(e));
     let s = &inner.schema;
-    let mut tx = inner.pool.begin().await.map_err(rolled_back)?;
-    let head: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT position FROM {s}.head FOR UPDATE"
+    // The lock on the head is taken in the round trip that begins the
+    // transaction; the head and every stream's version are read in the
+    // next statement, whose snapshot therefore holds every commit made
+    // before the lock was granted.
+    let mut tx = inner
+        .pool
+        .begin_with(AssertSqlSafe(format!(
+            "BEGIN; SELECT position FROM {s}.head FOR UPDATE"
+        )))
+        .await
+        .map_err(rolled_back)?;
+    let streams: Vec<&str> = appends
+        .iter()
+        .flatten()
+        .map(|a| a.stream_id.as_str())
+        .collect();
+    let rows: Vec<(i64, Option<String>, Option<i64>)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT h.position, s.stream_id, s.version
+         FROM {s}.head h LEFT JOIN {s}.streams s ON s.stream_id = ANY($1)"
     )))
-    .fetch_one(&mut *tx)
+    .bind(&streams)
+    .fetch_all(&mut *tx)
     .await
     .map_err(rolled_back)?;
+    let Some(&(head, _, _)) = rows.first() else {
+        return Err(RolledBack(Error::Remote(format!(
+            "PostgreSQL: the table {s}.head has no row"
+        ))));
+    };
     let mut group = Group::new(unsigned(head));
-    // Every stream's version in one query, not one per append.
-    let streams: Vec<&StreamId> = appends.iter().flatten().map(|a| &a.stream_id).collect();
-    group
-        .load_versions(&mut tx, s, &streams)
-        .await
-        .map_err(RolledBack)?;
+    let found: HashMap<&str, i64> = rows
+        .iter()
+        .filter_map(|(_, name, version)| Some((name.as_deref()?, (*version)?)))
+        .collect();
+    for append in appends.iter().flatten() {
+        let version = found
+            .get(append.stream_id.as_str())
+            .copied()
+            .map_or(0, unsigned);
+        group.versions.insert(append.stream_id.clone(), version);
+    }
     let timestamp = Timestamp::now().0;
     let mut outcomes = Vec::with_capacity(appends.len());
     for append in appends {
@@ -315,10 +342,32 @@ pub(crate) async fn write(
     let times: Vec<i64> = events.iter().map(|e| e.timestamp.0).collect();
     let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
     let metadata: Vec<&[u8]> = events.iter().map(|e| e.metadata.as_ref()).collect();
+    let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
+    for e in events {
+        last.insert(
+            e.stream_id.as_str(),
+            (signed(e.version), signed(e.position.0)),
+        );
+    }
+    let (names, ends): (Vec<&str>, Vec<(i64, i64)>) = last.into_iter().unzip();
+    let (stream_versions, stream_positions): (Vec<i64>, Vec<i64>) = ends.into_iter().unzip();
+    let head = signed(head);
+    // One statement, one round trip: the events, their streams' versions,
+    // the head, and the wake-up (sent at commit).
     sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {s}.events ({COLUMNS})
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],
-                              $6::integer[], $7::bigint[], $8::bytea[], $9::bytea[])"
+        "WITH events AS (
+           INSERT INTO {s}.events ({COLUMNS})
+           SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[],
+                                $6::integer[], $7::bigint[], $8::bytea[], $9::bytea[])
+         ), streams AS (
+           INSERT INTO {s}.streams (stream_id, version, last_position)
+           SELECT * FROM UNNEST($10::text[], $11::bigint[], $12::bigint[])
+           ON CONFLICT (stream_id) DO UPDATE
+             SET version = EXCLUDED.version, last_position = EXCLUDED.last_position
+         ), head AS (
+           UPDATE {s}.head SET position = $13
+         )
+         SELECT pg_notify($14, $15)"
     )))
     .bind(&positions)
     .bind(&streams)
@@ -329,39 +378,13 @@ pub(crate) async fn write(
     .bind(&times)
     .bind(&data)
     .bind(&metadata)
-    .execute(&mut **tx)
-    .await?;
-
-    let mut last: HashMap<&str, (i64, i64)> = HashMap::new();
-    for e in events {
-        last.insert(
-            e.stream_id.as_str(),
-            (signed(e.version), signed(e.position.0)),
-        );
-    }
-    let (names, ends): (Vec<&str>, Vec<(i64, i64)>) = last.into_iter().unzip();
-    let (versions, positions): (Vec<i64>, Vec<i64>) = ends.into_iter().unzip();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {s}.streams (stream_id, version, last_position)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
-         ON CONFLICT (stream_id) DO UPDATE
-           SET version = EXCLUDED.version, last_position = EXCLUDED.last_position"
-    )))
     .bind(&names)
-    .bind(&versions)
-    .bind(&positions)
+    .bind(&stream_versions)
+    .bind(&stream_positions)
+    .bind(head)
+    .bind(&inner.channel)
+    .bind(head.to_string())
     .execute(&mut **tx)
     .await?;
-
-    let head = signed(head);
-    sqlx::query(AssertSqlSafe(format!("UPDATE {s}.head SET position = $1")))
-        .bind(head)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(&inner.channel)
-        .bind(head.to_string())
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }

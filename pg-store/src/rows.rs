@@ -31,6 +31,28 @@ pub(crate) fn event(row: &PgRow) -> Result<RecordedEvent> {
     })
 }
 
+/// The columns a stream's events are read with when the stream is known:
+/// [`COLUMNS`] without `stream_id`, in [`stream_event`]'s order.
+pub(crate) const STREAM_COLUMNS: &str =
+    "position, version, event_id, event_type, schema_version, recorded_at, data, metadata";
+
+/// The event of `stream_id` a row of [`STREAM_COLUMNS`] holds.
+pub(crate) fn stream_event(stream_id: &StreamId, row: &PgRow) -> Result<RecordedEvent> {
+    let read =
+        |e: sqlx::Error| Error::Remote(format!("PostgreSQL: an event row does not read: {e}"));
+    Ok(RecordedEvent {
+        position: Position(unsigned(row.try_get(0).map_err(read)?)),
+        stream_id: stream_id.clone(),
+        version: unsigned(row.try_get(1).map_err(read)?),
+        id: row.try_get(2).map_err(read)?,
+        event_type: row.try_get(3).map_err(read)?,
+        schema_version: u32::try_from(row.try_get::<i32, _>(4).map_err(read)?).unwrap_or(0),
+        timestamp: Timestamp(row.try_get(5).map_err(read)?),
+        data: Bytes::copy_from_slice(row.try_get::<&[u8], _>(6).map_err(read)?),
+        metadata: Bytes::copy_from_slice(row.try_get::<&[u8], _>(7).map_err(read)?),
+    })
+}
+
 /// A `bigint` that is never negative in these tables.
 pub(crate) fn unsigned(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)

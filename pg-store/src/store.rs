@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use event_store::{
-    AppendResult, Direction, Error, EventFilter, EventStore, Limits, Position, ReadFrom,
-    RecordedEvent, Result, Snapshot, Stats, StreamAppend, StreamId, StreamSlice, Subscription,
-    Timestamp, rules,
+    AppendResult, Direction, Error, EventFilter, EventStore, Limits, LoadedStream, Position,
+    ReadFrom, RecordedEvent, Result, Snapshot, Stats, StreamAppend, StreamId, StreamSlice,
+    Subscription, Timestamp, rules,
 };
 // Every dynamic statement names only the store's schema, checked by
 // `schema::check_name` to be a plain identifier.
@@ -18,7 +18,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch::{self, Request};
-use crate::rows::{self, COLUMNS, signed, unsigned};
+use crate::rows::{self, STREAM_COLUMNS, signed, unsigned};
 use crate::schema;
 use crate::shared::{Inner, pg_error};
 
@@ -170,7 +170,7 @@ impl EventStore for PgStore {
             Direction::Backward => "DESC",
         };
         let found = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM {} WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version {order}",
+            "SELECT {STREAM_COLUMNS} FROM {} WHERE stream_id = $1 AND version BETWEEN $2 AND $3 ORDER BY version {order}",
             self.table("events")
         )))
         .bind(stream_id.as_str())
@@ -179,7 +179,10 @@ impl EventStore for PgStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(pg_error)?;
-        let events = found.iter().map(rows::event).collect::<Result<Vec<_>>>()?;
+        let events = found
+            .iter()
+            .map(|row| rows::stream_event(stream_id, row))
+            .collect::<Result<Vec<_>>>()?;
         if events.len() as u64 != hi - lo + 1 {
             return Err(Error::Remote(format!(
                 "PostgreSQL: stream {stream_id} is at version {version} but holds {} of its versions {lo} to {hi}",
@@ -322,5 +325,49 @@ impl EventStore for PgStore {
 
     fn read_page_max(&self) -> usize {
         self.inner.limits.read_count_max
+    }
+
+    /// The snapshot (when asked for) and every later event, the events in
+    /// one query: one statement sees the stream as of one moment, so its
+    /// version is that of its last event.
+    async fn load(
+        &self,
+        stream_id: &StreamId,
+        snapshot_schema: Option<u32>,
+    ) -> Result<LoadedStream> {
+        let snapshot = match snapshot_schema {
+            Some(schema) => self
+                .load_snapshot(stream_id)
+                .await?
+                .filter(|s| s.schema_version == schema),
+            None => None,
+        };
+        let after = snapshot.as_ref().map_or(0, |s| s.version);
+        let found = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {STREAM_COLUMNS} FROM {} WHERE stream_id = $1 AND version > $2 ORDER BY version",
+            self.table("events")
+        )))
+        .bind(stream_id.as_str())
+        .bind(signed(after))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(pg_error)?;
+        let events = found
+            .iter()
+            .map(|row| rows::stream_event(stream_id, row))
+            .collect::<Result<Vec<_>>>()?;
+        for (expected, event) in (after + 1..).zip(&events) {
+            if event.version != expected {
+                return Err(Error::Remote(format!(
+                    "PostgreSQL: stream {stream_id} lacks its version {expected}"
+                )));
+            }
+        }
+        let version = events.last().map_or(after, |e| e.version);
+        Ok(LoadedStream {
+            snapshot,
+            events,
+            version,
+        })
     }
 }

@@ -1,5 +1,13 @@
-//! The event store on PostgreSQL beside the segment store, same workloads,
-//! one run: `cargo bench -p pg-store --bench pg`.
+//! The event store on PostgreSQL beside its peer postgres-es (the
+//! PostgreSQL repository of cqrs-es) and beside the segment store, same
+//! workloads, one run: `cargo bench -p pg-store --bench pg`.
+//!
+//! postgres-es is driven through its repository, as its framework drives
+//! it: `persist` of a writer's new events (its primary key on the
+//! aggregate and sequence is the expected-version check), `get_events` to
+//! load an aggregate, `stream_all_events` to replay, with a pool as large
+//! as annals's. It has no global order to keep, so it takes no lock
+//! across writers.
 //!
 //! Appends: 1, 8 and 64 writers, each appending batches of 1 or 10
 //! 200-byte JSON events to a stream of its own, guarded by its expected
@@ -23,6 +31,8 @@ use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, Store, StoreOptions, StreamAppend, StreamId,
 };
 use pg_store::{PgOptions, PgStore};
+
+mod peer;
 
 const STREAM_EVENTS: u64 = 1000;
 
@@ -50,10 +60,12 @@ fn main() {
         let segments = Store::open(root.path(), StoreOptions::default())
             .await
             .unwrap();
-        appends(&segments, &pg, seconds).await;
-        reads(&segments, &pg, events).await;
+        let peer = peer::Peer::connect(&database.url, 32).await;
+        appends(&segments, &pg, &peer, seconds).await;
+        reads(&segments, &pg, &peer, events).await;
         segments.close().await.unwrap();
         pg.close().await;
+        peer.close().await;
     });
 }
 
@@ -96,22 +108,27 @@ async fn append_rate(
     total as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn appends(segments: &Store, pg: &PgStore, time: Duration) {
+async fn appends(segments: &Store, pg: &PgStore, peer: &peer::Peer, time: Duration) {
     let mut table = Table::new()
         .left("appends (200-byte events, expected version)")
+        .right("annals on PostgreSQL events/s")
+        .right("postgres-es events/s")
+        .right("annals ÷ postgres-es")
         .right("segment store events/s")
-        .right("PostgreSQL events/s")
         .right("PostgreSQL ÷ segment");
     for batch in [1, 10] {
         for writers in [1, 8, 64] {
             let run = format!("w{writers}b{batch}");
+            let on_pg = append_rate(Arc::new(pg.clone()), &run, writers, batch, time).await;
+            let on_peer = peer.append_rate(&run, writers, batch, time).await;
             let on_segments =
                 append_rate(Arc::new(segments.clone()), &run, writers, batch, time).await;
-            let on_pg = append_rate(Arc::new(pg.clone()), &run, writers, batch, time).await;
             table.row([
                 format!("{writers} writers × {batch}"),
-                format!("{on_segments:.0}"),
                 format!("{on_pg:.0}"),
+                format!("{on_peer:.0}"),
+                format!("{:.2}", on_pg / on_peer),
+                format!("{on_segments:.0}"),
                 format!("{:.2}", on_pg / on_segments),
             ]);
         }
@@ -168,43 +185,66 @@ async fn read_all_rate(store: &dyn EventStore) -> f64 {
     read as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn reads(segments: &Store, pg: &PgStore, events: u64) {
+async fn reads(segments: &Store, pg: &PgStore, peer: &peer::Peer, events: u64) {
     let events = events.max(STREAM_EVENTS);
     let streams = events / STREAM_EVENTS;
     // A fresh schema's worth of events beside the appends above.
-    let filled = Instant::now();
-    fill(segments, events).await;
-    let segments_fill = filled.elapsed();
-    let filled = Instant::now();
+    let timed = |started: Instant| started.elapsed();
+    let started = Instant::now();
     fill(pg, events).await;
-    let pg_fill = filled.elapsed();
+    let pg_fill = timed(started);
+    let started = Instant::now();
+    peer.fill(events, STREAM_EVENTS).await;
+    let peer_fill = timed(started);
+    let started = Instant::now();
+    fill(segments, events).await;
+    let segments_fill = timed(started);
     let mut table = Table::new()
-        .left("reads")
+        .left("a store of the appends above and the fill")
+        .right("annals on PostgreSQL")
+        .right("postgres-es")
+        .right("annals ÷ postgres-es")
         .right("segment store")
-        .right("PostgreSQL")
         .right("PostgreSQL ÷ segment");
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let (pg_rate, peer_rate, segments_rate) = (
+        rate(events, pg_fill),
+        rate(events, peer_fill),
+        rate(events, segments_fill),
+    );
     table.row([
         format!("fill {events} events, events/s"),
-        format!("{:.0}", rate(events, segments_fill)),
-        format!("{:.0}", rate(events, pg_fill)),
-        format!("{:.2}", rate(events, pg_fill) / rate(events, segments_fill)),
+        format!("{pg_rate:.0}"),
+        format!("{peer_rate:.0}"),
+        format!("{:.2}", pg_rate / peer_rate),
+        format!("{segments_rate:.0}"),
+        format!("{:.2}", pg_rate / segments_rate),
     ]);
-    let (on_segments, on_pg) = (
-        load_time(segments, streams).await,
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (on_pg, on_peer, on_segments) = (
         load_time(pg, streams).await,
+        peer.load_time(streams, STREAM_EVENTS).await,
+        load_time(segments, streams).await,
     );
     table.row([
         format!("load one {STREAM_EVENTS}-event stream, p50 ms"),
-        format!("{:.2}", on_segments.as_secs_f64() * 1e3),
-        format!("{:.2}", on_pg.as_secs_f64() * 1e3),
-        format!("{:.2}", on_pg.as_secs_f64() / on_segments.as_secs_f64()),
+        format!("{:.2}", ms(on_pg)),
+        format!("{:.2}", ms(on_peer)),
+        format!("{:.2}", ms(on_pg) / ms(on_peer)),
+        format!("{:.2}", ms(on_segments)),
+        format!("{:.2}", ms(on_pg) / ms(on_segments)),
     ]);
-    let (on_segments, on_pg) = (read_all_rate(segments).await, read_all_rate(pg).await);
+    let (on_pg, on_peer, on_segments) = (
+        read_all_rate(pg).await,
+        peer.replay_rate().await,
+        read_all_rate(segments).await,
+    );
     table.row([
-        "read all, events/s".to_owned(),
-        format!("{on_segments:.0}"),
+        "read all (postgres-es: replay), events/s".to_owned(),
         format!("{on_pg:.0}"),
+        format!("{on_peer:.0}"),
+        format!("{:.2}", on_pg / on_peer),
+        format!("{on_segments:.0}"),
         format!("{:.2}", on_pg / on_segments),
     ]);
     table.print();
