@@ -9,6 +9,7 @@
 mod auth;
 mod backup;
 mod cli;
+mod conformance;
 mod faults;
 mod forget;
 mod metrics;

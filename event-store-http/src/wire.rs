@@ -20,6 +20,7 @@ pub mod problem {
     pub const LIMIT_EXCEEDED: &str = "urn:annals:problem:limit-exceeded";
     pub const INVALID_STREAM_ID: &str = "urn:annals:problem:invalid-stream-id";
     pub const INVALID_REQUEST: &str = "urn:annals:problem:invalid-request";
+    pub const INVALID_READ: &str = "urn:annals:problem:invalid-read";
     pub const NOT_FOUND: &str = "urn:annals:problem:not-found";
     pub const CORRUPTION: &str = "urn:annals:problem:corruption";
     pub const UNAVAILABLE: &str = "urn:annals:problem:store-unavailable";
@@ -70,6 +71,12 @@ pub struct Problem {
     pub version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<uuid::Uuid>,
+    /// With an event-id conflict where every event of the append is
+    /// committed under its id with other bytes: where they are (see
+    /// `event_store::IdConflict::committed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<AppendResultSchema>>)]
+    pub committed: Option<Vec<AppendResult>>,
 }
 
 /// An expected version on the wire: `"any"`, `"no_stream"`,
@@ -386,9 +393,10 @@ pub fn problem_of(err: &Error) -> Problem {
             p.stream = Some(id.clone());
             (problem::INVALID_STREAM_ID, "Invalid stream id", 400)
         }
-        Error::InvalidAppend(_) | Error::InvalidRead(_) | Error::InvalidOptions(_) => {
+        Error::InvalidAppend(_) | Error::InvalidOptions(_) => {
             (problem::INVALID_REQUEST, "Invalid request", 400)
         }
+        Error::InvalidRead(_) => (problem::INVALID_READ, "Invalid read", 400),
         Error::Corruption { file, offset, .. } => {
             p.file = Some(file.display().to_string());
             p.offset = Some(*offset);
@@ -404,6 +412,7 @@ pub fn problem_of(err: &Error) -> Problem {
         Error::EventIdConflict(c) => {
             p.stream = Some(c.stream.to_string());
             p.event_id = Some(c.event_id);
+            p.committed.clone_from(&c.committed);
             (
                 problem::EVENT_ID_CONFLICT,
                 "An event id names another event",
@@ -490,6 +499,7 @@ pub fn error_of(p: Problem) -> Error {
             reason: p.detail,
         },
         problem::INVALID_REQUEST => Error::InvalidAppend(p.detail),
+        problem::INVALID_READ => Error::InvalidRead(p.detail),
         problem::CORRUPTION => Error::Corruption {
             file: p.file.unwrap_or_default().into(),
             offset: p.offset.unwrap_or(0),
@@ -512,7 +522,7 @@ pub fn error_of(p: Problem) -> Error {
                     stream,
                     event_id,
                     detail: p.detail,
-                    committed: None,
+                    committed: p.committed,
                 }))
             }
             _ => Error::Remote(p.detail),

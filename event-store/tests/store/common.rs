@@ -7,7 +7,6 @@ use event_store::{
     EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Store, StoreOptions, StreamId,
     Subscription,
 };
-use tokio::task::JoinHandle;
 
 /// Options with tiny segments so that tests roll over often.
 pub fn small_segments() -> StoreOptions {
@@ -38,15 +37,6 @@ pub async fn next_within(sub: &mut Subscription) -> Option<event_store::Result<R
     tokio::time::timeout(Duration::from_secs(30), sub.next())
         .await
         .expect("an event arrives within 30 s")
-}
-
-/// What a spawned task returned; fails the test when the task has not
-/// finished within 120 s, or panicked.
-pub async fn joined<T>(task: JoinHandle<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(120), task)
-        .await
-        .expect("the task finishes within 120 s")
-        .expect("the task did not panic")
 }
 
 /// Every event of the log.

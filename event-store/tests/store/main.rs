@@ -8,7 +8,6 @@
 
 mod basics;
 mod common;
-mod concurrency;
 mod crash;
 mod faults;
 mod listing;

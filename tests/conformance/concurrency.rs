@@ -1,18 +1,37 @@
-//! Concurrency: optimistic concurrency under contention, and many writers
-//! with subscribers and readers running at the same time.
+//! Concurrency: retries that race, optimistic concurrency under contention,
+//! and many writers with subscribers and readers running at the same time.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use event_store::{
     Direction, Error, EventFilter, EventStore, ExpectedVersion, Position, ReadFrom, StoreOptions,
 };
 
-use crate::common::{event, joined, next_within, open, read_everything, sid, small_segments};
+use super::{event, joined, next_within, read_everything, sid, small_segments};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn exactly_one_writer_wins_each_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path(), StoreOptions::default()).await;
+async fn concurrent_retries_in_one_group_commit_write_once(store: Arc<dyn EventStore>) {
+    let s = sid("retry-1");
+    let batch = vec![event(1)];
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let s = s.clone();
+            let batch = batch.clone();
+            tokio::spawn(async move { store.append(&s, ExpectedVersion::NoStream, batch).await })
+        })
+        .collect();
+    let mut written = 0;
+    for t in tasks {
+        let r = joined(t).await.unwrap();
+        assert_eq!(r.first_position, Position(1));
+        written += usize::from(!r.already_committed);
+    }
+    assert_eq!(written, 1);
+    assert_eq!(store.stats().await.unwrap().events, 1);
+}
+
+async fn exactly_one_writer_wins_each_version(store: Arc<dyn EventStore>) {
     let s = sid("contended");
     let per_task = 10u64;
     let tasks: Vec<_> = (0..32u64)
@@ -83,17 +102,9 @@ async fn exactly_one_writer_wins_each_version() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(
-        dir.path(),
-        StoreOptions {
-            subscription_buffer: 16,
-            ..small_segments()
-        },
-    )
-    .await;
+async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run(
+    store: Arc<dyn EventStore>,
+) {
     // Some history first, so subscribers catch up before going live.
     for i in 0..50 {
         store
@@ -156,7 +167,7 @@ async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run
         let store = store.clone();
         tokio::spawn(async move {
             for _ in 0..50 {
-                let all = read_everything(&store).await;
+                let all = read_everything(&*store).await;
                 assert!(
                     all.windows(2)
                         .all(|w| w[1].position.0 == w[0].position.0 + 1)
@@ -178,7 +189,7 @@ async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run
     }
     joined(reader).await;
 
-    let log = read_everything(&store).await;
+    let log = read_everything(&*store).await;
     assert_eq!(log.len() as u64, total);
     for sub in subscribers {
         let (from, filter, seen) = joined(sub).await;
@@ -190,4 +201,21 @@ async fn subscribers_see_every_event_once_in_order_while_writers_and_readers_run
         let got: Vec<_> = seen.iter().map(|e| e.position).collect();
         assert_eq!(got, expected, "subscription from {from:?} with {filter:?}");
     }
+}
+
+/// Subscribers that fall behind the writers and read ahead from the log
+/// again, while segments roll over under them.
+fn lagging_subscribers() -> StoreOptions {
+    StoreOptions {
+        subscription_buffer: 16,
+        ..small_segments()
+    }
+}
+
+backends! {
+    concurrent_retries_in_one_group_commit_write_once,
+    exactly_one_writer_wins_each_version,
+    subscribers_see_every_event_once_in_order_while_writers_and_readers_run {
+        options: lagging_subscribers(),
+    },
 }
