@@ -150,8 +150,13 @@ impl Peer {
         }
     }
 
-    /// Median time to load a whole aggregate's events, over 50.
+    /// Median time to load a whole aggregate's events, over 50, after
+    /// as many warm-up loads as annals gets.
     pub async fn load_time(&self, streams: u64, per_stream: u64) -> Duration {
+        for i in 0..super::WARM_UP_LOADS {
+            let id = format!("fill-{}", (i * 104_729 + 1) % streams);
+            self.repository.get_events::<Bench>(&id).await.unwrap();
+        }
         let mut times = Vec::new();
         for i in 0..50 {
             let id = format!("fill-{}", (i * 7919) % streams);
