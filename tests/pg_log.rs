@@ -253,6 +253,23 @@ async fn annals_copy_moves_a_data_directory_into_postgresql_as_recorded() {
             .unwrap();
     assert!(old > 0);
 
+    // `annals serve` on the copied log projects the same customers as on
+    // the data directory it came from.
+    let views = tempfile::tempdir().unwrap();
+    let served = Proc::serve(views.path(), &["--store", &db.url]);
+    let original = Proc::serve(dir.path(), &[]);
+    let http = http();
+    let head: i64 = sqlx::query_scalar("SELECT position FROM annals.head")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let customers = |url: &str| format!("{url}/customers?limit=200");
+    let there = query_at(&http, &customers(&served.url), head as u64).await;
+    let here = query_at(&http, &customers(&original.url), head as u64).await;
+    assert!(!here["items"].as_array().unwrap().is_empty(), "{here}");
+    assert_eq!(here["items"], there["items"]);
+    drop((served, original));
+
     // verify finds a missing event and names it.
     let (ok, out) = run(&["verify", "--store", &db.url]);
     assert!(ok && out.contains(": ok"), "{out}");
