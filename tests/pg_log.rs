@@ -12,7 +12,7 @@ use sqlx::Connection;
 
 use crate::pg::PgDatabase;
 use crate::process::{Proc, annals, output_within};
-use crate::split::{command, eur, http, query_at, wait_ready};
+use crate::split::{command, eur, http, query_at, race_for_credit, wait_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_domain_runs_on_the_log_in_postgresql() {
@@ -67,31 +67,8 @@ async fn the_reference_domain_runs_on_the_log_in_postgresql() {
     // Both replicas race for one customer's credit: the database decides
     // each version once, so exactly the reservations that fit are taken.
     let raced = customers[0].clone();
-    let mut tasks = Vec::new();
-    for i in 0..30 {
-        let http = http.clone();
-        let url = format!("{}/customers/{raced}/reservations", replicas[i % 2].url);
-        tasks.push(tokio::spawn(async move {
-            command(
-                &http,
-                &url,
-                &json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(100)}),
-            )
-            .await
-        }));
-    }
-    let (mut accepted, mut position) = (0, 0);
-    for task in tasks {
-        let (status, body) = task.await.unwrap();
-        match status {
-            200 => {
-                accepted += 1;
-                position = position.max(body["position"].as_u64().unwrap());
-            }
-            422 | 409 => {}
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
+    let (accepted, position) = race_for_credit(&http, &urls, &raced, 30).await;
     assert_eq!(accepted, 10);
     let view = query_at(&http, &format!("{}/customers/{raced}", query.url), position).await;
     assert_eq!(view["available"], eur(0), "{view}");

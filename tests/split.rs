@@ -34,6 +34,44 @@ pub async fn command(http: &reqwest::Client, url: &str, body: &Value) -> (u16, V
     (status, body)
 }
 
+/// `count` reservations of 100 for `customer`, sent at once to the
+/// command APIs at `urls` in turn; how many were accepted, and the highest
+/// position an accepted one reached. The others must be refused for want
+/// of credit (422) or a lost race (409).
+pub async fn race_for_credit(
+    http: &reqwest::Client,
+    urls: &[&str],
+    customer: &str,
+    count: usize,
+) -> (usize, u64) {
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let http = http.clone();
+        let url = format!("{}/customers/{customer}/reservations", urls[i % urls.len()]);
+        tasks.push(tokio::spawn(async move {
+            command(
+                &http,
+                &url,
+                &json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(100)}),
+            )
+            .await
+        }));
+    }
+    let (mut accepted, mut last_position) = (0, 0);
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => {
+                accepted += 1;
+                last_position = last_position.max(body["position"].as_u64().unwrap());
+            }
+            422 | 409 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (accepted, last_position)
+}
+
 /// Appends `Noted` events with data `{"n": 1}` ... `{"n": count}` to the
 /// new stream `stream` of the `annals store` at `store_url`, in one
 /// append.
@@ -192,32 +230,8 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
     // The race: 40 reservations of 100 for one customer whose limit fits 10,
     // sent to both replicas at once. The store decides each version once.
     let raced = customers[0].clone();
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let http = http.clone();
-        let url = format!("{}/customers/{raced}/reservations", replicas[i % 2].url);
-        tasks.push(tokio::spawn(async move {
-            command(
-                &http,
-                &url,
-                &json!({"order_id": uuid::Uuid::new_v4().to_string(), "amount": eur(100)}),
-            )
-            .await
-        }));
-    }
-    let mut accepted = 0;
-    let mut last_position = 0;
-    for task in tasks {
-        let (status, body) = task.await.unwrap();
-        match status {
-            200 => {
-                accepted += 1;
-                last_position = last_position.max(body["position"].as_u64().unwrap());
-            }
-            422 | 409 => {}
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
+    let (accepted, last_position) = race_for_credit(&http, &urls, &raced, 40).await;
     assert_eq!(
         accepted, 10,
         "exactly the reservations that fit are accepted"

@@ -406,6 +406,19 @@ pub(crate) struct ViewDbArgs {
     pub database_acquire_timeout_ms: u64,
 }
 
+/// The PostgreSQL schema of a log kept in PostgreSQL.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct StoreSchema {
+    /// With a PostgreSQL store: the schema holding the log's tables
+    /// (created if missing).
+    #[arg(
+        long = "store-schema",
+        env = "ANNALS_STORE_SCHEMA",
+        default_value = "annals"
+    )]
+    pub name: String,
+}
+
 /// Where `annals serve` and `annals store` keep the event log.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LogArgs {
@@ -419,14 +432,8 @@ pub(crate) struct LogArgs {
         hide_env_values = true
     )]
     pub url: Option<String>,
-    /// With a PostgreSQL --store: the schema holding the log's tables
-    /// (created if missing).
-    #[arg(
-        long = "store-schema",
-        env = "ANNALS_STORE_SCHEMA",
-        default_value = "annals"
-    )]
-    pub schema: String,
+    #[command(flatten)]
+    pub schema: StoreSchema,
 }
 
 /// How to reach the store: `annals store` over HTTP, or the log in
@@ -443,13 +450,8 @@ pub(crate) struct RemoteStoreArgs {
         hide_env_values = true
     )]
     pub url: String,
-    /// With a PostgreSQL --store: the schema holding the log's tables.
-    #[arg(
-        long = "store-schema",
-        env = "ANNALS_STORE_SCHEMA",
-        default_value = "annals"
-    )]
-    pub schema: String,
+    #[command(flatten)]
+    pub schema: StoreSchema,
     /// A PEM file of CA certificates to trust for an https:// store,
     /// besides the public roots: the private CA that signed its
     /// certificate.
@@ -690,13 +692,8 @@ pub(crate) struct VerifyArgs {
     /// Check the log in PostgreSQL at this URL (postgres://...) instead.
     #[arg(long = "store", value_name = "URL", conflicts_with = "data_dir")]
     pub store: Option<String>,
-    /// With --store: the schema holding the log's tables.
-    #[arg(
-        long = "store-schema",
-        env = "ANNALS_STORE_SCHEMA",
-        default_value = "annals"
-    )]
-    pub store_schema: String,
+    #[command(flatten)]
+    pub store_schema: StoreSchema,
     /// Print the report as one JSON object (`ok`, the counts, `problems`
     /// with `file`, `offset` and `detail`, `notes`) instead of lines.
     #[arg(long)]
@@ -711,14 +708,8 @@ pub(crate) struct CopyArgs {
     /// The PostgreSQL database to copy into: postgres://...
     #[arg(long, value_name = "URL")]
     pub to: String,
-    /// The schema to hold the log's tables (created if missing; empty, or
-    /// holding an interrupted copy of the same log).
-    #[arg(
-        long = "store-schema",
-        env = "ANNALS_STORE_SCHEMA",
-        default_value = "annals"
-    )]
-    pub schema: String,
+    #[command(flatten)]
+    pub schema: StoreSchema,
 }
 
 #[derive(Debug, clap::Args)]
@@ -750,13 +741,8 @@ pub(crate) struct DumpArgs {
     /// (postgres://...), instead of a data directory.
     #[arg(long = "store", value_name = "URL", conflicts_with = "data_dir")]
     pub store: Option<String>,
-    /// With a PostgreSQL --store: the schema holding the log's tables.
-    #[arg(
-        long = "store-schema",
-        env = "ANNALS_STORE_SCHEMA",
-        default_value = "annals"
-    )]
-    pub store_schema: String,
+    #[command(flatten)]
+    pub store_schema: StoreSchema,
     /// With --store: the API key (token) to present.
     #[arg(long = "store-key", env = "ANNALS_STORE_KEY", hide_env_values = true)]
     pub store_key: Option<String>,

@@ -53,7 +53,7 @@ pub async fn copy(args: CopyArgs, app: &crate::App) -> anyhow::Result<ExitCode> 
         let target = PgStore::connect(
             &args.to,
             PgOptions {
-                schema: args.schema.clone(),
+                schema: args.schema.name.clone(),
                 ..PgOptions::default()
             },
         )

@@ -15,18 +15,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     };
     if args.json {
-        #[derive(serde::Serialize)]
-        struct Json<'a> {
-            ok: bool,
-            #[serde(flatten)]
-            report: &'a event_store::VerifyReport,
-        }
-        let json = serde_json::to_string(&Json {
-            ok: report.is_ok(),
-            report: &report,
-        })
-        .context("writing the report as JSON")?;
-        println!("{json}");
+        print_json(report.is_ok(), &report)?;
         return Ok(code);
     }
     for note in &report.notes {
@@ -60,7 +49,7 @@ pub async fn verify_postgres(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let store = pg_store::PgStore::connect(
         &url,
         pg_store::PgOptions {
-            schema: args.store_schema.clone(),
+            schema: args.store_schema.name.clone(),
             ..pg_store::PgOptions::default()
         },
     )
@@ -75,18 +64,7 @@ pub async fn verify_postgres(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     };
     if args.json {
-        #[derive(serde::Serialize)]
-        struct Json<'a> {
-            ok: bool,
-            #[serde(flatten)]
-            check: &'a pg_store::PgCheck,
-        }
-        let json = serde_json::to_string(&Json {
-            ok: check.is_ok(),
-            check: &check,
-        })
-        .context("writing the report as JSON")?;
-        println!("{json}");
+        print_json(check.is_ok(), &check)?;
         return Ok(code);
     }
     for problem in &check.problems {
@@ -94,7 +72,7 @@ pub async fn verify_postgres(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "schema {}: {} events, {} streams, {} snapshots, {} live subject keys, {} erased: {}",
-        args.store_schema,
+        args.store_schema.name,
         check.events,
         check.streams,
         check.snapshots,
@@ -103,6 +81,19 @@ pub async fn verify_postgres(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         if check.is_ok() { "ok" } else { "DAMAGED" }
     );
     Ok(code)
+}
+
+/// `report` as one JSON object, with `ok` beside its own fields.
+fn print_json(ok: bool, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct Json<'a, R> {
+        ok: bool,
+        #[serde(flatten)]
+        report: &'a R,
+    }
+    let json = serde_json::to_string(&Json { ok, report }).context("writing the report as JSON")?;
+    println!("{json}");
+    Ok(())
 }
 
 /// Each damaged place of `report` on a line of its own.

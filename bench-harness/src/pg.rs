@@ -1,4 +1,6 @@
-//! A PostgreSQL database made for one benchmark run, dropped afterwards.
+//! A PostgreSQL database made for one benchmark run, dropped afterwards;
+//! and what the workspace's PostgreSQL tests share: where the server is,
+//! a schema per test, and what a test does without a server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,4 +110,54 @@ impl Drop for PgDatabase {
             eprintln!("warning: could not drop database {}", self.name);
         }
     }
+}
+
+// What every PostgreSQL test of the workspace shares.
+
+/// The `postgres` database of the server at `ANNALS_TEST_POSTGRES` (by
+/// default `postgres://postgres@127.0.0.1:5432`), as every PostgreSQL
+/// test of the workspace finds it.
+pub fn test_server() -> String {
+    let server = std::env::var("ANNALS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    format!("{}/postgres", server.trim_end_matches('/'))
+}
+
+/// Without a server a test is skipped with a notice, except under CI,
+/// where that is a failure.
+pub fn skip_without_server(e: &dyn std::fmt::Display) {
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+        "PostgreSQL at {} is required under CI: {e}",
+        test_server()
+    );
+    eprintln!(
+        "notice: skipping a PostgreSQL test, no server at {}: {e}",
+        test_server()
+    );
+}
+
+/// A schema name no other test of this run uses.
+pub fn fresh_schema(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "annals_{tag}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Drops `schema` and everything in it.
+pub async fn drop_schema(schema: &str) -> Result<(), PgError> {
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&test_server())
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    Ok(())
 }

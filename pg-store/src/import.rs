@@ -10,7 +10,7 @@ use event_store::{Error, RecordedEvent, Result, Snapshot};
 use sqlx::AssertSqlSafe;
 
 use crate::PgStore;
-use crate::rows::{signed, unsigned};
+use crate::rows::unsigned;
 use crate::shared::pg_error;
 
 impl PgStore {
@@ -82,24 +82,7 @@ impl PgStore {
     /// Writes a snapshot recorded elsewhere, with its time, unless a newer
     /// one is here already.
     pub async fn import_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
-        let table = format!("{}.snapshots", self.inner.schema);
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} (stream_id, version, schema_version, recorded_at, state)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,
-               schema_version = EXCLUDED.schema_version, recorded_at = EXCLUDED.recorded_at,
-               state = EXCLUDED.state
-             WHERE {table}.version <= EXCLUDED.version"
-        )))
-        .bind(snapshot.stream_id.as_str())
-        .bind(signed(snapshot.version))
-        .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
-        .bind(snapshot.timestamp.0)
-        .bind(snapshot.state.as_ref())
-        .execute(&self.inner.pool)
-        .await
-        .map_err(pg_error)?;
-        Ok(())
+        self.upsert_snapshot(snapshot).await
     }
 
     /// Writes subjects' keys and erasures kept elsewhere. A subject that

@@ -105,6 +105,30 @@ impl PgStore {
         Ok(Self { inner, appends })
     }
 
+    /// Writes `snapshot` unless a newer one of its stream is stored: an
+    /// older snapshot never replaces a newer one (as in the segment store,
+    /// the latest version wins, a tie the last save).
+    pub(crate) async fn upsert_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (stream_id, version, schema_version, recorded_at, state)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,
+               schema_version = EXCLUDED.schema_version, recorded_at = EXCLUDED.recorded_at,
+               state = EXCLUDED.state
+             WHERE {table}.version <= EXCLUDED.version",
+            table = self.table("snapshots")
+        )))
+        .bind(snapshot.stream_id.as_str())
+        .bind(signed(snapshot.version))
+        .bind(i32::try_from(snapshot.schema_version).unwrap_or(i32::MAX))
+        .bind(snapshot.timestamp.0)
+        .bind(snapshot.state.as_ref())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+
     /// The personal-data keys kept in the store's schema, for
     /// [`event_store::Shredding`] over this store.
     pub fn keys(&self) -> crate::PgKeys {
@@ -223,26 +247,14 @@ impl EventStore for PgStore {
                 "cannot snapshot stream {stream_id} at version {version}: it is at version {current}"
             )));
         }
-        sqlx::query(AssertSqlSafe(format!(
-            // An older snapshot never replaces a newer one (as in the
-            // segment store: the latest version wins, a tie the last save).
-            "INSERT INTO {table} (stream_id, version, schema_version, recorded_at, state)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,
-               schema_version = EXCLUDED.schema_version, recorded_at = EXCLUDED.recorded_at,
-               state = EXCLUDED.state
-             WHERE {table}.version <= EXCLUDED.version",
-            table = self.table("snapshots")
-        )))
-        .bind(stream_id.as_str())
-        .bind(signed(version))
-        .bind(i32::try_from(schema_version).unwrap_or(i32::MAX))
-        .bind(Timestamp::now().0)
-        .bind(state.to_vec())
-        .execute(&self.inner.pool)
+        self.upsert_snapshot(&Snapshot {
+            stream_id: stream_id.clone(),
+            version,
+            schema_version,
+            timestamp: Timestamp::now(),
+            state,
+        })
         .await
-        .map_err(pg_error)?;
-        Ok(())
     }
 
     async fn load_snapshot(&self, stream_id: &StreamId) -> Result<Option<Snapshot>> {

@@ -18,8 +18,7 @@ use event_store::{
 };
 use pg_store::{PgOptions, PgStore};
 
-mod common;
-use common::{drop_schema, fresh_schema, server, skip_without_server};
+use bench_harness::pg::{drop_schema, fresh_schema, skip_without_server, test_server as server};
 
 fn policy() -> PersonalData {
     PersonalData::new()
@@ -124,7 +123,7 @@ async fn keys_live_in_a_table_and_erasure_reaches_every_process() {
     admin.close().await;
     one.close().await;
     two.close().await;
-    drop_schema(&schema).await;
+    drop_schema(&schema).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,5 +151,5 @@ async fn processes_making_a_subjects_key_at_once_agree_on_one() {
 
     one.close().await;
     two.close().await;
-    drop_schema(&schema).await;
+    drop_schema(&schema).await.unwrap();
 }

@@ -20,8 +20,7 @@ use event_store::{
 };
 use pg_store::{PgOptions, PgStore};
 
-mod common;
-use common::{drop_schema, fresh_schema, server, skip_without_server};
+use bench_harness::pg::{drop_schema, fresh_schema, skip_without_server, test_server as server};
 
 /// A fresh schema, dropped when the guard goes.
 struct Schema {
@@ -62,7 +61,7 @@ impl Schema {
 
     async fn drop_it(self) {
         self.admin.close().await;
-        drop_schema(&self.name).await;
+        drop_schema(&self.name).await.unwrap();
     }
 }
 

@@ -19,8 +19,7 @@ use event_store::{
 };
 use pg_store::{PgOptions, PgStore};
 
-mod common;
-use common::{drop_schema, fresh_schema, server, skip_without_server};
+use bench_harness::pg::{drop_schema, fresh_schema, skip_without_server, test_server as server};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -416,7 +415,7 @@ async fn run(ops: Vec<Op>) -> std::result::Result<(), TestCaseError> {
     served.close().await.unwrap();
     segments.close().await.unwrap();
     pg.close().await;
-    drop_schema(&schema).await;
+    drop_schema(&schema).await.unwrap();
     outcome
 }
 

@@ -96,7 +96,7 @@ pub async fn open_log(
             redacted(url)
         );
     }
-    let (store, layered) = open_postgres(url, &log.schema, app)
+    let (store, layered) = open_postgres(url, &log.schema.name, app)
         .await
         .with_context(|| format!("cannot use the store at {}", redacted(url)))?;
     Ok((OwnedStore::Postgres(store), layered))
@@ -184,7 +184,7 @@ pub async fn connect_store(
     let shown = redacted(&args.url);
     loop {
         let connected = if is_postgres(&args.url) {
-            match open_postgres(&args.url, &args.schema, app).await {
+            match open_postgres(&args.url, &args.schema.name, app).await {
                 Ok((_, layered)) => return Ok(layered),
                 Err(e) => match e.downcast::<event_store::Error>() {
                     Ok(e) => Err(e),
