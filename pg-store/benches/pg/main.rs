@@ -162,18 +162,58 @@ async fn fill(store: &dyn EventStore, events: u64) {
 /// which a running service has long done.
 pub const WARM_UP_LOADS: u64 = 64;
 
-/// Median time to load a whole stream, over 50 streams, after
+/// The bench's event data as an application reads it (the shape of
+/// `bench_harness::payload::json_200`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Payment {
+    pub customer_id: String,
+    pub amount: u64,
+    pub currency: String,
+    pub note: String,
+}
+
+/// What a timed load does with the events.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Load {
+    /// Nothing: the store's load alone.
+    Raw,
+    /// Decodes every event's data into a [`Payment`] and folds it into a
+    /// state, as loading an aggregate does.
+    Aggregate,
+}
+
+impl Load {
+    /// Which streams the timed loads take (each kind its own, so that no
+    /// row finds the pages another row read warm).
+    pub fn stream(self, i: u64, streams: u64) -> String {
+        let offset = match self {
+            Load::Raw => 0,
+            Load::Aggregate => streams / 2,
+        };
+        format!("fill-{}", (i * 7919 + offset) % streams)
+    }
+}
+
+/// Median time of a load of a whole stream, over 50 streams, after
 /// [`WARM_UP_LOADS`] loads of others.
-async fn load_time(store: &dyn EventStore, streams: u64) -> Duration {
+async fn load_time(store: &dyn EventStore, streams: u64, load: Load) -> Duration {
     for i in 0..WARM_UP_LOADS {
         let stream = StreamId::new(format!("fill-{}", (i * 104_729 + 1) % streams)).unwrap();
         store.load(&stream, None).await.unwrap();
     }
     let mut times = Vec::new();
     for i in 0..50 {
-        let stream = StreamId::new(format!("fill-{}", (i * 7919) % streams)).unwrap();
+        let stream = StreamId::new(load.stream(i, streams)).unwrap();
         let started = Instant::now();
         let loaded = store.load(&stream, None).await.unwrap();
+        if load == Load::Aggregate {
+            let total: u64 = loaded
+                .events
+                .iter()
+                .map(|e| serde_json::from_slice::<Payment>(&e.data).unwrap().amount)
+                .sum();
+            std::hint::black_box(total);
+        }
         times.push(started.elapsed());
         assert_eq!(loaded.events.len() as u64, STREAM_EVENTS);
     }
@@ -231,19 +271,24 @@ async fn reads(segments: &Store, pg: &PgStore, peer: &peer::Peer, events: u64) {
         format!("{:.2}", pg_rate / segments_rate),
     ]);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (on_pg, on_peer, on_segments) = (
-        load_time(pg, streams).await,
-        peer.load_time(streams, STREAM_EVENTS).await,
-        load_time(segments, streams).await,
-    );
-    table.row([
-        format!("load one {STREAM_EVENTS}-event stream, p50 ms"),
-        format!("{:.2}", ms(on_pg)),
-        format!("{:.2}", ms(on_peer)),
-        format!("{:.2}", ms(on_pg) / ms(on_peer)),
-        format!("{:.2}", ms(on_segments)),
-        format!("{:.2}", ms(on_pg) / ms(on_segments)),
-    ]);
+    for (load, what) in [
+        (Load::Raw, "load"),
+        (Load::Aggregate, "load and decode into typed events"),
+    ] {
+        let (on_pg, on_peer, on_segments) = (
+            load_time(pg, streams, load).await,
+            peer.load_time(streams, STREAM_EVENTS, load).await,
+            load_time(segments, streams, load).await,
+        );
+        table.row([
+            format!("{what}: one {STREAM_EVENTS}-event stream, p50 ms"),
+            format!("{:.2}", ms(on_pg)),
+            format!("{:.2}", ms(on_peer)),
+            format!("{:.2}", ms(on_pg) / ms(on_peer)),
+            format!("{:.2}", ms(on_segments)),
+            format!("{:.2}", ms(on_pg) / ms(on_segments)),
+        ]);
+    }
     let (on_pg, on_peer, on_segments) = (
         read_all_rate(pg).await,
         peer.replay_rate().await,

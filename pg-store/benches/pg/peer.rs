@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use sqlx_peer::postgres::PgPoolOptions;
@@ -65,6 +65,39 @@ impl Aggregate for Bench {
     }
 
     fn apply(&mut self, _: Happened) {}
+}
+
+impl DomainEvent for super::Payment {
+    fn event_type(&self) -> String {
+        "Happened".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+/// The same aggregate type with its events typed: loading it decodes each
+/// event's payload into a [`super::Payment`], as cqrs-es does when it
+/// loads an aggregate.
+#[derive(Default, Serialize, Deserialize)]
+struct TypedBench {
+    total: u64,
+}
+
+impl Aggregate for TypedBench {
+    const TYPE: &'static str = Bench::TYPE;
+    type Command = ();
+    type Event = super::Payment;
+    type Error = Never;
+    type Services = ();
+
+    async fn handle(&mut self, _: (), _: &(), _: &EventSink<Self>) -> Result<(), Never> {
+        Ok(())
+    }
+
+    fn apply(&mut self, event: super::Payment) {
+        self.total += event.amount;
+    }
 }
 
 pub struct Peer {
@@ -150,20 +183,31 @@ impl Peer {
         }
     }
 
-    /// Median time to load a whole aggregate's events, over 50, after
-    /// as many warm-up loads as annals gets.
-    pub async fn load_time(&self, streams: u64, per_stream: u64) -> Duration {
+    /// Median time of a load of a whole aggregate's events, over 50, after
+    /// as many warm-up loads as annals gets; with [`super::Load::Aggregate`]
+    /// each event becomes an `EventEnvelope` of the typed aggregate and is
+    /// applied, as the framework's aggregate load does.
+    pub async fn load_time(&self, streams: u64, per_stream: u64, load: super::Load) -> Duration {
         for i in 0..super::WARM_UP_LOADS {
             let id = format!("fill-{}", (i * 104_729 + 1) % streams);
             self.repository.get_events::<Bench>(&id).await.unwrap();
         }
         let mut times = Vec::new();
         for i in 0..50 {
-            let id = format!("fill-{}", (i * 7919) % streams);
+            let id = load.stream(i, streams);
             let started = Instant::now();
             let events = self.repository.get_events::<Bench>(&id).await.unwrap();
+            let count = events.len() as u64;
+            if load == super::Load::Aggregate {
+                let mut state = TypedBench::default();
+                for event in events {
+                    let envelope = EventEnvelope::<TypedBench>::try_from(event).unwrap();
+                    state.apply(envelope.payload);
+                }
+                std::hint::black_box(state.total);
+            }
             times.push(started.elapsed());
-            assert_eq!(events.len() as u64, per_stream);
+            assert_eq!(count, per_stream);
         }
         times.sort();
         times[times.len() / 2]
