@@ -21,6 +21,12 @@
 //! Subscriptions read by position and wait at the head for a
 //! `LISTEN`/`NOTIFY` wake-up (with a poll as a fallback), so they see
 //! appends of every process.
+//!
+//! The personal-data keys of [`event_store::Shredding`] live in the same
+//! schema ([`PgKeys`], from [`PgStore::keys`]); [`PgStore::import`] and
+//! its siblings write a log recorded elsewhere as it was recorded (for
+//! `annals copy`), and [`PgStore::check`] finds what breaks the log's
+//! rules (for `annals verify`).
 
 mod batch;
 mod check;
