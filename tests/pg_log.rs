@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::{EventStore, KeyStore, Shredding, Store, StoreOptions, StreamId, StreamListing};
-use serde_json::json;
 use sqlx::Connection;
 
 use crate::pg::PgDatabase;
 use crate::process::{Proc, annals, output_within};
-use crate::split::{command, eur, http, query_at, race_for_credit, wait_ready};
+use crate::split::{eur, http, query_at, race_for_credit, register_customers, wait_ready};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_domain_runs_on_the_log_in_postgresql() {
@@ -52,22 +51,11 @@ async fn the_reference_domain_runs_on_the_log_in_postgresql() {
     for p in [&replicas[0], &replicas[1], &projector, &query] {
         wait_ready(&http, &p.url).await;
     }
-    let mut customers = Vec::new();
-    for i in 0..6 {
-        let (status, body) = command(
-            &http,
-            &format!("{}/customers", replicas[i % 2].url),
-            &json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.org"),
-                    "credit_limit": eur(1_000)}),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-        customers.push(body["id"].as_str().unwrap().to_string());
-    }
+    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
+    let customers = register_customers(&http, &urls, 6).await;
     // Both replicas race for one customer's credit: the database decides
     // each version once, so exactly the reservations that fit are taken.
     let raced = customers[0].clone();
-    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
     let (accepted, position) = race_for_credit(&http, &urls, &raced, 30).await;
     assert_eq!(accepted, 10);
     let view = query_at(&http, &format!("{}/customers/{raced}", query.url), position).await;

@@ -34,6 +34,29 @@ pub async fn command(http: &reqwest::Client, url: &str, body: &Value) -> (u16, V
     (status, body)
 }
 
+/// Registers customers `Customer 0` .. (`c0@example.org` ..) with a
+/// credit limit of 1,000, through the command APIs at `urls` in turn;
+/// their ids.
+pub async fn register_customers(
+    http: &reqwest::Client,
+    urls: &[&str],
+    count: usize,
+) -> Vec<String> {
+    let mut customers = Vec::new();
+    for i in 0..count {
+        let (status, body) = command(
+            http,
+            &format!("{}/customers", urls[i % urls.len()]),
+            &json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.org"),
+                    "credit_limit": eur(1_000)}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        customers.push(body["id"].as_str().unwrap().to_string());
+    }
+    customers
+}
+
 /// `count` reservations of 100 for `customer`, sent at once to the
 /// command APIs at `urls` in turn; how many were accepted, and the highest
 /// position an accepted one reached. The others must be refused for want
@@ -213,24 +236,12 @@ async fn split_processes_serve_commands_and_queries_and_a_killed_projector_match
     }
 
     // Customers registered through both replicas.
-    let mut customers = Vec::new();
-    for i in 0..10 {
-        let url = format!("{}/customers", replicas[i % 2].url);
-        let (status, body) = command(
-            &http,
-            &url,
-            &json!({"name": format!("Customer {i}"), "email": format!("c{i}@example.org"),
-                    "credit_limit": eur(1_000)}),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
-        customers.push(body["id"].as_str().unwrap().to_string());
-    }
+    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
+    let customers = register_customers(&http, &urls, 10).await;
 
     // The race: 40 reservations of 100 for one customer whose limit fits 10,
     // sent to both replicas at once. The store decides each version once.
     let raced = customers[0].clone();
-    let urls = [replicas[0].url.as_str(), replicas[1].url.as_str()];
     let (accepted, last_position) = race_for_credit(&http, &urls, &raced, 40).await;
     assert_eq!(
         accepted, 10,
