@@ -699,18 +699,15 @@ impl<K: SubjectKeys + ?Sized> Vault<K> {
 
     /// The keys of the subjects whose personal data `events` may hold.
     async fn ring_for(&self, events: &[RecordedEvent]) -> Result<KeyRing> {
-        let mut subjects: Vec<&str> = Vec::new();
-        for event in events {
-            let subject = event.stream_id.as_str();
-            if self
-                .policy
-                .personal_fields(subject, &event.event_type)
-                .is_some()
-                && !subjects.contains(&subject)
-            {
-                subjects.push(subject);
-            }
-        }
+        let subjects = events
+            .iter()
+            .filter(|e| {
+                self.policy
+                    .personal_fields(e.stream_id.as_str(), &e.event_type)
+                    .is_some()
+            })
+            .map(|e| e.stream_id.clone())
+            .collect();
         KeyRing::of(&*self.keys, subjects).await
     }
 
@@ -883,9 +880,8 @@ impl<K: SubjectKeys + ?Sized> Vault<K> {
             } else {
                 return Ok(Some(snapshot));
             };
-        let subject = snapshot.stream_id.as_str();
-        let ring = KeyRing::of(&*self.keys, vec![subject]).await?;
-        match ring.require(subject)? {
+        let ring = KeyRing::of(&*self.keys, vec![snapshot.stream_id.clone()]).await?;
+        match ring.require(snapshot.stream_id.as_str())? {
             // The state of a forgotten subject is rebuilt from its events,
             // which now read as erased.
             SubjectKey::Erased => Ok(None),

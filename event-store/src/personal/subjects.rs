@@ -6,12 +6,13 @@
 //!
 //! [`Shredding`]: crate::Shredding
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
 use crate::personal::keys::{KeyStore, SealingKey, SubjectKey};
+use crate::types::StreamId;
 
 /// A key to seal new personal data under, and the slot it names in the
 /// sealed field when it is a spare handed out ahead of its assignment
@@ -73,22 +74,28 @@ pub trait SubjectKeys: Send + Sync + std::fmt::Debug {
 /// One subject's key or erasure, or why it cannot be had.
 pub type KeyOf = std::result::Result<SubjectKey, String>;
 
-/// The keys of the subjects one read names, asked for together.
+/// The keys of the subjects one read names, asked for together, in
+/// stream id order (a page of a read may name a thousand subjects:
+/// sorting and searching keep that `n log n`, and the ids are shared, not
+/// copied).
 #[derive(Debug, Default)]
 pub(crate) struct KeyRing {
-    keys: HashMap<String, KeyOf>,
+    keys: Vec<(StreamId, KeyOf)>,
 }
 
 impl KeyRing {
-    /// The keys of `subjects` (each named once) from `store`.
+    /// The keys of `subjects` (repeats allowed) from `store`.
     pub(crate) async fn of<K: SubjectKeys + ?Sized>(
         store: &K,
-        subjects: Vec<&str>,
+        mut subjects: Vec<StreamId>,
     ) -> Result<Self> {
         if subjects.is_empty() {
             return Ok(Self::default());
         }
-        let found = store.keys_of(&subjects).await?;
+        subjects.sort_unstable();
+        subjects.dedup();
+        let names: Vec<&str> = subjects.iter().map(StreamId::as_str).collect();
+        let found = store.keys_of(&names).await?;
         if found.len() != subjects.len() {
             return Err(Error::KeyStore(format!(
                 "the key store answered for {} of {} data subjects",
@@ -97,14 +104,21 @@ impl KeyRing {
             )));
         }
         Ok(Self {
-            keys: subjects.into_iter().map(str::to_owned).zip(found).collect(),
+            keys: subjects.into_iter().zip(found).collect(),
         })
+    }
+
+    fn get(&self, subject: &str) -> Option<&KeyOf> {
+        self.keys
+            .binary_search_by(|(id, _)| id.as_str().cmp(subject))
+            .ok()
+            .map(|i| &self.keys[i].1)
     }
 
     /// The subject's key or erasure; an error where data sealed for it
     /// cannot be opened.
     pub(crate) fn require(&self, subject: &str) -> Result<SubjectKey> {
-        match self.keys.get(subject) {
+        match self.get(subject) {
             Some(Ok(key)) => Ok(key.clone()),
             Some(Err(why)) => Err(Error::KeyStore(why.clone())),
             None => Err(Error::KeyStore(format!(
@@ -115,7 +129,7 @@ impl KeyRing {
 
     /// Whether the ring holds the subject's live key.
     pub(crate) fn is_live(&self, subject: &str) -> bool {
-        matches!(self.keys.get(subject), Some(Ok(SubjectKey::Key(_))))
+        matches!(self.get(subject), Some(Ok(SubjectKey::Key(_))))
     }
 }
 

@@ -123,18 +123,29 @@ async fn appends(segments: &Store, pg: &PgStore, peer: &peer::Peer, time: Durati
             let on_peer = peer.append_rate(&run, writers, batch, time).await;
             let on_segments =
                 append_rate(Arc::new(segments.clone()), &run, writers, batch, time).await;
-            table.row([
+            table.row(compared(
                 format!("{writers} writers × {batch}"),
-                format!("{on_pg:.0}"),
-                format!("{on_peer:.0}"),
-                format!("{:.2}", on_pg / on_peer),
-                format!("{on_segments:.0}"),
-                format!("{:.2}", on_pg / on_segments),
-            ]);
+                [on_pg, on_peer, on_segments],
+                0,
+            ));
         }
     }
     table.print();
     println!();
+}
+
+/// A row of the tables: annals on PostgreSQL, postgres-es and the
+/// segment store (figures with `digits` decimals), and annals on
+/// PostgreSQL divided by each of the other two.
+fn compared(label: String, [pg, peer, segments]: [f64; 3], digits: usize) -> [String; 6] {
+    [
+        label,
+        format!("{pg:.digits$}"),
+        format!("{peer:.digits$}"),
+        format!("{:.2}", pg / peer),
+        format!("{segments:.digits$}"),
+        format!("{:.2}", pg / segments),
+    ]
 }
 
 /// Fills `store` with `events` events in streams of [`STREAM_EVENTS`].
@@ -262,14 +273,11 @@ async fn reads(segments: &Store, pg: &PgStore, peer: &peer::Peer, events: u64) {
         rate(events, peer_fill),
         rate(events, segments_fill),
     );
-    table.row([
+    table.row(compared(
         format!("fill {events} events, events/s"),
-        format!("{pg_rate:.0}"),
-        format!("{peer_rate:.0}"),
-        format!("{:.2}", pg_rate / peer_rate),
-        format!("{segments_rate:.0}"),
-        format!("{:.2}", pg_rate / segments_rate),
-    ]);
+        [pg_rate, peer_rate, segments_rate],
+        0,
+    ));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for (load, what) in [
         (Load::Raw, "load"),
@@ -280,27 +288,21 @@ async fn reads(segments: &Store, pg: &PgStore, peer: &peer::Peer, events: u64) {
             peer.load_time(streams, STREAM_EVENTS, load).await,
             load_time(segments, streams, load).await,
         );
-        table.row([
+        table.row(compared(
             format!("{what}: one {STREAM_EVENTS}-event stream, p50 ms"),
-            format!("{:.2}", ms(on_pg)),
-            format!("{:.2}", ms(on_peer)),
-            format!("{:.2}", ms(on_pg) / ms(on_peer)),
-            format!("{:.2}", ms(on_segments)),
-            format!("{:.2}", ms(on_pg) / ms(on_segments)),
-        ]);
+            [ms(on_pg), ms(on_peer), ms(on_segments)],
+            2,
+        ));
     }
     let (on_pg, on_peer, on_segments) = (
         read_all_rate(pg).await,
         peer.replay_rate().await,
         read_all_rate(segments).await,
     );
-    table.row([
+    table.row(compared(
         "read all (postgres-es: replay), events/s".to_owned(),
-        format!("{on_pg:.0}"),
-        format!("{on_peer:.0}"),
-        format!("{:.2}", on_pg / on_peer),
-        format!("{on_segments:.0}"),
-        format!("{:.2}", on_pg / on_segments),
-    ]);
+        [on_pg, on_peer, on_segments],
+        0,
+    ));
     table.print();
 }
