@@ -321,8 +321,8 @@ impl Lookup for Known<'_> {
     }
 }
 
-/// Inserts `events`, moves their streams' versions and the head to
-/// `head`, and wakes every subscriber (the notification leaves at commit).
+/// Inserts `events`, packs the chunks they complete, moves their
+/// streams' versions and the head to `head`, and wakes every subscriber (the notification leaves at commit).
 pub(crate) async fn write(
     tx: &mut Transaction<'_, Postgres>,
     inner: &Inner,
@@ -386,5 +386,5 @@ pub(crate) async fn write(
     .bind(head.to_string())
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    crate::chunks::seal(tx, s, events).await
 }

@@ -9,6 +9,7 @@ use event_store::{Position, Result};
 use sqlx::AssertSqlSafe;
 
 use crate::PgStore;
+use crate::chunks::{CHUNK_EVENTS, PACK};
 use crate::rows::unsigned;
 use crate::shared::pg_error;
 
@@ -36,8 +37,9 @@ const NAMED_MAX: i64 = 20;
 impl PgStore {
     /// Reads every event once (in pages) and checks that positions run
     /// from 1 without a gap up to the head, that data and metadata are
-    /// JSON, that each stream's row matches its events, and that no
-    /// snapshot is ahead of its stream.
+    /// JSON, that each stream's row matches its events, that its chunks
+    /// are there and hold its events, and that no snapshot is ahead of its
+    /// stream.
     pub async fn check(&self) -> Result<PgCheck> {
         let mut check = PgCheck::default();
         let s = &self.inner.schema;
@@ -98,6 +100,7 @@ impl PgStore {
                 "stream {stream}: its row does not match its events (versions from 1 without a gap, the last position)"
             ));
         }
+        check.problems.extend(self.check_chunks().await?);
         let ahead: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT n.stream_id, n.version FROM {s}.snapshots n
              LEFT JOIN {s}.streams s USING (stream_id)
@@ -126,5 +129,47 @@ impl PgStore {
         check.live_subject_keys = unsigned(live);
         check.erased_subjects = unsigned(erased);
         Ok(check)
+    }
+
+    /// Chunks that do not hold exactly the events they stand for, and
+    /// streams without every chunk their version calls for.
+    async fn check_chunks(&self) -> Result<Vec<String>> {
+        let s = &self.inner.schema;
+        let size = CHUNK_EVENTS;
+        let wrong: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT c.stream_id, c.last_version FROM {s}.chunks c
+             WHERE c.last_version % {size} <> 0
+                OR c.events IS DISTINCT FROM
+                   (SELECT string_agg({PACK}, ''::bytea ORDER BY e.version) FROM {s}.events e
+                    WHERE e.stream_id = c.stream_id
+                      AND e.version BETWEEN c.last_version - {size} + 1 AND c.last_version)
+             LIMIT {NAMED_MAX}"
+        )))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(pg_error)?;
+        let mut problems: Vec<String> = wrong
+            .into_iter()
+            .map(|(stream, last)| {
+                format!("stream {stream}: its chunk up to version {last} does not match its events")
+            })
+            .collect();
+        let short: Vec<(String, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT s.stream_id, s.version, coalesce(c.n, 0) FROM {s}.streams s
+             LEFT JOIN (SELECT stream_id, count(*) AS n FROM {s}.chunks GROUP BY stream_id) c
+               USING (stream_id)
+             WHERE coalesce(c.n, 0) <> s.version / {size}
+             LIMIT {NAMED_MAX}"
+        )))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(pg_error)?;
+        problems.extend(short.into_iter().map(|(stream, version, chunks)| {
+            format!(
+                "stream {stream}: at version {version} it has {chunks} chunks of {size} events where it needs {}",
+                unsigned(version) / size
+            )
+        }));
+        Ok(problems)
     }
 }

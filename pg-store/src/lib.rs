@@ -18,6 +18,13 @@
 //! process gathers the appends waiting for it into one transaction (group
 //! commit, `batch.rs`).
 //!
+//! **A stream loads from a few rows.** Each full hundred of a stream's
+//! events is also packed into one row of `chunks` by the transaction that
+//! completes it (`chunks.rs`), so loading a 1,000-event stream reads ten
+//! compressed rows and the events after the last, not a thousand tuples
+//! scattered over the heap. `events` stays the record every other read
+//! uses, and `annals verify` checks each chunk against it.
+//!
 //! Subscriptions read by position and wait at the head for a
 //! `LISTEN`/`NOTIFY` wake-up (with a poll as a fallback), so they see
 //! appends of every process.
@@ -30,6 +37,7 @@
 
 mod batch;
 mod check;
+mod chunks;
 mod import;
 mod keys;
 mod rows;

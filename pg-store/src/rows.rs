@@ -53,6 +53,17 @@ pub(crate) fn stream_event(stream_id: &StreamId, row: &PgRow) -> Result<Recorded
     })
 }
 
+/// The packed events of a row of a stream's load when it is a chunk (no
+/// position; the events in the column of `data`), `None` for an event.
+pub(crate) fn chunk(row: &PgRow) -> Result<Option<Bytes>> {
+    let read = |e: sqlx::Error| Error::Remote(format!("PostgreSQL: a chunk does not read: {e}"));
+    if row.try_get::<Option<i64>, _>(0).map_err(read)?.is_some() {
+        return Ok(None);
+    }
+    let packed: &[u8] = row.try_get(6).map_err(read)?;
+    Ok(Some(Bytes::copy_from_slice(packed)))
+}
+
 /// A `bigint` that is never negative in these tables.
 pub(crate) fn unsigned(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)

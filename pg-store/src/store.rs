@@ -18,6 +18,7 @@ use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::batch::{self, Request};
+use crate::chunks;
 use crate::rows::{self, STREAM_COLUMNS, signed, unsigned};
 use crate::schema;
 use crate::shared::{Inner, pg_error};
@@ -286,8 +287,9 @@ impl EventStore for PgStore {
                     (SELECT count(*) FROM {st}),
                     (SELECT count(*) FROM {sn}),
                     (SELECT coalesce(sum(length(state)), 0)::bigint FROM {sn}),
-                    pg_total_relation_size('{ev}')",
+                    pg_total_relation_size('{ev}') + pg_total_relation_size('{ch}')",
             h = self.table("head"),
+            ch = self.table("chunks"),
             st = self.table("streams"),
             sn = self.table("snapshots"),
             ev = self.table("events"),
@@ -355,19 +357,30 @@ impl EventStore for PgStore {
             None => None,
         };
         let after = snapshot.as_ref().map_or(0, |s| s.version);
+        // One statement, so one snapshot of the tables: the stream's
+        // chunks past `after`, then its events past the last chunk.
         let found = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {STREAM_COLUMNS} FROM {} WHERE stream_id = $1 AND version > $2",
-            self.table("events")
+            "SELECT NULL::bigint, last_version, NULL::uuid, NULL::text, NULL::integer,
+                    NULL::bigint, events, NULL::bytea
+             FROM {s}.chunks WHERE stream_id = $1 AND last_version > $2
+             UNION ALL
+             SELECT {STREAM_COLUMNS} FROM {s}.events
+             WHERE stream_id = $1 AND version > greatest($2,
+                 (SELECT coalesce(max(last_version), 0) FROM {s}.chunks WHERE stream_id = $1))",
+            s = self.inner.schema,
         )))
         .bind(stream_id.as_str())
         .bind(signed(after))
         .fetch_all(&self.inner.pool)
         .await
         .map_err(pg_error)?;
-        let mut events = found
-            .iter()
-            .map(|row| rows::stream_event(stream_id, row))
-            .collect::<Result<Vec<_>>>()?;
+        let mut events = Vec::with_capacity(found.len());
+        for row in &found {
+            match rows::chunk(row)? {
+                Some(chunk) => events.extend(chunks::unpack(stream_id, chunk, after)?),
+                None => events.push(rows::stream_event(stream_id, row)?),
+            }
+        }
         // Ordered here rather than by the server, whose sort of the wide
         // rows cost as much as finding them; they mostly come in version
         // order already (the heap's, which is the order of appends).

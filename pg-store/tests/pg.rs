@@ -19,6 +19,7 @@ use event_store::{
     RecordedEvent, StreamAppend, StreamId,
 };
 use pg_store::{PgOptions, PgStore};
+use sqlx::AssertSqlSafe;
 
 use bench_harness::pg::{drop_schema, fresh_schema, skip_without_server, test_server as server};
 
@@ -298,4 +299,119 @@ async fn subscribers_never_skip_an_event_of_concurrent_writers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribers_never_skip_an_event_when_a_writer_is_killed() {
     skip_test("kill", 20_000, true).await;
+}
+
+/// The whole stream as a forward read gives it.
+async fn read_whole(store: &PgStore, stream: &StreamId) -> Vec<RecordedEvent> {
+    store
+        .read_stream(stream, ReadFrom::Start, Direction::Forward, 10_000)
+        .await
+        .unwrap()
+        .events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_read_chunks_and_the_events_after_them() {
+    let Some(schema) = Schema::new("chunks").await else {
+        return;
+    };
+    let store = schema.store(PgOptions::default()).await;
+    let (a, b) = (sid("order-a"), sid("order-b"));
+    let mut n = 0;
+    // Sizes that end short of, on and across hundreds, one append with two
+    // streams at once.
+    for size in [1, 98, 1, 7, 93, 150, 43, 1] {
+        let events = |n: &mut u64| {
+            (0..size)
+                .map(|_| {
+                    *n += 1;
+                    event(*n)
+                })
+                .collect::<Vec<_>>()
+        };
+        store
+            .append_many(vec![
+                StreamAppend::new(a.clone(), ExpectedVersion::Any, events(&mut n)),
+                StreamAppend::new(b.clone(), ExpectedVersion::Any, events(&mut n)),
+            ])
+            .await
+            .unwrap();
+        for stream in [&a, &b] {
+            let loaded = store.load(stream, None).await.unwrap();
+            assert_eq!(loaded.events, read_whole(&store, stream).await);
+            assert_eq!(loaded.version, loaded.events.len() as u64);
+        }
+    }
+    assert_eq!(store.load(&a, None).await.unwrap().version, 394);
+    // After a snapshot inside a chunk, the load starts after it.
+    store
+        .save_snapshot(&a, 150, 1, bytes::Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    let loaded = store.load(&a, Some(1)).await.unwrap();
+    assert_eq!(loaded.snapshot.unwrap().version, 150);
+    assert_eq!(loaded.events, read_whole(&store, &a).await[150..]);
+    let check = store.check().await.unwrap();
+    assert!(check.is_ok(), "{:?}", check.problems);
+
+    // A damaged chunk is reported by the check and refused by the load.
+    let table = format!("{}.chunks", schema.name);
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET events = events || '\\x00'::bytea WHERE stream_id = 'order-a' AND last_version = 200"
+    )))
+    .execute(&schema.admin)
+    .await
+    .unwrap();
+    let check = store.check().await.unwrap();
+    assert!(
+        check.problems.iter().any(|p| p.contains("order-a")
+            && p.contains("up to version 200")
+            && p.contains("does not match")),
+        "{:?}",
+        check.problems
+    );
+    let broken = store.load(&a, None).await.unwrap_err();
+    assert!(broken.to_string().contains("broken"), "{broken}");
+    // A missing chunk too: named by the check, a gap to the load.
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM {table} WHERE stream_id = 'order-a' AND last_version = 200"
+    )))
+    .execute(&schema.admin)
+    .await
+    .unwrap();
+    let check = store.check().await.unwrap();
+    assert!(
+        check
+            .problems
+            .iter()
+            .any(|p| p.contains("order-a") && p.contains("2 chunks")),
+        "{:?}",
+        check.problems
+    );
+    let gap = store.load(&a, None).await.unwrap_err();
+    assert!(gap.to_string().contains("lacks its version 101"), "{gap}");
+    store.close().await;
+
+    // A schema from before chunks gets them when a store connects.
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP TABLE {table}; DELETE FROM {}.migrations WHERE step = 3",
+        schema.name
+    )))
+    .execute(&schema.admin)
+    .await
+    .unwrap();
+    let store = schema.store(PgOptions::default()).await;
+    let check = store.check().await.unwrap();
+    assert!(check.is_ok(), "{:?}", check.problems);
+    for stream in [&a, &b] {
+        let loaded = store.load(stream, None).await.unwrap();
+        assert_eq!(loaded.events, read_whole(&store, stream).await);
+    }
+    let chunks: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        .fetch_one(&schema.admin)
+        .await
+        .unwrap();
+    assert_eq!(chunks, 6);
+    store.close().await;
+    schema.drop_it().await;
 }
