@@ -25,8 +25,9 @@
 //!    a stream of its own (`customer-<n>`) but one in each hundredth of the
 //!    log, which goes to `customer-large`: 1,000 events spread over the
 //!    whole log;
-//! 8. reading the whole filled log from the start: annals `read_all` in
-//!    pages of the store's largest page, tephra `read(Query::All, ..)`;
+//! 8. reading the whole filled log from the start, each event lent: annals
+//!    `Store::scan`, tephra `read(Query::All, ..)` (the note adds annals's
+//!    `read_all` in pages of the store's largest page, owned events);
 //! 9. loading `customer-large` (annals `EventStore::load`, tephra `read` by
 //!    its tag collected into owned events), p50 of 200 loads;
 //! 10. reopening the filled log, from open to ready to append (annals
@@ -81,9 +82,9 @@
 //!   version; a tephra record holds the type, its tag and the payload.
 //! - annals's writers are tasks on the benchmarks' two-worker runtime (its
 //!   API is async); tephra's are threads (its handle blocks), as each is
-//!   meant to be called. tephra's reads lend each event from its buffer
-//!   where annals's `read_all` returns owned events; a load collects owned
-//!   events on both sides.
+//!   meant to be called. tephra's reads lend each event from its buffer,
+//!   as annals's `scan` does (its `read_all` returns owned events); a load
+//!   collects owned events on both sides.
 //! - On open, tephra scans every segment (it keeps no offsets on disk) and
 //!   replays its active segment into its tag index, which it persists only
 //!   when a segment is sealed; a fill of 1,000,000 events (about 250 MB)
@@ -521,11 +522,18 @@ fn filled(runtime: &Runtime, root: &Path, total: u64, table: &mut Table) {
 
     // 8: the whole log from the start.
     let mut read = [f64::NAN; 2];
+    let mut owned = f64::NAN;
     for peer in peers(8) {
         eprintln!("row 8: {}, read all", peer.name());
         settle();
         let (count, took) = match peer {
-            Peer::Annals => runtime.block_on(annals_read_all(store.as_ref().unwrap())),
+            Peer::Annals => {
+                let (count, took) = runtime.block_on(annals_read_all(store.as_ref().unwrap()));
+                assert_eq!(count, total, "annals read the whole log");
+                owned = total as f64 / took.as_secs_f64();
+                settle();
+                annals_scan(store.as_ref().unwrap())
+            }
             Peer::Tephra => tephra_read_all(&log.as_ref().unwrap().handle),
         };
         assert_eq!(count, total, "{} read the whole log", peer.name());
@@ -542,8 +550,9 @@ fn filled(runtime: &Runtime, root: &Path, total: u64, table: &mut Table) {
         String::new(),
         String::new(),
         format!(
-            "annals: read_all, pages of {}, owned; tephra: Query::All, lent",
-            StoreOptions::default().limits.read_count_max
+            "annals: scan, lent (read_all in pages of {}, owned: {} events/s); tephra: Query::All, lent",
+            StoreOptions::default().limits.read_count_max,
+            figure(owned, 0)
         ),
     ]);
 
@@ -705,6 +714,23 @@ async fn annals_read_all(store: &Store) -> (u64, Duration) {
         count += events.len() as u64;
         bytes += events.iter().map(|e| e.data.len()).sum::<usize>();
     }
+    black_box(bytes);
+    (count, started.elapsed())
+}
+
+/// Row 8 on annals: the whole log lent by `Store::scan`, each event's
+/// payload touched as tephra's are.
+fn annals_scan(store: &Store) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut count = 0u64;
+    let mut bytes = 0usize;
+    store
+        .scan(event_store::Position::START, |event| {
+            bytes += event.data.len();
+            count += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
     black_box(bytes);
     (count, started.elapsed())
 }

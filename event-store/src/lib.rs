@@ -46,10 +46,10 @@ pub use personal::{
 };
 pub use subscription::Subscription;
 pub use types::{
-    AppendResult, CategoryCount, CategoryPage, Clock, Direction, EventFilter, ExpectedVersion,
-    InvalidStreamId, Metadata, NewEvent, Position, ReadFrom, RecordedEvent, STREAM_ID_PUNCTUATION,
-    Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage, StreamSlice, StreamSummary,
-    SystemClock, Timestamp,
+    AppendResult, CategoryCount, CategoryPage, Clock, Direction, EventFilter, EventView,
+    ExpectedVersion, InvalidStreamId, Metadata, NewEvent, Position, ReadFrom, RecordedEvent,
+    STREAM_ID_PUNCTUATION, Snapshot, Stats, StreamAppend, StreamId, StreamListing, StreamPage,
+    StreamSlice, StreamSummary, SystemClock, Timestamp,
 };
 pub use upcast::{
     EventObject, TypedLoader, UPCAST_CACHE_BYTES_DEFAULT, UpcastValue, Upcasters, Upcasting,

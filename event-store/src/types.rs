@@ -314,6 +314,38 @@ impl RecordedEvent {
     }
 }
 
+/// An event as it lies in the log, lent by [`crate::Store::scan`] for one
+/// call of its visitor: a read of the whole log that allocates nothing per
+/// event. As stored: before upcasting, its personal data still sealed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EventView<'a> {
+    pub id: Uuid,
+    pub stream_id: &'a str,
+    pub version: u64,
+    pub position: Position,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub timestamp: Timestamp,
+    pub data: &'a [u8],
+    pub metadata: &'a [u8],
+}
+
+impl<'a> From<&crate::format::event::EventRecord<'a>> for EventView<'a> {
+    fn from(record: &crate::format::event::EventRecord<'a>) -> Self {
+        Self {
+            id: Uuid::from_bytes(record.id),
+            stream_id: record.stream_id,
+            version: record.version,
+            position: Position(record.position),
+            event_type: record.event_type,
+            schema_version: record.schema_version,
+            timestamp: Timestamp(record.timestamp),
+            data: record.data,
+            metadata: record.metadata,
+        }
+    }
+}
+
 /// One stream's part of an append.
 #[derive(Clone, Debug)]
 pub struct StreamAppend {

@@ -4,6 +4,7 @@
 //! Every decoded record is checksum-verified and checked against what the
 //! index promised; a mismatch is corruption, never a skipped event.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,10 +12,14 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::log::segment::{SealedSegment, decode_event_at};
+use crate::format::event::EventRecord;
+use crate::format::frame::FRAME_HEADER_LEN;
+use crate::log::segment::{SealedSegment, decode_event_at, decode_record_at};
 use crate::log::shared::Inner;
 use crate::rules;
-use crate::types::{Direction, Position, ReadFrom, RecordedEvent, StreamId, StreamSlice};
+use crate::types::{
+    Direction, EventView, Position, ReadFrom, RecordedEvent, StreamId, StreamSlice,
+};
 
 /// The active segment's part of a read, copied out under the lock.
 struct ActivePart {
@@ -341,13 +346,56 @@ pub(crate) fn read_all(
 
 fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<RecordedEvent>> {
     check_read_count(inner, max_count)?;
+    let mut out = Vec::new();
+    walk(inner, from, max_count, |record, owner, body_start| {
+        out.push(record.to_recorded(owner, body_start));
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Events from `from` (inclusive) in position order, lent to `visit` one
+/// at a time until it breaks or the head (as of the call) is reached; the
+/// position after the last event visited. Damage found on the way makes
+/// the store read-only.
+pub(crate) fn scan(
+    inner: &Inner,
+    from: Position,
+    mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+) -> Result<Position> {
+    let from = from.max(Position::START);
+    let mut broke = false;
+    let visited = inner.note_damage(walk(inner, from, usize::MAX, |record, _, _| {
+        let flow = visit(EventView::from(&record));
+        broke = flow.is_break();
+        flow
+    }))?;
+    let next = Position(from.0 + visited);
+    if !broke {
+        // Past the head, as a read from there would: damage found after
+        // the last intact record (kept out of the log at open) is an error.
+        inner.note_damage(walk(inner, next, 0, |_, _, _| ControlFlow::Break(())))?;
+    }
+    Ok(next)
+}
+
+/// Decodes events from `from` in position order, up to `max_count` or the
+/// head as of the call, and hands each record to `visit` with the bytes it
+/// lies in and where its body starts; the number visited (the one that
+/// broke included).
+fn walk(
+    inner: &Inner,
+    from: Position,
+    max_count: usize,
+    mut visit: impl FnMut(EventRecord<'_>, &Bytes, usize) -> ControlFlow<()>,
+) -> Result<u64> {
     let from = from.0.max(1);
 
     let (head, segments, active_start) = {
         let st = inner.state.read();
         if from > st.head {
             st.check_tail()?;
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let first = st.sealed.partition_point(|s| s.last_position() < from);
         let segments: Vec<Arc<SealedSegment>> = st.sealed[first..].to_vec();
@@ -365,12 +413,19 @@ fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<Re
         (st.head, segments, active_start)
     };
 
-    let wanted = (head - from + 1).min(max_count as u64) as usize;
-    let mut out = Vec::with_capacity(wanted);
+    let wanted = (head - from + 1).min(max_count as u64);
     let mut next = from;
+    // The frame's length, and whether `visit` broke.
+    let mut take =
+        |bytes: &Bytes, limit: usize, offset: usize, path: &std::path::Path, expected| {
+            let (record, frame_len) = decode_record_at(bytes, limit, offset, path)?;
+            check_position(record.position, expected, path, offset)?;
+            let flow = visit(record, bytes, offset + FRAME_HEADER_LEN);
+            Ok::<_, Error>((frame_len, flow.is_break()))
+        };
     for segment in &segments {
-        if out.len() == wanted {
-            return Ok(out);
+        if next - from == wanted {
+            return Ok(next - from);
         }
         let Some(offset) = segment.index()?.position_offset(next - segment.base) else {
             return Err(Error::corruption(
@@ -380,17 +435,23 @@ fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<Re
             ));
         };
         let mut offset = offset as usize;
-        while next <= segment.last_position() && out.len() < wanted {
-            let (event, frame_len) =
-                decode_event_at(&segment.data, segment.data.len(), offset, &segment.path)?;
-            check_position(&event, next, &segment.path, offset)?;
-            out.push(event);
-            offset += frame_len;
+        while next <= segment.last_position() && next - from < wanted {
+            let (frame_len, stop) = take(
+                &segment.data,
+                segment.data.len(),
+                offset,
+                &segment.path,
+                next,
+            )?;
             next += 1;
+            if stop {
+                return Ok(next - from);
+            }
+            offset += frame_len;
         }
     }
     if let Some((map, durable_len, path, start, offset)) = active_start {
-        if out.len() < wanted && next != start {
+        if next - from < wanted && next != start {
             return Err(Error::corruption(
                 path,
                 0,
@@ -398,31 +459,24 @@ fn events_from(inner: &Inner, from: Position, max_count: usize) -> Result<Vec<Re
             ));
         }
         let mut offset = offset as usize;
-        while out.len() < wanted {
-            let (event, frame_len) = decode_event_at(&map, durable_len, offset, &path)?;
-            check_position(&event, next, &path, offset)?;
-            out.push(event);
-            offset += frame_len;
+        while next - from < wanted {
+            let (frame_len, stop) = take(&map, durable_len, offset, &path, next)?;
             next += 1;
+            if stop {
+                break;
+            }
+            offset += frame_len;
         }
     }
-    Ok(out)
+    Ok(next - from)
 }
 
-fn check_position(
-    event: &RecordedEvent,
-    expected: u64,
-    path: &std::path::Path,
-    offset: usize,
-) -> Result<()> {
-    if event.position.0 != expected {
+fn check_position(found: u64, expected: u64, path: &std::path::Path, offset: usize) -> Result<()> {
+    if found != expected {
         return Err(Error::corruption(
             path,
             offset as u64,
-            format!(
-                "record holds position {} where position {expected} belongs",
-                event.position.0
-            ),
+            format!("record holds position {found} where position {expected} belongs"),
         ));
     }
     Ok(())

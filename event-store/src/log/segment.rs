@@ -327,15 +327,27 @@ pub(crate) fn decode_event_at(
     offset: usize,
     path: &Path,
 ) -> Result<(RecordedEvent, usize)> {
+    let (record, frame_len) = decode_record_at(bytes, limit, offset, path)?;
+    Ok((
+        record.to_recorded(bytes, offset + FRAME_HEADER_LEN),
+        frame_len,
+    ))
+}
+
+/// The checksum-verified event record at `offset` of the first `limit`
+/// bytes, lent from `bytes`, and the length of its frame.
+pub(crate) fn decode_record_at<'a>(
+    bytes: &'a [u8],
+    limit: usize,
+    offset: usize,
+    path: &Path,
+) -> Result<(EventRecord<'a>, usize)> {
     let window = &bytes[..limit.min(bytes.len())];
     match read_frame(window, offset) {
         Frame::Valid { body, frame_len } => {
             let record = EventRecord::decode(body)
                 .map_err(|detail| Error::corruption(path, offset as u64, detail))?;
-            Ok((
-                record.to_recorded(bytes, offset + FRAME_HEADER_LEN),
-                frame_len,
-            ))
+            Ok((record, frame_len))
         }
         Frame::BadChecksum { .. } => Err(Error::corruption(
             path,

@@ -7,10 +7,61 @@
 
 use bytes::Bytes;
 use event_store::{
-    Direction, Error, EventStore, ExpectedVersion, Position, ReadFrom, Store, StoreOptions,
+    Direction, Error, EventStore, ExpectedVersion, Position, ReadFrom, RecordedEvent, Store,
+    StoreOptions,
 };
 
 use crate::common::{event, fill, open, read_everything, sid, small_segments};
+
+/// The lent scan visits what `read_all` returns, across sealed segments
+/// and the active one, from any position, and stops where asked.
+#[tokio::test]
+async fn a_scan_lends_what_read_all_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), small_segments()).await;
+    for round in 0..80 {
+        fill(&store, &format!("s-{}", round % 4), 1, 1 + round % 3).await;
+    }
+    assert!(store.stats().await.unwrap().sealed_segments >= 3);
+    let everything = read_everything(&store).await;
+    let head = everything.len() as u64;
+    for from in [1, 2, head / 2, head, head + 1] {
+        let mut seen = Vec::new();
+        let next = store
+            .scan(Position(from), |e| {
+                seen.push(RecordedEvent {
+                    id: e.id,
+                    stream_id: sid(e.stream_id),
+                    version: e.version,
+                    position: e.position,
+                    event_type: e.event_type.to_owned(),
+                    schema_version: e.schema_version,
+                    timestamp: e.timestamp,
+                    data: Bytes::copy_from_slice(e.data),
+                    metadata: Bytes::copy_from_slice(e.metadata),
+                });
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(next, Position(head.max(from - 1) + 1), "from {from}");
+        let expected: Vec<_> = everything.iter().skip(from as usize - 1).cloned().collect();
+        assert_eq!(seen, expected, "from {from}");
+    }
+    // Breaking at the fifth event: the scan goes on after it.
+    let mut count = 0;
+    let next = store
+        .scan(Position(3), |_| {
+            count += 1;
+            if count == 5 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!((count, next), (5, Position(8)));
+    store.close().await.unwrap();
+}
 
 /// A stream spread over many sealed segments reads whole both ways, and
 /// pages of the log that start and end inside segments miss nothing.

@@ -217,6 +217,13 @@ async fn every_flipped_byte_of_a_committed_record_is_reported_at_its_offset() {
                 Ok(events) => panic!("{ctx}: read {} events without error", events.len()),
                 Err(other) => panic!("{ctx}: unexpected error {other}"),
             }
+            // The lent scan stops at the same record.
+            match store.scan(Position::START, |_| std::ops::ControlFlow::Continue(())) {
+                Err(Error::Corruption { file, offset, .. }) => {
+                    assert_eq!((file, offset), (path.clone(), rec.start as u64), "{ctx}");
+                }
+                other => panic!("{ctx}: the scan gave {other:?}"),
+            }
             match store
                 .read_stream(&sid(&rec.stream), ReadFrom::Start, Direction::Forward, 1000)
                 .await
