@@ -330,22 +330,6 @@ pub struct EventView<'a> {
     pub metadata: &'a [u8],
 }
 
-impl<'a> From<&crate::format::event::EventRecord<'a>> for EventView<'a> {
-    fn from(record: &crate::format::event::EventRecord<'a>) -> Self {
-        Self {
-            id: Uuid::from_bytes(record.id),
-            stream_id: record.stream_id,
-            version: record.version,
-            position: Position(record.position),
-            event_type: record.event_type,
-            schema_version: record.schema_version,
-            timestamp: Timestamp(record.timestamp),
-            data: record.data,
-            metadata: record.metadata,
-        }
-    }
-}
-
 /// One stream's part of an append.
 #[derive(Clone, Debug)]
 pub struct StreamAppend {

@@ -20,7 +20,7 @@
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::types::{Position, RecordedEvent, StreamId, Timestamp};
+use crate::types::{EventView, Position, RecordedEvent, StreamId, Timestamp};
 
 pub const KIND_EVENT: u8 = 1;
 pub const FLAG_END_OF_BATCH: u8 = 1;
@@ -41,7 +41,7 @@ pub struct EventRecord<'a> {
     pub metadata: &'a [u8],
 }
 
-impl EventRecord<'_> {
+impl<'a> EventRecord<'a> {
     pub fn is_end_of_batch(&self) -> bool {
         self.flags & FLAG_END_OF_BATCH != 0
     }
@@ -135,6 +135,21 @@ impl EventRecord<'_> {
 
     /// Builds the owned event. `owner` holds the body so that data and
     /// metadata can be zero-copy slices of it.
+    /// The event this record holds, lent.
+    pub fn view(&self) -> EventView<'a> {
+        EventView {
+            id: Uuid::from_bytes(self.id),
+            stream_id: self.stream_id,
+            version: self.version,
+            position: Position(self.position),
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            timestamp: Timestamp(self.timestamp),
+            data: self.data,
+            metadata: self.metadata,
+        }
+    }
+
     pub fn to_recorded(&self, owner: &Bytes, body_start: usize) -> RecordedEvent {
         let data_start =
             body_start + EVENT_FIXED_LEN + self.stream_id.len() + self.event_type.len();

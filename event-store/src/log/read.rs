@@ -366,7 +366,7 @@ pub(crate) fn scan(
     let from = from.max(Position::START);
     let mut broke = false;
     let visited = inner.note_damage(walk(inner, from, usize::MAX, |record, _, _| {
-        let flow = visit(EventView::from(&record));
+        let flow = visit(record.view());
         broke = flow.is_break();
         flow
     }))?;
