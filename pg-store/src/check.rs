@@ -9,7 +9,7 @@ use event_store::{Position, Result};
 use sqlx::AssertSqlSafe;
 
 use crate::PgStore;
-use crate::chunks::{CHUNK_EVENTS, PACK};
+use crate::chunks::{CHUNK_EVENTS, packed_events};
 use crate::rows::unsigned;
 use crate::shared::pg_error;
 
@@ -136,13 +136,11 @@ impl PgStore {
     async fn check_chunks(&self) -> Result<Vec<String>> {
         let s = &self.inner.schema;
         let size = CHUNK_EVENTS;
+        let packed = packed_events(s);
         let wrong: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT c.stream_id, c.last_version FROM {s}.chunks c
              WHERE c.last_version % {size} <> 0
-                OR c.events IS DISTINCT FROM
-                   (SELECT string_agg({PACK}, ''::bytea ORDER BY e.version) FROM {s}.events e
-                    WHERE e.stream_id = c.stream_id
-                      AND e.version BETWEEN c.last_version - {size} + 1 AND c.last_version)
+                OR c.events IS DISTINCT FROM {packed}
              LIMIT {NAMED_MAX}"
         )))
         .fetch_all(&self.inner.pool)

@@ -33,6 +33,18 @@ pub(crate) const PACK: &str = "int8send(position) || int8send(version) || uuid_s
     || int4send(octet_length(convert_to(event_type, 'UTF8'))) || convert_to(event_type, 'UTF8') \
     || int4send(octet_length(data)) || data || int4send(octet_length(metadata)) || metadata";
 
+/// SQL for what the chunk of stream `c.stream_id` up to version
+/// `c.last_version` holds, packed from `events`: what a chunk is written
+/// with and checked against.
+pub(crate) fn packed_events(schema: &str) -> String {
+    format!(
+        "(SELECT string_agg({PACK}, ''::bytea ORDER BY e.version) FROM {schema}.events e
+          WHERE e.stream_id = c.stream_id
+            AND e.version BETWEEN c.last_version - {span} AND c.last_version)",
+        span = CHUNK_EVENTS - 1,
+    )
+}
+
 /// The chunks `events` complete: for each stream, those whose last
 /// version lies among the versions `events` bring it to.
 fn completed(events: &[RecordedEvent]) -> (Vec<&str>, Vec<i64>) {
@@ -60,13 +72,9 @@ pub(crate) async fn seal(
     }
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {schema}.chunks (stream_id, last_version, events)
-         SELECT c.stream_id, c.last_version,
-                (SELECT string_agg({PACK}, ''::bytea ORDER BY e.version)
-                 FROM {schema}.events e
-                 WHERE e.stream_id = c.stream_id
-                   AND e.version BETWEEN c.last_version - {span} AND c.last_version)
+         SELECT c.stream_id, c.last_version, {packed}
          FROM UNNEST($1::text[], $2::bigint[]) AS c(stream_id, last_version)",
-        span = CHUNK_EVENTS - 1,
+        packed = packed_events(schema),
     )))
     .bind(&streams)
     .bind(&lasts)
@@ -78,7 +86,7 @@ pub(crate) async fn seal(
 /// The events of `stream_id` a chunk holds, from version `after + 1`.
 pub(crate) fn unpack(stream_id: &StreamId, chunk: Bytes, after: u64) -> Result<Vec<RecordedEvent>> {
     let mut events = Vec::with_capacity(CHUNK_EVENTS as usize);
-    let mut rest = chunk.clone();
+    let mut rest = chunk;
     let broken = |what: &str| {
         Error::Remote(format!(
             "PostgreSQL: a chunk of {stream_id} is broken: {what}"

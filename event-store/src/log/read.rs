@@ -374,7 +374,15 @@ pub(crate) fn scan(
     if !broke {
         // Past the head, as a read from there would: damage found after
         // the last intact record (kept out of the log at open) is an error.
-        inner.note_damage(walk(inner, next, 0, |_, _, _| ControlFlow::Break(())))?;
+        let past_tail = {
+            let st = inner.state.read();
+            if next.0 > st.head {
+                st.check_tail()
+            } else {
+                Ok(())
+            }
+        };
+        inner.note_damage(past_tail)?;
     }
     Ok(next)
 }
