@@ -269,6 +269,10 @@ struct FaultyFile {
     inner: Arc<dyn FsFile>,
     path: PathBuf,
     fs: FaultyFs,
+    /// Held by writes and syncs: a write from one thread while another
+    /// syncs lands wholly before or after the sync, so what is tracked as
+    /// synced is exactly what the sync covered.
+    io: Mutex<()>,
 }
 
 impl Fs for FaultyFs {
@@ -291,6 +295,7 @@ impl Fs for FaultyFs {
             inner,
             path: path.to_path_buf(),
             fs: self.clone(),
+            io: Mutex::new(()),
         }))
     }
 
@@ -308,6 +313,7 @@ impl Fs for FaultyFs {
             inner,
             path: path.to_path_buf(),
             fs: self.clone(),
+            io: Mutex::new(()),
         }))
     }
 
@@ -347,6 +353,7 @@ impl FsFile for FaultyFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let _io = self.io.lock();
         self.fs.op()?;
         self.inner.write_all_at(buf, offset)?;
         let end = offset + buf.len() as u64;
@@ -360,6 +367,7 @@ impl FsFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let _io = self.io.lock();
         self.fs.op()?;
         self.inner.sync_data()?;
         let len = self.inner.len()?;

@@ -15,6 +15,7 @@ pub(crate) mod snapshots;
 pub(crate) mod state;
 pub(crate) mod store;
 pub(crate) mod subscribe;
+pub(crate) mod syncer;
 pub(crate) mod writer;
 
 pub use recovery::RecoveryReport;

@@ -1,7 +1,10 @@
 //! The single writer: a dedicated thread that takes every queued append,
-//! checks expected versions, encodes all accepted batches into one buffer,
-//! writes it and makes it durable with one `fdatasync` (group commit), and
-//! only then publishes the events to readers and acknowledges the callers.
+//! checks expected versions, encodes all accepted batches into one buffer
+//! and writes it; the syncer (`syncer.rs`) then makes it durable with one
+//! `fdatasync` (group commit), and only then publishes the events to
+//! readers and acknowledges the callers, while the writer goes on with the
+//! next group. With a single caller there is nothing to go on with: the
+//! writer syncs itself and saves the hand-over.
 //!
 //! A failed write or fsync poisons the writer: the bytes may or may not be on
 //! disk, so nothing of that group is acknowledged, and no later append is
@@ -12,7 +15,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -27,10 +30,10 @@ use crate::log::mmap;
 use crate::log::read;
 use crate::log::recovery::{create_segment, write_file_durably};
 use crate::log::segment::{
-    ActiveSegment, ActiveStream, SealedSegment, Upkeep, bloom_file_name, decode_event_at,
-    index_file_name,
+    ActiveSegment, SealedSegment, Upkeep, bloom_file_name, decode_event_at, index_file_name,
 };
 use crate::log::shared::Inner;
+use crate::log::syncer::{self, PendingEvent, Progress, Reply, Written};
 use crate::rules::{self, Plan};
 use crate::types::{
     AppendResult, Direction, Position, ReadFrom, RecordedEvent, StreamAppend, StreamId,
@@ -44,8 +47,6 @@ const ZERO_SLICE: u64 = 1 << 20;
 
 static ZEROS: [u8; ZERO_SLICE as usize] = [0; ZERO_SLICE as usize];
 
-pub(crate) type Reply = oneshot::Sender<Result<Vec<AppendResult>>>;
-
 pub(crate) struct AppendRequest {
     pub appends: Vec<StreamAppend>,
     /// Encoded size, computed by the caller when it validated the request.
@@ -58,8 +59,25 @@ pub(crate) struct Writer {
     file: Arc<dyn FsFile>,
     number: u64,
     path: PathBuf,
-    /// Durable length of the active segment's records.
+    /// Length of the active segment's records written so far (durable
+    /// once the syncer has answered every group handed to it).
     len: u64,
+    /// The position of the next event written.
+    next_position: u64,
+    /// The last group handed to the syncer (or synced here).
+    seq: u64,
+    /// Stream versions written by groups the syncer may not have
+    /// published yet; emptied whenever it has caught up.
+    in_flight: HashMap<StreamId, u64>,
+    progress: Arc<Progress>,
+    /// Where written groups go, and the thread that takes them; `None`
+    /// once stopped.
+    syncer: Option<(
+        std::sync::mpsc::Sender<Written>,
+        std::thread::JoinHandle<()>,
+    )>,
+    /// Whether the group in the making syncs on this thread (see `run`).
+    sync_here: bool,
     /// The active segment file's length: space past `len` is reserved and
     /// reads as zeros (see `reserve`).
     allocated: u64,
@@ -104,21 +122,15 @@ struct Group {
     waiting: Vec<(Reply, Result<Vec<AppendResult>>)>,
 }
 
-struct PendingEvent {
-    stream_id: StreamId,
-    version: u64,
-    position: u64,
-    offset: u32,
-}
-
 impl Writer {
     pub(crate) fn new(inner: Arc<Inner>, file: Arc<dyn FsFile>, lock: DirLock) -> Self {
-        let (number, path, len) = {
+        let (number, path, len, head) = {
             let st = inner.state.read();
             (
                 st.active.number,
                 st.active.path.clone(),
                 st.active.durable_len,
+                st.head,
             )
         };
         // Unknown, the next group reserves space again, which costs one
@@ -130,6 +142,12 @@ impl Writer {
             number,
             path,
             len,
+            next_position: head + 1,
+            seq: 0,
+            in_flight: HashMap::new(),
+            progress: Arc::new(Progress::default()),
+            syncer: None,
+            sync_here: true,
             allocated,
             zeroed: len,
             _lock: lock,
@@ -137,9 +155,10 @@ impl Writer {
     }
 
     pub(crate) fn spawn(
-        self,
+        mut self,
         rx: mpsc::Receiver<AppendRequest>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.syncer = Some(syncer::spawn(self.inner.clone(), self.progress.clone())?);
         std::thread::Builder::new()
             .name("annals-writer".into())
             .spawn(move || self.run(rx))
@@ -151,9 +170,32 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let requests = gather(&mut rx, first, answered);
             answered = requests.len();
+            // A lone caller waits for its sync whoever runs it, and no
+            // other append could be written meanwhile: syncing here saves
+            // waking the syncer. With more callers, the writer hands the
+            // sync over and writes the next group while it runs.
+            self.sync_here = answered == 1 && rx.is_empty();
             self.commit(requests);
         }
+        self.stop_syncer();
         tracing::debug!("writer stopped");
+    }
+
+    /// Lets the syncer answer what it was handed, then stops it.
+    fn stop_syncer(&mut self) {
+        if let Some((sender, handle)) = self.syncer.take() {
+            drop(sender);
+            if handle.join().is_err() {
+                syncer::poison(&self.inner, "the syncer thread panicked");
+            }
+        }
+    }
+
+    /// Waits until every group written so far is answered (and, unless a
+    /// sync failed, durable and published).
+    fn catch_up(&mut self) {
+        self.progress.wait_for(self.seq);
+        self.in_flight.clear();
     }
 
     fn refusal(&self) -> Option<Error> {
@@ -169,11 +211,14 @@ impl Writer {
     }
 
     fn commit(&mut self, requests: Vec<AppendRequest>) {
+        if self.progress.answered() >= self.seq {
+            self.in_flight.clear();
+        }
         let mut group = Group {
             buf: Vec::new(),
             events: Vec::new(),
             versions: HashMap::new(),
-            next_position: self.inner.state.read().head + 1,
+            next_position: self.next_position,
             waiting: Vec::new(),
         };
         let timestamp = self.inner.options.clock.now().0;
@@ -207,7 +252,7 @@ impl Writer {
                             let _ = request.reply.send(Err(err));
                             continue;
                         }
-                        group.next_position = self.inner.state.read().head + 1;
+                        group.next_position = self.next_position;
                     }
                     let results = self.encode(&request.appends, &currents, &mut group, timestamp);
                     group.waiting.push((request.reply, Ok(results)));
@@ -218,7 +263,11 @@ impl Writer {
     }
 
     fn current_version(&self, stream_id: &StreamId, group: &Group) -> Result<u64> {
-        match group.versions.get(stream_id) {
+        match group
+            .versions
+            .get(stream_id)
+            .or_else(|| self.in_flight.get(stream_id))
+        {
             Some(version) => Ok(*version),
             None => self.inner.state.read().stream_version(stream_id.as_str()),
         }
@@ -256,6 +305,8 @@ impl Writer {
         last: u64,
         group: &Group,
     ) -> Result<Vec<RecordedEvent>> {
+        // Rare (a retry): groups in flight are waited for rather than read.
+        self.progress.wait_for(self.seq);
         let durable_version = self.inner.state.read().stream_version(stream_id.as_str())?;
         let mut found = Vec::with_capacity((last - first + 1) as usize);
         if first <= durable_version {
@@ -344,65 +395,71 @@ impl Writer {
         results
     }
 
-    /// Writes and fsyncs the group's bytes, publishes them, then answers.
+    /// Writes the group's bytes, then has them synced, published and
+    /// answered: here, or by the syncer while the writer goes on.
     fn flush(&mut self, group: &mut Group) {
-        if !group.buf.is_empty() {
+        let bytes = group.buf.len();
+        if bytes > 0 {
             // A write that fails leaves at most a torn batch, which the
-            // next open drops: nothing of the group was committed. A sync
-            // that fails may or may not have made it durable: the next open
-            // decides, so the callers are told the outcome is unknown.
-            let end = self.len + group.buf.len() as u64;
-            let result = match self.reserve(end) {
-                Err(e) => Err(("reserving space for", e, false)),
-                Ok(()) => match self.file.write_all_at(&group.buf, self.len) {
-                    Err(e) => Err(("writing", e, false)),
-                    Ok(()) => {
-                        let syncing = std::time::Instant::now();
-                        self.file
-                            .sync_data()
-                            .map(|()| syncing.elapsed())
-                            .map_err(|e| ("syncing", e, true))
-                    }
-                },
+            // next open drops: nothing of the group was committed.
+            let end = self.len + bytes as u64;
+            let written = match self.reserve(end) {
+                Err(e) => Err(("reserving space for", e)),
+                Ok(()) => self
+                    .file
+                    .write_all_at(&group.buf, self.len)
+                    .map_err(|e| ("writing", e)),
             };
-            let synced = match result {
-                Ok(synced) => synced,
-                Err((what, e, indeterminate)) => {
-                    let reason = format!(
-                        "{what} {} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
-                        group.buf.len(),
-                        self.path.display(),
-                        self.len
-                    );
-                    self.poison(reason.clone());
-                    // Refusals too: what they were weighed against may be lost.
-                    for (reply, _) in group.waiting.drain(..) {
-                        let _ = reply.send(Err(if indeterminate {
-                            Error::Indeterminate(reason.clone())
-                        } else {
-                            Error::Poisoned(reason.clone())
-                        }));
-                    }
-                    group.buf.clear();
-                    group.events.clear();
-                    group.versions.clear();
-                    return;
+            if let Err((what, e)) = written {
+                let reason = format!(
+                    "{what} {bytes} bytes to {} at offset {} failed: {e}; the store refuses appends until it is reopened",
+                    self.path.display(),
+                    self.len
+                );
+                syncer::poison(&self.inner, &reason);
+                // Refusals too: what they were weighed against may be lost.
+                for (reply, _) in group.waiting.drain(..) {
+                    let _ = reply.send(Err(Error::Poisoned(reason.clone())));
                 }
-            };
-            crate::telemetry::group_committed(group.events.len(), synced);
-            self.len += group.buf.len() as u64;
-            self.publish(group);
-            // Before the answers, so that a caller answered finds the
-            // writer idle; it is seldom due (once a step, once a slice).
+                group.buf.clear();
+                group.events.clear();
+                group.versions.clear();
+                return;
+            }
+            self.len = end;
+            self.next_position = group.next_position;
+            // Seldom due (once a step, once a slice); before the sync, so
+            // that a caller answered finds the writer idle.
             self.reserve_ahead();
             self.zero_ahead();
         }
-        for (reply, result) in group.waiting.drain(..) {
-            let _ = reply.send(result);
-        }
+        let here = self.sync_here && self.progress.answered() >= self.seq;
+        self.seq += 1;
+        let written = Written {
+            seq: self.seq,
+            file: self.file.clone(),
+            path: self.path.clone(),
+            end: self.len,
+            bytes,
+            events: std::mem::take(&mut group.events),
+            waiting: std::mem::take(&mut group.waiting),
+        };
         group.buf.clear();
-        group.events.clear();
-        group.versions.clear();
+        if here {
+            group.versions.clear();
+            syncer::complete(&self.inner, &self.progress, vec![written]);
+            return;
+        }
+        self.in_flight.extend(group.versions.drain());
+        let unsent = match &self.syncer {
+            Some((sender, _)) => sender.send(written).err().map(|e| e.0),
+            None => Some(written),
+        };
+        if let Some(written) = unsent {
+            // The syncer is gone (it panicked): what it held is unknown.
+            self.progress.fail("the syncer thread stopped".into());
+            syncer::complete(&self.inner, &self.progress, vec![written]);
+        }
     }
 
     /// Makes sure the file has space reserved up to `end`, reserving a
@@ -468,51 +525,19 @@ impl Writer {
         }
     }
 
-    fn publish(&self, group: &Group) {
-        let Some(last) = group.events.last() else {
-            return;
-        };
-        let head = last.position;
-        {
-            let mut st = self.inner.state.write();
-            for e in &group.events {
-                st.active.positions.push(e.offset);
-                let stream = st
-                    .active
-                    .streams
-                    .entry(e.stream_id.clone())
-                    .or_insert_with(|| ActiveStream {
-                        first_version: e.version,
-                        version: e.version,
-                        offsets: Vec::new(),
-                        last_position: e.position,
-                    });
-                stream.offsets.push(e.offset);
-                stream.version = e.version;
-                stream.last_position = e.position;
-            }
-            st.head = head;
-            st.active.durable_len = self.len;
-        }
-        self.inner.head.send_modify(|h| h.position = head);
-    }
-
     /// Seals the active segment and starts the next, unless the writer has
     /// already stopped; a failure to do so stops it.
     fn seal_and_start_next(&mut self) -> Result<()> {
+        // The index is built from what is published.
+        self.catch_up();
         if let Some(err) = self.refusal() {
             return Err(err);
         }
         self.roll().map_err(|err| {
             let reason = format!("sealing segment {} failed: {err}", self.number);
-            self.poison(reason.clone());
+            syncer::poison(&self.inner, &reason);
             Error::Poisoned(reason)
         })
-    }
-
-    fn poison(&self, reason: String) {
-        tracing::error!(%reason, "the writer stopped accepting appends");
-        self.inner.failure.lock().get_or_insert(reason);
     }
 
     /// Seals the active segment (index and bloom filter written durably
