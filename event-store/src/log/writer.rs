@@ -3,8 +3,8 @@
 //! and writes it; the syncer (`syncer.rs`) then makes it durable with one
 //! `fdatasync` (group commit), and only then publishes the events to
 //! readers and acknowledges the callers, while the writer goes on with the
-//! next group. With a single caller there is nothing to go on with: the
-//! writer syncs itself and saves the hand-over.
+//! next group. With nothing queued and nothing in flight there is nothing
+//! to go on with: the writer syncs itself and saves the hand-over.
 //!
 //! A failed write or fsync poisons the writer: the bytes may or may not be on
 //! disk, so nothing of that group is acknowledged, and no later append is
@@ -170,11 +170,12 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let requests = gather(&mut rx, first, answered);
             answered = requests.len();
-            // A lone caller waits for its sync whoever runs it, and no
-            // other append could be written meanwhile: syncing here saves
-            // waking the syncer. With more callers, the writer hands the
-            // sync over and writes the next group while it runs.
-            self.sync_here = answered == 1 && rx.is_empty();
+            // With nothing queued, no other append is in sight to write
+            // while this group syncs: syncing here saves waking the
+            // syncer (when nothing is in flight either, see `flush`).
+            // Otherwise the writer hands the sync over and writes the
+            // next group while it runs.
+            self.sync_here = rx.is_empty();
             self.commit(requests);
         }
         self.stop_syncer();
@@ -214,12 +215,19 @@ impl Writer {
         if self.progress.answered() >= self.seq {
             self.in_flight.clear();
         }
+        // Sized for every request up front: no buffer grows by copying.
+        let bytes = requests.iter().map(|r| r.encoded_len).sum();
+        let events = requests
+            .iter()
+            .flat_map(|r| &r.appends)
+            .map(|a| a.events.len())
+            .sum();
         let mut group = Group {
-            buf: Vec::new(),
-            events: Vec::new(),
-            versions: HashMap::new(),
+            buf: Vec::with_capacity(bytes),
+            events: Vec::with_capacity(events),
+            versions: HashMap::with_capacity(requests.len()),
             next_position: self.next_position,
-            waiting: Vec::new(),
+            waiting: Vec::with_capacity(requests.len()),
         };
         let timestamp = self.inner.options.clock.now().0;
         for request in requests {
