@@ -3,8 +3,8 @@
 //! and writes it; the syncer (`syncer.rs`) then makes it durable with one
 //! `fdatasync` (group commit), and only then publishes the events to
 //! readers and acknowledges the callers, while the writer goes on with the
-//! next group. With nothing queued and nothing in flight there is nothing
-//! to go on with: the writer syncs itself and saves the hand-over.
+//! next group. With few callers there is nothing to go on with: the
+//! writer syncs itself and saves the hand-over.
 //!
 //! A failed write or fsync poisons the writer: the bytes may or may not be on
 //! disk, so nothing of that group is acknowledged, and no later append is
@@ -78,6 +78,11 @@ pub(crate) struct Writer {
     )>,
     /// Whether the group in the making syncs on this thread (see `run`).
     sync_here: bool,
+    /// The groups handed to the syncer and not known to be answered yet,
+    /// with their callers.
+    handed: std::collections::VecDeque<(u64, usize)>,
+    /// The most callers seen at once lately (see `run`).
+    callers_peak: usize,
     /// The active segment file's length: space past `len` is reserved and
     /// reads as zeros (see `reserve`).
     allocated: u64,
@@ -148,6 +153,8 @@ impl Writer {
             progress: Arc::new(Progress::default()),
             syncer: None,
             sync_here: true,
+            handed: std::collections::VecDeque::new(),
+            callers_peak: 1,
             allocated,
             zeroed: len,
             _lock: lock,
@@ -170,16 +177,29 @@ impl Writer {
         while let Some(first) = rx.blocking_recv() {
             let requests = gather(&mut rx, first, answered);
             answered = requests.len();
-            // With nothing queued, no other append is in sight to write
-            // while this group syncs: syncing here saves waking the
-            // syncer (when nothing is in flight either, see `flush`).
-            // Otherwise the writer hands the sync over and writes the
-            // next group while it runs.
-            self.sync_here = rx.is_empty();
+            self.sync_here = self.holds_every_caller(answered, rx.len());
             self.commit(requests);
         }
         self.stop_syncer();
         tracing::debug!("writer stopped");
+    }
+
+    /// Whether a group of `callers` with `queued` requests behind it
+    /// holds every caller seen lately. Then no append will come to be
+    /// written while it syncs, and syncing on this thread saves waking
+    /// the syncer (if nothing is in flight, see `flush`). Otherwise the
+    /// others come back during the sync, and the writer hands the sync
+    /// over to write their group meanwhile. The peak forgets one caller
+    /// a group, so that a load that shrinks is soon synced here again.
+    fn holds_every_caller(&mut self, callers: usize, queued: usize) -> bool {
+        let answered = self.progress.answered();
+        while self.handed.front().is_some_and(|(seq, _)| *seq <= answered) {
+            self.handed.pop_front();
+        }
+        let waiting: usize = self.handed.iter().map(|(_, n)| n).sum();
+        let now = waiting + callers + queued;
+        self.callers_peak = now.max(self.callers_peak.saturating_sub(1));
+        queued == 0 && self.handed.is_empty() && callers >= self.callers_peak
     }
 
     /// Lets the syncer answer what it was handed, then stops it.
@@ -459,6 +479,7 @@ impl Writer {
             return;
         }
         self.in_flight.extend(group.versions.drain());
+        self.handed.push_back((self.seq, written.waiting.len()));
         let unsent = match &self.syncer {
             Some((sender, _)) => sender.send(written).err().map(|e| e.0),
             None => Some(written),
