@@ -217,6 +217,7 @@ impl Writer {
     fn catch_up(&mut self) {
         self.progress.wait_for(self.seq);
         self.in_flight.clear();
+        self.handed.clear();
     }
 
     fn refusal(&self) -> Option<Error> {
@@ -232,7 +233,8 @@ impl Writer {
     }
 
     fn commit(&mut self, requests: Vec<AppendRequest>) {
-        if self.progress.answered() >= self.seq {
+        // `handed` was brought up to date by `holds_every_caller`.
+        if self.handed.is_empty() {
             self.in_flight.clear();
         }
         // Sized for every request up front: no buffer grows by copying.
@@ -461,7 +463,9 @@ impl Writer {
             self.reserve_ahead();
             self.zero_ahead();
         }
-        let here = self.sync_here && self.progress.answered() >= self.seq;
+        // `sync_here` holds only when nothing was in flight, and then
+        // nothing is handed over until the next group.
+        let here = self.sync_here;
         self.seq += 1;
         let written = Written {
             seq: self.seq,
