@@ -161,6 +161,11 @@ impl FsFile for RealFile {
 /// was written since, to produce torn writes): its length as synced, and
 /// zeros where unsynced writes went into space reserved before; files whose
 /// directory entry was never synced are removed.
+///
+/// [`FaultyFs::fail_next_sync`] fails one `sync_data` the way Linux does
+/// after a failed writeback: the bytes it was to make durable are marked
+/// clean and never reach the disk, though reads still see them and the
+/// next sync succeeds; a crash turns them into zeros.
 #[derive(Debug, Clone, Default)]
 pub struct FaultyFs {
     state: Arc<Mutex<FaultState>>,
@@ -169,15 +174,18 @@ pub struct FaultyFs {
 #[derive(Debug, Default)]
 struct FaultState {
     ops_left: Option<u64>,
+    fail_next_sync: bool,
     files: HashMap<PathBuf, Track>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Track {
     /// The file's length as its last sync left it.
     durable_len: u64,
     /// Bytes written since the last sync: `from..to`.
     unsynced: Option<(u64, u64)>,
+    /// Bytes a failed sync lost: they never reach the disk.
+    lost: Vec<(u64, u64)>,
     entry_synced: bool,
 }
 
@@ -186,6 +194,7 @@ impl Track {
         Self {
             durable_len,
             unsynced: None,
+            lost: Vec::new(),
             entry_synced,
         }
     }
@@ -204,6 +213,12 @@ impl FaultyFs {
     /// Stops failing.
     pub fn heal(&self) {
         self.state.lock().ops_left = None;
+    }
+
+    /// Fails the next `sync_data` of any file, losing what it was to make
+    /// durable; everything else goes on working.
+    pub fn fail_next_sync(&self) {
+        self.state.lock().fail_next_sync = true;
     }
 
     /// Simulates a power cut. For every file written through this value,
@@ -234,12 +249,16 @@ impl FaultyFs {
             if file.metadata()?.len() > len {
                 file.set_len(len)?;
             }
-            if lost_from < lost_to.min(len) {
-                let zeros = vec![0u8; (lost_to.min(len) - lost_from) as usize];
-                file.write_all_at(&zeros, lost_from)?;
+            let zeroed = track.lost.iter().copied().chain([(lost_from, lost_to)]);
+            for (from, to) in zeroed {
+                if from < to.min(len) {
+                    let zeros = vec![0u8; (to.min(len) - from) as usize];
+                    file.write_all_at(&zeros, from)?;
+                }
             }
         }
         state.ops_left = None;
+        state.fail_next_sync = false;
         Ok(())
     }
 
@@ -369,6 +388,11 @@ impl FsFile for FaultyFile {
     fn sync_data(&self) -> io::Result<()> {
         let _io = self.io.lock();
         self.fs.op()?;
+        if std::mem::take(&mut self.fs.state.lock().fail_next_sync) {
+            self.fs
+                .track(&self.path, |t| t.lost.extend(t.unsynced.take()));
+            return Err(io::Error::other("injected sync failure (writeback lost)"));
+        }
         self.inner.sync_data()?;
         let len = self.inner.len()?;
         self.fs.track(&self.path, |t| {
@@ -396,6 +420,10 @@ impl FsFile for FaultyFile {
                 .unsynced
                 .map(|(from, to)| (from.min(len), to.min(len)))
                 .filter(|(from, to)| from < to);
+            t.lost.retain_mut(|(from, to)| {
+                *to = (*to).min(len);
+                from < to
+            });
         });
         Ok(())
     }
@@ -467,6 +495,26 @@ mod tests {
         drop(f);
         fs.crash(|_, _| 0).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"head");
+    }
+
+    #[test]
+    fn a_failed_sync_loses_its_bytes_though_the_next_sync_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FaultyFs::new();
+        let a = dir.path().join("a");
+        let f = fs.create(&a).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(dir.path()).unwrap();
+        f.write_all_at(b"lost", 4).unwrap();
+        fs.fail_next_sync();
+        assert!(f.sync_data().is_err());
+        assert_eq!(f.read_all().unwrap(), b"headlost", "still read back");
+        f.write_all_at(b"kept", 8).unwrap();
+        f.sync_data().unwrap();
+        drop(f);
+        fs.crash(|_, _| 0).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"head\0\0\0\0kept");
     }
 
     #[test]

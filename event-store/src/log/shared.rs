@@ -29,6 +29,10 @@ pub(crate) struct Inner {
     pub head: watch::Sender<HeadSignal>,
     /// Why the writer stopped, once it has.
     pub failure: Mutex<Option<String>>,
+    /// Held by the writer while it writes to the active segment (checking
+    /// `failure` first) and by the syncer while it cuts the segment back
+    /// after a failed sync, so that nothing is written behind the cut.
+    pub writes: Mutex<()>,
     pub snapshots: SnapshotStore,
     pub bloom_skips: AtomicU64,
     pub index_probes: AtomicU64,

@@ -119,6 +119,7 @@ impl Store {
             state: RwLock::new(recovered.state),
             head: head_tx,
             failure: Mutex::new(None),
+            writes: Mutex::new(()),
             snapshots,
             bloom_skips: AtomicU64::new(0),
             index_probes: AtomicU64::new(0),

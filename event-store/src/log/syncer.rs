@@ -58,6 +58,8 @@ pub(crate) struct PendingEvent {
 pub(crate) struct Progress {
     state: Mutex<Answered>,
     changed: Condvar,
+    /// Held across every sync of the active segment (see `sync`).
+    syncs: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -67,6 +69,8 @@ struct Answered {
     /// Why a sync failed, once one has: every later group is answered
     /// with it.
     failed: Option<String>,
+    /// Whether the active segment was cut back after the failure.
+    cut: bool,
 }
 
 impl Progress {
@@ -77,6 +81,28 @@ impl Progress {
     /// Answers every group from now on with `reason`.
     pub(crate) fn fail(&self, reason: String) {
         self.state.lock().failed.get_or_insert(reason);
+    }
+
+    /// Syncs the active segment, from either thread: one sync at a time,
+    /// none once one has failed, and a failure recorded (with `describe`
+    /// of the error) before the next may start. A failed writeback loses
+    /// the bytes it held whichever sync it is reported to, and Linux
+    /// reports it to one sync of the file only: a later sync's success
+    /// says nothing of those bytes.
+    pub(crate) fn sync(
+        &self,
+        file: &dyn FsFile,
+        describe: impl FnOnce(&std::io::Error) -> String,
+    ) -> std::result::Result<(), String> {
+        let _one = self.syncs.lock();
+        if let Some(reason) = self.state.lock().failed.clone() {
+            return Err(reason);
+        }
+        file.sync_data().map_err(|e| {
+            let reason = describe(&e);
+            self.fail(reason.clone());
+            reason
+        })
     }
 
     /// Waits until group `seq` and every one before it are answered.
@@ -116,7 +142,7 @@ pub(crate) fn complete(inner: &Inner, progress: &Progress, mut groups: Vec<Writt
     let earlier_failure = progress.state.lock().failed.clone();
     let outcome = match earlier_failure {
         Some(reason) => Err(reason),
-        None => sync(&groups),
+        None => sync(progress, &groups),
     };
     match outcome {
         Ok(took) => {
@@ -134,6 +160,10 @@ pub(crate) fn complete(inner: &Inner, progress: &Progress, mut groups: Vec<Writt
         }
         Err(reason) => {
             poison(inner, &reason);
+            let first_failure = !std::mem::replace(&mut progress.state.lock().cut, true);
+            if first_failure && let Some(first) = groups.first() {
+                cut_back(inner, first);
+            }
             for group in &mut groups {
                 for (reply, _) in group.waiting.drain(..) {
                     let _ = reply.send(Err(Error::Indeterminate(reason.clone())));
@@ -149,7 +179,10 @@ pub(crate) fn complete(inner: &Inner, progress: &Progress, mut groups: Vec<Writt
 
 /// Syncs each file the groups wrote to, once, in order; how long the
 /// syncs took, or why one failed.
-fn sync(groups: &[Written]) -> std::result::Result<std::time::Duration, String> {
+fn sync(
+    progress: &Progress,
+    groups: &[Written],
+) -> std::result::Result<std::time::Duration, String> {
     let started = Instant::now();
     let mut i = 0;
     while i < groups.len() {
@@ -159,19 +192,45 @@ fn sync(groups: &[Written]) -> std::result::Result<std::time::Duration, String> 
             last += 1;
         }
         let bytes: usize = groups[i..=last].iter().map(|g| g.bytes).sum();
-        if bytes > 0
-            && let Err(e) = file.sync_data()
-        {
+        if bytes > 0 {
             let group = &groups[last];
-            return Err(format!(
-                "syncing {bytes} bytes to {} ending at offset {} failed: {e}; the store refuses appends until it is reopened",
-                group.path.display(),
-                group.end
-            ));
+            progress.sync(file.as_ref(), |e| {
+                format!(
+                    "syncing {bytes} bytes to {} ending at offset {} failed: {e}; the store refuses appends until it is reopened",
+                    group.path.display(),
+                    group.end
+                )
+            })?;
         }
         i = last + 1;
     }
     Ok(started.elapsed())
+}
+
+/// Cuts the active segment back to its durable records after a failed
+/// sync. The bytes that sync was to make durable may never reach the disk
+/// (Linux marks them clean after a failed writeback, and a later sync
+/// succeeds without them), while groups written after them would reach it
+/// by the kernel's own writeback: the next open would find them behind a
+/// hole. Holds the writer's gate, past which the writer writes nothing
+/// once the store is poisoned. A failed cut is logged: the next open then
+/// reports what it finds.
+fn cut_back(inner: &Inner, group: &Written) {
+    let _writes = inner.writes.lock();
+    let durable_len = {
+        let st = inner.state.read();
+        (st.active.path == group.path).then_some(st.active.durable_len)
+    };
+    let Some(len) = durable_len else {
+        return;
+    };
+    if let Err(e) = group
+        .file
+        .set_len(len)
+        .and_then(|()| group.file.sync_data())
+    {
+        tracing::error!(segment = %group.path.display(), error = %e, "cutting the segment back to its durable records failed");
+    }
 }
 
 pub(crate) fn poison(inner: &Inner, reason: &str) {

@@ -430,6 +430,15 @@ impl Writer {
     fn flush(&mut self, group: &mut Group) {
         let bytes = group.buf.len();
         if bytes > 0 {
+            let inner = self.inner.clone();
+            let _writes = inner.writes.lock();
+            // A sync failed since the group was decided: what it was
+            // decided against may be lost, and the syncer has cut the
+            // segment back, so nothing of it is written.
+            if let Some(reason) = inner.failure.lock().clone() {
+                abandon(group, &reason);
+                return;
+            }
             // A write that fails leaves at most a torn batch, which the
             // next open drops: nothing of the group was committed.
             let end = self.len + bytes as u64;
@@ -446,14 +455,8 @@ impl Writer {
                     self.path.display(),
                     self.len
                 );
-                syncer::poison(&self.inner, &reason);
-                // Refusals too: what they were weighed against may be lost.
-                for (reply, _) in group.waiting.drain(..) {
-                    let _ = reply.send(Err(Error::Poisoned(reason.clone())));
-                }
-                group.buf.clear();
-                group.events.clear();
-                group.versions.clear();
+                syncer::poison(&inner, &reason);
+                abandon(group, &reason);
                 return;
             }
             self.len = end;
@@ -508,7 +511,15 @@ impl Writer {
         }
         let target = end.max((self.len + step).min(self.inner.options.segment_bytes_max));
         self.file.allocate(target)?;
-        self.file.sync_data()?;
+        // A failure may have lost the bytes of groups written since the
+        // last good sync, in flight ones too: `Progress::sync` records it,
+        // and the syncer answers them indeterminate.
+        let path = &self.path;
+        self.progress
+            .sync(self.file.as_ref(), |e| {
+                format!("syncing reserved space of {} failed: {e}", path.display())
+            })
+            .map_err(std::io::Error::other)?;
         self.allocated = target;
         Ok(())
     }
@@ -542,8 +553,9 @@ impl Writer {
 
     /// Reserves the next step once a quarter of the current one is left,
     /// so that reserving seldom falls inside a group's write and sync. A
-    /// failure is only logged: the next group tries again on its own path,
-    /// and fails as a write would.
+    /// failure is logged; a failed allocation is otherwise harmless (the
+    /// next group tries again on its own path, and fails as a write
+    /// would), a failed sync fails the groups not yet synced (`reserve`).
     fn reserve_ahead(&mut self) {
         let step = self.inner.options.preallocate_bytes;
         if step == 0 || self.allocated.saturating_sub(self.len) >= step / 4 {
@@ -692,6 +704,17 @@ impl Writer {
         self.allocated = self.len;
         Ok(())
     }
+}
+
+/// Answers every caller of a group that is not written, refusals too:
+/// what they were weighed against may be lost.
+fn abandon(group: &mut Group, reason: &str) {
+    for (reply, _) in group.waiting.drain(..) {
+        let _ = reply.send(Err(Error::Poisoned(reason.to_owned())));
+    }
+    group.buf.clear();
+    group.events.clear();
+    group.versions.clear();
 }
 
 /// The requests of the next group: `first` and whatever is queued, and,
