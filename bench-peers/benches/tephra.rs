@@ -52,7 +52,12 @@
 //! ANNALS_BENCH_SECONDS=1`), `ANNALS_BENCH_DIR` (where the data goes,
 //! default `target/bench-data`), `ANNALS_BENCH_ONLY=annals` or `=tephra`
 //! (one system alone, to trace or profile it; the other's cells show a
-//! dash).
+//! dash), `ANNALS_BENCH_ROWS=1,4` (those append rows only).
+//!
+//! Both systems run in one process, on the allocator the `annals` binary
+//! ships with (mimalloc); the system allocator cost annals's callers a
+//! sixth of their time in row 6, much of it waiting on its arena locks
+//! for events freed by the writer thread.
 //!
 //! How each side is configured, and why that is fair:
 //!
@@ -113,6 +118,10 @@ use tephra::{
     Tags, WriteCoordinator, WriteHandle, WriterConfig,
 };
 use tokio::runtime::Runtime;
+
+/// The allocator the `annals` binary runs with, for both systems here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// tephra's segment size, as in its README's example (and annals's
 /// default).
@@ -282,6 +291,15 @@ fn main() {
     );
 }
 
+/// Whether append row `row` runs: every row, or those `ANNALS_BENCH_ROWS`
+/// lists (`1,4`), for profiling one workload. The fill and what follows
+/// it always run.
+fn chosen(row: usize) -> bool {
+    std::env::var("ANNALS_BENCH_ROWS").map_or(true, |rows| {
+        rows.split(',').any(|r| r.trim().parse() == Ok(row))
+    })
+}
+
 /// Rows 1 to 6: guarded appends, each system in a fresh directory, timed
 /// in slices that alternate between the systems.
 fn appends(
@@ -295,6 +313,9 @@ fn appends(
     let slice = run_for / slices as u32;
     for (i, (writers, batch)) in APPEND_ROWS.into_iter().enumerate() {
         let row = i + 1;
+        if !chosen(row) {
+            continue;
+        }
         eprintln!("row {row}: {writers} writers × {batch} events per append");
         let annals_dir = root.join(format!("row{row}-annals"));
         let tephra_dir = root.join(format!("row{row}-tephra"));

@@ -13,8 +13,8 @@ use crate::log::fs::{Fs, FsFile};
 use crate::log::mmap;
 use crate::log::scan::{SegmentScan, scan_segment};
 use crate::log::segment::{
-    ActiveSegment, ActiveStream, Damage, SealedSegment, Upkeep, bloom_file_name, index_file_name,
-    segment_file_name,
+    ActiveSegment, ActiveStream, Damage, SealedSegment, StreamMap, Upkeep, bloom_file_name,
+    index_file_name, segment_file_name,
 };
 use crate::log::state::State;
 use crate::options::StoreOptions;
@@ -228,7 +228,7 @@ fn empty_active(
         map,
         durable_len: HEADER_LEN as u64,
         positions: Vec::new(),
-        streams: HashMap::new(),
+        streams: StreamMap::default(),
     })
 }
 
@@ -605,9 +605,9 @@ fn index_active(
     scan: &SegmentScan,
     expected_base: u64,
     options: &StoreOptions,
-) -> (Vec<u32>, HashMap<StreamId, ActiveStream>) {
+) -> (Vec<u32>, StreamMap<ActiveStream>) {
     let mut positions: Vec<u32> = Vec::with_capacity(scan.events.len());
-    let mut active_streams: HashMap<StreamId, ActiveStream> = HashMap::new();
+    let mut active_streams = StreamMap::default();
     let mut next_damage = 0;
     let mut last_damage: Option<u32> = None;
     for e in &scan.events {

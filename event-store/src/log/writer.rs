@@ -11,7 +11,6 @@
 //! accepted until the store is reopened and recovery has decided what the
 //! file holds. A failed fsync is never retried as if the data were safe.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,7 +29,8 @@ use crate::log::mmap;
 use crate::log::read;
 use crate::log::recovery::{create_segment, write_file_durably};
 use crate::log::segment::{
-    ActiveSegment, SealedSegment, Upkeep, bloom_file_name, decode_event_at, index_file_name,
+    ActiveSegment, SealedSegment, StreamMap, Upkeep, bloom_file_name, decode_event_at,
+    index_file_name,
 };
 use crate::log::shared::Inner;
 use crate::log::syncer::{self, PendingEvent, Progress, Reply, Written};
@@ -68,7 +68,7 @@ pub(crate) struct Writer {
     seq: u64,
     /// Stream versions written by groups the syncer may not have
     /// published yet; emptied whenever it has caught up.
-    in_flight: HashMap<StreamId, u64>,
+    in_flight: StreamMap<u64>,
     progress: Arc<Progress>,
     /// Where written groups go, and the thread that takes them; `None`
     /// once stopped.
@@ -119,7 +119,7 @@ struct Group {
     buf: Vec<u8>,
     events: Vec<PendingEvent>,
     /// Stream versions including this group's accepted appends.
-    versions: HashMap<StreamId, u64>,
+    versions: StreamMap<u64>,
     next_position: u64,
     /// Answered once the group is durable and published: its successes,
     /// replays and refusals alike, as any of them may rest on an earlier
@@ -149,7 +149,7 @@ impl Writer {
             len,
             next_position: head + 1,
             seq: 0,
-            in_flight: HashMap::new(),
+            in_flight: StreamMap::default(),
             progress: Arc::new(Progress::default()),
             syncer: None,
             sync_here: true,
@@ -247,7 +247,7 @@ impl Writer {
         let mut group = Group {
             buf: Vec::with_capacity(bytes),
             events: Vec::with_capacity(events),
-            versions: HashMap::with_capacity(requests.len()),
+            versions: StreamMap::with_capacity_and_hasher(requests.len(), Default::default()),
             next_position: self.next_position,
             waiting: Vec::with_capacity(requests.len()),
         };
@@ -673,7 +673,7 @@ impl Writer {
                 map,
                 durable_len: HEADER_LEN as u64,
                 positions: Vec::new(),
-                streams: HashMap::new(),
+                streams: StreamMap::default(),
             };
         }
         tracing::debug!(segment = self.number, "sealed segment");
