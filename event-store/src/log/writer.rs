@@ -175,7 +175,14 @@ impl Writer {
         // Callers answered by the last group, who usually send again.
         let mut answered = 1;
         while let Some(first) = rx.blocking_recv() {
-            let requests = gather(&mut rx, first, answered);
+            let mut requests = gather(&mut rx, first, answered);
+            if let Some(in_flight) = self.splits_a_small_load(requests.len()) {
+                // Its callers are answered now, and come back within
+                // microseconds: they join this group.
+                self.progress.wait_for(self.seq);
+                let expected = requests.len() + in_flight;
+                requests = gather_more(&mut rx, requests, expected);
+            }
             answered = requests.len();
             self.sync_here = self.holds_every_caller(answered, rx.len());
             self.commit(requests);
@@ -200,6 +207,30 @@ impl Writer {
         let now = waiting + callers + queued;
         self.callers_peak = now.max(self.callers_peak.saturating_sub(1));
         queued == 0 && self.handed.is_empty() && callers >= self.callers_peak
+    }
+
+    /// The callers of the groups in flight, when a group of `callers`
+    /// written now would split a small load: a sync is in flight, and
+    /// this group holds under half the callers seen lately, at most
+    /// [`SMALL_LOAD_CALLERS`]. Those callers are then waited for, to join
+    /// this group: written while another syncs, a group of a few callers
+    /// keeps them apart for good (with 8 writers, groups held 4 callers on
+    /// average), each sync carries part of them, and with few callers
+    /// the disk's sync rate is what bounds their appends. With many,
+    /// groups are large anyway, and writing while syncing is what keeps
+    /// the disk busy.
+    fn splits_a_small_load(&self, callers: usize) -> Option<usize> {
+        if self.callers_peak > SMALL_LOAD_CALLERS || callers * 2 > self.callers_peak {
+            return None;
+        }
+        let answered = self.progress.answered();
+        let in_flight: usize = self
+            .handed
+            .iter()
+            .filter(|(seq, _)| *seq > answered)
+            .map(|(_, n)| n)
+            .sum();
+        (in_flight > 0).then_some(in_flight)
     }
 
     /// Lets the syncer answer what it was handed, then stops it.
@@ -729,7 +760,16 @@ fn gather(
     first: AppendRequest,
     answered: usize,
 ) -> Vec<AppendRequest> {
-    let mut requests = vec![first];
+    gather_more(rx, vec![first], answered)
+}
+
+/// `requests` and whatever is queued, waiting up to [`GATHER_WAIT`] for
+/// `expected` callers in all (see `gather`).
+fn gather_more(
+    rx: &mut mpsc::Receiver<AppendRequest>,
+    mut requests: Vec<AppendRequest>,
+    expected: usize,
+) -> Vec<AppendRequest> {
     let deadline = std::time::Instant::now() + GATHER_WAIT;
     loop {
         while requests.len() < GROUP_REQUESTS_MAX {
@@ -738,7 +778,7 @@ fn gather(
                 Err(_) => break,
             }
         }
-        if requests.len() >= answered.min(GATHER_CALLERS_MAX)
+        if requests.len() >= expected.min(GATHER_CALLERS_MAX)
             || std::time::Instant::now() >= deadline
         {
             return requests;
@@ -746,6 +786,11 @@ fn gather(
         std::thread::yield_now();
     }
 }
+
+/// The most callers seen at once for which the writer keeps them in one
+/// group rather than write a group while another syncs (see
+/// `Writer::splits_a_small_load`).
+const SMALL_LOAD_CALLERS: usize = 16;
 
 /// How long the writer waits for the callers of its last group to come
 /// back before it commits without them.
