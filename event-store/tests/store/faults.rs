@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_store::fs::FaultyFs;
-use event_store::{Error, EventStore, ExpectedVersion, Position, StoreOptions};
+use event_store::{
+    Error, EventStore, ExpectedVersion, Position, RecordedEvent, Store, StoreOptions, StreamId,
+};
+use uuid::Uuid;
 
 use crate::common::{event, open, read_everything, sid};
 
@@ -161,7 +164,6 @@ async fn an_unacknowledged_batch_is_all_there_or_not_at_all_after_a_crash() {
 /// prefix of what its caller sent, and nothing else is in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_across_a_failure_lose_nothing_acknowledged() {
-    const CALLERS: usize = 16;
     // Segments of a few groups each, reserved in steps of a few: most
     // operations are the groups' writes and syncs, some seal or reserve.
     let options = |fs: &FaultyFs| StoreOptions {
@@ -177,59 +179,14 @@ async fn concurrent_appends_across_a_failure_lose_nothing_acknowledged() {
         let fs = FaultyFs::new();
         let store = Arc::new(open(dir.path(), options(&fs)).await);
         fs.fail_after(ops_before_failure);
-        let mut callers = Vec::new();
-        for c in 0..CALLERS {
-            let store = store.clone();
-            callers.push(tokio::spawn(async move {
-                let s = sid(&format!("caller-{c}"));
-                let mut sent = Vec::new();
-                let mut acked = 0;
-                for i in 0..40u64 {
-                    let batch = vec![event(i), event(i + 1000)];
-                    sent.extend(batch.iter().map(|e| e.id));
-                    match store.append(&s, ExpectedVersion::Exact(i * 2), batch).await {
-                        Ok(_) => acked = sent.len(),
-                        Err(Error::Poisoned(_) | Error::Indeterminate(_)) => break,
-                        Err(other) => panic!("unexpected error: {other}"),
-                    }
-                }
-                (s, sent, acked)
-            }));
-        }
-        let mut outcomes = Vec::new();
-        for caller in callers {
-            outcomes.push(caller.await.unwrap());
-        }
+        let outcomes = append_until_refused(&store, || {}).await;
         Arc::into_inner(store).unwrap().close().await.unwrap();
         fs.crash(|_, unsynced| if keep_third { unsynced / 3 } else { 0 })
             .unwrap();
 
         let store = open(dir.path(), options(&fs)).await;
         let log = read_everything(&store).await;
-        let mut found = 0;
-        for (s, sent, acked) in &outcomes {
-            let ids: Vec<_> = log
-                .iter()
-                .filter(|e| e.stream_id == *s)
-                .map(|e| e.id)
-                .collect();
-            assert!(
-                ids.len() >= *acked && sent.starts_with(&ids),
-                "ops {ops_before_failure}, {s}: {} recovered of {} sent, {acked} acknowledged",
-                ids.len(),
-                sent.len()
-            );
-            found += ids.len();
-        }
-        assert_eq!(
-            found,
-            log.len(),
-            "ops {ops_before_failure}: events nobody sent"
-        );
-        assert!(
-            outcomes.iter().any(|(_, sent, acked)| *acked < sent.len()),
-            "ops {ops_before_failure}: the injected failure must surface"
-        );
+        assert_recovered(&log, &outcomes, &format!("ops {ops_before_failure}"));
         store.close().await.unwrap();
     }
 }
@@ -240,9 +197,8 @@ async fn concurrent_appends_across_a_failure_lose_nothing_acknowledged() {
 /// is lost, and groups written after the lost bytes do not reach the disk
 /// behind a hole of them, even when the kernel writes back everything
 /// else (the crash keeps every unsynced byte).
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sync_that_fails_once_loses_nothing_acknowledged_and_leaves_no_hole() {
-    const CALLERS: usize = 16;
     let options = |fs: &FaultyFs| StoreOptions {
         segment_bytes_max: 1 << 20,
         preallocate_bytes: 16 * 1024,
@@ -256,32 +212,13 @@ async fn a_sync_that_fails_once_loses_nothing_acknowledged_and_leaves_no_hole() 
         if acks_before_failure == 0 {
             fs.fail_next_sync();
         }
-        let mut callers = Vec::new();
-        for c in 0..CALLERS {
-            let (store, fs, acks) = (store.clone(), fs.clone(), acks.clone());
-            callers.push(tokio::spawn(async move {
-                let s = sid(&format!("caller-{c}"));
-                let mut sent = Vec::new();
-                let mut acked = 0;
-                for i in 0..40u64 {
-                    let batch = vec![event(i), event(i + 1000)];
-                    sent.extend(batch.iter().map(|e| e.id));
-                    match store.append(&s, ExpectedVersion::Exact(i * 2), batch).await {
-                        Ok(_) => acked = sent.len(),
-                        Err(Error::Poisoned(_) | Error::Indeterminate(_)) => break,
-                        Err(other) => panic!("unexpected error: {other}"),
-                    }
-                    if acks.fetch_add(1, Ordering::SeqCst) + 1 == acks_before_failure {
-                        fs.fail_next_sync();
-                    }
-                }
-                (s, sent, acked)
-            }));
-        }
-        let mut outcomes = Vec::new();
-        for caller in callers {
-            outcomes.push(caller.await.unwrap());
-        }
+        let failing = fs.clone();
+        let outcomes = append_until_refused(&store, move || {
+            if acks.fetch_add(1, Ordering::SeqCst) + 1 == acks_before_failure {
+                failing.fail_next_sync();
+            }
+        })
+        .await;
         Arc::into_inner(store).unwrap().close().await.unwrap();
         fs.crash(|_, unsynced| unsynced).unwrap();
 
@@ -293,26 +230,88 @@ async fn a_sync_that_fails_once_loses_nothing_acknowledged_and_leaves_no_hole() 
         );
         let store = open(dir.path(), options(&fs)).await;
         let log = read_everything(&store).await;
-        let mut found = 0;
-        for (s, sent, acked) in &outcomes {
-            let ids: Vec<_> = log
-                .iter()
-                .filter(|e| e.stream_id == *s)
-                .map(|e| e.id)
-                .collect();
-            assert!(
-                ids.len() >= *acked && sent.starts_with(&ids),
-                "{acks_before_failure} acks before the failure, {s}: {} recovered of {} sent, {acked} acknowledged",
-                ids.len(),
-                sent.len()
-            );
-            found += ids.len();
-        }
-        assert_eq!(found, log.len(), "events nobody sent");
-        assert!(
-            outcomes.iter().any(|(_, sent, acked)| *acked < sent.len()),
-            "{acks_before_failure} acks before the failure: the failure must surface"
-        );
+        let context = format!("{acks_before_failure} acks before the failure");
+        assert_recovered(&log, &outcomes, &context);
         store.close().await.unwrap();
     }
+}
+
+/// What one caller sent, in order, and how many of those events were
+/// acknowledged.
+struct Outcome {
+    stream: StreamId,
+    sent: Vec<Uuid>,
+    acked: usize,
+}
+
+/// 16 callers, each appending batches of two events to a stream of its own
+/// until the store refuses (40 at most), calling `after_ack` after each
+/// acknowledged append.
+async fn append_until_refused(
+    store: &Arc<Store>,
+    after_ack: impl Fn() + Clone + Send + 'static,
+) -> Vec<Outcome> {
+    let mut callers = Vec::new();
+    for c in 0..16 {
+        let (store, after_ack) = (store.clone(), after_ack.clone());
+        callers.push(tokio::spawn(async move {
+            let stream = sid(&format!("caller-{c}"));
+            let mut sent = Vec::new();
+            let mut acked = 0;
+            for i in 0..40u64 {
+                let batch = vec![event(i), event(i + 1000)];
+                sent.extend(batch.iter().map(|e| e.id));
+                match store
+                    .append(&stream, ExpectedVersion::Exact(i * 2), batch)
+                    .await
+                {
+                    Ok(_) => acked = sent.len(),
+                    Err(Error::Poisoned(_) | Error::Indeterminate(_)) => break,
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+                after_ack();
+            }
+            Outcome {
+                stream,
+                sent,
+                acked,
+            }
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for caller in callers {
+        outcomes.push(caller.await.unwrap());
+    }
+    outcomes
+}
+
+/// Every acknowledged event is in `log`, each stream holds a prefix of
+/// what its caller sent, nothing else is there, and some caller was
+/// refused (the injected failure surfaced).
+fn assert_recovered(log: &[RecordedEvent], outcomes: &[Outcome], context: &str) {
+    let mut found = 0;
+    for Outcome {
+        stream,
+        sent,
+        acked,
+    } in outcomes
+    {
+        let ids: Vec<_> = log
+            .iter()
+            .filter(|e| e.stream_id == *stream)
+            .map(|e| e.id)
+            .collect();
+        assert!(
+            ids.len() >= *acked && sent.starts_with(&ids),
+            "{context}, {stream}: {} recovered of {} sent, {acked} acknowledged",
+            ids.len(),
+            sent.len()
+        );
+        found += ids.len();
+    }
+    assert_eq!(found, log.len(), "{context}: events nobody sent");
+    assert!(
+        outcomes.iter().any(|o| o.acked < o.sent.len()),
+        "{context}: the injected failure must surface"
+    );
 }
