@@ -243,10 +243,12 @@ async fn a_restored_store_rebuilds_the_same_views() {
     for writer in writers {
         writer.await.unwrap();
     }
-    // The saga's follow-ups settle (reservations, approvals).
+    // The saga's follow-ups settle (reservations, approvals), and so does
+    // its checkpoint, saved up to a second after its last progress: the
+    // head must stay still for longer than that.
     let mut position = head(&serve.url).await;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let now = head(&serve.url).await;
         if now == position {
             break;
