@@ -437,15 +437,21 @@ impl FsFile for FaultyFile {
 mod tests {
     use super::*;
 
+    /// File `a` in `dir`, holding `bytes`, synced with its directory entry.
+    fn durable_file(fs: &FaultyFs, dir: &Path, bytes: &[u8]) -> (PathBuf, Arc<dyn FsFile>) {
+        let path = dir.join("a");
+        let file = fs.create(&path).unwrap();
+        file.write_all_at(bytes, 0).unwrap();
+        file.sync_data().unwrap();
+        fs.sync_dir(dir).unwrap();
+        (path, file)
+    }
+
     #[test]
     fn crash_drops_unsynced_bytes_and_unsynced_entries() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultyFs::new();
-        let a = dir.path().join("a");
-        let f = fs.create(&a).unwrap();
-        f.write_all_at(b"hello", 0).unwrap();
-        f.sync_data().unwrap();
-        fs.sync_dir(dir.path()).unwrap();
+        let (a, f) = durable_file(&fs, dir.path(), b"hello");
         f.write_all_at(b" world", 5).unwrap();
         let b = dir.path().join("b");
         let g = fs.create(&b).unwrap();
@@ -486,11 +492,7 @@ mod tests {
     fn an_unsynced_allocation_is_lost_in_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultyFs::new();
-        let a = dir.path().join("a");
-        let f = fs.create(&a).unwrap();
-        f.write_all_at(b"head", 0).unwrap();
-        f.sync_data().unwrap();
-        fs.sync_dir(dir.path()).unwrap();
+        let (a, f) = durable_file(&fs, dir.path(), b"head");
         f.allocate(4096).unwrap();
         drop(f);
         fs.crash(|_, _| 0).unwrap();
@@ -501,11 +503,7 @@ mod tests {
     fn a_failed_sync_loses_its_bytes_though_the_next_sync_succeeds() {
         let dir = tempfile::tempdir().unwrap();
         let fs = FaultyFs::new();
-        let a = dir.path().join("a");
-        let f = fs.create(&a).unwrap();
-        f.write_all_at(b"head", 0).unwrap();
-        f.sync_data().unwrap();
-        fs.sync_dir(dir.path()).unwrap();
+        let (a, f) = durable_file(&fs, dir.path(), b"head");
         f.write_all_at(b"lost", 4).unwrap();
         fs.fail_next_sync();
         assert!(f.sync_data().is_err());
