@@ -199,11 +199,7 @@ impl Writer {
     /// over to write their group meanwhile. The peak forgets one caller
     /// a group, so that a load that shrinks is soon synced here again.
     fn holds_every_caller(&mut self, callers: usize, queued: usize) -> bool {
-        let answered = self.progress.answered();
-        while self.handed.front().is_some_and(|(seq, _)| *seq <= answered) {
-            self.handed.pop_front();
-        }
-        let waiting: usize = self.handed.iter().map(|(_, n)| n).sum();
+        let waiting = self.callers_in_flight();
         let now = waiting + callers + queued;
         self.callers_peak = now.max(self.callers_peak.saturating_sub(1));
         queued == 0 && self.handed.is_empty() && callers >= self.callers_peak
@@ -219,18 +215,22 @@ impl Writer {
     /// the disk's sync rate is what bounds their appends. With many,
     /// groups are large anyway, and writing while syncing is what keeps
     /// the disk busy.
-    fn splits_a_small_load(&self, callers: usize) -> Option<usize> {
+    fn splits_a_small_load(&mut self, callers: usize) -> Option<usize> {
         if self.callers_peak > SMALL_LOAD_CALLERS || callers * 2 > self.callers_peak {
             return None;
         }
-        let answered = self.progress.answered();
-        let in_flight: usize = self
-            .handed
-            .iter()
-            .filter(|(seq, _)| *seq > answered)
-            .map(|(_, n)| n)
-            .sum();
+        let in_flight = self.callers_in_flight();
         (in_flight > 0).then_some(in_flight)
+    }
+
+    /// The callers of the groups handed over and not answered yet; drops
+    /// the answered ones from `handed`.
+    fn callers_in_flight(&mut self) -> usize {
+        let answered = self.progress.answered();
+        while self.handed.front().is_some_and(|(seq, _)| *seq <= answered) {
+            self.handed.pop_front();
+        }
+        self.handed.iter().map(|(_, n)| n).sum()
     }
 
     /// Lets the syncer answer what it was handed, then stops it.
