@@ -19,7 +19,12 @@
 //!    writers, each to its own stream, for `ANNALS_BENCH_SECONDS` each
 //!    (default 5), each system in a fresh directory: events/s and
 //!    appends/s. Row 1 also shows appends/s ÷ the overwrite fdatasync rate
-//!    (annals's bar is 0.9×);
+//!    (annals's bar is 0.9×), measured in one-second slices of its own
+//!    taking turns with the systems' slices, ÷ the same overwrites handed
+//!    one at a time to a thread that writes, syncs and answers (the most a
+//!    sequential caller of a log with a writer thread can reach; both
+//!    systems have one), and ÷ the overwrite rate measured before the
+//!    rows;
 //! 7. a fill of `ANNALS_BENCH_EVENTS` events (default 1,000,000) by 20
 //!    concurrent appenders, unguarded, 10 events per append, each append to
 //!    a stream of its own (`customer-<n>`) but one in each hundredth of the
@@ -335,7 +340,16 @@ fn appends(
         ];
         let mut appended = [0u64; 2];
         let mut took = [Duration::ZERO; 2];
+        // Row 1's bar is the overwrite rate, which moves within seconds:
+        // it is measured in slices of its own between the systems' slices.
+        let (mut overwrites, mut handed) = (Vec::new(), Vec::new());
         for s in 0..slices as usize {
+            if row == 1 {
+                settle();
+                overwrites.push(bench_harness::fsync::overwrite_rate(root, slice).unwrap());
+                settle();
+                handed.push(bench_harness::fsync::handed_overwrite_rate(root, slice).unwrap());
+            }
             for peer in order(row + s).into_iter().filter(|p| p.runs()) {
                 settle();
                 let (n, d) = match peer {
@@ -367,8 +381,17 @@ fn appends(
 
         let [annals, tephra] = [0, 1].map(|p| appended[p] as f64 / took[p].as_secs_f64());
         let note = if row == 1 {
+            // Equal slices: the mean of their rates is the rate over all.
+            let mean = |rates: &[f64]| rates.iter().sum::<f64>() / rates.len() as f64;
+            let (overwrite, handed) = (mean(&overwrites), mean(&handed));
             format!(
-                "appends/s ÷ overwrite fdatasync/s: annals {} (bar 0.9×), tephra {}",
+                "appends/s ÷ overwrite fdatasync/s in slices between the rows' ({overwrite:.0}/s): \
+                 annals {} (bar 0.9×), tephra {}; ÷ the same handed to a thread ({handed:.0}/s): \
+                 annals {}, tephra {}; ÷ the overwrite rate before the rows: annals {}, tephra {}",
+                times_of(annals, overwrite),
+                times_of(tephra, overwrite),
+                times_of(annals, handed),
+                times_of(tephra, handed),
                 times_of(annals, baselines.overwrite),
                 times_of(tephra, baselines.overwrite)
             )
