@@ -40,13 +40,7 @@ pub fn growing_file_rate(dir: &Path, time: Duration) -> std::io::Result<f64> {
 /// `dir` whose blocks were written and synced beforehand, for `time`.
 pub fn overwrite_rate(dir: &Path, time: Duration) -> std::io::Result<f64> {
     let path = dir.join("fdatasync-overwrite-probe");
-    let file = File::create(&path)?;
-    // Written, not fallocated: overwriting an unwritten extent would still
-    // commit metadata (the extent turning written) on every sync.
-    for block in 0..PREALLOCATED_BLOCKS {
-        file.write_all_at(&BLOCK, block * BLOCK.len() as u64)?;
-    }
-    file.sync_all()?;
+    let file = preallocated(&path)?;
     let mut block = 0;
     let rate = rate_of(time, || {
         file.write_all_at(&BLOCK, block * BLOCK.len() as u64)?;
@@ -65,11 +59,7 @@ pub fn overwrite_rate(dir: &Path, time: Duration) -> std::io::Result<f64> {
 /// idle CPU, which costs a visible part of a fast disk's sync.
 pub fn handed_overwrite_rate(dir: &Path, time: Duration) -> std::io::Result<f64> {
     let path = dir.join("fdatasync-handed-probe");
-    let file = File::create(&path)?;
-    for block in 0..PREALLOCATED_BLOCKS {
-        file.write_all_at(&BLOCK, block * BLOCK.len() as u64)?;
-    }
-    file.sync_all()?;
+    let file = preallocated(&path)?;
     let (to_writer, requests) = std::sync::mpsc::channel::<u64>();
     let (to_caller, answers) = std::sync::mpsc::channel::<std::io::Result<()>>();
     let writer = std::thread::spawn(move || {
@@ -98,6 +88,18 @@ pub fn handed_overwrite_rate(dir: &Path, time: Duration) -> std::io::Result<f64>
         .map_err(|_| std::io::Error::other("the probe's writer thread panicked"))?;
     std::fs::remove_file(&path)?;
     rate
+}
+
+/// A new file at `path` of [`PREALLOCATED_BLOCKS`] blocks, written and
+/// synced. Written, not fallocated: overwriting an unwritten extent would
+/// still commit metadata (the extent turning written) on every sync.
+fn preallocated(path: &Path) -> std::io::Result<File> {
+    let file = File::create(path)?;
+    for block in 0..PREALLOCATED_BLOCKS {
+        file.write_all_at(&BLOCK, block * BLOCK.len() as u64)?;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 /// Calls of `step` per second, over `time`.

@@ -752,11 +752,11 @@ fn abandon(group: &mut Group, reason: &str) {
 
 /// The requests of the next group: `first` and whatever is queued, and,
 /// while fewer than the `answered` callers of the last group have come
-/// back, those that do within `wait` (see [`gather_wait`]). Without the wait, callers
-/// answered together come back a few microseconds apart, the first alone
-/// starts a group and the others wait out its fsync: concurrent writers
-/// would settle into small groups. A caller that does not come back costs
-/// the next group at most the wait.
+/// back, those that do within `wait` (see [`gather_wait`]). Without the
+/// wait, callers answered together come back a few microseconds apart,
+/// the first alone starts a group and the others wait out its fsync:
+/// concurrent writers would settle into small groups. A caller that does
+/// not come back costs the next group at most the wait.
 fn gather(
     rx: &mut mpsc::Receiver<AppendRequest>,
     first: AppendRequest,
