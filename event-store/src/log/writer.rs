@@ -185,9 +185,10 @@ impl Writer {
                 requests = gather_more(&mut rx, requests, expected, wait);
             }
             answered = requests.len();
-            wait = gather_wait(&requests);
+            let events = events_of(&requests);
+            wait = gather_wait(events);
             self.sync_here = self.holds_every_caller(answered, rx.len());
-            self.commit(requests);
+            self.commit(requests, events);
         }
         self.stop_syncer();
         tracing::debug!("writer stopped");
@@ -265,18 +266,14 @@ impl Writer {
             .map(Error::ReadOnly)
     }
 
-    fn commit(&mut self, requests: Vec<AppendRequest>) {
+    /// Commits `requests`, which hold `events` events in all.
+    fn commit(&mut self, requests: Vec<AppendRequest>, events: usize) {
         // `handed` was brought up to date by `holds_every_caller`.
         if self.handed.is_empty() {
             self.in_flight.clear();
         }
         // Sized for every request up front: no buffer grows by copying.
         let bytes = requests.iter().map(|r| r.encoded_len).sum();
-        let events = requests
-            .iter()
-            .flat_map(|r| &r.appends)
-            .map(|a| a.events.len())
-            .sum();
         let mut group = Group {
             buf: Vec::with_capacity(bytes),
             events: Vec::with_capacity(events),
@@ -804,21 +801,25 @@ const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(50);
 const GATHER_WAIT_PER_EVENT: std::time::Duration = std::time::Duration::from_nanos(1250);
 const GATHER_WAIT_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
-/// How long the callers answered by a group of `requests` may take to
-/// come back: each builds and checks its next append before it sends,
+/// How long the callers answered by a group of `events` events may take
+/// to come back: each builds and checks its next append before it sends,
 /// which takes longer the more events it appends, and callers sharing the
 /// CPUs come back one after another. With 8 writers of 10 events each a
 /// wait of 50 µs let part of them miss nearly every group, which then
 /// synced without them (150 µs: 10–13 % more events/s); a group of single
 /// events keeps about the base wait.
-fn gather_wait(requests: &[AppendRequest]) -> std::time::Duration {
-    let events: usize = requests
+fn gather_wait(events: usize) -> std::time::Duration {
+    let per_event = GATHER_WAIT_PER_EVENT.saturating_mul(u32::try_from(events).unwrap_or(u32::MAX));
+    GATHER_WAIT.saturating_add(per_event).min(GATHER_WAIT_MAX)
+}
+
+/// The events of every append of `requests`.
+fn events_of(requests: &[AppendRequest]) -> usize {
+    requests
         .iter()
         .flat_map(|r| &r.appends)
         .map(|a| a.events.len())
-        .sum();
-    let per_event = GATHER_WAIT_PER_EVENT.saturating_mul(u32::try_from(events).unwrap_or(u32::MAX));
-    GATHER_WAIT.saturating_add(per_event).min(GATHER_WAIT_MAX)
+        .sum()
 }
 
 /// The writer waits for at most this many callers: past it, groups are
@@ -844,10 +845,14 @@ mod tests {
 
     #[test]
     fn callers_of_larger_groups_are_waited_for_longer_up_to_a_bound() {
-        let single = gather_wait(&[request(1)]);
+        let single = gather_wait(events_of(&[request(1)]));
         let eight_of_ten: Vec<_> = (0..8).map(|_| request(10)).collect();
+        assert_eq!(events_of(&eight_of_ten), 80);
         assert_eq!(single, Duration::from_nanos(51_250));
-        assert_eq!(gather_wait(&eight_of_ten), Duration::from_micros(150));
-        assert_eq!(gather_wait(&[request(10_000)]), GATHER_WAIT_MAX);
+        assert_eq!(
+            gather_wait(events_of(&eight_of_ten)),
+            Duration::from_micros(150)
+        );
+        assert_eq!(gather_wait(events_of(&[request(10_000)])), GATHER_WAIT_MAX);
     }
 }
