@@ -27,7 +27,7 @@ use crate::log::recovery::{self, RecoveryReport, write_file_durably};
 use crate::log::shared::{HeadSignal, Inner};
 use crate::log::snapshots::{SnapshotDamage, SnapshotStore};
 use crate::log::subscribe;
-use crate::log::writer::{AppendRequest, Writer};
+use crate::log::writer::{self, AppendRequest, SharedWriter, Writer};
 use crate::options::{StoreOptions, check_limit};
 use crate::subscription::Subscription;
 use crate::types::{
@@ -50,7 +50,8 @@ pub struct Store {
 struct Handle {
     inner: Arc<Inner>,
     dir: PathBuf,
-    sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    /// `None` once closed.
+    sender: Mutex<Option<Appender>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     report: RecoveryReport,
     snapshot_damage: Vec<SnapshotDamage>,
@@ -61,6 +62,20 @@ impl Drop for Handle {
         // The writer finishes what is queued, then exits and releases the lock.
         self.sender.lock().take();
         self.inner.head.send_modify(|h| h.closed = true);
+    }
+}
+
+/// Where appends go: the writer's queue, or the writer itself for a
+/// caller that is alone (see `writer::commit_alone`).
+#[derive(Clone)]
+struct Appender {
+    queue: mpsc::Sender<AppendRequest>,
+    writer: SharedWriter,
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appender").finish_non_exhaustive()
     }
 }
 
@@ -125,9 +140,13 @@ impl Store {
             index_probes: AtomicU64::new(0),
         });
         let (sender, receiver) = mpsc::channel(inner.options.writer_queue_max);
-        let writer = Writer::new(inner.clone(), recovered.writer_file, lock)
+        let (writer, shared) = Writer::new(inner.clone(), recovered.writer_file, lock)
             .spawn(receiver)
             .map_err(|e| Error::io("starting the writer thread", e))?;
+        let appender = Appender {
+            queue: sender,
+            writer: shared,
+        };
         tracing::info!(
             dir = %dir.display(),
             head,
@@ -139,7 +158,7 @@ impl Store {
             handle: Arc::new(Handle {
                 inner,
                 dir: dir.to_path_buf(),
-                sender: Mutex::new(Some(sender)),
+                sender: Mutex::new(Some(appender)),
                 writer: Mutex::new(Some(writer)),
                 report,
                 snapshot_damage,
@@ -254,24 +273,45 @@ fn check_format(fs: &dyn crate::log::fs::Fs, dir: &Path) -> Result<()> {
 }
 
 impl Store {
-    /// Hands `appends` to the writer and waits for its answer.
+    /// Hands `appends` to the writer and waits for its answer; a caller
+    /// that is alone commits them itself (see `writer::commit_alone`) when
+    /// its runtime has other workers, unless
+    /// [`StoreOptions::commit_on_caller`] is off.
     async fn append_now(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let encoded_len = self.validate(&appends)?;
         if let Some(reason) = self.inner().failure.lock().clone() {
             return Err(Error::Poisoned(reason));
         }
-        let sender = self.handle.sender.lock().clone().ok_or(Error::Closed)?;
+        let appender = self.handle.sender.lock().clone().ok_or(Error::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(AppendRequest {
-                appends,
-                encoded_len,
-                reply,
-            })
+        let mut request = AppendRequest {
+            appends,
+            encoded_len,
+            reply,
+        };
+        if self.inner().options.commit_on_caller && others_run_meanwhile() {
+            let queued = appender.queue.max_capacity() - appender.queue.capacity();
+            request = match writer::commit_alone(&appender.writer, request, queued) {
+                Ok(()) => return answer.await.map_err(|_| Error::Closed)?,
+                Err(request) => request,
+            };
+        }
+        appender
+            .queue
+            .send(request)
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
+}
+
+/// Whether the calling task's runtime keeps running other tasks while
+/// this one blocks its thread: a multi-threaded runtime's other workers
+/// do; a current-thread runtime would stall every task for the sync (and
+/// for good, were another task to hold up that sync).
+fn others_run_meanwhile() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@
 )]
 
 mod basics;
+mod callers;
 mod common;
 mod crash;
 mod faults;
