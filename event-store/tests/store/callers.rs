@@ -80,7 +80,10 @@ impl FsFile for Recorded {
     }
     fn sync_data(&self) -> io::Result<()> {
         if self.threads.recording.load(Ordering::SeqCst) {
-            let name = std::thread::current().name().unwrap_or("unnamed").to_owned();
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned();
             self.threads.names.lock().push(name);
         }
         self.file.sync_data()
@@ -128,7 +131,10 @@ async fn a_lone_caller_syncs_its_own_appends_on_its_own_thread() {
     threads.start();
     append_in_turn(&store, "acct", 0, 20).await;
 
-    let caller = std::thread::current().name().unwrap_or("unnamed").to_owned();
+    let caller = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
     let names = threads.names();
     assert!(names.len() >= 20, "one sync per append at least: {names:?}");
     assert!(
@@ -208,7 +214,11 @@ fn callers_that_take_turns_or_overlap_each_commit_once_in_order() {
         let events = read_everything(&store).await;
         assert_eq!(events.len(), 10 + 4 * 8 * 25);
         for (i, e) in events.iter().enumerate() {
-            assert_eq!(e.position.0, i as u64 + 1, "positions are dense and ordered");
+            assert_eq!(
+                e.position.0,
+                i as u64 + 1,
+                "positions are dense and ordered"
+            );
         }
         store.close().await.unwrap();
         let store = open(dir.path(), StoreOptions::default()).await;
