@@ -830,8 +830,26 @@ pub(crate) fn commit_alone(
     w.wait = gather_wait(events);
     w.sync_here = w.holds_every_caller(1, 0);
     w.alone_last = true;
+    let _stops_on_panic = PoisonOnPanic(w.inner.clone());
     w.commit(vec![request], events);
     Ok(())
+}
+
+/// Poisons the store when dropped by a panic: a caller's task that panics
+/// half-way through a group leaves the writer's state half-updated, and,
+/// as when the writer thread dies, nothing is appended after it until the
+/// store is reopened and recovery has decided what the file holds.
+struct PoisonOnPanic(Arc<Inner>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            syncer::poison(
+                &self.0,
+                "a caller's commit panicked; the store refuses appends until it is reopened",
+            );
+        }
+    }
 }
 
 /// The requests of the next group: `first` and whatever is queued, and,

@@ -17,11 +17,13 @@ use parking_lot::Mutex;
 use crate::common::{event, open, read_everything, sid};
 
 /// The real filesystem, recording the name of every thread that syncs a
-/// file while `recording` is on.
+/// file while `recording` is on, and panicking in a write while `panic`
+/// is (a bug's stand-in: no path of the store panics on purpose).
 #[derive(Debug, Clone, Default)]
 struct SyncThreads {
     recording: Arc<AtomicBool>,
     names: Arc<Mutex<Vec<String>>>,
+    panic: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -76,6 +78,10 @@ impl FsFile for Recorded {
         self.file.read_exact_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        assert!(
+            !self.threads.panic.load(Ordering::SeqCst),
+            "the injected panic"
+        );
         self.file.write_all_at(buf, offset)
     }
     fn sync_data(&self) -> io::Result<()> {
@@ -224,4 +230,36 @@ fn callers_that_take_turns_or_overlap_each_commit_once_in_order() {
         let store = open(dir.path(), StoreOptions::default()).await;
         assert_eq!(read_everything(&store).await.len(), events.len());
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_callers_commit_stops_appends_until_reopen() {
+    // The caller's task dies half-way through a group, as the writer
+    // thread would: the store must not go on from a half-updated writer.
+    let dir = tempfile::tempdir().unwrap();
+    let threads = SyncThreads::default();
+    let store = open(dir.path(), recorded(&threads, true)).await;
+    append_in_turn(&store, "acct", 0, 3).await;
+    threads.panic.store(true, Ordering::SeqCst);
+    let doomed = store.clone();
+    let died = tokio::spawn(async move { append_in_turn(&doomed, "acct", 3, 1).await }).await;
+    assert!(
+        died.is_err_and(|e| e.is_panic()),
+        "the injected panic ends the task"
+    );
+    threads.panic.store(false, Ordering::SeqCst);
+
+    let refused = store
+        .append(&sid("acct"), ExpectedVersion::Exact(3), vec![event(3)])
+        .await;
+    assert!(
+        matches!(refused, Err(event_store::Error::Poisoned(_))),
+        "appends are refused after the panic: {refused:?}"
+    );
+    assert!(store.health().is_err());
+    store.close().await.unwrap();
+
+    let store = open(dir.path(), StoreOptions::default()).await;
+    assert_eq!(read_everything(&store).await.len(), 3);
+    append_in_turn(&store, "acct", 3, 1).await;
 }
