@@ -186,11 +186,12 @@ impl Writer {
         rx: mpsc::Receiver<AppendRequest>,
     ) -> std::io::Result<(std::thread::JoinHandle<()>, SharedWriter)> {
         self.syncer = Some(syncer::spawn(self.inner.clone(), self.progress.clone())?);
+        let inner = self.inner.clone();
         let shared = Arc::new(parking_lot::Mutex::new(self));
         let writer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("annals-writer".into())
-            .spawn(move || run(&writer, rx))?;
+            .spawn(move || run(&writer, inner, rx))?;
         Ok((thread, shared))
     }
 
@@ -781,7 +782,10 @@ fn abandon(group: &mut Group, reason: &str) {
 
 /// The writer thread: takes what is queued, in groups, until every
 /// sender is gone.
-fn run(writer: &SharedWriter, mut rx: mpsc::Receiver<AppendRequest>) {
+fn run(writer: &SharedWriter, inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendRequest>) {
+    // A panic leaves the writer's state half-updated, and lone callers
+    // could still take its lock: it stops appends instead.
+    let _stops_on_panic = PoisonOnPanic(inner);
     while let Some(first) = rx.blocking_recv() {
         let (answered, wait) = {
             let w = writer.lock();
@@ -835,10 +839,10 @@ pub(crate) fn commit_alone(
     Ok(())
 }
 
-/// Poisons the store when dropped by a panic: a caller's task that panics
-/// half-way through a group leaves the writer's state half-updated, and,
-/// as when the writer thread dies, nothing is appended after it until the
-/// store is reopened and recovery has decided what the file holds.
+/// Poisons the store when dropped by a panic: a panic half-way through a
+/// group, on the writer thread or a caller's, leaves the writer's state
+/// half-updated, so nothing is appended after it until the store is
+/// reopened and recovery has decided what the file holds.
 struct PoisonOnPanic(Arc<Inner>);
 
 impl Drop for PoisonOnPanic {

@@ -263,3 +263,57 @@ async fn a_panic_in_a_callers_commit_stops_appends_until_reopen() {
     assert_eq!(read_everything(&store).await.len(), 3);
     append_in_turn(&store, "acct", 3, 1).await;
 }
+
+/// Appends to `stream` from a current-thread runtime of its own, so
+/// through the writer thread: what the store answered.
+fn append_through_the_writer(
+    store: &Store,
+    stream: &str,
+    version: u64,
+) -> event_store::Result<event_store::AppendResult> {
+    let store = store.clone();
+    let stream = sid(stream);
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(store.append(
+            &stream,
+            ExpectedVersion::Exact(version),
+            vec![event(version)],
+        ))
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_writer_thread_panics_no_caller_commits_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let threads = SyncThreads::default();
+    let store = open(dir.path(), recorded(&threads, true)).await;
+    for v in 0..3 {
+        append_through_the_writer(&store, "acct", v).unwrap();
+    }
+    // The injected panic ends the writer thread half-way through a group.
+    threads.panic.store(true, Ordering::SeqCst);
+    let lost = append_through_the_writer(&store, "acct", 3);
+    assert!(lost.is_err(), "the append the writer died on: {lost:?}");
+    threads.panic.store(false, Ordering::SeqCst);
+    // The writer thread's unwinding ends after its callers are answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while store.health().is_ok() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // A lone caller on this runtime would commit on its own thread: it
+    // must not build on what the dead writer left.
+    let refused = store
+        .append(&sid("acct"), ExpectedVersion::Exact(3), vec![event(3)])
+        .await;
+    assert!(
+        matches!(refused, Err(event_store::Error::Poisoned(_))),
+        "appends are refused after the writer thread's panic: {refused:?}"
+    );
+    assert_eq!(read_everything(&store).await.len(), 3);
+}
