@@ -89,7 +89,8 @@ pub struct StoreOptions {
     /// Whether a caller that is alone (nothing queued, nothing in flight,
     /// no other caller seen lately) writes and syncs its own append on its
     /// own thread instead of handing it to the writer thread and waiting
-    /// to be woken: one caller appending in a loop gains about a tenth.
+    /// to be woken: one caller appending in a loop gained about a fifth
+    /// (docs/benchmarks.md, "Beside tephra").
     /// Its task then blocks its runtime worker for the sync, as a
     /// synchronous store would, while the runtime's other workers go on;
     /// on a current-thread runtime, which has none, callers never do.

@@ -232,6 +232,18 @@ fn callers_that_take_turns_or_overlap_each_commit_once_in_order() {
     });
 }
 
+/// The next append to `acct` (at version 3) is refused: the store is
+/// poisoned.
+async fn assert_refused_as_poisoned(store: &Store) {
+    let refused = store
+        .append(&sid("acct"), ExpectedVersion::Exact(3), vec![event(3)])
+        .await;
+    assert!(
+        matches!(refused, Err(event_store::Error::Poisoned(_))),
+        "appends are refused after the panic: {refused:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_callers_commit_stops_appends_until_reopen() {
     // The caller's task dies half-way through a group, as the writer
@@ -249,13 +261,7 @@ async fn a_panic_in_a_callers_commit_stops_appends_until_reopen() {
     );
     threads.panic.store(false, Ordering::SeqCst);
 
-    let refused = store
-        .append(&sid("acct"), ExpectedVersion::Exact(3), vec![event(3)])
-        .await;
-    assert!(
-        matches!(refused, Err(event_store::Error::Poisoned(_))),
-        "appends are refused after the panic: {refused:?}"
-    );
+    assert_refused_as_poisoned(&store).await;
     assert!(store.health().is_err());
     store.close().await.unwrap();
 
@@ -308,12 +314,6 @@ async fn after_the_writer_thread_panics_no_caller_commits_alone() {
 
     // A lone caller on this runtime would commit on its own thread: it
     // must not build on what the dead writer left.
-    let refused = store
-        .append(&sid("acct"), ExpectedVersion::Exact(3), vec![event(3)])
-        .await;
-    assert!(
-        matches!(refused, Err(event_store::Error::Poisoned(_))),
-        "appends are refused after the writer thread's panic: {refused:?}"
-    );
+    assert_refused_as_poisoned(&store).await;
     assert_eq!(read_everything(&store).await.len(), 3);
 }
