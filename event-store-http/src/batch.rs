@@ -15,9 +15,11 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::client::RemoteStore;
+use crate::conn::Failure;
 use crate::server::BATCH_TRANSACTIONS_MAX;
 use crate::wire::{self, WireBatch, WireBatchResults, WireTransaction};
 use event_store::{AppendResult, Error, Result};
+use hyper::StatusCode;
 
 /// Requests in flight at once. Measured on the loopback bench (appends per
 /// second at 1, 8 and 64 writers): 2 held eight writers to 60 % of what
@@ -218,22 +220,17 @@ impl RemoteStore {
     /// The outcome of each of `count` transactions.
     async fn post_batch(&self, body: &WireBatch, count: usize) -> Vec<Outcome> {
         let all = |make: &dyn Fn() -> Outcome| (0..count).map(|_| make()).collect();
-        let response = match self.batch_request(body).send().await {
+        let response = match self.post_batch_request(body).await {
             Ok(response) => response,
             // A connection never made carried nothing.
-            Err(e) if e.is_connect() => {
-                let why = format!("{}: {e}", self.url());
+            Err(Failure::NotSent(why)) => {
+                let why = format!("{}: {why}", self.url());
                 return all(&|| Outcome::Answered(Err(Error::Remote(why.clone()))));
             }
-            Err(e) => {
-                let why = e.to_string();
-                return all(&|| Outcome::Lost(why.clone()));
-            }
+            Err(Failure::Lost(why)) => return all(&|| Outcome::Lost(why.clone())),
         };
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND
-            || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
-        {
+        let status = response.status;
+        if status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED {
             self.batcher()
                 .unsupported
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -242,7 +239,7 @@ impl RemoteStore {
         if !status.is_success() {
             // Refused whole (authentication, a malformed batch, a store
             // that cannot take writes): nothing of it was committed.
-            let problem = match response.json::<wire::Problem>().await {
+            let problem = match serde_json::from_slice::<wire::Problem>(&response.body) {
                 Ok(problem) => problem,
                 Err(_) => {
                     let why = format!("{} answered {status}", self.url());
@@ -251,7 +248,7 @@ impl RemoteStore {
             };
             return all(&|| Outcome::Answered(Err(wire::error_of(problem.clone()))));
         }
-        let answer = match response.json::<WireBatchResults>().await {
+        let answer = match serde_json::from_slice::<WireBatchResults>(&response.body) {
             Ok(answer) if answer.outcomes.len() == count => answer,
             Ok(answer) => {
                 let why = format!(

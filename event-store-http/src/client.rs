@@ -74,6 +74,9 @@ pub struct RemoteStore {
     info: ServerInfo,
     /// Concurrent appends of this client and its clones, sent together.
     batcher: std::sync::Arc<crate::batch::Batcher>,
+    /// The connections batches of appends go out on; `None` when the
+    /// environment names a proxy, which only reqwest knows how to use.
+    connections: Option<std::sync::Arc<crate::conn::Connections>>,
 }
 
 impl RemoteStore {
@@ -89,6 +92,15 @@ impl RemoteStore {
         }
         let tls = http_edge::tls::client_config(options.ca_file.as_deref())
             .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        let connections = match crate::conn::proxied(&base, |name| std::env::var_os(name)) {
+            true => None,
+            false => Some(std::sync::Arc::new(crate::conn::Connections::new(
+                &base,
+                tls.clone(),
+                options.token.as_deref(),
+                options.request_timeout,
+            )?)),
+        };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .tcp_nodelay(true)
@@ -100,6 +112,7 @@ impl RemoteStore {
             http,
             options,
             batcher: std::sync::Arc::default(),
+            connections,
             info: ServerInfo {
                 data_format_version: 0,
                 read_count_max: 1000,
@@ -117,9 +130,43 @@ impl RemoteStore {
         &self.batcher
     }
 
-    /// A batch of transactions (see `batch`).
-    pub(crate) fn batch_request(&self, body: &wire::WireBatch) -> RequestBuilder {
-        self.request(Method::POST, "/batch").json(body)
+    /// Posts a batch of transactions (see `batch`).
+    pub(crate) async fn post_batch_request(
+        &self,
+        body: &wire::WireBatch,
+    ) -> std::result::Result<crate::conn::Answer, crate::conn::Failure> {
+        let body = serde_json::to_vec(body)
+            .map_err(|e| crate::conn::Failure::NotSent(format!("encoding the batch: {e}")))?;
+        match &self.connections {
+            Some(connections) => connections.post_json("/batch", body.into()).await,
+            None => self.post_through_proxy("/batch", body).await,
+        }
+    }
+
+    /// POSTs a JSON `body` to `path` through reqwest (and the proxy it
+    /// found in the environment), reading the answer whole.
+    async fn post_through_proxy(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> std::result::Result<crate::conn::Answer, crate::conn::Failure> {
+        use crate::conn::{Answer, Failure};
+        let response = self
+            .request(Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| match e.is_connect() {
+                true => Failure::NotSent(e.to_string()),
+                false => Failure::Lost(e.to_string()),
+            })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::Lost(format!("its answer was cut off: {e}")))?;
+        Ok(Answer { status, body })
     }
 
     /// The events from `from` on, in pages of up to `page` events, each

@@ -6,6 +6,7 @@
 
 mod batch;
 mod client;
+mod conn;
 mod scope;
 pub mod server;
 pub mod wire;

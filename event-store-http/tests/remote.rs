@@ -682,6 +682,41 @@ async fn a_server_without_batches_takes_appends_alone() {
     assert!(batches.lock().unwrap().is_empty());
 }
 
+/// Appends reuse their connection, and one the server closed while it
+/// was idle is noticed before anything is written on it: the next append
+/// goes out on a new connection, so even one without an expected version
+/// (which a lost answer would leave indeterminate) just commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_the_server_closed_is_not_written_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    let app = router(Arc::new(store.clone()), ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = http_edge::ServeConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..http_edge::ServeConfig::default()
+    };
+    tokio::spawn(http_edge::serve(
+        listener,
+        app,
+        config,
+        std::future::pending(),
+    ));
+    let remote = client(addr).await;
+    let s = sid("idle");
+    for n in 0..3 {
+        let result = remote
+            .append(&s, ExpectedVersion::Any, vec![event(n)])
+            .await
+            .unwrap();
+        assert!(!result.already_committed);
+        // Past the server's idle timeout: it closes the connection.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(store.head().await.unwrap(), Position(3));
+}
+
 #[tokio::test]
 async fn the_api_is_described_at_openapi_json() {
     let served = serve(StoreOptions::default(), ServerConfig::default()).await;

@@ -1,0 +1,321 @@
+//! The connections appends go out on: HTTP/1.1 (over TLS for an
+//! `https://` store), each driven by the task that sends a request on it
+//! rather than by a task of its own.
+//!
+//! Why not the general client: with it, every request is handed to the
+//! connection's task and its answer handed back, two task wake-ups on top
+//! of the socket's, plus URL parsing and pool bookkeeping per request. On
+//! the loopback bench of one writer, an append's round trip is a sync and
+//! little else, and those wake-ups were a fifth of the client's CPU per
+//! append. Reads, subscriptions and everything rare keep the general
+//! client.
+//!
+//! A connection is taken from the idle list (or opened), used by one
+//! request at a time, and put back once its answer has been read whole.
+//! One that the server closed while idle is found closed before anything
+//! is written on it, and dropped; an error after the request was written
+//! is [`Failure::Lost`], since the request may have been acted on.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use event_store::{Error, Result};
+
+/// Idle connections kept at most; more than the requests a client sends
+/// at once (see `batch`) is never needed.
+const IDLE_MAX: usize = 16;
+/// How long an idle connection is kept: well under the server's idle
+/// timeout (a minute by default), so that a request rarely races the
+/// server closing the connection it goes out on.
+const IDLE_KEEP: Duration = Duration::from_secs(20);
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type Stream = TokioIo<Box<dyn Io>>;
+
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    /// Reads and writes the socket; polled while a request is on it.
+    driver: Pin<Box<Connection<Stream, Full<Bytes>>>>,
+    /// When its last answer was read.
+    idle_since: Instant,
+}
+
+/// Where requests go and what each carries.
+struct Target {
+    /// `host:port` to connect to.
+    addr: String,
+    /// The path the store's routes sit under (empty at the root).
+    prefix: String,
+    host_header: HeaderValue,
+    authorization: Option<HeaderValue>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+}
+
+/// Whether the environment (read through `var`) names a proxy that a
+/// request to `base` could be meant to go through: then appends go
+/// through reqwest, which honours the proxy variables (and `NO_PROXY`),
+/// as every other request does.
+pub(crate) fn proxied(base: &str, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    let scheme_var = match base.starts_with("https://") {
+        true => "HTTPS_PROXY",
+        false => "HTTP_PROXY",
+    };
+    [scheme_var, "ALL_PROXY"].iter().any(|name| {
+        [name.to_string(), name.to_ascii_lowercase()]
+            .iter()
+            .any(|n| var(n).is_some_and(|v| !v.is_empty()))
+    })
+}
+
+/// An answer read whole.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// Why a request got no answer.
+pub(crate) enum Failure {
+    /// Nothing was sent: no connection could be made.
+    NotSent(String),
+    /// The request may have reached the store.
+    Lost(String),
+}
+
+/// The connections of one [`crate::RemoteStore`] and its clones.
+pub(crate) struct Connections {
+    target: Target,
+    timeout: Duration,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("addr", &self.target.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connections {
+    /// For the store at `base` (`http://` or `https://`, maybe with a
+    /// path), sending `token` as a bearer token if set.
+    pub(crate) fn new(
+        base: &str,
+        tls: rustls::ClientConfig,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let invalid = |why: String| Error::InvalidOptions(format!("store URL {base:?}: {why}"));
+        let url = reqwest::Url::parse(base).map_err(|e| invalid(e.to_string()))?;
+        let host = url
+            .host_str()
+            .ok_or_else(|| invalid("it names no host".into()))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| invalid("it names no port".into()))?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let host_header = HeaderValue::from_str(&authority).map_err(|e| invalid(e.to_string()))?;
+        let tls = match url.scheme() {
+            "https" => {
+                // An IPv6 literal comes bracketed in a URL, not in a name.
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                    .map_err(|e| invalid(e.to_string()))?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+            }
+            _ => None,
+        };
+        let authorization = token
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| Error::InvalidOptions("the token is not a valid header value".into()))?;
+        Ok(Self {
+            target: Target {
+                addr: format!("{host}:{port}"),
+                prefix: url.path().trim_end_matches('/').to_owned(),
+                host_header,
+                authorization,
+                tls,
+            },
+            timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// POSTs `body` (JSON) to `path` and reads the answer whole, within
+    /// the request timeout.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> std::result::Result<Answer, Failure> {
+        match tokio::time::timeout(self.timeout, self.exchange(path, body)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failure::Lost(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn exchange(&self, path: &str, body: Bytes) -> std::result::Result<Answer, Failure> {
+        let mut conn = self.ready_connection().await?;
+        let request = self.request(path, body)?;
+        let answer = {
+            let Conn { sender, driver, .. } = &mut conn;
+            let exchange = async {
+                let response = sender.send_request(request).await?;
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, hyper::Error>(Answer { status, body })
+            };
+            let mut exchange = std::pin::pin!(exchange);
+            tokio::select! {
+                biased;
+                answer = &mut exchange => answer.map_err(|e| Failure::Lost(e.to_string())),
+                // The connection ended: an answer it carried whole is in
+                // the body's channel; anything else never comes (a request
+                // it did not take would wait in its channel for good).
+                ended = driver.as_mut() => match futures_util::FutureExt::now_or_never(exchange) {
+                    Some(answer) => answer.map_err(|e| Failure::Lost(e.to_string())),
+                    None => Err(Failure::Lost(match ended {
+                        Ok(()) => "the connection closed before the answer".to_owned(),
+                        Err(e) => e.to_string(),
+                    })),
+                },
+            }
+        }?;
+        if !conn.sender.is_closed() {
+            conn.idle_since = Instant::now();
+            let mut idle = self.idle.lock();
+            if idle.len() < IDLE_MAX {
+                idle.push(conn);
+            }
+        }
+        Ok(answer)
+    }
+
+    fn request(
+        &self,
+        path: &str,
+        body: Bytes,
+    ) -> std::result::Result<Request<Full<Bytes>>, Failure> {
+        let target = &self.target;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", target.prefix))
+            .header(header::HOST, target.host_header.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-requested-with", "annals");
+        if let Some(authorization) = &target.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        request
+            .body(Full::new(body))
+            .map_err(|e| Failure::NotSent(format!("building the request: {e}")))
+    }
+
+    /// An idle connection that is still open and ready, or a new one.
+    async fn ready_connection(&self) -> std::result::Result<Conn, Failure> {
+        loop {
+            let Some(mut conn) = self.idle.lock().pop() else {
+                break;
+            };
+            if conn.idle_since.elapsed() > IDLE_KEEP {
+                continue;
+            }
+            let Conn { sender, driver, .. } = &mut conn;
+            // The driver notices a close by the server (or an answer it
+            // did not ask for) as soon as it is polled.
+            let ready = tokio::select! {
+                biased;
+                _ = driver.as_mut() => false,
+                ready = sender.ready() => ready.is_ok(),
+            };
+            if ready {
+                return Ok(conn);
+            }
+        }
+        self.connect().await
+    }
+
+    async fn connect(&self) -> std::result::Result<Conn, Failure> {
+        let target = &self.target;
+        let not_sent = |why: String| Failure::NotSent(format!("{}: {why}", target.addr));
+        let tcp = TcpStream::connect(&target.addr)
+            .await
+            .map_err(|e| not_sent(e.to_string()))?;
+        // Requests and answers are small and latency-bound.
+        tcp.set_nodelay(true).map_err(|e| not_sent(e.to_string()))?;
+        let io: Box<dyn Io> = match &target.tls {
+            Some((connector, name)) => Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| not_sent(format!("TLS handshake: {e}")))?,
+            ),
+            None => Box::new(tcp),
+        };
+        let (sender, driver) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| not_sent(e.to_string()))?;
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+            idle_since: Instant::now(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxied;
+    use std::ffi::OsString;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn a_proxy_for_the_scheme_or_all_sends_appends_through_reqwest() {
+        let http = "http://store:2113";
+        let https = "https://store:2113";
+        assert!(!proxied(http, env(&[])));
+        assert!(proxied(http, env(&[("HTTP_PROXY", "http://proxy:3128")])));
+        assert!(proxied(http, env(&[("http_proxy", "http://proxy:3128")])));
+        assert!(proxied(https, env(&[("https_proxy", "http://proxy:3128")])));
+        assert!(proxied(https, env(&[("ALL_PROXY", "socks5://proxy:1080")])));
+        assert!(proxied(http, env(&[("all_proxy", "socks5://proxy:1080")])));
+        // The other scheme's proxy, or an empty variable, is no proxy.
+        assert!(!proxied(https, env(&[("HTTP_PROXY", "http://proxy:3128")])));
+        assert!(!proxied(http, env(&[("HTTPS_PROXY", "http://proxy:3128")])));
+        assert!(!proxied(http, env(&[("HTTP_PROXY", "")])));
+    }
+}
