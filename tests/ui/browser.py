@@ -185,11 +185,15 @@ class Check:
         box.clear()
         box.send_keys("1")
         self.driver.find_element(By.CSS_SELECTOR, tid("from-go")).click()
-        rows = self.wait("event rows from position 1", lambda d: self.find(tid("event-row")))
-        first = int(rows[0].get_attribute("data-position"))
+        # Read inside the wait: rows found just before the page renders the
+        # answer go stale, and the wait then looks again.
+        def first_row(d):
+            rows = self.find(tid("event-row"))
+            return rows and (int(rows[0].get_attribute("data-position")), len(rows))
+        first, count = self.wait("event rows from position 1", first_row)
         if first < 1:
             raise Failure(f"the first row is at position {first}")
-        self.say(f"{len(rows)} events from position {first}")
+        self.say(f"{count} events from position {first}")
         self.screenshot("ui-all.png")
 
     def tail(self):
