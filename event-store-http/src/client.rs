@@ -96,6 +96,7 @@ impl RemoteStore {
             true => None,
             false => Some(std::sync::Arc::new(crate::conn::Connections::new(
                 &base,
+                "/batch",
                 tls.clone(),
                 options.token.as_deref(),
                 options.request_timeout,
@@ -138,7 +139,7 @@ impl RemoteStore {
         let body = serde_json::to_vec(body)
             .map_err(|e| crate::conn::Failure::NotSent(format!("encoding the batch: {e}")))?;
         match &self.connections {
-            Some(connections) => connections.post_json("/batch", body.into()).await,
+            Some(connections) => connections.post_json(body.into()).await,
             None => self.post_through_proxy("/batch", body).await,
         }
     }

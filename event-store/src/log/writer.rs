@@ -798,7 +798,7 @@ fn abandon(group: &mut Group, reason: &str) {
 fn run(writer: &SharedWriter, inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendRequest>) {
     // A panic leaves the writer's state half-updated, and lone callers
     // could still take its lock: it stops appends instead.
-    let _stops_on_panic = PoisonOnPanic(inner);
+    let _stops_on_panic = PoisonOnPanic(inner, "the writer thread panicked");
     while let Some(first) = rx.blocking_recv() {
         let (answered, wait) = {
             let w = writer.lock();
@@ -825,9 +825,10 @@ fn run(writer: &SharedWriter, inner: Arc<Inner>, mut rx: mpsc::Receiver<AppendRe
 /// `Writer::is_alone`): then the writer thread would take it alone and
 /// sync it itself, and doing that here saves waking that thread and being
 /// woken by it: on the virtual machine measured, the two wake-ups took
-/// about a fifth of a 100 µs sync. The request comes back when it is not taken; when it is,
-/// its reply is answered before this returns. Blocks for the write and
-/// the sync, as the caller would have waited for them anyway.
+/// about a fifth of a 100 µs sync. The request comes back when it is not
+/// taken; when it is, its reply is answered before this returns. Blocks
+/// for the write and the sync, as the caller would have waited for them
+/// anyway.
 pub(crate) fn commit_alone(
     writer: &SharedWriter,
     request: AppendRequest,
@@ -844,7 +845,7 @@ pub(crate) fn commit_alone(
     }
     let events = events_of(std::slice::from_ref(&request));
     w.alone_last = true;
-    let _stops_on_panic = PoisonOnPanic(w.inner.clone());
+    let _stops_on_panic = PoisonOnPanic(w.inner.clone(), "a caller's commit panicked");
     w.commit_group(vec![request], events, 1, 0);
     Ok(())
 }
@@ -853,15 +854,13 @@ pub(crate) fn commit_alone(
 /// group, on the writer thread or a caller's, leaves the writer's state
 /// half-updated, so nothing is appended after it until the store is
 /// reopened and recovery has decided what the file holds.
-struct PoisonOnPanic(Arc<Inner>);
+struct PoisonOnPanic(Arc<Inner>, &'static str);
 
 impl Drop for PoisonOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            syncer::poison(
-                &self.0,
-                "a caller's commit panicked; the store refuses appends until it is reopened",
-            );
+            let reason = format!("{}; the store refuses appends until it is reopened", self.1);
+            syncer::poison(&self.0, &reason);
         }
     }
 }
