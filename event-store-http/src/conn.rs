@@ -18,11 +18,14 @@
 //! is written on it, and dropped; an error after the request was written
 //! is [`Failure::Lost`], since the request may have been acted on.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper::header::{self, HeaderValue};
@@ -54,6 +57,7 @@ struct Conn {
     driver: Pin<Box<Connection<Stream, Full<Bytes>>>>,
     /// When its last answer was read.
     idle_since: Instant,
+    waking: http_edge::waking::Waking,
 }
 
 /// Where requests go and what each carries.
@@ -191,7 +195,12 @@ impl Connections {
     async fn exchange(&self, mut conn: Conn, body: Bytes) -> std::result::Result<Answer, Failure> {
         let request = self.request(body)?;
         let answer = {
-            let Conn { sender, driver, .. } = &mut conn;
+            let Conn {
+                sender,
+                driver,
+                waking,
+                ..
+            } = &mut conn;
             let exchange = async {
                 let response = sender.send_request(request).await?;
                 let status = response.status();
@@ -199,20 +208,31 @@ impl Connections {
                 Ok::<_, hyper::Error>(Answer { status, body })
             };
             let mut exchange = std::pin::pin!(exchange);
-            tokio::select! {
-                biased;
-                answer = &mut exchange => answer.map_err(|e| Failure::Lost(e.to_string())),
-                // The connection ended: an answer it carried whole is in
-                // the body's channel; anything else never comes (a request
-                // it did not take would wait in its channel for good).
-                ended = driver.as_mut() => match futures_util::FutureExt::now_or_never(exchange) {
-                    Some(answer) => answer.map_err(|e| Failure::Lost(e.to_string())),
-                    None => Err(Failure::Lost(match ended {
-                        Ok(()) => "the connection closed before the answer".to_owned(),
-                        Err(e) => e.to_string(),
-                    })),
-                },
-            }
+            let lost = |e: hyper::Error| Failure::Lost(e.to_string());
+            // The request and the driver wake each other at every message;
+            // see `http_edge::waking`.
+            std::future::poll_fn(|cx| {
+                waking.poll(cx, |cx| {
+                    if let Poll::Ready(answer) = exchange.as_mut().poll(cx) {
+                        return Poll::Ready(answer.map_err(lost));
+                    }
+                    let Poll::Ready(ended) = driver.as_mut().poll(cx) else {
+                        return Poll::Pending;
+                    };
+                    // The connection ended: an answer it carried whole is
+                    // in the body's channel; anything else never comes (a
+                    // request it did not take would wait in its channel
+                    // for good).
+                    Poll::Ready(match exchange.as_mut().now_or_never() {
+                        Some(answer) => answer.map_err(lost),
+                        None => Err(Failure::Lost(match ended {
+                            Ok(()) => "the connection closed before the answer".to_owned(),
+                            Err(e) => e.to_string(),
+                        })),
+                    })
+                })
+            })
+            .await
         }?;
         if !conn.sender.is_closed() {
             conn.idle_since = Instant::now();
@@ -249,14 +269,25 @@ impl Connections {
             if conn.idle_since.elapsed() > IDLE_KEEP {
                 continue;
             }
-            let Conn { sender, driver, .. } = &mut conn;
+            let Conn {
+                sender,
+                driver,
+                waking,
+                ..
+            } = &mut conn;
             // The driver notices a close by the server (or an answer it
-            // did not ask for) as soon as it is polled.
-            let ready = tokio::select! {
-                biased;
-                _ = driver.as_mut() => false,
-                ready = sender.ready() => ready.is_ok(),
-            };
+            // did not ask for) as soon as it is polled. Through `waking`,
+            // as in `exchange`: the driver keeps the waker it is polled
+            // with, and the request sent next wakes it.
+            let ready = std::future::poll_fn(|cx| {
+                waking.poll(cx, |cx| {
+                    if driver.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    sender.poll_ready(cx).map(|ready| ready.is_ok())
+                })
+            })
+            .await;
             if ready {
                 return Ok(conn);
             }
@@ -288,6 +319,7 @@ impl Connections {
             sender,
             driver: Box::pin(driver),
             idle_since: Instant::now(),
+            waking: http_edge::waking::Waking::default(),
         })
     }
 }

@@ -18,6 +18,8 @@
 //!   JSON object only (serde's derives also read arrays, field by field).
 //! - [`openapi`]: a surface's OpenAPI document read for what every
 //!   surface's tests check against its router.
+//! - [`waking`]: a task's wake-ups of itself kept inside it, for a task
+//!   that polls a connection and the request on it together.
 
 pub mod cross_site;
 pub mod deadline;
@@ -27,6 +29,7 @@ pub mod openapi;
 pub mod problem;
 pub mod serve;
 pub mod tls;
+pub mod waking;
 
 pub use problem::{PROBLEM_CONTENT_TYPE, Problem};
 pub use serve::{ServeConfig, serve};

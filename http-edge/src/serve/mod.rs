@@ -182,9 +182,12 @@ where
     if stopping {
         Pin::new(&mut conn).graceful_shutdown();
     }
+    // The connection and the handler of its request wake each other at
+    // every message; see `crate::waking`.
+    let waking = crate::waking::Waking::default();
     let outcome = loop {
         tokio::select! {
-            outcome = poll_fn(|cx| conn.poll_without_shutdown(cx)) => break outcome,
+            outcome = poll_fn(|cx| waking.poll(cx, |cx| conn.poll_without_shutdown(cx))) => break outcome,
             _ = stopped.changed(), if !stopping => {
                 stopping = true;
                 Pin::new(&mut conn).graceful_shutdown();
