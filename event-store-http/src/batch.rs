@@ -93,6 +93,16 @@ impl Batcher {
     }
 }
 
+/// About what `transaction` takes on the wire.
+fn line_bytes(transaction: &WireTransaction) -> usize {
+    transaction
+        .appends
+        .iter()
+        .flat_map(|a| &a.events)
+        .map(|e| e.data.get().len() + e.metadata.as_ref().map_or(0, |m| m.get().len()) + 200)
+        .sum()
+}
+
 /// The oldest queued transactions, up to a request's worth.
 fn take_batch(pending: &mut Vec<Pending>) -> Vec<Pending> {
     let mut bytes = 0;
@@ -132,15 +142,16 @@ impl RemoteStore {
         transaction: WireTransaction,
         anchored: bool,
     ) -> Result<Vec<AppendResult>> {
+        if let Some(channels) = self.channels()
+            && line_bytes(&transaction) <= crate::channel::LINE_BYTES_MAX
+        {
+            let outcome = channels.send(&transaction.appends).await;
+            return self.settle(Ok(outcome), transaction, anchored).await;
+        }
         if self.batcher().unsupported() {
             return self.append_alone(&transaction, anchored, None).await;
         }
-        let bytes = transaction
-            .appends
-            .iter()
-            .flat_map(|a| &a.events)
-            .map(|e| e.data.get().len() + e.metadata.as_ref().map_or(0, |m| m.get().len()) + 200)
-            .sum();
+        let bytes = line_bytes(&transaction);
         let (reply, answer) = oneshot::channel();
         // Kept to ask again alone if the answer is lost.
         let kept = transaction.clone();
@@ -155,7 +166,18 @@ impl RemoteStore {
             let _slot = SenderSlot(self.clone());
             self.send_batch(batch).await;
         }
-        match answer.await {
+        self.settle(answer.await, kept, anchored).await
+    }
+
+    /// What the caller of `kept` gets from its outcome (`Err` when the
+    /// sender of its batch stopped waiting).
+    async fn settle(
+        &self,
+        outcome: std::result::Result<Outcome, oneshot::error::RecvError>,
+        kept: WireTransaction,
+        anchored: bool,
+    ) -> Result<Vec<AppendResult>> {
+        match outcome {
             Ok(Outcome::Answered(result)) => result,
             Ok(Outcome::Unsupported) => self.append_alone(&kept, anchored, None).await,
             Ok(Outcome::Lost(why)) if anchored => {

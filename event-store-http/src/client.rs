@@ -49,6 +49,13 @@ pub struct RemoteOptions {
     /// same event ids, to learn whether it was committed. Past it the
     /// append fails with [`Error::Indeterminate`].
     pub outcome_wait: Duration,
+    /// Whether appends go out on an append channel (`POST /appends`: one
+    /// long request per connection, a line per transaction each way)
+    /// rather than as requests of their own (`POST /batch`). On by
+    /// default; off for a store behind something that cannot stream a
+    /// request and its answer at once. A server without the channel is
+    /// found out at the first append either way.
+    pub append_channel: bool,
 }
 
 impl Default for RemoteOptions {
@@ -61,6 +68,7 @@ impl Default for RemoteOptions {
             idle_timeout: Duration::from_secs(45),
             subscription_buffer: 1024,
             outcome_wait: Duration::from_secs(10),
+            append_channel: true,
         }
     }
 }
@@ -77,6 +85,9 @@ pub struct RemoteStore {
     /// The connections batches of appends go out on; `None` when the
     /// environment names a proxy, which only reqwest knows how to use.
     connections: Option<std::sync::Arc<crate::conn::Connections>>,
+    /// The append channel appends go out on; `None` with a proxy, as
+    /// `connections`.
+    channels: Option<std::sync::Arc<crate::channel::Channels>>,
 }
 
 impl RemoteStore {
@@ -92,15 +103,23 @@ impl RemoteStore {
         }
         let tls = http_edge::tls::client_config(options.ca_file.as_deref())
             .map_err(|e| Error::InvalidOptions(e.to_string()))?;
-        let connections = match crate::conn::proxied(&base, |name| std::env::var_os(name)) {
-            true => None,
-            false => Some(std::sync::Arc::new(crate::conn::Connections::new(
+        let direct = |path: &str| match crate::conn::proxied(&base, |name| std::env::var_os(name)) {
+            true => Ok(None),
+            false => crate::conn::Connections::new(
                 &base,
-                "/batch",
+                path,
                 tls.clone(),
                 options.token.as_deref(),
                 options.request_timeout,
-            )?)),
+            )
+            .map(Some),
+        };
+        let connections = direct("/batch")?.map(std::sync::Arc::new);
+        let channels = match options.append_channel {
+            true => {
+                direct("/appends")?.map(|c| std::sync::Arc::new(crate::channel::Channels::new(c)))
+            }
+            false => None,
         };
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -114,6 +133,7 @@ impl RemoteStore {
             options,
             batcher: std::sync::Arc::default(),
             connections,
+            channels,
             info: ServerInfo {
                 data_format_version: 0,
                 read_count_max: 1000,
@@ -129,6 +149,12 @@ impl RemoteStore {
 
     pub(crate) fn batcher(&self) -> &crate::batch::Batcher {
         &self.batcher
+    }
+
+    /// The append channel, unless a proxy is in the way or the server has
+    /// none.
+    pub(crate) fn channels(&self) -> Option<&std::sync::Arc<crate::channel::Channels>> {
+        self.channels.as_ref().filter(|c| !c.unsupported())
     }
 
     /// Posts a batch of transactions (see `batch`).

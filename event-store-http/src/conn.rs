@@ -46,10 +46,10 @@ const IDLE_MAX: usize = 16;
 /// server closing the connection it goes out on.
 const IDLE_KEEP: Duration = Duration::from_secs(20);
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-type Stream = TokioIo<Box<dyn Io>>;
+pub(crate) type Stream = TokioIo<Box<dyn Io>>;
 
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
@@ -111,6 +111,7 @@ pub(crate) enum Failure {
 
 /// The connections of one [`crate::RemoteStore`] and its clones.
 pub(crate) struct Connections {
+    base: String,
     target: Target,
     timeout: Duration,
     idle: Mutex<Vec<Conn>>,
@@ -166,6 +167,7 @@ impl Connections {
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| invalid(e.to_string()))?;
         Ok(Self {
+            base: base.to_owned(),
             target: Target {
                 addr: format!("{host}:{port}"),
                 uri,
@@ -176,6 +178,16 @@ impl Connections {
             timeout,
             idle: Mutex::new(Vec::new()),
         })
+    }
+
+    /// How long a request may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The store's base URL, for messages.
+    pub(crate) fn url(&self) -> &str {
+        &self.base
     }
 
     /// POSTs `body` (JSON) and reads the answer whole, within the request
@@ -245,18 +257,28 @@ impl Connections {
     }
 
     fn request(&self, body: Bytes) -> std::result::Result<Request<Full<Bytes>>, Failure> {
+        self.post("application/json", Full::new(body))
+    }
+
+    /// A `POST` of `body` (of `content_type`) to the target's path, with
+    /// its host and credentials.
+    pub(crate) fn post<B>(
+        &self,
+        content_type: &'static str,
+        body: B,
+    ) -> std::result::Result<Request<B>, Failure> {
         let target = &self.target;
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(target.uri.clone())
             .header(header::HOST, target.host_header.clone())
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .header("x-requested-with", "annals");
         if let Some(authorization) = &target.authorization {
             request = request.header(header::AUTHORIZATION, authorization.clone());
         }
         request
-            .body(Full::new(body))
+            .body(body)
             .map_err(|e| Failure::NotSent(format!("building the request: {e}")))
     }
 
@@ -296,6 +318,20 @@ impl Connections {
     }
 
     async fn connect(&self) -> std::result::Result<Conn, Failure> {
+        let (sender, driver) = http1::handshake(self.open_stream().await?)
+            .await
+            .map_err(|e| Failure::NotSent(e.to_string()))?;
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+            idle_since: Instant::now(),
+            waking: http_edge::waking::Waking::default(),
+        })
+    }
+
+    /// A new connection to the target (its TLS handshake done, if any),
+    /// for HTTP/1.1 of the caller's.
+    pub(crate) async fn open_stream(&self) -> std::result::Result<Stream, Failure> {
         let target = &self.target;
         let tcp = TcpStream::connect(&target.addr)
             .await
@@ -312,15 +348,7 @@ impl Connections {
             ),
             None => Box::new(tcp),
         };
-        let (sender, driver) = http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| Failure::NotSent(e.to_string()))?;
-        Ok(Conn {
-            sender,
-            driver: Box::pin(driver),
-            idle_since: Instant::now(),
-            waking: http_edge::waking::Waking::default(),
-        })
+        Ok(TokioIo::new(io))
     }
 }
 

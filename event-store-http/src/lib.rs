@@ -5,6 +5,7 @@
 //! A crate of its own so that embedding the store pulls in no HTTP stack.
 
 mod batch;
+mod channel;
 mod client;
 mod conn;
 mod scope;
@@ -12,5 +13,8 @@ pub mod server;
 pub mod wire;
 
 pub use client::{RemoteOptions, RemoteStore};
-pub use scope::StreamScope;
+pub use scope::{RequestRate, StreamScope};
 pub use server::{ServerConfig, read_router, router};
+
+/// The media type of an append channel's lines, both ways.
+pub(crate) const NDJSON: &str = "application/x-ndjson";

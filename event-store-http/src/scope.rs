@@ -35,6 +35,34 @@ impl StreamScope {
     }
 }
 
+/// A caller's request rate, checked for each transaction of an append
+/// channel (`POST /appends`): the layer in front that limits requests per
+/// caller puts it in the request's extensions when it lets the channel's
+/// request through, and each line then counts as a request of its own
+/// (refused with `429` when over the rate, the channel staying open).
+#[derive(Clone)]
+pub struct RequestRate(Arc<dyn Fn() -> Result<(), std::time::Duration> + Send + Sync>);
+
+impl RequestRate {
+    /// `check` answers `Ok` while the caller is within its rate, else how
+    /// long it must wait; it is called once per transaction.
+    pub fn new(
+        check: impl Fn() -> Result<(), std::time::Duration> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(check))
+    }
+
+    pub(crate) fn check(&self) -> Result<(), std::time::Duration> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for RequestRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestRate").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,7 @@ pub mod problem {
     pub const UNSUPPORTED: &str = "urn:annals:problem:unsupported";
     pub const METHOD_NOT_ALLOWED: &str = "urn:annals:problem:method-not-allowed";
     pub const REQUEST_TIMEOUT: &str = "urn:annals:problem:request-timeout";
+    pub const RATE_LIMITED: &str = "urn:annals:problem:rate-limited";
 }
 
 /// An RFC 9457 problem document (`application/problem+json`).
@@ -556,6 +557,29 @@ pub struct WireBatchResults {
 /// One transaction's outcome: its results, or the problem that refused it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WireOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<AppendResultSchema>>)]
+    pub results: Option<Vec<AppendResult>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<Problem>,
+}
+
+/// One line of an append channel (`POST /appends`, NDJSON): a
+/// transaction and the id its caller gave it, which its answer carries.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WireChannelAppend {
+    pub id: u64,
+    pub appends: Vec<WireStreamAppend>,
+}
+
+/// One line of an append channel's answer: a transaction's outcome, under
+/// its id (or, for a line that did not parse, its line number, from 1).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WireChannelOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<AppendResultSchema>>)]
     pub results: Option<Vec<AppendResult>>,

@@ -66,6 +66,18 @@ async fn client(addr: SocketAddr) -> RemoteStore {
         .unwrap()
 }
 
+/// A client that sends appends as requests (`POST /batch`), not on an
+/// append channel.
+async fn batch_client(addr: SocketAddr) -> RemoteStore {
+    let options = RemoteOptions {
+        append_channel: false,
+        ..RemoteOptions::default()
+    };
+    RemoteStore::connect(&format!("http://{addr}"), options)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_remote_client_behaves_like_the_embedded_store() {
     let served = serve(small_segments(), ServerConfig::default()).await;
@@ -585,7 +597,7 @@ async fn serve_batches(route: BatchRoute) -> (Served, Arc<std::sync::Mutex<Vec<u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_requests_and_succeed_or_fail_alone() {
     let (served, batches) = serve_batches(BatchRoute::Served).await;
-    let remote = client(served.addr).await;
+    let remote = batch_client(served.addr).await;
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..64u64 {
         let remote = remote.clone();
@@ -630,7 +642,7 @@ async fn concurrent_appends_share_requests_and_succeed_or_fail_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_batch_answer_is_settled_per_append() {
     let (served, _) = serve_batches(BatchRoute::AnswerLost).await;
-    let remote = client(served.addr).await;
+    let remote = batch_client(served.addr).await;
     let anchored = remote
         .append(&sid("a"), ExpectedVersion::NoStream, vec![event(1)])
         .await
@@ -653,7 +665,7 @@ async fn a_lost_batch_answer_is_settled_per_append() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_unavailable_after_a_lost_batch_answer_is_asked_again() {
     let (served, _) = serve_batches(BatchRoute::AnswerLostThenUnavailable).await;
-    let remote = client(served.addr).await;
+    let remote = batch_client(served.addr).await;
     let answer = remote
         .append(&sid("a"), ExpectedVersion::NoStream, vec![event(1)])
         .await
@@ -666,7 +678,7 @@ async fn a_store_unavailable_after_a_lost_batch_answer_is_asked_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_batches_takes_appends_alone() {
     let (served, batches) = serve_batches(BatchRoute::Missing).await;
-    let remote = client(served.addr).await;
+    let remote = batch_client(served.addr).await;
     for n in 0..3 {
         let expected = if n == 0 {
             ExpectedVersion::NoStream

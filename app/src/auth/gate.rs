@@ -191,6 +191,16 @@ fn admit(gate: &Gate, key: &Key, role: Role, request: &mut Request) -> Result<()
             .extensions_mut()
             .insert(StreamScope::new(key.streams.iter().cloned()));
     }
+    if let Some(limits) = &gate.limits {
+        // An append channel carries many transactions on one request:
+        // each counts.
+        let (limits, name) = (limits.clone(), key.name.clone());
+        request
+            .extensions_mut()
+            .insert(event_store_http::RequestRate::new(move || {
+                limits.check(&name)
+            }));
+    }
     if let Some(limits) = &gate.limits
         && let Err(wait) = limits.check(&key.name)
     {

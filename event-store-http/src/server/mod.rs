@@ -6,6 +6,8 @@
 //! | `GET /info` | format version and read page limit |
 //! | `POST /streams/{id}` | append to one stream (`{expected_version, events}`) |
 //! | `POST /transactions` | atomic append to several streams (`{appends: [...]}`) |
+//! | `POST /batch` | several transactions, each committed or refused on its own |
+//! | `POST /appends` | an append channel: transactions as NDJSON lines, outcomes as lines back (see [`channel`]) |
 //! | `GET /streams?prefix=&after=&limit=` | list streams by prefix, paged (walks every index: for operators) |
 //! | `GET /categories?limit=` | stream categories with their streams and events |
 //! | `GET /streams/{id}?from=&direction=&max_count=` | read a stream |
@@ -39,6 +41,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
+
+mod channel;
 
 use crate::scope::StreamScope;
 use crate::wire::{self, Problem, ServerInfo, WireHead, WireLoaded, WireResults};
@@ -164,6 +168,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
         put_snapshot,
         read_all,
         batch,
+        appends,
         stats,
         head,
         subscribe,
@@ -217,6 +222,7 @@ pub fn router(store: Arc<dyn EventStore>, config: ServerConfig) -> Router {
         )
         .route("/transactions", post(transaction))
         .route("/batch", post(batch))
+        .route("/appends", post(appends))
         .route("/subjects/{stream}", axum::routing::delete(forget_subject))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -568,6 +574,12 @@ async fn batch(
         })
         .collect();
     Ok(json(StatusCode::OK, &wire::WireBatchResults { outcomes }))
+}
+
+#[utoipa::path(post, path = "/appends", tag = "store", request_body(content = wire::WireChannelAppend, content_type = "application/x-ndjson", description = "One transaction a line, each with an id of the caller's, for as long as the channel stays open"), responses((status = 200, description = "One outcome a line (results or a problem, under the transaction's id), as each is settled; each transaction committed or refused on its own", body = wire::WireChannelOutcome, content_type = "application/x-ndjson")))]
+async fn appends(State(state): State<AppState>, scope: Scope, request: Request) -> Response {
+    let rate = request.extensions().get::<crate::RequestRate>().cloned();
+    channel::open(state, scope, rate, request.into_body())
 }
 
 /// One transaction (alone, or one of a batch).
