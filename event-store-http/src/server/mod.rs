@@ -7,7 +7,7 @@
 //! | `POST /streams/{id}` | append to one stream (`{expected_version, events}`) |
 //! | `POST /transactions` | atomic append to several streams (`{appends: [...]}`) |
 //! | `POST /batch` | several transactions, each committed or refused on its own |
-//! | `POST /appends` | an append channel: transactions as NDJSON lines, outcomes as lines back (see [`channel`]) |
+//! | `POST /appends` | an append channel: transactions as NDJSON lines, outcomes as lines back, each transaction committed or refused on its own |
 //! | `GET /streams?prefix=&after=&limit=` | list streams by prefix, paged (walks every index: for operators) |
 //! | `GET /categories?limit=` | stream categories with their streams and events |
 //! | `GET /streams/{id}?from=&direction=&max_count=` | read a stream |
