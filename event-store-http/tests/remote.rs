@@ -598,33 +598,7 @@ async fn serve_batches(route: BatchRoute) -> (Served, Arc<std::sync::Mutex<Vec<u
 async fn concurrent_appends_share_requests_and_succeed_or_fail_alone() {
     let (served, batches) = serve_batches(BatchRoute::Served).await;
     let remote = batch_client(served.addr).await;
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..64u64 {
-        let remote = remote.clone();
-        tasks.spawn(async move {
-            let stream = sid(&format!("w-{w}"));
-            for n in 0..20u64 {
-                // Writer 0 names a wrong version on its last append.
-                let expected = if w == 0 && n == 19 {
-                    ExpectedVersion::Exact(3)
-                } else if n == 0 {
-                    ExpectedVersion::NoStream
-                } else {
-                    ExpectedVersion::Exact(n)
-                };
-                match remote.append(&stream, expected, vec![event(n)]).await {
-                    Ok(result) => assert_eq!(result.first_version, n + 1),
-                    Err(Error::WrongExpectedVersion { current, .. }) => {
-                        assert_eq!((w, n, current), (0, 19, 19));
-                    }
-                    Err(other) => panic!("writer {w}, append {n}: {other:?}"),
-                }
-            }
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
-    }
+    common::sixty_four_writers(remote).await;
     assert_eq!(served.store.head().await.unwrap(), Position(64 * 20 - 1));
     let batches = batches.lock().unwrap().clone();
     let carried: usize = batches.iter().sum();

@@ -317,3 +317,17 @@ async fn after_the_writer_thread_panics_no_caller_commits_alone() {
     assert_refused_as_poisoned(&store).await;
     assert_eq!(read_everything(&store).await.len(), 3);
 }
+
+/// 64 concurrent writers, each append guarded by its expected version:
+/// whatever groups the writer makes of them, each is committed or refused
+/// on its own (the same check runs against the store over HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guarded_appends_succeed_or_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), StoreOptions::default()).await;
+    crate::common::sixty_four_writers(store.clone()).await;
+    assert_eq!(
+        store.head().await.unwrap(),
+        event_store::Position(64 * 20 - 1)
+    );
+}

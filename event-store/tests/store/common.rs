@@ -77,3 +77,37 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// 64 concurrent writers of `store`, each appending 20 events to a stream
+/// of its own with the expected version of each append, except that writer
+/// 0 names a wrong one on its last: each append must be committed or
+/// refused on its own, whatever the store sends together. Returns when
+/// every writer is done; the store then holds 64 × 20 − 1 events.
+pub async fn sixty_four_writers<S: EventStore + Clone + 'static>(store: S) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..64u64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let stream = sid(&format!("w-{w}"));
+            for n in 0..20u64 {
+                let expected = if w == 0 && n == 19 {
+                    ExpectedVersion::Exact(3)
+                } else if n == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(n)
+                };
+                match store.append(&stream, expected, vec![event(n)]).await {
+                    Ok(result) => assert_eq!(result.first_version, n + 1),
+                    Err(event_store::Error::WrongExpectedVersion { current, .. }) => {
+                        assert_eq!((w, n, current), (0, 19, 19));
+                    }
+                    Err(other) => panic!("writer {w}, append {n}: {other:?}"),
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a writer panicked");
+    }
+}
