@@ -157,6 +157,60 @@ async fn a_key_over_its_rate_is_answered_429_with_retry_after() {
     assert_eq!(answer.status(), 200);
 }
 
+/// On an append channel each transaction counts against the key's rate:
+/// past it, lines are refused with `429` while the channel answers on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_rate_counts_each_transaction_on_an_append_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = create_key(&data.join("api-keys.jsonl"), "writer", &["read", "write"]);
+    let data_dir = data.to_str().unwrap();
+    let store = Proc::start(
+        &[
+            "store",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+            "--rate-limit-per-second",
+            "5",
+        ],
+        "store listening on",
+    );
+    let lines: String = (0..50)
+        .map(|i| {
+            let line = json!({"id": i, "appends": [
+                {"stream_id": format!("s-{i}"), "expected_version": "any", "events": [noted()]}
+            ]});
+            format!("{line}\n")
+        })
+        .collect();
+    let answer = http()
+        .post(format!("{}/appends", store.url))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-ndjson")
+        .header("x-requested-with", "test")
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let outcomes: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 50, "{text}");
+    let limited = outcomes
+        .iter()
+        .filter(|o| o["problem"]["status"] == 429)
+        .count();
+    assert!(
+        (1..50).contains(&limited),
+        "{limited} of 50 limited: {text}"
+    );
+}
+
 /// A new event as the store's API takes it.
 fn noted() -> Value {
     json!({"id": uuid::Uuid::new_v4(), "type": "Noted", "data": {"n": 1}})

@@ -259,16 +259,9 @@ impl RemoteStore {
             return all(&|| Outcome::Unsupported);
         }
         if !status.is_success() {
-            // Refused whole (authentication, a malformed batch, a store
-            // that cannot take writes): nothing of it was committed.
-            let problem = match serde_json::from_slice::<wire::Problem>(&response.body) {
-                Ok(problem) => problem,
-                Err(_) => {
-                    let why = format!("{} answered {status}", self.url());
-                    return all(&|| Outcome::Answered(Err(Error::Remote(why.clone()))));
-                }
-            };
-            return all(&|| Outcome::Answered(Err(wire::error_of(problem.clone()))));
+            // Authentication, a malformed batch, a store that cannot take
+            // writes.
+            return all(&refused_whole(self.url(), status, &response.body));
         }
         let answer = match serde_json::from_slice::<WireBatchResults>(&response.body) {
             Ok(answer) if answer.outcomes.len() == count => answer,
@@ -287,13 +280,34 @@ impl RemoteStore {
         answer
             .outcomes
             .into_iter()
-            .map(|outcome| match (outcome.results, outcome.problem) {
-                (_, Some(problem)) => Outcome::Answered(Err(wire::error_of(problem))),
-                (Some(results), None) => Outcome::Answered(Ok(results)),
-                (None, None) => {
-                    Outcome::Lost("an outcome with neither results nor a problem".into())
-                }
-            })
+            .map(|outcome| outcome_of(outcome.results, outcome.problem))
             .collect()
+    }
+}
+
+/// One transaction's outcome as the store answered it (in a batch or on
+/// an append channel).
+pub(crate) fn outcome_of(
+    results: Option<Vec<AppendResult>>,
+    problem: Option<wire::Problem>,
+) -> Outcome {
+    match (results, problem) {
+        (_, Some(problem)) => Outcome::Answered(Err(wire::error_of(problem))),
+        (Some(results), None) => Outcome::Answered(Ok(results)),
+        (None, None) => Outcome::Lost("an outcome with neither results nor a problem".into()),
+    }
+}
+
+/// The outcome of each transaction of a request the store answered
+/// `status` with `body` and refused whole (nothing of it was committed):
+/// the store's problem, or the status when the body is none.
+pub(crate) fn refused_whole(url: &str, status: StatusCode, body: &[u8]) -> impl Fn() -> Outcome {
+    let problem = serde_json::from_slice::<wire::Problem>(body).ok();
+    let why = format!("{url} answered {status}");
+    move || {
+        Outcome::Answered(Err(match &problem {
+            Some(problem) => wire::error_of(problem.clone()),
+            None => Error::Remote(why.clone()),
+        }))
     }
 }

@@ -27,9 +27,9 @@ use hyper::body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::batch::Outcome;
+use crate::batch::{Outcome, outcome_of, refused_whole};
 use crate::conn::{Connections, Failure};
-use crate::wire::{self, WireChannelOutcome, WireStreamAppend};
+use crate::wire::{WireChannelOutcome, WireStreamAppend};
 use event_store::Error;
 
 /// How long a channel with nothing in flight stays open: well under the
@@ -66,6 +66,13 @@ impl std::fmt::Debug for Channels {
 /// One open channel: the lines for its body, the callers waiting.
 struct Open {
     state: Mutex<Waiting>,
+    /// Whether the server took the channel (its answer's head was a
+    /// success): no line is written before, so that a refusal (no such
+    /// route on an earlier server, authentication) or a connection the
+    /// server closes on refusing it carried nothing.
+    taken: AtomicBool,
+    /// The body's task, woken when the channel is taken.
+    taken_waker: futures_util::task::AtomicWaker,
 }
 
 struct Waiting {
@@ -173,6 +180,8 @@ impl Channels {
                 lines: Some(lines),
                 replies: HashMap::new(),
             }),
+            taken: AtomicBool::new(false),
+            taken_waker: futures_util::task::AtomicWaker::new(),
         });
         open.push(fresh.clone());
         tokio::spawn(drive(self.clone(), fresh.clone(), rx));
@@ -225,6 +234,11 @@ async fn drive(channels: Arc<Channels>, open: Arc<Open>, rx: mpsc::UnboundedRece
     channels.forget(&open);
     match outcome {
         Ok(()) => open.end(|| Outcome::Lost("the append channel ended".into())),
+        // Before the channel was taken no line was written.
+        Err(Failure::NotSent(why) | Failure::Lost(why)) if !open.taken.load(Ordering::Acquire) => {
+            let why = format!("{}: {why}", channels.url());
+            open.end(|| Outcome::Answered(Err(Error::Remote(why.clone()))));
+        }
         Err(Failure::NotSent(why)) => {
             let why = format!("{}: {why}", channels.url());
             open.end(|| Outcome::Answered(Err(Error::Remote(why.clone()))));
@@ -297,20 +311,17 @@ async fn read_outcomes(
     }
     let mut body = response.into_body();
     if !status.is_success() {
-        // Refused whole (authentication, a store that cannot take
-        // writes): nothing on it was committed.
+        // Authentication, a store that cannot take writes.
         let bytes = body
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let error = match serde_json::from_slice::<wire::Problem>(&bytes) {
-            Ok(problem) => wire::error_of(problem),
-            Err(_) => Error::Remote(format!("{} answered {status}", channels.url())),
-        };
-        open.end(|| Outcome::Answered(Err(clone_error(&error))));
+        open.end(refused_whole(channels.url(), status, &bytes));
         return Ok(());
     }
+    open.taken.store(true, Ordering::Release);
+    open.taken_waker.wake();
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Failure::Lost(e.to_string()))?;
@@ -335,17 +346,7 @@ fn settle_line(open: &Open, line: &[u8]) {
     let Some(id) = outcome.id else {
         return tracing::warn!(problem = ?outcome.problem, "an append channel refused a line");
     };
-    let settled = match (outcome.results, outcome.problem) {
-        (_, Some(problem)) => Outcome::Answered(Err(wire::error_of(problem))),
-        (Some(results), None) => Outcome::Answered(Ok(results)),
-        (None, None) => Outcome::Lost("an outcome with neither results nor a problem".into()),
-    };
-    open.settle(id, settled);
-}
-
-/// A refusal of the whole channel, for each of its callers.
-fn clone_error(error: &Error) -> Error {
-    wire::error_of(wire::problem_of(error))
+    open.settle(id, outcome_of(outcome.results, outcome.problem));
 }
 
 /// The request's body: the lines callers queue, what is queued together in
@@ -364,6 +365,12 @@ impl Body for Lines {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
+        if !self.open.taken.load(Ordering::Acquire) {
+            self.open.taken_waker.register(cx.waker());
+            if !self.open.taken.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
         let first = match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => first,
             Poll::Ready(None) => return Poll::Ready(None),

@@ -106,23 +106,24 @@ async fn serve(route: Route) -> Served {
     }
 }
 
-/// Commits the transaction of the channel's first line, then answers with
-/// a body that fails: the connection is lost after the commit.
+/// Takes the channel (a success head at once, as the real server
+/// answers), commits the transaction of its first line, then fails the
+/// answer's body: the connection is lost after the commit.
 async fn commit_first_then_cut(store: Store, request: Request) -> axum::response::Response {
     let mut body = request.into_body().into_data_stream();
-    let mut read = Vec::new();
-    while !read.contains(&b'\n') {
-        read.extend_from_slice(&body.next().await.unwrap().unwrap());
-    }
-    let end = read.iter().position(|b| *b == b'\n').unwrap();
-    let line: WireChannelAppend = serde_json::from_slice(&read[..end]).unwrap();
-    let appends = line
-        .appends
-        .into_iter()
-        .map(|a| append_from_wire(a).unwrap())
-        .collect();
-    store.append_many(appends).await.unwrap();
-    let cut = futures_util::stream::once(async {
+    let cut = futures_util::stream::once(async move {
+        let mut read = Vec::new();
+        while !read.contains(&b'\n') {
+            read.extend_from_slice(&body.next().await.unwrap().unwrap());
+        }
+        let end = read.iter().position(|b| *b == b'\n').unwrap();
+        let line: WireChannelAppend = serde_json::from_slice(&read[..end]).unwrap();
+        let appends = line
+            .appends
+            .into_iter()
+            .map(|a| append_from_wire(a).unwrap())
+            .collect();
+        store.append_many(appends).await.unwrap();
         Err::<axum::body::Bytes, _>(std::io::Error::other("cut"))
     });
     axum::response::Response::new(axum::body::Body::from_stream(cut))

@@ -191,7 +191,9 @@ fn admit(gate: &Gate, key: &Key, role: Role, request: &mut Request) -> Result<()
             .extensions_mut()
             .insert(StreamScope::new(key.streams.iter().cloned()));
     }
-    if let Some(limits) = &gate.limits {
+    if let Some(limits) = &gate.limits
+        && opens_append_channel(gate, request)
+    {
         // An append channel carries many transactions on one request:
         // each counts.
         let (limits, name) = (limits.clone(), key.name.clone());
@@ -218,6 +220,15 @@ fn admit(gate: &Gate, key: &Key, role: Role, request: &mut Request) -> Result<()
         .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1))));
     }
     Ok(())
+}
+
+/// Whether `request` opens an append channel of the store API (`POST
+/// /appends`), whose lines the store checks against the caller's rate;
+/// other requests need no rate check of their own.
+fn opens_append_channel(gate: &Gate, request: &Request) -> bool {
+    matches!(gate.rule, Rule::Store)
+        && request.method() == axum::http::Method::POST
+        && request.uri().path().ends_with("/appends")
 }
 
 /// Runs `request`, and records it in the audit log when it is an admin
