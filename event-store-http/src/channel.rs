@@ -66,13 +66,6 @@ impl std::fmt::Debug for Channels {
 /// One open channel: the lines for its body, the callers waiting.
 struct Open {
     state: Mutex<Waiting>,
-    /// Whether the server took the channel (its answer's head was a
-    /// success): no line is written before, so that a refusal (no such
-    /// route on an earlier server, authentication) or a connection the
-    /// server closes on refusing it carried nothing.
-    taken: AtomicBool,
-    /// The body's task, woken when the channel is taken.
-    taken_waker: futures_util::task::AtomicWaker,
 }
 
 struct Waiting {
@@ -180,8 +173,6 @@ impl Channels {
                 lines: Some(lines),
                 replies: HashMap::new(),
             }),
-            taken: AtomicBool::new(false),
-            taken_waker: futures_util::task::AtomicWaker::new(),
         });
         open.push(fresh.clone());
         tokio::spawn(drive(self.clone(), fresh.clone(), rx));
@@ -234,11 +225,6 @@ async fn drive(channels: Arc<Channels>, open: Arc<Open>, rx: mpsc::UnboundedRece
     channels.forget(&open);
     match outcome {
         Ok(()) => open.end(|| Outcome::Lost("the append channel ended".into())),
-        // Before the channel was taken no line was written.
-        Err(Failure::NotSent(why) | Failure::Lost(why)) if !open.taken.load(Ordering::Acquire) => {
-            let why = format!("{}: {why}", channels.url());
-            open.end(|| Outcome::Answered(Err(Error::Remote(why.clone()))));
-        }
         Err(Failure::NotSent(why)) => {
             let why = format!("{}: {why}", channels.url());
             open.end(|| Outcome::Answered(Err(Error::Remote(why.clone()))));
@@ -320,8 +306,6 @@ async fn read_outcomes(
         open.end(refused_whole(channels.url(), status, &bytes));
         return Ok(());
     }
-    open.taken.store(true, Ordering::Release);
-    open.taken_waker.wake();
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Failure::Lost(e.to_string()))?;
@@ -365,12 +349,6 @@ impl Body for Lines {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<std::result::Result<Frame<Bytes>, Self::Error>>> {
-        if !self.open.taken.load(Ordering::Acquire) {
-            self.open.taken_waker.register(cx.waker());
-            if !self.open.taken.load(Ordering::Acquire) {
-                return Poll::Pending;
-            }
-        }
         let first = match self.rx.poll_recv(cx) {
             Poll::Ready(Some(first)) => first,
             Poll::Ready(None) => return Poll::Ready(None),
