@@ -72,6 +72,13 @@ async fn serve(route: Route) -> Served {
                     channels.fetch_add(1, Ordering::SeqCst);
                     match route {
                         Route::NoChannel => {
+                            // The body is read to its end meanwhile: a
+                            // connection closed under the client's lines
+                            // can reset before it reads the 404 (a race
+                            // of the client's, not what this test is
+                            // about).
+                            let mut body = request.into_body().into_data_stream();
+                            tokio::spawn(async move { while body.next().await.is_some() {} });
                             return axum::http::StatusCode::NOT_FOUND.into_response();
                         }
                         Route::AnswerLost => return commit_first_then_cut(store, request).await,
