@@ -154,6 +154,10 @@ measure() {
     local system=$1
     shift
     local before after line
+    # What the previous run left in the page cache is written out first,
+    # so that no system's sync waits behind another's writeback.
+    sync
+    sleep 1
     before=$(cpu_of "${pid_of[$system]}")
     line=$("$driver" --system "$system" --url "${url[$system]}" "$@")
     after=$(cpu_of "${pid_of[$system]}")
@@ -211,7 +215,7 @@ print("\n".join(lines))
 print()
 print(f"{seconds} s per append row; one event per append; appends/s = events/s.")
 print("Clients: annals through event_store_http::RemoteStore, the client its own processes use")
-print("(HTTP/1.1 + JSON; appends in flight together share POST /batch requests, on connections driven by the sending task); tephra through")
+print("(HTTP/1.1; appends as NDJSON lines on up to 8 long POST /appends channels, each on the least busy); tephra through")
 print("tephra-client 0.5.3's blocking Client, one TCP connection per writer thread; UmaDB through")
 print("umadb-client 0.7.8's async client, one gRPC (HTTP/2) connection per writer. Every server at")
 print("its defaults, each acknowledging an append after the fdatasync of its commit. Read all:")
