@@ -189,7 +189,6 @@ async fn a_keys_rate_counts_each_transaction_on_an_append_channel() {
         .post(format!("{}/appends", store.url))
         .bearer_auth(&token)
         .header("content-type", "application/x-ndjson")
-        .header("x-requested-with", "test")
         .body(lines)
         .send()
         .await

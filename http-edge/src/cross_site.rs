@@ -9,7 +9,8 @@
 //! header makes the browser ask the server first (a CORS preflight),
 //! which annals never grants. So a request with a method that changes
 //! state (anything but `GET`, `HEAD`, `OPTIONS` and `TRACE`) must carry a
-//! JSON body (`application/json` or `application/*+json`) or the header
+//! JSON body (`application/json`, `application/*+json`, or NDJSON as
+//! `application/x-ndjson`, as the store's append channel takes) or the header
 //! [`REQUESTED_WITH`]; a form or a bodiless request without the header is
 //! refused before any route sees it.
 //!
@@ -75,8 +76,9 @@ pub fn is_safe(method: &Method) -> bool {
     )
 }
 
-/// `application/json`, or `application/<anything>+json`, with any
-/// parameters, in any case.
+/// `application/json`, `application/<anything>+json` or
+/// `application/x-ndjson`, with any parameters, in any case: none of them
+/// can be sent cross-site without a preflight.
 fn is_json(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
@@ -85,6 +87,7 @@ fn is_json(content_type: &str) -> bool {
         .trim()
         .to_ascii_lowercase();
     essence == "application/json"
+        || essence == "application/x-ndjson"
         || essence
             .strip_prefix("application/")
             .is_some_and(|subtype| subtype.ends_with("+json"))
@@ -131,6 +134,7 @@ mod tests {
             "application/json",
             "Application/JSON; charset=utf-8",
             "application/merge-patch+json",
+            "application/x-ndjson",
         ] {
             verdict(&Method::POST, &headers(&[("content-type", content_type)]))
                 .expect(content_type);
