@@ -165,6 +165,15 @@ measure() {
         '. + {server_cpu_s: $cpu}' <<<"$line"
 }
 
+# Each server is warmed up first (a second of 8 writers on streams of
+# their own, not measured), so that no measured row is the first thing a
+# freshly started server does.
+for system in "${systems[@]}"; do
+    sync
+    "$driver" --system "$system" --url "${url[$system]}" --writers 8 --seconds 1 \
+        --prefix warm- >/dev/null
+done
+
 results=$work/results.jsonl
 # Rows alternate between the systems (rather than all of one system, then
 # the next) so that a change in the machine's load or the disk's flush rate

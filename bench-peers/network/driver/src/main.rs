@@ -64,7 +64,7 @@ struct Args {
 fn usage() -> anyhow::Error {
     anyhow!(
         "usage: bench-peers-network --system annals|tephra|umadb --url URL \
-         [--mode append|read] [--writers N] [--seconds S]"
+         [--mode append|read] [--writers N] [--seconds S] [--prefix P]"
     )
 }
 
@@ -96,6 +96,9 @@ fn parse_args() -> Result<Args> {
             }
             "--writers" => writers = value()?.parse().context("--writers")?,
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
+            "--prefix" => PREFIX
+                .set(value()?)
+                .map_err(|_| anyhow!("--prefix given twice"))?,
             _ => return Err(usage()),
         }
     }
@@ -118,10 +121,15 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
+/// What the streams of this run start with (`--prefix`): a warm-up run
+/// takes streams of its own.
+static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The stream (or tag) of writer `i` of a row of `writers`: distinct per
 /// row, so that the rows of one server never share a stream.
 fn stream_name(writers: usize, i: usize) -> String {
-    format!("w{writers}-{i}")
+    let prefix = PREFIX.get().map_or("", String::as_str);
+    format!("{prefix}w{writers}-{i}")
 }
 
 /// Event numbers: distinct across writers so that payloads differ.
