@@ -8,6 +8,7 @@
 #
 #   bench-peers/network/run.sh            # 10 s per row
 #   ANNALS_BENCH_SECONDS=3 bench-peers/network/run.sh
+#   ANNALS_BENCH_ROUNDS=5 ...             # each row in 5 slices (3 by default)
 #
 # Not part of the workspace build or CI: it installs the peers with
 # `cargo install` (minutes of compiling the first time) and needs python3.
@@ -20,6 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 seconds=${ANNALS_BENCH_SECONDS:-10}
+rounds=${ANNALS_BENCH_ROUNDS:-3}
 target=${CARGO_TARGET_DIR:-$root/target}
 # The peers' binaries go where `cargo install` puts them by default.
 cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
@@ -175,13 +177,19 @@ for system in "${systems[@]}"; do
 done
 
 results=$work/results.jsonl
-# Rows alternate between the systems (rather than all of one system, then
-# the next) so that a change in the machine's load or the disk's flush rate
-# falls on all of them alike.
+# Each append row runs as `rounds` slices that alternate between the
+# systems (annals, tephra, UmaDB, annals, ...), each slice on streams of
+# its own, rather than all of one system and then the next: a slow spell
+# of the machine's CPU or disk, which lasts seconds, then falls on every
+# system rather than on one system's whole row.
+slice=$(awk -v s="$seconds" -v r="$rounds" 'BEGIN { print s / r }')
 for writers in 1 8 64; do
-    for system in "${systems[@]}"; do
-        log "$system: $writers writer(s), $seconds s"
-        measure "$system" --writers "$writers" --seconds "$seconds" | tee -a "$results" >&2
+    for round in $(seq 1 "$rounds"); do
+        for system in "${systems[@]}"; do
+            log "$system: $writers writer(s), slice $round of $rounds, $slice s"
+            measure "$system" --writers "$writers" --seconds "$slice" --prefix "r$round-" |
+                tee -a "$results" >&2
+        done
     done
 done
 for system in "${systems[@]}"; do
@@ -192,9 +200,34 @@ done
 python3 - "$results" "$seconds" <<'EOF'
 import json, sys
 
-rows = [json.loads(l) for l in open(sys.argv[1])]
+slices = [json.loads(l) for l in open(sys.argv[1])]
 seconds = sys.argv[2]
 systems = ["annals", "tephra", "umadb"]
+
+# A row's slices make one row: its events over its time, CPU summed,
+# the median slice's p50 and the worst slice's p99.
+rows = []
+for s in slices:
+    row = next(
+        (r for r in rows
+         if (r["system"], r["mode"], r.get("writers")) == (s["system"], s["mode"], s.get("writers"))),
+        None,
+    )
+    if row is None:
+        rows.append({**s, "slices": [s]})
+    else:
+        row["slices"].append(s)
+for r in rows:
+    parts = r["slices"]
+    r["events"] = sum(p["events"] for p in parts)
+    r["seconds"] = sum(p["seconds"] for p in parts)
+    r["events_per_s"] = r["events"] / r["seconds"]
+    for k in ("server_cpu_s", "client_cpu_s"):
+        if all(p.get(k) is not None for p in parts):
+            r[k] = sum(p[k] for p in parts)
+    if r["mode"] == "append":
+        r["p50_ms"] = sorted(p["p50_ms"] for p in parts)[len(parts) // 2]
+        r["p99_ms"] = max(p["p99_ms"] for p in parts)
 
 def find(system, mode, writers=None):
     for r in rows:
@@ -222,7 +255,8 @@ for label, mode, writers in specs:
     )
 print("\n".join(lines))
 print()
-print(f"{seconds} s per append row; one event per append; appends/s = events/s.")
+print(f"{seconds} s per append row, in slices that alternate between the systems; one event per append;")
+print("appends/s = events/s.")
 print("Clients: annals through event_store_http::RemoteStore, the client its own processes use")
 print("(HTTP/1.1; appends as NDJSON lines on up to 8 long POST /appends channels, each on the least busy); tephra through")
 print("tephra-client 0.5.3's blocking Client, one TCP connection per writer thread; UmaDB through")
@@ -231,15 +265,18 @@ print("its defaults, each acknowledging an append after the fdatasync of its com
 print("annals GET /all in binary pages of the server's maximum, each asked for while the one before")
 print("is read (RemoteStore::read_all_ahead); tephra and UmaDB one")
 print("streamed read. Server and driver share the machine's cores.")
-print("Per run: append p50/p99 ms; CPU µs per event of the server and of the client.")
+print("Per row: append p50 (median slice) / p99 (worst slice) ms; CPU µs per event of the server")
+print("and of the client; events/s of each slice.")
 for r in rows:
     cpu = lambda k: (
         f"{r[k] * 1e6 / r['events']:.1f}" if r.get(k) is not None and r["events"] else "–"
     )
     what = f"{r['writers']:>2} writers" if r["mode"] == "append" else "read all  "
     lat = f"p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms" if r["mode"] == "append" else ""
+    per_slice = " ".join(f"{p['events_per_s']:,.0f}" for p in r["slices"]) if len(r["slices"]) > 1 else ""
     print(
         f"  {r['system']:<7} {what}  {r['events']:>9,} events  {lat:<26}"
         f"server {cpu('server_cpu_s'):>6} µs/event  client {cpu('client_cpu_s'):>6} µs/event"
+        + (f"  slices {per_slice}" if per_slice else "")
     )
 EOF
