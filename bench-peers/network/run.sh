@@ -206,17 +206,11 @@ systems = ["annals", "tephra", "umadb"]
 
 # A row's slices make one row: its events over its time, CPU summed,
 # the median slice's p50 and the worst slice's p99.
-rows = []
+by_row = {}
 for s in slices:
-    row = next(
-        (r for r in rows
-         if (r["system"], r["mode"], r.get("writers")) == (s["system"], s["mode"], s.get("writers"))),
-        None,
-    )
-    if row is None:
-        rows.append({**s, "slices": [s]})
-    else:
-        row["slices"].append(s)
+    key = (s["system"], s["mode"], s.get("writers"))
+    by_row.setdefault(key, {**s, "slices": []})["slices"].append(s)
+rows = list(by_row.values())
 for r in rows:
     parts = r["slices"]
     r["events"] = sum(p["events"] for p in parts)

@@ -44,7 +44,7 @@ fn verdict(method: &Method, headers: &HeaderMap) -> Result<(), Problem> {
         return Ok(());
     }
     match headers.get(header::CONTENT_TYPE) {
-        Some(value) if is_json(value.to_str().unwrap_or_default()) => Ok(()),
+        Some(value) if is_json_or_ndjson(value.to_str().unwrap_or_default()) => Ok(()),
         Some(value) => Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -79,7 +79,7 @@ pub fn is_safe(method: &Method) -> bool {
 /// `application/json`, `application/<anything>+json` or
 /// `application/x-ndjson`, with any parameters, in any case: none of them
 /// can be sent cross-site without a preflight.
-fn is_json(content_type: &str) -> bool {
+fn is_json_or_ndjson(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
@@ -149,7 +149,7 @@ mod tests {
         .expect("marker");
         verdict(&Method::PUT, &headers(&[("x-requested-with", "x")])).expect("marker");
         verdict(&Method::GET, &HeaderMap::new()).expect("safe");
-        assert!(!is_json("application/jsonx"));
-        assert!(!is_json("text/json+x"));
+        assert!(!is_json_or_ndjson("application/jsonx"));
+        assert!(!is_json_or_ndjson("text/json+x"));
     }
 }

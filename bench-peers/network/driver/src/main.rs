@@ -59,6 +59,7 @@ struct Args {
     mode: Mode,
     writers: usize,
     seconds: f64,
+    prefix: String,
 }
 
 fn usage() -> anyhow::Error {
@@ -74,6 +75,7 @@ fn parse_args() -> Result<Args> {
     let mut mode = Mode::Append;
     let mut writers = 1;
     let mut seconds: f64 = 5.0;
+    let mut prefix = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(usage);
@@ -96,9 +98,7 @@ fn parse_args() -> Result<Args> {
             }
             "--writers" => writers = value()?.parse().context("--writers")?,
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
-            "--prefix" => PREFIX
-                .set(value()?)
-                .map_err(|_| anyhow!("--prefix given twice"))?,
+            "--prefix" => prefix = value()?,
             _ => return Err(usage()),
         }
     }
@@ -111,6 +111,7 @@ fn parse_args() -> Result<Args> {
         mode,
         writers,
         seconds,
+        prefix,
     })
 }
 
@@ -121,15 +122,14 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// What the streams of this run start with (`--prefix`): a warm-up run
+/// The stream (or tag) of each writer of a row of `writers`: distinct
+/// per row, so that the rows of one server never share a stream, and
+/// after `prefix` (`--prefix`), so that a warm-up or a slice of a row
 /// takes streams of its own.
-static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// The stream (or tag) of writer `i` of a row of `writers`: distinct per
-/// row, so that the rows of one server never share a stream.
-fn stream_name(writers: usize, i: usize) -> String {
-    let prefix = PREFIX.get().map_or("", String::as_str);
-    format!("{prefix}w{writers}-{i}")
+fn stream_names(prefix: &str, writers: usize) -> Vec<String> {
+    (0..writers)
+        .map(|i| format!("{prefix}w{writers}-{i}"))
+        .collect()
 }
 
 /// Event numbers: distinct across writers so that payloads differ.
@@ -163,11 +163,11 @@ async fn annals_writer(
     Ok(latencies)
 }
 
-async fn annals_append(url: &str, writers: usize, deadline: Instant) -> Result<Vec<Latencies>> {
+async fn annals_append(url: &str, streams: &[String], deadline: Instant) -> Result<Vec<Latencies>> {
     let store = Arc::new(RemoteStore::connect(url, RemoteOptions::default()).await?);
     let mut tasks = Vec::new();
-    for i in 0..writers {
-        let stream = StreamId::new(stream_name(writers, i))?;
+    for (i, name) in streams.iter().enumerate() {
+        let stream = StreamId::new(name.as_str())?;
         tasks.push(tokio::spawn(annals_writer(
             store.clone(),
             stream,
@@ -217,13 +217,12 @@ fn tephra_writer(addr: &str, tag: &str, writer: usize, deadline: Instant) -> Res
     Ok(latencies)
 }
 
-fn tephra_append(addr: &str, writers: usize, deadline: Instant) -> Result<Vec<Latencies>> {
+fn tephra_append(addr: &str, streams: &[String], deadline: Instant) -> Result<Vec<Latencies>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..writers)
-            .map(|i| {
-                let tag = stream_name(writers, i);
-                scope.spawn(move || tephra_writer(addr, &tag, i, deadline))
-            })
+        let handles: Vec<_> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| scope.spawn(move || tephra_writer(addr, tag, i, deadline)))
             .collect();
         handles
             .into_iter()
@@ -282,12 +281,12 @@ async fn umadb_writer(
     Ok(latencies)
 }
 
-async fn umadb_append(url: &str, writers: usize, deadline: Instant) -> Result<Vec<Latencies>> {
+async fn umadb_append(url: &str, streams: &[String], deadline: Instant) -> Result<Vec<Latencies>> {
     let mut tasks = Vec::new();
-    for i in 0..writers {
+    for (i, name) in streams.iter().enumerate() {
         tasks.push(tokio::spawn(umadb_writer(
             url.to_owned(),
-            stream_name(writers, i),
+            name.clone(),
             i,
             deadline,
         )));
@@ -361,12 +360,11 @@ fn main() -> Result<()> {
             let seconds = Duration::from_secs_f64(args.seconds);
             let started = Instant::now();
             let deadline = started + seconds;
+            let streams = stream_names(&args.prefix, args.writers);
             let per_writer = match args.system {
-                System::Annals => {
-                    runtime.block_on(annals_append(&args.url, args.writers, deadline))
-                }
-                System::Tephra => tephra_append(&args.url, args.writers, deadline),
-                System::Umadb => runtime.block_on(umadb_append(&args.url, args.writers, deadline)),
+                System::Annals => runtime.block_on(annals_append(&args.url, &streams, deadline)),
+                System::Tephra => tephra_append(&args.url, &streams, deadline),
+                System::Umadb => runtime.block_on(umadb_append(&args.url, &streams, deadline)),
             }?;
             // Every writer's last append ends after the deadline: the rate
             // is over the time until the last one came back.
